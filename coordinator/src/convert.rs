@@ -1,0 +1,346 @@
+//! Conversions between the generated `quarry.v1` types and the state
+//! machine's types. Generated types stop at the service layer: nothing past
+//! this module sees them.
+
+use crate::error::CoordinatorError;
+use crate::state::{
+    FindingRecord, HuntRecord, HuntSpec, HuntState, Limits, ModuleRecord, ModuleSelector, PartialResult, Scope,
+    Severity, ShardDescription, State, TaskRecord, TaskState,
+};
+use quarry_proto::v1;
+use quarry_proto::{ModuleDigest, ShardId};
+use std::collections::BTreeMap;
+
+/// Parses a module reference (`name@version`, `name`, or a digest).
+pub fn module_selector(reference: Option<v1::ModuleRef>) -> Result<ModuleSelector, CoordinatorError> {
+    match reference.and_then(|r| r.r#ref) {
+        Some(v1::module_ref::Ref::Digest(digest)) => {
+            let digest = ModuleDigest::new(digest.trim_start_matches("sha256:").to_ascii_lowercase());
+            if !digest.is_well_formed() {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "module digest `{digest}` is not 64 hex characters (sha256)"
+                )));
+            }
+            Ok(ModuleSelector::Digest(digest))
+        }
+        Some(v1::module_ref::Ref::NameVersion(text)) => parse_name_version(&text),
+        None => Err(CoordinatorError::InvalidArgument(
+            "no module given: name one as `name@version` or by its sha256 digest".to_owned(),
+        )),
+    }
+}
+
+fn parse_name_version(text: &str) -> Result<ModuleSelector, CoordinatorError> {
+    let text = text.trim();
+    if let Some(hex) = text.strip_prefix("sha256:") {
+        return module_selector(Some(v1::ModuleRef { r#ref: Some(v1::module_ref::Ref::Digest(hex.to_owned())) }));
+    }
+    let (name, version) = match text.split_once('@') {
+        Some((name, version)) => (name, Some(version.to_owned())),
+        None => (text, None),
+    };
+    validate_module_name(name)?;
+    if version.as_deref().is_some_and(str::is_empty) {
+        return Err(CoordinatorError::InvalidArgument(format!(
+            "module reference `{text}` has an empty version; write `{name}@<version>` or just `{name}` for the latest"
+        )));
+    }
+    Ok(ModuleSelector::NameVersion { name: name.to_owned(), version })
+}
+
+/// Checks a module name: 1-64 of `[a-z0-9_-]`, starting with a letter.
+pub fn validate_module_name(name: &str) -> Result<(), CoordinatorError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(CoordinatorError::InvalidArgument(format!(
+            "module name `{name}` is invalid: use 1-64 lowercase letters, digits, `-` or `_`, starting with a letter"
+        )))
+    }
+}
+
+/// Builds a hunt spec from a submission.
+pub fn hunt_spec(request: v1::SubmitHuntRequest) -> Result<HuntSpec, CoordinatorError> {
+    let module = module_selector(request.module)?;
+    let scope = request.scope.unwrap_or_default();
+    let range = scope.time_range.unwrap_or_default();
+    for name in &scope.shards {
+        if name.trim().is_empty() {
+            return Err(CoordinatorError::InvalidArgument("scope names an empty shard".to_owned()));
+        }
+    }
+    let limits = request.limits.unwrap_or_default();
+    let defaults = Limits::default();
+    let limits = Limits {
+        cpu_ms: if limits.cpu_ms == 0 { defaults.cpu_ms } else { limits.cpu_ms },
+        memory_bytes: if limits.memory_bytes == 0 { defaults.memory_bytes } else { limits.memory_bytes },
+        max_findings_per_task: if limits.max_findings_per_task == 0 {
+            defaults.max_findings_per_task
+        } else {
+            limits.max_findings_per_task
+        },
+    };
+    if limits.memory_bytes < 1024 * 1024 {
+        return Err(CoordinatorError::InvalidArgument(format!(
+            "memory limit {} bytes is below the 1 MiB a module needs to start",
+            limits.memory_bytes
+        )));
+    }
+    Ok(HuntSpec {
+        module,
+        params: request.params.into_iter().collect(),
+        scope: Scope {
+            selector: scope.selector.map(|s| s.match_labels.into_iter().collect()).unwrap_or_default(),
+            shards: scope.shards.into_iter().map(ShardId::new).collect(),
+            start_ms: range.start_ms,
+            end_ms: range.end_ms,
+        },
+        limits,
+        priority: request.priority,
+        description: request.description,
+    })
+}
+
+/// Module metadata for listings (without the bytes).
+pub fn module_info(module: &ModuleRecord) -> v1::ModuleInfo {
+    v1::ModuleInfo {
+        name: module.name.clone(),
+        version: module.version.clone(),
+        digest: module.digest.to_string(),
+        size_bytes: module.bytes.len() as u64,
+        description: module.description.clone(),
+        uploaded_ms: module.uploaded_ms,
+    }
+}
+
+fn hunt_state(state: HuntState) -> v1::HuntState {
+    match state {
+        HuntState::Running => v1::HuntState::Running,
+        HuntState::Completed => v1::HuntState::Completed,
+        HuntState::PartiallyCompleted => v1::HuntState::PartiallyCompleted,
+        HuntState::Failed => v1::HuntState::Failed,
+        HuntState::Cancelled => v1::HuntState::Cancelled,
+    }
+}
+
+/// The state-machine hunt state for a protobuf filter value.
+pub fn hunt_state_from(value: i32) -> Option<HuntState> {
+    match v1::HuntState::try_from(value).ok()? {
+        v1::HuntState::Unspecified => None,
+        v1::HuntState::Running => Some(HuntState::Running),
+        v1::HuntState::Completed => Some(HuntState::Completed),
+        v1::HuntState::PartiallyCompleted => Some(HuntState::PartiallyCompleted),
+        v1::HuntState::Failed => Some(HuntState::Failed),
+        v1::HuntState::Cancelled => Some(HuntState::Cancelled),
+    }
+}
+
+fn task_status(task: &TaskRecord) -> v1::TaskStatus {
+    let (state, worker, error) = match &task.state {
+        TaskState::Pending => (v1::TaskState::Pending, String::new(), String::new()),
+        TaskState::Assigned { worker } => (v1::TaskState::Assigned, worker.to_string(), String::new()),
+        TaskState::Succeeded => (v1::TaskState::Succeeded, String::new(), String::new()),
+        TaskState::Failed { error } => (v1::TaskState::Failed, String::new(), error.clone()),
+        TaskState::Cancelled => (v1::TaskState::Cancelled, String::new(), String::new()),
+    };
+    v1::TaskStatus {
+        task_id: task.id.to_string(),
+        shard: task.shard.to_string(),
+        state: state as i32,
+        worker_id: worker,
+        attempt: task.attempt,
+        error,
+        events_scanned: task.events_scanned,
+        findings: task.findings,
+    }
+}
+
+fn aggregates(merged: &BTreeMap<String, BTreeMap<String, u64>>) -> Vec<v1::Aggregate> {
+    merged
+        .iter()
+        .map(|(name, counts)| v1::Aggregate {
+            name: name.clone(),
+            counts: counts.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        })
+        .collect()
+}
+
+/// A hunt with its tasks.
+pub fn hunt(state: &State, hunt: &HuntRecord) -> v1::Hunt {
+    let spec = &hunt.spec;
+    v1::Hunt {
+        hunt_id: hunt.id.to_string(),
+        module: state.modules.get(&hunt.module).map(module_info),
+        params: spec.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        scope: Some(v1::HuntScope {
+            selector: Some(v1::LabelSelector {
+                match_labels: spec.scope.selector.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            }),
+            shards: spec.scope.shards.iter().map(ToString::to_string).collect(),
+            time_range: Some(v1::TimeRange { start_ms: spec.scope.start_ms, end_ms: spec.scope.end_ms }),
+        }),
+        limits: Some(limits(&spec.limits)),
+        priority: spec.priority,
+        description: spec.description.clone(),
+        state: hunt_state(hunt.state) as i32,
+        submitted_ms: hunt.submitted_ms,
+        finished_ms: hunt.finished_ms,
+        tasks: hunt.tasks.iter().filter_map(|t| state.tasks.get(t)).map(task_status).collect(),
+        findings: hunt.findings,
+        events_scanned: hunt.events_scanned,
+        aggregates: aggregates(&hunt.aggregates),
+        reason: hunt.reason.clone(),
+    }
+}
+
+/// Limits as protobuf.
+pub fn limits(limits: &Limits) -> v1::HuntLimits {
+    v1::HuntLimits {
+        cpu_ms: limits.cpu_ms,
+        memory_bytes: limits.memory_bytes,
+        max_findings_per_task: limits.max_findings_per_task,
+    }
+}
+
+/// Progress of a hunt.
+pub fn progress(state: &State, hunt: &HuntRecord) -> v1::HuntProgress {
+    let mut done = 0;
+    let mut failed = 0;
+    for task in hunt.tasks.iter().filter_map(|t| state.tasks.get(t)) {
+        match task.state {
+            TaskState::Succeeded | TaskState::Cancelled => done += 1,
+            TaskState::Failed { .. } => {
+                done += 1;
+                failed += 1;
+            }
+            TaskState::Pending | TaskState::Assigned { .. } => {}
+        }
+    }
+    v1::HuntProgress {
+        hunt_id: hunt.id.to_string(),
+        state: hunt_state(hunt.state) as i32,
+        tasks_total: hunt.tasks.len() as u32,
+        tasks_done: done,
+        tasks_failed: failed,
+        findings: hunt.findings,
+        events_scanned: hunt.events_scanned,
+        reason: hunt.reason.clone(),
+    }
+}
+
+fn severity(severity: Severity) -> v1::Severity {
+    match severity {
+        Severity::Informational => v1::Severity::Informational,
+        Severity::Low => v1::Severity::Low,
+        Severity::Medium => v1::Severity::Medium,
+        Severity::High => v1::Severity::High,
+        Severity::Critical => v1::Severity::Critical,
+    }
+}
+
+fn severity_from(value: i32) -> Severity {
+    match v1::Severity::try_from(value) {
+        Ok(v1::Severity::Low) => Severity::Low,
+        Ok(v1::Severity::Medium) => Severity::Medium,
+        Ok(v1::Severity::High) => Severity::High,
+        Ok(v1::Severity::Critical) => Severity::Critical,
+        _ => Severity::Informational,
+    }
+}
+
+/// A committed finding as protobuf.
+pub fn finding(hunt: &HuntRecord, finding: &FindingRecord) -> v1::Finding {
+    v1::Finding {
+        finding_id: finding.id.clone(),
+        hunt_id: hunt.id.to_string(),
+        task_id: finding.task.to_string(),
+        shard: finding.shard.to_string(),
+        rule: finding.rule.clone(),
+        title: finding.title.clone(),
+        severity: severity(finding.severity) as i32,
+        confidence: u32::from(finding.confidence),
+        entity: finding.entity.clone(),
+        timestamp_ms: finding.timestamp_ms,
+        evidence: finding
+            .evidence
+            .iter()
+            .map(|(key, value)| v1::Evidence { key: key.clone(), value: value.clone() })
+            .collect(),
+        techniques: finding.techniques.clone(),
+        offsets: finding.offsets.clone(),
+    }
+}
+
+/// A worker's partial result (ids are assigned on apply).
+pub fn partial_result(report: &mut v1::ReportTaskRequest) -> PartialResult {
+    let findings = std::mem::take(&mut report.findings)
+        .into_iter()
+        .map(|f| FindingRecord {
+            id: String::new(),
+            task: quarry_proto::TaskId::new(String::new()),
+            shard: ShardId::new(String::new()),
+            rule: f.rule,
+            title: f.title,
+            severity: severity_from(f.severity),
+            confidence: u8::try_from(f.confidence.min(100)).unwrap_or(100),
+            entity: f.entity,
+            timestamp_ms: f.timestamp_ms,
+            evidence: f.evidence.into_iter().map(|e| (e.key, e.value)).collect(),
+            techniques: f.techniques,
+            offsets: f.offsets,
+        })
+        .collect();
+    PartialResult {
+        findings,
+        aggregates: std::mem::take(&mut report.aggregates)
+            .into_iter()
+            .map(|a| (a.name, a.counts.into_iter().collect()))
+            .collect(),
+        events_scanned: report.events_scanned,
+    }
+}
+
+/// A shard as a worker describes it.
+pub fn shard_description(info: v1::ShardInfo) -> Result<ShardDescription, CoordinatorError> {
+    if info.name.trim().is_empty() {
+        return Err(CoordinatorError::InvalidArgument("a worker advertised a shard with no name".to_owned()));
+    }
+    let range = info.time_range.unwrap_or_default();
+    Ok(ShardDescription {
+        name: ShardId::new(info.name),
+        labels: info.labels.into_iter().collect(),
+        event_count: info.event_count,
+        min_ts_ms: range.start_ms,
+        max_ts_ms: range.end_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(text: &str) -> Option<v1::ModuleRef> {
+        Some(v1::ModuleRef { r#ref: Some(v1::module_ref::Ref::NameVersion(text.to_owned())) })
+    }
+
+    #[test]
+    fn module_references_parse_or_say_what_is_wrong() {
+        assert_eq!(
+            module_selector(reference("logon-bruteforce@0.1.0")).ok(),
+            Some(ModuleSelector::NameVersion { name: "logon-bruteforce".into(), version: Some("0.1.0".into()) })
+        );
+        assert!(matches!(module_selector(reference("x")), Ok(ModuleSelector::NameVersion { version: None, .. })));
+        let err = module_selector(reference("Bad Name@1")).expect_err("invalid");
+        assert!(err.to_string().contains("lowercase"), "{err}");
+        let err = module_selector(reference("m@")).expect_err("empty version");
+        assert!(err.to_string().contains("empty version"), "{err}");
+        let err = module_selector(None).expect_err("missing");
+        assert!(err.to_string().contains("no module"), "{err}");
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        assert!(matches!(module_selector(reference(&digest)), Ok(ModuleSelector::Digest(_))));
+    }
+}

@@ -1,0 +1,22 @@
+//! `quarry-coordinator`: the Quarry control plane.
+//!
+//! A raft group (raft-rs) whose log, hard state and state machine live in
+//! RocksDB. The state machine ([`state`]) holds modules, workers, shards,
+//! hunts, tasks and committed findings; the leader's scheduler
+//! ([`scheduler`]) places one task per shard on a live worker that holds it;
+//! [`service`] serves the public `quarry.v1` API and the worker protocol.
+
+pub mod clock;
+pub mod convert;
+pub mod error;
+pub mod module_check;
+pub mod node;
+pub mod raft_log;
+pub mod scheduler;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod storage;
+
+pub use error::CoordinatorError;
+pub use server::{Coordinator, CoordinatorConfig};

@@ -1,0 +1,251 @@
+//! Starting and stopping a coordinator: the raft node, the leader's duties
+//! and the gRPC server (public API, worker protocol, raft transport, health
+//! and reflection) on one listener.
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::error::{CoordinatorError, Result};
+use crate::node::{NoPeers, NodeHandle, NodeThread};
+use crate::scheduler;
+use crate::service::{self, Dispatcher, Shared};
+use crate::state::{Command, Response, TaskState};
+use crate::storage::Store;
+use quarry_proto::NodeId;
+use quarry_proto::v1;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How a coordinator is configured.
+#[derive(Clone)]
+pub struct CoordinatorConfig {
+    /// Raft node id (non-zero).
+    pub node_id: NodeId,
+    /// Where RocksDB lives.
+    pub data_dir: PathBuf,
+    /// Address to serve gRPC on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Voters of a new cluster (this node alone for a single-node group).
+    pub voters: Vec<u64>,
+    /// Workers silent for longer than this get no new tasks.
+    pub heartbeat_timeout: Duration,
+    /// Interval workers are told to heartbeat at.
+    pub heartbeat_interval: Duration,
+    /// The clock leader duties stamp commands with.
+    pub clock: SharedClock,
+}
+
+impl CoordinatorConfig {
+    /// A single-node coordinator with default timings.
+    pub fn single_node(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            node_id: NodeId(1),
+            data_dir,
+            listen,
+            voters: vec![1],
+            heartbeat_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(2),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    addr: SocketAddr,
+    node: Option<NodeThread>,
+    handle: NodeHandle,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Coordinator {
+    /// Opens the data directory, starts raft and serves gRPC.
+    pub async fn start(config: CoordinatorConfig) -> Result<Self> {
+        if config.node_id.0 == 0 {
+            return Err(CoordinatorError::InvalidArgument("node id must be non-zero".to_owned()));
+        }
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| CoordinatorError::Serve {
+            addr: config.listen.to_string(),
+            detail: format!("{e} (is another coordinator using this address?)"),
+        })?;
+        let addr = listener.local_addr().map_err(|e| CoordinatorError::Serve {
+            addr: config.listen.to_string(),
+            detail: e.to_string(),
+        })?;
+        let data_dir = config.data_dir.clone();
+        let node_id = config.node_id;
+        let voters = config.voters.clone();
+        let node = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&data_dir)?;
+            NodeThread::start(node_id, store, &voters, Box::new(NoPeers))
+        })
+        .await
+        .map_err(|e| CoordinatorError::Io { context: "raft start-up task".into(), source: std::io::Error::other(e) })??;
+        let handle = node.handle();
+        let shared = Arc::new(Shared {
+            node: handle.clone(),
+            dispatcher: Dispatcher::default(),
+            clock: config.clock.clone(),
+            heartbeat_timeout: config.heartbeat_timeout,
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeats: Default::default(),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(leader_duties(shared.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(serve(shared, listener, shutdown_rx)));
+        tracing::info!(%addr, node = node_id.0, "coordinator serving");
+        Ok(Self { addr, node: Some(node), handle, shutdown, tasks })
+    }
+
+    /// The address the gRPC server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The raft node, for status and tests.
+    pub fn node(&self) -> &NodeHandle {
+        &self.handle
+    }
+
+    /// Waits until this node leads (a single-node group elects itself at once).
+    pub async fn wait_for_leadership(&self, timeout: Duration) -> Result<()> {
+        let mut status = self.handle.subscribe();
+        let wait = async {
+            loop {
+                if status.borrow_and_update().is_leader {
+                    return;
+                }
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| CoordinatorError::ProposalTimeout(timeout))?;
+        if self.handle.status().is_leader { Ok(()) } else { Err(CoordinatorError::NodeStopped) }
+    }
+
+    /// Stops serving, stops raft and releases the data directory.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        if let Some(node) = self.node.take() {
+            let _ = tokio::task::spawn_blocking(move || node.stop()).await;
+        }
+        tracing::info!(addr = %self.addr, "coordinator stopped");
+    }
+}
+
+async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<v1::hunt_service_server::HuntServiceServer<service::Api>>().await;
+    health.set_serving::<v1::module_service_server::ModuleServiceServer<service::Api>>().await;
+    health.set_serving::<v1::cluster_service_server::ClusterServiceServer<service::Api>>().await;
+    health.set_serving::<v1::worker_service_server::WorkerServiceServer<service::Api>>().await;
+    let reflection = match tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+    {
+        Ok(reflection) => reflection,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the reflection service");
+            return;
+        }
+    };
+    let api = service::Api::new(shared);
+    let max = quarry_proto::MAX_MESSAGE_BYTES;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            v1::hunt_service_server::HuntServiceServer::new(api.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            v1::module_service_server::ModuleServiceServer::new(api.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(v1::cluster_service_server::ClusterServiceServer::new(api.clone()))
+        .add_service(
+            v1::worker_service_server::WorkerServiceServer::new(api.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(v1::raft_service_server::RaftServiceServer::new(api))
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "coordinator gRPC server failed");
+    }
+}
+
+/// Scheduling runs only on the leader and only through proposals: plan from
+/// the replicated state, commit the assignments, then send them.
+async fn leader_duties(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut changes = shared.node.subscribe();
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = ticker.tick() => {}
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        if !shared.node.status().is_leader {
+            continue;
+        }
+        let live = shared.live_workers();
+        let plan = match shared.node.read(|r| scheduler::plan(&r.state, &live)) {
+            Ok(plan) if !plan.is_empty() => plan,
+            Ok(_) => continue,
+            Err(_) => return,
+        };
+        let span = tracing::info_span!("schedule", tasks = plan.len());
+        let _enter = span.enter();
+        let planned = plan.clone();
+        match shared.node.propose(Command::AssignTasks { assignments: plan }).await {
+            Ok(Ok(Response::Done)) => {}
+            Ok(other) => {
+                tracing::warn!(?other, "assignment proposal was not applied");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot commit task assignments; will retry");
+                continue;
+            }
+        }
+        // Send only what the state machine accepted, with the committed attempt.
+        let sends = shared.node.read(|r| {
+            planned
+                .iter()
+                .filter_map(|a| {
+                    let task = r.state.tasks.get(&a.task)?;
+                    match &task.state {
+                        TaskState::Assigned { worker } if *worker == a.worker => {
+                            Some((a.worker.clone(), service::assignment(&r.state, task)?))
+                        }
+                        _ => None,
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        if let Ok(sends) = sends {
+            for (worker, assignment) in sends {
+                shared.dispatcher.send_run(&worker, assignment).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,627 @@
+//! The gRPC services a coordinator serves. Handlers validate, read the
+//! applied state or propose a command, and map errors to statuses through
+//! [`CoordinatorError`]; they hold no scheduling logic.
+
+use crate::clock::SharedClock;
+use crate::convert;
+use crate::error::CoordinatorError;
+use crate::module_check;
+use crate::node::NodeHandle;
+use crate::state::{Command, HuntRecord, ModuleRecord, Rejection, Response, State, TaskRecord, TaskReport};
+use protobuf::Message as _;
+use quarry_proto::v1::{self, hunt_service_server::HuntService};
+use quarry_proto::v1::cluster_service_server::ClusterService;
+use quarry_proto::v1::module_service_server::ModuleService;
+use quarry_proto::v1::raft_service_server::RaftService;
+use quarry_proto::v1::worker_service_server::WorkerService;
+use quarry_proto::{HuntId, ModuleDigest, TaskId, WorkerId};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status, Streaming};
+
+/// Largest module accepted.
+pub const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
+
+type TaskSender = mpsc::Sender<Result<v1::TaskCommand, Status>>;
+
+/// Open task streams of connected workers (leader-local, not replicated).
+#[derive(Default)]
+pub struct Dispatcher {
+    streams: Mutex<HashMap<WorkerId, (u64, TaskSender)>>,
+    next_connection: std::sync::atomic::AtomicU64,
+}
+
+impl Dispatcher {
+    fn connect(&self, worker: WorkerId, sender: TaskSender) -> u64 {
+        let id = self.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.insert(worker, (id, sender));
+        }
+        id
+    }
+
+    fn sender(&self, worker: &WorkerId) -> Option<(u64, TaskSender)> {
+        self.streams.lock().ok()?.get(worker).cloned()
+    }
+
+    fn disconnect(&self, worker: &WorkerId, connection: u64) {
+        if let Ok(mut streams) = self.streams.lock()
+            && streams.get(worker).is_some_and(|(id, _)| *id == connection)
+        {
+            streams.remove(worker);
+        }
+    }
+
+    fn is_connected(&self, worker: &WorkerId) -> bool {
+        self.streams.lock().is_ok_and(|s| s.get(worker).is_some_and(|(_, tx)| !tx.is_closed()))
+    }
+
+    /// Sends a committed assignment to its worker; a closed stream just
+    /// drops it (the worker gets it again when it reconnects).
+    pub async fn send_run(&self, worker: &WorkerId, assignment: v1::TaskAssignment) {
+        self.send(worker, v1::task_command::Command::Run(assignment)).await;
+    }
+
+    async fn send(&self, worker: &WorkerId, command: v1::task_command::Command) {
+        let Some((connection, sender)) = self.sender(worker) else {
+            tracing::debug!(%worker, "worker has no task stream; it gets its tasks when it connects");
+            return;
+        };
+        if sender.send(Ok(v1::TaskCommand { command: Some(command) })).await.is_err() {
+            self.disconnect(worker, connection);
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct Shared {
+    /// The raft node.
+    pub node: NodeHandle,
+    /// Task streams.
+    pub dispatcher: Dispatcher,
+    /// Leader time.
+    pub clock: SharedClock,
+    /// Silence after which a worker counts as dead.
+    pub heartbeat_timeout: Duration,
+    /// What workers are told.
+    pub heartbeat_interval: Duration,
+    /// Last heartbeat per worker (leader-local soft state, leader clock).
+    pub heartbeats: Mutex<HashMap<WorkerId, i64>>,
+}
+
+impl Shared {
+    fn heartbeat(&self, worker: &WorkerId) {
+        if let Ok(mut beats) = self.heartbeats.lock() {
+            beats.insert(worker.clone(), self.clock.now_ms());
+        }
+    }
+
+    fn last_heartbeat(&self, worker: &WorkerId) -> Option<i64> {
+        self.heartbeats.lock().ok()?.get(worker).copied()
+    }
+
+    fn is_live(&self, worker: &WorkerId) -> bool {
+        let timeout = i64::try_from(self.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
+        self.last_heartbeat(worker).is_some_and(|t| self.clock.now_ms() - t <= timeout)
+            && self.dispatcher.is_connected(worker)
+    }
+
+    /// Workers that heartbeat recently and hold an open task stream.
+    pub fn live_workers(&self) -> BTreeSet<WorkerId> {
+        self.node
+            .read(|r| r.state.workers.keys().filter(|w| self.is_live(w)).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn propose(&self, command: Command) -> Result<Response, Status> {
+        match self.node.propose(command).await? {
+            Ok(response) => Ok(response),
+            Err(rejection) => Err(rejection_status(rejection)),
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, Status> {
+        Ok(self.node.read(|r| f(&r.state))?)
+    }
+}
+
+fn rejection_status(rejection: Rejection) -> Status {
+    let error = match rejection {
+        Rejection::NotFound(m) => CoordinatorError::NotFound(m),
+        Rejection::Invalid(m) => CoordinatorError::InvalidArgument(m),
+        Rejection::Conflict(m) => CoordinatorError::FailedPrecondition(m),
+    };
+    error.into()
+}
+
+/// The committed assignment of `task`, as sent to its worker.
+pub fn assignment(state: &State, task: &TaskRecord) -> Option<v1::TaskAssignment> {
+    let hunt = state.hunts.get(&task.hunt)?;
+    Some(v1::TaskAssignment {
+        task_id: task.id.to_string(),
+        hunt_id: hunt.id.to_string(),
+        attempt: task.attempt,
+        shard: task.shard.to_string(),
+        module_digest: hunt.module.to_string(),
+        params: hunt.spec.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        time_range: Some(v1::TimeRange { start_ms: hunt.spec.scope.start_ms, end_ms: hunt.spec.scope.end_ms }),
+        limits: Some(convert::limits(&hunt.spec.limits)),
+    })
+}
+
+/// The service implementation; one value serves every service.
+#[derive(Clone)]
+pub struct Api {
+    shared: Arc<Shared>,
+}
+
+impl Api {
+    /// Wraps the shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn hunt(&self, id: &str) -> Result<v1::Hunt, Status> {
+        let id = HuntId::new(id);
+        self.shared
+            .read(|s| s.hunts.get(&id).map(|h| convert::hunt(s, h)))?
+            .ok_or_else(|| hunt_not_found(&id))
+    }
+}
+
+fn hunt_not_found(id: &HuntId) -> Status {
+    CoordinatorError::NotFound(format!("hunt {id} does not exist; `quarry hunt list` shows the hunts")).into()
+}
+
+type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl HuntService for Api {
+    #[tracing::instrument(skip_all, fields(hunt))]
+    async fn submit_hunt(
+        &self,
+        request: Request<v1::SubmitHuntRequest>,
+    ) -> Result<tonic::Response<v1::SubmitHuntResponse>, Status> {
+        let spec = convert::hunt_spec(request.into_inner())?;
+        // Refuse bad requests before they reach the log.
+        self.shared.read(|s| s.validate_submit(&spec))?.map_err(rejection_status)?;
+        let now_ms = self.shared.clock.now_ms();
+        match self.shared.propose(Command::SubmitHunt { spec, now_ms }).await? {
+            Response::Hunt { id, tasks } => {
+                tracing::Span::current().record("hunt", id.as_str());
+                tracing::info!(tasks, "hunt submitted");
+                Ok(tonic::Response::new(v1::SubmitHuntResponse { hunt_id: id.into_string(), task_count: tasks }))
+            }
+            other => Err(Status::internal(format!("unexpected response to SubmitHunt: {other:?}"))),
+        }
+    }
+
+    async fn get_hunt(&self, request: Request<v1::GetHuntRequest>) -> Result<tonic::Response<v1::Hunt>, Status> {
+        self.hunt(&request.into_inner().hunt_id).map(tonic::Response::new)
+    }
+
+    async fn list_hunts(
+        &self,
+        request: Request<v1::ListHuntsRequest>,
+    ) -> Result<tonic::Response<v1::ListHuntsResponse>, Status> {
+        let request = request.into_inner();
+        let states: Vec<_> = request.states.iter().filter_map(|s| convert::hunt_state_from(*s)).collect();
+        let limit = if request.limit == 0 { usize::MAX } else { request.limit as usize };
+        let hunts = self.shared.read(|s| {
+            let mut hunts: Vec<&HuntRecord> =
+                s.hunts.values().filter(|h| states.is_empty() || states.contains(&h.state)).collect();
+            hunts.sort_by_key(|h| std::cmp::Reverse((h.submitted_ms, h.id.clone())));
+            hunts.into_iter().take(limit).map(|h| convert::hunt(s, h)).collect()
+        })?;
+        Ok(tonic::Response::new(v1::ListHuntsResponse { hunts }))
+    }
+
+    async fn cancel_hunt(
+        &self,
+        request: Request<v1::CancelHuntRequest>,
+    ) -> Result<tonic::Response<v1::Hunt>, Status> {
+        let request = request.into_inner();
+        let id = HuntId::new(request.hunt_id);
+        // Workers running its tasks are told to stop once the cancel commits.
+        let running: Vec<(WorkerId, TaskId)> = self.shared.read(|s| {
+            s.hunts
+                .get(&id)
+                .map(|h| {
+                    h.tasks
+                        .iter()
+                        .filter_map(|t| match &s.tasks.get(t)?.state {
+                            crate::state::TaskState::Assigned { worker } => Some((worker.clone(), t.clone())),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })?;
+        let now_ms = self.shared.clock.now_ms();
+        self.shared.propose(Command::CancelHunt { hunt: id.clone(), reason: request.reason, now_ms }).await?;
+        for (worker, task) in running {
+            self.shared.dispatcher.send(&worker, v1::task_command::Command::CancelTaskId(task.into_string())).await;
+        }
+        self.hunt(id.as_str()).map(tonic::Response::new)
+    }
+
+    type WatchHuntStream = Stream<v1::HuntProgress>;
+
+    async fn watch_hunt(
+        &self,
+        request: Request<v1::WatchHuntRequest>,
+    ) -> Result<tonic::Response<Self::WatchHuntStream>, Status> {
+        let id = HuntId::new(request.into_inner().hunt_id);
+        self.hunt(id.as_str())?;
+        let (tx, rx) = mpsc::channel(16);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut changes = shared.node.subscribe();
+            let mut last = None;
+            loop {
+                let progress = shared.read(|s| s.hunts.get(&id).map(|h| convert::progress(s, h)));
+                let Ok(Some(progress)) = progress else { return };
+                let done = progress.state != v1::HuntState::Running as i32;
+                if last.as_ref() != Some(&progress) {
+                    if tx.send(Ok(progress.clone())).await.is_err() {
+                        return;
+                    }
+                    last = Some(progress);
+                }
+                if done || changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+    }
+
+    type StreamFindingsStream = Stream<v1::Finding>;
+
+    async fn stream_findings(
+        &self,
+        request: Request<v1::StreamFindingsRequest>,
+    ) -> Result<tonic::Response<Self::StreamFindingsStream>, Status> {
+        let request = request.into_inner();
+        let id = HuntId::new(request.hunt_id);
+        self.hunt(id.as_str())?;
+        let (tx, rx) = mpsc::channel(256);
+        let shared = self.shared.clone();
+        let follow = request.follow;
+        tokio::spawn(async move {
+            let mut changes = shared.node.subscribe();
+            let mut sent = BTreeSet::new();
+            loop {
+                let batch = shared.read(|s| {
+                    let hunt = s.hunts.get(&id)?;
+                    let findings: Vec<v1::Finding> = s
+                        .hunt_findings(hunt)
+                        .into_iter()
+                        .filter(|f| !sent.contains(&f.id))
+                        .map(|f| convert::finding(hunt, f))
+                        .collect();
+                    Some((findings, hunt.state.is_terminal()))
+                });
+                let Ok(Some((findings, ended))) = batch else { return };
+                for finding in findings {
+                    sent.insert(finding.finding_id.clone());
+                    if tx.send(Ok(finding)).await.is_err() {
+                        return;
+                    }
+                }
+                if !follow || ended || changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl ModuleService for Api {
+    #[tracing::instrument(skip_all, fields(module))]
+    async fn upload_module(
+        &self,
+        request: Request<Streaming<v1::UploadModuleRequest>>,
+    ) -> Result<tonic::Response<v1::ModuleInfo>, Status> {
+        let mut stream = request.into_inner();
+        let mut header: Option<v1::ModuleUploadHeader> = None;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if let Some(h) = chunk.header {
+                if header.is_some() {
+                    return Err(CoordinatorError::InvalidArgument(
+                        "module upload carries two headers; send the header in the first chunk only".into(),
+                    )
+                    .into());
+                }
+                header = Some(h);
+            } else if header.is_none() {
+                return Err(CoordinatorError::InvalidArgument(
+                    "module upload must start with a header (name, version)".into(),
+                )
+                .into());
+            }
+            if bytes.len() + chunk.data.len() > MAX_MODULE_BYTES {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "module is larger than the {MAX_MODULE_BYTES}-byte limit; strip debug info (`strip = true` in the release profile)"
+                ))
+                .into());
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        let header = header.ok_or_else(|| Status::invalid_argument("module upload was empty: no header, no bytes"))?;
+        convert::validate_module_name(&header.name)?;
+        if header.version.trim().is_empty() || header.version.contains(char::is_whitespace) {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "module version `{}` is invalid: give a version such as 0.1.0",
+                header.version
+            ))
+            .into());
+        }
+        tracing::Span::current().record("module", format!("{}@{}", header.name, header.version));
+        let digest = ModuleDigest::new(hex::encode(Sha256::digest(&bytes)));
+        if !header.expected_digest.is_empty() && header.expected_digest.to_ascii_lowercase() != digest.as_str() {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "module bytes hash to {digest}, not the expected {}; the upload was corrupted, retry it",
+                header.expected_digest
+            ))
+            .into());
+        }
+        module_check::check_component(&bytes)?;
+        let module = ModuleRecord {
+            digest: digest.clone(),
+            name: header.name,
+            version: header.version,
+            description: header.description,
+            uploaded_ms: self.shared.clock.now_ms(),
+            bytes,
+        };
+        self.shared.propose(Command::UploadModule { module }).await?;
+        let info = self.shared.read(|s| s.modules.get(&digest).map(convert::module_info))?;
+        info.map(tonic::Response::new).ok_or_else(|| Status::internal("uploaded module vanished"))
+    }
+
+    async fn get_module(
+        &self,
+        request: Request<v1::GetModuleRequest>,
+    ) -> Result<tonic::Response<v1::ModuleInfo>, Status> {
+        let selector = convert::module_selector(request.into_inner().module)?;
+        let info = self.shared.read(|s| s.resolve_module(&selector).map(convert::module_info))?;
+        info.map(tonic::Response::new).map_err(rejection_status)
+    }
+
+    async fn list_modules(
+        &self,
+        _request: Request<v1::ListModulesRequest>,
+    ) -> Result<tonic::Response<v1::ListModulesResponse>, Status> {
+        let modules = self.shared.read(|s| {
+            let mut modules: Vec<_> = s.modules.values().map(convert::module_info).collect();
+            modules.sort_by(|a, b| (&a.name, a.uploaded_ms).cmp(&(&b.name, b.uploaded_ms)));
+            modules
+        })?;
+        Ok(tonic::Response::new(v1::ListModulesResponse { modules }))
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for Api {
+    async fn list_workers(
+        &self,
+        _request: Request<v1::ListWorkersRequest>,
+    ) -> Result<tonic::Response<v1::ListWorkersResponse>, Status> {
+        let workers = self.shared.read(|s| {
+            s.workers
+                .values()
+                .map(|w| v1::WorkerInfo {
+                    worker_id: w.id.to_string(),
+                    address: w.address.clone(),
+                    shards: w.shards.iter().map(ToString::to_string).collect(),
+                    slots: w.slots,
+                    running_tasks: s.assigned_to(&w.id).count() as u32,
+                    live: self.shared.is_live(&w.id),
+                    last_heartbeat_ms: self.shared.last_heartbeat(&w.id).unwrap_or(0),
+                })
+                .collect()
+        })?;
+        Ok(tonic::Response::new(v1::ListWorkersResponse { workers }))
+    }
+
+    async fn list_shards(
+        &self,
+        request: Request<v1::ListShardsRequest>,
+    ) -> Result<tonic::Response<v1::ListShardsResponse>, Status> {
+        let selector = request.into_inner().selector.unwrap_or_default().match_labels;
+        let shards = self.shared.read(|s| {
+            s.shards
+                .values()
+                .filter(|shard| selector.iter().all(|(k, v)| shard.description.labels.get(k) == Some(v)))
+                .map(|shard| {
+                    let d = &shard.description;
+                    v1::ShardInfo {
+                        name: d.name.to_string(),
+                        labels: d.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        event_count: d.event_count,
+                        time_range: Some(v1::TimeRange { start_ms: d.min_ts_ms, end_ms: d.max_ts_ms }),
+                        worker_ids: shard.holders.iter().map(ToString::to_string).collect(),
+                    }
+                })
+                .collect()
+        })?;
+        Ok(tonic::Response::new(v1::ListShardsResponse { shards }))
+    }
+
+    async fn status(&self, _request: Request<v1::StatusRequest>) -> Result<tonic::Response<v1::StatusResponse>, Status> {
+        let raft = self.shared.node.status();
+        let live = self.shared.live_workers().len() as u32;
+        let response = self.shared.read(|s| v1::StatusResponse {
+            node_id: raft.id,
+            is_leader: raft.is_leader,
+            leader_id: raft.leader,
+            term: raft.term,
+            commit_index: raft.commit,
+            applied_index: raft.applied,
+            workers: s.workers.len() as u32,
+            live_workers: live,
+            shards: s.shards.len() as u32,
+            modules: s.modules.len() as u32,
+            running_hunts: s.hunts.values().filter(|h| !h.state.is_terminal()).count() as u32,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })?;
+        Ok(tonic::Response::new(response))
+    }
+}
+
+fn worker_id(id: &str) -> Result<WorkerId, Status> {
+    if id.trim().is_empty() {
+        return Err(Status::invalid_argument("worker_id is empty"));
+    }
+    Ok(WorkerId::new(id))
+}
+
+#[tonic::async_trait]
+impl WorkerService for Api {
+    #[tracing::instrument(skip_all, fields(worker))]
+    async fn register_worker(
+        &self,
+        request: Request<v1::RegisterWorkerRequest>,
+    ) -> Result<tonic::Response<v1::RegisterWorkerResponse>, Status> {
+        let request = request.into_inner();
+        let id = worker_id(&request.worker_id)?;
+        tracing::Span::current().record("worker", id.as_str());
+        let shards = request
+            .shards
+            .into_iter()
+            .map(convert::shard_description)
+            .collect::<Result<Vec<_>, _>>()?;
+        let now_ms = self.shared.clock.now_ms();
+        let count = shards.len();
+        self.shared
+            .propose(Command::RegisterWorker {
+                id: id.clone(),
+                address: request.address,
+                slots: request.slots,
+                shards,
+                now_ms,
+            })
+            .await?;
+        self.shared.heartbeat(&id);
+        tracing::info!(shards = count, "worker registered");
+        Ok(tonic::Response::new(v1::RegisterWorkerResponse {
+            heartbeat_interval_ms: self.shared.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<tonic::Response<v1::HeartbeatResponse>, Status> {
+        let id = worker_id(&request.into_inner().worker_id)?;
+        if !self.shared.read(|s| s.workers.contains_key(&id))? {
+            return Err(Status::not_found(format!("worker {id} is not registered; register before heartbeating")));
+        }
+        self.shared.heartbeat(&id);
+        Ok(tonic::Response::new(v1::HeartbeatResponse {}))
+    }
+
+    type TaskStreamStream = Stream<v1::TaskCommand>;
+
+    async fn task_stream(
+        &self,
+        request: Request<v1::TaskStreamRequest>,
+    ) -> Result<tonic::Response<Self::TaskStreamStream>, Status> {
+        let id = worker_id(&request.into_inner().worker_id)?;
+        if !self.shared.node.status().is_leader {
+            let raft = self.shared.node.status();
+            return Err(CoordinatorError::NotLeader { node: raft.id, leader: raft.leader }.into());
+        }
+        // Re-send what the worker was assigned: after a reconnect or a new
+        // leader it may not have them. Workers drop duplicates by attempt.
+        let pending = self.shared.read(|s| {
+            if !s.workers.contains_key(&id) {
+                return Err(Status::not_found(format!("worker {id} is not registered; register first")));
+            }
+            Ok(s.assigned_to(&id).filter_map(|t| assignment(s, t)).collect::<Vec<_>>())
+        })??;
+        let (tx, rx) = mpsc::channel(256);
+        for assignment in pending {
+            let _ = tx.send(Ok(v1::TaskCommand { command: Some(v1::task_command::Command::Run(assignment)) })).await;
+        }
+        self.shared.dispatcher.connect(id.clone(), tx);
+        self.shared.heartbeat(&id);
+        tracing::info!(worker = %id, "worker task stream open");
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+    }
+
+    #[tracing::instrument(skip_all, fields(task, attempt))]
+    async fn report_task(
+        &self,
+        request: Request<v1::ReportTaskRequest>,
+    ) -> Result<tonic::Response<v1::ReportTaskResponse>, Status> {
+        let mut request = request.into_inner();
+        let worker = worker_id(&request.worker_id)?;
+        tracing::Span::current().record("task", request.task_id.as_str()).record("attempt", request.attempt);
+        let outcome = match v1::TaskOutcome::try_from(request.outcome) {
+            Ok(v1::TaskOutcome::Succeeded) => Ok(convert::partial_result(&mut request)),
+            Ok(v1::TaskOutcome::Failed) => Err(if request.error.is_empty() {
+                "the worker reported a failure without a cause".to_owned()
+            } else {
+                request.error.clone()
+            }),
+            _ => return Err(Status::invalid_argument("task outcome must be SUCCEEDED or FAILED")),
+        };
+        let report = TaskReport { task: TaskId::new(request.task_id), attempt: request.attempt, worker, outcome };
+        let now_ms = self.shared.clock.now_ms();
+        match self.shared.propose(Command::RecordResult { report, now_ms }).await? {
+            Response::StaleReport => tracing::info!("stale or duplicate report ignored"),
+            _ => tracing::info!(findings = request.findings.len(), "task result committed"),
+        }
+        Ok(tonic::Response::new(v1::ReportTaskResponse {}))
+    }
+
+    type FetchModuleStream = Stream<v1::ModuleChunk>;
+
+    async fn fetch_module(
+        &self,
+        request: Request<v1::FetchModuleRequest>,
+    ) -> Result<tonic::Response<Self::FetchModuleStream>, Status> {
+        let digest = ModuleDigest::new(request.into_inner().digest);
+        let bytes = self
+            .shared
+            .read(|s| s.modules.get(&digest).map(|m| m.bytes.clone()))?
+            .ok_or_else(|| Status::not_found(format!("module {digest} is not stored on this coordinator")))?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for chunk in bytes.chunks(quarry_proto::MODULE_CHUNK_BYTES) {
+                if tx.send(Ok(v1::ModuleChunk { data: chunk.to_vec() })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl RaftService for Api {
+    async fn send(
+        &self,
+        request: Request<Streaming<v1::RaftMessage>>,
+    ) -> Result<tonic::Response<v1::RaftAck>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(message) = stream.next().await {
+            let message = message?;
+            let parsed = raft::eraftpb::Message::parse_from_bytes(&message.message)
+                .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+            self.shared.node.step(parsed)?;
+        }
+        Ok(tonic::Response::new(v1::RaftAck {}))
+    }
+}
