@@ -1,1 +1,464 @@
-fn main() {}
+//! `quarry`: the one binary. It parses flags and wires the crates together;
+//! the logic lives in the library crates.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use quarry_cli::cluster::{LocalCluster, LocalClusterConfig, upload_shipped_modules};
+use quarry_cli::output::{self, Output};
+use quarry_client::{Client, HuntRequest};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+Examples:
+  quarry demo                                  # start a local cluster, run the demo hunt, print findings
+  quarry dev --data-dir ./quarry-data          # keep a local cluster running on 127.0.0.1:7700
+  quarry hunt submit logon-bruteforce --selector env=demo --wait
+  quarry hunt results h-12 --output json";
+
+/// Quarry: distributed threat hunting with sandboxed WebAssembly hunt modules.
+#[derive(Parser)]
+#[command(name = "quarry", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (RUST_LOG syntax), for example `info` or `quarry=debug`.
+    #[arg(long, global = true, env = "QUARRY_LOG", default_value = "warn")]
+    log: String,
+}
+
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// Coordinator URL.
+    #[arg(long, global = true, env = "QUARRY_COORDINATOR", default_value = quarry_client::DEFAULT_COORDINATOR)]
+    coordinator: String,
+    /// Output format: a table for people, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a coordinator (raft + RocksDB) serving the gRPC API.
+    #[command(after_help = "Example:\n  quarry coordinator --data-dir /var/lib/quarry/coordinator --listen 0.0.0.0:7700")]
+    Coordinator {
+        /// Directory for RocksDB (raft log and state machine).
+        #[arg(long, default_value = "./quarry-data/coordinator")]
+        data_dir: PathBuf,
+        /// Address to serve gRPC on.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: SocketAddr,
+    },
+    /// Run a worker that holds shards and runs hunt tasks.
+    #[command(after_help = "Example:\n  quarry worker --id worker-a --data-dir /var/lib/quarry/worker --coordinator http://10.0.0.5:7700")]
+    Worker {
+        /// Worker id, unique in the cluster.
+        #[arg(long)]
+        id: String,
+        /// Directory holding `shards/`.
+        #[arg(long, default_value = "./quarry-data/worker")]
+        data_dir: PathBuf,
+        /// Coordinator URL.
+        #[arg(long, env = "QUARRY_COORDINATOR", default_value = quarry_client::DEFAULT_COORDINATOR)]
+        coordinator: String,
+        /// Address of the worker's own gRPC server (health, reflection).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Tasks to run at once.
+        #[arg(long, default_value_t = 4)]
+        slots: u32,
+    },
+    /// Run a local cluster (one coordinator, two workers) in this process.
+    ///
+    /// Demo shards with planted attacks are generated on first start; the
+    /// shipped hunt modules are uploaded. Stop with Ctrl-C.
+    #[command(after_help = "Example:\n  quarry dev --data-dir ./quarry-data\n  quarry hunt submit logon-bruteforce --selector env=demo --wait")]
+    Dev {
+        /// Root directory of the cluster's state.
+        #[arg(long, default_value = "./quarry-data")]
+        data_dir: PathBuf,
+        /// Coordinator address.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: SocketAddr,
+    },
+    /// Start a throwaway local cluster, run the demo hunt, print its findings.
+    #[command(after_help = "Example:\n  quarry demo\n  quarry demo --output json")]
+    Demo {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Submit, follow and inspect hunts.
+    #[command(subcommand)]
+    Hunt(HuntCommand),
+    /// Upload and list hunt modules.
+    #[command(subcommand)]
+    Module(ModuleCommand),
+    /// Shards: ingest log files into a worker's store, list the cluster's shards.
+    #[command(subcommand)]
+    Shard(ShardCommand),
+    /// Cluster status and workers.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum HuntCommand {
+    /// Submit a hunt: run MODULE over the shards in scope.
+    #[command(after_help = "Examples:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait\n  quarry hunt submit logon-bruteforce@0.1.0 --shard win-dc01-security --param threshold=10")]
+    Submit {
+        /// Module: `name`, `name@version` or `sha256:<digest>`.
+        module: String,
+        /// Shard label selector `key=value` (repeatable; all must match).
+        #[arg(long = "selector", value_parser = parse_pair)]
+        selectors: Vec<(String, String)>,
+        /// Shard name (repeatable).
+        #[arg(long = "shard")]
+        shards: Vec<String>,
+        /// Module parameter `key=value` (repeatable).
+        #[arg(long = "param", value_parser = parse_pair)]
+        params: Vec<(String, String)>,
+        /// Only events at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<i64>,
+        /// Only events before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<i64>,
+        /// CPU budget per task, e.g. 30s (default 60s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        cpu: Option<Duration>,
+        /// Memory cap per task in MiB (default 256).
+        #[arg(long)]
+        memory_mib: Option<u64>,
+        /// Priority (higher runs first).
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+        /// Free-text description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Follow progress until the hunt ends, then print its findings.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a hunt's state and per-shard tasks.
+    #[command(after_help = "Example:\n  quarry hunt status h-12")]
+    Status {
+        /// Hunt id.
+        hunt: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a hunt's findings.
+    #[command(after_help = "Example:\n  quarry hunt results h-12 --output json")]
+    Results {
+        /// Hunt id.
+        hunt: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a running hunt.
+    #[command(after_help = "Example:\n  quarry hunt cancel h-12 --reason 'wrong scope'")]
+    Cancel {
+        /// Hunt id.
+        hunt: String,
+        /// Why (recorded on the hunt).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List recent hunts, newest first.
+    #[command(after_help = "Example:\n  quarry hunt list --limit 20")]
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModuleCommand {
+    /// Upload a compiled hunt module (a wasm32-wasip2 component).
+    #[command(after_help = "Example:\n  quarry module upload target/wasm32-wasip2/release/my_hunt.wasm --name my-hunt --version 0.1.0")]
+    Upload {
+        /// The .wasm file.
+        file: PathBuf,
+        /// Module name (lowercase, `-`/`_`).
+        #[arg(long)]
+        name: String,
+        /// Module version, e.g. 0.1.0.
+        #[arg(long)]
+        version: String,
+        /// One-line description.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List uploaded modules.
+    #[command(after_help = "Example:\n  quarry module list --output json")]
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShardCommand {
+    /// Ingest a JSON-lines log file into a worker's shard store (run while the
+    /// worker is stopped; it advertises the shard when it starts).
+    #[command(after_help = "Example:\n  quarry shard ingest security.jsonl --data-dir ./quarry-data/worker --name dc01-security --label env=prod --label os=windows")]
+    Ingest {
+        /// The JSON-lines file.
+        file: PathBuf,
+        /// The worker's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Shard name.
+        #[arg(long)]
+        name: String,
+        /// Label `key=value` (repeatable).
+        #[arg(long = "label", value_parser = parse_pair)]
+        labels: Vec<(String, String)>,
+    },
+    /// List the shards the cluster knows.
+    #[command(after_help = "Example:\n  quarry shard list --selector os=windows")]
+    List {
+        /// Label selector `key=value` (repeatable).
+        #[arg(long = "selector", value_parser = parse_pair)]
+        selectors: Vec<(String, String)>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Raft and cluster status of the coordinator answering.
+    #[command(after_help = "Example:\n  quarry cluster status")]
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Workers, their shards and liveness.
+    #[command(after_help = "Example:\n  quarry cluster workers")]
+    Workers {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected key=value, got `{text}`")),
+    }
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    let time = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("`{text}` is not an RFC 3339 time like 2026-11-20T00:00:00Z: {e}"))?;
+    let ms = time.duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis();
+    i64::try_from(ms).map_err(|e| e.to_string())
+}
+
+fn out(format: Format) -> Output {
+    match format {
+        Format::Table => Output::Table,
+        Format::Json => Output::Json,
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+    Ok(Client::connect(&args.coordinator).await?)
+}
+
+async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        Command::Coordinator { data_dir, listen } => {
+            let config = quarry_coordinator::CoordinatorConfig::single_node(data_dir, listen);
+            let coordinator = quarry_coordinator::Coordinator::start(config).await?;
+            println!("coordinator serving on http://{}", coordinator.addr());
+            shutdown_signal().await;
+            coordinator.shutdown().await;
+        }
+        Command::Worker { id, data_dir, coordinator, listen, slots } => {
+            let config = quarry_worker::WorkerConfig {
+                id: quarry_proto::WorkerId::new(id),
+                coordinator,
+                data_dir,
+                listen,
+                slots,
+            };
+            let worker = quarry_worker::Worker::start(config).await?;
+            println!("worker serving on {} with {} shards", worker.addr(), worker.store().list().len());
+            shutdown_signal().await;
+            worker.shutdown().await;
+        }
+        Command::Dev { data_dir, listen } => {
+            eprintln!("starting a local cluster under {} ...", data_dir.display());
+            let cluster = LocalCluster::start(LocalClusterConfig::demo(&data_dir, listen)).await?;
+            let mut client = Client::connect(&cluster.url()).await?;
+            upload_shipped_modules(&mut client).await?;
+            println!("Quarry dev cluster ready: API at {}", cluster.url());
+            println!("  try: quarry hunt submit logon-bruteforce --selector env=demo --wait --coordinator {}", cluster.url());
+            println!("Ctrl-C stops it; state stays in {}.", data_dir.display());
+            shutdown_signal().await;
+            cluster.shutdown().await;
+        }
+        Command::Demo { output } => return quarry_cli::demo::run(out(output)).await,
+        Command::Hunt(command) => hunt(command).await?,
+        Command::Module(command) => module(command).await?,
+        Command::Shard(command) => shard(command).await?,
+        Command::Cluster(command) => cluster(command).await?,
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
+    match command {
+        HuntCommand::Submit {
+            module,
+            selectors,
+            shards,
+            params,
+            since,
+            until,
+            cpu,
+            memory_mib,
+            priority,
+            description,
+            wait,
+            client: args,
+        } => {
+            let mut request = HuntRequest::new(&module).priority(priority).description(&description);
+            for (k, v) in &selectors {
+                request = request.selector(k, v);
+            }
+            for shard in &shards {
+                request = request.shard(shard);
+            }
+            for (k, v) in &params {
+                request = request.param(k, v);
+            }
+            if since.is_some() || until.is_some() {
+                request = request.time_range(since.unwrap_or(0), until.unwrap_or(0));
+            }
+            let cpu_ms = cpu.map(|d| d.as_millis() as u64).unwrap_or(0);
+            request = request.limits(cpu_ms, memory_mib.unwrap_or(0) * 1024 * 1024, 0);
+            let mut client = connect(&args).await?;
+            let submitted = client.submit_hunt(request).await?;
+            let format = out(args.output);
+            if !wait {
+                output::submitted(format, &submitted);
+                return Ok(());
+            }
+            if format == Output::Table {
+                eprintln!("hunt {} submitted: {} tasks", submitted.hunt_id, submitted.task_count);
+            }
+            let hunt = client.wait(&submitted.hunt_id, |p| output::progress(format, p)).await?;
+            output::hunt(format, &hunt);
+            output::findings(format, &client.findings(&hunt.hunt_id).await?);
+        }
+        HuntCommand::Status { hunt, client: args } => {
+            let hunt = connect(&args).await?.hunt(&hunt).await?;
+            output::hunt(out(args.output), &hunt);
+        }
+        HuntCommand::Results { hunt, client: args } => {
+            let findings = connect(&args).await?.findings(&hunt).await?;
+            output::findings(out(args.output), &findings);
+        }
+        HuntCommand::Cancel { hunt, reason, client: args } => {
+            let hunt = connect(&args).await?.cancel_hunt(&hunt, &reason).await?;
+            output::hunt(out(args.output), &hunt);
+        }
+        HuntCommand::List { limit, client: args } => {
+            let hunts = connect(&args).await?.list_hunts(limit).await?;
+            output::hunts(out(args.output), &hunts);
+        }
+    }
+    Ok(())
+}
+
+async fn module(command: ModuleCommand) -> anyhow::Result<()> {
+    match command {
+        ModuleCommand::Upload { file, name, version, description, client: args } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let info = connect(&args).await?.upload_module(&name, &version, &description, &bytes).await?;
+            output::modules(out(args.output), &[info]);
+        }
+        ModuleCommand::List { client: args } => {
+            let modules = connect(&args).await?.list_modules().await?;
+            output::modules(out(args.output), &modules);
+        }
+    }
+    Ok(())
+}
+
+async fn shard(command: ShardCommand) -> anyhow::Result<()> {
+    match command {
+        ShardCommand::Ingest { file, data_dir, name, labels } => {
+            let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let store = quarry_worker::shard::ShardStore::open(&data_dir.join("shards"))?;
+                let input = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+                Ok(store.ingest_jsonl(&name, labels.into_iter().collect(), std::io::BufReader::new(input))?)
+            })
+            .await??;
+            println!(
+                "shard {}: {} events stored, {} malformed (kept aside), {} without a timestamp",
+                report.meta.name, report.events_stored, report.malformed, report.without_timestamp
+            );
+        }
+        ShardCommand::List { selectors, client: args } => {
+            let shards = connect(&args).await?.shards(selectors.into_iter().collect()).await?;
+            output::shards(out(args.output), &shards);
+        }
+    }
+    Ok(())
+}
+
+async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Status { client: args } => {
+            let status = connect(&args).await?.status().await?;
+            output::status(out(args.output), &status);
+        }
+        ClusterCommand::Workers { client: args } => {
+            let workers = connect(&args).await?.workers().await?;
+            output::workers(out(args.output), &workers);
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("cannot listen for Ctrl-C ({e}); stopping");
+    }
+}

@@ -140,13 +140,14 @@ pub fn hunt_state_from(value: i32) -> Option<HuntState> {
 }
 
 fn task_status(task: &TaskRecord) -> v1::TaskStatus {
-    let (state, worker, error) = match &task.state {
-        TaskState::Pending => (v1::TaskState::Pending, String::new(), String::new()),
-        TaskState::Assigned { worker } => (v1::TaskState::Assigned, worker.to_string(), String::new()),
-        TaskState::Succeeded => (v1::TaskState::Succeeded, String::new(), String::new()),
-        TaskState::Failed { error } => (v1::TaskState::Failed, String::new(), error.clone()),
-        TaskState::Cancelled => (v1::TaskState::Cancelled, String::new(), String::new()),
+    let (state, error) = match &task.state {
+        TaskState::Pending => (v1::TaskState::Pending, String::new()),
+        TaskState::Assigned { .. } => (v1::TaskState::Assigned, String::new()),
+        TaskState::Succeeded => (v1::TaskState::Succeeded, String::new()),
+        TaskState::Failed { error } => (v1::TaskState::Failed, error.clone()),
+        TaskState::Cancelled => (v1::TaskState::Cancelled, String::new()),
     };
+    let worker = task.worker.as_ref().map(ToString::to_string).unwrap_or_default();
     v1::TaskStatus {
         task_id: task.id.to_string(),
         shard: task.shard.to_string(),

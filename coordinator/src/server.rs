@@ -56,6 +56,7 @@ impl CoordinatorConfig {
 /// A running coordinator.
 pub struct Coordinator {
     addr: SocketAddr,
+    shared: Arc<Shared>,
     node: Option<NodeThread>,
     handle: NodeHandle,
     shutdown: watch::Sender<bool>,
@@ -95,11 +96,12 @@ impl Coordinator {
             heartbeats: Default::default(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(leader_duties(shared.clone(), shutdown_rx.clone())));
-        tasks.push(tokio::spawn(serve(shared, listener, shutdown_rx)));
+        let tasks = vec![
+            tokio::spawn(leader_duties(shared.clone(), shutdown_rx.clone())),
+            tokio::spawn(serve(shared.clone(), listener, shutdown_rx)),
+        ];
         tracing::info!(%addr, node = node_id.0, "coordinator serving");
-        Ok(Self { addr, node: Some(node), handle, shutdown, tasks })
+        Ok(Self { addr, shared, node: Some(node), handle, shutdown, tasks })
     }
 
     /// The address the gRPC server listens on.
@@ -132,8 +134,14 @@ impl Coordinator {
     /// Stops serving, stops raft and releases the data directory.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks.drain(..) {
-            let _ = task.await;
+        // Task streams to workers never end by themselves; close them so the
+        // graceful shutdown can finish, and bound it for other open streams.
+        self.shared.dispatcher.close_all();
+        for mut task in self.tasks.drain(..) {
+            if tokio::time::timeout(Duration::from_secs(3), &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
         }
         if let Some(node) = self.node.take() {
             let _ = tokio::task::spawn_blocking(move || node.stop()).await;

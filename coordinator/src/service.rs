@@ -57,6 +57,13 @@ impl Dispatcher {
         }
     }
 
+    /// Drops every task stream (the coordinator is stopping).
+    pub fn close_all(&self) {
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.clear();
+        }
+    }
+
     fn is_connected(&self, worker: &WorkerId) -> bool {
         self.streams.lock().is_ok_and(|s| s.get(worker).is_some_and(|(_, tx)| !tx.is_closed()))
     }

@@ -237,6 +237,8 @@ pub struct TaskRecord {
     pub state: TaskState,
     /// Incremented at each assignment; results of older attempts are ignored.
     pub attempt: u32,
+    /// The worker of the latest attempt.
+    pub worker: Option<WorkerId>,
     /// Events the module saw.
     pub events_scanned: u64,
     /// Findings it recorded.
@@ -632,6 +634,7 @@ impl State {
                     shard,
                     state: TaskState::Pending,
                     attempt: 0,
+                    worker: None,
                     events_scanned: 0,
                     findings: 0,
                 },
@@ -673,6 +676,7 @@ impl State {
                 continue;
             }
             record.attempt += 1;
+            record.worker = Some(worker.clone());
             record.state = TaskState::Assigned { worker };
             touched.push(Touched::Task(task));
         }

@@ -7,6 +7,10 @@
 //! ([`Store::persist_applied`]), so a restart resumes from a consistent point
 //! and re-applies the rest of the log.
 
+// rust-protobuf 2 messages carry private bookkeeping fields, so they are
+// built by assigning to a default value, as in raft-rs's own examples.
+#![allow(clippy::field_reassign_with_default)]
+
 use crate::error::{CoordinatorError, Result};
 use crate::state::{State, Touched};
 use protobuf::Message as _;

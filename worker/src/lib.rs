@@ -1,1 +1,17 @@
+//! `quarry-worker`: a Quarry worker.
+//!
+//! Holds shards on local disk ([`shard`]), registers them with the
+//! coordinator, receives tasks over a stream, runs each task's module in the
+//! wasm sandbox ([`runtime`]) over its shard and reports the partial result
+//! ([`agent`]).
 
+pub mod agent;
+pub mod demo;
+pub mod error;
+pub mod event;
+pub mod prefilter;
+pub mod runtime;
+pub mod shard;
+
+pub use agent::{Worker, WorkerConfig};
+pub use error::WorkerError;

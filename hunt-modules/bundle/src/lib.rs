@@ -1,1 +1,136 @@
+//! The hunt modules shipped with Quarry, as WebAssembly components.
+//!
+//! `build.rs` compiles each module crate of `hunt-modules/` for
+//! `wasm32-wasip2` (a component implementing the WIT world
+//! `quarry:hunt/hunt@0.1.0` from `sdk/wit`) and this crate embeds the bytes,
+//! so a worker or the CLI can register the modules without a separate build
+//! step.
 
+use std::fmt;
+
+/// A hunt module compiled into this crate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ShippedModule {
+    /// The module's name, as its descriptor reports it (`logon-bruteforce`).
+    pub name: &'static str,
+    /// The module's version (its crate version), as its descriptor reports it.
+    pub version: &'static str,
+    /// The component binary.
+    pub wasm: &'static [u8],
+}
+
+impl fmt::Debug for ShippedModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The bytes are hundreds of kilobytes; their size is what helps.
+        f.debug_struct("ShippedModule")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("wasm_len", &self.wasm.len())
+            .finish()
+    }
+}
+
+/// `logon-bruteforce`: repeated Windows logon failures (4625) followed by a
+/// success (4624) for the same account.
+pub const LOGON_BRUTEFORCE: ShippedModule = ShippedModule {
+    name: "logon-bruteforce",
+    version: env!("QUARRY_MODULE_VERSION_LOGON_BRUTEFORCE"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/logon_bruteforce.wasm")),
+};
+
+static ALL: [ShippedModule; 1] = [LOGON_BRUTEFORCE];
+
+/// Every shipped module, in name order.
+pub fn all() -> &'static [ShippedModule] {
+    &ALL
+}
+
+/// The shipped module called `name`, if any.
+pub fn find(name: &str) -> Option<&'static ShippedModule> {
+    all().iter().find(|module| module.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmparser::{Parser, Payload, Validator, WasmFeatures};
+
+    /// The names a component imports and exports at its top level.
+    fn interface(wasm: &[u8]) -> (Vec<String>, Vec<String>) {
+        let (mut imports, mut exports) = (Vec::new(), Vec::new());
+        // Nested core modules and components bring their own sections;
+        // only depth 1 is the outer component.
+        let mut depth = 0usize;
+        for payload in Parser::new(0).parse_all(wasm) {
+            match payload.expect("the component parses") {
+                Payload::Version { .. } => depth += 1,
+                Payload::End(_) => depth -= 1,
+                Payload::ComponentImportSection(reader) if depth == 1 => {
+                    for import in reader {
+                        imports.push(import.expect("import").name.name.to_owned());
+                    }
+                }
+                Payload::ComponentExportSection(reader) if depth == 1 => {
+                    for export in reader {
+                        exports.push(export.expect("export").name.name.to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        (imports, exports)
+    }
+
+    #[test]
+    fn embedded_modules_are_components() {
+        for module in all() {
+            assert_eq!(&module.wasm[..4], b"\0asm", "{} is not wasm", module.name);
+            // Version 0x0d with layer 1 is the component encoding; a core
+            // module would have 0x01 0x00 0x00 0x00.
+            assert_eq!(
+                &module.wasm[4..8],
+                &[0x0d, 0x00, 0x01, 0x00],
+                "{} is not a component",
+                module.name
+            );
+            Validator::new_with_features(WasmFeatures::all())
+                .validate_all(module.wasm)
+                .unwrap_or_else(|e| panic!("{} does not validate: {e}", module.name));
+        }
+    }
+
+    #[test]
+    fn components_implement_the_hunt_world() {
+        for module in all() {
+            let (imports, exports) = interface(module.wasm);
+            assert_eq!(exports, ["quarry:hunt/module@0.1.0"], "{}", module.name);
+            // The host interface plus the WASI interfaces Rust's std pulls in,
+            // which the worker links with a deny-all context.
+            for import in &imports {
+                assert!(
+                    import.starts_with("quarry:hunt/") || import.starts_with("wasi:"),
+                    "{} imports unexpected {import}",
+                    module.name
+                );
+            }
+            assert!(
+                imports.iter().any(|i| i == "quarry:hunt/host@0.1.0"),
+                "{} does not import the host interface: {imports:?}",
+                module.name
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_matches_the_module_crates() {
+        assert_eq!(LOGON_BRUTEFORCE.name, logon_bruteforce::NAME);
+        assert_eq!(LOGON_BRUTEFORCE.version, logon_bruteforce::VERSION);
+        assert_eq!(find("logon-bruteforce"), Some(&LOGON_BRUTEFORCE));
+        assert_eq!(find("nope"), None);
+        let names: Vec<_> = all().iter().map(|m| m.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "all() is in name order");
+        assert!(format!("{LOGON_BRUTEFORCE:?}").contains("wasm_len"));
+    }
+}

@@ -1,1 +1,285 @@
+//! `quarry-client`: a Rust client for the Quarry gRPC API (`quarry.v1`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), quarry_client::ClientError> {
+//! let mut client = quarry_client::Client::connect("http://127.0.0.1:7700").await?;
+//! let hunt = client
+//!     .submit_hunt(quarry_client::HuntRequest::new("logon-bruteforce").selector("env", "demo"))
+//!     .await?;
+//! let done = client.wait(&hunt.hunt_id, |_progress| {}).await?;
+//! for finding in client.findings(&done.hunt_id).await? {
+//!     println!("{} {}", finding.entity, finding.title);
+//! }
+//! # Ok(()) }
+//! ```
 
+use quarry_proto::v1::{
+    self, cluster_service_client::ClusterServiceClient, hunt_service_client::HuntServiceClient,
+    module_service_client::ModuleServiceClient,
+};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+
+/// Default coordinator address of `quarry dev`.
+pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7700";
+
+/// What can go wrong talking to a coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is not usable.
+    #[error("invalid coordinator URL `{url}`: {detail}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// Nothing answered.
+    #[error("cannot reach the coordinator at {url}: {detail} (is `quarry dev` or `quarry coordinator` running there?)")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// The coordinator answered with an error.
+    #[error("{}: {}", code_text(.0.code()), .0.message())]
+    Status(#[from] tonic::Status),
+}
+
+fn code_text(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::InvalidArgument => "invalid request",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::AlreadyExists => "already exists",
+        tonic::Code::FailedPrecondition => "refused",
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::DeadlineExceeded => "timed out",
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => "not allowed",
+        _ => "error",
+    }
+}
+
+impl ClientError {
+    /// The gRPC code, when the coordinator answered.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Self::Status(status) => Some(status.code()),
+            _ => None,
+        }
+    }
+}
+
+/// A hunt to submit, built step by step.
+#[derive(Clone, Debug, Default)]
+pub struct HuntRequest {
+    inner: v1::SubmitHuntRequest,
+}
+
+impl HuntRequest {
+    /// A hunt running `module` (`name`, `name@version` or `sha256:<hex>`).
+    pub fn new(module: &str) -> Self {
+        let reference = if let Some(hex) = module.strip_prefix("sha256:") {
+            v1::module_ref::Ref::Digest(hex.to_owned())
+        } else {
+            v1::module_ref::Ref::NameVersion(module.to_owned())
+        };
+        Self {
+            inner: v1::SubmitHuntRequest {
+                module: Some(v1::ModuleRef { r#ref: Some(reference) }),
+                scope: Some(v1::HuntScope::default()),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn scope(&mut self) -> &mut v1::HuntScope {
+        self.inner.scope.get_or_insert_with(Default::default)
+    }
+
+    /// Only shards with this label.
+    pub fn selector(mut self, key: &str, value: &str) -> Self {
+        self.scope()
+            .selector
+            .get_or_insert_with(Default::default)
+            .match_labels
+            .insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Also this shard.
+    pub fn shard(mut self, name: &str) -> Self {
+        self.scope().shards.push(name.to_owned());
+        self
+    }
+
+    /// Only events in `[start_ms, end_ms)` (0 = open).
+    pub fn time_range(mut self, start_ms: i64, end_ms: i64) -> Self {
+        self.scope().time_range = Some(v1::TimeRange { start_ms, end_ms });
+        self
+    }
+
+    /// A module parameter.
+    pub fn param(mut self, key: &str, value: &str) -> Self {
+        self.inner.params.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Per-task limits (0 = default).
+    pub fn limits(mut self, cpu_ms: u64, memory_bytes: u64, max_findings_per_task: u32) -> Self {
+        self.inner.limits = Some(v1::HuntLimits { cpu_ms, memory_bytes, max_findings_per_task });
+        self
+    }
+
+    /// Priority (higher first).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.inner.priority = priority;
+        self
+    }
+
+    /// Free-text description.
+    pub fn description(mut self, text: &str) -> Self {
+        self.inner.description = text.to_owned();
+        self
+    }
+
+    /// The protobuf request.
+    pub fn into_proto(self) -> v1::SubmitHuntRequest {
+        self.inner
+    }
+}
+
+/// A connection to a coordinator.
+#[derive(Clone)]
+pub struct Client {
+    hunts: HuntServiceClient<Channel>,
+    modules: ModuleServiceClient<Channel>,
+    cluster: ClusterServiceClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `url` (for example `http://127.0.0.1:7700`).
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let endpoint = Channel::from_shared(url.to_owned())
+            .map_err(|e| ClientError::BadUrl { url: url.to_owned(), detail: e.to_string() })?
+            .connect_timeout(Duration::from_secs(5));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| ClientError::Connect { url: url.to_owned(), detail: source_text(&e) })?;
+        let max = quarry_proto::MAX_MESSAGE_BYTES;
+        Ok(Self {
+            hunts: HuntServiceClient::new(channel.clone()).max_decoding_message_size(max),
+            modules: ModuleServiceClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            cluster: ClusterServiceClient::new(channel),
+        })
+    }
+
+    /// Uploads a module in chunks; returns what the coordinator stored.
+    pub async fn upload_module(
+        &mut self,
+        name: &str,
+        version: &str,
+        description: &str,
+        bytes: &[u8],
+    ) -> Result<v1::ModuleInfo, ClientError> {
+        let header = v1::ModuleUploadHeader {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            description: description.to_owned(),
+            expected_digest: hex::encode(Sha256::digest(bytes)),
+        };
+        let mut chunks: Vec<v1::UploadModuleRequest> = bytes
+            .chunks(quarry_proto::MODULE_CHUNK_BYTES)
+            .map(|c| v1::UploadModuleRequest { header: None, data: c.to_vec() })
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(v1::UploadModuleRequest::default());
+        }
+        chunks[0].header = Some(header);
+        Ok(self.modules.upload_module(tokio_stream::iter(chunks)).await?.into_inner())
+    }
+
+    /// Lists uploaded modules.
+    pub async fn list_modules(&mut self) -> Result<Vec<v1::ModuleInfo>, ClientError> {
+        Ok(self.modules.list_modules(v1::ListModulesRequest {}).await?.into_inner().modules)
+    }
+
+    /// Submits a hunt.
+    pub async fn submit_hunt(&mut self, request: HuntRequest) -> Result<v1::SubmitHuntResponse, ClientError> {
+        Ok(self.hunts.submit_hunt(request.into_proto()).await?.into_inner())
+    }
+
+    /// A hunt with its tasks.
+    pub async fn hunt(&mut self, hunt_id: &str) -> Result<v1::Hunt, ClientError> {
+        Ok(self.hunts.get_hunt(v1::GetHuntRequest { hunt_id: hunt_id.to_owned() }).await?.into_inner())
+    }
+
+    /// Recent hunts, newest first.
+    pub async fn list_hunts(&mut self, limit: u32) -> Result<Vec<v1::Hunt>, ClientError> {
+        Ok(self.hunts.list_hunts(v1::ListHuntsRequest { states: vec![], limit }).await?.into_inner().hunts)
+    }
+
+    /// Cancels a hunt.
+    pub async fn cancel_hunt(&mut self, hunt_id: &str, reason: &str) -> Result<v1::Hunt, ClientError> {
+        let request = v1::CancelHuntRequest { hunt_id: hunt_id.to_owned(), reason: reason.to_owned() };
+        Ok(self.hunts.cancel_hunt(request).await?.into_inner())
+    }
+
+    /// Follows a hunt's progress until it ends; returns the final hunt.
+    pub async fn wait(
+        &mut self,
+        hunt_id: &str,
+        mut on_progress: impl FnMut(&v1::HuntProgress),
+    ) -> Result<v1::Hunt, ClientError> {
+        let mut stream =
+            self.hunts.watch_hunt(v1::WatchHuntRequest { hunt_id: hunt_id.to_owned() }).await?.into_inner();
+        while let Some(progress) = stream.next().await {
+            on_progress(&progress?);
+        }
+        self.hunt(hunt_id).await
+    }
+
+    /// All findings committed for a hunt so far.
+    pub async fn findings(&mut self, hunt_id: &str) -> Result<Vec<v1::Finding>, ClientError> {
+        let request = v1::StreamFindingsRequest { hunt_id: hunt_id.to_owned(), follow: false };
+        let mut stream = self.hunts.stream_findings(request).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(finding) = stream.next().await {
+            out.push(finding?);
+        }
+        Ok(out)
+    }
+
+    /// Workers known to the cluster.
+    pub async fn workers(&mut self) -> Result<Vec<v1::WorkerInfo>, ClientError> {
+        Ok(self.cluster.list_workers(v1::ListWorkersRequest {}).await?.into_inner().workers)
+    }
+
+    /// Shards, optionally filtered by labels.
+    pub async fn shards(&mut self, labels: HashMap<String, String>) -> Result<Vec<v1::ShardInfo>, ClientError> {
+        let request = v1::ListShardsRequest { selector: Some(v1::LabelSelector { match_labels: labels }) };
+        Ok(self.cluster.list_shards(request).await?.into_inner().shards)
+    }
+
+    /// Cluster status from the node answering.
+    pub async fn status(&mut self) -> Result<v1::StatusResponse, ClientError> {
+        Ok(self.cluster.status(v1::StatusRequest {}).await?.into_inner())
+    }
+}
+
+fn source_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

@@ -1,0 +1,77 @@
+//! `quarry demo`: a throwaway local cluster, the shipped brute-force hunt
+//! over the demo shards, and a check of its findings against the attacks
+//! planted in the demo data.
+
+use crate::cluster::{LocalCluster, LocalClusterConfig, upload_shipped_modules};
+use crate::output::{self, Output};
+use quarry_client::{Client, HuntRequest};
+use quarry_proto::v1;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+/// The module the demo runs.
+pub const DEMO_MODULE: &str = "logon-bruteforce";
+
+/// Planted attacks the findings did not report, as readable lines.
+pub fn missed_attacks(findings: &[v1::Finding]) -> Vec<String> {
+    quarry_worker::demo::PLANTED
+        .iter()
+        .filter(|attack| {
+            !findings.iter().any(|f| {
+                f.shard == attack.shard && f.entity.to_ascii_lowercase().contains(&attack.account.to_ascii_lowercase())
+            })
+        })
+        .map(|a| format!("{} on {} from {}", a.account, a.shard, a.source_ip))
+        .collect()
+}
+
+/// Runs the demo; the exit code says whether every planted attack was found.
+pub async fn run(format: Output) -> anyhow::Result<ExitCode> {
+    let dir = tempfile::Builder::new().prefix("quarry-demo-").tempdir()?;
+    let say = |text: String| {
+        if format == Output::Table {
+            eprintln!("{text}");
+        }
+    };
+    say(format!("starting a local cluster (1 coordinator, 2 workers) in {}", dir.path().display()));
+    let cluster = LocalCluster::start(LocalClusterConfig::demo(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+    let result = async {
+        let mut client = Client::connect(&cluster.url()).await?;
+        upload_shipped_modules(&mut client).await?;
+        let shards = client.shards(Default::default()).await?;
+        let events: u64 = shards.iter().map(|s| s.event_count).sum();
+        say(format!(
+            "API at {}; {} shards with {} events on {} workers",
+            cluster.url(),
+            shards.len(),
+            events,
+            cluster.workers().len()
+        ));
+        let submitted = client
+            .submit_hunt(HuntRequest::new(DEMO_MODULE).selector("env", "demo").description("quarry demo"))
+            .await?;
+        say(format!("hunt {} submitted: {DEMO_MODULE} over {} shards", submitted.hunt_id, submitted.task_count));
+        let hunt = client.wait(&submitted.hunt_id, |p| output::progress(format, p)).await?;
+        let findings = client.findings(&hunt.hunt_id).await?;
+        output::hunt(format, &hunt);
+        if format == Output::Table {
+            println!();
+        }
+        output::findings(format, &findings);
+        anyhow::Ok((hunt, findings))
+    }
+    .await;
+    cluster.shutdown().await;
+    let (hunt, findings) = result?;
+    let missed = missed_attacks(&findings);
+    if hunt.state != v1::HuntState::Completed as i32 {
+        eprintln!("demo hunt did not complete: {}", hunt.reason);
+        return Ok(ExitCode::FAILURE);
+    }
+    if !missed.is_empty() {
+        eprintln!("demo hunt missed planted attacks: {}", missed.join("; "));
+        return Ok(ExitCode::FAILURE);
+    }
+    say(format!("all {} planted attacks found", quarry_worker::demo::PLANTED.len()));
+    Ok(ExitCode::SUCCESS)
+}

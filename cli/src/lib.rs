@@ -1,0 +1,7 @@
+//! Library side of the `quarry` binary: the in-process local cluster used by
+//! `quarry dev`, `quarry demo` and the cluster tests, the demo itself, and
+//! output formatting.
+
+pub mod cluster;
+pub mod demo;
+pub mod output;

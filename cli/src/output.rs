@@ -1,0 +1,345 @@
+//! Printing API results as tables for people or as JSON lines for scripts
+//! (one JSON object per line).
+
+use quarry_proto::v1;
+use serde_json::{Value, json};
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned columns.
+    Table,
+    /// One JSON object per line.
+    Json,
+}
+
+/// RFC 3339 text for milliseconds since the epoch ("-" for 0).
+pub fn time(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".to_owned();
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn hunt_state(value: i32) -> &'static str {
+    match v1::HuntState::try_from(value) {
+        Ok(v1::HuntState::Running) => "running",
+        Ok(v1::HuntState::Completed) => "completed",
+        Ok(v1::HuntState::PartiallyCompleted) => "partially-completed",
+        Ok(v1::HuntState::Failed) => "failed",
+        Ok(v1::HuntState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+fn task_state(value: i32) -> &'static str {
+    match v1::TaskState::try_from(value) {
+        Ok(v1::TaskState::Pending) => "pending",
+        Ok(v1::TaskState::Assigned) => "running",
+        Ok(v1::TaskState::Succeeded) => "succeeded",
+        Ok(v1::TaskState::Failed) => "failed",
+        Ok(v1::TaskState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+/// Severity name.
+pub fn severity(value: i32) -> &'static str {
+    match v1::Severity::try_from(value) {
+        Ok(v1::Severity::Informational) => "info",
+        Ok(v1::Severity::Low) => "low",
+        Ok(v1::Severity::Medium) => "medium",
+        Ok(v1::Severity::High) => "high",
+        Ok(v1::Severity::Critical) => "critical",
+        _ => "unknown",
+    }
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let text: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = widths.get(i).copied().unwrap_or(0)))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn json_line(value: Value) {
+    println!("{value}");
+}
+
+/// A submitted hunt.
+pub fn submitted(format: Output, response: &v1::SubmitHuntResponse) {
+    match format {
+        Output::Json => json_line(json!({"hunt_id": response.hunt_id, "task_count": response.task_count})),
+        Output::Table => println!("hunt {} submitted with {} tasks", response.hunt_id, response.task_count),
+    }
+}
+
+/// A progress update (table mode writes to stderr so stdout stays results).
+pub fn progress(format: Output, p: &v1::HuntProgress) {
+    match format {
+        Output::Json => json_line(json!({
+            "hunt_id": p.hunt_id, "state": hunt_state(p.state), "tasks_total": p.tasks_total,
+            "tasks_done": p.tasks_done, "tasks_failed": p.tasks_failed, "findings": p.findings,
+            "events_scanned": p.events_scanned,
+        })),
+        Output::Table => eprintln!(
+            "  {}: {}/{} tasks done ({} failed), {} events scanned, {} findings",
+            hunt_state(p.state),
+            p.tasks_done,
+            p.tasks_total,
+            p.tasks_failed,
+            p.events_scanned,
+            p.findings
+        ),
+    }
+}
+
+fn hunt_json(h: &v1::Hunt) -> Value {
+    json!({
+        "hunt_id": h.hunt_id,
+        "module": h.module.as_ref().map(|m| format!("{}@{}", m.name, m.version)),
+        "state": hunt_state(h.state),
+        "reason": h.reason,
+        "submitted": time(h.submitted_ms),
+        "finished": time(h.finished_ms),
+        "findings": h.findings,
+        "events_scanned": h.events_scanned,
+        "params": h.params,
+        "tasks": h.tasks.iter().map(|t| json!({
+            "task_id": t.task_id, "shard": t.shard, "state": task_state(t.state), "worker": t.worker_id,
+            "attempt": t.attempt, "error": t.error, "events_scanned": t.events_scanned, "findings": t.findings,
+        })).collect::<Vec<_>>(),
+        "aggregates": h.aggregates.iter().map(|a| (a.name.clone(), json!(a.counts))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+/// One hunt with its tasks.
+pub fn hunt(format: Output, h: &v1::Hunt) {
+    match format {
+        Output::Json => json_line(hunt_json(h)),
+        Output::Table => {
+            let module = h.module.as_ref().map(|m| format!("{}@{}", m.name, m.version)).unwrap_or_default();
+            println!("hunt {}  module {}  state {}", h.hunt_id, module, hunt_state(h.state));
+            println!(
+                "submitted {}  finished {}  events scanned {}  findings {}",
+                time(h.submitted_ms),
+                time(h.finished_ms),
+                h.events_scanned,
+                h.findings
+            );
+            if !h.reason.is_empty() {
+                println!("reason: {}", h.reason);
+            }
+            let rows = h
+                .tasks
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.shard.clone(),
+                        task_state(t.state).to_owned(),
+                        t.worker_id.clone(),
+                        t.attempt.to_string(),
+                        t.events_scanned.to_string(),
+                        t.findings.to_string(),
+                        t.error.clone(),
+                    ]
+                })
+                .collect();
+            table(&["SHARD", "STATE", "WORKER", "ATTEMPT", "EVENTS", "FINDINGS", "ERROR"], rows);
+        }
+    }
+}
+
+/// Hunts, one row each.
+pub fn hunts(format: Output, hunts: &[v1::Hunt]) {
+    match format {
+        Output::Json => hunts.iter().for_each(|h| json_line(hunt_json(h))),
+        Output::Table => {
+            let rows = hunts
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.hunt_id.clone(),
+                        h.module.as_ref().map(|m| format!("{}@{}", m.name, m.version)).unwrap_or_default(),
+                        hunt_state(h.state).to_owned(),
+                        h.tasks.len().to_string(),
+                        h.findings.to_string(),
+                        time(h.submitted_ms),
+                    ]
+                })
+                .collect();
+            table(&["HUNT", "MODULE", "STATE", "TASKS", "FINDINGS", "SUBMITTED"], rows);
+        }
+    }
+}
+
+/// Findings.
+pub fn findings(format: Output, findings: &[v1::Finding]) {
+    match format {
+        Output::Json => {
+            for f in findings {
+                json_line(json!({
+                    "finding_id": f.finding_id, "hunt_id": f.hunt_id, "shard": f.shard, "rule": f.rule,
+                    "title": f.title, "severity": severity(f.severity), "confidence": f.confidence,
+                    "entity": f.entity, "time": time(f.timestamp_ms), "timestamp_ms": f.timestamp_ms,
+                    "techniques": f.techniques,
+                    "evidence": f.evidence.iter().map(|e| (e.key.clone(), json!(e.value))).collect::<serde_json::Map<_, _>>(),
+                    "offsets": f.offsets,
+                }));
+            }
+        }
+        Output::Table => {
+            if findings.is_empty() {
+                println!("no findings");
+                return;
+            }
+            let rows = findings
+                .iter()
+                .map(|f| {
+                    vec![
+                        severity(f.severity).to_owned(),
+                        time(f.timestamp_ms),
+                        f.shard.clone(),
+                        f.entity.clone(),
+                        f.title.clone(),
+                        f.techniques.join(","),
+                    ]
+                })
+                .collect();
+            table(&["SEVERITY", "TIME", "SHARD", "ENTITY", "TITLE", "ATT&CK"], rows);
+        }
+    }
+}
+
+/// Modules.
+pub fn modules(format: Output, modules: &[v1::ModuleInfo]) {
+    match format {
+        Output::Json => modules.iter().for_each(|m| {
+            json_line(json!({
+                "name": m.name, "version": m.version, "digest": m.digest, "size_bytes": m.size_bytes,
+                "description": m.description, "uploaded": time(m.uploaded_ms),
+            }))
+        }),
+        Output::Table => {
+            let rows = modules
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.name.clone(),
+                        m.version.clone(),
+                        m.digest.chars().take(16).collect(),
+                        m.size_bytes.to_string(),
+                        m.description.clone(),
+                    ]
+                })
+                .collect();
+            table(&["NAME", "VERSION", "DIGEST", "BYTES", "DESCRIPTION"], rows);
+        }
+    }
+}
+
+/// Shards.
+pub fn shards(format: Output, shards: &[v1::ShardInfo]) {
+    let labels = |s: &v1::ShardInfo| {
+        let mut l: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        l.sort();
+        l.join(",")
+    };
+    match format {
+        Output::Json => shards.iter().for_each(|s| {
+            let range = s.time_range.unwrap_or_default();
+            json_line(json!({
+                "name": s.name, "labels": s.labels, "event_count": s.event_count,
+                "start": time(range.start_ms), "end": time(range.end_ms), "workers": s.worker_ids,
+            }))
+        }),
+        Output::Table => {
+            let rows = shards
+                .iter()
+                .map(|s| {
+                    let range = s.time_range.unwrap_or_default();
+                    vec![
+                        s.name.clone(),
+                        s.event_count.to_string(),
+                        time(range.start_ms),
+                        time(range.end_ms),
+                        s.worker_ids.join(","),
+                        labels(s),
+                    ]
+                })
+                .collect();
+            table(&["SHARD", "EVENTS", "FROM", "TO", "WORKERS", "LABELS"], rows);
+        }
+    }
+}
+
+/// Workers.
+pub fn workers(format: Output, workers: &[v1::WorkerInfo]) {
+    match format {
+        Output::Json => workers.iter().for_each(|w| {
+            json_line(json!({
+                "worker_id": w.worker_id, "address": w.address, "live": w.live, "slots": w.slots,
+                "running_tasks": w.running_tasks, "shards": w.shards, "last_heartbeat": time(w.last_heartbeat_ms),
+            }))
+        }),
+        Output::Table => {
+            let rows = workers
+                .iter()
+                .map(|w| {
+                    vec![
+                        w.worker_id.clone(),
+                        w.address.clone(),
+                        if w.live { "live" } else { "silent" }.to_owned(),
+                        format!("{}/{}", w.running_tasks, w.slots),
+                        w.shards.join(","),
+                    ]
+                })
+                .collect();
+            table(&["WORKER", "ADDRESS", "STATE", "TASKS", "SHARDS"], rows);
+        }
+    }
+}
+
+/// Cluster status.
+pub fn status(format: Output, s: &v1::StatusResponse) {
+    match format {
+        Output::Json => json_line(json!({
+            "node_id": s.node_id, "is_leader": s.is_leader, "leader_id": s.leader_id, "term": s.term,
+            "commit_index": s.commit_index, "applied_index": s.applied_index, "workers": s.workers,
+            "live_workers": s.live_workers, "shards": s.shards, "modules": s.modules,
+            "running_hunts": s.running_hunts, "version": s.version,
+        })),
+        Output::Table => {
+            println!(
+                "node {} ({}), leader {}, term {}, commit {}, applied {}",
+                s.node_id,
+                if s.is_leader { "leader" } else { "follower" },
+                s.leader_id,
+                s.term,
+                s.commit_index,
+                s.applied_index
+            );
+            println!(
+                "workers {} ({} live), shards {}, modules {}, running hunts {}, version {}",
+                s.workers, s.live_workers, s.shards, s.modules, s.running_hunts, s.version
+            );
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Runs the module over recorded Windows Security logs from the shared data
+//! set (`$QUARRY_SHARED_DATA`, default `../../../shared/data` from this
+//! crate). The logs are evtx records as nested JSON (`Event.System`,
+//! `Event.EventData`); they are flattened here the way the worker's ingest
+//! does, then projected onto the module's declared fields.
+//!
+//! Without the data set the tests print why and pass, except under `CI=true`,
+//! where missing data is a failure.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use logon_bruteforce::LogonBruteforce;
+use logon_bruteforce::detector::{RULE_FAILURES_WITHOUT_SUCCESS, RULE_SUCCESS_AFTER_FAILURES};
+use quarry_sdk::time::parse_rfc3339_ms;
+use quarry_sdk::{Event, Hunt, Severity, Task};
+use serde_json::Value;
+
+const BRUTEFORCE_LOG: &str = "logs/windows/evtx/T1110_accountrestore_local_bruteforce_4625.jsonl";
+
+fn shared_data() -> PathBuf {
+    std::env::var_os("QUARRY_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+}
+
+/// The log's lines, or `None` (after saying why) when the data set is absent.
+fn read_log(relative: &str) -> Option<String> {
+    let path = shared_data().join(relative);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(error) if std::env::var("CI").as_deref() != Ok("true") => {
+            println!(
+                "skipping: cannot read {} ({error}); set QUARRY_SHARED_DATA to the shared data directory",
+                path.display()
+            );
+            None
+        }
+        Err(error) => panic!(
+            "cannot read {} ({error}); CI=true requires the shared data set (set QUARRY_SHARED_DATA)",
+            path.display()
+        ),
+    }
+}
+
+/// Leaf values by their own key, as the worker flattens evtx records:
+/// `Event.System.Computer` → `Computer`, `Event.EventData.IpAddress` →
+/// `IpAddress`. Numbers keep their JSON text; XML attributes are skipped.
+fn flatten(value: &Value, out: &mut HashMap<String, String>) {
+    if let Value::Object(map) = value {
+        for (key, value) in map {
+            match value {
+                Value::Object(_) if key != "#attributes" => flatten(value, out),
+                Value::String(text) => {
+                    out.insert(key.clone(), text.clone());
+                }
+                Value::Number(number) => {
+                    out.insert(key.clone(), number.to_string());
+                }
+                Value::Bool(flag) => {
+                    out.insert(key.clone(), flag.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn events(log: &str) -> Vec<Event> {
+    let fields = LogonBruteforce::describe().fields;
+    log.lines()
+        .filter(|line| !line.trim().is_empty())
+        .enumerate()
+        .map(|(offset, line)| {
+            let record: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("line {}: not JSON: {e}", offset + 1));
+            let time = record["Event"]["System"]["TimeCreated"]["#attributes"]["SystemTime"]
+                .as_str()
+                .unwrap_or_else(|| panic!("line {}: no SystemTime", offset + 1));
+            let mut flat = HashMap::new();
+            flatten(&record["Event"], &mut flat);
+            Event::new(
+                parse_rfc3339_ms(time).unwrap_or_else(|e| panic!("line {}: {e}", offset + 1)),
+                offset as u64,
+                fields.iter().map(|name| flat.get(name).cloned()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn local_bruteforce_without_success_is_reported_per_account() {
+    let Some(log) = read_log(BRUTEFORCE_LOG) else {
+        return;
+    };
+    let events = events(&log);
+    assert_eq!(events.len(), 16, "the sample holds 16 failed logons");
+
+    let mut task = Task::<LogonBruteforce>::new();
+    task.init(vec![]).expect("default parameters are valid");
+    // Two batches, as the worker would send them.
+    let (first, second) = events.split_at(7);
+    assert!(task.scan(first.to_vec()).unwrap().is_empty());
+    assert!(task.scan(second.to_vec()).unwrap().is_empty());
+    let output = task.finish().unwrap();
+
+    // AccountRestore guessed passwords for two local accounts, 8 times each,
+    // all within a few milliseconds, and never got in.
+    let summary: Vec<(&str, &str, Option<&str>)> = output
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.rule.as_str(),
+                f.entity.as_str(),
+                f.evidence_value("failures"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (RULE_FAILURES_WITHOUT_SUCCESS, "user:WIN\\admin", Some("8")),
+            (
+                RULE_FAILURES_WITHOUT_SUCCESS,
+                "user:WIN\\administrator",
+                Some("8")
+            ),
+        ]
+    );
+    let admin = &output.findings[0];
+    assert_eq!(admin.severity, Severity::Medium);
+    assert_eq!(admin.evidence_value("logon_types"), Some("2 (Interactive)"));
+    assert_eq!(admin.evidence_value("hosts"), Some("WIN"));
+    assert_eq!(admin.evidence_value("failure_source_ips"), Some("none"));
+    assert_eq!(
+        admin.evidence_value("first_failure"),
+        Some("2023-09-25T20:39:50.822Z")
+    );
+    assert_eq!(admin.offsets, [0, 5, 10, 11, 12, 13, 14, 15]);
+    assert_eq!(
+        output.aggregates[0].counts,
+        [
+            ("WIN\\admin".to_owned(), 8),
+            ("WIN\\administrator".to_owned(), 8)
+        ]
+    );
+}
+
+#[test]
+fn recorded_failures_then_a_success_is_a_high_finding() {
+    let Some(log) = read_log(BRUTEFORCE_LOG) else {
+        return;
+    };
+    let mut events = events(&log);
+    // Append a successful interactive logon of `Administrator` a minute after
+    // the guessing, as if the tool had found the password.
+    let last = events.last().expect("the sample is not empty").clone();
+    let mut success = last.clone();
+    success.offset = last.offset + 1;
+    success.timestamp_ms = last.timestamp_ms + 60_000;
+    success.values[0] = Some("4624".to_owned());
+    success.values[1] = Some("Administrator".to_owned());
+    events.push(success);
+
+    let mut task = Task::<LogonBruteforce>::new();
+    task.init(vec![]).unwrap();
+    let findings = task.scan(events).unwrap();
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0].rule, RULE_SUCCESS_AFTER_FAILURES);
+    assert_eq!(findings[0].entity, "user:WIN\\administrator");
+    assert_eq!(findings[0].evidence_value("failures"), Some("8"));
+    assert_eq!(
+        findings[0].evidence_value("success_logon_type"),
+        Some("2 (Interactive)")
+    );
+    // The success resolved Administrator; only admin is left unresolved.
+    let output = task.finish().unwrap();
+    assert_eq!(output.findings.len(), 1);
+    assert_eq!(output.findings[0].entity, "user:WIN\\admin");
+}

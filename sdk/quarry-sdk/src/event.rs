@@ -1,0 +1,223 @@
+//! Typed access to the fields of an [`Event`].
+
+use crate::Event;
+
+/// The position of a declared field in [`Event::values`].
+///
+/// A module lists the fields it reads in its [`Descriptor`](crate::Descriptor);
+/// the host projects every event onto that list, so a field is addressed by
+/// its index in it. Declare fields with [`fields!`](crate::fields), which
+/// computes the indexes at compile time from the names, so names and indexes
+/// cannot drift apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Field(usize);
+
+impl Field {
+    /// The field at position `index` of the declared field list.
+    pub const fn at(index: usize) -> Self {
+        Field(index)
+    }
+
+    /// Position of the field in the declared field list.
+    pub const fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// Declares the fields a module reads, as a module of [`Field`] constants plus
+/// the list of names for [`Descriptor::with_fields`](crate::Descriptor::with_fields).
+///
+/// ```
+/// quarry_sdk::fields! {
+///     /// Fields of a Windows process-creation event.
+///     pub mod field {
+///         /// The full command line.
+///         COMMAND_LINE = "CommandLine",
+///         IMAGE = "Image",
+///     }
+/// }
+///
+/// assert_eq!(field::NAMES, &["CommandLine", "Image"]);
+/// assert_eq!(field::IMAGE.index(), 1);
+/// ```
+#[macro_export]
+macro_rules! fields {
+    (
+        $(#[$module_meta:meta])*
+        $vis:vis mod $module:ident {
+            $( $(#[$field_meta:meta])* $name:ident = $text:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$module_meta])*
+        $vis mod $module {
+            // The discriminants of this enum are the declaration positions,
+            // which is exactly the index the host uses in `event.values`.
+            #[allow(non_camel_case_types, dead_code, clippy::upper_case_acronyms)]
+            enum __FieldIndex { $($name),+ }
+
+            /// The declared field names, in the order the host projects them.
+            pub const NAMES: &[&str] = &[$($text),+];
+
+            $(
+                $(#[$field_meta])*
+                #[doc = concat!("Index of the `", $text, "` field.")]
+                pub const $name: $crate::Field = $crate::Field::at(__FieldIndex::$name as usize);
+            )+
+        }
+    };
+}
+
+impl Event {
+    /// Builds an event; mostly useful in tests of a module's logic.
+    pub fn new(timestamp_ms: i64, offset: u64, values: Vec<Option<String>>) -> Self {
+        Event {
+            timestamp_ms,
+            offset,
+            values,
+        }
+    }
+
+    /// The raw text of `field`, or `None` when the event does not have it.
+    ///
+    /// Numbers and booleans arrive in their JSON text form (`4625`, `true`).
+    pub fn get(&self, field: Field) -> Option<&str> {
+        self.values.get(field.index())?.as_deref()
+    }
+
+    /// The text of `field` with surrounding whitespace removed, or `None` when
+    /// the field is absent or blank.
+    pub fn get_nonempty(&self, field: Field) -> Option<&str> {
+        let value = self.get(field)?.trim();
+        (!value.is_empty()).then_some(value)
+    }
+
+    /// The first of `fields` that is present and not blank.
+    ///
+    /// Useful when sources name the same thing differently, for example a
+    /// host in `Computer` or `Hostname`.
+    pub fn first_of(&self, fields: &[Field]) -> Option<&str> {
+        fields.iter().find_map(|&field| self.get_nonempty(field))
+    }
+
+    /// `field` as an unsigned integer; `None` when absent or not a number.
+    pub fn get_u64(&self, field: Field) -> Option<u64> {
+        self.get(field)?.trim().parse().ok()
+    }
+
+    /// `field` as a signed integer; `None` when absent or not a number.
+    pub fn get_i64(&self, field: Field) -> Option<i64> {
+        self.get(field)?.trim().parse().ok()
+    }
+
+    /// `field` as a floating-point number; `None` when absent or not a number.
+    pub fn get_f64(&self, field: Field) -> Option<f64> {
+        self.get(field)?.trim().parse().ok()
+    }
+
+    /// `field` as a boolean: `true`/`false`, `1`/`0`, `yes`/`no` (any case);
+    /// `None` when absent or something else.
+    pub fn get_bool(&self, field: Field) -> Option<bool> {
+        parse_bool(self.get(field)?.trim())
+    }
+
+    /// `field` parsed as an RFC 3339 time, in milliseconds since the Unix
+    /// epoch; `None` when absent or not such a time.
+    pub fn get_time_ms(&self, field: Field) -> Option<i64> {
+        crate::time::parse_rfc3339_ms(self.get(field)?.trim()).ok()
+    }
+
+    /// Whether `field` equals `value`, ignoring ASCII case (as the host's
+    /// prefilter does).
+    pub fn eq_ignore_case(&self, field: Field, value: &str) -> bool {
+        self.get(field)
+            .is_some_and(|actual| actual.eq_ignore_ascii_case(value))
+    }
+}
+
+/// Parses the boolean spellings accepted by [`Event::get_bool`] and
+/// [`Params::bool_or`](crate::Params::bool_or).
+pub(crate) fn parse_bool(text: &str) -> Option<bool> {
+    const TRUE: [&str; 3] = ["true", "1", "yes"];
+    const FALSE: [&str; 3] = ["false", "0", "no"];
+    if TRUE.iter().any(|t| text.eq_ignore_ascii_case(t)) {
+        Some(true)
+    } else if FALSE.iter().any(|f| text.eq_ignore_ascii_case(f)) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::fields! {
+        mod f {
+            EVENT_ID = "EventID",
+            USER = "TargetUserName",
+            COMPUTER = "Computer",
+            HOSTNAME = "Hostname",
+            ELEVATED = "Elevated",
+            WHEN = "UtcTime",
+        }
+    }
+
+    fn event(values: &[Option<&str>]) -> Event {
+        Event::new(
+            1_000,
+            7,
+            values.iter().map(|v| v.map(str::to_owned)).collect(),
+        )
+    }
+
+    #[test]
+    fn field_macro_assigns_declaration_order() {
+        assert_eq!(
+            f::NAMES,
+            &[
+                "EventID",
+                "TargetUserName",
+                "Computer",
+                "Hostname",
+                "Elevated",
+                "UtcTime"
+            ]
+        );
+        assert_eq!(f::EVENT_ID.index(), 0);
+        assert_eq!(f::HOSTNAME.index(), 3);
+        assert_eq!(f::WHEN, Field::at(5));
+    }
+
+    #[test]
+    fn typed_getters() {
+        let e = event(&[
+            Some(" 4625 "),
+            Some("Admin"),
+            Some(""),
+            Some("WS01"),
+            Some("TRUE"),
+            Some("2023-09-25T20:39:50.822Z"),
+        ]);
+        assert_eq!(e.get_u64(f::EVENT_ID), Some(4625));
+        assert_eq!(e.get_i64(f::EVENT_ID), Some(4625));
+        assert_eq!(e.get_f64(f::EVENT_ID), Some(4625.0));
+        assert_eq!(e.get_u64(f::USER), None);
+        assert_eq!(e.get(f::USER), Some("Admin"));
+        assert!(e.eq_ignore_case(f::USER, "admin"));
+        assert_eq!(e.get_bool(f::ELEVATED), Some(true));
+        assert_eq!(e.get_nonempty(f::COMPUTER), None);
+        assert_eq!(e.first_of(&[f::COMPUTER, f::HOSTNAME]), Some("WS01"));
+        assert_eq!(e.get_time_ms(f::WHEN), Some(1_695_674_390_822));
+    }
+
+    #[test]
+    fn missing_and_out_of_range_fields_are_none() {
+        let e = event(&[None]);
+        assert_eq!(e.get(f::EVENT_ID), None);
+        assert_eq!(e.get(f::WHEN), None);
+        assert_eq!(e.get_u64(f::WHEN), None);
+        assert_eq!(e.first_of(&[f::COMPUTER, f::HOSTNAME]), None);
+        assert!(!e.eq_ignore_case(f::USER, ""));
+    }
+}

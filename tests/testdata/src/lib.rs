@@ -1,0 +1,46 @@
+//! The one way tests find the shared real-world data set (Sigma rules,
+//! attack-simulation logs): `$QUARRY_SHARED_DATA`, defaulting to
+//! `../shared/data` beside the repository.
+//!
+//! Where the folder is missing a test skips with a visible message, except
+//! under `CI=true`, where a missing folder fails the run: CI has the data, so
+//! its absence there is a broken set-up, not a reason to pass.
+
+use std::path::PathBuf;
+
+/// Environment variable naming the data folder.
+pub const ENV: &str = "QUARRY_SHARED_DATA";
+
+/// The data folder, or `None` (after printing why) when a test should skip.
+///
+/// # Panics
+/// Under `CI=true` when the folder is missing.
+pub fn shared_data() -> Option<PathBuf> {
+    let path = match std::env::var_os(ENV) {
+        Some(path) => PathBuf::from(path),
+        // CARGO_MANIFEST_DIR is <repo>/tests/testdata at build time.
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
+    };
+    if path.join("README.md").is_file() {
+        return Some(path);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(
+        !ci,
+        "shared test data not found at {} (set {ENV}); CI must have it",
+        path.display()
+    );
+    eprintln!("SKIPPED: shared test data not found at {} (set {ENV} to run this test)", path.display());
+    None
+}
+
+/// A file under the data folder, or `None` when the folder is missing.
+///
+/// # Panics
+/// When the folder exists but the file does not (the data set changed), and
+/// under `CI=true` when the folder is missing.
+pub fn shared_file(relative: &str) -> Option<PathBuf> {
+    let path = shared_data()?.join(relative);
+    assert!(path.is_file(), "{} is missing from the shared data set", path.display());
+    Some(path)
+}

@@ -1,0 +1,416 @@
+//! The worker's life: serve health, register shards with the coordinator,
+//! hold the task stream open (reconnecting with backoff), run each task in
+//! the sandbox on a blocking thread and report its partial result.
+
+use crate::error::WorkerError;
+use crate::runtime::{self, LoadedModule, Runtime, TaskLimits, TaskOutput};
+use crate::shard::ShardStore;
+use quarry_proto::v1::{self, worker_service_client::WorkerServiceClient};
+use quarry_proto::{ModuleDigest, WorkerId};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+
+/// How a worker is configured.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Its id, unique in the cluster.
+    pub id: WorkerId,
+    /// Coordinator URL, for example `http://127.0.0.1:7700`.
+    pub coordinator: String,
+    /// Where shards live (`<data_dir>/shards`).
+    pub data_dir: PathBuf,
+    /// Address of the worker's own gRPC server (health, reflection).
+    pub listen: SocketAddr,
+    /// Tasks run at once.
+    pub slots: u32,
+}
+
+/// A running worker.
+pub struct Worker {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    store: Arc<ShardStore>,
+}
+
+struct Inner {
+    config: WorkerConfig,
+    store: Arc<ShardStore>,
+    runtime: Runtime,
+    slots: Arc<Semaphore>,
+    running: AtomicU32,
+    /// Tasks started (task id -> attempt, cancel flag); a re-sent assignment
+    /// of the same attempt is ignored.
+    started: Mutex<HashMap<String, (u32, Arc<AtomicBool>)>>,
+}
+
+impl Worker {
+    /// Opens the shard store, starts the sandbox and the worker's server, and
+    /// begins talking to the coordinator in the background.
+    pub async fn start(config: WorkerConfig) -> Result<Self, WorkerError> {
+        let shard_root = config.data_dir.join("shards");
+        let store = Arc::new(tokio::task::spawn_blocking(move || ShardStore::open(&shard_root)).await.map_err(
+            |e| WorkerError::Runtime(format!("shard store start-up task failed: {e}")),
+        )??);
+        Self::start_with_store(config, store).await
+    }
+
+    /// As [`Worker::start`], with a store opened by the caller (the dev
+    /// cluster fills demo shards first).
+    pub async fn start_with_store(config: WorkerConfig, store: Arc<ShardStore>) -> Result<Self, WorkerError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| WorkerError::Serve { addr: config.listen.to_string(), detail: e.to_string() })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| WorkerError::Serve { addr: config.listen.to_string(), detail: e.to_string() })?;
+        let slots = config.slots.max(1);
+        let runtime = Runtime::new(slots)?;
+        let inner = Arc::new(Inner {
+            config,
+            store: store.clone(),
+            runtime,
+            slots: Arc::new(Semaphore::new(slots as usize)),
+            running: AtomicU32::new(0),
+            started: Mutex::new(HashMap::new()),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(serve(listener, shutdown_rx.clone())),
+            tokio::spawn(session_loop(inner, addr, shutdown_rx)),
+        ];
+        Ok(Self { addr, shutdown, tasks, store })
+    }
+
+    /// The worker's own gRPC address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shard store.
+    pub fn store(&self) -> &Arc<ShardStore> {
+        &self.store
+    }
+
+    /// Stops talking to the coordinator and serving.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let mut router = tonic::transport::Server::builder().add_service(health_service);
+    match reflection {
+        Ok(reflection) => router = router.add_service(reflection),
+        Err(e) => tracing::warn!(error = %e, "serving without reflection"),
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    if let Err(e) = router
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await
+    {
+        tracing::error!(error = %e, "worker gRPC server failed");
+    }
+}
+
+/// Register, then follow the task stream; on any failure start over after a
+/// backoff, so a coordinator restart costs a reconnect, not the worker.
+async fn session_loop(inner: Arc<Inner>, addr: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = run_session(inner.clone(), addr);
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            result = session => match result {
+                Ok(()) => tracing::info!(worker = %inner.config.id, "task stream ended; reconnecting"),
+                Err(e) => tracing::warn!(worker = %inner.config.id, error = %e, "coordinator session failed; retrying in {backoff:?}"),
+            },
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn coordinator_error(inner: &Inner, detail: impl std::fmt::Display) -> WorkerError {
+    WorkerError::Coordinator { url: inner.config.coordinator.clone(), detail: detail.to_string() }
+}
+
+async fn connect(inner: &Inner) -> Result<WorkerServiceClient<Channel>, WorkerError> {
+    let channel = Channel::from_shared(inner.config.coordinator.clone())
+        .map_err(|e| coordinator_error(inner, format!("invalid URL: {e}")))?
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|e| coordinator_error(inner, format!("cannot connect: {e}")))?;
+    Ok(WorkerServiceClient::new(channel)
+        .max_decoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES))
+}
+
+fn shard_infos(store: &ShardStore) -> Vec<v1::ShardInfo> {
+    store
+        .list()
+        .into_iter()
+        .map(|meta| v1::ShardInfo {
+            name: meta.name,
+            labels: meta.labels.into_iter().collect(),
+            event_count: meta.event_count,
+            time_range: Some(v1::TimeRange {
+                start_ms: meta.min_ts_ms.unwrap_or(0),
+                end_ms: meta.max_ts_ms.unwrap_or(0),
+            }),
+            worker_ids: Vec::new(),
+        })
+        .collect()
+}
+
+async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<(), WorkerError> {
+    let mut client = connect(&inner).await?;
+    let id = inner.config.id.to_string();
+    let registered = client
+        .register_worker(v1::RegisterWorkerRequest {
+            worker_id: id.clone(),
+            address: addr.to_string(),
+            shards: shard_infos(&inner.store),
+            slots: inner.config.slots.max(1),
+        })
+        .await
+        .map_err(|s| coordinator_error(&inner, format!("registration refused: {}", s.message())))?
+        .into_inner();
+    let interval = Duration::from_millis(registered.heartbeat_interval_ms.clamp(100, 60_000));
+    let mut stream = client
+        .task_stream(v1::TaskStreamRequest { worker_id: id.clone() })
+        .await
+        .map_err(|s| coordinator_error(&inner, format!("task stream refused: {}", s.message())))?
+        .into_inner();
+    tracing::info!(worker = %id, shards = inner.store.list().len(), "registered with the coordinator");
+
+    let heartbeat = {
+        let mut client = client.clone();
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                let request = v1::HeartbeatRequest {
+                    worker_id: inner.config.id.to_string(),
+                    running_tasks: inner.running.load(Ordering::Relaxed),
+                };
+                if let Err(status) = client.heartbeat(request).await {
+                    tracing::warn!(error = %status.message(), "heartbeat failed");
+                }
+            }
+        })
+    };
+    let result = async {
+        while let Some(command) = stream.next().await {
+            let command = command.map_err(|s| coordinator_error(&inner, format!("task stream broke: {}", s.message())))?;
+            match command.command {
+                Some(v1::task_command::Command::Run(assignment)) => start_task(&inner, &client, assignment),
+                Some(v1::task_command::Command::CancelTaskId(task)) => {
+                    if let Ok(started) = inner.started.lock()
+                        && let Some((_, cancel)) = started.get(&task)
+                    {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+    .await;
+    heartbeat.abort();
+    result
+}
+
+fn start_task(inner: &Arc<Inner>, client: &WorkerServiceClient<Channel>, assignment: v1::TaskAssignment) {
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let Ok(mut started) = inner.started.lock() else { return };
+        if started.get(&assignment.task_id).is_some_and(|(attempt, _)| *attempt >= assignment.attempt) {
+            return; // already running or reported
+        }
+        started.insert(assignment.task_id.clone(), (assignment.attempt, cancel.clone()));
+    }
+    let inner = inner.clone();
+    let client = client.clone();
+    let span = tracing::info_span!("task", task = %assignment.task_id, attempt = assignment.attempt, shard = %assignment.shard);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let Ok(_permit) = inner.slots.clone().acquire_owned().await else { return };
+            inner.running.fetch_add(1, Ordering::Relaxed);
+            let outcome = run_task(&inner, client.clone(), &assignment, cancel).await;
+            inner.running.fetch_sub(1, Ordering::Relaxed);
+            report(&inner, client, &assignment, outcome).await;
+        },
+        span,
+    ));
+}
+
+async fn module_for(
+    inner: &Arc<Inner>,
+    mut client: WorkerServiceClient<Channel>,
+    digest: &ModuleDigest,
+) -> Result<Arc<LoadedModule>, WorkerError> {
+    if let Some(module) = inner.runtime.cached(digest) {
+        return Ok(module);
+    }
+    let mut stream = client
+        .fetch_module(v1::FetchModuleRequest { digest: digest.to_string() })
+        .await
+        .map_err(|s| coordinator_error(inner, format!("cannot fetch module {digest}: {}", s.message())))?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|s| coordinator_error(inner, format!("module {digest} download broke: {}", s.message())))?;
+        bytes.extend_from_slice(&chunk.data);
+    }
+    let inner = inner.clone();
+    let digest = digest.clone();
+    tokio::task::spawn_blocking(move || inner.runtime.load(&digest, &bytes))
+        .await
+        .map_err(|e| WorkerError::Runtime(format!("module compile task failed: {e}")))?
+}
+
+async fn run_task(
+    inner: &Arc<Inner>,
+    client: WorkerServiceClient<Channel>,
+    assignment: &v1::TaskAssignment,
+    cancel: Arc<AtomicBool>,
+) -> Result<TaskOutput, WorkerError> {
+    let digest = ModuleDigest::new(assignment.module_digest.clone());
+    let module = module_for(inner, client, &digest).await?;
+    let limits = assignment.limits.unwrap_or_default();
+    let limits = TaskLimits {
+        cpu: Duration::from_millis(limits.cpu_ms.max(1)),
+        memory_bytes: limits.memory_bytes.max(1024 * 1024),
+        max_findings: limits.max_findings_per_task.max(1) as usize,
+    };
+    let mut params: Vec<(String, String)> = assignment.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    params.sort();
+    let range = assignment.time_range.unwrap_or_default();
+    let time_range = if range.start_ms == 0 && range.end_ms == 0 {
+        None
+    } else {
+        Some((
+            if range.start_ms == 0 { i64::MIN } else { range.start_ms },
+            if range.end_ms == 0 { i64::MAX } else { range.end_ms },
+        ))
+    };
+    let inner = inner.clone();
+    let shard = assignment.shard.clone();
+    tokio::task::spawn_blocking(move || {
+        let task = runtime::TaskInput { params: &params, limits, shard: &shard, time_range };
+        inner.runtime.run_task(&module, &task, &inner.store, &cancel)
+    })
+    .await
+    .map_err(|e| WorkerError::Task(format!("task thread failed: {e}")))?
+}
+
+async fn report(
+    inner: &Arc<Inner>,
+    mut client: WorkerServiceClient<Channel>,
+    assignment: &v1::TaskAssignment,
+    outcome: Result<TaskOutput, WorkerError>,
+) {
+    let mut request = v1::ReportTaskRequest {
+        worker_id: inner.config.id.to_string(),
+        task_id: assignment.task_id.clone(),
+        attempt: assignment.attempt,
+        ..Default::default()
+    };
+    match outcome {
+        Ok(output) => {
+            tracing::info!(
+                findings = output.findings.len(),
+                scanned = output.events_scanned,
+                matched = output.events_matched,
+                "task succeeded"
+            );
+            request.outcome = v1::TaskOutcome::Succeeded as i32;
+            request.events_scanned = output.events_scanned;
+            request.events_matched = output.events_matched;
+            request.findings_truncated = output.findings_truncated;
+            request.log = output.log;
+            request.findings = output.findings.into_iter().map(finding).collect();
+            request.aggregates = output
+                .aggregates
+                .into_iter()
+                .map(|a| v1::Aggregate { name: a.name, counts: a.counts.into_iter().collect() })
+                .collect();
+        }
+        Err(WorkerError::Cancelled) => {
+            tracing::info!("task cancelled");
+            return; // the hunt is cancelled; nothing to report
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "task failed");
+            request.outcome = v1::TaskOutcome::Failed as i32;
+            request.error = e.to_string();
+        }
+    }
+    // The coordinator dedupes by (task, attempt), so retrying is safe.
+    let mut backoff = Duration::from_millis(200);
+    for _ in 0..8 {
+        match client.report_task(request.clone()).await {
+            Ok(_) => return,
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "report failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                if let Ok(fresh) = connect(inner).await {
+                    client = fresh;
+                }
+            }
+        }
+    }
+    tracing::error!("giving up on reporting the task; the coordinator will reassign it");
+}
+
+fn finding(f: runtime::types::Finding) -> v1::Finding {
+    v1::Finding {
+        rule: f.rule,
+        title: f.title,
+        severity: runtime::severity_value(f.severity),
+        confidence: u32::from(f.confidence.min(100)),
+        entity: f.entity,
+        timestamp_ms: f.timestamp_ms,
+        evidence: f.evidence.into_iter().map(|(key, value)| v1::Evidence { key, value }).collect(),
+        techniques: f.techniques,
+        offsets: f.offsets,
+        ..Default::default()
+    }
+}

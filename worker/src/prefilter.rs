@@ -1,0 +1,343 @@
+//! The host-side prefilter a hunt module declares.
+//!
+//! A module's descriptor lists clauses (`field op any-of(values)`); the worker
+//! evaluates them on every event before the guest sees anything, so a module
+//! hunting failed logons never pays for the millions of process events in a
+//! shard. Semantics follow the module contract (`sdk/wit/hunt.wit`): the
+//! prefilter is the AND of its clauses, a clause holds when any of its values
+//! matches, comparisons are ASCII case-insensitive as in Sigma, and an empty
+//! prefilter lets every event through.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use crate::event::{lookup, value_text};
+
+/// How a clause compares an event field with its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatchOp {
+    /// The field equals one of the values.
+    Equals,
+    /// The field contains one of the values.
+    Contains,
+    /// The field starts with one of the values.
+    StartsWith,
+    /// The field ends with one of the values.
+    EndsWith,
+    /// The field is present and non-empty; the values are ignored.
+    Exists,
+}
+
+/// One prefilter clause: `field <op> any-of(values)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clause {
+    /// Field path, resolved with [`lookup`] (dotted paths reach into objects).
+    pub field: String,
+    /// The comparison.
+    pub op: MatchOp,
+    /// Candidate values; the clause holds when any of them matches. A clause
+    /// with no values (other than [`MatchOp::Exists`]) matches nothing.
+    pub values: Vec<String>,
+}
+
+impl Clause {
+    /// A clause from its parts.
+    pub fn new(
+        field: impl Into<String>,
+        op: MatchOp,
+        values: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            op,
+            values: values.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// A compiled prefilter: the AND of its clauses.
+///
+/// Compiling lowercases every value once, so evaluating a clause does not
+/// allocate except to lowercase a field for [`MatchOp::Contains`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prefilter {
+    clauses: Vec<CompiledClause>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CompiledClause {
+    field: String,
+    op: MatchOp,
+    /// ASCII-lowercased values.
+    needles: Vec<String>,
+}
+
+impl Prefilter {
+    /// Compiles a prefilter from clauses. No clauses: every event matches.
+    pub fn new(clauses: Vec<Clause>) -> Self {
+        let clauses = clauses
+            .into_iter()
+            .map(|clause| CompiledClause {
+                field: clause.field,
+                op: clause.op,
+                needles: clause
+                    .values
+                    .into_iter()
+                    .map(|mut v| {
+                        v.make_ascii_lowercase();
+                        v
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self { clauses }
+    }
+
+    /// A prefilter that lets every event through.
+    pub fn match_all() -> Self {
+        Self::default()
+    }
+
+    /// True when there are no clauses (every event matches).
+    pub fn is_empty(&self) -> bool {
+        self.clauses.is_empty()
+    }
+
+    /// Number of clauses.
+    pub fn len(&self) -> usize {
+        self.clauses.len()
+    }
+
+    /// Whether `doc` passes every clause.
+    ///
+    /// A missing or `null` field fails every clause on it. When the field is
+    /// an array, the clause holds if any element matches (as Sigma treats
+    /// list-valued fields); objects compare by their compact JSON text.
+    pub fn matches(&self, doc: &Value) -> bool {
+        self.clauses.iter().all(|clause| clause.matches(doc))
+    }
+}
+
+impl From<Vec<Clause>> for Prefilter {
+    fn from(clauses: Vec<Clause>) -> Self {
+        Self::new(clauses)
+    }
+}
+
+impl CompiledClause {
+    fn matches(&self, doc: &Value) -> bool {
+        let Some(value) = lookup(doc, &self.field) else {
+            return false;
+        };
+        if self.op == MatchOp::Exists {
+            return is_present(value);
+        }
+        match value {
+            Value::Array(items) => items.iter().any(|item| self.matches_scalar(item)),
+            _ => self.matches_scalar(value),
+        }
+    }
+
+    fn matches_scalar(&self, value: &Value) -> bool {
+        match value_text(value) {
+            Some(text) => text_matches(self.op, &text, &self.needles),
+            None => false,
+        }
+    }
+}
+
+/// Present and non-empty: not null, not `""`, not `[]`, not `{}`.
+fn is_present(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(map) => !map.is_empty(),
+        Value::Bool(_) | Value::Number(_) => true,
+    }
+}
+
+/// `needles` are already ASCII-lowercased.
+fn text_matches(op: MatchOp, hay: &str, needles: &[String]) -> bool {
+    let hay_bytes = hay.as_bytes();
+    match op {
+        MatchOp::Equals => needles.iter().any(|n| hay.eq_ignore_ascii_case(n)),
+        MatchOp::StartsWith => needles.iter().any(|n| {
+            hay_bytes
+                .get(..n.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(n.as_bytes()))
+        }),
+        MatchOp::EndsWith => needles.iter().any(|n| {
+            hay_bytes
+                .len()
+                .checked_sub(n.len())
+                .and_then(|start| hay_bytes.get(start..))
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(n.as_bytes()))
+        }),
+        MatchOp::Contains => {
+            if needles.is_empty() {
+                return false;
+            }
+            // Lowercase the field once per clause, then use the standard
+            // substring search, rather than a hand-rolled case-folding scan.
+            let lowered: Cow<'_, str> = if hay_bytes.iter().any(u8::is_ascii_uppercase) {
+                Cow::Owned(hay.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(hay)
+            };
+            needles.iter().any(|n| lowered.contains(n.as_str()))
+        }
+        MatchOp::Exists => true,
+    }
+}
+
+/// Projects an event onto a module's declared fields: one entry per field, in
+/// order, holding the field's text ([`value_text`]) or `None` when the event
+/// does not have it.
+pub fn project(doc: &Value, fields: &[String]) -> Vec<Option<String>> {
+    fields
+        .iter()
+        .map(|field| lookup(doc, field).and_then(value_text).map(Cow::into_owned))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn failed_logon() -> Value {
+        json!({
+            "EventID": 4625,
+            "Channel": "Security",
+            "TargetUserName": "SVC_Backup",
+            "IpAddress": "203.0.113.66",
+            "LogonType": "3",
+            "ProcessName": "C:\\Windows\\System32\\LSASS.exe",
+            "Empty": "",
+            "Nothing": null,
+            "tags": ["mordorDataset", "Brute"],
+            "userIdentity": {"userName": "pedro"},
+        })
+    }
+
+    fn one(field: &str, op: MatchOp, values: &[&str]) -> Prefilter {
+        Prefilter::new(vec![Clause::new(field, op, values.iter().copied())])
+    }
+
+    #[test]
+    fn empty_prefilter_matches_everything() {
+        let pf = Prefilter::new(Vec::new());
+        assert!(pf.is_empty());
+        assert!(pf.matches(&failed_logon()));
+        assert!(pf.matches(&json!({})));
+        assert!(Prefilter::match_all().matches(&json!(null)));
+    }
+
+    #[test]
+    fn equals_compares_text_forms_case_insensitively() {
+        let doc = failed_logon();
+        assert!(one("EventID", MatchOp::Equals, &["4625"]).matches(&doc));
+        assert!(one("EventID", MatchOp::Equals, &["4624", "4625"]).matches(&doc));
+        assert!(!one("EventID", MatchOp::Equals, &["4624"]).matches(&doc));
+        assert!(one("TargetUserName", MatchOp::Equals, &["svc_backup"]).matches(&doc));
+        assert!(one("TargetUserName", MatchOp::Equals, &["SVC_BACKUP"]).matches(&doc));
+        assert!(!one("TargetUserName", MatchOp::Equals, &["svc_backu"]).matches(&doc));
+        assert!(one("LogonType", MatchOp::Equals, &["3"]).matches(&doc));
+        assert!(one("userIdentity.userName", MatchOp::Equals, &["PEDRO"]).matches(&doc));
+    }
+
+    #[test]
+    fn contains_starts_with_and_ends_with() {
+        let doc = failed_logon();
+        assert!(one("ProcessName", MatchOp::Contains, &["system32\\lsass"]).matches(&doc));
+        assert!(one("ProcessName", MatchOp::Contains, &["nope", "LSASS.EXE"]).matches(&doc));
+        assert!(!one("ProcessName", MatchOp::Contains, &["cmd.exe"]).matches(&doc));
+        assert!(one("ProcessName", MatchOp::StartsWith, &["c:\\windows"]).matches(&doc));
+        assert!(!one("ProcessName", MatchOp::StartsWith, &["\\windows"]).matches(&doc));
+        assert!(one("ProcessName", MatchOp::EndsWith, &["\\lsass.EXE"]).matches(&doc));
+        assert!(!one("ProcessName", MatchOp::EndsWith, &["lsass"]).matches(&doc));
+        assert!(one("IpAddress", MatchOp::StartsWith, &["203.0.113."]).matches(&doc));
+        // Needles longer than the field never match and never panic.
+        assert!(!one("LogonType", MatchOp::EndsWith, &["a much longer needle"]).matches(&doc));
+        assert!(!one("LogonType", MatchOp::StartsWith, &["a much longer needle"]).matches(&doc));
+    }
+
+    #[test]
+    fn case_folding_is_ascii_only_and_safe_on_multibyte_text() {
+        let doc = json!({"User": "JÖRG", "Path": "C:\\Users\\ÄÖ\\x"});
+        // ASCII letters fold, non-ASCII letters compare exactly.
+        assert!(one("User", MatchOp::Equals, &["jÖrg"]).matches(&doc));
+        assert!(!one("User", MatchOp::Equals, &["jörg"]).matches(&doc));
+        // Byte-wise prefix/suffix checks must not split a UTF-8 character.
+        assert!(!one("User", MatchOp::StartsWith, &["j\u{00d6}r\u{00e9}"]).matches(&doc));
+        assert!(one("Path", MatchOp::EndsWith, &["\\ÄÖ\\X"]).matches(&doc));
+        assert!(one("Path", MatchOp::Contains, &["users\\ÄÖ"]).matches(&doc));
+    }
+
+    #[test]
+    fn exists_requires_a_present_non_empty_value() {
+        let doc = failed_logon();
+        assert!(one("TargetUserName", MatchOp::Exists, &[]).matches(&doc));
+        assert!(one("EventID", MatchOp::Exists, &["ignored"]).matches(&doc));
+        assert!(!one("Empty", MatchOp::Exists, &[]).matches(&doc));
+        assert!(!one("Nothing", MatchOp::Exists, &[]).matches(&doc));
+        assert!(!one("Missing", MatchOp::Exists, &[]).matches(&doc));
+        assert!(one("tags", MatchOp::Exists, &[]).matches(&doc));
+        assert!(!one("list", MatchOp::Exists, &[]).matches(&json!({"list": []})));
+    }
+
+    #[test]
+    fn missing_null_and_valueless_clauses_do_not_match() {
+        let doc = failed_logon();
+        assert!(!one("Missing", MatchOp::Equals, &["x"]).matches(&doc));
+        assert!(!one("Nothing", MatchOp::Equals, &["null"]).matches(&doc));
+        assert!(!one("EventID", MatchOp::Equals, &[]).matches(&doc));
+        assert!(!one("EventID", MatchOp::Contains, &[]).matches(&doc));
+    }
+
+    #[test]
+    fn array_fields_match_when_any_element_matches() {
+        let doc = failed_logon();
+        assert!(one("tags", MatchOp::Equals, &["brute"]).matches(&doc));
+        assert!(one("tags", MatchOp::StartsWith, &["mordor"]).matches(&doc));
+        assert!(!one("tags", MatchOp::Equals, &["other"]).matches(&doc));
+    }
+
+    #[test]
+    fn clauses_are_anded() {
+        let doc = failed_logon();
+        let both = Prefilter::new(vec![
+            Clause::new("EventID", MatchOp::Equals, ["4624", "4625"]),
+            Clause::new("Channel", MatchOp::Equals, ["security"]),
+        ]);
+        assert_eq!(both.len(), 2);
+        assert!(both.matches(&doc));
+        let one_fails = Prefilter::from(vec![
+            Clause::new("EventID", MatchOp::Equals, ["4625"]),
+            Clause::new("Channel", MatchOp::Equals, ["sysmon"]),
+        ]);
+        assert!(!one_fails.matches(&doc));
+    }
+
+    #[test]
+    fn project_returns_text_per_declared_field() {
+        let doc = failed_logon();
+        let fields: Vec<String> = ["EventID", "TargetUserName", "Missing", "Nothing", "tags"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            project(&doc, &fields),
+            vec![
+                Some("4625".to_owned()),
+                Some("SVC_Backup".to_owned()),
+                None,
+                None,
+                Some(r#"["mordorDataset","Brute"]"#.to_owned()),
+            ]
+        );
+        assert!(project(&doc, &[]).is_empty());
+    }
+}
