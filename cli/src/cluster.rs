@@ -29,7 +29,13 @@ pub struct LocalClusterConfig {
 impl LocalClusterConfig {
     /// Two workers with demo data under `data_dir`, coordinator on `listen`.
     pub fn demo(data_dir: &Path, listen: SocketAddr) -> Self {
-        Self { data_dir: data_dir.to_owned(), coordinator_listen: listen, workers: 2, slots: 4, demo_data: true }
+        Self {
+            data_dir: data_dir.to_owned(),
+            coordinator_listen: listen,
+            workers: 2,
+            slots: 4,
+            demo_data: true,
+        }
     }
 }
 
@@ -72,14 +78,21 @@ impl LocalCluster {
             .await?;
             workers.push(worker);
         }
-        let cluster = Self { config, coordinator: Some(coordinator), workers };
+        let cluster = Self {
+            config,
+            coordinator: Some(coordinator),
+            workers,
+        };
         cluster.wait_for_workers(Duration::from_secs(30)).await?;
         Ok(cluster)
     }
 
     /// The coordinator's URL.
     pub fn url(&self) -> String {
-        self.coordinator.as_ref().map(|c| format!("http://{}", c.addr())).unwrap_or_default()
+        self.coordinator
+            .as_ref()
+            .map(|c| format!("http://{}", c.addr()))
+            .unwrap_or_default()
     }
 
     /// The workers.
@@ -99,7 +112,9 @@ impl LocalCluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                anyhow::bail!("{expected} workers did not register within {timeout:?}; see the log above");
+                anyhow::bail!(
+                    "{expected} workers did not register within {timeout:?}; see the log above"
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -108,7 +123,9 @@ impl LocalCluster {
     /// Stops the coordinator and starts it again on the same data directory
     /// and address (workers reconnect by themselves).
     pub async fn restart_coordinator(&mut self) -> anyhow::Result<()> {
-        let Some(coordinator) = self.coordinator.take() else { anyhow::bail!("coordinator is not running") };
+        let Some(coordinator) = self.coordinator.take() else {
+            anyhow::bail!("coordinator is not running")
+        };
         let addr = coordinator.addr();
         coordinator.shutdown().await;
         self.coordinator = Some(start_coordinator(&self.config.data_dir, addr).await?);
@@ -129,14 +146,23 @@ impl LocalCluster {
 async fn start_coordinator(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Coordinator> {
     let config = CoordinatorConfig::single_node(data_dir.join("coordinator"), listen);
     let coordinator = Coordinator::start(config).await?;
-    coordinator.wait_for_leadership(Duration::from_secs(10)).await?;
+    coordinator
+        .wait_for_leadership(Duration::from_secs(10))
+        .await?;
     Ok(coordinator)
 }
 
 /// Uploads every module shipped in `hunt-modules/` (idempotent).
 pub async fn upload_shipped_modules(client: &mut quarry_client::Client) -> anyhow::Result<()> {
     for module in quarry_hunt_modules::all() {
-        client.upload_module(module.name, module.version, "shipped with Quarry", module.wasm).await?;
+        client
+            .upload_module(
+                module.name,
+                module.version,
+                "shipped with Quarry",
+                module.wasm,
+            )
+            .await?;
     }
     Ok(())
 }

@@ -18,7 +18,10 @@ pub fn missed_attacks(findings: &[v1::Finding]) -> Vec<String> {
         .iter()
         .filter(|attack| {
             !findings.iter().any(|f| {
-                f.shard == attack.shard && f.entity.to_ascii_lowercase().contains(&attack.account.to_ascii_lowercase())
+                f.shard == attack.shard
+                    && f.entity
+                        .to_ascii_lowercase()
+                        .contains(&attack.account.to_ascii_lowercase())
             })
         })
         .map(|a| format!("{} on {} from {}", a.account, a.shard, a.source_ip))
@@ -33,8 +36,15 @@ pub async fn run(format: Output) -> anyhow::Result<ExitCode> {
             eprintln!("{text}");
         }
     };
-    say(format!("starting a local cluster (1 coordinator, 2 workers) in {}", dir.path().display()));
-    let cluster = LocalCluster::start(LocalClusterConfig::demo(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+    say(format!(
+        "starting a local cluster (1 coordinator, 2 workers) in {}",
+        dir.path().display()
+    ));
+    let cluster = LocalCluster::start(LocalClusterConfig::demo(
+        dir.path(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    ))
+    .await?;
     let result = async {
         let mut client = Client::connect(&cluster.url()).await?;
         upload_shipped_modules(&mut client).await?;
@@ -48,10 +58,19 @@ pub async fn run(format: Output) -> anyhow::Result<ExitCode> {
             cluster.workers().len()
         ));
         let submitted = client
-            .submit_hunt(HuntRequest::new(DEMO_MODULE).selector("env", "demo").description("quarry demo"))
+            .submit_hunt(
+                HuntRequest::new(DEMO_MODULE)
+                    .selector("env", "demo")
+                    .description("quarry demo"),
+            )
             .await?;
-        say(format!("hunt {} submitted: {DEMO_MODULE} over {} shards", submitted.hunt_id, submitted.task_count));
-        let hunt = client.wait(&submitted.hunt_id, |p| output::progress(format, p)).await?;
+        say(format!(
+            "hunt {} submitted: {DEMO_MODULE} over {} shards",
+            submitted.hunt_id, submitted.task_count
+        ));
+        let hunt = client
+            .wait(&submitted.hunt_id, |p| output::progress(format, p))
+            .await?;
         let findings = client.findings(&hunt.hunt_id).await?;
         output::hunt(format, &hunt);
         if format == Output::Table {
@@ -72,6 +91,9 @@ pub async fn run(format: Output) -> anyhow::Result<ExitCode> {
         eprintln!("demo hunt missed planted attacks: {}", missed.join("; "));
         return Ok(ExitCode::FAILURE);
     }
-    say(format!("all {} planted attacks found", quarry_worker::demo::PLANTED.len()));
+    say(format!(
+        "all {} planted attacks found",
+        quarry_worker::demo::PLANTED.len()
+    ));
     Ok(ExitCode::SUCCESS)
 }

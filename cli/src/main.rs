@@ -12,14 +12,14 @@ use std::time::Duration;
 
 const AFTER_HELP: &str = "\
 Examples:
-  quarry demo                                  # start a local cluster, run the demo hunt, print findings
-  quarry dev --data-dir ./quarry-data          # keep a local cluster running on 127.0.0.1:7700
+  quarry demo                          # throwaway cluster + demo hunt, prints findings
+  quarry dev --data-dir ./quarry-data  # local cluster on 127.0.0.1:7700 until Ctrl-C
   quarry hunt submit logon-bruteforce --selector env=demo --wait
   quarry hunt results h-12 --output json";
 
 /// Quarry: distributed threat hunting with sandboxed WebAssembly hunt modules.
 #[derive(Parser)]
-#[command(name = "quarry", version, about, after_help = AFTER_HELP)]
+#[command(name = "quarry", version, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,7 +47,9 @@ enum Format {
 #[derive(Subcommand)]
 enum Command {
     /// Run a coordinator (raft + RocksDB) serving the gRPC API.
-    #[command(after_help = "Example:\n  quarry coordinator --data-dir /var/lib/quarry/coordinator --listen 0.0.0.0:7700")]
+    #[command(
+        after_help = "Example:\n  quarry coordinator --data-dir /var/lib/quarry/coordinator --listen 0.0.0.0:7700"
+    )]
     Coordinator {
         /// Directory for RocksDB (raft log and state machine).
         #[arg(long, default_value = "./quarry-data/coordinator")]
@@ -57,7 +59,9 @@ enum Command {
         listen: SocketAddr,
     },
     /// Run a worker that holds shards and runs hunt tasks.
-    #[command(after_help = "Example:\n  quarry worker --id worker-a --data-dir /var/lib/quarry/worker --coordinator http://10.0.0.5:7700")]
+    #[command(
+        after_help = "Example:\n  quarry worker --id worker-a --data-dir /var/lib/quarry/worker --coordinator http://10.0.0.5:7700"
+    )]
     Worker {
         /// Worker id, unique in the cluster.
         #[arg(long)]
@@ -79,7 +83,9 @@ enum Command {
     ///
     /// Demo shards with planted attacks are generated on first start; the
     /// shipped hunt modules are uploaded. Stop with Ctrl-C.
-    #[command(after_help = "Example:\n  quarry dev --data-dir ./quarry-data\n  quarry hunt submit logon-bruteforce --selector env=demo --wait")]
+    #[command(
+        after_help = "Example:\n  quarry dev --data-dir ./quarry-data\n  quarry hunt submit logon-bruteforce --selector env=demo --wait"
+    )]
     Dev {
         /// Root directory of the cluster's state.
         #[arg(long, default_value = "./quarry-data")]
@@ -112,7 +118,9 @@ enum Command {
 #[derive(Subcommand)]
 enum HuntCommand {
     /// Submit a hunt: run MODULE over the shards in scope.
-    #[command(after_help = "Examples:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait\n  quarry hunt submit logon-bruteforce@0.1.0 --shard win-dc01-security --param threshold=10")]
+    #[command(
+        after_help = "Examples:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait\n  quarry hunt submit logon-bruteforce@0.1.0 --shard win-dc01-security --param threshold=10"
+    )]
     Submit {
         /// Module: `name`, `name@version` or `sha256:<digest>`.
         module: String,
@@ -190,7 +198,9 @@ enum HuntCommand {
 #[derive(Subcommand)]
 enum ModuleCommand {
     /// Upload a compiled hunt module (a wasm32-wasip2 component).
-    #[command(after_help = "Example:\n  quarry module upload target/wasm32-wasip2/release/my_hunt.wasm --name my-hunt --version 0.1.0")]
+    #[command(
+        after_help = "Example:\n  quarry module upload target/wasm32-wasip2/release/my_hunt.wasm --name my-hunt --version 0.1.0"
+    )]
     Upload {
         /// The .wasm file.
         file: PathBuf,
@@ -218,7 +228,9 @@ enum ModuleCommand {
 enum ShardCommand {
     /// Ingest a JSON-lines log file into a worker's shard store (run while the
     /// worker is stopped; it advertises the shard when it starts).
-    #[command(after_help = "Example:\n  quarry shard ingest security.jsonl --data-dir ./quarry-data/worker --name dc01-security --label env=prod --label os=windows")]
+    #[command(
+        after_help = "Example:\n  quarry shard ingest security.jsonl --data-dir ./quarry-data/worker --name dc01-security --label env=prod --label os=windows"
+    )]
     Ingest {
         /// The JSON-lines file.
         file: PathBuf,
@@ -269,7 +281,10 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
 fn parse_time(text: &str) -> Result<i64, String> {
     let time = humantime::parse_rfc3339_weak(text)
         .map_err(|e| format!("`{text}` is not an RFC 3339 time like 2026-11-20T00:00:00Z: {e}"))?;
-    let ms = time.duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis();
+    let ms = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_millis();
     i64::try_from(ms).map_err(|e| e.to_string())
 }
 
@@ -285,7 +300,10 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {
@@ -308,7 +326,13 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             shutdown_signal().await;
             coordinator.shutdown().await;
         }
-        Command::Worker { id, data_dir, coordinator, listen, slots } => {
+        Command::Worker {
+            id,
+            data_dir,
+            coordinator,
+            listen,
+            slots,
+        } => {
             let config = quarry_worker::WorkerConfig {
                 id: quarry_proto::WorkerId::new(id),
                 coordinator,
@@ -317,7 +341,11 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 slots,
             };
             let worker = quarry_worker::Worker::start(config).await?;
-            println!("worker serving on {} with {} shards", worker.addr(), worker.store().list().len());
+            println!(
+                "worker serving on {} with {} shards",
+                worker.addr(),
+                worker.store().list().len()
+            );
             shutdown_signal().await;
             worker.shutdown().await;
         }
@@ -327,7 +355,10 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             let mut client = Client::connect(&cluster.url()).await?;
             upload_shipped_modules(&mut client).await?;
             println!("Quarry dev cluster ready: API at {}", cluster.url());
-            println!("  try: quarry hunt submit logon-bruteforce --selector env=demo --wait --coordinator {}", cluster.url());
+            println!(
+                "  try: quarry hunt submit logon-bruteforce --selector env=demo --wait --coordinator {}",
+                cluster.url()
+            );
             println!("Ctrl-C stops it; state stays in {}.", data_dir.display());
             shutdown_signal().await;
             cluster.shutdown().await;
@@ -357,7 +388,9 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             wait,
             client: args,
         } => {
-            let mut request = HuntRequest::new(&module).priority(priority).description(&description);
+            let mut request = HuntRequest::new(&module)
+                .priority(priority)
+                .description(&description);
             for (k, v) in &selectors {
                 request = request.selector(k, v);
             }
@@ -380,9 +413,14 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             if format == Output::Table {
-                eprintln!("hunt {} submitted: {} tasks", submitted.hunt_id, submitted.task_count);
+                eprintln!(
+                    "hunt {} submitted: {} tasks",
+                    submitted.hunt_id, submitted.task_count
+                );
             }
-            let hunt = client.wait(&submitted.hunt_id, |p| output::progress(format, p)).await?;
+            let hunt = client
+                .wait(&submitted.hunt_id, |p| output::progress(format, p))
+                .await?;
             output::hunt(format, &hunt);
             output::findings(format, &client.findings(&hunt.hunt_id).await?);
         }
@@ -394,11 +432,18 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             let findings = connect(&args).await?.findings(&hunt).await?;
             output::findings(out(args.output), &findings);
         }
-        HuntCommand::Cancel { hunt, reason, client: args } => {
+        HuntCommand::Cancel {
+            hunt,
+            reason,
+            client: args,
+        } => {
             let hunt = connect(&args).await?.cancel_hunt(&hunt, &reason).await?;
             output::hunt(out(args.output), &hunt);
         }
-        HuntCommand::List { limit, client: args } => {
+        HuntCommand::List {
+            limit,
+            client: args,
+        } => {
             let hunts = connect(&args).await?.list_hunts(limit).await?;
             output::hunts(out(args.output), &hunts);
         }
@@ -408,9 +453,19 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
 
 async fn module(command: ModuleCommand) -> anyhow::Result<()> {
     match command {
-        ModuleCommand::Upload { file, name, version, description, client: args } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let info = connect(&args).await?.upload_module(&name, &version, &description, &bytes).await?;
+        ModuleCommand::Upload {
+            file,
+            name,
+            version,
+            description,
+            client: args,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let info = connect(&args)
+                .await?
+                .upload_module(&name, &version, &description, &bytes)
+                .await?;
             output::modules(out(args.output), &[info]);
         }
         ModuleCommand::List { client: args } => {
@@ -423,11 +478,21 @@ async fn module(command: ModuleCommand) -> anyhow::Result<()> {
 
 async fn shard(command: ShardCommand) -> anyhow::Result<()> {
     match command {
-        ShardCommand::Ingest { file, data_dir, name, labels } => {
+        ShardCommand::Ingest {
+            file,
+            data_dir,
+            name,
+            labels,
+        } => {
             let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let store = quarry_worker::shard::ShardStore::open(&data_dir.join("shards"))?;
-                let input = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
-                Ok(store.ingest_jsonl(&name, labels.into_iter().collect(), std::io::BufReader::new(input))?)
+                let input = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot open {}", file.display()))?;
+                Ok(store.ingest_jsonl(
+                    &name,
+                    labels.into_iter().collect(),
+                    std::io::BufReader::new(input),
+                )?)
             })
             .await??;
             println!(
@@ -435,8 +500,14 @@ async fn shard(command: ShardCommand) -> anyhow::Result<()> {
                 report.meta.name, report.events_stored, report.malformed, report.without_timestamp
             );
         }
-        ShardCommand::List { selectors, client: args } => {
-            let shards = connect(&args).await?.shards(selectors.into_iter().collect()).await?;
+        ShardCommand::List {
+            selectors,
+            client: args,
+        } => {
+            let shards = connect(&args)
+                .await?
+                .shards(selectors.into_iter().collect())
+                .await?;
             output::shards(out(args.output), &shards);
         }
     }

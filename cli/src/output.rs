@@ -86,8 +86,13 @@ fn json_line(value: Value) {
 /// A submitted hunt.
 pub fn submitted(format: Output, response: &v1::SubmitHuntResponse) {
     match format {
-        Output::Json => json_line(json!({"hunt_id": response.hunt_id, "task_count": response.task_count})),
-        Output::Table => println!("hunt {} submitted with {} tasks", response.hunt_id, response.task_count),
+        Output::Json => {
+            json_line(json!({"hunt_id": response.hunt_id, "task_count": response.task_count}))
+        }
+        Output::Table => println!(
+            "hunt {} submitted with {} tasks",
+            response.hunt_id, response.task_count
+        ),
     }
 }
 
@@ -135,8 +140,17 @@ pub fn hunt(format: Output, h: &v1::Hunt) {
     match format {
         Output::Json => json_line(hunt_json(h)),
         Output::Table => {
-            let module = h.module.as_ref().map(|m| format!("{}@{}", m.name, m.version)).unwrap_or_default();
-            println!("hunt {}  module {}  state {}", h.hunt_id, module, hunt_state(h.state));
+            let module = h
+                .module
+                .as_ref()
+                .map(|m| format!("{}@{}", m.name, m.version))
+                .unwrap_or_default();
+            println!(
+                "hunt {}  module {}  state {}",
+                h.hunt_id,
+                module,
+                hunt_state(h.state)
+            );
             println!(
                 "submitted {}  finished {}  events scanned {}  findings {}",
                 time(h.submitted_ms),
@@ -162,7 +176,12 @@ pub fn hunt(format: Output, h: &v1::Hunt) {
                     ]
                 })
                 .collect();
-            table(&["SHARD", "STATE", "WORKER", "ATTEMPT", "EVENTS", "FINDINGS", "ERROR"], rows);
+            table(
+                &[
+                    "SHARD", "STATE", "WORKER", "ATTEMPT", "EVENTS", "FINDINGS", "ERROR",
+                ],
+                rows,
+            );
         }
     }
 }
@@ -177,7 +196,10 @@ pub fn hunts(format: Output, hunts: &[v1::Hunt]) {
                 .map(|h| {
                     vec![
                         h.hunt_id.clone(),
-                        h.module.as_ref().map(|m| format!("{}@{}", m.name, m.version)).unwrap_or_default(),
+                        h.module
+                            .as_ref()
+                            .map(|m| format!("{}@{}", m.name, m.version))
+                            .unwrap_or_default(),
                         hunt_state(h.state).to_owned(),
                         h.tasks.len().to_string(),
                         h.findings.to_string(),
@@ -185,7 +207,10 @@ pub fn hunts(format: Output, hunts: &[v1::Hunt]) {
                     ]
                 })
                 .collect();
-            table(&["HUNT", "MODULE", "STATE", "TASKS", "FINDINGS", "SUBMITTED"], rows);
+            table(
+                &["HUNT", "MODULE", "STATE", "TASKS", "FINDINGS", "SUBMITTED"],
+                rows,
+            );
         }
     }
 }
@@ -223,7 +248,10 @@ pub fn findings(format: Output, findings: &[v1::Finding]) {
                     ]
                 })
                 .collect();
-            table(&["SEVERITY", "TIME", "SHARD", "ENTITY", "TITLE", "ATT&CK"], rows);
+            table(
+                &["SEVERITY", "TIME", "SHARD", "ENTITY", "TITLE", "ATT&CK"],
+                rows,
+            );
         }
     }
 }
@@ -285,7 +313,10 @@ pub fn shards(format: Output, shards: &[v1::ShardInfo]) {
                     ]
                 })
                 .collect();
-            table(&["SHARD", "EVENTS", "FROM", "TO", "WORKERS", "LABELS"], rows);
+            table(
+                &["SHARD", "EVENTS", "FROM", "TO", "WORKERS", "LABELS"],
+                rows,
+            );
         }
     }
 }

@@ -4,18 +4,21 @@
 
 use crate::error::CoordinatorError;
 use crate::state::{
-    FindingRecord, HuntRecord, HuntSpec, HuntState, Limits, ModuleRecord, ModuleSelector, PartialResult, Scope,
-    Severity, ShardDescription, State, TaskRecord, TaskState,
+    FindingRecord, HuntRecord, HuntSpec, HuntState, Limits, ModuleRecord, ModuleSelector,
+    PartialResult, Scope, Severity, ShardDescription, State, TaskRecord, TaskState,
 };
 use quarry_proto::v1;
 use quarry_proto::{ModuleDigest, ShardId};
 use std::collections::BTreeMap;
 
 /// Parses a module reference (`name@version`, `name`, or a digest).
-pub fn module_selector(reference: Option<v1::ModuleRef>) -> Result<ModuleSelector, CoordinatorError> {
+pub fn module_selector(
+    reference: Option<v1::ModuleRef>,
+) -> Result<ModuleSelector, CoordinatorError> {
     match reference.and_then(|r| r.r#ref) {
         Some(v1::module_ref::Ref::Digest(digest)) => {
-            let digest = ModuleDigest::new(digest.trim_start_matches("sha256:").to_ascii_lowercase());
+            let digest =
+                ModuleDigest::new(digest.trim_start_matches("sha256:").to_ascii_lowercase());
             if !digest.is_well_formed() {
                 return Err(CoordinatorError::InvalidArgument(format!(
                     "module digest `{digest}` is not 64 hex characters (sha256)"
@@ -33,7 +36,9 @@ pub fn module_selector(reference: Option<v1::ModuleRef>) -> Result<ModuleSelecto
 fn parse_name_version(text: &str) -> Result<ModuleSelector, CoordinatorError> {
     let text = text.trim();
     if let Some(hex) = text.strip_prefix("sha256:") {
-        return module_selector(Some(v1::ModuleRef { r#ref: Some(v1::module_ref::Ref::Digest(hex.to_owned())) }));
+        return module_selector(Some(v1::ModuleRef {
+            r#ref: Some(v1::module_ref::Ref::Digest(hex.to_owned())),
+        }));
     }
     let (name, version) = match text.split_once('@') {
         Some((name, version)) => (name, Some(version.to_owned())),
@@ -45,7 +50,10 @@ fn parse_name_version(text: &str) -> Result<ModuleSelector, CoordinatorError> {
             "module reference `{text}` has an empty version; write `{name}@<version>` or just `{name}` for the latest"
         )));
     }
-    Ok(ModuleSelector::NameVersion { name: name.to_owned(), version })
+    Ok(ModuleSelector::NameVersion {
+        name: name.to_owned(),
+        version,
+    })
 }
 
 /// Checks a module name: 1-64 of `[a-z0-9_-]`, starting with a letter.
@@ -53,7 +61,9 @@ pub fn validate_module_name(name: &str) -> Result<(), CoordinatorError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -70,14 +80,24 @@ pub fn hunt_spec(request: v1::SubmitHuntRequest) -> Result<HuntSpec, Coordinator
     let range = scope.time_range.unwrap_or_default();
     for name in &scope.shards {
         if name.trim().is_empty() {
-            return Err(CoordinatorError::InvalidArgument("scope names an empty shard".to_owned()));
+            return Err(CoordinatorError::InvalidArgument(
+                "scope names an empty shard".to_owned(),
+            ));
         }
     }
     let limits = request.limits.unwrap_or_default();
     let defaults = Limits::default();
     let limits = Limits {
-        cpu_ms: if limits.cpu_ms == 0 { defaults.cpu_ms } else { limits.cpu_ms },
-        memory_bytes: if limits.memory_bytes == 0 { defaults.memory_bytes } else { limits.memory_bytes },
+        cpu_ms: if limits.cpu_ms == 0 {
+            defaults.cpu_ms
+        } else {
+            limits.cpu_ms
+        },
+        memory_bytes: if limits.memory_bytes == 0 {
+            defaults.memory_bytes
+        } else {
+            limits.memory_bytes
+        },
         max_findings_per_task: if limits.max_findings_per_task == 0 {
             defaults.max_findings_per_task
         } else {
@@ -94,7 +114,10 @@ pub fn hunt_spec(request: v1::SubmitHuntRequest) -> Result<HuntSpec, Coordinator
         module,
         params: request.params.into_iter().collect(),
         scope: Scope {
-            selector: scope.selector.map(|s| s.match_labels.into_iter().collect()).unwrap_or_default(),
+            selector: scope
+                .selector
+                .map(|s| s.match_labels.into_iter().collect())
+                .unwrap_or_default(),
             shards: scope.shards.into_iter().map(ShardId::new).collect(),
             start_ms: range.start_ms,
             end_ms: range.end_ms,
@@ -147,7 +170,11 @@ fn task_status(task: &TaskRecord) -> v1::TaskStatus {
         TaskState::Failed { error } => (v1::TaskState::Failed, error.clone()),
         TaskState::Cancelled => (v1::TaskState::Cancelled, String::new()),
     };
-    let worker = task.worker.as_ref().map(ToString::to_string).unwrap_or_default();
+    let worker = task
+        .worker
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     v1::TaskStatus {
         task_id: task.id.to_string(),
         shard: task.shard.to_string(),
@@ -176,13 +203,25 @@ pub fn hunt(state: &State, hunt: &HuntRecord) -> v1::Hunt {
     v1::Hunt {
         hunt_id: hunt.id.to_string(),
         module: state.modules.get(&hunt.module).map(module_info),
-        params: spec.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        params: spec
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         scope: Some(v1::HuntScope {
             selector: Some(v1::LabelSelector {
-                match_labels: spec.scope.selector.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                match_labels: spec
+                    .scope
+                    .selector
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             }),
             shards: spec.scope.shards.iter().map(ToString::to_string).collect(),
-            time_range: Some(v1::TimeRange { start_ms: spec.scope.start_ms, end_ms: spec.scope.end_ms }),
+            time_range: Some(v1::TimeRange {
+                start_ms: spec.scope.start_ms,
+                end_ms: spec.scope.end_ms,
+            }),
         }),
         limits: Some(limits(&spec.limits)),
         priority: spec.priority,
@@ -190,7 +229,12 @@ pub fn hunt(state: &State, hunt: &HuntRecord) -> v1::Hunt {
         state: hunt_state(hunt.state) as i32,
         submitted_ms: hunt.submitted_ms,
         finished_ms: hunt.finished_ms,
-        tasks: hunt.tasks.iter().filter_map(|t| state.tasks.get(t)).map(task_status).collect(),
+        tasks: hunt
+            .tasks
+            .iter()
+            .filter_map(|t| state.tasks.get(t))
+            .map(task_status)
+            .collect(),
         findings: hunt.findings,
         events_scanned: hunt.events_scanned,
         aggregates: aggregates(&hunt.aggregates),
@@ -269,7 +313,10 @@ pub fn finding(hunt: &HuntRecord, finding: &FindingRecord) -> v1::Finding {
         evidence: finding
             .evidence
             .iter()
-            .map(|(key, value)| v1::Evidence { key: key.clone(), value: value.clone() })
+            .map(|(key, value)| v1::Evidence {
+                key: key.clone(),
+                value: value.clone(),
+            })
             .collect(),
         techniques: finding.techniques.clone(),
         offsets: finding.offsets.clone(),
@@ -308,7 +355,9 @@ pub fn partial_result(report: &mut v1::ReportTaskRequest) -> PartialResult {
 /// A shard as a worker describes it.
 pub fn shard_description(info: v1::ShardInfo) -> Result<ShardDescription, CoordinatorError> {
     if info.name.trim().is_empty() {
-        return Err(CoordinatorError::InvalidArgument("a worker advertised a shard with no name".to_owned()));
+        return Err(CoordinatorError::InvalidArgument(
+            "a worker advertised a shard with no name".to_owned(),
+        ));
     }
     let range = info.time_range.unwrap_or_default();
     Ok(ShardDescription {
@@ -325,16 +374,24 @@ mod tests {
     use super::*;
 
     fn reference(text: &str) -> Option<v1::ModuleRef> {
-        Some(v1::ModuleRef { r#ref: Some(v1::module_ref::Ref::NameVersion(text.to_owned())) })
+        Some(v1::ModuleRef {
+            r#ref: Some(v1::module_ref::Ref::NameVersion(text.to_owned())),
+        })
     }
 
     #[test]
     fn module_references_parse_or_say_what_is_wrong() {
         assert_eq!(
             module_selector(reference("logon-bruteforce@0.1.0")).ok(),
-            Some(ModuleSelector::NameVersion { name: "logon-bruteforce".into(), version: Some("0.1.0".into()) })
+            Some(ModuleSelector::NameVersion {
+                name: "logon-bruteforce".into(),
+                version: Some("0.1.0".into())
+            })
         );
-        assert!(matches!(module_selector(reference("x")), Ok(ModuleSelector::NameVersion { version: None, .. })));
+        assert!(matches!(
+            module_selector(reference("x")),
+            Ok(ModuleSelector::NameVersion { version: None, .. })
+        ));
         let err = module_selector(reference("Bad Name@1")).expect_err("invalid");
         assert!(err.to_string().contains("lowercase"), "{err}");
         let err = module_selector(reference("m@")).expect_err("empty version");
@@ -342,6 +399,9 @@ mod tests {
         let err = module_selector(None).expect_err("missing");
         assert!(err.to_string().contains("no module"), "{err}");
         let digest = format!("sha256:{}", "ab".repeat(32));
-        assert!(matches!(module_selector(reference(&digest)), Ok(ModuleSelector::Digest(_))));
+        assert!(matches!(
+            module_selector(reference(&digest)),
+            Ok(ModuleSelector::Digest(_))
+        ));
     }
 }

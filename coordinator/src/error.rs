@@ -18,7 +18,9 @@ pub enum CoordinatorError {
     #[error("{0}")]
     FailedPrecondition(String),
     /// This node cannot take writes now.
-    #[error("coordinator {node} is not the raft leader (leader: {leader}); retry against the leader")]
+    #[error(
+        "coordinator {node} is not the raft leader (leader: {leader}); retry against the leader"
+    )]
     NotLeader {
         /// This node.
         node: u64,

@@ -15,7 +15,9 @@ pub fn check_component(bytes: &[u8]) -> Result<(), CoordinatorError> {
         ))
     };
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(invalid("it does not start with the WebAssembly magic bytes `\\0asm`".to_owned()));
+        return Err(invalid(
+            "it does not start with the WebAssembly magic bytes `\\0asm`".to_owned(),
+        ));
     }
     if !Parser::is_component(bytes) {
         return Err(invalid(
@@ -24,11 +26,23 @@ pub fn check_component(bytes: &[u8]) -> Result<(), CoordinatorError> {
     }
     Validator::new_with_features(WasmFeatures::all())
         .validate_all(bytes)
-        .map_err(|e| invalid(format!("validation failed at byte offset {}: {}", e.offset(), e.message())))?;
+        .map_err(|e| {
+            invalid(format!(
+                "validation failed at byte offset {}: {}",
+                e.offset(),
+                e.message()
+            ))
+        })?;
     let mut depth = 0usize;
     let mut exports = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
-        let payload = payload.map_err(|e| invalid(format!("parse error at byte offset {}: {}", e.offset(), e.message())))?;
+        let payload = payload.map_err(|e| {
+            invalid(format!(
+                "parse error at byte offset {}: {}",
+                e.offset(),
+                e.message()
+            ))
+        })?;
         match payload {
             Payload::Version { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),
@@ -41,10 +55,17 @@ pub fn check_component(bytes: &[u8]) -> Result<(), CoordinatorError> {
             _ => {}
         }
     }
-    if !exports.iter().any(|name| name.starts_with(MODULE_INTERFACE_PREFIX)) {
+    if !exports
+        .iter()
+        .any(|name| name.starts_with(MODULE_INTERFACE_PREFIX))
+    {
         return Err(invalid(format!(
             "it does not export `{MODULE_INTERFACE_PREFIX}x` (exports: {})",
-            if exports.is_empty() { "none".to_owned() } else { exports.join(", ") }
+            if exports.is_empty() {
+                "none".to_owned()
+            } else {
+                exports.join(", ")
+            }
         )));
     }
     Ok(())

@@ -35,7 +35,10 @@ pub struct NoPeers;
 impl Transport for NoPeers {
     fn send(&self, messages: Vec<Message>) {
         for m in messages {
-            tracing::warn!(to = m.to, "dropping raft message: this coordinator has no peers configured");
+            tracing::warn!(
+                to = m.to,
+                "dropping raft message: this coordinator has no peers configured"
+            );
         }
     }
 }
@@ -45,7 +48,10 @@ impl Transport for NoPeers {
 pub type ProposalResult = Result<std::result::Result<Response, Rejection>>;
 
 enum NodeMsg {
-    Propose { command: Box<Command>, reply: oneshot::Sender<ProposalResult> },
+    Propose {
+        command: Box<Command>,
+        reply: oneshot::Sender<ProposalResult>,
+    },
     Raft(Box<Message>),
     Stop,
 }
@@ -85,7 +91,12 @@ impl NodeThread {
     /// Opens the raft group stored in `store` and starts driving it.
     ///
     /// A fresh store is bootstrapped with `voters` as its membership.
-    pub fn start(id: NodeId, store: Store, voters: &[u64], transport: Box<dyn Transport>) -> Result<Self> {
+    pub fn start(
+        id: NodeId,
+        store: Store,
+        voters: &[u64],
+        transport: Box<dyn Transport>,
+    ) -> Result<Self> {
         if store.is_fresh()? {
             store.bootstrap(voters)?;
         }
@@ -113,8 +124,16 @@ impl NodeThread {
             raw.campaign()?;
         }
         let (tx, rx) = mpsc::channel();
-        let (status_tx, status_rx) = watch::channel(RaftStatus { id: id.0, applied, ..RaftStatus::default() });
-        let handle = NodeHandle { tx, replica: replica.clone(), status: status_rx };
+        let (status_tx, status_rx) = watch::channel(RaftStatus {
+            id: id.0,
+            applied,
+            ..RaftStatus::default()
+        });
+        let handle = NodeHandle {
+            tx,
+            replica: replica.clone(),
+            status: status_rx,
+        };
         let mut driver = Driver {
             id: id.0,
             raw,
@@ -128,8 +147,14 @@ impl NodeThread {
         let join = std::thread::Builder::new()
             .name(format!("raft-{}", id.0))
             .spawn(move || driver.run(rx))
-            .map_err(|source| CoordinatorError::Io { context: "cannot start the raft thread".into(), source })?;
-        Ok(Self { handle, join: Some(join) })
+            .map_err(|source| CoordinatorError::Io {
+                context: "cannot start the raft thread".into(),
+                source,
+            })?;
+        Ok(Self {
+            handle,
+            join: Some(join),
+        })
     }
 
     /// A handle for proposals and reads.
@@ -160,7 +185,10 @@ impl NodeHandle {
     pub async fn propose(&self, command: Command) -> ProposalResult {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(NodeMsg::Propose { command: Box::new(command), reply })
+            .send(NodeMsg::Propose {
+                command: Box::new(command),
+                reply,
+            })
             .map_err(|_| CoordinatorError::NodeStopped)?;
         match tokio::time::timeout(PROPOSAL_TIMEOUT, rx).await {
             Ok(Ok(result)) => result,
@@ -171,12 +199,17 @@ impl NodeHandle {
 
     /// Feeds a message from a peer into raft.
     pub fn step(&self, message: Message) -> Result<()> {
-        self.tx.send(NodeMsg::Raft(Box::new(message))).map_err(|_| CoordinatorError::NodeStopped)
+        self.tx
+            .send(NodeMsg::Raft(Box::new(message)))
+            .map_err(|_| CoordinatorError::NodeStopped)
     }
 
     /// Reads the applied state.
     pub fn read<T>(&self, f: impl FnOnce(&Replica) -> T) -> Result<T> {
-        let guard = self.replica.read().map_err(|_| CoordinatorError::NodeStopped)?;
+        let guard = self
+            .replica
+            .read()
+            .map_err(|_| CoordinatorError::NodeStopped)?;
         Ok(f(&guard))
     }
 
@@ -236,7 +269,10 @@ impl Driver {
 
     fn propose(&mut self, command: Command, reply: oneshot::Sender<ProposalResult>) {
         if self.raw.raft.state != StateRole::Leader {
-            let _ = reply.send(Err(CoordinatorError::NotLeader { node: self.id, leader: self.raw.raft.leader_id }));
+            let _ = reply.send(Err(CoordinatorError::NotLeader {
+                node: self.id,
+                leader: self.raw.raft.leader_id,
+            }));
             return;
         }
         let data = match crate::storage::encode(&command) {
@@ -297,18 +333,26 @@ impl Driver {
             conf_state: meta.get_conf_state().clone(),
         };
         self.store.apply_snapshot(&snapshot, &replica)?;
-        let mut guard = self.replica.write().map_err(|_| CoordinatorError::NodeStopped)?;
+        let mut guard = self
+            .replica
+            .write()
+            .map_err(|_| CoordinatorError::NodeStopped)?;
         *guard = replica;
         Ok(())
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
-        let Some(last) = entries.last() else { return Ok(()) };
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
         let (last_index, last_term) = (last.index, last.term);
         let mut touched: Vec<Touched> = Vec::new();
         let mut replies = Vec::new();
         {
-            let mut replica = self.replica.write().map_err(|_| CoordinatorError::NodeStopped)?;
+            let mut replica = self
+                .replica
+                .write()
+                .map_err(|_| CoordinatorError::NodeStopped)?;
             for entry in entries {
                 if entry.index <= replica.applied_index {
                     continue; // already applied before a restart
@@ -318,7 +362,10 @@ impl Driver {
                         if entry.data.is_empty() {
                             continue; // a new leader's empty entry
                         }
-                        let outcome = match crate::storage::decode::<Command>(b"log entry", &entry.data) {
+                        let outcome = match crate::storage::decode::<Command>(
+                            b"log entry",
+                            &entry.data,
+                        ) {
                             Ok(command) => {
                                 let applied = replica.state.apply(entry.index, command);
                                 touched.extend(applied.touched);
@@ -382,7 +429,10 @@ impl Driver {
         // answered once leadership moved: tell their callers to retry.
         if !status.is_leader && !self.waiters.is_empty() {
             for (_, (_, waiter)) in self.waiters.drain() {
-                let _ = waiter.send(Err(CoordinatorError::NotLeader { node: self.id, leader: status.leader }));
+                let _ = waiter.send(Err(CoordinatorError::NotLeader {
+                    node: self.id,
+                    leader: status.leader,
+                }));
             }
         }
         self.status.send_if_modified(|old| {

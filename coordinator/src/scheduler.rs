@@ -20,18 +20,32 @@ pub fn plan(state: &State, live: &BTreeSet<WorkerId>) -> Vec<Assignment> {
             *load.entry(worker).or_default() += 1;
         }
     }
-    let mut hunts: Vec<_> = state.hunts.values().filter(|h| !h.state.is_terminal()).collect();
+    let mut hunts: Vec<_> = state
+        .hunts
+        .values()
+        .filter(|h| !h.state.is_terminal())
+        .collect();
     // Hunt ids are `h-<raft index>`: submission order is the index order.
-    hunts.sort_by_key(|h| (std::cmp::Reverse(h.spec.priority), h.submitted_ms, hunt_index(h.id.as_str())));
+    hunts.sort_by_key(|h| {
+        (
+            std::cmp::Reverse(h.spec.priority),
+            h.submitted_ms,
+            hunt_index(h.id.as_str()),
+        )
+    });
 
     let mut out = Vec::new();
     for hunt in hunts {
         for task_id in &hunt.tasks {
-            let Some(task) = state.tasks.get(task_id) else { continue };
+            let Some(task) = state.tasks.get(task_id) else {
+                continue;
+            };
             if task.state != TaskState::Pending {
                 continue;
             }
-            let Some(shard) = state.shards.get(&task.shard) else { continue };
+            let Some(shard) = state.shards.get(&task.shard) else {
+                continue;
+            };
             let best = shard
                 .holders
                 .iter()
@@ -41,20 +55,33 @@ pub fn plan(state: &State, live: &BTreeSet<WorkerId>) -> Vec<Assignment> {
                 .min_by_key(|w| (load.get(&w.id).copied().unwrap_or(0), w.id.clone()));
             if let Some(worker) = best {
                 *load.entry(&worker.id).or_default() += 1;
-                out.push(Assignment { task: task_id.clone(), worker: worker.id.clone() });
+                out.push(Assignment {
+                    task: task_id.clone(),
+                    worker: worker.id.clone(),
+                });
             }
         }
     }
-    debug_assert!(check_plan(state, live, &out).is_ok(), "{:?}", check_plan(state, live, &out));
+    debug_assert!(
+        check_plan(state, live, &out).is_ok(),
+        "{:?}",
+        check_plan(state, live, &out)
+    );
     out
 }
 
 fn hunt_index(id: &str) -> u64 {
-    id.strip_prefix("h-").and_then(|n| n.parse().ok()).unwrap_or(u64::MAX)
+    id.strip_prefix("h-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 /// Verifies a plan's postconditions.
-pub fn check_plan(state: &State, live: &BTreeSet<WorkerId>, plan: &[Assignment]) -> Result<(), String> {
+pub fn check_plan(
+    state: &State,
+    live: &BTreeSet<WorkerId>,
+    plan: &[Assignment],
+) -> Result<(), String> {
     let mut seen = BTreeSet::new();
     let mut load: BTreeMap<&WorkerId, u32> = BTreeMap::new();
     for task in state.tasks.values() {
@@ -66,15 +93,27 @@ pub fn check_plan(state: &State, live: &BTreeSet<WorkerId>, plan: &[Assignment])
         if !seen.insert(&a.task) {
             return Err(format!("task {} planned twice", a.task));
         }
-        let task = state.tasks.get(&a.task).ok_or_else(|| format!("unknown task {}", a.task))?;
-        let worker = state.workers.get(&a.worker).ok_or_else(|| format!("unknown worker {}", a.worker))?;
+        let task = state
+            .tasks
+            .get(&a.task)
+            .ok_or_else(|| format!("unknown task {}", a.task))?;
+        let worker = state
+            .workers
+            .get(&a.worker)
+            .ok_or_else(|| format!("unknown worker {}", a.worker))?;
         if !worker.shards.contains(&task.shard) || !live.contains(&a.worker) {
-            return Err(format!("task {} placed on {} which is dead or lacks shard {}", a.task, a.worker, task.shard));
+            return Err(format!(
+                "task {} placed on {} which is dead or lacks shard {}",
+                a.task, a.worker, task.shard
+            ));
         }
         let l = load.entry(&a.worker).or_default();
         *l += 1;
         if *l > worker.slots {
-            return Err(format!("worker {} over its {} slots", a.worker, worker.slots));
+            return Err(format!(
+                "worker {} over its {} slots",
+                a.worker, worker.slots
+            ));
         }
     }
     Ok(())
@@ -123,14 +162,24 @@ mod tests {
             );
         }
         let spec = HuntSpec {
-            module: ModuleSelector::NameVersion { name: "m".into(), version: None },
+            module: ModuleSelector::NameVersion {
+                name: "m".into(),
+                version: None,
+            },
             params: BTreeMap::new(),
-            scope: Scope { shards: shards_in_scope.iter().map(|n| ShardId::new(*n)).collect(), ..Scope::default() },
+            scope: Scope {
+                shards: shards_in_scope.iter().map(|n| ShardId::new(*n)).collect(),
+                ..Scope::default()
+            },
             limits: Limits::default(),
             priority: 0,
             description: String::new(),
         };
-        assert!(s.apply(100, Command::SubmitHunt { spec, now_ms: 0 }).outcome.is_ok());
+        assert!(
+            s.apply(100, Command::SubmitHunt { spec, now_ms: 0 })
+                .outcome
+                .is_ok()
+        );
         s
     }
 
@@ -142,14 +191,20 @@ mod tests {
     fn places_each_task_on_a_holder_of_its_shard() {
         let s = state_with(&[("w0", 4, &["a"]), ("w1", 4, &["b"])], &["a", "b"]);
         let plan = plan(&s, &live(&["w0", "w1"]));
-        let by_task: BTreeMap<_, _> = plan.iter().map(|a| (a.task.as_str().to_owned(), a.worker.as_str().to_owned())).collect();
+        let by_task: BTreeMap<_, _> = plan
+            .iter()
+            .map(|a| (a.task.as_str().to_owned(), a.worker.as_str().to_owned()))
+            .collect();
         assert_eq!(by_task["h-100/a"], "w0");
         assert_eq!(by_task["h-100/b"], "w1");
     }
 
     #[test]
     fn spreads_over_replicas_by_load_and_respects_slots() {
-        let s = state_with(&[("w0", 1, &["a", "b", "c"]), ("w1", 1, &["a", "b", "c"])], &["a", "b", "c"]);
+        let s = state_with(
+            &[("w0", 1, &["a", "b", "c"]), ("w1", 1, &["a", "b", "c"])],
+            &["a", "b", "c"],
+        );
         let plan = plan(&s, &live(&["w0", "w1"]));
         assert_eq!(plan.len(), 2, "two slots in total: {plan:?}");
         assert_ne!(plan[0].worker, plan[1].worker);

@@ -67,12 +67,17 @@ impl Coordinator {
     /// Opens the data directory, starts raft and serves gRPC.
     pub async fn start(config: CoordinatorConfig) -> Result<Self> {
         if config.node_id.0 == 0 {
-            return Err(CoordinatorError::InvalidArgument("node id must be non-zero".to_owned()));
+            return Err(CoordinatorError::InvalidArgument(
+                "node id must be non-zero".to_owned(),
+            ));
         }
-        let listener = TcpListener::bind(config.listen).await.map_err(|e| CoordinatorError::Serve {
-            addr: config.listen.to_string(),
-            detail: format!("{e} (is another coordinator using this address?)"),
-        })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| CoordinatorError::Serve {
+                    addr: config.listen.to_string(),
+                    detail: format!("{e} (is another coordinator using this address?)"),
+                })?;
         let addr = listener.local_addr().map_err(|e| CoordinatorError::Serve {
             addr: config.listen.to_string(),
             detail: e.to_string(),
@@ -85,7 +90,10 @@ impl Coordinator {
             NodeThread::start(node_id, store, &voters, Box::new(NoPeers))
         })
         .await
-        .map_err(|e| CoordinatorError::Io { context: "raft start-up task".into(), source: std::io::Error::other(e) })??;
+        .map_err(|e| CoordinatorError::Io {
+            context: "raft start-up task".into(),
+            source: std::io::Error::other(e),
+        })??;
         let handle = node.handle();
         let shared = Arc::new(Shared {
             node: handle.clone(),
@@ -101,7 +109,14 @@ impl Coordinator {
             tokio::spawn(serve(shared.clone(), listener, shutdown_rx)),
         ];
         tracing::info!(%addr, node = node_id.0, "coordinator serving");
-        Ok(Self { addr, shared, node: Some(node), handle, shutdown, tasks })
+        Ok(Self {
+            addr,
+            shared,
+            node: Some(node),
+            handle,
+            shutdown,
+            tasks,
+        })
     }
 
     /// The address the gRPC server listens on.
@@ -127,8 +142,14 @@ impl Coordinator {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| CoordinatorError::ProposalTimeout(timeout))?;
-        if self.handle.status().is_leader { Ok(()) } else { Err(CoordinatorError::NodeStopped) }
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| CoordinatorError::ProposalTimeout(timeout))?;
+        if self.handle.status().is_leader {
+            Ok(())
+        } else {
+            Err(CoordinatorError::NodeStopped)
+        }
     }
 
     /// Stops serving, stops raft and releases the data directory.
@@ -138,7 +159,10 @@ impl Coordinator {
         // graceful shutdown can finish, and bound it for other open streams.
         self.shared.dispatcher.close_all();
         for mut task in self.tasks.drain(..) {
-            if tokio::time::timeout(Duration::from_secs(3), &mut task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(3), &mut task)
+                .await
+                .is_err()
+            {
                 task.abort();
                 let _ = task.await;
             }
@@ -152,10 +176,18 @@ impl Coordinator {
 
 async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<v1::hunt_service_server::HuntServiceServer<service::Api>>().await;
-    health.set_serving::<v1::module_service_server::ModuleServiceServer<service::Api>>().await;
-    health.set_serving::<v1::cluster_service_server::ClusterServiceServer<service::Api>>().await;
-    health.set_serving::<v1::worker_service_server::WorkerServiceServer<service::Api>>().await;
+    health
+        .set_serving::<v1::hunt_service_server::HuntServiceServer<service::Api>>()
+        .await;
+    health
+        .set_serving::<v1::module_service_server::ModuleServiceServer<service::Api>>()
+        .await;
+    health
+        .set_serving::<v1::cluster_service_server::ClusterServiceServer<service::Api>>()
+        .await;
+    health
+        .set_serving::<v1::worker_service_server::WorkerServiceServer<service::Api>>()
+        .await;
     let reflection = match tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -184,7 +216,9 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
-        .add_service(v1::cluster_service_server::ClusterServiceServer::new(api.clone()))
+        .add_service(v1::cluster_service_server::ClusterServiceServer::new(
+            api.clone(),
+        ))
         .add_service(
             v1::worker_service_server::WorkerServiceServer::new(api.clone())
                 .max_decoding_message_size(max)
@@ -224,7 +258,11 @@ async fn leader_duties(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
         let span = tracing::info_span!("schedule", tasks = plan.len());
         let _enter = span.enter();
         let planned = plan.clone();
-        match shared.node.propose(Command::AssignTasks { assignments: plan }).await {
+        match shared
+            .node
+            .propose(Command::AssignTasks { assignments: plan })
+            .await
+        {
             Ok(Ok(Response::Done)) => {}
             Ok(other) => {
                 tracing::warn!(?other, "assignment proposal was not applied");

@@ -7,13 +7,15 @@ use crate::convert;
 use crate::error::CoordinatorError;
 use crate::module_check;
 use crate::node::NodeHandle;
-use crate::state::{Command, HuntRecord, ModuleRecord, Rejection, Response, State, TaskRecord, TaskReport};
+use crate::state::{
+    Command, HuntRecord, ModuleRecord, Rejection, Response, State, TaskRecord, TaskReport,
+};
 use protobuf::Message as _;
-use quarry_proto::v1::{self, hunt_service_server::HuntService};
 use quarry_proto::v1::cluster_service_server::ClusterService;
 use quarry_proto::v1::module_service_server::ModuleService;
 use quarry_proto::v1::raft_service_server::RaftService;
 use quarry_proto::v1::worker_service_server::WorkerService;
+use quarry_proto::v1::{self, hunt_service_server::HuntService};
 use quarry_proto::{HuntId, ModuleDigest, TaskId, WorkerId};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeSet, HashMap};
@@ -38,7 +40,9 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     fn connect(&self, worker: WorkerId, sender: TaskSender) -> u64 {
-        let id = self.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self
+            .next_connection
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut streams) = self.streams.lock() {
             streams.insert(worker, (id, sender));
         }
@@ -65,13 +69,16 @@ impl Dispatcher {
     }
 
     fn is_connected(&self, worker: &WorkerId) -> bool {
-        self.streams.lock().is_ok_and(|s| s.get(worker).is_some_and(|(_, tx)| !tx.is_closed()))
+        self.streams
+            .lock()
+            .is_ok_and(|s| s.get(worker).is_some_and(|(_, tx)| !tx.is_closed()))
     }
 
     /// Sends a committed assignment to its worker; a closed stream just
     /// drops it (the worker gets it again when it reconnects).
     pub async fn send_run(&self, worker: &WorkerId, assignment: v1::TaskAssignment) {
-        self.send(worker, v1::task_command::Command::Run(assignment)).await;
+        self.send(worker, v1::task_command::Command::Run(assignment))
+            .await;
     }
 
     async fn send(&self, worker: &WorkerId, command: v1::task_command::Command) {
@@ -79,7 +86,13 @@ impl Dispatcher {
             tracing::debug!(%worker, "worker has no task stream; it gets its tasks when it connects");
             return;
         };
-        if sender.send(Ok(v1::TaskCommand { command: Some(command) })).await.is_err() {
+        if sender
+            .send(Ok(v1::TaskCommand {
+                command: Some(command),
+            }))
+            .await
+            .is_err()
+        {
             self.disconnect(worker, connection);
         }
     }
@@ -114,14 +127,22 @@ impl Shared {
 
     fn is_live(&self, worker: &WorkerId) -> bool {
         let timeout = i64::try_from(self.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
-        self.last_heartbeat(worker).is_some_and(|t| self.clock.now_ms() - t <= timeout)
+        self.last_heartbeat(worker)
+            .is_some_and(|t| self.clock.now_ms() - t <= timeout)
             && self.dispatcher.is_connected(worker)
     }
 
     /// Workers that heartbeat recently and hold an open task stream.
     pub fn live_workers(&self) -> BTreeSet<WorkerId> {
         self.node
-            .read(|r| r.state.workers.keys().filter(|w| self.is_live(w)).cloned().collect())
+            .read(|r| {
+                r.state
+                    .workers
+                    .keys()
+                    .filter(|w| self.is_live(w))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -155,8 +176,16 @@ pub fn assignment(state: &State, task: &TaskRecord) -> Option<v1::TaskAssignment
         attempt: task.attempt,
         shard: task.shard.to_string(),
         module_digest: hunt.module.to_string(),
-        params: hunt.spec.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        time_range: Some(v1::TimeRange { start_ms: hunt.spec.scope.start_ms, end_ms: hunt.spec.scope.end_ms }),
+        params: hunt
+            .spec
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        time_range: Some(v1::TimeRange {
+            start_ms: hunt.spec.scope.start_ms,
+            end_ms: hunt.spec.scope.end_ms,
+        }),
         limits: Some(convert::limits(&hunt.spec.limits)),
     })
 }
@@ -182,7 +211,10 @@ impl Api {
 }
 
 fn hunt_not_found(id: &HuntId) -> Status {
-    CoordinatorError::NotFound(format!("hunt {id} does not exist; `quarry hunt list` shows the hunts")).into()
+    CoordinatorError::NotFound(format!(
+        "hunt {id} does not exist; `quarry hunt list` shows the hunts"
+    ))
+    .into()
 }
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
@@ -196,20 +228,35 @@ impl HuntService for Api {
     ) -> Result<tonic::Response<v1::SubmitHuntResponse>, Status> {
         let spec = convert::hunt_spec(request.into_inner())?;
         // Refuse bad requests before they reach the log.
-        self.shared.read(|s| s.validate_submit(&spec))?.map_err(rejection_status)?;
+        self.shared
+            .read(|s| s.validate_submit(&spec))?
+            .map_err(rejection_status)?;
         let now_ms = self.shared.clock.now_ms();
-        match self.shared.propose(Command::SubmitHunt { spec, now_ms }).await? {
+        match self
+            .shared
+            .propose(Command::SubmitHunt { spec, now_ms })
+            .await?
+        {
             Response::Hunt { id, tasks } => {
                 tracing::Span::current().record("hunt", id.as_str());
                 tracing::info!(tasks, "hunt submitted");
-                Ok(tonic::Response::new(v1::SubmitHuntResponse { hunt_id: id.into_string(), task_count: tasks }))
+                Ok(tonic::Response::new(v1::SubmitHuntResponse {
+                    hunt_id: id.into_string(),
+                    task_count: tasks,
+                }))
             }
-            other => Err(Status::internal(format!("unexpected response to SubmitHunt: {other:?}"))),
+            other => Err(Status::internal(format!(
+                "unexpected response to SubmitHunt: {other:?}"
+            ))),
         }
     }
 
-    async fn get_hunt(&self, request: Request<v1::GetHuntRequest>) -> Result<tonic::Response<v1::Hunt>, Status> {
-        self.hunt(&request.into_inner().hunt_id).map(tonic::Response::new)
+    async fn get_hunt(
+        &self,
+        request: Request<v1::GetHuntRequest>,
+    ) -> Result<tonic::Response<v1::Hunt>, Status> {
+        self.hunt(&request.into_inner().hunt_id)
+            .map(tonic::Response::new)
     }
 
     async fn list_hunts(
@@ -217,13 +264,28 @@ impl HuntService for Api {
         request: Request<v1::ListHuntsRequest>,
     ) -> Result<tonic::Response<v1::ListHuntsResponse>, Status> {
         let request = request.into_inner();
-        let states: Vec<_> = request.states.iter().filter_map(|s| convert::hunt_state_from(*s)).collect();
-        let limit = if request.limit == 0 { usize::MAX } else { request.limit as usize };
+        let states: Vec<_> = request
+            .states
+            .iter()
+            .filter_map(|s| convert::hunt_state_from(*s))
+            .collect();
+        let limit = if request.limit == 0 {
+            usize::MAX
+        } else {
+            request.limit as usize
+        };
         let hunts = self.shared.read(|s| {
-            let mut hunts: Vec<&HuntRecord> =
-                s.hunts.values().filter(|h| states.is_empty() || states.contains(&h.state)).collect();
+            let mut hunts: Vec<&HuntRecord> = s
+                .hunts
+                .values()
+                .filter(|h| states.is_empty() || states.contains(&h.state))
+                .collect();
             hunts.sort_by_key(|h| std::cmp::Reverse((h.submitted_ms, h.id.clone())));
-            hunts.into_iter().take(limit).map(|h| convert::hunt(s, h)).collect()
+            hunts
+                .into_iter()
+                .take(limit)
+                .map(|h| convert::hunt(s, h))
+                .collect()
         })?;
         Ok(tonic::Response::new(v1::ListHuntsResponse { hunts }))
     }
@@ -242,7 +304,9 @@ impl HuntService for Api {
                     h.tasks
                         .iter()
                         .filter_map(|t| match &s.tasks.get(t)?.state {
-                            crate::state::TaskState::Assigned { worker } => Some((worker.clone(), t.clone())),
+                            crate::state::TaskState::Assigned { worker } => {
+                                Some((worker.clone(), t.clone()))
+                            }
                             _ => None,
                         })
                         .collect()
@@ -250,9 +314,21 @@ impl HuntService for Api {
                 .unwrap_or_default()
         })?;
         let now_ms = self.shared.clock.now_ms();
-        self.shared.propose(Command::CancelHunt { hunt: id.clone(), reason: request.reason, now_ms }).await?;
+        self.shared
+            .propose(Command::CancelHunt {
+                hunt: id.clone(),
+                reason: request.reason,
+                now_ms,
+            })
+            .await?;
         for (worker, task) in running {
-            self.shared.dispatcher.send(&worker, v1::task_command::Command::CancelTaskId(task.into_string())).await;
+            self.shared
+                .dispatcher
+                .send(
+                    &worker,
+                    v1::task_command::Command::CancelTaskId(task.into_string()),
+                )
+                .await;
         }
         self.hunt(id.as_str()).map(tonic::Response::new)
     }
@@ -314,7 +390,9 @@ impl HuntService for Api {
                         .collect();
                     Some((findings, hunt.state.is_terminal()))
                 });
-                let Ok(Some((findings, ended))) = batch else { return };
+                let Ok(Some((findings, ended))) = batch else {
+                    return;
+                };
                 for finding in findings {
                     sent.insert(finding.finding_id.clone());
                     if tx.send(Ok(finding)).await.is_err() {
@@ -364,7 +442,9 @@ impl ModuleService for Api {
             }
             bytes.extend_from_slice(&chunk.data);
         }
-        let header = header.ok_or_else(|| Status::invalid_argument("module upload was empty: no header, no bytes"))?;
+        let header = header.ok_or_else(|| {
+            Status::invalid_argument("module upload was empty: no header, no bytes")
+        })?;
         convert::validate_module_name(&header.name)?;
         if header.version.trim().is_empty() || header.version.contains(char::is_whitespace) {
             return Err(CoordinatorError::InvalidArgument(format!(
@@ -375,7 +455,9 @@ impl ModuleService for Api {
         }
         tracing::Span::current().record("module", format!("{}@{}", header.name, header.version));
         let digest = ModuleDigest::new(hex::encode(Sha256::digest(&bytes)));
-        if !header.expected_digest.is_empty() && header.expected_digest.to_ascii_lowercase() != digest.as_str() {
+        if !header.expected_digest.is_empty()
+            && header.expected_digest.to_ascii_lowercase() != digest.as_str()
+        {
             return Err(CoordinatorError::InvalidArgument(format!(
                 "module bytes hash to {digest}, not the expected {}; the upload was corrupted, retry it",
                 header.expected_digest
@@ -391,9 +473,14 @@ impl ModuleService for Api {
             uploaded_ms: self.shared.clock.now_ms(),
             bytes,
         };
-        self.shared.propose(Command::UploadModule { module }).await?;
-        let info = self.shared.read(|s| s.modules.get(&digest).map(convert::module_info))?;
-        info.map(tonic::Response::new).ok_or_else(|| Status::internal("uploaded module vanished"))
+        self.shared
+            .propose(Command::UploadModule { module })
+            .await?;
+        let info = self
+            .shared
+            .read(|s| s.modules.get(&digest).map(convert::module_info))?;
+        info.map(tonic::Response::new)
+            .ok_or_else(|| Status::internal("uploaded module vanished"))
     }
 
     async fn get_module(
@@ -401,7 +488,9 @@ impl ModuleService for Api {
         request: Request<v1::GetModuleRequest>,
     ) -> Result<tonic::Response<v1::ModuleInfo>, Status> {
         let selector = convert::module_selector(request.into_inner().module)?;
-        let info = self.shared.read(|s| s.resolve_module(&selector).map(convert::module_info))?;
+        let info = self
+            .shared
+            .read(|s| s.resolve_module(&selector).map(convert::module_info))?;
         info.map(tonic::Response::new).map_err(rejection_status)
     }
 
@@ -445,18 +534,33 @@ impl ClusterService for Api {
         &self,
         request: Request<v1::ListShardsRequest>,
     ) -> Result<tonic::Response<v1::ListShardsResponse>, Status> {
-        let selector = request.into_inner().selector.unwrap_or_default().match_labels;
+        let selector = request
+            .into_inner()
+            .selector
+            .unwrap_or_default()
+            .match_labels;
         let shards = self.shared.read(|s| {
             s.shards
                 .values()
-                .filter(|shard| selector.iter().all(|(k, v)| shard.description.labels.get(k) == Some(v)))
+                .filter(|shard| {
+                    selector
+                        .iter()
+                        .all(|(k, v)| shard.description.labels.get(k) == Some(v))
+                })
                 .map(|shard| {
                     let d = &shard.description;
                     v1::ShardInfo {
                         name: d.name.to_string(),
-                        labels: d.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        labels: d
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
                         event_count: d.event_count,
-                        time_range: Some(v1::TimeRange { start_ms: d.min_ts_ms, end_ms: d.max_ts_ms }),
+                        time_range: Some(v1::TimeRange {
+                            start_ms: d.min_ts_ms,
+                            end_ms: d.max_ts_ms,
+                        }),
                         worker_ids: shard.holders.iter().map(ToString::to_string).collect(),
                     }
                 })
@@ -465,7 +569,10 @@ impl ClusterService for Api {
         Ok(tonic::Response::new(v1::ListShardsResponse { shards }))
     }
 
-    async fn status(&self, _request: Request<v1::StatusRequest>) -> Result<tonic::Response<v1::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<v1::StatusRequest>,
+    ) -> Result<tonic::Response<v1::StatusResponse>, Status> {
         let raft = self.shared.node.status();
         let live = self.shared.live_workers().len() as u32;
         let response = self.shared.read(|s| v1::StatusResponse {
@@ -532,7 +639,9 @@ impl WorkerService for Api {
     ) -> Result<tonic::Response<v1::HeartbeatResponse>, Status> {
         let id = worker_id(&request.into_inner().worker_id)?;
         if !self.shared.read(|s| s.workers.contains_key(&id))? {
-            return Err(Status::not_found(format!("worker {id} is not registered; register before heartbeating")));
+            return Err(Status::not_found(format!(
+                "worker {id} is not registered; register before heartbeating"
+            )));
         }
         self.shared.heartbeat(&id);
         Ok(tonic::Response::new(v1::HeartbeatResponse {}))
@@ -547,19 +656,31 @@ impl WorkerService for Api {
         let id = worker_id(&request.into_inner().worker_id)?;
         if !self.shared.node.status().is_leader {
             let raft = self.shared.node.status();
-            return Err(CoordinatorError::NotLeader { node: raft.id, leader: raft.leader }.into());
+            return Err(CoordinatorError::NotLeader {
+                node: raft.id,
+                leader: raft.leader,
+            }
+            .into());
         }
         // Re-send what the worker was assigned: after a reconnect or a new
         // leader it may not have them. Workers drop duplicates by attempt.
         let pending = self.shared.read(|s| {
             if !s.workers.contains_key(&id) {
-                return Err(Status::not_found(format!("worker {id} is not registered; register first")));
+                return Err(Status::not_found(format!(
+                    "worker {id} is not registered; register first"
+                )));
             }
-            Ok(s.assigned_to(&id).filter_map(|t| assignment(s, t)).collect::<Vec<_>>())
+            Ok(s.assigned_to(&id)
+                .filter_map(|t| assignment(s, t))
+                .collect::<Vec<_>>())
         })??;
         let (tx, rx) = mpsc::channel(256);
         for assignment in pending {
-            let _ = tx.send(Ok(v1::TaskCommand { command: Some(v1::task_command::Command::Run(assignment)) })).await;
+            let _ = tx
+                .send(Ok(v1::TaskCommand {
+                    command: Some(v1::task_command::Command::Run(assignment)),
+                }))
+                .await;
         }
         self.shared.dispatcher.connect(id.clone(), tx);
         self.shared.heartbeat(&id);
@@ -574,7 +695,9 @@ impl WorkerService for Api {
     ) -> Result<tonic::Response<v1::ReportTaskResponse>, Status> {
         let mut request = request.into_inner();
         let worker = worker_id(&request.worker_id)?;
-        tracing::Span::current().record("task", request.task_id.as_str()).record("attempt", request.attempt);
+        tracing::Span::current()
+            .record("task", request.task_id.as_str())
+            .record("attempt", request.attempt);
         let outcome = match v1::TaskOutcome::try_from(request.outcome) {
             Ok(v1::TaskOutcome::Succeeded) => Ok(convert::partial_result(&mut request)),
             Ok(v1::TaskOutcome::Failed) => Err(if request.error.is_empty() {
@@ -582,11 +705,24 @@ impl WorkerService for Api {
             } else {
                 request.error.clone()
             }),
-            _ => return Err(Status::invalid_argument("task outcome must be SUCCEEDED or FAILED")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "task outcome must be SUCCEEDED or FAILED",
+                ));
+            }
         };
-        let report = TaskReport { task: TaskId::new(request.task_id), attempt: request.attempt, worker, outcome };
+        let report = TaskReport {
+            task: TaskId::new(request.task_id),
+            attempt: request.attempt,
+            worker,
+            outcome,
+        };
         let now_ms = self.shared.clock.now_ms();
-        match self.shared.propose(Command::RecordResult { report, now_ms }).await? {
+        match self
+            .shared
+            .propose(Command::RecordResult { report, now_ms })
+            .await?
+        {
             Response::StaleReport => tracing::info!("stale or duplicate report ignored"),
             _ => tracing::info!(findings = request.findings.len(), "task result committed"),
         }
@@ -603,11 +739,19 @@ impl WorkerService for Api {
         let bytes = self
             .shared
             .read(|s| s.modules.get(&digest).map(|m| m.bytes.clone()))?
-            .ok_or_else(|| Status::not_found(format!("module {digest} is not stored on this coordinator")))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("module {digest} is not stored on this coordinator"))
+            })?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             for chunk in bytes.chunks(quarry_proto::MODULE_CHUNK_BYTES) {
-                if tx.send(Ok(v1::ModuleChunk { data: chunk.to_vec() })).await.is_err() {
+                if tx
+                    .send(Ok(v1::ModuleChunk {
+                        data: chunk.to_vec(),
+                    }))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

@@ -89,8 +89,14 @@ pub enum ModuleSelector {
 impl std::fmt::Display for ModuleSelector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NameVersion { name, version: Some(v) } => write!(f, "{name}@{v}"),
-            Self::NameVersion { name, version: None } => f.write_str(name),
+            Self::NameVersion {
+                name,
+                version: Some(v),
+            } => write!(f, "{name}@{v}"),
+            Self::NameVersion {
+                name,
+                version: None,
+            } => f.write_str(name),
             Self::Digest(d) => write!(f, "sha256:{d}"),
         }
     }
@@ -220,7 +226,10 @@ pub enum TaskState {
 impl TaskState {
     /// Whether the task has ended.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed { .. } | Self::Cancelled)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed { .. } | Self::Cancelled
+        )
     }
 }
 
@@ -435,7 +444,10 @@ pub struct Applied {
 
 impl Applied {
     fn rejected(rejection: Rejection) -> Self {
-        Self { outcome: Err(rejection), touched: Vec::new() }
+        Self {
+            outcome: Err(rejection),
+            touched: Vec::new(),
+        }
     }
 }
 
@@ -461,13 +473,21 @@ impl State {
     pub fn apply(&mut self, index: u64, command: Command) -> Applied {
         match command {
             Command::UploadModule { module } => self.upload_module(module),
-            Command::RegisterWorker { id, address, slots, shards, now_ms } => {
-                self.register_worker(id, address, slots, shards, now_ms)
-            }
+            Command::RegisterWorker {
+                id,
+                address,
+                slots,
+                shards,
+                now_ms,
+            } => self.register_worker(id, address, slots, shards, now_ms),
             Command::SubmitHunt { spec, now_ms } => self.submit_hunt(index, spec, now_ms),
             Command::AssignTasks { assignments } => self.assign_tasks(assignments),
             Command::RecordResult { report, now_ms } => self.record_result(report, now_ms),
-            Command::CancelHunt { hunt, reason, now_ms } => self.cancel_hunt(&hunt, reason, now_ms),
+            Command::CancelHunt {
+                hunt,
+                reason,
+                now_ms,
+            } => self.cancel_hunt(&hunt, reason, now_ms),
         }
     }
 
@@ -476,7 +496,10 @@ impl State {
         if let Some(existing) = self.modules.get(&digest) {
             // Same bytes uploaded again: idempotent, keep the first name.
             let _ = existing;
-            return Applied { outcome: Ok(Response::Module(digest)), touched: Vec::new() };
+            return Applied {
+                outcome: Ok(Response::Module(digest)),
+                touched: Vec::new(),
+            };
         }
         if let Some(other) = self
             .modules
@@ -489,7 +512,10 @@ impl State {
             )));
         }
         self.modules.insert(digest.clone(), module);
-        Applied { outcome: Ok(Response::Module(digest.clone())), touched: vec![Touched::Module(digest)] }
+        Applied {
+            outcome: Ok(Response::Module(digest.clone())),
+            touched: vec![Touched::Module(digest)],
+        }
     }
 
     fn register_worker(
@@ -513,29 +539,48 @@ impl State {
         }
         for description in shards {
             let name = description.name.clone();
-            let record = self.shards.entry(name.clone()).or_insert_with(|| ShardRecord {
-                description: description.clone(),
-                holders: BTreeSet::new(),
-            });
+            let record = self
+                .shards
+                .entry(name.clone())
+                .or_insert_with(|| ShardRecord {
+                    description: description.clone(),
+                    holders: BTreeSet::new(),
+                });
             record.description = description;
             record.holders.insert(id.clone());
             touched.push(Touched::Shard(name));
         }
         self.workers.insert(
             id.clone(),
-            WorkerRecord { id, address, slots: slots.max(1), shards: new_names, registered_ms: now_ms },
+            WorkerRecord {
+                id,
+                address,
+                slots: slots.max(1),
+                shards: new_names,
+                registered_ms: now_ms,
+            },
         );
-        Applied { outcome: Ok(Response::Done), touched }
+        Applied {
+            outcome: Ok(Response::Done),
+            touched,
+        }
     }
 
     /// Resolves a module selector against the uploaded modules.
     pub fn resolve_module(&self, selector: &ModuleSelector) -> Result<&ModuleRecord, Rejection> {
         let found = match selector {
             ModuleSelector::Digest(digest) => self.modules.get(digest),
-            ModuleSelector::NameVersion { name, version: Some(version) } => {
-                self.modules.values().find(|m| &m.name == name && &m.version == version)
-            }
-            ModuleSelector::NameVersion { name, version: None } => self
+            ModuleSelector::NameVersion {
+                name,
+                version: Some(version),
+            } => self
+                .modules
+                .values()
+                .find(|m| &m.name == name && &m.version == version),
+            ModuleSelector::NameVersion {
+                name,
+                version: None,
+            } => self
                 .modules
                 .values()
                 .filter(|m| &m.name == name)
@@ -576,13 +621,19 @@ impl State {
         }
         if !scope.selector.is_empty() {
             let matched = self.shards.iter().filter(|(_, shard)| {
-                scope.selector.iter().all(|(k, v)| shard.description.labels.get(k) == Some(v))
+                scope
+                    .selector
+                    .iter()
+                    .all(|(k, v)| shard.description.labels.get(k) == Some(v))
             });
             let before = names.len();
             names.extend(matched.map(|(name, _)| name.clone()));
             if names.len() == before && scope.shards.is_empty() {
-                let selector: Vec<String> =
-                    scope.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let selector: Vec<String> = scope
+                    .selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
                 return Err(Rejection::Invalid(format!(
                     "scope matches no shards: no shard has labels {}",
                     selector.join(",")
@@ -602,7 +653,8 @@ impl State {
             .collect();
         if in_range.is_empty() {
             return Err(Rejection::Invalid(
-                "scope matches shards, but none holds events in the requested time range".to_owned(),
+                "scope matches shards, but none holds events in the requested time range"
+                    .to_owned(),
             ));
         }
         Ok(in_range)
@@ -610,7 +662,10 @@ impl State {
 
     /// Checks a submission without changing anything; the leader calls this
     /// before proposing so that a bad request never reaches the log.
-    pub fn validate_submit(&self, spec: &HuntSpec) -> Result<(ModuleDigest, Vec<ShardId>), Rejection> {
+    pub fn validate_submit(
+        &self,
+        spec: &HuntSpec,
+    ) -> Result<(ModuleDigest, Vec<ShardId>), Rejection> {
         let module = self.resolve_module(&spec.module)?.digest.clone();
         let shards = self.expand_scope(&spec.scope)?;
         Ok((module, shards))
@@ -659,7 +714,10 @@ impl State {
                 aggregates: BTreeMap::new(),
             },
         );
-        Applied { outcome: Ok(Response::Hunt { id, tasks: count }), touched }
+        Applied {
+            outcome: Ok(Response::Hunt { id, tasks: count }),
+            touched,
+        }
     }
 
     fn assign_tasks(&mut self, assignments: Vec<Assignment>) -> Applied {
@@ -667,11 +725,16 @@ impl State {
         for Assignment { task, worker } in assignments {
             // A placement may race with a cancel or a result: apply only to
             // tasks still waiting, on workers that hold the shard.
-            let Some(record) = self.tasks.get_mut(&task) else { continue };
+            let Some(record) = self.tasks.get_mut(&task) else {
+                continue;
+            };
             if record.state != TaskState::Pending {
                 continue;
             }
-            let holds = self.workers.get(&worker).is_some_and(|w| w.shards.contains(&record.shard));
+            let holds = self
+                .workers
+                .get(&worker)
+                .is_some_and(|w| w.shards.contains(&record.shard));
             if !holds {
                 continue;
             }
@@ -680,21 +743,33 @@ impl State {
             record.state = TaskState::Assigned { worker };
             touched.push(Touched::Task(task));
         }
-        Applied { outcome: Ok(Response::Done), touched }
+        Applied {
+            outcome: Ok(Response::Done),
+            touched,
+        }
     }
 
     fn record_result(&mut self, report: TaskReport, now_ms: i64) -> Applied {
         let Some(task) = self.tasks.get_mut(&report.task) else {
-            return Applied::rejected(Rejection::NotFound(format!("task {} does not exist", report.task)));
+            return Applied::rejected(Rejection::NotFound(format!(
+                "task {} does not exist",
+                report.task
+            )));
         };
         let current = matches!(&task.state, TaskState::Assigned { worker } if *worker == report.worker)
             && task.attempt == report.attempt;
         if !current {
             // A duplicate or stale report: the committed result stands alone.
-            return Applied { outcome: Ok(Response::StaleReport), touched: Vec::new() };
+            return Applied {
+                outcome: Ok(Response::StaleReport),
+                touched: Vec::new(),
+            };
         }
         let hunt_id = task.hunt.clone();
-        let mut touched = vec![Touched::Task(task.id.clone()), Touched::Hunt(hunt_id.clone())];
+        let mut touched = vec![
+            Touched::Task(task.id.clone()),
+            Touched::Hunt(hunt_id.clone()),
+        ];
         let mut merged = None;
         match report.outcome {
             Ok(partial) => {
@@ -713,7 +788,11 @@ impl State {
                     })
                     .collect();
                 touched.push(Touched::Findings(task.id.clone()));
-                merged = Some((partial.events_scanned, findings.len() as u64, partial.aggregates));
+                merged = Some((
+                    partial.events_scanned,
+                    findings.len() as u64,
+                    partial.aggregates,
+                ));
                 self.findings.insert(task.id.clone(), findings);
             }
             Err(error) => task.state = TaskState::Failed { error },
@@ -731,7 +810,10 @@ impl State {
             }
             Self::settle_hunt(hunt, &self.tasks, now_ms);
         }
-        Applied { outcome: Ok(Response::Done), touched }
+        Applied {
+            outcome: Ok(Response::Done),
+            touched,
+        }
     }
 
     /// Ends a running hunt whose tasks have all ended.
@@ -745,7 +827,10 @@ impl State {
             match tasks.get(id).map(|t| &t.state) {
                 Some(TaskState::Succeeded) => succeeded += 1,
                 Some(TaskState::Failed { error }) => {
-                    let shard = tasks.get(id).map(|t| t.shard.to_string()).unwrap_or_default();
+                    let shard = tasks
+                        .get(id)
+                        .map(|t| t.shard.to_string())
+                        .unwrap_or_default();
                     failed.push(format!("{shard}: {error}"));
                 }
                 Some(TaskState::Cancelled) => {}
@@ -756,7 +841,11 @@ impl State {
         if failed.is_empty() {
             hunt.state = HuntState::Completed;
         } else {
-            hunt.state = if succeeded > 0 { HuntState::PartiallyCompleted } else { HuntState::Failed };
+            hunt.state = if succeeded > 0 {
+                HuntState::PartiallyCompleted
+            } else {
+                HuntState::Failed
+            };
             hunt.reason = format!(
                 "{} of {} shards could not be scanned: {}",
                 failed.len(),
@@ -778,7 +867,11 @@ impl State {
         }
         hunt.state = HuntState::Cancelled;
         hunt.finished_ms = now_ms;
-        hunt.reason = if reason.is_empty() { "cancelled by a user".to_owned() } else { reason };
+        hunt.reason = if reason.is_empty() {
+            "cancelled by a user".to_owned()
+        } else {
+            reason
+        };
         let mut touched = vec![Touched::Hunt(id.clone())];
         for task_id in &hunt.tasks {
             if let Some(task) = self.tasks.get_mut(task_id)
@@ -788,17 +881,27 @@ impl State {
                 touched.push(Touched::Task(task_id.clone()));
             }
         }
-        Applied { outcome: Ok(Response::Done), touched }
+        Applied {
+            outcome: Ok(Response::Done),
+            touched,
+        }
     }
 
     /// Findings of a hunt, in task then production order.
     pub fn hunt_findings(&self, hunt: &HuntRecord) -> Vec<&FindingRecord> {
-        hunt.tasks.iter().filter_map(|t| self.findings.get(t)).flatten().collect()
+        hunt.tasks
+            .iter()
+            .filter_map(|t| self.findings.get(t))
+            .flatten()
+            .collect()
     }
 
     /// Tasks assigned to `worker` that have not ended, for re-dispatch when it
     /// (re)connects.
-    pub fn assigned_to<'a>(&'a self, worker: &'a WorkerId) -> impl Iterator<Item = &'a TaskRecord> + 'a {
+    pub fn assigned_to<'a>(
+        &'a self,
+        worker: &'a WorkerId,
+    ) -> impl Iterator<Item = &'a TaskRecord> + 'a {
         self.tasks
             .values()
             .filter(move |t| matches!(&t.state, TaskState::Assigned { worker: w } if w == worker))
@@ -812,7 +915,10 @@ mod tests {
     fn shard(name: &str, labels: &[(&str, &str)]) -> ShardDescription {
         ShardDescription {
             name: ShardId::new(name),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             event_count: 10,
             min_ts_ms: 1_000,
             max_ts_ms: 2_000,
@@ -832,10 +938,16 @@ mod tests {
 
     fn spec(selector: &[(&str, &str)]) -> HuntSpec {
         HuntSpec {
-            module: ModuleSelector::NameVersion { name: "m".into(), version: Some("1".into()) },
+            module: ModuleSelector::NameVersion {
+                name: "m".into(),
+                version: Some("1".into()),
+            },
             params: BTreeMap::new(),
             scope: Scope {
-                selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                selector: selector
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 ..Scope::default()
             },
             limits: Limits::default(),
@@ -847,7 +959,12 @@ mod tests {
     /// Two workers with one shard each, and module m@1.
     fn cluster() -> State {
         let mut s = State::default();
-        s.apply(1, Command::UploadModule { module: module("m", "1", 1) });
+        s.apply(
+            1,
+            Command::UploadModule {
+                module: module("m", "1", 1),
+            },
+        );
         for (i, name) in ["a", "b"].iter().enumerate() {
             let applied = s.apply(
                 2 + i as u64,
@@ -865,7 +982,16 @@ mod tests {
     }
 
     fn submit(s: &mut State, index: u64) -> HuntId {
-        match s.apply(index, Command::SubmitHunt { spec: spec(&[("env", "demo")]), now_ms: 20 }).outcome {
+        match s
+            .apply(
+                index,
+                Command::SubmitHunt {
+                    spec: spec(&[("env", "demo")]),
+                    now_ms: 20,
+                },
+            )
+            .outcome
+        {
             Ok(Response::Hunt { id, tasks }) => {
                 assert_eq!(tasks, 2);
                 id
@@ -913,7 +1039,10 @@ mod tests {
             .map(|t| {
                 let shard = &s.tasks[t].shard;
                 let worker = if shard.as_str() == "a" { "w0" } else { "w1" };
-                Assignment { task: t.clone(), worker: WorkerId::new(worker) }
+                Assignment {
+                    task: t.clone(),
+                    worker: WorkerId::new(worker),
+                }
             })
             .collect();
         s.apply(100, Command::AssignTasks { assignments });
@@ -957,8 +1086,14 @@ mod tests {
         let hunt = submit(&mut s, 10);
         assign_all(&mut s, &hunt);
         let task = s.hunts[&hunt].tasks[0].clone();
-        assert_eq!(s.apply(101, report(&task, "w1", 1, 1)).outcome, Ok(Response::StaleReport));
-        assert_eq!(s.apply(102, report(&task, "w0", 2, 1)).outcome, Ok(Response::StaleReport));
+        assert_eq!(
+            s.apply(101, report(&task, "w1", 1, 1)).outcome,
+            Ok(Response::StaleReport)
+        );
+        assert_eq!(
+            s.apply(102, report(&task, "w0", 2, 1)).outcome,
+            Ok(Response::StaleReport)
+        );
         assert_eq!(s.hunts[&hunt].findings, 0);
     }
 
@@ -983,7 +1118,11 @@ mod tests {
         );
         let h = &s.hunts[&hunt];
         assert_eq!(h.state, HuntState::PartiallyCompleted);
-        assert!(h.reason.contains("b: module exceeded its CPU deadline"), "{}", h.reason);
+        assert!(
+            h.reason.contains("b: module exceeded its CPU deadline"),
+            "{}",
+            h.reason
+        );
     }
 
     #[test]
@@ -991,8 +1130,17 @@ mod tests {
         let mut s = cluster();
         let before = s.clone();
         let mut bad = spec(&[("env", "demo")]);
-        bad.module = ModuleSelector::NameVersion { name: "nope".into(), version: Some("9".into()) };
-        let applied = s.apply(10, Command::SubmitHunt { spec: bad, now_ms: 1 });
+        bad.module = ModuleSelector::NameVersion {
+            name: "nope".into(),
+            version: Some("9".into()),
+        };
+        let applied = s.apply(
+            10,
+            Command::SubmitHunt {
+                spec: bad,
+                now_ms: 1,
+            },
+        );
         match applied.outcome {
             Err(Rejection::NotFound(msg)) => {
                 assert!(msg.contains("nope@9") && msg.contains("m@1"), "{msg}")
@@ -1006,9 +1154,23 @@ mod tests {
     fn empty_scope_and_unmatched_selector_are_rejected() {
         let mut s = cluster();
         let before = s.clone();
-        let empty = s.apply(10, Command::SubmitHunt { spec: spec(&[]), now_ms: 1 });
-        assert!(matches!(empty.outcome, Err(Rejection::Invalid(ref m)) if m.contains("scope is empty")));
-        let none = s.apply(11, Command::SubmitHunt { spec: spec(&[("env", "prod")]), now_ms: 1 });
+        let empty = s.apply(
+            10,
+            Command::SubmitHunt {
+                spec: spec(&[]),
+                now_ms: 1,
+            },
+        );
+        assert!(
+            matches!(empty.outcome, Err(Rejection::Invalid(ref m)) if m.contains("scope is empty"))
+        );
+        let none = s.apply(
+            11,
+            Command::SubmitHunt {
+                spec: spec(&[("env", "prod")]),
+                now_ms: 1,
+            },
+        );
         assert!(matches!(none.outcome, Err(Rejection::Invalid(ref m)) if m.contains("env=prod")));
         assert_eq!(s, before);
     }
@@ -1018,17 +1180,36 @@ mod tests {
         let mut s = cluster();
         let mut late = spec(&[("env", "demo")]);
         late.scope.start_ms = 5_000;
-        let applied = s.apply(10, Command::SubmitHunt { spec: late, now_ms: 1 });
+        let applied = s.apply(
+            10,
+            Command::SubmitHunt {
+                spec: late,
+                now_ms: 1,
+            },
+        );
         assert!(matches!(applied.outcome, Err(Rejection::Invalid(_))));
     }
 
     #[test]
     fn same_name_version_with_other_bytes_is_a_conflict_and_same_bytes_are_idempotent() {
         let mut s = cluster();
-        let again = s.apply(20, Command::UploadModule { module: module("m", "1", 1) });
-        assert_eq!(again.outcome, Ok(Response::Module(ModuleDigest::new(format!("{:064x}", 1)))));
+        let again = s.apply(
+            20,
+            Command::UploadModule {
+                module: module("m", "1", 1),
+            },
+        );
+        assert_eq!(
+            again.outcome,
+            Ok(Response::Module(ModuleDigest::new(format!("{:064x}", 1))))
+        );
         assert!(again.touched.is_empty());
-        let clash = s.apply(21, Command::UploadModule { module: module("m", "1", 2) });
+        let clash = s.apply(
+            21,
+            Command::UploadModule {
+                module: module("m", "1", 2),
+            },
+        );
         assert!(matches!(clash.outcome, Err(Rejection::Conflict(_))));
     }
 
@@ -1038,11 +1219,28 @@ mod tests {
         let hunt = submit(&mut s, 10);
         assign_all(&mut s, &hunt);
         let task = s.hunts[&hunt].tasks[0].clone();
-        let applied = s.apply(101, Command::CancelHunt { hunt: hunt.clone(), reason: String::new(), now_ms: 50 });
+        let applied = s.apply(
+            101,
+            Command::CancelHunt {
+                hunt: hunt.clone(),
+                reason: String::new(),
+                now_ms: 50,
+            },
+        );
         assert!(applied.outcome.is_ok());
         assert_eq!(s.hunts[&hunt].state, HuntState::Cancelled);
-        assert_eq!(s.apply(102, report(&task, "w0", 1, 1)).outcome, Ok(Response::StaleReport));
-        let twice = s.apply(103, Command::CancelHunt { hunt, reason: String::new(), now_ms: 51 });
+        assert_eq!(
+            s.apply(102, report(&task, "w0", 1, 1)).outcome,
+            Ok(Response::StaleReport)
+        );
+        let twice = s.apply(
+            103,
+            Command::CancelHunt {
+                hunt,
+                reason: String::new(),
+                now_ms: 51,
+            },
+        );
         assert!(matches!(twice.outcome, Err(Rejection::Conflict(_))));
     }
 
@@ -1051,7 +1249,15 @@ mod tests {
         let mut s = cluster();
         let hunt = submit(&mut s, 10);
         let task = s.hunts[&hunt].tasks[0].clone(); // shard a, held by w0
-        s.apply(11, Command::AssignTasks { assignments: vec![Assignment { task: task.clone(), worker: WorkerId::new("w1") }] });
+        s.apply(
+            11,
+            Command::AssignTasks {
+                assignments: vec![Assignment {
+                    task: task.clone(),
+                    worker: WorkerId::new("w1"),
+                }],
+            },
+        );
         assert_eq!(s.tasks[&task].state, TaskState::Pending);
     }
 

@@ -55,7 +55,10 @@ impl Store {
     /// Opens (creating if needed) the database under `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|source| CoordinatorError::Io {
-            context: format!("cannot create the coordinator data directory {}", dir.display()),
+            context: format!(
+                "cannot create the coordinator data directory {}",
+                dir.display()
+            ),
             source,
         })?;
         let mut options = Options::default();
@@ -65,22 +68,32 @@ impl Store {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let path = dir.join("rocksdb");
-        let db = DB::open_cf_descriptors(&options, &path, cfs).map_err(|source| CoordinatorError::Storage {
-            path: path.display().to_string(),
-            source,
+        let db = DB::open_cf_descriptors(&options, &path, cfs).map_err(|source| {
+            CoordinatorError::Storage {
+                path: path.display().to_string(),
+                source,
+            }
         })?;
-        Ok(Self { db: Arc::new(db), path })
+        Ok(Self {
+            db: Arc::new(db),
+            path,
+        })
     }
 
     fn err(&self, source: rocksdb::Error) -> CoordinatorError {
-        CoordinatorError::Storage { path: self.path.display().to_string(), source }
+        CoordinatorError::Storage {
+            path: self.path.display().to_string(),
+            source,
+        }
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
-        self.db.cf_handle(name).ok_or_else(|| CoordinatorError::Corrupt {
-            key: name.to_owned(),
-            detail: "column family missing".to_owned(),
-        })
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| CoordinatorError::Corrupt {
+                key: name.to_owned(),
+                detail: "column family missing".to_owned(),
+            })
     }
 
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -99,15 +112,18 @@ impl Store {
     }
 
     fn pb_bytes<M: protobuf::Message>(message: &M) -> Result<Vec<u8>> {
-        message.write_to_bytes().map_err(|e| CoordinatorError::Corrupt {
-            key: "protobuf encode".to_owned(),
-            detail: e.to_string(),
-        })
+        message
+            .write_to_bytes()
+            .map_err(|e| CoordinatorError::Corrupt {
+                key: "protobuf encode".to_owned(),
+                detail: e.to_string(),
+            })
     }
 
     /// Whether raft has never written anything here.
     pub fn is_fresh(&self) -> Result<bool> {
-        Ok(self.get(CF_META, KEY_HARD_STATE)?.is_none() && self.get(CF_META, KEY_CONF_STATE)?.is_none())
+        Ok(self.get(CF_META, KEY_HARD_STATE)?.is_none()
+            && self.get(CF_META, KEY_CONF_STATE)?.is_none())
     }
 
     /// Writes the initial membership of a new cluster.
@@ -115,7 +131,9 @@ impl Store {
         let mut conf = ConfState::default();
         conf.voters = voters.to_vec();
         let bytes = Self::pb_bytes(&conf)?;
-        self.db.put_cf(self.cf(CF_META)?, KEY_CONF_STATE, bytes).map_err(|e| self.err(e))
+        self.db
+            .put_cf(self.cf(CF_META)?, KEY_CONF_STATE, bytes)
+            .map_err(|e| self.err(e))
     }
 
     fn snapshot_point(&self) -> Result<(u64, u64)> {
@@ -183,21 +201,41 @@ impl Store {
         let state = &replica.state;
         for key in touched {
             let (k, value) = match key {
-                Touched::Module(id) => (entity_key(b'm', id.as_str()), state.modules.get(id).map(encode).transpose()?),
-                Touched::Worker(id) => (entity_key(b'w', id.as_str()), state.workers.get(id).map(encode).transpose()?),
-                Touched::Shard(id) => (entity_key(b's', id.as_str()), state.shards.get(id).map(encode).transpose()?),
-                Touched::Hunt(id) => (entity_key(b'h', id.as_str()), state.hunts.get(id).map(encode).transpose()?),
-                Touched::Task(id) => (entity_key(b't', id.as_str()), state.tasks.get(id).map(encode).transpose()?),
-                Touched::Findings(id) => {
-                    (entity_key(b'f', id.as_str()), state.findings.get(id).map(encode).transpose()?)
-                }
+                Touched::Module(id) => (
+                    entity_key(b'm', id.as_str()),
+                    state.modules.get(id).map(encode).transpose()?,
+                ),
+                Touched::Worker(id) => (
+                    entity_key(b'w', id.as_str()),
+                    state.workers.get(id).map(encode).transpose()?,
+                ),
+                Touched::Shard(id) => (
+                    entity_key(b's', id.as_str()),
+                    state.shards.get(id).map(encode).transpose()?,
+                ),
+                Touched::Hunt(id) => (
+                    entity_key(b'h', id.as_str()),
+                    state.hunts.get(id).map(encode).transpose()?,
+                ),
+                Touched::Task(id) => (
+                    entity_key(b't', id.as_str()),
+                    state.tasks.get(id).map(encode).transpose()?,
+                ),
+                Touched::Findings(id) => (
+                    entity_key(b'f', id.as_str()),
+                    state.findings.get(id).map(encode).transpose()?,
+                ),
             };
             match value {
                 Some(bytes) => batch.put_cf(cf, k, bytes),
                 None => batch.delete_cf(cf, k),
             }
         }
-        batch.put_cf(cf, KEY_APPLIED, encode(&(replica.applied_index, replica.applied_term))?);
+        batch.put_cf(
+            cf,
+            KEY_APPLIED,
+            encode(&(replica.applied_index, replica.applied_term))?,
+        );
         self.db.write(batch).map_err(|e| self.err(e))
     }
 
@@ -216,14 +254,40 @@ impl Store {
             }
             let state = &mut replica.state;
             match key.first() {
-                Some(b'm') => insert(&mut state.modules, &key, &value, |m: &crate::state::ModuleRecord| m.digest.clone())?,
-                Some(b'w') => insert(&mut state.workers, &key, &value, |w: &crate::state::WorkerRecord| w.id.clone())?,
-                Some(b's') => insert(&mut state.shards, &key, &value, |s: &crate::state::ShardRecord| s.description.name.clone())?,
-                Some(b'h') => insert(&mut state.hunts, &key, &value, |h: &crate::state::HuntRecord| h.id.clone())?,
-                Some(b't') => insert(&mut state.tasks, &key, &value, |t: &crate::state::TaskRecord| t.id.clone())?,
+                Some(b'm') => insert(
+                    &mut state.modules,
+                    &key,
+                    &value,
+                    |m: &crate::state::ModuleRecord| m.digest.clone(),
+                )?,
+                Some(b'w') => insert(
+                    &mut state.workers,
+                    &key,
+                    &value,
+                    |w: &crate::state::WorkerRecord| w.id.clone(),
+                )?,
+                Some(b's') => insert(
+                    &mut state.shards,
+                    &key,
+                    &value,
+                    |s: &crate::state::ShardRecord| s.description.name.clone(),
+                )?,
+                Some(b'h') => insert(
+                    &mut state.hunts,
+                    &key,
+                    &value,
+                    |h: &crate::state::HuntRecord| h.id.clone(),
+                )?,
+                Some(b't') => insert(
+                    &mut state.tasks,
+                    &key,
+                    &value,
+                    |t: &crate::state::TaskRecord| t.id.clone(),
+                )?,
                 Some(b'f') => {
                     let findings: Vec<crate::state::FindingRecord> = decode(&key, &value)?;
-                    let task = quarry_proto::TaskId::new(String::from_utf8_lossy(&key[2..]).into_owned());
+                    let task =
+                        quarry_proto::TaskId::new(String::from_utf8_lossy(&key[2..]).into_owned());
                     state.findings.insert(task, findings);
                 }
                 _ => {
@@ -245,8 +309,16 @@ impl Store {
         let state_cf = self.cf(CF_STATE)?;
         batch.delete_range_cf(log, index_key(0), index_key(u64::MAX));
         batch.delete_range_cf(state_cf, [0u8].as_slice(), [0xffu8; 9].as_slice());
-        batch.put_cf(self.cf(CF_META)?, KEY_SNAPSHOT_POINT, encode(&(meta.index, meta.term))?);
-        batch.put_cf(self.cf(CF_META)?, KEY_CONF_STATE, Self::pb_bytes(meta.get_conf_state())?);
+        batch.put_cf(
+            self.cf(CF_META)?,
+            KEY_SNAPSHOT_POINT,
+            encode(&(meta.index, meta.term))?,
+        );
+        batch.put_cf(
+            self.cf(CF_META)?,
+            KEY_CONF_STATE,
+            Self::pb_bytes(meta.get_conf_state())?,
+        );
         self.db.write(batch).map_err(|e| self.err(e))?;
         let s = &replica.state;
         let mut touched = Vec::new();
@@ -280,9 +352,20 @@ fn store_err(err: CoordinatorError) -> raft::Error {
 
 impl raft::Storage for RaftStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        let hard_state: HardState = self.store.get_pb(CF_META, KEY_HARD_STATE).map_err(store_err)?.unwrap_or_default();
-        let conf_state: ConfState = self.store.get_pb(CF_META, KEY_CONF_STATE).map_err(store_err)?.unwrap_or_default();
-        Ok(RaftState { hard_state, conf_state })
+        let hard_state: HardState = self
+            .store
+            .get_pb(CF_META, KEY_HARD_STATE)
+            .map_err(store_err)?
+            .unwrap_or_default();
+        let conf_state: ConfState = self
+            .store
+            .get_pb(CF_META, KEY_CONF_STATE)
+            .map_err(store_err)?
+            .unwrap_or_default();
+        Ok(RaftState {
+            hard_state,
+            conf_state,
+        })
     }
 
     fn entries(
@@ -302,7 +385,10 @@ impl raft::Storage for RaftStorage {
         }
         let cf = self.store.cf(CF_LOG).map_err(store_err)?;
         let mut out = Vec::with_capacity((high - low) as usize);
-        let iter = self.store.db.iterator_cf(cf, IteratorMode::From(&index_key(low), rocksdb::Direction::Forward));
+        let iter = self.store.db.iterator_cf(
+            cf,
+            IteratorMode::From(&index_key(low), rocksdb::Direction::Forward),
+        );
         for item in iter {
             let (key, value) = item.map_err(|e| store_err(self.store.err(e)))?;
             let index = index_of(&key).map_err(store_err)?;
@@ -310,7 +396,10 @@ impl raft::Storage for RaftStorage {
                 break;
             }
             let entry = Entry::parse_from_bytes(&value).map_err(|e| {
-                store_err(CoordinatorError::Corrupt { key: format!("log entry {index}"), detail: e.to_string() })
+                store_err(CoordinatorError::Corrupt {
+                    key: format!("log entry {index}"),
+                    detail: e.to_string(),
+                })
             })?;
             out.push(entry);
         }
@@ -330,10 +419,20 @@ impl raft::Storage for RaftStorage {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         let cf = self.store.cf(CF_LOG).map_err(store_err)?;
-        match self.store.db.get_cf(cf, index_key(idx)).map_err(|e| store_err(self.store.err(e)))? {
-            Some(bytes) => Entry::parse_from_bytes(&bytes).map(|e| e.term).map_err(|e| {
-                store_err(CoordinatorError::Corrupt { key: format!("log entry {idx}"), detail: e.to_string() })
-            }),
+        match self
+            .store
+            .db
+            .get_cf(cf, index_key(idx))
+            .map_err(|e| store_err(self.store.err(e)))?
+        {
+            Some(bytes) => Entry::parse_from_bytes(&bytes)
+                .map(|e| e.term)
+                .map_err(|e| {
+                    store_err(CoordinatorError::Corrupt {
+                        key: format!("log entry {idx}"),
+                        detail: e.to_string(),
+                    })
+                }),
             None => Err(raft::Error::Store(StorageError::Unavailable)),
         }
     }
@@ -344,11 +443,19 @@ impl raft::Storage for RaftStorage {
 
     fn last_index(&self) -> raft::Result<u64> {
         let (snap_index, _) = self.store.snapshot_point().map_err(store_err)?;
-        Ok(self.store.last_log_index().map_err(store_err)?.unwrap_or(snap_index).max(snap_index))
+        Ok(self
+            .store
+            .last_log_index()
+            .map_err(store_err)?
+            .unwrap_or(snap_index)
+            .max(snap_index))
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let replica = self.replica.read().map_err(|_| raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))?;
+        let replica = self
+            .replica
+            .read()
+            .map_err(|_| raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))?;
         let mut snapshot = Snapshot::default();
         snapshot.data = encode(&replica.state).map_err(store_err)?.into();
         let meta = snapshot.mut_metadata();
@@ -381,7 +488,10 @@ fn entity_key(kind: u8, id: &str) -> Vec<u8> {
 
 /// Encodes a state-machine value (bincode).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    bincode::serialize(value).map_err(|e| CoordinatorError::Corrupt { key: "encode".to_owned(), detail: e.to_string() })
+    bincode::serialize(value).map_err(|e| CoordinatorError::Corrupt {
+        key: "encode".to_owned(),
+        detail: e.to_string(),
+    })
 }
 
 /// Decodes a state-machine value, naming the key on failure.
@@ -428,21 +538,41 @@ mod tests {
             hs.term = 2;
             hs.vote = 1;
             hs.commit = 3;
-            store.append(&[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)], Some(&hs)).expect("append");
+            store
+                .append(
+                    &[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)],
+                    Some(&hs),
+                )
+                .expect("append");
             // A new leader overwrites from index 3.
             store.append(&[entry(3, 3)], None).expect("append");
         }
         let store = Store::open(dir.path()).expect("reopen");
         let raft = RaftStorage::new(store, Arc::default());
         let init = raft.initial_state().expect("initial");
-        assert_eq!((init.hard_state.term, init.hard_state.vote, init.hard_state.commit), (2, 1, 3));
+        assert_eq!(
+            (
+                init.hard_state.term,
+                init.hard_state.vote,
+                init.hard_state.commit
+            ),
+            (2, 1, 3)
+        );
         assert_eq!(init.conf_state.voters, vec![1]);
         assert_eq!(raft.first_index().expect("first"), 1);
         assert_eq!(raft.last_index().expect("last"), 3);
         assert_eq!(raft.term(3).expect("term"), 3);
-        let entries = raft.entries(1, 4, None, GetEntriesContext::empty(false)).expect("entries");
-        assert_eq!(entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2, 3]);
-        assert!(raft.entries(1, 6, None, GetEntriesContext::empty(false)).is_err());
+        let entries = raft
+            .entries(1, 4, None, GetEntriesContext::empty(false))
+            .expect("entries");
+        assert_eq!(
+            entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(
+            raft.entries(1, 6, None, GetEntriesContext::empty(false))
+                .is_err()
+        );
     }
 
     #[test]
@@ -466,9 +596,14 @@ mod tests {
         replica.applied_term = 1;
         {
             let store = Store::open(dir.path()).expect("open");
-            store.persist_applied(&replica, &applied.touched).expect("persist");
+            store
+                .persist_applied(&replica, &applied.touched)
+                .expect("persist");
         }
-        let loaded = Store::open(dir.path()).expect("reopen").load_replica().expect("load");
+        let loaded = Store::open(dir.path())
+            .expect("reopen")
+            .load_replica()
+            .expect("load");
         assert_eq!(loaded.state, replica.state);
         assert_eq!((loaded.applied_index, loaded.applied_term), (7, 1));
     }

@@ -79,7 +79,11 @@ impl TaskId {
 impl ModuleDigest {
     /// Whether this is 64 lowercase hex characters.
     pub fn is_well_formed(&self) -> bool {
-        self.0.len() == 64 && self.0.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        self.0.len() == 64
+            && self
+                .0
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     }
 }
 

@@ -17,7 +17,10 @@ fn loopback() -> SocketAddr {
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 async fn demo_cluster(dir: &std::path::Path) -> anyhow::Result<(LocalCluster, Client)> {
@@ -32,8 +35,11 @@ async fn run_demo_hunt(client: &mut Client) -> anyhow::Result<(v1::Hunt, Vec<v1:
     let submitted = client
         .submit_hunt(HuntRequest::new("logon-bruteforce").selector("env", "demo"))
         .await?;
-    let hunt = tokio::time::timeout(std::time::Duration::from_secs(120), client.wait(&submitted.hunt_id, |_| {}))
-        .await??;
+    let hunt = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        client.wait(&submitted.hunt_id, |_| {}),
+    )
+    .await??;
     let findings = client.findings(&hunt.hunt_id).await?;
     Ok((hunt, findings))
 }
@@ -44,29 +50,67 @@ async fn hunt_over_two_workers_finds_every_planted_attack() -> anyhow::Result<()
     let (cluster, mut client) = demo_cluster(dir.path()).await?;
     let (hunt, findings) = run_demo_hunt(&mut client).await?;
 
-    assert_eq!(hunt.state, v1::HuntState::Completed as i32, "hunt did not complete: {}", hunt.reason);
+    assert_eq!(
+        hunt.state,
+        v1::HuntState::Completed as i32,
+        "hunt did not complete: {}",
+        hunt.reason
+    );
     assert_eq!(hunt.tasks.len(), 4, "one task per demo shard");
     let workers: BTreeSet<_> = hunt.tasks.iter().map(|t| t.worker_id.clone()).collect();
-    let succeeded = hunt.tasks.iter().filter(|t| t.state == v1::TaskState::Succeeded as i32).count();
+    let succeeded = hunt
+        .tasks
+        .iter()
+        .filter(|t| t.state == v1::TaskState::Succeeded as i32)
+        .count();
     assert_eq!(succeeded, 4, "{:?}", hunt.tasks);
-    assert_eq!(workers.len(), 2, "tasks should run on both workers: {workers:?}");
-    assert!(hunt.events_scanned > 1000, "scanned only {} events", hunt.events_scanned);
+    assert_eq!(
+        workers.len(),
+        2,
+        "tasks should run on both workers: {workers:?}"
+    );
+    assert!(
+        hunt.events_scanned > 1000,
+        "scanned only {} events",
+        hunt.events_scanned
+    );
 
     let missed = quarry_cli::demo::missed_attacks(&findings);
-    assert!(missed.is_empty(), "missed planted attacks: {missed:?}; findings: {findings:#?}");
+    assert!(
+        missed.is_empty(),
+        "missed planted attacks: {missed:?}; findings: {findings:#?}"
+    );
     // Benign noise (isolated typos) must not be reported.
     for finding in &findings {
-        let planted = quarry_worker::demo::PLANTED
-            .iter()
-            .any(|a| finding.entity.to_ascii_lowercase().contains(&a.account.to_ascii_lowercase()));
+        let planted = quarry_worker::demo::PLANTED.iter().any(|a| {
+            finding
+                .entity
+                .to_ascii_lowercase()
+                .contains(&a.account.to_ascii_lowercase())
+        });
         assert!(planted, "finding about an unplanted entity: {finding:?}");
     }
-    let high: Vec<_> = findings.iter().filter(|f| f.severity == v1::Severity::High as i32).collect();
-    let successes = quarry_worker::demo::PLANTED.iter().filter(|a| a.succeeded).count();
-    assert_eq!(high.len(), successes, "one high finding per successful brute force: {high:#?}");
-    assert!(high.iter().all(|f| f.techniques.iter().any(|t| t.starts_with("T1110"))));
+    let high: Vec<_> = findings
+        .iter()
+        .filter(|f| f.severity == v1::Severity::High as i32)
+        .collect();
+    let successes = quarry_worker::demo::PLANTED
+        .iter()
+        .filter(|a| a.succeeded)
+        .count();
+    assert_eq!(
+        high.len(),
+        successes,
+        "one high finding per successful brute force: {high:#?}"
+    );
     assert!(
-        hunt.aggregates.iter().any(|a| a.name == "failures_by_account" && !a.counts.is_empty()),
+        high.iter()
+            .all(|f| f.techniques.iter().any(|t| t.starts_with("T1110")))
+    );
+    assert!(
+        hunt.aggregates
+            .iter()
+            .any(|a| a.name == "failures_by_account" && !a.counts.is_empty()),
         "merged aggregates missing: {:?}",
         hunt.aggregates
     );
@@ -86,14 +130,23 @@ async fn coordinator_restart_keeps_hunts_and_results() -> anyhow::Result<()> {
     let mut client = Client::connect(&cluster.url()).await?;
     let after = client.hunt(&hunt.hunt_id).await?;
     assert_eq!(after, hunt, "the hunt changed across a restart");
-    assert_eq!(client.findings(&hunt.hunt_id).await?, findings, "findings changed across a restart");
+    assert_eq!(
+        client.findings(&hunt.hunt_id).await?,
+        findings,
+        "findings changed across a restart"
+    );
     assert_eq!(client.list_modules().await?, modules);
 
     // The restarted coordinator still schedules: a second hunt completes
     // with the same findings (new ids), and the first is untouched.
     let (second, second_findings) = run_demo_hunt(&mut client).await?;
     assert_ne!(second.hunt_id, hunt.hunt_id);
-    assert_eq!(second.state, v1::HuntState::Completed as i32, "{}", second.reason);
+    assert_eq!(
+        second.state,
+        v1::HuntState::Completed as i32,
+        "{}",
+        second.reason
+    );
     assert_eq!(second_findings.len(), findings.len());
     assert_eq!(client.hunt(&hunt.hunt_id).await?, hunt);
     cluster.shutdown().await;
@@ -114,20 +167,34 @@ async fn bad_requests_get_precise_errors_and_change_nothing() -> anyhow::Result<
         .expect_err("unknown module must be refused");
     assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
     assert!(err.to_string().contains("no-such-module@1.0.0"), "{err}");
-    assert!(err.to_string().contains("logon-bruteforce@"), "error should list known modules: {err}");
+    assert!(
+        err.to_string().contains("logon-bruteforce@"),
+        "error should list known modules: {err}"
+    );
 
     // Bytes that are not a wasm component.
     let err = client
-        .upload_module("broken", "0.1.0", "", b"\0asm\x0d\0\x01\0garbage after the header")
+        .upload_module(
+            "broken",
+            "0.1.0",
+            "",
+            b"\0asm\x0d\0\x01\0garbage after the header",
+        )
         .await
         .expect_err("malformed wasm must be refused");
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
     assert!(err.to_string().contains("not a valid hunt module"), "{err}");
-    let err = client.upload_module("text", "0.1.0", "", b"just some text").await.expect_err("text");
+    let err = client
+        .upload_module("text", "0.1.0", "", b"just some text")
+        .await
+        .expect_err("text");
     assert!(err.to_string().contains("magic"), "{err}");
 
     // An empty scope, and a selector that matches nothing.
-    let err = client.submit_hunt(HuntRequest::new("logon-bruteforce")).await.expect_err("empty scope");
+    let err = client
+        .submit_hunt(HuntRequest::new("logon-bruteforce"))
+        .await
+        .expect_err("empty scope");
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
     assert!(err.to_string().contains("scope is empty"), "{err}");
     let err = client
@@ -143,9 +210,78 @@ async fn bad_requests_get_precise_errors_and_change_nothing() -> anyhow::Result<
 
     // Nothing reached the log or the state.
     let after_status = client.status().await?;
-    assert_eq!(after_status.applied_index, before_status.applied_index, "a refused request was committed");
+    assert_eq!(
+        after_status.applied_index, before_status.applied_index,
+        "a refused request was committed"
+    );
     assert_eq!(client.list_modules().await?, before_modules);
     assert!(client.list_hunts(0).await?.is_empty());
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_answers_health_checks_and_reflection() -> anyhow::Result<()> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let dir = tempfile::tempdir()?;
+    let (cluster, _client) = demo_cluster(dir.path()).await?;
+    let mut servers = vec![cluster.url()];
+    servers.extend(
+        cluster
+            .workers()
+            .iter()
+            .map(|w| format!("http://{}", w.addr())),
+    );
+    for url in &servers {
+        let channel = tonic::transport::Channel::from_shared(url.clone())?
+            .connect()
+            .await?;
+        let mut health = HealthClient::new(channel.clone());
+        let overall = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(overall.status, ServingStatus::Serving as i32, "{url}");
+
+        let mut reflection = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = reflection
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await?
+            .into_inner();
+        let response = responses.message().await?.expect("one reflection response");
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection response from {url}");
+        };
+        let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.iter().any(|n| n == "grpc.health.v1.Health"),
+            "{url}: {names:?}"
+        );
+    }
+    // The coordinator names its own API too.
+    let channel = tonic::transport::Channel::from_shared(cluster.url())?
+        .connect()
+        .await?;
+    let mut health = HealthClient::new(channel);
+    let hunts = health
+        .check(HealthCheckRequest {
+            service: "quarry.v1.HuntService".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(hunts.status, ServingStatus::Serving as i32);
     cluster.shutdown().await;
     Ok(())
 }

@@ -58,21 +58,32 @@ impl Worker {
     /// begins talking to the coordinator in the background.
     pub async fn start(config: WorkerConfig) -> Result<Self, WorkerError> {
         let shard_root = config.data_dir.join("shards");
-        let store = Arc::new(tokio::task::spawn_blocking(move || ShardStore::open(&shard_root)).await.map_err(
-            |e| WorkerError::Runtime(format!("shard store start-up task failed: {e}")),
-        )??);
+        let store = Arc::new(
+            tokio::task::spawn_blocking(move || ShardStore::open(&shard_root))
+                .await
+                .map_err(|e| {
+                    WorkerError::Runtime(format!("shard store start-up task failed: {e}"))
+                })??,
+        );
         Self::start_with_store(config, store).await
     }
 
     /// As [`Worker::start`], with a store opened by the caller (the dev
     /// cluster fills demo shards first).
-    pub async fn start_with_store(config: WorkerConfig, store: Arc<ShardStore>) -> Result<Self, WorkerError> {
+    pub async fn start_with_store(
+        config: WorkerConfig,
+        store: Arc<ShardStore>,
+    ) -> Result<Self, WorkerError> {
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|e| WorkerError::Serve { addr: config.listen.to_string(), detail: e.to_string() })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| WorkerError::Serve { addr: config.listen.to_string(), detail: e.to_string() })?;
+            .map_err(|e| WorkerError::Serve {
+                addr: config.listen.to_string(),
+                detail: e.to_string(),
+            })?;
+        let addr = listener.local_addr().map_err(|e| WorkerError::Serve {
+            addr: config.listen.to_string(),
+            detail: e.to_string(),
+        })?;
         let slots = config.slots.max(1);
         let runtime = Runtime::new(slots)?;
         let inner = Arc::new(Inner {
@@ -88,7 +99,12 @@ impl Worker {
             tokio::spawn(serve(listener, shutdown_rx.clone())),
             tokio::spawn(session_loop(inner, addr, shutdown_rx)),
         ];
-        Ok(Self { addr, shutdown, tasks, store })
+        Ok(Self {
+            addr,
+            shutdown,
+            tasks,
+            store,
+        })
     }
 
     /// The worker's own gRPC address.
@@ -122,7 +138,9 @@ impl Drop for Worker {
 
 async fn serve(listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1();
@@ -164,7 +182,10 @@ async fn session_loop(inner: Arc<Inner>, addr: SocketAddr, mut shutdown: watch::
 }
 
 fn coordinator_error(inner: &Inner, detail: impl std::fmt::Display) -> WorkerError {
-    WorkerError::Coordinator { url: inner.config.coordinator.clone(), detail: detail.to_string() }
+    WorkerError::Coordinator {
+        url: inner.config.coordinator.clone(),
+        detail: detail.to_string(),
+    }
 }
 
 async fn connect(inner: &Inner) -> Result<WorkerServiceClient<Channel>, WorkerError> {
@@ -211,7 +232,9 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<(), WorkerEr
         .into_inner();
     let interval = Duration::from_millis(registered.heartbeat_interval_ms.clamp(100, 60_000));
     let mut stream = client
-        .task_stream(v1::TaskStreamRequest { worker_id: id.clone() })
+        .task_stream(v1::TaskStreamRequest {
+            worker_id: id.clone(),
+        })
         .await
         .map_err(|s| coordinator_error(&inner, format!("task stream refused: {}", s.message())))?
         .into_inner();
@@ -236,9 +259,13 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<(), WorkerEr
     };
     let result = async {
         while let Some(command) = stream.next().await {
-            let command = command.map_err(|s| coordinator_error(&inner, format!("task stream broke: {}", s.message())))?;
+            let command = command.map_err(|s| {
+                coordinator_error(&inner, format!("task stream broke: {}", s.message()))
+            })?;
             match command.command {
-                Some(v1::task_command::Command::Run(assignment)) => start_task(&inner, &client, assignment),
+                Some(v1::task_command::Command::Run(assignment)) => {
+                    start_task(&inner, &client, assignment)
+                }
                 Some(v1::task_command::Command::CancelTaskId(task)) => {
                     if let Ok(started) = inner.started.lock()
                         && let Some((_, cancel)) = started.get(&task)
@@ -256,21 +283,35 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<(), WorkerEr
     result
 }
 
-fn start_task(inner: &Arc<Inner>, client: &WorkerServiceClient<Channel>, assignment: v1::TaskAssignment) {
+fn start_task(
+    inner: &Arc<Inner>,
+    client: &WorkerServiceClient<Channel>,
+    assignment: v1::TaskAssignment,
+) {
     let cancel = Arc::new(AtomicBool::new(false));
     {
-        let Ok(mut started) = inner.started.lock() else { return };
-        if started.get(&assignment.task_id).is_some_and(|(attempt, _)| *attempt >= assignment.attempt) {
+        let Ok(mut started) = inner.started.lock() else {
+            return;
+        };
+        if started
+            .get(&assignment.task_id)
+            .is_some_and(|(attempt, _)| *attempt >= assignment.attempt)
+        {
             return; // already running or reported
         }
-        started.insert(assignment.task_id.clone(), (assignment.attempt, cancel.clone()));
+        started.insert(
+            assignment.task_id.clone(),
+            (assignment.attempt, cancel.clone()),
+        );
     }
     let inner = inner.clone();
     let client = client.clone();
     let span = tracing::info_span!("task", task = %assignment.task_id, attempt = assignment.attempt, shard = %assignment.shard);
     tokio::spawn(tracing::Instrument::instrument(
         async move {
-            let Ok(_permit) = inner.slots.clone().acquire_owned().await else { return };
+            let Ok(_permit) = inner.slots.clone().acquire_owned().await else {
+                return;
+            };
             inner.running.fetch_add(1, Ordering::Relaxed);
             let outcome = run_task(&inner, client.clone(), &assignment, cancel).await;
             inner.running.fetch_sub(1, Ordering::Relaxed);
@@ -289,13 +330,25 @@ async fn module_for(
         return Ok(module);
     }
     let mut stream = client
-        .fetch_module(v1::FetchModuleRequest { digest: digest.to_string() })
+        .fetch_module(v1::FetchModuleRequest {
+            digest: digest.to_string(),
+        })
         .await
-        .map_err(|s| coordinator_error(inner, format!("cannot fetch module {digest}: {}", s.message())))?
+        .map_err(|s| {
+            coordinator_error(
+                inner,
+                format!("cannot fetch module {digest}: {}", s.message()),
+            )
+        })?
         .into_inner();
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|s| coordinator_error(inner, format!("module {digest} download broke: {}", s.message())))?;
+        let chunk = chunk.map_err(|s| {
+            coordinator_error(
+                inner,
+                format!("module {digest} download broke: {}", s.message()),
+            )
+        })?;
         bytes.extend_from_slice(&chunk.data);
     }
     let inner = inner.clone();
@@ -319,22 +372,41 @@ async fn run_task(
         memory_bytes: limits.memory_bytes.max(1024 * 1024),
         max_findings: limits.max_findings_per_task.max(1) as usize,
     };
-    let mut params: Vec<(String, String)> = assignment.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut params: Vec<(String, String)> = assignment
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     params.sort();
     let range = assignment.time_range.unwrap_or_default();
     let time_range = if range.start_ms == 0 && range.end_ms == 0 {
         None
     } else {
         Some((
-            if range.start_ms == 0 { i64::MIN } else { range.start_ms },
-            if range.end_ms == 0 { i64::MAX } else { range.end_ms },
+            if range.start_ms == 0 {
+                i64::MIN
+            } else {
+                range.start_ms
+            },
+            if range.end_ms == 0 {
+                i64::MAX
+            } else {
+                range.end_ms
+            },
         ))
     };
     let inner = inner.clone();
     let shard = assignment.shard.clone();
     tokio::task::spawn_blocking(move || {
-        let task = runtime::TaskInput { params: &params, limits, shard: &shard, time_range };
-        inner.runtime.run_task(&module, &task, &inner.store, &cancel)
+        let task = runtime::TaskInput {
+            params: &params,
+            limits,
+            shard: &shard,
+            time_range,
+        };
+        inner
+            .runtime
+            .run_task(&module, &task, &inner.store, &cancel)
     })
     .await
     .map_err(|e| WorkerError::Task(format!("task thread failed: {e}")))?
@@ -369,7 +441,10 @@ async fn report(
             request.aggregates = output
                 .aggregates
                 .into_iter()
-                .map(|a| v1::Aggregate { name: a.name, counts: a.counts.into_iter().collect() })
+                .map(|a| v1::Aggregate {
+                    name: a.name,
+                    counts: a.counts.into_iter().collect(),
+                })
                 .collect();
         }
         Err(WorkerError::Cancelled) => {
@@ -408,7 +483,11 @@ fn finding(f: runtime::types::Finding) -> v1::Finding {
         confidence: u32::from(f.confidence.min(100)),
         entity: f.entity,
         timestamp_ms: f.timestamp_ms,
-        evidence: f.evidence.into_iter().map(|(key, value)| v1::Evidence { key, value }).collect(),
+        evidence: f
+            .evidence
+            .into_iter()
+            .map(|(key, value)| v1::Evidence { key, value })
+            .collect(),
         techniques: f.techniques,
         offsets: f.offsets,
         ..Default::default()

@@ -126,7 +126,10 @@ struct TaskData {
 
 impl WasiView for TaskData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -160,7 +163,12 @@ struct MemoryLimiter {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             self.hit = true;
             return Ok(false);
@@ -168,7 +176,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -203,7 +216,8 @@ impl Runtime {
             .epoch_interruption(true)
             .max_wasm_stack(1024 * 1024)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| WorkerError::Runtime(format!("cannot create the wasm engine: {e}")))?;
+        let engine = Engine::new(&config)
+            .map_err(|e| WorkerError::Runtime(format!("cannot create the wasm engine: {e}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| WorkerError::Runtime(format!("cannot link WASI: {e}")))?;
@@ -223,7 +237,12 @@ impl Runtime {
                 })
                 .map_err(|e| WorkerError::Runtime(format!("cannot start the epoch thread: {e}")))?;
         }
-        Ok(Self { engine, linker, cache: Mutex::new(HashMap::new()), stop_ticker })
+        Ok(Self {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+            stop_ticker,
+        })
     }
 
     /// A module from the cache, if compiled already.
@@ -232,27 +251,51 @@ impl Runtime {
     }
 
     /// Compiles `bytes` (once per digest), links it and asks it to describe itself.
-    pub fn load(&self, digest: &ModuleDigest, bytes: &[u8]) -> Result<Arc<LoadedModule>, WorkerError> {
+    pub fn load(
+        &self,
+        digest: &ModuleDigest,
+        bytes: &[u8],
+    ) -> Result<Arc<LoadedModule>, WorkerError> {
         if let Some(module) = self.cached(digest) {
             return Ok(module);
         }
-        let invalid = |detail: String| WorkerError::InvalidModule { digest: digest.clone(), detail };
-        let component = Component::new(&self.engine, bytes).map_err(|e| invalid(format!("does not compile: {e}")))?;
+        let invalid = |detail: String| WorkerError::InvalidModule {
+            digest: digest.clone(),
+            detail,
+        };
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| invalid(format!("does not compile: {e}")))?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("imports something the sandbox does not offer: {e}")))?;
-        let pre = HuntPre::new(instance_pre).map_err(|e| invalid(format!("does not implement the hunt world: {e}")))?;
-        let limits = TaskLimits { cpu: Duration::from_secs(5), memory_bytes: 64 * 1024 * 1024, max_findings: 0 };
+        let pre = HuntPre::new(instance_pre)
+            .map_err(|e| invalid(format!("does not implement the hunt world: {e}")))?;
+        let limits = TaskLimits {
+            cpu: Duration::from_secs(5),
+            memory_bytes: 64 * 1024 * 1024,
+            max_findings: 0,
+        };
         let mut store = self.store(&limits);
-        let hunt = pre.instantiate(&mut store).map_err(|e| invalid(format!("cannot be instantiated: {e}")))?;
+        let hunt = pre
+            .instantiate(&mut store)
+            .map_err(|e| invalid(format!("cannot be instantiated: {e}")))?;
         store.set_epoch_deadline(ticks(limits.cpu));
         let descriptor = hunt
             .quarry_hunt_module()
             .call_describe(&mut store)
-            .map_err(|e| invalid(format!("describe() failed: {}", explain_trap(&e, &store, &limits))))?;
+            .map_err(|e| {
+                invalid(format!(
+                    "describe() failed: {}",
+                    explain_trap(&e, &store, &limits)
+                ))
+            })?;
         let description = describe(descriptor);
-        let module = Arc::new(LoadedModule { digest: digest.clone(), pre, description });
+        let module = Arc::new(LoadedModule {
+            digest: digest.clone(),
+            pre,
+            description,
+        });
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(digest.clone(), module.clone());
         }
@@ -275,7 +318,8 @@ impl Runtime {
             stderr,
             table: ResourceTable::new(),
             limits: MemoryLimiter {
-                memory_bytes: usize::try_from(limits.memory_bytes.min(MAX_MEMORY_BYTES)).unwrap_or(usize::MAX),
+                memory_bytes: usize::try_from(limits.memory_bytes.min(MAX_MEMORY_BYTES))
+                    .unwrap_or(usize::MAX),
                 hit: false,
             },
             log: Vec::new(),
@@ -297,12 +341,19 @@ impl Runtime {
         shards: &ShardStore,
         cancel: &AtomicBool,
     ) -> Result<TaskOutput, WorkerError> {
-        let TaskInput { params, limits, shard, time_range } = *task;
+        let TaskInput {
+            params,
+            limits,
+            shard,
+            time_range,
+        } = *task;
         let mut store = self.store(&limits);
-        let hunt = module
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| WorkerError::Task(format!("module could not be instantiated: {}", explain_trap(&e, &store, &limits))))?;
+        let hunt = module.pre.instantiate(&mut store).map_err(|e| {
+            WorkerError::Task(format!(
+                "module could not be instantiated: {}",
+                explain_trap(&e, &store, &limits)
+            ))
+        })?;
         let exports = hunt.quarry_hunt_module();
         let mut budget = Guest::new(limits.cpu);
 
@@ -311,8 +362,17 @@ impl Runtime {
         budget.spent();
         match init {
             Ok(Ok(())) => {}
-            Ok(Err(message)) => return Err(WorkerError::Task(format!("module rejected its parameters: {message}"))),
-            Err(e) => return Err(WorkerError::Task(format!("init() {}", explain_trap(&e, &store, &limits)))),
+            Ok(Err(message)) => {
+                return Err(WorkerError::Task(format!(
+                    "module rejected its parameters: {message}"
+                )));
+            }
+            Err(e) => {
+                return Err(WorkerError::Task(format!(
+                    "init() {}",
+                    explain_trap(&e, &store, &limits)
+                )));
+            }
         }
 
         let description = &module.description;
@@ -320,36 +380,42 @@ impl Runtime {
         let mut batch: Vec<wit::Event> = Vec::with_capacity(BATCH_SIZE);
         let mut findings = Vec::new();
         let mut truncated = false;
-        let keep = |new: Vec<wit::Finding>, findings: &mut Vec<wit::Finding>, truncated: &mut bool| {
-            let room = limits.max_findings.saturating_sub(findings.len());
-            if new.len() > room {
-                *truncated = true;
-            }
-            findings.extend(new.into_iter().take(room));
-        };
-        let stats = shards.scan(shard, time_range, BATCH_SIZE, |events: &[StoredEvent]| -> Result<(), WorkerError> {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(WorkerError::Cancelled);
-            }
-            output.events_scanned += events.len() as u64;
-            for event in events {
-                if !description.prefilter.matches(&event.doc) {
-                    continue;
+        let keep =
+            |new: Vec<wit::Finding>, findings: &mut Vec<wit::Finding>, truncated: &mut bool| {
+                let room = limits.max_findings.saturating_sub(findings.len());
+                if new.len() > room {
+                    *truncated = true;
                 }
-                batch.push(wit::Event {
-                    timestamp_ms: event.timestamp_ms,
-                    offset: event.offset,
-                    values: crate::prefilter::project(&event.doc, &description.fields),
-                });
-            }
-            if batch.len() >= BATCH_SIZE {
-                output.events_matched += batch.len() as u64;
-                let found = scan(exports, &mut store, &batch, &mut budget, &limits)?;
-                keep(found, &mut findings, &mut truncated);
-                batch.clear();
-            }
-            Ok(())
-        })?;
+                findings.extend(new.into_iter().take(room));
+            };
+        let stats = shards.scan(
+            shard,
+            time_range,
+            BATCH_SIZE,
+            |events: &[StoredEvent]| -> Result<(), WorkerError> {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(WorkerError::Cancelled);
+                }
+                output.events_scanned += events.len() as u64;
+                for event in events {
+                    if !description.prefilter.matches(&event.doc) {
+                        continue;
+                    }
+                    batch.push(wit::Event {
+                        timestamp_ms: event.timestamp_ms,
+                        offset: event.offset,
+                        values: crate::prefilter::project(&event.doc, &description.fields),
+                    });
+                }
+                if batch.len() >= BATCH_SIZE {
+                    output.events_matched += batch.len() as u64;
+                    let found = scan(exports, &mut store, &batch, &mut budget, &limits)?;
+                    keep(found, &mut findings, &mut truncated);
+                    batch.clear();
+                }
+                Ok(())
+            },
+        )?;
         let _ = stats;
         if !batch.is_empty() {
             output.events_matched += batch.len() as u64;
@@ -359,7 +425,9 @@ impl Runtime {
         budget.arm(&mut store)?;
         let finished = exports.call_finish(&mut store);
         budget.spent();
-        let finished = finished.map_err(|e| WorkerError::Task(format!("finish() {}", explain_trap(&e, &store, &limits))))?;
+        let finished = finished.map_err(|e| {
+            WorkerError::Task(format!("finish() {}", explain_trap(&e, &store, &limits)))
+        })?;
         keep(finished.findings, &mut findings, &mut truncated);
         output.findings = findings;
         output.findings_truncated = truncated;
@@ -381,8 +449,13 @@ fn scan(
     budget.spent();
     match result {
         Ok(Ok(findings)) => Ok(findings),
-        Ok(Err(message)) => Err(WorkerError::Task(format!("module failed while scanning: {message}"))),
-        Err(e) => Err(WorkerError::Task(format!("scan() {}", explain_trap(&e, store, limits)))),
+        Ok(Err(message)) => Err(WorkerError::Task(format!(
+            "module failed while scanning: {message}"
+        ))),
+        Err(e) => Err(WorkerError::Task(format!(
+            "scan() {}",
+            explain_trap(&e, store, limits)
+        ))),
     }
 }
 
@@ -395,7 +468,11 @@ struct Guest {
 
 impl Guest {
     fn new(total: Duration) -> Self {
-        Self { remaining: total, started: None, total }
+        Self {
+            remaining: total,
+            started: None,
+            total,
+        }
     }
 
     fn arm(&mut self, store: &mut Store<TaskData>) -> Result<(), WorkerError> {
@@ -431,14 +508,21 @@ fn explain_trap(error: &wasmtime::Error, store: &Store<TaskData>, limits: &TaskL
     }
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => {
-            format!("failed: module exceeded its CPU deadline of {} ms", limits.cpu.as_millis())
+            format!(
+                "failed: module exceeded its CPU deadline of {} ms",
+                limits.cpu.as_millis()
+            )
         }
         Some(wasmtime::Trap::UnreachableCodeReached) => {
             let stderr = store.data().wasi_stderr_hint();
-            format!("failed: module trapped (unreachable instruction; a Rust panic or abort){stderr}")
+            format!(
+                "failed: module trapped (unreachable instruction; a Rust panic or abort){stderr}"
+            )
         }
         Some(wasmtime::Trap::StackOverflow) => "failed: module overflowed its stack".to_owned(),
-        Some(wasmtime::Trap::MemoryOutOfBounds) => "failed: module trapped (out-of-bounds memory access)".to_owned(),
+        Some(wasmtime::Trap::MemoryOutOfBounds) => {
+            "failed: module trapped (out-of-bounds memory access)".to_owned()
+        }
         Some(trap) => format!("failed: module trapped ({trap})"),
         None => format!("failed: {error:#}"),
     }
@@ -462,7 +546,11 @@ fn task_log(store: &mut Store<TaskData>) -> Vec<String> {
     let mut log = std::mem::take(&mut data.log);
     for (stream, pipe) in [("stdout", &data.stdout), ("stderr", &data.stderr)] {
         let bytes = pipe.contents();
-        log.extend(String::from_utf8_lossy(&bytes).lines().map(|line| format!("[{stream}] {line}")));
+        log.extend(
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(|line| format!("[{stream}] {line}")),
+        );
     }
     if data.log_dropped > 0 {
         log.push(format!("({} more log lines dropped)", data.log_dropped));

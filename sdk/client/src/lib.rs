@@ -38,7 +38,9 @@ pub enum ClientError {
         detail: String,
     },
     /// Nothing answered.
-    #[error("cannot reach the coordinator at {url}: {detail} (is `quarry dev` or `quarry coordinator` running there?)")]
+    #[error(
+        "cannot reach the coordinator at {url}: {detail} (is `quarry dev` or `quarry coordinator` running there?)"
+    )]
     Connect {
         /// The URL.
         url: String,
@@ -89,7 +91,9 @@ impl HuntRequest {
         };
         Self {
             inner: v1::SubmitHuntRequest {
-                module: Some(v1::ModuleRef { r#ref: Some(reference) }),
+                module: Some(v1::ModuleRef {
+                    r#ref: Some(reference),
+                }),
                 scope: Some(v1::HuntScope::default()),
                 ..Default::default()
             },
@@ -130,7 +134,11 @@ impl HuntRequest {
 
     /// Per-task limits (0 = default).
     pub fn limits(mut self, cpu_ms: u64, memory_bytes: u64, max_findings_per_task: u32) -> Self {
-        self.inner.limits = Some(v1::HuntLimits { cpu_ms, memory_bytes, max_findings_per_task });
+        self.inner.limits = Some(v1::HuntLimits {
+            cpu_ms,
+            memory_bytes,
+            max_findings_per_task,
+        });
         self
     }
 
@@ -164,12 +172,15 @@ impl Client {
     /// Connects to `url` (for example `http://127.0.0.1:7700`).
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
         let endpoint = Channel::from_shared(url.to_owned())
-            .map_err(|e| ClientError::BadUrl { url: url.to_owned(), detail: e.to_string() })?
+            .map_err(|e| ClientError::BadUrl {
+                url: url.to_owned(),
+                detail: e.to_string(),
+            })?
             .connect_timeout(Duration::from_secs(5));
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| ClientError::Connect { url: url.to_owned(), detail: source_text(&e) })?;
+        let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
+            url: url.to_owned(),
+            detail: source_text(&e),
+        })?;
         let max = quarry_proto::MAX_MESSAGE_BYTES;
         Ok(Self {
             hunts: HuntServiceClient::new(channel.clone()).max_decoding_message_size(max),
@@ -196,38 +207,78 @@ impl Client {
         };
         let mut chunks: Vec<v1::UploadModuleRequest> = bytes
             .chunks(quarry_proto::MODULE_CHUNK_BYTES)
-            .map(|c| v1::UploadModuleRequest { header: None, data: c.to_vec() })
+            .map(|c| v1::UploadModuleRequest {
+                header: None,
+                data: c.to_vec(),
+            })
             .collect();
         if chunks.is_empty() {
             chunks.push(v1::UploadModuleRequest::default());
         }
         chunks[0].header = Some(header);
-        Ok(self.modules.upload_module(tokio_stream::iter(chunks)).await?.into_inner())
+        Ok(self
+            .modules
+            .upload_module(tokio_stream::iter(chunks))
+            .await?
+            .into_inner())
     }
 
     /// Lists uploaded modules.
     pub async fn list_modules(&mut self) -> Result<Vec<v1::ModuleInfo>, ClientError> {
-        Ok(self.modules.list_modules(v1::ListModulesRequest {}).await?.into_inner().modules)
+        Ok(self
+            .modules
+            .list_modules(v1::ListModulesRequest {})
+            .await?
+            .into_inner()
+            .modules)
     }
 
     /// Submits a hunt.
-    pub async fn submit_hunt(&mut self, request: HuntRequest) -> Result<v1::SubmitHuntResponse, ClientError> {
-        Ok(self.hunts.submit_hunt(request.into_proto()).await?.into_inner())
+    pub async fn submit_hunt(
+        &mut self,
+        request: HuntRequest,
+    ) -> Result<v1::SubmitHuntResponse, ClientError> {
+        Ok(self
+            .hunts
+            .submit_hunt(request.into_proto())
+            .await?
+            .into_inner())
     }
 
     /// A hunt with its tasks.
     pub async fn hunt(&mut self, hunt_id: &str) -> Result<v1::Hunt, ClientError> {
-        Ok(self.hunts.get_hunt(v1::GetHuntRequest { hunt_id: hunt_id.to_owned() }).await?.into_inner())
+        Ok(self
+            .hunts
+            .get_hunt(v1::GetHuntRequest {
+                hunt_id: hunt_id.to_owned(),
+            })
+            .await?
+            .into_inner())
     }
 
     /// Recent hunts, newest first.
     pub async fn list_hunts(&mut self, limit: u32) -> Result<Vec<v1::Hunt>, ClientError> {
-        Ok(self.hunts.list_hunts(v1::ListHuntsRequest { states: vec![], limit }).await?.into_inner().hunts)
+        Ok(self
+            .hunts
+            .list_hunts(v1::ListHuntsRequest {
+                states: vec![],
+                limit,
+            })
+            .await?
+            .into_inner()
+            .hunts)
     }
 
     /// Cancels a hunt.
-    pub async fn cancel_hunt(&mut self, hunt_id: &str, reason: &str) -> Result<v1::Hunt, ClientError> {
-        let request = v1::CancelHuntRequest { hunt_id: hunt_id.to_owned(), reason: reason.to_owned() };
+    pub async fn cancel_hunt(
+        &mut self,
+        hunt_id: &str,
+        reason: &str,
+    ) -> Result<v1::Hunt, ClientError> {
+        let request = v1::CancelHuntRequest {
+            hunt_id: hunt_id.to_owned(),
+            reason: reason.to_owned(),
+        };
         Ok(self.hunts.cancel_hunt(request).await?.into_inner())
     }
 
@@ -237,8 +288,13 @@ impl Client {
         hunt_id: &str,
         mut on_progress: impl FnMut(&v1::HuntProgress),
     ) -> Result<v1::Hunt, ClientError> {
-        let mut stream =
-            self.hunts.watch_hunt(v1::WatchHuntRequest { hunt_id: hunt_id.to_owned() }).await?.into_inner();
+        let mut stream = self
+            .hunts
+            .watch_hunt(v1::WatchHuntRequest {
+                hunt_id: hunt_id.to_owned(),
+            })
+            .await?
+            .into_inner();
         while let Some(progress) = stream.next().await {
             on_progress(&progress?);
         }
@@ -247,7 +303,10 @@ impl Client {
 
     /// All findings committed for a hunt so far.
     pub async fn findings(&mut self, hunt_id: &str) -> Result<Vec<v1::Finding>, ClientError> {
-        let request = v1::StreamFindingsRequest { hunt_id: hunt_id.to_owned(), follow: false };
+        let request = v1::StreamFindingsRequest {
+            hunt_id: hunt_id.to_owned(),
+            follow: false,
+        };
         let mut stream = self.hunts.stream_findings(request).await?.into_inner();
         let mut out = Vec::new();
         while let Some(finding) = stream.next().await {
@@ -258,18 +317,34 @@ impl Client {
 
     /// Workers known to the cluster.
     pub async fn workers(&mut self) -> Result<Vec<v1::WorkerInfo>, ClientError> {
-        Ok(self.cluster.list_workers(v1::ListWorkersRequest {}).await?.into_inner().workers)
+        Ok(self
+            .cluster
+            .list_workers(v1::ListWorkersRequest {})
+            .await?
+            .into_inner()
+            .workers)
     }
 
     /// Shards, optionally filtered by labels.
-    pub async fn shards(&mut self, labels: HashMap<String, String>) -> Result<Vec<v1::ShardInfo>, ClientError> {
-        let request = v1::ListShardsRequest { selector: Some(v1::LabelSelector { match_labels: labels }) };
+    pub async fn shards(
+        &mut self,
+        labels: HashMap<String, String>,
+    ) -> Result<Vec<v1::ShardInfo>, ClientError> {
+        let request = v1::ListShardsRequest {
+            selector: Some(v1::LabelSelector {
+                match_labels: labels,
+            }),
+        };
         Ok(self.cluster.list_shards(request).await?.into_inner().shards)
     }
 
     /// Cluster status from the node answering.
     pub async fn status(&mut self) -> Result<v1::StatusResponse, ClientError> {
-        Ok(self.cluster.status(v1::StatusRequest {}).await?.into_inner())
+        Ok(self
+            .cluster
+            .status(v1::StatusRequest {})
+            .await?
+            .into_inner())
     }
 }
 

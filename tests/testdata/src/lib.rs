@@ -30,7 +30,10 @@ pub fn shared_data() -> Option<PathBuf> {
         "shared test data not found at {} (set {ENV}); CI must have it",
         path.display()
     );
-    eprintln!("SKIPPED: shared test data not found at {} (set {ENV} to run this test)", path.display());
+    eprintln!(
+        "SKIPPED: shared test data not found at {} (set {ENV} to run this test)",
+        path.display()
+    );
     None
 }
 
@@ -41,6 +44,10 @@ pub fn shared_data() -> Option<PathBuf> {
 /// under `CI=true` when the folder is missing.
 pub fn shared_file(relative: &str) -> Option<PathBuf> {
     let path = shared_data()?.join(relative);
-    assert!(path.is_file(), "{} is missing from the shared data set", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing from the shared data set",
+        path.display()
+    );
     Some(path)
 }
