@@ -102,16 +102,28 @@ enum Command {
         output: Format,
     },
     /// Submit, follow and inspect hunts.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait"
+    )]
     Hunt(HuntCommand),
     /// Upload and list hunt modules.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  quarry module upload my_hunt.wasm --name my-hunt --version 0.1.0"
+    )]
     Module(ModuleCommand),
     /// Shards: ingest log files into a worker's store, list the cluster's shards.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  quarry shard list --selector env=demo"
+    )]
     Shard(ShardCommand),
     /// Cluster status and workers.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  quarry cluster status --output json"
+    )]
     Cluster(ClusterCommand),
 }
 

@@ -1156,16 +1156,13 @@ mod tests {
     }
 
     /// Every record of the shared test corpus, where present, has a timestamp
-    /// after normalisation. Set `QUARRY_SHARED_DATA` to point elsewhere.
+    /// after normalisation.
     #[test]
     fn every_shared_corpus_record_has_a_timestamp() {
-        let root =
-            std::env::var("QUARRY_SHARED_DATA").unwrap_or_else(|_| "/work/shared/data".to_owned());
-        let logs = std::path::Path::new(&root).join("logs");
-        if !logs.is_dir() {
-            eprintln!("skipping: {} not found", logs.display());
+        let Some(root) = quarry_testdata::shared_data() else {
             return;
-        }
+        };
+        let logs = root.join("logs");
         let mut stack = vec![logs];
         let (mut checked, mut evtx) = (0usize, 0usize);
         while let Some(dir) = stack.pop() {

@@ -1,6 +1,5 @@
 //! Runs the module over recorded Windows Security logs from the shared data
-//! set (`$QUARRY_SHARED_DATA`, default `../../../shared/data` from this
-//! crate). The logs are evtx records as nested JSON (`Event.System`,
+//! set, found through `quarry-testdata`. The logs are evtx records as nested JSON (`Event.System`,
 //! `Event.EventData`); they are flattened here the way the worker's ingest
 //! does, then projected onto the module's declared fields.
 //!
@@ -8,7 +7,6 @@
 //! where missing data is a failure.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use logon_bruteforce::LogonBruteforce;
 use logon_bruteforce::detector::{RULE_FAILURES_WITHOUT_SUCCESS, RULE_SUCCESS_AFTER_FAILURES};
@@ -18,28 +16,13 @@ use serde_json::Value;
 
 const BRUTEFORCE_LOG: &str = "logs/windows/evtx/T1110_accountrestore_local_bruteforce_4625.jsonl";
 
-fn shared_data() -> PathBuf {
-    std::env::var_os("QUARRY_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
-}
-
-/// The log's lines, or `None` (after saying why) when the data set is absent.
+/// The log's lines, or `None` when the shared data set is absent (the
+/// helper says why, and fails instead under `CI=true`).
 fn read_log(relative: &str) -> Option<String> {
-    let path = shared_data().join(relative);
+    let path = quarry_testdata::shared_file(relative)?;
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(text),
-        Err(error) if std::env::var("CI").as_deref() != Ok("true") => {
-            println!(
-                "skipping: cannot read {} ({error}); set QUARRY_SHARED_DATA to the shared data directory",
-                path.display()
-            );
-            None
-        }
-        Err(error) => panic!(
-            "cannot read {} ({error}); CI=true requires the shared data set (set QUARRY_SHARED_DATA)",
-            path.display()
-        ),
+        Err(error) => panic!("cannot read {}: {error}", path.display()),
     }
 }
 

@@ -47,9 +47,16 @@ pub enum ClientError {
         /// Why.
         detail: String,
     },
-    /// The coordinator answered with an error.
+    /// The coordinator answered with an error. The status is not the
+    /// error's `source`: its message is already the whole story.
     #[error("{}: {}", code_text(.0.code()), .0.message())]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        Self::Status(status)
+    }
 }
 
 fn code_text(code: tonic::Code) -> &'static str {
