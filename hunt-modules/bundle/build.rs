@@ -32,6 +32,37 @@ const MODULES: &[Module] = &[Module {
     dir: "hunt-modules/logon-bruteforce",
 }];
 
+/// Misbehaving (and no-op) modules for the worker's sandbox tests and the
+/// benchmark, built by the same nested cargo invocation but exposed apart
+/// from the shipped ones (`test_modules` in `src/lib.rs`), so they are never
+/// registered as shipped modules.
+const TEST_MODULES: &[Module] = &[
+    Module {
+        package: "test-noop",
+        dir: "hunt-modules/test-modules/noop",
+    },
+    Module {
+        package: "test-runaway-loop",
+        dir: "hunt-modules/test-modules/runaway-loop",
+    },
+    Module {
+        package: "test-memory-hog",
+        dir: "hunt-modules/test-modules/memory-hog",
+    },
+    Module {
+        package: "test-trap-panic",
+        dir: "hunt-modules/test-modules/trap-panic",
+    },
+    Module {
+        package: "test-output-flood",
+        dir: "hunt-modules/test-modules/output-flood",
+    },
+    Module {
+        package: "test-stdout-flood",
+        dir: "hunt-modules/test-modules/stdout-flood",
+    },
+];
+
 /// Inputs of the modules besides their own crates. Directories are scanned
 /// recursively by cargo.
 const SHARED_INPUTS: &[&str] = &[
@@ -104,7 +135,7 @@ fn build() -> Result<(), String> {
     for input in SHARED_INPUTS {
         rerun_if_changed(&workspace.join(input));
     }
-    for module in MODULES {
+    for module in MODULES.iter().chain(TEST_MODULES) {
         // `src` and the manifest, not the whole crate: its tests do not
         // change the component.
         rerun_if_changed(&workspace.join(module.dir).join("src"));
@@ -126,7 +157,7 @@ fn build() -> Result<(), String> {
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(&workspace);
-    for module in MODULES {
+    for module in MODULES.iter().chain(TEST_MODULES) {
         command.args(["-p", module.package]);
     }
     scrub_environment(&mut command);
@@ -137,6 +168,7 @@ fn build() -> Result<(), String> {
         target_dir.display(),
         MODULES
             .iter()
+            .chain(TEST_MODULES)
             .map(|m| format!("-p {}", m.package))
             .collect::<Vec<_>>()
             .join(" "),
@@ -159,22 +191,12 @@ fn build() -> Result<(), String> {
         );
     }
 
+    for module in TEST_MODULES {
+        // No version variable: test modules are not registered by version.
+        copy_component(&target_dir, &out_dir, module)?;
+    }
     for module in MODULES {
-        let file_name = artifact_name(module.package);
-        let artifact = target_dir
-            .join(WASM_TARGET)
-            .join("release")
-            .join(&file_name);
-        let wasm = fs::read(&artifact).map_err(|e| {
-            format!(
-                "the nested build succeeded but {} is missing ({e}); does `{}` still have `crate-type = [\"cdylib\", ...]`?",
-                artifact.display(),
-                module.package
-            )
-        })?;
-        check_component(&wasm, &artifact)?;
-        write_if_changed(&out_dir.join(&file_name), &wasm)?;
-
+        copy_component(&target_dir, &out_dir, module)?;
         let version = package_version(
             &workspace.join(module.dir).join("Cargo.toml"),
             &workspace_manifest,
@@ -185,6 +207,24 @@ fn build() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Checks a module's built component and copies it into `OUT_DIR`.
+fn copy_component(target_dir: &Path, out_dir: &Path, module: &Module) -> Result<(), String> {
+    let file_name = artifact_name(module.package);
+    let artifact = target_dir
+        .join(WASM_TARGET)
+        .join("release")
+        .join(&file_name);
+    let wasm = fs::read(&artifact).map_err(|e| {
+            format!(
+                "the nested build succeeded but {} is missing ({e}); does `{}` still have `crate-type = [\"cdylib\", ...]`?",
+                artifact.display(),
+                module.package
+            )
+        })?;
+    check_component(&wasm, &artifact)?;
+    write_if_changed(&out_dir.join(&file_name), &wasm)
 }
 
 fn required_var(name: &str) -> Result<String, String> {

@@ -85,7 +85,11 @@ impl Worker {
             detail: e.to_string(),
         })?;
         let slots = config.slots.max(1);
-        let runtime = Runtime::new(slots)?;
+        let runtime = Runtime::new(
+            slots,
+            runtime::RuntimeConfig::default(),
+            Some(&config.data_dir.join("module-cache")),
+        )?;
         let inner = Arc::new(Inner {
             config,
             store: store.clone(),
@@ -371,6 +375,8 @@ async fn run_task(
         cpu: Duration::from_millis(limits.cpu_ms.max(1)),
         memory_bytes: limits.memory_bytes.max(1024 * 1024),
         max_findings: limits.max_findings_per_task.max(1) as usize,
+        // The hunt does not ask for an output cap; the worker's maximum applies.
+        max_output_bytes: u64::MAX,
     };
     let mut params: Vec<(String, String)> = assignment
         .params

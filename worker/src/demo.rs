@@ -15,7 +15,6 @@
 //! events on every machine and run, whichever worker generates it.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 
 use serde_json::{Map, Value};
 
@@ -371,7 +370,7 @@ pub fn demo_shard_names(worker_index: usize) -> Vec<&'static str> {
 ///
 /// # Errors
 ///
-/// Any [`ShardError`] of [`ShardStore::ingest_jsonl`], for example when the
+/// Any [`ShardError`] of [`ShardStore::append`], for example when the
 /// disk fails or a damaged directory holds a demo shard's name.
 pub fn generate_demo_shards(
     store: &ShardStore,
@@ -383,23 +382,11 @@ pub fn generate_demo_shards(
             metas.push(meta);
             continue;
         }
-        let mut jsonl = Vec::with_capacity(host.target_events * 700);
-        for doc in host_events(host) {
-            // Serialising a Value built from strings and integers cannot fail.
-            if serde_json::to_writer(&mut jsonl, &doc).is_ok() {
-                jsonl.push(b'\n');
-            }
-        }
-        match store.ingest_jsonl(host.shard, host_labels(host), Cursor::new(jsonl)) {
-            Ok(report) => metas.push(report.meta),
-            // Another caller created it meanwhile: keep theirs. (If a damaged
-            // directory holds the name, `get` finds nothing and the error
-            // stands.)
-            Err(err @ ShardError::AlreadyExists { .. }) => {
-                metas.push(store.get(host.shard).ok_or(err)?);
-            }
-            Err(err) => return Err(err),
-        }
+        let records = host_events(host).into_iter().map(Ok);
+        // A damaged directory holding the name is an error
+        // (`ShardError::AlreadyExists`): nothing is written over it.
+        let report = store.append(host.shard, host_labels(host), records, &mut |_| {})?;
+        metas.push(report.meta);
     }
     Ok(metas)
 }
@@ -1443,7 +1430,19 @@ mod tests {
                 })
                 .expect("scan");
             assert_eq!(stats.events_read, metas[0].event_count);
-            assert_eq!(Some(stored), demo_events("win-ws02-security"));
+            // The store adds the canonical `host` (from `Computer`) and
+            // `source` (the `source` label); every generated field is kept.
+            let generated = demo_events("win-ws02-security").expect("demo shard");
+            assert_eq!(stored.len(), generated.len());
+            for (stored, generated) in stored.iter_mut().zip(&generated) {
+                assert_eq!(stored["host"], generated["Computer"]);
+                assert_eq!(stored["source"], "security");
+                if let Value::Object(map) = stored {
+                    map.remove("host");
+                    map.remove("source");
+                }
+                assert_eq!(stored, generated);
+            }
             metas
         };
         let store = ShardStore::open(dir.path()).expect("reopen");

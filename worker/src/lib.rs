@@ -9,6 +9,7 @@ pub mod agent;
 pub mod demo;
 pub mod error;
 pub mod event;
+pub mod ingest;
 pub mod prefilter;
 pub mod runtime;
 pub mod shard;

@@ -1,21 +1,32 @@
 //! The wasm sandbox: one shared wasmtime `Engine` with a pooling allocator
-//! and epoch interruption, modules compiled once per digest into an
-//! `InstancePre`, and a fresh `Store` per task with memory, CPU and output
-//! limits. Guests reach WASI only through a deny-all context (nothing
-//! preopened, no sockets, no environment; stdout/stderr captured into
-//! bounded buffers that become the task's log).
+//! and epoch interruption, modules compiled once per digest (the compiled
+//! artifact cached on disk) into an `InstancePre`, and a fresh `Store` per
+//! task with memory, CPU and output limits. Guests reach WASI only through a
+//! deny-all context (nothing preopened, no sockets, no environment;
+//! stdout/stderr captured into bounded buffers that become the task's log).
+//!
+//! Every way a task can fail has its own [`TaskFailure`] variant: deadline
+//! exceeded, memory limit, trap, output limit, invalid module, plus the
+//! module's own errors and cancellation.
 
 use crate::error::WorkerError;
 use crate::event::StoredEvent;
 use crate::prefilter::{Clause, MatchOp, Prefilter};
 use crate::shard::ShardStore;
 use quarry_proto::ModuleDigest;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, WasmBacktrace,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -33,10 +44,17 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const BATCH_SIZE: usize = 1024;
 /// Largest linear memory any task may ask for.
 pub const MAX_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
-/// Bytes of stdout+stderr kept per task.
-const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
+/// Bytes of stdout (and, separately, of stderr) kept per task. A module that
+/// writes more fails with [`TaskFailure::OutputLimit`] naming the stream: the
+/// log stays bounded and a module stuck printing does not burn its whole CPU
+/// budget.
+pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
 /// Lines of `host.log` kept per task.
 const MAX_LOG_LINES: usize = 500;
+/// Frames of a wasm backtrace kept in a trap reason.
+const MAX_BACKTRACE_FRAMES: usize = 24;
+/// Characters of a module's trap message kept in a trap reason.
+const MAX_TRAP_MESSAGE: usize = 2048;
 
 /// What a task may use.
 #[derive(Clone, Copy, Debug)]
@@ -47,8 +65,198 @@ pub struct TaskLimits {
     pub memory_bytes: u64,
     /// Findings kept; more are counted and dropped.
     pub max_findings: usize,
+    /// Bytes of findings and aggregates (their strings) a task may return;
+    /// more fails the task with [`TaskFailure::OutputLimit`].
+    pub max_output_bytes: u64,
 }
 
+/// The worker's own maximums: whatever a hunt asks for is clamped to these.
+#[derive(Clone, Copy, Debug)]
+pub struct RuntimeConfig {
+    /// Longest CPU deadline.
+    pub max_cpu: Duration,
+    /// Largest linear memory (never above [`MAX_MEMORY_BYTES`], which the
+    /// pooling allocator reserves per memory).
+    pub max_memory_bytes: u64,
+    /// Most findings kept per task.
+    pub max_findings: usize,
+    /// Most output bytes per task.
+    pub max_output_bytes: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_cpu: Duration::from_secs(600),
+            max_memory_bytes: 512 * 1024 * 1024,
+            max_findings: 100_000,
+            max_output_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// `asked`, with every limit clamped to this worker's maximum.
+    pub fn clamp(&self, asked: TaskLimits) -> TaskLimits {
+        TaskLimits {
+            cpu: asked.cpu.min(self.max_cpu),
+            memory_bytes: asked
+                .memory_bytes
+                .min(self.max_memory_bytes)
+                .min(MAX_MEMORY_BYTES),
+            max_findings: asked.max_findings.min(self.max_findings),
+            max_output_bytes: asked.max_output_bytes.min(self.max_output_bytes),
+        }
+    }
+}
+
+/// The digest a module's bytes are known by: the lowercase hex sha256.
+pub fn module_digest(bytes: &[u8]) -> ModuleDigest {
+    ModuleDigest::new(hex::encode(Sha256::digest(bytes)))
+}
+
+/// The guest export a failure happened in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// Instantiation (the component's start-up code).
+    Instantiate,
+    /// `describe()`.
+    Describe,
+    /// `init(params)`.
+    Init,
+    /// `scan(batch)`.
+    Scan,
+    /// `finish()`.
+    Finish,
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Call::Instantiate => "instantiation",
+            Call::Describe => "describe()",
+            Call::Init => "init()",
+            Call::Scan => "scan()",
+            Call::Finish => "finish()",
+        })
+    }
+}
+
+/// Which output a module overran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    /// The bytes of its findings and aggregates.
+    Findings,
+    /// What it wrote to stdout.
+    Stdout,
+    /// What it wrote to stderr.
+    Stderr,
+}
+
+impl fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OutputKind::Findings => "findings and aggregates",
+            OutputKind::Stdout => "stdout",
+            OutputKind::Stderr => "stderr",
+        })
+    }
+}
+
+/// Why a task did not produce a result. Each cause has its own variant; the
+/// text names it (it becomes the task's error for the hunter).
+#[derive(Debug, thiserror::Error)]
+pub enum TaskFailure {
+    /// The guest ran past its CPU deadline and was interrupted.
+    #[error("deadline exceeded: module ran past its CPU deadline of {} ms in {call}", limit.as_millis())]
+    DeadlineExceeded {
+        /// Where.
+        call: Call,
+        /// The deadline.
+        limit: Duration,
+    },
+    /// The guest tried to grow its linear memory past the cap.
+    #[error("memory limit: module tried to grow its memory past {limit_bytes} bytes in {call}")]
+    MemoryLimit {
+        /// Where.
+        call: Call,
+        /// The cap.
+        limit_bytes: u64,
+    },
+    /// The guest trapped (a Rust panic, an abort, an out-of-bounds access…).
+    #[error("trap in {call}: {message}{}", backtrace.as_deref().map(|b| format!("\nwasm backtrace:\n{b}")).unwrap_or_default())]
+    Trap {
+        /// Where.
+        call: Call,
+        /// The module's own message (a panic's text from stderr) or the trap kind.
+        message: String,
+        /// The wasm backtrace, bounded, when wasmtime captured one.
+        backtrace: Option<String>,
+    },
+    /// The guest produced more output than the task allows.
+    #[error("output limit: module exceeded {limit_bytes} bytes of {kind} in {call}")]
+    OutputLimit {
+        /// Where.
+        call: Call,
+        /// Which output.
+        kind: OutputKind,
+        /// The cap.
+        limit_bytes: u64,
+    },
+    /// The module cannot be used at all (does not compile, link or describe
+    /// itself, or cannot be instantiated).
+    #[error("invalid module {digest}: {detail}")]
+    InvalidModule {
+        /// The module.
+        digest: ModuleDigest,
+        /// What is wrong.
+        detail: String,
+    },
+    /// `init` returned an error for the hunt's parameters.
+    #[error("module rejected its parameters: {0}")]
+    Rejected(String),
+    /// `scan` returned an error.
+    #[error("module failed while scanning: {0}")]
+    ModuleError(String),
+    /// The task was cancelled.
+    #[error("task cancelled")]
+    Cancelled,
+    /// The host failed (the shard could not be read, the sandbox is broken).
+    #[error(transparent)]
+    Host(WorkerError),
+}
+
+impl From<WorkerError> for TaskFailure {
+    fn from(error: WorkerError) -> Self {
+        match error {
+            WorkerError::Cancelled => TaskFailure::Cancelled,
+            WorkerError::InvalidModule { digest, detail } => {
+                TaskFailure::InvalidModule { digest, detail }
+            }
+            other => TaskFailure::Host(other),
+        }
+    }
+}
+
+impl From<crate::shard::ShardError> for TaskFailure {
+    fn from(error: crate::shard::ShardError) -> Self {
+        TaskFailure::Host(WorkerError::Shard(error))
+    }
+}
+
+impl From<TaskFailure> for WorkerError {
+    fn from(failure: TaskFailure) -> Self {
+        match failure {
+            TaskFailure::Cancelled => WorkerError::Cancelled,
+            TaskFailure::Host(error) => error,
+            TaskFailure::InvalidModule { digest, detail } => WorkerError::InvalidModule {
+                digest,
+                detail: format!("invalid module: {detail}"),
+            },
+            other => WorkerError::Task(other.to_string()),
+        }
+    }
+}
 /// What a module said about itself.
 #[derive(Clone, Debug)]
 pub struct ModuleDescription {
@@ -109,6 +317,11 @@ pub struct TaskOutput {
     pub events_matched: u64,
     /// Whether findings beyond the limit were dropped.
     pub findings_truncated: bool,
+    /// How many findings beyond the limit were dropped.
+    pub findings_dropped: u64,
+    /// Bytes of findings and aggregates returned (what counts against
+    /// [`TaskLimits::max_output_bytes`]).
+    pub output_bytes: u64,
     /// Module log lines and captured stdout/stderr.
     pub log: Vec<String>,
 }
@@ -186,11 +399,52 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// Counts live instances so that instantiation waits instead of failing when
+/// the pooling allocator's instance pool is exhausted.
+///
+/// The pool holds `2 × slots` component instances. The agent runs at most
+/// `slots` tasks at once (its own semaphore) and each task holds one
+/// instance, and `load` holds one briefly to ask a new module to describe
+/// itself; so in the agent the pool cannot run out. This gate makes the
+/// `Runtime` safe on its own too (tests, benchmarks, a caller with more
+/// threads than slots): the `2 × slots + 1`-th instance waits for one to be
+/// dropped.
+struct InstanceGate {
+    free: Mutex<u32>,
+    freed: Condvar,
+}
+
+impl InstanceGate {
+    fn acquire(self: &Arc<Self>) -> InstancePermit {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        InstancePermit(self.clone())
+    }
+}
+
+/// One instance's place in the pool; returned when dropped (after the
+/// `Store` holding the instance, which is declared after it).
+struct InstancePermit(Arc<InstanceGate>);
+
+impl Drop for InstancePermit {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// The worker's wasm engine and module cache.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<TaskData>,
+    config: RuntimeConfig,
     cache: Mutex<HashMap<ModuleDigest, Arc<LoadedModule>>>,
+    disk_cache: Option<DiskCache>,
+    gate: Arc<InstanceGate>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -200,9 +454,83 @@ impl Drop for Runtime {
     }
 }
 
+/// Compiled components on disk, `<dir>/<digest>-<engine hash>.cwasm`.
+struct DiskCache {
+    dir: PathBuf,
+    /// The engine's precompile compatibility hash (wasmtime version,
+    /// compiler settings, target), so an artifact from another wasmtime or
+    /// configuration is never even looked at.
+    engine_hash: String,
+}
+
+impl DiskCache {
+    fn open(dir: &Path, engine: &Engine) -> Result<Self, WorkerError> {
+        let failed = |what: &str, e: std::io::Error| {
+            WorkerError::Runtime(format!(
+                "cannot {what} the module cache {}: {e}",
+                dir.display()
+            ))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| failed("create", e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| failed("restrict the permissions of", e))?;
+        }
+        // Temp files a crashed run left half-written; never read, only
+        // renamed into place when complete.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Ok(Self {
+            dir: dir.to_owned(),
+            engine_hash: format!("{:016x}", hasher.finish()),
+        })
+    }
+
+    fn path(&self, digest: &ModuleDigest) -> PathBuf {
+        self.dir
+            .join(format!("{digest}-{}.cwasm", self.engine_hash))
+    }
+
+    /// Writes `bytes` to `path` through a temporary file and a rename, so a
+    /// reader never sees a partial artifact.
+    fn store(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let temp = self.dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| {
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written
+    }
+}
+
 impl Runtime {
-    /// Builds the engine for up to `slots` concurrent tasks.
-    pub fn new(slots: u32) -> Result<Self, WorkerError> {
+    /// Builds the engine for up to `slots` concurrent tasks, with the
+    /// worker's maximums, caching compiled modules in `cache_dir` (created
+    /// with mode 0700) when given.
+    pub fn new(
+        slots: u32,
+        config: RuntimeConfig,
+        cache_dir: Option<&Path>,
+    ) -> Result<Self, WorkerError> {
         let mut pool = PoolingAllocationConfig::default();
         let instances = slots.max(1) * 2;
         pool.total_component_instances(instances)
@@ -210,19 +538,25 @@ impl Runtime {
             .total_memories(instances * 4)
             .total_tables(instances * 16)
             .max_memory_size(usize::try_from(MAX_MEMORY_BYTES).unwrap_or(usize::MAX));
-        let mut config = Config::new();
-        config
+        let mut wasm_config = Config::new();
+        wasm_config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            // Capturing is bounded too: a deep recursion does not make a
+            // trap expensive.
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(MAX_BACKTRACE_FRAMES))
             .max_wasm_stack(1024 * 1024)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config)
+        let engine = Engine::new(&wasm_config)
             .map_err(|e| WorkerError::Runtime(format!("cannot create the wasm engine: {e}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| WorkerError::Runtime(format!("cannot link WASI: {e}")))?;
         Hunt::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| WorkerError::Runtime(format!("cannot link the host interface: {e}")))?;
+        let disk_cache = cache_dir
+            .map(|dir| DiskCache::open(dir, &engine))
+            .transpose()?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -240,9 +574,20 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
+            config,
             cache: Mutex::new(HashMap::new()),
+            disk_cache,
+            gate: Arc::new(InstanceGate {
+                free: Mutex::new(instances),
+                freed: Condvar::new(),
+            }),
             stop_ticker,
         })
+    }
+
+    /// The worker's maximums.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
     }
 
     /// A module from the cache, if compiled already.
@@ -250,7 +595,57 @@ impl Runtime {
         self.cache.lock().ok()?.get(digest).cloned()
     }
 
-    /// Compiles `bytes` (once per digest), links it and asks it to describe itself.
+    /// The compiled component for `bytes`: from the disk cache when this
+    /// process (or an earlier run of it) compiled it already, else compiled
+    /// now and written to the cache.
+    fn component(&self, digest: &ModuleDigest, bytes: &[u8]) -> Result<Component, String> {
+        // Only a digest that really is the sha256 of these bytes may name a
+        // cache file; otherwise a wrong digest could pair one module's name
+        // with another module's code.
+        let cache = self
+            .disk_cache
+            .as_ref()
+            .filter(|_| digest.is_well_formed() && module_digest(bytes) == *digest);
+        let Some(cache) = cache else {
+            return Component::new(&self.engine, bytes)
+                .map_err(|e| format!("does not compile: {e}"));
+        };
+        let path = cache.path(digest);
+        if path.is_file() {
+            // SAFETY: `deserialize_file` trusts the file to be an artifact
+            // that wasmtime itself produced for a compatible engine. That
+            // holds here: the cache directory is created by this worker with
+            // mode 0700 and guests have no filesystem access at all (no
+            // preopened directories), files only appear in it through
+            // `DiskCache::store` (temp file + rename, so never partial) with
+            // the output of `Component::serialize`, and the file name carries
+            // both the sha256 of the module bytes and the engine's
+            // precompile compatibility hash, so an artifact from another
+            // wasmtime version or configuration is never opened. wasmtime
+            // still checks the artifact's header and engine settings.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached module");
+                }
+            }
+        }
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e}"))?;
+        match component.serialize() {
+            Ok(artifact) => {
+                if let Err(e) = cache.store(&path, &artifact) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled module");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serialize the compiled module"),
+        }
+        Ok(component)
+    }
+
+    /// Compiles `bytes` (once per digest), links it and asks it to describe
+    /// itself. A module that cannot be used fails with
+    /// [`WorkerError::InvalidModule`].
     pub fn load(
         &self,
         digest: &ModuleDigest,
@@ -261,35 +656,34 @@ impl Runtime {
         }
         let invalid = |detail: String| WorkerError::InvalidModule {
             digest: digest.clone(),
-            detail,
+            detail: format!("invalid module: {detail}"),
         };
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| invalid(format!("does not compile: {e}")))?;
+        let component = self.component(digest, bytes).map_err(invalid)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("imports something the sandbox does not offer: {e}")))?;
         let pre = HuntPre::new(instance_pre)
             .map_err(|e| invalid(format!("does not implement the hunt world: {e}")))?;
-        let limits = TaskLimits {
+        let limits = self.config.clamp(TaskLimits {
             cpu: Duration::from_secs(5),
             memory_bytes: 64 * 1024 * 1024,
             max_findings: 0,
-        };
+            max_output_bytes: 0,
+        });
+        let _permit = self.gate.acquire();
         let mut store = self.store(&limits);
-        let hunt = pre
-            .instantiate(&mut store)
-            .map_err(|e| invalid(format!("cannot be instantiated: {e}")))?;
+        let hunt = pre.instantiate(&mut store).map_err(|e| {
+            invalid(format!(
+                "cannot be instantiated: {}",
+                explain(Call::Instantiate, e, &store, &limits)
+            ))
+        })?;
         store.set_epoch_deadline(ticks(limits.cpu));
         let descriptor = hunt
             .quarry_hunt_module()
             .call_describe(&mut store)
-            .map_err(|e| {
-                invalid(format!(
-                    "describe() failed: {}",
-                    explain_trap(&e, &store, &limits)
-                ))
-            })?;
+            .map_err(|e| invalid(explain(Call::Describe, e, &store, &limits).to_string()))?;
         let description = describe(descriptor);
         let module = Arc::new(LoadedModule {
             digest: digest.clone(),
@@ -332,8 +726,8 @@ impl Runtime {
         store
     }
 
-    /// Runs `module` over one shard: a fresh instance, `init(params)`, the
-    /// prefiltered events in batches, then `finish`.
+    /// As [`Runtime::run`], with the failure as a [`WorkerError`] (for the
+    /// agent, which reports its text).
     pub fn run_task(
         &self,
         module: &LoadedModule,
@@ -341,60 +735,61 @@ impl Runtime {
         shards: &ShardStore,
         cancel: &AtomicBool,
     ) -> Result<TaskOutput, WorkerError> {
+        self.run(module, task, shards, cancel).map_err(Into::into)
+    }
+
+    /// Runs `module` over one shard: a fresh instance, `init(params)`, the
+    /// prefiltered events in batches, then `finish`. The task's limits are
+    /// first clamped to the worker's maximums.
+    pub fn run(
+        &self,
+        module: &LoadedModule,
+        task: &TaskInput<'_>,
+        shards: &ShardStore,
+        cancel: &AtomicBool,
+    ) -> Result<TaskOutput, TaskFailure> {
         let TaskInput {
             params,
             limits,
             shard,
             time_range,
         } = *task;
+        let limits = self.config.clamp(limits);
+        // Declared before the store, so dropped after it.
+        let _permit = self.gate.acquire();
         let mut store = self.store(&limits);
-        let hunt = module.pre.instantiate(&mut store).map_err(|e| {
-            WorkerError::Task(format!(
-                "module could not be instantiated: {}",
-                explain_trap(&e, &store, &limits)
-            ))
-        })?;
+        let hunt = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| explain(Call::Instantiate, e, &store, &limits))?;
         let exports = hunt.quarry_hunt_module();
         let mut budget = Guest::new(limits.cpu);
 
-        budget.arm(&mut store)?;
+        budget.arm(&mut store, Call::Init)?;
         let init = exports.call_init(&mut store, params);
         budget.spent();
         match init {
             Ok(Ok(())) => {}
-            Ok(Err(message)) => {
-                return Err(WorkerError::Task(format!(
-                    "module rejected its parameters: {message}"
-                )));
-            }
-            Err(e) => {
-                return Err(WorkerError::Task(format!(
-                    "init() {}",
-                    explain_trap(&e, &store, &limits)
-                )));
-            }
+            Ok(Err(message)) => return Err(TaskFailure::Rejected(message)),
+            Err(e) => return Err(explain(Call::Init, e, &store, &limits)),
         }
 
         let description = &module.description;
         let mut output = TaskOutput::default();
         let mut batch: Vec<wit::Event> = Vec::with_capacity(BATCH_SIZE);
-        let mut findings = Vec::new();
-        let mut truncated = false;
-        let keep =
-            |new: Vec<wit::Finding>, findings: &mut Vec<wit::Finding>, truncated: &mut bool| {
-                let room = limits.max_findings.saturating_sub(findings.len());
-                if new.len() > room {
-                    *truncated = true;
-                }
-                findings.extend(new.into_iter().take(room));
-            };
-        let stats = shards.scan(
+        let mut kept = Kept {
+            limits,
+            findings: Vec::new(),
+            dropped: 0,
+            bytes: 0,
+        };
+        shards.scan(
             shard,
             time_range,
             BATCH_SIZE,
-            |events: &[StoredEvent]| -> Result<(), WorkerError> {
+            |events: &[StoredEvent]| -> Result<(), TaskFailure> {
                 if cancel.load(Ordering::Relaxed) {
-                    return Err(WorkerError::Cancelled);
+                    return Err(TaskFailure::Cancelled);
                 }
                 output.events_scanned += events.len() as u64;
                 for event in events {
@@ -410,31 +805,96 @@ impl Runtime {
                 if batch.len() >= BATCH_SIZE {
                     output.events_matched += batch.len() as u64;
                     let found = scan(exports, &mut store, &batch, &mut budget, &limits)?;
-                    keep(found, &mut findings, &mut truncated);
+                    kept.add(found, Call::Scan)?;
                     batch.clear();
                 }
                 Ok(())
             },
         )?;
-        let _ = stats;
         if !batch.is_empty() {
             output.events_matched += batch.len() as u64;
             let found = scan(exports, &mut store, &batch, &mut budget, &limits)?;
-            keep(found, &mut findings, &mut truncated);
+            kept.add(found, Call::Scan)?;
         }
-        budget.arm(&mut store)?;
+        budget.arm(&mut store, Call::Finish)?;
         let finished = exports.call_finish(&mut store);
         budget.spent();
-        let finished = finished.map_err(|e| {
-            WorkerError::Task(format!("finish() {}", explain_trap(&e, &store, &limits)))
-        })?;
-        keep(finished.findings, &mut findings, &mut truncated);
-        output.findings = findings;
-        output.findings_truncated = truncated;
+        let finished = finished.map_err(|e| explain(Call::Finish, e, &store, &limits))?;
+        kept.add(finished.findings, Call::Finish)?;
+        for aggregate in &finished.aggregates {
+            let bytes = aggregate.name.len()
+                + aggregate
+                    .counts
+                    .iter()
+                    .map(|(key, _)| key.len() + 8)
+                    .sum::<usize>();
+            kept.charge(bytes, Call::Finish)?;
+        }
+        output.findings = kept.findings;
+        output.findings_truncated = kept.dropped > 0;
+        output.findings_dropped = kept.dropped;
+        output.output_bytes = kept.bytes;
         output.aggregates = finished.aggregates;
         output.log = task_log(&mut store);
+        if kept.dropped > 0 {
+            output.log.push(format!(
+                "({} findings beyond the limit of {} dropped)",
+                kept.dropped, limits.max_findings
+            ));
+        }
         Ok(output)
     }
+}
+
+/// The findings a task keeps, and the output bytes it has used.
+struct Kept {
+    limits: TaskLimits,
+    findings: Vec<wit::Finding>,
+    dropped: u64,
+    bytes: u64,
+}
+
+impl Kept {
+    /// Keeps findings up to the limit (counting the rest as dropped) and
+    /// charges the kept ones' bytes against the output cap.
+    fn add(&mut self, new: Vec<wit::Finding>, call: Call) -> Result<(), TaskFailure> {
+        let room = self.limits.max_findings.saturating_sub(self.findings.len());
+        if new.len() > room {
+            self.dropped += (new.len() - room) as u64;
+        }
+        for finding in new.into_iter().take(room) {
+            self.charge(finding_bytes(&finding), call)?;
+            self.findings.push(finding);
+        }
+        Ok(())
+    }
+
+    fn charge(&mut self, bytes: usize, call: Call) -> Result<(), TaskFailure> {
+        self.bytes = self.bytes.saturating_add(bytes as u64);
+        if self.bytes > self.limits.max_output_bytes {
+            return Err(TaskFailure::OutputLimit {
+                call,
+                kind: OutputKind::Findings,
+                limit_bytes: self.limits.max_output_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What a finding costs against the output cap: its strings, plus 8 bytes
+/// per offset.
+fn finding_bytes(finding: &wit::Finding) -> usize {
+    finding.rule.len()
+        + finding.title.len()
+        + finding.entity.len()
+        + finding
+            .evidence
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum::<usize>()
+        + finding.techniques.iter().map(String::len).sum::<usize>()
+        + finding.offsets.len() * 8
 }
 
 fn scan(
@@ -443,19 +903,14 @@ fn scan(
     batch: &[wit::Event],
     budget: &mut Guest,
     limits: &TaskLimits,
-) -> Result<Vec<wit::Finding>, WorkerError> {
-    budget.arm(store)?;
+) -> Result<Vec<wit::Finding>, TaskFailure> {
+    budget.arm(store, Call::Scan)?;
     let result = exports.call_scan(&mut *store, batch);
     budget.spent();
     match result {
         Ok(Ok(findings)) => Ok(findings),
-        Ok(Err(message)) => Err(WorkerError::Task(format!(
-            "module failed while scanning: {message}"
-        ))),
-        Err(e) => Err(WorkerError::Task(format!(
-            "scan() {}",
-            explain_trap(&e, store, limits)
-        ))),
+        Ok(Err(message)) => Err(TaskFailure::ModuleError(message)),
+        Err(e) => Err(explain(Call::Scan, e, store, limits)),
     }
 }
 
@@ -475,12 +930,12 @@ impl Guest {
         }
     }
 
-    fn arm(&mut self, store: &mut Store<TaskData>) -> Result<(), WorkerError> {
+    fn arm(&mut self, store: &mut Store<TaskData>, call: Call) -> Result<(), TaskFailure> {
         if self.remaining.is_zero() {
-            return Err(WorkerError::Task(format!(
-                "module exceeded its CPU deadline of {} ms",
-                self.total.as_millis()
-            )));
+            return Err(TaskFailure::DeadlineExceeded {
+                call,
+                limit: self.total,
+            });
         }
         store.set_epoch_deadline(ticks(self.remaining));
         self.started = Some(Instant::now());
@@ -498,46 +953,124 @@ fn ticks(budget: Duration) -> u64 {
     (budget.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
 
-/// Names the cause of a guest failure: deadline, memory cap, trap kind.
-fn explain_trap(error: &wasmtime::Error, store: &Store<TaskData>, limits: &TaskLimits) -> String {
-    if store.data().limits.hit {
-        return format!(
-            "failed: module exceeded its memory limit of {} bytes ({error})",
-            limits.memory_bytes
-        );
+/// Names the cause of a guest failure: memory cap, deadline, a full stdio
+/// capture, or a trap with the module's message and backtrace.
+fn explain(
+    call: Call,
+    error: wasmtime::Error,
+    store: &Store<TaskData>,
+    limits: &TaskLimits,
+) -> TaskFailure {
+    let data = store.data();
+    if data.limits.hit {
+        return TaskFailure::MemoryLimit {
+            call,
+            limit_bytes: limits.memory_bytes,
+        };
     }
-    match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => {
-            format!(
-                "failed: module exceeded its CPU deadline of {} ms",
-                limits.cpu.as_millis()
-            )
-        }
-        Some(wasmtime::Trap::UnreachableCodeReached) => {
-            let stderr = store.data().wasi_stderr_hint();
-            format!(
-                "failed: module trapped (unreachable instruction; a Rust panic or abort){stderr}"
-            )
-        }
-        Some(wasmtime::Trap::StackOverflow) => "failed: module overflowed its stack".to_owned(),
-        Some(wasmtime::Trap::MemoryOutOfBounds) => {
-            "failed: module trapped (out-of-bounds memory access)".to_owned()
-        }
-        Some(trap) => format!("failed: module trapped ({trap})"),
-        None => format!("failed: {error:#}"),
+    let trap = error.downcast_ref::<wasmtime::Trap>().copied();
+    if trap == Some(wasmtime::Trap::Interrupt) {
+        return TaskFailure::DeadlineExceeded {
+            call,
+            limit: limits.cpu,
+        };
+    }
+    // A full capture buffer: the pipe traps on a write past it, or the
+    // stream reports itself closed and the guest's std panics ("failed
+    // printing to stdout") and aborts. A module that merely had written a
+    // lot before failing for another reason keeps that reason.
+    let pipe_overrun = format!("{error:#}").contains("beyond capacity of MemoryOutputPipe");
+    let panic = data.panic_message();
+    let full = |pipe: &MemoryOutputPipe| pipe.contents().len() + 4096 > STDIO_CAPTURE_BYTES;
+    let std_gave_up = |stream: &str| {
+        panic
+            .as_deref()
+            .is_some_and(|p| p.contains(&format!("failed printing to {stream}")))
+    };
+    let overrun = if full(&data.stdout) && (pipe_overrun || std_gave_up("stdout")) {
+        Some(OutputKind::Stdout)
+    } else if full(&data.stderr) && (pipe_overrun || trap.is_some()) {
+        // With stderr full, the panic message itself was lost.
+        Some(OutputKind::Stderr)
+    } else {
+        None
+    };
+    if let Some(kind) = overrun {
+        return TaskFailure::OutputLimit {
+            call,
+            kind,
+            limit_bytes: STDIO_CAPTURE_BYTES as u64,
+        };
+    }
+    let backtrace = error.downcast_ref::<WasmBacktrace>().map(bounded_backtrace);
+    // The root cause, not the whole chain: the chain carries the backtrace
+    // as context, reported apart and bounded.
+    let cause = || {
+        let mut cause = error.root_cause().to_string();
+        cause.truncate(cause.floor_char_boundary(MAX_TRAP_MESSAGE));
+        cause
+    };
+    let message = match (panic, trap) {
+        (Some(panic), Some(trap)) => format!("{panic} ({trap})"),
+        (Some(panic), None) => format!("{panic} ({})", cause()),
+        (None, Some(trap)) => trap.to_string(),
+        (None, None) => cause(),
+    };
+    TaskFailure::Trap {
+        call,
+        message,
+        backtrace,
     }
 }
 
+/// The first frames of a backtrace, one per line.
+fn bounded_backtrace(backtrace: &WasmBacktrace) -> String {
+    let frames = backtrace.frames();
+    let mut lines: Vec<String> = frames
+        .iter()
+        .take(MAX_BACKTRACE_FRAMES)
+        .enumerate()
+        .map(|(i, frame)| {
+            let name = frame.func_name().unwrap_or("<unnamed>");
+            let mut name = name.to_owned();
+            name.truncate(name.floor_char_boundary(200));
+            format!("  {i}: {name}")
+        })
+        .collect();
+    if frames.len() > MAX_BACKTRACE_FRAMES {
+        lines.push(format!(
+            "  ... {} more frames",
+            frames.len() - MAX_BACKTRACE_FRAMES
+        ));
+    }
+    lines.join("\n")
+}
+
 impl TaskData {
-    /// The last line the guest wrote to stderr (a Rust panic message lands
-    /// there), for the failure reason.
-    fn wasi_stderr_hint(&self) -> String {
+    /// What the guest wrote to stderr about its failure: a Rust panic's
+    /// message (from "panicked at" on, without the `RUST_BACKTRACE` note), or
+    /// else the last line; bounded.
+    fn panic_message(&self) -> Option<String> {
         let stderr = self.stderr.contents();
         let text = String::from_utf8_lossy(&stderr);
-        match text.lines().rev().find(|l| !l.trim().is_empty()) {
-            Some(line) => format!(": {}", line.trim()),
-            None => String::new(),
-        }
+        let text = match text.rfind("panicked at") {
+            Some(at) => text[at..]
+                .lines()
+                .filter(|line| !line.starts_with("note: "))
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+            None => text
+                .lines()
+                .rev()
+                .find(|line| !line.trim().is_empty())?
+                .trim()
+                .to_owned(),
+        };
+        let mut text = text;
+        text.truncate(text.floor_char_boundary(MAX_TRAP_MESSAGE));
+        (!text.is_empty()).then_some(text)
     }
 }
 

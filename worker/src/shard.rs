@@ -1,57 +1,81 @@
 //! The worker's on-disk shard store.
 //!
-//! A shard is a named, labelled, immutable collection of events. This is the
-//! simple, durable layout (format [`FORMAT_JSONL_V1`]); a later version replaces
-//! the event file with compressed segments and a block index, behind the same
-//! API.
+//! A shard is a named, labelled collection of events stored as append-only,
+//! zstd-compressed segments split into blocks, each block with a header of
+//! statistics (event count, time range, per-field presence and low-cardinality
+//! values) so a scan skips blocks it need not decode (format
+//! [`FORMAT_SEGMENTS_V1`]; the block and segment layout is described in
+//! [`segment`]).
 //!
 //! ```text
 //! <root>/
 //!   <shard-name>/
-//!     meta.json         ShardMeta, written last and atomically
-//!     events.jsonl      normalised events, one per line, in ingest order
-//!     malformed.jsonl   records that failed to parse (MalformedRecord per line)
-//!   .ingest-<process>-<seq>-<shard-name>/   an ingest in progress
+//!     meta.json          ShardMeta, always replaced atomically
+//!     seg-00000001.qseg  a segment: checksummed, compressed blocks of events
+//!     seg-00000001.qidx  its index (every block's offset and header), written
+//!                        atomically when the segment is sealed
+//!     seg-00000002.qseg  the next append's segment, ...
+//!     malformed.jsonl    records that failed to parse (MalformedRecord per line)
+//!   .ingest-<process>-<seq>-<shard-name>/   a shard being created
 //! ```
 //!
-//! Crash safety: an ingest writes everything into a temporary directory, fsyncs
-//! the files and the directory, then renames the directory into place and
-//! fsyncs the root. A crash before the rename leaves only a temporary directory,
-//! which the next [`ShardStore::open`] by another process removes; a crash
-//! after it leaves a complete shard. There is never half a shard under a shard
-//! name.
+//! Ingest ([`ShardStore::append`]) creates the shard if needed (an empty
+//! shard with its `meta.json` is published with one directory rename) and
+//! appends new segments to it. An event is *acknowledged* once its block has
+//! been written and fsynced (and the segment file's directory entry too).
+//!
+//! Crash safety: on [`ShardStore::open`], every segment without a valid index
+//! (the one being written when a process died), and the last block of every
+//! other segment, are verified block by block against their checksums; a torn
+//! or corrupt tail is truncated, reported ([`ShardStore::recovered`], a
+//! `tracing::warn`, and [`ShardMeta::recovered_bytes`]) and the segment
+//! sealed. Blocks before it, every acknowledged block among them, are kept.
+//! `meta.json`'s counts are recomputed from the segment indexes, so a crash
+//! between a block and the final `meta.json` update loses nothing.
 //!
 //! Damaged shards on open: a shard directory whose `meta.json` is missing or
-//! unreadable, whose meta names another shard, or that has no `events.jsonl`
-//! is *skipped* with a `tracing::warn` and listed by [`ShardStore::skipped`],
-//! rather than failing [`ShardStore::open`]. One damaged shard must not keep a
-//! worker from serving all the others; the agent reports the skipped ones so an
-//! operator can re-ingest them. The directory is left untouched (nothing
-//! already stored is deleted) and its name stays taken until it is removed.
+//! unreadable, whose meta names another shard, or whose segments cannot be
+//! read is *skipped* with a `tracing::warn` and listed by
+//! [`ShardStore::skipped`], rather than failing [`ShardStore::open`]. One
+//! damaged shard must not keep a worker from serving all the others; the
+//! agent reports the skipped ones so an operator can re-ingest them. The
+//! directory is left untouched (nothing already stored is deleted) and its
+//! name stays taken until it is removed.
 //!
 //! A root directory belongs to one worker process at a time.
 
+#[path = "segment.rs"]
+pub mod segment;
+
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::event::{StoredEvent, event_timestamp_ms, normalize};
+use crate::event::{StoredEvent, event_timestamp_ms, format_rfc3339_ms, normalize};
+use crate::ingest::{Malformed, Position, RecordResult};
+use segment::{
+    BlockBuilder, BlockError, SegmentIndex, SegmentWriter, index_path, list_segments,
+    read_block_at, read_index, read_payload, recover_segment, segment_file_name,
+};
+pub use segment::{BlockStats, FieldKnowledge, FieldStats};
 
-/// File holding a shard's events.
+/// File holding a shard's events in the old format ([`FORMAT_JSONL_V1`]).
 pub const EVENTS_FILE: &str = "events.jsonl";
 /// File holding a shard's [`ShardMeta`].
 pub const META_FILE: &str = "meta.json";
 /// File holding a shard's [`MalformedRecord`]s.
 pub const MALFORMED_FILE: &str = "malformed.jsonl";
-/// The storage format written by this version: JSON lines.
+/// The old, single-file storage format (no longer written, not read).
 pub const FORMAT_JSONL_V1: &str = "jsonl-v1";
+/// The storage format written and read by this version: segments of blocks.
+pub const FORMAT_SEGMENTS_V1: &str = "segments-v1";
 /// Longest shard name.
 pub const MAX_SHARD_NAME_LEN: usize = 128;
 /// How much of a malformed line is kept aside (the rest is counted, not kept).
@@ -59,6 +83,20 @@ pub const MAX_MALFORMED_RAW_BYTES: usize = 4096;
 /// Longest input line accepted as one record. Longer lines are malformed:
 /// this bounds the memory one bad input can take.
 pub const MAX_RECORD_BYTES: usize = 16 << 20;
+/// Fields a canonical `host` is taken from, in order, when an event has no
+/// `host` of its own.
+pub const HOST_FIELDS: &[&str] = &[
+    "Computer",
+    "Hostname",
+    "hostname",
+    "host.name",
+    "host.hostname",
+    "HostName",
+    "ComputerName",
+    "DeviceName",
+    "agent.hostname",
+    "id.orig_h",
+];
 
 /// Prefix of in-progress ingest directories. Shard names cannot start with a
 /// dot, so these never collide with a shard.
@@ -108,10 +146,12 @@ pub enum ShardError {
         reason: String,
     },
 
-    /// Ingest into a name that is taken.
+    /// Ingest into a name whose directory exists but holds no usable shard
+    /// (a damaged shard skipped on open, or a stray directory).
     #[error(
-        "shard {name:?} already exists at {}; shards are immutable: ingest under a new \
-         name, or stop the worker and remove that directory to replace it",
+        "shard {name:?} already exists at {} but could not be loaded (see the shards skipped \
+         on open); stop the worker and remove or repair that directory, or ingest under a \
+         new name",
         path.display()
     )]
     AlreadyExists {
@@ -149,10 +189,13 @@ pub enum ShardError {
     },
 
     /// Reading the ingest input failed (not a malformed record: the input
-    /// itself could not be read).
+    /// itself could not be read). The store itself no longer returns it (a
+    /// failing input ends the ingest with a malformed record naming the
+    /// failure, and what was read before is kept); kept for callers that read
+    /// input themselves.
     #[error(
-        "reading the input for shard {shard:?} failed at line {line}: {source}; nothing was \
-         stored, fix the input and ingest it again"
+        "reading the input for shard {shard:?} failed at line {line}: {source}; fix the input \
+         and ingest the rest again"
     )]
     Input {
         /// The shard being ingested.
@@ -166,16 +209,18 @@ pub enum ShardError {
 
     /// A stored shard file does not hold what the store wrote.
     #[error(
-        "shard {shard:?} is damaged: {} line {line}: {reason}; it cannot be scanned, \
+        "shard {shard:?} is damaged: {}{}: {reason}; it cannot be scanned, \
          remove its directory and ingest it again from the source",
-        path.display()
+        path.display(),
+        at_line(*line)
     )]
     Corrupt {
         /// The shard.
         shard: String,
         /// The damaged file.
         path: PathBuf,
-        /// 1-based line number where the damage was found (0: the whole file).
+        /// 1-based line number where the damage was found (0: the whole file,
+        /// or a segment block, which the reason names).
         line: u64,
         /// What was found.
         reason: String,
@@ -194,6 +239,14 @@ pub enum ShardError {
     },
 }
 
+fn at_line(line: u64) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" line {line}")
+    }
+}
+
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ShardError {
     move |source| ShardError::Io {
         action,
@@ -209,7 +262,7 @@ pub struct ShardMeta {
     pub name: String,
     /// Labels for scope selectors and triage enrichment (`env=prod`, `host=DC01`).
     pub labels: BTreeMap<String, String>,
-    /// Storage format of the shard's files ([`FORMAT_JSONL_V1`]).
+    /// Storage format of the shard's files ([`FORMAT_SEGMENTS_V1`]).
     pub format: String,
     /// Events stored.
     pub event_count: u64,
@@ -223,8 +276,23 @@ pub struct ShardMeta {
     pub untimed_count: u64,
     /// Input records that failed to parse, kept in `malformed.jsonl`.
     pub malformed_count: u64,
-    /// When the shard was written (ms since the epoch, UTC).
+    /// When the shard was created (ms since the epoch, UTC).
     pub created_at_ms: i64,
+    /// How long events are kept (ms): [`ShardStore::apply_retention`] drops
+    /// whole segments whose newest event is older. `None`: forever.
+    #[serde(default)]
+    pub retention_ms: Option<i64>,
+    /// Segments stored.
+    #[serde(default)]
+    pub segment_count: u64,
+    /// Offset the next appended event gets (offsets stay unique after
+    /// retention drops segments).
+    #[serde(default)]
+    pub next_offset: u64,
+    /// Bytes cut from torn or corrupt segment tails by crash recovery, over
+    /// the shard's life.
+    #[serde(default)]
+    pub recovered_bytes: u64,
 }
 
 impl ShardMeta {
@@ -245,37 +313,92 @@ impl ShardMeta {
 /// One input record that could not be stored, as kept in `malformed.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MalformedRecord {
-    /// 1-based line number in the input.
+    /// 1-based line number in the input (0: not a line-oriented input).
     pub line: u64,
-    /// Byte offset of the line's start in the input.
+    /// Byte offset of the record's start in the input (0 when unknown).
     pub byte_offset: u64,
     /// Why it was rejected.
     pub error: String,
-    /// The raw line (lossily decoded as UTF-8), at most
+    /// The raw record (lossily decoded as UTF-8), at most
     /// [`MAX_MALFORMED_RAW_BYTES`] bytes of it.
     pub raw: String,
-    /// Length of the raw line in bytes (larger than `raw` when truncated).
+    /// Length of the raw record in bytes (larger than `raw` when truncated).
     pub raw_len: u64,
+    /// The input it came from (a file path or stream name), when known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// 1-based record number, for record-oriented inputs (EVTX).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<u64>,
 }
 
-/// The outcome of [`ShardStore::ingest_jsonl`].
+impl MalformedRecord {
+    fn from_malformed(m: Malformed) -> Self {
+        let mut raw = m.raw;
+        if raw.len() > MAX_MALFORMED_RAW_BYTES {
+            let mut cut = MAX_MALFORMED_RAW_BYTES;
+            while !raw.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            raw.truncate(cut);
+        }
+        Self {
+            line: m.position.line.unwrap_or(0),
+            byte_offset: m.position.byte_offset.unwrap_or(0),
+            error: m.error,
+            raw,
+            raw_len: m.raw_len,
+            source: m.position.source,
+            record: m.position.record,
+        }
+    }
+}
+
+/// The outcome of [`ShardStore::append`] and [`ShardStore::ingest_jsonl`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestReport {
-    /// The new shard's metadata.
+    /// The shard's metadata after the ingest.
     pub meta: ShardMeta,
-    /// Input lines read, blank ones included.
+    /// Input lines read, blank ones included ([`ShardStore::ingest_jsonl`]
+    /// only; 0 for other inputs).
     pub lines_read: u64,
     /// Blank lines skipped (they hold no record).
     pub blank_lines: u64,
-    /// Events stored.
+    /// Events stored (all acknowledged) by this ingest.
     pub events_stored: u64,
-    /// Records kept aside as malformed.
+    /// Records kept aside as malformed by this ingest.
     pub malformed: u64,
     /// Events stored without a recognisable timestamp (given timestamp 0).
     pub without_timestamp: u64,
+    /// Whether this ingest created the shard.
+    pub created: bool,
+    /// Blocks written.
+    pub blocks_written: u64,
+    /// Segments written.
+    pub segments_written: u64,
+    /// Bytes written to segments (compressed, headers included).
+    pub bytes_written: u64,
 }
 
-/// The outcome of [`ShardStore::scan`].
+/// Progress of an ingest, passed to [`ShardStore::append`]'s callback after
+/// every fsynced block (and once at the end).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestProgress {
+    /// Records taken from the input (events and malformed).
+    pub records: u64,
+    /// Events written and fsynced: they survive a crash from now on.
+    pub events_acknowledged: u64,
+    /// Events read but not yet in an fsynced block.
+    pub events_pending: u64,
+    /// Records kept aside as malformed.
+    pub malformed: u64,
+    /// Blocks written.
+    pub blocks_written: u64,
+    /// Bytes written to segments.
+    pub bytes_written: u64,
+}
+
+/// The outcome of [`ShardStore::scan`] and [`ShardStore::scan_with`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanStats {
     /// Events read and decoded from disk.
@@ -289,6 +412,30 @@ pub struct ScanStats {
     /// True when the shard's time bounds showed that no event could be in
     /// range, so nothing was read at all.
     pub pruned: bool,
+    /// Blocks decompressed and decoded.
+    pub blocks_read: u64,
+    /// Blocks skipped from their headers alone (time range or block filter).
+    pub blocks_skipped: u64,
+}
+
+/// What a scan reads: a time range and a block filter over block statistics.
+#[derive(Clone, Copy, Default)]
+pub struct ScanFilter<'a> {
+    /// `[start, end)` in ms since the epoch; `None`: all events.
+    pub time_range: Option<(i64, i64)>,
+    /// Called with each block's statistics; `false` skips the block
+    /// undecoded. It must only return `false` for blocks that cannot hold an
+    /// event the scan wants (a prefilter ruled out by the field values).
+    pub block_filter: Option<&'a dyn Fn(&BlockStats) -> bool>,
+}
+
+impl std::fmt::Debug for ScanFilter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanFilter")
+            .field("time_range", &self.time_range)
+            .field("block_filter", &self.block_filter.is_some())
+            .finish()
+    }
 }
 
 /// A shard directory that [`ShardStore::open`] could not load.
@@ -300,25 +447,108 @@ pub struct SkippedShard {
     pub reason: String,
 }
 
+/// A torn or corrupt segment tail that [`ShardStore::open`] cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredTail {
+    /// The shard.
+    pub shard: String,
+    /// The segment file.
+    pub segment: PathBuf,
+    /// Complete, checksummed blocks kept.
+    pub blocks_kept: u64,
+    /// Bytes cut from the end of the file.
+    pub truncated_bytes: u64,
+    /// What was wrong with the first block cut.
+    pub reason: String,
+}
+
+/// The outcome of [`ShardStore::apply_retention`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segments dropped, as `(shard, segment file)`.
+    pub dropped: Vec<(String, PathBuf)>,
+    /// Events in them.
+    pub events_dropped: u64,
+}
+
+/// One shard in memory: its metadata and its sealed segments.
+#[derive(Debug, Clone)]
+struct ShardState {
+    meta: ShardMeta,
+    segments: Vec<PathBuf>,
+}
+
+/// Counts recomputed from segment indexes.
+#[derive(Debug, Default)]
+struct Summary {
+    event_count: u64,
+    min_ts_ms: Option<i64>,
+    max_ts_ms: Option<i64>,
+    untimed_count: u64,
+    end_offset: u64,
+}
+
+impl Summary {
+    fn add(&mut self, index: &SegmentIndex) {
+        for block in &index.blocks {
+            let s = &block.header.stats;
+            self.event_count += u64::from(s.event_count);
+            self.untimed_count += u64::from(s.untimed);
+            self.min_ts_ms = min_opt(self.min_ts_ms, s.min_ts_ms);
+            self.max_ts_ms = max_opt(self.max_ts_ms, s.max_ts_ms);
+        }
+        if let Some(end) = index.end_offset() {
+            self.end_offset = self.end_offset.max(end);
+        }
+    }
+
+    fn apply(&self, meta: &mut ShardMeta, segments: usize) {
+        meta.event_count = self.event_count;
+        meta.min_ts_ms = self.min_ts_ms;
+        meta.max_ts_ms = self.max_ts_ms;
+        meta.untimed_count = self.untimed_count;
+        meta.segment_count = segments as u64;
+        meta.next_offset = meta.next_offset.max(self.end_offset);
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The shard store, rooted at one directory.
 ///
 /// Metadata of every shard is held in memory; events are streamed from disk.
-/// Methods take `&self`, so one store can be shared between tasks.
+/// Methods take `&self`, so one store can be shared between tasks; appends
+/// (and retention) are serialised.
 #[derive(Debug)]
 pub struct ShardStore {
     root: PathBuf,
-    metas: RwLock<BTreeMap<String, ShardMeta>>,
+    shards: RwLock<BTreeMap<String, ShardState>>,
     skipped: Vec<SkippedShard>,
+    recovered: Vec<RecoveredTail>,
+    writer: Mutex<()>,
 }
 
 impl ShardStore {
-    /// Opens (creating if needed) the store at `root` and loads every shard's
-    /// metadata.
+    /// Opens (creating if needed) the store at `root` and loads every shard,
+    /// verifying and, after a crash, repairing its segment tails (see the
+    /// module documentation and [`ShardStore::recovered`]).
     ///
-    /// Damaged shard directories are skipped, not fatal (see the module
-    /// documentation and [`ShardStore::skipped`]). Leftover temporary ingest
-    /// directories of other processes (crashed ingests) are removed. Fails
-    /// only when the root itself cannot be created or listed.
+    /// Damaged shard directories are skipped, not fatal (see
+    /// [`ShardStore::skipped`]). Leftover temporary ingest directories of
+    /// other processes (crashed shard creations) are removed. Fails only when
+    /// the root itself cannot be created or listed.
     ///
     /// # Errors
     ///
@@ -327,8 +557,9 @@ impl ShardStore {
         fs::create_dir_all(root).map_err(io_err("create the shard root", root))?;
         let entries = fs::read_dir(root).map_err(io_err("list the shard root", root))?;
         let our_temp_prefix = format!("{TEMP_PREFIX}{}-", process_nonce());
-        let mut metas = BTreeMap::new();
+        let mut shards = BTreeMap::new();
         let mut skipped = Vec::new();
+        let mut recovered = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_err("list the shard root", root))?;
             let path = entry.path();
@@ -338,9 +569,9 @@ impl ShardStore {
             };
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
             if file_name.starts_with(TEMP_PREFIX) {
-                // Another process's unfinished ingest: it crashed before the
-                // rename, so the directory holds no shard. Our own process's
-                // temporaries may belong to an ingest running right now.
+                // Another process's unfinished shard creation: it crashed
+                // before the rename, so the directory holds no shard. Our own
+                // process's temporaries may belong to an ingest running now.
                 if is_dir && !file_name.starts_with(&our_temp_prefix) {
                     tracing::warn!(path = %path.display(), "removing an interrupted ingest");
                     if let Err(error) = fs::remove_dir_all(&path) {
@@ -353,8 +584,9 @@ impl ShardStore {
                 continue;
             }
             match load_shard_dir(&path, &file_name) {
-                Ok(meta) => {
-                    metas.insert(file_name, meta);
+                Ok((state, tails)) => {
+                    recovered.extend(tails);
+                    shards.insert(file_name, state);
                 }
                 Err(reason) => {
                     tracing::warn!(path = %path.display(), %reason, "skipping a damaged shard");
@@ -363,10 +595,13 @@ impl ShardStore {
             }
         }
         skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        recovered.sort_by(|a: &RecoveredTail, b| a.segment.cmp(&b.segment));
         Ok(Self {
             root: root.to_path_buf(),
-            metas: RwLock::new(metas),
+            shards: RwLock::new(shards),
             skipped,
+            recovered,
+            writer: Mutex::new(()),
         })
     }
 
@@ -382,12 +617,15 @@ impl ShardStore {
 
     /// Metadata of every shard, sorted by name.
     pub fn list(&self) -> Vec<ShardMeta> {
-        self.read_metas().values().cloned().collect()
+        self.read_shards()
+            .values()
+            .map(|s| s.meta.clone())
+            .collect()
     }
 
     /// Metadata of shard `name`.
     pub fn get(&self, name: &str) -> Option<ShardMeta> {
-        self.read_metas().get(name).cloned()
+        self.read_shards().get(name).map(|s| s.meta.clone())
     }
 
     /// Shard directories that [`ShardStore::open`] skipped as damaged.
@@ -395,51 +633,203 @@ impl ShardStore {
         &self.skipped
     }
 
-    /// Ingests JSON lines as a new shard.
+    /// Torn or corrupt segment tails that [`ShardStore::open`] truncated.
+    pub fn recovered(&self) -> &[RecoveredTail] {
+        &self.recovered
+    }
+
+    /// Ingests JSON lines into shard `name` (created if missing, appended to
+    /// otherwise): a thin wrapper over [`ShardStore::append`].
     ///
-    /// Each non-blank line must be one JSON object; it is normalised
-    /// ([`normalize`]) and stored with its timestamp ([`event_timestamp_ms`];
-    /// 0 and counted when there is none). A line that is not valid UTF-8, not
-    /// JSON, not an object or longer than [`MAX_RECORD_BYTES`] is kept aside in
-    /// `malformed.jsonl` with its line number and byte offset, and counted.
-    /// Blank lines are skipped; `\r\n` endings and a leading byte-order mark
-    /// are accepted.
+    /// Each non-blank line must be one JSON object. A line that is not valid
+    /// UTF-8, not JSON, not an object or longer than [`MAX_RECORD_BYTES`] is
+    /// kept aside in `malformed.jsonl` with its line number and byte offset,
+    /// and counted. Blank lines are skipped; `\r\n` endings and a leading
+    /// byte-order mark are accepted. An input that fails to read ends the
+    /// ingest with a malformed record naming the failure; what was read
+    /// before it is stored.
     ///
     /// # Errors
     ///
-    /// Fails, leaving nothing behind: [`ShardError::InvalidName`] or
-    /// [`ShardError::InvalidLabel`] for bad arguments,
-    /// [`ShardError::AlreadyExists`] when the name is taken,
-    /// [`ShardError::Input`] when the input cannot be read, and
-    /// [`ShardError::Io`] when the disk fails. Malformed records are not
-    /// errors.
+    /// As [`ShardStore::append`].
     pub fn ingest_jsonl(
         &self,
         name: &str,
         labels: BTreeMap<String, String>,
-        mut input: impl BufRead,
+        input: impl BufRead,
+    ) -> Result<IngestReport, ShardError> {
+        let source = labels.get("source").cloned().unwrap_or_default();
+        let mut lines = JsonLines {
+            input,
+            source,
+            line: Vec::with_capacity(4096),
+            lines_read: 0,
+            blank_lines: 0,
+            byte_offset: 0,
+            done: false,
+        };
+        let mut report = self.append(name, labels, &mut lines, &mut |_| {})?;
+        report.lines_read = lines.lines_read;
+        report.blank_lines = lines.blank_lines;
+        Ok(report)
+    }
+
+    /// Appends records to shard `name`, creating it (with `labels`) if it
+    /// does not exist, or merging `labels` into its labels if it does. The
+    /// canonical `source` of events that have none is the `source` label, or
+    /// else the shard name (see [`ShardStore::append_from`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`ShardStore::append_from`].
+    pub fn append(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        records: impl IntoIterator<Item = RecordResult>,
+        progress: &mut dyn FnMut(&IngestProgress),
+    ) -> Result<IngestReport, ShardError> {
+        let source = labels
+            .get("source")
+            .cloned()
+            .unwrap_or_else(|| name.to_owned());
+        self.append_from(name, labels, &source, records, progress)
+    }
+
+    /// Appends records to shard `name` (see [`ShardStore::append`]), giving
+    /// events without a `source` field the canonical source `source`.
+    ///
+    /// Each event is normalised ([`normalize`], then nested objects
+    /// flattened to dotted names) and gets the canonical fields
+    /// `@timestamp` (RFC 3339 UTC, when it has a recognisable time; a
+    /// different original is kept as `@timestamp_original`), `host` (from
+    /// [`HOST_FIELDS`], unless it has one) and `source`. Events are written
+    /// in blocks to new segments; `progress` is called after every fsynced
+    /// block with the acknowledged count. [`Malformed`] records go to
+    /// `malformed.jsonl` with their position.
+    ///
+    /// # Errors
+    ///
+    /// [`ShardError::InvalidName`] or [`ShardError::InvalidLabel`] for bad
+    /// arguments (nothing is written), [`ShardError::AlreadyExists`] when a
+    /// directory that is not a loadable shard holds the name, and
+    /// [`ShardError::Io`] when the disk fails; blocks acknowledged before a
+    /// failure stay stored (and counted in `meta.json`).
+    pub fn append_from(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        source: &str,
+        records: impl IntoIterator<Item = RecordResult>,
+        progress: &mut dyn FnMut(&IngestProgress),
     ) -> Result<IngestReport, ShardError> {
         validate_shard_name(name)?;
-        for key in labels.keys() {
-            if key.is_empty() || key.chars().any(char::is_control) {
-                return Err(ShardError::InvalidLabel {
-                    shard: name.to_owned(),
-                    key: key.clone(),
-                    reason: "label keys must be non-empty and free of control characters"
-                        .to_owned(),
-                });
+        validate_labels(name, &labels)?;
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = self.shard_dir(name);
+        let (mut meta, created) = match self.get(name) {
+            Some(mut meta) => {
+                meta.labels.extend(labels);
+                (meta, false)
             }
+            None => (self.create_shard(name, labels)?, true),
+        };
+        let mut next_seq = list_segments(&dir)
+            .map_err(io_err("list the segments of", &dir))?
+            .last()
+            .map_or(1, |(seq, _)| seq + 1);
+
+        let malformed_path = dir.join(MALFORMED_FILE);
+        let mut run = AppendRun {
+            dir: &dir,
+            malformed_path: &malformed_path,
+            malformed: None,
+            builder: BlockBuilder::new(meta.next_offset),
+            writer: None,
+            sealed: Vec::new(),
+            summary: Summary::default(),
+            progress: IngestProgress::default(),
+        };
+        let result = run.ingest(records, source, &mut next_seq, progress);
+        // Whatever happened, what was acknowledged is sealed and counted.
+        let finished = run.finish(progress);
+        let result = result.and(finished);
+
+        let AppendRun {
+            sealed,
+            summary,
+            progress: done,
+            ..
+        } = run;
+        meta.event_count += summary.event_count;
+        meta.untimed_count += summary.untimed_count;
+        meta.min_ts_ms = min_opt(meta.min_ts_ms, summary.min_ts_ms);
+        meta.max_ts_ms = max_opt(meta.max_ts_ms, summary.max_ts_ms);
+        meta.next_offset = meta.next_offset.max(summary.end_offset);
+        meta.malformed_count += done.malformed;
+        meta.segment_count += sealed.len() as u64;
+        let meta_result = write_meta(&dir, &meta);
+        {
+            let mut shards = self.write_shards();
+            let state = shards.entry(name.to_owned()).or_insert_with(|| ShardState {
+                meta: meta.clone(),
+                segments: Vec::new(),
+            });
+            state.meta = meta.clone();
+            state.segments.extend(sealed.iter().cloned());
         }
+        result?;
+        meta_result?;
+        tracing::info!(
+            shard = name,
+            events = done.events_acknowledged,
+            malformed = done.malformed,
+            blocks = done.blocks_written,
+            "events appended"
+        );
+        Ok(IngestReport {
+            meta,
+            lines_read: 0,
+            blank_lines: 0,
+            events_stored: done.events_acknowledged,
+            malformed: done.malformed,
+            without_timestamp: summary.untimed_count,
+            created,
+            blocks_written: done.blocks_written,
+            segments_written: sealed.len() as u64,
+            bytes_written: done.bytes_written,
+        })
+    }
+
+    /// Creates an empty shard: a temporary directory with `meta.json`,
+    /// renamed into place, so a shard directory always has its metadata.
+    fn create_shard(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<ShardMeta, ShardError> {
         let final_dir = self.shard_dir(name);
-        // Checked here for a fast, clear error; the rename below is the real
-        // guard against two ingests racing for the same name.
-        if self.read_metas().contains_key(name) || fs::symlink_metadata(&final_dir).is_ok() {
+        if fs::symlink_metadata(&final_dir).is_ok() {
             return Err(ShardError::AlreadyExists {
                 name: name.to_owned(),
                 path: final_dir,
             });
         }
-
+        let meta = ShardMeta {
+            name: name.to_owned(),
+            labels,
+            format: FORMAT_SEGMENTS_V1.to_owned(),
+            event_count: 0,
+            min_ts_ms: None,
+            max_ts_ms: None,
+            untimed_count: 0,
+            malformed_count: 0,
+            created_at_ms: now_ms(),
+            retention_ms: None,
+            segment_count: 0,
+            next_offset: 0,
+            recovered_bytes: 0,
+        };
         let seq = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
         let temp_dir = self
             .root
@@ -448,131 +838,9 @@ impl ShardStore {
         let mut guard = TempDirGuard {
             path: Some(temp_dir.clone()),
         };
-
-        let events_path = temp_dir.join(EVENTS_FILE);
-        let malformed_path = temp_dir.join(MALFORMED_FILE);
-        let mut events = BufWriter::with_capacity(
-            256 << 10,
-            File::create(&events_path).map_err(io_err("create", &events_path))?,
-        );
-        let mut malformed = BufWriter::new(
-            File::create(&malformed_path).map_err(io_err("create", &malformed_path))?,
-        );
-
-        let mut report = IngestReport {
-            meta: ShardMeta {
-                name: name.to_owned(),
-                labels,
-                format: FORMAT_JSONL_V1.to_owned(),
-                event_count: 0,
-                min_ts_ms: None,
-                max_ts_ms: None,
-                untimed_count: 0,
-                malformed_count: 0,
-                created_at_ms: now_ms(),
-            },
-            lines_read: 0,
-            blank_lines: 0,
-            events_stored: 0,
-            malformed: 0,
-            without_timestamp: 0,
-        };
-        let mut line = Vec::with_capacity(4096);
-        let mut byte_offset = 0u64;
-        loop {
-            let read =
-                read_line_bounded(&mut input, &mut line, MAX_RECORD_BYTES).map_err(|source| {
-                    ShardError::Input {
-                        shard: name.to_owned(),
-                        line: report.lines_read + 1,
-                        source,
-                    }
-                })?;
-            let (consumed, overflow) = (read.consumed, read.overflow);
-            if consumed == 0 {
-                break;
-            }
-            report.lines_read += 1;
-            let line_no = report.lines_read;
-            let line_offset = byte_offset;
-            byte_offset += consumed as u64;
-
-            let mut record: &[u8] = &line;
-            if line_no == 1 {
-                record = record.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(record);
-            }
-            record = record.strip_suffix(b"\n").unwrap_or(record);
-            record = record.strip_suffix(b"\r").unwrap_or(record);
-            if !overflow && record.iter().all(u8::is_ascii_whitespace) {
-                report.blank_lines += 1;
-                continue;
-            }
-
-            match parse_record(record, overflow) {
-                Ok(doc) => {
-                    let doc = normalize(doc);
-                    match event_timestamp_ms(&doc) {
-                        Some(ts) => {
-                            let meta = &mut report.meta;
-                            meta.min_ts_ms = Some(meta.min_ts_ms.map_or(ts, |m| m.min(ts)));
-                            meta.max_ts_ms = Some(meta.max_ts_ms.map_or(ts, |m| m.max(ts)));
-                        }
-                        None => report.without_timestamp += 1,
-                    }
-                    serde_json::to_writer(&mut events, &doc)
-                        .map_err(io::Error::from)
-                        .and_then(|()| events.write_all(b"\n"))
-                        .map_err(io_err("write", &events_path))?;
-                    report.events_stored += 1;
-                }
-                Err(error) => {
-                    let kept = record.get(..MAX_MALFORMED_RAW_BYTES).unwrap_or(record);
-                    let mut raw = String::from_utf8_lossy(kept).into_owned();
-                    // Cutting at 4 KiB may split a character; drop the partial
-                    // replacement character rather than keep noise.
-                    if kept.len() < record.len() && raw.ends_with('\u{FFFD}') {
-                        raw.pop();
-                    }
-                    let entry = MalformedRecord {
-                        line: line_no,
-                        byte_offset: line_offset,
-                        error,
-                        raw,
-                        // An overflowing line was only partly kept: its length
-                        // is what was consumed, less the newline.
-                        raw_len: if overflow {
-                            (consumed - usize::from(read.newline)) as u64
-                        } else {
-                            record.len() as u64
-                        },
-                    };
-                    serde_json::to_writer(&mut malformed, &entry)
-                        .map_err(io::Error::from)
-                        .and_then(|()| malformed.write_all(b"\n"))
-                        .map_err(io_err("write", &malformed_path))?;
-                    report.malformed += 1;
-                }
-            }
-        }
-
-        report.meta.event_count = report.events_stored;
-        report.meta.untimed_count = report.without_timestamp;
-        report.meta.malformed_count = report.malformed;
-
-        finish_file(events, &events_path)?;
-        finish_file(malformed, &malformed_path)?;
-        let meta_bytes =
-            serde_json::to_vec_pretty(&report.meta).map_err(|source| ShardError::Encode {
-                shard: name.to_owned(),
-                what: "meta.json",
-                source,
-            })?;
-        write_atomic(&temp_dir.join(META_FILE), &meta_bytes)?;
-        sync_dir(&temp_dir)?;
-
-        // Publish: one rename makes the whole shard visible at once. Renaming
-        // a directory onto an existing non-empty one fails, so a racing ingest
-        // of the same name cannot replace a finished shard.
+        write_meta(&temp_dir, &meta)?;
+        // Renaming a directory onto an existing non-empty one fails, so a
+        // racing creation of the same name cannot replace a shard.
         if let Err(source) = fs::rename(&temp_dir, &final_dir) {
             if fs::symlink_metadata(&final_dir).is_ok() {
                 return Err(ShardError::AlreadyExists {
@@ -581,45 +849,144 @@ impl ShardStore {
                 });
             }
             return Err(ShardError::Io {
-                action: "rename the ingested shard into place at",
+                action: "rename the new shard into place at",
                 path: final_dir,
                 source,
             });
         }
         guard.path = None;
-        sync_dir(&self.root)?;
-
-        self.write_metas()
-            .insert(name.to_owned(), report.meta.clone());
-        tracing::info!(
-            shard = name,
-            events = report.events_stored,
-            malformed = report.malformed,
-            without_timestamp = report.without_timestamp,
-            "shard ingested"
+        segment::sync_dir(&self.root).map_err(io_err("fsync directory", &self.root))?;
+        self.write_shards().insert(
+            name.to_owned(),
+            ShardState {
+                meta: meta.clone(),
+                segments: Vec::new(),
+            },
         );
+        Ok(meta)
+    }
+
+    /// Sets how long shard `name` keeps events (see
+    /// [`ShardStore::apply_retention`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ShardError::NotFound`], or [`ShardError::Io`] writing `meta.json`.
+    pub fn set_retention(
+        &self,
+        name: &str,
+        retention_ms: Option<i64>,
+    ) -> Result<ShardMeta, ShardError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut meta = self.get(name).ok_or_else(|| self.not_found(name))?;
+        meta.retention_ms = retention_ms;
+        write_meta(&self.shard_dir(name), &meta)?;
+        if let Some(state) = self.write_shards().get_mut(name) {
+            state.meta = meta.clone();
+        }
+        Ok(meta)
+    }
+
+    /// Drops, in every shard with a retention, the whole segments whose
+    /// newest event is older than `now_ms - retention_ms`. Segments with no
+    /// timed event are kept. The shard's counts are recomputed.
+    ///
+    /// # Errors
+    ///
+    /// [`ShardError::Io`] or [`ShardError::Corrupt`] when a segment index
+    /// cannot be read or a file removed; shards handled before stay done.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<RetentionReport, ShardError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut report = RetentionReport::default();
+        let states: Vec<ShardState> = self.read_shards().values().cloned().collect();
+        for state in states {
+            let Some(retention) = state.meta.retention_ms else {
+                continue;
+            };
+            let cutoff = now_ms.saturating_sub(retention);
+            let name = state.meta.name.clone();
+            let mut kept = Vec::new();
+            let mut summary = Summary::default();
+            let mut dropped_any = false;
+            for seg in &state.segments {
+                let index = self.load_index(&name, seg)?;
+                if index.max_ts_ms().is_some_and(|max| max < cutoff) {
+                    fs::remove_file(seg).map_err(io_err("remove", seg))?;
+                    let idx = index_path(seg);
+                    fs::remove_file(&idx).map_err(io_err("remove", &idx))?;
+                    report.events_dropped += index.event_count();
+                    report.dropped.push((name.clone(), seg.clone()));
+                    dropped_any = true;
+                } else {
+                    summary.add(&index);
+                    kept.push(seg.clone());
+                }
+            }
+            if !dropped_any {
+                continue;
+            }
+            let dir = self.shard_dir(&name);
+            segment::sync_dir(&dir).map_err(io_err("fsync directory", &dir))?;
+            let mut meta = state.meta.clone();
+            summary.apply(&mut meta, kept.len());
+            write_meta(&dir, &meta)?;
+            tracing::info!(shard = %name, events = meta.event_count, "retention dropped segments");
+            if let Some(s) = self.write_shards().get_mut(&name) {
+                s.meta = meta;
+                s.segments = kept;
+            }
+        }
         Ok(report)
     }
 
     /// Streams the events of shard `name` to `f` in batches of up to
-    /// `batch_size` (at least 1), in offset order.
+    /// `batch_size` (at least 1), in offset order: [`ShardStore::scan_with`]
+    /// with only a time range.
     ///
-    /// With a `time_range` `(start, end)`, only events with
+    /// # Errors
+    ///
+    /// As [`ShardStore::scan_with`].
+    pub fn scan<E, F>(
+        &self,
+        name: &str,
+        time_range: Option<(i64, i64)>,
+        batch_size: usize,
+        f: F,
+    ) -> Result<ScanStats, E>
+    where
+        E: From<ShardError>,
+        F: FnMut(&[StoredEvent]) -> Result<(), E>,
+    {
+        let filter = ScanFilter {
+            time_range,
+            block_filter: None,
+        };
+        self.scan_with(name, &filter, batch_size, f)
+    }
+
+    /// Streams the events of shard `name` to `f` in batches of up to
+    /// `batch_size` (at least 1), in offset order, one block in memory at a
+    /// time.
+    ///
+    /// With a time range `(start, end)`, only events with
     /// `start <= timestamp_ms < end` are passed on; events without a timestamp
     /// have timestamp 0. When the shard's bounds rule the range out, nothing is
-    /// read ([`ScanStats::pruned`]).
+    /// read ([`ScanStats::pruned`]); blocks whose bounds rule it out, or that
+    /// the block filter rejects, are skipped undecoded
+    /// ([`ScanStats::blocks_skipped`]). Segments being written by a running
+    /// append are not seen.
     ///
     /// # Errors
     ///
     /// An error from `f` stops the scan and is returned as is.
     /// [`ShardError::NotFound`] for an unknown shard, [`ShardError::Io`] when
-    /// the event file cannot be read, and [`ShardError::Corrupt`] when it does
-    /// not hold what was stored (a line that is not JSON, or fewer or more
-    /// events than `meta.json` records), converted into `E`.
-    pub fn scan<E, F>(
+    /// a segment cannot be read, and [`ShardError::Corrupt`] when it does not
+    /// hold what was stored (a checksum or decoding failure), converted into
+    /// `E`.
+    pub fn scan_with<E, F>(
         &self,
         name: &str,
-        time_range: Option<(i64, i64)>,
+        filter: &ScanFilter<'_>,
         batch_size: usize,
         mut f: F,
     ) -> Result<ScanStats, E>
@@ -627,61 +994,86 @@ impl ShardStore {
         E: From<ShardError>,
         F: FnMut(&[StoredEvent]) -> Result<(), E>,
     {
-        let meta = self.get(name).ok_or_else(|| self.not_found(name))?;
+        let state = self
+            .read_shards()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.not_found(name))?;
         let mut stats = ScanStats::default();
+        let time_range = filter.time_range;
         if let Some((start, end)) = time_range
-            && !meta.may_overlap(start, end)
+            && !state.meta.may_overlap(start, end)
         {
             stats.pruned = true;
             return Ok(stats);
         }
-
-        let path = self.shard_dir(name).join(EVENTS_FILE);
-        let file = File::open(&path).map_err(io_err("open", &path))?;
-        let mut reader = BufReader::with_capacity(256 << 10, file);
         let batch_size = batch_size.max(1);
         let mut batch: Vec<StoredEvent> = Vec::with_capacity(batch_size.min(65_536));
-        let mut line = Vec::with_capacity(4096);
-        let corrupt = |line_no: u64, reason: String| ShardError::Corrupt {
-            shard: name.to_owned(),
-            path: path.clone(),
-            line: line_no,
-            reason,
-        };
-        loop {
-            // Stored lines were at most MAX_RECORD_BYTES of input; normalising
-            // and re-encoding can make them somewhat longer, hence the margin.
-            let read = read_line_bounded(&mut reader, &mut line, 2 * MAX_RECORD_BYTES)
-                .map_err(io_err("read", &path))?;
-            if read.consumed == 0 {
-                break;
-            }
-            let line_no = stats.events_read + 1;
-            if read.overflow {
-                return Err(corrupt(line_no, "line is longer than any stored event".into()).into());
-            }
-            let record = line.strip_suffix(b"\n").unwrap_or(&line);
-            let doc: Value = serde_json::from_slice(record)
-                .map_err(|e| corrupt(line_no, format!("not a JSON event ({e})")))?;
-            let offset = stats.events_read;
-            stats.events_read += 1;
-            let timestamp_ms = event_timestamp_ms(&doc).unwrap_or(0);
-            if let Some((start, end)) = time_range
-                && !(start <= timestamp_ms && timestamp_ms < end)
-            {
-                stats.events_skipped += 1;
-                continue;
-            }
-            batch.push(StoredEvent {
-                offset,
-                timestamp_ms,
-                doc,
-            });
-            if batch.len() >= batch_size {
-                stats.events_emitted += batch.len() as u64;
-                stats.batches += 1;
-                f(&batch)?;
-                batch.clear();
+        for seg in &state.segments {
+            let mut file = match File::open(seg) {
+                Ok(file) => file,
+                // Dropped by retention since the scan started.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("open", seg)(e).into()),
+            };
+            let index = match self.load_index(name, seg) {
+                Ok(index) => index,
+                // Dropped by retention since the scan started.
+                Err(_) if !seg.exists() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for (block_no, entry) in index.blocks.iter().enumerate() {
+                let block = &entry.header.stats;
+                let in_range = time_range.is_none_or(|(s, e)| block.may_overlap(s, e));
+                if !in_range || filter.block_filter.is_some_and(|keep| !keep(block)) {
+                    stats.blocks_skipped += 1;
+                    continue;
+                }
+                let corrupt = |reason: String| ShardError::Corrupt {
+                    shard: name.to_owned(),
+                    path: seg.clone(),
+                    line: 0,
+                    reason: format!(
+                        "block {} at offset {}: {reason}",
+                        block_no + 1,
+                        entry.offset
+                    ),
+                };
+                let raw = read_payload(&mut file, entry).map_err(|e| match e {
+                    BlockError::Io(e) => io_err("read", seg)(e),
+                    BlockError::Invalid(reason) => corrupt(reason),
+                })?;
+                let events = segment::decode_events(&raw).map_err(|e| corrupt(e.to_string()))?;
+                drop(raw);
+                if events.len() != block.event_count as usize {
+                    return Err(corrupt(format!(
+                        "holds {} events, its header says {}",
+                        events.len(),
+                        block.event_count
+                    ))
+                    .into());
+                }
+                stats.blocks_read += 1;
+                for (i, (timestamp_ms, doc)) in events.into_iter().enumerate() {
+                    stats.events_read += 1;
+                    if let Some((start, end)) = time_range
+                        && !(start <= timestamp_ms && timestamp_ms < end)
+                    {
+                        stats.events_skipped += 1;
+                        continue;
+                    }
+                    batch.push(StoredEvent {
+                        offset: block.first_offset + i as u64,
+                        timestamp_ms,
+                        doc,
+                    });
+                    if batch.len() >= batch_size {
+                        stats.events_emitted += batch.len() as u64;
+                        stats.batches += 1;
+                        f(&batch)?;
+                        batch.clear();
+                    }
+                }
             }
         }
         if !batch.is_empty() {
@@ -689,22 +1081,10 @@ impl ShardStore {
             stats.batches += 1;
             f(&batch)?;
         }
-        // A file that ends early (truncated by a disk fault) must not pass for
-        // a complete scan.
-        if stats.events_read != meta.event_count {
-            return Err(corrupt(
-                0,
-                format!(
-                    "meta.json records {} events but the file holds {}",
-                    meta.event_count, stats.events_read
-                ),
-            )
-            .into());
-        }
         Ok(stats)
     }
 
-    /// The malformed records kept aside when shard `name` was ingested.
+    /// The malformed records kept aside by the ingests of shard `name`.
     ///
     /// # Errors
     ///
@@ -715,7 +1095,11 @@ impl ShardStore {
             return Err(self.not_found(name));
         }
         let path = self.shard_dir(name).join(MALFORMED_FILE);
-        let text = fs::read_to_string(&path).map_err(io_err("read", &path))?;
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
         text.lines()
             .enumerate()
             .filter(|(_, line)| !line.is_empty())
@@ -730,8 +1114,21 @@ impl ShardStore {
             .collect()
     }
 
+    fn load_index(&self, name: &str, seg: &Path) -> Result<SegmentIndex, ShardError> {
+        let len = fs::metadata(seg).map_err(io_err("read", seg))?.len();
+        read_index(seg, len).ok_or_else(|| ShardError::Corrupt {
+            shard: name.to_owned(),
+            path: index_path(seg),
+            line: 0,
+            reason: format!(
+                "the segment index is missing, unreadable or does not match the {len}-byte \
+                 segment; restart the worker to rebuild it"
+            ),
+        })
+    }
+
     fn not_found(&self, name: &str) -> ShardError {
-        let names: Vec<String> = self.read_metas().keys().cloned().collect();
+        let names: Vec<String> = self.read_shards().keys().cloned().collect();
         ShardError::NotFound {
             name: name.to_owned(),
             root: self.root.clone(),
@@ -744,14 +1141,314 @@ impl ShardStore {
     }
 
     // A poisoned lock only means another thread panicked while holding it; the
-    // map is updated by a single insert, so it is still consistent.
-    fn read_metas(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ShardMeta>> {
-        self.metas.read().unwrap_or_else(|e| e.into_inner())
+    // map is updated by single inserts, so it is still consistent.
+    fn read_shards(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ShardState>> {
+        self.shards.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_metas(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ShardMeta>> {
-        self.metas.write().unwrap_or_else(|e| e.into_inner())
+    fn write_shards(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ShardState>> {
+        self.shards.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The state of one [`ShardStore::append_from`] call.
+struct AppendRun<'a> {
+    dir: &'a Path,
+    malformed_path: &'a Path,
+    malformed: Option<BufWriter<File>>,
+    builder: BlockBuilder,
+    writer: Option<SegmentWriter>,
+    sealed: Vec<PathBuf>,
+    /// Acknowledged events only.
+    summary: Summary,
+    progress: IngestProgress,
+}
+
+impl AppendRun<'_> {
+    fn ingest(
+        &mut self,
+        records: impl IntoIterator<Item = RecordResult>,
+        source: &str,
+        next_seq: &mut u64,
+        progress: &mut dyn FnMut(&IngestProgress),
+    ) -> Result<(), ShardError> {
+        for record in records {
+            self.progress.records += 1;
+            let malformed = match record {
+                Ok(Value::Object(doc)) => {
+                    let (ts, doc) = prepare_event(doc, source);
+                    self.builder
+                        .push(ts, &doc)
+                        .map_err(io_err("encode an event for", self.dir))?;
+                    self.progress.events_pending += 1;
+                    if self.builder.is_full() {
+                        self.write_block(next_seq, progress)?;
+                    }
+                    continue;
+                }
+                Ok(other) => Malformed {
+                    position: Position {
+                        source: source.to_owned(),
+                        record: Some(self.progress.records),
+                        ..Position::default()
+                    },
+                    error: "expected a JSON object".to_owned(),
+                    raw: other.to_string(),
+                    raw_len: other.to_string().len() as u64,
+                },
+                Err(malformed) => malformed,
+            };
+            let writer = match &mut self.malformed {
+                Some(writer) => writer,
+                None => {
+                    let file = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(self.malformed_path)
+                        .map_err(io_err("open", self.malformed_path))?;
+                    self.malformed.insert(BufWriter::new(file))
+                }
+            };
+            serde_json::to_writer(&mut *writer, &MalformedRecord::from_malformed(malformed))
+                .map_err(io::Error::from)
+                .and_then(|()| writer.write_all(b"\n"))
+                .map_err(io_err("write", self.malformed_path))?;
+            self.progress.malformed += 1;
+        }
+        if !self.builder.is_empty() {
+            self.write_block(next_seq, progress)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending block, fsynced: its events are acknowledged.
+    fn write_block(
+        &mut self,
+        next_seq: &mut u64,
+        progress: &mut dyn FnMut(&IngestProgress),
+    ) -> Result<(), ShardError> {
+        let (header, bytes) = self
+            .builder
+            .finish()
+            .map_err(io_err("compress a block for", self.dir))?;
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => {
+                let path = self.dir.join(segment_file_name(*next_seq));
+                *next_seq += 1;
+                let writer = SegmentWriter::create(&path).map_err(io_err("create", &path))?;
+                // The new file's directory entry must be durable before any
+                // of its blocks is acknowledged.
+                segment::sync_dir(self.dir).map_err(io_err("fsync directory", self.dir))?;
+                self.writer.insert(writer)
+            }
+        };
+        let stats = header.stats.clone();
+        let path = writer.path().to_path_buf();
+        writer
+            .write_block(header, &bytes)
+            .map_err(io_err("write", &path))?;
+        if let Some(malformed) = &mut self.malformed {
+            malformed
+                .flush()
+                .map_err(io_err("write", self.malformed_path))?;
+        }
+        let events = u64::from(stats.event_count);
+        self.summary.event_count += events;
+        self.summary.untimed_count += u64::from(stats.untimed);
+        self.summary.min_ts_ms = min_opt(self.summary.min_ts_ms, stats.min_ts_ms);
+        self.summary.max_ts_ms = max_opt(self.summary.max_ts_ms, stats.max_ts_ms);
+        self.summary.end_offset = stats.first_offset + events;
+        self.progress.events_acknowledged += events;
+        self.progress.events_pending = self.progress.events_pending.saturating_sub(events);
+        self.progress.blocks_written += 1;
+        self.progress.bytes_written += bytes.len() as u64;
+        progress(&self.progress);
+        if writer.len() >= segment::SEGMENT_MAX_BYTES {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self) -> Result<(), ShardError> {
+        if let Some(writer) = self.writer.take() {
+            let path = writer.path().to_path_buf();
+            writer.seal().map_err(io_err("seal", &path))?;
+            self.sealed.push(path);
+        }
+        Ok(())
+    }
+
+    /// Seals the open segment and fsyncs the malformed records.
+    fn finish(&mut self, progress: &mut dyn FnMut(&IngestProgress)) -> Result<(), ShardError> {
+        let sealed = self.seal();
+        let malformed = match self.malformed.take() {
+            Some(writer) => finish_file(writer, self.malformed_path),
+            None => Ok(()),
+        };
+        progress(&self.progress);
+        sealed.and(malformed)
+    }
+}
+
+/// Reads JSON lines as records for [`ShardStore::append`].
+struct JsonLines<R> {
+    input: R,
+    source: String,
+    line: Vec<u8>,
+    lines_read: u64,
+    blank_lines: u64,
+    byte_offset: u64,
+    done: bool,
+}
+
+impl<R: BufRead> Iterator for JsonLines<R> {
+    type Item = RecordResult;
+
+    fn next(&mut self) -> Option<RecordResult> {
+        while !self.done {
+            let position = |line: u64, byte_offset: u64, source: &str| Position {
+                source: source.to_owned(),
+                line: Some(line),
+                byte_offset: Some(byte_offset),
+                record: None,
+            };
+            let read = match read_line_bounded(&mut self.input, &mut self.line, MAX_RECORD_BYTES) {
+                Ok(read) => read,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(Malformed {
+                        position: position(self.lines_read + 1, self.byte_offset, &self.source),
+                        error: format!(
+                            "reading the input failed: {e}; the rest of the input was not read"
+                        ),
+                        raw: String::new(),
+                        raw_len: 0,
+                    }));
+                }
+            };
+            if read.consumed == 0 {
+                self.done = true;
+                break;
+            }
+            self.lines_read += 1;
+            let line_no = self.lines_read;
+            let line_offset = self.byte_offset;
+            self.byte_offset += read.consumed as u64;
+            let mut record: &[u8] = &self.line;
+            if line_no == 1 {
+                record = record.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(record);
+            }
+            record = record.strip_suffix(b"\n").unwrap_or(record);
+            record = record.strip_suffix(b"\r").unwrap_or(record);
+            if !read.overflow && record.iter().all(u8::is_ascii_whitespace) {
+                self.blank_lines += 1;
+                continue;
+            }
+            return Some(match parse_record(record, read.overflow) {
+                Ok(doc) => Ok(doc),
+                Err(error) => {
+                    let kept = record.get(..MAX_MALFORMED_RAW_BYTES).unwrap_or(record);
+                    let mut raw = String::from_utf8_lossy(kept).into_owned();
+                    // Cutting at 4 KiB may split a character; drop the partial
+                    // replacement character rather than keep noise.
+                    if kept.len() < record.len() && raw.ends_with('\u{FFFD}') {
+                        raw.pop();
+                    }
+                    Err(Malformed {
+                        position: position(line_no, line_offset, &self.source),
+                        error,
+                        raw,
+                        // An overflowing line was only partly kept: its length
+                        // is what was consumed, less the newline.
+                        raw_len: if read.overflow {
+                            (read.consumed - usize::from(read.newline)) as u64
+                        } else {
+                            record.len() as u64
+                        },
+                    })
+                }
+            });
+        }
+        None
+    }
+}
+
+/// Normalises one event for storage: EVTX flattening ([`normalize`]), nested
+/// objects flattened to dotted names, and the canonical `@timestamp`, `host`
+/// and `source` fields. Returns the event's timestamp too.
+pub fn prepare_event(doc: Map<String, Value>, source: &str) -> (Option<i64>, Value) {
+    let doc = normalize(Value::Object(doc));
+    let ts = event_timestamp_ms(&doc);
+    let Value::Object(map) = doc else {
+        return (ts, doc);
+    };
+    let mut flat = Map::new();
+    flatten_into("", map, &mut flat);
+    if let Some(ts) = ts {
+        let canonical = Value::String(format_rfc3339_ms(ts));
+        if let Some(original) = flat.remove("@timestamp")
+            && original != canonical
+        {
+            flat.entry("@timestamp_original").or_insert(original);
+        }
+        flat.insert("@timestamp".to_owned(), canonical);
+    }
+    if !flat.contains_key("host")
+        && let Some(host) = HOST_FIELDS.iter().find_map(|field| {
+            flat.get(*field)
+                .and_then(Value::as_str)
+                .filter(|h| !h.is_empty())
+        })
+    {
+        let host = host.to_owned();
+        flat.insert("host".to_owned(), Value::String(host));
+    }
+    if !flat.contains_key("source") && !source.is_empty() {
+        flat.insert("source".to_owned(), Value::String(source.to_owned()));
+    }
+    (ts, Value::Object(flat))
+}
+
+/// Flattens nested objects into dotted names; arrays and other values are
+/// kept as they are. A name that is already taken keeps its first value.
+fn flatten_into(prefix: &str, map: Map<String, Value>, out: &mut Map<String, Value>) {
+    for (key, value) in map {
+        let name = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Value::Object(inner) if !inner.is_empty() => flatten_into(&name, inner, out),
+            other => {
+                out.entry(name).or_insert(other);
+            }
+        }
+    }
+}
+
+fn validate_labels(name: &str, labels: &BTreeMap<String, String>) -> Result<(), ShardError> {
+    for key in labels.keys() {
+        if key.is_empty() || key.chars().any(char::is_control) {
+            return Err(ShardError::InvalidLabel {
+                shard: name.to_owned(),
+                key: key.clone(),
+                reason: "label keys must be non-empty and free of control characters".to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn write_meta(dir: &Path, meta: &ShardMeta) -> Result<(), ShardError> {
+    let bytes = serde_json::to_vec_pretty(meta).map_err(|source| ShardError::Encode {
+        shard: meta.name.clone(),
+        what: "meta.json",
+        source,
+    })?;
+    let path = dir.join(META_FILE);
+    segment::write_atomic(&path, &bytes).map_err(io_err("write atomically", &path))
 }
 
 /// Checks a shard name against `[a-z0-9][a-z0-9._-]{0,127}`.
@@ -782,8 +1479,9 @@ pub fn validate_shard_name(name: &str) -> Result<(), ShardError> {
     Ok(())
 }
 
-/// Loads and checks one shard directory; the error is a reason for skipping it.
-fn load_shard_dir(dir: &Path, dir_name: &str) -> Result<ShardMeta, String> {
+/// Loads and checks one shard directory, recovering torn segment tails; the
+/// error is a reason for skipping it.
+fn load_shard_dir(dir: &Path, dir_name: &str) -> Result<(ShardState, Vec<RecoveredTail>), String> {
     const FIX: &str = "stop the worker, remove the directory and ingest the shard again";
     if let Err(e) = validate_shard_name(dir_name) {
         return Err(format!("{e}; this directory is not a shard"));
@@ -799,7 +1497,7 @@ fn load_shard_dir(dir: &Path, dir_name: &str) -> Result<ShardMeta, String> {
         }
         Err(e) => return Err(format!("could not read {}: {e}", meta_path.display())),
     };
-    let meta: ShardMeta = serde_json::from_slice(&bytes).map_err(|e| {
+    let mut meta: ShardMeta = serde_json::from_slice(&bytes).map_err(|e| {
         format!(
             "{} is not valid shard metadata ({e}); {FIX}",
             meta_path.display()
@@ -812,19 +1510,131 @@ fn load_shard_dir(dir: &Path, dir_name: &str) -> Result<ShardMeta, String> {
             meta.name
         ));
     }
-    if meta.format != FORMAT_JSONL_V1 {
+    if meta.format != FORMAT_SEGMENTS_V1 {
         return Err(format!(
-            "{} has format {:?}, which this worker cannot read (it reads {FORMAT_JSONL_V1:?}); \
-             run a worker version that supports it",
+            "{} has format {:?}, which this worker cannot read (it reads \
+             {FORMAT_SEGMENTS_V1:?}); ingest the shard again from its source, or run a worker \
+             version that reads it",
             meta_path.display(),
             meta.format
         ));
     }
-    let events_path = dir.join(EVENTS_FILE);
-    if !events_path.is_file() {
-        return Err(format!("{} is missing; {FIX}", events_path.display()));
+    let before = meta.clone();
+    let segments =
+        list_segments(dir).map_err(|e| format!("could not list {}: {e}", dir.display()))?;
+    let mut tails = Vec::new();
+    let mut kept = Vec::new();
+    let mut summary = Summary::default();
+    for (_, seg) in segments {
+        let (index, tail) = load_segment(dir_name, &seg)
+            .map_err(|e| format!("could not verify segment {}: {e}; {FIX}", seg.display()))?;
+        if let Some(tail) = tail {
+            tracing::warn!(
+                shard = dir_name,
+                segment = %seg.display(),
+                truncated_bytes = tail.truncated_bytes,
+                blocks_kept = tail.blocks_kept,
+                reason = %tail.reason,
+                "cut a torn or corrupt segment tail"
+            );
+            meta.recovered_bytes += tail.truncated_bytes;
+            tails.push(tail);
+        }
+        if index.blocks.is_empty() {
+            // Created by an append that died before its first block.
+            for path in [index_path(&seg), seg.clone()] {
+                if let Err(e) = fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove an empty segment");
+                }
+            }
+            continue;
+        }
+        summary.add(&index);
+        kept.push(seg);
     }
-    Ok(meta)
+    // Leftovers of interrupted atomic writes and indexes of removed segments.
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let stale_index = name.ends_with(".qidx") && !path.with_extension("qseg").exists();
+            if name.ends_with(".tmp") || stale_index {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+    summary.apply(&mut meta, kept.len());
+    meta.malformed_count = count_lines(&dir.join(MALFORMED_FILE));
+    if meta != before {
+        write_meta(dir, &meta).map_err(|e| e.to_string())?;
+    }
+    Ok((
+        ShardState {
+            meta,
+            segments: kept,
+        },
+        tails,
+    ))
+}
+
+/// The index of one segment: its sealed index when that matches the file and
+/// the last block checks out, otherwise rebuilt by verifying every block and
+/// cutting a torn or corrupt tail.
+fn load_segment(shard: &str, seg: &Path) -> io::Result<(SegmentIndex, Option<RecoveredTail>)> {
+    let len = fs::metadata(seg)?.len();
+    if let Some(index) = read_index(seg, len) {
+        let last_ok = match index.blocks.last() {
+            None => true,
+            Some(last) => {
+                let mut file = File::open(seg)?;
+                match read_block_at(&mut file, last.offset, len) {
+                    Ok(entry) => entry == *last,
+                    Err(BlockError::Io(e)) => return Err(e),
+                    Err(BlockError::Invalid(_)) => false,
+                }
+            }
+        };
+        if last_ok {
+            return Ok((index, None));
+        }
+    }
+    let recovery = recover_segment(seg)?;
+    let tail = (recovery.truncated_bytes > 0).then(|| RecoveredTail {
+        shard: shard.to_owned(),
+        segment: seg.to_path_buf(),
+        blocks_kept: recovery.index.blocks.len() as u64,
+        truncated_bytes: recovery.truncated_bytes,
+        reason: recovery.reason.clone().unwrap_or_default(),
+    });
+    Ok((recovery.index, tail))
+}
+
+/// Complete (newline-terminated) lines of a file; 0 when it is missing.
+fn count_lines(path: &Path) -> u64 {
+    use std::io::Read;
+    let Ok(mut file) = File::open(path) else {
+        return 0;
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    let mut count = 0;
+    while let Ok(n) = file.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        count += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+    count
+}
+
+/// Flushes and fsyncs a written file.
+fn finish_file(writer: BufWriter<File>, path: &Path) -> Result<(), ShardError> {
+    let file = writer.into_inner().map_err(|e| ShardError::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io_err("fsync", path))
 }
 
 /// Parses one input record; the error says why it is malformed.
@@ -904,48 +1714,6 @@ fn read_line_bounded(
     })
 }
 
-/// Flushes and fsyncs a written file.
-fn finish_file(writer: BufWriter<File>, path: &Path) -> Result<(), ShardError> {
-    let file = writer.into_inner().map_err(|e| ShardError::Io {
-        action: "write",
-        path: path.to_path_buf(),
-        source: e.into_error(),
-    })?;
-    file.sync_all().map_err(io_err("fsync", path))
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, and an
-/// fsync of the directory, so a crash leaves either the old file or the new.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ShardError> {
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".tmp");
-    let temp = PathBuf::from(temp);
-    let mut file = File::create(&temp).map_err(io_err("create", &temp))?;
-    file.write_all(bytes).map_err(io_err("write", &temp))?;
-    file.sync_all().map_err(io_err("fsync", &temp))?;
-    drop(file);
-    fs::rename(&temp, path).map_err(io_err("rename into place", path))?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
-}
-
-/// Makes renames and creations in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), ShardError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync directory", dir))?;
-    }
-    // Other platforms cannot open a directory as a file; their file systems
-    // order metadata updates without it.
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -970,7 +1738,7 @@ impl Drop for TempDirGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Cursor, Read};
+    use std::io::{BufReader, Cursor, Read};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -1031,7 +1799,9 @@ mod tests {
         assert_eq!(meta.min_ts_ms, Some(1_795_161_600_000));
         assert_eq!(meta.max_ts_ms, Some(1_795_161_602_000));
         assert_eq!(meta.labels, labels(&[("env", "test")]));
-        assert_eq!(meta.format, FORMAT_JSONL_V1);
+        assert_eq!(meta.format, FORMAT_SEGMENTS_V1);
+        assert!(report.created);
+        assert_eq!(meta.segment_count, 1);
         assert_eq!(store.get("mixed").as_ref(), Some(meta));
 
         let bad = store.malformed("mixed").expect("malformed records");
@@ -1141,26 +1911,54 @@ mod tests {
     }
 
     #[test]
-    fn existing_shards_are_never_overwritten() {
+    fn ingest_into_an_existing_shard_appends_across_restarts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ShardStore::open(dir.path()).expect("open");
         store
-            .ingest_jsonl("one", BTreeMap::new(), Cursor::new("{\"v\":1}\n"))
+            .ingest_jsonl("one", labels(&[("env", "a")]), Cursor::new("{\"v\":1}\n"))
             .expect("first ingest");
-        let err = store
-            .ingest_jsonl("one", BTreeMap::new(), Cursor::new("{\"v\":2}\n"))
-            .expect_err("second ingest refused");
-        assert!(matches!(err, ShardError::AlreadyExists { .. }));
-        assert!(err.to_string().contains("already exists"), "{err}");
+        let report = store
+            .ingest_jsonl(
+                "one",
+                labels(&[("os", "linux")]),
+                Cursor::new("{\"v\":2}\nnope\n"),
+            )
+            .expect("second ingest appends");
+        assert!(!report.created);
+        assert_eq!((report.events_stored, report.malformed), (1, 1));
+        assert_eq!(report.meta.event_count, 2);
+        assert_eq!(report.meta.segment_count, 2);
+        assert_eq!(report.meta.malformed_count, 1);
+        assert_eq!(report.meta.labels, labels(&[("env", "a"), ("os", "linux")]));
         let (events, _, _) = collect(&store, "one", None, 1);
-        assert_eq!(events[0].doc["v"], 1);
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            (events[0].doc["v"].clone(), events[0].offset),
+            (1.into(), 0)
+        );
+        assert_eq!(
+            (events[1].doc["v"].clone(), events[1].offset),
+            (2.into(), 1)
+        );
 
-        // A second store on the same root (as after a restart) refuses too.
+        // A second store on the same root (as after a restart) appends too,
+        // with offsets continuing where they were.
+        drop(store);
         let again = ShardStore::open(dir.path()).expect("reopen");
-        let err = again
+        assert_eq!(again.get("one").map(|m| m.event_count), Some(2));
+        again
             .ingest_jsonl("one", BTreeMap::new(), Cursor::new("{\"v\":3}\n"))
-            .expect_err("refused");
-        assert!(matches!(err, ShardError::AlreadyExists { .. }));
+            .expect("third ingest");
+        let (events, _, _) = collect(&again, "one", None, 10);
+        assert_eq!(
+            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(events[2].doc["v"], 3);
+        assert_eq!(again.malformed("one").expect("malformed").len(), 1);
+        let reopened = ShardStore::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.list(), again.list());
+        assert!(reopened.recovered().is_empty());
     }
 
     /// An input that fails part-way, like a dropped upload.
@@ -1180,7 +1978,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_ingest_leaves_nothing_behind() {
+    fn a_failed_input_keeps_what_was_read_and_reports_the_failure() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ShardStore::open(dir.path()).expect("open");
         let reader = BufReader::with_capacity(
@@ -1189,17 +1987,23 @@ mod tests {
                 data: Cursor::new(b"{\"a\":1}\n{\"a\":2}\n{\"a\"".to_vec()),
             },
         );
-        let err = store
+        let report = store
             .ingest_jsonl("broken", BTreeMap::new(), reader)
-            .expect_err("input error");
-        assert!(matches!(err, ShardError::Input { line: 3, .. }), "{err}");
-        assert!(store.get("broken").is_none());
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("list").collect();
+            .expect("ingest");
+        assert_eq!((report.events_stored, report.malformed), (2, 1));
+        let bad = store.malformed("broken").expect("malformed");
+        assert_eq!(bad[0].line, 3);
+        assert!(
+            bad[0].error.contains("connection reset"),
+            "{}",
+            bad[0].error
+        );
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
-        // The name is still free.
-        store
-            .ingest_jsonl("broken", BTreeMap::new(), Cursor::new("{}\n"))
-            .expect("retry succeeds");
     }
 
     #[test]
@@ -1222,6 +2026,7 @@ mod tests {
         let (events, stats, sizes) = collect(&store, "ten", None, 4);
         assert_eq!(sizes, [4, 4, 2]);
         assert_eq!(stats.batches, 3);
+        assert_eq!((stats.blocks_read, stats.blocks_skipped), (1, 0));
         assert_eq!(
             (
                 stats.events_read,
@@ -1316,8 +2121,12 @@ mod tests {
         assert!(err.to_string().contains("known shards: s"), "{err}");
     }
 
+    fn segment_of(store: &ShardStore, name: &str, seq: u64) -> PathBuf {
+        store.shard_dir(name).join(segment::segment_file_name(seq))
+    }
+
     #[test]
-    fn damaged_event_files_are_reported_not_scanned_silently() {
+    fn damaged_segments_are_reported_not_scanned_silently() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ShardStore::open(dir.path()).expect("open");
         store
@@ -1327,25 +2136,22 @@ mod tests {
                 Cursor::new("{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"),
             )
             .expect("ingest");
-        let events = store.shard_dir("d").join(EVENTS_FILE);
-
-        // Truncated: fewer events than meta.json records.
-        fs::write(&events, "{\"a\":1}\n").expect("truncate");
+        let seg = segment_of(&store, "d", 1);
+        let mut bytes = fs::read(&seg).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&seg, &bytes).expect("corrupt");
         let err = store
             .scan::<ShardError, _>("d", None, 8, |_| Ok(()))
-            .expect_err("count mismatch");
-        assert!(
-            err.to_string()
-                .contains("records 3 events but the file holds 1"),
-            "{err}"
-        );
+            .expect_err("checksum");
+        assert!(matches!(err, ShardError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("fails its checksum"), "{err}");
 
-        // Garbage in the middle.
-        fs::write(&events, "{\"a\":1}\n{garbage\n{\"a\":3}\n").expect("corrupt");
+        fs::remove_file(segment::index_path(&seg)).expect("remove index");
         let err = store
             .scan::<ShardError, _>("d", None, 8, |_| Ok(()))
-            .expect_err("corrupt line");
-        assert!(matches!(err, ShardError::Corrupt { line: 2, .. }), "{err}");
+            .expect_err("no index");
+        assert!(err.to_string().contains("index is missing"), "{err}");
     }
 
     #[test]
@@ -1414,6 +2220,13 @@ mod tests {
         let root = dir.path();
         // No meta.json.
         fs::create_dir(root.join("no-meta")).expect("mkdir");
+        // The old single-file format.
+        fs::create_dir(root.join("old-format")).expect("mkdir");
+        fs::write(
+            root.join("old-format").join(META_FILE),
+            r#"{"name":"old-format","labels":{},"format":"jsonl-v1","event_count":0,"min_ts_ms":null,"max_ts_ms":null,"untimed_count":0,"malformed_count":0,"created_at_ms":0}"#,
+        )
+        .expect("write");
         fs::write(root.join("no-meta").join(EVENTS_FILE), "{}\n").expect("write");
         // Corrupt meta.json.
         fs::create_dir(root.join("bad-meta")).expect("mkdir");
@@ -1453,7 +2266,10 @@ mod tests {
                     .unwrap_or_default()
             })
             .collect();
-        assert_eq!(skipped, ["Not-A-Shard", "bad-meta", "moved", "no-meta"]);
+        assert_eq!(
+            skipped,
+            ["Not-A-Shard", "bad-meta", "moved", "no-meta", "old-format"]
+        );
         let reason = |name: &str| {
             store
                 .skipped()
@@ -1465,6 +2281,7 @@ mod tests {
         assert!(reason("no-meta").contains("meta.json is missing"));
         assert!(reason("bad-meta").contains("not valid shard metadata"));
         assert!(reason("moved").contains("names shard \"renamed\""));
+        assert!(reason("old-format").contains("cannot read"));
         assert!(!stale.exists(), "stale ingest directory removed");
         assert!(
             !same_pid.exists(),
@@ -1484,20 +2301,288 @@ mod tests {
         let meta = ShardMeta {
             name: "x".into(),
             labels: labels(&[("env", "demo")]),
-            format: FORMAT_JSONL_V1.into(),
+            format: FORMAT_SEGMENTS_V1.into(),
             event_count: 3,
             min_ts_ms: Some(1),
             max_ts_ms: Some(2),
             untimed_count: 0,
             malformed_count: 1,
             created_at_ms: 5,
+            retention_ms: Some(7),
+            segment_count: 1,
+            next_offset: 3,
+            recovered_bytes: 0,
         };
         let text = serde_json::to_string(&meta).expect("encode");
         let back: ShardMeta = serde_json::from_str(&text).expect("decode");
         assert_eq!(back, meta);
+        // meta.json written before retention and recovery existed still reads.
+        let old = r#"{"name":"x","labels":{},"format":"segments-v1","event_count":0,"min_ts_ms":null,"max_ts_ms":null,"untimed_count":0,"malformed_count":0,"created_at_ms":0}"#;
+        let old: ShardMeta = serde_json::from_str(old).expect("decode old");
+        assert_eq!(old.retention_ms, None);
         assert!(meta.may_overlap(2, 3));
         assert!(!meta.may_overlap(3, 4));
         assert!(!meta.may_overlap(0, 1));
         assert!(!meta.may_overlap(2, 2));
+    }
+
+    const BASE: i64 = 1_795_161_600_000;
+
+    /// `n` events one second apart from `start`, EventID 4624, or 4625 for
+    /// every `fail_every`-th (0: never).
+    #[allow(clippy::result_large_err)]
+    fn events(start: i64, n: usize, fail_every: usize) -> Vec<RecordResult> {
+        (0..n)
+            .map(|i| {
+                let id = if fail_every > 0 && i % fail_every == 0 {
+                    4625
+                } else {
+                    4624
+                };
+                Ok(serde_json::json!({
+                    "EventID": id,
+                    "Computer": "DC01",
+                    "seq": i,
+                    "@timestamp": format_rfc3339_ms(start + i as i64 * 1000),
+                }))
+            })
+            .collect()
+    }
+
+    fn append(store: &ShardStore, name: &str, records: Vec<RecordResult>) -> IngestReport {
+        let mut acked = Vec::new();
+        let report = store
+            .append(name, BTreeMap::new(), records, &mut |p| {
+                acked.push(p.events_acknowledged)
+            })
+            .expect("append");
+        assert!(acked.windows(2).all(|w| w[0] <= w[1]), "{acked:?}");
+        assert_eq!(acked.last().copied(), Some(report.events_stored));
+        report
+    }
+
+    #[test]
+    fn events_round_trip_through_blocks_with_canonical_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ShardStore::open(dir.path()).expect("open");
+        let n = segment::BLOCK_MAX_EVENTS * 2 + 10;
+        let report = append(&store, "rt", events(BASE, n, 0));
+        assert_eq!(report.events_stored, n as u64);
+        assert_eq!(report.blocks_written, 3);
+        assert_eq!(report.segments_written, 1);
+        let (stored, stats, _) = collect(&store, "rt", None, 1000);
+        assert_eq!(stats.blocks_read, 3);
+        assert_eq!(stored.len(), n);
+        for (i, e) in stored.iter().enumerate() {
+            assert_eq!(e.offset, i as u64);
+            assert_eq!(e.doc["seq"], i);
+            assert_eq!(e.timestamp_ms, BASE + i as i64 * 1000);
+        }
+        assert_eq!(stored[0].doc["host"], "DC01");
+        assert_eq!(stored[0].doc["source"], "rt");
+
+        // Nested objects are flattened, originals kept, canonical fields added.
+        let doc = serde_json::json!({
+            "ts": 1_600_000_000,
+            "id": {"orig_h": "10.0.0.1", "resp_p": 53},
+            "tags": [{"a": 1}],
+            "empty": {},
+        });
+        let mut labels = BTreeMap::new();
+        labels.insert("source".to_owned(), "zeek".to_owned());
+        store
+            .append("nested", labels, vec![Ok(doc)], &mut |_| {})
+            .expect("append");
+        let (stored, _, _) = collect(&store, "nested", None, 10);
+        let doc = &stored[0].doc;
+        assert_eq!(doc["id.orig_h"], "10.0.0.1");
+        assert_eq!(doc["id.resp_p"], 53);
+        assert_eq!(doc["tags"], serde_json::json!([{"a": 1}]));
+        assert_eq!(doc["empty"], serde_json::json!({}));
+        assert_eq!(doc["ts"], 1_600_000_000);
+        assert_eq!(doc["@timestamp"], "2020-09-13T12:26:40.000Z");
+        assert_eq!(doc["host"], "10.0.0.1");
+        assert_eq!(doc["source"], "zeek");
+        assert!(doc.get("id").is_none());
+
+        // A differently written original timestamp is kept aside.
+        let (_, doc) = prepare_event(
+            serde_json::json!({"@timestamp": "2020-09-13T14:26:40+02:00", "host": "h", "source": "s"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            "other",
+        );
+        assert_eq!(doc["@timestamp"], "2020-09-13T12:26:40.000Z");
+        assert_eq!(doc["@timestamp_original"], "2020-09-13T14:26:40+02:00");
+        assert_eq!(
+            (doc["host"].as_str(), doc["source"].as_str()),
+            (Some("h"), Some("s"))
+        );
+    }
+
+    #[test]
+    fn scans_skip_blocks_by_time_range_and_block_filter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ShardStore::open(dir.path()).expect("open");
+        let per = segment::BLOCK_MAX_EVENTS;
+        // Block 0 and 2: only 4624; block 1 has 4625s. Each block covers its
+        // own hour.
+        let mut records = events(BASE, per, 0);
+        records.extend(events(BASE + 3_600_000 * 10, per, 100));
+        records.extend(events(BASE + 3_600_000 * 20, per, 0));
+        append(&store, "skip", records);
+
+        let block1 = (BASE + 3_600_000 * 10, BASE + 3_600_000 * 12);
+        let (got, stats, _) = collect(&store, "skip", Some(block1), 10_000);
+        assert_eq!((stats.blocks_read, stats.blocks_skipped), (1, 2));
+        assert_eq!(got.len(), per);
+        assert_eq!(got[0].offset, per as u64);
+
+        let only_4625 = |b: &BlockStats| b.may_equal("EventID", "4625");
+        let filter = ScanFilter {
+            time_range: None,
+            block_filter: Some(&only_4625),
+        };
+        let mut seen = 0;
+        let stats = store
+            .scan_with::<ShardError, _>("skip", &filter, 512, |batch| {
+                seen += batch.len();
+                Ok(())
+            })
+            .expect("scan");
+        assert_eq!((stats.blocks_read, stats.blocks_skipped), (1, 2));
+        assert_eq!(seen, per);
+        assert_eq!(stats.events_read, per as u64);
+
+        let none = |b: &BlockStats| b.has_field("NoSuchField");
+        let filter = ScanFilter {
+            time_range: None,
+            block_filter: Some(&none),
+        };
+        let stats = store
+            .scan_with::<ShardError, _>("skip", &filter, 512, |_| Ok(()))
+            .expect("scan");
+        assert_eq!(
+            (stats.blocks_read, stats.blocks_skipped, stats.events_read),
+            (0, 3, 0)
+        );
+    }
+
+    /// Writes three blocks in one segment and returns the store's root, the
+    /// segment path and its index.
+    fn three_blocks() -> (tempfile::TempDir, PathBuf, SegmentIndex) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ShardStore::open(dir.path()).expect("open");
+        append(&store, "t", events(BASE, segment::BLOCK_MAX_EVENTS * 3, 0));
+        let seg = segment_of(&store, "t", 1);
+        let len = fs::metadata(&seg).expect("meta").len();
+        let index = read_index(&seg, len).expect("index");
+        assert_eq!(index.blocks.len(), 3);
+        (dir, seg, index)
+    }
+
+    fn check_two_blocks_left(root: &Path, seg: &Path, index: &SegmentIndex, why: &str) {
+        let store = ShardStore::open(root).expect("reopen after damage");
+        assert!(store.skipped().is_empty(), "{:?}", store.skipped());
+        let recovered = store.recovered();
+        assert_eq!(recovered.len(), 1, "{recovered:?}");
+        assert_eq!(recovered[0].blocks_kept, 2);
+        assert_eq!(recovered[0].segment, seg);
+        assert!(recovered[0].reason.contains(why), "{}", recovered[0].reason);
+        assert_eq!(
+            fs::metadata(seg).expect("meta").len(),
+            index.blocks[2].offset
+        );
+        let kept = 2 * segment::BLOCK_MAX_EVENTS;
+        let meta = store.get("t").expect("shard");
+        assert_eq!(meta.event_count, kept as u64);
+        assert!(meta.recovered_bytes > 0);
+        let (got, stats, _) = collect(&store, "t", None, 4096);
+        assert_eq!(got.len(), kept);
+        assert_eq!(stats.blocks_read, 2);
+        assert!(got.iter().enumerate().all(|(i, e)| e.offset == i as u64));
+        // Recovery is done once: the next open finds a clean shard, and
+        // appends continue after the kept events (offsets recorded in
+        // meta.json are never reused).
+        drop(store);
+        let store = ShardStore::open(root).expect("reopen again");
+        assert!(store.recovered().is_empty());
+        append(&store, "t", events(BASE, 1, 0));
+        let (got, _, _) = collect(&store, "t", None, 4096);
+        let next = got.last().map(|e| e.offset).expect("appended");
+        assert!(next >= kept as u64, "{next}");
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_on_open_and_earlier_blocks_kept() {
+        let (dir, seg, index) = three_blocks();
+        let torn = index.blocks[2].payload_offset + 10;
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .and_then(|f| f.set_len(torn))
+            .expect("truncate");
+        check_two_blocks_left(dir.path(), &seg, &index, "past the end");
+    }
+
+    #[test]
+    fn a_torn_tail_without_an_index_is_cut_on_open() {
+        let (dir, seg, index) = three_blocks();
+        // As after a kill during an append: no index, half a block.
+        fs::remove_file(segment::index_path(&seg)).expect("remove index");
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .and_then(|f| f.set_len(index.blocks[2].offset + 5))
+            .expect("truncate");
+        check_two_blocks_left(dir.path(), &seg, &index, "too few");
+    }
+
+    #[test]
+    fn a_corrupt_last_block_is_cut_on_open() {
+        let (dir, seg, index) = three_blocks();
+        let mut bytes = fs::read(&seg).expect("read");
+        let at = (index.blocks[2].payload_offset + 3) as usize;
+        bytes[at] ^= 0x55;
+        fs::write(&seg, &bytes).expect("corrupt");
+        check_two_blocks_left(dir.path(), &seg, &index, "checksum");
+    }
+
+    #[test]
+    fn retention_drops_whole_old_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let day = 86_400_000;
+        {
+            let store = ShardStore::open(dir.path()).expect("open");
+            append(&store, "r", events(BASE - 10 * day, 100, 0));
+            append(&store, "r", events(BASE, 50, 0));
+            append(&store, "r", vec![Ok(serde_json::json!({"untimed": true}))]);
+            // Without a retention nothing goes.
+            assert_eq!(
+                store.apply_retention(BASE).expect("retention"),
+                RetentionReport::default()
+            );
+            let meta = store.set_retention("r", Some(day)).expect("set");
+            assert_eq!(meta.retention_ms, Some(day));
+            let report = store.apply_retention(BASE + 1000).expect("retention");
+            assert_eq!(report.events_dropped, 100);
+            assert_eq!(report.dropped.len(), 1);
+            assert!(!report.dropped[0].1.exists());
+            let meta = store.get("r").expect("shard");
+            assert_eq!(meta.event_count, 51);
+            assert_eq!(meta.segment_count, 2);
+            assert_eq!(meta.min_ts_ms, Some(BASE));
+            let (got, _, _) = collect(&store, "r", None, 1000);
+            assert_eq!(got.len(), 51);
+            // Offsets are stable: the dropped events' offsets are not reused.
+            assert_eq!(got[0].offset, 100);
+        }
+        let store = ShardStore::open(dir.path()).expect("reopen");
+        let meta = store.get("r").expect("shard");
+        assert_eq!((meta.event_count, meta.retention_ms), (51, Some(day)));
+        append(&store, "r", events(BASE, 1, 0));
+        let (got, _, _) = collect(&store, "r", None, 1000);
+        assert_eq!(got.last().map(|e| e.offset), Some(151));
     }
 }

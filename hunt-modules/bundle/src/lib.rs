@@ -50,6 +50,64 @@ pub fn find(name: &str) -> Option<&'static ShippedModule> {
     all().iter().find(|module| module.name == name)
 }
 
+/// Misbehaving (and no-op) modules for the worker's sandbox tests and the
+/// benchmark. Built with the shipped ones but deliberately not in [`all()`],
+/// so nothing registers them as shipped modules.
+pub mod test_modules {
+    use super::ShippedModule;
+
+    macro_rules! test_module {
+        ($(#[$doc:meta])* $const:ident, $name:literal, $file:literal) => {
+            $(#[$doc])*
+            pub const $const: ShippedModule = ShippedModule {
+                name: $name,
+                version: "0.1.0",
+                wasm: include_bytes!(concat!(env!("OUT_DIR"), "/", $file)),
+            };
+        };
+    }
+
+    test_module!(
+        /// Reads `EventID`, emits nothing.
+        NOOP, "noop", "test_noop.wasm"
+    );
+    test_module!(
+        /// Loops forever in `scan`.
+        RUNAWAY_LOOP, "runaway-loop", "test_runaway_loop.wasm"
+    );
+    test_module!(
+        /// Allocates without bound in `scan`.
+        MEMORY_HOG, "memory-hog", "test_memory_hog.wasm"
+    );
+    test_module!(
+        /// Panics in `scan` with [`TRAP_PANIC_MESSAGE`].
+        TRAP_PANIC, "trap-panic", "test_trap_panic.wasm"
+    );
+    test_module!(
+        /// Returns `findings` findings (default 10000) with `evidence_bytes`
+        /// bytes of evidence each (default 16) from its first `scan`.
+        OUTPUT_FLOOD, "output-flood", "test_output_flood.wasm"
+    );
+    test_module!(
+        /// Prints to stdout forever in `scan`.
+        STDOUT_FLOOD, "stdout-flood", "test_stdout_flood.wasm"
+    );
+
+    /// The message `trap-panic` panics with.
+    pub const TRAP_PANIC_MESSAGE: &str =
+        "trap-panic: deliberate panic in scan (quarry sandbox test)";
+
+    /// Every test module.
+    pub const ALL: [ShippedModule; 6] = [
+        NOOP,
+        RUNAWAY_LOOP,
+        MEMORY_HOG,
+        TRAP_PANIC,
+        OUTPUT_FLOOD,
+        STDOUT_FLOOD,
+    ];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,7 +141,7 @@ mod tests {
 
     #[test]
     fn embedded_modules_are_components() {
-        for module in all() {
+        for module in all().iter().chain(&test_modules::ALL) {
             assert_eq!(&module.wasm[..4], b"\0asm", "{} is not wasm", module.name);
             // Version 0x0d with layer 1 is the component encoding; a core
             // module would have 0x01 0x00 0x00 0x00.
@@ -101,7 +159,7 @@ mod tests {
 
     #[test]
     fn components_implement_the_hunt_world() {
-        for module in all() {
+        for module in all().iter().chain(&test_modules::ALL) {
             let (imports, exports) = interface(module.wasm);
             assert_eq!(exports, ["quarry:hunt/module@0.1.0"], "{}", module.name);
             // The host interface plus the WASI interfaces Rust's std pulls in,
@@ -113,8 +171,10 @@ mod tests {
                     module.name
                 );
             }
+            // Test modules that never log need not import it.
+            let is_test_module = test_modules::ALL.contains(module);
             assert!(
-                imports.iter().any(|i| i == "quarry:hunt/host@0.1.0"),
+                is_test_module || imports.iter().any(|i| i == "quarry:hunt/host@0.1.0"),
                 "{} does not import the host interface: {imports:?}",
                 module.name
             );
@@ -127,6 +187,9 @@ mod tests {
         assert_eq!(LOGON_BRUTEFORCE.version, logon_bruteforce::VERSION);
         assert_eq!(find("logon-bruteforce"), Some(&LOGON_BRUTEFORCE));
         assert_eq!(find("nope"), None);
+        for test_module in &test_modules::ALL {
+            assert_eq!(find(test_module.name), None, "test modules are not shipped");
+        }
         let names: Vec<_> = all().iter().map(|m| m.name).collect();
         let mut sorted = names.clone();
         sorted.sort_unstable();

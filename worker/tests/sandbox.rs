@@ -1,0 +1,439 @@
+//! The sandbox against real misbehaving modules (built from
+//! `hunt-modules/test-modules/*` by the bundle): every failure is named, and
+//! the same `Runtime` keeps serving well-behaved modules afterwards.
+//!
+//! The tests run one at a time (`SERIAL`): the leak test reads the process's
+//! RSS, which other tests running alongside would disturb.
+//!
+//! Decision for a module flooding stdout: the capture of stdout (and of
+//! stderr) is bounded at `STDIO_CAPTURE_BYTES`; a module that writes past it
+//! fails with `TaskFailure::OutputLimit` naming the stream, rather than
+//! printing into a void until its CPU deadline.
+
+use quarry_hunt_modules::test_modules;
+use quarry_hunt_modules::{LOGON_BRUTEFORCE, ShippedModule};
+use quarry_proto::ModuleDigest;
+use quarry_worker::WorkerError;
+use quarry_worker::runtime::{
+    LoadedModule, OutputKind, Runtime, RuntimeConfig, STDIO_CAPTURE_BYTES, TaskFailure, TaskInput,
+    TaskLimits, TaskOutput, module_digest,
+};
+use quarry_worker::shard::ShardStore;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const SHARD: &str = "win-dc01";
+
+/// A runtime, a small real shard, and the temp dir holding them.
+struct Sandbox {
+    runtime: Runtime,
+    store: ShardStore,
+    _dir: tempfile::TempDir,
+    _serial: MutexGuard<'static, ()>,
+}
+
+/// Six failed logons for `alice` a minute apart, then a success, and some
+/// other events: enough for `logon-bruteforce` to report one finding.
+fn events() -> String {
+    let mut lines = Vec::new();
+    let logon = |minute: u32, id: u32, user: &str| {
+        format!(
+            r#"{{"@timestamp":"2024-03-01T10:{minute:02}:00.000Z","EventID":{id},"TargetUserName":"{user}","TargetDomainName":"CORP","IpAddress":"10.0.0.5","LogonType":3,"Computer":"dc01.corp.local"}}"#
+        )
+    };
+    for minute in 0..6 {
+        lines.push(logon(minute, 4625, "alice"));
+    }
+    lines.push(logon(7, 4624, "alice"));
+    for minute in 10..20 {
+        lines.push(logon(minute, 4624, "bob"));
+        lines.push(format!(
+            r#"{{"@timestamp":"2024-03-01T10:{minute:02}:30.000Z","EventID":4688,"NewProcessName":"C:\\Windows\\System32\\cmd.exe","Computer":"dc01.corp.local"}}"#
+        ));
+    }
+    lines.join("\n") + "\n"
+}
+
+/// Compiled modules persist across test runs here (the disk cache under test).
+fn shared_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-module-cache")
+}
+
+fn sandbox_with(config: RuntimeConfig) -> Sandbox {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = ShardStore::open(&dir.path().join("shards")).expect("open shard store");
+    let mut labels = BTreeMap::new();
+    labels.insert("source".to_owned(), "windows-security".to_owned());
+    store
+        .ingest_jsonl(SHARD, labels, events().as_bytes())
+        .expect("ingest");
+    let runtime = Runtime::new(2, config, Some(&shared_cache_dir())).expect("runtime");
+    Sandbox {
+        runtime,
+        store,
+        _dir: dir,
+        _serial: serial,
+    }
+}
+
+fn sandbox() -> Sandbox {
+    sandbox_with(RuntimeConfig::default())
+}
+
+fn limits() -> TaskLimits {
+    TaskLimits {
+        cpu: Duration::from_secs(10),
+        memory_bytes: 64 * 1024 * 1024,
+        max_findings: 1000,
+        max_output_bytes: 16 * 1024 * 1024,
+    }
+}
+
+impl Sandbox {
+    fn load(&self, module: &ShippedModule) -> Arc<LoadedModule> {
+        self.runtime
+            .load(&module_digest(module.wasm), module.wasm)
+            .unwrap_or_else(|e| panic!("{} loads: {e}", module.name))
+    }
+
+    fn run(
+        &self,
+        module: &ShippedModule,
+        params: &[(&str, &str)],
+        limits: TaskLimits,
+    ) -> Result<TaskOutput, TaskFailure> {
+        let loaded = self.load(module);
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let task = TaskInput {
+            params: &params,
+            limits,
+            shard: SHARD,
+            time_range: None,
+        };
+        self.runtime
+            .run(&loaded, &task, &self.store, &AtomicBool::new(false))
+    }
+
+    /// The worker still serves: the shipped module finds the brute force and
+    /// the no-op module runs clean.
+    fn still_serves(&self) {
+        let output = self
+            .run(&LOGON_BRUTEFORCE, &[], limits())
+            .expect("logon-bruteforce runs after the failure");
+        assert_eq!(output.events_scanned, 27);
+        assert!(
+            output
+                .findings
+                .iter()
+                .any(|f| f.rule == "logon-bruteforce/success-after-failures"),
+            "{:?}",
+            output.findings
+        );
+        let output = self
+            .run(&test_modules::NOOP, &[], limits())
+            .expect("noop runs after the failure");
+        assert!(output.findings.is_empty());
+        assert_eq!(output.events_matched, 27);
+    }
+}
+
+#[test]
+fn runaway_loop_is_stopped_at_its_deadline() {
+    let sandbox = sandbox();
+    let failure = sandbox
+        .run(
+            &test_modules::RUNAWAY_LOOP,
+            &[],
+            TaskLimits {
+                cpu: Duration::from_millis(100),
+                ..limits()
+            },
+        )
+        .expect_err("a runaway loop cannot finish");
+    assert!(
+        matches!(failure, TaskFailure::DeadlineExceeded { limit, .. } if limit == Duration::from_millis(100)),
+        "{failure:?}"
+    );
+    let text = failure.to_string();
+    assert!(
+        text.contains("deadline exceeded") && text.contains("100 ms") && text.contains("scan()"),
+        "{text}"
+    );
+    // The agent's view: the same text.
+    assert_eq!(WorkerError::from(failure).to_string(), text);
+    sandbox.still_serves();
+}
+
+#[test]
+fn worker_maximum_clamps_the_deadline_a_hunt_asks_for() {
+    let sandbox = sandbox_with(RuntimeConfig {
+        max_cpu: Duration::from_millis(50),
+        ..RuntimeConfig::default()
+    });
+    let failure = sandbox
+        .run(
+            &test_modules::RUNAWAY_LOOP,
+            &[],
+            TaskLimits {
+                cpu: Duration::from_secs(3600),
+                ..limits()
+            },
+        )
+        .expect_err("a runaway loop cannot finish");
+    assert!(
+        matches!(failure, TaskFailure::DeadlineExceeded { limit, .. } if limit == Duration::from_millis(50)),
+        "{failure:?}"
+    );
+}
+
+#[test]
+fn memory_hog_hits_the_memory_limit() {
+    let sandbox = sandbox();
+    let cap = 32 * 1024 * 1024;
+    let failure = sandbox
+        .run(
+            &test_modules::MEMORY_HOG,
+            &[],
+            TaskLimits {
+                memory_bytes: cap,
+                ..limits()
+            },
+        )
+        .expect_err("a memory hog cannot finish");
+    assert!(
+        matches!(failure, TaskFailure::MemoryLimit { limit_bytes, .. } if limit_bytes == cap),
+        "{failure:?}"
+    );
+    let text = failure.to_string();
+    assert!(
+        text.contains("memory limit") && text.contains(&cap.to_string()),
+        "{text}"
+    );
+    sandbox.still_serves();
+}
+
+#[test]
+fn panic_is_a_trap_with_the_panic_message_and_a_backtrace() {
+    let sandbox = sandbox();
+    let failure = sandbox
+        .run(&test_modules::TRAP_PANIC, &[], limits())
+        .expect_err("the module panics");
+    let TaskFailure::Trap {
+        message, backtrace, ..
+    } = &failure
+    else {
+        panic!("not a trap: {failure:?}");
+    };
+    assert!(
+        message.contains(test_modules::TRAP_PANIC_MESSAGE),
+        "{message}"
+    );
+    let backtrace = backtrace.as_deref().expect("a wasm backtrace");
+    assert!(!backtrace.is_empty());
+    assert!(backtrace.lines().count() <= 25, "bounded: {backtrace}");
+    let text = failure.to_string();
+    assert!(text.starts_with("trap in scan():"), "{text}");
+    assert!(text.contains("wasm backtrace"), "{text}");
+    eprintln!("{text}");
+    sandbox.still_serves();
+}
+
+#[test]
+fn output_flood_hits_the_output_byte_limit() {
+    let sandbox = sandbox();
+    let cap = 1024 * 1024;
+    // 64 findings of 64 KiB of evidence each: 4 MiB against a 1 MiB cap.
+    let failure = sandbox
+        .run(
+            &test_modules::OUTPUT_FLOOD,
+            &[("findings", "64"), ("evidence_bytes", "65536")],
+            TaskLimits {
+                max_output_bytes: cap,
+                ..limits()
+            },
+        )
+        .expect_err("4 MiB of output against a 1 MiB cap");
+    assert!(
+        matches!(
+            failure,
+            TaskFailure::OutputLimit { kind: OutputKind::Findings, limit_bytes, .. } if limit_bytes == cap
+        ),
+        "{failure:?}"
+    );
+    assert!(failure.to_string().contains("output limit"), "{failure}");
+    sandbox.still_serves();
+}
+
+#[test]
+fn too_many_findings_are_truncated_and_reported() {
+    let sandbox = sandbox();
+    let output = sandbox
+        .run(
+            &test_modules::OUTPUT_FLOOD,
+            &[("findings", "10000")],
+            TaskLimits {
+                max_findings: 100,
+                ..limits()
+            },
+        )
+        .expect("truncation is not a failure");
+    assert_eq!(output.findings.len(), 100);
+    assert!(output.findings_truncated);
+    assert_eq!(output.findings_dropped, 9_900);
+    assert!(output.output_bytes > 0);
+    assert!(
+        output
+            .log
+            .iter()
+            .any(|line| line.contains("9900 findings beyond the limit of 100 dropped")),
+        "{:?}",
+        output.log
+    );
+    sandbox.still_serves();
+}
+
+#[test]
+fn stdout_flood_is_an_output_limit_with_a_bounded_log() {
+    let sandbox = sandbox();
+    let failure = sandbox
+        .run(&test_modules::STDOUT_FLOOD, &[], limits())
+        .expect_err("the module prints forever");
+    eprintln!("stdout flood: {failure}");
+    assert!(
+        matches!(
+            failure,
+            TaskFailure::OutputLimit { kind: OutputKind::Stdout, limit_bytes, .. }
+                if limit_bytes == STDIO_CAPTURE_BYTES as u64
+        ),
+        "{failure:?}"
+    );
+    assert!(
+        failure.to_string().contains("output limit") && failure.to_string().contains("stdout"),
+        "{failure}"
+    );
+    sandbox.still_serves();
+}
+
+#[test]
+fn garbage_and_core_modules_are_invalid() {
+    let sandbox = sandbox();
+    let garbage = b"definitely not wasm".as_slice();
+    // A valid, empty core module: wasm, but not a component.
+    let core = b"\0asm\x01\0\0\0".as_slice();
+    for bytes in [garbage, core] {
+        let error = match sandbox.runtime.load(&module_digest(bytes), bytes) {
+            Ok(_) => panic!("{bytes:?} loaded"),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(error, WorkerError::InvalidModule { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("invalid module"), "{error}");
+        assert!(matches!(
+            TaskFailure::from(error),
+            TaskFailure::InvalidModule { .. }
+        ));
+    }
+    sandbox.still_serves();
+}
+
+#[test]
+fn compiled_modules_are_cached_on_disk() {
+    let sandbox = sandbox();
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dir = cache.path().join("module-cache");
+    let digest = module_digest(test_modules::NOOP.wasm);
+    {
+        let runtime = Runtime::new(1, RuntimeConfig::default(), Some(&dir)).expect("runtime");
+        runtime
+            .load(&digest, test_modules::NOOP.wasm)
+            .expect("load");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir)
+            .expect("cache dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("read cache")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with(&format!("{digest}-")) && files[0].ends_with(".cwasm"),
+        "{files:?}"
+    );
+    // A fresh runtime (a restarted worker) loads the artifact and runs it.
+    let runtime = Runtime::new(1, RuntimeConfig::default(), Some(&dir)).expect("runtime");
+    let module = runtime
+        .load(&digest, test_modules::NOOP.wasm)
+        .expect("load");
+    assert_eq!(module.description().name, "noop");
+    let task = TaskInput {
+        params: &[],
+        limits: limits(),
+        shard: SHARD,
+        time_range: None,
+    };
+    let output = runtime
+        .run(&module, &task, &sandbox.store, &AtomicBool::new(false))
+        .expect("runs from the cached artifact");
+    assert_eq!(output.events_matched, 27);
+    // A digest that is not the module's sha256 never names a cache file.
+    let wrong = ModuleDigest::new("0".repeat(64));
+    runtime.load(&wrong, test_modules::NOOP.wasm).expect("load");
+    assert_eq!(std::fs::read_dir(&dir).expect("read cache").count(), 1);
+}
+
+/// Resident set size of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+#[test]
+fn a_thousand_runaway_tasks_do_not_leak() {
+    let sandbox = sandbox();
+    let tiny = TaskLimits {
+        cpu: Duration::from_millis(5),
+        ..limits()
+    };
+    let mut after_ten = 0;
+    for i in 1..=1000 {
+        let failure = sandbox
+            .run(&test_modules::RUNAWAY_LOOP, &[], tiny)
+            .expect_err("a runaway loop cannot finish");
+        assert!(
+            matches!(failure, TaskFailure::DeadlineExceeded { .. }),
+            "task {i}: {failure:?}"
+        );
+        if i == 10 {
+            after_ten = rss_kib();
+        }
+    }
+    let after_all = rss_kib();
+    eprintln!("VmRSS after 10 runaway tasks: {after_ten} KiB; after 1000: {after_all} KiB");
+    assert!(
+        after_all as f64 <= after_ten as f64 * 1.2,
+        "RSS grew from {after_ten} KiB to {after_all} KiB over 1000 tasks"
+    );
+    sandbox.still_serves();
+}
