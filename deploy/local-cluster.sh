@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A local multi-process cluster: one coordinator and two worker processes on
 # loopback ports, each with its own data directory under $DATA (default
-# ./quarry-local). Worker shards are ingested from JSON-lines files given as
+# ./quarry-local). Worker shards are ingested from log files (any format
+# `quarry worker ingest` reads) given as
 # arguments (alternating between the workers). Ctrl-C stops everything.
 #
 #   deploy/local-cluster.sh logs/a.jsonl logs/b.jsonl
@@ -16,7 +17,7 @@ for file in "$@"; do
   w=$((i % 2))
   name="$(basename "$file" | tr '[:upper:]' '[:lower:]' | sed 's/\.[a-z]*$//; s/[^a-z0-9._-]/-/g')"
   if [ ! -d "$DATA/worker-$w/shards/$name" ]; then
-    "$QUARRY" shard ingest "$file" --data-dir "$DATA/worker-$w" --name "$name" --label env=local
+    "$QUARRY" worker ingest --data-dir "$DATA/worker-$w" --shard "$name" --label env=local "$file"
   fi
   i=$((i + 1))
 done

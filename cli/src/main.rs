@@ -58,27 +58,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7700")]
         listen: SocketAddr,
     },
-    /// Run a worker that holds shards and runs hunt tasks.
+    /// Run a worker that holds shards and runs hunt tasks, or ingest logs into its shards.
     #[command(
-        after_help = "Example:\n  quarry worker --id worker-a --data-dir /var/lib/quarry/worker --coordinator http://10.0.0.5:7700"
+        after_help = "Examples:\n  quarry worker --id worker-a --data-dir /var/lib/quarry/worker --coordinator http://10.0.0.5:7700\n  quarry worker ingest --data-dir /var/lib/quarry/worker --shard dc01-security --label env=prod Security.evtx"
     )]
-    Worker {
-        /// Worker id, unique in the cluster.
-        #[arg(long)]
-        id: String,
-        /// Directory holding `shards/`.
-        #[arg(long, default_value = "./quarry-data/worker")]
-        data_dir: PathBuf,
-        /// Coordinator URL.
-        #[arg(long, env = "QUARRY_COORDINATOR", default_value = quarry_client::DEFAULT_COORDINATOR)]
-        coordinator: String,
-        /// Address of the worker's own gRPC server (health, reflection).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        /// Tasks to run at once.
-        #[arg(long, default_value_t = 4)]
-        slots: u32,
-    },
+    Worker(WorkerArgs),
     /// Run a local cluster (one coordinator, two workers) in this process.
     ///
     /// Demo shards with planted attacks are generated on first start; the
@@ -113,7 +97,7 @@ enum Command {
         after_help = "Example:\n  quarry module upload my_hunt.wasm --name my-hunt --version 0.1.0"
     )]
     Module(ModuleCommand),
-    /// Shards: ingest log files into a worker's store, list the cluster's shards.
+    /// List the cluster's shards (ingest logs with `quarry worker ingest`).
     #[command(
         subcommand,
         after_help = "Example:\n  quarry shard list --selector env=demo"
@@ -125,6 +109,62 @@ enum Command {
         after_help = "Example:\n  quarry cluster status --output json"
     )]
     Cluster(ClusterCommand),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct WorkerArgs {
+    #[command(subcommand)]
+    action: Option<WorkerAction>,
+    #[command(flatten)]
+    run: WorkerRun,
+}
+
+#[derive(Args)]
+struct WorkerRun {
+    /// Worker id, unique in the cluster.
+    #[arg(long, required = true)]
+    id: Option<String>,
+    /// Directory holding `shards/` and the compiled-module cache.
+    #[arg(long, default_value = "./quarry-data/worker")]
+    data_dir: PathBuf,
+    /// Coordinator URL.
+    #[arg(long, env = "QUARRY_COORDINATOR", default_value = quarry_client::DEFAULT_COORDINATOR)]
+    coordinator: String,
+    /// Address of the worker's own gRPC server (health, reflection).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Tasks to run at once.
+    #[arg(long, default_value_t = 4)]
+    slots: u32,
+}
+
+#[derive(Subcommand)]
+enum WorkerAction {
+    /// Ingest log files into a shard of this worker's store (creates the shard
+    /// or appends to it). Formats: jsonl, evtx, syslog (RFC 3164/5424,
+    /// auth.log), zeek-json, zeek-tsv; detected per file when --format is left
+    /// out. Malformed records are kept aside with their position and reported.
+    #[command(
+        after_help = "Examples:\n  quarry worker ingest --shard dc01-security --label env=prod --label os=windows Security.evtx\n  quarry worker ingest --shard gw-auth --format syslog /var/log/auth.log /var/log/auth.log.1"
+    )]
+    Ingest {
+        /// Shard name (lowercase letters, digits, `.`, `_`, `-`).
+        #[arg(long)]
+        shard: String,
+        /// Label `key=value` (repeatable), used by hunt scope selectors.
+        #[arg(long = "label", value_parser = parse_pair)]
+        labels: Vec<(String, String)>,
+        /// Input format (jsonl, evtx, syslog, zeek-json, zeek-tsv); detected when omitted.
+        #[arg(long)]
+        format: Option<String>,
+        /// The worker's data directory.
+        #[arg(long, default_value = "./quarry-data/worker")]
+        data_dir: PathBuf,
+        /// Files to ingest, in order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -238,24 +278,6 @@ enum ModuleCommand {
 
 #[derive(Subcommand)]
 enum ShardCommand {
-    /// Ingest a JSON-lines log file into a worker's shard store (run while the
-    /// worker is stopped; it advertises the shard when it starts).
-    #[command(
-        after_help = "Example:\n  quarry shard ingest security.jsonl --data-dir ./quarry-data/worker --name dc01-security --label env=prod --label os=windows"
-    )]
-    Ingest {
-        /// The JSON-lines file.
-        file: PathBuf,
-        /// The worker's data directory.
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// Shard name.
-        #[arg(long)]
-        name: String,
-        /// Label `key=value` (repeatable).
-        #[arg(long = "label", value_parser = parse_pair)]
-        labels: Vec<(String, String)>,
-    },
     /// List the shards the cluster knows.
     #[command(after_help = "Example:\n  quarry shard list --selector os=windows")]
     List {
@@ -338,19 +360,28 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             shutdown_signal().await;
             coordinator.shutdown().await;
         }
-        Command::Worker {
-            id,
-            data_dir,
-            coordinator,
-            listen,
-            slots,
-        } => {
+        Command::Worker(WorkerArgs {
+            action:
+                Some(WorkerAction::Ingest {
+                    shard,
+                    labels,
+                    format,
+                    data_dir,
+                    files,
+                }),
+            ..
+        }) => {
+            let labels = labels.into_iter().collect();
+            quarry_cli::ingest::run(&data_dir, &shard, labels, format.as_deref(), &files).await?;
+        }
+        Command::Worker(WorkerArgs { action: None, run }) => {
+            let id = run.id.context("--id is required to run a worker")?;
             let config = quarry_worker::WorkerConfig {
                 id: quarry_proto::WorkerId::new(id),
-                coordinator,
-                data_dir,
-                listen,
-                slots,
+                coordinator: run.coordinator,
+                data_dir: run.data_dir,
+                listen: run.listen,
+                slots: run.slots,
             };
             let worker = quarry_worker::Worker::start(config).await?;
             println!(
@@ -490,28 +521,6 @@ async fn module(command: ModuleCommand) -> anyhow::Result<()> {
 
 async fn shard(command: ShardCommand) -> anyhow::Result<()> {
     match command {
-        ShardCommand::Ingest {
-            file,
-            data_dir,
-            name,
-            labels,
-        } => {
-            let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let store = quarry_worker::shard::ShardStore::open(&data_dir.join("shards"))?;
-                let input = std::fs::File::open(&file)
-                    .with_context(|| format!("cannot open {}", file.display()))?;
-                Ok(store.ingest_jsonl(
-                    &name,
-                    labels.into_iter().collect(),
-                    std::io::BufReader::new(input),
-                )?)
-            })
-            .await??;
-            println!(
-                "shard {}: {} events stored, {} malformed (kept aside), {} without a timestamp",
-                report.meta.name, report.events_stored, report.malformed, report.without_timestamp
-            );
-        }
         ShardCommand::List {
             selectors,
             client: args,

@@ -575,18 +575,20 @@ impl ClusterService for Api {
     ) -> Result<tonic::Response<v1::StatusResponse>, Status> {
         let raft = self.shared.node.status();
         let live = self.shared.live_workers().len() as u32;
-        let response = self.shared.read(|s| v1::StatusResponse {
+        let response = self.shared.node.read(|r| v1::StatusResponse {
             node_id: raft.id,
             is_leader: raft.is_leader,
             leader_id: raft.leader,
             term: raft.term,
             commit_index: raft.commit,
-            applied_index: raft.applied,
-            workers: s.workers.len() as u32,
+            // The replica, not the published status: a proposer may hear back
+            // before the status is republished.
+            applied_index: r.applied_index,
+            workers: r.state.workers.len() as u32,
             live_workers: live,
-            shards: s.shards.len() as u32,
-            modules: s.modules.len() as u32,
-            running_hunts: s.hunts.values().filter(|h| !h.state.is_terminal()).count() as u32,
+            shards: r.state.shards.len() as u32,
+            modules: r.state.modules.len() as u32,
+            running_hunts: r.state.hunts.values().filter(|h| !h.state.is_terminal()).count() as u32,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         })?;
         Ok(tonic::Response::new(response))

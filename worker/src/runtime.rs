@@ -268,6 +268,9 @@ pub struct ModuleDescription {
     pub fields: Vec<String>,
     /// Host-side prefilter.
     pub prefilter: Prefilter,
+    /// The prefilter's clauses as declared, for skipping whole blocks by
+    /// their index statistics.
+    pub clauses: Vec<Clause>,
     /// ATT&CK ids.
     pub techniques: Vec<String>,
 }
@@ -313,6 +316,10 @@ pub struct TaskOutput {
     pub aggregates: Vec<wit::Aggregate>,
     /// Events read from the shard.
     pub events_scanned: u64,
+    /// Shard blocks decoded.
+    pub blocks_read: u64,
+    /// Shard blocks skipped undecoded (time range or prefilter ruled them out).
+    pub blocks_skipped: u64,
     /// Events that passed the prefilter.
     pub events_matched: u64,
     /// Whether findings beyond the limit were dropped.
@@ -783,9 +790,16 @@ impl Runtime {
             dropped: 0,
             bytes: 0,
         };
-        shards.scan(
-            shard,
+        // Blocks whose index rules the prefilter out are skipped undecoded.
+        let block_filter =
+            |stats: &crate::shard::BlockStats| stats.may_match_all(&description.clauses);
+        let filter = crate::shard::ScanFilter {
             time_range,
+            block_filter: (!description.clauses.is_empty()).then_some(&block_filter as _),
+        };
+        let stats = shards.scan_with(
+            shard,
+            &filter,
             BATCH_SIZE,
             |events: &[StoredEvent]| -> Result<(), TaskFailure> {
                 if cancel.load(Ordering::Relaxed) {
@@ -811,6 +825,8 @@ impl Runtime {
                 Ok(())
             },
         )?;
+        output.blocks_read = stats.blocks_read;
+        output.blocks_skipped = stats.blocks_skipped;
         if !batch.is_empty() {
             output.events_matched += batch.len() as u64;
             let found = scan(exports, &mut store, &batch, &mut budget, &limits)?;
@@ -1092,7 +1108,7 @@ fn task_log(store: &mut Store<TaskData>) -> Vec<String> {
 }
 
 fn describe(descriptor: wit::Descriptor) -> ModuleDescription {
-    let clauses = descriptor
+    let clauses: Vec<Clause> = descriptor
         .prefilter
         .into_iter()
         .map(|p| Clause {
@@ -1111,7 +1127,8 @@ fn describe(descriptor: wit::Descriptor) -> ModuleDescription {
         name: descriptor.name,
         version: descriptor.version,
         fields: descriptor.fields,
-        prefilter: Prefilter::new(clauses),
+        prefilter: Prefilter::new(clauses.clone()),
+        clauses,
         techniques: descriptor.techniques,
     }
 }
