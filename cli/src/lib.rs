@@ -2,6 +2,7 @@
 //! `quarry dev`, `quarry demo` and the cluster tests, the demo itself, and
 //! output formatting.
 
+pub mod bench;
 pub mod cluster;
 pub mod demo;
 pub mod ingest;

@@ -109,6 +109,12 @@ enum Command {
         after_help = "Example:\n  quarry cluster status --output json"
     )]
     Cluster(ClusterCommand),
+    /// Benchmarks: `quarry bench scan` measures ingest and scan rates.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  quarry bench scan --events 500000"
+    )]
+    Bench(quarry_cli::bench::BenchCommand),
 }
 
 #[derive(Args)]
@@ -411,6 +417,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Module(command) => module(command).await?,
         Command::Shard(command) => shard(command).await?,
         Command::Cluster(command) => cluster(command).await?,
+        Command::Bench(command) => return quarry_cli::bench::run(command).await,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

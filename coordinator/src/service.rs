@@ -588,7 +588,12 @@ impl ClusterService for Api {
             live_workers: live,
             shards: r.state.shards.len() as u32,
             modules: r.state.modules.len() as u32,
-            running_hunts: r.state.hunts.values().filter(|h| !h.state.is_terminal()).count() as u32,
+            running_hunts: r
+                .state
+                .hunts
+                .values()
+                .filter(|h| !h.state.is_terminal())
+                .count() as u32,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         })?;
         Ok(tonic::Response::new(response))

@@ -61,6 +61,10 @@ const TEST_MODULES: &[Module] = &[
         package: "test-stdout-flood",
         dir: "hunt-modules/test-modules/stdout-flood",
     },
+    Module {
+        package: "test-rare-match",
+        dir: "hunt-modules/test-modules/rare-match",
+    },
 ];
 
 /// Inputs of the modules besides their own crates. Directories are scanned

@@ -285,3 +285,77 @@ async fn every_server_answers_health_checks_and_reflection() -> anyhow::Result<(
     cluster.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_ingest_stores_events_reports_malformed_and_registers_the_shard() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let (cluster, mut client) = demo_cluster(dir.path()).await?;
+    let worker = format!("http://{}", cluster.workers()[0].addr());
+    let auth_log =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/tests/data/auth.log");
+    let labels: std::collections::HashMap<String, String> =
+        [("env".to_owned(), "lab".to_owned())].into_iter().collect();
+
+    let response =
+        quarry_client::ingest_file(&worker, "gw-auth", labels.clone(), None, &auth_log).await?;
+    assert_eq!(response.format, "syslog", "format detected from content");
+    assert!(response.events_stored > 10, "{response:?}");
+    assert_eq!(response.malformed, 0, "{:?}", response.malformed_records);
+
+    // A JSON-lines file with a bad line in the middle: the rest is stored and
+    // the bad line is reported with its position.
+    let bad = dir.path().join("mixed.jsonl");
+    let first = "{\"EventID\":4625,\"TargetUserName\":\"x\"}\n";
+    std::fs::write(
+        &bad,
+        format!("{first}not json at all\n{{\"EventID\":4624}}\n"),
+    )?;
+    let response =
+        quarry_client::ingest_file(&worker, "gw-json", labels.clone(), Some("jsonl"), &bad).await?;
+    assert_eq!((response.events_stored, response.malformed), (2, 1));
+    let record = &response.malformed_records[0];
+    assert_eq!(
+        (record.line, record.byte_offset),
+        (2, first.len() as u64),
+        "{record:?}"
+    );
+    assert!(record.source.ends_with("mixed.jsonl"), "{record:?}");
+
+    // Bad requests name their cause and store nothing.
+    let err = quarry_client::ingest_file(&worker, "gw-json", labels.clone(), Some("pcap"), &bad)
+        .await
+        .expect_err("format");
+    assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
+    assert!(
+        err.to_string().contains("zeek-tsv"),
+        "error should list the formats: {err}"
+    );
+    let err = quarry_client::ingest_file(&worker, "Bad Name", labels, None, &bad)
+        .await
+        .expect_err("name");
+    assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
+
+    // The worker registers again; the coordinator learns the new shards.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let shards = client
+            .shards([("env".to_owned(), "lab".to_owned())].into_iter().collect())
+            .await?;
+        let names: BTreeSet<_> = shards.iter().map(|s| s.name.as_str()).collect();
+        if names == BTreeSet::from(["gw-auth", "gw-json"]) {
+            assert!(
+                shards.iter().all(|s| s.worker_ids == ["worker-0"]),
+                "{shards:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "coordinator never saw the new shards: {names:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    cluster.shutdown().await;
+    Ok(())
+}

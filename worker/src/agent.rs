@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
@@ -51,6 +51,8 @@ struct Inner {
     /// Tasks started (task id -> attempt, cancel flag); a re-sent assignment
     /// of the same attempt is ignored.
     started: Mutex<HashMap<String, (u32, Arc<AtomicBool>)>>,
+    /// Signalled when an ingest changed the shards: the session re-registers.
+    shards_changed: Arc<Notify>,
 }
 
 impl Worker {
@@ -90,7 +92,14 @@ impl Worker {
             runtime::RuntimeConfig::default(),
             Some(&config.data_dir.join("module-cache")),
         )?;
+        let shards_changed = Arc::new(Notify::new());
+        let ingest = crate::ingest_service::IngestApi::new(
+            store.clone(),
+            config.data_dir.join("ingest-spool"),
+            shards_changed.clone(),
+        );
         let inner = Arc::new(Inner {
+            shards_changed,
             config,
             store: store.clone(),
             runtime,
@@ -100,7 +109,7 @@ impl Worker {
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
-            tokio::spawn(serve(listener, shutdown_rx.clone())),
+            tokio::spawn(serve(listener, ingest, shutdown_rx.clone())),
             tokio::spawn(session_loop(inner, addr, shutdown_rx)),
         ];
         Ok(Self {
@@ -140,15 +149,26 @@ impl Drop for Worker {
     }
 }
 
-async fn serve(listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    ingest: crate::ingest_service::IngestApi,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
         .build_v1();
-    let mut router = tonic::transport::Server::builder().add_service(health_service);
+    let mut router = tonic::transport::Server::builder()
+        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(
+            v1::ingest_service_server::IngestServiceServer::new(ingest)
+                .max_decoding_message_size(quarry_proto::MAX_MESSAGE_BYTES),
+        );
     match reflection {
         Ok(reflection) => router = router.add_service(reflection),
         Err(e) => tracing::warn!(error = %e, "serving without reflection"),
@@ -173,7 +193,12 @@ async fn session_loop(inner: Arc<Inner>, addr: SocketAddr, mut shutdown: watch::
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
             result = session => match result {
-                Ok(()) => tracing::info!(worker = %inner.config.id, "task stream ended; reconnecting"),
+                Ok(Session::ShardsChanged) => {
+                    tracing::info!(worker = %inner.config.id, "shards changed; registering again");
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(Session::Ended) => tracing::info!(worker = %inner.config.id, "task stream ended; reconnecting"),
                 Err(e) => tracing::warn!(worker = %inner.config.id, error = %e, "coordinator session failed; retrying in {backoff:?}"),
             },
         }
@@ -183,6 +208,14 @@ async fn session_loop(inner: Arc<Inner>, addr: SocketAddr, mut shutdown: watch::
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Why a coordinator session ended without an error.
+enum Session {
+    /// The coordinator closed the task stream.
+    Ended,
+    /// Shards were ingested; register again so the coordinator sees them.
+    ShardsChanged,
 }
 
 fn coordinator_error(inner: &Inner, detail: impl std::fmt::Display) -> WorkerError {
@@ -221,7 +254,7 @@ fn shard_infos(store: &ShardStore) -> Vec<v1::ShardInfo> {
         .collect()
 }
 
-async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<(), WorkerError> {
+async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, WorkerError> {
     let mut client = connect(&inner).await?;
     let id = inner.config.id.to_string();
     let registered = client
@@ -262,7 +295,14 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<(), WorkerEr
         })
     };
     let result = async {
-        while let Some(command) = stream.next().await {
+        loop {
+            let command = tokio::select! {
+                command = stream.next() => command,
+                () = inner.shards_changed.notified() => return Ok(Session::ShardsChanged),
+            };
+            let Some(command) = command else {
+                return Ok(Session::Ended);
+            };
             let command = command.map_err(|s| {
                 coordinator_error(&inner, format!("task stream broke: {}", s.message()))
             })?;
@@ -280,7 +320,6 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<(), WorkerEr
                 None => {}
             }
         }
-        Ok(())
     }
     .await;
     heartbeat.abort();

@@ -6,10 +6,12 @@
 //! ([`agent`]).
 
 pub mod agent;
+pub mod bench;
 pub mod demo;
 pub mod error;
 pub mod event;
 pub mod ingest;
+pub mod ingest_service;
 pub mod prefilter;
 pub mod runtime;
 pub mod shard;

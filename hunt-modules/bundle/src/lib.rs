@@ -92,19 +92,26 @@ pub mod test_modules {
         /// Prints to stdout forever in `scan`.
         STDOUT_FLOOD, "stdout-flood", "test_stdout_flood.wasm"
     );
+    test_module!(
+        /// Prefilter `Image` ends with `\rundll32.exe` and `CommandLine`
+        /// contains `comsvcs` (~1% of the benchmark shard); reports how many
+        /// events reached it as the aggregate `rare-match` (key `matched`).
+        RARE_MATCH, "rare-match", "test_rare_match.wasm"
+    );
 
     /// The message `trap-panic` panics with.
     pub const TRAP_PANIC_MESSAGE: &str =
         "trap-panic: deliberate panic in scan (quarry sandbox test)";
 
     /// Every test module.
-    pub const ALL: [ShippedModule; 6] = [
+    pub const ALL: [ShippedModule; 7] = [
         NOOP,
         RUNAWAY_LOOP,
         MEMORY_HOG,
         TRAP_PANIC,
         OUTPUT_FLOOD,
         STDOUT_FLOOD,
+        RARE_MATCH,
     ];
 }
 

@@ -355,6 +355,84 @@ impl Client {
     }
 }
 
+/// Streams one log file into a shard of the worker at `worker_url`
+/// (`quarry.v1.IngestService`); answers once every event is on disk.
+///
+/// `format` is `jsonl`, `evtx`, `syslog`, `zeek-json` or `zeek-tsv`; `None`
+/// lets the worker detect it.
+pub async fn ingest_file(
+    worker_url: &str,
+    shard: &str,
+    labels: HashMap<String, String>,
+    format: Option<&str>,
+    path: &std::path::Path,
+) -> Result<v1::IngestResponse, ClientError> {
+    use tokio::io::AsyncReadExt as _;
+    let channel = Channel::from_shared(worker_url.to_owned())
+        .map_err(|e| ClientError::BadUrl {
+            url: worker_url.to_owned(),
+            detail: e.to_string(),
+        })?
+        .connect()
+        .await
+        .map_err(|e| ClientError::Connect {
+            url: worker_url.to_owned(),
+            detail: source_text(&e),
+        })?;
+    let file = tokio::fs::File::open(path).await.map_err(|e| {
+        tonic::Status::invalid_argument(format!("cannot open {}: {e}", path.display()))
+    })?;
+    let header = v1::IngestHeader {
+        shard: shard.to_owned(),
+        labels,
+        format: format.unwrap_or_default().to_owned(),
+        source: path.display().to_string(),
+    };
+    // Header first, then the file in chunks, read as the stream is polled. A
+    // read error ends the stream; it is reported after the call so a partial
+    // upload never passes for a whole one.
+    let failed: std::sync::Arc<std::sync::Mutex<Option<std::io::Error>>> = Default::default();
+    let read_error = failed.clone();
+    let chunks = futures::stream::unfold(
+        (file, Some(header), false),
+        move |(mut file, header, done)| {
+            let read_error = read_error.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let mut data = vec![0u8; quarry_proto::MODULE_CHUNK_BYTES];
+                let read = match file.read(&mut data).await {
+                    Ok(read) => read,
+                    Err(e) => {
+                        if let Ok(mut slot) = read_error.lock() {
+                            *slot = Some(e);
+                        }
+                        return None;
+                    }
+                };
+                data.truncate(read);
+                if read == 0 && header.is_none() {
+                    return None;
+                }
+                Some((v1::IngestRequest { header, data }, (file, None, read == 0)))
+            }
+        },
+    );
+    let mut client = v1::ingest_service_client::IngestServiceClient::new(channel)
+        .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES);
+    let response = client.ingest(chunks).await?.into_inner();
+    if let Some(error) = failed.lock().ok().and_then(|mut slot| slot.take()) {
+        return Err(tonic::Status::data_loss(format!(
+            "reading {} failed mid-upload ({error}); the worker stored only the first {} events of it",
+            path.display(),
+            response.events_stored
+        ))
+        .into());
+    }
+    Ok(response)
+}
+
 fn source_text(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

@@ -1,0 +1,1235 @@
+//! The scan benchmark behind `quarry bench scan` (issue 3, "Benchmark").
+//!
+//! [`scan_bench`] builds one shard of realistic mixed security events
+//! (Windows Security 4624/4625/4688/4672, Sysmon process creation, Linux
+//! auth.log sshd records, Zeek-style DNS queries) from a deterministic PRNG
+//! and measures, in one run:
+//!
+//! - the ingest rate through [`ShardStore::append`] and the bytes on disk
+//!   per event;
+//! - the host-only rate: [`ShardStore::scan_with`] with no filter, which
+//!   reads, decompresses and decodes every event into `serde_json`, touching
+//!   one field (the limit without any module);
+//! - the no-op module rate (the `noop` test module: one field, no
+//!   prefilter) and its ratio to host-only (goal ≥ 0.80);
+//! - the rare-match module rate (the `rare-match` test module, whose
+//!   prefilter selects ~1% of the events) and its ratio to host-only
+//!   (goal ≥ 3.0), with the blocks its prefilter skipped.
+//!
+//! The rare events are an LSASS dump through `rundll32.exe
+//! comsvcs.dll,MiniDump` (Sysmon event 1). They come in bursts, as an
+//! attack does: in every window of 65,536 events one run of 1/50 of the
+//! window holds them, each event of the run being one with probability 1/2,
+//! so ~1% of all events. `Image` takes a few dozen values per block (under
+//! the block index's limit of distinct values) and the background never runs
+//! `rundll32.exe`, so the block index rules the prefilter out for every
+//! block outside a burst: the module is fed ~1% of the events and most blocks
+//! are skipped undecoded. Spread uniformly instead, 1% of events would put
+//! ~40 of them in every 4,096-event block and no block could be skipped; the
+//! rate would then only gain from not crossing into the guest.
+//!
+//! The modules are passed in as bytes ([`BenchModules`]): the worker crate
+//! does not depend on the module bundle (the CLI and the tests do).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::error::WorkerError;
+use crate::event::{StoredEvent, format_rfc3339_ms, lookup};
+use crate::ingest::RecordResult;
+use crate::runtime::{
+    BATCH_SIZE, Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput, module_digest,
+};
+use crate::shard::{ScanFilter, ShardError, ShardStore};
+
+/// Goal for no-op module rate / host-only rate.
+pub const NOOP_RATIO_GOAL: f64 = 0.80;
+/// Goal for rare-match module rate / host-only rate.
+pub const RARE_RATIO_GOAL: f64 = 3.0;
+/// Events in a shard when not told otherwise.
+pub const DEFAULT_EVENTS: u64 = 2_000_000;
+/// Name of the benchmark shard.
+pub const SHARD: &str = "bench-scan";
+
+/// Events per window holding one attack burst.
+const BURST_WINDOW: u64 = 65_536;
+/// A burst is `1 / BURST_DIVISOR` of its window.
+const BURST_DIVISOR: u64 = 50;
+/// Generous CPU deadline for the benchmark's tasks.
+const TASK_CPU: Duration = Duration::from_secs(3 * 3600);
+
+/// The two modules the benchmark runs, as component bytes
+/// (`quarry_hunt_modules::test_modules::{NOOP, RARE_MATCH}`).
+#[derive(Clone, Copy)]
+pub struct BenchModules<'a> {
+    /// Reads one field, no prefilter, emits nothing.
+    pub noop: &'a [u8],
+    /// Prefilter selecting the rare events; reports their count as the
+    /// aggregate `rare-match` (key `matched`).
+    pub rare_match: &'a [u8],
+}
+
+/// One timed pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pass {
+    /// Wall time.
+    pub seconds: f64,
+    /// Events of the shard per second of wall time (all events of the shard,
+    /// skipped or not, so passes compare).
+    pub events_per_sec: f64,
+    /// Events decoded by the host.
+    pub events_decoded: u64,
+    /// Events passed to the consumer (the closure or the guest).
+    pub events_delivered: u64,
+    /// Blocks decompressed.
+    pub blocks_read: u64,
+    /// Blocks skipped undecoded.
+    pub blocks_skipped: u64,
+}
+
+/// What [`scan_bench`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanBenchReport {
+    /// Events in the shard.
+    pub events: u64,
+    /// Events that are the rare marker, as generated.
+    pub rare_events: u64,
+    /// Average size of an event as compact JSON, sampled (1 in 64).
+    pub json_bytes_per_event: f64,
+    /// Wall time of the ingest, generation included.
+    pub ingest_seconds: f64,
+    /// Of which generating the events.
+    pub generate_seconds: f64,
+    /// Events per second through `append` (generation excluded).
+    pub ingest_events_per_sec: f64,
+    /// Bytes of the shard directory on disk.
+    pub bytes_on_disk: u64,
+    /// `bytes_on_disk / events`.
+    pub bytes_per_event: f64,
+    /// Blocks in the shard.
+    pub blocks: u64,
+    /// Host-only scan: decode every event, touch one field.
+    pub host: Pass,
+    /// The no-op module.
+    pub noop: Pass,
+    /// The rare-match module.
+    pub rare: Pass,
+    /// Events the rare-match module counted (its aggregate).
+    pub rare_matched_by_module: u64,
+    /// `noop.events_per_sec / host.events_per_sec`.
+    pub noop_ratio: f64,
+    /// `rare.events_per_sec / host.events_per_sec`.
+    pub rare_ratio: f64,
+    /// Goal for `noop_ratio`.
+    pub noop_ratio_goal: f64,
+    /// Goal for `rare_ratio`.
+    pub rare_ratio_goal: f64,
+    /// Time to compile and load both modules (not in the rates).
+    pub module_load_seconds: f64,
+    /// Whether this is an optimised build (`cfg!(debug_assertions)` off).
+    pub optimized_build: bool,
+}
+
+impl ScanBenchReport {
+    /// Whether both ratio goals are met.
+    pub fn goals_met(&self) -> bool {
+        self.noop_ratio >= self.noop_ratio_goal && self.rare_ratio >= self.rare_ratio_goal
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+impl fmt::Display for ScanBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pct = |a: u64, b: u64| {
+            if b == 0 {
+                0.0
+            } else {
+                100.0 * a as f64 / b as f64
+            }
+        };
+        writeln!(
+            f,
+            "quarry bench scan: {} events ({} rare, {:.2}%), ~{:.0} bytes of JSON each, {} blocks{}",
+            self.events,
+            self.rare_events,
+            pct(self.rare_events, self.events),
+            self.json_bytes_per_event,
+            self.blocks,
+            if self.optimized_build {
+                ""
+            } else {
+                " [unoptimised build]"
+            }
+        )?;
+        writeln!(
+            f,
+            "  ingest           {:>12.0} events/s  ({:.1} s, of which {:.1} s generating the events)",
+            self.ingest_events_per_sec, self.ingest_seconds, self.generate_seconds
+        )?;
+        writeln!(
+            f,
+            "  on disk          {:>12.1} bytes/event ({} bytes)",
+            self.bytes_per_event, self.bytes_on_disk
+        )?;
+        let line = |f: &mut fmt::Formatter<'_>, name: &str, p: &Pass| {
+            writeln!(
+                f,
+                "  {name:<16} {:>12.0} events/s  ({:.1} s; {} events decoded, {} delivered; blocks {} read, {} skipped)",
+                p.events_per_sec,
+                p.seconds,
+                p.events_decoded,
+                p.events_delivered,
+                p.blocks_read,
+                p.blocks_skipped
+            )
+        };
+        line(f, "host-only", &self.host)?;
+        line(f, "no-op module", &self.noop)?;
+        line(f, "rare-match", &self.rare)?;
+        writeln!(
+            f,
+            "  rare-match prefilter selected {:.2}% of events; the module counted {}",
+            pct(self.rare.events_delivered, self.events),
+            self.rare_matched_by_module
+        )?;
+        writeln!(
+            f,
+            "  no-op / host     {:>12.2}   goal >= {:.2}: {}",
+            self.noop_ratio,
+            self.noop_ratio_goal,
+            verdict(self.noop_ratio >= self.noop_ratio_goal)
+        )?;
+        writeln!(
+            f,
+            "  rare / host      {:>12.2}   goal >= {:.2}: {}",
+            self.rare_ratio,
+            self.rare_ratio_goal,
+            verdict(self.rare_ratio >= self.rare_ratio_goal)
+        )?;
+        write!(
+            f,
+            "  (module compile + load: {:.1} s, not counted in the rates)",
+            self.module_load_seconds
+        )
+    }
+}
+
+/// Builds a shard of `events` generated events under `dir` (a fresh
+/// directory is best: an existing benchmark shard there is appended to is
+/// refused) and measures ingest, host-only scan, the no-op module and the
+/// rare-match module, in that order. `progress` gets a line of text now and
+/// then.
+///
+/// # Errors
+///
+/// A shard store failure, a module that does not load, or a task that fails.
+pub fn scan_bench(
+    dir: &Path,
+    events: u64,
+    modules: BenchModules<'_>,
+    mut progress: impl FnMut(&str),
+) -> Result<ScanBenchReport, WorkerError> {
+    let shards_dir = dir.join("shards");
+    let store = ShardStore::open(&shards_dir)?;
+    if store.get(SHARD).is_some() {
+        return Err(WorkerError::Task(format!(
+            "{} already holds a shard `{SHARD}`; run the benchmark in an empty directory",
+            shards_dir.display()
+        )));
+    }
+
+    // Ingest.
+    progress(&format!("generating and ingesting {events} events ..."));
+    let mut generator = Generator::new(events);
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let labels = BTreeMap::from([("source".to_owned(), "bench".to_owned())]);
+    let report = store.append(SHARD, labels, &mut generator, &mut |p| {
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            let secs = started.elapsed().as_secs_f64();
+            progress(&format!(
+                "  ingested {} / {events} events ({:.0} events/s)",
+                p.events_acknowledged,
+                p.events_acknowledged as f64 / secs.max(1e-9)
+            ));
+        }
+    })?;
+    let ingest_seconds = started.elapsed().as_secs_f64();
+    let generate_seconds = generator.spent.as_secs_f64();
+    if report.events_stored != events || report.malformed != 0 {
+        return Err(WorkerError::Task(format!(
+            "ingest stored {} of {events} events ({} malformed)",
+            report.events_stored, report.malformed
+        )));
+    }
+    let bytes_on_disk = dir_size(&store.shard_dir(SHARD))?;
+    progress(&format!(
+        "ingested in {ingest_seconds:.1} s; {:.1} bytes/event on disk",
+        bytes_on_disk as f64 / events.max(1) as f64
+    ));
+
+    // Host only.
+    progress("host-only scan (decode every event, touch one field) ...");
+    let started = Instant::now();
+    let mut touched = 0u64;
+    let filter = ScanFilter {
+        time_range: None,
+        block_filter: None,
+    };
+    let stats = store.scan_with(
+        SHARD,
+        &filter,
+        BATCH_SIZE,
+        |batch: &[StoredEvent]| -> Result<(), ShardError> {
+            for event in batch {
+                if lookup(&event.doc, "EventID").is_some() {
+                    touched += 1;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    std::hint::black_box(touched);
+    let host = pass(
+        started.elapsed(),
+        events,
+        stats.events_read,
+        stats.events_emitted,
+        stats.blocks_read,
+        stats.blocks_skipped,
+    );
+    progress(&format!(
+        "  {:.0} events/s ({:.1} s)",
+        host.events_per_sec, host.seconds
+    ));
+
+    // Modules.
+    progress("compiling the no-op and rare-match modules ...");
+    let started = Instant::now();
+    let config = RuntimeConfig {
+        max_cpu: TASK_CPU,
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::new(1, config, Some(&dir.join("module-cache")))?;
+    let noop_module = runtime.load(&module_digest(modules.noop), modules.noop)?;
+    let rare_module = runtime.load(&module_digest(modules.rare_match), modules.rare_match)?;
+    let module_load_seconds = started.elapsed().as_secs_f64();
+    let limits = TaskLimits {
+        cpu: TASK_CPU,
+        memory_bytes: 256 * 1024 * 1024,
+        max_findings: 1000,
+        max_output_bytes: 16 * 1024 * 1024,
+    };
+    let task = TaskInput {
+        params: &[],
+        limits,
+        shard: SHARD,
+        time_range: None,
+    };
+    let cancel = AtomicBool::new(false);
+    let run = |module, name: &str, progress: &mut dyn FnMut(&str)| {
+        progress(&format!("{name} module over the shard ..."));
+        let started = Instant::now();
+        let output: TaskOutput = runtime.run_task(module, &task, &store, &cancel)?;
+        let elapsed = started.elapsed();
+        let p = pass(
+            elapsed,
+            events,
+            output.events_scanned,
+            output.events_matched,
+            output.blocks_read,
+            output.blocks_skipped,
+        );
+        progress(&format!(
+            "  {:.0} events/s ({:.1} s)",
+            p.events_per_sec, p.seconds
+        ));
+        Ok::<_, WorkerError>((p, output))
+    };
+    let (noop, _) = run(&noop_module, "no-op", &mut progress)?;
+    let (rare, rare_output) = run(&rare_module, "rare-match", &mut progress)?;
+    let rare_matched_by_module = rare_output
+        .aggregates
+        .iter()
+        .filter(|a| a.name == "rare-match")
+        .flat_map(|a| a.counts.iter())
+        .filter(|(key, _)| key == "matched")
+        .map(|(_, n)| *n)
+        .sum();
+
+    let ratio = |p: &Pass| p.events_per_sec / host.events_per_sec.max(f64::MIN_POSITIVE);
+    Ok(ScanBenchReport {
+        events,
+        rare_events: generator.rare,
+        json_bytes_per_event: generator.sampled_bytes as f64 / generator.sampled.max(1) as f64,
+        ingest_seconds,
+        generate_seconds,
+        ingest_events_per_sec: events as f64 / (ingest_seconds - generate_seconds).max(1e-9),
+        bytes_on_disk,
+        bytes_per_event: bytes_on_disk as f64 / events.max(1) as f64,
+        blocks: host.blocks_read + host.blocks_skipped,
+        noop_ratio: ratio(&noop),
+        rare_ratio: ratio(&rare),
+        host,
+        noop,
+        rare,
+        rare_matched_by_module,
+        noop_ratio_goal: NOOP_RATIO_GOAL,
+        rare_ratio_goal: RARE_RATIO_GOAL,
+        module_load_seconds,
+        optimized_build: !cfg!(debug_assertions),
+    })
+}
+
+fn pass(
+    elapsed: Duration,
+    events: u64,
+    decoded: u64,
+    delivered: u64,
+    blocks_read: u64,
+    blocks_skipped: u64,
+) -> Pass {
+    let seconds = elapsed.as_secs_f64();
+    Pass {
+        seconds,
+        events_per_sec: events as f64 / seconds.max(1e-9),
+        events_decoded: decoded,
+        events_delivered: delivered,
+        blocks_read,
+        blocks_skipped,
+    }
+}
+
+fn dir_size(dir: &Path) -> Result<u64, WorkerError> {
+    let io = |e: std::io::Error| WorkerError::Task(format!("cannot size {}: {e}", dir.display()));
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let meta = entry.metadata().map_err(io)?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+/// SplitMix64: small, fast, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
+        self.below(denominator) < numerator
+    }
+}
+
+/// A deterministic hex string of `len` characters from `seed` (stable per
+/// seed, as a binary's hash is).
+fn hex_of(seed: u64, len: usize) -> String {
+    let mut rng = Rng(seed ^ 0x5151_5151);
+    let mut s = String::with_capacity(len);
+    while s.len() < len {
+        s.push_str(&format!("{:016X}", rng.next()));
+    }
+    s.truncate(len);
+    s
+}
+
+const HOSTS: &[&str] = &[
+    "DC01.corp.example.com",
+    "DC02.corp.example.com",
+    "FS01.corp.example.com",
+    "WS-0142.corp.example.com",
+    "WS-0217.corp.example.com",
+    "WS-0388.corp.example.com",
+    "WS-0401.corp.example.com",
+    "SQL01.corp.example.com",
+];
+const LINUX_HOSTS: &[&str] = &["bastion-1", "web-03", "web-04", "db-02", "build-07"];
+const USERS: &[&str] = &[
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "mallory",
+    "svc_backup",
+    "svc_sql",
+    "administrator",
+];
+const LINUX_USERS: &[&str] = &[
+    "root", "ubuntu", "deploy", "git", "admin", "alice", "postgres",
+];
+/// (Image, OriginalFileName, Description, Company)
+const IMAGES: &[(&str, &str, &str, &str)] = &[
+    (
+        r"C:\Windows\System32\svchost.exe",
+        "svchost.exe",
+        "Host Process for Windows Services",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\cmd.exe",
+        "Cmd.Exe",
+        "Windows Command Processor",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe",
+        "PowerShell.EXE",
+        "Windows PowerShell",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\conhost.exe",
+        "CONHOST.EXE",
+        "Console Window Host",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\explorer.exe",
+        "EXPLORER.EXE",
+        "Windows Explorer",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\taskhostw.exe",
+        "taskhostw.exe",
+        "Host Process for Windows Tasks",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\backgroundTaskHost.exe",
+        "backgroundTaskHost.exe",
+        "Background Task Host",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\RuntimeBroker.exe",
+        "RuntimeBroker.exe",
+        "Runtime Broker",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\SearchProtocolHost.exe",
+        "SearchProtocolHost.exe",
+        "Microsoft Windows Search Protocol Host",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\wbem\WmiPrvSE.exe",
+        "Wmiprvse.exe",
+        "WMI Provider Host",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\sc.exe",
+        "sc.exe",
+        "Service Control Manager Configuration Tool",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\net.exe",
+        "net.exe",
+        "Net Command",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\ipconfig.exe",
+        "ipconfig.exe",
+        "IP Configuration Utility",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\whoami.exe",
+        "whoami.exe",
+        "whoami - displays logged on user information",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\schtasks.exe",
+        "schtasks.exe",
+        "Task Scheduler Configuration Tool",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\msiexec.exe",
+        "msiexec.exe",
+        "Windows® installer",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\dllhost.exe",
+        "dllhost.exe",
+        "COM Surrogate",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\smartscreen.exe",
+        "smartscreen.exe",
+        "Windows Defender SmartScreen",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Program Files\Google\Chrome\Application\chrome.exe",
+        "chrome.exe",
+        "Google Chrome",
+        "Google LLC",
+    ),
+    (
+        r"C:\Program Files\Mozilla Firefox\firefox.exe",
+        "firefox.exe",
+        "Firefox",
+        "Mozilla Corporation",
+    ),
+    (
+        r"C:\Program Files\Microsoft Office\root\Office16\OUTLOOK.EXE",
+        "Outlook.exe",
+        "Microsoft Outlook",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Program Files\Microsoft Office\root\Office16\WINWORD.EXE",
+        "WinWord.exe",
+        "Microsoft Word",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Program Files\Microsoft Office\root\Office16\EXCEL.EXE",
+        "Excel.exe",
+        "Microsoft Excel",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Program Files\7-Zip\7z.exe",
+        "7z.exe",
+        "7-Zip Console",
+        "Igor Pavlov",
+    ),
+    (
+        r"C:\Program Files\Git\cmd\git.exe",
+        "git.exe",
+        "Git for Windows",
+        "The Git Development Community",
+    ),
+    (
+        r"C:\Program Files\Microsoft VS Code\Code.exe",
+        "electron.exe",
+        "Visual Studio Code",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\notepad.exe",
+        "NOTEPAD.EXE",
+        "Notepad",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\tasklist.exe",
+        "tasklist.exe",
+        "Lists the current running tasks",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\ProgramData\Microsoft\Windows Defender\Platform\4.18.24090.11-0\MsMpEng.exe",
+        "MsMpEng.exe",
+        "Antimalware Service Executable",
+        "Microsoft Corporation",
+    ),
+    (
+        r"C:\Windows\System32\gpupdate.exe",
+        "GPUpdate.exe",
+        "Microsoft® Windows Group Policy Update Utility",
+        "Microsoft Corporation",
+    ),
+];
+const ARGS: &[&str] = &[
+    "",
+    " -k netsvcs -p -s Schedule",
+    " /c echo %TEMP%",
+    " -NoProfile -ExecutionPolicy Bypass -File C:\\Scripts\\inventory.ps1",
+    " 0xffffffff -ForceV1",
+    " --type=renderer --field-trial-handle=1712,i,1099 --lang=en-US --renderer-client-id=7",
+    " query wuauserv",
+    " user /domain",
+    " /all",
+    " /query /fo LIST /v",
+    " /target:computer /force",
+    " status --porcelain",
+    " a -tzip C:\\Users\\Public\\report.zip C:\\Users\\Public\\Documents",
+];
+const DOMAINS: &[&str] = &[
+    "www.google.com",
+    "outlook.office365.com",
+    "login.microsoftonline.com",
+    "update.microsoft.com",
+    "github.com",
+    "api.github.com",
+    "slack.com",
+    "cdn.jsdelivr.net",
+    "corp.example.com",
+    "dc01.corp.example.com",
+    "wpad.corp.example.com",
+    "time.windows.com",
+    "ocsp.digicert.com",
+    "s3.amazonaws.com",
+    "telemetry.example-vendor.net",
+];
+const QTYPES: &[&str] = &["A", "A", "A", "AAAA", "AAAA", "PTR", "SRV", "TXT", "CNAME"];
+
+/// The generated events, as records for [`ShardStore::append`].
+struct Generator {
+    rng: Rng,
+    total: u64,
+    index: u64,
+    /// Current timestamp, epoch ms.
+    ts_ms: i64,
+    /// Burst of the current window: `[start, end)`, event indices.
+    burst: (u64, u64),
+    /// Rare events generated.
+    rare: u64,
+    /// Time spent generating.
+    spent: Duration,
+    sampled: u64,
+    sampled_bytes: u64,
+}
+
+impl Generator {
+    fn new(total: u64) -> Self {
+        Self {
+            rng: Rng(0x0051_5541_5252_5921),
+            total,
+            index: 0,
+            // 2026-11-20T00:00:00Z.
+            ts_ms: 1_795_132_800_000,
+            burst: (0, 0),
+            rare: 0,
+            spent: Duration::ZERO,
+            sampled: 0,
+            sampled_bytes: 0,
+        }
+    }
+
+    fn event(&mut self, i: u64) -> Value {
+        if i.is_multiple_of(BURST_WINDOW) {
+            let len = BURST_WINDOW.min(self.total - i);
+            let burst_len = len / BURST_DIVISOR;
+            let start = i + self.rng.below(len - burst_len + 1);
+            self.burst = (start, start + burst_len);
+        }
+        self.ts_ms += 5 + self.rng.below(70) as i64;
+        let timestamp = format_rfc3339_ms(self.ts_ms);
+        let in_burst = self.burst.0 <= i && i < self.burst.1;
+        if in_burst && self.rng.chance(1, 2) {
+            self.rare += 1;
+            return self.lsass_dump(timestamp);
+        }
+        match self.rng.below(100) {
+            0..25 => self.logon(timestamp, true),
+            25..30 => self.logon(timestamp, false),
+            30..42 => self.process_4688(timestamp),
+            42..47 => self.special_privileges(timestamp),
+            47..67 => self.sysmon_process(timestamp),
+            67..82 => self.sshd(timestamp),
+            _ => self.dns(timestamp),
+        }
+    }
+
+    fn windows_base(
+        &mut self,
+        timestamp: String,
+        event_id: u32,
+        channel: &str,
+    ) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("@timestamp".into(), timestamp.into());
+        m.insert("EventID".into(), event_id.into());
+        m.insert("Channel".into(), channel.into());
+        m.insert("Computer".into(), (*self.rng.pick(HOSTS)).into());
+        m.insert("EventRecordID".into(), (self.index * 7 + 1_000_000).into());
+        m.insert("Level".into(), 0.into());
+        m.insert("Task".into(), 12544.into());
+        m.insert("Keywords".into(), "0x8020000000000000".into());
+        m
+    }
+
+    fn security(&mut self, timestamp: String, event_id: u32) -> Map<String, Value> {
+        let mut m = self.windows_base(timestamp, event_id, "Security");
+        m.insert(
+            "Provider_Name".into(),
+            "Microsoft-Windows-Security-Auditing".into(),
+        );
+        m.insert("SubjectUserSid".into(), "S-1-5-18".into());
+        m.insert("SubjectUserName".into(), "DC01$".into());
+        m.insert("SubjectDomainName".into(), "CORP".into());
+        m.insert("SubjectLogonId".into(), "0x3e7".into());
+        m
+    }
+
+    fn logon(&mut self, timestamp: String, success: bool) -> Value {
+        let mut m = self.security(timestamp, if success { 4624 } else { 4625 });
+        let user = *self.rng.pick(USERS);
+        let ip = format!(
+            "10.{}.{}.{}",
+            self.rng.below(4),
+            self.rng.below(40),
+            2 + self.rng.below(250)
+        );
+        let logon_type = *self.rng.pick(&[2u32, 3, 3, 3, 5, 7, 10]);
+        m.insert(
+            "TargetUserSid".into(),
+            format!(
+                "S-1-5-21-3623811015-3361044348-30300820-{}",
+                1100 + user.len()
+            )
+            .into(),
+        );
+        m.insert("TargetUserName".into(), user.into());
+        m.insert("TargetDomainName".into(), "CORP".into());
+        m.insert("LogonType".into(), logon_type.into());
+        m.insert(
+            "LogonProcessName".into(),
+            if logon_type == 3 {
+                "NtLmSsp "
+            } else {
+                "User32 "
+            }
+            .into(),
+        );
+        m.insert(
+            "AuthenticationPackageName".into(),
+            if logon_type == 3 { "NTLM" } else { "Negotiate" }.into(),
+        );
+        m.insert(
+            "WorkstationName".into(),
+            format!("WS-{:04}", self.rng.below(500)).into(),
+        );
+        m.insert("IpAddress".into(), ip.into());
+        m.insert(
+            "IpPort".into(),
+            (49152 + self.rng.below(16000)).to_string().into(),
+        );
+        m.insert(
+            "ProcessName".into(),
+            r"C:\Windows\System32\lsass.exe".into(),
+        );
+        if success {
+            m.insert(
+                "TargetLogonId".into(),
+                format!("0x{:x}", self.rng.below(1 << 28)).into(),
+            );
+            m.insert("ElevatedToken".into(), "%%1843".into());
+            m.insert("ImpersonationLevel".into(), "%%1833".into());
+        } else {
+            m.insert("Status".into(), "0xc000006d".into());
+            m.insert(
+                "SubStatus".into(),
+                (*self.rng.pick(&["0xc000006a", "0xc0000064", "0xc000006a"])).into(),
+            );
+            m.insert("FailureReason".into(), "%%2313".into());
+        }
+        Value::Object(m)
+    }
+
+    fn process_4688(&mut self, timestamp: String) -> Value {
+        let mut m = self.security(timestamp, 4688);
+        let (image, ..) = *self.rng.pick(IMAGES);
+        let (parent, ..) = *self.rng.pick(&IMAGES[..6]);
+        let args = *self.rng.pick(ARGS);
+        m.insert(
+            "NewProcessId".into(),
+            format!("0x{:x}", self.rng.below(65536)).into(),
+        );
+        m.insert("NewProcessName".into(), image.into());
+        m.insert("TokenElevationType".into(), "%%1936".into());
+        m.insert(
+            "ProcessId".into(),
+            format!("0x{:x}", self.rng.below(65536)).into(),
+        );
+        m.insert("CommandLine".into(), format!("\"{image}\"{args}").into());
+        m.insert("TargetUserName".into(), (*self.rng.pick(USERS)).into());
+        m.insert("ParentProcessName".into(), parent.into());
+        m.insert("MandatoryLabel".into(), "S-1-16-8192".into());
+        Value::Object(m)
+    }
+
+    fn special_privileges(&mut self, timestamp: String) -> Value {
+        let mut m = self.security(timestamp, 4672);
+        m.insert("SubjectUserName".into(), (*self.rng.pick(USERS)).into());
+        m.insert(
+            "SubjectLogonId".into(),
+            format!("0x{:x}", self.rng.below(1 << 28)).into(),
+        );
+        m.insert(
+            "PrivilegeList".into(),
+            "SeSecurityPrivilege\n\t\t\tSeBackupPrivilege\n\t\t\tSeRestorePrivilege\n\t\t\tSeTakeOwnershipPrivilege\n\t\t\tSeDebugPrivilege\n\t\t\tSeSystemEnvironmentPrivilege\n\t\t\tSeLoadDriverPrivilege\n\t\t\tSeImpersonatePrivilege".into(),
+        );
+        Value::Object(m)
+    }
+
+    fn sysmon_base(
+        &mut self,
+        timestamp: String,
+        image_index: usize,
+    ) -> (Map<String, Value>, &'static str) {
+        let (image, original, description, company) = IMAGES[image_index];
+        let mut m = self.windows_base(timestamp.clone(), 1, "Microsoft-Windows-Sysmon/Operational");
+        m.insert("Provider_Name".into(), "Microsoft-Windows-Sysmon".into());
+        m.insert("RuleName".into(), "-".into());
+        m.insert(
+            "UtcTime".into(),
+            timestamp.replace('T', " ").trim_end_matches('Z').into(),
+        );
+        m.insert(
+            "ProcessGuid".into(),
+            format!(
+                "{{4c1a9b2e-{:04x}-6745-{:04x}-{:012x}}}",
+                self.rng.below(65536),
+                self.rng.below(65536),
+                self.rng.below(1 << 40)
+            )
+            .into(),
+        );
+        m.insert("ProcessId".into(), (4 * self.rng.below(16000)).into());
+        m.insert("Image".into(), image.into());
+        m.insert(
+            "FileVersion".into(),
+            "10.0.19041.3636 (WinBuild.160101.0800)".into(),
+        );
+        m.insert("Description".into(), description.into());
+        m.insert(
+            "Product".into(),
+            "Microsoft® Windows® Operating System".into(),
+        );
+        m.insert("Company".into(), company.into());
+        m.insert("OriginalFileName".into(), original.into());
+        m.insert("CurrentDirectory".into(), r"C:\Windows\system32\".into());
+        m.insert(
+            "LogonGuid".into(),
+            "{4c1a9b2e-0001-6745-e703-000000000000}".into(),
+        );
+        m.insert(
+            "LogonId".into(),
+            format!("0x{:x}", self.rng.below(1 << 24)).into(),
+        );
+        m.insert("TerminalSessionId".into(), self.rng.below(3).into());
+        m.insert(
+            "Hashes".into(),
+            format!(
+                "SHA1={},MD5={},SHA256={},IMPHASH={}",
+                hex_of(image_index as u64, 40),
+                hex_of(image_index as u64 + 100, 32),
+                hex_of(image_index as u64 + 200, 64),
+                hex_of(image_index as u64 + 300, 32)
+            )
+            .into(),
+        );
+        (m, image)
+    }
+
+    fn sysmon_process(&mut self, timestamp: String) -> Value {
+        let index = self.rng.below(IMAGES.len() as u64) as usize;
+        let (mut m, image) = self.sysmon_base(timestamp, index);
+        let (parent, ..) = *self.rng.pick(&IMAGES[..6]);
+        let args = *self.rng.pick(ARGS);
+        m.insert("CommandLine".into(), format!("\"{image}\"{args}").into());
+        m.insert(
+            "User".into(),
+            format!("CORP\\{}", self.rng.pick(USERS)).into(),
+        );
+        m.insert(
+            "IntegrityLevel".into(),
+            (*self.rng.pick(&["Medium", "Medium", "High", "System"])).into(),
+        );
+        m.insert(
+            "ParentProcessGuid".into(),
+            "{4c1a9b2e-0000-6745-0b00-000000000a00}".into(),
+        );
+        m.insert("ParentProcessId".into(), (4 * self.rng.below(16000)).into());
+        m.insert("ParentImage".into(), parent.into());
+        m.insert("ParentCommandLine".into(), format!("\"{parent}\"").into());
+        Value::Object(m)
+    }
+
+    /// The rare marker: `rundll32.exe comsvcs.dll, MiniDump <lsass pid>`.
+    fn lsass_dump(&mut self, timestamp: String) -> Value {
+        let (mut m, _) = self.sysmon_base(timestamp, 0);
+        let pid = 600 + 4 * self.rng.below(100);
+        m.insert("Image".into(), r"C:\Windows\System32\rundll32.exe".into());
+        m.insert("OriginalFileName".into(), "RUNDLL32.EXE".into());
+        m.insert(
+            "Description".into(),
+            "Windows host process (Rundll32)".into(),
+        );
+        m.insert("CommandLine".into(), format!(r"rundll32.exe C:\Windows\System32\comsvcs.dll, MiniDump {pid} C:\Windows\Temp\{:x}.dmp full", self.rng.below(1 << 32)).into());
+        m.insert("User".into(), "CORP\\svc_backup".into());
+        m.insert("IntegrityLevel".into(), "High".into());
+        m.insert(
+            "ParentProcessGuid".into(),
+            "{4c1a9b2e-0000-6745-0b00-000000000b00}".into(),
+        );
+        m.insert("ParentProcessId".into(), 7312.into());
+        m.insert(
+            "ParentImage".into(),
+            r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe".into(),
+        );
+        m.insert(
+            "ParentCommandLine".into(),
+            "powershell.exe -nop -w hidden -enc SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoAZQBjAHQA".into(),
+        );
+        Value::Object(m)
+    }
+
+    fn sshd(&mut self, timestamp: String) -> Value {
+        let host = *self.rng.pick(LINUX_HOSTS);
+        let user = *self.rng.pick(LINUX_USERS);
+        let ip = format!(
+            "{}.{}.{}.{}",
+            23 + self.rng.below(180),
+            self.rng.below(256),
+            self.rng.below(256),
+            1 + self.rng.below(254)
+        );
+        let port = 1024 + self.rng.below(64000);
+        let pid = 1000 + self.rng.below(60000);
+        let (event, message) = match self.rng.below(10) {
+            0..3 => (
+                "accepted_publickey",
+                format!(
+                    "Accepted publickey for {user} from {ip} port {port} ssh2: ED25519 SHA256:{}",
+                    hex_of(user.len() as u64, 43)
+                ),
+            ),
+            3..4 => (
+                "accepted_password",
+                format!("Accepted password for {user} from {ip} port {port} ssh2"),
+            ),
+            4..7 => (
+                "failed_password",
+                format!("Failed password for {user} from {ip} port {port} ssh2"),
+            ),
+            7..8 => (
+                "invalid_user",
+                format!(
+                    "Invalid user {user}{} from {ip} port {port}",
+                    self.rng.below(100)
+                ),
+            ),
+            _ => (
+                "disconnect",
+                format!("Received disconnect from {ip} port {port}:11: disconnected by user"),
+            ),
+        };
+        json!({
+            "@timestamp": timestamp,
+            "host": host,
+            "hostname": host,
+            "program": "sshd",
+            "pid": pid,
+            "facility": "auth",
+            "severity": "info",
+            "message": message,
+            "sshd_event": event,
+            "user": user,
+            "source_ip": ip,
+            "source_port": port,
+            "auth_method": if event.contains("password") { "password" } else { "publickey" },
+            "log_format": "rfc3164",
+            "raw": format!("{} {host} sshd[{pid}]: {message}", &timestamp[..19]),
+        })
+    }
+
+    fn dns(&mut self, timestamp: String) -> Value {
+        let domain = *self.rng.pick(DOMAINS);
+        let qtype = *self.rng.pick(QTYPES);
+        let sub = self.rng.below(8);
+        let query = if sub < 3 {
+            format!("{}{sub}.{domain}", ["edge", "cdn", "api"][sub as usize])
+        } else {
+            domain.to_owned()
+        };
+        let answers: Vec<Value> = (0..1 + self.rng.below(3))
+            .map(|_| {
+                format!(
+                    "{}.{}.{}.{}",
+                    13 + self.rng.below(200),
+                    self.rng.below(256),
+                    self.rng.below(256),
+                    1 + self.rng.below(254)
+                )
+                .into()
+            })
+            .collect();
+        let ttls: Vec<Value> = answers
+            .iter()
+            .map(|_| (60 * (1 + self.rng.below(60))).into())
+            .collect();
+        json!({
+            "@timestamp": timestamp,
+            "_path": "dns",
+            "uid": format!("C{}", hex_of(self.rng.next(), 17)),
+            "id.orig_h": format!("10.{}.{}.{}", self.rng.below(4), self.rng.below(40), 2 + self.rng.below(250)),
+            "id.orig_p": 49152 + self.rng.below(16000),
+            "id.resp_h": "10.0.0.53",
+            "id.resp_p": 53,
+            "proto": "udp",
+            "trans_id": self.rng.below(65536),
+            "rtt": (self.rng.below(90_000) as f64) / 1e6,
+            "query": query,
+            "qclass": 1,
+            "qclass_name": "C_INTERNET",
+            "qtype_name": qtype,
+            "rcode": 0,
+            "rcode_name": "NOERROR",
+            "AA": false,
+            "TC": false,
+            "RD": true,
+            "RA": true,
+            "Z": 0,
+            "answers": answers,
+            "TTLs": ttls,
+            "rejected": false,
+        })
+    }
+}
+
+impl Iterator for Generator {
+    type Item = RecordResult;
+
+    fn next(&mut self) -> Option<RecordResult> {
+        if self.index >= self.total {
+            return None;
+        }
+        let started = Instant::now();
+        let i = self.index;
+        let event = self.event(i);
+        self.index += 1;
+        if i.is_multiple_of(64) {
+            self.sampled += 1;
+            self.sampled_bytes += serde_json::to_vec(&event).map_or(0, |v| v.len() as u64);
+        }
+        self.spent += started.elapsed();
+        Some(Ok(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quarry_hunt_modules::test_modules::{NOOP, RARE_MATCH};
+
+    #[test]
+    fn generator_is_deterministic_and_mixed() {
+        let take = |n| {
+            let mut g = Generator::new(n);
+            g.by_ref().map(|r| r.expect("ok")).collect::<Vec<_>>()
+        };
+        let a = take(2000);
+        assert_eq!(a, take(2000));
+        let sshd = a.iter().filter(|e| e["program"] == "sshd").count();
+        let dns = a.iter().filter(|e| e["_path"] == "dns").count();
+        let sysmon = a.iter().filter(|e| e["EventID"] == 1).count();
+        let security = a.iter().filter(|e| e["Channel"] == "Security").count();
+        for (name, n) in [
+            ("sshd", sshd),
+            ("dns", dns),
+            ("sysmon", sysmon),
+            ("security", security),
+        ] {
+            assert!(n > 100, "{name}: {n}");
+        }
+    }
+
+    #[test]
+    fn small_bench_is_consistent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events = 20_000;
+        let modules = BenchModules {
+            noop: NOOP.wasm,
+            rare_match: RARE_MATCH.wasm,
+        };
+        let mut lines = Vec::new();
+        let report = scan_bench(dir.path(), events, modules, |l| lines.push(l.to_owned()))
+            .expect("bench runs");
+        assert!(!lines.is_empty());
+        assert_eq!(report.events, events);
+        assert!(report.bytes_on_disk > 0 && report.bytes_per_event.is_finite());
+        assert!(
+            (300.0..1000.0).contains(&report.json_bytes_per_event),
+            "{}",
+            report.json_bytes_per_event
+        );
+        // Host and no-op see every event in every block.
+        for pass in [&report.host, &report.noop] {
+            assert_eq!(pass.events_decoded, events);
+            assert_eq!(pass.events_delivered, events);
+            assert_eq!(pass.blocks_skipped, 0);
+            assert_eq!(pass.blocks_read, report.blocks);
+        }
+        assert!(report.blocks >= events.div_ceil(4096));
+        // The rare module gets exactly the rare events (~1%), and skips the
+        // blocks outside the burst.
+        let fraction = report.rare_events as f64 / events as f64;
+        assert!((0.007..0.013).contains(&fraction), "{fraction}");
+        assert_eq!(report.rare.events_delivered, report.rare_events);
+        assert_eq!(report.rare_matched_by_module, report.rare_events);
+        assert_eq!(
+            report.rare.blocks_read + report.rare.blocks_skipped,
+            report.blocks
+        );
+        assert!(
+            report.rare.blocks_skipped >= report.blocks - 2,
+            "{report:?}"
+        );
+        assert!(report.rare.events_decoded < events);
+        for x in [
+            report.noop_ratio,
+            report.rare_ratio,
+            report.host.events_per_sec,
+            report.ingest_events_per_sec,
+        ] {
+            assert!(x.is_finite() && x > 0.0, "{report:?}");
+        }
+        let text = report.to_string();
+        assert!(
+            text.contains("no-op / host") && text.contains("goal >= 3.00"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["events"], events);
+        // A second run in the same directory is refused, not appended.
+        assert!(scan_bench(dir.path(), 10, modules, |_| {}).is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! The worker's `IngestService`: a client streams one input file; the worker
+//! spools it to its data directory (EVTX needs to seek), reads it with the
+//! same readers as `quarry worker ingest`, appends the events to the shard and
+//! answers once they are fsynced. The worker then registers again so the
+//! coordinator learns the new or grown shard.
+
+use crate::ingest::{self, Format};
+use crate::shard::{ShardError, ShardStore};
+use quarry_proto::v1::{self, ingest_service_server::IngestService};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Notify;
+use tokio_stream::StreamExt as _;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Largest input accepted in one request.
+pub const MAX_INGEST_BYTES: u64 = 8 << 30;
+/// Malformed records returned in the response (all are kept in the shard).
+const MALFORMED_RETURNED: usize = 100;
+
+/// Serves `quarry.v1.IngestService`.
+pub struct IngestApi {
+    store: Arc<ShardStore>,
+    spool: PathBuf,
+    shards_changed: Arc<Notify>,
+    next: AtomicU64,
+}
+
+impl IngestApi {
+    /// Ingests into `store`, spooling uploads under `spool`.
+    pub fn new(store: Arc<ShardStore>, spool: PathBuf, shards_changed: Arc<Notify>) -> Self {
+        Self {
+            store,
+            spool,
+            shards_changed,
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Removes the spooled file however the request ends.
+struct Spooled(PathBuf);
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn shard_status(error: ShardError) -> Status {
+    match error {
+        ShardError::InvalidName { .. } | ShardError::InvalidLabel { .. } => {
+            Status::invalid_argument(error.to_string())
+        }
+        ShardError::AlreadyExists { .. } => Status::failed_precondition(error.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn io_status(what: &str, path: &Path, error: std::io::Error) -> Status {
+    Status::internal(format!("cannot {what} {}: {error}", path.display()))
+}
+
+#[tonic::async_trait]
+impl IngestService for IngestApi {
+    #[tracing::instrument(skip_all, fields(shard))]
+    async fn ingest(
+        &self,
+        request: Request<Streaming<v1::IngestRequest>>,
+    ) -> Result<Response<v1::IngestResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream.next().await.ok_or_else(|| {
+            Status::invalid_argument("empty ingest request: send a header first")
+        })??;
+        let header = first.header.ok_or_else(|| {
+            Status::invalid_argument("the first ingest message must carry the header")
+        })?;
+        tracing::Span::current().record("shard", header.shard.as_str());
+        crate::shard::validate_shard_name(&header.shard).map_err(shard_status)?;
+        let format: Option<Format> = if header.format.is_empty() {
+            None
+        } else {
+            Some(
+                header
+                    .format
+                    .parse()
+                    .map_err(|e: ingest::IngestError| Status::invalid_argument(e.to_string()))?,
+            )
+        };
+        std::fs::create_dir_all(&self.spool).map_err(|e| io_status("create", &self.spool, e))?;
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .spool
+            .join(format!("upload-{}-{n}.part", std::process::id()));
+        let spooled = Spooled(path.clone());
+        let mut file = std::fs::File::create(&path).map_err(|e| io_status("create", &path, e))?;
+        let mut size = 0u64;
+        let mut chunk = first.data;
+        loop {
+            size += chunk.len() as u64;
+            if size > MAX_INGEST_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "input is larger than {MAX_INGEST_BYTES} bytes; split it into several requests"
+                )));
+            }
+            file.write_all(&chunk)
+                .map_err(|e| io_status("write", &path, e))?;
+            match stream.next().await {
+                Some(message) => {
+                    let message = message?;
+                    if message.header.is_some() {
+                        return Err(Status::invalid_argument(
+                            "only the first ingest message may carry a header",
+                        ));
+                    }
+                    chunk = message.data;
+                }
+                None => break,
+            }
+        }
+        drop(file);
+        let store = self.store.clone();
+        let source = if header.source.is_empty() {
+            "grpc".to_owned()
+        } else {
+            header.source.clone()
+        };
+        let shard = header.shard.clone();
+        let labels = header.labels.into_iter().collect();
+        let response =
+            tokio::task::spawn_blocking(move || -> Result<v1::IngestResponse, Status> {
+                let _spooled = spooled;
+                let (format, records) = ingest::open(&path, format)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                // Readers name the spool file; the client knows its input by `source`.
+                let records = records.map(|record| {
+                    record.map_err(|mut malformed| {
+                        malformed.position.source = source.clone();
+                        malformed
+                    })
+                });
+                let report = store
+                    .append_from(&shard, labels, &source, records, &mut |_| {})
+                    .map_err(shard_status)?;
+                let all = store.malformed(&shard).map_err(shard_status)?;
+                let ours = &all[all.len().saturating_sub(report.malformed as usize)..];
+                Ok(v1::IngestResponse {
+                    shard: shard.clone(),
+                    format: format.name().to_owned(),
+                    events_stored: report.events_stored,
+                    malformed: report.malformed,
+                    without_timestamp: report.without_timestamp,
+                    bytes_written: report.bytes_written,
+                    shard_event_count: report.meta.event_count,
+                    malformed_records: ours
+                        .iter()
+                        .take(MALFORMED_RETURNED)
+                        .map(|m| v1::MalformedRecordInfo {
+                            source: m.source.clone(),
+                            line: m.line,
+                            record: m.record.unwrap_or(0),
+                            byte_offset: m.byte_offset,
+                            error: m.error.clone(),
+                        })
+                        .collect(),
+                })
+            })
+            .await
+            .map_err(|e| Status::internal(format!("ingest task failed: {e}")))??;
+        tracing::info!(
+            events = response.events_stored,
+            malformed = response.malformed,
+            "ingested"
+        );
+        self.shards_changed.notify_one();
+        Ok(Response::new(response))
+    }
+}
