@@ -103,6 +103,7 @@ pub fn hunt_spec(request: v1::SubmitHuntRequest) -> Result<HuntSpec, Coordinator
         } else {
             limits.max_findings_per_task
         },
+        max_output_bytes: limits.max_output_bytes,
     };
     if limits.memory_bytes < 1024 * 1024 {
         return Err(CoordinatorError::InvalidArgument(format!(
@@ -248,6 +249,7 @@ pub fn limits(limits: &Limits) -> v1::HuntLimits {
         cpu_ms: limits.cpu_ms,
         memory_bytes: limits.memory_bytes,
         max_findings_per_task: limits.max_findings_per_task,
+        max_output_bytes: limits.max_output_bytes,
     }
 }
 

@@ -124,6 +124,8 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Findings kept per task.
     pub max_findings_per_task: u32,
+    /// Output bytes per task; 0 = the worker's maximum.
+    pub max_output_bytes: u64,
 }
 
 impl Default for Limits {
@@ -132,6 +134,7 @@ impl Default for Limits {
             cpu_ms: DEFAULT_CPU_MS,
             memory_bytes: DEFAULT_MEMORY_BYTES,
             max_findings_per_task: DEFAULT_MAX_FINDINGS,
+            max_output_bytes: 0,
         }
     }
 }

@@ -414,8 +414,12 @@ async fn run_task(
         cpu: Duration::from_millis(limits.cpu_ms.max(1)),
         memory_bytes: limits.memory_bytes.max(1024 * 1024),
         max_findings: limits.max_findings_per_task.max(1) as usize,
-        // The hunt does not ask for an output cap; the worker's maximum applies.
-        max_output_bytes: u64::MAX,
+        // 0 = no cap from the hunt: the worker's maximum applies (clamped in the runtime).
+        max_output_bytes: if limits.max_output_bytes == 0 {
+            u64::MAX
+        } else {
+            limits.max_output_bytes
+        },
     };
     let mut params: Vec<(String, String)> = assignment
         .params

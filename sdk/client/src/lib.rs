@@ -145,6 +145,7 @@ impl HuntRequest {
             cpu_ms,
             memory_bytes,
             max_findings_per_task,
+            max_output_bytes: 0,
         });
         self
     }
