@@ -779,9 +779,6 @@ impl Generator {
         m.insert("Channel".into(), channel.into());
         m.insert("Computer".into(), (*self.rng.pick(HOSTS)).into());
         m.insert("EventRecordID".into(), (self.index * 7 + 1_000_000).into());
-        m.insert("Level".into(), 0.into());
-        m.insert("Task".into(), 12544.into());
-        m.insert("Keywords".into(), "0x8020000000000000".into());
         m
     }
 
@@ -894,7 +891,7 @@ impl Generator {
         );
         m.insert(
             "PrivilegeList".into(),
-            "SeSecurityPrivilege\n\t\t\tSeBackupPrivilege\n\t\t\tSeRestorePrivilege\n\t\t\tSeTakeOwnershipPrivilege\n\t\t\tSeDebugPrivilege\n\t\t\tSeSystemEnvironmentPrivilege\n\t\t\tSeLoadDriverPrivilege\n\t\t\tSeImpersonatePrivilege".into(),
+            "SeSecurityPrivilege\n\t\t\tSeBackupPrivilege\n\t\t\tSeRestorePrivilege\n\t\t\tSeDebugPrivilege".into(),
         );
         Value::Object(m)
     }
@@ -924,15 +921,7 @@ impl Generator {
         );
         m.insert("ProcessId".into(), (4 * self.rng.below(16000)).into());
         m.insert("Image".into(), image.into());
-        m.insert(
-            "FileVersion".into(),
-            "10.0.19041.3636 (WinBuild.160101.0800)".into(),
-        );
         m.insert("Description".into(), description.into());
-        m.insert(
-            "Product".into(),
-            "Microsoft® Windows® Operating System".into(),
-        );
         m.insert("Company".into(), company.into());
         m.insert("OriginalFileName".into(), original.into());
         m.insert("CurrentDirectory".into(), r"C:\Windows\system32\".into());
@@ -948,9 +937,7 @@ impl Generator {
         m.insert(
             "Hashes".into(),
             format!(
-                "SHA1={},MD5={},SHA256={},IMPHASH={}",
-                hex_of(image_index as u64, 40),
-                hex_of(image_index as u64 + 100, 32),
+                "SHA256={},IMPHASH={}",
                 hex_of(image_index as u64 + 200, 64),
                 hex_of(image_index as u64 + 300, 32)
             )
@@ -1055,7 +1042,6 @@ impl Generator {
         json!({
             "@timestamp": timestamp,
             "host": host,
-            "hostname": host,
             "program": "sshd",
             "pid": pid,
             "facility": "auth",
@@ -1067,7 +1053,6 @@ impl Generator {
             "source_port": port,
             "auth_method": if event.contains("password") { "password" } else { "publickey" },
             "log_format": "rfc3164",
-            "raw": format!("{} {host} sshd[{pid}]: {message}", &timestamp[..19]),
         })
     }
 

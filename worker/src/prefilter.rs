@@ -27,6 +27,9 @@ pub enum MatchOp {
     EndsWith,
     /// The field is present and non-empty; the values are ignored.
     Exists,
+    /// The field matches one of the values as a regular expression (Rust
+    /// `regex` syntax, unanchored, case-insensitive).
+    Regex,
 }
 
 /// One prefilter clause: `field <op> any-of(values)`.
@@ -60,25 +63,66 @@ impl Clause {
 ///
 /// Compiling lowercases every value once, so evaluating a clause does not
 /// allocate except to lowercase a field for [`MatchOp::Contains`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Prefilter {
     clauses: Vec<CompiledClause>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct CompiledClause {
     field: String,
     op: MatchOp,
     /// ASCII-lowercased values.
     needles: Vec<String>,
+    /// For [`MatchOp::Regex`]: one pattern matching any of the values.
+    regex: Option<regex::Regex>,
+}
+
+/// Largest compiled regular expression a module may declare; bounds the
+/// host memory one hostile descriptor can take.
+const MAX_REGEX_BYTES: usize = 1 << 20;
+
+fn compile_regex(values: &[String]) -> Result<regex::Regex, String> {
+    let pattern = values
+        .iter()
+        .map(|v| format!("(?:{v})"))
+        .collect::<Vec<_>>()
+        .join("|");
+    regex::RegexBuilder::new(&pattern)
+        .case_insensitive(true)
+        .size_limit(MAX_REGEX_BYTES)
+        .build()
+        .map_err(|e| format!("invalid regular expression in the prefilter: {e}"))
 }
 
 impl Prefilter {
     /// Compiles a prefilter from clauses. No clauses: every event matches.
+    /// A regex clause that does not compile matches nothing; use
+    /// [`Prefilter::compile`] to get the error instead.
     pub fn new(clauses: Vec<Clause>) -> Self {
-        let clauses = clauses
-            .into_iter()
-            .map(|clause| CompiledClause {
+        Self::build(clauses, false).unwrap_or_default()
+    }
+
+    /// As [`Prefilter::new`], failing on a regular expression that does not
+    /// compile (or compiles too large), with the reason.
+    pub fn compile(clauses: Vec<Clause>) -> Result<Self, String> {
+        Self::build(clauses, true)
+    }
+
+    fn build(clauses: Vec<Clause>, strict: bool) -> Result<Self, String> {
+        let mut compiled = Vec::with_capacity(clauses.len());
+        for clause in clauses {
+            let regex = match clause.op {
+                MatchOp::Regex if !clause.values.is_empty() => {
+                    match compile_regex(&clause.values) {
+                        Ok(regex) => Some(regex),
+                        Err(e) if strict => return Err(format!("field `{}`: {e}", clause.field)),
+                        Err(_) => None,
+                    }
+                }
+                _ => None,
+            };
+            compiled.push(CompiledClause {
                 field: clause.field,
                 op: clause.op,
                 needles: clause
@@ -89,9 +133,10 @@ impl Prefilter {
                         v
                     })
                     .collect(),
-            })
-            .collect();
-        Self { clauses }
+                regex,
+            });
+        }
+        Ok(Self { clauses: compiled })
     }
 
     /// A prefilter that lets every event through.
@@ -141,6 +186,10 @@ impl CompiledClause {
 
     fn matches_scalar(&self, value: &Value) -> bool {
         match value_text(value) {
+            Some(text) if self.op == MatchOp::Regex => self
+                .regex
+                .as_ref()
+                .is_some_and(|regex| regex.is_match(&text)),
             Some(text) => text_matches(self.op, &text, &self.needles),
             None => false,
         }
@@ -189,6 +238,8 @@ fn text_matches(op: MatchOp, hay: &str, needles: &[String]) -> bool {
             needles.iter().any(|n| lowered.contains(n.as_str()))
         }
         MatchOp::Exists => true,
+        // Compiled clauses match regexes before reaching here.
+        MatchOp::Regex => false,
     }
 }
 
@@ -339,5 +390,42 @@ mod tests {
             ]
         );
         assert!(project(&doc, &[]).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod regex_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn regex_clauses_match_case_insensitively_and_bad_patterns_are_named() {
+        let clause = Clause::new(
+            "CommandLine",
+            MatchOp::Regex,
+            [r"comsvcs(\.dll)?[, ]+#?24", "minidump"],
+        );
+        let prefilter = Prefilter::compile(vec![clause]).expect("valid patterns");
+        assert!(prefilter.matches(&json!({"CommandLine": "rundll32 C:\\Windows\\System32\\COMSVCS.dll, #24 640 out.dmp full"})));
+        assert!(prefilter.matches(&json!({"CommandLine": "procdump -ma lsass MiniDump"})));
+        assert!(!prefilter.matches(&json!({"CommandLine": "notepad.exe"})));
+        assert!(!prefilter.matches(&json!({"Image": "x"})));
+        let err = Prefilter::compile(vec![Clause::new(
+            "CommandLine",
+            MatchOp::Regex,
+            ["(unclosed"],
+        )])
+        .expect_err("bad pattern");
+        assert!(
+            err.contains("CommandLine") && err.contains("regular expression"),
+            "{err}"
+        );
+        // The lenient constructor never matches with a bad pattern.
+        let lenient = Prefilter::new(vec![Clause::new(
+            "CommandLine",
+            MatchOp::Regex,
+            ["(unclosed"],
+        )]);
+        assert!(!lenient.matches(&json!({"CommandLine": "(unclosed"})));
     }
 }

@@ -691,7 +691,7 @@ impl Runtime {
             .quarry_hunt_module()
             .call_describe(&mut store)
             .map_err(|e| invalid(explain(Call::Describe, e, &store, &limits).to_string()))?;
-        let description = describe(descriptor);
+        let description = describe(descriptor).map_err(invalid)?;
         let module = Arc::new(LoadedModule {
             digest: digest.clone(),
             pre,
@@ -1107,7 +1107,7 @@ fn task_log(store: &mut Store<TaskData>) -> Vec<String> {
     log
 }
 
-fn describe(descriptor: wit::Descriptor) -> ModuleDescription {
+fn describe(descriptor: wit::Descriptor) -> Result<ModuleDescription, String> {
     let clauses: Vec<Clause> = descriptor
         .prefilter
         .into_iter()
@@ -1119,18 +1119,19 @@ fn describe(descriptor: wit::Descriptor) -> ModuleDescription {
                 wit::MatchOp::StartsWith => MatchOp::StartsWith,
                 wit::MatchOp::EndsWith => MatchOp::EndsWith,
                 wit::MatchOp::Exists => MatchOp::Exists,
+                wit::MatchOp::Regex => MatchOp::Regex,
             },
             values: p.values,
         })
         .collect();
-    ModuleDescription {
+    Ok(ModuleDescription {
         name: descriptor.name,
         version: descriptor.version,
         fields: descriptor.fields,
-        prefilter: Prefilter::new(clauses.clone()),
+        prefilter: Prefilter::compile(clauses.clone())?,
         clauses,
         techniques: descriptor.techniques,
-    }
+    })
 }
 
 /// Severity as the protobuf enum value.

@@ -180,6 +180,8 @@ impl BlockStats {
             .collect();
         match clause.op {
             MatchOp::Exists => self.has_field(&clause.field),
+            // Statistics cannot rule a pattern out, only a missing field.
+            MatchOp::Regex => self.has_field(&clause.field),
             MatchOp::Equals => {
                 self.may_match_value(&clause.field, |v| needles.iter().any(|n| n == v))
             }

@@ -90,6 +90,13 @@ impl Predicate {
     pub fn exists(field: impl Into<String>) -> Self {
         Predicate::new(field, MatchOp::Exists, &[])
     }
+
+    /// `field` matches any of `patterns` (Rust `regex` syntax, unanchored,
+    /// case-insensitive). Blocks cannot be skipped by a pattern, so prefer
+    /// the other operators where they suffice.
+    pub fn regex(field: &str, patterns: &[&str]) -> Self {
+        Predicate::new(field, MatchOp::Regex, patterns)
+    }
 }
 
 #[cfg(test)]
