@@ -48,9 +48,16 @@ enum Format {
 enum Command {
     /// Run a coordinator (raft + RocksDB) serving the gRPC API.
     #[command(
-        after_help = "Example:\n  quarry coordinator --data-dir /var/lib/quarry/coordinator --listen 0.0.0.0:7700"
+        after_help = "Examples:\n  quarry coordinator --data-dir /var/lib/quarry/coordinator --listen 0.0.0.0:7700\n  quarry coordinator --node-id 1 --listen 10.0.0.5:7700 --peer 2=http://10.0.0.6:7700 --peer 3=http://10.0.0.7:7700"
     )]
     Coordinator {
+        /// This node's raft id (non-zero, unique in the group).
+        #[arg(long, default_value_t = 1)]
+        node_id: u64,
+        /// Another coordinator of the group, `ID=URL` (repeatable), e.g.
+        /// `--peer 2=http://10.0.0.6:7700`. Without peers: a single-node group.
+        #[arg(long = "peer", value_parser = parse_peer)]
+        peers: Vec<(u64, String)>,
         /// Directory for RocksDB (raft log and state machine).
         #[arg(long, default_value = "./quarry-data/coordinator")]
         data_dir: PathBuf,
@@ -318,6 +325,21 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
     }
 }
 
+fn parse_peer(text: &str) -> Result<(u64, String), String> {
+    let (id, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=URL, got `{text}`"))?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| format!("peer id `{id}` is not a positive integer"))?;
+    if id == 0 || !url.starts_with("http") {
+        return Err(format!(
+            "expected ID=http://host:port with ID > 0, got `{text}`"
+        ));
+    }
+    Ok((id, url.to_owned()))
+}
+
 fn parse_time(text: &str) -> Result<i64, String> {
     let time = humantime::parse_rfc3339_weak(text)
         .map_err(|e| format!("`{text}` is not an RFC 3339 time like 2026-11-20T00:00:00Z: {e}"))?;
@@ -359,8 +381,14 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
 
 async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
     match command {
-        Command::Coordinator { data_dir, listen } => {
-            let config = quarry_coordinator::CoordinatorConfig::single_node(data_dir, listen);
+        Command::Coordinator {
+            node_id,
+            peers,
+            data_dir,
+            listen,
+        } => {
+            let config = quarry_coordinator::CoordinatorConfig::single_node(data_dir, listen)
+                .with_peers(node_id, peers.into_iter().collect());
             let coordinator = quarry_coordinator::Coordinator::start(config).await?;
             println!("coordinator serving on http://{}", coordinator.addr());
             shutdown_signal().await;

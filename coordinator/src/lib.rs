@@ -17,6 +17,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod storage;
+pub mod transport;
 
 pub use error::CoordinatorError;
 pub use server::{Coordinator, CoordinatorConfig};

@@ -27,6 +27,11 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(15);
 pub trait Transport: Send + 'static {
     /// Queues messages for their peers; must not block.
     fn send(&self, messages: Vec<Message>);
+
+    /// Peers found unreachable since the last call, for `report_unreachable`.
+    fn unreachable(&self) -> Vec<u64> {
+        Vec::new()
+    }
 }
 
 /// Transport for a single-node group: there is nobody to send to.
@@ -250,6 +255,9 @@ impl Driver {
                 }
                 Ok(NodeMsg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            for peer in self.transport.unreachable() {
+                self.raw.report_unreachable(peer);
             }
             if last_tick.elapsed() >= TICK {
                 self.raw.tick();

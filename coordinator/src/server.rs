@@ -11,6 +11,7 @@ use crate::state::{Command, Response, TaskState};
 use crate::storage::Store;
 use quarry_proto::NodeId;
 use quarry_proto::v1;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     /// Voters of a new cluster (this node alone for a single-node group).
     pub voters: Vec<u64>,
+    /// The other coordinators: raft node id -> `http://host:port`.
+    pub peers: BTreeMap<u64, String>,
     /// Workers silent for longer than this get no new tasks.
     pub heartbeat_timeout: Duration,
     /// Interval workers are told to heartbeat at.
@@ -39,6 +42,21 @@ pub struct CoordinatorConfig {
 }
 
 impl CoordinatorConfig {
+    /// Makes this node `node_id` of a group with `peers` (the other nodes);
+    /// a new cluster's voters are this node and every peer.
+    pub fn with_peers(mut self, node_id: u64, peers: BTreeMap<u64, String>) -> Self {
+        self.node_id = NodeId(node_id);
+        self.voters = peers
+            .keys()
+            .copied()
+            .chain([node_id])
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.peers = peers;
+        self
+    }
+
     /// A single-node coordinator with default timings.
     pub fn single_node(data_dir: PathBuf, listen: SocketAddr) -> Self {
         Self {
@@ -46,6 +64,7 @@ impl CoordinatorConfig {
             data_dir,
             listen,
             voters: vec![1],
+            peers: BTreeMap::new(),
             heartbeat_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(2),
             clock: Arc::new(SystemClock),
@@ -85,9 +104,17 @@ impl Coordinator {
         let data_dir = config.data_dir.clone();
         let node_id = config.node_id;
         let voters = config.voters.clone();
+        let transport: Box<dyn crate::node::Transport> = if config.peers.is_empty() {
+            Box::new(NoPeers)
+        } else {
+            Box::new(crate::transport::GrpcTransport::start(
+                &config.peers,
+                &tokio::runtime::Handle::current(),
+            ))
+        };
         let node = tokio::task::spawn_blocking(move || {
             let store = Store::open(&data_dir)?;
-            NodeThread::start(node_id, store, &voters, Box::new(NoPeers))
+            NodeThread::start(node_id, store, &voters, transport)
         })
         .await
         .map_err(|e| CoordinatorError::Io {

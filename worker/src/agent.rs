@@ -24,7 +24,8 @@ use tonic::transport::Channel;
 pub struct WorkerConfig {
     /// Its id, unique in the cluster.
     pub id: WorkerId,
-    /// Coordinator URL, for example `http://127.0.0.1:7700`.
+    /// Coordinator URL, for example `http://127.0.0.1:7700`, or several,
+    /// comma-separated: the worker follows whichever is the raft leader.
     pub coordinator: String,
     /// Where shards live (`<data_dir>/shards`).
     pub data_dir: PathBuf,
@@ -53,6 +54,35 @@ struct Inner {
     started: Mutex<HashMap<String, (u32, Arc<AtomicBool>)>>,
     /// Signalled when an ingest changed the shards: the session re-registers.
     shards_changed: Arc<Notify>,
+    /// Index into the coordinator URLs of the one in use; moves on when that
+    /// one fails or is not the leader.
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Inner {
+    /// Coordinator URLs (`WorkerConfig::coordinator` is comma-separated).
+    fn urls(&self) -> Vec<&str> {
+        self.config
+            .coordinator
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// The coordinator in use.
+    fn url(&self) -> String {
+        let urls = self.urls();
+        match urls.len() {
+            0 => self.config.coordinator.clone(),
+            n => urls[self.current.load(Ordering::Relaxed) % n].to_owned(),
+        }
+    }
+
+    /// Try the next coordinator (after a failure or a "not the leader").
+    fn rotate(&self) {
+        self.current.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Worker {
@@ -100,6 +130,7 @@ impl Worker {
         );
         let inner = Arc::new(Inner {
             shards_changed,
+            current: std::sync::atomic::AtomicUsize::new(0),
             config,
             store: store.clone(),
             runtime,
@@ -199,7 +230,11 @@ async fn session_loop(inner: Arc<Inner>, addr: SocketAddr, mut shutdown: watch::
                     continue;
                 }
                 Ok(Session::Ended) => tracing::info!(worker = %inner.config.id, "task stream ended; reconnecting"),
-                Err(e) => tracing::warn!(worker = %inner.config.id, error = %e, "coordinator session failed; retrying in {backoff:?}"),
+                Err(e) => {
+                    tracing::warn!(worker = %inner.config.id, error = %e, "coordinator session failed; retrying in {backoff:?}");
+                    // Another coordinator may be (or know) the leader.
+                    inner.rotate();
+                }
             },
         }
         tokio::select! {
@@ -220,13 +255,13 @@ enum Session {
 
 fn coordinator_error(inner: &Inner, detail: impl std::fmt::Display) -> WorkerError {
     WorkerError::Coordinator {
-        url: inner.config.coordinator.clone(),
+        url: inner.url(),
         detail: detail.to_string(),
     }
 }
 
 async fn connect(inner: &Inner) -> Result<WorkerServiceClient<Channel>, WorkerError> {
-    let channel = Channel::from_shared(inner.config.coordinator.clone())
+    let channel = Channel::from_shared(inner.url())
         .map_err(|e| coordinator_error(inner, format!("invalid URL: {e}")))?
         .connect_timeout(Duration::from_secs(3))
         .connect()
@@ -515,6 +550,8 @@ async fn report(
                 tracing::warn!(error = %status.message(), "report failed; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
+                // The leader may have moved: try the next coordinator.
+                inner.rotate();
                 if let Ok(fresh) = connect(inner).await {
                     client = fresh;
                 }

@@ -1,0 +1,216 @@
+//! A three-coordinator raft group as real processes: the leader is killed
+//! with SIGKILL right after a hunt is submitted; a follower takes over, the
+//! workers follow it, and the hunt completes with the same findings as an
+//! undisturbed run.
+
+use quarry_client::{Client, HuntRequest};
+use quarry_proto::{WorkerId, v1};
+use quarry_worker::shard::ShardStore;
+use quarry_worker::{Worker, WorkerConfig};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Node {
+    id: u64,
+    url: String,
+    process: Option<Child>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    // Hold all listeners at once so the ports differ.
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
+}
+
+fn start_group(dir: &Path) -> anyhow::Result<Vec<Node>> {
+    let ports = free_ports(3)?;
+    let urls: BTreeMap<u64, String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i as u64 + 1, format!("http://127.0.0.1:{p}")))
+        .collect();
+    let mut nodes = Vec::new();
+    for (&id, url) in &urls {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_quarry"));
+        command
+            .args(["coordinator", "--node-id", &id.to_string()])
+            .args(["--listen", url.trim_start_matches("http://")])
+            .arg("--data-dir")
+            .arg(dir.join(format!("coordinator-{id}")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (peer, peer_url) in urls.iter().filter(|(p, _)| **p != id) {
+            command.args(["--peer", &format!("{peer}={peer_url}")]);
+        }
+        nodes.push(Node {
+            id,
+            url: url.clone(),
+            process: Some(command.spawn()?),
+        });
+    }
+    Ok(nodes)
+}
+
+/// The node that reports itself leader, once one does.
+async fn leader(nodes: &[Node]) -> anyhow::Result<(u64, Client)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for node in nodes.iter().filter(|n| n.process.is_some()) {
+            if let Ok(mut client) = Client::connect(&node.url).await
+                && client.status().await.is_ok_and(|s| s.is_leader)
+            {
+                return Ok((node.id, client));
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no coordinator became leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start_worker(dir: &Path, index: usize, urls: &str) -> anyhow::Result<Worker> {
+    let store = ShardStore::open(&dir.join("shards"))?;
+    quarry_worker::demo::generate_demo_shards(&store, index)?;
+    Ok(Worker::start_with_store(
+        WorkerConfig {
+            id: WorkerId::new(format!("worker-{index}")),
+            coordinator: urls.to_owned(),
+            data_dir: dir.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            slots: 2,
+        },
+        Arc::new(store),
+    )
+    .await?)
+}
+
+/// What makes two findings the same across hunts (ids differ per hunt).
+fn essence(findings: &[v1::Finding]) -> BTreeSet<(String, String, String, i64)> {
+    findings
+        .iter()
+        .map(|f| {
+            (
+                f.shard.clone(),
+                f.rule.clone(),
+                f.entity.clone(),
+                f.timestamp_ms,
+            )
+        })
+        .collect()
+}
+
+async fn wait_live_workers(client: &mut Client, n: u32) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.status().await?.live_workers < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "workers did not register with the leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_mid_hunt_loses_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut nodes = start_group(dir.path())?;
+    let urls = nodes
+        .iter()
+        .map(|n| n.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (_, mut client) = leader(&nodes).await?;
+    let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
+    client
+        .upload_module(module.name, module.version, "", module.wasm)
+        .await?;
+    let workers = vec![
+        start_worker(&dir.path().join("w0"), 0, &urls).await?,
+        start_worker(&dir.path().join("w1"), 1, &urls).await?,
+    ];
+    wait_live_workers(&mut client, 2).await?;
+
+    // The undisturbed run.
+    let request = || HuntRequest::new("logon-bruteforce").selector("env", "demo");
+    let baseline = client.submit_hunt(request()).await?;
+    let baseline = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.wait(&baseline.hunt_id, |_| {}),
+    )
+    .await??;
+    assert_eq!(
+        baseline.state,
+        v1::HuntState::Completed as i32,
+        "{}",
+        baseline.reason
+    );
+    let expected = essence(&client.findings(&baseline.hunt_id).await?);
+    assert_eq!(expected.len(), quarry_worker::demo::PLANTED.len());
+
+    // Submit, then kill the leader at once.
+    let (old_leader, mut client) = leader(&nodes).await?;
+    let hunt = client.submit_hunt(request()).await?;
+    let node = nodes
+        .iter_mut()
+        .find(|n| n.id == old_leader)
+        .expect("leader is a node");
+    if let Some(mut child) = node.process.take() {
+        child.kill()?;
+        child.wait()?;
+    }
+
+    let (new_leader, mut client) = leader(&nodes).await?;
+    assert_ne!(new_leader, old_leader);
+    let done = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            // The watch stream ends early if the answering node loses leadership.
+            let hunt = client.hunt(&hunt.hunt_id).await?;
+            if hunt.state != v1::HuntState::Running as i32 {
+                return anyhow::Ok(hunt);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await??;
+    assert_eq!(
+        done.state,
+        v1::HuntState::Completed as i32,
+        "{}",
+        done.reason
+    );
+    let findings = client.findings(&hunt.hunt_id).await?;
+    assert_eq!(
+        essence(&findings),
+        expected,
+        "findings differ from the undisturbed run"
+    );
+    assert_eq!(findings.len(), expected.len(), "a finding was duplicated");
+    // The earlier hunt survived the failover too.
+    assert_eq!(
+        essence(&client.findings(&baseline.hunt_id).await?),
+        expected
+    );
+
+    for worker in workers {
+        worker.shutdown().await;
+    }
+    Ok(())
+}
