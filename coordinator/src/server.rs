@@ -129,6 +129,7 @@ impl Coordinator {
             heartbeat_timeout: config.heartbeat_timeout,
             heartbeat_interval: config.heartbeat_interval,
             heartbeats: Default::default(),
+            peers: config.peers.clone(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![

@@ -112,6 +112,8 @@ pub struct Shared {
     pub heartbeat_interval: Duration,
     /// Last heartbeat per worker (leader-local soft state, leader clock).
     pub heartbeats: Mutex<HashMap<WorkerId, i64>>,
+    /// The other coordinators' URLs, to point clients at the leader.
+    pub peers: std::collections::BTreeMap<u64, String>,
 }
 
 impl Shared {
@@ -147,9 +149,22 @@ impl Shared {
     }
 
     async fn propose(&self, command: Command) -> Result<Response, Status> {
-        match self.node.propose(command).await? {
-            Ok(response) => Ok(response),
-            Err(rejection) => Err(rejection_status(rejection)),
+        match self.node.propose(command).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(rejection)) => Err(rejection_status(rejection)),
+            Err(error @ CoordinatorError::NotLeader { leader, .. }) => {
+                // Tell the client where the leader is; quarry-client follows it.
+                let mut status = Status::from(error);
+                if let Some(url) = self.peers.get(&leader)
+                    && let Ok(value) = url.parse()
+                {
+                    status
+                        .metadata_mut()
+                        .insert(quarry_proto::LEADER_METADATA_KEY, value);
+                }
+                Err(status)
+            }
+            Err(error) => Err(error.into()),
         }
     }
 

@@ -18,6 +18,10 @@ pub mod v1 {
 
 pub use ids::{HuntId, ModuleDigest, NodeId, ShardId, TaskId, WorkerId};
 
+/// gRPC metadata key on an `UNAVAILABLE` answer from a follower: the URL of
+/// the raft leader, which clients retry against.
+pub const LEADER_METADATA_KEY: &str = "quarry-leader";
+
 /// Largest chunk a module upload or fetch carries.
 pub const MODULE_CHUNK_BYTES: usize = 1024 * 1024;
 

@@ -224,11 +224,40 @@ impl Client {
             chunks.push(v1::UploadModuleRequest::default());
         }
         chunks[0].header = Some(header);
-        Ok(self
-            .modules
-            .upload_module(tokio_stream::iter(chunks))
-            .await?
-            .into_inner())
+        let mut hops = 0;
+        loop {
+            match self
+                .modules
+                .upload_module(tokio_stream::iter(chunks.clone()))
+                .await
+            {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// Writes go to the raft leader: a follower answers `UNAVAILABLE` with
+    /// the leader's URL, and the client reconnects there (at most twice per
+    /// call). Any other error is returned as is.
+    async fn follow_leader(
+        &mut self,
+        status: tonic::Status,
+        hops: &mut u32,
+    ) -> Result<(), ClientError> {
+        let leader = status
+            .metadata()
+            .get(quarry_proto::LEADER_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match leader {
+            Some(url) if status.code() == tonic::Code::Unavailable && *hops < 2 => {
+                *hops += 1;
+                *self = Client::connect(&url).await?;
+                Ok(())
+            }
+            _ => Err(status.into()),
+        }
     }
 
     /// Lists uploaded modules.
@@ -246,11 +275,14 @@ impl Client {
         &mut self,
         request: HuntRequest,
     ) -> Result<v1::SubmitHuntResponse, ClientError> {
-        Ok(self
-            .hunts
-            .submit_hunt(request.into_proto())
-            .await?
-            .into_inner())
+        let request = request.into_proto();
+        let mut hops = 0;
+        loop {
+            match self.hunts.submit_hunt(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
     }
 
     /// A hunt with its tasks.
@@ -287,7 +319,13 @@ impl Client {
             hunt_id: hunt_id.to_owned(),
             reason: reason.to_owned(),
         };
-        Ok(self.hunts.cancel_hunt(request).await?.into_inner())
+        let mut hops = 0;
+        loop {
+            match self.hunts.cancel_hunt(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
     }
 
     /// Follows a hunt's progress until it ends; returns the final hunt.
