@@ -165,7 +165,10 @@ pub fn hunt_state_from(value: i32) -> Option<HuntState> {
 
 fn task_status(task: &TaskRecord) -> v1::TaskStatus {
     let (state, error) = match &task.state {
-        TaskState::Pending => (v1::TaskState::Pending, String::new()),
+        TaskState::Pending => (
+            v1::TaskState::Pending,
+            task.waiting.clone().unwrap_or_default(),
+        ),
         TaskState::Assigned { .. } => (v1::TaskState::Assigned, String::new()),
         TaskState::Succeeded => (v1::TaskState::Succeeded, String::new()),
         TaskState::Failed { error } => (v1::TaskState::Failed, error.clone()),

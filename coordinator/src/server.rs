@@ -262,10 +262,43 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::
     }
 }
 
+/// Workers whose lease expired while holding tasks lose them: the tasks go
+/// back to pending (visibly, with the reason) for another holder of the
+/// shard or the worker's return.
+async fn release_lost_workers(shared: &Shared, leader_since_ms: i64) {
+    let lost: Vec<_> = shared
+        .node
+        .read(|r| {
+            r.state
+                .workers
+                .keys()
+                .filter(|w| r.state.assigned_to(w).next().is_some())
+                .filter(|w| shared.lease_expired(w, leader_since_ms))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    for worker in lost {
+        let reason = format!(
+            "worker {worker} stopped heartbeating (lease of {:?} expired); waiting for another holder of the shard or for the worker to return",
+            shared.heartbeat_timeout
+        );
+        tracing::warn!(%worker, "worker lease expired; releasing its tasks");
+        if let Err(e) = shared
+            .node
+            .propose(Command::ReleaseWorker { worker, reason })
+            .await
+        {
+            tracing::warn!(error = %e, "cannot release a lost worker's tasks; will retry");
+        }
+    }
+}
+
 /// Scheduling runs only on the leader and only through proposals: plan from
 /// the replicated state, commit the assignments, then send them.
 async fn leader_duties(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut changes = shared.node.subscribe();
+    let mut leader_since: Option<i64> = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -275,8 +308,11 @@ async fn leader_duties(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
             changed = changes.changed() => if changed.is_err() { return },
         }
         if !shared.node.status().is_leader {
+            leader_since = None;
             continue;
         }
+        let since = *leader_since.get_or_insert_with(|| shared.clock.now_ms());
+        release_lost_workers(&shared, since).await;
         let live = shared.live_workers();
         let plan = match shared.node.read(|r| scheduler::plan(&r.state, &live)) {
             Ok(plan) if !plan.is_empty() => plan,

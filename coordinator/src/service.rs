@@ -134,6 +134,18 @@ impl Shared {
             && self.dispatcher.is_connected(worker)
     }
 
+    /// Whether `worker`'s lease has expired: no heartbeat for the timeout,
+    /// counting from when this node became leader at the earliest (a new
+    /// leader has heard nobody yet and must give workers time to find it).
+    pub fn lease_expired(&self, worker: &WorkerId, leader_since_ms: i64) -> bool {
+        let timeout = i64::try_from(self.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
+        let last = self
+            .last_heartbeat(worker)
+            .unwrap_or(leader_since_ms)
+            .max(leader_since_ms);
+        self.clock.now_ms() - last > timeout
+    }
+
     /// Workers that heartbeat recently and hold an open task stream.
     pub fn live_workers(&self) -> BTreeSet<WorkerId> {
         self.node

@@ -251,6 +251,8 @@ pub struct TaskRecord {
     pub attempt: u32,
     /// The worker of the latest attempt.
     pub worker: Option<WorkerId>,
+    /// Why a pending task is waiting again (its worker was lost), shown to users.
+    pub waiting: Option<String>,
     /// Events the module saw.
     pub events_scanned: u64,
     /// Findings it recorded.
@@ -374,6 +376,14 @@ pub enum Command {
         /// Leader time.
         now_ms: i64,
     },
+    /// The leader lost a worker (its lease expired): its unfinished tasks
+    /// wait for another holder of their shard, or for the worker's return.
+    ReleaseWorker {
+        /// The worker.
+        worker: WorkerId,
+        /// Why, for the tasks' status.
+        reason: String,
+    },
     /// A user cancelled a hunt.
     CancelHunt {
         /// The hunt.
@@ -491,6 +501,7 @@ impl State {
                 reason,
                 now_ms,
             } => self.cancel_hunt(&hunt, reason, now_ms),
+            Command::ReleaseWorker { worker, reason } => self.release_worker(&worker, reason),
         }
     }
 
@@ -693,6 +704,7 @@ impl State {
                     state: TaskState::Pending,
                     attempt: 0,
                     worker: None,
+                    waiting: None,
                     events_scanned: 0,
                     findings: 0,
                 },
@@ -743,6 +755,7 @@ impl State {
             }
             record.attempt += 1;
             record.worker = Some(worker.clone());
+            record.waiting = None;
             record.state = TaskState::Assigned { worker };
             touched.push(Touched::Task(task));
         }
@@ -855,6 +868,23 @@ impl State {
                 hunt.tasks.len(),
                 failed.join("; ")
             );
+        }
+    }
+
+    fn release_worker(&mut self, worker: &WorkerId, reason: String) -> Applied {
+        let mut touched = Vec::new();
+        for task in self.tasks.values_mut() {
+            if matches!(&task.state, TaskState::Assigned { worker: w } if w == worker) {
+                // The attempt number stays: the next assignment bumps it, so a
+                // late report from the lost worker is stale.
+                task.state = TaskState::Pending;
+                task.waiting = Some(reason.clone());
+                touched.push(Touched::Task(task.id.clone()));
+            }
+        }
+        Applied {
+            outcome: Ok(Response::Done),
+            touched,
         }
     }
 
@@ -1275,6 +1305,39 @@ mod tests {
             s
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn a_lost_workers_tasks_wait_and_its_late_report_is_stale() {
+        let mut s = cluster();
+        let hunt = submit(&mut s, 10);
+        assign_all(&mut s, &hunt);
+        let task = s.hunts[&hunt].tasks[0].clone(); // on w0
+        let applied = s.apply(
+            101,
+            Command::ReleaseWorker {
+                worker: WorkerId::new("w0"),
+                reason: "worker w0 lost".into(),
+            },
+        );
+        assert_eq!(applied.touched, vec![Touched::Task(task.clone())]);
+        assert_eq!(s.tasks[&task].state, TaskState::Pending);
+        assert_eq!(s.tasks[&task].waiting.as_deref(), Some("worker w0 lost"));
+        // The lost worker's late report of attempt 1 changes nothing.
+        assert_eq!(
+            s.apply(102, report(&task, "w0", 1, 1)).outcome,
+            Ok(Response::StaleReport)
+        );
+        // Reassigned (attempt 2), its report counts once.
+        let again = vec![Assignment {
+            task: task.clone(),
+            worker: WorkerId::new("w0"),
+        }];
+        s.apply(103, Command::AssignTasks { assignments: again });
+        assert_eq!(s.tasks[&task].attempt, 2);
+        assert!(s.tasks[&task].waiting.is_none());
+        s.apply(104, report(&task, "w0", 2, 1));
+        assert_eq!(s.hunts[&hunt].findings, 1);
     }
 
     #[test]
