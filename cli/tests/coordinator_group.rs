@@ -40,7 +40,23 @@ fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
         .collect::<Result<_, _>>()?)
 }
 
-fn start_group(dir: &Path) -> anyhow::Result<Vec<Node>> {
+fn spawn_node(dir: &Path, id: u64, urls: &BTreeMap<u64, String>) -> anyhow::Result<Child> {
+    let url = &urls[&id];
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quarry"));
+    command
+        .args(["coordinator", "--node-id", &id.to_string()])
+        .args(["--listen", url.trim_start_matches("http://")])
+        .arg("--data-dir")
+        .arg(dir.join(format!("coordinator-{id}")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (peer, peer_url) in urls.iter().filter(|(p, _)| **p != id) {
+        command.args(["--peer", &format!("{peer}={peer_url}")]);
+    }
+    Ok(command.spawn()?)
+}
+
+fn start_group(dir: &Path) -> anyhow::Result<(Vec<Node>, BTreeMap<u64, String>)> {
     let ports = free_ports(3)?;
     let urls: BTreeMap<u64, String> = ports
         .iter()
@@ -49,24 +65,13 @@ fn start_group(dir: &Path) -> anyhow::Result<Vec<Node>> {
         .collect();
     let mut nodes = Vec::new();
     for (&id, url) in &urls {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_quarry"));
-        command
-            .args(["coordinator", "--node-id", &id.to_string()])
-            .args(["--listen", url.trim_start_matches("http://")])
-            .arg("--data-dir")
-            .arg(dir.join(format!("coordinator-{id}")))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (peer, peer_url) in urls.iter().filter(|(p, _)| **p != id) {
-            command.args(["--peer", &format!("{peer}={peer_url}")]);
-        }
         nodes.push(Node {
             id,
             url: url.clone(),
-            process: Some(command.spawn()?),
+            process: Some(spawn_node(dir, id, &urls)?),
         });
     }
-    Ok(nodes)
+    Ok((nodes, urls))
 }
 
 /// The node that reports itself leader, once one does.
@@ -131,7 +136,7 @@ async fn wait_live_workers(client: &mut Client, n: u32) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_mid_hunt_loses_nothing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut nodes = start_group(dir.path())?;
+    let (mut nodes, group) = start_group(dir.path())?;
     let urls = nodes
         .iter()
         .map(|n| n.url.clone())
@@ -211,6 +216,36 @@ async fn killing_the_leader_mid_hunt_loses_nothing() -> anyhow::Result<()> {
 
     for worker in workers {
         worker.shutdown().await;
+    }
+
+    // Every coordinator killed and restarted from disk: every hunt and
+    // finding is still there.
+    let before = client.list_hunts(0).await?;
+    let mut findings_before = Vec::new();
+    for hunt in &before {
+        findings_before.push(client.findings(&hunt.hunt_id).await?);
+    }
+    for node in &mut nodes {
+        if let Some(mut child) = node.process.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+    }
+    for node in &mut nodes {
+        node.process = Some(spawn_node(dir.path(), node.id, &group)?);
+    }
+    let (_, mut client) = leader(&nodes).await?;
+    let after = client.list_hunts(0).await?;
+    assert_eq!(after.len(), before.len());
+    for (hunt, findings) in before.iter().zip(&findings_before) {
+        let restored = client.hunt(&hunt.hunt_id).await?;
+        assert_eq!(restored.state, hunt.state, "{}", hunt.hunt_id);
+        assert_eq!(
+            &client.findings(&hunt.hunt_id).await?,
+            findings,
+            "{}",
+            hunt.hunt_id
+        );
     }
     Ok(())
 }
