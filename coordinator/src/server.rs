@@ -252,7 +252,11 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
-        .add_service(v1::raft_service_server::RaftServiceServer::new(api))
+        .add_service(
+            // One raft entry can hold a whole module upload.
+            v1::raft_service_server::RaftServiceServer::new(api)
+                .max_decoding_message_size(crate::transport::MAX_RAFT_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

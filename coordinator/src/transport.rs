@@ -13,6 +13,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+/// Largest raft message on the wire: a single entry may carry a whole module
+/// (up to `service::MAX_MODULE_BYTES`) plus its encoding.
+pub const MAX_RAFT_MESSAGE_BYTES: usize = 2 * crate::service::MAX_MODULE_BYTES;
+
 /// Messages queued per peer before new ones are dropped (raft resends).
 const QUEUE: usize = 4096;
 
@@ -103,7 +107,8 @@ async fn peer_loop(
         };
         backoff = Duration::from_millis(50);
         let (tx, rx) = mpsc::channel::<v1::RaftMessage>(QUEUE);
-        let mut client = RaftServiceClient::new(channel);
+        let mut client =
+            RaftServiceClient::new(channel).max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         let call = client.send(ReceiverStream::new(rx));
         tokio::pin!(call);
         loop {
