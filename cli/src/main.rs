@@ -219,6 +219,10 @@ enum HuntCommand {
         /// Follow progress until the hunt ends, then print its findings.
         #[arg(long)]
         wait: bool,
+        /// Only preview: the shards and events in scope and an estimate from
+        /// past runs of the module; nothing is submitted.
+        #[arg(long, conflicts_with = "wait")]
+        dry_run: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -464,6 +468,7 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             priority,
             description,
             wait,
+            dry_run,
             client: args,
         } => {
             let mut request = HuntRequest::new(&module)
@@ -484,8 +489,12 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             let cpu_ms = cpu.map(|d| d.as_millis() as u64).unwrap_or(0);
             request = request.limits(cpu_ms, memory_mib.unwrap_or(0) * 1024 * 1024, 0);
             let mut client = connect(&args).await?;
-            let submitted = client.submit_hunt(request).await?;
             let format = out(args.output);
+            if dry_run {
+                output::dry_run(format, &client.submit_hunt(request.dry_run(true)).await?);
+                return Ok(());
+            }
+            let submitted = client.submit_hunt(request).await?;
             if !wait {
                 output::submitted(format, &submitted);
                 return Ok(());

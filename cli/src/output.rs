@@ -96,6 +96,32 @@ pub fn submitted(format: Output, response: &v1::SubmitHuntResponse) {
     }
 }
 
+/// A dry run's preview.
+pub fn dry_run(format: Output, preview: &v1::SubmitHuntResponse) {
+    let estimate = (preview.estimated_ms > 0).then(|| {
+        humantime::format_duration(std::time::Duration::from_millis(preview.estimated_ms))
+            .to_string()
+    });
+    match format {
+        Output::Json => json_line(json!({
+            "dry_run": true, "task_count": preview.task_count, "events_in_scope": preview.events_in_scope,
+            "estimated_ms": preview.estimated_ms,
+            "shards": preview.shards.iter().map(|s| json!({"name": s.name, "event_count": s.event_count, "workers": s.worker_ids})).collect::<Vec<_>>(),
+        })),
+        Output::Table => {
+            println!(
+                "dry run: {} shards, {} events in scope; estimated time {}",
+                preview.task_count,
+                preview.events_in_scope,
+                estimate
+                    .as_deref()
+                    .unwrap_or("unknown (no completed run of this module yet)")
+            );
+            shards(format, &preview.shards);
+        }
+    }
+}
+
 /// A progress update (table mode writes to stderr so stdout stays results).
 pub fn progress(format: Output, p: &v1::HuntProgress) {
     match format {

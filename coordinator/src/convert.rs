@@ -357,6 +357,26 @@ pub fn partial_result(report: &mut v1::ReportTaskRequest) -> PartialResult {
     }
 }
 
+/// A shard of the catalogue as protobuf (`time_range.end_ms` is the latest
+/// event's time, inclusive).
+pub fn shard_info(shard: &crate::state::ShardRecord) -> v1::ShardInfo {
+    let d = &shard.description;
+    v1::ShardInfo {
+        name: d.name.to_string(),
+        labels: d
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        event_count: d.event_count,
+        time_range: Some(v1::TimeRange {
+            start_ms: d.min_ts_ms,
+            end_ms: d.max_ts_ms,
+        }),
+        worker_ids: shard.holders.iter().map(ToString::to_string).collect(),
+    }
+}
+
 /// A shard as a worker describes it.
 pub fn shard_description(info: v1::ShardInfo) -> Result<ShardDescription, CoordinatorError> {
     if info.name.trim().is_empty() {

@@ -253,7 +253,30 @@ impl HuntService for Api {
         &self,
         request: Request<v1::SubmitHuntRequest>,
     ) -> Result<tonic::Response<v1::SubmitHuntResponse>, Status> {
-        let spec = convert::hunt_spec(request.into_inner())?;
+        let request = request.into_inner();
+        let dry_run = request.dry_run;
+        let spec = convert::hunt_spec(request)?;
+        if dry_run {
+            let preview = self
+                .shared
+                .read(|s| s.preview(&spec))?
+                .map_err(rejection_status)?;
+            let shards = self.shared.read(|s| {
+                preview
+                    .shards
+                    .iter()
+                    .filter_map(|(name, _)| s.shards.get(name))
+                    .map(convert::shard_info)
+                    .collect()
+            })?;
+            return Ok(tonic::Response::new(v1::SubmitHuntResponse {
+                hunt_id: String::new(),
+                task_count: preview.shards.len() as u32,
+                shards,
+                events_in_scope: preview.events,
+                estimated_ms: preview.estimated_ms.unwrap_or(0),
+            }));
+        }
         // Refuse bad requests before they reach the log.
         self.shared
             .read(|s| s.validate_submit(&spec))?
@@ -270,6 +293,7 @@ impl HuntService for Api {
                 Ok(tonic::Response::new(v1::SubmitHuntResponse {
                     hunt_id: id.into_string(),
                     task_count: tasks,
+                    ..Default::default()
                 }))
             }
             other => Err(Status::internal(format!(
@@ -574,23 +598,7 @@ impl ClusterService for Api {
                         .iter()
                         .all(|(k, v)| shard.description.labels.get(k) == Some(v))
                 })
-                .map(|shard| {
-                    let d = &shard.description;
-                    v1::ShardInfo {
-                        name: d.name.to_string(),
-                        labels: d
-                            .labels
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                        event_count: d.event_count,
-                        time_range: Some(v1::TimeRange {
-                            start_ms: d.min_ts_ms,
-                            end_ms: d.max_ts_ms,
-                        }),
-                        worker_ids: shard.holders.iter().map(ToString::to_string).collect(),
-                    }
-                })
+                .map(convert::shard_info)
                 .collect()
         })?;
         Ok(tonic::Response::new(v1::ListShardsResponse { shards }))

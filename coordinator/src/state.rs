@@ -427,6 +427,19 @@ pub enum Rejection {
     Conflict(String),
 }
 
+/// A dry run's answer ([`State::preview`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preview {
+    /// The resolved module.
+    pub module: ModuleDigest,
+    /// Shards in scope with their event counts.
+    pub shards: Vec<(ShardId, u64)>,
+    /// Events in scope.
+    pub events: u64,
+    /// Estimated wall time, when a past run of the module gives a rate.
+    pub estimated_ms: Option<u64>,
+}
+
 /// What applying a command produced, for the proposer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
@@ -672,6 +685,39 @@ impl State {
             ));
         }
         Ok(in_range)
+    }
+
+    /// What a submission would cover: its shards with their event counts,
+    /// and an estimate of its wall time from the most recent completed hunt
+    /// of the same module (events per millisecond), if any.
+    pub fn preview(&self, spec: &HuntSpec) -> Result<Preview, Rejection> {
+        let (module, shards) = self.validate_submit(spec)?;
+        let shards: Vec<(ShardId, u64)> = shards
+            .into_iter()
+            .map(|s| {
+                let events = self.shards.get(&s).map_or(0, |r| r.description.event_count);
+                (s, events)
+            })
+            .collect();
+        let events: u64 = shards.iter().map(|(_, n)| n).sum();
+        let rate = self
+            .hunts
+            .values()
+            .filter(|h| {
+                h.module == module && h.state == HuntState::Completed && h.events_scanned > 0
+            })
+            .max_by_key(|h| h.finished_ms)
+            .and_then(|h| {
+                let ms = h.finished_ms - h.submitted_ms;
+                (ms > 0).then(|| h.events_scanned as f64 / ms as f64)
+            });
+        let estimated_ms = rate.map(|r| (events as f64 / r).ceil() as u64);
+        Ok(Preview {
+            module,
+            shards,
+            events,
+            estimated_ms,
+        })
     }
 
     /// Checks a submission without changing anything; the leader calls this
@@ -1338,6 +1384,26 @@ mod tests {
         assert!(s.tasks[&task].waiting.is_none());
         s.apply(104, report(&task, "w0", 2, 1));
         assert_eq!(s.hunts[&hunt].findings, 1);
+    }
+
+    #[test]
+    fn preview_counts_scope_and_estimates_from_the_last_completed_run() {
+        let mut s = cluster();
+        let first = s.preview(&spec(&[("env", "demo")])).expect("valid");
+        assert_eq!(first.shards.len(), 2);
+        assert_eq!(first.events, 20);
+        assert_eq!(first.estimated_ms, None, "no history yet");
+        let hunt = submit(&mut s, 10); // submitted at 20 ms
+        assign_all(&mut s, &hunt);
+        let tasks = s.hunts[&hunt].tasks.clone();
+        s.apply(101, report(&tasks[0], "w0", 1, 0));
+        s.apply(102, report(&tasks[1], "w1", 1, 0)); // finished at 30 ms, 20 events
+        let again = s.preview(&spec(&[("env", "demo")])).expect("valid");
+        assert_eq!(again.estimated_ms, Some(10));
+        assert!(
+            s.preview(&spec(&[])).is_err(),
+            "an empty scope is refused as on submit"
+        );
     }
 
     #[test]

@@ -48,7 +48,41 @@ async fn run_demo_hunt(client: &mut Client) -> anyhow::Result<(v1::Hunt, Vec<v1:
 async fn hunt_over_two_workers_finds_every_planted_attack() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (cluster, mut client) = demo_cluster(dir.path()).await?;
+
+    // A dry run previews the scope and stores nothing.
+    let applied = client.status().await?.applied_index;
+    let preview = HuntRequest::new("logon-bruteforce")
+        .selector("env", "demo")
+        .dry_run(true);
+    let preview = client.submit_hunt(preview).await?;
+    assert!(preview.hunt_id.is_empty());
+    assert_eq!((preview.task_count, preview.shards.len()), (4, 4));
+    assert_eq!(
+        preview.events_in_scope,
+        preview.shards.iter().map(|s| s.event_count).sum::<u64>()
+    );
+    assert_eq!(
+        preview.estimated_ms, 0,
+        "no completed run to estimate from yet"
+    );
+    assert_eq!(
+        client.status().await?.applied_index,
+        applied,
+        "a dry run was committed"
+    );
+
     let (hunt, findings) = run_demo_hunt(&mut client).await?;
+    assert_eq!(
+        hunt.events_scanned, preview.events_in_scope,
+        "every event in scope was scanned"
+    );
+    let again = HuntRequest::new("logon-bruteforce")
+        .selector("env", "demo")
+        .dry_run(true);
+    assert!(
+        client.submit_hunt(again).await?.estimated_ms > 0,
+        "the completed run gives an estimate"
+    );
 
     assert_eq!(
         hunt.state,

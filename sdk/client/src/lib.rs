@@ -156,6 +156,12 @@ impl HuntRequest {
         self
     }
 
+    /// Validate and preview only (shards, events, estimate); store nothing.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.inner.dry_run = dry_run;
+        self
+    }
+
     /// Free-text description.
     pub fn description(mut self, text: &str) -> Self {
         self.inner.description = text.to_owned();
