@@ -57,6 +57,12 @@ pub fn lookup<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
     if let Some(found) = lookup_in(doc, path) {
         return Some(found);
     }
+    without_evtx_prefix(path).and_then(|rest| lookup_in(doc, rest))
+}
+
+/// A raw EVTX path (`Event.EventData.X`, `System.X`, ...) without its
+/// prefix: normalised events carry those fields flat, by their own name.
+pub fn without_evtx_prefix(path: &str) -> Option<&str> {
     const EVTX_PREFIXES: [&str; 5] = [
         "Event.EventData.",
         "Event.System.",
@@ -68,7 +74,25 @@ pub fn lookup<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
         .iter()
         .find_map(|prefix| path.strip_prefix(prefix))
         .filter(|rest| !rest.is_empty())
-        .and_then(|rest| lookup_in(doc, rest))
+}
+
+/// Whether events timed from `min` to `max` (if any), plus `untimed` events
+/// stored with timestamp 0, can fall in `[start, end)`.
+pub fn time_bounds_overlap(
+    min: Option<i64>,
+    max: Option<i64>,
+    untimed: u64,
+    start: i64,
+    end: i64,
+) -> bool {
+    if start >= end {
+        return false;
+    }
+    let timed = match (min, max) {
+        (Some(min), Some(max)) => start <= max && min < end,
+        _ => false,
+    };
+    timed || (untimed > 0 && start <= 0 && 0 < end)
 }
 
 fn lookup_in<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {

@@ -85,14 +85,13 @@ pub struct BlockStats {
 impl BlockStats {
     /// Whether any event of the block can have a timestamp in `[start, end)`.
     pub fn may_overlap(&self, start: i64, end: i64) -> bool {
-        if start >= end {
-            return false;
-        }
-        let timed = match (self.min_ts_ms, self.max_ts_ms) {
-            (Some(min), Some(max)) => start <= max && min < end,
-            _ => false,
-        };
-        timed || (self.untimed > 0 && start <= 0 && 0 < end)
+        crate::event::time_bounds_overlap(
+            self.min_ts_ms,
+            self.max_ts_ms,
+            u64::from(self.untimed),
+            start,
+            end,
+        )
     }
 
     /// What the statistics say about the field an event path resolves to,
@@ -101,20 +100,8 @@ impl BlockStats {
     /// an EVTX prefix (`Event.EventData.`, `System.`, ...).
     pub fn resolve(&self, path: &str) -> FieldKnowledge<'_> {
         match self.resolve_in(path) {
-            FieldKnowledge::Absent => {
-                const EVTX_PREFIXES: [&str; 5] = [
-                    "Event.EventData.",
-                    "Event.System.",
-                    "Event.UserData.",
-                    "EventData.",
-                    "System.",
-                ];
-                EVTX_PREFIXES
-                    .iter()
-                    .find_map(|prefix| path.strip_prefix(prefix))
-                    .filter(|rest| !rest.is_empty())
-                    .map_or(FieldKnowledge::Absent, |rest| self.resolve_in(rest))
-            }
+            FieldKnowledge::Absent => crate::event::without_evtx_prefix(path)
+                .map_or(FieldKnowledge::Absent, |rest| self.resolve_in(rest)),
             known => known,
         }
     }

@@ -298,15 +298,13 @@ pub struct ShardMeta {
 impl ShardMeta {
     /// Whether any stored event can have a timestamp in `[start, end)`.
     pub fn may_overlap(&self, start: i64, end: i64) -> bool {
-        if start >= end {
-            return false;
-        }
-        let timed = match (self.min_ts_ms, self.max_ts_ms) {
-            (Some(min), Some(max)) => start <= max && min < end,
-            _ => false,
-        };
-        // Untimed events are stored with timestamp 0.
-        timed || (self.untimed_count > 0 && start <= 0 && 0 < end)
+        crate::event::time_bounds_overlap(
+            self.min_ts_ms,
+            self.max_ts_ms,
+            self.untimed_count,
+            start,
+            end,
+        )
     }
 }
 
