@@ -43,6 +43,7 @@ use serde_json::{Map, Value, json};
 use crate::error::WorkerError;
 use crate::event::{StoredEvent, format_rfc3339_ms, lookup};
 use crate::ingest::RecordResult;
+use crate::rng::SplitMix64 as Rng;
 use crate::runtime::{
     BATCH_SIZE, Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput, module_digest,
 };
@@ -425,38 +426,13 @@ fn dir_size(dir: &Path) -> Result<u64, WorkerError> {
     Ok(total)
 }
 
-/// SplitMix64: small, fast, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
-        self.below(denominator) < numerator
-    }
-}
-
 /// A deterministic hex string of `len` characters from `seed` (stable per
 /// seed, as a binary's hash is).
 fn hex_of(seed: u64, len: usize) -> String {
     let mut rng = Rng(seed ^ 0x5151_5151);
     let mut s = String::with_capacity(len);
     while s.len() < len {
-        s.push_str(&format!("{:016X}", rng.next()));
+        s.push_str(&format!("{:016X}", rng.next_u64()));
     }
     s.truncate(len);
     s
@@ -1084,7 +1060,7 @@ impl Generator {
         json!({
             "@timestamp": timestamp,
             "_path": "dns",
-            "uid": format!("C{}", hex_of(self.rng.next(), 17)),
+            "uid": format!("C{}", hex_of(self.rng.next_u64(), 17)),
             "id.orig_h": format!("10.{}.{}.{}", self.rng.below(4), self.rng.below(40), 2 + self.rng.below(250)),
             "id.orig_p": 49152 + self.rng.below(16000),
             "id.resp_h": "10.0.0.53",

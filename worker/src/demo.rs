@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::event::format_rfc3339_ms;
+use crate::rng::SplitMix64;
 use crate::shard::{ShardError, ShardMeta, ShardStore};
 
 /// Start of the demo window: 2026-11-20T08:00:00Z, in ms since the epoch.
@@ -415,51 +416,6 @@ fn host_labels(host: &DemoHost) -> BTreeMap<String, String> {
 // ---------------------------------------------------------------------------
 // Generation
 // ---------------------------------------------------------------------------
-
-/// splitmix64: tiny, fast, and good enough for plausible noise; chosen so the
-/// demo needs no `rand` dependency and is reproducible everywhere.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn seeded(name: &str) -> Self {
-        // FNV-1a of the name.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in name.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        Self(h)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (0 when `n` is 0).
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        if hi <= lo {
-            return lo;
-        }
-        lo + self.below((hi - lo) as u64 + 1) as i64
-    }
-
-    fn percent(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// The account an event is about.
 #[derive(Debug, Clone)]
