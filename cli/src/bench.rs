@@ -15,12 +15,18 @@ pub enum BenchCommand {
     /// auth.log, DNS), then measure ingest, host-only scan, the no-op module
     /// and a module whose prefilter selects ~1% of the events.
     #[command(
-        after_help = "Examples:\n  quarry bench scan\n  quarry bench scan --events 500000 --dir /var/tmp/quarry-bench --output json"
+        after_help = "Examples:\n  quarry bench scan\n  quarry bench scan --events 500000 --dir /var/tmp/quarry-bench --output json\n  # a shard of ~5 GB on disk, to check the scan's peak RSS:\n  quarry bench scan --events 4000000 --pad-bytes 1200 --dir /var/tmp/quarry-bench"
     )]
     Scan {
         /// Events in the generated shard.
         #[arg(long, default_value_t = DEFAULT_EVENTS)]
         events: u64,
+        /// Add this many bytes of incompressible text to every event (field
+        /// `bench_padding`), to build a large shard on disk from fewer events
+        /// when measuring memory. Rates are then not comparable with an
+        /// unpadded run.
+        #[arg(long, default_value_t = 0, value_name = "BYTES")]
+        pad_bytes: usize,
         /// Directory for the shard and the module cache (must not hold a
         /// benchmark shard already); a temporary directory, removed
         /// afterwards, when omitted.
@@ -47,16 +53,22 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Scan {
             events,
+            pad_bytes,
             dir,
             output,
         } => {
-            tokio::task::spawn_blocking(move || scan(events, dir, output)).await??;
+            tokio::task::spawn_blocking(move || scan(events, pad_bytes, dir, output)).await??;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn scan(events: u64, dir: Option<PathBuf>, output: BenchOutput) -> anyhow::Result<()> {
+fn scan(
+    events: u64,
+    pad_bytes: usize,
+    dir: Option<PathBuf>,
+    output: BenchOutput,
+) -> anyhow::Result<()> {
     anyhow::ensure!(events > 0, "--events must be at least 1");
     let temp;
     let dir = match dir {
@@ -74,7 +86,7 @@ fn scan(events: u64, dir: Option<PathBuf>, output: BenchOutput) -> anyhow::Resul
         noop: NOOP.wasm,
         rare_match: RARE_MATCH.wasm,
     };
-    let report = scan_bench(&dir, events, modules, |line| eprintln!("{line}"))?;
+    let report = scan_bench(&dir, events, pad_bytes, modules, |line| eprintln!("{line}"))?;
     match output {
         BenchOutput::Table => println!("{report}"),
         BenchOutput::Json => println!("{}", serde_json::to_string(&report)?),

@@ -43,6 +43,7 @@ use serde_json::{Map, Value, json};
 use crate::error::WorkerError;
 use crate::event::{StoredEvent, format_rfc3339_ms, lookup};
 use crate::ingest::RecordResult;
+use crate::memory;
 use crate::rng::SplitMix64 as Rng;
 use crate::runtime::{
     BATCH_SIZE, Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput, module_digest,
@@ -53,6 +54,11 @@ use crate::shard::{ScanFilter, ShardError, ShardStore};
 pub const NOOP_RATIO_GOAL: f64 = 0.80;
 /// Goal for rare-match module rate / host-only rate.
 pub const RARE_RATIO_GOAL: f64 = 3.0;
+/// Goal for the peak RSS of a scan pass (issue 3: a 5 GB shard scans in under
+/// 300 MB).
+pub const SCAN_RSS_GOAL_BYTES: u64 = 300 * 1_000_000;
+/// Field holding the incompressible padding of `--pad-bytes`.
+pub const PADDING_FIELD: &str = "bench_padding";
 /// Events in a shard when not told otherwise.
 pub const DEFAULT_EVENTS: u64 = 2_000_000;
 /// Name of the benchmark shard.
@@ -92,6 +98,9 @@ pub struct Pass {
     pub blocks_read: u64,
     /// Blocks skipped undecoded.
     pub blocks_skipped: u64,
+    /// Highest resident set size of the process during the pass (the peak is
+    /// reset before it), when the platform tells.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// What [`scan_bench`] measured.
@@ -101,6 +110,8 @@ pub struct ScanBenchReport {
     pub events: u64,
     /// Events that are the rare marker, as generated.
     pub rare_events: u64,
+    /// Incompressible bytes added to every event (`--pad-bytes`).
+    pub padding_bytes: usize,
     /// Average size of an event as compact JSON, sampled (1 in 64).
     pub json_bytes_per_event: f64,
     /// Wall time of the ingest, generation included.
@@ -115,6 +126,8 @@ pub struct ScanBenchReport {
     pub bytes_per_event: f64,
     /// Blocks in the shard.
     pub blocks: u64,
+    /// Highest resident set size during the ingest, when the platform tells.
+    pub ingest_peak_rss_bytes: Option<u64>,
     /// Host-only scan: decode every event, touch one field.
     pub host: Pass,
     /// The no-op module.
@@ -131,6 +144,9 @@ pub struct ScanBenchReport {
     pub noop_ratio_goal: f64,
     /// Goal for `rare_ratio`.
     pub rare_ratio_goal: f64,
+    /// Goal for the highest scan pass peak RSS (met on a shard of any size
+    /// when scans hold one block at a time).
+    pub scan_rss_goal_bytes: u64,
     /// Time to compile and load both modules (not in the rates).
     pub module_load_seconds: f64,
     /// Whether this is an optimised build (`cfg!(debug_assertions)` off).
@@ -138,9 +154,31 @@ pub struct ScanBenchReport {
 }
 
 impl ScanBenchReport {
-    /// Whether both ratio goals are met.
+    /// Whether both ratio goals and the memory goal are met.
     pub fn goals_met(&self) -> bool {
-        self.noop_ratio >= self.noop_ratio_goal && self.rare_ratio >= self.rare_ratio_goal
+        self.noop_ratio >= self.noop_ratio_goal
+            && self.rare_ratio >= self.rare_ratio_goal
+            && self.scan_rss_met().unwrap_or(true)
+    }
+
+    /// Highest peak RSS of the three scan passes.
+    pub fn scan_peak_rss_bytes(&self) -> Option<u64> {
+        [&self.host, &self.noop, &self.rare]
+            .iter()
+            .filter_map(|p| p.peak_rss_bytes)
+            .max()
+    }
+
+    fn scan_rss_met(&self) -> Option<bool> {
+        self.scan_peak_rss_bytes()
+            .map(|peak| peak < self.scan_rss_goal_bytes)
+    }
+}
+
+fn megabytes(bytes: Option<u64>) -> String {
+    match bytes {
+        Some(bytes) => format!("{:.0} MB", bytes as f64 / 1e6),
+        None => "unknown".to_owned(),
     }
 }
 
@@ -159,11 +197,16 @@ impl fmt::Display for ScanBenchReport {
         };
         writeln!(
             f,
-            "quarry bench scan: {} events ({} rare, {:.2}%), ~{:.0} bytes of JSON each, {} blocks{}",
+            "quarry bench scan: {} events ({} rare, {:.2}%), ~{:.0} bytes of JSON each{}, {} blocks{}",
             self.events,
             self.rare_events,
             pct(self.rare_events, self.events),
             self.json_bytes_per_event,
+            if self.padding_bytes > 0 {
+                format!(" (with {} bytes of padding)", self.padding_bytes)
+            } else {
+                String::new()
+            },
             self.blocks,
             if self.optimized_build {
                 ""
@@ -178,19 +221,22 @@ impl fmt::Display for ScanBenchReport {
         )?;
         writeln!(
             f,
-            "  on disk          {:>12.1} bytes/event ({} bytes)",
-            self.bytes_per_event, self.bytes_on_disk
+            "  on disk          {:>12.1} bytes/event ({} bytes); ingest peak RSS {}",
+            self.bytes_per_event,
+            self.bytes_on_disk,
+            megabytes(self.ingest_peak_rss_bytes)
         )?;
         let line = |f: &mut fmt::Formatter<'_>, name: &str, p: &Pass| {
             writeln!(
                 f,
-                "  {name:<16} {:>12.0} events/s  ({:.1} s; {} events decoded, {} delivered; blocks {} read, {} skipped)",
+                "  {name:<16} {:>12.0} events/s  ({:.1} s; {} events decoded, {} delivered; blocks {} read, {} skipped; peak RSS {})",
                 p.events_per_sec,
                 p.seconds,
                 p.events_decoded,
                 p.events_delivered,
                 p.blocks_read,
-                p.blocks_skipped
+                p.blocks_skipped,
+                megabytes(p.peak_rss_bytes)
             )
         };
         line(f, "host-only", &self.host)?;
@@ -216,6 +262,16 @@ impl fmt::Display for ScanBenchReport {
             self.rare_ratio_goal,
             verdict(self.rare_ratio >= self.rare_ratio_goal)
         )?;
+        if let Some(met) = self.scan_rss_met() {
+            writeln!(
+                f,
+                "  scan peak RSS    {:>12}   goal < {} (shard {:.2} GB on disk): {}",
+                megabytes(self.scan_peak_rss_bytes()),
+                megabytes(Some(self.scan_rss_goal_bytes)),
+                self.bytes_on_disk as f64 / 1e9,
+                verdict(met)
+            )?;
+        }
         write!(
             f,
             "  (module compile + load: {:.1} s, not counted in the rates)",
@@ -236,6 +292,7 @@ impl fmt::Display for ScanBenchReport {
 pub fn scan_bench(
     dir: &Path,
     events: u64,
+    padding_bytes: usize,
     modules: BenchModules<'_>,
     mut progress: impl FnMut(&str),
 ) -> Result<ScanBenchReport, WorkerError> {
@@ -251,6 +308,8 @@ pub fn scan_bench(
     // Ingest.
     progress(&format!("generating and ingesting {events} events ..."));
     let mut generator = Generator::new(events);
+    generator.padding = padding_bytes;
+    memory::reset_peak();
     let started = Instant::now();
     let mut last_report = Instant::now();
     let labels = BTreeMap::from([("source".to_owned(), "bench".to_owned())]);
@@ -266,6 +325,7 @@ pub fn scan_bench(
         }
     })?;
     let ingest_seconds = started.elapsed().as_secs_f64();
+    let ingest_peak_rss_bytes = memory::peak_resident_bytes();
     let generate_seconds = generator.spent.as_secs_f64();
     if report.events_stored != events || report.malformed != 0 {
         return Err(WorkerError::Task(format!(
@@ -281,6 +341,7 @@ pub fn scan_bench(
 
     // Host only.
     progress("host-only scan (decode every event, touch one field) ...");
+    memory::reset_peak();
     let started = Instant::now();
     let mut touched = 0u64;
     let filter = ScanFilter {
@@ -340,6 +401,7 @@ pub fn scan_bench(
     let cancel = AtomicBool::new(false);
     let run = |module, name: &str, progress: &mut dyn FnMut(&str)| {
         progress(&format!("{name} module over the shard ..."));
+        memory::reset_peak();
         let started = Instant::now();
         let output: TaskOutput = runtime.run_task(module, &task, &store, &cancel)?;
         let elapsed = started.elapsed();
@@ -372,6 +434,7 @@ pub fn scan_bench(
     Ok(ScanBenchReport {
         events,
         rare_events: generator.rare,
+        padding_bytes,
         json_bytes_per_event: generator.sampled_bytes as f64 / generator.sampled.max(1) as f64,
         ingest_seconds,
         generate_seconds,
@@ -379,6 +442,7 @@ pub fn scan_bench(
         bytes_on_disk,
         bytes_per_event: bytes_on_disk as f64 / events.max(1) as f64,
         blocks: host.blocks_read + host.blocks_skipped,
+        ingest_peak_rss_bytes,
         noop_ratio: ratio(&noop),
         rare_ratio: ratio(&rare),
         host,
@@ -387,6 +451,7 @@ pub fn scan_bench(
         rare_matched_by_module,
         noop_ratio_goal: NOOP_RATIO_GOAL,
         rare_ratio_goal: RARE_RATIO_GOAL,
+        scan_rss_goal_bytes: SCAN_RSS_GOAL_BYTES,
         module_load_seconds,
         optimized_build: !cfg!(debug_assertions),
     })
@@ -408,6 +473,7 @@ fn pass(
         events_delivered: delivered,
         blocks_read,
         blocks_skipped,
+        peak_rss_bytes: memory::peak_resident_bytes(),
     }
 }
 
@@ -700,6 +766,9 @@ struct Generator {
     spent: Duration,
     sampled: u64,
     sampled_bytes: u64,
+    /// Bytes of incompressible text added to every event (field
+    /// [`PADDING_FIELD`]), to reach a large shard on disk with fewer events.
+    padding: usize,
 }
 
 impl Generator {
@@ -715,7 +784,24 @@ impl Generator {
             spent: Duration::ZERO,
             sampled: 0,
             sampled_bytes: 0,
+            padding: 0,
         }
+    }
+
+    /// `len` characters of the base64 alphabet drawn from the PRNG, so zstd
+    /// cannot shrink them.
+    fn padding_text(&mut self, len: usize) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut text = String::with_capacity(len);
+        while text.len() < len {
+            let mut bits = self.rng.next_u64();
+            for _ in 0..10.min(len - text.len()) {
+                text.push(char::from(ALPHABET[(bits & 63) as usize]));
+                bits >>= 6;
+            }
+        }
+        text
     }
 
     fn event(&mut self, i: u64) -> Value {
@@ -1095,7 +1181,13 @@ impl Iterator for Generator {
         }
         let started = Instant::now();
         let i = self.index;
-        let event = self.event(i);
+        let mut event = self.event(i);
+        if self.padding > 0 {
+            let text = self.padding_text(self.padding);
+            if let Some(fields) = event.as_object_mut() {
+                fields.insert(PADDING_FIELD.to_owned(), Value::String(text));
+            }
+        }
         self.index += 1;
         if i.is_multiple_of(64) {
             self.sampled += 1;
@@ -1134,6 +1226,22 @@ mod tests {
     }
 
     #[test]
+    fn padding_is_incompressible_text_of_the_asked_length() {
+        let mut g = Generator::new(3);
+        g.padding = 700;
+        let events: Vec<Value> = g.by_ref().map(|r| r.expect("ok")).collect();
+        let pads: Vec<&str> = events
+            .iter()
+            .map(|e| e[PADDING_FIELD].as_str().expect("padding field"))
+            .collect();
+        assert!(pads.iter().all(|p| p.len() == 700));
+        assert_ne!(pads[0], pads[1]);
+        // Compression cannot take much off random base64 (6 of 8 bits used).
+        let compressed = zstd::bulk::compress(pads[0].as_bytes(), 3).expect("zstd");
+        assert!(compressed.len() > 500, "{}", compressed.len());
+    }
+
+    #[test]
     fn small_bench_is_consistent() {
         let dir = tempfile::tempdir().expect("tempdir");
         let events = 20_000;
@@ -1142,7 +1250,7 @@ mod tests {
             rare_match: RARE_MATCH.wasm,
         };
         let mut lines = Vec::new();
-        let report = scan_bench(dir.path(), events, modules, |l| lines.push(l.to_owned()))
+        let report = scan_bench(dir.path(), events, 0, modules, |l| lines.push(l.to_owned()))
             .expect("bench runs");
         assert!(!lines.is_empty());
         assert_eq!(report.events, events);
@@ -1191,6 +1299,6 @@ mod tests {
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["events"], events);
         // A second run in the same directory is refused, not appended.
-        assert!(scan_bench(dir.path(), 10, modules, |_| {}).is_err());
+        assert!(scan_bench(dir.path(), 10, 0, modules, |_| {}).is_err());
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod ingest;
 pub mod ingest_service;
+pub mod memory;
 pub mod prefilter;
 mod rng;
 pub mod runtime;

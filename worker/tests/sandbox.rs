@@ -401,12 +401,7 @@ fn compiled_modules_are_cached_on_disk() {
 
 /// Resident set size of this process, in KiB.
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
+    quarry_worker::memory::resident_bytes().expect("VmRSS in /proc/self/status") / 1024
 }
 
 #[test]
