@@ -1,7 +1,10 @@
 //! `quarry bench scan`: the worker's scan benchmark
 //! ([`quarry_worker::bench::scan_bench`]) with the no-op and rare-match test
-//! modules of the bundle. Progress goes to stderr, the report to stdout.
+//! modules of the bundle; `quarry bench scheduler`: the coordinator's
+//! ([`crate::bench_scheduler`]). Progress goes to stderr, the report to
+//! stdout.
 
+use crate::bench_scheduler::{SchedulerBenchConfig, scheduler_bench};
 use clap::{Subcommand, ValueEnum};
 use quarry_hunt_modules::test_modules::{NOOP, RARE_MATCH};
 use quarry_worker::bench::{BenchModules, DEFAULT_EVENTS, scan_bench};
@@ -36,6 +39,34 @@ pub enum BenchCommand {
         #[arg(long, value_enum, default_value_t = BenchOutput::Table)]
         output: BenchOutput,
     },
+    /// Start a three-node coordinator group as processes on loopback and
+    /// measure raft commit latency, task placements per second for a hunt
+    /// over many shards on simulated workers, and leader failover time
+    /// (SIGKILL of the leader to the first write committed by the next).
+    #[command(
+        after_help = "Examples:\n  quarry bench scheduler\n  quarry bench scheduler --workers 200 --shards 20000 --output json"
+    )]
+    Scheduler {
+        /// Simulated workers (in this process).
+        #[arg(long, default_value_t = SchedulerBenchConfig::default().workers)]
+        workers: usize,
+        /// Shards in the benchmark hunt; each is one task.
+        #[arg(long, default_value_t = SchedulerBenchConfig::default().shards)]
+        shards: usize,
+        /// Simulated workers holding each shard.
+        #[arg(long, default_value_t = SchedulerBenchConfig::default().replicas)]
+        replicas: usize,
+        /// Sequential writes timed for the commit latency.
+        #[arg(long, default_value_t = SchedulerBenchConfig::default().commits)]
+        commits: usize,
+        /// Directory for the coordinators' data and logs; a temporary
+        /// directory, removed afterwards, when omitted.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = BenchOutput::Table)]
+        output: BenchOutput,
+    },
 }
 
 /// How the report is printed.
@@ -59,6 +90,25 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         } => {
             tokio::task::spawn_blocking(move || scan(events, pad_bytes, dir, output)).await??;
         }
+        BenchCommand::Scheduler {
+            workers,
+            shards,
+            replicas,
+            commits,
+            dir,
+            output,
+        } => {
+            let config = SchedulerBenchConfig {
+                workers,
+                shards,
+                replicas,
+                commits,
+            };
+            let (_temp, dir) = bench_dir(dir)?;
+            let binary = std::env::current_exe()?;
+            let report = scheduler_bench(&binary, &dir, config, |line| eprintln!("{line}")).await?;
+            print_report(&report, output)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -70,26 +120,40 @@ fn scan(
     output: BenchOutput,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(events > 0, "--events must be at least 1");
-    let temp;
-    let dir = match dir {
-        Some(dir) => {
-            std::fs::create_dir_all(&dir)?;
-            dir
-        }
-        None => {
-            temp = tempfile::Builder::new().prefix("quarry-bench-").tempdir()?;
-            temp.path().to_owned()
-        }
-    };
-    eprintln!("benchmark directory: {}", dir.display());
+    let (_temp, dir) = bench_dir(dir)?;
     let modules = BenchModules {
         noop: NOOP.wasm,
         rare_match: RARE_MATCH.wasm,
     };
     let report = scan_bench(&dir, events, pad_bytes, modules, |line| eprintln!("{line}"))?;
+    print_report(&report, output)
+}
+
+/// The directory a benchmark works in: `dir` (created if needed), or a
+/// temporary one that lives as long as the returned guard.
+fn bench_dir(dir: Option<PathBuf>) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    let (temp, dir) = match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            (None, dir)
+        }
+        None => {
+            let temp = tempfile::Builder::new().prefix("quarry-bench-").tempdir()?;
+            let path = temp.path().to_owned();
+            (Some(temp), path)
+        }
+    };
+    eprintln!("benchmark directory: {}", dir.display());
+    Ok((temp, dir))
+}
+
+fn print_report<R: std::fmt::Display + serde::Serialize>(
+    report: &R,
+    output: BenchOutput,
+) -> anyhow::Result<()> {
     match output {
         BenchOutput::Table => println!("{report}"),
-        BenchOutput::Json => println!("{}", serde_json::to_string(&report)?),
+        BenchOutput::Json => println!("{}", serde_json::to_string(report)?),
     }
     Ok(())
 }

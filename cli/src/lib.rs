@@ -3,7 +3,9 @@
 //! output formatting.
 
 pub mod bench;
+pub mod bench_scheduler;
 pub mod cluster;
 pub mod demo;
 pub mod ingest;
 pub mod output;
+pub mod process_group;

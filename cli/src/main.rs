@@ -116,10 +116,11 @@ enum Command {
         after_help = "Example:\n  quarry cluster status --output json"
     )]
     Cluster(ClusterCommand),
-    /// Benchmarks: `quarry bench scan` measures ingest and scan rates.
+    /// Benchmarks: `quarry bench scan` measures ingest and scan rates,
+    /// `quarry bench scheduler` raft commits, task placement and failover.
     #[command(
         subcommand,
-        after_help = "Example:\n  quarry bench scan --events 500000"
+        after_help = "Examples:\n  quarry bench scan --events 500000\n  quarry bench scheduler"
     )]
     Bench(quarry_cli::bench::BenchCommand),
 }

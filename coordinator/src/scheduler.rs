@@ -7,19 +7,14 @@
 
 use crate::state::{Assignment, State, TaskState};
 use quarry_proto::WorkerId;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// Plans assignments for pending tasks onto `live` workers.
 ///
 /// Load counts tasks already assigned in `state`; postconditions (holder,
 /// slots, each task once) are checked in debug builds.
 pub fn plan(state: &State, live: &BTreeSet<WorkerId>) -> Vec<Assignment> {
-    let mut load: BTreeMap<&WorkerId, u32> = BTreeMap::new();
-    for task in state.tasks.values() {
-        if let TaskState::Assigned { worker } = &task.state {
-            *load.entry(worker).or_default() += 1;
-        }
-    }
+    let mut load = state.assignment_counts();
     let mut hunts: Vec<_> = state
         .hunts
         .values()
@@ -83,12 +78,7 @@ pub fn check_plan(
     plan: &[Assignment],
 ) -> Result<(), String> {
     let mut seen = BTreeSet::new();
-    let mut load: BTreeMap<&WorkerId, u32> = BTreeMap::new();
-    for task in state.tasks.values() {
-        if let TaskState::Assigned { worker } = &task.state {
-            *load.entry(worker).or_default() += 1;
-        }
-    }
+    let mut load = state.assignment_counts();
     for a in plan {
         if !seen.insert(&a.task) {
             return Err(format!("task {} planned twice", a.task));

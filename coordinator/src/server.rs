@@ -274,9 +274,8 @@ async fn release_lost_workers(shared: &Shared, leader_since_ms: i64) {
         .node
         .read(|r| {
             r.state
-                .workers
-                .keys()
-                .filter(|w| r.state.assigned_to(w).next().is_some())
+                .assignment_counts()
+                .into_keys()
                 .filter(|w| shared.lease_expired(w, leader_since_ms))
                 .cloned()
                 .collect()

@@ -565,6 +565,7 @@ impl ClusterService for Api {
         _request: Request<v1::ListWorkersRequest>,
     ) -> Result<tonic::Response<v1::ListWorkersResponse>, Status> {
         let workers = self.shared.read(|s| {
+            let running = s.assignment_counts();
             s.workers
                 .values()
                 .map(|w| v1::WorkerInfo {
@@ -572,7 +573,7 @@ impl ClusterService for Api {
                     address: w.address.clone(),
                     shards: w.shards.iter().map(ToString::to_string).collect(),
                     slots: w.slots,
-                    running_tasks: s.assigned_to(&w.id).count() as u32,
+                    running_tasks: running.get(&w.id).copied().unwrap_or(0),
                     live: self.shared.is_live(&w.id),
                     last_heartbeat_ms: self.shared.last_heartbeat(&w.id).unwrap_or(0),
                 })

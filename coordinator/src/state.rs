@@ -985,6 +985,18 @@ impl State {
             .values()
             .filter(move |t| matches!(&t.state, TaskState::Assigned { worker: w } if w == worker))
     }
+
+    /// Tasks assigned per worker, in one pass over the tasks (asking
+    /// [`State::assigned_to`] of every worker would be workers x tasks).
+    pub fn assignment_counts(&self) -> BTreeMap<&WorkerId, u32> {
+        let mut counts = BTreeMap::new();
+        for task in self.tasks.values() {
+            if let TaskState::Assigned { worker } = &task.state {
+                *counts.entry(worker).or_default() += 1;
+            }
+        }
+        counts
+    }
 }
 
 #[cfg(test)]
