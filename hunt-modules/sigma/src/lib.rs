@@ -41,6 +41,12 @@ use quarry_sdk::{Counts, Descriptor, Emitter, Event, Finding, Hunt, Output, Para
 pub use engine::{EventView, Match, Rejected, RuleMeta, RuleSet};
 pub use rule::{Level, Rule, RuleError};
 
+/// The module's name, as its descriptor reports it.
+pub const NAME: &str = "sigma";
+
+/// The module's version (its crate version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Longest evidence value, in bytes; longer field values are cut.
 const MAX_EVIDENCE_VALUE: usize = 1024;
 
@@ -104,7 +110,7 @@ impl Hunt for SigmaHunt {
         // No prefilter: the rules arrive with the parameters, after the
         // host has read the descriptor, so any static prefilter could hide
         // events a rule needs.
-        Descriptor::new("sigma", env!("CARGO_PKG_VERSION"))
+        Descriptor::new(NAME, VERSION)
             .with_description(
                 "Evaluates Sigma detection rules, passed as `rule.<name>` parameters, against events.",
             )

@@ -657,7 +657,7 @@ fn take_bytes(
 pub fn base64_offsets(value: &[u8]) -> Vec<String> {
     const START: [usize; 3] = [0, 2, 3];
     let mut out = Vec::with_capacity(3);
-    for i in 0..3 {
+    for (i, start) in START.into_iter().enumerate() {
         let mut padded = vec![b' '; i];
         padded.extend_from_slice(value);
         let encoded = base64::engine::general_purpose::STANDARD.encode(&padded);
@@ -667,7 +667,7 @@ pub fn base64_offsets(value: &[u8]) -> Vec<String> {
             _ => 2,
         };
         let end = encoded.len().saturating_sub(end_trim);
-        out.push(encoded.get(START[i]..end).unwrap_or("").to_owned());
+        out.push(encoded.get(start..end).unwrap_or("").to_owned());
     }
     out
 }
