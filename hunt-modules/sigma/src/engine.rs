@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use crate::condition::{self, Cond};
 use crate::fields;
 use crate::logsource::{self, Alternative, Constraint};
-use crate::matcher::{FieldSource, Modifiers, ValueTest};
+use crate::matcher::{FieldSource, Modifiers, RawValue, ValueTest, expand_placeholders};
 use crate::rule::{Level, Rule, RuleError};
 
 /// What a finding needs to know about a rule.
@@ -69,6 +69,34 @@ struct CompiledRule {
 enum Gate {
     Equals(usize, Vec<String>),
     AnyExists(Vec<usize>),
+}
+
+/// How rules are compiled.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// Rules below this level are left out.
+    pub min_level: Level,
+    /// Values of `%name%` placeholders for the `expand` modifier.
+    pub placeholders: HashMap<String, Vec<String>>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            min_level: Level::Informational,
+            placeholders: HashMap::new(),
+        }
+    }
+}
+
+impl CompileOptions {
+    /// Default options with `min_level`.
+    pub fn with_min_level(min_level: Level) -> Self {
+        CompileOptions {
+            min_level,
+            ..CompileOptions::default()
+        }
+    }
 }
 
 /// A rule that could not be compiled, and why.
@@ -136,10 +164,10 @@ pub struct RuleSet {
 
 impl RuleSet {
     /// Compiles rules given as `(source, YAML text)`. Rules below
-    /// `min_level` are left out (not rejected).
+    /// `options.min_level` are left out (not rejected).
     pub fn compile<'a>(
         texts: impl IntoIterator<Item = (&'a str, &'a str)>,
-        min_level: Level,
+        options: &CompileOptions,
     ) -> RuleSet {
         let mut set = RuleSet::default();
         let mut gate_ids: HashMap<Vec<Constraint>, usize> = HashMap::new();
@@ -155,10 +183,10 @@ impl RuleSet {
                     continue;
                 }
             };
-            if rule.level < min_level {
+            if rule.level < options.min_level {
                 continue;
             }
-            match compile_rule(&rule, source) {
+            match compile_rule(&rule, source, options) {
                 Ok((compiled, gates)) => {
                     let index = set.rules.len();
                     for (variant, constraints) in gates.into_iter().enumerate() {
@@ -309,7 +337,11 @@ fn eval_item(item: &Item, event: &EventView<'_>) -> bool {
 
 type Compiled = (CompiledRule, Vec<Vec<Constraint>>);
 
-fn compile_rule(rule: &Rule, source: &str) -> Result<Compiled, RuleError> {
+fn compile_rule(
+    rule: &Rule,
+    source: &str,
+    options: &CompileOptions,
+) -> Result<Compiled, RuleError> {
     let alternatives = logsource::alternatives(&rule.logsource)?;
     let names: Vec<String> = rule.searches.iter().map(|(n, _)| n.clone()).collect();
     let conditions = rule
@@ -320,7 +352,7 @@ fn compile_rule(rule: &Rule, source: &str) -> Result<Compiled, RuleError> {
     let mut variants = Vec::new();
     let mut gates = Vec::new();
     for alternative in &alternatives {
-        variants.push(compile_variant(rule, alternative, &conditions)?);
+        variants.push(compile_variant(rule, alternative, &conditions, options)?);
         gates.push(alternative.constraints.clone());
     }
     Ok((
@@ -346,6 +378,7 @@ fn compile_variant(
     rule: &Rule,
     alternative: &Alternative,
     conditions: &[Cond],
+    options: &CompileOptions,
 ) -> Result<Variant, RuleError> {
     let mut resolve = |name: &str| -> Result<usize, RuleError> {
         let event_field = alternative.event_field(name);
@@ -366,11 +399,18 @@ fn compile_variant(
                     Some(name) => Some(resolve(name)?),
                     None => None,
                 };
-                let tests = item
-                    .values
-                    .iter()
-                    .map(|v| modifiers.compile(v, &mut resolve))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut tests = Vec::with_capacity(item.values.len());
+                for value in &item.values {
+                    tests.push(match value {
+                        RawValue::Str(text) if modifiers.expand => ValueTest::AnyOf(
+                            expand_placeholders(text, &options.placeholders)?
+                                .into_iter()
+                                .map(|t| modifiers.compile(&RawValue::Str(t), &mut resolve))
+                                .collect::<Result<Vec<_>, _>>()?,
+                        ),
+                        _ => modifiers.compile(value, &mut resolve)?,
+                    });
+                }
                 items.push(Item {
                     field,
                     tests,
@@ -429,7 +469,7 @@ detection:
 
     #[test]
     fn process_creation_matches_sysmon_and_security_4688() {
-        let set = RuleSet::compile([("p", PROC)], Level::Informational);
+        let set = RuleSet::compile([("p", PROC)], &CompileOptions::default());
         assert!(set.rejected().is_empty(), "{:?}", set.rejected());
         let sysmon = [
             ("Channel", SYSMON),
@@ -474,7 +514,7 @@ detection:
         - 'Bad*protocol'
     condition: keywords
 "#;
-        let set = RuleSet::compile([("k", rule)], Level::Informational);
+        let set = RuleSet::compile([("k", rule)], &CompileOptions::default());
         assert!(set.rejected().is_empty(), "{:?}", set.rejected());
         let line = [
             ("program", "sshd"),
@@ -506,7 +546,7 @@ detection:
                 ("l", low),
                 ("bad", "x: ["),
             ],
-            Level::Medium,
+            &CompileOptions::with_min_level(Level::Medium),
         );
         assert!(set.is_empty());
         let reasons: Vec<String> = set.rejected().iter().map(|r| r.error.reason()).collect();
@@ -518,6 +558,41 @@ detection:
                 "not valid YAML"
             ]
         );
+    }
+
+    #[test]
+    fn expand_uses_placeholder_values() {
+        let rule = r#"
+title: Admin logon
+logsource: {product: windows, service: security}
+detection:
+    selection:
+        EventID: 4624
+        TargetUserName|expand: '%admins%'
+    condition: selection
+"#;
+        let set = RuleSet::compile([("r", rule)], &CompileOptions::default());
+        assert!(set.is_empty());
+        assert!(
+            set.rejected()[0]
+                .error
+                .to_string()
+                .contains("placeholder.admins")
+        );
+        let mut options = CompileOptions::default();
+        options
+            .placeholders
+            .insert("admins".into(), vec!["alice".into(), "bob".into()]);
+        let set = RuleSet::compile([("r", rule)], &options);
+        let logon = |user| {
+            [
+                ("Channel", "Security"),
+                ("EventID", "4624"),
+                ("TargetUserName", user),
+            ]
+        };
+        assert_eq!(titles(&set, &logon("BOB")), ["Admin logon"]);
+        assert!(titles(&set, &logon("carol")).is_empty());
     }
 
     #[test]
@@ -533,7 +608,7 @@ detection:
         IpAddress: null
     condition: selection and not filter
 "#;
-        let set = RuleSet::compile([("r", rule)], Level::Informational);
+        let set = RuleSet::compile([("r", rule)], &CompileOptions::default());
         assert!(set.rejected().is_empty(), "{:?}", set.rejected());
         let base = [
             ("Channel", "Security"),

@@ -365,7 +365,6 @@ pub const FIELDS: &[&str] = &[
     "Signed",
     "SigningUsed",
     "size",
-    "source",
     "source_ip",
     "source_port",
     "SourceAddress",

@@ -14,6 +14,7 @@
 //! | `min_level` | skip rules below this level: `informational` (default), `low`, `medium`, `high`, `critical` |
 //! | `max_findings_per_rule` | findings per rule and task (default 100); further matches are only counted in the `sigma_matches_by_rule` aggregate |
 //! | `strict` | `true`: fail the task when any rule cannot be evaluated (default `false`: skip it and log why) |
+//! | `placeholder.<name>` | values of the `%name%` placeholder for the `expand` modifier, one per line |
 //!
 //! # Findings
 //!
@@ -38,7 +39,7 @@ use std::collections::HashMap;
 
 use quarry_sdk::{Counts, Descriptor, Emitter, Event, Finding, Hunt, Output, Params, Severity};
 
-pub use engine::{EventView, Match, Rejected, RuleMeta, RuleSet};
+pub use engine::{CompileOptions, EventView, Match, Rejected, RuleMeta, RuleSet};
 pub use rule::{Level, Rule, RuleError};
 
 /// The module's name, as its descriptor reports it.
@@ -53,7 +54,10 @@ const MAX_EVIDENCE_VALUE: usize = 1024;
 /// Fields that name the host an event came from, best first.
 const HOST_FIELDS: [&str; 5] = ["Computer", "Hostname", "HostName", "host", "@system"];
 
-/// The module's options (everything but the rules).
+/// Prefix of the parameters that give placeholder values.
+pub const PLACEHOLDER_PARAM_PREFIX: &str = "placeholder.";
+
+/// The module's options (everything but the rules and placeholders).
 const OPTIONS: [&str; 3] = ["min_level", "max_findings_per_rule", "strict"];
 
 /// The hunt: a compiled rule set and per-rule match counts.
@@ -118,12 +122,13 @@ impl Hunt for SigmaHunt {
     }
 
     fn new(params: &Params) -> Result<Self, String> {
-        if let Some(unknown) = params
-            .names()
-            .find(|n| !n.starts_with(loader::RULE_PARAM_PREFIX) && !OPTIONS.contains(n))
-        {
+        if let Some(unknown) = params.names().find(|n| {
+            !n.starts_with(loader::RULE_PARAM_PREFIX)
+                && !n.starts_with(PLACEHOLDER_PARAM_PREFIX)
+                && !OPTIONS.contains(n)
+        }) {
             return Err(format!(
-                "unknown parameter `{unknown}`; this module accepts `rule.<name>` (one Sigma rule each), {}",
+                "unknown parameter `{unknown}`; this module accepts `rule.<name>` (one Sigma rule each), `placeholder.<name>`, {}",
                 OPTIONS.map(|o| format!("`{o}`")).join(", ")
             ));
         }
@@ -149,7 +154,21 @@ impl Hunt for SigmaHunt {
                     .to_owned(),
             );
         }
-        let rules = RuleSet::compile(texts, min_level);
+        let mut options = CompileOptions::with_min_level(min_level);
+        for name in params.names() {
+            if let Some(placeholder) = name.strip_prefix(PLACEHOLDER_PARAM_PREFIX) {
+                let values = params
+                    .get(name)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                options.placeholders.insert(placeholder.to_owned(), values);
+            }
+        }
+        let rules = RuleSet::compile(texts, &options);
         for rejected in rules.rejected() {
             quarry_sdk::log::warn(&format!(
                 "skipping Sigma rule {}: {}",

@@ -40,6 +40,39 @@ pub enum Piece {
     Class(Vec<char>),
 }
 
+/// Replaces the `%name%` placeholders of `text` with every combination of
+/// the values `placeholders` gives them (Sigma's `expand` modifier).
+/// A placeholder without values is an error naming the parameter to pass.
+pub fn expand_placeholders(
+    text: &str,
+    placeholders: &std::collections::HashMap<String, Vec<String>>,
+) -> Result<Vec<String>, RuleError> {
+    let mut results = vec![String::new()];
+    let mut rest = text;
+    while let Some(start) = rest.find('%') {
+        let Some(len) = rest[start + 1..].find('%') else {
+            break;
+        };
+        let name = &rest[start + 1..start + 1 + len];
+        let values = placeholders.get(name).ok_or_else(|| {
+            RuleError::Unsupported(format!(
+                "placeholder `%{name}%` has no values (pass the parameter `placeholder.{name}`)"
+            ))
+        })?;
+        let prefix = &rest[..start];
+        results = results
+            .iter()
+            .flat_map(|r| values.iter().map(move |v| format!("{r}{prefix}{v}")))
+            .take(MAX_VARIANTS)
+            .collect();
+        rest = &rest[start + len + 2..];
+    }
+    for r in &mut results {
+        r.push_str(rest);
+    }
+    Ok(results)
+}
+
 /// Parses Sigma's wildcard syntax: `*` and `?` are wildcards; a backslash
 /// escapes a following `*`, `?` or backslash and is literal before anything
 /// else (so `C:\Windows\` needs no escaping).
@@ -251,6 +284,8 @@ pub enum ValueTest {
     Exists(bool),
     /// `null`: the field is absent or empty.
     Null,
+    /// Any of these tests (a value expanded by `expand` into several).
+    AnyOf(Vec<ValueTest>),
     /// `fieldref`: equal (ignoring case unless cased) to the named field,
     /// resolved to its index.
     FieldRef {
@@ -274,6 +309,7 @@ impl ValueTest {
         match self {
             ValueTest::Exists(want) => value.is_some_and(|(v, _)| !v.is_empty()) == *want,
             ValueTest::Null => value.is_none_or(|(v, _)| v.is_empty()),
+            ValueTest::AnyOf(tests) => tests.iter().any(|t| t.matches(value, event)),
             ValueTest::FieldRef { field, cased } => match (value, event.value(*field)) {
                 (Some((v, l)), Some((ov, ol))) => {
                     if *cased {
@@ -301,7 +337,10 @@ impl ValueTest {
                         NumOp::Gt => v > *n,
                         NumOp::Gte => v >= *n,
                     }),
-                    ValueTest::Exists(_) | ValueTest::Null | ValueTest::FieldRef { .. } => {
+                    ValueTest::Exists(_)
+                    | ValueTest::Null
+                    | ValueTest::AnyOf(_)
+                    | ValueTest::FieldRef { .. } => {
                         unreachable!("handled above")
                     }
                 }
@@ -375,6 +414,8 @@ pub struct Modifiers {
     num: Option<NumOp>,
     exists: bool,
     fieldref: bool,
+    /// `expand`: `%name%` placeholders are replaced by the hunt's values.
+    pub expand: bool,
 }
 
 impl Modifiers {
@@ -427,12 +468,7 @@ impl Modifiers {
                 "gte" => m.num = Some(NumOp::Gte),
                 "exists" => m.exists = true,
                 "fieldref" => m.fieldref = true,
-                "expand" => {
-                    return Err(RuleError::Unsupported(
-                        "modifier `expand` (placeholders need a pipeline that defines them)"
-                            .to_owned(),
-                    ));
-                }
+                "expand" => m.expand = true,
                 other => {
                     return Err(RuleError::Unsupported(format!("modifier `{other}`")));
                 }
@@ -873,12 +909,27 @@ mod tests {
     }
 
     #[test]
+    fn placeholders_expand_to_every_value() {
+        let mut values = std::collections::HashMap::new();
+        values.insert(
+            "admins".to_owned(),
+            vec!["alice".to_owned(), "bob".to_owned()],
+        );
+        assert_eq!(
+            expand_placeholders(r"CORP\%admins%", &values).unwrap(),
+            [r"CORP\alice", r"CORP\bob"]
+        );
+        assert_eq!(expand_placeholders("100%", &values).unwrap(), ["100%"]);
+        let err = expand_placeholders("%nope%", &values).unwrap_err();
+        assert!(err.to_string().contains("placeholder.nope"), "{err}");
+    }
+
+    #[test]
     fn unsupported_modifiers_are_named() {
-        let err = Modifiers::parse(&["contains", "expand"]).unwrap_err();
-        assert!(err.to_string().contains("expand"), "{err}");
         let err = Modifiers::parse(&["frobnicate"]).unwrap_err();
         assert!(err.to_string().contains("frobnicate"), "{err}");
         assert!(Modifiers::parse(&["re", "contains"]).is_err());
+        assert!(Modifiers::parse(&["contains", "expand"]).unwrap().expand);
         assert!(Modifiers::parse(&["contains", "startswith"]).is_err());
     }
 }

@@ -220,6 +220,23 @@ fn datasets(data: &Path) -> Vec<Dataset> {
         .collect()
 }
 
+/// `T1110`, `T1003.006` ... at the start of the file name's `_` parts.
+fn name_techniques(dataset: &str) -> Vec<String> {
+    let file = dataset.rsplit('/').next().unwrap_or(dataset);
+    file.split('_')
+        .take_while(|part| {
+            part.strip_prefix('T').is_some_and(|rest| {
+                let (main, sub) = rest.split_once('.').unwrap_or((rest, "000"));
+                main.len() == 4
+                    && main.bytes().all(|b| b.is_ascii_digit())
+                    && sub.len() == 3
+                    && sub.bytes().all(|b| b.is_ascii_digit())
+            })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 fn shard_name(dataset: &str) -> String {
     dataset
         .chars()
@@ -317,6 +334,13 @@ fn sigmahq_rules_over_every_dataset() {
             .flat_map(|(t, _)| t.iter().copied())
             .collect();
         let labelled: Vec<&String> = dataset.metadata_techniques.iter().collect();
+        // Datasets without `_metadata` (EVTX-to-MITRE-Attack) name their
+        // technique in the file name: shown, not asserted.
+        let named = name_techniques(&dataset.name);
+        let named_matched: Vec<&String> = named
+            .iter()
+            .filter(|e| found_techniques.iter().any(|f| technique_matches(f, e)))
+            .collect();
         let matched: Vec<&String> = labelled
             .iter()
             .copied()
@@ -324,7 +348,7 @@ fn sigmahq_rules_over_every_dataset() {
             .collect();
 
         table.push_str(&format!(
-            "\n## {} — {} events ({} malformed), {} findings in {:.1?}; metadata techniques: {}; matched: {}\n",
+            "\n## {} — {} events ({} malformed), {} findings in {:.1?}; metadata techniques: {}; matched: {}{}\n",
             dataset.name,
             output.events_scanned,
             malformed,
@@ -332,6 +356,15 @@ fn sigmahq_rules_over_every_dataset() {
             task_started.elapsed(),
             if labelled.is_empty() { "-".to_owned() } else { labelled.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ") },
             if matched.is_empty() { "-".to_owned() } else { matched.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ") },
+            if labelled.is_empty() && !named.is_empty() {
+                format!(
+                    " (file name says {}; matched: {})",
+                    named.join(" "),
+                    if named_matched.is_empty() { "-".to_owned() } else { named_matched.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ") }
+                )
+            } else {
+                String::new()
+            },
         ));
         for (title, (techniques, n)) in &found {
             table.push_str(&format!(
