@@ -802,6 +802,10 @@ mod tests {
         let t = test(&["contains"], s(r"lit\*star"));
         assert!(check(&t, "a lit*star b"));
         assert!(!check(&t, "a litXstar b"));
+        // SigmaHQ's psexec pipe rule: the literal share name `\\*\IPC$`.
+        let t = test(&[], s(r"\\\\\*\\IPC$"));
+        assert!(check(&t, r"\\*\IPC$"));
+        assert!(!check(&t, r"\\host\IPC$"));
         let t = test(&[], s("a*b*c"));
         assert!(check(&t, "aXXbYYc"));
         assert!(!check(&t, "aXXbYYcd"));
