@@ -159,6 +159,8 @@ pub struct RuleSet {
     gates: Vec<Vec<Gate>>,
     /// Per gate: (rule, variant) pairs behind it.
     behind: Vec<Vec<(usize, usize)>>,
+    /// Per rule: its gates.
+    gates_of: Vec<Vec<usize>>,
     rejected: Vec<Rejected>,
 }
 
@@ -189,6 +191,7 @@ impl RuleSet {
             match compile_rule(&rule, source, options) {
                 Ok((compiled, gates)) => {
                     let index = set.rules.len();
+                    set.gates_of.push(Vec::new());
                     for (variant, constraints) in gates.into_iter().enumerate() {
                         let next = set.gates.len();
                         let gate = *gate_ids.entry(constraints.clone()).or_insert(next);
@@ -197,6 +200,7 @@ impl RuleSet {
                             set.behind.push(Vec::new());
                         }
                         set.behind[gate].push((index, variant));
+                        set.gates_of[index].push(gate);
                     }
                     set.rules.push(compiled);
                 }
@@ -238,6 +242,14 @@ impl RuleSet {
     /// Number of distinct log-source gates.
     pub fn gate_count(&self) -> usize {
         self.gates.len()
+    }
+
+    /// Whether `event` belongs to the log source of rule `index` (meets the
+    /// constraints of one of its alternatives), whatever its detection says.
+    pub fn applies(&self, index: usize, event: &EventView<'_>) -> bool {
+        self.gates_of[index]
+            .iter()
+            .any(|&gate| gate_passes(&self.gates[gate], event))
     }
 
     /// Every rule that matches `event`, in rule order, each once.
@@ -489,6 +501,13 @@ detection:
         let mut other = sysmon.to_vec();
         other[1] = ("EventID", "3");
         assert!(titles(&set, &other).is_empty());
+        let values = event(&other);
+        assert!(!set.applies(0, &EventView::new(&values)));
+        let values = event(&filtered);
+        assert!(
+            set.applies(0, &EventView::new(&values)),
+            "filtered, but in scope"
+        );
         // Security 4688 names the image NewProcessName.
         let security = [
             ("Channel", "Security"),
