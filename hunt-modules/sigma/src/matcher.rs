@@ -806,6 +806,11 @@ mod tests {
         let t = test(&[], s(r"\\\\\*\\IPC$"));
         assert!(check(&t, r"\\*\IPC$"));
         assert!(!check(&t, r"\\host\IPC$"));
+        // `?` is one character, also under `endswith` (SigmaHQ's AD user
+        // enumeration rule reads access masks this way).
+        let t = test(&["endswith"], s("1?"));
+        assert!(check(&t, "0x10"));
+        assert!(!check(&t, "0x1"));
         let t = test(&[], s("a*b*c"));
         assert!(check(&t, "aXXbYYc"));
         assert!(!check(&t, "aXXbYYcd"));
