@@ -398,6 +398,8 @@ enum Transform {
     Base64Offset,
     Utf16Le,
     Utf16Be,
+    /// UTF-16 little endian with a byte-order mark (Sigma's `utf16`).
+    Utf16Bom,
     Windash,
 }
 
@@ -446,7 +448,7 @@ impl Modifiers {
                 "utf16be" => m.transforms.push(Transform::Utf16Be),
                 // Sigma's `utf16` is UTF-16 with a byte-order mark; little
                 // endian as Windows writes it.
-                "utf16" => m.transforms.push(Transform::Utf16Le),
+                "utf16" => m.transforms.push(Transform::Utf16Bom),
                 "windash" => m.transforms.push(Transform::Windash),
                 "re" => {
                     let (mut i, mut ml, mut s) = (false, false, false);
@@ -586,22 +588,26 @@ impl Modifiers {
                     }
                     pieces = windash(&pieces);
                 }
-                Transform::Utf16Le | Transform::Utf16Be => {
+                Transform::Utf16Le | Transform::Utf16Be | Transform::Utf16Bom => {
                     let inputs = take_bytes(&mut bytes_stage, &pieces)?;
                     bytes_stage = Some(
                         inputs
                             .into_iter()
                             .map(|b| {
                                 let text = String::from_utf8_lossy(&b).into_owned();
-                                text.encode_utf16()
-                                    .flat_map(|u| {
-                                        if *transform == Transform::Utf16Le {
-                                            u.to_le_bytes()
-                                        } else {
-                                            u.to_be_bytes()
-                                        }
-                                    })
-                                    .collect()
+                                let mut out: Vec<u8> = if *transform == Transform::Utf16Bom {
+                                    vec![0xFF, 0xFE]
+                                } else {
+                                    Vec::new()
+                                };
+                                out.extend(text.encode_utf16().flat_map(|u| {
+                                    if *transform == Transform::Utf16Be {
+                                        u.to_be_bytes()
+                                    } else {
+                                        u.to_le_bytes()
+                                    }
+                                }));
+                                out
                             })
                             .collect(),
                     );
@@ -867,6 +873,11 @@ mod tests {
         assert!(check(&t, &encoded));
         let t = test(&["wide", "base64"], s("a"));
         assert!(check(&t, "YQA="));
+        let t = test(&["utf16be", "base64"], s("a"));
+        assert!(check(&t, "AGE="));
+        // `utf16`: with the little-endian byte-order mark FF FE.
+        let t = test(&["utf16", "base64"], s("a"));
+        assert!(check(&t, "//5hAA=="));
         assert!(
             Modifiers::parse(&["base64", "contains"])
                 .unwrap()
