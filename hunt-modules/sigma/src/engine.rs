@@ -580,6 +580,58 @@ detection:
     }
 
     #[test]
+    fn proxy_and_zeek_rules_read_zeek_names() {
+        let proxy = r#"
+title: PowerShell UA
+logsource: {category: proxy}
+detection:
+    selection:
+        c-useragent|startswith: 'Mozilla/5.0 (Windows NT; Windows NT'
+        cs-method: GET
+    condition: selection
+"#;
+        let zeek = r#"
+title: SMB to host
+logsource: {product: zeek, service: smb_files}
+detection:
+    selection:
+        id.resp_h|cidr: 10.0.0.0/8
+    condition: selection
+"#;
+        let set = RuleSet::compile([("p", proxy), ("z", zeek)], &CompileOptions::default());
+        assert!(set.rejected().is_empty(), "{:?}", set.rejected());
+        let http = [
+            ("@stream", "http"),
+            (
+                "user_agent",
+                "Mozilla/5.0 (Windows NT; Windows NT 10.0; en-US) WindowsPowerShell/5.1",
+            ),
+            ("method", "GET"),
+        ];
+        assert_eq!(titles(&set, &http), ["PowerShell UA"]);
+        // The same fields in a dns log are out of scope.
+        let mut dns = http.to_vec();
+        dns[0] = ("@stream", "dns");
+        assert!(titles(&set, &dns).is_empty());
+        // JSON streaming logs flatten `id.resp_h`; TSV logs keep the dot.
+        assert_eq!(
+            titles(&set, &[("@stream", "smb_files"), ("id_resp_h", "10.1.2.3")]),
+            ["SMB to host"]
+        );
+        assert_eq!(
+            titles(&set, &[("_path", "smb_files"), ("id.resp_h", "10.1.2.3")]),
+            ["SMB to host"]
+        );
+        assert!(
+            titles(
+                &set,
+                &[("_path", "smb_files"), ("id.resp_h", "192.168.1.1")]
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
     fn expand_uses_placeholder_values() {
         let rule = r#"
 title: Admin logon
