@@ -44,6 +44,8 @@ pub struct RuleMeta {
 struct Item {
     /// `None`: keywords, searched in every projected field.
     field: Option<usize>,
+    /// Read when the event does not have `field` (see [`fields::ALIASES`]).
+    fallbacks: Vec<usize>,
     tests: Vec<ValueTest>,
     all: bool,
 }
@@ -320,7 +322,17 @@ fn eval_variant(variant: &Variant, event: &EventView<'_>) -> Option<Vec<usize>> 
         .flat_map(|(i, _)| &variant.searches[i].any_of)
         .filter(|items| items.iter().all(|item| eval_item(item, event)))
         .flatten()
-        .filter_map(|item| item.field)
+        .filter_map(|item| {
+            let field = item.field?;
+            if event.get(field).is_some() {
+                return Some(field);
+            }
+            item.fallbacks
+                .iter()
+                .copied()
+                .find(|&f| event.get(f).is_some())
+                .or(Some(field))
+        })
         .collect();
     fields.sort_unstable();
     fields.dedup();
@@ -336,7 +348,12 @@ fn eval_search(search: &Search, event: &EventView<'_>) -> bool {
 
 fn eval_item(item: &Item, event: &EventView<'_>) -> bool {
     let test = |t: &ValueTest| match item.field {
-        Some(field) => t.matches(event.value(field), event),
+        Some(field) => {
+            let value = event
+                .value(field)
+                .or_else(|| item.fallbacks.iter().find_map(|&f| event.value(f)));
+            t.matches(value, event)
+        }
         None => (0..event.values.len())
             .any(|f| event.value(f).is_some() && t.matches(event.value(f), event)),
     };
@@ -407,9 +424,15 @@ fn compile_variant(
                 if item.field.is_none() {
                     modifiers = modifiers.for_keywords();
                 }
-                let field = match &item.field {
-                    Some(name) => Some(resolve(name)?),
-                    None => None,
+                let (field, fallbacks) = match &item.field {
+                    Some(name) => {
+                        let fallbacks = fields::aliases(&alternative.event_field(name))
+                            .iter()
+                            .filter_map(|alias| fields::index(alias))
+                            .collect();
+                        (Some(resolve(name)?), fallbacks)
+                    }
+                    None => (None, Vec::new()),
                 };
                 let mut tests = Vec::with_capacity(item.values.len());
                 for value in &item.values {
@@ -425,6 +448,7 @@ fn compile_variant(
                 }
                 items.push(Item {
                     field,
+                    fallbacks,
                     tests,
                     all: modifiers.all,
                 });
@@ -577,6 +601,47 @@ detection:
                 "not valid YAML"
             ]
         );
+    }
+
+    /// NXLog/Winlogbeat-era exports (the OTRF captures) name the provider
+    /// `SourceName`; SigmaHQ's "Security Eventlog Cleared" reads
+    /// `Provider_Name` and missed every 1102 event in them.
+    #[test]
+    fn provider_name_falls_back_to_sourcename_in_nxlog_exports() {
+        let rule = r#"
+title: Security Eventlog Cleared
+logsource: {product: windows, service: security}
+detection:
+    selection_1102:
+        EventID: 1102
+        Provider_Name: Microsoft-Windows-Eventlog
+    condition: 1 of selection_*
+"#;
+        let set = RuleSet::compile([("r", rule)], &CompileOptions::default());
+        let evtx = [
+            ("Channel", "Security"),
+            ("EventID", "1102"),
+            ("Provider_Name", "Microsoft-Windows-Eventlog"),
+        ];
+        assert_eq!(titles(&set, &evtx), ["Security Eventlog Cleared"]);
+        let nxlog = [
+            ("Channel", "Security"),
+            ("EventID", "1102"),
+            ("SourceName", "Microsoft-Windows-Eventlog"),
+        ];
+        assert_eq!(titles(&set, &nxlog), ["Security Eventlog Cleared"]);
+        let values = event(&nxlog);
+        let hits = set.matches(&EventView::new(&values));
+        let names: Vec<&str> = hits[0].fields.iter().map(|&i| fields::FIELDS[i]).collect();
+        assert_eq!(names, ["EventID", "SourceName"]);
+        // The primary name wins when both are present.
+        let both = [
+            ("Channel", "Security"),
+            ("EventID", "1102"),
+            ("Provider_Name", "Other"),
+            ("SourceName", "Microsoft-Windows-Eventlog"),
+        ];
+        assert!(titles(&set, &both).is_empty());
     }
 
     #[test]

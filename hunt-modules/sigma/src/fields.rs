@@ -464,7 +464,59 @@ pub const FIELDS: &[&str] = &[
     "Workstation",
     "WorkstationName",
     "Z",
+    // Further Windows taxonomy fields (Security, WMI, Defender, AppLocker,
+    // CodeIntegrity, firewall, task scheduler, NTLM, LDAP, VHD).
+    "CallerProcessName",
+    "CallerProcessId",
+    "NewSd",
+    "OldSd",
+    "FailureCode",
+    "RequestId",
+    "Requester",
+    "ClientMachine",
+    "PossibleCause",
+    "ThreatName",
+    "PolicyName",
+    "FilePath",
+    "Fqbn",
+    "FullFilePath",
+    "FileNameBuffer",
+    "ProcessNameBuffer",
+    "RequestedPolicy",
+    "ValidatedPolicy",
+    "SignatureLevel",
+    "ApplicationPath",
+    "ModifyingApplication",
+    "Action",
+    "LocalPorts",
+    "RemotePorts",
+    "ActionName",
+    "ResultCode",
+    "DomainName",
+    "SearchFilter",
+    "VhdFileName",
+    "Value",
+    "Imphash",
+    "OldTargetUserName",
+    "SourceWorkstation",
 ];
+
+/// Other names the same value has in some collection pipelines, read when an
+/// event lacks the taxonomy name: NXLog and Winlogbeat-era exports (the OTRF
+/// captures, for one) call the provider `SourceName` and the host
+/// `Hostname`.
+pub const ALIASES: &[(&str, &[&str])] = &[
+    ("Provider_Name", &["SourceName"]),
+    ("Computer", &["Hostname"]),
+];
+
+/// The aliases of event field `name` (empty for most fields).
+pub fn aliases(name: &str) -> &'static [&'static str] {
+    ALIASES
+        .iter()
+        .find(|(field, _)| *field == name)
+        .map_or(&[], |(_, aliases)| aliases)
+}
 
 /// Index of `name` in [`FIELDS`] (exact, case-sensitive: Sigma field names
 /// are case-sensitive, and so are event keys).
@@ -484,5 +536,11 @@ mod tests {
         assert_eq!(sorted.len(), FIELDS.len());
         assert!(index("CommandLine").is_some());
         assert!(index("commandline").is_none());
+        for (field, aliases) in ALIASES {
+            assert!(index(field).is_some(), "{field}");
+            for alias in *aliases {
+                assert!(index(alias).is_some(), "{alias}");
+            }
+        }
     }
 }
