@@ -27,10 +27,16 @@ struct Module {
     dir: &'static str,
 }
 
-const MODULES: &[Module] = &[Module {
-    package: "logon-bruteforce",
-    dir: "hunt-modules/logon-bruteforce",
-}];
+const MODULES: &[Module] = &[
+    Module {
+        package: "logon-bruteforce",
+        dir: "hunt-modules/logon-bruteforce",
+    },
+    Module {
+        package: "sigma",
+        dir: "hunt-modules/sigma",
+    },
+];
 
 /// Misbehaving (and no-op) modules for the worker's sandbox tests and the
 /// benchmark, built by the same nested cargo invocation but exposed apart

@@ -38,7 +38,15 @@ pub const LOGON_BRUTEFORCE: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/logon_bruteforce.wasm")),
 };
 
-static ALL: [ShippedModule; 1] = [LOGON_BRUTEFORCE];
+/// `sigma`: evaluates Sigma detection rules, passed as `rule.<name>`
+/// parameters, against events (see `docs/sigma.md`).
+pub const SIGMA: ShippedModule = ShippedModule {
+    name: "sigma",
+    version: env!("QUARRY_MODULE_VERSION_SIGMA"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sigma.wasm")),
+};
+
+static ALL: [ShippedModule; 2] = [LOGON_BRUTEFORCE, SIGMA];
 
 /// Every shipped module, in name order.
 pub fn all() -> &'static [ShippedModule] {
@@ -193,6 +201,9 @@ mod tests {
         assert_eq!(LOGON_BRUTEFORCE.name, logon_bruteforce::NAME);
         assert_eq!(LOGON_BRUTEFORCE.version, logon_bruteforce::VERSION);
         assert_eq!(find("logon-bruteforce"), Some(&LOGON_BRUTEFORCE));
+        assert_eq!(SIGMA.name, sigma::NAME);
+        assert_eq!(SIGMA.version, sigma::VERSION);
+        assert_eq!(find("sigma"), Some(&SIGMA));
         assert_eq!(find("nope"), None);
         for test_module in &test_modules::ALL {
             assert_eq!(find(test_module.name), None, "test modules are not shipped");

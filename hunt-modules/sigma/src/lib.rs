@@ -1,0 +1,380 @@
+//! `sigma`: a hunt module that evaluates Sigma detection rules.
+//!
+//! The evaluator is a plain library ([`RuleSet`] and the modules below) with
+//! native tests; [`SigmaHunt`] is the thin [`Hunt`] implementation that the
+//! wasm component exports. See `docs/sigma.md` for the parameter format, the
+//! supported modifiers, the log-source mapping and the coverage of the
+//! SigmaHQ rules.
+//!
+//! # Parameters
+//!
+//! | name | value |
+//! | --- | --- |
+//! | `rule.<name>` | the YAML text of one rule file; any number of them ([`loader::rule_params`] builds them from files and directories) |
+//! | `min_level` | skip rules below this level: `informational` (default), `low`, `medium`, `high`, `critical` |
+//! | `max_findings_per_rule` | findings per rule and task (default 100); further matches are only counted in the `sigma_matches_by_rule` aggregate |
+//! | `strict` | `true`: fail the task when any rule cannot be evaluated (default `false`: skip it and log why) |
+//! | `placeholder.<name>` | values of the `%name%` placeholder for the `expand` modifier, one per line |
+//!
+//! # Findings
+//!
+//! One finding per matching event and rule: rule `sigma/<rule id>`, the
+//! rule's title, severity from its level, entity `host:<computer>`, the
+//! ATT&CK techniques of its `attack.tNNNN` tags, and evidence: the rule's id,
+//! title, level, status, author and other tags (the Detection Rule License
+//! requires the author's attribution to travel with alerts), the log source,
+//! and the event fields of the searches that matched.
+
+#![warn(missing_docs)]
+
+pub mod condition;
+pub mod engine;
+pub mod fields;
+pub mod loader;
+pub mod logsource;
+pub mod matcher;
+pub mod rule;
+
+use std::collections::HashMap;
+
+use quarry_sdk::{Counts, Descriptor, Emitter, Event, Finding, Hunt, Output, Params, Severity};
+
+pub use engine::{CompileOptions, EventView, Match, Rejected, RuleMeta, RuleSet};
+pub use rule::{Level, Rule, RuleError};
+
+/// The module's name, as its descriptor reports it.
+pub const NAME: &str = "sigma";
+
+/// The module's version (its crate version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Longest evidence value, in bytes; longer field values are cut.
+const MAX_EVIDENCE_VALUE: usize = 1024;
+
+/// Fields that name the host an event came from, best first.
+const HOST_FIELDS: [&str; 5] = ["Computer", "Hostname", "HostName", "host", "@system"];
+
+/// Prefix of the parameters that give placeholder values.
+pub const PLACEHOLDER_PARAM_PREFIX: &str = "placeholder.";
+
+/// The module's options (everything but the rules and placeholders).
+const OPTIONS: [&str; 3] = ["min_level", "max_findings_per_rule", "strict"];
+
+/// The hunt: a compiled rule set and per-rule match counts.
+pub struct SigmaHunt {
+    rules: RuleSet,
+    max_findings_per_rule: u64,
+    matches: Vec<u64>,
+    by_rule: Counts,
+    hosts: Vec<usize>,
+}
+
+impl SigmaHunt {
+    /// The compiled rules.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+}
+
+/// The finding severity of a Sigma level.
+pub fn severity(level: Level) -> Severity {
+    match level {
+        Level::Informational => Severity::Informational,
+        Level::Low => Severity::Low,
+        Level::Medium => Severity::Medium,
+        Level::High => Severity::High,
+        Level::Critical => Severity::Critical,
+    }
+}
+
+/// Confidence from the rule's maturity: stable rules have been tuned on
+/// real data, experimental ones not.
+fn confidence(status: Option<&str>) -> u8 {
+    match status {
+        Some("stable") => 70,
+        Some("test") => 60,
+        Some("experimental") => 50,
+        _ => 40,
+    }
+}
+
+fn cut(value: &str) -> &str {
+    if value.len() <= MAX_EVIDENCE_VALUE {
+        return value;
+    }
+    let mut end = MAX_EVIDENCE_VALUE;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+impl Hunt for SigmaHunt {
+    fn describe() -> Descriptor {
+        // No prefilter: the rules arrive with the parameters, after the
+        // host has read the descriptor, so any static prefilter could hide
+        // events a rule needs.
+        Descriptor::new(NAME, VERSION)
+            .with_description(
+                "Evaluates Sigma detection rules, passed as `rule.<name>` parameters, against events.",
+            )
+            .with_fields(fields::FIELDS)
+    }
+
+    fn new(params: &Params) -> Result<Self, String> {
+        if let Some(unknown) = params.names().find(|n| {
+            !n.starts_with(loader::RULE_PARAM_PREFIX)
+                && !n.starts_with(PLACEHOLDER_PARAM_PREFIX)
+                && !OPTIONS.contains(n)
+        }) {
+            return Err(format!(
+                "unknown parameter `{unknown}`; this module accepts `rule.<name>` (one Sigma rule each), `placeholder.<name>`, {}",
+                OPTIONS.map(|o| format!("`{o}`")).join(", ")
+            ));
+        }
+        let min_level = match params.get("min_level") {
+            None => Level::Informational,
+            Some(text) => Level::parse(text).ok_or_else(|| {
+                format!(
+                    "parameter `min_level` must be informational, low, medium, high or critical, got `{text}`"
+                )
+            })?,
+        };
+        let max_findings_per_rule =
+            params.u64_in_range_or("max_findings_per_rule", 100, 0..=1_000_000)?;
+        let strict = params.bool_or("strict", false)?;
+        let texts: Vec<(&str, &str)> = params
+            .names()
+            .filter(|n| n.starts_with(loader::RULE_PARAM_PREFIX))
+            .filter_map(|n| Some((n, params.get(n)?)))
+            .collect();
+        if texts.is_empty() {
+            return Err(
+                "no rules: pass each Sigma rule file as a parameter `rule.<name>` holding its YAML"
+                    .to_owned(),
+            );
+        }
+        let mut options = CompileOptions::with_min_level(min_level);
+        for name in params.names() {
+            if let Some(placeholder) = name.strip_prefix(PLACEHOLDER_PARAM_PREFIX) {
+                let values = params
+                    .get(name)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                options.placeholders.insert(placeholder.to_owned(), values);
+            }
+        }
+        let rules = RuleSet::compile(texts, &options);
+        for rejected in rules.rejected() {
+            quarry_sdk::log::warn(&format!(
+                "skipping Sigma rule {}: {}",
+                rejected.source, rejected.error
+            ));
+        }
+        if strict && let Some(first) = rules.rejected().first() {
+            return Err(format!(
+                "{} Sigma rules cannot be evaluated (strict); first: {}: {}",
+                rules.rejected().len(),
+                first.source,
+                first.error
+            ));
+        }
+        quarry_sdk::log::info(&format!(
+            "{} Sigma rules compiled into {} log-source groups, {} skipped",
+            rules.len(),
+            rules.gate_count(),
+            rules.rejected().len()
+        ));
+        let hosts = HOST_FIELDS
+            .iter()
+            .filter_map(|name| fields::index(name))
+            .collect();
+        Ok(SigmaHunt {
+            matches: vec![0; rules.len()],
+            rules,
+            max_findings_per_rule,
+            by_rule: Counts::new("sigma_matches_by_rule"),
+            hosts,
+        })
+    }
+
+    fn scan(&mut self, batch: &[Event], out: &mut Emitter) -> Result<(), String> {
+        let mut counted: HashMap<usize, u64> = HashMap::new();
+        for event in batch {
+            let view = EventView::new(&event.values);
+            for hit in self.rules.matches(&view) {
+                *counted.entry(hit.index).or_default() += 1;
+                self.matches[hit.index] += 1;
+                if self.matches[hit.index] > self.max_findings_per_rule {
+                    continue;
+                }
+                out.emit(finding(hit, &view, event, &self.hosts));
+            }
+        }
+        for (index, n) in counted {
+            let meta = self.rules.rule(index);
+            self.by_rule
+                .add(&format!("{} ({})", meta.title, meta.id), n);
+        }
+        Ok(())
+    }
+
+    fn finish(self, out: &mut Output) {
+        for (index, &n) in self.matches.iter().enumerate() {
+            if n > self.max_findings_per_rule {
+                quarry_sdk::log::info(&format!(
+                    "Sigma rule {} matched {n} events; {} findings reported",
+                    self.rules.rule(index).title,
+                    self.max_findings_per_rule
+                ));
+            }
+        }
+        out.aggregate(self.by_rule);
+    }
+}
+
+fn finding(hit: Match<'_>, view: &EventView<'_>, event: &Event, hosts: &[usize]) -> Finding {
+    let meta = hit.rule;
+    let host = hosts
+        .iter()
+        .find_map(|&i| view.get(i).filter(|h| !h.is_empty()))
+        .unwrap_or("unknown");
+    let mut builder = Finding::builder(format!("sigma/{}", meta.id), meta.title.clone())
+        .severity(severity(meta.level))
+        .confidence(confidence(meta.status.as_deref()))
+        .entity(format!("host:{host}"))
+        .timestamp_ms(event.timestamp_ms)
+        .techniques(meta.techniques.iter().cloned())
+        .offset(event.offset)
+        .evidence("sigma.id", &meta.id)
+        .evidence("sigma.title", &meta.title)
+        .evidence("sigma.level", meta.level.name())
+        .evidence("sigma.status", meta.status.as_deref().unwrap_or("unknown"))
+        .evidence("sigma.author", meta.author.as_deref().unwrap_or("unknown"))
+        .evidence("sigma.license", "DRL-1.1")
+        .evidence("sigma.logsource", &meta.logsource);
+    if !meta.other_tags.is_empty() {
+        builder = builder.evidence("sigma.tags", meta.other_tags.join(" "));
+    }
+    for &field in &hit.fields {
+        if let Some(value) = view.get(field) {
+            builder = builder.evidence(fields::FIELDS[field], cut(value));
+        }
+    }
+    builder.build()
+}
+
+quarry_sdk::export_hunt!(SigmaHunt);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quarry_sdk::Task;
+
+    const RULE: &str = r#"
+title: Whoami Execution
+id: 11111111-2222-3333-4444-555555555555
+status: stable
+author: Someone
+level: medium
+tags: [attack.discovery, attack.t1033]
+logsource: {category: process_creation, product: windows}
+detection:
+    selection:
+        Image|endswith: '\whoami.exe'
+    condition: selection
+"#;
+
+    fn event(offset: u64, image: &str) -> Event {
+        let mut values = vec![None; fields::FIELDS.len()];
+        let mut set = |name: &str, value: &str| {
+            values[fields::index(name).unwrap()] = Some(value.to_owned());
+        };
+        set("Channel", "Microsoft-Windows-Sysmon/Operational");
+        set("EventID", "1");
+        set("Image", image);
+        set("Computer", "WS01");
+        Event::new(1_000 + offset as i64, offset, values)
+    }
+
+    fn params(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut list = vec![("rule.whoami.yml".to_owned(), RULE.to_owned())];
+        list.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        list
+    }
+
+    #[test]
+    fn findings_carry_rule_identity_and_attribution() {
+        let mut task = Task::<SigmaHunt>::new();
+        task.init(params(&[])).unwrap();
+        let found = task
+            .scan(vec![
+                event(0, r"C:\Windows\System32\whoami.exe"),
+                event(1, r"C:\Windows\System32\cmd.exe"),
+            ])
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        let f = &found[0];
+        assert_eq!(f.rule, "sigma/11111111-2222-3333-4444-555555555555");
+        assert_eq!(f.title, "Whoami Execution");
+        assert_eq!(f.severity, Severity::Medium);
+        assert_eq!(f.confidence, 70);
+        assert_eq!(f.entity, "host:WS01");
+        assert_eq!(f.techniques, ["T1033"]);
+        assert_eq!(f.offsets, [0]);
+        assert_eq!(f.evidence_value("sigma.author"), Some("Someone"));
+        assert_eq!(f.evidence_value("sigma.tags"), Some("attack.discovery"));
+        assert_eq!(
+            f.evidence_value("Image"),
+            Some(r"C:\Windows\System32\whoami.exe")
+        );
+        let output = task.finish().unwrap();
+        assert_eq!(
+            output.aggregates[0].counts,
+            [(
+                "Whoami Execution (11111111-2222-3333-4444-555555555555)".to_owned(),
+                1
+            )]
+        );
+    }
+
+    #[test]
+    fn findings_per_rule_are_capped_but_counted() {
+        let mut task = Task::<SigmaHunt>::new();
+        task.init(params(&[("max_findings_per_rule", "2")]))
+            .unwrap();
+        let batch = (0..5).map(|i| event(i, r"C:\x\whoami.exe")).collect();
+        assert_eq!(task.scan(batch).unwrap().len(), 2);
+        let output = task.finish().unwrap();
+        assert_eq!(output.aggregates[0].counts[0].1, 5);
+    }
+
+    #[test]
+    fn parameter_errors_are_precise() {
+        let mut task = Task::<SigmaHunt>::new();
+        assert!(task.init(vec![]).unwrap_err().contains("no rules"));
+        let err = task.init(params(&[("rules", "x")])).unwrap_err();
+        assert!(err.contains("unknown parameter `rules`"), "{err}");
+        let err = task.init(params(&[("min_level", "severe")])).unwrap_err();
+        assert!(err.contains("min_level"), "{err}");
+        let bad = vec![
+            ("rule.a.yml".to_owned(), RULE.to_owned()),
+            ("rule.b.yml".to_owned(), "title: [".to_owned()),
+        ];
+        let err = task
+            .init(
+                bad.iter()
+                    .cloned()
+                    .chain([("strict".to_owned(), "true".to_owned())])
+                    .collect(),
+            )
+            .unwrap_err();
+        assert!(err.contains("rule.b.yml"), "{err}");
+        // Not strict: the bad rule is skipped.
+        task.init(bad).unwrap();
+    }
+}
