@@ -4,8 +4,8 @@
 
 use crate::error::CoordinatorError;
 use crate::state::{
-    FindingRecord, HuntRecord, HuntSpec, HuntState, Limits, ModuleRecord, ModuleSelector,
-    PartialResult, Scope, Severity, ShardDescription, State, TaskRecord, TaskState,
+    Canary, FindingRecord, HuntRecord, HuntSpec, HuntState, Limits, ModuleRecord, ModuleSelector,
+    PartialResult, Policy, Scope, Severity, ShardDescription, State, TaskRecord, TaskState,
 };
 use quarry_proto::v1;
 use quarry_proto::{ModuleDigest, ShardId};
@@ -104,7 +104,16 @@ pub fn hunt_spec(request: v1::SubmitHuntRequest) -> Result<HuntSpec, Coordinator
             limits.max_findings_per_task
         },
         max_output_bytes: limits.max_output_bytes,
+        max_findings_per_hunt: or_default(
+            limits.max_findings_per_hunt,
+            defaults.max_findings_per_hunt,
+        ),
+        max_result_bytes_per_hunt: or_default(
+            limits.max_result_bytes_per_hunt,
+            defaults.max_result_bytes_per_hunt,
+        ),
     };
+    let policy = policy(request.policy.unwrap_or_default())?;
     if limits.memory_bytes < 1024 * 1024 {
         return Err(CoordinatorError::InvalidArgument(format!(
             "memory limit {} bytes is below the 1 MiB a module needs to start",
@@ -126,7 +135,64 @@ pub fn hunt_spec(request: v1::SubmitHuntRequest) -> Result<HuntSpec, Coordinator
         limits,
         priority: request.priority,
         description: request.description,
+        policy,
     })
+}
+
+fn or_default<T: PartialEq + Default>(value: T, default: T) -> T {
+    if value == T::default() {
+        default
+    } else {
+        value
+    }
+}
+
+/// A hunt policy from its protobuf form (zero = default).
+pub fn policy(p: v1::HuntPolicy) -> Result<Policy, CoordinatorError> {
+    let defaults = Policy::default();
+    let canary = match (p.canary_shards, p.canary_percent) {
+        (0, 0) => Canary::None,
+        (n, 0) => Canary::Shards(n),
+        (0, pct) if pct <= 100 => Canary::Percent(pct as u8),
+        (0, pct) => {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "canary percentage {pct} is above 100; give 1-100, or a shard count"
+            )));
+        }
+        _ => {
+            return Err(CoordinatorError::InvalidArgument(
+                "give the canary as a shard count or as a percentage, not both".to_owned(),
+            ));
+        }
+    };
+    Ok(Policy {
+        max_attempts: or_default(p.max_attempts, defaults.max_attempts),
+        retry_backoff_ms: or_default(p.retry_backoff_ms, defaults.retry_backoff_ms),
+        deadline_ms: or_default(p.deadline_ms, defaults.deadline_ms),
+        canary,
+        failure_threshold: or_default(p.failure_threshold, defaults.failure_threshold),
+        max_concurrency: p.max_concurrency,
+        max_tasks_per_second: p.max_tasks_per_second,
+    })
+}
+
+/// A hunt policy as protobuf.
+pub fn policy_proto(p: &Policy) -> v1::HuntPolicy {
+    let (canary_shards, canary_percent) = match p.canary {
+        Canary::None => (0, 0),
+        Canary::Shards(n) => (n, 0),
+        Canary::Percent(pct) => (0, u32::from(pct)),
+    };
+    v1::HuntPolicy {
+        max_attempts: p.max_attempts,
+        retry_backoff_ms: p.retry_backoff_ms,
+        deadline_ms: p.deadline_ms,
+        canary_shards,
+        canary_percent,
+        failure_threshold: p.failure_threshold,
+        max_concurrency: p.max_concurrency,
+        max_tasks_per_second: p.max_tasks_per_second,
+    }
 }
 
 /// Module metadata for listings (without the bytes).
@@ -144,6 +210,7 @@ pub fn module_info(module: &ModuleRecord) -> v1::ModuleInfo {
 fn hunt_state(state: HuntState) -> v1::HuntState {
     match state {
         HuntState::Running => v1::HuntState::Running,
+        HuntState::Paused => v1::HuntState::Paused,
         HuntState::Completed => v1::HuntState::Completed,
         HuntState::PartiallyCompleted => v1::HuntState::PartiallyCompleted,
         HuntState::Failed => v1::HuntState::Failed,
@@ -156,6 +223,7 @@ pub fn hunt_state_from(value: i32) -> Option<HuntState> {
     match v1::HuntState::try_from(value).ok()? {
         v1::HuntState::Unspecified => None,
         v1::HuntState::Running => Some(HuntState::Running),
+        v1::HuntState::Paused => Some(HuntState::Paused),
         v1::HuntState::Completed => Some(HuntState::Completed),
         v1::HuntState::PartiallyCompleted => Some(HuntState::PartiallyCompleted),
         v1::HuntState::Failed => Some(HuntState::Failed),
@@ -188,6 +256,15 @@ fn task_status(task: &TaskRecord) -> v1::TaskStatus {
         error,
         events_scanned: task.events_scanned,
         findings: task.findings,
+        canary: task.canary,
+        backup_worker_id: task
+            .backup
+            .as_ref()
+            .map(|b| b.worker.to_string())
+            .unwrap_or_default(),
+        backup_attempt: task.backup.as_ref().map_or(0, |b| b.attempt),
+        truncated: task.truncated.clone().unwrap_or_default(),
+        failed_attempts: task.failed_attempts,
     }
 }
 
@@ -243,6 +320,26 @@ pub fn hunt(state: &State, hunt: &HuntRecord) -> v1::Hunt {
         events_scanned: hunt.events_scanned,
         aggregates: aggregates(&hunt.aggregates),
         reason: hunt.reason.clone(),
+        policy: Some(policy_proto(&spec.policy)),
+        deadline_ms: hunt.deadline_ms,
+        paused_reason: hunt.paused.clone().unwrap_or_default(),
+        recent_failures: hunt
+            .recent_failures
+            .iter()
+            .map(|f| v1::FailedAttempt {
+                task_id: f.task.to_string(),
+                shard: f.shard.to_string(),
+                attempt: f.attempt,
+                worker_id: f.worker.to_string(),
+                error: f.error.clone(),
+            })
+            .collect(),
+        failures: hunt.failures,
+        result_limit: hunt.result_limit.clone().unwrap_or_default(),
+        result_bytes: hunt.result_bytes,
+        findings_dropped: hunt.findings_dropped,
+        canary_tasks: hunt.canary_tasks,
+        widened: hunt.widened,
     }
 }
 
@@ -253,6 +350,8 @@ pub fn limits(limits: &Limits) -> v1::HuntLimits {
         memory_bytes: limits.memory_bytes,
         max_findings_per_task: limits.max_findings_per_task,
         max_output_bytes: limits.max_output_bytes,
+        max_findings_per_hunt: limits.max_findings_per_hunt,
+        max_result_bytes_per_hunt: limits.max_result_bytes_per_hunt,
     }
 }
 
@@ -260,7 +359,11 @@ pub fn limits(limits: &Limits) -> v1::HuntLimits {
 pub fn progress(state: &State, hunt: &HuntRecord) -> v1::HuntProgress {
     let mut done = 0;
     let mut failed = 0;
+    let mut waiting = 0;
     for task in hunt.tasks.iter().filter_map(|t| state.tasks.get(t)) {
+        if task.state == TaskState::Pending && task.waiting.is_some() {
+            waiting += 1;
+        }
         match task.state {
             TaskState::Succeeded | TaskState::Cancelled => done += 1,
             TaskState::Failed { .. } => {
@@ -279,6 +382,9 @@ pub fn progress(state: &State, hunt: &HuntRecord) -> v1::HuntProgress {
         findings: hunt.findings,
         events_scanned: hunt.events_scanned,
         reason: hunt.reason.clone(),
+        paused_reason: hunt.paused.clone().unwrap_or_default(),
+        result_limit: hunt.result_limit.clone().unwrap_or_default(),
+        tasks_waiting: waiting,
     }
 }
 
@@ -354,6 +460,7 @@ pub fn partial_result(report: &mut v1::ReportTaskRequest) -> PartialResult {
             .map(|a| (a.name, a.counts.into_iter().collect()))
             .collect(),
         events_scanned: report.events_scanned,
+        findings_truncated: report.findings_truncated,
     }
 }
 
@@ -374,6 +481,7 @@ pub fn shard_info(shard: &crate::state::ShardRecord) -> v1::ShardInfo {
             end_ms: d.max_ts_ms,
         }),
         worker_ids: shard.holders.iter().map(ToString::to_string).collect(),
+        size_bytes: d.size_bytes,
     }
 }
 
@@ -391,6 +499,7 @@ pub fn shard_description(info: v1::ShardInfo) -> Result<ShardDescription, Coordi
         event_count: info.event_count,
         min_ts_ms: range.start_ms,
         max_ts_ms: range.end_ms,
+        size_bytes: info.size_bytes,
     })
 }
 

@@ -277,6 +277,7 @@ fn shard_infos(store: &ShardStore) -> Vec<v1::ShardInfo> {
         .list()
         .into_iter()
         .map(|meta| v1::ShardInfo {
+            size_bytes: store.size_bytes(&meta.name),
             name: meta.name,
             labels: meta.labels.into_iter().collect(),
             event_count: meta.event_count,
