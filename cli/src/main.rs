@@ -184,7 +184,7 @@ enum WorkerAction {
 enum HuntCommand {
     /// Submit a hunt: run MODULE over the shards in scope.
     #[command(
-        after_help = "Examples:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait\n  quarry hunt submit logon-bruteforce@0.1.0 --shard win-dc01-security --param threshold=10"
+        after_help = "Examples:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait\n  quarry hunt submit logon-bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit logon-bruteforce --selector env=prod --dry-run\n  quarry hunt submit logon-bruteforce --selector env=prod --canary 5% --failure-threshold 3 --deadline 30m\n  quarry hunt submit logon-bruteforce --selector env=prod --max-concurrency 20 --max-tasks-per-second 50 --max-hunt-findings 100000"
     )]
     Submit {
         /// Module: `name`, `name@version` or `sha256:<digest>`.
@@ -210,6 +210,46 @@ enum HuntCommand {
         /// Memory cap per task in MiB (default 256).
         #[arg(long)]
         memory_mib: Option<u64>,
+        /// Findings kept per task (default 10000); more are dropped and the
+        /// task says so.
+        #[arg(long)]
+        max_findings: Option<u32>,
+        /// Output bytes per task (default: the worker's maximum); a task
+        /// producing more fails with "output limit".
+        #[arg(long)]
+        max_task_bytes: Option<u64>,
+        /// Findings kept for the whole hunt (default 1000000); beyond it the
+        /// hunt's status names the limit instead of growing.
+        #[arg(long)]
+        max_hunt_findings: Option<u64>,
+        /// Bytes of findings kept for the whole hunt (default 256 MiB).
+        #[arg(long)]
+        max_hunt_bytes: Option<u64>,
+        /// Attempts per task before its shard is reported failed (default 3).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Wait before the first retry, doubling at each further one
+        /// (default 1s, at most 60s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        retry_backoff: Option<Duration>,
+        /// Time after which unfinished shards are given up and the hunt ends
+        /// partially completed, naming them (default 1h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        deadline: Option<Duration>,
+        /// Run a canary first: N shards or P% of them; the rest follow once
+        /// the canary tasks succeed (a failed canary pauses the hunt).
+        #[arg(long, value_parser = parse_canary)]
+        canary: Option<Canary>,
+        /// Module failures (sandbox kills, traps, output limits) that pause
+        /// the hunt (default 5); `quarry hunt resume` goes on.
+        #[arg(long)]
+        failure_threshold: Option<u32>,
+        /// Tasks of this hunt running at once (default: no cap).
+        #[arg(long)]
+        max_concurrency: Option<u32>,
+        /// Task starts per second for this hunt (default: no cap).
+        #[arg(long)]
+        max_tasks_per_second: Option<u32>,
         /// Priority (higher runs first).
         #[arg(long, default_value_t = 0)]
         priority: i32,
@@ -219,8 +259,8 @@ enum HuntCommand {
         /// Follow progress until the hunt ends, then print its findings.
         #[arg(long)]
         wait: bool,
-        /// Only preview: the shards and events in scope and an estimate from
-        /// past runs of the module; nothing is submitted.
+        /// Only preview: the shards, events and bytes in scope and an
+        /// estimate from past runs of the module; nothing is submitted.
         #[arg(long, conflicts_with = "wait")]
         dry_run: bool,
         #[command(flatten)]
@@ -250,6 +290,16 @@ enum HuntCommand {
         /// Why (recorded on the hunt).
         #[arg(long, default_value = "")]
         reason: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Resume a paused hunt (circuit breaker tripped or canary failed).
+    #[command(
+        after_help = "The circuit breaker counts failures from zero again; a failed canary no\nlonger holds back the other shards.\n\nExample:\n  quarry hunt resume h-12"
+    )]
+    Resume {
+        /// Hunt id.
+        hunt: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -320,6 +370,27 @@ enum ClusterCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// A canary: a shard count or a percentage.
+#[derive(Clone, Copy, Debug)]
+enum Canary {
+    Shards(u32),
+    Percent(u32),
+}
+
+fn parse_canary(text: &str) -> Result<Canary, String> {
+    let bad = || format!("expected a shard count (5) or a percentage (10%), got `{text}`");
+    match text.strip_suffix('%') {
+        Some(p) => match p.trim().parse::<u32>() {
+            Ok(p) if (1..=100).contains(&p) => Ok(Canary::Percent(p)),
+            _ => Err(bad()),
+        },
+        None => match text.trim().parse::<u32>() {
+            Ok(n) if n > 0 => Ok(Canary::Shards(n)),
+            _ => Err(bad()),
+        },
+    }
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -465,6 +536,17 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             until,
             cpu,
             memory_mib,
+            max_findings,
+            max_task_bytes,
+            max_hunt_findings,
+            max_hunt_bytes,
+            max_attempts,
+            retry_backoff,
+            deadline,
+            canary,
+            failure_threshold,
+            max_concurrency,
+            max_tasks_per_second,
             priority,
             description,
             wait,
@@ -487,7 +569,29 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
                 request = request.time_range(since.unwrap_or(0), until.unwrap_or(0));
             }
             let cpu_ms = cpu.map(|d| d.as_millis() as u64).unwrap_or(0);
-            request = request.limits(cpu_ms, memory_mib.unwrap_or(0) * 1024 * 1024, 0);
+            request = request
+                .limits(
+                    cpu_ms,
+                    memory_mib.unwrap_or(0) * 1024 * 1024,
+                    max_findings.unwrap_or(0),
+                )
+                .max_output_bytes(max_task_bytes.unwrap_or(0))
+                .hunt_result_limits(max_hunt_findings.unwrap_or(0), max_hunt_bytes.unwrap_or(0))
+                .retries(
+                    max_attempts.unwrap_or(0),
+                    retry_backoff.map_or(0, |d| d.as_millis() as u64),
+                )
+                .failure_threshold(failure_threshold.unwrap_or(0))
+                .max_concurrency(max_concurrency.unwrap_or(0))
+                .max_tasks_per_second(max_tasks_per_second.unwrap_or(0));
+            if let Some(deadline) = deadline {
+                request = request.deadline(deadline);
+            }
+            request = match canary {
+                Some(Canary::Shards(n)) => request.canary_shards(n),
+                Some(Canary::Percent(p)) => request.canary_percent(p),
+                None => request,
+            };
             let mut client = connect(&args).await?;
             let format = out(args.output);
             if dry_run {
@@ -525,6 +629,10 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             client: args,
         } => {
             let hunt = connect(&args).await?.cancel_hunt(&hunt, &reason).await?;
+            output::hunt(out(args.output), &hunt);
+        }
+        HuntCommand::Resume { hunt, client: args } => {
+            let hunt = connect(&args).await?.resume_hunt(&hunt).await?;
             output::hunt(out(args.output), &hunt);
         }
         HuntCommand::List {

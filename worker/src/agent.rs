@@ -41,6 +41,7 @@ pub struct Worker {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     store: Arc<ShardStore>,
+    inner: Arc<Inner>,
 }
 
 struct Inner {
@@ -141,13 +142,14 @@ impl Worker {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(serve(listener, ingest, shutdown_rx.clone())),
-            tokio::spawn(session_loop(inner, addr, shutdown_rx)),
+            tokio::spawn(session_loop(inner.clone(), addr, shutdown_rx)),
         ];
         Ok(Self {
             addr,
             shutdown,
             tasks,
             store,
+            inner,
         })
     }
 
@@ -159,6 +161,11 @@ impl Worker {
     /// The shard store.
     pub fn store(&self) -> &Arc<ShardStore> {
         &self.store
+    }
+
+    /// Tasks executing now (holding a slot), as heartbeats report them.
+    pub fn running_tasks(&self) -> u32 {
+        self.inner.running.load(Ordering::Relaxed)
     }
 
     /// Stops talking to the coordinator and serving.
@@ -347,9 +354,11 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
                     start_task(&inner, &client, assignment)
                 }
                 Some(v1::task_command::Command::CancelTaskId(task)) => {
+                    // The guest stops at its next epoch check (see runtime).
                     if let Ok(started) = inner.started.lock()
-                        && let Some((_, cancel)) = started.get(&task)
+                        && let Some((attempt, cancel)) = started.get(&task)
                     {
+                        tracing::info!(task, attempt, "cancelling task");
                         cancel.store(true, Ordering::Relaxed);
                     }
                 }
@@ -391,6 +400,10 @@ fn start_task(
             let Ok(_permit) = inner.slots.clone().acquire_owned().await else {
                 return;
             };
+            if cancel.load(Ordering::Relaxed) {
+                tracing::info!("task cancelled before it started");
+                return;
+            }
             inner.running.fetch_add(1, Ordering::Relaxed);
             let outcome = run_task(&inner, client.clone(), &assignment, cancel).await;
             inner.running.fetch_sub(1, Ordering::Relaxed);
