@@ -186,86 +186,7 @@ enum HuntCommand {
     #[command(
         after_help = "Examples:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait\n  quarry hunt submit logon-bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit logon-bruteforce --selector env=prod --dry-run\n  quarry hunt submit logon-bruteforce --selector env=prod --canary 5% --failure-threshold 3 --deadline 30m\n  quarry hunt submit logon-bruteforce --selector env=prod --max-concurrency 20 --max-tasks-per-second 50 --max-hunt-findings 100000"
     )]
-    Submit {
-        /// Module: `name`, `name@version` or `sha256:<digest>`.
-        module: String,
-        /// Shard label selector `key=value` (repeatable; all must match).
-        #[arg(long = "selector", value_parser = parse_pair)]
-        selectors: Vec<(String, String)>,
-        /// Shard name (repeatable).
-        #[arg(long = "shard")]
-        shards: Vec<String>,
-        /// Module parameter `key=value` (repeatable).
-        #[arg(long = "param", value_parser = parse_pair)]
-        params: Vec<(String, String)>,
-        /// Only events at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
-        #[arg(long, value_parser = parse_time)]
-        since: Option<i64>,
-        /// Only events before this time (RFC 3339).
-        #[arg(long, value_parser = parse_time)]
-        until: Option<i64>,
-        /// CPU budget per task, e.g. 30s (default 60s).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        cpu: Option<Duration>,
-        /// Memory cap per task in MiB (default 256).
-        #[arg(long)]
-        memory_mib: Option<u64>,
-        /// Findings kept per task (default 10000); more are dropped and the
-        /// task says so.
-        #[arg(long)]
-        max_findings: Option<u32>,
-        /// Output bytes per task (default: the worker's maximum); a task
-        /// producing more fails with "output limit".
-        #[arg(long)]
-        max_task_bytes: Option<u64>,
-        /// Findings kept for the whole hunt (default 1000000); beyond it the
-        /// hunt's status names the limit instead of growing.
-        #[arg(long)]
-        max_hunt_findings: Option<u64>,
-        /// Bytes of findings kept for the whole hunt (default 256 MiB).
-        #[arg(long)]
-        max_hunt_bytes: Option<u64>,
-        /// Attempts per task before its shard is reported failed (default 3).
-        #[arg(long)]
-        max_attempts: Option<u32>,
-        /// Wait before the first retry, doubling at each further one
-        /// (default 1s, at most 60s).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        retry_backoff: Option<Duration>,
-        /// Time after which unfinished shards are given up and the hunt ends
-        /// partially completed, naming them (default 1h).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        deadline: Option<Duration>,
-        /// Run a canary first: N shards or P% of them; the rest follow once
-        /// the canary tasks succeed (a failed canary pauses the hunt).
-        #[arg(long, value_parser = parse_canary)]
-        canary: Option<Canary>,
-        /// Module failures (sandbox kills, traps, output limits) that pause
-        /// the hunt (default 5); `quarry hunt resume` goes on.
-        #[arg(long)]
-        failure_threshold: Option<u32>,
-        /// Tasks of this hunt running at once (default: no cap).
-        #[arg(long)]
-        max_concurrency: Option<u32>,
-        /// Task starts per second for this hunt (default: no cap).
-        #[arg(long)]
-        max_tasks_per_second: Option<u32>,
-        /// Priority (higher runs first).
-        #[arg(long, default_value_t = 0)]
-        priority: i32,
-        /// Free-text description.
-        #[arg(long, default_value = "")]
-        description: String,
-        /// Follow progress until the hunt ends, then print its findings.
-        #[arg(long)]
-        wait: bool,
-        /// Only preview: the shards, events and bytes in scope and an
-        /// estimate from past runs of the module; nothing is submitted.
-        #[arg(long, conflicts_with = "wait")]
-        dry_run: bool,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Submit(Box<SubmitArgs>),
     /// Show a hunt's state and per-shard tasks.
     #[command(after_help = "Example:\n  quarry hunt status h-12")]
     Status {
@@ -312,6 +233,89 @@ enum HuntCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// `quarry hunt submit` flags (boxed: they outweigh every other command).
+#[derive(Args)]
+struct SubmitArgs {
+    /// Module: `name`, `name@version` or `sha256:<digest>`.
+    module: String,
+    /// Shard label selector `key=value` (repeatable; all must match).
+    #[arg(long = "selector", value_parser = parse_pair)]
+    selectors: Vec<(String, String)>,
+    /// Shard name (repeatable).
+    #[arg(long = "shard")]
+    shards: Vec<String>,
+    /// Module parameter `key=value` (repeatable).
+    #[arg(long = "param", value_parser = parse_pair)]
+    params: Vec<(String, String)>,
+    /// Only events at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<i64>,
+    /// Only events before this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    until: Option<i64>,
+    /// CPU budget per task, e.g. 30s (default 60s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    cpu: Option<Duration>,
+    /// Memory cap per task in MiB (default 256).
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Findings kept per task (default 10000); more are dropped and the
+    /// task says so.
+    #[arg(long)]
+    max_findings: Option<u32>,
+    /// Output bytes per task (default: the worker's maximum); a task
+    /// producing more fails with "output limit".
+    #[arg(long)]
+    max_task_bytes: Option<u64>,
+    /// Findings kept for the whole hunt (default 1000000); beyond it the
+    /// hunt's status names the limit instead of growing.
+    #[arg(long)]
+    max_hunt_findings: Option<u64>,
+    /// Bytes of findings kept for the whole hunt (default 256 MiB).
+    #[arg(long)]
+    max_hunt_bytes: Option<u64>,
+    /// Attempts per task before its shard is reported failed (default 3).
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Wait before the first retry, doubling at each further one
+    /// (default 1s, at most 60s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    retry_backoff: Option<Duration>,
+    /// Time after which unfinished shards are given up and the hunt ends
+    /// partially completed, naming them (default 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    deadline: Option<Duration>,
+    /// Run a canary first: N shards or P% of them; the rest follow once
+    /// the canary tasks succeed (a failed canary pauses the hunt).
+    #[arg(long, value_parser = parse_canary)]
+    canary: Option<Canary>,
+    /// Module failures (sandbox kills, traps, output limits) that pause
+    /// the hunt (default 5); `quarry hunt resume` goes on.
+    #[arg(long)]
+    failure_threshold: Option<u32>,
+    /// Tasks of this hunt running at once (default: no cap).
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+    /// Task starts per second for this hunt (default: no cap).
+    #[arg(long)]
+    max_tasks_per_second: Option<u32>,
+    /// Priority (higher runs first).
+    #[arg(long, default_value_t = 0)]
+    priority: i32,
+    /// Free-text description.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Follow progress until the hunt ends, then print its findings.
+    #[arg(long)]
+    wait: bool,
+    /// Only preview: the shards, events and bytes in scope and an
+    /// estimate from past runs of the module; nothing is submitted.
+    #[arg(long, conflicts_with = "wait")]
+    dry_run: bool,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Subcommand)]
@@ -527,32 +531,33 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
 
 async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
     match command {
-        HuntCommand::Submit {
-            module,
-            selectors,
-            shards,
-            params,
-            since,
-            until,
-            cpu,
-            memory_mib,
-            max_findings,
-            max_task_bytes,
-            max_hunt_findings,
-            max_hunt_bytes,
-            max_attempts,
-            retry_backoff,
-            deadline,
-            canary,
-            failure_threshold,
-            max_concurrency,
-            max_tasks_per_second,
-            priority,
-            description,
-            wait,
-            dry_run,
-            client: args,
-        } => {
+        HuntCommand::Submit(args) => {
+            let SubmitArgs {
+                module,
+                selectors,
+                shards,
+                params,
+                since,
+                until,
+                cpu,
+                memory_mib,
+                max_findings,
+                max_task_bytes,
+                max_hunt_findings,
+                max_hunt_bytes,
+                max_attempts,
+                retry_backoff,
+                deadline,
+                canary,
+                failure_threshold,
+                max_concurrency,
+                max_tasks_per_second,
+                priority,
+                description,
+                wait,
+                dry_run,
+                client: args,
+            } = *args;
             let mut request = HuntRequest::new(&module)
                 .priority(priority)
                 .description(&description);
