@@ -184,7 +184,7 @@ enum WorkerAction {
 enum HuntCommand {
     /// Submit a hunt: run MODULE over the shards in scope.
     #[command(
-        after_help = "Examples:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait\n  quarry hunt submit logon-bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit logon-bruteforce --selector env=prod --dry-run\n  quarry hunt submit logon-bruteforce --selector env=prod --canary 5% --failure-threshold 3 --deadline 30m\n  quarry hunt submit logon-bruteforce --selector env=prod --max-concurrency 20 --max-tasks-per-second 50 --max-hunt-findings 100000"
+        after_help = "Examples:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait\n  quarry hunt submit logon-bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit logon-bruteforce --selector env=prod --dry-run\n  quarry hunt submit logon-bruteforce --selector env=prod --canary 5% --failure-threshold 3\n  quarry hunt submit logon-bruteforce --selector env=prod --deadline 30m --max-attempts 5\n  quarry hunt submit logon-bruteforce --selector env=prod --max-concurrency 20\n  quarry hunt submit logon-bruteforce --selector env=prod --max-hunt-findings 100000"
     )]
     Submit(Box<SubmitArgs>),
     /// Show a hunt's state and per-shard tasks.
