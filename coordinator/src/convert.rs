@@ -434,6 +434,25 @@ pub fn finding(hunt: &HuntRecord, finding: &FindingRecord) -> v1::Finding {
     }
 }
 
+/// A worker's failure report.
+pub fn task_error(report: &v1::ReportTaskRequest) -> crate::state::TaskError {
+    let message = if report.error.is_empty() {
+        "the worker reported a failure without a cause".to_owned()
+    } else {
+        report.error.clone()
+    };
+    let module_fault = match v1::FailureKind::try_from(report.failure_kind) {
+        Ok(v1::FailureKind::Module) => true,
+        Ok(v1::FailureKind::Host) => false,
+        // An older worker: judge from its error text.
+        _ => crate::state::is_module_fault(&message),
+    };
+    crate::state::TaskError {
+        message,
+        module_fault,
+    }
+}
+
 /// A worker's partial result (ids are assigned on apply).
 pub fn partial_result(report: &mut v1::ReportTaskRequest) -> PartialResult {
     let findings = std::mem::take(&mut report.findings)

@@ -751,11 +751,7 @@ impl WorkerService for Api {
             .record("attempt", request.attempt);
         let outcome = match v1::TaskOutcome::try_from(request.outcome) {
             Ok(v1::TaskOutcome::Succeeded) => Ok(convert::partial_result(&mut request)),
-            Ok(v1::TaskOutcome::Failed) => Err(if request.error.is_empty() {
-                "the worker reported a failure without a cause".to_owned()
-            } else {
-                request.error.clone()
-            }),
+            Ok(v1::TaskOutcome::Failed) => Err(convert::task_error(&request)),
             _ => {
                 return Err(Status::invalid_argument(
                     "task outcome must be SUCCEEDED or FAILED",

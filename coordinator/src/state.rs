@@ -477,10 +477,10 @@ pub fn finding_bytes(f: &FindingRecord) -> u64 {
     strings as u64 + 8 * f.offsets.len() as u64
 }
 
-/// Whether a worker's error names a fault of the module or its sandbox
-/// (deadline, memory, trap, output limit, module error) rather than of the
-/// host. These count for the circuit breaker. The prefixes are the worker's
-/// `TaskFailure` messages.
+/// Whether a worker's error text names a fault of the module or its sandbox
+/// (deadline, memory, trap, output limit, module error, invalid module), for
+/// reports that do not say (`FAILURE_KIND_UNSPECIFIED`). The patterns are the
+/// worker's `TaskFailure` and `WorkerError::InvalidModule` messages.
 pub fn is_module_fault(error: &str) -> bool {
     const PREFIXES: [&str; 7] = [
         "deadline exceeded",
@@ -491,7 +491,7 @@ pub fn is_module_fault(error: &str) -> bool {
         "module rejected",
         "module failed",
     ];
-    PREFIXES.iter().any(|p| error.starts_with(p))
+    PREFIXES.iter().any(|p| error.starts_with(p)) || error.contains("is not a usable hunt module")
 }
 
 /// Severity of a finding.
@@ -547,8 +547,36 @@ pub struct TaskReport {
     pub attempt: u32,
     /// The reporting worker.
     pub worker: WorkerId,
-    /// `Ok` with the partial result, or the failure cause.
-    pub outcome: Result<PartialResult, String>,
+    /// `Ok` with the partial result, or the failure.
+    pub outcome: Result<PartialResult, TaskError>,
+}
+
+/// Why an attempt failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// The worker's error, naming the cause.
+    pub message: String,
+    /// The module's fault (sandbox kill, trap, output limit, module error),
+    /// counted by the circuit breaker; otherwise the host's.
+    pub module_fault: bool,
+}
+
+impl TaskError {
+    /// A failure of the module (counted by the circuit breaker).
+    pub fn module(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            module_fault: true,
+        }
+    }
+
+    /// A failure of the host (a shard that cannot be read, a broken sandbox).
+    pub fn host(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            module_fault: false,
+        }
+    }
 }
 
 /// A task's partial result.
@@ -1232,9 +1260,12 @@ impl State {
                 }
                 self.findings.insert(task.id.clone(), findings);
             }
-            Err(error) => {
+            Err(TaskError {
+                message: error,
+                module_fault,
+            }) => {
                 let policy = hunt.spec.policy;
-                if is_module_fault(&error) {
+                if module_fault {
                     hunt.failures = hunt.failures.saturating_add(1);
                     hunt.recent_failures.push(FailureNote {
                         task: task.id.clone(),
@@ -1818,7 +1849,7 @@ mod tests {
                     task: tasks[1].clone(),
                     attempt: 1,
                     worker: WorkerId::new("w1"),
-                    outcome: Err("module exceeded its CPU deadline".into()),
+                    outcome: Err(TaskError::module("module exceeded its CPU deadline")),
                 },
                 now_ms: 40,
             },
@@ -2116,7 +2147,10 @@ mod tests {
                 task: task.clone(),
                 attempt,
                 worker: worker.clone(),
-                outcome: Err(error.to_owned()),
+                outcome: Err(TaskError {
+                    message: error.to_owned(),
+                    module_fault: is_module_fault(error),
+                }),
             },
             now_ms,
         }
@@ -2642,5 +2676,27 @@ mod tests {
         let (a, b) = (run(), run());
         assert_eq!(a, b);
         assert!(a.hunts.values().all(|h| h.state.is_terminal()));
+    }
+
+    #[test]
+    fn worker_error_texts_are_classified_for_old_reports() {
+        for fault in [
+            "deadline exceeded: module ran past its CPU deadline of 100 ms in scan()",
+            "memory limit: module tried to grow its memory past 1048576 bytes in scan()",
+            "trap in scan(): boom (wasm trap: unreachable)",
+            "output limit: module exceeded 10 bytes of findings in finish()",
+            "module rejected its parameters: threshold must be a number",
+            "module failed while scanning: bad field",
+            "module 00ab is not a usable hunt module: invalid module: does not compile",
+        ] {
+            assert!(is_module_fault(fault), "{fault}");
+        }
+        for host in [
+            "shard win-dc01 does not exist",
+            "wasm runtime: cannot start",
+            "coordinator http://x: cannot fetch module",
+        ] {
+            assert!(!is_module_fault(host), "{host}");
+        }
     }
 }

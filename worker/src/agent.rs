@@ -507,7 +507,7 @@ async fn run_task(
             .run_task(&module, &task, &inner.store, &cancel)
     })
     .await
-    .map_err(|e| WorkerError::Task(format!("task thread failed: {e}")))?
+    .map_err(|e| WorkerError::Runtime(format!("task thread failed: {e}")))?
 }
 
 async fn report(
@@ -553,6 +553,14 @@ async fn report(
             tracing::warn!(error = %e, "task failed");
             request.outcome = v1::TaskOutcome::Failed as i32;
             request.error = e.to_string();
+            // `Task` carries the sandbox's named failures (deadline, memory,
+            // trap, output limit, module error): the module's fault.
+            request.failure_kind = match e {
+                WorkerError::Task(_) | WorkerError::InvalidModule { .. } => {
+                    v1::FailureKind::Module as i32
+                }
+                _ => v1::FailureKind::Host as i32,
+            };
         }
     }
     // The coordinator dedupes by (task, attempt), so retrying is safe.
