@@ -6,12 +6,13 @@
 //! partially completed at its deadline, naming that shard.
 
 use quarry_client::{Client, HuntRequest};
+use quarry_coordinator::scheduler::Speculation;
 use quarry_coordinator::{Coordinator, CoordinatorConfig};
 use quarry_proto::v1;
 use quarry_worker::shard::ShardStore;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -87,6 +88,54 @@ fn shard_events(k: usize) -> (String, usize) {
     (lines.join("\n") + "\n", attacked)
 }
 
+/// Compiles the module into the disk cache of each worker directory in
+/// `dirs`, as the worker would (the cache file names carry the module's
+/// digest and the engine's compatibility hash).
+async fn prewarm(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let caches: Vec<PathBuf> = dirs.iter().map(|d| d.join("module-cache")).collect();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        use quarry_worker::runtime::{Runtime, RuntimeConfig, module_digest};
+        let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
+        let runtime = Runtime::new(2, RuntimeConfig::default(), Some(&caches[0]))?;
+        runtime.load(&module_digest(module.wasm), module.wasm)?;
+        for cache in &caches[1..] {
+            // Creates the cache directory as a worker would.
+            drop(Runtime::new(2, RuntimeConfig::default(), Some(cache))?);
+            for entry in std::fs::read_dir(&caches[0])? {
+                let entry = entry?;
+                std::fs::copy(entry.path(), cache.join(entry.file_name()))?;
+            }
+        }
+        Ok(())
+    })
+    .await?
+}
+
+/// A coordinator with short leases (and `speculation`), the module uploaded.
+async fn coordinator(
+    dir: &Path,
+    speculation: Speculation,
+) -> anyhow::Result<(Coordinator, String, Client)> {
+    let mut config = CoordinatorConfig::single_node(
+        dir.join("coordinator"),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    );
+    config.heartbeat_interval = Duration::from_millis(250);
+    config.heartbeat_timeout = Duration::from_millis(1500);
+    config.speculation = speculation;
+    let coordinator = Coordinator::start(config).await?;
+    coordinator
+        .wait_for_leadership(Duration::from_secs(10))
+        .await?;
+    let url = format!("http://{}", coordinator.addr());
+    let mut client = Client::connect(&url).await?;
+    let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
+    client
+        .upload_module(module.name, module.version, "", module.wasm)
+        .await?;
+    Ok((coordinator, url, client))
+}
+
 /// A finding without its ids (which name the hunt and the attempt).
 fn key(f: &v1::Finding) -> String {
     let mut evidence: Vec<_> = f
@@ -111,22 +160,7 @@ fn keys(findings: &[v1::Finding]) -> Vec<String> {
 async fn killed_worker_with_replicas_loses_nothing_and_a_lone_shard_ends_partial_at_the_deadline()
 -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut config = CoordinatorConfig::single_node(
-        dir.path().join("coordinator"),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    );
-    config.heartbeat_interval = Duration::from_millis(250);
-    config.heartbeat_timeout = Duration::from_millis(1500);
-    let coordinator = Coordinator::start(config).await?;
-    coordinator
-        .wait_for_leadership(Duration::from_secs(10))
-        .await?;
-    let url = format!("http://{}", coordinator.addr());
-    let mut client = Client::connect(&url).await?;
-    let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
-    client
-        .upload_module(module.name, module.version, "", module.wasm)
-        .await?;
+    let (coordinator, url, mut client) = coordinator(dir.path(), Speculation::default()).await?;
 
     // Shard rK lives on workers K%3 and (K+1)%3; `lonely` on the victim only.
     let dirs: Vec<_> = (0..3).map(|w| dir.path().join(format!("w{w}"))).collect();
@@ -149,21 +183,7 @@ async fn killed_worker_with_replicas_loses_nothing_and_a_lone_shard_ends_partial
     // The survivors find the module compiled in their disk cache and run
     // tasks at once; the victim compiles it (seconds in this build), which
     // is the window in which it is killed holding unreported tasks.
-    let survivors = [dirs[0].clone(), dirs[1].clone()];
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        use quarry_worker::runtime::{Runtime, RuntimeConfig, module_digest};
-        let caches = survivors.map(|d| d.join("module-cache"));
-        let runtime = Runtime::new(2, RuntimeConfig::default(), Some(&caches[0]))?;
-        runtime.load(&module_digest(module.wasm), module.wasm)?;
-        // Creates the second cache directory as a worker would.
-        drop(Runtime::new(2, RuntimeConfig::default(), Some(&caches[1]))?);
-        for entry in std::fs::read_dir(&caches[0])? {
-            let entry = entry?;
-            std::fs::copy(entry.path(), caches[1].join(entry.file_name()))?;
-        }
-        Ok(())
-    })
-    .await??;
+    prewarm(&dirs[..2]).await?;
 
     let mut workers: Vec<Option<Process>> = Vec::new();
     for (w, worker_dir) in dirs.iter().enumerate() {
@@ -299,6 +319,109 @@ async fn killed_worker_with_replicas_loses_nothing_and_a_lone_shard_ends_partial
         findings_a.len()
     );
     drop(workers);
+    coordinator.shutdown().await;
+    Ok(())
+}
+
+/// A straggler: one worker has the module compiled, the other compiles it
+/// (seconds in this build), so the slow worker's tasks run far longer than
+/// the hunt's median. Each gets a backup run on the fast replica; the first
+/// result wins and the hunt's findings are those of an undisturbed run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stragglers_get_a_backup_on_another_replica_and_the_first_result_wins() -> anyhow::Result<()>
+{
+    const SHARDS: usize = 8;
+    let dir = tempfile::tempdir()?;
+    let speculation = Speculation {
+        min_completed: 3,
+        factor: 3,
+        min_excess_ms: 300,
+    };
+    let (coordinator, url, mut client) = coordinator(dir.path(), speculation).await?;
+    let dirs: Vec<_> = (0..2).map(|w| dir.path().join(format!("w{w}"))).collect();
+    let mut expected = 0;
+    for worker_dir in &dirs {
+        let store = ShardStore::open(&worker_dir.join("shards"))?;
+        expected = 0;
+        for k in 0..SHARDS {
+            let (events, attacked) = shard_events(k);
+            expected += attacked;
+            store.ingest_jsonl(&format!("r{k:02}"), BTreeMap::new(), events.as_bytes())?;
+        }
+    }
+    prewarm(&dirs[..1]).await?; // worker-0 is fast, worker-1 compiles
+    let spawn = |w: usize| -> anyhow::Result<Process> {
+        Ok(Process(
+            Command::new(env!("CARGO_BIN_EXE_quarry"))
+                .args([
+                    "worker",
+                    "--id",
+                    &format!("worker-{w}"),
+                    "--coordinator",
+                    &url,
+                ])
+                .args(["--slots", &SHARDS.to_string()])
+                .arg("--data-dir")
+                .arg(&dirs[w])
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()?,
+        ))
+    };
+    let _workers = [spawn(0)?, spawn(1)?];
+    until("two live workers", Duration::from_secs(60), async || {
+        Ok((client.status().await?.live_workers == 2).then_some(()))
+    })
+    .await?;
+
+    let started = Instant::now();
+    let hunt = client
+        .submit_hunt(
+            HuntRequest::new("logon-bruteforce")
+                .shard("r00")
+                .shard("r01")
+                .shard("r02")
+                .shard("r03")
+                .shard("r04")
+                .shard("r05")
+                .shard("r06")
+                .shard("r07"),
+        )
+        .await?;
+    let done =
+        tokio::time::timeout(Duration::from_secs(90), client.wait(&hunt.hunt_id, |_| {})).await??;
+    eprintln!("hunt ended at {:?}", started.elapsed());
+    assert_eq!(
+        done.state,
+        v1::HuntState::Completed as i32,
+        "{}",
+        done.reason
+    );
+    for task in &done.tasks {
+        eprintln!(
+            "{} won by {} attempt {}",
+            task.shard, task.worker_id, task.attempt
+        );
+    }
+    // The slow worker's tasks were won by their backups on the fast one.
+    let won_by_backup: Vec<_> = done.tasks.iter().filter(|t| t.attempt == 2).collect();
+    assert!(!won_by_backup.is_empty(), "{:?}", done.tasks);
+    assert!(won_by_backup.iter().all(|t| t.worker_id == "worker-0"));
+    let findings = client.findings(&hunt.hunt_id).await?;
+    assert_eq!(findings.len(), expected, "each task's result counted once");
+    for f in &findings {
+        let attempt = done
+            .tasks
+            .iter()
+            .find(|t| t.task_id == f.task_id)
+            .map(|t| t.attempt)
+            .unwrap_or(0);
+        assert!(
+            f.finding_id.contains(&format!("#{attempt}.")),
+            "{} vs attempt {attempt}",
+            f.finding_id
+        );
+    }
     coordinator.shutdown().await;
     Ok(())
 }

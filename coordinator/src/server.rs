@@ -40,6 +40,8 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     /// The clock leader duties stamp commands with.
     pub clock: SharedClock,
+    /// When a running task counts as a straggler worth a backup run.
+    pub speculation: scheduler::Speculation,
 }
 
 impl CoordinatorConfig {
@@ -69,6 +71,7 @@ impl CoordinatorConfig {
             heartbeat_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(2),
             clock: Arc::new(SystemClock),
+            speculation: scheduler::Speculation::default(),
         }
     }
 }
@@ -134,7 +137,11 @@ impl Coordinator {
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
-            tokio::spawn(leader_duties(shared.clone(), shutdown_rx.clone())),
+            tokio::spawn(leader_duties(
+                shared.clone(),
+                config.speculation,
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(serve(shared.clone(), listener, shutdown_rx)),
         ];
         tracing::info!(%addr, node = node_id.0, "coordinator serving");
@@ -356,12 +363,15 @@ async fn commit_and_send(shared: &Shared, command: Command, planned: Vec<Assignm
 /// Scheduling runs only on the leader and only through proposals: plan from
 /// the replicated state, commit the assignments, then send them. Deadlines,
 /// retry backoff and stragglers are judged against the injected clock.
-async fn leader_duties(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn leader_duties(
+    shared: Arc<Shared>,
+    speculation: scheduler::Speculation,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut changes = shared.node.subscribe();
     let mut leader_since: Option<i64> = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let speculation = scheduler::Speculation::default();
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,

@@ -776,6 +776,10 @@ impl Runtime {
             time_range,
         } = *task;
         let limits = self.config.clamp(limits);
+        // Cancelled while it waited for a slot or its module: do not start.
+        if cancel.load(Ordering::Relaxed) {
+            return Err(TaskFailure::Cancelled);
+        }
         // Declared before the store, so dropped after it.
         let _permit = self.gate.acquire();
         let mut store = self.store(&limits);
