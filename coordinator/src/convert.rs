@@ -231,12 +231,21 @@ pub fn hunt_state_from(value: i32) -> Option<HuntState> {
     }
 }
 
-fn task_status(task: &TaskRecord) -> v1::TaskStatus {
+fn task_status(hunt: &HuntRecord, task: &TaskRecord) -> v1::TaskStatus {
+    // A pending task always says what it waits for, when the state knows.
+    let waiting = || {
+        if let Some(waiting) = &task.waiting {
+            waiting.clone()
+        } else if hunt.state == HuntState::Paused {
+            "the hunt is paused".to_owned()
+        } else if !hunt.widened && !task.canary {
+            "waiting for the canary shards to succeed".to_owned()
+        } else {
+            String::new()
+        }
+    };
     let (state, error) = match &task.state {
-        TaskState::Pending => (
-            v1::TaskState::Pending,
-            task.waiting.clone().unwrap_or_default(),
-        ),
+        TaskState::Pending => (v1::TaskState::Pending, waiting()),
         TaskState::Assigned { .. } => (v1::TaskState::Assigned, String::new()),
         TaskState::Succeeded => (v1::TaskState::Succeeded, String::new()),
         TaskState::Failed { error } => (v1::TaskState::Failed, error.clone()),
@@ -314,7 +323,7 @@ pub fn hunt(state: &State, hunt: &HuntRecord) -> v1::Hunt {
             .tasks
             .iter()
             .filter_map(|t| state.tasks.get(t))
-            .map(task_status)
+            .map(|t| task_status(hunt, t))
             .collect(),
         findings: hunt.findings,
         events_scanned: hunt.events_scanned,

@@ -128,13 +128,24 @@ pub fn plan(state: &State, live: &BTreeSet<WorkerId>, now_ms: i64) -> Vec<Assign
             let Some(shard) = state.shards.get(&task.shard) else {
                 continue;
             };
+            // A retry prefers another replica than the one that just failed
+            // (a bad disk should not burn every attempt).
+            let failed_on = (task.failed_attempts > 0)
+                .then_some(task.worker.as_ref())
+                .flatten();
             let best = shard
                 .holders
                 .iter()
                 .filter(|w| live.contains(*w))
                 .filter_map(|w| state.workers.get(w))
                 .filter(|w| load.get(&w.id).copied().unwrap_or(0) < w.slots)
-                .min_by_key(|w| (load.get(&w.id).copied().unwrap_or(0), w.id.clone()));
+                .min_by_key(|w| {
+                    (
+                        failed_on == Some(&w.id),
+                        load.get(&w.id).copied().unwrap_or(0),
+                        w.id.clone(),
+                    )
+                });
             if let Some(worker) = best {
                 *load.entry(&worker.id).or_default() += 1;
                 room -= 1;
@@ -455,5 +466,36 @@ mod tests {
         let plan = plan(&s, &live(&["w0"]), 0);
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].task.as_str(), "h-300/a");
+    }
+
+    #[test]
+    fn a_retry_prefers_another_replica() {
+        let mut s = state_with(&[("w0", 4, &["a"]), ("w1", 4, &["a"])], &["a"]);
+        let first = plan(&s, &live(&["w0", "w1"]), 0);
+        assert_eq!(first[0].worker.as_str(), "w0");
+        s.apply(
+            200,
+            Command::AssignTasks {
+                assignments: first,
+                now_ms: 0,
+            },
+        );
+        let task = s.tasks.keys().next().cloned().expect("task");
+        s.apply(
+            201,
+            Command::RecordResult {
+                report: TaskReport {
+                    task,
+                    attempt: 1,
+                    worker: WorkerId::new("w0"),
+                    outcome: Err(TaskError::host("disk error")),
+                },
+                now_ms: 0,
+            },
+        );
+        let retry = plan(&s, &live(&["w0", "w1"]), 60_000);
+        assert_eq!(retry[0].worker.as_str(), "w1");
+        // With only the failing replica alive, it is used all the same.
+        assert_eq!(plan(&s, &live(&["w0"]), 60_000)[0].worker.as_str(), "w0");
     }
 }
