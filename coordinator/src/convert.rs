@@ -566,4 +566,45 @@ mod tests {
             Ok(ModuleSelector::Digest(_))
         ));
     }
+
+    #[test]
+    fn zero_policy_fields_take_the_defaults_and_canary_is_one_of_two() {
+        let p = policy(v1::HuntPolicy::default()).expect("defaults");
+        assert_eq!(p, Policy::default());
+        let p = policy(v1::HuntPolicy {
+            canary_percent: 10,
+            max_concurrency: 4,
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!((p.canary, p.max_concurrency), (Canary::Percent(10), 4));
+        assert_eq!(policy_proto(&p).canary_percent, 10);
+        let both = policy(v1::HuntPolicy {
+            canary_shards: 2,
+            canary_percent: 10,
+            ..Default::default()
+        });
+        assert!(both.expect_err("both").to_string().contains("not both"));
+        let over = policy(v1::HuntPolicy {
+            canary_percent: 150,
+            ..Default::default()
+        });
+        assert!(over.is_err());
+    }
+
+    #[test]
+    fn failure_kind_decides_and_unspecified_falls_back_to_the_text() {
+        let mut report = v1::ReportTaskRequest {
+            error: "trap in scan(): boom".into(),
+            ..Default::default()
+        };
+        assert!(task_error(&report).module_fault, "judged from the text");
+        report.failure_kind = v1::FailureKind::Host as i32;
+        assert!(!task_error(&report).module_fault);
+        report.error = "shard gone".into();
+        report.failure_kind = v1::FailureKind::Module as i32;
+        assert!(task_error(&report).module_fault);
+        report.error.clear();
+        assert!(task_error(&report).message.contains("without a cause"));
+    }
 }
