@@ -1549,15 +1549,22 @@ impl State {
                 let Some(task) = self.tasks.get_mut(task_id) else {
                     continue;
                 };
-                let error = match &task.state {
-                    TaskState::Pending => match task.waiting.take() {
-                        Some(waiting) => format!("not scanned by the hunt's deadline; it was waiting: {waiting}"),
-                        None if hunt.widened || task.canary => "not scanned by the hunt's deadline: no live worker holding the shard had room for it".to_owned(),
-                        None => "not scanned by the hunt's deadline: the canary stage never finished".to_owned(),
-                    },
-                    TaskState::Assigned { worker } => format!("still running on {worker} at the hunt's deadline"),
+                let why = match (&task.state, task.waiting.take()) {
+                    (TaskState::Pending, Some(waiting)) => format!("it was waiting: {waiting}"),
+                    (TaskState::Pending, None) if hunt.state == HuntState::Paused => format!(
+                        "the hunt was paused: {}",
+                        hunt.paused.as_deref().unwrap_or_default()
+                    ),
+                    (TaskState::Pending, None) if !hunt.widened && !task.canary => {
+                        "the canary stage never finished".to_owned()
+                    }
+                    (TaskState::Pending, None) => {
+                        "no live worker holding the shard had room for it".to_owned()
+                    }
+                    (TaskState::Assigned { worker }, _) => format!("still running on {worker}"),
                     _ => continue,
                 };
+                let error = format!("not scanned by the hunt's deadline; {why}");
                 stop.extend(task.runs().into_iter().map(|(w, _)| (w, task_id.clone())));
                 task.backup = None;
                 task.state = TaskState::Failed { error };
@@ -2698,5 +2705,37 @@ mod tests {
         ] {
             assert!(!is_module_fault(host), "{host}");
         }
+    }
+
+    #[test]
+    fn the_deadline_stops_running_tasks_and_names_a_pause() {
+        let mut s = replicated(6, false);
+        let mut sp = spec(&[("env", "demo")]);
+        sp.policy.deadline_ms = 1_000;
+        sp.policy.failure_threshold = 1;
+        sp.policy.max_concurrency = 2;
+        let hunt = submit_spec(&mut s, 10, sp, 0);
+        schedule(&mut s, 11, &live(&["w0", "w1", "w2"]), 0);
+        let tasks = s.hunts[&hunt].tasks.clone();
+        let (w, a) = at(&s, &tasks[0]);
+        s.apply(12, fail(&tasks[0], &w, a, "trap in scan(): boom", 10));
+        assert_eq!(s.hunts[&hunt].state, HuntState::Paused);
+        let (running_on, _) = at(&s, &tasks[1]);
+        let applied = s.apply(13, Command::ExpireHunts { now_ms: 1_000 });
+        assert_eq!(
+            applied.outcome,
+            Ok(Response::Stop(vec![(running_on.clone(), tasks[1].clone())]))
+        );
+        let error = |t: &TaskId| match &s.tasks[t].state {
+            TaskState::Failed { error } => error.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            error(&tasks[1]),
+            format!("not scanned by the hunt's deadline; still running on {running_on}")
+        );
+        assert!(error(&tasks[2]).contains("the hunt was paused: circuit breaker"));
+        assert!(error(&tasks[0]).contains("it was waiting: attempt 1"));
+        assert_eq!(s.hunts[&hunt].state, HuntState::Failed, "nothing succeeded");
     }
 }
