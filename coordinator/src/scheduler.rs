@@ -177,18 +177,24 @@ pub fn speculate(
     let mut load = worker_load(state);
     let mut out = Vec::new();
     for hunt in running_hunts(state) {
-        let mut durations: Vec<i64> = hunt
-            .tasks
-            .iter()
-            .filter_map(|t| state.tasks.get(t))
-            .filter(|t| t.state == TaskState::Succeeded)
-            .map(|t| t.duration_ms)
-            .collect();
-        if durations.len() < policy.min_completed.max(1) {
+        // One pass: durations of succeeded tasks, and whether any run is
+        // old enough to be a straggler at all (most ticks, none is).
+        let mut durations = Vec::new();
+        let mut longest = 0;
+        for task in hunt.tasks.iter().filter_map(|t| state.tasks.get(t)) {
+            match task.state {
+                TaskState::Succeeded => durations.push(task.duration_ms),
+                TaskState::Assigned { .. } if task.backup.is_none() => {
+                    longest = longest.max(now_ms - task.started_ms);
+                }
+                _ => {}
+            }
+        }
+        if durations.len() < policy.min_completed.max(1) || longest <= policy.min_excess_ms {
             continue;
         }
-        durations.sort_unstable();
-        let median = durations[durations.len() / 2];
+        let middle = durations.len() / 2;
+        let median = *durations.select_nth_unstable(middle).1;
         let threshold = median
             .saturating_mul(i64::from(policy.factor))
             .max(median.saturating_add(policy.min_excess_ms));
