@@ -636,24 +636,6 @@ pub enum Command {
         /// Leader time.
         now_ms: i64,
     },
-    /// The leader started speculative second runs of straggling tasks.
-    Speculate {
-        /// One backup run per task, on another holder of its shard.
-        assignments: Vec<Assignment>,
-        /// Leader time.
-        now_ms: i64,
-    },
-    /// The leader saw hunts pass their deadline: their unfinished shards are
-    /// given up and the hunts end.
-    ExpireHunts {
-        /// Leader time.
-        now_ms: i64,
-    },
-    /// A user resumed a paused hunt.
-    ResumeHunt {
-        /// The hunt.
-        hunt: HuntId,
-    },
     /// A worker reported a task attempt.
     RecordResult {
         /// The report.
@@ -677,6 +659,26 @@ pub enum Command {
         reason: String,
         /// Leader time.
         now_ms: i64,
+    },
+    // New variants go last: commands are stored in the raft log by their
+    // bincode variant index.
+    /// The leader started speculative second runs of straggling tasks.
+    Speculate {
+        /// One backup run per task, on another holder of its shard.
+        assignments: Vec<Assignment>,
+        /// Leader time.
+        now_ms: i64,
+    },
+    /// The leader saw hunts pass their deadline: their unfinished shards are
+    /// given up and the hunts end.
+    ExpireHunts {
+        /// Leader time.
+        now_ms: i64,
+    },
+    /// A user resumed a paused hunt.
+    ResumeHunt {
+        /// The hunt.
+        hunt: HuntId,
     },
 }
 
