@@ -148,6 +148,9 @@ pub fn progress(format: Output, p: &v1::HuntProgress) {
             "tasks_done": p.tasks_done, "tasks_failed": p.tasks_failed, "tasks_waiting": p.tasks_waiting,
             "findings": p.findings, "events_scanned": p.events_scanned,
             "paused_reason": p.paused_reason, "result_limit": p.result_limit,
+            "recent_failures": p.recent_failures.iter().map(|f| json!({
+                "shard": f.shard, "attempt": f.attempt, "worker": f.worker_id, "error": f.error,
+            })).collect::<Vec<_>>(),
         })),
         Output::Table => {
             eprintln!(
@@ -160,6 +163,13 @@ pub fn progress(format: Output, p: &v1::HuntProgress) {
                 p.events_scanned,
                 p.findings
             );
+            if let Some(f) = p.recent_failures.last() {
+                let first_line = f.error.lines().next().unwrap_or_default();
+                eprintln!(
+                    "  latest failure: {} attempt {} on {}: {first_line}",
+                    f.shard, f.attempt, f.worker_id
+                );
+            }
             if !p.paused_reason.is_empty() {
                 eprintln!("  paused: {}", p.paused_reason);
             }

@@ -143,6 +143,29 @@ async fn trapping_tasks_trip_the_circuit_breaker_and_resume_goes_on() -> anyhow:
         paused.paused_reason
     );
     assert_eq!(paused.recent_failures.len(), 2);
+    // WatchHunt carries them too.
+    let progress = {
+        let mut last = None;
+        let stream = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut raw =
+                v1::hunt_service_client::HuntServiceClient::connect(cluster.url()).await?;
+            let mut stream = raw
+                .watch_hunt(v1::WatchHuntRequest {
+                    hunt_id: hunt.hunt_id.clone(),
+                })
+                .await?
+                .into_inner();
+            if let Some(p) = stream.message().await? {
+                last = Some(p);
+            }
+            anyhow::Ok(())
+        });
+        stream.await??;
+        last.ok_or_else(|| anyhow::anyhow!("no progress"))?
+    };
+    assert_eq!(progress.state, v1::HuntState::Paused as i32);
+    assert_eq!(progress.recent_failures.len(), 2);
+    assert!(progress.paused_reason.contains("circuit breaker"));
     for failure in &paused.recent_failures {
         assert!(
             failure.error.starts_with("trap in scan") && failure.error.contains("deliberate panic"),

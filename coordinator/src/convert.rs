@@ -332,17 +332,7 @@ pub fn hunt(state: &State, hunt: &HuntRecord) -> v1::Hunt {
         policy: Some(policy_proto(&spec.policy)),
         deadline_ms: hunt.deadline_ms,
         paused_reason: hunt.paused.clone().unwrap_or_default(),
-        recent_failures: hunt
-            .recent_failures
-            .iter()
-            .map(|f| v1::FailedAttempt {
-                task_id: f.task.to_string(),
-                shard: f.shard.to_string(),
-                attempt: f.attempt,
-                worker_id: f.worker.to_string(),
-                error: f.error.clone(),
-            })
-            .collect(),
+        recent_failures: failed_attempts(hunt),
         failures: hunt.failures,
         result_limit: hunt.result_limit.clone().unwrap_or_default(),
         result_bytes: hunt.result_bytes,
@@ -394,7 +384,21 @@ pub fn progress(state: &State, hunt: &HuntRecord) -> v1::HuntProgress {
         paused_reason: hunt.paused.clone().unwrap_or_default(),
         result_limit: hunt.result_limit.clone().unwrap_or_default(),
         tasks_waiting: waiting,
+        recent_failures: failed_attempts(hunt),
     }
+}
+
+fn failed_attempts(hunt: &HuntRecord) -> Vec<v1::FailedAttempt> {
+    hunt.recent_failures
+        .iter()
+        .map(|f| v1::FailedAttempt {
+            task_id: f.task.to_string(),
+            shard: f.shard.to_string(),
+            attempt: f.attempt,
+            worker_id: f.worker.to_string(),
+            error: f.error.clone(),
+        })
+        .collect()
 }
 
 fn severity(severity: Severity) -> v1::Severity {
