@@ -8,7 +8,7 @@ use crate::error::CoordinatorError;
 use crate::module_check;
 use crate::node::NodeHandle;
 use crate::state::{
-    Command, HuntRecord, ModuleRecord, Rejection, Response, State, TaskRecord, TaskReport,
+    Command, HuntRecord, ModuleRecord, Rejection, Response, State, StopRun, TaskRecord, TaskReport,
 };
 use protobuf::Message as _;
 use quarry_proto::v1::cluster_service_server::ClusterService;
@@ -197,14 +197,20 @@ fn rejection_status(rejection: Rejection) -> Status {
 /// Tells workers to stop runs (a cancelled or expired hunt, the loser of a
 /// speculative race). Best effort: a run that is not stopped reports a
 /// result that is stale and ignored.
-pub async fn send_stops(shared: &Shared, stops: Vec<(WorkerId, TaskId)>) {
-    for (worker, task) in stops {
+pub async fn send_stops(shared: &Shared, stops: Vec<StopRun>) {
+    for StopRun {
+        worker,
+        task,
+        attempt,
+    } in stops
+    {
+        let cancel = v1::TaskCancel {
+            task_id: task.into_string(),
+            attempt,
+        };
         shared
             .dispatcher
-            .send(
-                &worker,
-                v1::task_command::Command::CancelTaskId(task.into_string()),
-            )
+            .send(&worker, v1::task_command::Command::Cancel(cancel))
             .await;
     }
 }

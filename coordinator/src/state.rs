@@ -682,6 +682,17 @@ pub enum Command {
     },
 }
 
+/// One run to stop: the attempt of a task on a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopRun {
+    /// The worker running it.
+    pub worker: WorkerId,
+    /// The task.
+    pub task: TaskId,
+    /// The attempt (a later attempt of the task on the same worker goes on).
+    pub attempt: u32,
+}
+
 /// A storage key of the state machine, returned by `apply` so the persister
 /// writes exactly what changed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -748,7 +759,7 @@ pub enum Response {
     StaleReport,
     /// Runs the leader must tell their workers to stop (a cancelled or
     /// expired hunt, the loser of a speculative race).
-    Stop(Vec<(WorkerId, TaskId)>),
+    Stop(Vec<StopRun>),
 }
 
 /// The result of one `apply`.
@@ -1238,11 +1249,19 @@ impl State {
                 // whatever it reports later is stale.
                 if is_backup {
                     if let TaskState::Assigned { worker } = &task.state {
-                        stop.push((worker.clone(), task.id.clone()));
+                        stop.push(StopRun {
+                            worker: worker.clone(),
+                            task: task.id.clone(),
+                            attempt: task.attempt,
+                        });
                     }
                     task.promote_backup();
                 } else if let Some(backup) = task.backup.take() {
-                    stop.push((backup.worker, task.id.clone()));
+                    stop.push(StopRun {
+                        worker: backup.worker,
+                        task: task.id.clone(),
+                        attempt: backup.attempt,
+                    });
                 }
                 task.state = TaskState::Succeeded;
                 task.waiting = None;
@@ -1517,7 +1536,11 @@ impl State {
             if let Some(task) = self.tasks.get_mut(task_id)
                 && !task.state.is_terminal()
             {
-                stop.extend(task.runs().into_iter().map(|(w, _)| (w, task_id.clone())));
+                stop.extend(task.runs().into_iter().map(|(worker, attempt)| StopRun {
+                    worker,
+                    task: task_id.clone(),
+                    attempt,
+                }));
                 task.state = TaskState::Cancelled;
                 task.backup = None;
                 task.waiting = None;
@@ -1567,7 +1590,11 @@ impl State {
                     _ => continue,
                 };
                 let error = format!("not scanned by the hunt's deadline; {why}");
-                stop.extend(task.runs().into_iter().map(|(w, _)| (w, task_id.clone())));
+                stop.extend(task.runs().into_iter().map(|(worker, attempt)| StopRun {
+                    worker,
+                    task: task_id.clone(),
+                    attempt,
+                }));
                 task.backup = None;
                 task.state = TaskState::Failed { error };
                 touched.push(Touched::Task(task_id.clone()));
@@ -2382,7 +2409,11 @@ mod tests {
         let won = s.apply(41, report(&slow, backup.worker.as_str(), backup.attempt, 2));
         assert_eq!(
             won.outcome,
-            Ok(Response::Stop(vec![(primary.clone(), slow.clone())]))
+            Ok(Response::Stop(vec![StopRun {
+                worker: primary.clone(),
+                task: slow.clone(),
+                attempt: first
+            }]))
         );
         // The loser's result never counts.
         let late = s.apply(42, report(&slow, primary.as_str(), first, 7));
@@ -2418,7 +2449,11 @@ mod tests {
         let won = s.apply(41, report(&slow, primary.as_str(), first, 1));
         assert_eq!(
             won.outcome,
-            Ok(Response::Stop(vec![(backup.worker.clone(), slow.clone())]))
+            Ok(Response::Stop(vec![StopRun {
+                worker: backup.worker.clone(),
+                task: slow.clone(),
+                attempt: backup.attempt
+            }]))
         );
         assert_eq!(
             s.apply(42, report(&slow, backup.worker.as_str(), backup.attempt, 9))
@@ -2726,7 +2761,11 @@ mod tests {
         let applied = s.apply(13, Command::ExpireHunts { now_ms: 1_000 });
         assert_eq!(
             applied.outcome,
-            Ok(Response::Stop(vec![(running_on.clone(), tasks[1].clone())]))
+            Ok(Response::Stop(vec![StopRun {
+                worker: running_on.clone(),
+                task: tasks[1].clone(),
+                attempt: 1
+            }]))
         );
         let error = |t: &TaskId| match &s.tasks[t].state {
             TaskState::Failed { error } => error.clone(),

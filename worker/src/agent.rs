@@ -354,13 +354,10 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
                     start_task(&inner, &client, assignment)
                 }
                 Some(v1::task_command::Command::CancelTaskId(task)) => {
-                    // The guest stops at its next epoch check (see runtime).
-                    if let Ok(started) = inner.started.lock()
-                        && let Some((attempt, cancel)) = started.get(&task)
-                    {
-                        tracing::info!(task, attempt, "cancelling task");
-                        cancel.store(true, Ordering::Relaxed);
-                    }
+                    cancel_task(&inner, &task, None)
+                }
+                Some(v1::task_command::Command::Cancel(c)) => {
+                    cancel_task(&inner, &c.task_id, Some(c.attempt))
                 }
                 None => {}
             }
@@ -369,6 +366,19 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
     .await;
     heartbeat.abort();
     result
+}
+
+/// Sets the cancel flag of `task` (of that attempt only, when given: a later
+/// attempt of the same task on this worker goes on). The guest stops at its
+/// next epoch check (see the runtime).
+fn cancel_task(inner: &Inner, task: &str, attempt: Option<u32>) {
+    if let Ok(started) = inner.started.lock()
+        && let Some((running, cancel)) = started.get(task)
+        && attempt.is_none_or(|a| a == *running)
+    {
+        tracing::info!(task, attempt = running, "cancelling task");
+        cancel.store(true, Ordering::Relaxed);
+    }
 }
 
 fn start_task(
