@@ -185,48 +185,9 @@ enum WorkerAction {
 enum HuntCommand {
     /// Submit a hunt: run MODULE over the shards in scope.
     #[command(
-        after_help = "Examples:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait\n  quarry hunt submit logon-bruteforce@0.1.0 --shard win-dc01-security --param threshold=10"
+        after_help = "Examples:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait\n  quarry hunt submit logon-bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit logon-bruteforce --selector env=prod --dry-run\n  quarry hunt submit logon-bruteforce --selector env=prod --canary 5% --failure-threshold 3\n  quarry hunt submit logon-bruteforce --selector env=prod --deadline 30m --max-attempts 5\n  quarry hunt submit logon-bruteforce --selector env=prod --max-concurrency 20\n  quarry hunt submit logon-bruteforce --selector env=prod --max-hunt-findings 100000"
     )]
-    Submit {
-        /// Module: `name`, `name@version` or `sha256:<digest>`.
-        module: String,
-        /// Shard label selector `key=value` (repeatable; all must match).
-        #[arg(long = "selector", value_parser = parse_pair)]
-        selectors: Vec<(String, String)>,
-        /// Shard name (repeatable).
-        #[arg(long = "shard")]
-        shards: Vec<String>,
-        /// Module parameter `key=value` (repeatable).
-        #[arg(long = "param", value_parser = parse_pair)]
-        params: Vec<(String, String)>,
-        /// Only events at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
-        #[arg(long, value_parser = parse_time)]
-        since: Option<i64>,
-        /// Only events before this time (RFC 3339).
-        #[arg(long, value_parser = parse_time)]
-        until: Option<i64>,
-        /// CPU budget per task, e.g. 30s (default 60s).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        cpu: Option<Duration>,
-        /// Memory cap per task in MiB (default 256).
-        #[arg(long)]
-        memory_mib: Option<u64>,
-        /// Priority (higher runs first).
-        #[arg(long, default_value_t = 0)]
-        priority: i32,
-        /// Free-text description.
-        #[arg(long, default_value = "")]
-        description: String,
-        /// Follow progress until the hunt ends, then print its findings.
-        #[arg(long)]
-        wait: bool,
-        /// Only preview: the shards and events in scope and an estimate from
-        /// past runs of the module; nothing is submitted.
-        #[arg(long, conflicts_with = "wait")]
-        dry_run: bool,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Submit(Box<SubmitArgs>),
     /// Show a hunt's state and per-shard tasks.
     #[command(after_help = "Example:\n  quarry hunt status h-12")]
     Status {
@@ -254,6 +215,16 @@ enum HuntCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Resume a paused hunt (circuit breaker tripped or canary failed).
+    #[command(
+        after_help = "The circuit breaker counts failures from zero again; a failed canary no\nlonger holds back the other shards.\n\nExample:\n  quarry hunt resume h-12"
+    )]
+    Resume {
+        /// Hunt id.
+        hunt: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List recent hunts, newest first.
     #[command(after_help = "Example:\n  quarry hunt list --limit 20")]
     List {
@@ -263,6 +234,89 @@ enum HuntCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// `quarry hunt submit` flags (boxed: they outweigh every other command).
+#[derive(Args)]
+struct SubmitArgs {
+    /// Module: `name`, `name@version` or `sha256:<digest>`.
+    module: String,
+    /// Shard label selector `key=value` (repeatable; all must match).
+    #[arg(long = "selector", value_parser = parse_pair)]
+    selectors: Vec<(String, String)>,
+    /// Shard name (repeatable).
+    #[arg(long = "shard")]
+    shards: Vec<String>,
+    /// Module parameter `key=value` (repeatable).
+    #[arg(long = "param", value_parser = parse_pair)]
+    params: Vec<(String, String)>,
+    /// Only events at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<i64>,
+    /// Only events before this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    until: Option<i64>,
+    /// CPU budget per task, e.g. 30s (default 60s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    cpu: Option<Duration>,
+    /// Memory cap per task in MiB (default 256).
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Findings kept per task (default 10000); more are dropped and the
+    /// task says so.
+    #[arg(long)]
+    max_findings: Option<u32>,
+    /// Output bytes per task (default: the worker's maximum); a task
+    /// producing more fails with "output limit".
+    #[arg(long)]
+    max_task_bytes: Option<u64>,
+    /// Findings kept for the whole hunt (default 1000000); beyond it the
+    /// hunt's status names the limit instead of growing.
+    #[arg(long)]
+    max_hunt_findings: Option<u64>,
+    /// Bytes of findings kept for the whole hunt (default 256 MiB).
+    #[arg(long)]
+    max_hunt_bytes: Option<u64>,
+    /// Attempts per task before its shard is reported failed (default 3).
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Wait before the first retry, doubling at each further one
+    /// (default 1s, at most 60s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    retry_backoff: Option<Duration>,
+    /// Time after which unfinished shards are given up and the hunt ends
+    /// partially completed, naming them (default 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    deadline: Option<Duration>,
+    /// Run a canary first: N shards or P% of them; the rest follow once
+    /// the canary tasks succeed (a failed canary pauses the hunt).
+    #[arg(long, value_parser = parse_canary)]
+    canary: Option<Canary>,
+    /// Module failures (sandbox kills, traps, output limits) that pause
+    /// the hunt (default 5); `quarry hunt resume` goes on.
+    #[arg(long)]
+    failure_threshold: Option<u32>,
+    /// Tasks of this hunt running at once (default: no cap).
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+    /// Task starts per second for this hunt (default: no cap).
+    #[arg(long)]
+    max_tasks_per_second: Option<u32>,
+    /// Priority (higher runs first).
+    #[arg(long, default_value_t = 0)]
+    priority: i32,
+    /// Free-text description.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Follow progress until the hunt ends, then print its findings.
+    #[arg(long)]
+    wait: bool,
+    /// Only preview: the shards, events and bytes in scope and an
+    /// estimate from past runs of the module; nothing is submitted.
+    #[arg(long, conflicts_with = "wait")]
+    dry_run: bool,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Subcommand)]
@@ -321,6 +375,27 @@ enum ClusterCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// A canary: a shard count or a percentage.
+#[derive(Clone, Copy, Debug)]
+enum Canary {
+    Shards(u32),
+    Percent(u32),
+}
+
+fn parse_canary(text: &str) -> Result<Canary, String> {
+    let bad = || format!("expected a shard count (5) or a percentage (10%), got `{text}`");
+    match text.strip_suffix('%') {
+        Some(p) => match p.trim().parse::<u32>() {
+            Ok(p) if (1..=100).contains(&p) => Ok(Canary::Percent(p)),
+            _ => Err(bad()),
+        },
+        None => match text.trim().parse::<u32>() {
+            Ok(n) if n > 0 => Ok(Canary::Shards(n)),
+            _ => Err(bad()),
+        },
+    }
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -457,21 +532,33 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
 
 async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
     match command {
-        HuntCommand::Submit {
-            module,
-            selectors,
-            shards,
-            params,
-            since,
-            until,
-            cpu,
-            memory_mib,
-            priority,
-            description,
-            wait,
-            dry_run,
-            client: args,
-        } => {
+        HuntCommand::Submit(args) => {
+            let SubmitArgs {
+                module,
+                selectors,
+                shards,
+                params,
+                since,
+                until,
+                cpu,
+                memory_mib,
+                max_findings,
+                max_task_bytes,
+                max_hunt_findings,
+                max_hunt_bytes,
+                max_attempts,
+                retry_backoff,
+                deadline,
+                canary,
+                failure_threshold,
+                max_concurrency,
+                max_tasks_per_second,
+                priority,
+                description,
+                wait,
+                dry_run,
+                client: args,
+            } = *args;
             let mut request = HuntRequest::new(&module)
                 .priority(priority)
                 .description(&description);
@@ -488,7 +575,29 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
                 request = request.time_range(since.unwrap_or(0), until.unwrap_or(0));
             }
             let cpu_ms = cpu.map(|d| d.as_millis() as u64).unwrap_or(0);
-            request = request.limits(cpu_ms, memory_mib.unwrap_or(0) * 1024 * 1024, 0);
+            request = request
+                .limits(
+                    cpu_ms,
+                    memory_mib.unwrap_or(0) * 1024 * 1024,
+                    max_findings.unwrap_or(0),
+                )
+                .max_output_bytes(max_task_bytes.unwrap_or(0))
+                .hunt_result_limits(max_hunt_findings.unwrap_or(0), max_hunt_bytes.unwrap_or(0))
+                .retries(
+                    max_attempts.unwrap_or(0),
+                    retry_backoff.map_or(0, |d| d.as_millis() as u64),
+                )
+                .failure_threshold(failure_threshold.unwrap_or(0))
+                .max_concurrency(max_concurrency.unwrap_or(0))
+                .max_tasks_per_second(max_tasks_per_second.unwrap_or(0));
+            if let Some(deadline) = deadline {
+                request = request.deadline(deadline);
+            }
+            request = match canary {
+                Some(Canary::Shards(n)) => request.canary_shards(n),
+                Some(Canary::Percent(p)) => request.canary_percent(p),
+                None => request,
+            };
             let mut client = connect(&args).await?;
             let format = out(args.output);
             if dry_run {
@@ -526,6 +635,10 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             client: args,
         } => {
             let hunt = connect(&args).await?.cancel_hunt(&hunt, &reason).await?;
+            output::hunt(out(args.output), &hunt);
+        }
+        HuntCommand::Resume { hunt, client: args } => {
+            let hunt = connect(&args).await?.resume_hunt(&hunt).await?;
             output::hunt(out(args.output), &hunt);
         }
         HuntCommand::List {

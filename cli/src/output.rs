@@ -22,9 +22,26 @@ pub fn time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// Bytes for people: 1.5 MiB.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 fn hunt_state(value: i32) -> &'static str {
     match v1::HuntState::try_from(value) {
         Ok(v1::HuntState::Running) => "running",
+        Ok(v1::HuntState::Paused) => "paused",
         Ok(v1::HuntState::Completed) => "completed",
         Ok(v1::HuntState::PartiallyCompleted) => "partially-completed",
         Ok(v1::HuntState::Failed) => "failed",
@@ -105,14 +122,15 @@ pub fn dry_run(format: Output, preview: &v1::SubmitHuntResponse) {
     match format {
         Output::Json => json_line(json!({
             "dry_run": true, "task_count": preview.task_count, "events_in_scope": preview.events_in_scope,
-            "estimated_ms": preview.estimated_ms,
-            "shards": preview.shards.iter().map(|s| json!({"name": s.name, "event_count": s.event_count, "workers": s.worker_ids})).collect::<Vec<_>>(),
+            "bytes_in_scope": preview.bytes_in_scope, "estimated_ms": preview.estimated_ms,
+            "shards": preview.shards.iter().map(|s| json!({"name": s.name, "event_count": s.event_count, "size_bytes": s.size_bytes, "workers": s.worker_ids})).collect::<Vec<_>>(),
         })),
         Output::Table => {
             println!(
-                "dry run: {} shards, {} events in scope; estimated time {}",
+                "dry run: {} shards, {} events, {} in scope; estimated time {}",
                 preview.task_count,
                 preview.events_in_scope,
+                bytes(preview.bytes_in_scope),
                 estimate
                     .as_deref()
                     .unwrap_or("unknown (no completed run of this module yet)")
@@ -127,18 +145,38 @@ pub fn progress(format: Output, p: &v1::HuntProgress) {
     match format {
         Output::Json => json_line(json!({
             "hunt_id": p.hunt_id, "state": hunt_state(p.state), "tasks_total": p.tasks_total,
-            "tasks_done": p.tasks_done, "tasks_failed": p.tasks_failed, "findings": p.findings,
-            "events_scanned": p.events_scanned,
+            "tasks_done": p.tasks_done, "tasks_failed": p.tasks_failed, "tasks_waiting": p.tasks_waiting,
+            "findings": p.findings, "events_scanned": p.events_scanned,
+            "paused_reason": p.paused_reason, "result_limit": p.result_limit,
+            "recent_failures": p.recent_failures.iter().map(|f| json!({
+                "shard": f.shard, "attempt": f.attempt, "worker": f.worker_id, "error": f.error,
+            })).collect::<Vec<_>>(),
         })),
-        Output::Table => eprintln!(
-            "  {}: {}/{} tasks done ({} failed), {} events scanned, {} findings",
-            hunt_state(p.state),
-            p.tasks_done,
-            p.tasks_total,
-            p.tasks_failed,
-            p.events_scanned,
-            p.findings
-        ),
+        Output::Table => {
+            eprintln!(
+                "  {}: {}/{} tasks done ({} failed, {} waiting), {} events scanned, {} findings",
+                hunt_state(p.state),
+                p.tasks_done,
+                p.tasks_total,
+                p.tasks_failed,
+                p.tasks_waiting,
+                p.events_scanned,
+                p.findings
+            );
+            if let Some(f) = p.recent_failures.last() {
+                let first_line = f.error.lines().next().unwrap_or_default();
+                eprintln!(
+                    "  latest failure: {} attempt {} on {}: {first_line}",
+                    f.shard, f.attempt, f.worker_id
+                );
+            }
+            if !p.paused_reason.is_empty() {
+                eprintln!("  paused: {}", p.paused_reason);
+            }
+            if !p.result_limit.is_empty() {
+                eprintln!("  {}", p.result_limit);
+            }
+        }
     }
 }
 
@@ -152,10 +190,23 @@ fn hunt_json(h: &v1::Hunt) -> Value {
         "finished": time(h.finished_ms),
         "findings": h.findings,
         "events_scanned": h.events_scanned,
+        "deadline": time(h.deadline_ms),
+        "paused_reason": h.paused_reason,
+        "failures": h.failures,
+        "recent_failures": h.recent_failures.iter().map(|f| json!({
+            "task_id": f.task_id, "shard": f.shard, "attempt": f.attempt, "worker": f.worker_id, "error": f.error,
+        })).collect::<Vec<_>>(),
+        "result_limit": h.result_limit,
+        "result_bytes": h.result_bytes,
+        "findings_dropped": h.findings_dropped,
+        "canary_tasks": h.canary_tasks,
+        "widened": h.widened,
         "params": h.params,
         "tasks": h.tasks.iter().map(|t| json!({
             "task_id": t.task_id, "shard": t.shard, "state": task_state(t.state), "worker": t.worker_id,
             "attempt": t.attempt, "error": t.error, "events_scanned": t.events_scanned, "findings": t.findings,
+            "canary": t.canary, "backup_worker": t.backup_worker_id, "backup_attempt": t.backup_attempt,
+            "failed_attempts": t.failed_attempts, "truncated": t.truncated,
         })).collect::<Vec<_>>(),
         "aggregates": h.aggregates.iter().map(|a| (a.name.clone(), json!(a.counts))).collect::<serde_json::Map<_, _>>(),
     })
@@ -184,6 +235,36 @@ pub fn hunt(format: Output, h: &v1::Hunt) {
                 h.events_scanned,
                 h.findings
             );
+            if h.state == v1::HuntState::Running as i32 || h.state == v1::HuntState::Paused as i32 {
+                println!("deadline {}", time(h.deadline_ms));
+            }
+            if h.canary_tasks > 0 {
+                println!(
+                    "canary: {} shards first; {}",
+                    h.canary_tasks,
+                    if h.widened {
+                        "widened to all shards"
+                    } else {
+                        "waiting for the canary to succeed"
+                    }
+                );
+            }
+            if !h.paused_reason.is_empty() {
+                println!("paused: {}", h.paused_reason);
+            }
+            if !h.recent_failures.is_empty() {
+                println!("failing tasks ({} module failures counted):", h.failures);
+                for f in &h.recent_failures {
+                    let first_line = f.error.lines().next().unwrap_or_default();
+                    println!(
+                        "  {} attempt {} on {}: {first_line}",
+                        f.shard, f.attempt, f.worker_id
+                    );
+                }
+            }
+            if !h.result_limit.is_empty() {
+                println!("{}", h.result_limit);
+            }
             if !h.reason.is_empty() {
                 println!("reason: {}", h.reason);
             }
@@ -191,14 +272,26 @@ pub fn hunt(format: Output, h: &v1::Hunt) {
                 .tasks
                 .iter()
                 .map(|t| {
+                    let mut worker = t.worker_id.clone();
+                    if !t.backup_worker_id.is_empty() {
+                        worker =
+                            format!("{worker} (+{} #{})", t.backup_worker_id, t.backup_attempt);
+                    }
+                    let mut note = t.error.lines().next().unwrap_or_default().to_owned();
+                    if !t.truncated.is_empty() {
+                        if !note.is_empty() {
+                            note.push_str("; ");
+                        }
+                        note.push_str(&t.truncated);
+                    }
                     vec![
-                        t.shard.clone(),
+                        format!("{}{}", t.shard, if t.canary { " (canary)" } else { "" }),
                         task_state(t.state).to_owned(),
-                        t.worker_id.clone(),
+                        worker,
                         t.attempt.to_string(),
                         t.events_scanned.to_string(),
                         t.findings.to_string(),
-                        t.error.clone(),
+                        note,
                     ]
                 })
                 .collect();
@@ -320,7 +413,7 @@ pub fn shards(format: Output, shards: &[v1::ShardInfo]) {
         Output::Json => shards.iter().for_each(|s| {
             let range = s.time_range.unwrap_or_default();
             json_line(json!({
-                "name": s.name, "labels": s.labels, "event_count": s.event_count,
+                "name": s.name, "labels": s.labels, "event_count": s.event_count, "size_bytes": s.size_bytes,
                 "start": time(range.start_ms), "end": time(range.end_ms), "workers": s.worker_ids,
             }))
         }),
@@ -332,6 +425,7 @@ pub fn shards(format: Output, shards: &[v1::ShardInfo]) {
                     vec![
                         s.name.clone(),
                         s.event_count.to_string(),
+                        bytes(s.size_bytes),
                         time(range.start_ms),
                         time(range.end_ms),
                         s.worker_ids.join(","),
@@ -340,7 +434,7 @@ pub fn shards(format: Output, shards: &[v1::ShardInfo]) {
                 })
                 .collect();
             table(
-                &["SHARD", "EVENTS", "FROM", "TO", "WORKERS", "LABELS"],
+                &["SHARD", "EVENTS", "SIZE", "FROM", "TO", "WORKERS", "LABELS"],
                 rows,
             );
         }

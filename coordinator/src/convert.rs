@@ -4,8 +4,8 @@
 
 use crate::error::CoordinatorError;
 use crate::state::{
-    FindingRecord, HuntRecord, HuntSpec, HuntState, Limits, ModuleRecord, ModuleSelector,
-    PartialResult, Scope, Severity, ShardDescription, State, TaskRecord, TaskState,
+    Canary, FindingRecord, HuntRecord, HuntSpec, HuntState, Limits, ModuleRecord, ModuleSelector,
+    PartialResult, Policy, Scope, Severity, ShardDescription, State, TaskRecord, TaskState,
 };
 use quarry_proto::v1;
 use quarry_proto::{ModuleDigest, ShardId};
@@ -104,7 +104,16 @@ pub fn hunt_spec(request: v1::SubmitHuntRequest) -> Result<HuntSpec, Coordinator
             limits.max_findings_per_task
         },
         max_output_bytes: limits.max_output_bytes,
+        max_findings_per_hunt: or_default(
+            limits.max_findings_per_hunt,
+            defaults.max_findings_per_hunt,
+        ),
+        max_result_bytes_per_hunt: or_default(
+            limits.max_result_bytes_per_hunt,
+            defaults.max_result_bytes_per_hunt,
+        ),
     };
+    let policy = policy(request.policy.unwrap_or_default())?;
     if limits.memory_bytes < 1024 * 1024 {
         return Err(CoordinatorError::InvalidArgument(format!(
             "memory limit {} bytes is below the 1 MiB a module needs to start",
@@ -126,7 +135,64 @@ pub fn hunt_spec(request: v1::SubmitHuntRequest) -> Result<HuntSpec, Coordinator
         limits,
         priority: request.priority,
         description: request.description,
+        policy,
     })
+}
+
+fn or_default<T: PartialEq + Default>(value: T, default: T) -> T {
+    if value == T::default() {
+        default
+    } else {
+        value
+    }
+}
+
+/// A hunt policy from its protobuf form (zero = default).
+pub fn policy(p: v1::HuntPolicy) -> Result<Policy, CoordinatorError> {
+    let defaults = Policy::default();
+    let canary = match (p.canary_shards, p.canary_percent) {
+        (0, 0) => Canary::None,
+        (n, 0) => Canary::Shards(n),
+        (0, pct) if pct <= 100 => Canary::Percent(pct as u8),
+        (0, pct) => {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "canary percentage {pct} is above 100; give 1-100, or a shard count"
+            )));
+        }
+        _ => {
+            return Err(CoordinatorError::InvalidArgument(
+                "give the canary as a shard count or as a percentage, not both".to_owned(),
+            ));
+        }
+    };
+    Ok(Policy {
+        max_attempts: or_default(p.max_attempts, defaults.max_attempts),
+        retry_backoff_ms: or_default(p.retry_backoff_ms, defaults.retry_backoff_ms),
+        deadline_ms: or_default(p.deadline_ms, defaults.deadline_ms),
+        canary,
+        failure_threshold: or_default(p.failure_threshold, defaults.failure_threshold),
+        max_concurrency: p.max_concurrency,
+        max_tasks_per_second: p.max_tasks_per_second,
+    })
+}
+
+/// A hunt policy as protobuf.
+pub fn policy_proto(p: &Policy) -> v1::HuntPolicy {
+    let (canary_shards, canary_percent) = match p.canary {
+        Canary::None => (0, 0),
+        Canary::Shards(n) => (n, 0),
+        Canary::Percent(pct) => (0, u32::from(pct)),
+    };
+    v1::HuntPolicy {
+        max_attempts: p.max_attempts,
+        retry_backoff_ms: p.retry_backoff_ms,
+        deadline_ms: p.deadline_ms,
+        canary_shards,
+        canary_percent,
+        failure_threshold: p.failure_threshold,
+        max_concurrency: p.max_concurrency,
+        max_tasks_per_second: p.max_tasks_per_second,
+    }
 }
 
 /// Module metadata for listings (without the bytes).
@@ -144,6 +210,7 @@ pub fn module_info(module: &ModuleRecord) -> v1::ModuleInfo {
 fn hunt_state(state: HuntState) -> v1::HuntState {
     match state {
         HuntState::Running => v1::HuntState::Running,
+        HuntState::Paused => v1::HuntState::Paused,
         HuntState::Completed => v1::HuntState::Completed,
         HuntState::PartiallyCompleted => v1::HuntState::PartiallyCompleted,
         HuntState::Failed => v1::HuntState::Failed,
@@ -156,6 +223,7 @@ pub fn hunt_state_from(value: i32) -> Option<HuntState> {
     match v1::HuntState::try_from(value).ok()? {
         v1::HuntState::Unspecified => None,
         v1::HuntState::Running => Some(HuntState::Running),
+        v1::HuntState::Paused => Some(HuntState::Paused),
         v1::HuntState::Completed => Some(HuntState::Completed),
         v1::HuntState::PartiallyCompleted => Some(HuntState::PartiallyCompleted),
         v1::HuntState::Failed => Some(HuntState::Failed),
@@ -163,12 +231,21 @@ pub fn hunt_state_from(value: i32) -> Option<HuntState> {
     }
 }
 
-fn task_status(task: &TaskRecord) -> v1::TaskStatus {
+fn task_status(hunt: &HuntRecord, task: &TaskRecord) -> v1::TaskStatus {
+    // A pending task always says what it waits for, when the state knows.
+    let waiting = || {
+        if let Some(waiting) = &task.waiting {
+            waiting.clone()
+        } else if hunt.state == HuntState::Paused {
+            "the hunt is paused".to_owned()
+        } else if !hunt.widened && !task.canary {
+            "waiting for the canary shards to succeed".to_owned()
+        } else {
+            String::new()
+        }
+    };
     let (state, error) = match &task.state {
-        TaskState::Pending => (
-            v1::TaskState::Pending,
-            task.waiting.clone().unwrap_or_default(),
-        ),
+        TaskState::Pending => (v1::TaskState::Pending, waiting()),
         TaskState::Assigned { .. } => (v1::TaskState::Assigned, String::new()),
         TaskState::Succeeded => (v1::TaskState::Succeeded, String::new()),
         TaskState::Failed { error } => (v1::TaskState::Failed, error.clone()),
@@ -188,6 +265,15 @@ fn task_status(task: &TaskRecord) -> v1::TaskStatus {
         error,
         events_scanned: task.events_scanned,
         findings: task.findings,
+        canary: task.canary,
+        backup_worker_id: task
+            .backup
+            .as_ref()
+            .map(|b| b.worker.to_string())
+            .unwrap_or_default(),
+        backup_attempt: task.backup.as_ref().map_or(0, |b| b.attempt),
+        truncated: task.truncated.clone().unwrap_or_default(),
+        failed_attempts: task.failed_attempts,
     }
 }
 
@@ -237,12 +323,22 @@ pub fn hunt(state: &State, hunt: &HuntRecord) -> v1::Hunt {
             .tasks
             .iter()
             .filter_map(|t| state.tasks.get(t))
-            .map(task_status)
+            .map(|t| task_status(hunt, t))
             .collect(),
         findings: hunt.findings,
         events_scanned: hunt.events_scanned,
         aggregates: aggregates(&hunt.aggregates),
         reason: hunt.reason.clone(),
+        policy: Some(policy_proto(&spec.policy)),
+        deadline_ms: hunt.deadline_ms,
+        paused_reason: hunt.paused.clone().unwrap_or_default(),
+        recent_failures: failed_attempts(hunt),
+        failures: hunt.failures,
+        result_limit: hunt.result_limit.clone().unwrap_or_default(),
+        result_bytes: hunt.result_bytes,
+        findings_dropped: hunt.findings_dropped,
+        canary_tasks: hunt.canary_tasks,
+        widened: hunt.widened,
     }
 }
 
@@ -253,6 +349,8 @@ pub fn limits(limits: &Limits) -> v1::HuntLimits {
         memory_bytes: limits.memory_bytes,
         max_findings_per_task: limits.max_findings_per_task,
         max_output_bytes: limits.max_output_bytes,
+        max_findings_per_hunt: limits.max_findings_per_hunt,
+        max_result_bytes_per_hunt: limits.max_result_bytes_per_hunt,
     }
 }
 
@@ -260,7 +358,11 @@ pub fn limits(limits: &Limits) -> v1::HuntLimits {
 pub fn progress(state: &State, hunt: &HuntRecord) -> v1::HuntProgress {
     let mut done = 0;
     let mut failed = 0;
+    let mut waiting = 0;
     for task in hunt.tasks.iter().filter_map(|t| state.tasks.get(t)) {
+        if task.state == TaskState::Pending && task.waiting.is_some() {
+            waiting += 1;
+        }
         match task.state {
             TaskState::Succeeded | TaskState::Cancelled => done += 1,
             TaskState::Failed { .. } => {
@@ -279,7 +381,24 @@ pub fn progress(state: &State, hunt: &HuntRecord) -> v1::HuntProgress {
         findings: hunt.findings,
         events_scanned: hunt.events_scanned,
         reason: hunt.reason.clone(),
+        paused_reason: hunt.paused.clone().unwrap_or_default(),
+        result_limit: hunt.result_limit.clone().unwrap_or_default(),
+        tasks_waiting: waiting,
+        recent_failures: failed_attempts(hunt),
     }
+}
+
+fn failed_attempts(hunt: &HuntRecord) -> Vec<v1::FailedAttempt> {
+    hunt.recent_failures
+        .iter()
+        .map(|f| v1::FailedAttempt {
+            task_id: f.task.to_string(),
+            shard: f.shard.to_string(),
+            attempt: f.attempt,
+            worker_id: f.worker.to_string(),
+            error: f.error.clone(),
+        })
+        .collect()
 }
 
 fn severity(severity: Severity) -> v1::Severity {
@@ -328,6 +447,25 @@ pub fn finding(hunt: &HuntRecord, finding: &FindingRecord) -> v1::Finding {
     }
 }
 
+/// A worker's failure report.
+pub fn task_error(report: &v1::ReportTaskRequest) -> crate::state::TaskError {
+    let message = if report.error.is_empty() {
+        "the worker reported a failure without a cause".to_owned()
+    } else {
+        report.error.clone()
+    };
+    let module_fault = match v1::FailureKind::try_from(report.failure_kind) {
+        Ok(v1::FailureKind::Module) => true,
+        Ok(v1::FailureKind::Host) => false,
+        // An older worker: judge from its error text.
+        _ => crate::state::is_module_fault(&message),
+    };
+    crate::state::TaskError {
+        message,
+        module_fault,
+    }
+}
+
 /// A worker's partial result (ids are assigned on apply).
 pub fn partial_result(report: &mut v1::ReportTaskRequest) -> PartialResult {
     let findings = std::mem::take(&mut report.findings)
@@ -354,6 +492,7 @@ pub fn partial_result(report: &mut v1::ReportTaskRequest) -> PartialResult {
             .map(|a| (a.name, a.counts.into_iter().collect()))
             .collect(),
         events_scanned: report.events_scanned,
+        findings_truncated: report.findings_truncated,
     }
 }
 
@@ -374,6 +513,7 @@ pub fn shard_info(shard: &crate::state::ShardRecord) -> v1::ShardInfo {
             end_ms: d.max_ts_ms,
         }),
         worker_ids: shard.holders.iter().map(ToString::to_string).collect(),
+        size_bytes: d.size_bytes,
     }
 }
 
@@ -391,6 +531,7 @@ pub fn shard_description(info: v1::ShardInfo) -> Result<ShardDescription, Coordi
         event_count: info.event_count,
         min_ts_ms: range.start_ms,
         max_ts_ms: range.end_ms,
+        size_bytes: info.size_bytes,
     })
 }
 
@@ -428,5 +569,46 @@ mod tests {
             module_selector(reference(&digest)),
             Ok(ModuleSelector::Digest(_))
         ));
+    }
+
+    #[test]
+    fn zero_policy_fields_take_the_defaults_and_canary_is_one_of_two() {
+        let p = policy(v1::HuntPolicy::default()).expect("defaults");
+        assert_eq!(p, Policy::default());
+        let p = policy(v1::HuntPolicy {
+            canary_percent: 10,
+            max_concurrency: 4,
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!((p.canary, p.max_concurrency), (Canary::Percent(10), 4));
+        assert_eq!(policy_proto(&p).canary_percent, 10);
+        let both = policy(v1::HuntPolicy {
+            canary_shards: 2,
+            canary_percent: 10,
+            ..Default::default()
+        });
+        assert!(both.expect_err("both").to_string().contains("not both"));
+        let over = policy(v1::HuntPolicy {
+            canary_percent: 150,
+            ..Default::default()
+        });
+        assert!(over.is_err());
+    }
+
+    #[test]
+    fn failure_kind_decides_and_unspecified_falls_back_to_the_text() {
+        let mut report = v1::ReportTaskRequest {
+            error: "trap in scan(): boom".into(),
+            ..Default::default()
+        };
+        assert!(task_error(&report).module_fault, "judged from the text");
+        report.failure_kind = v1::FailureKind::Host as i32;
+        assert!(!task_error(&report).module_fault);
+        report.error = "shard gone".into();
+        report.failure_kind = v1::FailureKind::Module as i32;
+        assert!(task_error(&report).module_fault);
+        report.error.clear();
+        assert!(task_error(&report).message.contains("without a cause"));
     }
 }

@@ -7,7 +7,7 @@ use crate::error::{CoordinatorError, Result};
 use crate::node::{NoPeers, NodeHandle, NodeThread};
 use crate::scheduler;
 use crate::service::{self, Dispatcher, Shared};
-use crate::state::{Command, Response, TaskState};
+use crate::state::{Assignment, Command, Response};
 use crate::storage::Store;
 use quarry_proto::NodeId;
 use quarry_proto::v1;
@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 /// How a coordinator is configured.
 #[derive(Clone)]
@@ -39,6 +40,8 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     /// The clock leader duties stamp commands with.
     pub clock: SharedClock,
+    /// When a running task counts as a straggler worth a backup run.
+    pub speculation: scheduler::Speculation,
 }
 
 impl CoordinatorConfig {
@@ -68,6 +71,7 @@ impl CoordinatorConfig {
             heartbeat_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(2),
             clock: Arc::new(SystemClock),
+            speculation: scheduler::Speculation::default(),
         }
     }
 }
@@ -133,7 +137,11 @@ impl Coordinator {
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
-            tokio::spawn(leader_duties(shared.clone(), shutdown_rx.clone())),
+            tokio::spawn(leader_duties(
+                shared.clone(),
+                config.speculation,
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(serve(shared.clone(), listener, shutdown_rx)),
         ];
         tracing::info!(%addr, node = node_id.0, "coordinator serving");
@@ -297,9 +305,68 @@ async fn release_lost_workers(shared: &Shared, leader_since_ms: i64) {
     }
 }
 
+/// Hunts past their deadline end: their unfinished shards are given up
+/// (named in the hunt's reason) and runs still going are stopped.
+async fn expire_hunts(shared: &Shared, now_ms: i64) {
+    let due = shared
+        .node
+        .read(|r| !r.state.expired_hunts(now_ms).is_empty())
+        .unwrap_or(false);
+    if !due {
+        return;
+    }
+    match shared.node.propose(Command::ExpireHunts { now_ms }).await {
+        Ok(Ok(Response::Stop(stop))) => {
+            tracing::info!(stopped = stop.len(), "hunts reached their deadline");
+            service::send_stops(shared, stop).await;
+        }
+        Ok(_) => tracing::info!("hunts reached their deadline"),
+        Err(e) => tracing::warn!(error = %e, "cannot expire hunts past their deadline; will retry"),
+    }
+}
+
+/// Commits placements (new runs or speculative backups), then sends what the
+/// state machine accepted, with the committed attempt.
+async fn commit_and_send(shared: &Shared, command: Command, planned: Vec<Assignment>) {
+    match shared.node.propose(command).await {
+        Ok(Ok(Response::Done)) => {}
+        Ok(other) => {
+            tracing::warn!(?other, "assignment proposal was not applied");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot commit task assignments; will retry");
+            return;
+        }
+    }
+    let sends = shared.node.read(|r| {
+        planned
+            .iter()
+            .filter_map(|a| {
+                let task = r.state.tasks.get(&a.task)?;
+                let attempt = task.attempt_on(&a.worker)?;
+                Some((
+                    a.worker.clone(),
+                    service::assignment(&r.state, task, attempt)?,
+                ))
+            })
+            .collect::<Vec<_>>()
+    });
+    if let Ok(sends) = sends {
+        for (worker, assignment) in sends {
+            shared.dispatcher.send_run(&worker, assignment).await;
+        }
+    }
+}
+
 /// Scheduling runs only on the leader and only through proposals: plan from
-/// the replicated state, commit the assignments, then send them.
-async fn leader_duties(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// the replicated state, commit the assignments, then send them. Deadlines,
+/// retry backoff and stragglers are judged against the injected clock.
+async fn leader_duties(
+    shared: Arc<Shared>,
+    speculation: scheduler::Speculation,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut changes = shared.node.subscribe();
     let mut leader_since: Option<i64> = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
@@ -316,49 +383,48 @@ async fn leader_duties(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
         }
         let since = *leader_since.get_or_insert_with(|| shared.clock.now_ms());
         release_lost_workers(&shared, since).await;
+        let now_ms = shared.clock.now_ms();
+        expire_hunts(&shared, now_ms).await;
         let live = shared.live_workers();
-        let plan = match shared.node.read(|r| scheduler::plan(&r.state, &live)) {
-            Ok(plan) if !plan.is_empty() => plan,
-            Ok(_) => continue,
+        let plan = match shared
+            .node
+            .read(|r| scheduler::plan(&r.state, &live, now_ms))
+        {
+            Ok(plan) => plan,
             Err(_) => return,
         };
-        let span = tracing::info_span!("schedule", tasks = plan.len());
-        let _enter = span.enter();
-        let planned = plan.clone();
-        match shared
-            .node
-            .propose(Command::AssignTasks { assignments: plan })
-            .await
-        {
-            Ok(Ok(Response::Done)) => {}
-            Ok(other) => {
-                tracing::warn!(?other, "assignment proposal was not applied");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot commit task assignments; will retry");
-                continue;
-            }
+        if !plan.is_empty() {
+            let span = tracing::info_span!("schedule", tasks = plan.len());
+            let planned = plan.clone();
+            commit_and_send(
+                &shared,
+                Command::AssignTasks {
+                    assignments: plan,
+                    now_ms,
+                },
+                planned,
+            )
+            .instrument(span)
+            .await;
         }
-        // Send only what the state machine accepted, with the committed attempt.
-        let sends = shared.node.read(|r| {
-            planned
-                .iter()
-                .filter_map(|a| {
-                    let task = r.state.tasks.get(&a.task)?;
-                    match &task.state {
-                        TaskState::Assigned { worker } if *worker == a.worker => {
-                            Some((a.worker.clone(), service::assignment(&r.state, task)?))
-                        }
-                        _ => None,
-                    }
-                })
-                .collect::<Vec<_>>()
-        });
-        if let Ok(sends) = sends {
-            for (worker, assignment) in sends {
-                shared.dispatcher.send_run(&worker, assignment).await;
-            }
+        let backups = shared
+            .node
+            .read(|r| scheduler::speculate(&r.state, &live, now_ms, &speculation))
+            .unwrap_or_default();
+        if !backups.is_empty() {
+            let span = tracing::info_span!("speculate", tasks = backups.len());
+            tracing::info!(parent: &span, "straggling tasks get a second run on another replica");
+            let planned = backups.clone();
+            commit_and_send(
+                &shared,
+                Command::Speculate {
+                    assignments: backups,
+                    now_ms,
+                },
+                planned,
+            )
+            .instrument(span)
+            .await;
         }
     }
 }

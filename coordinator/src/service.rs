@@ -8,7 +8,7 @@ use crate::error::CoordinatorError;
 use crate::module_check;
 use crate::node::NodeHandle;
 use crate::state::{
-    Command, HuntRecord, ModuleRecord, Rejection, Response, State, TaskRecord, TaskReport,
+    Command, HuntRecord, ModuleRecord, Rejection, Response, State, StopRun, TaskRecord, TaskReport,
 };
 use protobuf::Message as _;
 use quarry_proto::v1::cluster_service_server::ClusterService;
@@ -194,13 +194,34 @@ fn rejection_status(rejection: Rejection) -> Status {
     error.into()
 }
 
-/// The committed assignment of `task`, as sent to its worker.
-pub fn assignment(state: &State, task: &TaskRecord) -> Option<v1::TaskAssignment> {
+/// Tells workers to stop runs (a cancelled or expired hunt, the loser of a
+/// speculative race). Best effort: a run that is not stopped reports a
+/// result that is stale and ignored.
+pub async fn send_stops(shared: &Shared, stops: Vec<StopRun>) {
+    for StopRun {
+        worker,
+        task,
+        attempt,
+    } in stops
+    {
+        let cancel = v1::TaskCancel {
+            task_id: task.into_string(),
+            attempt,
+        };
+        shared
+            .dispatcher
+            .send(&worker, v1::task_command::Command::Cancel(cancel))
+            .await;
+    }
+}
+
+/// The committed assignment of `attempt` of `task`, as sent to its worker.
+pub fn assignment(state: &State, task: &TaskRecord, attempt: u32) -> Option<v1::TaskAssignment> {
     let hunt = state.hunts.get(&task.hunt)?;
     Some(v1::TaskAssignment {
         task_id: task.id.to_string(),
         hunt_id: hunt.id.to_string(),
-        attempt: task.attempt,
+        attempt,
         shard: task.shard.to_string(),
         module_digest: hunt.module.to_string(),
         params: hunt
@@ -275,6 +296,7 @@ impl HuntService for Api {
                 shards,
                 events_in_scope: preview.events,
                 estimated_ms: preview.estimated_ms.unwrap_or(0),
+                bytes_in_scope: preview.bytes,
             }));
         }
         // Refuse bad requests before they reach the log.
@@ -347,40 +369,32 @@ impl HuntService for Api {
     ) -> Result<tonic::Response<v1::Hunt>, Status> {
         let request = request.into_inner();
         let id = HuntId::new(request.hunt_id);
-        // Workers running its tasks are told to stop once the cancel commits.
-        let running: Vec<(WorkerId, TaskId)> = self.shared.read(|s| {
-            s.hunts
-                .get(&id)
-                .map(|h| {
-                    h.tasks
-                        .iter()
-                        .filter_map(|t| match &s.tasks.get(t)?.state {
-                            crate::state::TaskState::Assigned { worker } => {
-                                Some((worker.clone(), t.clone()))
-                            }
-                            _ => None,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        })?;
         let now_ms = self.shared.clock.now_ms();
-        self.shared
+        // Workers running its tasks are told to stop once the cancel commits.
+        let response = self
+            .shared
             .propose(Command::CancelHunt {
                 hunt: id.clone(),
                 reason: request.reason,
                 now_ms,
             })
             .await?;
-        for (worker, task) in running {
-            self.shared
-                .dispatcher
-                .send(
-                    &worker,
-                    v1::task_command::Command::CancelTaskId(task.into_string()),
-                )
-                .await;
+        if let Response::Stop(stops) = response {
+            tracing::info!(hunt = %id, runs = stops.len(), "hunt cancelled; stopping its runs");
+            send_stops(&self.shared, stops).await;
         }
+        self.hunt(id.as_str()).map(tonic::Response::new)
+    }
+
+    async fn resume_hunt(
+        &self,
+        request: Request<v1::ResumeHuntRequest>,
+    ) -> Result<tonic::Response<v1::Hunt>, Status> {
+        let id = HuntId::new(request.into_inner().hunt_id);
+        self.shared
+            .propose(Command::ResumeHunt { hunt: id.clone() })
+            .await?;
+        tracing::info!(hunt = %id, "hunt resumed");
         self.hunt(id.as_str()).map(tonic::Response::new)
     }
 
@@ -400,7 +414,8 @@ impl HuntService for Api {
             loop {
                 let progress = shared.read(|s| s.hunts.get(&id).map(|h| convert::progress(s, h)));
                 let Ok(Some(progress)) = progress else { return };
-                let done = progress.state != v1::HuntState::Running as i32;
+                let done = progress.state != v1::HuntState::Running as i32
+                    && progress.state != v1::HuntState::Paused as i32;
                 if last.as_ref() != Some(&progress) {
                     if tx.send(Ok(progress.clone())).await.is_err() {
                         return;
@@ -714,7 +729,7 @@ impl WorkerService for Api {
                 )));
             }
             Ok(s.assigned_to(&id)
-                .filter_map(|t| assignment(s, t))
+                .filter_map(|(t, attempt)| assignment(s, t, attempt))
                 .collect::<Vec<_>>())
         })??;
         let (tx, rx) = mpsc::channel(256);
@@ -743,11 +758,7 @@ impl WorkerService for Api {
             .record("attempt", request.attempt);
         let outcome = match v1::TaskOutcome::try_from(request.outcome) {
             Ok(v1::TaskOutcome::Succeeded) => Ok(convert::partial_result(&mut request)),
-            Ok(v1::TaskOutcome::Failed) => Err(if request.error.is_empty() {
-                "the worker reported a failure without a cause".to_owned()
-            } else {
-                request.error.clone()
-            }),
+            Ok(v1::TaskOutcome::Failed) => Err(convert::task_error(&request)),
             _ => {
                 return Err(Status::invalid_argument(
                     "task outcome must be SUCCEEDED or FAILED",
@@ -767,6 +778,10 @@ impl WorkerService for Api {
             .await?
         {
             Response::StaleReport => tracing::info!("stale or duplicate report ignored"),
+            Response::Stop(losers) => {
+                tracing::info!("task result committed; stopping the other run");
+                send_stops(&self.shared, losers).await;
+            }
             _ => tracing::info!(findings = request.findings.len(), "task result committed"),
         }
         Ok(tonic::Response::new(v1::ReportTaskResponse {}))

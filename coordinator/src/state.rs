@@ -15,6 +15,23 @@ pub const DEFAULT_CPU_MS: u64 = 60_000;
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
 /// Default cap on findings kept per task.
 pub const DEFAULT_MAX_FINDINGS: u32 = 10_000;
+/// Default cap on findings kept per hunt.
+pub const DEFAULT_MAX_FINDINGS_PER_HUNT: u64 = 1_000_000;
+/// Default cap on the bytes of findings kept per hunt.
+pub const DEFAULT_MAX_RESULT_BYTES_PER_HUNT: u64 = 256 * 1024 * 1024;
+/// Default attempts per task (the first run and two retries).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default wait before the first retry; doubles at each further retry.
+pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 1_000;
+/// Longest wait between two attempts, whatever the backoff doubling says.
+pub const MAX_RETRY_BACKOFF_MS: u64 = 60_000;
+/// Default time a hunt may take, from submission to its deadline.
+pub const DEFAULT_DEADLINE_MS: u64 = 60 * 60 * 1000;
+/// Default number of module failures (sandbox kills, traps, output limits)
+/// after which a hunt pauses itself.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+/// Failing tasks' errors kept in a hunt's status.
+pub const MAX_RECENT_FAILURES: usize = 10;
 
 /// An uploaded module, content-addressed by its sha256.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +78,8 @@ pub struct ShardDescription {
     pub min_ts_ms: i64,
     /// Latest event time.
     pub max_ts_ms: i64,
+    /// Bytes the shard takes on the worker's disk.
+    pub size_bytes: u64,
 }
 
 /// A shard and the workers holding a replica of it.
@@ -126,6 +145,10 @@ pub struct Limits {
     pub max_findings_per_task: u32,
     /// Output bytes per task; 0 = the worker's maximum.
     pub max_output_bytes: u64,
+    /// Findings kept for the whole hunt; the rest are counted and dropped.
+    pub max_findings_per_hunt: u64,
+    /// Bytes of findings kept for the whole hunt (as [`finding_bytes`] counts them).
+    pub max_result_bytes_per_hunt: u64,
 }
 
 impl Default for Limits {
@@ -135,7 +158,81 @@ impl Default for Limits {
             memory_bytes: DEFAULT_MEMORY_BYTES,
             max_findings_per_task: DEFAULT_MAX_FINDINGS,
             max_output_bytes: 0,
+            max_findings_per_hunt: DEFAULT_MAX_FINDINGS_PER_HUNT,
+            max_result_bytes_per_hunt: DEFAULT_MAX_RESULT_BYTES_PER_HUNT,
         }
+    }
+}
+
+/// Which of a hunt's shards run first, as a canary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Canary {
+    /// Every shard at once.
+    #[default]
+    None,
+    /// This many shards (at least one, at most all).
+    Shards(u32),
+    /// This percentage of the shards, rounded up (1..=100).
+    Percent(u8),
+}
+
+impl Canary {
+    /// How many of `tasks` tasks form the canary (0 = no canary stage).
+    pub fn size(self, tasks: usize) -> usize {
+        let n = match self {
+            Self::None => return 0,
+            Self::Shards(n) => n as usize,
+            Self::Percent(p) => (tasks * usize::from(p.min(100))).div_ceil(100),
+        };
+        // A canary as large as the hunt is no canary stage at all.
+        if n >= tasks { 0 } else { n.max(1) }
+    }
+}
+
+/// How a hunt is run: retries, deadline, staged rollout, circuit breaker and
+/// pacing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Attempts per task before its shard is reported failed (at least 1).
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles at each further one.
+    pub retry_backoff_ms: u64,
+    /// Time from submission after which unfinished shards are given up and
+    /// the hunt ends (partially completed, naming them).
+    pub deadline_ms: u64,
+    /// Canary stage.
+    pub canary: Canary,
+    /// Module failures (sandbox kills, traps, output limits) that pause the
+    /// hunt; counted again from zero on resume.
+    pub failure_threshold: u32,
+    /// Tasks of this hunt running at once; 0 = no cap.
+    pub max_concurrency: u32,
+    /// Task starts per second for this hunt; 0 = no cap.
+    pub max_tasks_per_second: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry_backoff_ms: DEFAULT_RETRY_BACKOFF_MS,
+            deadline_ms: DEFAULT_DEADLINE_MS,
+            canary: Canary::None,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            max_concurrency: 0,
+            max_tasks_per_second: 0,
+        }
+    }
+}
+
+impl Policy {
+    /// The wait before retrying after `failed` failed attempts (1 = the first
+    /// failure): `retry_backoff_ms * 2^(failed-1)`, capped.
+    pub fn backoff_ms(&self, failed: u32) -> u64 {
+        let doublings = failed.saturating_sub(1).min(20);
+        self.retry_backoff_ms
+            .saturating_mul(1 << doublings)
+            .min(MAX_RETRY_BACKOFF_MS)
     }
 }
 
@@ -154,6 +251,8 @@ pub struct HuntSpec {
     pub priority: i32,
     /// Free text.
     pub description: String,
+    /// Retries, deadline, canary, circuit breaker, pacing.
+    pub policy: Policy,
 }
 
 /// Where a hunt is in its life.
@@ -161,6 +260,9 @@ pub struct HuntSpec {
 pub enum HuntState {
     /// Tasks are pending or running.
     Running,
+    /// Stopped placing tasks (the circuit breaker tripped or a canary task
+    /// failed); running tasks finish; `quarry hunt resume` goes on.
+    Paused,
     /// Every task succeeded.
     Completed,
     /// Some tasks succeeded, some failed; `reason` names the failed shards.
@@ -174,7 +276,7 @@ pub enum HuntState {
 impl HuntState {
     /// Whether the hunt has ended.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, Self::Running)
+        !matches!(self, Self::Running | Self::Paused)
     }
 }
 
@@ -203,6 +305,50 @@ pub struct HuntRecord {
     pub events_scanned: u64,
     /// Merged aggregates: name -> key -> count.
     pub aggregates: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Absolute deadline (ms): unfinished shards are given up then.
+    pub deadline_ms: i64,
+    /// Tasks in the canary stage (0 = none).
+    pub canary_tasks: u32,
+    /// Whether tasks beyond the canary may run.
+    pub widened: bool,
+    /// Why the hunt is paused (set while [`HuntState::Paused`]).
+    pub paused: Option<String>,
+    /// Module failures since submission or the last resume (circuit breaker).
+    pub failures: u32,
+    /// The latest failing tasks' errors, newest last, at most [`MAX_RECENT_FAILURES`].
+    pub recent_failures: Vec<FailureNote>,
+    /// Bytes of the findings kept.
+    pub result_bytes: u64,
+    /// Findings dropped by a result limit.
+    pub findings_dropped: u64,
+    /// Which result limit the hunt hit, if any.
+    pub result_limit: Option<String>,
+}
+
+/// One failed attempt, for a hunt's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureNote {
+    /// The task.
+    pub task: TaskId,
+    /// Its shard.
+    pub shard: ShardId,
+    /// The attempt.
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: WorkerId,
+    /// The worker's error.
+    pub error: String,
+}
+
+/// One attempt of a task running on a worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The attempt number.
+    pub attempt: u32,
+    /// When it was assigned (leader time).
+    pub started_ms: i64,
 }
 
 /// Where a task is.
@@ -247,8 +393,11 @@ pub struct TaskRecord {
     pub shard: ShardId,
     /// Lifecycle state.
     pub state: TaskState,
-    /// Incremented at each assignment; results of older attempts are ignored.
+    /// The attempt of the primary run (the latest one assigned when none runs).
     pub attempt: u32,
+    /// Attempts issued so far, speculative ones included: the next attempt
+    /// is `issued + 1`, so every attempt number is used once.
+    pub issued: u32,
     /// The worker of the latest attempt.
     pub worker: Option<WorkerId>,
     /// Why a pending task is waiting again (its worker was lost), shown to users.
@@ -257,6 +406,92 @@ pub struct TaskRecord {
     pub events_scanned: u64,
     /// Findings it recorded.
     pub findings: u64,
+    /// Part of the hunt's canary stage.
+    pub canary: bool,
+    /// When the primary run was assigned.
+    pub started_ms: i64,
+    /// A speculative second run on another holder of the shard.
+    pub backup: Option<Run>,
+    /// Attempts that failed (lost workers do not count).
+    pub failed_attempts: u32,
+    /// Not placed again before this time (retry backoff).
+    pub not_before_ms: i64,
+    /// Wall time of the winning run, once succeeded.
+    pub duration_ms: i64,
+    /// Why some of its findings were not kept.
+    pub truncated: Option<String>,
+}
+
+impl TaskRecord {
+    /// The attempt `worker` runs for this task, if it runs one.
+    pub fn attempt_on(&self, worker: &WorkerId) -> Option<u32> {
+        if let Some(backup) = &self.backup
+            && backup.worker == *worker
+        {
+            return Some(backup.attempt);
+        }
+        match &self.state {
+            TaskState::Assigned { worker: w } if w == worker => Some(self.attempt),
+            _ => None,
+        }
+    }
+
+    /// Every live run: (worker, attempt).
+    pub fn runs(&self) -> Vec<(WorkerId, u32)> {
+        let mut runs = Vec::new();
+        if let TaskState::Assigned { worker } = &self.state {
+            runs.push((worker.clone(), self.attempt));
+        }
+        if let Some(b) = &self.backup {
+            runs.push((b.worker.clone(), b.attempt));
+        }
+        runs
+    }
+
+    /// Makes the backup the primary run (the primary failed or was lost).
+    fn promote_backup(&mut self) -> bool {
+        let Some(backup) = self.backup.take() else {
+            return false;
+        };
+        self.state = TaskState::Assigned {
+            worker: backup.worker.clone(),
+        };
+        self.attempt = backup.attempt;
+        self.worker = Some(backup.worker);
+        self.started_ms = backup.started_ms;
+        true
+    }
+}
+
+/// Bytes a finding counts for against result limits: its strings and 8 bytes
+/// per offset (as the worker counts output).
+pub fn finding_bytes(f: &FindingRecord) -> u64 {
+    let strings = f.rule.len()
+        + f.title.len()
+        + f.entity.len()
+        + f.evidence
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + f.techniques.iter().map(String::len).sum::<usize>();
+    strings as u64 + 8 * f.offsets.len() as u64
+}
+
+/// Whether a worker's error text names a fault of the module or its sandbox
+/// (deadline, memory, trap, output limit, module error, invalid module), for
+/// reports that do not say (`FAILURE_KIND_UNSPECIFIED`). The patterns are the
+/// worker's `TaskFailure` and `WorkerError::InvalidModule` messages.
+pub fn is_module_fault(error: &str) -> bool {
+    const PREFIXES: [&str; 7] = [
+        "deadline exceeded",
+        "memory limit",
+        "trap in",
+        "output limit",
+        "invalid module",
+        "module rejected",
+        "module failed",
+    ];
+    PREFIXES.iter().any(|p| error.starts_with(p)) || error.contains("is not a usable hunt module")
 }
 
 /// Severity of a finding.
@@ -312,8 +547,36 @@ pub struct TaskReport {
     pub attempt: u32,
     /// The reporting worker.
     pub worker: WorkerId,
-    /// `Ok` with the partial result, or the failure cause.
-    pub outcome: Result<PartialResult, String>,
+    /// `Ok` with the partial result, or the failure.
+    pub outcome: Result<PartialResult, TaskError>,
+}
+
+/// Why an attempt failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// The worker's error, naming the cause.
+    pub message: String,
+    /// The module's fault (sandbox kill, trap, output limit, module error),
+    /// counted by the circuit breaker; otherwise the host's.
+    pub module_fault: bool,
+}
+
+impl TaskError {
+    /// A failure of the module (counted by the circuit breaker).
+    pub fn module(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            module_fault: true,
+        }
+    }
+
+    /// A failure of the host (a shard that cannot be read, a broken sandbox).
+    pub fn host(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            module_fault: false,
+        }
+    }
 }
 
 /// A task's partial result.
@@ -325,6 +588,8 @@ pub struct PartialResult {
     pub aggregates: BTreeMap<String, BTreeMap<String, u64>>,
     /// Events scanned.
     pub events_scanned: u64,
+    /// The worker kept only the task's maximum of findings.
+    pub findings_truncated: bool,
 }
 
 /// One task placement decided by the scheduler.
@@ -368,6 +633,8 @@ pub enum Command {
     AssignTasks {
         /// Placements.
         assignments: Vec<Assignment>,
+        /// Leader time.
+        now_ms: i64,
     },
     /// A worker reported a task attempt.
     RecordResult {
@@ -393,6 +660,37 @@ pub enum Command {
         /// Leader time.
         now_ms: i64,
     },
+    // New variants go last: commands are stored in the raft log by their
+    // bincode variant index.
+    /// The leader started speculative second runs of straggling tasks.
+    Speculate {
+        /// One backup run per task, on another holder of its shard.
+        assignments: Vec<Assignment>,
+        /// Leader time.
+        now_ms: i64,
+    },
+    /// The leader saw hunts pass their deadline: their unfinished shards are
+    /// given up and the hunts end.
+    ExpireHunts {
+        /// Leader time.
+        now_ms: i64,
+    },
+    /// A user resumed a paused hunt.
+    ResumeHunt {
+        /// The hunt.
+        hunt: HuntId,
+    },
+}
+
+/// One run to stop: the attempt of a task on a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopRun {
+    /// The worker running it.
+    pub worker: WorkerId,
+    /// The task.
+    pub task: TaskId,
+    /// The attempt (a later attempt of the task on the same worker goes on).
+    pub attempt: u32,
 }
 
 /// A storage key of the state machine, returned by `apply` so the persister
@@ -436,6 +734,8 @@ pub struct Preview {
     pub shards: Vec<(ShardId, u64)>,
     /// Events in scope.
     pub events: u64,
+    /// Bytes in scope, as the workers last reported their shards' sizes.
+    pub bytes: u64,
     /// Estimated wall time, when a past run of the module gives a rate.
     pub estimated_ms: Option<u64>,
 }
@@ -457,6 +757,9 @@ pub enum Response {
     /// A report of an attempt that is no longer current (ignored, not an error:
     /// the report may have been retried after a commit).
     StaleReport,
+    /// Runs the leader must tell their workers to stop (a cancelled or
+    /// expired hunt, the loser of a speculative race).
+    Stop(Vec<StopRun>),
 }
 
 /// The result of one `apply`.
@@ -507,7 +810,16 @@ impl State {
                 now_ms,
             } => self.register_worker(id, address, slots, shards, now_ms),
             Command::SubmitHunt { spec, now_ms } => self.submit_hunt(index, spec, now_ms),
-            Command::AssignTasks { assignments } => self.assign_tasks(assignments),
+            Command::AssignTasks {
+                assignments,
+                now_ms,
+            } => self.assign_tasks(assignments, now_ms),
+            Command::Speculate {
+                assignments,
+                now_ms,
+            } => self.speculate(assignments, now_ms),
+            Command::ExpireHunts { now_ms } => self.expire_hunts(now_ms),
+            Command::ResumeHunt { hunt } => self.resume_hunt(&hunt),
             Command::RecordResult { report, now_ms } => self.record_result(report, now_ms),
             Command::CancelHunt {
                 hunt,
@@ -700,6 +1012,11 @@ impl State {
             })
             .collect();
         let events: u64 = shards.iter().map(|(_, n)| n).sum();
+        let bytes = shards
+            .iter()
+            .filter_map(|(name, _)| self.shards.get(name))
+            .map(|s| s.description.size_bytes)
+            .sum();
         let rate = self
             .hunts
             .values()
@@ -716,6 +1033,7 @@ impl State {
             module,
             shards,
             events,
+            bytes,
             estimated_ms,
         })
     }
@@ -728,6 +1046,28 @@ impl State {
     ) -> Result<(ModuleDigest, Vec<ShardId>), Rejection> {
         let module = self.resolve_module(&spec.module)?.digest.clone();
         let shards = self.expand_scope(&spec.scope)?;
+        if spec.policy.max_attempts == 0 {
+            return Err(Rejection::Invalid(
+                "max attempts must be at least 1 (the first run counts)".to_owned(),
+            ));
+        }
+        if spec.policy.deadline_ms == 0 {
+            return Err(Rejection::Invalid(
+                "the hunt's deadline must be positive (for example --deadline 30m)".to_owned(),
+            ));
+        }
+        if let Canary::Percent(p) = spec.policy.canary
+            && !(1..=100).contains(&p)
+        {
+            return Err(Rejection::Invalid(format!(
+                "canary percentage {p} is outside 1..=100"
+            )));
+        }
+        if spec.policy.canary == Canary::Shards(0) {
+            return Err(Rejection::Invalid(
+                "a canary of 0 shards is no canary; leave --canary out instead".to_owned(),
+            ));
+        }
         Ok((module, shards))
     }
 
@@ -739,8 +1079,13 @@ impl State {
         let id = HuntId::new(format!("h-{index}"));
         let mut touched = vec![Touched::Hunt(id.clone())];
         let mut tasks = Vec::with_capacity(shards.len());
-        for shard in shards {
+        let total = shards.len();
+        let canary_tasks = spec.policy.canary.size(total);
+        for (n, shard) in shards.into_iter().enumerate() {
             let task = TaskId::for_shard(&id, &shard);
+            // The canary is spread evenly over the shards (in name order), so
+            // it samples the whole scope rather than its alphabetical start.
+            let canary = canary_tasks > 0 && (n * canary_tasks) % total < canary_tasks;
             self.tasks.insert(
                 task.clone(),
                 TaskRecord {
@@ -749,16 +1094,26 @@ impl State {
                     shard,
                     state: TaskState::Pending,
                     attempt: 0,
+                    issued: 0,
                     worker: None,
                     waiting: None,
                     events_scanned: 0,
                     findings: 0,
+                    canary,
+                    started_ms: 0,
+                    backup: None,
+                    failed_attempts: 0,
+                    not_before_ms: 0,
+                    duration_ms: 0,
+                    truncated: None,
                 },
             );
             touched.push(Touched::Task(task.clone()));
             tasks.push(task);
         }
         let count = u32::try_from(tasks.len()).unwrap_or(u32::MAX);
+        let deadline_ms =
+            now_ms.saturating_add(i64::try_from(spec.policy.deadline_ms).unwrap_or(i64::MAX));
         self.hunts.insert(
             id.clone(),
             HuntRecord {
@@ -773,6 +1128,15 @@ impl State {
                 findings: 0,
                 events_scanned: 0,
                 aggregates: BTreeMap::new(),
+                deadline_ms,
+                canary_tasks: u32::try_from(canary_tasks).unwrap_or(u32::MAX),
+                widened: canary_tasks == 0,
+                paused: None,
+                failures: 0,
+                recent_failures: Vec::new(),
+                result_bytes: 0,
+                findings_dropped: 0,
+                result_limit: None,
             },
         );
         Applied {
@@ -781,28 +1145,64 @@ impl State {
         }
     }
 
-    fn assign_tasks(&mut self, assignments: Vec<Assignment>) -> Applied {
+    fn assign_tasks(&mut self, assignments: Vec<Assignment>, now_ms: i64) -> Applied {
         let mut touched = Vec::new();
         for Assignment { task, worker } in assignments {
-            // A placement may race with a cancel or a result: apply only to
-            // tasks still waiting, on workers that hold the shard.
+            // A placement may race with a cancel, a pause or a result: apply
+            // only to tasks still waiting, on workers that hold the shard.
             let Some(record) = self.tasks.get_mut(&task) else {
                 continue;
             };
             if record.state != TaskState::Pending {
                 continue;
             }
+            let running = self
+                .hunts
+                .get(&record.hunt)
+                .is_some_and(|h| h.state == HuntState::Running);
             let holds = self
                 .workers
                 .get(&worker)
                 .is_some_and(|w| w.shards.contains(&record.shard));
-            if !holds {
+            if !running || !holds {
                 continue;
             }
-            record.attempt += 1;
+            record.issued += 1;
+            record.attempt = record.issued;
             record.worker = Some(worker.clone());
             record.waiting = None;
+            record.started_ms = now_ms;
             record.state = TaskState::Assigned { worker };
+            touched.push(Touched::Task(task));
+        }
+        Applied {
+            outcome: Ok(Response::Done),
+            touched,
+        }
+    }
+
+    fn speculate(&mut self, assignments: Vec<Assignment>, now_ms: i64) -> Applied {
+        let mut touched = Vec::new();
+        for Assignment { task, worker } in assignments {
+            let Some(record) = self.tasks.get_mut(&task) else {
+                continue;
+            };
+            // Only a running task without a backup, on another holder.
+            let on_other =
+                matches!(&record.state, TaskState::Assigned { worker: w } if *w != worker);
+            let holds = self
+                .workers
+                .get(&worker)
+                .is_some_and(|w| w.shards.contains(&record.shard));
+            if !on_other || !holds || record.backup.is_some() {
+                continue;
+            }
+            record.issued += 1;
+            record.backup = Some(Run {
+                worker,
+                attempt: record.issued,
+                started_ms: now_ms,
+            });
             touched.push(Touched::Task(task));
         }
         Applied {
@@ -818,69 +1218,233 @@ impl State {
                 report.task
             )));
         };
-        let current = matches!(&task.state, TaskState::Assigned { worker } if *worker == report.worker)
+        let is_primary = matches!(&task.state, TaskState::Assigned { worker } if *worker == report.worker)
             && task.attempt == report.attempt;
-        if !current {
-            // A duplicate or stale report: the committed result stands alone.
+        let is_backup = task
+            .backup
+            .as_ref()
+            .is_some_and(|b| b.worker == report.worker && b.attempt == report.attempt);
+        let Some(hunt) = self.hunts.get_mut(&task.hunt) else {
+            return Applied::rejected(Rejection::NotFound(format!(
+                "hunt {} of task {} does not exist",
+                task.hunt, task.id
+            )));
+        };
+        if !(is_primary || is_backup) {
+            // A duplicate or stale report (or the loser of a speculative
+            // race): the committed result stands alone.
             return Applied {
                 outcome: Ok(Response::StaleReport),
                 touched: Vec::new(),
             };
         }
-        let hunt_id = task.hunt.clone();
         let mut touched = vec![
             Touched::Task(task.id.clone()),
-            Touched::Hunt(hunt_id.clone()),
+            Touched::Hunt(hunt.id.clone()),
         ];
-        let mut merged = None;
+        let mut stop = Vec::new();
         match report.outcome {
             Ok(partial) => {
+                // First result wins: the other run, if any, is stopped and
+                // whatever it reports later is stale.
+                if is_backup {
+                    if let TaskState::Assigned { worker } = &task.state {
+                        stop.push(StopRun {
+                            worker: worker.clone(),
+                            task: task.id.clone(),
+                            attempt: task.attempt,
+                        });
+                    }
+                    task.promote_backup();
+                } else if let Some(backup) = task.backup.take() {
+                    stop.push(StopRun {
+                        worker: backup.worker,
+                        task: task.id.clone(),
+                        attempt: backup.attempt,
+                    });
+                }
                 task.state = TaskState::Succeeded;
+                task.waiting = None;
+                task.duration_ms = now_ms.saturating_sub(task.started_ms);
                 task.events_scanned = partial.events_scanned;
-                task.findings = partial.findings.len() as u64;
-                let findings: Vec<FindingRecord> = partial
-                    .findings
-                    .into_iter()
-                    .enumerate()
-                    .map(|(n, mut f)| {
-                        f.id = format!("{}#{}.{}", task.id, task.attempt, n);
-                        f.task = task.id.clone();
-                        f.shard = task.shard.clone();
-                        f
-                    })
-                    .collect();
+                let findings =
+                    Self::keep_findings(hunt, task, partial.findings, partial.findings_truncated);
+                task.findings = findings.len() as u64;
                 touched.push(Touched::Findings(task.id.clone()));
-                merged = Some((
-                    partial.events_scanned,
-                    findings.len() as u64,
-                    partial.aggregates,
-                ));
-                self.findings.insert(task.id.clone(), findings);
-            }
-            Err(error) => task.state = TaskState::Failed { error },
-        }
-        if let Some(hunt) = self.hunts.get_mut(&hunt_id) {
-            if let Some((events, findings, aggregates)) = merged {
-                hunt.events_scanned += events;
-                hunt.findings += findings;
-                for (name, counts) in aggregates {
+                hunt.events_scanned += partial.events_scanned;
+                hunt.findings += findings.len() as u64;
+                for (name, counts) in partial.aggregates {
                     let into = hunt.aggregates.entry(name).or_default();
                     for (key, count) in counts {
                         *into.entry(key).or_default() += count;
                     }
                 }
+                self.findings.insert(task.id.clone(), findings);
             }
-            Self::settle_hunt(hunt, &self.tasks, now_ms);
+            Err(TaskError {
+                message: error,
+                module_fault,
+            }) => {
+                let policy = hunt.spec.policy;
+                if module_fault {
+                    hunt.failures = hunt.failures.saturating_add(1);
+                    hunt.recent_failures.push(FailureNote {
+                        task: task.id.clone(),
+                        shard: task.shard.clone(),
+                        attempt: report.attempt,
+                        worker: report.worker.clone(),
+                        error: error.clone(),
+                    });
+                    let excess = hunt
+                        .recent_failures
+                        .len()
+                        .saturating_sub(MAX_RECENT_FAILURES);
+                    hunt.recent_failures.drain(..excess);
+                }
+                task.failed_attempts = task.failed_attempts.saturating_add(1);
+                if is_backup {
+                    task.backup = None; // the primary run goes on
+                } else if !task.promote_backup() {
+                    if task.failed_attempts < policy.max_attempts {
+                        let wait = policy.backoff_ms(task.failed_attempts);
+                        task.state = TaskState::Pending;
+                        task.not_before_ms =
+                            now_ms.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX));
+                        task.waiting = Some(format!(
+                            "attempt {} on {} failed: {error}; retrying (attempt {} of {}) after {wait} ms",
+                            report.attempt,
+                            report.worker,
+                            task.failed_attempts + 1,
+                            policy.max_attempts
+                        ));
+                    } else {
+                        task.state = TaskState::Failed {
+                            error: if policy.max_attempts > 1 {
+                                format!("{error} (gave up after {} attempts)", task.failed_attempts)
+                            } else {
+                                error.clone()
+                            },
+                        };
+                        task.waiting = None;
+                    }
+                }
+                if hunt.state == HuntState::Running {
+                    if hunt.failures >= policy.failure_threshold.max(1) {
+                        hunt.state = HuntState::Paused;
+                        hunt.paused = Some(format!(
+                            "circuit breaker: {} module failures (sandbox kills, traps, output limits) reached the threshold of {}; fix the module or `quarry hunt resume {}` to go on",
+                            hunt.failures, policy.failure_threshold, hunt.id
+                        ));
+                    } else if task.canary
+                        && matches!(task.state, TaskState::Failed { .. })
+                        && !hunt.widened
+                    {
+                        hunt.state = HuntState::Paused;
+                        hunt.paused = Some(format!(
+                            "canary task on shard {} failed, so the hunt did not widen to its other shards; `quarry hunt resume {}` widens it anyway",
+                            task.shard, hunt.id
+                        ));
+                    }
+                }
+            }
         }
+        Self::maybe_widen(hunt, &self.tasks);
+        Self::settle_hunt(hunt, &self.tasks, now_ms);
+        let outcome = if stop.is_empty() {
+            Response::Done
+        } else {
+            Response::Stop(stop)
+        };
         Applied {
-            outcome: Ok(Response::Done),
+            outcome: Ok(outcome),
             touched,
         }
     }
 
-    /// Ends a running hunt whose tasks have all ended.
+    /// The findings of a succeeded task that fit its and its hunt's limits;
+    /// the rest are dropped, counted, and the limit named in the status.
+    fn keep_findings(
+        hunt: &mut HuntRecord,
+        task: &mut TaskRecord,
+        findings: Vec<FindingRecord>,
+        worker_truncated: bool,
+    ) -> Vec<FindingRecord> {
+        let limits = hunt.spec.limits;
+        let offered = findings.len();
+        let mut kept = Vec::with_capacity(offered.min(limits.max_findings_per_task as usize));
+        let mut task_bytes = 0u64;
+        let mut task_cut = worker_truncated.then(|| {
+            format!(
+                "the worker kept only {} findings (the per-task limit)",
+                limits.max_findings_per_task
+            )
+        });
+        let mut hunt_cut = 0u64;
+        for (n, mut f) in findings.into_iter().enumerate() {
+            let bytes = finding_bytes(&f);
+            if kept.len() >= limits.max_findings_per_task as usize
+                || (limits.max_output_bytes > 0 && task_bytes + bytes > limits.max_output_bytes)
+            {
+                task_cut = Some(format!(
+                    "kept {} of {offered} findings: per-task limit of {} findings or {} bytes",
+                    kept.len(),
+                    limits.max_findings_per_task,
+                    limits.max_output_bytes
+                ));
+                break;
+            }
+            if hunt.findings + kept.len() as u64 >= limits.max_findings_per_hunt
+                || hunt.result_bytes + bytes > limits.max_result_bytes_per_hunt
+            {
+                hunt_cut = (offered - n) as u64;
+                break;
+            }
+            task_bytes += bytes;
+            hunt.result_bytes += bytes;
+            f.id = format!("{}#{}.{}", task.id, task.attempt, n);
+            f.task = task.id.clone();
+            f.shard = task.shard.clone();
+            kept.push(f);
+        }
+        if task_cut.is_some() {
+            task.truncated = task_cut;
+        }
+        if hunt_cut > 0 {
+            hunt.findings_dropped += hunt_cut;
+            hunt.result_limit = Some(format!(
+                "result limit reached ({} findings, {} bytes kept; limits {} findings, {} bytes per hunt): {} findings dropped; narrow the scope or raise --max-hunt-findings / --max-hunt-bytes",
+                hunt.findings + kept.len() as u64,
+                hunt.result_bytes,
+                limits.max_findings_per_hunt,
+                limits.max_result_bytes_per_hunt,
+                hunt.findings_dropped
+            ));
+            task.truncated = Some(format!(
+                "{hunt_cut} findings dropped: the hunt's result limit was reached"
+            ));
+        }
+        kept
+    }
+
+    /// Opens a canary hunt to its other shards once every canary task succeeded.
+    fn maybe_widen(hunt: &mut HuntRecord, tasks: &BTreeMap<TaskId, TaskRecord>) {
+        if hunt.widened {
+            return;
+        }
+        let canary_done = hunt
+            .tasks
+            .iter()
+            .filter_map(|t| tasks.get(t))
+            .filter(|t| t.canary)
+            .all(|t| t.state == TaskState::Succeeded);
+        if canary_done {
+            hunt.widened = true;
+        }
+    }
+
+    /// Ends a running or paused hunt whose tasks have all ended.
     fn settle_hunt(hunt: &mut HuntRecord, tasks: &BTreeMap<TaskId, TaskRecord>, now_ms: i64) {
-        if hunt.state != HuntState::Running {
+        if hunt.state.is_terminal() {
             return;
         }
         let mut succeeded = 0usize;
@@ -900,6 +1464,7 @@ impl State {
             }
         }
         hunt.finished_ms = now_ms;
+        hunt.paused = None;
         if failed.is_empty() {
             hunt.state = HuntState::Completed;
         } else {
@@ -915,19 +1480,32 @@ impl State {
                 failed.join("; ")
             );
         }
+        if let Some(limit) = &hunt.result_limit {
+            if !hunt.reason.is_empty() {
+                hunt.reason.push_str("; ");
+            }
+            hunt.reason.push_str(limit);
+        }
     }
 
     fn release_worker(&mut self, worker: &WorkerId, reason: String) -> Applied {
         let mut touched = Vec::new();
         for task in self.tasks.values_mut() {
+            if task.backup.as_ref().is_some_and(|b| b.worker == *worker) {
+                task.backup = None;
+                touched.push(Touched::Task(task.id.clone()));
+            }
             if matches!(&task.state, TaskState::Assigned { worker: w } if w == worker) {
-                // The attempt number stays: the next assignment bumps it, so a
-                // late report from the lost worker is stale.
-                task.state = TaskState::Pending;
-                task.waiting = Some(reason.clone());
+                if !task.promote_backup() {
+                    // The attempt number stays: the next assignment issues a
+                    // new one, so a late report from the lost worker is stale.
+                    task.state = TaskState::Pending;
+                    task.waiting = Some(reason.clone());
+                }
                 touched.push(Touched::Task(task.id.clone()));
             }
         }
+        touched.dedup();
         Applied {
             outcome: Ok(Response::Done),
             touched,
@@ -945,6 +1523,7 @@ impl State {
             )));
         }
         hunt.state = HuntState::Cancelled;
+        hunt.paused = None;
         hunt.finished_ms = now_ms;
         hunt.reason = if reason.is_empty() {
             "cancelled by a user".to_owned()
@@ -952,17 +1531,115 @@ impl State {
             reason
         };
         let mut touched = vec![Touched::Hunt(id.clone())];
+        let mut stop = Vec::new();
         for task_id in &hunt.tasks {
             if let Some(task) = self.tasks.get_mut(task_id)
                 && !task.state.is_terminal()
             {
+                stop.extend(task.runs().into_iter().map(|(worker, attempt)| StopRun {
+                    worker,
+                    task: task_id.clone(),
+                    attempt,
+                }));
                 task.state = TaskState::Cancelled;
+                task.backup = None;
+                task.waiting = None;
                 touched.push(Touched::Task(task_id.clone()));
             }
         }
         Applied {
-            outcome: Ok(Response::Done),
+            outcome: Ok(Response::Stop(stop)),
             touched,
+        }
+    }
+
+    /// Hunts past their deadline that have not ended.
+    pub fn expired_hunts(&self, now_ms: i64) -> Vec<&HuntId> {
+        self.hunts
+            .values()
+            .filter(|h| !h.state.is_terminal() && h.deadline_ms <= now_ms)
+            .map(|h| &h.id)
+            .collect()
+    }
+
+    fn expire_hunts(&mut self, now_ms: i64) -> Applied {
+        let expired: Vec<HuntId> = self.expired_hunts(now_ms).into_iter().cloned().collect();
+        let mut touched = Vec::new();
+        let mut stop = Vec::new();
+        for id in expired {
+            let Some(hunt) = self.hunts.get_mut(&id) else {
+                continue;
+            };
+            for task_id in &hunt.tasks {
+                let Some(task) = self.tasks.get_mut(task_id) else {
+                    continue;
+                };
+                let why = match (&task.state, task.waiting.take()) {
+                    (TaskState::Pending, Some(waiting)) => format!("it was waiting: {waiting}"),
+                    (TaskState::Pending, None) if hunt.state == HuntState::Paused => format!(
+                        "the hunt was paused: {}",
+                        hunt.paused.as_deref().unwrap_or_default()
+                    ),
+                    (TaskState::Pending, None) if !hunt.widened && !task.canary => {
+                        "the canary stage never finished".to_owned()
+                    }
+                    (TaskState::Pending, None) => {
+                        "no live worker holding the shard had room for it".to_owned()
+                    }
+                    (TaskState::Assigned { worker }, _) => format!("still running on {worker}"),
+                    _ => continue,
+                };
+                let error = format!("not scanned by the hunt's deadline; {why}");
+                stop.extend(task.runs().into_iter().map(|(worker, attempt)| StopRun {
+                    worker,
+                    task: task_id.clone(),
+                    attempt,
+                }));
+                task.backup = None;
+                task.state = TaskState::Failed { error };
+                touched.push(Touched::Task(task_id.clone()));
+            }
+            touched.push(Touched::Hunt(id.clone()));
+            Self::settle_hunt(hunt, &self.tasks, now_ms);
+            hunt.reason = format!("deadline reached; {}", hunt.reason);
+        }
+        Applied {
+            outcome: Ok(if stop.is_empty() {
+                Response::Done
+            } else {
+                Response::Stop(stop)
+            }),
+            touched,
+        }
+    }
+
+    fn resume_hunt(&mut self, id: &HuntId) -> Applied {
+        let Some(hunt) = self.hunts.get_mut(id) else {
+            return Applied::rejected(Rejection::NotFound(format!("hunt {id} does not exist")));
+        };
+        if hunt.state != HuntState::Paused {
+            return Applied::rejected(Rejection::Conflict(format!(
+                "hunt {id} is not paused ({:?}); only a paused hunt can be resumed",
+                hunt.state
+            )));
+        }
+        hunt.state = HuntState::Running;
+        hunt.paused = None;
+        // The breaker counts again from zero; a canary that ended (failed)
+        // no longer holds back the other shards.
+        hunt.failures = 0;
+        let canary_ended = hunt
+            .tasks
+            .iter()
+            .filter_map(|t| self.tasks.get(t))
+            .filter(|t| t.canary)
+            .all(|t| t.state.is_terminal());
+        if canary_ended {
+            hunt.widened = true;
+        }
+        Applied {
+            outcome: Ok(Response::Done),
+            touched: vec![Touched::Hunt(id.clone())],
         }
     }
 
@@ -975,24 +1652,28 @@ impl State {
             .collect()
     }
 
-    /// Tasks assigned to `worker` that have not ended, for re-dispatch when it
-    /// (re)connects.
+    /// Tasks `worker` runs (a primary or a speculative run) with the attempt
+    /// it runs, for re-dispatch when it (re)connects.
     pub fn assigned_to<'a>(
         &'a self,
         worker: &'a WorkerId,
-    ) -> impl Iterator<Item = &'a TaskRecord> + 'a {
+    ) -> impl Iterator<Item = (&'a TaskRecord, u32)> + 'a {
         self.tasks
             .values()
-            .filter(move |t| matches!(&t.state, TaskState::Assigned { worker: w } if w == worker))
+            .filter_map(move |t| Some((t, t.attempt_on(worker)?)))
     }
 
-    /// Tasks assigned per worker, in one pass over the tasks (asking
-    /// [`State::assigned_to`] of every worker would be workers x tasks).
+    /// Runs (primary and speculative backup) per worker, in one pass over
+    /// the tasks: asking [`State::assigned_to`] of every worker would be
+    /// workers x tasks, too slow for 1,000 workers and 100,000 tasks.
     pub fn assignment_counts(&self) -> BTreeMap<&WorkerId, u32> {
-        let mut counts = BTreeMap::new();
+        let mut counts: BTreeMap<&WorkerId, u32> = BTreeMap::new();
         for task in self.tasks.values() {
             if let TaskState::Assigned { worker } = &task.state {
                 *counts.entry(worker).or_default() += 1;
+            }
+            if let Some(backup) = &task.backup {
+                *counts.entry(&backup.worker).or_default() += 1;
             }
         }
         counts
@@ -1013,6 +1694,7 @@ mod tests {
             event_count: 10,
             min_ts_ms: 1_000,
             max_ts_ms: 2_000,
+            size_bytes: 100,
         }
     }
 
@@ -1044,6 +1726,7 @@ mod tests {
             limits: Limits::default(),
             priority: 0,
             description: String::new(),
+            policy: Policy::default(),
         }
     }
 
@@ -1091,6 +1774,13 @@ mod tests {
         }
     }
 
+    fn submit_spec(s: &mut State, index: u64, spec: HuntSpec, now_ms: i64) -> HuntId {
+        match s.apply(index, Command::SubmitHunt { spec, now_ms }).outcome {
+            Ok(Response::Hunt { id, .. }) => id,
+            other => panic!("submit failed: {other:?}"),
+        }
+    }
+
     fn report(task: &TaskId, worker: &str, attempt: u32, findings: usize) -> Command {
         let finding = FindingRecord {
             id: String::new(),
@@ -1117,6 +1807,7 @@ mod tests {
                     findings: vec![finding; findings],
                     aggregates,
                     events_scanned: 10,
+                    findings_truncated: false,
                 }),
             },
             now_ms: 30,
@@ -1136,7 +1827,13 @@ mod tests {
                 }
             })
             .collect();
-        s.apply(100, Command::AssignTasks { assignments });
+        s.apply(
+            100,
+            Command::AssignTasks {
+                assignments,
+                now_ms: 0,
+            },
+        );
     }
 
     #[test]
@@ -1191,7 +1888,9 @@ mod tests {
     #[test]
     fn failed_task_makes_hunt_partially_completed_naming_the_shard() {
         let mut s = cluster();
-        let hunt = submit(&mut s, 10);
+        let mut once = spec(&[("env", "demo")]);
+        once.policy.max_attempts = 1;
+        let hunt = submit_spec(&mut s, 10, once, 20);
         assign_all(&mut s, &hunt);
         let tasks = s.hunts[&hunt].tasks.clone();
         s.apply(101, report(&tasks[0], "w0", 1, 1));
@@ -1202,7 +1901,7 @@ mod tests {
                     task: tasks[1].clone(),
                     attempt: 1,
                     worker: WorkerId::new("w1"),
-                    outcome: Err("module exceeded its CPU deadline".into()),
+                    outcome: Err(TaskError::module("module exceeded its CPU deadline")),
                 },
                 now_ms: 40,
             },
@@ -1347,6 +2046,7 @@ mod tests {
                     task: task.clone(),
                     worker: WorkerId::new("w1"),
                 }],
+                now_ms: 0,
             },
         );
         assert_eq!(s.tasks[&task].state, TaskState::Pending);
@@ -1391,7 +2091,13 @@ mod tests {
             task: task.clone(),
             worker: WorkerId::new("w0"),
         }];
-        s.apply(103, Command::AssignTasks { assignments: again });
+        s.apply(
+            103,
+            Command::AssignTasks {
+                assignments: again,
+                now_ms: 0,
+            },
+        );
         assert_eq!(s.tasks[&task].attempt, 2);
         assert!(s.tasks[&task].waiting.is_none());
         s.apply(104, report(&task, "w0", 2, 1));
@@ -1432,5 +2138,661 @@ mod tests {
             },
         );
         assert!(s.shards[&ShardId::new("a")].holders.is_empty());
+    }
+
+    // ---- retries, deadline, speculation, canary, breaker, limits ----
+
+    /// Three workers (w0, w1, w2, two slots each) and `n` shards s00..,
+    /// each held by two of them (sK on wK%3 and w(K+1)%3), plus shard
+    /// `lonely` on w2 alone when `lonely` is set.
+    fn replicated(n: usize, lonely: bool) -> State {
+        let mut s = State::default();
+        s.apply(
+            1,
+            Command::UploadModule {
+                module: module("m", "1", 1),
+            },
+        );
+        for w in 0..3usize {
+            let mut shards: Vec<ShardDescription> = (0..n)
+                .filter(|k| k % 3 == w || (k + 1) % 3 == w)
+                .map(|k| shard(&format!("s{k:02}"), &[("env", "demo")]))
+                .collect();
+            if lonely && w == 2 {
+                shards.push(shard("lonely", &[("env", "demo")]));
+            }
+            s.apply(
+                2 + w as u64,
+                Command::RegisterWorker {
+                    id: WorkerId::new(format!("w{w}")),
+                    address: String::new(),
+                    slots: 2,
+                    shards,
+                    now_ms: 0,
+                },
+            );
+        }
+        s
+    }
+
+    fn live(ids: &[&str]) -> BTreeSet<WorkerId> {
+        ids.iter().map(|i| WorkerId::new(*i)).collect()
+    }
+
+    /// Plans with the scheduler and commits the plan, as the leader does.
+    fn schedule(s: &mut State, index: u64, live: &BTreeSet<WorkerId>, now_ms: i64) -> usize {
+        let plan = crate::scheduler::plan(s, live, now_ms);
+        let n = plan.len();
+        s.apply(
+            index,
+            Command::AssignTasks {
+                assignments: plan,
+                now_ms,
+            },
+        );
+        n
+    }
+
+    fn fail(task: &TaskId, worker: &WorkerId, attempt: u32, error: &str, now_ms: i64) -> Command {
+        Command::RecordResult {
+            report: TaskReport {
+                task: task.clone(),
+                attempt,
+                worker: worker.clone(),
+                outcome: Err(TaskError {
+                    message: error.to_owned(),
+                    module_fault: is_module_fault(error),
+                }),
+            },
+            now_ms,
+        }
+    }
+
+    fn at(s: &State, task: &TaskId) -> (WorkerId, u32) {
+        let t = &s.tasks[task];
+        match &t.state {
+            TaskState::Assigned { worker } => (worker.clone(), t.attempt),
+            other => panic!("task {task} is not running: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let p = Policy::default();
+        assert_eq!(p.backoff_ms(1), 1_000);
+        assert_eq!(p.backoff_ms(2), 2_000);
+        assert_eq!(p.backoff_ms(3), 4_000);
+        assert_eq!(p.backoff_ms(40), MAX_RETRY_BACKOFF_MS);
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retried_after_a_backoff_then_reported_failed_with_the_last_reason() {
+        let mut s = cluster();
+        let hunt = submit(&mut s, 10);
+        let all = live(&["w0", "w1"]);
+        schedule(&mut s, 11, &all, 1_000);
+        let task = s.hunts[&hunt].tasks[0].clone(); // shard a on w0
+        let other = s.hunts[&hunt].tasks[1].clone();
+        s.apply(12, report(&other, "w1", 1, 0));
+
+        let (w, a) = at(&s, &task);
+        s.apply(13, fail(&task, &w, a, "host: shard read failed", 2_000));
+        let t = &s.tasks[&task];
+        assert_eq!(t.state, TaskState::Pending);
+        assert_eq!(t.not_before_ms, 3_000, "first retry after 1 s");
+        let waiting = t.waiting.as_deref().unwrap_or_default();
+        assert!(
+            waiting.contains("shard read failed") && waiting.contains("attempt 2 of 3"),
+            "{waiting}"
+        );
+        assert_eq!(schedule(&mut s, 14, &all, 2_999), 0, "still backing off");
+        assert_eq!(schedule(&mut s, 15, &all, 3_000), 1);
+
+        let (w, a) = at(&s, &task);
+        assert_eq!(a, 2);
+        s.apply(16, fail(&task, &w, a, "host: second", 3_100));
+        assert_eq!(
+            s.tasks[&task].not_before_ms, 5_100,
+            "second retry after 2 s"
+        );
+        schedule(&mut s, 17, &all, 5_100);
+        let (w, a) = at(&s, &task);
+        s.apply(18, fail(&task, &w, a, "host: third and last", 5_200));
+
+        assert_eq!(
+            s.tasks[&task].state,
+            TaskState::Failed {
+                error: "host: third and last (gave up after 3 attempts)".into()
+            }
+        );
+        let h = &s.hunts[&hunt];
+        assert_eq!(h.state, HuntState::PartiallyCompleted);
+        assert!(h.reason.contains("a: host: third and last"), "{}", h.reason);
+        assert_eq!(h.failures, 0, "host failures do not trip the breaker");
+    }
+
+    #[test]
+    fn a_lost_workers_task_moves_to_a_live_replica() {
+        let mut s = replicated(3, false);
+        let hunt = submit_spec(&mut s, 10, spec(&[("env", "demo")]), 0);
+        schedule(&mut s, 11, &live(&["w0", "w1", "w2"]), 0);
+        let task = s.hunts[&hunt].tasks[0].clone();
+        let (lost, _) = at(&s, &task);
+        s.apply(
+            12,
+            Command::ReleaseWorker {
+                worker: lost.clone(),
+                reason: format!("worker {lost} lost"),
+            },
+        );
+        let survivors: BTreeSet<WorkerId> = live(&["w0", "w1", "w2"])
+            .into_iter()
+            .filter(|w| *w != lost)
+            .collect();
+        schedule(&mut s, 13, &survivors, 100);
+        let (now_on, attempt) = at(&s, &task);
+        assert_ne!(now_on, lost);
+        assert_eq!(attempt, 2);
+        assert!(s.shards[&s.tasks[&task].shard].holders.contains(&now_on));
+    }
+
+    #[test]
+    fn at_the_deadline_a_waiting_shard_is_given_up_and_the_hunt_ends_partial_naming_it() {
+        let mut s = replicated(3, true);
+        let mut sp = spec(&[("env", "demo")]);
+        sp.policy.deadline_ms = 10_000;
+        let hunt = submit_spec(&mut s, 10, sp, 1_000);
+        assert_eq!(s.hunts[&hunt].deadline_ms, 11_000);
+        let all = live(&["w0", "w1", "w2"]);
+        schedule(&mut s, 11, &all, 1_000);
+        let lonely = TaskId::for_shard(&hunt, &ShardId::new("lonely"));
+        // w2 dies: its replicated tasks move, `lonely` waits.
+        s.apply(
+            12,
+            Command::ReleaseWorker {
+                worker: WorkerId::new("w2"),
+                reason: "worker w2 stopped heartbeating".into(),
+            },
+        );
+        let survivors = live(&["w0", "w1"]);
+        let mut index = 13;
+        for _ in 0..4 {
+            schedule(&mut s, index, &survivors, 2_000);
+            index += 1;
+            for t in s.hunts[&hunt].tasks.clone() {
+                if let TaskState::Assigned { worker } = &s.tasks[&t].state {
+                    let worker = worker.clone();
+                    let attempt = s.tasks[&t].attempt;
+                    s.apply(index, report(&t, worker.as_str(), attempt, 1));
+                    index += 1;
+                }
+            }
+        }
+        assert_eq!(s.tasks[&lonely].state, TaskState::Pending);
+        assert!(
+            s.tasks[&lonely]
+                .waiting
+                .as_deref()
+                .unwrap_or_default()
+                .contains("w2")
+        );
+        assert_eq!(s.hunts[&hunt].state, HuntState::Running, "it waits visibly");
+        assert!(s.expired_hunts(10_999).is_empty());
+        assert_eq!(s.expired_hunts(11_000).len(), 1);
+
+        s.apply(index, Command::ExpireHunts { now_ms: 11_000 });
+        let h = &s.hunts[&hunt];
+        assert_eq!(h.state, HuntState::PartiallyCompleted);
+        assert!(
+            h.reason.starts_with("deadline reached; 1 of 4 shards"),
+            "{}",
+            h.reason
+        );
+        assert!(
+            h.reason
+                .contains("lonely: not scanned by the hunt's deadline"),
+            "{}",
+            h.reason
+        );
+        assert!(h.reason.contains("w2 stopped heartbeating"), "{}", h.reason);
+        assert_eq!(h.findings, 3);
+        assert!(s.expired_hunts(99_000).is_empty());
+    }
+
+    #[test]
+    fn a_worker_back_before_the_deadline_completes_the_hunt() {
+        let mut s = cluster();
+        let mut sp = spec(&[("env", "demo")]);
+        sp.policy.deadline_ms = 10_000;
+        let hunt = submit_spec(&mut s, 10, sp, 0);
+        schedule(&mut s, 11, &live(&["w0", "w1"]), 0);
+        let tasks = s.hunts[&hunt].tasks.clone();
+        s.apply(
+            12,
+            Command::ReleaseWorker {
+                worker: WorkerId::new("w0"),
+                reason: "lost".into(),
+            },
+        );
+        s.apply(13, report(&tasks[1], "w1", 1, 0));
+        schedule(&mut s, 14, &live(&["w0", "w1"]), 9_000); // w0 is back
+        s.apply(15, report(&tasks[0], "w0", 2, 1));
+        assert_eq!(s.hunts[&hunt].state, HuntState::Completed);
+        assert!(s.expired_hunts(20_000).is_empty());
+    }
+
+    /// Six replicated shards; five succeed in 100 ms, the sixth straggles.
+    fn straggler() -> (State, HuntId, TaskId) {
+        let mut s = replicated(6, false);
+        let hunt = submit_spec(&mut s, 10, spec(&[("env", "demo")]), 0);
+        let all = live(&["w0", "w1", "w2"]);
+        schedule(&mut s, 11, &all, 0);
+        let tasks = s.hunts[&hunt].tasks.clone();
+        for (i, t) in tasks[..5].iter().enumerate() {
+            let (w, a) = at(&s, t);
+            s.apply(20 + i as u64, report(t, w.as_str(), a, 1));
+        }
+        (s, hunt, tasks[5].clone())
+    }
+
+    #[test]
+    fn a_straggler_gets_a_backup_on_another_replica_and_the_first_result_wins() {
+        let (mut s, hunt, slow) = straggler();
+        let all = live(&["w0", "w1", "w2"]);
+        let policy = crate::scheduler::Speculation::default();
+        // Medians are 30 ms here: not yet a straggler at 2 s ...
+        assert!(crate::scheduler::speculate(&s, &all, 2_000, &policy).is_empty());
+        // ... but at 5 s it is.
+        let backups = crate::scheduler::speculate(&s, &all, 5_000, &policy);
+        assert_eq!(backups.len(), 1, "{backups:?}");
+        let (primary, first) = at(&s, &slow);
+        assert_ne!(backups[0].worker, primary);
+        s.apply(
+            40,
+            Command::Speculate {
+                assignments: backups.clone(),
+                now_ms: 5_000,
+            },
+        );
+        let backup = s.tasks[&slow].backup.clone().expect("a backup run");
+        assert_eq!(backup.attempt, first + 1);
+        assert!(
+            crate::scheduler::speculate(&s, &all, 9_000, &policy).is_empty(),
+            "one backup per task"
+        );
+
+        // The backup reports first: it wins, the primary is told to stop.
+        let won = s.apply(41, report(&slow, backup.worker.as_str(), backup.attempt, 2));
+        assert_eq!(
+            won.outcome,
+            Ok(Response::Stop(vec![StopRun {
+                worker: primary.clone(),
+                task: slow.clone(),
+                attempt: first
+            }]))
+        );
+        // The loser's result never counts.
+        let late = s.apply(42, report(&slow, primary.as_str(), first, 7));
+        assert_eq!(late.outcome, Ok(Response::StaleReport));
+        let h = &s.hunts[&hunt];
+        assert_eq!(h.state, HuntState::Completed);
+        assert_eq!(h.findings, 5 + 2);
+        let ids: Vec<&str> = s.findings[&slow].iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec![
+                format!("{slow}#{}.0", backup.attempt),
+                format!("{slow}#{}.1", backup.attempt)
+            ]
+        );
+    }
+
+    #[test]
+    fn when_the_primary_wins_the_backup_is_stopped_and_ignored() {
+        let (mut s, hunt, slow) = straggler();
+        let all = live(&["w0", "w1", "w2"]);
+        let backups =
+            crate::scheduler::speculate(&s, &all, 5_000, &crate::scheduler::Speculation::default());
+        s.apply(
+            40,
+            Command::Speculate {
+                assignments: backups,
+                now_ms: 5_000,
+            },
+        );
+        let backup = s.tasks[&slow].backup.clone().expect("a backup run");
+        let (primary, first) = at(&s, &slow);
+        let won = s.apply(41, report(&slow, primary.as_str(), first, 1));
+        assert_eq!(
+            won.outcome,
+            Ok(Response::Stop(vec![StopRun {
+                worker: backup.worker.clone(),
+                task: slow.clone(),
+                attempt: backup.attempt
+            }]))
+        );
+        assert_eq!(
+            s.apply(42, report(&slow, backup.worker.as_str(), backup.attempt, 9))
+                .outcome,
+            Ok(Response::StaleReport)
+        );
+        assert_eq!(s.hunts[&hunt].findings, 6);
+    }
+
+    #[test]
+    fn a_failed_or_lost_backup_leaves_the_primary_running_and_vice_versa() {
+        let (mut s, _hunt, slow) = straggler();
+        let all = live(&["w0", "w1", "w2"]);
+        let backups =
+            crate::scheduler::speculate(&s, &all, 5_000, &crate::scheduler::Speculation::default());
+        s.apply(
+            40,
+            Command::Speculate {
+                assignments: backups,
+                now_ms: 5_000,
+            },
+        );
+        let backup = s.tasks[&slow].backup.clone().expect("a backup run");
+        let (primary, _) = at(&s, &slow);
+        // The primary's worker is lost: the backup becomes the primary.
+        s.apply(
+            41,
+            Command::ReleaseWorker {
+                worker: primary,
+                reason: "lost".into(),
+            },
+        );
+        assert_eq!(at(&s, &slow), (backup.worker.clone(), backup.attempt));
+        assert!(s.tasks[&slow].backup.is_none());
+    }
+
+    #[test]
+    fn a_canary_runs_first_and_the_hunt_widens_once_it_succeeds() {
+        let mut s = replicated(10, false);
+        let mut sp = spec(&[("env", "demo")]);
+        sp.policy.canary = Canary::Percent(20);
+        let hunt = submit_spec(&mut s, 10, sp, 0);
+        assert_eq!(s.hunts[&hunt].canary_tasks, 2);
+        assert!(!s.hunts[&hunt].widened);
+        let all = live(&["w0", "w1", "w2"]);
+        assert_eq!(schedule(&mut s, 11, &all, 0), 2, "only the canary");
+        let canary: Vec<TaskId> = s.hunts[&hunt]
+            .tasks
+            .iter()
+            .filter(|t| s.tasks[*t].canary)
+            .cloned()
+            .collect();
+        assert_eq!(canary.len(), 2);
+        assert_ne!(
+            canary[0].as_str().chars().last(),
+            canary[1].as_str().chars().last(),
+            "spread over the scope"
+        );
+        let (w, a) = at(&s, &canary[0]);
+        s.apply(12, report(&canary[0], w.as_str(), a, 0));
+        assert_eq!(
+            schedule(&mut s, 13, &all, 10),
+            0,
+            "half a canary is not enough"
+        );
+        let (w, a) = at(&s, &canary[1]);
+        s.apply(14, report(&canary[1], w.as_str(), a, 0));
+        assert!(s.hunts[&hunt].widened);
+        assert_eq!(
+            schedule(&mut s, 15, &all, 20),
+            6,
+            "the rest, within six slots"
+        );
+    }
+
+    #[test]
+    fn a_failed_canary_pauses_the_hunt_and_resume_widens_it() {
+        let mut s = replicated(10, false);
+        let mut sp = spec(&[("env", "demo")]);
+        sp.policy.canary = Canary::Shards(1);
+        sp.policy.max_attempts = 1;
+        let hunt = submit_spec(&mut s, 10, sp, 0);
+        let all = live(&["w0", "w1", "w2"]);
+        schedule(&mut s, 11, &all, 0);
+        let canary = s.hunts[&hunt]
+            .tasks
+            .iter()
+            .find(|t| s.tasks[*t].canary)
+            .cloned()
+            .expect("canary");
+        let (w, a) = at(&s, &canary);
+        s.apply(12, fail(&canary, &w, a, "host: disk gone", 5));
+        let h = &s.hunts[&hunt];
+        assert_eq!(h.state, HuntState::Paused);
+        assert!(
+            h.paused
+                .as_deref()
+                .unwrap_or_default()
+                .contains("canary task"),
+            "{:?}",
+            h.paused
+        );
+        assert_eq!(schedule(&mut s, 13, &all, 10), 0);
+        assert!(
+            s.apply(14, Command::ResumeHunt { hunt: hunt.clone() })
+                .outcome
+                .is_ok()
+        );
+        assert!(s.hunts[&hunt].widened);
+        assert_eq!(schedule(&mut s, 15, &all, 20), 6);
+        assert!(matches!(
+            s.apply(16, Command::ResumeHunt { hunt }).outcome,
+            Err(Rejection::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn module_failures_past_the_threshold_pause_the_hunt_with_their_errors() {
+        let mut s = replicated(6, false);
+        let mut sp = spec(&[("env", "demo")]);
+        sp.policy.failure_threshold = 3;
+        let hunt = submit_spec(&mut s, 10, sp, 0);
+        let all = live(&["w0", "w1", "w2"]);
+        schedule(&mut s, 11, &all, 0);
+        let tasks = s.hunts[&hunt].tasks.clone();
+        for (i, t) in tasks[..3].iter().enumerate() {
+            let (w, a) = at(&s, t);
+            s.apply(
+                20 + i as u64,
+                fail(
+                    t,
+                    &w,
+                    a,
+                    "trap in scan: panicked at 'boom' (wasm trap: unreachable)",
+                    100,
+                ),
+            );
+        }
+        let h = &s.hunts[&hunt];
+        assert_eq!(h.state, HuntState::Paused);
+        assert_eq!(h.failures, 3);
+        assert!(
+            h.paused
+                .as_deref()
+                .unwrap_or_default()
+                .contains("circuit breaker: 3 module failures")
+        );
+        assert_eq!(h.recent_failures.len(), 3);
+        assert!(h.recent_failures[0].error.contains("boom"));
+        // Paused: retries wait; running tasks may still report.
+        assert_eq!(schedule(&mut s, 30, &all, 60_000), 0);
+        let (w, a) = at(&s, &tasks[3]);
+        s.apply(31, report(&tasks[3], w.as_str(), a, 1));
+        assert_eq!(s.hunts[&hunt].findings, 1);
+        s.apply(32, Command::ResumeHunt { hunt: hunt.clone() });
+        assert_eq!(s.hunts[&hunt].state, HuntState::Running);
+        assert_eq!(s.hunts[&hunt].failures, 0);
+        assert_eq!(
+            schedule(&mut s, 33, &all, 60_000),
+            3,
+            "the failed tasks retry"
+        );
+    }
+
+    #[test]
+    fn a_hunt_that_hits_its_result_limit_says_so_and_stops_growing() {
+        let mut s = cluster();
+        let mut sp = spec(&[("env", "demo")]);
+        sp.limits.max_findings_per_hunt = 3;
+        sp.limits.max_findings_per_task = 2;
+        let hunt = submit_spec(&mut s, 10, sp, 0);
+        schedule(&mut s, 11, &live(&["w0", "w1"]), 0);
+        let tasks = s.hunts[&hunt].tasks.clone();
+        s.apply(12, report(&tasks[0], "w0", 1, 5));
+        assert_eq!(s.hunts[&hunt].findings, 2, "per-task limit");
+        assert!(
+            s.tasks[&tasks[0]]
+                .truncated
+                .as_deref()
+                .unwrap_or_default()
+                .contains("kept 2 of 5")
+        );
+        assert!(s.hunts[&hunt].result_limit.is_none());
+        s.apply(13, report(&tasks[1], "w1", 1, 2));
+        let h = &s.hunts[&hunt];
+        assert_eq!(h.findings, 3, "per-hunt limit");
+        assert_eq!(h.findings_dropped, 1);
+        assert_eq!(s.hunt_findings(h).len(), 3);
+        let limit = h.result_limit.as_deref().unwrap_or_default();
+        assert!(
+            limit.contains("result limit reached") && limit.contains("1 findings dropped"),
+            "{limit}"
+        );
+        assert_eq!(h.state, HuntState::Completed);
+        assert!(h.reason.contains("result limit reached"), "{}", h.reason);
+    }
+
+    #[test]
+    fn the_hunt_byte_limit_is_honoured() {
+        let mut s = cluster();
+        let mut sp = spec(&[("env", "demo")]);
+        // Each test finding is "r" + "t" + "user:x" = 8 bytes.
+        sp.limits.max_result_bytes_per_hunt = 20;
+        let hunt = submit_spec(&mut s, 10, sp, 0);
+        schedule(&mut s, 11, &live(&["w0", "w1"]), 0);
+        let tasks = s.hunts[&hunt].tasks.clone();
+        s.apply(12, report(&tasks[0], "w0", 1, 4));
+        let h = &s.hunts[&hunt];
+        assert_eq!((h.findings, h.result_bytes, h.findings_dropped), (2, 16, 2));
+        assert!(h.result_limit.is_some());
+    }
+
+    #[test]
+    fn invalid_policies_are_refused_before_the_log() {
+        let s = cluster();
+        let mut sp = spec(&[("env", "demo")]);
+        sp.policy.max_attempts = 0;
+        assert!(matches!(s.validate_submit(&sp), Err(Rejection::Invalid(_))));
+        let mut sp = spec(&[("env", "demo")]);
+        sp.policy.canary = Canary::Percent(101);
+        assert!(matches!(s.validate_submit(&sp), Err(Rejection::Invalid(_))));
+        let mut sp = spec(&[("env", "demo")]);
+        sp.policy.deadline_ms = 0;
+        assert!(matches!(s.validate_submit(&sp), Err(Rejection::Invalid(_))));
+    }
+
+    #[test]
+    fn canary_sizes() {
+        assert_eq!(Canary::None.size(10), 0);
+        assert_eq!(Canary::Shards(3).size(10), 3);
+        assert_eq!(Canary::Shards(10).size(10), 0, "all of it is no canary");
+        assert_eq!(Canary::Percent(5).size(10), 1, "rounded up");
+        assert_eq!(Canary::Percent(50).size(10), 5);
+    }
+
+    #[test]
+    fn preview_reports_bytes_in_scope() {
+        let s = cluster();
+        let preview = s.preview(&spec(&[("env", "demo")])).expect("valid");
+        assert_eq!(preview.bytes, 200);
+    }
+
+    #[test]
+    fn replaying_retries_speculation_and_expiry_gives_the_same_state() {
+        let run = || {
+            let (mut s, _hunt, _slow) = straggler();
+            let all = live(&["w0", "w1", "w2"]);
+            let backups = crate::scheduler::speculate(
+                &s,
+                &all,
+                5_000,
+                &crate::scheduler::Speculation::default(),
+            );
+            s.apply(
+                40,
+                Command::Speculate {
+                    assignments: backups,
+                    now_ms: 5_000,
+                },
+            );
+            s.apply(41, Command::ExpireHunts { now_ms: i64::MAX });
+            s
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(a, b);
+        assert!(a.hunts.values().all(|h| h.state.is_terminal()));
+    }
+
+    #[test]
+    fn worker_error_texts_are_classified_for_old_reports() {
+        for fault in [
+            "deadline exceeded: module ran past its CPU deadline of 100 ms in scan()",
+            "memory limit: module tried to grow its memory past 1048576 bytes in scan()",
+            "trap in scan(): boom (wasm trap: unreachable)",
+            "output limit: module exceeded 10 bytes of findings in finish()",
+            "module rejected its parameters: threshold must be a number",
+            "module failed while scanning: bad field",
+            "module 00ab is not a usable hunt module: invalid module: does not compile",
+        ] {
+            assert!(is_module_fault(fault), "{fault}");
+        }
+        for host in [
+            "shard win-dc01 does not exist",
+            "wasm runtime: cannot start",
+            "coordinator http://x: cannot fetch module",
+        ] {
+            assert!(!is_module_fault(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn the_deadline_stops_running_tasks_and_names_a_pause() {
+        let mut s = replicated(6, false);
+        let mut sp = spec(&[("env", "demo")]);
+        sp.policy.deadline_ms = 1_000;
+        sp.policy.failure_threshold = 1;
+        sp.policy.max_concurrency = 2;
+        let hunt = submit_spec(&mut s, 10, sp, 0);
+        schedule(&mut s, 11, &live(&["w0", "w1", "w2"]), 0);
+        let tasks = s.hunts[&hunt].tasks.clone();
+        let (w, a) = at(&s, &tasks[0]);
+        s.apply(12, fail(&tasks[0], &w, a, "trap in scan(): boom", 10));
+        assert_eq!(s.hunts[&hunt].state, HuntState::Paused);
+        let (running_on, _) = at(&s, &tasks[1]);
+        let applied = s.apply(13, Command::ExpireHunts { now_ms: 1_000 });
+        assert_eq!(
+            applied.outcome,
+            Ok(Response::Stop(vec![StopRun {
+                worker: running_on.clone(),
+                task: tasks[1].clone(),
+                attempt: 1
+            }]))
+        );
+        let error = |t: &TaskId| match &s.tasks[t].state {
+            TaskState::Failed { error } => error.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            error(&tasks[1]),
+            format!("not scanned by the hunt's deadline; still running on {running_on}")
+        );
+        assert!(error(&tasks[2]).contains("the hunt was paused: circuit breaker"));
+        assert!(error(&tasks[0]).contains("it was waiting: attempt 1"));
+        assert_eq!(s.hunts[&hunt].state, HuntState::Failed, "nothing succeeded");
     }
 }

@@ -41,6 +41,7 @@ pub struct Worker {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     store: Arc<ShardStore>,
+    inner: Arc<Inner>,
 }
 
 struct Inner {
@@ -141,13 +142,14 @@ impl Worker {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(serve(listener, ingest, shutdown_rx.clone())),
-            tokio::spawn(session_loop(inner, addr, shutdown_rx)),
+            tokio::spawn(session_loop(inner.clone(), addr, shutdown_rx)),
         ];
         Ok(Self {
             addr,
             shutdown,
             tasks,
             store,
+            inner,
         })
     }
 
@@ -159,6 +161,11 @@ impl Worker {
     /// The shard store.
     pub fn store(&self) -> &Arc<ShardStore> {
         &self.store
+    }
+
+    /// Tasks executing now (holding a slot), as heartbeats report them.
+    pub fn running_tasks(&self) -> u32 {
+        self.inner.running.load(Ordering::Relaxed)
     }
 
     /// Stops talking to the coordinator and serving.
@@ -277,6 +284,7 @@ fn shard_infos(store: &ShardStore) -> Vec<v1::ShardInfo> {
         .list()
         .into_iter()
         .map(|meta| v1::ShardInfo {
+            size_bytes: store.size_bytes(&meta.name),
             name: meta.name,
             labels: meta.labels.into_iter().collect(),
             event_count: meta.event_count,
@@ -346,11 +354,10 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
                     start_task(&inner, &client, assignment)
                 }
                 Some(v1::task_command::Command::CancelTaskId(task)) => {
-                    if let Ok(started) = inner.started.lock()
-                        && let Some((_, cancel)) = started.get(&task)
-                    {
-                        cancel.store(true, Ordering::Relaxed);
-                    }
+                    cancel_task(&inner, &task, None)
+                }
+                Some(v1::task_command::Command::Cancel(c)) => {
+                    cancel_task(&inner, &c.task_id, Some(c.attempt))
                 }
                 None => {}
             }
@@ -359,6 +366,19 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
     .await;
     heartbeat.abort();
     result
+}
+
+/// Sets the cancel flag of `task` (of that attempt only, when given: a later
+/// attempt of the same task on this worker goes on). The guest stops at its
+/// next epoch check (see the runtime).
+fn cancel_task(inner: &Inner, task: &str, attempt: Option<u32>) {
+    if let Ok(started) = inner.started.lock()
+        && let Some((running, cancel)) = started.get(task)
+        && attempt.is_none_or(|a| a == *running)
+    {
+        tracing::info!(task, attempt = running, "cancelling task");
+        cancel.store(true, Ordering::Relaxed);
+    }
 }
 
 fn start_task(
@@ -390,6 +410,10 @@ fn start_task(
             let Ok(_permit) = inner.slots.clone().acquire_owned().await else {
                 return;
             };
+            if cancel.load(Ordering::Relaxed) {
+                tracing::info!("task cancelled before it started");
+                return;
+            }
             inner.running.fetch_add(1, Ordering::Relaxed);
             let outcome = run_task(&inner, client.clone(), &assignment, cancel).await;
             inner.running.fetch_sub(1, Ordering::Relaxed);
@@ -493,7 +517,7 @@ async fn run_task(
             .run_task(&module, &task, &inner.store, &cancel)
     })
     .await
-    .map_err(|e| WorkerError::Task(format!("task thread failed: {e}")))?
+    .map_err(|e| WorkerError::Runtime(format!("task thread failed: {e}")))?
 }
 
 async fn report(
@@ -539,6 +563,14 @@ async fn report(
             tracing::warn!(error = %e, "task failed");
             request.outcome = v1::TaskOutcome::Failed as i32;
             request.error = e.to_string();
+            // `Task` carries the sandbox's named failures (deadline, memory,
+            // trap, output limit, module error): the module's fault.
+            request.failure_kind = match e {
+                WorkerError::Task(_) | WorkerError::InvalidModule { .. } => {
+                    v1::FailureKind::Module as i32
+                }
+                _ => v1::FailureKind::Host as i32,
+            };
         }
     }
     // The coordinator dedupes by (task, attempt), so retrying is safe.

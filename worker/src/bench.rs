@@ -398,7 +398,7 @@ pub fn scan_bench(
         shard: SHARD,
         time_range: None,
     };
-    let cancel = AtomicBool::new(false);
+    let cancel = std::sync::Arc::new(AtomicBool::new(false));
     let run = |module, name: &str, progress: &mut dyn FnMut(&str)| {
         progress(&format!("{name} module over the shard ..."));
         memory::reset_peak();

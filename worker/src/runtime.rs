@@ -40,6 +40,10 @@ use quarry::hunt::types as wit;
 
 /// How often the epoch advances; the CPU deadline's resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Epoch ticks between two looks at a running task's cancel flag (and its
+/// CPU deadline): a cancelled guest stops within about this long, even in
+/// the middle of a call that never returns.
+const CANCEL_CHECK_TICKS: u64 = 10;
 /// Events handed to the guest per call.
 pub const BATCH_SIZE: usize = 1024;
 /// Largest linear memory any task may ask for.
@@ -342,6 +346,13 @@ struct TaskData {
     limits: MemoryLimiter,
     log: Vec<String>,
     log_dropped: usize,
+    /// Set by the agent to stop the task; read by the epoch-deadline callback.
+    cancel: Arc<AtomicBool>,
+    /// When the current guest call runs out of CPU budget (set by
+    /// `Guest::arm`; `None` outside tasks).
+    cpu_deadline: Option<Instant>,
+    /// The callback stopped the guest because the task was cancelled.
+    cancelled: bool,
 }
 
 impl WasiView for TaskData {
@@ -725,6 +736,9 @@ impl Runtime {
             },
             log: Vec::new(),
             log_dropped: 0,
+            cancel: Arc::new(AtomicBool::new(false)),
+            cpu_deadline: None,
+            cancelled: false,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.limits);
@@ -740,7 +754,7 @@ impl Runtime {
         module: &LoadedModule,
         task: &TaskInput<'_>,
         shards: &ShardStore,
-        cancel: &AtomicBool,
+        cancel: &Arc<AtomicBool>,
     ) -> Result<TaskOutput, WorkerError> {
         self.run(module, task, shards, cancel).map_err(Into::into)
     }
@@ -753,7 +767,7 @@ impl Runtime {
         module: &LoadedModule,
         task: &TaskInput<'_>,
         shards: &ShardStore,
-        cancel: &AtomicBool,
+        cancel: &Arc<AtomicBool>,
     ) -> Result<TaskOutput, TaskFailure> {
         let TaskInput {
             params,
@@ -762,9 +776,14 @@ impl Runtime {
             time_range,
         } = *task;
         let limits = self.config.clamp(limits);
+        // Cancelled while it waited for a slot or its module: do not start.
+        if cancel.load(Ordering::Relaxed) {
+            return Err(TaskFailure::Cancelled);
+        }
         // Declared before the store, so dropped after it.
         let _permit = self.gate.acquire();
         let mut store = self.store(&limits);
+        watch_cancel(&mut store, cancel.clone(), limits.cpu);
         let hunt = module
             .pre
             .instantiate(&mut store)
@@ -953,8 +972,10 @@ impl Guest {
                 limit: self.total,
             });
         }
-        store.set_epoch_deadline(ticks(self.remaining));
-        self.started = Some(Instant::now());
+        let now = Instant::now();
+        store.data_mut().cpu_deadline = Some(now + self.remaining);
+        store.set_epoch_deadline(ticks(self.remaining).min(CANCEL_CHECK_TICKS));
+        self.started = Some(now);
         Ok(())
     }
 
@@ -963,6 +984,33 @@ impl Guest {
             self.remaining = self.remaining.saturating_sub(started.elapsed());
         }
     }
+}
+
+/// Makes the store's epoch deadline a periodic check rather than a single
+/// trap: every [`CANCEL_CHECK_TICKS`] the callback stops the guest if the
+/// task was cancelled, traps with `Interrupt` (named as the CPU deadline by
+/// [`explain`]) once the call's budget is spent, and lets it run on
+/// otherwise. Epochs do not interrupt host calls; those are bounded apart.
+fn watch_cancel(store: &mut Store<TaskData>, cancel: Arc<AtomicBool>, cpu: Duration) {
+    let data = store.data_mut();
+    data.cancel = cancel;
+    data.cpu_deadline = Some(Instant::now() + cpu);
+    store.set_epoch_deadline(ticks(cpu).min(CANCEL_CHECK_TICKS));
+    store.epoch_deadline_callback(|mut ctx| {
+        let data = ctx.data_mut();
+        if data.cancel.load(Ordering::Relaxed) {
+            data.cancelled = true;
+            return Err(wasmtime::Error::msg("task cancelled"));
+        }
+        let now = Instant::now();
+        match data.cpu_deadline {
+            Some(at) if now >= at => Err(wasmtime::Trap::Interrupt.into()),
+            Some(at) => Ok(wasmtime::UpdateDeadline::Continue(
+                ticks(at - now).min(CANCEL_CHECK_TICKS),
+            )),
+            None => Ok(wasmtime::UpdateDeadline::Continue(CANCEL_CHECK_TICKS)),
+        }
+    });
 }
 
 fn ticks(budget: Duration) -> u64 {
@@ -978,6 +1026,9 @@ fn explain(
     limits: &TaskLimits,
 ) -> TaskFailure {
     let data = store.data();
+    if data.cancelled {
+        return TaskFailure::Cancelled;
+    }
     if data.limits.hit {
         return TaskFailure::MemoryLimit {
             call,

@@ -613,6 +613,20 @@ impl ShardStore {
         self.root.join(name)
     }
 
+    /// Bytes shard `name` takes on disk (its files, one level deep); 0 when
+    /// it does not exist. The coordinator's catalogue and dry runs report it.
+    pub fn size_bytes(&self, name: &str) -> u64 {
+        let Ok(entries) = fs::read_dir(self.shard_dir(name)) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    }
+
     /// Metadata of every shard, sorted by name.
     pub fn list(&self) -> Vec<ShardMeta> {
         self.read_shards()

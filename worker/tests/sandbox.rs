@@ -119,8 +119,12 @@ impl Sandbox {
             shard: SHARD,
             time_range: None,
         };
-        self.runtime
-            .run(&loaded, &task, &self.store, &AtomicBool::new(false))
+        self.runtime.run(
+            &loaded,
+            &task,
+            &self.store,
+            &Arc::new(AtomicBool::new(false)),
+        )
     }
 
     /// The worker still serves: the shipped module finds the brute force and
@@ -170,6 +174,43 @@ fn runaway_loop_is_stopped_at_its_deadline() {
     );
     // The agent's view: the same text.
     assert_eq!(WorkerError::from(failure).to_string(), text);
+    sandbox.still_serves();
+}
+
+/// Cancelling stops guest code that never returns, within about a second,
+/// long before its CPU deadline: the epoch-deadline callback reads the
+/// task's cancel flag.
+#[test]
+fn a_cancelled_runaway_loop_stops_within_a_second() {
+    let sandbox = sandbox();
+    let loaded = sandbox.load(&test_modules::RUNAWAY_LOOP);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        std::time::Instant::now()
+    });
+    let task = TaskInput {
+        params: &[],
+        limits: TaskLimits {
+            cpu: Duration::from_secs(60),
+            ..limits()
+        },
+        shard: SHARD,
+        time_range: None,
+    };
+    let failure = sandbox
+        .runtime
+        .run(&loaded, &task, &sandbox.store, &cancel)
+        .expect_err("a runaway loop cannot finish");
+    let stopped = std::time::Instant::now();
+    let cancelled_at = canceller.join().expect("canceller");
+    let took = stopped.duration_since(cancelled_at);
+    eprintln!("runaway loop stopped {took:?} after cancel (its CPU deadline was 60 s)");
+    assert!(matches!(failure, TaskFailure::Cancelled), "{failure:?}");
+    assert_eq!(failure.to_string(), "task cancelled");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
     sandbox.still_serves();
 }
 
@@ -390,7 +431,12 @@ fn compiled_modules_are_cached_on_disk() {
         time_range: None,
     };
     let output = runtime
-        .run(&module, &task, &sandbox.store, &AtomicBool::new(false))
+        .run(
+            &module,
+            &task,
+            &sandbox.store,
+            &Arc::new(AtomicBool::new(false)),
+        )
         .expect("runs from the cached artifact");
     assert_eq!(output.events_matched, 27);
     // A digest that is not the module's sha256 never names a cache file.

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -308,7 +309,7 @@ fn sigmahq_rules_over_every_dataset() {
         };
         let task_started = Instant::now();
         let output = runtime
-            .run(&module, &task, &store, &AtomicBool::new(false))
+            .run(&module, &task, &store, &Arc::new(AtomicBool::new(false)))
             .unwrap_or_else(|e| panic!("{}: the sigma task failed: {e}", dataset.name));
         total_events += output.events_scanned;
         total_findings += output.findings.len();

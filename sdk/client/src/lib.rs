@@ -141,12 +141,76 @@ impl HuntRequest {
 
     /// Per-task limits (0 = default).
     pub fn limits(mut self, cpu_ms: u64, memory_bytes: u64, max_findings_per_task: u32) -> Self {
-        self.inner.limits = Some(v1::HuntLimits {
-            cpu_ms,
-            memory_bytes,
-            max_findings_per_task,
-            max_output_bytes: 0,
-        });
+        let limits = self.inner.limits.get_or_insert_with(Default::default);
+        limits.cpu_ms = cpu_ms;
+        limits.memory_bytes = memory_bytes;
+        limits.max_findings_per_task = max_findings_per_task;
+        self
+    }
+
+    /// Output bytes per task (0 = the worker's maximum).
+    pub fn max_output_bytes(mut self, bytes: u64) -> Self {
+        self.inner
+            .limits
+            .get_or_insert_with(Default::default)
+            .max_output_bytes = bytes;
+        self
+    }
+
+    /// Result limits for the whole hunt (0 = default): findings and bytes.
+    pub fn hunt_result_limits(mut self, findings: u64, bytes: u64) -> Self {
+        let limits = self.inner.limits.get_or_insert_with(Default::default);
+        limits.max_findings_per_hunt = findings;
+        limits.max_result_bytes_per_hunt = bytes;
+        self
+    }
+
+    fn policy(&mut self) -> &mut v1::HuntPolicy {
+        self.inner.policy.get_or_insert_with(Default::default)
+    }
+
+    /// Attempts per task before its shard is reported failed (0 = default),
+    /// and the wait before the first retry in ms (0 = default).
+    pub fn retries(mut self, max_attempts: u32, backoff_ms: u64) -> Self {
+        let policy = self.policy();
+        policy.max_attempts = max_attempts;
+        policy.retry_backoff_ms = backoff_ms;
+        self
+    }
+
+    /// Time from submission after which unfinished shards are given up.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.policy().deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Run this many shards first; widen once they succeed.
+    pub fn canary_shards(mut self, shards: u32) -> Self {
+        self.policy().canary_shards = shards;
+        self
+    }
+
+    /// Run this percentage of the shards first; widen once they succeed.
+    pub fn canary_percent(mut self, percent: u32) -> Self {
+        self.policy().canary_percent = percent;
+        self
+    }
+
+    /// Module failures that pause the hunt (0 = default).
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.policy().failure_threshold = failures;
+        self
+    }
+
+    /// Tasks of this hunt running at once (0 = no cap).
+    pub fn max_concurrency(mut self, tasks: u32) -> Self {
+        self.policy().max_concurrency = tasks;
+        self
+    }
+
+    /// Task starts per second for this hunt (0 = no cap).
+    pub fn max_tasks_per_second(mut self, tasks: u32) -> Self {
+        self.policy().max_tasks_per_second = tasks;
         self
     }
 
@@ -328,6 +392,20 @@ impl Client {
         let mut hops = 0;
         loop {
             match self.hunts.cancel_hunt(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// Resumes a paused hunt.
+    pub async fn resume_hunt(&mut self, hunt_id: &str) -> Result<v1::Hunt, ClientError> {
+        let request = v1::ResumeHuntRequest {
+            hunt_id: hunt_id.to_owned(),
+        };
+        let mut hops = 0;
+        loop {
+            match self.hunts.resume_hunt(request.clone()).await {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) => self.follow_leader(status, &mut hops).await?,
             }
