@@ -658,10 +658,7 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             url,
             client: args,
         } => {
-            let members = connect(&args)
-                .await?
-                .add_coordinator(node_id, &url)
-                .await?;
+            let members = connect(&args).await?.add_coordinator(node_id, &url).await?;
             output::membership(out(args.output), &members);
         }
         ClusterCommand::RemoveCoordinator {

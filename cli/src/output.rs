@@ -382,17 +382,19 @@ pub fn status(format: Output, s: &v1::StatusResponse) {
             "commit_index": s.commit_index, "applied_index": s.applied_index, "workers": s.workers,
             "live_workers": s.live_workers, "shards": s.shards, "modules": s.modules,
             "running_hunts": s.running_hunts, "version": s.version, "stale": s.stale,
+            "first_log_index": s.first_log_index,
             "coordinators": coordinators_json(&s.coordinators),
         })),
         Output::Table => {
             println!(
-                "node {} ({}), leader {}, term {}, commit {}, applied {}",
+                "node {} ({}), leader {}, term {}, commit {}, applied {}, log from {}",
                 s.node_id,
                 if s.is_leader { "leader" } else { "follower" },
                 s.leader_id,
                 s.term,
                 s.commit_index,
-                s.applied_index
+                s.applied_index,
+                s.first_log_index
             );
             println!(
                 "workers {} ({} live), shards {}, modules {}, running hunts {}, version {}",

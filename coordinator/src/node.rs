@@ -189,7 +189,7 @@ pub struct NodeOptions {
     /// (it waits, without membership, for the leader's snapshot).
     pub voters: Vec<u64>,
     /// Addresses known from configuration: the whole book of a new cluster;
-    /// on restart only ids the replicated book lacks are taken from here.
+    /// on restart the replicated book is used instead.
     pub peers: AddressBook,
     /// When to compact the log.
     pub compaction: LogCompaction,
@@ -200,14 +200,20 @@ impl NodeThread {
     ///
     /// A fresh store is bootstrapped with `options.voters` as its membership
     /// unless that is empty (a joining node).
-    pub fn start(store: Store, options: NodeOptions, transport: Box<dyn Transport>) -> Result<Self> {
+    pub fn start(
+        store: Store,
+        options: NodeOptions,
+        transport: Box<dyn Transport>,
+    ) -> Result<Self> {
         let id = options.id;
         if store.is_fresh()? && !options.voters.is_empty() {
             store.bootstrap(&options.voters, &options.peers)?;
         }
         let mut replica = store.load_replica()?;
-        for (peer, url) in &options.peers {
-            replica.peers.entry(*peer).or_insert_with(|| url.clone());
+        // The replicated book wins over flags, which may name members removed
+        // since; only a store from before the book existed takes the flags.
+        if replica.peers.is_empty() {
+            replica.peers = options.peers.clone();
         }
         let applied = replica.applied_index;
         let voters_now = replica.conf_state.voters.clone();
@@ -541,7 +547,11 @@ impl Driver {
         }
     }
 
-    fn change_membership(&mut self, change: MembershipChange, reply: oneshot::Sender<ProposalResult>) {
+    fn change_membership(
+        &mut self,
+        change: MembershipChange,
+        reply: oneshot::Sender<ProposalResult>,
+    ) {
         match self.conf_change(&change) {
             Ok(cc) => {
                 let (proposal, context) = self.next_context();
@@ -593,7 +603,8 @@ impl Driver {
                 validate_url(url)?;
                 single.set_change_type(ConfChangeType::AddNode);
                 single.node_id = node.0;
-                cc.context = crate::storage::encode(&AddressBook::from([(node.0, url.clone())]))?.into();
+                cc.context =
+                    crate::storage::encode(&AddressBook::from([(node.0, url.clone())]))?.into();
             }
             MembershipChange::Remove { node } => {
                 if !conf.voters.contains(&node.0) && !conf.learners.contains(&node.0) {
@@ -769,7 +780,8 @@ impl Driver {
     #[tracing::instrument(skip_all, fields(index = snapshot.get_metadata().index, term = snapshot.get_metadata().term, bytes = snapshot.data.len()))]
     fn install_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) -> Result<()> {
         let replica = crate::storage::replica_from_snapshot(snapshot)?;
-        self.store.apply_snapshot(snapshot.get_metadata(), &replica)?;
+        self.store
+            .apply_snapshot(snapshot.get_metadata(), &replica)?;
         self.transport.set_peers(&others(&replica.peers, self.id));
         self.first_index = snapshot.get_metadata().index + 1;
         let mut guard = self

@@ -638,6 +638,7 @@ impl ClusterService for Api {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             coordinators,
             stale,
+            first_log_index: raft.first_index,
         })?;
         Ok(tonic::Response::new(response))
     }

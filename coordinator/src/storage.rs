@@ -183,19 +183,26 @@ impl Store {
                     }
                 })?);
             }
-            batch.put_cf(self.cf(CF_SNAPSHOT)?, KEY_SNAPSHOT_META, Self::pb_bytes(&meta)?);
+            batch.put_cf(
+                self.cf(CF_SNAPSHOT)?,
+                KEY_SNAPSHOT_META,
+                Self::pb_bytes(&meta)?,
+            );
         }
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        self.db.write_opt(batch, &options).map_err(|e| self.err(e))?;
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| self.err(e))?;
         let db = Arc::get_mut(&mut self.db).ok_or_else(|| CoordinatorError::Corrupt {
             key: CF_LEGACY_META.to_owned(),
             detail: "database shared during migration".to_owned(),
         })?;
-        db.drop_cf(CF_LEGACY_META).map_err(|source| CoordinatorError::Storage {
-            path: self.path.display().to_string(),
-            source,
-        })?;
+        db.drop_cf(CF_LEGACY_META)
+            .map_err(|source| CoordinatorError::Storage {
+                path: self.path.display().to_string(),
+                source,
+            })?;
         tracing::info!(path = %self.path.display(), "moved raft metadata into per-kind column families");
         Ok(())
     }
@@ -260,10 +267,22 @@ impl Store {
         hs.term = BOOTSTRAP_TERM;
         hs.commit = BOOTSTRAP_INDEX;
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_CONF_STATE)?, KEY_CONF_STATE, Self::pb_bytes(&conf)?);
+        batch.put_cf(
+            self.cf(CF_CONF_STATE)?,
+            KEY_CONF_STATE,
+            Self::pb_bytes(&conf)?,
+        );
         batch.put_cf(self.cf(CF_CONF_STATE)?, KEY_PEERS, encode(peers)?);
-        batch.put_cf(self.cf(CF_SNAPSHOT)?, KEY_SNAPSHOT_META, Self::pb_bytes(&meta)?);
-        batch.put_cf(self.cf(CF_HARD_STATE)?, KEY_HARD_STATE, Self::pb_bytes(&hs)?);
+        batch.put_cf(
+            self.cf(CF_SNAPSHOT)?,
+            KEY_SNAPSHOT_META,
+            Self::pb_bytes(&meta)?,
+        );
+        batch.put_cf(
+            self.cf(CF_HARD_STATE)?,
+            KEY_HARD_STATE,
+            Self::pb_bytes(&hs)?,
+        );
         batch.put_cf(
             self.cf(CF_STATE)?,
             KEY_APPLIED,
@@ -369,7 +388,11 @@ impl Store {
         meta.set_conf_state(conf_state.clone());
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_LOG)?, index_key(0), index_key(index + 1));
-        batch.put_cf(self.cf(CF_SNAPSHOT)?, KEY_SNAPSHOT_META, Self::pb_bytes(&meta)?);
+        batch.put_cf(
+            self.cf(CF_SNAPSHOT)?,
+            KEY_SNAPSHOT_META,
+            Self::pb_bytes(&meta)?,
+        );
         self.db.write(batch).map_err(|e| self.err(e))?;
         Ok(index - first_kept)
     }
@@ -509,18 +532,22 @@ impl Store {
     pub fn apply_snapshot(&self, meta: &SnapshotMetadata, replica: &Replica) -> Result<()> {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_LOG)?, index_key(0), index_key(u64::MAX));
-        batch.delete_range_cf(
-            self.cf(CF_STATE)?,
-            [0u8].as_slice(),
-            [0xffu8; 9].as_slice(),
+        batch.delete_range_cf(self.cf(CF_STATE)?, [0u8].as_slice(), [0xffu8; 9].as_slice());
+        batch.put_cf(
+            self.cf(CF_SNAPSHOT)?,
+            KEY_SNAPSHOT_META,
+            Self::pb_bytes(meta)?,
         );
-        batch.put_cf(self.cf(CF_SNAPSHOT)?, KEY_SNAPSHOT_META, Self::pb_bytes(meta)?);
         let mut hs: HardState = self
             .get_pb(CF_HARD_STATE, KEY_HARD_STATE)?
             .unwrap_or_default();
         hs.commit = hs.commit.max(meta.index);
         hs.term = hs.term.max(meta.term);
-        batch.put_cf(self.cf(CF_HARD_STATE)?, KEY_HARD_STATE, Self::pb_bytes(&hs)?);
+        batch.put_cf(
+            self.cf(CF_HARD_STATE)?,
+            KEY_HARD_STATE,
+            Self::pb_bytes(&hs)?,
+        );
         let s = &replica.state;
         let mut touched = Vec::new();
         touched.extend(s.modules.keys().cloned().map(Touched::Module));
@@ -744,7 +771,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Store::open(dir.path()).expect("open");
-            store.bootstrap(&[1], &AddressBook::new()).expect("bootstrap");
+            store
+                .bootstrap(&[1], &AddressBook::new())
+                .expect("bootstrap");
             let mut hs = HardState::default();
             hs.term = 2;
             hs.vote = 1;

@@ -85,11 +85,16 @@ impl Transport for GrpcTransport {
                 Some(peer) => {
                     if let Err(e) = peer.queue.try_send(message) {
                         let message = e.into_inner();
-                        tracing::debug!(to = message.to, "raft queue to a peer is full; dropping a message");
+                        tracing::debug!(
+                            to = message.to,
+                            "raft queue to a peer is full; dropping a message"
+                        );
                         if message.get_msg_type() == MessageType::MsgSnapshot
                             && let Ok(mut reports) = self.reports.lock()
                         {
-                            reports.snapshots.push((message.to, SnapshotStatus::Failure));
+                            reports
+                                .snapshots
+                                .push((message.to, SnapshotStatus::Failure));
                         }
                     }
                 }
