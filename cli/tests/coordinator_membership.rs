@@ -176,7 +176,11 @@ async fn caught_up(
             async move {
                 let s = status(url).await?;
                 let have: BTreeSet<u64> = s.coordinators.iter().map(|c| c.node_id).collect();
-                (s.applied_index >= commit && have == members && !s.stale).then_some(s)
+                (s.applied_index >= commit
+                    && s.commit_index >= commit
+                    && have == members
+                    && !s.stale)
+                    .then_some(s)
             }
         },
     )
@@ -421,6 +425,24 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
     let mut on_fourth = Client::connect(&nodes[3].url).await?;
     assert_eq!(on_fourth.list_modules().await?.len(), 1);
 
+    // Reads on a follower are linearizable (ReadIndex): a write acknowledged
+    // by the leader is visible there at once, without waiting for it.
+    for i in 0..5u8 {
+        let info = client
+            .upload_module(
+                &format!("lin-{i}"),
+                "1",
+                "",
+                &padded_module(noop.wasm, 64, 10 + i),
+            )
+            .await?;
+        let seen = on_fourth.list_modules().await?;
+        assert!(
+            seen.iter().any(|m| m.digest == info.digest),
+            "follower 4 missed module lin-{i} right after it was acknowledged"
+        );
+    }
+
     // Remove the leader through the new node; leadership moves first.
     let out = cli(&[
         "cluster",
@@ -448,6 +470,7 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
     on_fourth
         .upload_module("m2", "1", "", &padded_module(noop.wasm, 1024, 2))
         .await?;
+    let modules = 7;
     let new_leader_url = nodes
         .iter()
         .find(|n| n.id == new_leader)
@@ -456,7 +479,7 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
         .clone();
     for node in nodes.iter().filter(|n| n.process.is_some()) {
         let s = caught_up(&node.url, &new_leader_url, &remaining).await?;
-        assert_eq!(s.modules, 2, "node {}", node.id);
+        assert_eq!(s.modules, modules, "node {}", node.id);
     }
 
     // Every process restarted from disk keeps the new membership.
@@ -479,10 +502,37 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
         .url
         .clone();
     let s = caught_up(&restarted_url, &restarted_url, &remaining).await?;
-    assert_eq!(s.modules, 2);
+    assert_eq!(s.modules, modules);
     client
         .upload_module("m3", "1", "", &padded_module(noop.wasm, 1024, 3))
         .await?;
-    assert_eq!(client.list_modules().await?.len(), 3);
+    assert_eq!(client.list_modules().await?.len(), modules as usize + 1);
+
+    // Without a quorum nothing is confirmed: the last node standing flags
+    // its status as stale and refuses linearizable reads.
+    let last = nodes
+        .iter()
+        .find(|n| n.id != restarted_leader && n.process.is_some())
+        .expect("a follower")
+        .id;
+    for node in nodes.iter_mut().filter(|n| n.id != last) {
+        node.kill()?;
+    }
+    let last_url = nodes
+        .iter()
+        .find(|n| n.id == last)
+        .expect("last")
+        .url
+        .clone();
+    wait_until("a stale status", Duration::from_secs(30), || {
+        let url = last_url.clone();
+        async move { status(&url).await.filter(|s| s.stale) }
+    })
+    .await?;
+    let refused = Client::connect(&last_url).await?.list_modules().await;
+    assert!(
+        refused.is_err(),
+        "a read without a quorum must fail: {refused:?}"
+    );
     Ok(())
 }
