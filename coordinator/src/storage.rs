@@ -29,7 +29,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, Wri
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 const CF_LOG: &str = "raft_log";
 const CF_HARD_STATE: &str = "raft_hard_state";
@@ -568,12 +568,77 @@ impl Store {
 pub struct RaftStorage {
     store: Store,
     replica: Arc<RwLock<Replica>>,
+    snapshots: Arc<Mutex<SnapshotCache>>,
+}
+
+/// The last snapshot built for a follower, and whether one is being built.
+#[derive(Default)]
+struct SnapshotCache {
+    ready: Option<Snapshot>,
+    building: bool,
 }
 
 impl RaftStorage {
     /// Wraps a store and the replica the node applies to.
     pub fn new(store: Store, replica: Arc<RwLock<Replica>>) -> Self {
-        Self { store, replica }
+        Self {
+            store,
+            replica,
+            snapshots: Arc::default(),
+        }
+    }
+
+    /// Starts encoding a snapshot of the replica as it is now on a thread of
+    /// its own: a state holding many large modules takes a while to encode,
+    /// and the raft thread must keep sending heartbeats meanwhile.
+    fn start_snapshot(&self) -> raft::Result<()> {
+        let (state, peers, mut meta) = {
+            let replica = self
+                .replica
+                .read()
+                .map_err(|_| raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))?;
+            let mut meta = SnapshotMetadata::default();
+            meta.index = replica.applied_index;
+            meta.term = replica.applied_term;
+            meta.set_conf_state(replica.conf_state.clone());
+            // A copy, so the node applies on while it is encoded.
+            (replica.state.clone(), replica.peers.clone(), meta)
+        };
+        let cache = self.snapshots.clone();
+        let built = std::thread::Builder::new()
+            .name("raft-snapshot".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let data = encode(&SnapshotDataRef {
+                    format: SNAPSHOT_FORMAT,
+                    state: &state,
+                    peers: &peers,
+                });
+                let Ok(mut cache) = cache.lock() else { return };
+                cache.building = false;
+                match data {
+                    Ok(data) => {
+                        tracing::info!(
+                            index = meta.index,
+                            bytes = data.len(),
+                            elapsed = ?started.elapsed(),
+                            "snapshot built"
+                        );
+                        let mut snapshot = Snapshot::default();
+                        snapshot.data = data.into();
+                        snapshot.set_metadata(std::mem::take(&mut meta));
+                        cache.ready = Some(snapshot);
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot encode a snapshot"),
+                }
+            });
+        if let Err(e) = built {
+            tracing::error!(error = %e, "cannot start a thread to build a snapshot");
+            if let Ok(mut cache) = self.snapshots.lock() {
+                cache.building = false;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -682,24 +747,36 @@ impl raft::Storage for RaftStorage {
             .max(snap_index))
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let replica = self
-            .replica
-            .read()
+    /// A snapshot at or after `request_index` whose successors are still in
+    /// the log; built in the background, so the first call answers
+    /// "temporarily unavailable" and raft-rs asks again on the follower's
+    /// next heartbeat response. One snapshot serves every follower that
+    /// needs it until compaction passes it.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let (compacted, _) = self.store.snapshot_point().map_err(store_err)?;
+        let mut cache = self
+            .snapshots
+            .lock()
             .map_err(|_| raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))?;
-        let mut snapshot = Snapshot::default();
-        snapshot.data = encode(&SnapshotDataRef {
-            format: SNAPSHOT_FORMAT,
-            state: &replica.state,
-            peers: &replica.peers,
-        })
-        .map_err(store_err)?
-        .into();
-        let meta = snapshot.mut_metadata();
-        meta.index = replica.applied_index;
-        meta.term = replica.applied_term;
-        meta.set_conf_state(replica.conf_state.clone());
-        Ok(snapshot)
+        if let Some(snapshot) = &cache.ready {
+            let index = snapshot.get_metadata().index;
+            if index >= compacted && index >= request_index {
+                return Ok(snapshot.clone());
+            }
+        }
+        if !cache.building {
+            tracing::info!(
+                follower = to,
+                "building a snapshot for a follower behind the log"
+            );
+            cache.building = true;
+            cache.ready = None;
+            drop(cache);
+            self.start_snapshot()?;
+        }
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
     }
 }
 
@@ -907,7 +984,7 @@ mod tests {
         let (store, replica) = applied_store(leader_dir.path(), 20);
         store.compact(18, &replica.conf_state).expect("compact");
         let raft = RaftStorage::new(store, Arc::new(RwLock::new(replica.clone())));
-        let snapshot = raft.snapshot(0, 2).expect("snapshot");
+        let snapshot = wait_for_snapshot(&raft, 0);
         assert_eq!(snapshot.get_metadata().index, 20);
         assert_eq!(snapshot.get_metadata().term, 2);
 
@@ -936,6 +1013,59 @@ mod tests {
         assert_eq!(raft.last_index().expect("last"), 20);
         assert_eq!(raft.term(20).expect("term"), 2);
         assert!(raft.initial_state().expect("init").hard_state.commit >= 20);
+    }
+
+    /// Asks like raft-rs does until the background build is done.
+    fn wait_for_snapshot(raft: &RaftStorage, request_index: u64) -> Snapshot {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match raft.snapshot(request_index, 2) {
+                Ok(snapshot) => return snapshot,
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)) => {
+                    assert!(std::time::Instant::now() < deadline, "snapshot never built");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("snapshot failed: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_reused_until_compaction_passes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, replica) = applied_store(dir.path(), 20);
+        let shared = Arc::new(RwLock::new(replica));
+        let raft = RaftStorage::new(store.clone(), shared.clone());
+        assert_eq!(
+            raft.snapshot(0, 2),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            )),
+            "the first request starts a background build"
+        );
+        let first = wait_for_snapshot(&raft, 0);
+        assert_eq!(first.get_metadata().index, 20);
+
+        // More entries apply; the cached snapshot still serves (its
+        // successors are in the log).
+        let entries: Vec<Entry> = (21..=30).map(|i| entry(i, 2)).collect();
+        store.append(&entries, None).expect("append");
+        shared.write().expect("lock").applied_index = 30;
+        assert_eq!(
+            raft.snapshot(0, 3).expect("cached").get_metadata().index,
+            20
+        );
+        // A follower that asks for a newer one gets a fresh build.
+        assert_eq!(wait_for_snapshot(&raft, 25).get_metadata().index, 30);
+
+        // Once compaction passes the cached one, it is rebuilt.
+        shared.write().expect("lock").applied_index = 30;
+        let conf = shared.read().expect("lock").conf_state.clone();
+        store.compact(30, &conf).expect("compact");
+        let rebuilt = wait_for_snapshot(&raft, 0);
+        assert_eq!(rebuilt.get_metadata().index, 30);
+        let decoded = replica_from_snapshot(&rebuilt).expect("decode");
+        assert_eq!(decoded.state, shared.read().expect("lock").state);
     }
 
     #[test]
