@@ -70,7 +70,7 @@ fn spawn(node: &Node, membership: Membership, compact_after: u64) -> anyhow::Res
         .args(["--log-compact-after", &compact_after.to_string()])
         .arg("--data-dir")
         .arg(&node.dir)
-        .env("QUARRY_LOG", "warn,quarry_coordinator=info")
+        .env("QUARRY_LOG", "warn,quarry_coordinator=info,raft=info")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     match membership {
@@ -157,7 +157,7 @@ async fn leader(nodes: &[Node]) -> anyhow::Result<(u64, Client)> {
 }
 
 /// Waits until the node at `url` has applied everything the leader had
-/// committed when called, and lists `members` as the group.
+/// committed when called, and lists `members` as the group's voters.
 async fn caught_up(
     url: &str,
     leader_url: &str,
@@ -175,7 +175,13 @@ async fn caught_up(
             let members = members.clone();
             async move {
                 let s = status(url).await?;
-                let have: BTreeSet<u64> = s.coordinators.iter().map(|c| c.node_id).collect();
+                // Joined nodes start as learners; wait for their promotion.
+                let have: BTreeSet<u64> = s
+                    .coordinators
+                    .iter()
+                    .filter(|c| c.voter)
+                    .map(|c| c.node_id)
+                    .collect();
                 (s.applied_index >= commit
                     && s.commit_index >= commit
                     && have == members
@@ -243,20 +249,88 @@ fn cli(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout)?)
 }
 
-async fn run_hunt(client: &mut Client) -> anyhow::Result<v1::Hunt> {
-    let hunt = client
-        .submit_hunt(HuntRequest::new("logon-bruteforce").selector("env", "demo"))
-        .await?;
-    let done = tokio::time::timeout(Duration::from_secs(120), client.wait(&hunt.hunt_id, |_| {}))
-        .await??;
+/// Runs `op` until it succeeds or a minute passes. On a loaded machine a
+/// leader can lose its lease and a write or a linearizable read in flight
+/// then fails with UNAVAILABLE; every operation retried here is idempotent.
+async fn retry<T, F, Fut>(what: &str, mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("retrying {what}: {e:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.context(format!("{what} kept failing"))),
+        }
+    }
+}
+
+async fn upload(url: &str, name: &str, wasm: &[u8]) -> anyhow::Result<v1::ModuleInfo> {
+    retry(&format!("upload of {name}"), || async {
+        Ok(Client::connect(url)
+            .await?
+            .upload_module(name, "1", "", wasm)
+            .await?)
+    })
+    .await
+}
+
+async fn get_hunt(url: &str, id: &str) -> anyhow::Result<v1::Hunt> {
+    retry(&format!("read of hunt {id} on {url}"), || async {
+        Ok(Client::connect(url).await?.hunt(id).await?)
+    })
+    .await
+}
+
+async fn findings(url: &str, id: &str) -> anyhow::Result<Vec<v1::Finding>> {
+    retry(&format!("read of findings of {id} on {url}"), || async {
+        Ok(Client::connect(url).await?.findings(id).await?)
+    })
+    .await
+}
+
+/// Submits the demo hunt through `url` and waits until it ends, completed.
+async fn run_hunt(url: &str) -> anyhow::Result<v1::Hunt> {
+    let hunt = retry("hunt submission", || async {
+        Ok(Client::connect(url)
+            .await?
+            .submit_hunt(HuntRequest::new("logon-bruteforce").selector("env", "demo"))
+            .await?)
+    })
+    .await?;
+    let id = hunt.hunt_id;
+    let done = wait_until(
+        &format!("hunt {id} to end"),
+        Duration::from_secs(120),
+        || {
+            let id = id.clone();
+            async move {
+                let hunt = Client::connect(url).await.ok()?.hunt(&id).await.ok()?;
+                (hunt.state != v1::HuntState::Running as i32).then_some(hunt)
+            }
+        },
+    )
+    .await?;
     anyhow::ensure!(
         done.state == v1::HuntState::Completed as i32,
-        "hunt {} ended {:?}: {}",
-        done.hunt_id,
+        "hunt {id} ended {:?}: {}",
         done.state,
         done.reason
     );
     Ok(done)
+}
+
+fn url_of(nodes: &[Node], id: u64) -> String {
+    nodes
+        .iter()
+        .find(|n| n.id == id)
+        .map(|n| n.url.clone())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,14 +338,13 @@ async fn wiped_member_rejoins_and_catches_up_through_a_snapshot() -> anyhow::Res
     let dir = tempfile::tempdir()?;
     // Compact every 10 applied entries so the log is cut long before the end.
     let (mut nodes, _) = start_group(dir.path(), 10)?;
-    let (leader_id, mut client) = leader(&nodes).await?;
+    let (leader_id, _) = leader(&nodes).await?;
+    let entry = url_of(&nodes, leader_id);
     let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
-    client
-        .upload_module(module.name, module.version, "", module.wasm)
-        .await?;
+    upload(&entry, module.name, module.wasm).await?;
     // Snapshots carry modules: a 6 MiB one makes the snapshot span chunks.
     let big = padded_module(quarry_hunt_modules::test_modules::NOOP.wasm, 6 << 20, 1);
-    client.upload_module("padded", "1", "", &big).await?;
+    upload(&entry, "padded", &big).await?;
 
     let urls = nodes
         .iter()
@@ -283,14 +356,18 @@ async fn wiped_member_rejoins_and_catches_up_through_a_snapshot() -> anyhow::Res
         start_worker(&dir.path().join("w1"), 1, &urls).await?,
     ];
     wait_until("two live workers", Duration::from_secs(30), || {
-        let mut client = client.clone();
-        async move { (client.status().await.ok()?.live_workers >= 2).then_some(()) }
+        let nodes = &nodes;
+        async move {
+            let (_, mut client) = leader(nodes).await.ok()?;
+            (client.status().await.ok()?.live_workers >= 2).then_some(())
+        }
     })
     .await?;
-    let mut hunts = vec![run_hunt(&mut client).await?, run_hunt(&mut client).await?];
+    let mut hunts = vec![run_hunt(&entry).await?, run_hunt(&entry).await?];
 
     // Remove a follower through another follower (the CLI follows the
     // leader), then wipe its data directory.
+    let (leader_id, _) = leader(&nodes).await?;
     let victim = nodes
         .iter()
         .map(|n| n.id)
@@ -302,33 +379,41 @@ async fn wiped_member_rejoins_and_catches_up_through_a_snapshot() -> anyhow::Res
         .expect("another follower")
         .url
         .clone();
-    let removed = cli(&[
-        "cluster",
-        "remove-coordinator",
-        "--node-id",
-        &victim.to_string(),
-        "--coordinator",
-        &via,
-        "--output",
-        "json",
-    ])?;
-    assert!(
-        !removed.contains(&format!("\"node_id\":{victim},")),
-        "{removed}"
-    );
+    let victim_id = victim.to_string();
+    retry("remove-coordinator", || async {
+        let members = cli(&[
+            "cluster",
+            "remove-coordinator",
+            "--node-id",
+            &victim_id,
+            "--coordinator",
+            &via,
+            "--output",
+            "json",
+        ])
+        .or_else(|e| {
+            // A retry after a removal that did commit finds it gone.
+            if e.to_string().contains("is not a member") {
+                Ok(String::new())
+            } else {
+                Err(e)
+            }
+        })?;
+        anyhow::ensure!(
+            !members.contains(&format!("\"node_id\":{victim},")),
+            "{members}"
+        );
+        Ok(())
+    })
+    .await?;
     let node = nodes.iter_mut().find(|n| n.id == victim).expect("victim");
     node.kill()?;
     std::fs::remove_dir_all(&node.dir)?;
 
     // The rest of the group goes on without it.
-    let (leader_id, mut client) = leader(&nodes).await?;
-    hunts.push(run_hunt(&mut client).await?);
-    let leader_url = nodes
-        .iter()
-        .find(|n| n.id == leader_id)
-        .expect("leader")
-        .url
-        .clone();
+    hunts.push(run_hunt(&via).await?);
+    let (leader_id, _) = leader(&nodes).await?;
+    let leader_url = url_of(&nodes, leader_id);
     let leader_status = status(&leader_url).await.expect("leader status");
     assert!(
         leader_status.first_log_index > 10,
@@ -339,12 +424,8 @@ async fn wiped_member_rejoins_and_catches_up_through_a_snapshot() -> anyhow::Res
     let node = nodes.iter_mut().find(|n| n.id == victim).expect("victim");
     node.process = Some(spawn(node, Membership::Join(&via), 10)?);
     let members: Vec<u64> = nodes.iter().map(|n| n.id).collect();
-    let rejoined = caught_up(
-        &nodes.iter().find(|n| n.id == victim).expect("victim").url,
-        &leader_url,
-        &members,
-    )
-    .await?;
+    let victim_url = url_of(&nodes, victim);
+    let rejoined = caught_up(&victim_url, &leader_url, &members).await?;
     assert!(
         rejoined.first_log_index > 2,
         "the rejoined node's log must start after a snapshot: {rejoined:?}"
@@ -352,28 +433,25 @@ async fn wiped_member_rejoins_and_catches_up_through_a_snapshot() -> anyhow::Res
     assert_eq!(rejoined.modules, 2);
 
     // Linearizable reads on the rejoined node serve what was committed before.
-    let victim_url = nodes
-        .iter()
-        .find(|n| n.id == victim)
-        .expect("victim")
-        .url
-        .clone();
-    let mut on_victim = Client::connect(&victim_url).await?;
     for hunt in &hunts {
-        let there = on_victim.hunt(&hunt.hunt_id).await?;
+        let there = get_hunt(&victim_url, &hunt.hunt_id).await?;
         assert_eq!(there.state, hunt.state, "{}", hunt.hunt_id);
         assert_eq!(
-            on_victim.findings(&hunt.hunt_id).await?,
-            client.findings(&hunt.hunt_id).await?,
+            findings(&victim_url, &hunt.hunt_id).await?,
+            findings(&leader_url, &hunt.hunt_id).await?,
             "{}",
             hunt.hunt_id
         );
     }
-    assert_eq!(on_victim.list_hunts(0).await?.len(), hunts.len());
+    let listed = retry("hunt list on the rejoined node", || async {
+        Ok(Client::connect(&victim_url).await?.list_hunts(0).await?)
+    })
+    .await?;
+    assert_eq!(listed.len(), hunts.len());
 
     // And it takes part in new writes: a hunt submitted through it completes.
-    let after = run_hunt(&mut on_victim).await?;
-    assert!(!client.findings(&after.hunt_id).await?.is_empty());
+    let after = run_hunt(&victim_url).await?;
+    assert!(!findings(&leader_url, &after.hunt_id).await?.is_empty());
 
     for worker in workers {
         worker.shutdown().await;
@@ -386,9 +464,10 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
 {
     let dir = tempfile::tempdir()?;
     let (mut nodes, founders) = start_group(dir.path(), 5000)?;
-    let (leader_id, mut client) = leader(&nodes).await?;
+    let (leader_id, _) = leader(&nodes).await?;
+    let leader_url = url_of(&nodes, leader_id);
     let noop = quarry_hunt_modules::test_modules::NOOP;
-    client.upload_module("m", "1", "", noop.wasm).await?;
+    upload(&leader_url, "m", noop.wasm).await?;
 
     // Node 4 joins through a follower.
     let follower = nodes
@@ -405,14 +484,9 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
         process: None,
     };
     fourth.process = Some(spawn(&fourth, Membership::Join(&follower), 5000)?);
+    let fourth_url = fourth.url.clone();
     nodes.push(fourth);
-    let leader_url = nodes
-        .iter()
-        .find(|n| n.id == leader_id)
-        .expect("leader")
-        .url
-        .clone();
-    let status4 = caught_up(&nodes[3].url, &leader_url, &[1, 2, 3, 4]).await?;
+    let status4 = caught_up(&fourth_url, &leader_url, &[1, 2, 3, 4]).await?;
     assert_eq!(status4.modules, 1);
     assert!(
         status4
@@ -422,21 +496,20 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
         "every member's URL is replicated to the new node: {:?}",
         status4.coordinators
     );
-    let mut on_fourth = Client::connect(&nodes[3].url).await?;
-    assert_eq!(on_fourth.list_modules().await?.len(), 1);
 
     // Reads on a follower are linearizable (ReadIndex): a write acknowledged
     // by the leader is visible there at once, without waiting for it.
     for i in 0..5u8 {
-        let info = client
-            .upload_module(
-                &format!("lin-{i}"),
-                "1",
-                "",
-                &padded_module(noop.wasm, 64, 10 + i),
-            )
-            .await?;
-        let seen = on_fourth.list_modules().await?;
+        let info = upload(
+            &leader_url,
+            &format!("lin-{i}"),
+            &padded_module(noop.wasm, 64, 10 + i),
+        )
+        .await?;
+        let seen = retry("module list on node 4", || async {
+            Ok(Client::connect(&fourth_url).await?.list_modules().await?)
+        })
+        .await?;
         assert!(
             seen.iter().any(|m| m.digest == info.digest),
             "follower 4 missed module lin-{i} right after it was acknowledged"
@@ -444,15 +517,28 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
     }
 
     // Remove the leader through the new node; leadership moves first.
-    let out = cli(&[
-        "cluster",
-        "remove-coordinator",
-        "--node-id",
-        &leader_id.to_string(),
-        "--coordinator",
-        &nodes[3].url,
-    ])?;
-    assert!(out.contains("voter"), "{out}");
+    let (leader_id, _) = leader(&nodes).await?;
+    let leader_arg = leader_id.to_string();
+    retry("remove-coordinator of the leader", || async {
+        let out = cli(&[
+            "cluster",
+            "remove-coordinator",
+            "--node-id",
+            &leader_arg,
+            "--coordinator",
+            &fourth_url,
+        ])
+        .or_else(|e| {
+            if e.to_string().contains("is not a member") {
+                Ok("voter".to_owned())
+            } else {
+                Err(e)
+            }
+        })?;
+        anyhow::ensure!(out.contains("voter"), "{out}");
+        Ok(())
+    })
+    .await?;
     let old = nodes
         .iter_mut()
         .find(|n| n.id == leader_id)
@@ -467,16 +553,9 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
     // Writes keep working, through any member.
     let (new_leader, _) = leader(&nodes).await?;
     assert_ne!(new_leader, leader_id);
-    on_fourth
-        .upload_module("m2", "1", "", &padded_module(noop.wasm, 1024, 2))
-        .await?;
+    upload(&fourth_url, "m2", &padded_module(noop.wasm, 1024, 2)).await?;
     let modules = 7;
-    let new_leader_url = nodes
-        .iter()
-        .find(|n| n.id == new_leader)
-        .expect("leader")
-        .url
-        .clone();
+    let new_leader_url = url_of(&nodes, new_leader);
     for node in nodes.iter().filter(|n| n.process.is_some()) {
         let s = caught_up(&node.url, &new_leader_url, &remaining).await?;
         assert_eq!(s.modules, modules, "node {}", node.id);
@@ -494,19 +573,19 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
         };
         node.process = Some(spawn(node, membership, 5000)?);
     }
-    let (restarted_leader, mut client) = leader(&nodes).await?;
-    let restarted_url = nodes
-        .iter()
-        .find(|n| n.id == restarted_leader)
-        .expect("leader")
-        .url
-        .clone();
+    let (restarted_leader, _) = leader(&nodes).await?;
+    let restarted_url = url_of(&nodes, restarted_leader);
     let s = caught_up(&restarted_url, &restarted_url, &remaining).await?;
     assert_eq!(s.modules, modules);
-    client
-        .upload_module("m3", "1", "", &padded_module(noop.wasm, 1024, 3))
-        .await?;
-    assert_eq!(client.list_modules().await?.len(), modules as usize + 1);
+    upload(&restarted_url, "m3", &padded_module(noop.wasm, 1024, 3)).await?;
+    let listed = retry("module list", || async {
+        Ok(Client::connect(&restarted_url)
+            .await?
+            .list_modules()
+            .await?)
+    })
+    .await?;
+    assert_eq!(listed.len(), modules as usize + 1);
 
     // Without a quorum nothing is confirmed: the last node standing flags
     // its status as stale and refuses linearizable reads.
@@ -518,12 +597,7 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
     for node in nodes.iter_mut().filter(|n| n.id != last) {
         node.kill()?;
     }
-    let last_url = nodes
-        .iter()
-        .find(|n| n.id == last)
-        .expect("last")
-        .url
-        .clone();
+    let last_url = url_of(&nodes, last);
     wait_until("a stale status", Duration::from_secs(30), || {
         let url = last_url.clone();
         async move { status(&url).await.filter(|s| s.stale) }

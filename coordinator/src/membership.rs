@@ -74,7 +74,7 @@ pub async fn add(
         .members()
         .map_err(|e| status_for(node, e))?
         .into_iter()
-        .any(|m| m.id == id && m.voter && m.url.as_deref() == Some(url.as_str()));
+        .any(|m| m.id == id && m.url.as_deref() == Some(url.as_str()));
     if !known {
         change(node, MembershipChange::Add { node: id, url }).await?;
         tracing::info!("coordinator added");

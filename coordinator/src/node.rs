@@ -34,6 +34,8 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(15);
 /// committed in its term, so requests are re-issued until then).
 pub const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(3);
 const READ_INDEX_RETRY: Duration = Duration::from_millis(300);
+/// A learner this close to the leader's commit index is promoted to voter.
+const PROMOTE_WITHIN_ENTRIES: u64 = 64;
 
 /// When a node cuts its raft log. Each node compacts on its own; a follower
 /// that needs entries the leader has cut gets a snapshot instead.
@@ -103,7 +105,10 @@ pub type ProposalResult = Result<std::result::Result<Response, Rejection>>;
 /// A change of the coordinator group's membership.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipChange {
-    /// Add a voter reachable at `url` (or change a member's URL).
+    /// Add a member reachable at `url` (or change a member's URL). It
+    /// joins as a learner and the leader promotes it to voter once it has
+    /// caught up, so a new node never counts towards a quorum it cannot
+    /// yet help make.
     Add {
         /// The new member.
         node: NodeId,
@@ -488,6 +493,7 @@ impl Driver {
                 last_tick = Instant::now();
                 self.retry_reads();
             }
+            self.promote_caught_up_learners();
             if let Err(e) = self.on_ready().and_then(|()| self.maybe_compact()) {
                 // A storage error is fatal: limping on could diverge from disk.
                 tracing::error!(error = %e, node = self.id, "raft node stopping after a storage error; restart the coordinator");
@@ -601,7 +607,12 @@ impl Driver {
                     ));
                 }
                 validate_url(url)?;
-                single.set_change_type(ConfChangeType::AddNode);
+                // A current voter keeps its vote; only its URL changes.
+                single.set_change_type(if conf.voters.contains(&node.0) {
+                    ConfChangeType::AddNode
+                } else {
+                    ConfChangeType::AddLearnerNode
+                });
                 single.node_id = node.0;
                 cc.context =
                     crate::storage::encode(&AddressBook::from([(node.0, url.clone())]))?.into();
@@ -629,6 +640,41 @@ impl Driver {
         }
         cc.mut_changes().push(single);
         Ok(cc)
+    }
+
+    /// Leader only: proposes the promotion of one learner whose log is
+    /// within [`PROMOTE_WITHIN_ENTRIES`] of the commit index (one conf change
+    /// at a time; the next waits for this one to apply).
+    fn promote_caught_up_learners(&mut self) {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader || raft.has_pending_conf() {
+            return;
+        }
+        let Ok(learners) = self.replica.read().map(|r| r.conf_state.learners.clone()) else {
+            return;
+        };
+        let committed = raft.raft_log.committed;
+        let ready = learners.into_iter().find(|id| {
+            raft.prs()
+                .get(*id)
+                .is_some_and(|p| p.matched > 0 && p.matched + PROMOTE_WITHIN_ENTRIES >= committed)
+        });
+        let Some(learner) = ready else { return };
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(ConfChangeType::AddNode);
+        single.node_id = learner;
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        // No waiter: nobody asked; the next loop sees it pending or applied.
+        match self.raw.propose_conf_change(Vec::new(), cc) {
+            Ok(()) => tracing::info!(
+                learner,
+                "learner caught up; proposing its promotion to voter"
+            ),
+            Err(e) => {
+                tracing::warn!(learner, error = %e, "cannot propose a learner's promotion; will retry")
+            }
+        }
     }
 
     fn transfer_leadership(&mut self) -> Result<u64> {

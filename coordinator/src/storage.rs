@@ -800,6 +800,53 @@ fn entity_key(kind: u8, id: &str) -> Vec<u8> {
     key
 }
 
+/// Serde for large byte buffers such as module bytes: one length and one
+/// copy instead of a sequence of `u8`s. In bincode the encoding is
+/// byte-for-byte that of a plain `Vec<u8>` (so stored data reads back
+/// unchanged), but tens of times faster, which matters because modules are
+/// encoded and decoded on the raft thread, where a stall of a second costs
+/// the leader its lease.
+pub mod raw_bytes {
+    use serde::{Deserializer, Serializer, de};
+    use std::fmt;
+
+    /// Serializes as bytes.
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    /// Deserializes bytes (or a sequence of numbers, for self-describing formats).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> de::Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(byte) = seq.next_element()? {
+                out.push(byte);
+            }
+            Ok(out)
+        }
+    }
+}
+
 /// Encodes a state-machine value (bincode).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     bincode::serialize(value).map_err(|e| CoordinatorError::Corrupt {
@@ -1107,6 +1154,52 @@ mod tests {
         drop(store);
         // And a second open finds nothing left to migrate.
         Store::open(dir.path()).expect("reopen");
+    }
+
+    #[test]
+    fn module_bytes_keep_their_encoding_and_encode_fast() {
+        // The field as stored before `raw_bytes`: a plain Vec<u8>.
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Legacy {
+            digest: ModuleDigest,
+            name: String,
+            version: String,
+            description: String,
+            uploaded_ms: i64,
+            bytes: Vec<u8>,
+        }
+        let mut record = module(7);
+        record.bytes = (0..(64 << 10)).map(|i| (i % 253) as u8).collect();
+        let legacy = Legacy {
+            digest: record.digest.clone(),
+            name: record.name.clone(),
+            version: record.version.clone(),
+            description: record.description.clone(),
+            uploaded_ms: record.uploaded_ms,
+            bytes: record.bytes.clone(),
+        };
+        let fast = encode(&record).expect("encode");
+        assert_eq!(
+            encode(&legacy).expect("legacy encode"),
+            fast,
+            "stored modules must read back unchanged"
+        );
+        let json = serde_json::to_string(&record).expect("json");
+        let from_json: ModuleRecord = serde_json::from_str(&json).expect("json back");
+        assert_eq!(from_json, record);
+
+        // Per-byte encoding of 16 MiB took seconds in a debug build, on the
+        // raft thread; one copy takes milliseconds.
+        record.bytes = vec![42; 16 << 20];
+        let started = std::time::Instant::now();
+        let bytes = encode(&record).expect("encode");
+        let back: ModuleRecord = decode(b"m", &bytes).expect("decode");
+        let elapsed = started.elapsed();
+        assert_eq!(back, record);
+        assert!(
+            elapsed < std::time::Duration::from_millis(500),
+            "{elapsed:?}"
+        );
     }
 
     #[test]
