@@ -339,7 +339,8 @@ enum ClusterCommand {
     ///
     /// Usually a new node does this itself (`quarry coordinator --join`);
     /// use this to admit a node started without --join. Start the node
-    /// with an empty data directory: it receives a snapshot.
+    /// with an empty data directory: it receives a snapshot. It joins as a
+    /// learner and becomes a voter once it has caught up.
     #[command(
         after_help = "Example:\n  quarry cluster add-coordinator --node-id 4 --url http://10.0.0.8:7700 --coordinator http://10.0.0.5:7700"
     )]
