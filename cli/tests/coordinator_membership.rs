@@ -497,6 +497,18 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
         status4.coordinators
     );
 
+    // Membership changes that make no sense are refused with the reason.
+    let err = cli(&[
+        "cluster",
+        "remove-coordinator",
+        "--node-id",
+        "9",
+        "--coordinator",
+        &fourth_url,
+    ])
+    .expect_err("9 is not a member");
+    assert!(err.to_string().contains("not a member"), "{err:#}");
+
     // Reads on a follower are linearizable (ReadIndex): a write acknowledged
     // by the leader is visible there at once, without waiting for it.
     for i in 0..5u8 {

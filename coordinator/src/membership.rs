@@ -69,11 +69,21 @@ pub async fn add(
     let id = NodeId(request.node_id);
     let url = request.url.trim().to_owned();
     crate::node::validate_url(&url).map_err(|e| status_for(node, e))?;
+    let members = node.members().map_err(|e| status_for(node, e))?;
+    // A newcomer learns every address from the group; one it cannot learn
+    // is a member it could never answer.
+    if let Some(unknown) = members.iter().find(|m| m.id != id && m.url.is_none()) {
+        return Err(status_for(
+            node,
+            CoordinatorError::FailedPrecondition(format!(
+                "coordinator {} has no known URL (started on 0.0.0.0 without --advertise-url?); record it first with `quarry cluster add-coordinator --node-id {} --url http://HOST:PORT`",
+                unknown.id, unknown.id
+            )),
+        ));
+    }
     // A retried join (or a restart of a joined node) changes nothing.
-    let known = node
-        .members()
-        .map_err(|e| status_for(node, e))?
-        .into_iter()
+    let known = members
+        .iter()
         .any(|m| m.id == id && m.url.as_deref() == Some(url.as_str()));
     if !known {
         change(node, MembershipChange::Add { node: id, url }).await?;

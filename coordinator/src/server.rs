@@ -129,8 +129,14 @@ impl Coordinator {
             )));
         }
         let mut peers = config.peers.clone();
-        if let Some(url) = &url {
-            peers.insert(node_id.0, url.clone());
+        match &url {
+            Some(url) => {
+                peers.insert(node_id.0, url.clone());
+            }
+            None => tracing::warn!(
+                %addr,
+                "this coordinator does not know its own URL, so coordinators added later cannot reach it; pass --advertise-url"
+            ),
         }
         let compaction = config.compaction;
         let join = config.join.clone();
