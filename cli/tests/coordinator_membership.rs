@@ -452,6 +452,40 @@ async fn wiped_member_rejoins_and_catches_up_through_a_snapshot() -> anyhow::Res
     // And it takes part in new writes: a hunt submitted through it completes.
     let after = run_hunt(&victim_url).await?;
     assert!(!findings(&leader_url, &after.hunt_id).await?.is_empty());
+    hunts.push(after);
+
+    // Every process restarted from compacted logs: raft resumes from the
+    // compacted point and every hunt and finding is still there.
+    let mut before = Vec::new();
+    for hunt in &hunts {
+        before.push(findings(&leader_url, &hunt.hunt_id).await?);
+    }
+    for node in &mut nodes {
+        node.kill()?;
+    }
+    let founders: BTreeMap<u64, String> = nodes.iter().map(|n| (n.id, n.url.clone())).collect();
+    for node in &mut nodes {
+        let membership = if node.id == victim {
+            Membership::Join(&via) // ignored: the data directory is not empty
+        } else {
+            Membership::Founder(&founders)
+        };
+        node.process = Some(spawn(node, membership, 10)?);
+    }
+    let (leader_id, _) = leader(&nodes).await?;
+    let leader_url = url_of(&nodes, leader_id);
+    for node in &nodes {
+        let s = caught_up(&node.url, &leader_url, &members).await?;
+        assert!(
+            s.first_log_index > 10,
+            "node {} restarted compacted: {s:?}",
+            node.id
+        );
+    }
+    for (hunt, expected) in hunts.iter().zip(&before) {
+        assert_eq!(&findings(&victim_url, &hunt.hunt_id).await?, expected);
+    }
+    run_hunt(&leader_url).await?;
 
     for worker in workers {
         worker.shutdown().await;
