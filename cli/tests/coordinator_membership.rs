@@ -542,6 +542,19 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
     ])
     .expect_err("9 is not a member");
     assert!(err.to_string().contains("not a member"), "{err:#}");
+    // A second process may not take over a member's id.
+    let err = cli(&[
+        "cluster",
+        "add-coordinator",
+        "--node-id",
+        "2",
+        "--url",
+        "http://127.0.0.1:1",
+        "--coordinator",
+        &fourth_url,
+    ])
+    .expect_err("2 is a member at another URL");
+    assert!(err.to_string().contains("already a member"), "{err:#}");
 
     // Reads on a follower are linearizable (ReadIndex): a write acknowledged
     // by the leader is visible there at once, without waiting for it.

@@ -2,7 +2,7 @@
 //! handlers (raft conf changes on the leader) and a new node's join request.
 
 use crate::error::{CoordinatorError, Result};
-use crate::node::{MembershipChange, NodeHandle};
+use crate::node::{Member, MembershipChange, NodeHandle};
 use crate::state::Rejection;
 use crate::storage::AddressBook;
 use quarry_proto::NodeId;
@@ -81,10 +81,23 @@ pub async fn add(
             )),
         ));
     }
+    let existing = members.iter().find(|m| m.id == id);
+    // Another process claiming a member's id would inherit its votes and log
+    // position without its disk: refuse. Only a URL nobody knew may be set.
+    if let Some(Member {
+        url: Some(other), ..
+    }) = existing
+        && *other != url
+    {
+        return Err(status_for(
+            node,
+            CoordinatorError::AlreadyExists(format!(
+                "coordinator {id} is already a member at {other}; give the new node an unused --node-id, or remove {id} first"
+            )),
+        ));
+    }
     // A retried join (or a restart of a joined node) changes nothing.
-    let known = members
-        .iter()
-        .any(|m| m.id == id && m.url.as_deref() == Some(url.as_str()));
+    let known = existing.is_some_and(|m| m.url.is_some());
     if !known {
         change(node, MembershipChange::Add { node: id, url }).await?;
         tracing::info!("coordinator added");

@@ -30,6 +30,9 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Largest snapshot a follower accepts (the state machine, modules included).
 pub const MAX_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
+/// Most memory reserved for a snapshot before its bytes arrive.
+const MAX_SNAPSHOT_RESERVE: u64 = 256 * 1024 * 1024;
+
 /// Messages queued per peer before new ones are dropped (raft resends).
 const QUEUE: usize = 4096;
 
@@ -319,8 +322,11 @@ impl SnapshotAssembler {
                 ));
             }
             self.total = chunk.total_bytes;
-            // Bounded by the check above; reserve avoids regrowing for big states.
-            self.data.reserve(usize::try_from(self.total).unwrap_or(0));
+            // Reserve what a typical state needs up front, but never trust a
+            // peer's announcement with more than that: the rest grows as it
+            // actually arrives.
+            let reserve = self.total.min(MAX_SNAPSHOT_RESERVE);
+            self.data.reserve(usize::try_from(reserve).unwrap_or(0));
             self.message = Some(message);
         } else if !chunk.message.is_empty() {
             return Err("only the first snapshot chunk may carry the raft message".into());
