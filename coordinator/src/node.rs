@@ -307,6 +307,7 @@ impl Drop for NodeThread {
     }
 }
 
+/// The address book without this node: whom the transport sends to.
 fn others(peers: &AddressBook, me: u64) -> AddressBook {
     peers
         .iter()
