@@ -34,6 +34,9 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(15);
 /// committed in its term, so requests are re-issued until then).
 pub const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(3);
 const READ_INDEX_RETRY: Duration = Duration::from_millis(300);
+/// Messages taken from the channel per loop turn: proposals in one turn share
+/// a Ready (one synced write), reads share a ReadIndex (one heartbeat round).
+const MAX_BATCH: usize = 256;
 /// A learner this close to the leader's commit index is promoted to voter.
 const PROMOTE_WITHIN_ENTRIES: u64 = 64;
 
@@ -265,6 +268,7 @@ impl NodeThread {
             waiters: HashMap::new(),
             next_proposal: 1,
             status: status_tx,
+            reads_unissued: Vec::new(),
             reads: HashMap::new(),
             reads_to_apply: Vec::new(),
             next_read: 1,
@@ -428,10 +432,11 @@ async fn wait<T>(rx: oneshot::Receiver<T>, timeout: Duration) -> Result<T> {
     }
 }
 
+/// One ReadIndex request and every read waiting on it.
 struct PendingRead {
     first: Instant,
     issued: Instant,
-    reply: oneshot::Sender<Result<()>>,
+    replies: Vec<oneshot::Sender<Result<()>>>,
 }
 
 struct Driver {
@@ -444,6 +449,8 @@ struct Driver {
     waiters: HashMap<u64, (u64, oneshot::Sender<ProposalResult>)>,
     next_proposal: u64,
     status: watch::Sender<RaftStatus>,
+    /// Reads received this loop turn, not yet asked of raft.
+    reads_unissued: Vec<oneshot::Sender<Result<()>>>,
     /// ReadIndex requests raft has not answered yet, by context.
     reads: HashMap<u64, PendingRead>,
     /// Reads whose index is known, waiting for apply to reach it.
@@ -457,31 +464,47 @@ struct Driver {
 impl Driver {
     fn run(&mut self, rx: mpsc::Receiver<NodeMsg>) {
         let mut last_tick = Instant::now();
-        loop {
+        'run: loop {
             let wait = TICK.saturating_sub(last_tick.elapsed());
+            let mut batch = Vec::new();
             match rx.recv_timeout(wait) {
-                Ok(NodeMsg::Propose { command, reply }) => self.propose(*command, reply),
-                Ok(NodeMsg::ChangeMembership { change, reply }) => {
-                    self.change_membership(change, reply)
-                }
-                Ok(NodeMsg::ReadIndex { reply }) => self.read_index(reply),
-                Ok(NodeMsg::TransferLeadership { reply }) => {
-                    let _ = reply.send(self.transfer_leadership());
-                }
-                Ok(NodeMsg::LearnPeers(peers)) => {
-                    if let Err(e) = self.learn_peers(peers) {
-                        tracing::error!(error = %e, node = self.id, "raft node stopping after a storage error; restart the coordinator");
-                        break;
-                    }
-                }
-                Ok(NodeMsg::Raft(message)) => {
-                    if let Err(e) = self.raw.step(*message) {
-                        tracing::debug!(error = %e, "raft rejected a peer message");
-                    }
-                }
-                Ok(NodeMsg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Ok(message) => batch.push(message),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
+            // Whatever queued meanwhile joins this turn (a closed channel
+            // shows up in the next recv_timeout).
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            for message in batch {
+                match message {
+                    NodeMsg::Propose { command, reply } => self.propose(*command, reply),
+                    NodeMsg::ChangeMembership { change, reply } => {
+                        self.change_membership(change, reply)
+                    }
+                    NodeMsg::ReadIndex { reply } => self.reads_unissued.push(reply),
+                    NodeMsg::TransferLeadership { reply } => {
+                        let _ = reply.send(self.transfer_leadership());
+                    }
+                    NodeMsg::LearnPeers(peers) => {
+                        if let Err(e) = self.learn_peers(peers) {
+                            tracing::error!(error = %e, node = self.id, "raft node stopping after a storage error; restart the coordinator");
+                            break 'run;
+                        }
+                    }
+                    NodeMsg::Raft(message) => {
+                        if let Err(e) = self.raw.step(*message) {
+                            tracing::debug!(error = %e, "raft rejected a peer message");
+                        }
+                    }
+                    NodeMsg::Stop => break 'run,
+                }
+            }
+            self.issue_reads();
             for peer in self.transport.unreachable() {
                 self.raw.report_unreachable(peer);
             }
@@ -505,8 +528,10 @@ impl Driver {
         for (_, (_, waiter)) in self.waiters.drain() {
             let _ = waiter.send(Err(CoordinatorError::NodeStopped));
         }
-        for (_, read) in self.reads.drain() {
-            let _ = read.reply.send(Err(CoordinatorError::NodeStopped));
+        let unissued = std::mem::take(&mut self.reads_unissued);
+        let pending = self.reads.drain().flat_map(|(_, read)| read.replies);
+        for reply in unissued.into_iter().chain(pending) {
+            let _ = reply.send(Err(CoordinatorError::NodeStopped));
         }
         for (_, reply) in self.reads_to_apply.drain(..) {
             let _ = reply.send(Err(CoordinatorError::NodeStopped));
@@ -723,10 +748,19 @@ impl Driver {
         Ok(())
     }
 
-    fn read_index(&mut self, reply: oneshot::Sender<Result<()>>) {
+    /// Asks raft for one read index on behalf of every read received this
+    /// turn. All of them arrived before the request, so the index it returns
+    /// covers every write acknowledged before any of them started.
+    fn issue_reads(&mut self) {
+        if self.reads_unissued.is_empty() {
+            return;
+        }
+        let replies = std::mem::take(&mut self.reads_unissued);
         if self.raw.raft.leader_id == raft::INVALID_ID {
             // Nobody can confirm the commit index now; fail fast.
-            let _ = reply.send(Err(self.not_leader()));
+            for reply in replies {
+                let _ = reply.send(Err(self.not_leader()));
+            }
             return;
         }
         let ctx = self.next_read;
@@ -738,7 +772,7 @@ impl Driver {
             PendingRead {
                 first: now,
                 issued: now,
-                reply,
+                replies,
             },
         );
     }
@@ -757,7 +791,9 @@ impl Driver {
             .collect();
         for ctx in expired {
             if let Some(read) = self.reads.remove(&ctx) {
-                let _ = read.reply.send(Err(self.not_leader()));
+                for reply in read.replies {
+                    let _ = reply.send(Err(self.not_leader()));
+                }
             }
         }
         let retry: Vec<u64> = self
@@ -802,7 +838,9 @@ impl Driver {
                 continue;
             };
             if let Some(read) = self.reads.remove(&u64::from_be_bytes(ctx)) {
-                self.reads_to_apply.push((state.index, read.reply));
+                let index = state.index;
+                self.reads_to_apply
+                    .extend(read.replies.into_iter().map(|reply| (index, reply)));
             }
         }
         if *ready.snapshot() != raft::eraftpb::Snapshot::default() {
@@ -1045,5 +1083,106 @@ pub fn validate_url(url: &str) -> Result<()> {
         Err(CoordinatorError::InvalidArgument(format!(
             "coordinator URL `{url}` is invalid; give one like http://10.0.0.8:7700"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ModuleRecord;
+    use quarry_proto::ModuleDigest;
+
+    fn start(dir: &std::path::Path, voters: Vec<u64>) -> NodeThread {
+        let store = Store::open(dir).expect("open");
+        let options = NodeOptions {
+            id: NodeId(1),
+            voters,
+            peers: AddressBook::new(),
+            compaction: LogCompaction::every(4),
+        };
+        NodeThread::start(store, options, Box::new(NoPeers)).expect("start")
+    }
+
+    fn upload(n: u8) -> Command {
+        Command::UploadModule {
+            module: ModuleRecord {
+                digest: ModuleDigest::new(format!("{n:02x}").repeat(32)),
+                name: format!("m{n}"),
+                version: "1".into(),
+                description: String::new(),
+                uploaded_ms: 1,
+                bytes: vec![n; 16],
+            },
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reads_see_every_acknowledged_write_and_the_log_compacts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = start(dir.path(), vec![1]);
+        let handle = node.handle();
+        for n in 0..12u8 {
+            let applied = handle.propose(upload(n)).await.expect("commit");
+            assert!(applied.is_ok(), "{applied:?}");
+            // Many reads at once share ReadIndex requests; each still sees
+            // every module acknowledged before it started.
+            let reads = (0..20).map(|_| {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    handle.read_index().await?;
+                    handle.read(|r| r.state.modules.len())
+                })
+            });
+            for read in reads {
+                let seen = read.await.expect("join").expect("read");
+                assert!(
+                    seen > usize::from(n),
+                    "read saw {seen} modules after {n} writes"
+                );
+            }
+        }
+        let status = handle.status();
+        assert!(
+            status.first_index > 2,
+            "12 entries with a threshold of 4 compact the log: {status:?}"
+        );
+        node.stop();
+
+        // Restart from the compacted log: the state and the point are intact.
+        let node = start(dir.path(), vec![1]);
+        let handle = node.handle();
+        assert_eq!(handle.read(|r| r.state.modules.len()).expect("read"), 12);
+        let mut changes = handle.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), changes.wait_for(|s| s.is_leader))
+            .await
+            .expect("leader again")
+            .expect("status");
+        handle
+            .propose(upload(99))
+            .await
+            .expect("commit")
+            .expect("applied");
+        handle.read_index().await.expect("read index");
+        assert_eq!(handle.read(|r| r.state.modules.len()).expect("read"), 13);
+        node.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_without_a_leader_fails_at_once_instead_of_serving_stale_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Voter 2 never answers: no leader can be elected.
+        let node = start(dir.path(), vec![1, 2]);
+        let started = Instant::now();
+        let err = node
+            .handle()
+            .read_index()
+            .await
+            .expect_err("nobody can confirm the commit index");
+        assert!(
+            matches!(err, CoordinatorError::NotLeader { leader: 0, .. }),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        node.stop();
     }
 }
