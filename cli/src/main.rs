@@ -48,16 +48,31 @@ enum Format {
 enum Command {
     /// Run a coordinator (raft + RocksDB) serving the gRPC API.
     #[command(
-        after_help = "Examples:\n  quarry coordinator --data-dir /var/lib/quarry/coordinator --listen 0.0.0.0:7700\n  quarry coordinator --node-id 1 --listen 10.0.0.5:7700 --peer 2=http://10.0.0.6:7700 --peer 3=http://10.0.0.7:7700"
+        after_help = "Examples:\n  quarry coordinator --data-dir /var/lib/quarry/coordinator --listen 0.0.0.0:7700\n  quarry coordinator --node-id 1 --listen 10.0.0.5:7700 --peer 2=http://10.0.0.6:7700 --peer 3=http://10.0.0.7:7700\n  # a new member, added through any current one (it receives a snapshot):\n  quarry coordinator --node-id 4 --listen 10.0.0.8:7700 --join http://10.0.0.5:7700"
     )]
     Coordinator {
         /// This node's raft id (non-zero, unique in the group).
         #[arg(long, default_value_t = 1)]
         node_id: u64,
-        /// Another coordinator of the group, `ID=URL` (repeatable), e.g.
-        /// `--peer 2=http://10.0.0.6:7700`. Without peers: a single-node group.
+        /// Another founding coordinator of the group, `ID=URL` (repeatable),
+        /// e.g. `--peer 2=http://10.0.0.6:7700`. Without peers or --join: a
+        /// single-node group.
         #[arg(long = "peer", value_parser = parse_peer)]
         peers: Vec<(u64, String)>,
+        /// Join an existing group through the URL of any of its coordinators
+        /// (only when the data directory is empty; a restarted member is
+        /// already in the group).
+        #[arg(long, conflicts_with = "peers", value_parser = parse_url)]
+        join: Option<String>,
+        /// The URL other coordinators and clients reach this one at
+        /// (default: http://LISTEN; required when listening on 0.0.0.0).
+        #[arg(long, value_parser = parse_url)]
+        advertise_url: Option<String>,
+        /// Compact the raft log after this many applied entries (the state
+        /// machine in RocksDB is the snapshot; lagging followers get it
+        /// streamed).
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+        log_compact_after: u64,
         /// Directory for RocksDB (raft log and state machine).
         #[arg(long, default_value = "./quarry-data/coordinator")]
         data_dir: PathBuf,
@@ -110,10 +125,10 @@ enum Command {
         after_help = "Example:\n  quarry shard list --selector env=demo"
     )]
     Shard(ShardCommand),
-    /// Cluster status and workers.
+    /// Cluster status, workers and coordinator membership.
     #[command(
         subcommand,
-        after_help = "Example:\n  quarry cluster status --output json"
+        after_help = "Examples:\n  quarry cluster status --output json\n  quarry cluster add-coordinator --node-id 4 --url http://10.0.0.8:7700\n  quarry cluster remove-coordinator --node-id 2"
     )]
     Cluster(ClusterCommand),
     /// Benchmarks: `quarry bench scan` measures ingest and scan rates,
@@ -375,6 +390,38 @@ enum ClusterCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Add a coordinator to the raft group (a conf change on the leader).
+    ///
+    /// Usually a new node does this itself (`quarry coordinator --join`);
+    /// use this to admit a node started without --join. Start the node
+    /// with an empty data directory: it receives a snapshot. It joins as a
+    /// learner and becomes a voter once it has caught up.
+    #[command(
+        after_help = "Example:\n  quarry cluster add-coordinator --node-id 4 --url http://10.0.0.8:7700 --coordinator http://10.0.0.5:7700"
+    )]
+    AddCoordinator {
+        /// Raft id of the new coordinator (non-zero, unique in the group).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+        /// URL the other coordinators reach it at.
+        #[arg(long, value_parser = parse_url)]
+        url: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a coordinator from the raft group (a conf change on the
+    /// leader); removing the leader moves leadership first. Stop the removed
+    /// process afterwards.
+    #[command(
+        after_help = "Example:\n  quarry cluster remove-coordinator --node-id 3 --coordinator http://10.0.0.5:7700"
+    )]
+    RemoveCoordinator {
+        /// Raft id of the coordinator to remove.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// A canary: a shard count or a percentage.
@@ -418,6 +465,18 @@ fn parse_peer(text: &str) -> Result<(u64, String), String> {
         ));
     }
     Ok((id, url.to_owned()))
+}
+
+fn parse_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains('/') => Ok(text.to_owned()),
+        _ => Err(format!(
+            "expected a URL like http://10.0.0.8:7700, got `{text}`"
+        )),
+    }
 }
 
 fn parse_time(text: &str) -> Result<i64, String> {
@@ -464,11 +523,17 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Coordinator {
             node_id,
             peers,
+            join,
+            advertise_url,
+            log_compact_after,
             data_dir,
             listen,
         } => {
-            let config = quarry_coordinator::CoordinatorConfig::single_node(data_dir, listen)
+            let mut config = quarry_coordinator::CoordinatorConfig::single_node(data_dir, listen)
                 .with_peers(node_id, peers.into_iter().collect());
+            config.join = join;
+            config.advertise_url = advertise_url;
+            config.compaction = quarry_coordinator::node::LogCompaction::every(log_compact_after);
             let coordinator = quarry_coordinator::Coordinator::start(config).await?;
             println!("coordinator serving on http://{}", coordinator.addr());
             shutdown_signal().await;
@@ -702,6 +767,21 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Workers { client: args } => {
             let workers = connect(&args).await?.workers().await?;
             output::workers(out(args.output), &workers);
+        }
+        ClusterCommand::AddCoordinator {
+            node_id,
+            url,
+            client: args,
+        } => {
+            let members = connect(&args).await?.add_coordinator(node_id, &url).await?;
+            output::membership(out(args.output), &members);
+        }
+        ClusterCommand::RemoveCoordinator {
+            node_id,
+            client: args,
+        } => {
+            let members = connect(&args).await?.remove_coordinator(node_id).await?;
+            output::membership(out(args.output), &members);
         }
     }
     Ok(())

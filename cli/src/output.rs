@@ -475,22 +475,66 @@ pub fn status(format: Output, s: &v1::StatusResponse) {
             "node_id": s.node_id, "is_leader": s.is_leader, "leader_id": s.leader_id, "term": s.term,
             "commit_index": s.commit_index, "applied_index": s.applied_index, "workers": s.workers,
             "live_workers": s.live_workers, "shards": s.shards, "modules": s.modules,
-            "running_hunts": s.running_hunts, "version": s.version,
+            "running_hunts": s.running_hunts, "version": s.version, "stale": s.stale,
+            "first_log_index": s.first_log_index,
+            "coordinators": coordinators_json(&s.coordinators),
         })),
         Output::Table => {
             println!(
-                "node {} ({}), leader {}, term {}, commit {}, applied {}",
+                "node {} ({}), leader {}, term {}, commit {}, applied {}, log from {}",
                 s.node_id,
                 if s.is_leader { "leader" } else { "follower" },
                 s.leader_id,
                 s.term,
                 s.commit_index,
-                s.applied_index
+                s.applied_index,
+                s.first_log_index
             );
             println!(
                 "workers {} ({} live), shards {}, modules {}, running hunts {}, version {}",
                 s.workers, s.live_workers, s.shards, s.modules, s.running_hunts, s.version
             );
+            if s.stale {
+                println!(
+                    "warning: no leader confirmed this node's state; the counts above may be stale"
+                );
+            }
+            coordinators_table(&s.coordinators);
         }
+    }
+}
+
+fn coordinators_json(members: &[v1::CoordinatorInfo]) -> Value {
+    members
+        .iter()
+        .map(|c| json!({"node_id": c.node_id, "url": c.url, "voter": c.voter}))
+        .collect()
+}
+
+fn coordinators_table(members: &[v1::CoordinatorInfo]) {
+    table(
+        &["COORDINATOR", "URL", "ROLE"],
+        members
+            .iter()
+            .map(|c| {
+                vec![
+                    c.node_id.to_string(),
+                    if c.url.is_empty() {
+                        "(unknown)".to_owned()
+                    } else {
+                        c.url.clone()
+                    },
+                    if c.voter { "voter" } else { "learner" }.to_owned(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// The coordinator group after a membership change.
+pub fn membership(format: Output, members: &[v1::CoordinatorInfo]) {
+    match format {
+        Output::Json => json_line(json!({ "coordinators": coordinators_json(members) })),
+        Output::Table => coordinators_table(members),
     }
 }

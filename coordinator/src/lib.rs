@@ -9,9 +9,11 @@
 pub mod clock;
 pub mod convert;
 pub mod error;
+pub mod membership;
 pub mod module_check;
 pub mod node;
 pub mod raft_log;
+pub mod raft_service;
 pub mod scheduler;
 pub mod server;
 pub mod service;

@@ -1,14 +1,21 @@
 //! The raft driver: owns the `RawNode`, runs the Ready loop on a dedicated
 //! thread (RocksDB calls block), applies committed commands to the state
 //! machine and resolves each proposer's waiter when its entry is applied.
+//!
+//! Besides commands it handles membership changes (raft conf changes that
+//! also carry the new member's URL, so the address book is replicated),
+//! linearizable reads (raft ReadIndex), log compaction once enough entries
+//! are applied, and the outcome of snapshot sends.
 
 use crate::error::{CoordinatorError, Result};
 use crate::state::{Command, Rejection, Response, Touched};
-use crate::storage::{RaftStorage, Replica, Store};
+use crate::storage::{AddressBook, RaftStorage, Replica, Store};
 use protobuf::Message as _;
 use quarry_proto::NodeId;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
-use raft::{Config, RawNode, StateRole};
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType, Message,
+};
+use raft::{Config, RawNode, SnapshotStatus, StateRole};
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
@@ -22,6 +29,43 @@ const ELECTION_TICKS: usize = 10;
 const HEARTBEAT_TICKS: usize = 3;
 /// How long a proposer waits for its entry to apply.
 pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a linearizable read waits for the leader to confirm its commit
+/// index (raft-rs drops a ReadIndex silently while a new leader has not
+/// committed in its term, so requests are re-issued until then).
+pub const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(3);
+const READ_INDEX_RETRY: Duration = Duration::from_millis(300);
+/// Messages taken from the channel per loop turn: proposals in one turn share
+/// a Ready (one synced write), reads share a ReadIndex (one heartbeat round).
+const MAX_BATCH: usize = 256;
+/// A learner this close to the leader's commit index is promoted to voter.
+const PROMOTE_WITHIN_ENTRIES: u64 = 64;
+
+/// When a node cuts its raft log. Each node compacts on its own; a follower
+/// that needs entries the leader has cut gets a snapshot instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogCompaction {
+    /// Compact once this many entries were applied since the last compaction.
+    pub threshold: u64,
+    /// Applied entries left in the log after compacting, so a follower that
+    /// is only slightly behind catches up from the log, not a snapshot.
+    pub keep: u64,
+}
+
+impl LogCompaction {
+    /// Compacts every `threshold` applied entries, keeping a tenth of that.
+    pub fn every(threshold: u64) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            keep: threshold / 10,
+        }
+    }
+}
+
+impl Default for LogCompaction {
+    fn default() -> Self {
+        Self::every(5_000)
+    }
+}
 
 /// Sends raft messages to peers. The node calls it after persisting.
 pub trait Transport: Send + 'static {
@@ -32,6 +76,15 @@ pub trait Transport: Send + 'static {
     fn unreachable(&self) -> Vec<u64> {
         Vec::new()
     }
+
+    /// Snapshot sends that ended since the last call, for `report_snapshot`.
+    fn snapshot_reports(&self) -> Vec<(u64, SnapshotStatus)> {
+        Vec::new()
+    }
+
+    /// The peers to send to (every member but this node), whenever the
+    /// replicated address book changes.
+    fn set_peers(&self, _peers: &AddressBook) {}
 }
 
 /// Transport for a single-node group: there is nobody to send to.
@@ -52,11 +105,53 @@ impl Transport for NoPeers {
 /// proposal did not apply.
 pub type ProposalResult = Result<std::result::Result<Response, Rejection>>;
 
+/// A change of the coordinator group's membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Add a member reachable at `url` (or change a member's URL). It
+    /// joins as a learner and the leader promotes it to voter once it has
+    /// caught up, so a new node never counts towards a quorum it cannot
+    /// yet help make.
+    Add {
+        /// The new member.
+        node: NodeId,
+        /// Where peers reach it.
+        url: String,
+    },
+    /// Remove a member (not the leader: move leadership away first).
+    Remove {
+        /// The member.
+        node: NodeId,
+    },
+}
+
+/// A member of the group as this node has applied it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Raft id.
+    pub id: NodeId,
+    /// URL from the replicated address book, if known.
+    pub url: Option<String>,
+    /// Voter (true) or learner.
+    pub voter: bool,
+}
+
 enum NodeMsg {
     Propose {
         command: Box<Command>,
         reply: oneshot::Sender<ProposalResult>,
     },
+    ChangeMembership {
+        change: MembershipChange,
+        reply: oneshot::Sender<ProposalResult>,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<Result<()>>,
+    },
+    TransferLeadership {
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    LearnPeers(AddressBook),
     Raft(Box<Message>),
     Stop,
 }
@@ -76,6 +171,8 @@ pub struct RaftStatus {
     pub applied: u64,
     /// Whether this node leads.
     pub is_leader: bool,
+    /// First index still in the log (everything before is compacted).
+    pub first_index: u64,
 }
 
 /// A handle to the running node, cheap to clone.
@@ -92,22 +189,44 @@ pub struct NodeThread {
     join: Option<JoinHandle<()>>,
 }
 
+/// How a node starts.
+pub struct NodeOptions {
+    /// This node.
+    pub id: NodeId,
+    /// Voters of a new cluster; empty for a node that joins an existing one
+    /// (it waits, without membership, for the leader's snapshot).
+    pub voters: Vec<u64>,
+    /// Addresses known from configuration: the whole book of a new cluster;
+    /// on restart the replicated book is used instead.
+    pub peers: AddressBook,
+    /// When to compact the log.
+    pub compaction: LogCompaction,
+}
+
 impl NodeThread {
     /// Opens the raft group stored in `store` and starts driving it.
     ///
-    /// A fresh store is bootstrapped with `voters` as its membership.
+    /// A fresh store is bootstrapped with `options.voters` as its membership
+    /// unless that is empty (a joining node).
     pub fn start(
-        id: NodeId,
         store: Store,
-        voters: &[u64],
+        options: NodeOptions,
         transport: Box<dyn Transport>,
     ) -> Result<Self> {
-        if store.is_fresh()? {
-            store.bootstrap(voters)?;
+        let id = options.id;
+        if store.is_fresh()? && !options.voters.is_empty() {
+            store.bootstrap(&options.voters, &options.peers)?;
         }
-        let replica = store.load_replica()?;
+        let mut replica = store.load_replica()?;
+        // The replicated book wins over flags, which may name members removed
+        // since; only a store from before the book existed takes the flags.
+        if replica.peers.is_empty() {
+            replica.peers = options.peers.clone();
+        }
         let applied = replica.applied_index;
         let voters_now = replica.conf_state.voters.clone();
+        let first_index = store.snapshot_metadata()?.index + 1;
+        transport.set_peers(&others(&replica.peers, id.0));
         let replica = Arc::new(RwLock::new(replica));
         let storage = RaftStorage::new(store.clone(), replica.clone());
         let config = Config {
@@ -132,6 +251,7 @@ impl NodeThread {
         let (status_tx, status_rx) = watch::channel(RaftStatus {
             id: id.0,
             applied,
+            first_index,
             ..RaftStatus::default()
         });
         let handle = NodeHandle {
@@ -148,6 +268,12 @@ impl NodeThread {
             waiters: HashMap::new(),
             next_proposal: 1,
             status: status_tx,
+            reads_unissued: Vec::new(),
+            reads: HashMap::new(),
+            reads_to_apply: Vec::new(),
+            next_read: 1,
+            compaction: options.compaction,
+            first_index,
         };
         let join = std::thread::Builder::new()
             .name(format!("raft-{}", id.0))
@@ -185,6 +311,15 @@ impl Drop for NodeThread {
     }
 }
 
+/// The address book without this node: whom the transport sends to.
+fn others(peers: &AddressBook, me: u64) -> AddressBook {
+    peers
+        .iter()
+        .filter(|(id, _)| **id != me)
+        .map(|(id, url)| (*id, url.clone()))
+        .collect()
+}
+
 impl NodeHandle {
     /// Proposes a command and waits until it is applied.
     pub async fn propose(&self, command: Command) -> ProposalResult {
@@ -195,11 +330,48 @@ impl NodeHandle {
                 reply,
             })
             .map_err(|_| CoordinatorError::NodeStopped)?;
-        match tokio::time::timeout(PROPOSAL_TIMEOUT, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(CoordinatorError::NodeStopped),
-            Err(_) => Err(CoordinatorError::ProposalTimeout(PROPOSAL_TIMEOUT)),
-        }
+        wait(rx, PROPOSAL_TIMEOUT).await?
+    }
+
+    /// Proposes a membership change (a raft conf change) and waits until it
+    /// is applied on this node, the leader.
+    #[tracing::instrument(skip(self))]
+    pub async fn change_membership(&self, change: MembershipChange) -> ProposalResult {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(NodeMsg::ChangeMembership { change, reply })
+            .map_err(|_| CoordinatorError::NodeStopped)?;
+        wait(rx, PROPOSAL_TIMEOUT).await?
+    }
+
+    /// Waits until this node's applied state includes every write committed
+    /// before the call (raft ReadIndex), so a read that follows is
+    /// linearizable, on the leader and on followers alike.
+    pub async fn read_index(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(NodeMsg::ReadIndex { reply })
+            .map_err(|_| CoordinatorError::NodeStopped)?;
+        // The driver answers by READ_INDEX_TIMEOUT; the margin covers a busy loop.
+        wait(rx, READ_INDEX_TIMEOUT + Duration::from_secs(2)).await?
+    }
+
+    /// Hands leadership to the most up-to-date other voter; returns its id.
+    /// Only the leader can; poll [`NodeHandle::status`] to see it happen.
+    pub async fn transfer_leadership(&self) -> Result<u64> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(NodeMsg::TransferLeadership { reply })
+            .map_err(|_| CoordinatorError::NodeStopped)?;
+        wait(rx, PROPOSAL_TIMEOUT).await?
+    }
+
+    /// Adds addresses this node learnt outside the log (a joining node hears
+    /// them from the member that admitted it) for ids it does not know yet.
+    pub fn learn_peers(&self, peers: AddressBook) -> Result<()> {
+        self.tx
+            .send(NodeMsg::LearnPeers(peers))
+            .map_err(|_| CoordinatorError::NodeStopped)
     }
 
     /// Feeds a message from a peer into raft.
@@ -218,6 +390,29 @@ impl NodeHandle {
         Ok(f(&guard))
     }
 
+    /// The URL of coordinator `id` from the replicated address book.
+    pub fn peer_url(&self, id: u64) -> Option<String> {
+        self.read(|r| r.peers.get(&id).cloned()).ok().flatten()
+    }
+
+    /// The group's members as applied on this node.
+    pub fn members(&self) -> Result<Vec<Member>> {
+        self.read(|r| {
+            let voters = r.conf_state.voters.iter().map(|id| (*id, true));
+            let learners = r.conf_state.learners.iter().map(|id| (*id, false));
+            let mut members: Vec<Member> = voters
+                .chain(learners)
+                .map(|(id, voter)| Member {
+                    id: NodeId(id),
+                    url: r.peers.get(&id).cloned(),
+                    voter,
+                })
+                .collect();
+            members.sort_by_key(|m| m.id);
+            members
+        })
+    }
+
     /// Current raft status.
     pub fn status(&self) -> RaftStatus {
         *self.status.borrow()
@@ -227,6 +422,21 @@ impl NodeHandle {
     pub fn subscribe(&self) -> watch::Receiver<RaftStatus> {
         self.status.clone()
     }
+}
+
+async fn wait<T>(rx: oneshot::Receiver<T>, timeout: Duration) -> Result<T> {
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(_)) => Err(CoordinatorError::NodeStopped),
+        Err(_) => Err(CoordinatorError::ProposalTimeout(timeout)),
+    }
+}
+
+/// One ReadIndex request and every read waiting on it.
+struct PendingRead {
+    first: Instant,
+    issued: Instant,
+    replies: Vec<oneshot::Sender<Result<()>>>,
 }
 
 struct Driver {
@@ -239,31 +449,76 @@ struct Driver {
     waiters: HashMap<u64, (u64, oneshot::Sender<ProposalResult>)>,
     next_proposal: u64,
     status: watch::Sender<RaftStatus>,
+    /// Reads received this loop turn, not yet asked of raft.
+    reads_unissued: Vec<oneshot::Sender<Result<()>>>,
+    /// ReadIndex requests raft has not answered yet, by context.
+    reads: HashMap<u64, PendingRead>,
+    /// Reads whose index is known, waiting for apply to reach it.
+    reads_to_apply: Vec<(u64, oneshot::Sender<Result<()>>)>,
+    next_read: u64,
+    compaction: LogCompaction,
+    /// First index still in the log.
+    first_index: u64,
 }
 
 impl Driver {
     fn run(&mut self, rx: mpsc::Receiver<NodeMsg>) {
         let mut last_tick = Instant::now();
-        loop {
+        'run: loop {
             let wait = TICK.saturating_sub(last_tick.elapsed());
+            let mut batch = Vec::new();
             match rx.recv_timeout(wait) {
-                Ok(NodeMsg::Propose { command, reply }) => self.propose(*command, reply),
-                Ok(NodeMsg::Raft(message)) => {
-                    if let Err(e) = self.raw.step(*message) {
-                        tracing::debug!(error = %e, "raft rejected a peer message");
-                    }
-                }
-                Ok(NodeMsg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Ok(message) => batch.push(message),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
+            // Whatever queued meanwhile joins this turn (a closed channel
+            // shows up in the next recv_timeout).
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            for message in batch {
+                match message {
+                    NodeMsg::Propose { command, reply } => self.propose(*command, reply),
+                    NodeMsg::ChangeMembership { change, reply } => {
+                        self.change_membership(change, reply)
+                    }
+                    NodeMsg::ReadIndex { reply } => self.reads_unissued.push(reply),
+                    NodeMsg::TransferLeadership { reply } => {
+                        let _ = reply.send(self.transfer_leadership());
+                    }
+                    NodeMsg::LearnPeers(peers) => {
+                        if let Err(e) = self.learn_peers(peers) {
+                            tracing::error!(error = %e, node = self.id, "raft node stopping after a storage error; restart the coordinator");
+                            break 'run;
+                        }
+                    }
+                    NodeMsg::Raft(message) => {
+                        if let Err(e) = self.raw.step(*message) {
+                            tracing::debug!(error = %e, "raft rejected a peer message");
+                        }
+                    }
+                    NodeMsg::Stop => break 'run,
+                }
+            }
+            self.issue_reads();
             for peer in self.transport.unreachable() {
                 self.raw.report_unreachable(peer);
+            }
+            for (peer, status) in self.transport.snapshot_reports() {
+                tracing::info!(peer, ?status, "snapshot send ended");
+                self.raw.report_snapshot(peer, status);
             }
             if last_tick.elapsed() >= TICK {
                 self.raw.tick();
                 last_tick = Instant::now();
+                self.retry_reads();
             }
-            if let Err(e) = self.on_ready() {
+            self.promote_caught_up_learners();
+            if let Err(e) = self.on_ready().and_then(|()| self.maybe_compact()) {
                 // A storage error is fatal: limping on could diverge from disk.
                 tracing::error!(error = %e, node = self.id, "raft node stopping after a storage error; restart the coordinator");
                 break;
@@ -273,14 +528,37 @@ impl Driver {
         for (_, (_, waiter)) in self.waiters.drain() {
             let _ = waiter.send(Err(CoordinatorError::NodeStopped));
         }
+        let unissued = std::mem::take(&mut self.reads_unissued);
+        let pending = self.reads.drain().flat_map(|(_, read)| read.replies);
+        for reply in unissued.into_iter().chain(pending) {
+            let _ = reply.send(Err(CoordinatorError::NodeStopped));
+        }
+        for (_, reply) in self.reads_to_apply.drain(..) {
+            let _ = reply.send(Err(CoordinatorError::NodeStopped));
+        }
+    }
+
+    fn not_leader(&self) -> CoordinatorError {
+        CoordinatorError::NotLeader {
+            node: self.id,
+            leader: self.raw.raft.leader_id,
+        }
+    }
+
+    /// Entry context naming this node and a proposal, so only the proposer
+    /// resolves a waiter when the entry applies.
+    fn next_context(&mut self) -> (u64, Vec<u8>) {
+        let proposal = self.next_proposal;
+        self.next_proposal += 1;
+        let mut context = Vec::with_capacity(16);
+        context.extend_from_slice(&self.id.to_be_bytes());
+        context.extend_from_slice(&proposal.to_be_bytes());
+        (proposal, context)
     }
 
     fn propose(&mut self, command: Command, reply: oneshot::Sender<ProposalResult>) {
         if self.raw.raft.state != StateRole::Leader {
-            let _ = reply.send(Err(CoordinatorError::NotLeader {
-                node: self.id,
-                leader: self.raw.raft.leader_id,
-            }));
+            let _ = reply.send(Err(self.not_leader()));
             return;
         }
         let data = match crate::storage::encode(&command) {
@@ -290,11 +568,7 @@ impl Driver {
                 return;
             }
         };
-        let proposal = self.next_proposal;
-        self.next_proposal += 1;
-        let mut context = Vec::with_capacity(16);
-        context.extend_from_slice(&self.id.to_be_bytes());
-        context.extend_from_slice(&proposal.to_be_bytes());
+        let (proposal, context) = self.next_context();
         match self.raw.propose(context, data) {
             Ok(()) => {
                 self.waiters.insert(proposal, (self.raw.raft.term, reply));
@@ -302,6 +576,252 @@ impl Driver {
             Err(e) => {
                 let _ = reply.send(Err(e.into()));
             }
+        }
+    }
+
+    fn change_membership(
+        &mut self,
+        change: MembershipChange,
+        reply: oneshot::Sender<ProposalResult>,
+    ) {
+        match self.conf_change(&change) {
+            Ok(cc) => {
+                let (proposal, context) = self.next_context();
+                match self.raw.propose_conf_change(context, cc) {
+                    Ok(()) => {
+                        tracing::info!(?change, "membership change proposed");
+                        self.waiters.insert(proposal, (self.raw.raft.term, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Checks a membership change against the applied membership and builds
+    /// its conf change; the new member's URL rides in the conf change's
+    /// context so every replica's address book learns it on apply.
+    fn conf_change(&self, change: &MembershipChange) -> Result<ConfChangeV2> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(self.not_leader());
+        }
+        // raft-rs turns a second pending conf change into an empty entry
+        // that would leave the caller waiting: refuse it up front.
+        if self.raw.raft.has_pending_conf() {
+            return Err(CoordinatorError::FailedPrecondition(
+                "another membership change is still being applied; retry in a moment".into(),
+            ));
+        }
+        let conf = self
+            .replica
+            .read()
+            .map_err(|_| CoordinatorError::NodeStopped)?
+            .conf_state
+            .clone();
+        let mut single = ConfChangeSingle::default();
+        let mut cc = ConfChangeV2::default();
+        match change {
+            MembershipChange::Add { node, url } => {
+                if node.0 == 0 {
+                    return Err(CoordinatorError::InvalidArgument(
+                        "coordinator node id must be non-zero".into(),
+                    ));
+                }
+                validate_url(url)?;
+                // A current voter keeps its vote; only its URL changes.
+                single.set_change_type(if conf.voters.contains(&node.0) {
+                    ConfChangeType::AddNode
+                } else {
+                    ConfChangeType::AddLearnerNode
+                });
+                single.node_id = node.0;
+                cc.context =
+                    crate::storage::encode(&AddressBook::from([(node.0, url.clone())]))?.into();
+            }
+            MembershipChange::Remove { node } => {
+                if !conf.voters.contains(&node.0) && !conf.learners.contains(&node.0) {
+                    return Err(CoordinatorError::NotFound(format!(
+                        "coordinator {node} is not a member (members: {:?}); `quarry cluster status` lists them",
+                        conf.voters
+                    )));
+                }
+                if node.0 == self.id {
+                    return Err(CoordinatorError::FailedPrecondition(format!(
+                        "coordinator {node} leads the group; move leadership away before removing it"
+                    )));
+                }
+                if conf.voters == [node.0] {
+                    return Err(CoordinatorError::FailedPrecondition(
+                        "cannot remove the last coordinator of the group".into(),
+                    ));
+                }
+                single.set_change_type(ConfChangeType::RemoveNode);
+                single.node_id = node.0;
+            }
+        }
+        cc.mut_changes().push(single);
+        Ok(cc)
+    }
+
+    /// Leader only: proposes the promotion of one learner whose log is
+    /// within [`PROMOTE_WITHIN_ENTRIES`] of the commit index (one conf change
+    /// at a time; the next waits for this one to apply).
+    fn promote_caught_up_learners(&mut self) {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader || raft.has_pending_conf() {
+            return;
+        }
+        let Ok(learners) = self.replica.read().map(|r| r.conf_state.learners.clone()) else {
+            return;
+        };
+        let committed = raft.raft_log.committed;
+        let ready = learners.into_iter().find(|id| {
+            raft.prs()
+                .get(*id)
+                .is_some_and(|p| p.matched > 0 && p.matched + PROMOTE_WITHIN_ENTRIES >= committed)
+        });
+        let Some(learner) = ready else { return };
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(ConfChangeType::AddNode);
+        single.node_id = learner;
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        // No waiter: nobody asked; the next loop sees it pending or applied.
+        match self.raw.propose_conf_change(Vec::new(), cc) {
+            Ok(()) => tracing::info!(
+                learner,
+                "learner caught up; proposing its promotion to voter"
+            ),
+            Err(e) => {
+                tracing::warn!(learner, error = %e, "cannot propose a learner's promotion; will retry")
+            }
+        }
+    }
+
+    fn transfer_leadership(&mut self) -> Result<u64> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(self.not_leader());
+        }
+        let voters = self
+            .replica
+            .read()
+            .map_err(|_| CoordinatorError::NodeStopped)?
+            .conf_state
+            .voters
+            .clone();
+        let target = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != self.id && voters.contains(id))
+            .max_by_key(|(_, progress)| progress.matched)
+            .map(|(id, _)| *id)
+            .ok_or_else(|| {
+                CoordinatorError::FailedPrecondition(
+                    "no other voter to hand leadership to; add a coordinator first".into(),
+                )
+            })?;
+        tracing::info!(to = target, "transferring leadership");
+        self.raw.transfer_leader(target);
+        Ok(target)
+    }
+
+    fn learn_peers(&mut self, peers: AddressBook) -> Result<()> {
+        let mut replica = self
+            .replica
+            .write()
+            .map_err(|_| CoordinatorError::NodeStopped)?;
+        let before = replica.peers.len();
+        for (id, url) in peers {
+            replica.peers.entry(id).or_insert(url);
+        }
+        if replica.peers.len() != before {
+            self.store.set_peers(&replica.peers)?;
+            self.transport.set_peers(&others(&replica.peers, self.id));
+        }
+        Ok(())
+    }
+
+    /// Asks raft for one read index on behalf of every read received this
+    /// turn. All of them arrived before the request, so the index it returns
+    /// covers every write acknowledged before any of them started.
+    fn issue_reads(&mut self) {
+        if self.reads_unissued.is_empty() {
+            return;
+        }
+        let replies = std::mem::take(&mut self.reads_unissued);
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            // Nobody can confirm the commit index now; fail fast.
+            for reply in replies {
+                let _ = reply.send(Err(self.not_leader()));
+            }
+            return;
+        }
+        let ctx = self.next_read;
+        self.next_read += 1;
+        self.raw.read_index(ctx.to_be_bytes().to_vec());
+        let now = Instant::now();
+        self.reads.insert(
+            ctx,
+            PendingRead {
+                first: now,
+                issued: now,
+                replies,
+            },
+        );
+    }
+
+    /// Re-issues reads raft dropped (no leader yet, or a leader that has not
+    /// committed in its term) and fails those past their deadline.
+    fn retry_reads(&mut self) {
+        if self.reads.is_empty() {
+            return;
+        }
+        let expired: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.first.elapsed() >= READ_INDEX_TIMEOUT)
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in expired {
+            if let Some(read) = self.reads.remove(&ctx) {
+                for reply in read.replies {
+                    let _ = reply.send(Err(self.not_leader()));
+                }
+            }
+        }
+        let retry: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.issued.elapsed() >= READ_INDEX_RETRY)
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in retry {
+            self.raw.read_index(ctx.to_be_bytes().to_vec());
+            if let Some(read) = self.reads.get_mut(&ctx) {
+                read.issued = Instant::now();
+            }
+        }
+    }
+
+    fn resolve_reads(&mut self) {
+        if self.reads_to_apply.is_empty() {
+            return;
+        }
+        let applied = self.replica.read().map(|r| r.applied_index).unwrap_or(0);
+        let (ready, waiting): (Vec<_>, Vec<_>) = self
+            .reads_to_apply
+            .drain(..)
+            .partition(|(index, _)| *index <= applied);
+        self.reads_to_apply = waiting;
+        for (_, reply) in ready {
+            let _ = reply.send(Ok(()));
         }
     }
 
@@ -313,8 +833,18 @@ impl Driver {
         if !ready.messages().is_empty() {
             self.transport.send(ready.take_messages());
         }
+        for state in ready.take_read_states() {
+            let Ok(ctx) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+                continue;
+            };
+            if let Some(read) = self.reads.remove(&u64::from_be_bytes(ctx)) {
+                let index = state.index;
+                self.reads_to_apply
+                    .extend(read.replies.into_iter().map(|reply| (index, reply)));
+            }
+        }
         if *ready.snapshot() != raft::eraftpb::Snapshot::default() {
-            self.install_snapshot(ready.snapshot().clone())?;
+            self.install_snapshot(ready.snapshot())?;
         }
         self.apply_entries(ready.take_committed_entries())?;
         self.store.append(ready.entries(), ready.hs())?;
@@ -328,24 +858,52 @@ impl Driver {
         self.transport.send(light.take_messages());
         self.apply_entries(light.take_committed_entries())?;
         self.raw.advance_apply();
+        self.resolve_reads();
         Ok(())
     }
 
-    fn install_snapshot(&mut self, snapshot: raft::eraftpb::Snapshot) -> Result<()> {
-        let state = crate::storage::decode(b"snapshot", &snapshot.data)?;
-        let meta = snapshot.get_metadata();
-        let replica = Replica {
-            state,
-            applied_index: meta.index,
-            applied_term: meta.term,
-            conf_state: meta.get_conf_state().clone(),
-        };
-        self.store.apply_snapshot(&snapshot, &replica)?;
+    #[tracing::instrument(skip_all, fields(index = snapshot.get_metadata().index, term = snapshot.get_metadata().term, bytes = snapshot.data.len()))]
+    fn install_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) -> Result<()> {
+        let replica = crate::storage::replica_from_snapshot(snapshot)?;
+        self.store
+            .apply_snapshot(snapshot.get_metadata(), &replica)?;
+        self.transport.set_peers(&others(&replica.peers, self.id));
+        self.first_index = snapshot.get_metadata().index + 1;
         let mut guard = self
             .replica
             .write()
             .map_err(|_| CoordinatorError::NodeStopped)?;
         *guard = replica;
+        tracing::info!(
+            voters = ?guard.conf_state.voters,
+            hunts = guard.state.hunts.len(),
+            "installed a snapshot from the leader"
+        );
+        Ok(())
+    }
+
+    /// Cuts the log once `threshold` entries were applied since the last cut.
+    /// The state machine in RocksDB already holds everything applied, so the
+    /// cut entries are the snapshot; a follower that needs them gets one
+    /// built from the replica ([`RaftStorage`]).
+    fn maybe_compact(&mut self) -> Result<()> {
+        let (applied, conf) = {
+            let replica = self
+                .replica
+                .read()
+                .map_err(|_| CoordinatorError::NodeStopped)?;
+            (replica.applied_index, replica.conf_state.clone())
+        };
+        let compacted = self.first_index.saturating_sub(1);
+        if applied < compacted + self.compaction.threshold + self.compaction.keep {
+            return Ok(());
+        }
+        let to = applied - self.compaction.keep;
+        let span = tracing::info_span!("compact", node = self.id, to, applied);
+        let _enter = span.enter();
+        let cut = self.store.compact(to, &conf)?;
+        self.first_index = to + 1;
+        tracing::info!(entries = cut, "compacted the raft log");
         Ok(())
     }
 
@@ -356,58 +914,60 @@ impl Driver {
         let (last_index, last_term) = (last.index, last.term);
         let mut touched: Vec<Touched> = Vec::new();
         let mut replies = Vec::new();
+        let mut peers_changed = false;
+        let applied = self
+            .replica
+            .read()
+            .map_err(|_| CoordinatorError::NodeStopped)?
+            .applied_index;
+        for entry in entries {
+            if entry.index <= applied {
+                continue; // already applied before a restart
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if entry.data.is_empty() {
+                        continue; // a new leader's empty entry
+                    }
+                    let outcome = match crate::storage::decode::<Command>(b"log entry", &entry.data)
+                    {
+                        Ok(command) => {
+                            let mut replica = self
+                                .replica
+                                .write()
+                                .map_err(|_| CoordinatorError::NodeStopped)?;
+                            let applied = replica.state.apply(entry.index, command);
+                            touched.extend(applied.touched);
+                            applied.outcome
+                        }
+                        Err(e) => {
+                            // Every replica skips the same undecodable entry.
+                            tracing::error!(index = entry.index, error = %e, "skipping undecodable log entry");
+                            Err(Rejection::Invalid(format!("undecodable command: {e}")))
+                        }
+                    };
+                    replies.push((entry.context.to_vec(), outcome));
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let outcome = self.apply_conf_change(&entry);
+                    peers_changed |= outcome.is_ok();
+                    replies.push((entry.context.to_vec(), outcome));
+                }
+            }
+        }
         {
             let mut replica = self
                 .replica
                 .write()
                 .map_err(|_| CoordinatorError::NodeStopped)?;
-            for entry in entries {
-                if entry.index <= replica.applied_index {
-                    continue; // already applied before a restart
-                }
-                match entry.get_entry_type() {
-                    EntryType::EntryNormal => {
-                        if entry.data.is_empty() {
-                            continue; // a new leader's empty entry
-                        }
-                        let outcome = match crate::storage::decode::<Command>(
-                            b"log entry",
-                            &entry.data,
-                        ) {
-                            Ok(command) => {
-                                let applied = replica.state.apply(entry.index, command);
-                                touched.extend(applied.touched);
-                                applied.outcome
-                            }
-                            Err(e) => {
-                                // Every replica skips the same undecodable entry.
-                                tracing::error!(index = entry.index, error = %e, "skipping undecodable log entry");
-                                Err(Rejection::Invalid(format!("undecodable command: {e}")))
-                            }
-                        };
-                        replies.push((entry.context.to_vec(), outcome));
-                    }
-                    EntryType::EntryConfChange => {
-                        let mut cc = ConfChange::default();
-                        if cc.merge_from_bytes(&entry.data).is_ok() {
-                            replica.conf_state = self.raw.apply_conf_change(&cc)?;
-                            self.store.set_conf_state(&replica.conf_state)?;
-                        }
-                    }
-                    EntryType::EntryConfChangeV2 => {
-                        let mut cc = ConfChangeV2::default();
-                        if cc.merge_from_bytes(&entry.data).is_ok() {
-                            replica.conf_state = self.raw.apply_conf_change(&cc)?;
-                            self.store.set_conf_state(&replica.conf_state)?;
-                        }
-                    }
-                }
-            }
             replica.applied_index = replica.applied_index.max(last_index);
             replica.applied_term = last_term;
             touched.sort();
             touched.dedup();
             self.store.persist_applied(&replica, &touched)?;
+            if peers_changed {
+                self.transport.set_peers(&others(&replica.peers, self.id));
+            }
         }
         for (context, outcome) in replies {
             if context.len() != 16 || context[..8] != self.id.to_be_bytes() {
@@ -422,6 +982,63 @@ impl Driver {
         Ok(())
     }
 
+    /// Applies a committed conf change to raft, the replica's membership and
+    /// its address book. Not under the replica lock: raft may build a
+    /// snapshot (which reads the replica) while applying.
+    fn apply_conf_change(&mut self, entry: &Entry) -> std::result::Result<Response, Rejection> {
+        let cc = if entry.get_entry_type() == EntryType::EntryConfChange {
+            ConfChange::parse_from_bytes(&entry.data).map(|mut v1| {
+                let mut single = ConfChangeSingle::default();
+                single.set_change_type(v1.get_change_type());
+                single.node_id = v1.node_id;
+                let mut cc = ConfChangeV2::default();
+                cc.mut_changes().push(single);
+                cc.context = std::mem::take(&mut v1.context);
+                cc
+            })
+        } else {
+            ConfChangeV2::parse_from_bytes(&entry.data)
+        };
+        let cc = cc.map_err(|e| {
+            tracing::error!(index = entry.index, error = %e, "skipping undecodable conf change");
+            Rejection::Invalid(format!("undecodable conf change: {e}"))
+        })?;
+        // Deterministic on every replica, so skipping it keeps them equal.
+        let conf_state = self.raw.apply_conf_change(&cc).map_err(|e| {
+            tracing::error!(index = entry.index, error = %e, "raft refused a conf change");
+            Rejection::Conflict(format!("membership change refused: {e}"))
+        })?;
+        let urls: AddressBook = if cc.context.is_empty() {
+            AddressBook::new()
+        } else {
+            crate::storage::decode(b"conf change context", &cc.context).unwrap_or_default()
+        };
+        let mut replica = self.replica.write().map_err(|_| {
+            Rejection::Invalid("the replica lock is poisoned; restart the coordinator".into())
+        })?;
+        for change in cc.get_changes() {
+            match change.get_change_type() {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    if let Some(url) = urls.get(&change.node_id) {
+                        replica.peers.insert(change.node_id, url.clone());
+                    }
+                }
+                ConfChangeType::RemoveNode => {
+                    replica.peers.remove(&change.node_id);
+                    if change.node_id == self.id {
+                        tracing::warn!(
+                            node = self.id,
+                            "this coordinator was removed from the group; stop it (its data directory is no longer needed)"
+                        );
+                    }
+                }
+            }
+        }
+        tracing::info!(index = entry.index, voters = ?conf_state.voters, "membership changed");
+        replica.conf_state = conf_state;
+        Ok(Response::Done)
+    }
+
     fn publish_status(&mut self) {
         let raft = &self.raw.raft;
         let applied = self.replica.read().map(|r| r.applied_index).unwrap_or(0);
@@ -432,6 +1049,7 @@ impl Driver {
             commit: raft.raft_log.committed,
             applied,
             is_leader: raft.state == StateRole::Leader,
+            first_index: self.first_index,
         };
         // Proposals from an earlier term, or made while leading, cannot be
         // answered once leadership moved: tell their callers to retry.
@@ -451,5 +1069,120 @@ impl Driver {
                 false
             }
         });
+    }
+}
+
+/// Checks a coordinator URL given for membership.
+pub fn validate_url(url: &str) -> Result<()> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty())
+        && url.parse::<tonic::transport::Uri>().is_ok();
+    if ok {
+        Ok(())
+    } else {
+        Err(CoordinatorError::InvalidArgument(format!(
+            "coordinator URL `{url}` is invalid; give one like http://10.0.0.8:7700"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ModuleRecord;
+    use quarry_proto::ModuleDigest;
+
+    fn start(dir: &std::path::Path, voters: Vec<u64>) -> NodeThread {
+        let store = Store::open(dir).expect("open");
+        let options = NodeOptions {
+            id: NodeId(1),
+            voters,
+            peers: AddressBook::new(),
+            compaction: LogCompaction::every(4),
+        };
+        NodeThread::start(store, options, Box::new(NoPeers)).expect("start")
+    }
+
+    fn upload(n: u8) -> Command {
+        Command::UploadModule {
+            module: ModuleRecord {
+                digest: ModuleDigest::new(format!("{n:02x}").repeat(32)),
+                name: format!("m{n}"),
+                version: "1".into(),
+                description: String::new(),
+                uploaded_ms: 1,
+                bytes: vec![n; 16],
+            },
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reads_see_every_acknowledged_write_and_the_log_compacts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = start(dir.path(), vec![1]);
+        let handle = node.handle();
+        for n in 0..12u8 {
+            let applied = handle.propose(upload(n)).await.expect("commit");
+            assert!(applied.is_ok(), "{applied:?}");
+            // Many reads at once share ReadIndex requests; each still sees
+            // every module acknowledged before it started.
+            let reads = (0..20).map(|_| {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    handle.read_index().await?;
+                    handle.read(|r| r.state.modules.len())
+                })
+            });
+            for read in reads {
+                let seen = read.await.expect("join").expect("read");
+                assert!(
+                    seen > usize::from(n),
+                    "read saw {seen} modules after {n} writes"
+                );
+            }
+        }
+        let status = handle.status();
+        assert!(
+            status.first_index > 2,
+            "12 entries with a threshold of 4 compact the log: {status:?}"
+        );
+        node.stop();
+
+        // Restart from the compacted log: the state and the point are intact.
+        let node = start(dir.path(), vec![1]);
+        let handle = node.handle();
+        assert_eq!(handle.read(|r| r.state.modules.len()).expect("read"), 12);
+        let mut changes = handle.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), changes.wait_for(|s| s.is_leader))
+            .await
+            .expect("leader again")
+            .expect("status");
+        handle
+            .propose(upload(99))
+            .await
+            .expect("commit")
+            .expect("applied");
+        handle.read_index().await.expect("read index");
+        assert_eq!(handle.read(|r| r.state.modules.len()).expect("read"), 13);
+        node.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_without_a_leader_fails_at_once_instead_of_serving_stale_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Voter 2 never answers: no leader can be elected.
+        let node = start(dir.path(), vec![1, 2]);
+        let started = Instant::now();
+        let err = node
+            .handle()
+            .read_index()
+            .await
+            .expect_err("nobody can confirm the commit index");
+        assert!(
+            matches!(err, CoordinatorError::NotLeader { leader: 0, .. }),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        node.stop();
     }
 }

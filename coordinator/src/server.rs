@@ -4,7 +4,7 @@
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{CoordinatorError, Result};
-use crate::node::{NoPeers, NodeHandle, NodeThread};
+use crate::node::{LogCompaction, NodeHandle, NodeOptions, NodeThread};
 use crate::scheduler;
 use crate::service::{self, Dispatcher, Shared};
 use crate::state::{Assignment, Command, Response};
@@ -34,6 +34,14 @@ pub struct CoordinatorConfig {
     pub voters: Vec<u64>,
     /// The other coordinators: raft node id -> `http://host:port`.
     pub peers: BTreeMap<u64, String>,
+    /// The URL other coordinators and clients reach this one at; derived
+    /// from the bound address when unset (which needs a specific IP).
+    pub advertise_url: Option<String>,
+    /// Join an existing group through this member's URL instead of founding
+    /// one (used only while the data directory is empty).
+    pub join: Option<String>,
+    /// When the raft log is compacted.
+    pub compaction: LogCompaction,
     /// Workers silent for longer than this get no new tasks.
     pub heartbeat_timeout: Duration,
     /// Interval workers are told to heartbeat at.
@@ -68,6 +76,9 @@ impl CoordinatorConfig {
             listen,
             voters: vec![1],
             peers: BTreeMap::new(),
+            advertise_url: None,
+            join: None,
+            compaction: LogCompaction::default(),
             heartbeat_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(2),
             clock: Arc::new(SystemClock),
@@ -107,18 +118,50 @@ impl Coordinator {
         })?;
         let data_dir = config.data_dir.clone();
         let node_id = config.node_id;
-        let voters = config.voters.clone();
-        let transport: Box<dyn crate::node::Transport> = if config.peers.is_empty() {
-            Box::new(NoPeers)
-        } else {
-            Box::new(crate::transport::GrpcTransport::start(
-                &config.peers,
-                &tokio::runtime::Handle::current(),
-            ))
+        let url = match &config.advertise_url {
+            Some(url) => {
+                crate::node::validate_url(url)?;
+                Some(url.clone())
+            }
+            None if !addr.ip().is_unspecified() => Some(format!("http://{addr}")),
+            None => None,
         };
-        let node = tokio::task::spawn_blocking(move || {
+        if config.join.is_some() && url.is_none() {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "listening on {addr}, this coordinator cannot tell the group its URL; pass --advertise-url http://HOST:{}",
+                addr.port()
+            )));
+        }
+        let mut peers = config.peers.clone();
+        match &url {
+            Some(url) => {
+                peers.insert(node_id.0, url.clone());
+            }
+            None => tracing::warn!(
+                %addr,
+                "this coordinator does not know its own URL, so coordinators added later cannot reach it; pass --advertise-url"
+            ),
+        }
+        let compaction = config.compaction;
+        let join = config.join.clone();
+        let voters = if join.is_some() {
+            Vec::new()
+        } else {
+            config.voters.clone()
+        };
+        let transport = Box::new(crate::transport::GrpcTransport::new(
+            &tokio::runtime::Handle::current(),
+        ));
+        let (node, fresh) = tokio::task::spawn_blocking(move || {
             let store = Store::open(&data_dir)?;
-            NodeThread::start(node_id, store, &voters, transport)
+            let fresh = store.is_fresh()?;
+            let options = NodeOptions {
+                id: node_id,
+                voters,
+                peers,
+                compaction,
+            };
+            Ok::<_, CoordinatorError>((NodeThread::start(store, options, transport)?, fresh))
         })
         .await
         .map_err(|e| CoordinatorError::Io {
@@ -133,7 +176,6 @@ impl Coordinator {
             heartbeat_timeout: config.heartbeat_timeout,
             heartbeat_interval: config.heartbeat_interval,
             heartbeats: Default::default(),
-            peers: config.peers.clone(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
@@ -145,6 +187,18 @@ impl Coordinator {
             tokio::spawn(serve(shared.clone(), listener, shutdown_rx)),
         ];
         tracing::info!(%addr, node = node_id.0, "coordinator serving");
+        // A node with an empty data directory asks the group to add it; the
+        // leader then sends it a snapshot. A restarted member is already in.
+        if let (Some(join_url), Some(url), true) = (&join, &url, fresh) {
+            let members = crate::membership::join(node_id, url, join_url).await;
+            match members {
+                Ok(members) => handle.learn_peers(members)?,
+                Err(e) => {
+                    let _ = shutdown.send(true);
+                    return Err(e);
+                }
+            }
+        }
         Ok(Self {
             addr,
             shared,
@@ -235,7 +289,7 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::
             return;
         }
     };
-    let api = service::Api::new(shared);
+    let api = service::Api::new(shared.clone());
     let max = quarry_proto::MAX_MESSAGE_BYTES;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
@@ -262,8 +316,10 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::
         )
         .add_service(
             // One raft entry can hold a whole module upload.
-            v1::raft_service_server::RaftServiceServer::new(api)
-                .max_decoding_message_size(crate::transport::MAX_RAFT_MESSAGE_BYTES),
+            v1::raft_service_server::RaftServiceServer::new(crate::raft_service::RaftApi::new(
+                shared.node.clone(),
+            ))
+            .max_decoding_message_size(crate::transport::MAX_RAFT_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

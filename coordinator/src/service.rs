@@ -10,10 +10,8 @@ use crate::node::NodeHandle;
 use crate::state::{
     Command, HuntRecord, ModuleRecord, Rejection, Response, State, StopRun, TaskRecord, TaskReport,
 };
-use protobuf::Message as _;
 use quarry_proto::v1::cluster_service_server::ClusterService;
 use quarry_proto::v1::module_service_server::ModuleService;
-use quarry_proto::v1::raft_service_server::RaftService;
 use quarry_proto::v1::worker_service_server::WorkerService;
 use quarry_proto::v1::{self, hunt_service_server::HuntService};
 use quarry_proto::{HuntId, ModuleDigest, TaskId, WorkerId};
@@ -112,8 +110,6 @@ pub struct Shared {
     pub heartbeat_interval: Duration,
     /// Last heartbeat per worker (leader-local soft state, leader clock).
     pub heartbeats: Mutex<HashMap<WorkerId, i64>>,
-    /// The other coordinators' URLs, to point clients at the leader.
-    pub peers: std::collections::BTreeMap<u64, String>,
 }
 
 impl Shared {
@@ -167,7 +163,7 @@ impl Shared {
             Err(error @ CoordinatorError::NotLeader { leader, .. }) => {
                 // Tell the client where the leader is; quarry-client follows it.
                 let mut status = Status::from(error);
-                if let Some(url) = self.peers.get(&leader)
+                if let Some(url) = self.node.peer_url(leader)
                     && let Ok(value) = url.parse()
                 {
                     status
@@ -328,6 +324,7 @@ impl HuntService for Api {
         &self,
         request: Request<v1::GetHuntRequest>,
     ) -> Result<tonic::Response<v1::Hunt>, Status> {
+        self.shared.node.read_index().await?;
         self.hunt(&request.into_inner().hunt_id)
             .map(tonic::Response::new)
     }
@@ -336,6 +333,7 @@ impl HuntService for Api {
         &self,
         request: Request<v1::ListHuntsRequest>,
     ) -> Result<tonic::Response<v1::ListHuntsResponse>, Status> {
+        self.shared.node.read_index().await?;
         let request = request.into_inner();
         let states: Vec<_> = request
             .states
@@ -436,6 +434,7 @@ impl HuntService for Api {
         &self,
         request: Request<v1::StreamFindingsRequest>,
     ) -> Result<tonic::Response<Self::StreamFindingsStream>, Status> {
+        self.shared.node.read_index().await?;
         let request = request.into_inner();
         let id = HuntId::new(request.hunt_id);
         self.hunt(id.as_str())?;
@@ -553,6 +552,7 @@ impl ModuleService for Api {
         &self,
         request: Request<v1::GetModuleRequest>,
     ) -> Result<tonic::Response<v1::ModuleInfo>, Status> {
+        self.shared.node.read_index().await?;
         let selector = convert::module_selector(request.into_inner().module)?;
         let info = self
             .shared
@@ -564,6 +564,7 @@ impl ModuleService for Api {
         &self,
         _request: Request<v1::ListModulesRequest>,
     ) -> Result<tonic::Response<v1::ListModulesResponse>, Status> {
+        self.shared.node.read_index().await?;
         let modules = self.shared.read(|s| {
             let mut modules: Vec<_> = s.modules.values().map(convert::module_info).collect();
             modules.sort_by(|a, b| (&a.name, a.uploaded_ms).cmp(&(&b.name, b.uploaded_ms)));
@@ -601,6 +602,7 @@ impl ClusterService for Api {
         &self,
         request: Request<v1::ListShardsRequest>,
     ) -> Result<tonic::Response<v1::ListShardsResponse>, Status> {
+        self.shared.node.read_index().await?;
         let selector = request
             .into_inner()
             .selector
@@ -624,8 +626,12 @@ impl ClusterService for Api {
         &self,
         _request: Request<v1::StatusRequest>,
     ) -> Result<tonic::Response<v1::StatusResponse>, Status> {
+        // Status must answer without a leader too (that is when people look),
+        // so an unconfirmed read is served and flagged rather than refused.
+        let stale = self.shared.node.read_index().await.is_err();
         let raft = self.shared.node.status();
         let live = self.shared.live_workers().len() as u32;
+        let coordinators = crate::membership::coordinators(&self.shared.node);
         let response = self.shared.node.read(|r| v1::StatusResponse {
             node_id: raft.id,
             is_leader: raft.is_leader,
@@ -646,8 +652,29 @@ impl ClusterService for Api {
                 .filter(|h| !h.state.is_terminal())
                 .count() as u32,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            coordinators,
+            stale,
+            first_log_index: raft.first_index,
         })?;
         Ok(tonic::Response::new(response))
+    }
+
+    async fn add_coordinator(
+        &self,
+        request: Request<v1::AddCoordinatorRequest>,
+    ) -> Result<tonic::Response<v1::MembershipResponse>, Status> {
+        crate::membership::add(&self.shared.node, request.into_inner())
+            .await
+            .map(tonic::Response::new)
+    }
+
+    async fn remove_coordinator(
+        &self,
+        request: Request<v1::RemoveCoordinatorRequest>,
+    ) -> Result<tonic::Response<v1::MembershipResponse>, Status> {
+        crate::membership::remove(&self.shared.node, request.into_inner())
+            .await
+            .map(tonic::Response::new)
     }
 }
 
@@ -815,22 +842,5 @@ impl WorkerService for Api {
             }
         });
         Ok(tonic::Response::new(ReceiverStream::new(rx)))
-    }
-}
-
-#[tonic::async_trait]
-impl RaftService for Api {
-    async fn send(
-        &self,
-        request: Request<Streaming<v1::RaftMessage>>,
-    ) -> Result<tonic::Response<v1::RaftAck>, Status> {
-        let mut stream = request.into_inner();
-        while let Some(message) = stream.next().await {
-            let message = message?;
-            let parsed = raft::eraftpb::Message::parse_from_bytes(&message.message)
-                .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
-            self.shared.node.step(parsed)?;
-        }
-        Ok(tonic::Response::new(v1::RaftAck {}))
     }
 }

@@ -47,6 +47,7 @@ pub struct ModuleRecord {
     /// Upload time.
     pub uploaded_ms: i64,
     /// The component's bytes.
+    #[serde(with = "crate::storage::raw_bytes")]
     pub bytes: Vec<u8>,
 }
 

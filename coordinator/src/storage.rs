@@ -1,11 +1,20 @@
-//! RocksDB persistence: the raft log, hard state and conf state in their own
-//! column families, and the state machine in another.
+//! RocksDB persistence. Column families, one concern each:
+//!
+//! - `raft_log`: entries keyed by big-endian index;
+//! - `raft_hard_state`: the hard state (term, vote, commit);
+//! - `raft_conf_state`: the applied membership and the coordinators' address
+//!   book (node id -> URL), which is replicated through conf changes and
+//!   snapshots;
+//! - `raft_snapshot`: metadata (index, term, conf state) of the last entry
+//!   folded into the state machine and cut from the log;
+//! - `state`: the state machine, one key per entity plus the applied point.
 //!
 //! Raft writes ([`Store::append`]) are one synced write batch, so entries and
 //! hard state reach disk before any message that depends on them is sent. The
-//! state machine's changes and its applied index go in one batch
-//! ([`Store::persist_applied`]), so a restart resumes from a consistent point
-//! and re-applies the rest of the log.
+//! state machine's changes, its applied index and the membership go in one
+//! batch ([`Store::persist_applied`]), so a restart resumes from a consistent
+//! point and re-applies the rest of the log. Compaction ([`Store::compact`])
+//! and snapshot installation ([`Store::apply_snapshot`]) are single batches too.
 
 // rust-protobuf 2 messages carry private bookkeeping fields, so they are
 // built by assigning to a default value, as in raft-rs's own examples.
@@ -14,22 +23,40 @@
 use crate::error::{CoordinatorError, Result};
 use crate::state::{State, Touched};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 const CF_LOG: &str = "raft_log";
-const CF_META: &str = "raft_meta";
+const CF_HARD_STATE: &str = "raft_hard_state";
+const CF_CONF_STATE: &str = "raft_conf_state";
+const CF_SNAPSHOT: &str = "raft_snapshot";
 const CF_STATE: &str = "state";
+/// Where the first versions kept hard state, conf state and snapshot point
+/// together; moved into the families above on open.
+const CF_LEGACY_META: &str = "raft_meta";
 
 const KEY_HARD_STATE: &[u8] = b"hard_state";
 const KEY_CONF_STATE: &[u8] = b"conf_state";
-/// Index and term of the last entry folded into a snapshot (0, 0 when none).
-const KEY_SNAPSHOT_POINT: &[u8] = b"snapshot_point";
+const KEY_PEERS: &[u8] = b"peers";
+/// [`SnapshotMetadata`] of the last entry cut from the log (absent: none).
+const KEY_SNAPSHOT_META: &[u8] = b"snapshot_metadata";
+/// The legacy `(index, term)` snapshot point in `raft_meta`.
+const KEY_LEGACY_SNAPSHOT_POINT: &[u8] = b"snapshot_point";
 const KEY_APPLIED: &[u8] = b"applied";
+
+/// Index and term at which a new cluster's membership is recorded: its log
+/// starts after a snapshot at this point, so a node that joins later always
+/// gets a snapshot (membership and address book) before any entry.
+pub const BOOTSTRAP_INDEX: u64 = 1;
+const BOOTSTRAP_TERM: u64 = 1;
+
+/// Coordinator raft ids and the URLs they serve gRPC on.
+pub type AddressBook = BTreeMap<u64, String>;
 
 /// The coordinator's RocksDB database.
 #[derive(Clone)]
@@ -49,6 +76,48 @@ pub struct Replica {
     pub applied_term: u64,
     /// Current membership.
     pub conf_state: ConfState,
+    /// Every member's URL, as replicated through conf changes and snapshots.
+    pub peers: AddressBook,
+}
+
+/// What a snapshot's data holds: the state machine and the address book.
+#[derive(Serialize)]
+struct SnapshotDataRef<'a> {
+    format: u32,
+    state: &'a State,
+    peers: &'a AddressBook,
+}
+
+#[derive(Deserialize)]
+struct SnapshotData {
+    format: u32,
+    state: State,
+    peers: AddressBook,
+}
+
+const SNAPSHOT_FORMAT: u32 = 1;
+
+/// Decodes the data of a snapshot built by [`RaftStorage`] into a replica at
+/// the snapshot's point.
+pub fn replica_from_snapshot(snapshot: &Snapshot) -> Result<Replica> {
+    let data: SnapshotData = decode(b"snapshot", &snapshot.data)?;
+    if data.format != SNAPSHOT_FORMAT {
+        return Err(CoordinatorError::Corrupt {
+            key: "snapshot".to_owned(),
+            detail: format!(
+                "snapshot format {} is not {SNAPSHOT_FORMAT}; run the same coordinator version on every node",
+                data.format
+            ),
+        });
+    }
+    let meta = snapshot.get_metadata();
+    Ok(Replica {
+        state: data.state,
+        applied_index: meta.index,
+        applied_term: meta.term,
+        conf_state: meta.get_conf_state().clone(),
+        peers: data.peers,
+    })
 }
 
 impl Store {
@@ -64,20 +133,78 @@ impl Store {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let cfs = [CF_LOG, CF_META, CF_STATE]
+        let path = dir.join("rocksdb");
+        let legacy = DB::list_cf(&options, &path)
+            .map(|cfs| cfs.iter().any(|cf| cf == CF_LEGACY_META))
+            .unwrap_or(false);
+        let mut names = vec![CF_LOG, CF_HARD_STATE, CF_CONF_STATE, CF_SNAPSHOT, CF_STATE];
+        if legacy {
+            names.push(CF_LEGACY_META);
+        }
+        let cfs = names
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let path = dir.join("rocksdb");
         let db = DB::open_cf_descriptors(&options, &path, cfs).map_err(|source| {
             CoordinatorError::Storage {
                 path: path.display().to_string(),
                 source,
             }
         })?;
-        Ok(Self {
+        let mut store = Self {
             db: Arc::new(db),
             path,
-        })
+        };
+        if legacy {
+            store.migrate_legacy_meta()?;
+        }
+        Ok(store)
+    }
+
+    /// Moves the keys of the old shared `raft_meta` family into their own families.
+    fn migrate_legacy_meta(&mut self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        if let Some(hs) = self.get(CF_LEGACY_META, KEY_HARD_STATE)? {
+            batch.put_cf(self.cf(CF_HARD_STATE)?, KEY_HARD_STATE, hs);
+        }
+        let conf = self.get(CF_LEGACY_META, KEY_CONF_STATE)?;
+        if let Some(conf) = &conf {
+            batch.put_cf(self.cf(CF_CONF_STATE)?, KEY_CONF_STATE, conf);
+        }
+        if let Some(point) = self.get(CF_LEGACY_META, KEY_LEGACY_SNAPSHOT_POINT)? {
+            let (index, term): (u64, u64) = decode(KEY_LEGACY_SNAPSHOT_POINT, &point)?;
+            let mut meta = SnapshotMetadata::default();
+            meta.index = index;
+            meta.term = term;
+            if let Some(conf) = &conf {
+                meta.set_conf_state(ConfState::parse_from_bytes(conf).map_err(|e| {
+                    CoordinatorError::Corrupt {
+                        key: "conf_state".to_owned(),
+                        detail: e.to_string(),
+                    }
+                })?);
+            }
+            batch.put_cf(
+                self.cf(CF_SNAPSHOT)?,
+                KEY_SNAPSHOT_META,
+                Self::pb_bytes(&meta)?,
+            );
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| self.err(e))?;
+        let db = Arc::get_mut(&mut self.db).ok_or_else(|| CoordinatorError::Corrupt {
+            key: CF_LEGACY_META.to_owned(),
+            detail: "database shared during migration".to_owned(),
+        })?;
+        db.drop_cf(CF_LEGACY_META)
+            .map_err(|source| CoordinatorError::Storage {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        tracing::info!(path = %self.path.display(), "moved raft metadata into per-kind column families");
+        Ok(())
     }
 
     fn err(&self, source: rocksdb::Error) -> CoordinatorError {
@@ -122,25 +249,60 @@ impl Store {
 
     /// Whether raft has never written anything here.
     pub fn is_fresh(&self) -> Result<bool> {
-        Ok(self.get(CF_META, KEY_HARD_STATE)?.is_none()
-            && self.get(CF_META, KEY_CONF_STATE)?.is_none())
+        Ok(self.get(CF_HARD_STATE, KEY_HARD_STATE)?.is_none()
+            && self.get(CF_CONF_STATE, KEY_CONF_STATE)?.is_none())
     }
 
-    /// Writes the initial membership of a new cluster.
-    pub fn bootstrap(&self, voters: &[u64]) -> Result<()> {
+    /// Writes the initial membership and address book of a new cluster, as a
+    /// snapshot point at [`BOOTSTRAP_INDEX`] (every founding member writes the
+    /// same one).
+    pub fn bootstrap(&self, voters: &[u64], peers: &AddressBook) -> Result<()> {
         let mut conf = ConfState::default();
         conf.voters = voters.to_vec();
-        let bytes = Self::pb_bytes(&conf)?;
-        self.db
-            .put_cf(self.cf(CF_META)?, KEY_CONF_STATE, bytes)
-            .map_err(|e| self.err(e))
+        let mut meta = SnapshotMetadata::default();
+        meta.index = BOOTSTRAP_INDEX;
+        meta.term = BOOTSTRAP_TERM;
+        meta.set_conf_state(conf.clone());
+        let mut hs = HardState::default();
+        hs.term = BOOTSTRAP_TERM;
+        hs.commit = BOOTSTRAP_INDEX;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_CONF_STATE)?,
+            KEY_CONF_STATE,
+            Self::pb_bytes(&conf)?,
+        );
+        batch.put_cf(self.cf(CF_CONF_STATE)?, KEY_PEERS, encode(peers)?);
+        batch.put_cf(
+            self.cf(CF_SNAPSHOT)?,
+            KEY_SNAPSHOT_META,
+            Self::pb_bytes(&meta)?,
+        );
+        batch.put_cf(
+            self.cf(CF_HARD_STATE)?,
+            KEY_HARD_STATE,
+            Self::pb_bytes(&hs)?,
+        );
+        batch.put_cf(
+            self.cf(CF_STATE)?,
+            KEY_APPLIED,
+            encode(&(BOOTSTRAP_INDEX, BOOTSTRAP_TERM))?,
+        );
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options).map_err(|e| self.err(e))
+    }
+
+    /// Metadata of the last entry cut from the log (index 0 when none).
+    pub fn snapshot_metadata(&self) -> Result<SnapshotMetadata> {
+        Ok(self
+            .get_pb(CF_SNAPSHOT, KEY_SNAPSHOT_META)?
+            .unwrap_or_default())
     }
 
     fn snapshot_point(&self) -> Result<(u64, u64)> {
-        match self.get(CF_META, KEY_SNAPSHOT_POINT)? {
-            Some(bytes) => decode(KEY_SNAPSHOT_POINT, &bytes),
-            None => Ok((0, 0)),
-        }
+        let meta = self.snapshot_metadata()?;
+        Ok((meta.index, meta.term))
     }
 
     fn last_log_index(&self) -> Result<Option<u64>> {
@@ -160,20 +322,19 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         let log = self.cf(CF_LOG)?;
-        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+        if let Some(last) = entries.last() {
             // Entries after the new tail came from an old leader and are void.
             if let Some(old_last) = self.last_log_index()?
                 && old_last > last.index
             {
                 batch.delete_range_cf(log, index_key(last.index + 1), index_key(old_last + 1));
             }
-            let _ = first;
             for entry in entries {
                 batch.put_cf(log, index_key(entry.index), Self::pb_bytes(entry)?);
             }
         }
         if let Some(hs) = hard_state {
-            batch.put_cf(self.cf(CF_META)?, KEY_HARD_STATE, Self::pb_bytes(hs)?);
+            batch.put_cf(self.cf(CF_HARD_STATE)?, KEY_HARD_STATE, Self::pb_bytes(hs)?);
         }
         let mut options = WriteOptions::default();
         options.set_sync(true);
@@ -182,22 +343,76 @@ impl Store {
 
     /// Updates only the commit index of the hard state.
     pub fn set_commit(&self, commit: u64) -> Result<()> {
-        let mut hs: HardState = self.get_pb(CF_META, KEY_HARD_STATE)?.unwrap_or_default();
+        let mut hs: HardState = self
+            .get_pb(CF_HARD_STATE, KEY_HARD_STATE)?
+            .unwrap_or_default();
         hs.commit = commit;
         self.append(&[], Some(&hs))
     }
 
-    /// Persists a new membership.
-    pub fn set_conf_state(&self, conf: &ConfState) -> Result<()> {
+    /// Persists an address book learnt outside the log (a joining node's
+    /// first view, from the member that admitted it).
+    pub fn set_peers(&self, peers: &AddressBook) -> Result<()> {
         self.db
-            .put_cf(self.cf(CF_META)?, KEY_CONF_STATE, Self::pb_bytes(conf)?)
+            .put_cf(self.cf(CF_CONF_STATE)?, KEY_PEERS, encode(peers)?)
             .map_err(|e| self.err(e))
+    }
+
+    /// Cuts the log up to and including `index` (an applied entry): its
+    /// metadata becomes the snapshot point, the state machine in `state`
+    /// already holds everything up to it. Returns the number of entries cut.
+    pub fn compact(&self, index: u64, conf_state: &ConfState) -> Result<u64> {
+        let (first_kept, _) = self.snapshot_point()?;
+        if index <= first_kept {
+            return Ok(0);
+        }
+        let term = match self.get(CF_LOG, &index_key(index))? {
+            Some(bytes) => {
+                Entry::parse_from_bytes(&bytes)
+                    .map_err(|e| CoordinatorError::Corrupt {
+                        key: format!("log entry {index}"),
+                        detail: e.to_string(),
+                    })?
+                    .term
+            }
+            None => {
+                return Err(CoordinatorError::Corrupt {
+                    key: format!("log entry {index}"),
+                    detail: "an applied entry is missing from the log".to_owned(),
+                });
+            }
+        };
+        let mut meta = SnapshotMetadata::default();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(conf_state.clone());
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_LOG)?, index_key(0), index_key(index + 1));
+        batch.put_cf(
+            self.cf(CF_SNAPSHOT)?,
+            KEY_SNAPSHOT_META,
+            Self::pb_bytes(&meta)?,
+        );
+        self.db.write(batch).map_err(|e| self.err(e))?;
+        Ok(index - first_kept)
     }
 
     /// Writes the entities `touched` changed and the applied point, atomically.
     pub fn persist_applied(&self, replica: &Replica, touched: &[Touched]) -> Result<()> {
-        let cf = self.cf(CF_STATE)?;
         let mut batch = WriteBatch::default();
+        self.batch_applied(&mut batch, replica, touched)?;
+        self.db.write(batch).map_err(|e| self.err(e))
+    }
+
+    /// Adds the entities `touched` changed, the applied point and the
+    /// membership to `batch`.
+    fn batch_applied(
+        &self,
+        batch: &mut WriteBatch,
+        replica: &Replica,
+        touched: &[Touched],
+    ) -> Result<()> {
+        let cf = self.cf(CF_STATE)?;
         let state = &replica.state;
         for key in touched {
             let (k, value) = match key {
@@ -236,13 +451,23 @@ impl Store {
             KEY_APPLIED,
             encode(&(replica.applied_index, replica.applied_term))?,
         );
-        self.db.write(batch).map_err(|e| self.err(e))
+        // Membership changes only through applied entries: keep it with them.
+        let conf = self.cf(CF_CONF_STATE)?;
+        batch.put_cf(conf, KEY_CONF_STATE, Self::pb_bytes(&replica.conf_state)?);
+        batch.put_cf(conf, KEY_PEERS, encode(&replica.peers)?);
+        Ok(())
     }
 
     /// Loads the state machine and membership.
     pub fn load_replica(&self) -> Result<Replica> {
         let mut replica = Replica {
-            conf_state: self.get_pb(CF_META, KEY_CONF_STATE)?.unwrap_or_default(),
+            conf_state: self
+                .get_pb(CF_CONF_STATE, KEY_CONF_STATE)?
+                .unwrap_or_default(),
+            peers: match self.get(CF_CONF_STATE, KEY_PEERS)? {
+                Some(bytes) => decode(KEY_PEERS, &bytes)?,
+                None => AddressBook::new(),
+            },
             ..Replica::default()
         };
         let cf = self.cf(CF_STATE)?;
@@ -301,25 +526,28 @@ impl Store {
         Ok(replica)
     }
 
-    /// Replaces the log and the state machine with a snapshot from the leader.
-    pub fn apply_snapshot(&self, snapshot: &Snapshot, replica: &Replica) -> Result<()> {
-        let meta = snapshot.get_metadata();
+    /// Replaces the log, the state machine and the membership with a
+    /// snapshot from the leader, in one synced batch: a crash leaves either
+    /// the old replica or the new one.
+    pub fn apply_snapshot(&self, meta: &SnapshotMetadata, replica: &Replica) -> Result<()> {
         let mut batch = WriteBatch::default();
-        let log = self.cf(CF_LOG)?;
-        let state_cf = self.cf(CF_STATE)?;
-        batch.delete_range_cf(log, index_key(0), index_key(u64::MAX));
-        batch.delete_range_cf(state_cf, [0u8].as_slice(), [0xffu8; 9].as_slice());
+        batch.delete_range_cf(self.cf(CF_LOG)?, index_key(0), index_key(u64::MAX));
+        batch.delete_range_cf(self.cf(CF_STATE)?, [0u8].as_slice(), [0xffu8; 9].as_slice());
         batch.put_cf(
-            self.cf(CF_META)?,
-            KEY_SNAPSHOT_POINT,
-            encode(&(meta.index, meta.term))?,
+            self.cf(CF_SNAPSHOT)?,
+            KEY_SNAPSHOT_META,
+            Self::pb_bytes(meta)?,
         );
+        let mut hs: HardState = self
+            .get_pb(CF_HARD_STATE, KEY_HARD_STATE)?
+            .unwrap_or_default();
+        hs.commit = hs.commit.max(meta.index);
+        hs.term = hs.term.max(meta.term);
         batch.put_cf(
-            self.cf(CF_META)?,
-            KEY_CONF_STATE,
-            Self::pb_bytes(meta.get_conf_state())?,
+            self.cf(CF_HARD_STATE)?,
+            KEY_HARD_STATE,
+            Self::pb_bytes(&hs)?,
         );
-        self.db.write(batch).map_err(|e| self.err(e))?;
         let s = &replica.state;
         let mut touched = Vec::new();
         touched.extend(s.modules.keys().cloned().map(Touched::Module));
@@ -328,7 +556,10 @@ impl Store {
         touched.extend(s.hunts.keys().cloned().map(Touched::Hunt));
         touched.extend(s.tasks.keys().cloned().map(Touched::Task));
         touched.extend(s.findings.keys().cloned().map(Touched::Findings));
-        self.persist_applied(replica, &touched)
+        self.batch_applied(&mut batch, replica, &touched)?;
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options).map_err(|e| self.err(e))
     }
 }
 
@@ -337,12 +568,77 @@ impl Store {
 pub struct RaftStorage {
     store: Store,
     replica: Arc<RwLock<Replica>>,
+    snapshots: Arc<Mutex<SnapshotCache>>,
+}
+
+/// The last snapshot built for a follower, and whether one is being built.
+#[derive(Default)]
+struct SnapshotCache {
+    ready: Option<Snapshot>,
+    building: bool,
 }
 
 impl RaftStorage {
     /// Wraps a store and the replica the node applies to.
     pub fn new(store: Store, replica: Arc<RwLock<Replica>>) -> Self {
-        Self { store, replica }
+        Self {
+            store,
+            replica,
+            snapshots: Arc::default(),
+        }
+    }
+
+    /// Starts encoding a snapshot of the replica as it is now on a thread of
+    /// its own: a state holding many large modules takes a while to encode,
+    /// and the raft thread must keep sending heartbeats meanwhile.
+    fn start_snapshot(&self) -> raft::Result<()> {
+        let (state, peers, mut meta) = {
+            let replica = self
+                .replica
+                .read()
+                .map_err(|_| raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))?;
+            let mut meta = SnapshotMetadata::default();
+            meta.index = replica.applied_index;
+            meta.term = replica.applied_term;
+            meta.set_conf_state(replica.conf_state.clone());
+            // A copy, so the node applies on while it is encoded.
+            (replica.state.clone(), replica.peers.clone(), meta)
+        };
+        let cache = self.snapshots.clone();
+        let built = std::thread::Builder::new()
+            .name("raft-snapshot".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let data = encode(&SnapshotDataRef {
+                    format: SNAPSHOT_FORMAT,
+                    state: &state,
+                    peers: &peers,
+                });
+                let Ok(mut cache) = cache.lock() else { return };
+                cache.building = false;
+                match data {
+                    Ok(data) => {
+                        tracing::info!(
+                            index = meta.index,
+                            bytes = data.len(),
+                            elapsed = ?started.elapsed(),
+                            "snapshot built"
+                        );
+                        let mut snapshot = Snapshot::default();
+                        snapshot.data = data.into();
+                        snapshot.set_metadata(std::mem::take(&mut meta));
+                        cache.ready = Some(snapshot);
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot encode a snapshot"),
+                }
+            });
+        if let Err(e) = built {
+            tracing::error!(error = %e, "cannot start a thread to build a snapshot");
+            if let Ok(mut cache) = self.snapshots.lock() {
+                cache.building = false;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -354,12 +650,12 @@ impl raft::Storage for RaftStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let hard_state: HardState = self
             .store
-            .get_pb(CF_META, KEY_HARD_STATE)
+            .get_pb(CF_HARD_STATE, KEY_HARD_STATE)
             .map_err(store_err)?
             .unwrap_or_default();
         let conf_state: ConfState = self
             .store
-            .get_pb(CF_META, KEY_CONF_STATE)
+            .get_pb(CF_CONF_STATE, KEY_CONF_STATE)
             .map_err(store_err)?
             .unwrap_or_default();
         Ok(RaftState {
@@ -451,18 +747,36 @@ impl raft::Storage for RaftStorage {
             .max(snap_index))
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let replica = self
-            .replica
-            .read()
+    /// A snapshot at or after `request_index` whose successors are still in
+    /// the log; built in the background, so the first call answers
+    /// "temporarily unavailable" and raft-rs asks again on the follower's
+    /// next heartbeat response. One snapshot serves every follower that
+    /// needs it until compaction passes it.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let (compacted, _) = self.store.snapshot_point().map_err(store_err)?;
+        let mut cache = self
+            .snapshots
+            .lock()
             .map_err(|_| raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))?;
-        let mut snapshot = Snapshot::default();
-        snapshot.data = encode(&replica.state).map_err(store_err)?.into();
-        let meta = snapshot.mut_metadata();
-        meta.index = replica.applied_index;
-        meta.term = replica.applied_term;
-        meta.set_conf_state(replica.conf_state.clone());
-        Ok(snapshot)
+        if let Some(snapshot) = &cache.ready {
+            let index = snapshot.get_metadata().index;
+            if index >= compacted && index >= request_index {
+                return Ok(snapshot.clone());
+            }
+        }
+        if !cache.building {
+            tracing::info!(
+                follower = to,
+                "building a snapshot for a follower behind the log"
+            );
+            cache.building = true;
+            cache.ready = None;
+            drop(cache);
+            self.start_snapshot()?;
+        }
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
     }
 }
 
@@ -484,6 +798,53 @@ fn entity_key(kind: u8, id: &str) -> Vec<u8> {
     key.push(b'/');
     key.extend_from_slice(id.as_bytes());
     key
+}
+
+/// Serde for large byte buffers such as module bytes: one length and one
+/// copy instead of a sequence of `u8`s. In bincode the encoding is
+/// byte-for-byte that of a plain `Vec<u8>` (so stored data reads back
+/// unchanged), but tens of times faster, which matters because modules are
+/// encoded and decoded on the raft thread, where a stall of a second costs
+/// the leader its lease.
+pub mod raw_bytes {
+    use serde::{Deserializer, Serializer, de};
+    use std::fmt;
+
+    /// Serializes as bytes.
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    /// Deserializes bytes (or a sequence of numbers, for self-describing formats).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> de::Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(byte) = seq.next_element()? {
+                out.push(byte);
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// Encodes a state-machine value (bincode).
@@ -519,6 +880,7 @@ mod tests {
     use crate::state::{Command, ModuleRecord};
     use quarry_proto::ModuleDigest;
     use raft::Storage as _;
+    use std::path::Path;
 
     fn entry(index: u64, term: u64) -> Entry {
         let mut e = Entry::default();
@@ -533,19 +895,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Store::open(dir.path()).expect("open");
-            store.bootstrap(&[1]).expect("bootstrap");
+            store
+                .bootstrap(&[1], &AddressBook::new())
+                .expect("bootstrap");
             let mut hs = HardState::default();
             hs.term = 2;
             hs.vote = 1;
-            hs.commit = 3;
+            hs.commit = 4;
             store
                 .append(
-                    &[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)],
+                    &[entry(2, 1), entry(3, 1), entry(4, 2), entry(5, 2)],
                     Some(&hs),
                 )
                 .expect("append");
-            // A new leader overwrites from index 3.
-            store.append(&[entry(3, 3)], None).expect("append");
+            // A new leader overwrites from index 4.
+            store.append(&[entry(4, 3)], None).expect("append");
         }
         let store = Store::open(dir.path()).expect("reopen");
         let raft = RaftStorage::new(store, Arc::default());
@@ -556,22 +920,285 @@ mod tests {
                 init.hard_state.vote,
                 init.hard_state.commit
             ),
-            (2, 1, 3)
+            (2, 1, 4)
         );
         assert_eq!(init.conf_state.voters, vec![1]);
-        assert_eq!(raft.first_index().expect("first"), 1);
-        assert_eq!(raft.last_index().expect("last"), 3);
-        assert_eq!(raft.term(3).expect("term"), 3);
+        // The membership is a snapshot point at index 1, so the log starts at 2.
+        assert_eq!(raft.first_index().expect("first"), 2);
+        assert_eq!(raft.term(1).expect("bootstrap term"), 1);
+        assert_eq!(raft.last_index().expect("last"), 4);
+        assert_eq!(raft.term(4).expect("term"), 3);
         let entries = raft
-            .entries(1, 4, None, GetEntriesContext::empty(false))
+            .entries(2, 5, None, GetEntriesContext::empty(false))
             .expect("entries");
         assert_eq!(
             entries.iter().map(|e| e.index).collect::<Vec<_>>(),
-            vec![1, 2, 3]
+            vec![2, 3, 4]
         );
         assert!(
-            raft.entries(1, 6, None, GetEntriesContext::empty(false))
+            raft.entries(2, 7, None, GetEntriesContext::empty(false))
                 .is_err()
+        );
+    }
+
+    fn module(n: u8) -> ModuleRecord {
+        ModuleRecord {
+            digest: ModuleDigest::new(format!("{n:02x}").repeat(32)),
+            name: format!("m{n}"),
+            version: "1".into(),
+            description: "d".into(),
+            uploaded_ms: 1,
+            bytes: vec![0, 97, 115, 109, n],
+        }
+    }
+
+    /// A bootstrapped store with entries 2..=last applied (term 1 up to 10,
+    /// then term 2), one module per entry in the state machine.
+    fn applied_store(dir: &Path, last: u64) -> (Store, Replica) {
+        let store = Store::open(dir).expect("open");
+        let peers = AddressBook::from([(1, "http://127.0.0.1:1".to_owned())]);
+        store.bootstrap(&[1], &peers).expect("bootstrap");
+        let entries: Vec<Entry> = (2..=last)
+            .map(|i| entry(i, if i <= 10 { 1 } else { 2 }))
+            .collect();
+        store.append(&entries, None).expect("append");
+        let mut replica = store.load_replica().expect("load");
+        let mut touched = Vec::new();
+        for i in 2..=last {
+            let applied = replica.state.apply(
+                i,
+                Command::UploadModule {
+                    module: module(i as u8),
+                },
+            );
+            touched.extend(applied.touched);
+        }
+        replica.applied_index = last;
+        replica.applied_term = 2;
+        store.persist_applied(&replica, &touched).expect("persist");
+        (store, replica)
+    }
+
+    #[test]
+    fn compaction_cuts_the_log_and_restart_sees_the_compacted_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, replica) = applied_store(dir.path(), 30);
+        let cut = store.compact(25, &replica.conf_state).expect("compact");
+        assert_eq!(cut, 24, "entries 2..=25 are cut");
+        // Compacting to an older point changes nothing.
+        assert_eq!(store.compact(20, &replica.conf_state).expect("noop"), 0);
+        drop(store);
+
+        let store = Store::open(dir.path()).expect("reopen");
+        let loaded = store.load_replica().expect("load");
+        assert_eq!(loaded.state, replica.state);
+        assert_eq!(loaded.applied_index, 30);
+        assert_eq!(loaded.peers, replica.peers);
+        let meta = store.snapshot_metadata().expect("meta");
+        assert_eq!((meta.index, meta.term), (25, 2));
+        assert_eq!(meta.get_conf_state().voters, vec![1]);
+        let raft = RaftStorage::new(store, Arc::new(RwLock::new(loaded)));
+        assert_eq!(raft.first_index().expect("first"), 26);
+        assert_eq!(raft.last_index().expect("last"), 30);
+        assert_eq!(raft.term(25).expect("term at the compacted index"), 2);
+        assert_eq!(
+            raft.term(24),
+            Err(raft::Error::Store(StorageError::Compacted))
+        );
+        assert_eq!(
+            raft.entries(20, 27, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        );
+        let rest = raft
+            .entries(26, 31, None, GetEntriesContext::empty(false))
+            .expect("entries after the cut");
+        assert_eq!(rest.len(), 5);
+    }
+
+    #[test]
+    fn compacting_past_the_log_is_refused_as_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, replica) = applied_store(dir.path(), 12);
+        let err = store
+            .compact(40, &replica.conf_state)
+            .expect_err("index 40 is not in the log");
+        assert!(err.to_string().contains("log entry 40"), "{err}");
+    }
+
+    #[test]
+    fn snapshot_from_one_store_installs_into_a_wiped_one() {
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let (store, replica) = applied_store(leader_dir.path(), 20);
+        store.compact(18, &replica.conf_state).expect("compact");
+        let raft = RaftStorage::new(store, Arc::new(RwLock::new(replica.clone())));
+        let snapshot = wait_for_snapshot(&raft, 0);
+        assert_eq!(snapshot.get_metadata().index, 20);
+        assert_eq!(snapshot.get_metadata().term, 2);
+
+        // A follower with an old log of its own, replaced by the snapshot.
+        let follower_dir = tempfile::tempdir().expect("tempdir");
+        {
+            let follower = Store::open(follower_dir.path()).expect("open");
+            follower
+                .bootstrap(&[1], &AddressBook::new())
+                .expect("bootstrap");
+            follower
+                .append(&[entry(2, 1), entry(3, 1)], None)
+                .expect("append");
+            let installed = replica_from_snapshot(&snapshot).expect("decode");
+            follower
+                .apply_snapshot(snapshot.get_metadata(), &installed)
+                .expect("install");
+        }
+        let follower = Store::open(follower_dir.path()).expect("reopen");
+        let loaded = follower.load_replica().expect("load");
+        assert_eq!(loaded.state, replica.state);
+        assert_eq!((loaded.applied_index, loaded.applied_term), (20, 2));
+        assert_eq!(loaded.peers, replica.peers);
+        let raft = RaftStorage::new(follower, Arc::new(RwLock::new(loaded)));
+        assert_eq!(raft.first_index().expect("first"), 21);
+        assert_eq!(raft.last_index().expect("last"), 20);
+        assert_eq!(raft.term(20).expect("term"), 2);
+        assert!(raft.initial_state().expect("init").hard_state.commit >= 20);
+    }
+
+    /// Asks like raft-rs does until the background build is done.
+    fn wait_for_snapshot(raft: &RaftStorage, request_index: u64) -> Snapshot {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match raft.snapshot(request_index, 2) {
+                Ok(snapshot) => return snapshot,
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)) => {
+                    assert!(std::time::Instant::now() < deadline, "snapshot never built");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("snapshot failed: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_reused_until_compaction_passes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, replica) = applied_store(dir.path(), 20);
+        let shared = Arc::new(RwLock::new(replica));
+        let raft = RaftStorage::new(store.clone(), shared.clone());
+        assert_eq!(
+            raft.snapshot(0, 2),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            )),
+            "the first request starts a background build"
+        );
+        let first = wait_for_snapshot(&raft, 0);
+        assert_eq!(first.get_metadata().index, 20);
+
+        // More entries apply; the cached snapshot still serves (its
+        // successors are in the log).
+        let entries: Vec<Entry> = (21..=30).map(|i| entry(i, 2)).collect();
+        store.append(&entries, None).expect("append");
+        shared.write().expect("lock").applied_index = 30;
+        assert_eq!(
+            raft.snapshot(0, 3).expect("cached").get_metadata().index,
+            20
+        );
+        // A follower that asks for a newer one gets a fresh build.
+        assert_eq!(wait_for_snapshot(&raft, 25).get_metadata().index, 30);
+
+        // Once compaction passes the cached one, it is rebuilt.
+        shared.write().expect("lock").applied_index = 30;
+        let conf = shared.read().expect("lock").conf_state.clone();
+        store.compact(30, &conf).expect("compact");
+        let rebuilt = wait_for_snapshot(&raft, 0);
+        assert_eq!(rebuilt.get_metadata().index, 30);
+        let decoded = replica_from_snapshot(&rebuilt).expect("decode");
+        assert_eq!(decoded.state, shared.read().expect("lock").state);
+    }
+
+    #[test]
+    fn legacy_raft_meta_is_moved_into_its_own_families() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rocksdb");
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let db = DB::open_cf(&options, &path, [CF_LOG, CF_LEGACY_META, CF_STATE])
+                .expect("legacy db");
+            let meta = db.cf_handle(CF_LEGACY_META).expect("cf");
+            let mut hs = HardState::default();
+            hs.term = 7;
+            hs.commit = 9;
+            db.put_cf(meta, KEY_HARD_STATE, hs.write_to_bytes().expect("hs"))
+                .expect("put");
+            let mut conf = ConfState::default();
+            conf.voters = vec![1, 2, 3];
+            db.put_cf(meta, KEY_CONF_STATE, conf.write_to_bytes().expect("cs"))
+                .expect("put");
+            db.put_cf(
+                meta,
+                KEY_LEGACY_SNAPSHOT_POINT,
+                encode(&(5u64, 6u64)).expect("point"),
+            )
+            .expect("put");
+        }
+        let store = Store::open(dir.path()).expect("migrating open");
+        assert!(store.db.cf_handle(CF_LEGACY_META).is_none());
+        let raft = RaftStorage::new(store.clone(), Arc::default());
+        let init = raft.initial_state().expect("init");
+        assert_eq!((init.hard_state.term, init.hard_state.commit), (7, 9));
+        assert_eq!(init.conf_state.voters, vec![1, 2, 3]);
+        assert_eq!(raft.first_index().expect("first"), 6);
+        assert_eq!(raft.term(5).expect("term"), 6);
+        drop(raft);
+        drop(store);
+        // And a second open finds nothing left to migrate.
+        Store::open(dir.path()).expect("reopen");
+    }
+
+    #[test]
+    fn module_bytes_keep_their_encoding_and_encode_fast() {
+        // The field as stored before `raw_bytes`: a plain Vec<u8>.
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Legacy {
+            digest: ModuleDigest,
+            name: String,
+            version: String,
+            description: String,
+            uploaded_ms: i64,
+            bytes: Vec<u8>,
+        }
+        let mut record = module(7);
+        record.bytes = (0..(64 << 10)).map(|i| (i % 253) as u8).collect();
+        let legacy = Legacy {
+            digest: record.digest.clone(),
+            name: record.name.clone(),
+            version: record.version.clone(),
+            description: record.description.clone(),
+            uploaded_ms: record.uploaded_ms,
+            bytes: record.bytes.clone(),
+        };
+        let fast = encode(&record).expect("encode");
+        assert_eq!(
+            encode(&legacy).expect("legacy encode"),
+            fast,
+            "stored modules must read back unchanged"
+        );
+        let json = serde_json::to_string(&record).expect("json");
+        let from_json: ModuleRecord = serde_json::from_str(&json).expect("json back");
+        assert_eq!(from_json, record);
+
+        // Per-byte encoding of 16 MiB took seconds in a debug build, on the
+        // raft thread; one copy takes milliseconds.
+        record.bytes = vec![42; 16 << 20];
+        let started = std::time::Instant::now();
+        let bytes = encode(&record).expect("encode");
+        let back: ModuleRecord = decode(b"m", &bytes).expect("decode");
+        let elapsed = started.elapsed();
+        assert_eq!(back, record);
+        assert!(
+            elapsed < std::time::Duration::from_millis(500),
+            "{elapsed:?}"
         );
     }
 

@@ -468,6 +468,42 @@ impl Client {
         Ok(self.cluster.list_shards(request).await?.into_inner().shards)
     }
 
+    /// Adds coordinator `node_id`, reachable at `url`, to the raft group (a
+    /// conf change on the leader); returns the new membership.
+    pub async fn add_coordinator(
+        &mut self,
+        node_id: u64,
+        url: &str,
+    ) -> Result<Vec<v1::CoordinatorInfo>, ClientError> {
+        let request = v1::AddCoordinatorRequest {
+            node_id,
+            url: url.to_owned(),
+        };
+        let mut hops = 0;
+        loop {
+            match self.cluster.add_coordinator(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner().coordinators),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// Removes coordinator `node_id` from the raft group; returns the new
+    /// membership. Removing the leader moves leadership first.
+    pub async fn remove_coordinator(
+        &mut self,
+        node_id: u64,
+    ) -> Result<Vec<v1::CoordinatorInfo>, ClientError> {
+        let request = v1::RemoveCoordinatorRequest { node_id };
+        let mut hops = 0;
+        loop {
+            match self.cluster.remove_coordinator(request).await {
+                Ok(response) => return Ok(response.into_inner().coordinators),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
     /// Cluster status from the node answering.
     pub async fn status(&mut self) -> Result<v1::StatusResponse, ClientError> {
         Ok(self
