@@ -326,8 +326,10 @@ async fn grpc_ingest_stores_events_reports_malformed_and_registers_the_shard() -
     let dir = tempfile::tempdir()?;
     let (cluster, mut client) = demo_cluster(dir.path()).await?;
     let worker = format!("http://{}", cluster.workers()[0].addr());
-    let auth_log =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/tests/data/auth.log");
+    let auth_log = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for tests"),
+    )
+    .join("../worker/tests/data/auth.log");
     let labels: std::collections::HashMap<String, String> =
         [("env".to_owned(), "lab".to_owned())].into_iter().collect();
 

@@ -18,8 +18,7 @@ pub const ENV: &str = "QUARRY_SHARED_DATA";
 pub fn shared_data() -> Option<PathBuf> {
     let path = match std::env::var_os(ENV) {
         Some(path) => PathBuf::from(path),
-        // CARGO_MANIFEST_DIR is <repo>/tests/testdata at build time.
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
+        None => default_path(),
     };
     if path.join("README.md").is_file() {
         return Some(path);
@@ -35,6 +34,24 @@ pub fn shared_data() -> Option<PathBuf> {
         path.display()
     );
     None
+}
+
+/// `<workspace>/../shared/data`, the workspace found at run time from the
+/// running test's package directory (cargo and nextest set
+/// `CARGO_MANIFEST_DIR` for test processes) or the current directory. Not
+/// from `env!` at build time: builds share a target directory across
+/// checkouts, and a compiled-in path would point into whichever checkout
+/// built this crate first.
+fn default_path() -> PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default();
+    let workspace = start
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .unwrap_or(&start);
+    workspace.join("../shared/data")
 }
 
 /// A file under the data folder, or `None` when the folder is missing.

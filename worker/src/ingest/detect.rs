@@ -231,7 +231,11 @@ mod tests {
         let Some(data) = quarry_testdata::shared_data() else {
             return;
         };
-        let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let local = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .expect("cargo sets CARGO_MANIFEST_DIR for tests"),
+        )
+        .join("tests/data");
         let cases = [
             (
                 data.join("logs/windows/evtx/T1078_failed_logon_account_restriction_4625.evtx"),

@@ -748,9 +748,12 @@ mod tests {
     }
 
     fn data(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data")
-            .join(name)
+        std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .expect("cargo sets CARGO_MANIFEST_DIR for tests"),
+        )
+        .join("tests/data")
+        .join(name)
     }
 
     #[test]
