@@ -1,5 +1,5 @@
 //! A three-coordinator raft group as real processes: the leader is killed
-//! with SIGKILL right after a hunt is submitted; a follower takes over, the
+//! with SIGKILL right after a hunt over 20 shards is submitted; a follower takes over, the
 //! workers follow it, and the hunt completes with the same findings as an
 //! undisturbed run.
 
@@ -13,6 +13,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Copies of each demo shard each worker holds besides the original.
+const COPIES: usize = 4;
+/// Shards in the hunt: the 4 demo shards and their copies.
+const SHARDS: usize = 4 * (1 + COPIES);
 
 struct Node {
     id: u64,
@@ -92,7 +97,19 @@ async fn leader(nodes: &[Node]) -> anyhow::Result<(u64, Client)> {
 
 async fn start_worker(dir: &Path, index: usize, urls: &str) -> anyhow::Result<Worker> {
     let store = ShardStore::open(&dir.join("shards"))?;
-    quarry_worker::demo::generate_demo_shards(&store, index)?;
+    // The demo's two shards per worker, plus copies under other names, so
+    // the hunt spans 4 x (1 + COPIES) = 20 shards.
+    for meta in quarry_worker::demo::generate_demo_shards(&store, index)? {
+        let events = quarry_worker::demo::demo_events(&meta.name)
+            .ok_or_else(|| anyhow::anyhow!("{} is not a demo shard", meta.name))?;
+        for copy in 1..=COPIES {
+            let name = format!("{}-copy{copy}", meta.name);
+            if store.get(&name).is_none() {
+                let records = events.iter().cloned().map(Ok);
+                store.append(&name, meta.labels.clone(), records, &mut |_| {})?;
+            }
+        }
+    }
     Ok(Worker::start_with_store(
         WorkerConfig {
             id: WorkerId::new(format!("worker-{index}")),
@@ -167,12 +184,22 @@ async fn killing_the_leader_mid_hunt_loses_nothing() -> anyhow::Result<()> {
         "{}",
         baseline.reason
     );
+    assert_eq!(baseline.tasks.len(), SHARDS, "the hunt spans every shard");
     let expected = essence(&client.findings(&baseline.hunt_id).await?);
-    assert_eq!(expected.len(), quarry_worker::demo::PLANTED.len());
+    assert_eq!(
+        expected.len(),
+        quarry_worker::demo::PLANTED.len() * (1 + COPIES)
+    );
 
     // Submit, then kill the leader at once.
     let (old_leader, mut client) = leader(&nodes).await?;
     let hunt = client.submit_hunt(request()).await?;
+    let at_kill = client.hunt(&hunt.hunt_id).await?;
+    assert_eq!(
+        at_kill.state,
+        v1::HuntState::Running as i32,
+        "the leader must die mid-hunt"
+    );
     let node = nodes
         .iter_mut()
         .find(|n| n.id == old_leader)
