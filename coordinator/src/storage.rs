@@ -21,9 +21,9 @@
 #![allow(clippy::field_reassign_with_default)]
 
 use crate::error::{CoordinatorError, Result};
-use crate::state::{State, Touched};
+use crate::state::{Command, State, Touched};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -298,6 +298,25 @@ impl Store {
         Ok(self
             .get_pb(CF_SNAPSHOT, KEY_SNAPSHOT_META)?
             .unwrap_or_default())
+    }
+
+    /// The state-machine commands still in the log, with their indexes, in
+    /// log order (conf changes and a new leader's empty entries left out):
+    /// what replaying the log from the last snapshot applies.
+    pub fn logged_commands(&self) -> Result<Vec<(u64, Command)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_LOG)?, IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| self.err(e))?;
+            let index = index_of(&key)?;
+            let entry = Entry::parse_from_bytes(&value).map_err(|e| CoordinatorError::Corrupt {
+                key: format!("log entry {index}"),
+                detail: e.to_string(),
+            })?;
+            if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+                out.push((index, decode(b"log entry", &entry.data)?));
+            }
+        }
+        Ok(out)
     }
 
     fn snapshot_point(&self) -> Result<(u64, u64)> {
