@@ -3,12 +3,13 @@
 //! workers follow it, and the hunt completes with the same findings as an
 //! undisturbed run.
 
+use quarry_cli::process_group::free_ports;
 use quarry_client::{Client, HuntRequest};
 use quarry_proto::{WorkerId, v1};
 use quarry_worker::shard::ShardStore;
 use quarry_worker::{Worker, WorkerConfig};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -32,17 +33,6 @@ impl Drop for Node {
             let _ = child.wait();
         }
     }
-}
-
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    // Hold all listeners at once so the ports differ.
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()?)
 }
 
 fn spawn_node(dir: &Path, id: u64, urls: &BTreeMap<u64, String>) -> anyhow::Result<Child> {

@@ -9,12 +9,13 @@
 //!   with `quarry cluster remove-coordinator`, writes keep working, and the
 //!   new membership survives a restart of every process.
 
+use quarry_cli::process_group::free_ports;
 use quarry_client::{Client, HuntRequest};
 use quarry_proto::{WorkerId, v1};
 use quarry_worker::shard::ShardStore;
 use quarry_worker::{Worker, WorkerConfig};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -41,17 +42,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.kill();
     }
-}
-
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    // Hold all listeners at once so the ports differ.
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()?)
 }
 
 /// How a coordinator process finds its group.
