@@ -266,3 +266,38 @@ async fn killing_the_leader_mid_hunt_loses_nothing() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A worker given only a follower's URL follows the `quarry-leader` hint to
+/// a leader it was never told about (as with a coordinator added to the
+/// group after the worker started) and runs a hunt there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_knows_only_a_follower_follows_it_to_the_leader() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (nodes, _) = start_group(dir.path())?;
+    let (leader_id, mut client) = leader(&nodes).await?;
+    let follower = nodes
+        .iter()
+        .find(|n| n.id != leader_id)
+        .map(|n| n.url.clone())
+        .ok_or_else(|| anyhow::anyhow!("a group of three has followers"))?;
+    let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
+    client
+        .upload_module(module.name, module.version, "", module.wasm)
+        .await?;
+    let worker = start_worker(&dir.path().join("w0"), 0, &follower).await?;
+    wait_live_workers(&mut client, 1).await?;
+    let hunt = client
+        .submit_hunt(HuntRequest::new("logon-bruteforce").selector("env", "demo"))
+        .await?;
+    let done = tokio::time::timeout(Duration::from_secs(120), client.wait(&hunt.hunt_id, |_| {}))
+        .await??;
+    assert_eq!(
+        done.state,
+        v1::HuntState::Completed as i32,
+        "{}",
+        done.reason
+    );
+    assert!(!client.findings(&hunt.hunt_id).await?.is_empty());
+    worker.shutdown().await;
+    Ok(())
+}

@@ -161,19 +161,24 @@ impl Shared {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(rejection)) => Err(rejection_status(rejection)),
             Err(error @ CoordinatorError::NotLeader { leader, .. }) => {
-                // Tell the client where the leader is; quarry-client follows it.
-                let mut status = Status::from(error);
-                if let Some(url) = self.node.peer_url(leader)
-                    && let Ok(value) = url.parse()
-                {
-                    status
-                        .metadata_mut()
-                        .insert(quarry_proto::LEADER_METADATA_KEY, value);
-                }
-                Err(status)
+                Err(self.not_leader(error, leader))
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// A "not the leader" answer naming the leader's URL (when known) in the
+    /// `quarry-leader` metadata, which quarry-client and workers follow.
+    fn not_leader(&self, error: CoordinatorError, leader: u64) -> Status {
+        let mut status = Status::from(error);
+        if let Some(url) = self.node.peer_url(leader)
+            && let Ok(value) = url.parse()
+        {
+            status
+                .metadata_mut()
+                .insert(quarry_proto::LEADER_METADATA_KEY, value);
+        }
+        status
     }
 
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, Status> {
@@ -741,11 +746,11 @@ impl WorkerService for Api {
         let id = worker_id(&request.into_inner().worker_id)?;
         if !self.shared.node.status().is_leader {
             let raft = self.shared.node.status();
-            return Err(CoordinatorError::NotLeader {
+            let error = CoordinatorError::NotLeader {
                 node: raft.id,
                 leader: raft.leader,
-            }
-            .into());
+            };
+            return Err(self.shared.not_leader(error, raft.leader));
         }
         // Re-send what the worker was assigned: after a reconnect or a new
         // leader it may not have them. Workers drop duplicates by attempt.

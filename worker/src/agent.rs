@@ -58,6 +58,11 @@ struct Inner {
     /// Index into the coordinator URLs of the one in use; moves on when that
     /// one fails or is not the leader.
     current: std::sync::atomic::AtomicUsize,
+    /// The leader a coordinator named (`quarry-leader` metadata) when it
+    /// refused us, tried before the configured list: it may be a coordinator
+    /// added to the group after this worker started. `true` until the next
+    /// [`Inner::rotate`], which keeps a fresh hint and drops a stale one.
+    leader_hint: Mutex<Option<(String, bool)>>,
 }
 
 impl Inner {
@@ -73,6 +78,9 @@ impl Inner {
 
     /// The coordinator in use.
     fn url(&self) -> String {
+        if let Some((hint, _)) = self.hint().as_ref() {
+            return hint.clone();
+        }
         let urls = self.urls();
         match urls.len() {
             0 => self.config.coordinator.clone(),
@@ -80,9 +88,37 @@ impl Inner {
         }
     }
 
-    /// Try the next coordinator (after a failure or a "not the leader").
+    /// Try the next coordinator (after a failure or a "not the leader"): the
+    /// leader just named, if any, else the next configured one.
     fn rotate(&self) {
-        self.current.fetch_add(1, Ordering::Relaxed);
+        let mut hint = self.hint();
+        match hint.as_mut() {
+            Some((_, fresh)) if *fresh => *fresh = false,
+            Some(_) => *hint = None,
+            None => {
+                self.current.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Remembers the leader a refusal names, if it names one.
+    fn follow(&self, status: &tonic::Status) {
+        let named = status
+            .metadata()
+            .get(quarry_proto::LEADER_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .filter(|url| !url.is_empty());
+        if let Some(url) = named {
+            tracing::info!(leader = url, "following the coordinator's leader hint");
+            *self.hint() = Some((url.to_owned(), true));
+        }
+    }
+
+    fn hint(&self) -> std::sync::MutexGuard<'_, Option<(String, bool)>> {
+        // A poisoned hint is only a hint: keep using it.
+        self.leader_hint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -132,6 +168,7 @@ impl Worker {
         let inner = Arc::new(Inner {
             shards_changed,
             current: std::sync::atomic::AtomicUsize::new(0),
+            leader_hint: Mutex::new(None),
             config,
             store: store.clone(),
             runtime,
@@ -308,7 +345,10 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
             slots: inner.config.slots.max(1),
         })
         .await
-        .map_err(|s| coordinator_error(&inner, format!("registration refused: {}", s.message())))?
+        .map_err(|s| {
+            inner.follow(&s);
+            coordinator_error(&inner, format!("registration refused: {}", s.message()))
+        })?
         .into_inner();
     let interval = Duration::from_millis(registered.heartbeat_interval_ms.clamp(100, 60_000));
     let mut stream = client
@@ -316,7 +356,10 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
             worker_id: id.clone(),
         })
         .await
-        .map_err(|s| coordinator_error(&inner, format!("task stream refused: {}", s.message())))?
+        .map_err(|s| {
+            inner.follow(&s);
+            coordinator_error(&inner, format!("task stream refused: {}", s.message()))
+        })?
         .into_inner();
     tracing::info!(worker = %id, shards = inner.store.list().len(), "registered with the coordinator");
 
@@ -580,9 +623,10 @@ async fn report(
             Ok(_) => return,
             Err(status) => {
                 tracing::warn!(error = %status.message(), "report failed; retrying in {backoff:?}");
+                inner.follow(&status);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                // The leader may have moved: try the next coordinator.
+                // The leader may have moved: try the one named, else the next.
                 inner.rotate();
                 if let Ok(fresh) = connect(inner).await {
                     client = fresh;
