@@ -85,8 +85,9 @@ pub enum ModuleToolError {
         /// Why.
         detail: String,
     },
-    /// Reading or writing a file or running a program failed.
-    #[error("cannot {what} {}: {source}", path.display())]
+    /// Reading or writing a file or running a program failed (the OS error
+    /// is the source, which the binary prints after this).
+    #[error("cannot {what} {}", path.display())]
     Io {
         /// What was attempted.
         what: &'static str,
@@ -95,6 +96,9 @@ pub enum ModuleToolError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// PATH holds no crate.
+    #[error("{} holds no Cargo.toml; pass the module crate's directory (made by `quarry module new`)", .0.display())]
+    NotACrate(PathBuf),
     /// The worker runtime could not start.
     #[error("cannot start the wasm runtime: {0}")]
     Runtime(String),
@@ -262,11 +266,7 @@ pub struct Built {
 pub fn build(crate_dir: &Path, target_dir: Option<&Path>) -> Result<Built, ModuleToolError> {
     let manifest = crate_dir.join("Cargo.toml");
     if !manifest.is_file() {
-        return Err(ModuleToolError::Io {
-            what: "find a crate (Cargo.toml) at",
-            path: crate_dir.to_owned(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        });
+        return Err(ModuleToolError::NotACrate(crate_dir.to_owned()));
     }
     if wasm_target_installed() == Some(false) {
         return Err(ModuleToolError::TargetMissing(String::new()));
