@@ -3,9 +3,10 @@
 //! over a log file → `module upload` → a hunt on a local cluster holding the
 //! same log → the same findings as the local test.
 //!
-//! The one nested cargo build compiles quarry-sdk and wit-bindgen for wasm
-//! (about a minute on two cores the first time); its target directory lives
-//! under `CARGO_TARGET_TMPDIR`, so later runs only rebuild the module. Without
+//! The nested cargo runs (the new crate's own `cargo test`, then its wasm
+//! build) compile quarry-sdk and wit-bindgen natively and for wasm (about two
+//! minutes on two cores the first time); their target directory lives under
+//! `CARGO_TARGET_TMPDIR`, so later runs only rebuild the new crate. Without
 //! the wasm32-wasip2 target the test skips with a visible message, except
 //! under `CI`, where that is a broken set-up and fails.
 
@@ -122,8 +123,29 @@ async fn new_build_test_upload_hunt_gives_the_same_findings() -> anyhow::Result<
     assert!(out.contains("created module crate"), "{out}");
     assert!(crate_dir.join("src/lib.rs").is_file());
 
-    // build
+    // The scaffold's own unit tests pass natively (`cargo test` in the crate).
     let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hunter-path-wasm");
+    {
+        let (crate_dir, target_dir) = (crate_dir.clone(), target_dir.clone());
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .arg("test")
+                .arg("--manifest-path")
+                .arg(crate_dir.join("Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target_dir)
+                .output()
+        })
+        .await??;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("2 passed"),
+            "cargo test in the new crate:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    // build
     let out = quarry(
         work,
         vec![
