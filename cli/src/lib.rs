@@ -7,5 +7,6 @@ pub mod bench_scheduler;
 pub mod cluster;
 pub mod demo;
 pub mod ingest;
+pub mod module_tool;
 pub mod output;
 pub mod process_group;

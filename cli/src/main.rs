@@ -113,10 +113,10 @@ enum Command {
         after_help = "Example:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait"
     )]
     Hunt(HuntCommand),
-    /// Upload and list hunt modules.
+    /// Write, build, test locally, upload and list hunt modules.
     #[command(
         subcommand,
-        after_help = "Example:\n  quarry module upload my_hunt.wasm --name my-hunt --version 0.1.0"
+        after_help = "Examples:\n  quarry module new watch-admins && cd watch-admins\n  quarry module build\n  quarry module test target/wasm32-wasip2/release/watch_admins.wasm --logs Security.evtx\n  quarry module upload target/wasm32-wasip2/release/watch_admins.wasm"
     )]
     Module(ModuleCommand),
     /// List the cluster's shards (ingest logs with `quarry worker ingest`).
@@ -336,22 +336,92 @@ struct SubmitArgs {
 
 #[derive(Subcommand)]
 enum ModuleCommand {
-    /// Upload a compiled hunt module (a wasm32-wasip2 component).
+    /// Create a hunt-module crate: Cargo.toml, a small working hunt with a
+    /// unit test, and a README on building and testing it.
+    ///
+    /// Inside a Quarry checkout the crate depends on the checkout's
+    /// sdk/quarry-sdk by path; elsewhere pass --sdk.
     #[command(
-        after_help = "Example:\n  quarry module upload target/wasm32-wasip2/release/my_hunt.wasm --name my-hunt --version 0.1.0"
+        after_help = "Examples:\n  quarry module new watch-admins                # ./watch-admins, SDK of this checkout\n  quarry module new watch-admins --dir hunt-modules\n  quarry module new watch-admins --sdk ~/src/quarry/sdk/quarry-sdk\n\nThen:\n  cd watch-admins && cargo test && quarry module build"
+    )]
+    New {
+        /// Module name: lowercase letters, digits and `-` (also the crate name).
+        name: String,
+        /// Directory to create the crate in (as DIR/NAME).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path to the quarry-sdk crate (default: sdk/quarry-sdk of the
+        /// Quarry checkout around DIR or the current directory).
+        #[arg(long, env = "QUARRY_SDK")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a module crate to a wasm32-wasip2 component (release), validate
+    /// it as a worker would (instantiate against the WIT world, describe()),
+    /// and print its path, size and sha256 digest.
+    #[command(
+        after_help = "Examples:\n  quarry module build                      # the crate in the current directory\n  quarry module build hunt-modules/watch-admins\n  quarry module build --target-dir /tmp/wasm-target --output json\n\nNeeds the wasm target: rustup target add wasm32-wasip2"
+    )]
+    Build {
+        /// The crate directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Cargo target directory (default: cargo's, usually PATH/target).
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Run a module locally over log files, with the worker's sandbox and
+    /// default limits: ingest the files into a temporary shard (any ingest
+    /// format), scan it, print findings, aggregates, malformed records and
+    /// failures. No cluster needed; exits non-zero when the module fails.
+    #[command(
+        after_help = "Examples:\n  quarry module test target/wasm32-wasip2/release/watch_admins.wasm --logs Security.evtx\n  quarry module test my_hunt.wasm --logs auth.log auth.log.1 --format syslog --params threshold=3\n  quarry module test my_hunt.wasm --logs events.jsonl --params '{\"threshold\": 3, \"users\": [\"alice\", \"bob\"]}' --output json"
+    )]
+    Test {
+        /// The module (.wasm component).
+        module: PathBuf,
+        /// Log files, ingested in order into one shard.
+        #[arg(long, num_args = 1.., required = true)]
+        logs: Vec<PathBuf>,
+        /// Input format (jsonl, evtx, syslog, zeek-json, zeek-tsv); detected per file when omitted.
+        #[arg(long)]
+        format: Option<String>,
+        /// Module parameters: `key=value`, or a JSON object (repeatable).
+        #[arg(long = "params", visible_alias = "param")]
+        params: Vec<String>,
+        /// CPU budget, e.g. 30s (default: the cluster's, 60s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        cpu: Option<Duration>,
+        /// Memory cap in MiB (default: the cluster's, 256).
+        #[arg(long)]
+        memory_mib: Option<u64>,
+        /// Findings kept (default: the cluster's per-task default, 10000).
+        #[arg(long)]
+        max_findings: Option<u32>,
+        /// Output format: a report for people, or one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Upload a compiled hunt module (a wasm32-wasip2 component). It is
+    /// validated first (instantiated against the WIT world, asked to
+    /// describe itself); the coordinator checks it again.
+    #[command(
+        after_help = "Examples:\n  quarry module upload target/wasm32-wasip2/release/my_hunt.wasm      # name and version from describe()\n  quarry module upload my_hunt.wasm --name my-hunt --version 0.1.0"
     )]
     Upload {
         /// The .wasm file.
         file: PathBuf,
-        /// Module name (lowercase, `-`/`_`).
+        /// Module name (lowercase, `-`/`_`; default: the name it describes).
         #[arg(long)]
-        name: String,
-        /// Module version, e.g. 0.1.0.
+        name: Option<String>,
+        /// Module version, e.g. 0.1.0 (default: the version it describes).
         #[arg(long)]
-        version: String,
-        /// One-line description.
-        #[arg(long, default_value = "")]
-        description: String,
+        version: Option<String>,
+        /// One-line description (default: the one it describes).
+        #[arg(long)]
+        description: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -587,7 +657,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Demo { output } => return quarry_cli::demo::run(out(output)).await,
         Command::Hunt(command) => hunt(command).await?,
-        Command::Module(command) => module(command).await?,
+        Command::Module(command) => return module(command).await,
         Command::Shard(command) => shard(command).await?,
         Command::Cluster(command) => cluster(command).await?,
         Command::Bench(command) => return quarry_cli::bench::run(command).await,
@@ -717,8 +787,65 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn module(command: ModuleCommand) -> anyhow::Result<()> {
+async fn module(command: ModuleCommand) -> anyhow::Result<std::process::ExitCode> {
+    use quarry_cli::module_tool;
     match command {
+        ModuleCommand::New { name, dir, sdk } => {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            let made = module_tool::scaffold(&name, &dir, sdk.as_deref(), &cwd)?;
+            println!("created module crate {}", made.dir.display());
+            for file in &made.files {
+                println!("  {file}");
+            }
+            println!("quarry-sdk: {}", made.sdk);
+            println!("next:");
+            println!("  cd {} && cargo test", made.dir.display());
+            println!("  quarry module build {}", made.dir.display());
+        }
+        ModuleCommand::Build {
+            path,
+            target_dir,
+            output,
+        } => {
+            let built = tokio::task::spawn_blocking(move || {
+                module_tool::build(&path, target_dir.as_deref())
+            })
+            .await??;
+            output::built_module(out(output), &built);
+        }
+        ModuleCommand::Test {
+            module,
+            logs,
+            format,
+            params,
+            cpu,
+            memory_mib,
+            max_findings,
+            output,
+        } => {
+            let format = format
+                .map(|f| f.parse::<quarry_worker::ingest::Format>())
+                .transpose()?;
+            let params = module_tool::parse_params(&params)?;
+            let mut limits = module_tool::default_limits();
+            if let Some(cpu) = cpu {
+                limits.cpu = cpu;
+            }
+            if let Some(mib) = memory_mib {
+                limits.memory_bytes = mib.saturating_mul(1024 * 1024);
+            }
+            if let Some(n) = max_findings {
+                limits.max_findings = n as usize;
+            }
+            let run = tokio::task::spawn_blocking(move || {
+                module_tool::run_local(&module, &logs, format, params, limits)
+            })
+            .await??;
+            output::local_run(out(output), &run);
+            if run.outcome.is_err() {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
         ModuleCommand::Upload {
             file,
             name,
@@ -728,6 +855,22 @@ async fn module(command: ModuleCommand) -> anyhow::Result<()> {
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            // Validate before anything leaves this machine: the coordinator
+            // only checks the component's shape, a worker would find out
+            // the rest at the first hunt.
+            let described = {
+                let (file, bytes) = (file.clone(), bytes.clone());
+                tokio::task::spawn_blocking(move || module_tool::validate(&file, &bytes)).await??
+            };
+            let name = name.unwrap_or_else(|| described.name.clone());
+            let version = version.unwrap_or_else(|| described.version.clone());
+            if name != described.name || version != described.version {
+                eprintln!(
+                    "warning: uploading as {name}@{version}, but the module describes itself as {}@{}",
+                    described.name, described.version
+                );
+            }
+            let description = description.unwrap_or_else(|| described.description.clone());
             let info = connect(&args)
                 .await?
                 .upload_module(&name, &version, &description, &bytes)
@@ -739,7 +882,7 @@ async fn module(command: ModuleCommand) -> anyhow::Result<()> {
             output::modules(out(args.output), &modules);
         }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn shard(command: ShardCommand) -> anyhow::Result<()> {

@@ -339,14 +339,7 @@ pub fn findings(format: Output, findings: &[v1::Finding]) {
     match format {
         Output::Json => {
             for f in findings {
-                json_line(json!({
-                    "finding_id": f.finding_id, "hunt_id": f.hunt_id, "shard": f.shard, "rule": f.rule,
-                    "title": f.title, "severity": severity(f.severity), "confidence": f.confidence,
-                    "entity": f.entity, "time": time(f.timestamp_ms), "timestamp_ms": f.timestamp_ms,
-                    "techniques": f.techniques,
-                    "evidence": f.evidence.iter().map(|e| (e.key.clone(), json!(e.value))).collect::<serde_json::Map<_, _>>(),
-                    "offsets": f.offsets,
-                }));
+                json_line(finding_json(f));
             }
         }
         Output::Table => {
@@ -373,6 +366,19 @@ pub fn findings(format: Output, findings: &[v1::Finding]) {
             );
         }
     }
+}
+
+/// One finding as JSON (`quarry hunt results` and `quarry module test`
+/// print the same shape, so their findings compare).
+pub fn finding_json(f: &v1::Finding) -> Value {
+    json!({
+        "finding_id": f.finding_id, "hunt_id": f.hunt_id, "shard": f.shard, "rule": f.rule,
+        "title": f.title, "severity": severity(f.severity), "confidence": f.confidence,
+        "entity": f.entity, "time": time(f.timestamp_ms), "timestamp_ms": f.timestamp_ms,
+        "techniques": f.techniques,
+        "evidence": f.evidence.iter().map(|e| (e.key.clone(), json!(e.value))).collect::<serde_json::Map<_, _>>(),
+        "offsets": f.offsets,
+    })
 }
 
 /// Modules.
@@ -536,5 +542,133 @@ pub fn membership(format: Output, members: &[v1::CoordinatorInfo]) {
     match format {
         Output::Json => json_line(json!({ "coordinators": coordinators_json(members) })),
         Output::Table => coordinators_table(members),
+    }
+}
+
+/// A module built by `quarry module build`.
+pub fn built_module(format: Output, built: &crate::module_tool::Built) {
+    let d = &built.description;
+    match format {
+        Output::Json => json_line(json!({
+            "path": built.path.display().to_string(), "size": built.size, "sha256": built.sha256,
+            "name": d.name, "version": d.version, "description": d.description,
+            "fields": d.fields, "techniques": d.techniques,
+        })),
+        Output::Table => {
+            println!("built {}@{}", d.name, d.version);
+            println!("  path    {}", built.path.display());
+            println!("  size    {} ({} bytes)", bytes(built.size), built.size);
+            println!("  sha256  {}", built.sha256);
+            println!("  fields  {}", d.fields.join(", "));
+            if !d.techniques.is_empty() {
+                println!("  ATT&CK  {}", d.techniques.join(", "));
+            }
+            println!("valid: instantiates against the hunt world and describes itself");
+        }
+    }
+}
+
+/// The report of `quarry module test`.
+pub fn local_run(format: Output, run: &crate::module_tool::LocalRun) {
+    use crate::module_tool::{failure_kind, findings as local_findings};
+    let d = &run.description;
+    let events: u64 = run.files.iter().map(|f| f.events).sum();
+    let malformed: u64 = run.files.iter().map(|f| f.malformed).sum();
+    let findings = run.outcome.as_ref().map(local_findings).unwrap_or_default();
+    match format {
+        Output::Json => {
+            let (output, failure) = match &run.outcome {
+                Ok(o) => (Some(o), Value::Null),
+                Err(e) => (
+                    None,
+                    json!({"kind": failure_kind(e), "reason": e.to_string()}),
+                ),
+            };
+            json_line(json!({
+                "module": d.name, "version": d.version, "sha256": run.digest,
+                "params": run.params.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "files": run.files.iter().map(|f| json!({
+                    "path": f.path.display().to_string(), "format": f.format.name(),
+                    "events": f.events, "malformed": f.malformed, "without_timestamp": f.without_timestamp,
+                })).collect::<Vec<_>>(),
+                "events_stored": events, "malformed": malformed,
+                "malformed_records": run.malformed.iter().map(|m| json!({
+                    "source": m.source, "place": m.place, "error": m.error,
+                })).collect::<Vec<_>>(),
+                "events_scanned": output.map(|o| o.events_scanned),
+                "events_matched": output.map(|o| o.events_matched),
+                "blocks_read": output.map(|o| o.blocks_read),
+                "blocks_skipped": output.map(|o| o.blocks_skipped),
+                "findings": findings.iter().map(finding_json).collect::<Vec<_>>(),
+                "findings_dropped": output.map(|o| o.findings_dropped),
+                "aggregates": output.map(|o| o.aggregates.iter().map(|a| (a.name.clone(), json!(a.counts.iter().map(|(k, n)| (k.clone(), json!(n))).collect::<serde_json::Map<_, _>>()))).collect::<serde_json::Map<_, _>>()),
+                "log": output.map(|o| o.log.clone()),
+                "failure": failure,
+            }));
+        }
+        Output::Table => {
+            println!("module {}@{} (sha256 {})", d.name, d.version, run.digest);
+            for f in &run.files {
+                println!(
+                    "  {} ({}): {} events, {} malformed, {} without a timestamp",
+                    f.path.display(),
+                    f.format.name(),
+                    f.events,
+                    f.malformed,
+                    f.without_timestamp
+                );
+            }
+            if malformed > 0 {
+                println!("malformed records (kept aside, not scanned):");
+                for m in &run.malformed {
+                    println!("  {}: {}: {}", m.source, m.place, m.error);
+                }
+                if malformed > run.malformed.len() as u64 {
+                    println!("  ... and {} more", malformed - run.malformed.len() as u64);
+                }
+            }
+            match &run.outcome {
+                Err(e) => {
+                    println!("FAILED ({}): {e}", failure_kind(e));
+                }
+                Ok(o) => {
+                    println!(
+                        "scanned {} events ({} blocks read, {} skipped by the prefilter's block index), {} passed the prefilter; {} finding(s){}",
+                        o.events_scanned,
+                        o.blocks_read,
+                        o.blocks_skipped,
+                        o.events_matched,
+                        findings.len(),
+                        if o.findings_truncated {
+                            format!(
+                                " ({} more dropped at the findings limit)",
+                                o.findings_dropped
+                            )
+                        } else {
+                            String::new()
+                        }
+                    );
+                    println!();
+                    self::findings(Output::Table, &findings);
+                    for a in &o.aggregates {
+                        println!();
+                        println!("aggregate {} ({} keys)", a.name, a.counts.len());
+                        let rows = a
+                            .counts
+                            .iter()
+                            .map(|(k, n)| vec![k.clone(), n.to_string()])
+                            .collect();
+                        table(&["KEY", "COUNT"], rows);
+                    }
+                    if !o.log.is_empty() {
+                        println!();
+                        println!("module log:");
+                        for line in &o.log {
+                            println!("  {line}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -637,7 +637,9 @@ async fn report(
     tracing::error!("giving up on reporting the task; the coordinator will reassign it");
 }
 
-fn finding(f: runtime::types::Finding) -> v1::Finding {
+/// A module's finding as the worker reports it to the coordinator (also
+/// what `quarry module test` prints, so local and cluster runs compare).
+pub fn finding(f: runtime::types::Finding) -> v1::Finding {
     v1::Finding {
         rule: f.rule,
         title: f.title,

@@ -268,6 +268,8 @@ pub struct ModuleDescription {
     pub name: String,
     /// Version.
     pub version: String,
+    /// Its one-sentence description.
+    pub description: String,
     /// Fields it reads, in `event.values` order.
     pub fields: Vec<String>,
     /// Host-side prefilter.
@@ -1178,6 +1180,7 @@ fn describe(descriptor: wit::Descriptor) -> Result<ModuleDescription, String> {
     Ok(ModuleDescription {
         name: descriptor.name,
         version: descriptor.version,
+        description: descriptor.description,
         fields: descriptor.fields,
         prefilter: Prefilter::compile(clauses.clone())?,
         clauses,
