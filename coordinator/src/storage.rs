@@ -1176,7 +1176,7 @@ mod tests {
     }
 
     #[test]
-    fn module_bytes_keep_their_encoding_and_encode_fast() {
+    fn module_bytes_keep_their_encoding() {
         // The field as stored before `raw_bytes`: a plain Vec<u8>.
         #[derive(Serialize, Deserialize, PartialEq, Debug)]
         struct Legacy {
@@ -1207,18 +1207,13 @@ mod tests {
         let from_json: ModuleRecord = serde_json::from_str(&json).expect("json back");
         assert_eq!(from_json, record);
 
-        // Per-byte encoding of 16 MiB took seconds in a debug build, on the
-        // raft thread; one copy takes milliseconds.
+        // Encoding goes through `raw_bytes` as one copy (a per-byte encoding
+        // of 16 MiB took seconds on the raft thread in a debug build); large
+        // modules round-trip unchanged. Speed belongs in benchmarks, not here.
         record.bytes = vec![42; 16 << 20];
-        let started = std::time::Instant::now();
         let bytes = encode(&record).expect("encode");
         let back: ModuleRecord = decode(b"m", &bytes).expect("decode");
-        let elapsed = started.elapsed();
         assert_eq!(back, record);
-        assert!(
-            elapsed < std::time::Duration::from_millis(500),
-            "{elapsed:?}"
-        );
     }
 
     #[test]

@@ -80,9 +80,6 @@ const KNOWN_MISSES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Generous: the run takes a few seconds on a laptop in a debug build.
-const TIME_BUDGET: Duration = Duration::from_secs(300);
-
 /// One dataset: a name and the log files that make it up.
 struct Dataset {
     name: String,
@@ -407,8 +404,4 @@ fn sigmahq_rules_over_every_dataset() {
         hits_with_labels.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(
-        elapsed < TIME_BUDGET,
-        "{elapsed:?} over the {TIME_BUDGET:?} budget"
-    );
 }
