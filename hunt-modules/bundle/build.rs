@@ -29,6 +29,10 @@ struct Module {
 
 const MODULES: &[Module] = &[
     Module {
+        package: "beaconing",
+        dir: "hunt-modules/beaconing",
+    },
+    Module {
         package: "logon-bruteforce",
         dir: "hunt-modules/logon-bruteforce",
     },

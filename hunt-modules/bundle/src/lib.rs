@@ -30,6 +30,14 @@ impl fmt::Debug for ShippedModule {
     }
 }
 
+/// `beaconing`: periodic outbound connections (low jitter in inter-arrival
+/// times) per source/destination pair.
+pub const BEACONING: ShippedModule = ShippedModule {
+    name: "beaconing",
+    version: env!("QUARRY_MODULE_VERSION_BEACONING"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/beaconing.wasm")),
+};
+
 /// `logon-bruteforce`: repeated Windows logon failures (4625) followed by a
 /// success (4624) for the same account.
 pub const LOGON_BRUTEFORCE: ShippedModule = ShippedModule {
@@ -46,7 +54,7 @@ pub const SIGMA: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sigma.wasm")),
 };
 
-static ALL: [ShippedModule; 2] = [LOGON_BRUTEFORCE, SIGMA];
+static ALL: [ShippedModule; 3] = [BEACONING, LOGON_BRUTEFORCE, SIGMA];
 
 /// Every shipped module, in name order.
 pub fn all() -> &'static [ShippedModule] {
@@ -198,6 +206,9 @@ mod tests {
 
     #[test]
     fn metadata_matches_the_module_crates() {
+        assert_eq!(BEACONING.name, beaconing::NAME);
+        assert_eq!(BEACONING.version, beaconing::VERSION);
+        assert_eq!(find("beaconing"), Some(&BEACONING));
         assert_eq!(LOGON_BRUTEFORCE.name, logon_bruteforce::NAME);
         assert_eq!(LOGON_BRUTEFORCE.version, logon_bruteforce::VERSION);
         assert_eq!(find("logon-bruteforce"), Some(&LOGON_BRUTEFORCE));
