@@ -33,6 +33,10 @@ const MODULES: &[Module] = &[
         dir: "hunt-modules/beaconing",
     },
     Module {
+        package: "encoded-powershell",
+        dir: "hunt-modules/encoded-powershell",
+    },
+    Module {
         package: "logon-bruteforce",
         dir: "hunt-modules/logon-bruteforce",
     },

@@ -38,6 +38,14 @@ pub const BEACONING: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/beaconing.wasm")),
 };
 
+/// `encoded-powershell`: PowerShell started with an encoded or obfuscated
+/// command line, decoded in the evidence.
+pub const ENCODED_POWERSHELL: ShippedModule = ShippedModule {
+    name: "encoded-powershell",
+    version: env!("QUARRY_MODULE_VERSION_ENCODED_POWERSHELL"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/encoded_powershell.wasm")),
+};
+
 /// `logon-bruteforce`: repeated Windows logon failures (4625) followed by a
 /// success (4624) for the same account.
 pub const LOGON_BRUTEFORCE: ShippedModule = ShippedModule {
@@ -54,7 +62,7 @@ pub const SIGMA: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sigma.wasm")),
 };
 
-static ALL: [ShippedModule; 3] = [BEACONING, LOGON_BRUTEFORCE, SIGMA];
+static ALL: [ShippedModule; 4] = [BEACONING, ENCODED_POWERSHELL, LOGON_BRUTEFORCE, SIGMA];
 
 /// Every shipped module, in name order.
 pub fn all() -> &'static [ShippedModule] {
@@ -209,6 +217,9 @@ mod tests {
         assert_eq!(BEACONING.name, beaconing::NAME);
         assert_eq!(BEACONING.version, beaconing::VERSION);
         assert_eq!(find("beaconing"), Some(&BEACONING));
+        assert_eq!(ENCODED_POWERSHELL.name, encoded_powershell::NAME);
+        assert_eq!(ENCODED_POWERSHELL.version, encoded_powershell::VERSION);
+        assert_eq!(find("encoded-powershell"), Some(&ENCODED_POWERSHELL));
         assert_eq!(LOGON_BRUTEFORCE.name, logon_bruteforce::NAME);
         assert_eq!(LOGON_BRUTEFORCE.version, logon_bruteforce::VERSION);
         assert_eq!(find("logon-bruteforce"), Some(&LOGON_BRUTEFORCE));
