@@ -33,6 +33,10 @@ const MODULES: &[Module] = &[
         dir: "hunt-modules/beaconing",
     },
     Module {
+        package: "dns-tunnel",
+        dir: "hunt-modules/dns-tunnel",
+    },
+    Module {
         package: "encoded-powershell",
         dir: "hunt-modules/encoded-powershell",
     },

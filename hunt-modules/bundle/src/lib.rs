@@ -38,6 +38,14 @@ pub const BEACONING: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/beaconing.wasm")),
 };
 
+/// `dns-tunnel`: long, high-entropy subdomain labels and unusual query
+/// volume per registered domain.
+pub const DNS_TUNNEL: ShippedModule = ShippedModule {
+    name: "dns-tunnel",
+    version: env!("QUARRY_MODULE_VERSION_DNS_TUNNEL"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/dns_tunnel.wasm")),
+};
+
 /// `encoded-powershell`: PowerShell started with an encoded or obfuscated
 /// command line, decoded in the evidence.
 pub const ENCODED_POWERSHELL: ShippedModule = ShippedModule {
@@ -62,7 +70,13 @@ pub const SIGMA: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sigma.wasm")),
 };
 
-static ALL: [ShippedModule; 4] = [BEACONING, ENCODED_POWERSHELL, LOGON_BRUTEFORCE, SIGMA];
+static ALL: [ShippedModule; 5] = [
+    BEACONING,
+    DNS_TUNNEL,
+    ENCODED_POWERSHELL,
+    LOGON_BRUTEFORCE,
+    SIGMA,
+];
 
 /// Every shipped module, in name order.
 pub fn all() -> &'static [ShippedModule] {
@@ -217,6 +231,9 @@ mod tests {
         assert_eq!(BEACONING.name, beaconing::NAME);
         assert_eq!(BEACONING.version, beaconing::VERSION);
         assert_eq!(find("beaconing"), Some(&BEACONING));
+        assert_eq!(DNS_TUNNEL.name, dns_tunnel::NAME);
+        assert_eq!(DNS_TUNNEL.version, dns_tunnel::VERSION);
+        assert_eq!(find("dns-tunnel"), Some(&DNS_TUNNEL));
         assert_eq!(ENCODED_POWERSHELL.name, encoded_powershell::NAME);
         assert_eq!(ENCODED_POWERSHELL.version, encoded_powershell::VERSION);
         assert_eq!(find("encoded-powershell"), Some(&ENCODED_POWERSHELL));
