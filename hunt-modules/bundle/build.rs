@@ -41,6 +41,10 @@ const MODULES: &[Module] = &[
         dir: "hunt-modules/encoded-powershell",
     },
     Module {
+        package: "lateral-movement",
+        dir: "hunt-modules/lateral-movement",
+    },
+    Module {
         package: "logon-bruteforce",
         dir: "hunt-modules/logon-bruteforce",
     },

@@ -54,6 +54,14 @@ pub const ENCODED_POWERSHELL: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/encoded_powershell.wasm")),
 };
 
+/// `lateral-movement`: remote service creation, admin-share access and new
+/// remote logons, correlated per source and destination.
+pub const LATERAL_MOVEMENT: ShippedModule = ShippedModule {
+    name: "lateral-movement",
+    version: env!("QUARRY_MODULE_VERSION_LATERAL_MOVEMENT"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/lateral_movement.wasm")),
+};
+
 /// `logon-bruteforce`: repeated Windows logon failures (4625) followed by a
 /// success (4624) for the same account.
 pub const LOGON_BRUTEFORCE: ShippedModule = ShippedModule {
@@ -70,10 +78,11 @@ pub const SIGMA: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sigma.wasm")),
 };
 
-static ALL: [ShippedModule; 5] = [
+static ALL: [ShippedModule; 6] = [
     BEACONING,
     DNS_TUNNEL,
     ENCODED_POWERSHELL,
+    LATERAL_MOVEMENT,
     LOGON_BRUTEFORCE,
     SIGMA,
 ];
@@ -237,6 +246,9 @@ mod tests {
         assert_eq!(ENCODED_POWERSHELL.name, encoded_powershell::NAME);
         assert_eq!(ENCODED_POWERSHELL.version, encoded_powershell::VERSION);
         assert_eq!(find("encoded-powershell"), Some(&ENCODED_POWERSHELL));
+        assert_eq!(LATERAL_MOVEMENT.name, lateral_movement::NAME);
+        assert_eq!(LATERAL_MOVEMENT.version, lateral_movement::VERSION);
+        assert_eq!(find("lateral-movement"), Some(&LATERAL_MOVEMENT));
         assert_eq!(LOGON_BRUTEFORCE.name, logon_bruteforce::NAME);
         assert_eq!(LOGON_BRUTEFORCE.version, logon_bruteforce::VERSION);
         assert_eq!(find("logon-bruteforce"), Some(&LOGON_BRUTEFORCE));
