@@ -29,6 +29,22 @@ struct Module {
 
 const MODULES: &[Module] = &[
     Module {
+        package: "beaconing",
+        dir: "hunt-modules/beaconing",
+    },
+    Module {
+        package: "dns-tunnel",
+        dir: "hunt-modules/dns-tunnel",
+    },
+    Module {
+        package: "encoded-powershell",
+        dir: "hunt-modules/encoded-powershell",
+    },
+    Module {
+        package: "lateral-movement",
+        dir: "hunt-modules/lateral-movement",
+    },
+    Module {
         package: "logon-bruteforce",
         dir: "hunt-modules/logon-bruteforce",
     },

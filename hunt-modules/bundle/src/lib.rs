@@ -30,6 +30,38 @@ impl fmt::Debug for ShippedModule {
     }
 }
 
+/// `beaconing`: periodic outbound connections (low jitter in inter-arrival
+/// times) per source/destination pair.
+pub const BEACONING: ShippedModule = ShippedModule {
+    name: "beaconing",
+    version: env!("QUARRY_MODULE_VERSION_BEACONING"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/beaconing.wasm")),
+};
+
+/// `dns-tunnel`: long, high-entropy subdomain labels and unusual query
+/// volume per registered domain.
+pub const DNS_TUNNEL: ShippedModule = ShippedModule {
+    name: "dns-tunnel",
+    version: env!("QUARRY_MODULE_VERSION_DNS_TUNNEL"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/dns_tunnel.wasm")),
+};
+
+/// `encoded-powershell`: PowerShell started with an encoded or obfuscated
+/// command line, decoded in the evidence.
+pub const ENCODED_POWERSHELL: ShippedModule = ShippedModule {
+    name: "encoded-powershell",
+    version: env!("QUARRY_MODULE_VERSION_ENCODED_POWERSHELL"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/encoded_powershell.wasm")),
+};
+
+/// `lateral-movement`: remote service creation, admin-share access and new
+/// remote logons, correlated per source and destination.
+pub const LATERAL_MOVEMENT: ShippedModule = ShippedModule {
+    name: "lateral-movement",
+    version: env!("QUARRY_MODULE_VERSION_LATERAL_MOVEMENT"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/lateral_movement.wasm")),
+};
+
 /// `logon-bruteforce`: repeated Windows logon failures (4625) followed by a
 /// success (4624) for the same account.
 pub const LOGON_BRUTEFORCE: ShippedModule = ShippedModule {
@@ -46,7 +78,14 @@ pub const SIGMA: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sigma.wasm")),
 };
 
-static ALL: [ShippedModule; 2] = [LOGON_BRUTEFORCE, SIGMA];
+static ALL: [ShippedModule; 6] = [
+    BEACONING,
+    DNS_TUNNEL,
+    ENCODED_POWERSHELL,
+    LATERAL_MOVEMENT,
+    LOGON_BRUTEFORCE,
+    SIGMA,
+];
 
 /// Every shipped module, in name order.
 pub fn all() -> &'static [ShippedModule] {
@@ -198,6 +237,18 @@ mod tests {
 
     #[test]
     fn metadata_matches_the_module_crates() {
+        assert_eq!(BEACONING.name, beaconing::NAME);
+        assert_eq!(BEACONING.version, beaconing::VERSION);
+        assert_eq!(find("beaconing"), Some(&BEACONING));
+        assert_eq!(DNS_TUNNEL.name, dns_tunnel::NAME);
+        assert_eq!(DNS_TUNNEL.version, dns_tunnel::VERSION);
+        assert_eq!(find("dns-tunnel"), Some(&DNS_TUNNEL));
+        assert_eq!(ENCODED_POWERSHELL.name, encoded_powershell::NAME);
+        assert_eq!(ENCODED_POWERSHELL.version, encoded_powershell::VERSION);
+        assert_eq!(find("encoded-powershell"), Some(&ENCODED_POWERSHELL));
+        assert_eq!(LATERAL_MOVEMENT.name, lateral_movement::NAME);
+        assert_eq!(LATERAL_MOVEMENT.version, lateral_movement::VERSION);
+        assert_eq!(find("lateral-movement"), Some(&LATERAL_MOVEMENT));
         assert_eq!(LOGON_BRUTEFORCE.name, logon_bruteforce::NAME);
         assert_eq!(LOGON_BRUTEFORCE.version, logon_bruteforce::VERSION);
         assert_eq!(find("logon-bruteforce"), Some(&LOGON_BRUTEFORCE));
