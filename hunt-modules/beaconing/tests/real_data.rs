@@ -9,72 +9,25 @@
 //! Without the data set the tests print why and pass, except under
 //! `CI=true`, where missing data is a failure.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
-
 use quarry_hunt_modules::BEACONING;
-use quarry_worker::ingest;
-use quarry_worker::runtime::{
-    Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput, module_digest,
-};
-use quarry_worker::shard::ShardStore;
+use quarry_module_testkit as testkit;
+use quarry_worker::runtime::TaskOutput;
 
 const CAPTURES: [&str; 2] = [
     "logs/network/zeek_json_apt29_day1",
     "logs/network/zeek_tsv_lsass_campaign_01",
 ];
 
-fn run_over(relative: &str, params: &[(String, String)]) -> Option<TaskOutput> {
-    let dir_path = quarry_testdata::shared_data()?.join(relative);
-    assert!(
-        dir_path.is_dir(),
-        "{} is missing from the shared data set",
-        dir_path.display()
-    );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = ShardStore::open(&dir.path().join("shards")).expect("shard store");
-    let mut files: Vec<_> = std::fs::read_dir(&dir_path)
-        .expect("capture directory")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
-    for file in files {
-        let (_format, records) = ingest::open(&file, None).expect("the log opens");
-        let mut labels = BTreeMap::new();
-        labels.insert("source".to_owned(), "zeek".to_owned());
-        store
-            .append("capture", labels, records, &mut |_| {})
-            .expect("ingest");
-    }
-    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("real-data-module-cache");
-    let runtime = Runtime::new(1, RuntimeConfig::default(), Some(&cache)).expect("runtime");
-    let module = runtime
-        .load(&module_digest(BEACONING.wasm), BEACONING.wasm)
-        .expect("the module loads");
-    let task = TaskInput {
-        params,
-        limits: TaskLimits {
-            cpu: Duration::from_secs(60),
-            memory_bytes: 128 * 1024 * 1024,
-            max_findings: 10_000,
-            max_output_bytes: 16 * 1024 * 1024,
-        },
-        shard: "capture",
-        time_range: None,
-    };
-    Some(
-        runtime
-            .run(&module, &task, &store, &Arc::new(AtomicBool::new(false)))
-            .expect("the task runs"),
-    )
+fn run_over(relative: &str, params: &[(&str, &str)]) -> Option<TaskOutput> {
+    let files = testkit::shared_files(relative)?;
+    let shard = testkit::shard_of_files("capture", "zeek", &files);
+    Some(testkit::run(BEACONING.wasm, &shard, params))
 }
 
 #[test]
 fn recorded_zeek_captures_are_read_and_quiet() {
     for capture in CAPTURES {
-        let params = [("include_private".to_owned(), "true".to_owned())];
+        let params = [("include_private", "true")];
         let Some(output) = run_over(capture, &params) else {
             return;
         };

@@ -4,17 +4,9 @@
 //! the resolvers, DC polling, a CDN every workstation uses, chatty
 //! keep-alives, a nightly backup), with and without two planted implants.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
-
 use quarry_hunt_modules::BEACONING;
-use quarry_worker::runtime::types::Finding;
-use quarry_worker::runtime::{
-    Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput, module_digest,
-};
-use quarry_worker::shard::ShardStore;
+use quarry_module_testkit::{self as testkit, evidence as ev};
+use quarry_worker::runtime::TaskOutput;
 use serde_json::{Value, json};
 
 /// 2024-03-04T08:00:00Z.
@@ -226,47 +218,9 @@ fn event_time(event: &Value) -> f64 {
 }
 
 /// The value of evidence item `key` of a host-side finding.
-fn ev<'a>(finding: &'a Finding, key: &str) -> Option<&'a str> {
-    finding
-        .evidence
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 fn run(events: &[Value], params: &[(&str, &str)]) -> TaskOutput {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = ShardStore::open(&dir.path().join("shards")).expect("shard store");
-    let jsonl: String = events.iter().map(|e| format!("{e}\n")).collect();
-    let mut labels = BTreeMap::new();
-    labels.insert("source".to_owned(), "office-network".to_owned());
-    let report = store
-        .ingest_jsonl("office", labels, jsonl.as_bytes())
-        .expect("ingest");
-    assert_eq!(report.malformed, 0, "the generated events are well formed");
-    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("beaconing-module-cache");
-    let runtime = Runtime::new(1, RuntimeConfig::default(), Some(&cache)).expect("runtime");
-    let module = runtime
-        .load(&module_digest(BEACONING.wasm), BEACONING.wasm)
-        .expect("the beaconing module loads");
-    let params: Vec<(String, String)> = params
-        .iter()
-        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let task = TaskInput {
-        params: &params,
-        limits: TaskLimits {
-            cpu: Duration::from_secs(60),
-            memory_bytes: 128 * 1024 * 1024,
-            max_findings: 10_000,
-            max_output_bytes: 16 * 1024 * 1024,
-        },
-        shard: "office",
-        time_range: None,
-    };
-    let output = runtime
-        .run(&module, &task, &store, &Arc::new(AtomicBool::new(false)))
-        .expect("the beaconing task runs");
+    let shard = testkit::shard_of_events("office", "office-network", events);
+    let output = testkit::run(BEACONING.wasm, &shard, params);
     assert_eq!(output.events_scanned, events.len() as u64);
     output
 }

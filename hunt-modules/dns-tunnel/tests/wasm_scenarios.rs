@@ -5,18 +5,11 @@
 //! names, Sysmon DNS events), with and without a planted dnscat2-style
 //! tunnel under a `co.uk` domain.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
-
 use quarry_hunt_modules::DNS_TUNNEL;
+use quarry_module_testkit::{self as testkit, evidence as ev};
 use quarry_sdk::time::format_rfc3339_ms;
-use quarry_worker::runtime::types::{Finding, Severity};
-use quarry_worker::runtime::{
-    Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput, module_digest,
-};
-use quarry_worker::shard::ShardStore;
+use quarry_worker::runtime::TaskOutput;
+use quarry_worker::runtime::types::Severity;
 use serde_json::{Value, json};
 
 /// 2024-03-04T08:00:00Z.
@@ -178,47 +171,9 @@ fn shard(planted: bool) -> Vec<Value> {
     events
 }
 
-fn ev<'a>(finding: &'a Finding, key: &str) -> Option<&'a str> {
-    finding
-        .evidence
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 fn run(events: &[Value], params: &[(&str, &str)]) -> TaskOutput {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = ShardStore::open(&dir.path().join("shards")).expect("shard store");
-    let jsonl: String = events.iter().map(|e| format!("{e}\n")).collect();
-    let mut labels = BTreeMap::new();
-    labels.insert("source".to_owned(), "office-dns".to_owned());
-    let report = store
-        .ingest_jsonl("dns", labels, jsonl.as_bytes())
-        .expect("ingest");
-    assert_eq!(report.malformed, 0);
-    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dns-tunnel-module-cache");
-    let runtime = Runtime::new(1, RuntimeConfig::default(), Some(&cache)).expect("runtime");
-    let module = runtime
-        .load(&module_digest(DNS_TUNNEL.wasm), DNS_TUNNEL.wasm)
-        .expect("the module loads");
-    let params: Vec<(String, String)> = params
-        .iter()
-        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let task = TaskInput {
-        params: &params,
-        limits: TaskLimits {
-            cpu: Duration::from_secs(60),
-            memory_bytes: 128 * 1024 * 1024,
-            max_findings: 10_000,
-            max_output_bytes: 16 * 1024 * 1024,
-        },
-        shard: "dns",
-        time_range: None,
-    };
-    let output = runtime
-        .run(&module, &task, &store, &Arc::new(AtomicBool::new(false)))
-        .expect("the task runs");
+    let shard = testkit::shard_of_events("dns", "office-dns", events);
+    let output = testkit::run(DNS_TUNNEL.wasm, &shard, params);
     assert_eq!(output.events_scanned, events.len() as u64);
     output
 }

@@ -8,49 +8,15 @@
 //! `CI=true`, where missing data is a failure.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use quarry_hunt_modules::LATERAL_MOVEMENT;
-use quarry_worker::ingest;
-use quarry_worker::runtime::{
-    Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput, module_digest,
-};
-use quarry_worker::shard::ShardStore;
+use quarry_module_testkit as testkit;
+use quarry_worker::runtime::TaskOutput;
 
 fn run_over(relative: &str) -> Option<TaskOutput> {
-    let path = quarry_testdata::shared_file(relative)?;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = ShardStore::open(&dir.path().join("shards")).expect("shard store");
-    let (_format, records) = ingest::open(&path, None).expect("the recording opens");
-    let mut labels = BTreeMap::new();
-    labels.insert("source".to_owned(), "recording".to_owned());
-    store
-        .append("recording", labels, records, &mut |_| {})
-        .expect("ingest");
-    let cache =
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lateral-movement-module-cache");
-    let runtime = Runtime::new(1, RuntimeConfig::default(), Some(&cache)).expect("runtime");
-    let module = runtime
-        .load(&module_digest(LATERAL_MOVEMENT.wasm), LATERAL_MOVEMENT.wasm)
-        .expect("the module loads");
-    let task = TaskInput {
-        params: &[],
-        limits: TaskLimits {
-            cpu: Duration::from_secs(60),
-            memory_bytes: 128 * 1024 * 1024,
-            max_findings: 10_000,
-            max_output_bytes: 16 * 1024 * 1024,
-        },
-        shard: "recording",
-        time_range: None,
-    };
-    Some(
-        runtime
-            .run(&module, &task, &store, &Arc::new(AtomicBool::new(false)))
-            .expect("the task runs"),
-    )
+    let files = testkit::shared_files(relative)?;
+    let shard = testkit::shard_of_files("recording", "recording", &files);
+    Some(testkit::run(LATERAL_MOVEMENT.wasm, &shard, &[]))
 }
 
 #[test]

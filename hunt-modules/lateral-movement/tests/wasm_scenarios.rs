@@ -6,18 +6,11 @@
 //! planted PsExec-style intrusion, and with a software-deployment server
 //! that touches every workstation.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
-
 use quarry_hunt_modules::LATERAL_MOVEMENT;
+use quarry_module_testkit::{self as testkit, evidence as ev};
 use quarry_sdk::time::format_rfc3339_ms;
-use quarry_worker::runtime::types::{Finding, Severity};
-use quarry_worker::runtime::{
-    Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput, module_digest,
-};
-use quarry_worker::shard::ShardStore;
+use quarry_worker::runtime::TaskOutput;
+use quarry_worker::runtime::types::Severity;
 use serde_json::{Value, json};
 
 /// 2024-03-04T08:00:00Z.
@@ -262,48 +255,9 @@ fn shard(planted: bool, with_deployment: bool) -> Vec<Value> {
     events
 }
 
-fn ev<'a>(finding: &'a Finding, key: &str) -> Option<&'a str> {
-    finding
-        .evidence
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 fn run(events: &[Value], params: &[(&str, &str)]) -> TaskOutput {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = ShardStore::open(&dir.path().join("shards")).expect("shard store");
-    let jsonl: String = events.iter().map(|e| format!("{e}\n")).collect();
-    let mut labels = BTreeMap::new();
-    labels.insert("source".to_owned(), "windows-domain".to_owned());
-    let report = store
-        .ingest_jsonl("domain", labels, jsonl.as_bytes())
-        .expect("ingest");
-    assert_eq!(report.malformed, 0);
-    let cache =
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lateral-movement-module-cache");
-    let runtime = Runtime::new(1, RuntimeConfig::default(), Some(&cache)).expect("runtime");
-    let module = runtime
-        .load(&module_digest(LATERAL_MOVEMENT.wasm), LATERAL_MOVEMENT.wasm)
-        .expect("the module loads");
-    let params: Vec<(String, String)> = params
-        .iter()
-        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let task = TaskInput {
-        params: &params,
-        limits: TaskLimits {
-            cpu: Duration::from_secs(60),
-            memory_bytes: 128 * 1024 * 1024,
-            max_findings: 10_000,
-            max_output_bytes: 16 * 1024 * 1024,
-        },
-        shard: "domain",
-        time_range: None,
-    };
-    let output = runtime
-        .run(&module, &task, &store, &Arc::new(AtomicBool::new(false)))
-        .expect("the task runs");
+    let shard = testkit::shard_of_events("domain", "windows-domain", events);
+    let output = testkit::run(LATERAL_MOVEMENT.wasm, &shard, params);
     assert_eq!(output.events_scanned, events.len() as u64);
     output
 }
