@@ -148,3 +148,36 @@ pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<Result<_, _>>()?)
 }
+
+/// A child process that is SIGKILLed and reaped when dropped.
+pub struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `binary worker` (a `quarry` executable) as worker `id` with its
+/// data in `dir`, talking to `coordinator` (comma-separated URLs), with
+/// `slots` task slots; its stderr goes to ours.
+pub fn spawn_worker(
+    binary: &Path,
+    dir: &Path,
+    id: &str,
+    coordinator: &str,
+    slots: u32,
+) -> anyhow::Result<KillOnDrop> {
+    let child = Command::new(binary)
+        .args(["worker", "--id", id, "--coordinator", coordinator])
+        .args(["--slots", &slots.to_string()])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    Ok(KillOnDrop(child))
+}

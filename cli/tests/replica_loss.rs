@@ -5,6 +5,7 @@
 //! undisturbed run; a hunt that includes the unreplicated shard ends
 //! partially completed at its deadline, naming that shard.
 
+use quarry_cli::process_group::{self, KillOnDrop};
 use quarry_client::{Client, HuntRequest};
 use quarry_coordinator::scheduler::Speculation;
 use quarry_coordinator::{Coordinator, CoordinatorConfig};
@@ -13,7 +14,6 @@ use quarry_worker::shard::ShardStore;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Replicated shards r00..r20.
@@ -21,33 +21,9 @@ const REPLICATED: usize = 21;
 /// The worker that dies, and the only holder of `lonely`.
 const VICTIM: usize = 2;
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_worker(dir: &Path, index: usize, url: &str) -> anyhow::Result<Process> {
-    Ok(Process(
-        Command::new(env!("CARGO_BIN_EXE_quarry"))
-            .args([
-                "worker",
-                "--id",
-                &format!("worker-{index}"),
-                "--coordinator",
-                url,
-                "--slots",
-                "2",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    ))
+fn spawn_worker(dir: &Path, index: usize, url: &str) -> anyhow::Result<KillOnDrop> {
+    let binary = Path::new(env!("CARGO_BIN_EXE_quarry"));
+    process_group::spawn_worker(binary, dir, &format!("worker-{index}"), url, 2)
 }
 
 async fn until<T>(
@@ -185,7 +161,7 @@ async fn killed_worker_with_replicas_loses_nothing_and_a_lone_shard_ends_partial
     // is the window in which it is killed holding unreported tasks.
     prewarm(&dirs[..2]).await?;
 
-    let mut workers: Vec<Option<Process>> = Vec::new();
+    let mut workers: Vec<Option<KillOnDrop>> = Vec::new();
     for (w, worker_dir) in dirs.iter().enumerate() {
         workers.push(Some(spawn_worker(worker_dir, w, &url)?));
     }
@@ -350,23 +326,15 @@ async fn stragglers_get_a_backup_on_another_replica_and_the_first_result_wins() 
         }
     }
     prewarm(&dirs[..1]).await?; // worker-0 is fast, worker-1 compiles
-    let spawn = |w: usize| -> anyhow::Result<Process> {
-        Ok(Process(
-            Command::new(env!("CARGO_BIN_EXE_quarry"))
-                .args([
-                    "worker",
-                    "--id",
-                    &format!("worker-{w}"),
-                    "--coordinator",
-                    &url,
-                ])
-                .args(["--slots", &SHARDS.to_string()])
-                .arg("--data-dir")
-                .arg(&dirs[w])
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()?,
-        ))
+    let spawn = |w: usize| -> anyhow::Result<KillOnDrop> {
+        let binary = Path::new(env!("CARGO_BIN_EXE_quarry"));
+        process_group::spawn_worker(
+            binary,
+            &dirs[w],
+            &format!("worker-{w}"),
+            &url,
+            SHARDS as u32,
+        )
     };
     let _workers = [spawn(0)?, spawn(1)?];
     until("two live workers", Duration::from_secs(60), async || {

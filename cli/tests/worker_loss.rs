@@ -2,42 +2,18 @@
 //! pending with the reason in their status (the shards have no replica), and
 //! when the worker returns the hunt completes with every finding, once.
 
+use quarry_cli::process_group::{self, KillOnDrop};
 use quarry_client::{Client, HuntRequest};
 use quarry_coordinator::{Coordinator, CoordinatorConfig};
 use quarry_proto::v1;
 use quarry_worker::shard::ShardStore;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_worker(dir: &Path, index: usize, url: &str) -> anyhow::Result<Process> {
-    Ok(Process(
-        Command::new(env!("CARGO_BIN_EXE_quarry"))
-            .args([
-                "worker",
-                "--id",
-                &format!("worker-{index}"),
-                "--coordinator",
-                url,
-                "--slots",
-                "2",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    ))
+fn spawn_worker(dir: &Path, index: usize, url: &str) -> anyhow::Result<KillOnDrop> {
+    let binary = Path::new(env!("CARGO_BIN_EXE_quarry"));
+    process_group::spawn_worker(binary, dir, &format!("worker-{index}"), url, 2)
 }
 
 async fn until<T>(
