@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::Aggregate;
+use crate::{Aggregate, AggregateValue};
 
 /// Counts by key, for example failed logons per account.
 ///
@@ -25,7 +25,8 @@ use crate::Aggregate;
 ///
 /// let aggregate: quarry_sdk::Aggregate = counts.into();
 /// assert_eq!(aggregate.name, "failures_by_account");
-/// assert_eq!(aggregate.counts[0], ("WIN\\admin".to_owned(), 3));
+/// let quarry_sdk::AggregateValue::Counts(counts) = aggregate.value else { unreachable!() };
+/// assert_eq!(counts[0], ("WIN\\admin".to_owned(), 3));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Counts {
@@ -102,19 +103,23 @@ impl Counts {
     }
 
     /// Counts from a WIT aggregate; counts of a key listed twice are added.
-    pub fn from_aggregate(aggregate: Aggregate) -> Self {
+    /// `None` when the aggregate holds another kind.
+    pub fn from_aggregate(aggregate: Aggregate) -> Option<Self> {
+        let AggregateValue::Counts(pairs) = aggregate.value else {
+            return None;
+        };
         let mut counts = Counts::new(aggregate.name);
-        for (key, count) in aggregate.counts {
+        for (key, count) in pairs {
             counts.add(&key, count);
         }
-        counts
+        Some(counts)
     }
 
     /// The WIT aggregate, keys in sorted order (so output is deterministic).
     pub fn into_aggregate(self) -> Aggregate {
         Aggregate {
             name: self.name,
-            counts: self.counts.into_iter().collect(),
+            value: AggregateValue::Counts(self.counts.into_iter().collect()),
         }
     }
 }
@@ -161,18 +166,18 @@ mod tests {
     fn aggregate_round_trip_merges_duplicate_keys() {
         let aggregate = Aggregate {
             name: "x".to_owned(),
-            counts: vec![
+            value: AggregateValue::Counts(vec![
                 ("b".to_owned(), 1),
                 ("a".to_owned(), 2),
                 ("b".to_owned(), 3),
-            ],
+            ]),
         };
-        let counts = Counts::from_aggregate(aggregate);
+        let counts = Counts::from_aggregate(aggregate).unwrap();
         assert_eq!(counts.name(), "x");
         assert!(!counts.is_empty());
         assert_eq!(
-            counts.into_aggregate().counts,
-            vec![("a".to_owned(), 2), ("b".to_owned(), 4)]
+            counts.into_aggregate().value,
+            AggregateValue::Counts(vec![("a".to_owned(), 2), ("b".to_owned(), 4)])
         );
     }
 }

@@ -24,6 +24,7 @@ impl Descriptor {
             description: String::new(),
             fields: Vec::new(),
             prefilter: Vec::new(),
+            any_of: Vec::new(),
             techniques: Vec::new(),
         }
     }
@@ -46,6 +47,16 @@ impl Descriptor {
     /// the module.
     pub fn with_predicate(mut self, predicate: Predicate) -> Self {
         self.prefilter.push(predicate);
+        self
+    }
+
+    /// Adds a group of alternatives: at least one of `predicates` must hold
+    /// for an event to reach the module (`EventID = 3` or `id.resp_h`
+    /// exists, for network connections in Sysmon or Zeek form). Groups and
+    /// [`with_predicate`](Descriptor::with_predicate) clauses are ANDed. An
+    /// empty group lets nothing through.
+    pub fn with_any_of(mut self, predicates: Vec<Predicate>) -> Self {
+        self.any_of.push(predicates);
         self
     }
 
@@ -111,7 +122,10 @@ mod tests {
             .with_fields(&["B"])
             .with_predicate(Predicate::exists("A"))
             .with_predicate(Predicate::ends_with("B", &["x", "y"]))
+            .with_any_of(vec![Predicate::exists("A"), Predicate::equals("B", &["z"])])
             .with_techniques(&["T1"]);
+        assert_eq!(d.any_of.len(), 1);
+        assert_eq!(d.any_of[0][1].op, MatchOp::Equals);
         assert_eq!(d.fields, ["A", "B"]);
         assert_eq!(d.prefilter[0].op, MatchOp::Exists);
         assert!(d.prefilter[0].values.is_empty());

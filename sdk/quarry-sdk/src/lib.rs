@@ -1,7 +1,7 @@
 //! The guest library for Quarry hunt modules.
 //!
 //! A hunt module is a WebAssembly component implementing the WIT world
-//! `quarry:hunt/hunt@0.1.0` (`sdk/wit/hunt.wit`). The worker instantiates one
+//! `quarry:hunt/hunt@0.2.0` (`sdk/wit/hunt.wit`). The worker instantiates one
 //! fresh instance per task (one shard scanned by one hunt), asks it to
 //! [describe](Hunt::describe) itself, [initialises](Hunt::new) it with the
 //! hunt's parameters, feeds it every batch of events that passed its
@@ -22,7 +22,13 @@
 //!   hunter what to change.
 //! - [`Finding::builder`] builds findings (severity, confidence, entity,
 //!   evidence, ATT&CK techniques, shard offsets).
-//! - [`Counts`] is a mergeable counts-by-key aggregate.
+//! - Mergeable aggregates, merged by the coordinator across all tasks of a
+//!   hunt without running guest code: [`Counts`] (count by key),
+//!   [`Distinct`] (distinct count, exact then sketched), [`TopK`],
+//!   [`MinMax`] (min/max, first/last seen) and [`Stack`] (values by the
+//!   hosts they were seen on, with a post-merge threshold). [`merge`]
+//!   merges task outputs as the coordinator does, for tests.
+//! - [`intel`] looks values up in the intel sets shipped with the task.
 //! - [`log`] writes to the task's log; [`time`] converts timestamps.
 //! - [`Task`] drives a [`Hunt`] exactly as the worker does, for unit tests on
 //!   the build machine.
@@ -142,7 +148,10 @@
 //! assert_eq!(findings.len(), 1);
 //! assert_eq!(findings[0].entity, "host:WS01");
 //! let output = task.finish()?;
-//! assert_eq!(output.aggregates[0].counts, vec![("WS01".to_owned(), 1)]);
+//! assert_eq!(
+//!     output.aggregates[0].value,
+//!     quarry_sdk::AggregateValue::Counts(vec![("WS01".to_owned(), 1)])
+//! );
 //!
 //! // Parameter mistakes reach the hunter as a precise message.
 //! let mut task = quarry_sdk::Task::<EncodedPowerShell>::new();
@@ -166,24 +175,30 @@
 // resolves from a module crate); this makes the same path work in here.
 extern crate self as quarry_sdk;
 
+mod aggregates;
 pub mod bindings;
 mod counts;
 mod descriptor;
 mod event;
 mod finding;
+pub mod intel;
 pub mod log;
 mod params;
 pub mod time;
 
 use std::fmt;
 
+pub use aggregates::{Distinct, MinMax, Stack, TopK, from_wit, merge, to_wit};
 pub use bindings::quarry::hunt::types::{
-    Aggregate, Descriptor, Event, Finding, LogLevel, MatchOp, Output, Predicate, Severity,
+    Aggregate, AggregateValue, Descriptor, Event, Finding, LogLevel, MatchOp, Output, Predicate,
+    Severity,
 };
 pub use counts::Counts;
 pub use event::Field;
 pub use finding::{Emitter, FindingBuilder};
 pub use params::{ParamError, Params};
+/// The merge rules and sketches shared with the coordinator.
+pub use quarry_contract as contract;
 
 /// A hunt: what a module implements.
 ///
@@ -279,6 +294,10 @@ impl<H: Hunt> Task<H> {
                 );
             }
         }
+        // On a worker the host has already taken the intel sets out; here
+        // the SDK plays the host.
+        #[cfg(not(target_arch = "wasm32"))]
+        let params = intel::install_for_tests(params)?;
         let params = Params::from_pairs(params)?;
         self.state = State::Running(H::new(&params)?);
         Ok(())
@@ -471,8 +490,8 @@ mod tests {
         let output = task.finish().unwrap();
         assert!(output.findings.is_empty());
         assert_eq!(
-            output.aggregates[0].counts,
-            [("a".to_owned(), 2), ("b".to_owned(), 1)]
+            output.aggregates[0].value,
+            AggregateValue::Counts(vec![("a".to_owned(), 2), ("b".to_owned(), 1)])
         );
     }
 

@@ -1,0 +1,200 @@
+//! Intel sets: named sets of indicators (hashes, IP addresses, domains,
+//! URLs) that a module looks values up in through the host.
+//!
+//! Until the cluster has an intel store, a hunt passes its sets as
+//! parameters named `intel.<set>` (the CLI's `--intel NAME=FILE` reads a
+//! file into one). The worker takes those parameters out before the module's
+//! `init` sees the rest, builds the sets once per task, and answers the
+//! module's `intel-contains` calls; `quarry-sdk` does the same on the build
+//! machine, so unit tests behave as on a worker.
+//!
+//! A set's text holds one indicator per line (or, on a single line,
+//! indicators separated by commas). Blank lines and lines starting with `#`
+//! are skipped. Indicators and looked-up values are compared after
+//! [`normalise`]: trimmed, ASCII-lowercased and re-fanged (`hxxp` → `http`,
+//! `[.]` → `.`), as intel feeds often publish defanged indicators.
+
+use std::collections::{BTreeMap, HashSet};
+
+/// Parameter-name prefix of an intel set.
+pub const PARAM_PREFIX: &str = "intel.";
+
+/// Largest number of indicators across all sets of one task.
+pub const MAX_INDICATORS: usize = 1_000_000;
+
+/// The intel sets of one task.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntelSets {
+    sets: BTreeMap<String, HashSet<String>>,
+}
+
+impl IntelSets {
+    /// No sets.
+    pub fn new() -> Self {
+        IntelSets::default()
+    }
+
+    /// Takes the `intel.<set>` parameters out of `params` and parses them;
+    /// the other parameters stay, in order.
+    pub fn take_from_params(params: &mut Vec<(String, String)>) -> Result<Self, String> {
+        let mut sets = IntelSets::new();
+        let mut rest = Vec::with_capacity(params.len());
+        for (key, value) in params.drain(..) {
+            match key.strip_prefix(PARAM_PREFIX) {
+                Some(name) => sets.add(name, &value)?,
+                None => rest.push((key, value)),
+            }
+        }
+        *params = rest;
+        Ok(sets)
+    }
+
+    /// Adds the set `name` from its text (see the module docs).
+    pub fn add(&mut self, name: &str, text: &str) -> Result<(), String> {
+        check_name(name)?;
+        if self.sets.contains_key(name) {
+            return Err(format!(
+                "intel set `{name}` is given twice; merge the lists into one"
+            ));
+        }
+        let indicators: HashSet<String> = indicators(text).map(normalise).collect();
+        let total = self.len() + indicators.len();
+        if total > MAX_INDICATORS {
+            return Err(format!(
+                "intel sets hold {total} indicators, more than the {MAX_INDICATORS} a task accepts; split the hunt"
+            ));
+        }
+        self.sets.insert(name.to_owned(), indicators);
+        Ok(())
+    }
+
+    /// Whether the set `set` holds `value` (after [`normalise`]). An unknown
+    /// set holds nothing.
+    pub fn contains(&self, set: &str, value: &str) -> bool {
+        self.sets
+            .get(set)
+            .is_some_and(|indicators| indicators.contains(&normalise(value)))
+    }
+
+    /// Each set's name and number of indicators, by name.
+    pub fn sizes(&self) -> Vec<(String, u64)> {
+        self.sets
+            .iter()
+            .map(|(name, indicators)| (name.clone(), indicators.len() as u64))
+            .collect()
+    }
+
+    /// Total number of indicators.
+    pub fn len(&self) -> usize {
+        self.sets.values().map(HashSet::len).sum()
+    }
+
+    /// Whether there are no sets.
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+}
+
+/// A set name: 1 to 64 of `a-z 0-9 _ -`.
+fn check_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "intel set name `{name}` must be 1 to 64 characters of a-z, 0-9, `_` and `-`"
+        ))
+    }
+}
+
+/// The indicators in a set's text: one per line, or comma-separated on a
+/// single line; blank lines and `#` comments skipped.
+pub fn indicators(text: &str) -> impl Iterator<Item = &str> {
+    let separator = if text.trim_end().contains('\n') {
+        '\n'
+    } else {
+        ','
+    };
+    text.split(separator)
+        .map(str::trim)
+        .filter(|item| !item.is_empty() && !item.starts_with('#'))
+}
+
+/// The form in which indicators and looked-up values are compared: trimmed,
+/// ASCII-lowercased, re-fanged.
+pub fn normalise(value: &str) -> String {
+    let mut out = value.trim().to_ascii_lowercase();
+    for (defanged, fanged) in [("[.]", "."), ("(.)", "."), ("[:]", ":"), ("[://]", "://")] {
+        if out.contains(defanged) {
+            out = out.replace(defanged, fanged);
+        }
+    }
+    for (defanged, fanged) in [("hxxps://", "https://"), ("hxxp://", "http://")] {
+        if let Some(rest) = out.strip_prefix(defanged) {
+            out = format!("{fanged}{rest}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn sets_come_out_of_the_parameters() {
+        let mut params = pairs(&[
+            ("window", "60"),
+            ("intel.bad-ips", "10.0.0.1, 10.0.0.2"),
+            (
+                "intel.domains",
+                "# feed 2026-11-27\nEvil[.]Example\n\n  c2.test  \n",
+            ),
+            ("min", "2"),
+        ]);
+        let sets = IntelSets::take_from_params(&mut params).unwrap();
+        assert_eq!(params, pairs(&[("window", "60"), ("min", "2")]));
+        assert_eq!(
+            sets.sizes(),
+            [("bad-ips".to_owned(), 2), ("domains".to_owned(), 2)]
+        );
+        assert!(sets.contains("bad-ips", "10.0.0.2"));
+        assert!(sets.contains("domains", "EVIL.example"));
+        assert!(sets.contains("domains", " c2.TEST"));
+        assert!(!sets.contains("domains", "10.0.0.1"));
+        assert!(!sets.contains("nope", "10.0.0.1"));
+        assert_eq!(sets.len(), 4);
+    }
+
+    #[test]
+    fn bad_sets_are_refused_with_the_fix() {
+        let mut params = pairs(&[("intel.Bad Name", "x")]);
+        assert!(
+            IntelSets::take_from_params(&mut params)
+                .unwrap_err()
+                .contains("a-z, 0-9")
+        );
+        let mut sets = IntelSets::new();
+        sets.add("a", "x").unwrap();
+        assert!(sets.add("a", "y").unwrap_err().contains("given twice"));
+    }
+
+    #[test]
+    fn urls_keep_their_commas_when_listed_one_per_line() {
+        let mut sets = IntelSets::new();
+        sets.add("urls", "hxxp://evil[.]test/a,b\nhttps://x.test/\n")
+            .unwrap();
+        assert!(sets.contains("urls", "http://evil.test/a,b"));
+        assert_eq!(normalise(" HXXPS://A[.]B "), "https://a.b");
+    }
+}

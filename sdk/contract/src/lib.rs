@@ -1,0 +1,24 @@
+//! The parts of the Quarry module contract that guests (hunt modules, through
+//! `quarry-sdk`) and hosts (workers, the coordinator, `quarry module test`)
+//! must compute identically:
+//!
+//! - [`aggregate`]: the mergeable aggregates a task returns and the rules by
+//!   which the coordinator merges partial results of many tasks without
+//!   running guest code (counts, distinct counts with a HyperLogLog sketch,
+//!   top-k, ranges, stacking);
+//! - [`intel`]: named indicator sets shipped with a task, how they are parsed
+//!   from hunt parameters and how values are compared with them.
+//!
+//! The crate has no dependencies (serde is optional, for the coordinator's
+//! state) and builds for `wasm32-wasip2`.
+
+#![warn(missing_docs)]
+
+pub mod aggregate;
+mod hll;
+pub mod intel;
+
+pub use aggregate::{
+    Aggregate, AggregateValue, DistinctValues, RangeStats, Stack, StackEntry, TopEntry, TopK,
+};
+pub use hll::Sketch;
