@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 /// The module the demo runs.
-pub const DEMO_MODULE: &str = "logon-bruteforce";
+pub const DEMO_MODULE: &str = "bruteforce";
 
 /// Planted attacks the findings did not report, as readable lines.
 pub fn missed_attacks(findings: &[v1::Finding]) -> Vec<String> {

@@ -14,7 +14,7 @@ const AFTER_HELP: &str = "\
 Examples:
   quarry demo                          # throwaway cluster + demo hunt, prints findings
   quarry dev --data-dir ./quarry-data  # local cluster on 127.0.0.1:7700 until Ctrl-C
-  quarry hunt submit logon-bruteforce --selector env=demo --wait
+  quarry hunt submit bruteforce --selector env=demo --wait
   quarry hunt results h-12 --output json";
 
 /// Quarry: distributed threat hunting with sandboxed WebAssembly hunt modules.
@@ -90,7 +90,7 @@ enum Command {
     /// Demo shards with planted attacks are generated on first start; the
     /// shipped hunt modules are uploaded. Stop with Ctrl-C.
     #[command(
-        after_help = "Example:\n  quarry dev --data-dir ./quarry-data\n  quarry hunt submit logon-bruteforce --selector env=demo --wait"
+        after_help = "Example:\n  quarry dev --data-dir ./quarry-data\n  quarry hunt submit bruteforce --selector env=demo --wait"
     )]
     Dev {
         /// Root directory of the cluster's state.
@@ -110,7 +110,7 @@ enum Command {
     /// Submit, follow and inspect hunts.
     #[command(
         subcommand,
-        after_help = "Example:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait"
+        after_help = "Example:\n  quarry hunt submit bruteforce --selector env=demo --wait"
     )]
     Hunt(HuntCommand),
     /// Write, build, test locally, upload and list hunt modules.
@@ -200,7 +200,7 @@ enum WorkerAction {
 enum HuntCommand {
     /// Submit a hunt: run MODULE over the shards in scope.
     #[command(
-        after_help = "Examples:\n  quarry hunt submit logon-bruteforce --selector env=demo --wait\n  quarry hunt submit logon-bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit logon-bruteforce --selector env=prod --dry-run\n  quarry hunt submit logon-bruteforce --selector env=prod --canary 5% --failure-threshold 3\n  quarry hunt submit logon-bruteforce --selector env=prod --deadline 30m --max-attempts 5\n  quarry hunt submit logon-bruteforce --selector env=prod --max-concurrency 20\n  quarry hunt submit logon-bruteforce --selector env=prod --max-hunt-findings 100000"
+        after_help = "Examples:\n  quarry hunt submit bruteforce --selector env=demo --wait\n  quarry hunt submit bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit bruteforce --selector env=prod --dry-run\n  quarry hunt submit bruteforce --selector env=prod --canary 5% --failure-threshold 3\n  quarry hunt submit bruteforce --selector env=prod --deadline 30m --max-attempts 5\n  quarry hunt submit bruteforce --selector env=prod --max-concurrency 20\n  quarry hunt submit bruteforce --selector env=prod --max-hunt-findings 100000"
     )]
     Submit(Box<SubmitArgs>),
     /// Show a hunt's state and per-shard tasks.
@@ -648,7 +648,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             upload_shipped_modules(&mut client).await?;
             println!("Quarry dev cluster ready: API at {}", cluster.url());
             println!(
-                "  try: quarry hunt submit logon-bruteforce --selector env=demo --wait --coordinator {}",
+                "  try: quarry hunt submit bruteforce --selector env=demo --wait --coordinator {}",
                 cluster.url()
             );
             println!("Ctrl-C stops it; state stays in {}.", data_dir.display());

@@ -150,7 +150,7 @@ async fn killing_the_leader_mid_hunt_loses_nothing() -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(",");
     let (_, mut client) = leader(&nodes).await?;
-    let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
+    let module = quarry_hunt_modules::BRUTEFORCE;
     client
         .upload_module(module.name, module.version, "", module.wasm)
         .await?;
@@ -161,7 +161,7 @@ async fn killing_the_leader_mid_hunt_loses_nothing() -> anyhow::Result<()> {
     wait_live_workers(&mut client, 2).await?;
 
     // The undisturbed run.
-    let request = || HuntRequest::new("logon-bruteforce").selector("env", "demo");
+    let request = || HuntRequest::new("bruteforce").selector("env", "demo");
     let baseline = client.submit_hunt(request()).await?;
     let baseline = tokio::time::timeout(
         Duration::from_secs(120),
@@ -280,14 +280,14 @@ async fn a_worker_that_knows_only_a_follower_follows_it_to_the_leader() -> anyho
         .find(|n| n.id != leader_id)
         .map(|n| n.url.clone())
         .ok_or_else(|| anyhow::anyhow!("a group of three has followers"))?;
-    let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
+    let module = quarry_hunt_modules::BRUTEFORCE;
     client
         .upload_module(module.name, module.version, "", module.wasm)
         .await?;
     let worker = start_worker(&dir.path().join("w0"), 0, &follower).await?;
     wait_live_workers(&mut client, 1).await?;
     let hunt = client
-        .submit_hunt(HuntRequest::new("logon-bruteforce").selector("env", "demo"))
+        .submit_hunt(HuntRequest::new("bruteforce").selector("env", "demo"))
         .await?;
     let done = tokio::time::timeout(Duration::from_secs(120), client.wait(&hunt.hunt_id, |_| {}))
         .await??;

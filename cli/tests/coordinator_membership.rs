@@ -289,7 +289,7 @@ async fn run_hunt(url: &str) -> anyhow::Result<v1::Hunt> {
     let hunt = retry("hunt submission", || async {
         Ok(Client::connect(url)
             .await?
-            .submit_hunt(HuntRequest::new("logon-bruteforce").selector("env", "demo"))
+            .submit_hunt(HuntRequest::new("bruteforce").selector("env", "demo"))
             .await?)
     })
     .await?;
@@ -330,7 +330,7 @@ async fn wiped_member_rejoins_and_catches_up_through_a_snapshot() -> anyhow::Res
     let (mut nodes, _) = start_group(dir.path(), 10)?;
     let (leader_id, _) = leader(&nodes).await?;
     let entry = url_of(&nodes, leader_id);
-    let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
+    let module = quarry_hunt_modules::BRUTEFORCE;
     upload(&entry, module.name, module.wasm).await?;
     // Snapshots carry modules: a 6 MiB one makes the snapshot span chunks.
     let big = padded_module(quarry_hunt_modules::test_modules::NOOP.wasm, 6 << 20, 1);

@@ -71,7 +71,7 @@ async fn run_hunt(client: &mut Client) -> anyhow::Result<v1::Hunt> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let submitted = client
-        .submit_hunt(HuntRequest::new("logon-bruteforce").selector("env", "demo"))
+        .submit_hunt(HuntRequest::new("bruteforce").selector("env", "demo"))
         .await?;
     Ok(tokio::time::timeout(
         Duration::from_secs(120),
@@ -88,7 +88,7 @@ async fn killed_coordinator_process_restarts_with_every_committed_result() -> an
     let data = dir.path().join("coordinator");
     let mut process = spawn_coordinator(&data, port)?;
     let mut client = connect_leader(&url).await?;
-    let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
+    let module = quarry_hunt_modules::BRUTEFORCE;
     client
         .upload_module(module.name, module.version, "", module.wasm)
         .await?;

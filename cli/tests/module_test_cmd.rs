@@ -3,7 +3,7 @@
 //! malformed records counted, and misbehaving modules failing with their
 //! named reason and a non-zero exit.
 
-use quarry_hunt_modules::{LOGON_BRUTEFORCE, ShippedModule, test_modules};
+use quarry_hunt_modules::{BRUTEFORCE, ShippedModule, test_modules};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,7 +57,7 @@ fn shipped_module_reports_findings_aggregates_and_malformed_records() {
     let logs = bruteforce_logs(dir.path());
     let (ok, report) = module_test(
         dir.path(),
-        &LOGON_BRUTEFORCE,
+        &BRUTEFORCE,
         &[
             "--logs",
             &logs.display().to_string(),
@@ -66,7 +66,7 @@ fn shipped_module_reports_findings_aggregates_and_malformed_records() {
         ],
     );
     assert!(ok, "{report}");
-    assert_eq!(report["module"], "logon-bruteforce");
+    assert_eq!(report["module"], "bruteforce");
     assert_eq!(report["files"][0]["format"], "jsonl");
     assert_eq!(report["events_stored"], 7);
     assert_eq!(report["malformed"], 1);
@@ -76,7 +76,7 @@ fn shipped_module_reports_findings_aggregates_and_malformed_records() {
     assert_eq!(findings.len(), 1, "{report}");
     assert_eq!(
         findings[0]["rule"],
-        "logon-bruteforce/success-after-failures"
+        "bruteforce/success-after-failures"
     );
     assert_eq!(findings[0]["entity"], "user:CORP\\alice");
     assert_eq!(
@@ -118,7 +118,7 @@ fn failing_modules_exit_non_zero_with_the_named_reason() {
             "memory-limit",
         ),
         (
-            &LOGON_BRUTEFORCE,
+            &BRUTEFORCE,
             vec!["--params", "window=5"],
             "rejected-parameters",
         ),

@@ -71,7 +71,7 @@ async fn prewarm(dirs: &[PathBuf]) -> anyhow::Result<()> {
     let caches: Vec<PathBuf> = dirs.iter().map(|d| d.join("module-cache")).collect();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         use quarry_worker::runtime::{Runtime, RuntimeConfig, module_digest};
-        let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
+        let module = quarry_hunt_modules::BRUTEFORCE;
         let runtime = Runtime::new(2, RuntimeConfig::default(), Some(&caches[0]))?;
         runtime.load(&module_digest(module.wasm), module.wasm)?;
         for cache in &caches[1..] {
@@ -105,7 +105,7 @@ async fn coordinator(
         .await?;
     let url = format!("http://{}", coordinator.addr());
     let mut client = Client::connect(&url).await?;
-    let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
+    let module = quarry_hunt_modules::BRUTEFORCE;
     client
         .upload_module(module.name, module.version, "", module.wasm)
         .await?;
@@ -176,7 +176,7 @@ async fn killed_worker_with_replicas_loses_nothing_and_a_lone_shard_ends_partial
     let deadline = Duration::from_secs(8);
     let b = client
         .submit_hunt(
-            HuntRequest::new("logon-bruteforce")
+            HuntRequest::new("bruteforce")
                 .shard("lonely")
                 .shard("r00")
                 .shard("r01")
@@ -185,7 +185,7 @@ async fn killed_worker_with_replicas_loses_nothing_and_a_lone_shard_ends_partial
         )
         .await?;
     let a = client
-        .submit_hunt(HuntRequest::new("logon-bruteforce").selector("set", "replicated"))
+        .submit_hunt(HuntRequest::new("bruteforce").selector("set", "replicated"))
         .await?;
     assert_eq!(a.task_count as usize, REPLICATED);
 
@@ -280,7 +280,7 @@ async fn killed_worker_with_replicas_loses_nothing_and_a_lone_shard_ends_partial
 
     // The same hunt, undisturbed, on the two survivors: the same findings.
     let c = client
-        .submit_hunt(HuntRequest::new("logon-bruteforce").selector("set", "replicated"))
+        .submit_hunt(HuntRequest::new("bruteforce").selector("set", "replicated"))
         .await?;
     let done_c =
         tokio::time::timeout(Duration::from_secs(90), client.wait(&c.hunt_id, |_| {})).await??;
@@ -345,7 +345,7 @@ async fn stragglers_get_a_backup_on_another_replica_and_the_first_result_wins() 
     let started = Instant::now();
     let hunt = client
         .submit_hunt(
-            HuntRequest::new("logon-bruteforce")
+            HuntRequest::new("bruteforce")
                 .shard("r00")
                 .shard("r01")
                 .shard("r02")

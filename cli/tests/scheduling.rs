@@ -232,7 +232,7 @@ async fn canary_widens_result_limits_show_and_dry_run_counts_bytes() -> anyhow::
 
     let preview = client
         .submit_hunt(
-            HuntRequest::new("logon-bruteforce")
+            HuntRequest::new("bruteforce")
                 .selector("env", "demo")
                 .dry_run(true),
         )
@@ -248,7 +248,7 @@ async fn canary_widens_result_limits_show_and_dry_run_counts_bytes() -> anyhow::
     // A canary of one shard, then the rest.
     let canary = client
         .submit_hunt(
-            HuntRequest::new("logon-bruteforce")
+            HuntRequest::new("bruteforce")
                 .selector("env", "demo")
                 .canary_shards(1),
         )
@@ -268,7 +268,7 @@ async fn canary_widens_result_limits_show_and_dry_run_counts_bytes() -> anyhow::
     // A per-hunt result limit below what the hunt finds.
     let limited = client
         .submit_hunt(
-            HuntRequest::new("logon-bruteforce")
+            HuntRequest::new("bruteforce")
                 .selector("env", "demo")
                 .hunt_result_limits(2, 0),
         )

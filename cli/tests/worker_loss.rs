@@ -45,7 +45,7 @@ async fn a_killed_workers_tasks_wait_visibly_and_finish_when_it_returns() -> any
         .await?;
     let url = format!("http://{}", coordinator.addr());
     let mut client = Client::connect(&url).await?;
-    let module = quarry_hunt_modules::LOGON_BRUTEFORCE;
+    let module = quarry_hunt_modules::BRUTEFORCE;
     client
         .upload_module(module.name, module.version, "", module.wasm)
         .await?;
@@ -65,7 +65,7 @@ async fn a_killed_workers_tasks_wait_visibly_and_finish_when_it_returns() -> any
     // worker-1 compiles the module first (seconds in this build): kill it
     // while its tasks are assigned and unreported.
     let hunt = client
-        .submit_hunt(HuntRequest::new("logon-bruteforce").selector("env", "demo"))
+        .submit_hunt(HuntRequest::new("bruteforce").selector("env", "demo"))
         .await?;
     let lost: Vec<String> = until("worker-1's tasks to be assigned", async || {
         let h = client.hunt(&hunt.hunt_id).await?;

@@ -548,9 +548,9 @@ mod tests {
     #[test]
     fn module_references_parse_or_say_what_is_wrong() {
         assert_eq!(
-            module_selector(reference("logon-bruteforce@0.1.0")).ok(),
+            module_selector(reference("bruteforce@0.1.0")).ok(),
             Some(ModuleSelector::NameVersion {
-                name: "logon-bruteforce".into(),
+                name: "bruteforce".into(),
                 version: Some("0.1.0".into())
             })
         );

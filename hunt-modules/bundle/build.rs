@@ -45,8 +45,8 @@ const MODULES: &[Module] = &[
         dir: "hunt-modules/lateral-movement",
     },
     Module {
-        package: "logon-bruteforce",
-        dir: "hunt-modules/logon-bruteforce",
+        package: "bruteforce",
+        dir: "hunt-modules/bruteforce",
     },
     Module {
         package: "sigma",

@@ -33,7 +33,7 @@ async fn demo_cluster(dir: &std::path::Path) -> anyhow::Result<(LocalCluster, Cl
 
 async fn run_demo_hunt(client: &mut Client) -> anyhow::Result<(v1::Hunt, Vec<v1::Finding>)> {
     let submitted = client
-        .submit_hunt(HuntRequest::new("logon-bruteforce").selector("env", "demo"))
+        .submit_hunt(HuntRequest::new("bruteforce").selector("env", "demo"))
         .await?;
     let hunt = tokio::time::timeout(
         std::time::Duration::from_secs(120),
@@ -51,7 +51,7 @@ async fn hunt_over_two_workers_finds_every_planted_attack() -> anyhow::Result<()
 
     // A dry run previews the scope and stores nothing.
     let applied = client.status().await?.applied_index;
-    let preview = HuntRequest::new("logon-bruteforce")
+    let preview = HuntRequest::new("bruteforce")
         .selector("env", "demo")
         .dry_run(true);
     let preview = client.submit_hunt(preview).await?;
@@ -76,7 +76,7 @@ async fn hunt_over_two_workers_finds_every_planted_attack() -> anyhow::Result<()
         hunt.events_scanned, preview.events_in_scope,
         "every event in scope was scanned"
     );
-    let again = HuntRequest::new("logon-bruteforce")
+    let again = HuntRequest::new("bruteforce")
         .selector("env", "demo")
         .dry_run(true);
     assert!(
@@ -202,7 +202,7 @@ async fn bad_requests_get_precise_errors_and_change_nothing() -> anyhow::Result<
     assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
     assert!(err.to_string().contains("no-such-module@1.0.0"), "{err}");
     assert!(
-        err.to_string().contains("logon-bruteforce@"),
+        err.to_string().contains("bruteforce@"),
         "error should list known modules: {err}"
     );
 
@@ -226,18 +226,18 @@ async fn bad_requests_get_precise_errors_and_change_nothing() -> anyhow::Result<
 
     // An empty scope, and a selector that matches nothing.
     let err = client
-        .submit_hunt(HuntRequest::new("logon-bruteforce"))
+        .submit_hunt(HuntRequest::new("bruteforce"))
         .await
         .expect_err("empty scope");
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
     assert!(err.to_string().contains("scope is empty"), "{err}");
     let err = client
-        .submit_hunt(HuntRequest::new("logon-bruteforce").selector("env", "prod"))
+        .submit_hunt(HuntRequest::new("bruteforce").selector("env", "prod"))
         .await
         .expect_err("unmatched selector");
     assert!(err.to_string().contains("env=prod"), "{err}");
     let err = client
-        .submit_hunt(HuntRequest::new("logon-bruteforce").shard("no-such-shard"))
+        .submit_hunt(HuntRequest::new("bruteforce").shard("no-such-shard"))
         .await
         .expect_err("unknown shard");
     assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");

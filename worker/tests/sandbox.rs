@@ -11,7 +11,7 @@
 //! printing into a void until its CPU deadline.
 
 use quarry_hunt_modules::test_modules;
-use quarry_hunt_modules::{LOGON_BRUTEFORCE, ShippedModule};
+use quarry_hunt_modules::{BRUTEFORCE, ShippedModule};
 use quarry_proto::ModuleDigest;
 use quarry_worker::WorkerError;
 use quarry_worker::runtime::{
@@ -38,7 +38,7 @@ struct Sandbox {
 }
 
 /// Six failed logons for `alice` a minute apart, then a success, and some
-/// other events: enough for `logon-bruteforce` to report one finding.
+/// other events: enough for `bruteforce` to report one finding.
 fn events() -> String {
     let mut lines = Vec::new();
     let logon = |minute: u32, id: u32, user: &str| {
@@ -131,14 +131,14 @@ impl Sandbox {
     /// the no-op module runs clean.
     fn still_serves(&self) {
         let output = self
-            .run(&LOGON_BRUTEFORCE, &[], limits())
-            .expect("logon-bruteforce runs after the failure");
+            .run(&BRUTEFORCE, &[], limits())
+            .expect("bruteforce runs after the failure");
         assert_eq!(output.events_scanned, 27);
         assert!(
             output
                 .findings
                 .iter()
-                .any(|f| f.rule == "logon-bruteforce/success-after-failures"),
+                .any(|f| f.rule == "bruteforce/success-after-failures"),
             "{:?}",
             output.findings
         );

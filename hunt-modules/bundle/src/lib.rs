@@ -11,7 +11,7 @@ use std::fmt;
 /// A hunt module compiled into this crate.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ShippedModule {
-    /// The module's name, as its descriptor reports it (`logon-bruteforce`).
+    /// The module's name, as its descriptor reports it (`bruteforce`).
     pub name: &'static str,
     /// The module's version (its crate version), as its descriptor reports it.
     pub version: &'static str,
@@ -62,12 +62,12 @@ pub const LATERAL_MOVEMENT: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/lateral_movement.wasm")),
 };
 
-/// `logon-bruteforce`: repeated Windows logon failures (4625) followed by a
+/// `bruteforce`: repeated Windows logon failures (4625) followed by a
 /// success (4624) for the same account.
-pub const LOGON_BRUTEFORCE: ShippedModule = ShippedModule {
-    name: "logon-bruteforce",
-    version: env!("QUARRY_MODULE_VERSION_LOGON_BRUTEFORCE"),
-    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/logon_bruteforce.wasm")),
+pub const BRUTEFORCE: ShippedModule = ShippedModule {
+    name: "bruteforce",
+    version: env!("QUARRY_MODULE_VERSION_BRUTEFORCE"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/bruteforce.wasm")),
 };
 
 /// `sigma`: evaluates Sigma detection rules, passed as `rule.<name>`
@@ -83,7 +83,7 @@ static ALL: [ShippedModule; 6] = [
     DNS_TUNNEL,
     ENCODED_POWERSHELL,
     LATERAL_MOVEMENT,
-    LOGON_BRUTEFORCE,
+    BRUTEFORCE,
     SIGMA,
 ];
 
@@ -249,9 +249,9 @@ mod tests {
         assert_eq!(LATERAL_MOVEMENT.name, lateral_movement::NAME);
         assert_eq!(LATERAL_MOVEMENT.version, lateral_movement::VERSION);
         assert_eq!(find("lateral-movement"), Some(&LATERAL_MOVEMENT));
-        assert_eq!(LOGON_BRUTEFORCE.name, logon_bruteforce::NAME);
-        assert_eq!(LOGON_BRUTEFORCE.version, logon_bruteforce::VERSION);
-        assert_eq!(find("logon-bruteforce"), Some(&LOGON_BRUTEFORCE));
+        assert_eq!(BRUTEFORCE.name, bruteforce::NAME);
+        assert_eq!(BRUTEFORCE.version, bruteforce::VERSION);
+        assert_eq!(find("bruteforce"), Some(&BRUTEFORCE));
         assert_eq!(SIGMA.name, sigma::NAME);
         assert_eq!(SIGMA.version, sigma::VERSION);
         assert_eq!(find("sigma"), Some(&SIGMA));
@@ -263,6 +263,6 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort_unstable();
         assert_eq!(names, sorted, "all() is in name order");
-        assert!(format!("{LOGON_BRUTEFORCE:?}").contains("wasm_len"));
+        assert!(format!("{BRUTEFORCE:?}").contains("wasm_len"));
     }
 }

@@ -4,7 +4,7 @@
 //! # async fn demo() -> Result<(), quarry_client::ClientError> {
 //! let mut client = quarry_client::Client::connect("http://127.0.0.1:7700").await?;
 //! let hunt = client
-//!     .submit_hunt(quarry_client::HuntRequest::new("logon-bruteforce").selector("env", "demo"))
+//!     .submit_hunt(quarry_client::HuntRequest::new("bruteforce").selector("env", "demo"))
 //!     .await?;
 //! let done = client.wait(&hunt.hunt_id, |_progress| {}).await?;
 //! for finding in client.findings(&done.hunt_id).await? {

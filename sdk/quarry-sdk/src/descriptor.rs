@@ -10,7 +10,7 @@ impl Descriptor {
     /// ```
     /// use quarry_sdk::{Descriptor, Predicate};
     ///
-    /// let descriptor = Descriptor::new("logon-bruteforce", "0.1.0")
+    /// let descriptor = Descriptor::new("bruteforce", "0.1.0")
     ///     .with_description("Repeated logon failures followed by a success.")
     ///     .with_fields(&["EventID", "TargetUserName"])
     ///     .with_predicate(Predicate::equals("EventID", &["4624", "4625"]))

@@ -14,7 +14,7 @@ use crate::{Aggregate, Finding, Output, Severity};
 /// ```
 /// use quarry_sdk::{Finding, Severity};
 ///
-/// let finding = Finding::builder("logon-bruteforce/success-after-failures", "Logon after 12 failures")
+/// let finding = Finding::builder("bruteforce/success-after-failures", "Logon after 12 failures")
 ///     .severity(Severity::High)
 ///     .confidence(80)
 ///     .entity("user:WIN\\admin")

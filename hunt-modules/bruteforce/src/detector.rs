@@ -14,9 +14,9 @@ use quarry_sdk::time::{MINUTE_MS, format_rfc3339_ms};
 use quarry_sdk::{Counts, Finding, Severity};
 
 /// Rule id of the high finding: failures, then a success.
-pub const RULE_SUCCESS_AFTER_FAILURES: &str = "logon-bruteforce/success-after-failures";
+pub const RULE_SUCCESS_AFTER_FAILURES: &str = "bruteforce/success-after-failures";
 /// Rule id of the medium finding: failures that never led to a success.
-pub const RULE_FAILURES_WITHOUT_SUCCESS: &str = "logon-bruteforce/failures-without-success";
+pub const RULE_FAILURES_WITHOUT_SUCCESS: &str = "bruteforce/failures-without-success";
 /// Name of the aggregate counting failed logons per account.
 pub const AGGREGATE_FAILURES_BY_ACCOUNT: &str = "failures_by_account";
 /// ATT&CK: Brute Force, and its Password Guessing sub-technique.

@@ -8,10 +8,10 @@
 
 use std::collections::HashMap;
 
-use logon_bruteforce::LogonBruteforce;
-use logon_bruteforce::detector::{RULE_FAILURES_WITHOUT_SUCCESS, RULE_SUCCESS_AFTER_FAILURES};
+use bruteforce::Bruteforce;
+use bruteforce::detector::{RULE_FAILURES_WITHOUT_SUCCESS, RULE_SUCCESS_AFTER_FAILURES};
 use quarry_sdk::time::parse_rfc3339_ms;
-use quarry_sdk::{Event, Hunt, Severity, Task};
+use quarry_sdk::{AggregateValue, Event, Hunt, Severity, Task};
 use serde_json::Value;
 
 const BRUTEFORCE_LOG: &str = "logs/windows/evtx/T1110_accountrestore_local_bruteforce_4625.jsonl";
@@ -50,7 +50,7 @@ fn flatten(value: &Value, out: &mut HashMap<String, String>) {
 }
 
 fn events(log: &str) -> Vec<Event> {
-    let fields = LogonBruteforce::describe().fields;
+    let fields = Bruteforce::describe().fields;
     log.lines()
         .filter(|line| !line.trim().is_empty())
         .enumerate()
@@ -79,7 +79,7 @@ fn local_bruteforce_without_success_is_reported_per_account() {
     let events = events(&log);
     assert_eq!(events.len(), 16, "the sample holds 16 failed logons");
 
-    let mut task = Task::<LogonBruteforce>::new();
+    let mut task = Task::<Bruteforce>::new();
     task.init(vec![]).expect("default parameters are valid");
     // Two batches, as the worker would send them.
     let (first, second) = events.split_at(7);
@@ -122,11 +122,11 @@ fn local_bruteforce_without_success_is_reported_per_account() {
     );
     assert_eq!(admin.offsets, [0, 5, 10, 11, 12, 13, 14, 15]);
     assert_eq!(
-        output.aggregates[0].counts,
-        [
+        output.aggregates[0].value,
+        AggregateValue::Counts(vec![
             ("WIN\\admin".to_owned(), 8),
             ("WIN\\administrator".to_owned(), 8)
-        ]
+        ])
     );
 }
 
@@ -146,7 +146,7 @@ fn recorded_failures_then_a_success_is_a_high_finding() {
     success.values[1] = Some("Administrator".to_owned());
     events.push(success);
 
-    let mut task = Task::<LogonBruteforce>::new();
+    let mut task = Task::<Bruteforce>::new();
     task.init(vec![]).unwrap();
     let findings = task.scan(events).unwrap();
     assert_eq!(findings.len(), 1, "{findings:#?}");

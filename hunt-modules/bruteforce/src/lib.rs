@@ -1,4 +1,4 @@
-//! Hunt module `logon-bruteforce`: repeated Windows logon failures followed by
+//! Hunt module `bruteforce`: repeated Windows logon failures followed by
 //! a success for the same account (ATT&CK T1110, T1110.001).
 //!
 //! Reads Security events 4625 ("An account failed to log on") and 4624 ("An
@@ -6,9 +6,9 @@
 //!
 //! Findings:
 //!
-//! - `logon-bruteforce/success-after-failures` (high): a 4624 for an account
+//! - `bruteforce/success-after-failures` (high): a 4624 for an account
 //!   with at least `threshold` 4625s in the `window_minutes` before it.
-//! - `logon-bruteforce/failures-without-success` (medium, at the end of the
+//! - `bruteforce/failures-without-success` (medium, at the end of the
 //!   task): at least `threshold` failures within the window that no such
 //!   success followed; once per account.
 //!
@@ -29,7 +29,7 @@ use quarry_sdk::time::MINUTE_MS;
 use quarry_sdk::{Descriptor, Emitter, Event, Field, Hunt, Output, Params, Predicate};
 
 /// The module's name in the registry.
-pub const NAME: &str = "logon-bruteforce";
+pub const NAME: &str = "bruteforce";
 /// The module's version (the crate version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -64,11 +64,11 @@ const EVENT_LOGON_SUCCESS: u64 = 4624;
 const EVENT_LOGON_FAILURE: u64 = 4625;
 
 /// The hunt: a [`Detector`] fed from events.
-pub struct LogonBruteforce {
+pub struct Bruteforce {
     detector: Detector,
 }
 
-impl LogonBruteforce {
+impl Bruteforce {
     /// The detection configuration for the hunt's parameters.
     pub fn config(params: &Params) -> Result<Config, String> {
         params.ensure_known(&[PARAM_THRESHOLD, PARAM_WINDOW_MINUTES])?;
@@ -118,7 +118,7 @@ fn meaningful(event: &Event, field: Field) -> Option<&str> {
     event.get_nonempty(field).filter(|&value| value != "-")
 }
 
-impl Hunt for LogonBruteforce {
+impl Hunt for Bruteforce {
     fn describe() -> Descriptor {
         Descriptor::new(NAME, VERSION)
             .with_description(
@@ -130,7 +130,7 @@ impl Hunt for LogonBruteforce {
     }
 
     fn new(params: &Params) -> Result<Self, String> {
-        Ok(LogonBruteforce {
+        Ok(Bruteforce {
             detector: Detector::new(Self::config(params)?),
         })
     }
@@ -161,12 +161,12 @@ impl Hunt for LogonBruteforce {
     }
 }
 
-quarry_sdk::export_hunt!(LogonBruteforce);
+quarry_sdk::export_hunt!(Bruteforce);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quarry_sdk::{Severity, Task};
+    use quarry_sdk::{AggregateValue, Severity, Task};
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -186,8 +186,8 @@ mod tests {
 
     #[test]
     fn descriptor_declares_fields_prefilter_and_techniques() {
-        let d = Task::<LogonBruteforce>::describe();
-        assert_eq!(d.name, "logon-bruteforce");
+        let d = Task::<Bruteforce>::describe();
+        assert_eq!(d.name, "bruteforce");
         assert_eq!(d.version, VERSION);
         assert_eq!(
             d.fields,
@@ -211,18 +211,18 @@ mod tests {
     #[test]
     fn parameters_have_defaults_and_clear_errors() {
         assert_eq!(
-            LogonBruteforce::config(&Params::default()),
+            Bruteforce::config(&Params::default()),
             Ok(Config::default())
         );
         let p = Params::from_pairs([("threshold", "3"), ("window_minutes", "60")]).unwrap();
         assert_eq!(
-            LogonBruteforce::config(&p),
+            Bruteforce::config(&p),
             Ok(Config {
                 threshold: 3,
                 window_ms: 60 * MINUTE_MS
             })
         );
-        let mut task = Task::<LogonBruteforce>::new();
+        let mut task = Task::<Bruteforce>::new();
         assert_eq!(
             task.init(params(&[("threshold", "abc")])).unwrap_err(),
             "parameter `threshold` must be an integer from 1 to 100000, got `abc`"
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn task_reports_success_after_failures_and_aggregate() {
-        let mut task = Task::<LogonBruteforce>::new();
+        let mut task = Task::<Bruteforce>::new();
         task.init(params(&[("threshold", "3")])).unwrap();
         let attempt = |offset: u64, id: &'static str| {
             event(
@@ -319,8 +319,8 @@ mod tests {
         assert_eq!(output.aggregates.len(), 1);
         assert_eq!(output.aggregates[0].name, "failures_by_account");
         assert_eq!(
-            output.aggregates[0].counts,
-            [("CORP\\svc-backup".to_owned(), 3)]
+            output.aggregates[0].value,
+            AggregateValue::Counts(vec![("CORP\\svc-backup".to_owned(), 3)])
         );
     }
 }
