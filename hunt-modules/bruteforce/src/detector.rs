@@ -1,26 +1,59 @@
 //! The detection logic, in plain Rust: no host calls, so it is unit-tested on
 //! the build machine.
 //!
-//! Per account, failed logons (4625) are kept in time order for the length of
-//! the window. A successful logon (4624) for an account with at least
-//! `threshold` failures in the window before it is a high finding, after which
-//! the account starts over. Failures that reach the threshold but are never
-//! followed by such a success are reported once per account by
-//! [`Detector::finish`].
+//! Failed logons (4625) are kept in time order for the length of the window
+//! twice: per account and per source (the client's address, or its
+//! workstation name when the event has no usable address).
+//!
+//! - Per account: a successful logon (4624) for an account with at least
+//!   `threshold` failures in the window before it is a high finding, after
+//!   which the account starts over. Failures that reach the threshold but
+//!   are never followed by such a success are reported once per account by
+//!   [`Detector::finish`].
+//! - Per source: a success from a source with at least `source_threshold`
+//!   failures in the window before it (for any accounts: password spraying
+//!   tries one or two passwords on many accounts, so no single account
+//!   reaches `threshold`) is a high finding, unless the account rule already
+//!   reported that success. Failures from one source that reach
+//!   `source_threshold` over at least `spray_accounts` distinct accounts and
+//!   are never followed by a success from it are reported once per source by
+//!   [`Detector::finish`]; a burst against one account is the account rule's.
+//!
+//! One success is reported once: when the account rule fires, the source of
+//! the success starts over too.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
 
 use quarry_sdk::time::{MINUTE_MS, format_rfc3339_ms};
-use quarry_sdk::{Counts, Finding, Severity};
+use quarry_sdk::{Counts, Distinct, Finding, MinMax, Severity};
 
-/// Rule id of the high finding: failures, then a success.
+/// Rule id of the high finding: failures for an account, then a success.
 pub const RULE_SUCCESS_AFTER_FAILURES: &str = "bruteforce/success-after-failures";
-/// Rule id of the medium finding: failures that never led to a success.
+/// Rule id of the medium finding: failures for an account that never led to
+/// a success.
 pub const RULE_FAILURES_WITHOUT_SUCCESS: &str = "bruteforce/failures-without-success";
+/// Rule id of the high finding: many failures from one source (for any
+/// accounts), then a success from it.
+pub const RULE_SOURCE_SUCCESS_AFTER_FAILURES: &str = "bruteforce/source-success-after-failures";
+/// Rule id of the medium finding: one source failed against many accounts
+/// (password spraying) and never got in.
+pub const RULE_SOURCE_FAILURES_WITHOUT_SUCCESS: &str = "bruteforce/source-failures-without-success";
 /// Name of the aggregate counting failed logons per account.
 pub const AGGREGATE_FAILURES_BY_ACCOUNT: &str = "failures_by_account";
-/// ATT&CK: Brute Force, and its Password Guessing sub-technique.
-pub const TECHNIQUES: [&str; 2] = ["T1110", "T1110.001"];
+/// Name of the aggregate counting failed logons per source.
+pub const AGGREGATE_FAILURES_BY_SOURCE: &str = "failures_by_source";
+/// Name of the aggregate of distinct accounts that failed from each source.
+pub const AGGREGATE_ACCOUNTS_BY_SOURCE: &str = "failed_accounts_by_source";
+/// Name of the aggregate of the first and last failure (ms since the epoch)
+/// per source.
+pub const AGGREGATE_FAILURE_TIMES_BY_SOURCE: &str = "failure_times_by_source";
+/// ATT&CK: Brute Force, Password Guessing, Password Spraying.
+pub const TECHNIQUES: [&str; 3] = ["T1110", "T1110.001", "T1110.003"];
+/// The techniques of a finding about one account.
+const TECHNIQUES_GUESSING: [&str; 2] = ["T1110", "T1110.001"];
+/// The techniques of a finding about a source that tried several accounts.
+const TECHNIQUES_SPRAYING: [&str; 2] = ["T1110", "T1110.003"];
 
 /// Confidence of a success after failures.
 const CONFIDENCE_SUCCESS: u8 = 80;
@@ -31,6 +64,14 @@ const CONFIDENCE_SUCCESS_SAME_SOURCE: u8 = 90;
 /// Confidence of failures without success: often a stale saved password or a
 /// misconfigured service rather than an attack.
 const CONFIDENCE_FAILURES_ONLY: u8 = 60;
+/// Confidence of a success from a source that failed for many accounts: a
+/// shared gateway (mail, VPN, NAT) also looks like this, so slightly below
+/// the same-account case.
+const CONFIDENCE_SOURCE_SUCCESS: u8 = 75;
+/// ... and when the account that got in is one of those that failed.
+const CONFIDENCE_SOURCE_SUCCESS_FAILED_ACCOUNT: u8 = 85;
+/// Confidence of a spray without success.
+const CONFIDENCE_SPRAY_ONLY: u8 = 65;
 
 /// Shard order and timestamps may disagree by this much (clock skew between
 /// sources, events written late). Failures are kept this much longer than
@@ -38,33 +79,49 @@ const CONFIDENCE_FAILURES_ONLY: u8 = 60;
 /// (they were delivered before it).
 pub const REORDER_TOLERANCE_MS: i64 = 2 * MINUTE_MS;
 
-/// Most failures remembered per account. The oldest are forgotten first; they
-/// are the first to leave the window anyway. Bounds memory under a flood.
+/// Most failures remembered per account or source. The oldest are forgotten
+/// first; they are the first to leave the window anyway. Bounds memory under
+/// a flood.
 const MAX_TRACKED_FAILURES: usize = 10_000;
 /// Most shard offsets of failures attached to one finding.
 const MAX_FINDING_OFFSETS: usize = 50;
-/// Most distinct source addresses remembered per unresolved burst.
+/// Most distinct source addresses (or accounts) remembered per unresolved
+/// burst.
 const MAX_BURST_ADDRESSES: usize = 256;
 /// Most addresses, hosts or logon types listed in one evidence value.
 const MAX_LISTED: usize = 10;
-/// Accounts idle for longer than the window are dropped every this many
-/// events, so a spray over many accounts does not grow memory without bound.
+/// Accounts and sources idle for longer than the window are dropped every
+/// this many events, so a spray over many accounts does not grow memory
+/// without bound.
 const SWEEP_EVERY: u32 = 4_096;
 
 /// Tuning of the detection, from the hunt's parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Failures within the window needed before a success is suspicious.
+    /// Failures for one account within the window needed before a success
+    /// is suspicious.
     pub threshold: usize,
+    /// Failures from one source within the window needed before a success
+    /// from it is suspicious.
+    pub source_threshold: usize,
+    /// Distinct accounts a source's failures must cover to be reported
+    /// without a success.
+    pub spray_accounts: usize,
     /// Length of the window, in milliseconds.
     pub window_ms: i64,
+    /// Sources (normalised by [`normalise_source`]) the source rules leave
+    /// out: gateways that relay many users' logons.
+    pub ignore_sources: BTreeSet<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             threshold: 5,
+            source_threshold: 10,
+            spray_accounts: 3,
             window_ms: 10 * MINUTE_MS,
+            ignore_sources: BTreeSet::new(),
         }
     }
 }
@@ -147,19 +204,64 @@ pub fn account_key(domain: &str, user: &str) -> Option<String> {
     })
 }
 
+/// A source address or workstation name in the form sources are compared
+/// in: addresses canonical (IPv4-mapped IPv6 as IPv4, IPv6 lowercased and
+/// compressed, a `%zone` dropped), names upper-cased without a leading `\\`.
+pub fn normalise_source(source: &str) -> String {
+    let source = source.trim();
+    let unzoned = source.split('%').next().unwrap_or(source);
+    match unzoned.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        Ok(ip) => ip.to_string(),
+        Err(_) => source.trim_start_matches('\\').to_uppercase(),
+    }
+}
+
+/// The source an attempt came from, normalised ([`normalise_source`]): its
+/// address, or the client's workstation name when the address is missing
+/// or only says "this machine" (loopback, unspecified), as for local and
+/// some NTLM logons. `None` when neither is known.
+pub fn source_key(source_ip: Option<&str>, workstation: Option<&str>) -> Option<String> {
+    let usable = |value: &&str| !value.trim().is_empty() && value.trim() != "-";
+    if let Some(ip) = source_ip.filter(usable) {
+        let ip = normalise_source(ip);
+        let local = ip
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+        if !local {
+            return Some(ip);
+        }
+    }
+    workstation.filter(usable).map(normalise_source)
+}
+
+/// The entity of a source: `ip:` for an address, `host:` for a name.
+fn source_entity(source: &str) -> String {
+    if source.parse::<IpAddr>().is_ok() {
+        format!("ip:{source}")
+    } else {
+        format!("host:{source}")
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Failure {
     timestamp_ms: i64,
     offset: u64,
+    account: String,
     source_ip: Option<String>,
     logon_type: Option<u32>,
     host: Option<String>,
-    /// Already counted in the account's unresolved burst.
+    /// Already counted in the tracker's unresolved burst.
     in_burst: bool,
 }
 
 /// Failures that reached the threshold within the window and have not been
-/// followed by a success yet (one per account; later bursts extend it).
+/// followed by a success yet (one per account or source; later bursts
+/// extend it).
 #[derive(Clone, Debug, Default)]
 struct Burst {
     failures: u64,
@@ -167,10 +269,22 @@ struct Burst {
     last_ms: i64,
     source_ips: BTreeSet<String>,
     source_ips_truncated: bool,
+    accounts: BTreeSet<String>,
+    accounts_truncated: bool,
     logon_types: BTreeSet<u32>,
     hosts: BTreeSet<String>,
     /// The latest offsets, at most `MAX_FINDING_OFFSETS`.
     offsets: BTreeSet<u64>,
+}
+
+/// Inserts `value` into a bounded set, remembering when it had to leave one
+/// out.
+fn insert_bounded(set: &mut BTreeSet<String>, truncated: &mut bool, value: &str) {
+    if set.len() < MAX_BURST_ADDRESSES {
+        set.insert(value.to_owned());
+    } else if !set.contains(value) {
+        *truncated = true;
+    }
 }
 
 impl Burst {
@@ -183,12 +297,13 @@ impl Burst {
         self.first_ms = self.first_ms.min(failure.timestamp_ms);
         self.last_ms = self.last_ms.max(failure.timestamp_ms);
         if let Some(ip) = &failure.source_ip {
-            if self.source_ips.len() < MAX_BURST_ADDRESSES {
-                self.source_ips.insert(ip.clone());
-            } else if !self.source_ips.contains(ip) {
-                self.source_ips_truncated = true;
-            }
+            insert_bounded(&mut self.source_ips, &mut self.source_ips_truncated, ip);
         }
+        insert_bounded(
+            &mut self.accounts,
+            &mut self.accounts_truncated,
+            &failure.account,
+        );
         self.logon_types.extend(failure.logon_type);
         if let Some(host) = &failure.host
             && self.hosts.len() < MAX_BURST_ADDRESSES
@@ -208,14 +323,15 @@ impl Burst {
     }
 }
 
+/// The recent failures of one account or one source.
 #[derive(Debug, Default)]
-struct Account {
+struct Tracker {
     /// Sorted by (timestamp, offset).
     failures: VecDeque<Failure>,
     burst: Option<Burst>,
 }
 
-impl Account {
+impl Tracker {
     /// Inserts in time order: events may arrive slightly out of order.
     fn insert(&mut self, failure: Failure) {
         let key = (failure.timestamp_ms, failure.offset);
@@ -254,46 +370,111 @@ impl Account {
         let start = newest.saturating_sub(window_ms);
         self.failures.partition_point(|f| f.timestamp_ms < start)
     }
+
+    /// Records a failure; once `threshold` failures fall within the window,
+    /// they and every later failure of the same attack join the burst.
+    fn record(&mut self, mut failure: Failure, threshold: usize, window_ms: i64) {
+        match self
+            .burst
+            .as_mut()
+            .filter(|burst| burst.continues_with(failure.timestamp_ms, window_ms))
+        {
+            // The attack goes on: every further failure belongs to it.
+            Some(burst) => {
+                burst.add(&failure);
+                failure.in_burst = true;
+                self.insert(failure);
+            }
+            None => {
+                self.insert(failure);
+                let start = self.window_start(window_ms);
+                if self.failures.len() - start >= threshold {
+                    let burst = self.burst.get_or_insert_with(Burst::default);
+                    for failure in self.failures.range_mut(start..) {
+                        if !failure.in_burst {
+                            burst.add(failure);
+                            failure.in_burst = true;
+                        }
+                    }
+                }
+            }
+        }
+        self.prune(window_ms);
+    }
+
+    /// The failures a success at `timestamp_ms` follows.
+    fn before(&self, timestamp_ms: i64, window_ms: i64) -> Vec<&Failure> {
+        let from = timestamp_ms.saturating_sub(window_ms);
+        let to = timestamp_ms.saturating_add(REORDER_TOLERANCE_MS);
+        self.failures
+            .iter()
+            .filter(|f| (from..=to).contains(&f.timestamp_ms))
+            .collect()
+    }
+
+    /// Whether a sweep at `keep_from` may drop it.
+    fn idle(&self, keep_from: i64) -> bool {
+        self.burst.is_none() && self.newest_ms().is_none_or(|n| n < keep_from)
+    }
 }
 
 /// Findings and aggregates of a whole task.
 #[derive(Debug)]
 pub struct Report {
-    /// `failures-without-success` findings, one per account, in account order.
+    /// `failures-without-success` findings, one per account, in account
+    /// order, then `source-failures-without-success` findings, one per
+    /// source, in source order.
     pub findings: Vec<Finding>,
     /// Failed logons per account (all failures, not just bursts).
     pub failures_by_account: Counts,
+    /// Failed logons per source.
+    pub failures_by_source: Counts,
+    /// Distinct accounts that failed from each source.
+    pub accounts_by_source: Distinct,
+    /// First and last failure per source.
+    pub failure_times_by_source: MinMax,
 }
 
 /// The per-task detection state.
 #[derive(Debug)]
 pub struct Detector {
     config: Config,
-    accounts: BTreeMap<String, Account>,
+    accounts: BTreeMap<String, Tracker>,
+    sources: BTreeMap<String, Tracker>,
     failures_by_account: Counts,
+    failures_by_source: Counts,
+    accounts_by_source: Distinct,
+    failure_times_by_source: MinMax,
     events_since_sweep: u32,
 }
 
 impl Detector {
     /// A detector with no history.
     ///
-    /// A `threshold` of 0 is treated as 1: a success needs at least one
+    /// Thresholds of 0 are treated as 1: a success needs at least one
     /// failure before it to be "after failures".
     pub fn new(config: Config) -> Self {
         Detector {
             config: Config {
                 threshold: config.threshold.max(1),
+                source_threshold: config.source_threshold.max(1),
+                spray_accounts: config.spray_accounts.max(1),
                 window_ms: config.window_ms.max(0),
+                ignore_sources: config.ignore_sources,
             },
             accounts: BTreeMap::new(),
+            sources: BTreeMap::new(),
             failures_by_account: Counts::new(AGGREGATE_FAILURES_BY_ACCOUNT),
+            failures_by_source: Counts::new(AGGREGATE_FAILURES_BY_SOURCE),
+            accounts_by_source: Distinct::new(AGGREGATE_ACCOUNTS_BY_SOURCE),
+            failure_times_by_source: MinMax::new(AGGREGATE_FAILURE_TIMES_BY_SOURCE),
             events_since_sweep: 0,
         }
     }
 
     /// The configuration in use.
-    pub fn config(&self) -> Config {
-        self.config
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Feeds one logon attempt; returns the high finding it completes, if any.
@@ -304,116 +485,146 @@ impl Detector {
             self.sweep(logon.timestamp_ms);
         }
         let account = account_key(logon.domain, logon.user)?;
+        let source = source_key(logon.source_ip, logon.workstation);
         match logon.outcome {
             Outcome::Failure => {
-                self.failure(account, logon);
+                self.failure(account, source, logon);
                 None
             }
-            Outcome::Success => self.success(&account, logon),
+            Outcome::Success => self.success(&account, source.as_deref(), logon),
         }
     }
 
-    fn failure(&mut self, key: String, logon: &Logon<'_>) {
-        let Config {
-            threshold,
-            window_ms,
-        } = self.config;
-        self.failures_by_account.increment(&key);
-        let account = self.accounts.entry(key).or_default();
-        let mut failure = Failure {
+    /// Whether the source rules look at `source`.
+    fn tracks_source(&self, source: &str) -> bool {
+        !self.config.ignore_sources.contains(source)
+    }
+
+    fn failure(&mut self, account: String, source: Option<String>, logon: &Logon<'_>) {
+        let window_ms = self.config.window_ms;
+        self.failures_by_account.increment(&account);
+        if let Some(source) = &source {
+            // Aggregates cover every source, ignored ones too: they describe
+            // the shard, not the findings.
+            self.failures_by_source.increment(source);
+            self.accounts_by_source.insert(source, &account);
+            self.failure_times_by_source
+                .observe(source, logon.timestamp_ms);
+        }
+        let failure = Failure {
             timestamp_ms: logon.timestamp_ms,
             offset: logon.offset,
+            account: account.clone(),
             source_ip: logon.source_ip.map(str::to_owned),
             logon_type: logon.logon_type,
             host: logon.host.map(str::to_owned),
             in_burst: false,
         };
-        match account
-            .burst
-            .as_mut()
-            .filter(|burst| burst.continues_with(logon.timestamp_ms, window_ms))
-        {
-            // The attack goes on: every further failure belongs to it.
-            Some(burst) => {
-                burst.add(&failure);
-                failure.in_burst = true;
-                account.insert(failure);
-            }
-            None => {
-                account.insert(failure);
-                let start = account.window_start(window_ms);
-                if account.failures.len() - start >= threshold {
-                    let burst = account.burst.get_or_insert_with(Burst::default);
-                    for failure in account.failures.range_mut(start..) {
-                        if !failure.in_burst {
-                            burst.add(failure);
-                            failure.in_burst = true;
-                        }
-                    }
-                }
-            }
+        if let Some(source) = source.filter(|s| self.tracks_source(s)) {
+            self.sources.entry(source).or_default().record(
+                failure.clone(),
+                self.config.source_threshold,
+                window_ms,
+            );
         }
-        account.prune(window_ms);
+        self.accounts
+            .entry(account)
+            .or_default()
+            .record(failure, self.config.threshold, window_ms);
     }
 
-    fn success(&mut self, key: &str, logon: &Logon<'_>) -> Option<Finding> {
-        let Config {
-            threshold,
-            window_ms,
-        } = self.config;
-        let account = self.accounts.get(key)?;
-        let from = logon.timestamp_ms.saturating_sub(window_ms);
-        let to = logon.timestamp_ms.saturating_add(REORDER_TOLERANCE_MS);
-        let failures: Vec<&Failure> = account
-            .failures
-            .iter()
-            .filter(|f| (from..=to).contains(&f.timestamp_ms))
-            .collect();
-        // A success after fewer failures is a user who mistyped; the failures
-        // are kept, so that a legitimate logon in the middle of an attack does
-        // not hide it.
-        if failures.len() < threshold {
+    fn success(
+        &mut self,
+        account: &str,
+        source: Option<&str>,
+        logon: &Logon<'_>,
+    ) -> Option<Finding> {
+        let window_ms = self.config.window_ms;
+        if let Some(tracker) = self.accounts.get(account) {
+            let failures = tracker.before(logon.timestamp_ms, window_ms);
+            // A success after fewer failures is a user who mistyped; the
+            // failures are kept, so that a legitimate logon in the middle of
+            // an attack does not hide it.
+            if failures.len() >= self.config.threshold {
+                let finding = success_finding(account, logon, &failures, window_ms);
+                // The account starts over: later successes (a logon often
+                // produces several 4624s) must not repeat the finding, and
+                // this finding covers any unresolved burst of the account.
+                // So does the source: the same success is reported once.
+                self.accounts.remove(account);
+                if let Some(source) = source {
+                    self.sources.remove(source);
+                }
+                return Some(finding);
+            }
+        }
+        let source = source?;
+        let tracker = self.sources.get(source)?;
+        let failures = tracker.before(logon.timestamp_ms, window_ms);
+        if failures.len() < self.config.source_threshold {
             return None;
         }
-        let finding = success_finding(key, logon, &failures, window_ms);
-        // The account starts over: later successes (a logon often produces
-        // several 4624s) must not repeat the finding, and this finding covers
-        // any unresolved burst of the account.
-        self.accounts.remove(key);
+        let finding = source_success_finding(source, account, logon, &failures, window_ms);
+        self.sources.remove(source);
         Some(finding)
     }
 
-    /// Drops accounts with no unresolved burst whose failures are all too
-    /// old for any success to count, relative to `now_ms`.
+    /// Drops accounts and sources with no unresolved burst whose failures
+    /// are all too old for any success to count, relative to `now_ms`.
     fn sweep(&mut self, now_ms: i64) {
         let keep_from = now_ms
             .saturating_sub(self.config.window_ms)
             .saturating_sub(REORDER_TOLERANCE_MS);
-        self.accounts.retain(|_, account| {
-            account.burst.is_some() || account.newest_ms().is_some_and(|n| n >= keep_from)
-        });
+        self.accounts.retain(|_, tracker| !tracker.idle(keep_from));
+        self.sources.retain(|_, tracker| !tracker.idle(keep_from));
     }
 
-    /// Ends the task: unresolved bursts become `failures-without-success`
-    /// findings (one per account), plus the failure counts.
+    /// Ends the task: unresolved account bursts become
+    /// `failures-without-success` findings (one per account), unresolved
+    /// source bursts over at least `spray_accounts` accounts
+    /// `source-failures-without-success` findings (one per source), plus the
+    /// aggregates.
     pub fn finish(self) -> Report {
-        let Config {
-            threshold,
-            window_ms,
-        } = self.config;
-        let findings = self
+        let config = &self.config;
+        let mut findings: Vec<Finding> = self
             .accounts
             .iter()
-            .filter_map(|(key, account)| {
-                let burst = account.burst.as_ref()?;
-                Some(failures_only_finding(key, burst, threshold, window_ms))
+            .filter_map(|(key, tracker)| {
+                let burst = tracker.burst.as_ref()?;
+                Some(failures_only_finding(
+                    key,
+                    burst,
+                    config.threshold,
+                    config.window_ms,
+                ))
             })
             .collect();
+        findings.extend(self.sources.iter().filter_map(|(source, tracker)| {
+            let burst = tracker.burst.as_ref()?;
+            // A burst against fewer accounts is guessing, which the account
+            // rule reports per account.
+            let accounts = burst.accounts.len();
+            (accounts >= config.spray_accounts.max(2))
+                .then(|| spray_only_finding(source, burst, config))
+        }));
         Report {
             findings,
             failures_by_account: self.failures_by_account,
+            failures_by_source: self.failures_by_source,
+            accounts_by_source: self.accounts_by_source,
+            failure_times_by_source: self.failure_times_by_source,
         }
     }
+}
+
+/// The latest offsets of `failures` (in time order), at most
+/// `MAX_FINDING_OFFSETS`.
+fn latest_offsets<'a>(failures: &'a [&Failure]) -> impl Iterator<Item = u64> + 'a {
+    failures
+        .iter()
+        .rev()
+        .take(MAX_FINDING_OFFSETS)
+        .map(|f| f.offset)
 }
 
 fn success_finding(
@@ -429,12 +640,6 @@ fn success_finding(
     let same_source = success.source_ip.is_some_and(|ip| source_ips.contains(ip));
     let first_ms = failures.iter().map(|f| f.timestamp_ms).min();
     let last_ms = failures.iter().map(|f| f.timestamp_ms).max();
-    // `failures` is in time order; the latest are the most relevant.
-    let offsets = failures
-        .iter()
-        .rev()
-        .take(MAX_FINDING_OFFSETS)
-        .map(|f| f.offset);
 
     let mut finding = Finding::builder(
         RULE_SUCCESS_AFTER_FAILURES,
@@ -474,8 +679,71 @@ fn success_finding(
             .evidence("last_failure", format_rfc3339_ms(last));
     }
     finding
-        .techniques(TECHNIQUES)
-        .offsets(offsets)
+        .techniques(TECHNIQUES_GUESSING)
+        .offsets(latest_offsets(failures))
+        .offset(success.offset)
+        .build()
+}
+
+fn source_success_finding(
+    source: &str,
+    account: &str,
+    success: &Logon<'_>,
+    failures: &[&Failure],
+    window_ms: i64,
+) -> Finding {
+    let accounts: BTreeSet<&str> = failures.iter().map(|f| f.account.as_str()).collect();
+    let hosts: BTreeSet<&str> = failures.iter().filter_map(|f| f.host.as_deref()).collect();
+    let account_failed = accounts.contains(account);
+    let first_ms = failures.iter().map(|f| f.timestamp_ms).min();
+    let last_ms = failures.iter().map(|f| f.timestamp_ms).max();
+    let mut finding = Finding::builder(
+        RULE_SOURCE_SUCCESS_AFTER_FAILURES,
+        format!(
+            "Logon as {account} from {source} after {} failed logons for {} accounts from it",
+            failures.len(),
+            accounts.len()
+        ),
+    )
+    .severity(Severity::High)
+    .confidence(if account_failed {
+        CONFIDENCE_SOURCE_SUCCESS_FAILED_ACCOUNT
+    } else {
+        CONFIDENCE_SOURCE_SUCCESS
+    })
+    .entity(source_entity(source))
+    .timestamp_ms(success.timestamp_ms)
+    .evidence("source", source)
+    .evidence("success_account", account)
+    .evidence("success_account_failed", account_failed)
+    .evidence("failures", failures.len())
+    .evidence("distinct_accounts", accounts.len())
+    .evidence("accounts", list(accounts.iter(), false))
+    .evidence("window_minutes", window_ms / MINUTE_MS)
+    .evidence(
+        "success_logon_type",
+        success
+            .logon_type
+            .map_or_else(|| "unknown".to_owned(), describe_logon_type),
+    )
+    .evidence("host", success.host.unwrap_or("unknown"))
+    .evidence("failure_hosts", list(hosts.iter(), false));
+    if let Some(workstation) = success.workstation {
+        finding = finding.evidence("success_workstation", workstation);
+    }
+    if let (Some(first), Some(last)) = (first_ms, last_ms) {
+        finding = finding
+            .evidence("first_failure", format_rfc3339_ms(first))
+            .evidence("last_failure", format_rfc3339_ms(last));
+    }
+    let techniques = if accounts.len() > 1 {
+        TECHNIQUES_SPRAYING
+    } else {
+        TECHNIQUES_GUESSING
+    };
+    finding
+        .techniques(techniques)
+        .offsets(latest_offsets(failures))
         .offset(success.offset)
         .build()
 }
@@ -486,11 +754,6 @@ fn failures_only_finding(
     threshold: usize,
     window_ms: i64,
 ) -> Finding {
-    let distinct_ips = if burst.source_ips_truncated {
-        format!("more than {}", burst.source_ips.len())
-    } else {
-        burst.source_ips.len().to_string()
-    };
     Finding::builder(
         RULE_FAILURES_WITHOUT_SUCCESS,
         format!(
@@ -506,7 +769,10 @@ fn failures_only_finding(
     .evidence("failures", burst.failures)
     .evidence("threshold", threshold)
     .evidence("window_minutes", window_ms / MINUTE_MS)
-    .evidence("distinct_failure_source_ips", distinct_ips)
+    .evidence(
+        "distinct_failure_source_ips",
+        bounded_count(&burst.source_ips, burst.source_ips_truncated),
+    )
     .evidence(
         "failure_source_ips",
         list(burst.source_ips.iter(), burst.source_ips_truncated),
@@ -521,9 +787,58 @@ fn failures_only_finding(
     .evidence("hosts", list(burst.hosts.iter(), false))
     .evidence("first_failure", format_rfc3339_ms(burst.first_ms))
     .evidence("last_failure", format_rfc3339_ms(burst.last_ms))
-    .techniques(TECHNIQUES)
+    .techniques(TECHNIQUES_GUESSING)
     .offsets(burst.offsets.iter().copied())
     .build()
+}
+
+fn spray_only_finding(source: &str, burst: &Burst, config: &Config) -> Finding {
+    Finding::builder(
+        RULE_SOURCE_FAILURES_WITHOUT_SUCCESS,
+        format!(
+            "{} failed logons for {} accounts from {source} without a success",
+            burst.failures,
+            bounded_count(&burst.accounts, burst.accounts_truncated)
+        ),
+    )
+    .severity(Severity::Medium)
+    .confidence(CONFIDENCE_SPRAY_ONLY)
+    .entity(source_entity(source))
+    .timestamp_ms(burst.last_ms)
+    .evidence("source", source)
+    .evidence("failures", burst.failures)
+    .evidence(
+        "distinct_accounts",
+        bounded_count(&burst.accounts, burst.accounts_truncated),
+    )
+    .evidence(
+        "accounts",
+        list(burst.accounts.iter(), burst.accounts_truncated),
+    )
+    .evidence("source_threshold", config.source_threshold)
+    .evidence("window_minutes", config.window_ms / MINUTE_MS)
+    .evidence(
+        "logon_types",
+        list(
+            burst.logon_types.iter().map(|&t| describe_logon_type(t)),
+            false,
+        ),
+    )
+    .evidence("hosts", list(burst.hosts.iter(), false))
+    .evidence("first_failure", format_rfc3339_ms(burst.first_ms))
+    .evidence("last_failure", format_rfc3339_ms(burst.last_ms))
+    .techniques(TECHNIQUES_SPRAYING)
+    .offsets(burst.offsets.iter().copied())
+    .build()
+}
+
+/// The size of a bounded set: `more than N` once something was left out.
+fn bounded_count(set: &BTreeSet<String>, truncated: bool) -> String {
+    if truncated {
+        format!("more than {}", set.len())
+    } else {
+        set.len().to_string()
+    }
 }
 
 /// `a, b, c` with at most `MAX_LISTED` items, `none` when empty.
@@ -697,7 +1012,9 @@ mod tests {
     #[test]
     fn interleaved_accounts_are_tracked_separately() {
         // alice is brute-forced and gets in; bob only fails four times in the
-        // same minutes from the same source.
+        // same minutes from the same source. With the source rule out of the
+        // way (its threshold above the 10 failures), bob's success is a
+        // user who mistyped.
         let mut attempts = Vec::new();
         for i in 0..6u64 {
             attempts.push(failure(2 * i, 2 * i as i64, "alice", "203.0.113.7"));
@@ -707,7 +1024,11 @@ mod tests {
         }
         attempts.push(success(20, 30, "bob", "203.0.113.7"));
         attempts.push(success(21, 31, "alice", "203.0.113.7"));
-        let (findings, report) = run(Config::default(), &attempts);
+        let config = Config {
+            source_threshold: 11,
+            ..Config::default()
+        };
+        let (findings, report) = run(config, &attempts);
         assert_eq!(findings.len(), 1, "{findings:#?}");
         assert_eq!(findings[0].entity, "user:CORP\\alice");
         assert_eq!(findings[0].evidence_value("failures"), Some("6"));
@@ -715,6 +1036,28 @@ mod tests {
         assert!(report.findings.is_empty());
         assert_eq!(report.failures_by_account.get("CORP\\bob"), 4);
         assert_eq!(report.failures_by_account.get("CORP\\alice"), 6);
+
+        // With the default source threshold (10), the ten failures from one
+        // source make bob's success a source finding, and alice's success
+        // is still reported once, by the account rule.
+        let (findings, report) = run(Config::default(), &attempts);
+        let summary: Vec<(&str, &str)> = findings
+            .iter()
+            .map(|f| (f.rule.as_str(), f.entity.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (RULE_SOURCE_SUCCESS_AFTER_FAILURES, "ip:203.0.113.7"),
+                (RULE_SUCCESS_AFTER_FAILURES, "user:CORP\\alice"),
+            ]
+        );
+        assert_eq!(
+            findings[0].evidence_value("success_account"),
+            Some("CORP\\bob")
+        );
+        assert_eq!(findings[0].evidence_value("distinct_accounts"), Some("2"));
+        assert!(report.findings.is_empty(), "{:#?}", report.findings);
     }
 
     #[test]
@@ -767,10 +1110,11 @@ mod tests {
         let config = Config {
             threshold: 3,
             window_ms: MINUTE_MS,
+            ..Config::default()
         };
         let mut attempts = failures(0, 0, 10, 3, "ivan", "10.0.0.1");
         attempts.push(success(3, 25, "ivan", "10.0.0.1"));
-        let (findings, _) = run(config, &attempts);
+        let (findings, _) = run(config.clone(), &attempts);
         assert_eq!(findings.len(), 1);
         // The same sequence with the success 2 minutes later is not linked.
         let mut attempts = failures(0, 0, 10, 3, "ivan", "10.0.0.1");
@@ -840,5 +1184,208 @@ mod tests {
         }
         assert!(!detector.accounts.contains_key("CORP\\old"));
         assert!(detector.accounts.contains_key("CORP\\sprayed"));
+    }
+
+    /// One failure for each of `accounts` users from `ip`, `every_s` apart.
+    fn spray(
+        first_offset: u64,
+        start_s: i64,
+        every_s: i64,
+        accounts: u64,
+        ip: &'static str,
+    ) -> Vec<Attempt> {
+        const USERS: [&str; 30] = [
+            "u00", "u01", "u02", "u03", "u04", "u05", "u06", "u07", "u08", "u09", "u10", "u11",
+            "u12", "u13", "u14", "u15", "u16", "u17", "u18", "u19", "u20", "u21", "u22", "u23",
+            "u24", "u25", "u26", "u27", "u28", "u29",
+        ];
+        (0..accounts)
+            .map(|i| {
+                failure(
+                    first_offset + i,
+                    start_s + every_s * i as i64,
+                    USERS[i as usize],
+                    ip,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn password_spray_then_a_success_from_the_source_is_one_high_finding() {
+        // One password tried on 20 accounts in 40 seconds; u07 had it.
+        let mut attempts = spray(0, 0, 2, 20, "198.51.100.9");
+        attempts.push(success(20, 45, "u07", "198.51.100.9"));
+        attempts.push(success(21, 46, "u07", "198.51.100.9"));
+        let (findings, report) = run(Config::default(), &attempts);
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        let f = &findings[0];
+        assert_eq!(f.rule, RULE_SOURCE_SUCCESS_AFTER_FAILURES);
+        assert_eq!(f.severity, Severity::High);
+        assert_eq!(f.confidence, CONFIDENCE_SOURCE_SUCCESS_FAILED_ACCOUNT);
+        assert_eq!(f.entity, "ip:198.51.100.9");
+        assert_eq!(f.techniques, ["T1110", "T1110.003"]);
+        assert_eq!(f.evidence_value("success_account"), Some("CORP\\u07"));
+        assert_eq!(f.evidence_value("success_account_failed"), Some("true"));
+        assert_eq!(f.evidence_value("failures"), Some("20"));
+        assert_eq!(f.evidence_value("distinct_accounts"), Some("20"));
+        assert_eq!(f.offsets, (0..=20).collect::<Vec<_>>());
+        // Resolved: no spray-without-success finding, and no account has
+        // enough failures of its own.
+        assert!(report.findings.is_empty(), "{:#?}", report.findings);
+        assert_eq!(report.failures_by_source.get("198.51.100.9"), 20);
+        assert_eq!(report.accounts_by_source.count("198.51.100.9"), 20);
+        let times = report
+            .failure_times_by_source
+            .get("198.51.100.9")
+            .expect("first/last failure of the source");
+        assert_eq!(
+            (times.min, times.max, times.count),
+            (t0(), t0() + 38 * SECOND_MS, 20)
+        );
+    }
+
+    #[test]
+    fn spray_below_the_source_threshold_or_from_elsewhere_is_quiet() {
+        // Nine failures from the source: one short of the threshold.
+        let mut attempts = spray(0, 0, 2, 9, "198.51.100.9");
+        attempts.push(success(9, 30, "u03", "198.51.100.9"));
+        let (findings, report) = run(Config::default(), &attempts);
+        assert!(findings.is_empty(), "{findings:#?}");
+        assert!(report.findings.is_empty(), "{:#?}", report.findings);
+        // Twenty failures, but the success comes from another address.
+        let mut attempts = spray(0, 0, 2, 20, "198.51.100.9");
+        attempts.push(success(20, 45, "u03", "10.1.1.1"));
+        let (findings, report) = run(Config::default(), &attempts);
+        assert!(findings.is_empty(), "{findings:#?}");
+        assert_eq!(report.findings.len(), 1, "the spray itself is reported");
+        assert_eq!(
+            report.findings[0].rule,
+            RULE_SOURCE_FAILURES_WITHOUT_SUCCESS
+        );
+    }
+
+    #[test]
+    fn spray_without_success_is_reported_once_per_source() {
+        let mut attempts = spray(0, 0, 3, 12, "192.0.2.50");
+        // A second wave an hour later from the same source: same finding.
+        attempts.extend(spray(100, 3_600, 3, 12, "192.0.2.50"));
+        // Another source guesses one account twelve times: the account
+        // rule's, not a spray.
+        attempts.extend(failures(200, 0, 3, 12, "root", "192.0.2.51"));
+        let (findings, report) = run(Config::default(), &attempts);
+        assert!(findings.is_empty(), "{findings:#?}");
+        let summary: Vec<(&str, &str, Option<&str>)> = report
+            .findings
+            .iter()
+            .map(|f| {
+                (
+                    f.rule.as_str(),
+                    f.entity.as_str(),
+                    f.evidence_value("failures"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (RULE_FAILURES_WITHOUT_SUCCESS, "user:CORP\\root", Some("12")),
+                (
+                    RULE_SOURCE_FAILURES_WITHOUT_SUCCESS,
+                    "ip:192.0.2.50",
+                    Some("24")
+                ),
+            ]
+        );
+        let spray = &report.findings[1];
+        assert_eq!(spray.severity, Severity::Medium);
+        assert_eq!(spray.evidence_value("distinct_accounts"), Some("12"));
+        assert_eq!(spray.techniques, ["T1110", "T1110.003"]);
+        assert_eq!(spray.offsets.len(), MAX_FINDING_OFFSETS.min(24));
+    }
+
+    #[test]
+    fn spray_accounts_and_ignored_sources_come_from_config() {
+        let attempts = spray(0, 0, 3, 12, "192.0.2.50");
+        let config = Config {
+            spray_accounts: 13,
+            ..Config::default()
+        };
+        assert!(run(config, &attempts).1.findings.is_empty());
+        // A mail gateway relays everybody's typos: ignored, but still in
+        // the aggregates.
+        let mut attempts = spray(0, 0, 3, 12, "10.0.0.25");
+        attempts.push(success(12, 40, "u01", "10.0.0.25"));
+        let config = Config {
+            ignore_sources: [normalise_source("::ffff:10.0.0.25")].into(),
+            ..Config::default()
+        };
+        let (findings, report) = run(config, &attempts);
+        assert!(findings.is_empty(), "{findings:#?}");
+        assert!(report.findings.is_empty(), "{:#?}", report.findings);
+        assert_eq!(report.failures_by_source.get("10.0.0.25"), 12);
+    }
+
+    #[test]
+    fn sources_are_normalised_and_fall_back_to_the_workstation() {
+        assert_eq!(
+            source_key(Some("::ffff:10.1.2.3"), None).as_deref(),
+            Some("10.1.2.3")
+        );
+        assert_eq!(
+            source_key(Some("FE80::1%12"), None).as_deref(),
+            Some("fe80::1")
+        );
+        assert_eq!(
+            source_key(Some("127.0.0.1"), Some("\\\\ws01")).as_deref(),
+            Some("WS01"),
+            "loopback means this machine: the workstation names it"
+        );
+        assert_eq!(source_key(Some("::1"), None), None);
+        assert_eq!(source_key(Some("-"), Some("Kali")).as_deref(), Some("KALI"));
+        assert_eq!(source_key(None, Some("-")), None);
+        assert_eq!(source_entity("10.1.2.3"), "ip:10.1.2.3");
+        assert_eq!(source_entity("KALI"), "host:KALI");
+    }
+
+    #[test]
+    fn local_spray_is_keyed_by_workstation() {
+        // Local logons carry no address: the workstation is the source.
+        let mut detector = Detector::new(Config::default());
+        let mut findings = Vec::new();
+        for (i, &user) in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
+            .iter()
+            .enumerate()
+        {
+            findings.extend(detector.observe(&Logon {
+                outcome: Outcome::Failure,
+                timestamp_ms: t0() + i as i64 * SECOND_MS,
+                offset: i as u64,
+                domain: "WIN",
+                user,
+                source_ip: Some("-"),
+                logon_type: Some(2),
+                workstation: Some("win"),
+                host: Some("WIN"),
+            }));
+        }
+        findings.extend(detector.observe(&Logon {
+            outcome: Outcome::Success,
+            timestamp_ms: t0() + 20 * SECOND_MS,
+            offset: 10,
+            domain: "WIN",
+            user: "admin",
+            source_ip: Some("-"),
+            logon_type: Some(2),
+            workstation: Some("WIN"),
+            host: Some("WIN"),
+        }));
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].entity, "host:WIN");
+        assert_eq!(findings[0].confidence, CONFIDENCE_SOURCE_SUCCESS);
+        assert_eq!(
+            findings[0].evidence_value("success_account_failed"),
+            Some("false")
+        );
     }
 }

@@ -1,21 +1,36 @@
-//! Hunt module `bruteforce`: repeated Windows logon failures followed by
-//! a success for the same account (ATT&CK T1110, T1110.001).
+//! Hunt module `bruteforce`: many failed Windows logons for an account or
+//! from a source, then a success (ATT&CK T1110, T1110.001, T1110.003).
 //!
 //! Reads Security events 4625 ("An account failed to log on") and 4624 ("An
-//! account was successfully logged on"), with Sigma/Windows field names.
+//! account was successfully logged on"), flat (`TargetUserName`) or with the
+//! event data nested (`EventData.TargetUserName`; evtx records are
+//! flattened by the worker's ingest).
 //!
 //! Findings:
 //!
-//! - `bruteforce/success-after-failures` (high): a 4624 for an account
-//!   with at least `threshold` 4625s in the `window_minutes` before it.
-//! - `bruteforce/failures-without-success` (medium, at the end of the
-//!   task): at least `threshold` failures within the window that no such
-//!   success followed; once per account.
+//! - `bruteforce/success-after-failures` (high): a 4624 for an account with
+//!   at least `threshold` 4625s in the `window_minutes` before it.
+//! - `bruteforce/failures-without-success` (medium, at the end of the task):
+//!   at least `threshold` failures for an account within the window that no
+//!   such success followed; once per account.
+//! - `bruteforce/source-success-after-failures` (high): a 4624 from a source
+//!   (`IpAddress`, or `WorkstationName` for local logons) with at least
+//!   `source_threshold` 4625s from it, for any accounts, in the window
+//!   before it: password spraying that found a password. Not reported when
+//!   the account rule already reported that success.
+//! - `bruteforce/source-failures-without-success` (medium, at the end of the
+//!   task): at least `source_threshold` failures from one source over at
+//!   least `spray_accounts` accounts, never followed by a success from it.
 //!
-//! Aggregate: `failures_by_account`, failed logons per `DOMAIN\user`.
+//! Aggregates: `failures_by_account` and `failures_by_source` (counts),
+//! `failed_accounts_by_source` (distinct accounts per source) and
+//! `failure_times_by_source` (first and last failure per source, ms since
+//! the epoch), merged by the coordinator across every shard of the hunt.
 //!
-//! Parameters: `threshold` (failures needed, 1–100000, default 5) and
-//! `window_minutes` (1–10080, default 10).
+//! Parameters (see `docs/modules.md`): `threshold` (1–100000, default 5),
+//! `source_threshold` (1–100000, default 10), `spray_accounts` (2–100000,
+//! default 3), `window_minutes` (1–10080, default 10), `ignore_sources`
+//! (addresses or workstation names, comma-separated).
 //!
 //! The detection itself lives in [`detector`], independent of the component
 //! glue.
@@ -24,7 +39,7 @@
 
 pub mod detector;
 
-use detector::{Config, Detector, Logon, Outcome, TECHNIQUES};
+use detector::{Config, Detector, Logon, Outcome, TECHNIQUES, normalise_source};
 use quarry_sdk::time::MINUTE_MS;
 use quarry_sdk::{Descriptor, Emitter, Event, Field, Hunt, Output, Params, Predicate};
 
@@ -33,26 +48,44 @@ pub const NAME: &str = "bruteforce";
 /// The module's version (the crate version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Parameter: failures within the window needed to report.
+/// Parameter: failures for one account within the window needed to report.
 pub const PARAM_THRESHOLD: &str = "threshold";
+/// Parameter: failures from one source within the window needed to report.
+pub const PARAM_SOURCE_THRESHOLD: &str = "source_threshold";
+/// Parameter: distinct accounts a source must fail against to be reported
+/// without a success.
+pub const PARAM_SPRAY_ACCOUNTS: &str = "spray_accounts";
 /// Parameter: length of the window, in minutes.
 pub const PARAM_WINDOW_MINUTES: &str = "window_minutes";
+/// Parameter: sources the source rules leave out (comma-separated).
+pub const PARAM_IGNORE_SOURCES: &str = "ignore_sources";
+
+const PARAMS: [&str; 5] = [
+    PARAM_THRESHOLD,
+    PARAM_SOURCE_THRESHOLD,
+    PARAM_SPRAY_ACCOUNTS,
+    PARAM_WINDOW_MINUTES,
+    PARAM_IGNORE_SOURCES,
+];
 
 quarry_sdk::fields! {
-    /// The event fields this module reads, flat Sigma/Windows names.
+    /// The event fields this module reads. Event data is declared with its
+    /// `EventData.` prefix: the host resolves that path in events whose
+    /// data is nested and falls back to the flat name in the others, so
+    /// one declaration reads both shapes.
     pub mod field {
         /// `4624` (success) or `4625` (failure).
         EVENT_ID = "EventID",
         /// The account the logon was for.
-        TARGET_USER_NAME = "TargetUserName",
+        TARGET_USER_NAME = "EventData.TargetUserName",
         /// The domain (or local machine) of that account.
-        TARGET_DOMAIN_NAME = "TargetDomainName",
+        TARGET_DOMAIN_NAME = "EventData.TargetDomainName",
         /// Source network address; `-` for local logons.
-        IP_ADDRESS = "IpAddress",
+        IP_ADDRESS = "EventData.IpAddress",
         /// How the account logged on (2 interactive, 3 network, …).
-        LOGON_TYPE = "LogonType",
+        LOGON_TYPE = "EventData.LogonType",
         /// The client machine's name.
-        WORKSTATION_NAME = "WorkstationName",
+        WORKSTATION_NAME = "EventData.WorkstationName",
         /// The machine that logged the event, as evtx names it.
         COMPUTER = "Computer",
         /// The machine that logged the event, as some shippers name it.
@@ -71,21 +104,36 @@ pub struct Bruteforce {
 impl Bruteforce {
     /// The detection configuration for the hunt's parameters.
     pub fn config(params: &Params) -> Result<Config, String> {
-        params.ensure_known(&[PARAM_THRESHOLD, PARAM_WINDOW_MINUTES])?;
+        params.ensure_known(&PARAMS)?;
         let defaults = Config::default();
-        let threshold =
-            params.u64_in_range_or(PARAM_THRESHOLD, defaults.threshold as u64, 1..=100_000)?;
+        // Every bound is small, so the conversions cannot fail; the error
+        // exists only to avoid a panic path.
+        let overflow = |name: &str| format!("parameter `{name}` is out of range for this platform");
+        let count = |name: &str, default: usize, min: u64| -> Result<usize, String> {
+            let value = params.u64_in_range_or(name, default as u64, min..=100_000)?;
+            usize::try_from(value).map_err(|_| overflow(name))
+        };
         let window_minutes = params.u64_in_range_or(
             PARAM_WINDOW_MINUTES,
             (defaults.window_ms / MINUTE_MS) as u64,
             1..=10_080,
         )?;
-        // Both bounds are small, so the conversions cannot fail; the error
-        // exists only to avoid a panic path.
-        let overflow = || "parameter out of range for this platform".to_owned();
+        let mut ignore_sources = std::collections::BTreeSet::new();
+        for source in params.list(PARAM_IGNORE_SOURCES) {
+            if source.contains(char::is_whitespace) {
+                return Err(format!(
+                    "parameter `{PARAM_IGNORE_SOURCES}` must list addresses or workstation names separated by commas, got `{source}`"
+                ));
+            }
+            ignore_sources.insert(normalise_source(source));
+        }
         Ok(Config {
-            threshold: usize::try_from(threshold).map_err(|_| overflow())?,
-            window_ms: i64::try_from(window_minutes).map_err(|_| overflow())? * MINUTE_MS,
+            threshold: count(PARAM_THRESHOLD, defaults.threshold, 1)?,
+            source_threshold: count(PARAM_SOURCE_THRESHOLD, defaults.source_threshold, 1)?,
+            spray_accounts: count(PARAM_SPRAY_ACCOUNTS, defaults.spray_accounts, 2)?,
+            window_ms: i64::try_from(window_minutes).map_err(|_| overflow(PARAM_WINDOW_MINUTES))?
+                * MINUTE_MS,
+            ignore_sources,
         })
     }
 }
@@ -122,7 +170,7 @@ impl Hunt for Bruteforce {
     fn describe() -> Descriptor {
         Descriptor::new(NAME, VERSION)
             .with_description(
-                "Repeated Windows logon failures (4625) followed by a success (4624) for the same account.",
+                "Many failed Windows logons (4625) for an account or from a source, then a success (4624).",
             )
             .with_fields(field::NAMES)
             .with_predicate(Predicate::equals("EventID", &["4624", "4625"]))
@@ -149,15 +197,19 @@ impl Hunt for Bruteforce {
     fn finish(self, out: &mut Output) {
         let report = self.detector.finish();
         quarry_sdk::log::debug(&format!(
-            "{} failed logons over {} accounts; {} accounts with failures and no success",
+            "{} failed logons over {} accounts and {} sources; {} unresolved bursts",
             report.failures_by_account.total(),
             report.failures_by_account.len(),
+            report.failures_by_source.len(),
             report.findings.len(),
         ));
         for finding in report.findings {
             out.emit(finding);
         }
         out.aggregate(report.failures_by_account);
+        out.aggregate(report.failures_by_source);
+        out.aggregate(report.accounts_by_source);
+        out.aggregate(report.failure_times_by_source);
     }
 }
 
@@ -193,11 +245,11 @@ mod tests {
             d.fields,
             [
                 "EventID",
-                "TargetUserName",
-                "TargetDomainName",
-                "IpAddress",
-                "LogonType",
-                "WorkstationName",
+                "EventData.TargetUserName",
+                "EventData.TargetDomainName",
+                "EventData.IpAddress",
+                "EventData.LogonType",
+                "EventData.WorkstationName",
                 "Computer",
                 "Hostname"
             ]
@@ -205,7 +257,7 @@ mod tests {
         assert_eq!(d.prefilter.len(), 1);
         assert_eq!(d.prefilter[0].field, "EventID");
         assert_eq!(d.prefilter[0].values, ["4624", "4625"]);
-        assert_eq!(d.techniques, ["T1110", "T1110.001"]);
+        assert_eq!(d.techniques, ["T1110", "T1110.001", "T1110.003"]);
     }
 
     #[test]
@@ -214,12 +266,22 @@ mod tests {
             Bruteforce::config(&Params::default()),
             Ok(Config::default())
         );
-        let p = Params::from_pairs([("threshold", "3"), ("window_minutes", "60")]).unwrap();
+        let p = Params::from_pairs([
+            ("threshold", "3"),
+            ("window_minutes", "60"),
+            ("source_threshold", "25"),
+            ("spray_accounts", "4"),
+            ("ignore_sources", "::ffff:10.0.0.25, mail01"),
+        ])
+        .unwrap();
         assert_eq!(
             Bruteforce::config(&p),
             Ok(Config {
                 threshold: 3,
-                window_ms: 60 * MINUTE_MS
+                source_threshold: 25,
+                spray_accounts: 4,
+                window_ms: 60 * MINUTE_MS,
+                ignore_sources: ["10.0.0.25".to_owned(), "MAIL01".to_owned()].into(),
             })
         );
         let mut task = Task::<Bruteforce>::new();
@@ -232,8 +294,17 @@ mod tests {
             "parameter `window_minutes` must be an integer from 1 to 10080, got `0`"
         );
         assert_eq!(
+            task.init(params(&[("spray_accounts", "1")])).unwrap_err(),
+            "parameter `spray_accounts` must be an integer from 2 to 100000, got `1`"
+        );
+        assert_eq!(
+            task.init(params(&[("ignore_sources", "10.0.0.1 10.0.0.2")]))
+                .unwrap_err(),
+            "parameter `ignore_sources` must list addresses or workstation names separated by commas, got `10.0.0.1 10.0.0.2`"
+        );
+        assert_eq!(
             task.init(params(&[("window", "5")])).unwrap_err(),
-            "unknown parameter `window`; this module accepts `threshold`, `window_minutes`"
+            "unknown parameter `window`; this module accepts `threshold`, `source_threshold`, `spray_accounts`, `window_minutes`, `ignore_sources`"
         );
     }
 
@@ -316,11 +387,39 @@ mod tests {
         assert_eq!(second[0].offsets, [0, 1, 2, 3]);
         let output = task.finish().unwrap();
         assert!(output.findings.is_empty());
-        assert_eq!(output.aggregates.len(), 1);
-        assert_eq!(output.aggregates[0].name, "failures_by_account");
+        let names: Vec<&str> = output.aggregates.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "failures_by_account",
+                "failures_by_source",
+                "failed_accounts_by_source",
+                "failure_times_by_source"
+            ]
+        );
         assert_eq!(
             output.aggregates[0].value,
             AggregateValue::Counts(vec![("CORP\\svc-backup".to_owned(), 3)])
+        );
+        assert_eq!(
+            output.aggregates[1].value,
+            AggregateValue::Counts(vec![("10.20.30.40".to_owned(), 3)])
+        );
+        // The coordinator merges them across shards as the SDK does.
+        let merged = quarry_sdk::merge(output.aggregates).unwrap();
+        let quarry_sdk::contract::AggregateValue::Distinct(accounts) =
+            &merged["failed_accounts_by_source"]
+        else {
+            panic!("distinct accounts per source")
+        };
+        assert_eq!(accounts["10.20.30.40"].count(), 1);
+        let quarry_sdk::contract::AggregateValue::Range(times) = &merged["failure_times_by_source"]
+        else {
+            panic!("first/last failure per source")
+        };
+        assert_eq!(
+            (times["10.20.30.40"].min, times["10.20.30.40"].max),
+            (1_700_000_000_000, 1_700_000_002_000)
         );
     }
 }

@@ -65,7 +65,15 @@ fn events(log: &str) -> Vec<Event> {
             Event::new(
                 parse_rfc3339_ms(time).unwrap_or_else(|e| panic!("line {}: {e}", offset + 1)),
                 offset as u64,
-                fields.iter().map(|name| flat.get(name).cloned()).collect(),
+                fields
+                    .iter()
+                    // The module declares event data as `EventData.X`,
+                    // which the worker resolves to the flat `X` here.
+                    .map(|name| {
+                        flat.get(name.strip_prefix("EventData.").unwrap_or(name))
+                            .cloned()
+                    })
+                    .collect(),
             )
         })
         .collect()
