@@ -1,0 +1,368 @@
+//! The per-task state, in plain Rust: no host calls, so it is unit-tested on
+//! the build machine.
+//!
+//! Every process start adds (image, host) to a [`Stack`] that the
+//! coordinator merges across all tasks of the hunt; its rare tail (images
+//! on at most `max_hosts` hosts of the whole hunt) is the module's main
+//! result. The stacker also remembers, per image, the hosts it ran on in
+//! this task and the first start, so that [`Stacker::finish`] can report
+//! images that ran on exactly one host of this task from a user-writable
+//! location, when the task saw enough hosts for "one host" to mean
+//! something.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use quarry_sdk::time::format_rfc3339_ms;
+use quarry_sdk::{Finding, Severity, Stack};
+
+use crate::paths::{file_name, user_writable_location};
+
+/// Rule id of the per-task finding.
+pub const RULE_SINGLE_HOST_USER_WRITABLE: &str = "rare-process/single-host-user-writable";
+/// Name of the stack aggregate.
+pub const AGGREGATE_IMAGES: &str = "rare_process_images";
+/// ATT&CK: User Execution: Malicious File; Masquerading.
+pub const TECHNIQUES: [&str; 2] = ["T1204.002", "T1036"];
+
+/// Fewest hosts a task must see before an image on one of them is "on one
+/// host": in a shard of one or two hosts every image is.
+pub const MIN_TASK_HOSTS_FOR_FINDINGS: usize = 3;
+/// Most distinct images tracked per task; beyond, new images still go into
+/// the stack but get no per-task finding. Bounds memory when temporary
+/// file names make every installer run a new image.
+pub const MAX_TRACKED_IMAGES: usize = 200_000;
+/// Most findings per task: a shard where everything looks odd is better
+/// read through the merged stack than through thousands of findings.
+pub const MAX_FINDINGS: usize = 500;
+/// Longest command line kept in evidence (characters).
+const MAX_COMMAND_LINE_CHARS: usize = 2_000;
+
+/// Tuning, from the hunt's parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The stack's post-merge threshold: images on at most this many hosts
+    /// of the hunt are rare.
+    pub max_hosts: u32,
+    /// Whether per-task findings are reported.
+    pub report_user_writable: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_hosts: 2,
+            report_user_writable: true,
+        }
+    }
+}
+
+/// One process start, as read from an event, already normalised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessStart<'a> {
+    /// Normalised image path ([`crate::paths::normalise_image`]).
+    pub image: String,
+    /// The image as logged.
+    pub raw_image: &'a str,
+    /// Normalised host ([`crate::paths::normalise_host`]).
+    pub host: String,
+    /// Event time, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// Shard offset.
+    pub offset: u64,
+    /// Command line, when logged.
+    pub command_line: Option<&'a str>,
+    /// Parent image, when logged.
+    pub parent_image: Option<&'a str>,
+    /// User (`DOMAIN\\name` for 4688), when logged.
+    pub user: Option<String>,
+}
+
+/// What the task knows of one image besides the stack.
+#[derive(Clone, Debug)]
+struct Seen {
+    /// Hosts of this task; at most two are kept (one is all that matters).
+    hosts: BTreeSet<String>,
+    events: u64,
+    first_ms: i64,
+    last_ms: i64,
+    /// The first start's details, for evidence.
+    raw_image: String,
+    command_line: Option<String>,
+    parent_image: Option<String>,
+    user: Option<String>,
+    offsets: Vec<u64>,
+}
+
+/// Most offsets per image in a finding.
+const MAX_OFFSETS: usize = 20;
+
+/// What a task returns.
+#[derive(Debug)]
+pub struct Report {
+    /// Per-task findings, in image order.
+    pub findings: Vec<Finding>,
+    /// The stack, for the coordinator to merge.
+    pub stack: Stack,
+    /// Distinct hosts in the task.
+    pub hosts: usize,
+    /// Process starts stacked.
+    pub starts: u64,
+    /// Whether [`MAX_TRACKED_IMAGES`] was reached.
+    pub images_truncated: bool,
+}
+
+/// The per-task state.
+#[derive(Debug)]
+pub struct Stacker {
+    config: Config,
+    stack: Stack,
+    images: BTreeMap<String, Seen>,
+    hosts: BTreeSet<String>,
+    starts: u64,
+    images_truncated: bool,
+}
+
+impl Stacker {
+    /// An empty stacker; a `max_hosts` of 0 is treated as 1.
+    pub fn new(config: Config) -> Self {
+        let config = Config {
+            max_hosts: config.max_hosts.max(1),
+            ..config
+        };
+        Stacker {
+            stack: Stack::new(AGGREGATE_IMAGES, config.max_hosts),
+            config,
+            images: BTreeMap::new(),
+            hosts: BTreeSet::new(),
+            starts: 0,
+            images_truncated: false,
+        }
+    }
+
+    /// Records one process start.
+    pub fn observe(&mut self, start: &ProcessStart<'_>) {
+        self.starts += 1;
+        self.stack.observe(&start.image, &start.host);
+        if !self.hosts.contains(&start.host) {
+            self.hosts.insert(start.host.clone());
+        }
+        if let Some(seen) = self.images.get_mut(&start.image) {
+            if seen.hosts.len() < 2 && !seen.hosts.contains(&start.host) {
+                seen.hosts.insert(start.host.clone());
+            }
+            seen.events += 1;
+            seen.first_ms = seen.first_ms.min(start.timestamp_ms);
+            seen.last_ms = seen.last_ms.max(start.timestamp_ms);
+            if seen.offsets.len() < MAX_OFFSETS {
+                seen.offsets.push(start.offset);
+            }
+            return;
+        }
+        if self.images.len() >= MAX_TRACKED_IMAGES {
+            self.images_truncated = true;
+            return;
+        }
+        self.images.insert(
+            start.image.clone(),
+            Seen {
+                hosts: BTreeSet::from([start.host.clone()]),
+                events: 1,
+                first_ms: start.timestamp_ms,
+                last_ms: start.timestamp_ms,
+                raw_image: start.raw_image.to_owned(),
+                command_line: start
+                    .command_line
+                    .map(|c| c.chars().take(MAX_COMMAND_LINE_CHARS).collect()),
+                parent_image: start.parent_image.map(str::to_owned),
+                user: start.user.clone(),
+                offsets: vec![start.offset],
+            },
+        );
+    }
+
+    /// Ends the task: the stack, and the per-task findings.
+    pub fn finish(self) -> Report {
+        let task_hosts = self.hosts.len();
+        let mut findings = Vec::new();
+        if self.config.report_user_writable && task_hosts >= MIN_TASK_HOSTS_FOR_FINDINGS {
+            for (image, seen) in &self.images {
+                if findings.len() >= MAX_FINDINGS {
+                    break;
+                }
+                if seen.hosts.len() != 1 {
+                    continue;
+                }
+                let Some(location) = user_writable_location(image) else {
+                    continue;
+                };
+                findings.push(finding(image, seen, location, task_hosts));
+            }
+        }
+        Report {
+            findings,
+            stack: self.stack,
+            hosts: task_hosts,
+            starts: self.starts,
+            images_truncated: self.images_truncated,
+        }
+    }
+}
+
+fn finding(image: &str, seen: &Seen, location: &str, task_hosts: usize) -> Finding {
+    let host = seen.hosts.first().map_or("unknown", String::as_str);
+    let mut finding = Finding::builder(
+        RULE_SINGLE_HOST_USER_WRITABLE,
+        format!(
+            "{} ran from {location} on {host} only ({task_hosts} hosts in the shard)",
+            file_name(image)
+        ),
+    )
+    // Installers and per-user updaters do this too; it is a lead for the
+    // hunter next to the merged stack, not an alert.
+    .severity(Severity::Low)
+    .confidence(35)
+    .entity(format!("host:{host}"))
+    .timestamp_ms(seen.first_ms)
+    .evidence("image", image)
+    .evidence("logged_image", &seen.raw_image)
+    .evidence("host", host)
+    .evidence("location", location)
+    .evidence("hosts_in_shard", task_hosts)
+    .evidence("starts", seen.events)
+    .evidence("first_seen", format_rfc3339_ms(seen.first_ms))
+    .evidence("last_seen", format_rfc3339_ms(seen.last_ms));
+    if let Some(command_line) = &seen.command_line {
+        finding = finding.evidence("command_line", command_line);
+    }
+    if let Some(parent) = &seen.parent_image {
+        finding = finding.evidence("parent_image", parent);
+    }
+    if let Some(user) = &seen.user {
+        finding = finding.evidence("user", user);
+    }
+    finding
+        .techniques(TECHNIQUES)
+        .offsets(seen.offsets.iter().copied())
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quarry_sdk::contract::AggregateValue;
+    use quarry_sdk::{Aggregate, merge};
+
+    fn start(image: &str, host: &str, offset: u64) -> ProcessStart<'static> {
+        ProcessStart {
+            image: image.to_owned(),
+            raw_image: "logged",
+            host: host.to_owned(),
+            timestamp_ms: 1_700_000_000_000 + offset as i64,
+            offset,
+            command_line: Some("x.exe /run"),
+            parent_image: Some("c:\\windows\\explorer.exe"),
+            user: Some("CORP\\alice".to_owned()),
+        }
+    }
+
+    const COMMON: &str = "c:\\windows\\system32\\svchost.exe";
+    const DROPPED: &str = "c:\\users\\*\\appdata\\roaming\\upd\\updater.exe";
+
+    #[test]
+    fn single_host_user_writable_images_are_reported_per_task() {
+        let mut stacker = Stacker::new(Config::default());
+        let mut offset = 0;
+        for host in ["ws01", "ws02", "ws03"] {
+            for _ in 0..3 {
+                stacker.observe(&start(COMMON, host, offset));
+                offset += 1;
+            }
+        }
+        stacker.observe(&start(DROPPED, "ws02", 100));
+        stacker.observe(&start(DROPPED, "ws02", 101));
+        // On one host, but not user-writable: the stack shows it, no finding.
+        stacker.observe(&start("c:\\program files\\odd\\odd.exe", "ws03", 102));
+        // User-writable, but on two hosts of the task.
+        stacker.observe(&start("c:\\users\\public\\a.exe", "ws01", 103));
+        stacker.observe(&start("c:\\users\\public\\a.exe", "ws02", 104));
+        let report = stacker.finish();
+        assert_eq!(report.hosts, 3);
+        assert_eq!(report.starts, 14);
+        assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+        let f = &report.findings[0];
+        assert_eq!(f.rule, RULE_SINGLE_HOST_USER_WRITABLE);
+        assert_eq!(f.severity, Severity::Low);
+        assert_eq!(f.entity, "host:ws02");
+        assert_eq!(f.evidence_value("image"), Some(DROPPED));
+        assert_eq!(f.evidence_value("location"), Some("a user's AppData"));
+        assert_eq!(f.evidence_value("starts"), Some("2"));
+        assert_eq!(f.evidence_value("user"), Some("CORP\\alice"));
+        assert_eq!(f.offsets, [100, 101]);
+    }
+
+    #[test]
+    fn small_tasks_and_disabled_findings_report_only_the_stack() {
+        let mut stacker = Stacker::new(Config::default());
+        stacker.observe(&start(DROPPED, "ws01", 0));
+        stacker.observe(&start(COMMON, "ws02", 1));
+        let report = stacker.finish();
+        assert!(report.findings.is_empty(), "two hosts are too few");
+        assert_eq!(report.stack.len(), 2);
+
+        let mut stacker = Stacker::new(Config {
+            report_user_writable: false,
+            ..Config::default()
+        });
+        for (i, host) in ["a", "b", "c"].iter().enumerate() {
+            stacker.observe(&start(COMMON, host, i as u64));
+        }
+        stacker.observe(&start(DROPPED, "a", 9));
+        assert!(stacker.finish().findings.is_empty());
+    }
+
+    #[test]
+    fn merged_stacks_of_several_tasks_keep_only_the_rare_tail() {
+        // Three shards of three hosts each. The planted image runs on one
+        // host; `tool.exe` on one host in each of two shards (2 hosts in
+        // all: still rare with max_hosts 2); the common images everywhere.
+        let mut partials: Vec<Aggregate> = Vec::new();
+        for shard in 0..3 {
+            let mut stacker = Stacker::new(Config::default());
+            for h in 0..3 {
+                let host = format!("s{shard}-h{h}");
+                stacker.observe(&start(COMMON, &host, 0));
+                stacker.observe(&start("c:\\windows\\explorer.exe", &host, 1));
+            }
+            if shard < 2 {
+                stacker.observe(&start("c:\\tools\\tool.exe", &format!("s{shard}-h0"), 2));
+            }
+            if shard == 1 {
+                stacker.observe(&start(DROPPED, "s1-h2", 3));
+            }
+            partials.push(stacker.finish().stack.into());
+        }
+        let merged = merge(partials).expect("one kind per name");
+        let AggregateValue::Stack(stack) = &merged[AGGREGATE_IMAGES] else {
+            panic!("a stack")
+        };
+        let rare: Vec<(&str, usize)> = stack
+            .rare()
+            .into_iter()
+            .map(|(image, entry)| (image, entry.hosts.len()))
+            .collect();
+        assert_eq!(rare, [(DROPPED, 1), ("c:\\tools\\tool.exe", 2)]);
+        assert_eq!(stack.common_values(), 2);
+    }
+
+    #[test]
+    fn image_tracking_is_bounded() {
+        let mut stacker = Stacker::new(Config::default());
+        for i in 0..(MAX_TRACKED_IMAGES + 10) {
+            stacker.observe(&start(&format!("c:\\temp\\{i}.exe"), "h", i as u64));
+        }
+        assert_eq!(stacker.images.len(), MAX_TRACKED_IMAGES);
+        let report = stacker.finish();
+        assert!(report.images_truncated);
+        assert_eq!(report.stack.len(), MAX_TRACKED_IMAGES + 10);
+    }
+}
