@@ -33,6 +33,10 @@ const MODULES: &[Module] = &[
         dir: "hunt-modules/beaconing",
     },
     Module {
+        package: "bruteforce",
+        dir: "hunt-modules/bruteforce",
+    },
+    Module {
         package: "dns-tunnel",
         dir: "hunt-modules/dns-tunnel",
     },
@@ -41,12 +45,16 @@ const MODULES: &[Module] = &[
         dir: "hunt-modules/encoded-powershell",
     },
     Module {
+        package: "ioc-sweep",
+        dir: "hunt-modules/ioc-sweep",
+    },
+    Module {
         package: "lateral-movement",
         dir: "hunt-modules/lateral-movement",
     },
     Module {
-        package: "bruteforce",
-        dir: "hunt-modules/bruteforce",
+        package: "rare-process",
+        dir: "hunt-modules/rare-process",
     },
     Module {
         package: "sigma",
@@ -95,6 +103,9 @@ const SHARED_INPUTS: &[&str] = &[
     "sdk/wit",
     "sdk/quarry-sdk/src",
     "sdk/quarry-sdk/Cargo.toml",
+    // The merge rules and intel parsing the SDK builds on.
+    "sdk/contract/src",
+    "sdk/contract/Cargo.toml",
     // Dependency versions (wit-bindgen) of the modules.
     "Cargo.lock",
 ];

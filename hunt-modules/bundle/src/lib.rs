@@ -2,7 +2,7 @@
 //!
 //! `build.rs` compiles each module crate of `hunt-modules/` for
 //! `wasm32-wasip2` (a component implementing the WIT world
-//! `quarry:hunt/hunt@0.1.0` from `sdk/wit`) and this crate embeds the bytes,
+//! `quarry:hunt/hunt@0.2.0` from `sdk/wit`) and this crate embeds the bytes,
 //! so a worker or the CLI can register the modules without a separate build
 //! step.
 
@@ -38,6 +38,14 @@ pub const BEACONING: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/beaconing.wasm")),
 };
 
+/// `bruteforce`: many failed Windows logons (4625) for an account or from a
+/// source, then a success (4624).
+pub const BRUTEFORCE: ShippedModule = ShippedModule {
+    name: "bruteforce",
+    version: env!("QUARRY_MODULE_VERSION_BRUTEFORCE"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/bruteforce.wasm")),
+};
+
 /// `dns-tunnel`: long, high-entropy subdomain labels and unusual query
 /// volume per registered domain.
 pub const DNS_TUNNEL: ShippedModule = ShippedModule {
@@ -54,6 +62,14 @@ pub const ENCODED_POWERSHELL: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/encoded_powershell.wasm")),
 };
 
+/// `ioc-sweep`: hashes, IP addresses, domains and URLs of events matched
+/// against the intel sets shipped with the hunt.
+pub const IOC_SWEEP: ShippedModule = ShippedModule {
+    name: "ioc-sweep",
+    version: env!("QUARRY_MODULE_VERSION_IOC_SWEEP"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/ioc_sweep.wasm")),
+};
+
 /// `lateral-movement`: remote service creation, admin-share access and new
 /// remote logons, correlated per source and destination.
 pub const LATERAL_MOVEMENT: ShippedModule = ShippedModule {
@@ -62,12 +78,12 @@ pub const LATERAL_MOVEMENT: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/lateral_movement.wasm")),
 };
 
-/// `bruteforce`: repeated Windows logon failures (4625) followed by a
-/// success (4624) for the same account.
-pub const BRUTEFORCE: ShippedModule = ShippedModule {
-    name: "bruteforce",
-    version: env!("QUARRY_MODULE_VERSION_BRUTEFORCE"),
-    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/bruteforce.wasm")),
+/// `rare-process`: process images stacked by host across the hunt; the
+/// binaries seen on at most `max_hosts` hosts.
+pub const RARE_PROCESS: ShippedModule = ShippedModule {
+    name: "rare-process",
+    version: env!("QUARRY_MODULE_VERSION_RARE_PROCESS"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/rare_process.wasm")),
 };
 
 /// `sigma`: evaluates Sigma detection rules, passed as `rule.<name>`
@@ -78,12 +94,14 @@ pub const SIGMA: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sigma.wasm")),
 };
 
-static ALL: [ShippedModule; 6] = [
+static ALL: [ShippedModule; 8] = [
     BEACONING,
+    BRUTEFORCE,
     DNS_TUNNEL,
     ENCODED_POWERSHELL,
+    IOC_SWEEP,
     LATERAL_MOVEMENT,
-    BRUTEFORCE,
+    RARE_PROCESS,
     SIGMA,
 ];
 
@@ -215,7 +233,7 @@ mod tests {
     fn components_implement_the_hunt_world() {
         for module in all().iter().chain(&test_modules::ALL) {
             let (imports, exports) = interface(module.wasm);
-            assert_eq!(exports, ["quarry:hunt/module@0.1.0"], "{}", module.name);
+            assert_eq!(exports, ["quarry:hunt/module@0.2.0"], "{}", module.name);
             // The host interface plus the WASI interfaces Rust's std pulls in,
             // which the worker links with a deny-all context.
             for import in &imports {
@@ -228,7 +246,7 @@ mod tests {
             // Test modules that never log need not import it.
             let is_test_module = test_modules::ALL.contains(module);
             assert!(
-                is_test_module || imports.iter().any(|i| i == "quarry:hunt/host@0.1.0"),
+                is_test_module || imports.iter().any(|i| i == "quarry:hunt/host@0.2.0"),
                 "{} does not import the host interface: {imports:?}",
                 module.name
             );
@@ -240,18 +258,24 @@ mod tests {
         assert_eq!(BEACONING.name, beaconing::NAME);
         assert_eq!(BEACONING.version, beaconing::VERSION);
         assert_eq!(find("beaconing"), Some(&BEACONING));
+        assert_eq!(BRUTEFORCE.name, bruteforce::NAME);
+        assert_eq!(BRUTEFORCE.version, bruteforce::VERSION);
+        assert_eq!(find("bruteforce"), Some(&BRUTEFORCE));
         assert_eq!(DNS_TUNNEL.name, dns_tunnel::NAME);
         assert_eq!(DNS_TUNNEL.version, dns_tunnel::VERSION);
         assert_eq!(find("dns-tunnel"), Some(&DNS_TUNNEL));
         assert_eq!(ENCODED_POWERSHELL.name, encoded_powershell::NAME);
         assert_eq!(ENCODED_POWERSHELL.version, encoded_powershell::VERSION);
         assert_eq!(find("encoded-powershell"), Some(&ENCODED_POWERSHELL));
+        assert_eq!(IOC_SWEEP.name, ioc_sweep::NAME);
+        assert_eq!(IOC_SWEEP.version, ioc_sweep::VERSION);
+        assert_eq!(find("ioc-sweep"), Some(&IOC_SWEEP));
         assert_eq!(LATERAL_MOVEMENT.name, lateral_movement::NAME);
         assert_eq!(LATERAL_MOVEMENT.version, lateral_movement::VERSION);
         assert_eq!(find("lateral-movement"), Some(&LATERAL_MOVEMENT));
-        assert_eq!(BRUTEFORCE.name, bruteforce::NAME);
-        assert_eq!(BRUTEFORCE.version, bruteforce::VERSION);
-        assert_eq!(find("bruteforce"), Some(&BRUTEFORCE));
+        assert_eq!(RARE_PROCESS.name, rare_process::NAME);
+        assert_eq!(RARE_PROCESS.version, rare_process::VERSION);
+        assert_eq!(find("rare-process"), Some(&RARE_PROCESS));
         assert_eq!(SIGMA.name, sigma::NAME);
         assert_eq!(SIGMA.version, sigma::VERSION);
         assert_eq!(find("sigma"), Some(&SIGMA));
