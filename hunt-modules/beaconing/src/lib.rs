@@ -13,8 +13,10 @@
 //! task, with the interval statistics as evidence. See [`detector`] for the
 //! logic and `docs/modules.md` for the parameters.
 //!
-//! No prefilter: the sources have no field in common, and the prefilter is
-//! the AND of its clauses.
+//! Prefilter: one any-of group, so that only events with a destination
+//! address (`id.resp_h`, `id_resp_h`, `DestinationIp` or `DestAddress`)
+//! reach the guest; the sources have no field in common, so a plain
+//! (AND) clause could not say this.
 
 #![warn(missing_docs)]
 
@@ -22,7 +24,7 @@ pub mod detector;
 
 use detector::{Config, Connection, Detector, TECHNIQUES};
 use quarry_sdk::time::SECOND_MS;
-use quarry_sdk::{Descriptor, Emitter, Event, Field, Hunt, Output, Params};
+use quarry_sdk::{Descriptor, Emitter, Event, Field, Hunt, Output, Params, Predicate};
 
 /// The module's name in the registry.
 pub const NAME: &str = "beaconing";
@@ -270,6 +272,17 @@ impl Hunt for Beaconing {
                 "Periodic outbound connections (low jitter in inter-arrival times) per source/destination pair, from Zeek conn, Sysmon 3 or WFP 5156 events.",
             )
             .with_fields(field::NAMES)
+            .with_any_of(
+                [
+                    field::ZEEK_RESP_H,
+                    field::ZEEK_RESP_H_FLAT,
+                    field::DESTINATION_IP,
+                    field::DEST_ADDRESS,
+                ]
+                .iter()
+                .map(|f| Predicate::exists(field::NAMES[f.index()]))
+                .collect(),
+            )
             .with_techniques(&TECHNIQUES)
     }
 
@@ -317,7 +330,7 @@ quarry_sdk::export_hunt!(Beaconing);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quarry_sdk::Task;
+    use quarry_sdk::{MatchOp, Task};
 
     fn event(offset: u64, t: i64, values: &[(Field, &str)]) -> Event {
         let mut v = vec![None; field::NAMES.len()];
@@ -334,6 +347,20 @@ mod tests {
         assert!(d.fields.iter().any(|f| f == "id.resp_h"));
         assert!(d.fields.iter().any(|f| f == "DestinationIp"));
         assert!(d.prefilter.is_empty());
+        let any_of: Vec<(&str, MatchOp)> = d.any_of[0]
+            .iter()
+            .map(|p| (p.field.as_str(), p.op))
+            .collect();
+        assert_eq!(
+            any_of,
+            [
+                ("id.resp_h", MatchOp::Exists),
+                ("id_resp_h", MatchOp::Exists),
+                ("DestinationIp", MatchOp::Exists),
+                ("DestAddress", MatchOp::Exists)
+            ]
+        );
+        assert_eq!(d.any_of.len(), 1);
         assert_eq!(d.techniques, ["T1071", "T1071.001", "T1573"]);
     }
 

@@ -7,15 +7,16 @@
 //! queries (EventID 22: `QueryName`, `Image`). One finding per registered
 //! domain at the end of the task. See [`detector`] for the logic.
 //!
-//! No prefilter: the two sources have no field in common, and the prefilter
-//! is the AND of its clauses.
+//! Prefilter: one any-of group, `query` or `QueryName` exists, so that only
+//! DNS records reach the guest (the two sources have no field in common, so
+//! a plain AND clause could not say this).
 
 #![warn(missing_docs)]
 
 pub mod detector;
 
 use detector::{Config, Detector, Query, TECHNIQUES};
-use quarry_sdk::{Descriptor, Emitter, Event, Hunt, Output, Params};
+use quarry_sdk::{Descriptor, Emitter, Event, Hunt, Output, Params, Predicate};
 
 /// The module's name in the registry.
 pub const NAME: &str = "dns-tunnel";
@@ -140,6 +141,10 @@ impl Hunt for DnsTunnel {
                 "DNS tunnelling: long, high-entropy subdomain labels and unusual numbers of distinct subdomains per registered domain, from Zeek dns or Sysmon 22 events.",
             )
             .with_fields(field::NAMES)
+            .with_any_of(vec![
+                Predicate::exists(field::NAMES[field::QUERY.index()]),
+                Predicate::exists(field::NAMES[field::QUERY_NAME.index()]),
+            ])
             .with_techniques(&TECHNIQUES)
     }
 
@@ -178,7 +183,7 @@ quarry_sdk::export_hunt!(DnsTunnel);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quarry_sdk::{Field, Task};
+    use quarry_sdk::{Field, MatchOp, Task};
 
     fn event(values: &[(Field, &str)]) -> Event {
         let mut v = vec![None; field::NAMES.len()];
@@ -194,6 +199,10 @@ mod tests {
         assert_eq!(d.name, NAME);
         assert_eq!(d.techniques, ["T1071.004", "T1048"]);
         assert!(d.prefilter.is_empty());
+        assert_eq!(d.any_of.len(), 1);
+        let any_of: Vec<&str> = d.any_of[0].iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(any_of, ["query", "QueryName"]);
+        assert!(d.any_of[0].iter().all(|p| p.op == MatchOp::Exists));
         assert_eq!(DnsTunnel::config(&Params::default()), Ok(Config::default()));
         let p = Params::from_pairs([("min_entropy", "9")]).unwrap();
         assert!(DnsTunnel::config(&p).unwrap_err().contains("from 0 to 8"));
