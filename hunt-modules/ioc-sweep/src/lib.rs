@@ -358,8 +358,20 @@ pub fn candidates(event: &Event) -> (Vec<Candidate>, Context) {
             out.extend(domain_candidate(text, f));
         }
     }
+    let source = [
+        field::SOURCE_IP,
+        field::ZEEK_ORIG_H,
+        field::ZEEK_ORIG_H_FLAT,
+        field::IP_ADDRESS,
+    ]
+    .into_iter()
+    .find_map(|f| meaningful(event, f))
+    .map(str::to_owned);
     let http = is_http_record(event);
-    if http && let Some(host) = meaningful(event, field::HOST) {
+    // A request without a Host header gets the worker's canonical host,
+    // which for Zeek is the client's address: not a server name.
+    let header = meaningful(event, field::HOST).filter(|h| Some(*h) != source.as_deref());
+    if http && let Some(host) = header {
         let port = [field::ZEEK_RESP_P, field::ZEEK_RESP_P_FLAT]
             .into_iter()
             .find_map(|f| event.get_u64(f))
@@ -387,15 +399,6 @@ pub fn candidates(event: &Event) -> (Vec<Candidate>, Context) {
     let mut seen = std::collections::BTreeSet::new();
     out.retain(|c| seen.insert((c.kind, c.observed.clone())));
 
-    let source = [
-        field::SOURCE_IP,
-        field::ZEEK_ORIG_H,
-        field::ZEEK_ORIG_H_FLAT,
-        field::IP_ADDRESS,
-    ]
-    .into_iter()
-    .find_map(|f| meaningful(event, f))
-    .map(str::to_owned);
     let host = meaningful(event, field::COMPUTER)
         .or_else(|| meaningful(event, field::HOSTNAME))
         // The canonical host of a Zeek record is its `id.orig_h`: that is
@@ -763,5 +766,28 @@ mod tests {
             ]
         );
         assert_eq!(findings[1].evidence_value("field"), Some("url.full"));
+    }
+
+    #[test]
+    fn a_request_without_host_header_is_not_read_as_one() {
+        // The worker fills a missing `host` with the client's address: an
+        // `http` record without a Host header then has `host` = `id.orig_h`.
+        let mut task = task(&[]);
+        let http = event(
+            1,
+            &[
+                (field::ZEEK_PATH, "http"),
+                (field::HOST, "203.0.113.66"),
+                (field::ZEEK_ORIG_H, "203.0.113.66"),
+                (field::ZEEK_URI, "/x"),
+            ],
+        );
+        let findings = task.scan(vec![http]).unwrap();
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].rule, "ioc-sweep/ip-match");
+        assert_eq!(
+            findings[0].evidence_value("matches"),
+            Some("ip 203.0.113.66 in ips (id.orig_h)")
+        );
     }
 }
