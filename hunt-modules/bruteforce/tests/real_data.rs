@@ -170,3 +170,41 @@ fn recorded_failures_then_a_success_is_a_high_finding() {
     assert_eq!(output.findings.len(), 1);
     assert_eq!(output.findings[0].entity, "user:WIN\\admin");
 }
+
+/// The wasm build over a recorded `.evtx` file read by the worker's own
+/// ingest (nested `Event.EventData` flattened there): OpenSSH on Windows
+/// refusing five passwords for a user that does not exist, from the local
+/// machine (no address, the workstation `FS01`). Five failures reach the
+/// account threshold; one account is not a spray, so the source rules stay
+/// quiet.
+#[test]
+fn recorded_openssh_guessing_is_one_account_finding_in_the_sandbox() {
+    use quarry_hunt_modules::BRUTEFORCE;
+    use quarry_module_testkit::{self as testkit, evidence};
+
+    let Some(files) = testkit::shared_files(
+        "logs/windows/evtx/T1110_openssh_bruteforce_nonexistent_users_4625.evtx",
+    ) else {
+        return;
+    };
+    let shard = testkit::shard_of_files("fs01-security", "evtx", &files);
+    let output = testkit::run(BRUTEFORCE.wasm, &shard, &[]);
+    assert_eq!(output.events_matched, 6, "five 4625s and one 4624");
+    let summary: Vec<(&str, &str, Option<&str>)> = output
+        .findings
+        .iter()
+        .map(|f| (f.rule.as_str(), f.entity.as_str(), evidence(f, "failures")))
+        .collect();
+    assert_eq!(
+        summary,
+        [(
+            RULE_FAILURES_WITHOUT_SUCCESS,
+            "user:FS01\\nouser",
+            Some("5")
+        )]
+    );
+    assert_eq!(
+        evidence(&output.findings[0], "logon_types"),
+        Some("8 (NetworkCleartext)")
+    );
+}

@@ -175,6 +175,17 @@ fn run(events: &[Value], params: &[(&str, &str)]) -> TaskOutput {
     let shard = testkit::shard_of_events("dns", "office-dns", events);
     let output = testkit::run(DNS_TUNNEL.wasm, &shard, params);
     assert_eq!(output.events_scanned, events.len() as u64);
+    // The any-of prefilter (`query` or `QueryName`) keeps the `conn`
+    // records away from the guest.
+    let queries = events
+        .iter()
+        .filter(|e| e.get("query").is_some() || e.get("QueryName").is_some())
+        .count() as u64;
+    assert!(
+        queries < events.len() as u64,
+        "the shard mixes in conn records"
+    );
+    assert_eq!(output.events_matched, queries);
     output
 }
 
