@@ -108,10 +108,18 @@ fn meaningful(event: &Event, field: Field) -> Option<&str> {
         .filter(|v| !v.trim().is_empty() && v.trim() != "-")
 }
 
+/// What an event says about process starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reading<'a> {
+    /// A process start, ready to stack.
+    Start(ProcessStart<'a>),
+    /// A process start that names no host: it cannot be stacked.
+    WithoutHost,
+}
+
 /// The process start an event describes; `None` for other events and for
-/// starts without an image. `Err(())` for a start without a host, which
-/// cannot be stacked.
-pub fn process_start(event: &Event) -> Option<Result<ProcessStart<'_>, ()>> {
+/// starts without an image.
+pub fn process_start(event: &Event) -> Option<Reading<'_>> {
     let (image_field, parent_field) = match event.get_u64(field::EVENT_ID)? {
         EVENT_SYSMON_PROCESS => (field::IMAGE, field::PARENT_IMAGE),
         EVENT_SECURITY_PROCESS => (field::NEW_PROCESS_NAME, field::PARENT_PROCESS_NAME),
@@ -123,7 +131,7 @@ pub fn process_start(event: &Event) -> Option<Result<ProcessStart<'_>, ()>> {
         .into_iter()
         .find_map(|f| meaningful(event, f).and_then(normalise_host));
     let Some(host) = host else {
-        return Some(Err(()));
+        return Some(Reading::WithoutHost);
     };
     let user = meaningful(event, field::USER)
         .map(str::to_owned)
@@ -134,7 +142,7 @@ pub fn process_start(event: &Event) -> Option<Result<ProcessStart<'_>, ()>> {
                 None => name.to_owned(),
             })
         });
-    Some(Ok(ProcessStart {
+    Some(Reading::Start(ProcessStart {
         image,
         raw_image,
         host,
@@ -172,8 +180,8 @@ impl Hunt for RareProcess {
     fn scan(&mut self, batch: &[Event], _out: &mut Emitter) -> Result<(), String> {
         for event in batch {
             match process_start(event) {
-                Some(Ok(start)) => self.stacker.observe(&start),
-                Some(Err(())) => self.skipped_without_host += 1,
+                Some(Reading::Start(start)) => self.stacker.observe(&start),
+                Some(Reading::WithoutHost) => self.skipped_without_host += 1,
                 None => {}
             }
         }
@@ -309,16 +317,16 @@ mod tests {
     #[test]
     fn reads_sysmon_and_security_process_starts() {
         let first = sysmon(1, "WS01.corp.example", "%windir%\\System32\\cmd.exe");
-        let start = process_start(&first)
-            .expect("a process start")
-            .expect("with a host");
+        let Some(Reading::Start(start)) = process_start(&first) else {
+            panic!("a process start with a host")
+        };
         assert_eq!(start.image, "c:\\windows\\system32\\cmd.exe");
         assert_eq!(start.host, "ws01");
         assert_eq!(start.user.as_deref(), Some("CORP\\alice"));
         let second = security(2, "WS02", "C:\\Windows\\System32\\cmd.exe");
-        let start = process_start(&second)
-            .expect("a process start")
-            .expect("with a host");
+        let Some(Reading::Start(start)) = process_start(&second) else {
+            panic!("a process start with a host")
+        };
         assert_eq!(start.image, "c:\\windows\\system32\\cmd.exe");
         assert_eq!(start.host, "ws02");
         assert_eq!(start.user.as_deref(), Some("CORP\\bob"));
@@ -337,7 +345,7 @@ mod tests {
                 5,
                 &[(field::EVENT_ID, "1"), (field::IMAGE, "x.exe")]
             )),
-            Some(Err(()))
+            Some(Reading::WithoutHost)
         );
     }
 
