@@ -87,6 +87,10 @@ const TEST_MODULES: &[Module] = &[
         package: "test-rare-match",
         dir: "hunt-modules/test-modules/rare-match",
     },
+    Module {
+        package: "test-aggregates",
+        dir: "hunt-modules/test-modules/aggregates",
+    },
 ];
 
 /// Inputs of the modules besides their own crates. Directories are scanned
@@ -95,6 +99,8 @@ const SHARED_INPUTS: &[&str] = &[
     "sdk/wit",
     "sdk/quarry-sdk/src",
     "sdk/quarry-sdk/Cargo.toml",
+    "sdk/contract/src",
+    "sdk/contract/Cargo.toml",
     // Dependency versions (wit-bindgen) of the modules.
     "Cargo.lock",
 ];

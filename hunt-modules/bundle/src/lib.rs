@@ -2,7 +2,7 @@
 //!
 //! `build.rs` compiles each module crate of `hunt-modules/` for
 //! `wasm32-wasip2` (a component implementing the WIT world
-//! `quarry:hunt/hunt@0.1.0` from `sdk/wit`) and this crate embeds the bytes,
+//! `quarry:hunt/hunt@0.2.0` from `sdk/wit`) and this crate embeds the bytes,
 //! so a worker or the CLI can register the modules without a separate build
 //! step.
 
@@ -145,13 +145,21 @@ pub mod test_modules {
         /// events reached it as the aggregate `rare-match` (key `matched`).
         RARE_MATCH, "rare-match", "test_rare_match.wasm"
     );
+    test_module!(
+        /// Returns every aggregate kind keyed by the field `value` (stack
+        /// threshold: parameter `max_hosts`), flags values in the intel set
+        /// `watch`, lets through only events with a `value` or
+        /// `marker = keep` (an any-of group); `malformed=true` adds an
+        /// aggregate with a malformed sketch.
+        AGGREGATES, "aggregates", "test_aggregates.wasm"
+    );
 
     /// The message `trap-panic` panics with.
     pub const TRAP_PANIC_MESSAGE: &str =
         "trap-panic: deliberate panic in scan (quarry sandbox test)";
 
     /// Every test module.
-    pub const ALL: [ShippedModule; 7] = [
+    pub const ALL: [ShippedModule; 8] = [
         NOOP,
         RUNAWAY_LOOP,
         MEMORY_HOG,
@@ -159,6 +167,7 @@ pub mod test_modules {
         OUTPUT_FLOOD,
         STDOUT_FLOOD,
         RARE_MATCH,
+        AGGREGATES,
     ];
 }
 
@@ -215,7 +224,7 @@ mod tests {
     fn components_implement_the_hunt_world() {
         for module in all().iter().chain(&test_modules::ALL) {
             let (imports, exports) = interface(module.wasm);
-            assert_eq!(exports, ["quarry:hunt/module@0.1.0"], "{}", module.name);
+            assert_eq!(exports, ["quarry:hunt/module@0.2.0"], "{}", module.name);
             // The host interface plus the WASI interfaces Rust's std pulls in,
             // which the worker links with a deny-all context.
             for import in &imports {
@@ -228,7 +237,7 @@ mod tests {
             // Test modules that never log need not import it.
             let is_test_module = test_modules::ALL.contains(module);
             assert!(
-                is_test_module || imports.iter().any(|i| i == "quarry:hunt/host@0.1.0"),
+                is_test_module || imports.iter().any(|i| i == "quarry:hunt/host@0.2.0"),
                 "{} does not import the host interface: {imports:?}",
                 module.name
             );

@@ -319,7 +319,7 @@ mod tests {
         assert_eq!(output.aggregates.len(), 1);
         assert_eq!(output.aggregates[0].name, "failures_by_account");
         assert_eq!(
-            output.aggregates[0].counts,
+            output.aggregates[0].counts(),
             [("CORP\\svc-backup".to_owned(), 3)]
         );
     }

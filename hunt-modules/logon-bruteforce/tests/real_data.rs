@@ -122,7 +122,7 @@ fn local_bruteforce_without_success_is_reported_per_account() {
     );
     assert_eq!(admin.offsets, [0, 5, 10, 11, 12, 13, 14, 15]);
     assert_eq!(
-        output.aggregates[0].counts,
+        output.aggregates[0].counts(),
         [
             ("WIN\\admin".to_owned(), 8),
             ("WIN\\administrator".to_owned(), 8)
