@@ -253,6 +253,11 @@ pub fn aggregates_json(aggregates: &[v1::Aggregate]) -> Value {
         .into()
 }
 
+/// 2000-01-01 and 2100-01-01 in ms since the epoch: a range entirely within
+/// them is taken for event timestamps.
+const TIMESTAMP_MS_2000: i64 = 946_684_800_000;
+const TIMESTAMP_MS_2100: i64 = 4_102_444_800_000;
+
 /// Aggregates (summary form) as tables, one per aggregate.
 pub fn aggregates_table(aggregates: &[v1::Aggregate]) {
     use v1::aggregate::Value as Kind;
@@ -317,17 +322,15 @@ pub fn aggregates_table(aggregates: &[v1::Aggregate]) {
             }
             Some(Kind::Range(r)) => {
                 println!("aggregate {} (min/max, {} keys)", a.name, r.keys.len());
+                // Ranges over event timestamps (first/last seen) read as
+                // times; other numbers as they are.
+                let plausible = |n: i64| (TIMESTAMP_MS_2000..TIMESTAMP_MS_2100).contains(&n);
+                let as_times = r.keys.iter().all(|k| plausible(k.min) && plausible(k.max));
+                let show = |n: i64| if as_times { time(n) } else { n.to_string() };
                 let rows = r
                     .keys
                     .iter()
-                    .map(|k| {
-                        vec![
-                            k.key.clone(),
-                            k.min.to_string(),
-                            k.max.to_string(),
-                            k.count.to_string(),
-                        ]
-                    })
+                    .map(|k| vec![k.key.clone(), show(k.min), show(k.max), k.count.to_string()])
                     .collect();
                 table(&["KEY", "MIN (FIRST)", "MAX (LAST)", "COUNT"], rows);
             }
