@@ -56,6 +56,8 @@ pub const MAX_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
 pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
 /// Lines of `host.log` kept per task.
 const MAX_LOG_LINES: usize = 500;
+/// Structured fields kept per `host.log` line.
+const MAX_LOG_FIELDS: usize = 16;
 /// Frames of a wasm backtrace kept in a trap reason.
 const MAX_BACKTRACE_FRAMES: usize = 24;
 /// Characters of a module's trap message kept in a trap reason.
@@ -381,13 +383,32 @@ impl WasiView for TaskData {
 impl wit::Host for TaskData {}
 
 impl quarry::hunt::host::Host for TaskData {
-    fn log(&mut self, level: wit::LogLevel, message: String) {
+    fn log(&mut self, level: wit::LogLevel, message: String, fields: Vec<(String, String)>) {
         // Host calls are not interrupted by epochs: keep this bounded.
         if self.log.len() >= MAX_LOG_LINES {
             self.log_dropped += 1;
             return;
         }
         let mut message = message;
+        // Fields in logfmt after the message; values quoted when they
+        // contain spaces, quotes or `=`, so a line parses back.
+        for (key, value) in fields.iter().take(MAX_LOG_FIELDS) {
+            let key: String = key
+                .chars()
+                .map(|c| {
+                    if c.is_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            if value.is_empty() || value.contains([' ', '"', '=', '\n', '\t']) {
+                message.push_str(&format!(" {key}={value:?}"));
+            } else {
+                message.push_str(&format!(" {key}={value}"));
+            }
+        }
         message.truncate(message.floor_char_boundary(1024));
         let level = match level {
             wit::LogLevel::Trace => "trace",

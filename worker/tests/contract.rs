@@ -87,6 +87,16 @@ fn every_aggregate_kind_and_the_intel_lookup_work_in_the_sandbox() {
     ])
     .expect("the task runs");
 
+    // Structured log fields follow the message in logfmt.
+    assert!(
+        output
+            .log
+            .iter()
+            .any(|line| line == r#"[info] aggregated values=4 note="two words""#),
+        "{:?}",
+        output.log
+    );
+
     // The any-of group lets through events with a value or `marker = keep`.
     assert_eq!(output.events_scanned, 10);
     assert_eq!(output.events_matched, 6);

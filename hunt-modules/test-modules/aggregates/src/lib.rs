@@ -8,13 +8,15 @@
 //!   and `intel_sets` (counts: each intel set's size as the host reports it).
 //! - Intel: one finding `aggregates/intel-hit` per event whose value is in
 //!   the intel set `watch`.
+//! - Log: one structured line at `finish`, `values` (distinct values seen)
+//!   and `note` (a value with spaces).
 //! - `malformed=true` adds an aggregate with a sketch no SDK builds, which
 //!   the host must refuse.
 
 use quarry_sdk::{
     Aggregate, AggregateValue, Counts, Descriptor, Distinct, Emitter, Event, Field, Finding, Hunt,
-    MinMax, Output, Params, Predicate, Stack, TopK, bindings::quarry::hunt::types::DistinctValues,
-    intel,
+    LogLevel, MinMax, Output, Params, Predicate, Stack, TopK,
+    bindings::quarry::hunt::types::DistinctValues, intel,
 };
 
 /// `host`.
@@ -81,6 +83,14 @@ impl Hunt for Aggregates {
     }
 
     fn finish(self, out: &mut Output) {
+        quarry_sdk::log::with_fields(
+            LogLevel::Info,
+            "aggregated",
+            &[
+                ("values", &self.by_value.len().to_string()),
+                ("note", "two words"),
+            ],
+        );
         out.aggregate(self.by_value);
         out.aggregate(self.hosts);
         out.aggregate(self.top);
