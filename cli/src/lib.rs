@@ -7,6 +7,7 @@ pub mod bench_scheduler;
 pub mod cluster;
 pub mod demo;
 pub mod ingest;
+pub mod intel;
 pub mod module_tool;
 pub mod output;
 pub mod process_group;

@@ -200,7 +200,7 @@ enum WorkerAction {
 enum HuntCommand {
     /// Submit a hunt: run MODULE over the shards in scope.
     #[command(
-        after_help = "Examples:\n  quarry hunt submit bruteforce --selector env=demo --wait\n  quarry hunt submit bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit bruteforce --selector env=prod --dry-run\n  quarry hunt submit bruteforce --selector env=prod --canary 5% --failure-threshold 3\n  quarry hunt submit bruteforce --selector env=prod --deadline 30m --max-attempts 5\n  quarry hunt submit bruteforce --selector env=prod --max-concurrency 20\n  quarry hunt submit bruteforce --selector env=prod --max-hunt-findings 100000"
+        after_help = "Examples:\n  quarry hunt submit bruteforce --selector env=demo --wait\n  quarry hunt submit bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit bruteforce --selector env=prod --dry-run\n  quarry hunt submit bruteforce --selector env=prod --canary 5% --failure-threshold 3\n  quarry hunt submit bruteforce --selector env=prod --deadline 30m --max-attempts 5\n  quarry hunt submit bruteforce --selector env=prod --max-concurrency 20\n  quarry hunt submit bruteforce --selector env=prod --max-hunt-findings 100000\n  quarry hunt submit ioc-sweep --selector env=prod --intel hashes=bad-hashes.txt --intel domains=c2-domains.txt"
     )]
     Submit(Box<SubmitArgs>),
     /// Show a hunt's state and per-shard tasks.
@@ -265,6 +265,11 @@ struct SubmitArgs {
     /// Module parameter `key=value` (repeatable).
     #[arg(long = "param", value_parser = parse_pair)]
     params: Vec<(String, String)>,
+    /// Intel set `NAME=FILE`, one indicator per line (repeatable): shipped
+    /// with every task as the parameter `intel.NAME`, for modules such as
+    /// ioc-sweep.
+    #[arg(long = "intel", value_parser = quarry_cli::intel::intel_param)]
+    intel: Vec<(String, String)>,
     /// Only events at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
     #[arg(long, value_parser = parse_time)]
     since: Option<i64>,
@@ -391,6 +396,10 @@ enum ModuleCommand {
         /// Module parameters: `key=value`, or a JSON object (repeatable).
         #[arg(long = "params", visible_alias = "param")]
         params: Vec<String>,
+        /// Intel set `NAME=FILE`, one indicator per line (repeatable), as
+        /// `quarry hunt submit --intel` ships it.
+        #[arg(long = "intel", value_parser = quarry_cli::intel::intel_param)]
+        intel: Vec<(String, String)>,
         /// CPU budget, e.g. 30s (default: the cluster's, 60s).
         #[arg(long, value_parser = humantime::parse_duration)]
         cpu: Option<Duration>,
@@ -673,6 +682,7 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
                 selectors,
                 shards,
                 params,
+                intel,
                 since,
                 until,
                 cpu,
@@ -703,7 +713,7 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             for shard in &shards {
                 request = request.shard(shard);
             }
-            for (k, v) in &params {
+            for (k, v) in params.iter().chain(&intel) {
                 request = request.param(k, v);
             }
             if since.is_some() || until.is_some() {
@@ -818,6 +828,7 @@ async fn module(command: ModuleCommand) -> anyhow::Result<std::process::ExitCode
             logs,
             format,
             params,
+            intel,
             cpu,
             memory_mib,
             max_findings,
@@ -826,7 +837,8 @@ async fn module(command: ModuleCommand) -> anyhow::Result<std::process::ExitCode
             let format = format
                 .map(|f| f.parse::<quarry_worker::ingest::Format>())
                 .transpose()?;
-            let params = module_tool::parse_params(&params)?;
+            let mut params = module_tool::parse_params(&params)?;
+            params.extend(intel);
             let mut limits = module_tool::default_limits();
             if let Some(cpu) = cpu {
                 limits.cpu = cpu;

@@ -208,8 +208,149 @@ fn hunt_json(h: &v1::Hunt) -> Value {
             "canary": t.canary, "backup_worker": t.backup_worker_id, "backup_attempt": t.backup_attempt,
             "failed_attempts": t.failed_attempts, "truncated": t.truncated,
         })).collect::<Vec<_>>(),
-        "aggregates": h.aggregates.iter().map(|a| (a.name.clone(), json!(a.counts))).collect::<serde_json::Map<_, _>>(),
+        "aggregates": aggregates_json(&h.aggregates),
+        "aggregate_errors": h.aggregate_errors,
     })
+}
+
+/// Aggregates (summary form) as JSON: name -> `{"kind": …}` and the kind's
+/// contents.
+pub fn aggregates_json(aggregates: &[v1::Aggregate]) -> Value {
+    use v1::aggregate::Value as Kind;
+    aggregates
+        .iter()
+        .map(|a| {
+            let value = match &a.value {
+                None => json!({"kind": "counts", "counts": a.counts}),
+                Some(Kind::Distinct(d)) => json!({
+                    "kind": "distinct",
+                    "keys": d.keys.iter().map(|k| (k.key.clone(), json!({
+                        "count": k.count, "exact": k.exact, "values": k.values,
+                    }))).collect::<serde_json::Map<_, _>>(),
+                }),
+                Some(Kind::TopK(t)) => json!({
+                    "kind": "top-k", "k": t.k, "floor": t.floor,
+                    "entries": t.entries.iter().map(|e| json!({
+                        "key": e.key, "count": e.count, "error": e.error,
+                    })).collect::<Vec<_>>(),
+                }),
+                Some(Kind::Range(r)) => json!({
+                    "kind": "range",
+                    "keys": r.keys.iter().map(|k| (k.key.clone(), json!({
+                        "min": k.min, "max": k.max, "count": k.count,
+                    }))).collect::<serde_json::Map<_, _>>(),
+                }),
+                Some(Kind::Stack(st)) => json!({
+                    "kind": "stack", "max_hosts": st.max_hosts, "common_values": st.common_values,
+                    "rare": st.values.iter().filter(|v| !v.common).map(|v| json!({
+                        "value": v.value, "hosts": v.hosts, "events": v.events,
+                    })).collect::<Vec<_>>(),
+                }),
+            };
+            (a.name.clone(), value)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// 2000-01-01 and 2100-01-01 in ms since the epoch: a range entirely within
+/// them is taken for event timestamps.
+const TIMESTAMP_MS_2000: i64 = 946_684_800_000;
+const TIMESTAMP_MS_2100: i64 = 4_102_444_800_000;
+
+/// Aggregates (summary form) as tables, one per aggregate.
+pub fn aggregates_table(aggregates: &[v1::Aggregate]) {
+    use v1::aggregate::Value as Kind;
+    for a in aggregates {
+        println!();
+        match &a.value {
+            None => {
+                println!("aggregate {} (counts, {} keys)", a.name, a.counts.len());
+                let mut rows: Vec<(&String, &u64)> = a.counts.iter().collect();
+                rows.sort();
+                let rows = rows
+                    .into_iter()
+                    .map(|(k, n)| vec![k.clone(), n.to_string()])
+                    .collect();
+                table(&["KEY", "COUNT"], rows);
+            }
+            Some(Kind::Distinct(d)) => {
+                println!(
+                    "aggregate {} (distinct values, {} keys)",
+                    a.name,
+                    d.keys.len()
+                );
+                let rows = d
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        let count = if k.exact {
+                            k.count.to_string()
+                        } else {
+                            format!("~{}", k.count)
+                        };
+                        let mut sample = k
+                            .values
+                            .iter()
+                            .take(5)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        if k.values.len() > 5 {
+                            sample.push_str(", …");
+                        }
+                        vec![k.key.clone(), count, sample]
+                    })
+                    .collect();
+                table(&["KEY", "DISTINCT", "VALUES"], rows);
+            }
+            Some(Kind::TopK(t)) => {
+                println!("aggregate {} (top {})", a.name, t.k);
+                let rows = t
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        let count = if e.error > 0 {
+                            format!("{} (≤ {})", e.count, e.count.saturating_add(e.error))
+                        } else {
+                            e.count.to_string()
+                        };
+                        vec![e.key.clone(), count]
+                    })
+                    .collect();
+                table(&["KEY", "COUNT"], rows);
+            }
+            Some(Kind::Range(r)) => {
+                println!("aggregate {} (min/max, {} keys)", a.name, r.keys.len());
+                // Ranges over event timestamps (first/last seen) read as
+                // times; other numbers as they are.
+                let plausible = |n: i64| (TIMESTAMP_MS_2000..TIMESTAMP_MS_2100).contains(&n);
+                let as_times = r.keys.iter().all(|k| plausible(k.min) && plausible(k.max));
+                let show = |n: i64| if as_times { time(n) } else { n.to_string() };
+                let rows = r
+                    .keys
+                    .iter()
+                    .map(|k| vec![k.key.clone(), show(k.min), show(k.max), k.count.to_string()])
+                    .collect();
+                table(&["KEY", "MIN (FIRST)", "MAX (LAST)", "COUNT"], rows);
+            }
+            Some(Kind::Stack(st)) => {
+                let rare: Vec<&v1::StackValue> = st.values.iter().filter(|v| !v.common).collect();
+                println!(
+                    "aggregate {} (stack): {} value(s) seen on at most {} host(s); {} more on more hosts",
+                    a.name,
+                    rare.len(),
+                    st.max_hosts,
+                    st.common_values
+                );
+                let rows = rare
+                    .into_iter()
+                    .map(|v| vec![v.value.clone(), v.hosts.join(", "), v.events.to_string()])
+                    .collect();
+                table(&["VALUE", "HOSTS", "EVENTS"], rows);
+            }
+        }
+    }
 }
 
 /// One hunt with its tasks.
@@ -268,6 +409,9 @@ pub fn hunt(format: Output, h: &v1::Hunt) {
             if !h.reason.is_empty() {
                 println!("reason: {}", h.reason);
             }
+            for (name, reason) in &h.aggregate_errors {
+                println!("aggregate {name} not fully merged: {reason}");
+            }
             let rows = h
                 .tasks
                 .iter()
@@ -301,8 +445,18 @@ pub fn hunt(format: Output, h: &v1::Hunt) {
                 ],
                 rows,
             );
+            aggregates_table(&h.aggregates);
         }
     }
+}
+
+/// One task's aggregates in the summary form a hunt shows, so that
+/// `quarry module test` prints them as the cluster would.
+fn summaries(aggregates: &[quarry_contract::Aggregate]) -> Vec<v1::Aggregate> {
+    aggregates
+        .iter()
+        .map(|a| quarry_proto::aggregate::summary(&a.name, &a.value))
+        .collect()
 }
 
 /// Hunts, one row each.
@@ -601,7 +755,7 @@ pub fn local_run(format: Output, run: &crate::module_tool::LocalRun) {
                 "blocks_skipped": output.map(|o| o.blocks_skipped),
                 "findings": findings.iter().map(finding_json).collect::<Vec<_>>(),
                 "findings_dropped": output.map(|o| o.findings_dropped),
-                "aggregates": output.map(|o| o.aggregates.iter().map(|a| (a.name.clone(), json!(a.counts.iter().map(|(k, n)| (k.clone(), json!(n))).collect::<serde_json::Map<_, _>>()))).collect::<serde_json::Map<_, _>>()),
+                "aggregates": output.map(|o| aggregates_json(&summaries(&o.aggregates))),
                 "log": output.map(|o| o.log.clone()),
                 "failure": failure,
             }));
@@ -650,16 +804,7 @@ pub fn local_run(format: Output, run: &crate::module_tool::LocalRun) {
                     );
                     println!();
                     self::findings(Output::Table, &findings);
-                    for a in &o.aggregates {
-                        println!();
-                        println!("aggregate {} ({} keys)", a.name, a.counts.len());
-                        let rows = a
-                            .counts
-                            .iter()
-                            .map(|(k, n)| vec![k.clone(), n.to_string()])
-                            .collect();
-                        table(&["KEY", "COUNT"], rows);
-                    }
+                    aggregates_table(&summaries(&o.aggregates));
                     if !o.log.is_empty() {
                         println!();
                         println!("module log:");

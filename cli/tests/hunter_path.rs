@@ -198,7 +198,7 @@ async fn new_build_test_upload_hunt_gives_the_same_findings() -> anyhow::Result<
         .map(|f| f.iter().map(identity).collect())
         .unwrap_or_default();
     assert_eq!(local_findings.len(), 8, "alice's successful logons: {out}");
-    assert_eq!(local["aggregates"]["logons_by_account"]["bob"], 8);
+    assert_eq!(local["aggregates"]["logons_by_account"]["counts"]["bob"], 8);
 
     // A module failure is named and exits non-zero.
     let failed = quarry(

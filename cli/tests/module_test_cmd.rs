@@ -80,7 +80,7 @@ fn shipped_module_reports_findings_aggregates_and_malformed_records() {
     );
     assert_eq!(findings[0]["entity"], "user:CORP\\alice");
     assert_eq!(
-        report["aggregates"]["failures_by_account"]["CORP\\alice"],
+        report["aggregates"]["failures_by_account"]["counts"]["CORP\\alice"],
         6
     );
     assert_eq!(report["failure"], Value::Null);

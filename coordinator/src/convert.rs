@@ -9,7 +9,6 @@ use crate::state::{
 };
 use quarry_proto::v1;
 use quarry_proto::{ModuleDigest, ShardId};
-use std::collections::BTreeMap;
 
 /// Parses a module reference (`name@version`, `name`, or a digest).
 pub fn module_selector(
@@ -277,13 +276,10 @@ fn task_status(hunt: &HuntRecord, task: &TaskRecord) -> v1::TaskStatus {
     }
 }
 
-fn aggregates(merged: &BTreeMap<String, BTreeMap<String, u64>>) -> Vec<v1::Aggregate> {
+fn aggregates(merged: &quarry_contract::aggregate::Merged) -> Vec<v1::Aggregate> {
     merged
         .iter()
-        .map(|(name, counts)| v1::Aggregate {
-            name: name.clone(),
-            counts: counts.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        })
+        .map(|(name, value)| quarry_proto::aggregate::summary(name, value))
         .collect()
 }
 
@@ -339,6 +335,11 @@ pub fn hunt(state: &State, hunt: &HuntRecord) -> v1::Hunt {
         findings_dropped: hunt.findings_dropped,
         canary_tasks: hunt.canary_tasks,
         widened: hunt.widened,
+        aggregate_errors: hunt
+            .aggregate_errors
+            .iter()
+            .map(|(name, reason)| (name.clone(), reason.clone()))
+            .collect(),
     }
 }
 
@@ -467,7 +468,9 @@ pub fn task_error(report: &v1::ReportTaskRequest) -> crate::state::TaskError {
 }
 
 /// A worker's partial result (ids are assigned on apply).
-pub fn partial_result(report: &mut v1::ReportTaskRequest) -> PartialResult {
+/// A worker's successful report as the state machine's partial result; a
+/// malformed aggregate is refused with its name and the reason.
+pub fn partial_result(report: &mut v1::ReportTaskRequest) -> Result<PartialResult, String> {
     let findings = std::mem::take(&mut report.findings)
         .into_iter()
         .map(|f| FindingRecord {
@@ -485,15 +488,16 @@ pub fn partial_result(report: &mut v1::ReportTaskRequest) -> PartialResult {
             offsets: f.offsets,
         })
         .collect();
-    PartialResult {
+    let aggregates = std::mem::take(&mut report.aggregates)
+        .into_iter()
+        .map(quarry_proto::aggregate::from_proto)
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(PartialResult {
         findings,
-        aggregates: std::mem::take(&mut report.aggregates)
-            .into_iter()
-            .map(|a| (a.name, a.counts.into_iter().collect()))
-            .collect(),
+        aggregates,
         events_scanned: report.events_scanned,
         findings_truncated: report.findings_truncated,
-    }
+    })
 }
 
 /// A shard of the catalogue as protobuf (`time_range.end_ms` is the latest

@@ -4,8 +4,9 @@
 use crate::error::CoordinatorError;
 use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 
-/// The interface every hunt module exports (any 0.x minor of the contract).
-pub const MODULE_INTERFACE_PREFIX: &str = "quarry:hunt/module@0.";
+/// The interface every hunt module exports: contract 0.2 (any patch). 0.1
+/// modules return aggregates in a form this coordinator cannot merge.
+pub const MODULE_INTERFACE_PREFIX: &str = "quarry:hunt/module@0.2.";
 
 /// Checks that `bytes` is a hunt-module component.
 pub fn check_component(bytes: &[u8]) -> Result<(), CoordinatorError> {

@@ -789,7 +789,14 @@ impl WorkerService for Api {
             .record("task", request.task_id.as_str())
             .record("attempt", request.attempt);
         let outcome = match v1::TaskOutcome::try_from(request.outcome) {
-            Ok(v1::TaskOutcome::Succeeded) => Ok(convert::partial_result(&mut request)),
+            Ok(v1::TaskOutcome::Succeeded) => {
+                Ok(convert::partial_result(&mut request).map_err(|reason| {
+                    Status::invalid_argument(format!(
+                        "task {} reported a malformed result: {reason}",
+                        request.task_id
+                    ))
+                })?)
+            }
             Ok(v1::TaskOutcome::Failed) => Err(convert::task_error(&request)),
             _ => {
                 return Err(Status::invalid_argument(

@@ -5,6 +5,7 @@
 //! commands (the leader stamps them), so every replica computes the same
 //! state, and the whole machine is unit-tested without raft.
 
+use quarry_contract::aggregate::{Aggregate, Merged, merge_into};
 use quarry_proto::{HuntId, ModuleDigest, ShardId, TaskId, WorkerId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +33,8 @@ pub const DEFAULT_DEADLINE_MS: u64 = 60 * 60 * 1000;
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
 /// Failing tasks' errors kept in a hunt's status.
 pub const MAX_RECENT_FAILURES: usize = 10;
+/// Aggregate merge errors a hunt keeps.
+pub const MAX_AGGREGATE_ERRORS: usize = 10;
 
 /// An uploaded module, content-addressed by its sha256.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,8 +307,11 @@ pub struct HuntRecord {
     pub findings: u64,
     /// Events scanned by all tasks.
     pub events_scanned: u64,
-    /// Merged aggregates: name -> key -> count.
-    pub aggregates: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Merged aggregates by name (merge rules: `quarry-contract`).
+    pub aggregates: Merged,
+    /// Aggregates whose partials could not be merged (a name returned with
+    /// two kinds): name and the first reason, at most [`MAX_AGGREGATE_ERRORS`].
+    pub aggregate_errors: BTreeMap<String, String>,
     /// Absolute deadline (ms): unfinished shards are given up then.
     pub deadline_ms: i64,
     /// Tasks in the canary stage (0 = none).
@@ -585,8 +591,8 @@ impl TaskError {
 pub struct PartialResult {
     /// Findings (ids are assigned on apply).
     pub findings: Vec<FindingRecord>,
-    /// Aggregates: name -> key -> count.
-    pub aggregates: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Partial aggregates, checked and normalised.
+    pub aggregates: Vec<Aggregate>,
     /// Events scanned.
     pub events_scanned: u64,
     /// The worker kept only the task's maximum of findings.
@@ -1128,7 +1134,8 @@ impl State {
                 finished_ms: 0,
                 findings: 0,
                 events_scanned: 0,
-                aggregates: BTreeMap::new(),
+                aggregates: Merged::new(),
+                aggregate_errors: BTreeMap::new(),
                 deadline_ms,
                 canary_tasks: u32::try_from(canary_tasks).unwrap_or(u32::MAX),
                 widened: canary_tasks == 0,
@@ -1274,10 +1281,14 @@ impl State {
                 touched.push(Touched::Findings(task.id.clone()));
                 hunt.events_scanned += partial.events_scanned;
                 hunt.findings += findings.len() as u64;
-                for (name, counts) in partial.aggregates {
-                    let into = hunt.aggregates.entry(name).or_default();
-                    for (key, count) in counts {
-                        *into.entry(key).or_default() += count;
+                for aggregate in partial.aggregates {
+                    let name = aggregate.name.clone();
+                    if let Err(mismatch) = merge_into(&mut hunt.aggregates, aggregate)
+                        && hunt.aggregate_errors.len() < MAX_AGGREGATE_ERRORS
+                    {
+                        hunt.aggregate_errors
+                            .entry(name)
+                            .or_insert_with(|| mismatch.to_string());
                     }
                 }
                 self.findings.insert(task.id.clone(), findings);
@@ -1684,6 +1695,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quarry_contract::aggregate::AggregateValue;
 
     fn shard(name: &str, labels: &[(&str, &str)]) -> ShardDescription {
         ShardDescription {
@@ -1797,8 +1809,10 @@ mod tests {
             techniques: vec![],
             offsets: vec![],
         };
-        let mut aggregates = BTreeMap::new();
-        aggregates.insert("by".to_owned(), BTreeMap::from([("k".to_owned(), 2u64)]));
+        let aggregates = vec![Aggregate::new(
+            "by",
+            AggregateValue::counts_from([("k".to_owned(), 2u64)]),
+        )];
         Command::RecordResult {
             report: TaskReport {
                 task: task.clone(),
@@ -1850,7 +1864,10 @@ mod tests {
         assert_eq!(h.state, HuntState::Completed);
         assert_eq!(h.findings, 3);
         assert_eq!(h.events_scanned, 20);
-        assert_eq!(h.aggregates["by"]["k"], 4);
+        assert_eq!(
+            h.aggregates["by"],
+            AggregateValue::counts_from([("k".to_owned(), 4u64)])
+        );
         let ids: Vec<_> = s.hunt_findings(h).iter().map(|f| f.id.clone()).collect();
         assert_eq!(ids, vec!["h-10/a#1.0", "h-10/a#1.1", "h-10/b#1.0"]);
     }

@@ -95,6 +95,10 @@ const TEST_MODULES: &[Module] = &[
         package: "test-rare-match",
         dir: "hunt-modules/test-modules/rare-match",
     },
+    Module {
+        package: "test-aggregates",
+        dir: "hunt-modules/test-modules/aggregates",
+    },
 ];
 
 /// Inputs of the modules besides their own crates. Directories are scanned

@@ -4,6 +4,7 @@
 //! used across crates ([`ids`]) and the one place where service errors become
 //! gRPC status codes ([`status`]).
 
+pub mod aggregate;
 pub mod ids;
 pub mod status;
 

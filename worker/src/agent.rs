@@ -591,11 +591,8 @@ async fn report(
             request.findings = output.findings.into_iter().map(finding).collect();
             request.aggregates = output
                 .aggregates
-                .into_iter()
-                .map(|a| v1::Aggregate {
-                    name: a.name,
-                    counts: a.counts.into_iter().collect(),
-                })
+                .iter()
+                .map(quarry_proto::aggregate::to_proto)
                 .collect();
         }
         Err(WorkerError::Cancelled) => {

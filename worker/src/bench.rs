@@ -425,9 +425,10 @@ pub fn scan_bench(
         .aggregates
         .iter()
         .filter(|a| a.name == "rare-match")
-        .flat_map(|a| a.counts.iter())
-        .filter(|(key, _)| key == "matched")
-        .map(|(_, n)| *n)
+        .filter_map(|a| match &a.value {
+            quarry_contract::AggregateValue::Counts(counts) => counts.get("matched").copied(),
+            _ => None,
+        })
         .sum();
 
     let ratio = |p: &Pass| p.events_per_sec / host.events_per_sec.max(f64::MIN_POSITIVE);

@@ -4,7 +4,8 @@
 //! evaluates them on every event before the guest sees anything, so a module
 //! hunting failed logons never pays for the millions of process events in a
 //! shard. Semantics follow the module contract (`sdk/wit/hunt.wit`): the
-//! prefilter is the AND of its clauses, a clause holds when any of its values
+//! prefilter is the AND of its clauses and of its any-of groups (a group
+//! holds when one of its clauses does), a clause holds when any of its values
 //! matches, comparisons are ASCII case-insensitive as in Sigma, and an empty
 //! prefilter lets every event through.
 
@@ -59,13 +60,15 @@ impl Clause {
     }
 }
 
-/// A compiled prefilter: the AND of its clauses.
+/// A compiled prefilter: the AND of its clauses and of its any-of groups.
 ///
 /// Compiling lowercases every value once, so evaluating a clause does not
 /// allocate except to lowercase a field for [`MatchOp::Contains`].
 #[derive(Debug, Clone, Default)]
 pub struct Prefilter {
     clauses: Vec<CompiledClause>,
+    /// Each group holds when one of its clauses does.
+    any_of: Vec<Vec<CompiledClause>>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +112,20 @@ impl Prefilter {
         Self::build(clauses, true)
     }
 
+    /// A prefilter of `clauses` (all must hold) and `any_of` groups (in
+    /// each, one clause must hold; an empty group matches nothing), failing
+    /// on a regular expression that does not compile.
+    pub fn compile_with_groups(
+        clauses: Vec<Clause>,
+        any_of: Vec<Vec<Clause>>,
+    ) -> Result<Self, String> {
+        let mut prefilter = Self::build(clauses, true)?;
+        for group in any_of {
+            prefilter.any_of.push(Self::build(group, true)?.clauses);
+        }
+        Ok(prefilter)
+    }
+
     fn build(clauses: Vec<Clause>, strict: bool) -> Result<Self, String> {
         let mut compiled = Vec::with_capacity(clauses.len());
         for clause in clauses {
@@ -136,7 +153,10 @@ impl Prefilter {
                 regex,
             });
         }
-        Ok(Self { clauses: compiled })
+        Ok(Self {
+            clauses: compiled,
+            any_of: Vec::new(),
+        })
     }
 
     /// A prefilter that lets every event through.
@@ -144,14 +164,14 @@ impl Prefilter {
         Self::default()
     }
 
-    /// True when there are no clauses (every event matches).
+    /// True when there are no clauses or groups (every event matches).
     pub fn is_empty(&self) -> bool {
-        self.clauses.is_empty()
+        self.clauses.is_empty() && self.any_of.is_empty()
     }
 
-    /// Number of clauses.
+    /// Number of clauses and groups.
     pub fn len(&self) -> usize {
-        self.clauses.len()
+        self.clauses.len() + self.any_of.len()
     }
 
     /// Whether `doc` passes every clause.
@@ -161,6 +181,10 @@ impl Prefilter {
     /// list-valued fields); objects compare by their compact JSON text.
     pub fn matches(&self, doc: &Value) -> bool {
         self.clauses.iter().all(|clause| clause.matches(doc))
+            && self
+                .any_of
+                .iter()
+                .all(|group| group.iter().any(|clause| clause.matches(doc)))
     }
 }
 
@@ -370,6 +394,52 @@ mod tests {
             Clause::new("Channel", MatchOp::Equals, ["sysmon"]),
         ]);
         assert!(!one_fails.matches(&doc));
+    }
+
+    #[test]
+    fn any_of_groups_need_one_clause_each_and_are_anded_with_the_clauses() {
+        let sysmon_connection = json!({"EventID": 3, "DestinationIp": "10.0.0.9"});
+        let zeek_connection = json!({"id.resp_h": "10.0.0.9", "proto": "tcp"});
+        let process = json!({"EventID": 1, "Image": "C:\\x.exe"});
+        let prefilter = Prefilter::compile_with_groups(
+            vec![],
+            vec![vec![
+                Clause::new("EventID", MatchOp::Equals, ["3"]),
+                Clause::new("id.resp_h", MatchOp::Exists, Vec::<String>::new()),
+            ]],
+        )
+        .unwrap();
+        assert!(prefilter.matches(&sysmon_connection));
+        assert!(prefilter.matches(&zeek_connection));
+        assert!(!prefilter.matches(&process));
+        assert_eq!(prefilter.len(), 1);
+        assert!(!prefilter.is_empty());
+
+        let with_clause = Prefilter::compile_with_groups(
+            vec![Clause::new("proto", MatchOp::Equals, ["tcp"])],
+            vec![vec![Clause::new(
+                "id.resp_h",
+                MatchOp::Exists,
+                Vec::<String>::new(),
+            )]],
+        )
+        .unwrap();
+        assert!(with_clause.matches(&zeek_connection));
+        assert!(
+            !with_clause.matches(&sysmon_connection),
+            "the plain clause must hold too"
+        );
+
+        let empty_group = Prefilter::compile_with_groups(vec![], vec![vec![]]).unwrap();
+        assert!(
+            !empty_group.matches(&zeek_connection),
+            "an empty group matches nothing"
+        );
+        let bad = Prefilter::compile_with_groups(
+            vec![],
+            vec![vec![Clause::new("x", MatchOp::Regex, ["("])]],
+        );
+        assert!(bad.unwrap_err().contains("invalid regular expression"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::error::WorkerError;
 use crate::event::StoredEvent;
 use crate::prefilter::{Clause, MatchOp, Prefilter};
 use crate::shard::ShardStore;
+use quarry_contract::intel::IntelSets;
 use quarry_proto::ModuleDigest;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -55,6 +56,8 @@ pub const MAX_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
 pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
 /// Lines of `host.log` kept per task.
 const MAX_LOG_LINES: usize = 500;
+/// Structured fields kept per `host.log` line.
+const MAX_LOG_FIELDS: usize = 16;
 /// Frames of a wasm backtrace kept in a trap reason.
 const MAX_BACKTRACE_FRAMES: usize = 24;
 /// Characters of a module's trap message kept in a trap reason.
@@ -219,6 +222,13 @@ pub enum TaskFailure {
     /// `init` returned an error for the hunt's parameters.
     #[error("module rejected its parameters: {0}")]
     Rejected(String),
+    /// The hunt's `intel.<set>` parameters cannot be parsed.
+    #[error("intel sets in the hunt's parameters: {0}")]
+    BadIntel(String),
+    /// `finish` returned an aggregate no SDK builds (a malformed sketch, a
+    /// top-k with k out of range).
+    #[error("module returned a malformed aggregate: {0}")]
+    BadOutput(String),
     /// `scan` returned an error.
     #[error("module failed while scanning: {0}")]
     ModuleError(String),
@@ -277,6 +287,8 @@ pub struct ModuleDescription {
     /// The prefilter's clauses as declared, for skipping whole blocks by
     /// their index statistics.
     pub clauses: Vec<Clause>,
+    /// The prefilter's any-of groups as declared, for the same.
+    pub any_of: Vec<Vec<Clause>>,
     /// ATT&CK ids.
     pub techniques: Vec<String>,
 }
@@ -318,8 +330,8 @@ pub struct TaskInput<'a> {
 pub struct TaskOutput {
     /// Findings (at most the limit).
     pub findings: Vec<wit::Finding>,
-    /// Aggregates from `finish`.
-    pub aggregates: Vec<wit::Aggregate>,
+    /// Aggregates from `finish`, checked and normalised.
+    pub aggregates: Vec<quarry_contract::Aggregate>,
     /// Events read from the shard.
     pub events_scanned: u64,
     /// Shard blocks decoded.
@@ -355,6 +367,8 @@ struct TaskData {
     cpu_deadline: Option<Instant>,
     /// The callback stopped the guest because the task was cancelled.
     cancelled: bool,
+    /// The intel sets shipped with the task.
+    intel: IntelSets,
 }
 
 impl WasiView for TaskData {
@@ -369,13 +383,32 @@ impl WasiView for TaskData {
 impl wit::Host for TaskData {}
 
 impl quarry::hunt::host::Host for TaskData {
-    fn log(&mut self, level: wit::LogLevel, message: String) {
+    fn log(&mut self, level: wit::LogLevel, message: String, fields: Vec<(String, String)>) {
         // Host calls are not interrupted by epochs: keep this bounded.
         if self.log.len() >= MAX_LOG_LINES {
             self.log_dropped += 1;
             return;
         }
         let mut message = message;
+        // Fields in logfmt after the message; values quoted when they
+        // contain spaces, quotes or `=`, so a line parses back.
+        for (key, value) in fields.iter().take(MAX_LOG_FIELDS) {
+            let key: String = key
+                .chars()
+                .map(|c| {
+                    if c.is_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            if value.is_empty() || value.contains([' ', '"', '=', '\n', '\t']) {
+                message.push_str(&format!(" {key}={value:?}"));
+            } else {
+                message.push_str(&format!(" {key}={value}"));
+            }
+        }
         message.truncate(message.floor_char_boundary(1024));
         let level = match level {
             wit::LogLevel::Trace => "trace",
@@ -385,6 +418,14 @@ impl quarry::hunt::host::Host for TaskData {
             wit::LogLevel::Error => "error",
         };
         self.log.push(format!("[{level}] {message}"));
+    }
+
+    fn intel_contains(&mut self, set: String, value: String) -> bool {
+        self.intel.contains(&set, &value)
+    }
+
+    fn intel_sets(&mut self) -> Vec<(String, u64)> {
+        self.intel.sizes()
     }
 }
 
@@ -741,6 +782,7 @@ impl Runtime {
             cancel: Arc::new(AtomicBool::new(false)),
             cpu_deadline: None,
             cancelled: false,
+            intel: IntelSets::new(),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.limits);
@@ -793,8 +835,13 @@ impl Runtime {
         let exports = hunt.quarry_hunt_module();
         let mut budget = Guest::new(limits.cpu);
 
+        // The intel sets travel as `intel.<set>` parameters; the module sees
+        // them through the host calls, not in its parameters.
+        let mut params = params.to_vec();
+        store.data_mut().intel =
+            IntelSets::take_from_params(&mut params).map_err(TaskFailure::BadIntel)?;
         budget.arm(&mut store, Call::Init)?;
-        let init = exports.call_init(&mut store, params);
+        let init = exports.call_init(&mut store, &params);
         budget.spent();
         match init {
             Ok(Ok(())) => {}
@@ -812,11 +859,12 @@ impl Runtime {
             bytes: 0,
         };
         // Blocks whose index rules the prefilter out are skipped undecoded.
-        let block_filter =
-            |stats: &crate::shard::BlockStats| stats.may_match_all(&description.clauses);
+        let block_filter = |stats: &crate::shard::BlockStats| {
+            stats.may_match_prefilter(&description.clauses, &description.any_of)
+        };
         let filter = crate::shard::ScanFilter {
             time_range,
-            block_filter: (!description.clauses.is_empty()).then_some(&block_filter as _),
+            block_filter: (!description.prefilter.is_empty()).then_some(&block_filter as _),
         };
         let stats = shards.scan_with(
             shard,
@@ -858,20 +906,15 @@ impl Runtime {
         budget.spent();
         let finished = finished.map_err(|e| explain(Call::Finish, e, &store, &limits))?;
         kept.add(finished.findings, Call::Finish)?;
-        for aggregate in &finished.aggregates {
-            let bytes = aggregate.name.len()
-                + aggregate
-                    .counts
-                    .iter()
-                    .map(|(key, _)| key.len() + 8)
-                    .sum::<usize>();
-            kept.charge(bytes, Call::Finish)?;
+        for aggregate in finished.aggregates {
+            let aggregate = aggregate_from_wit(aggregate).map_err(TaskFailure::BadOutput)?;
+            kept.charge(aggregate.approx_bytes(), Call::Finish)?;
+            output.aggregates.push(aggregate);
         }
         output.findings = kept.findings;
         output.findings_truncated = kept.dropped > 0;
         output.findings_dropped = kept.dropped;
         output.output_bytes = kept.bytes;
-        output.aggregates = finished.aggregates;
         output.log = task_log(&mut store);
         if kept.dropped > 0 {
             output.log.push(format!(
@@ -1161,31 +1204,43 @@ fn task_log(store: &mut Store<TaskData>) -> Vec<String> {
 }
 
 fn describe(descriptor: wit::Descriptor) -> Result<ModuleDescription, String> {
-    let clauses: Vec<Clause> = descriptor
-        .prefilter
+    let clauses: Vec<Clause> = descriptor.prefilter.into_iter().map(clause).collect();
+    let any_of: Vec<Vec<Clause>> = descriptor
+        .any_of
         .into_iter()
-        .map(|p| Clause {
-            field: p.field,
-            op: match p.op {
-                wit::MatchOp::Equals => MatchOp::Equals,
-                wit::MatchOp::Contains => MatchOp::Contains,
-                wit::MatchOp::StartsWith => MatchOp::StartsWith,
-                wit::MatchOp::EndsWith => MatchOp::EndsWith,
-                wit::MatchOp::Exists => MatchOp::Exists,
-                wit::MatchOp::Regex => MatchOp::Regex,
-            },
-            values: p.values,
-        })
+        .map(|group| group.into_iter().map(clause).collect())
         .collect();
     Ok(ModuleDescription {
         name: descriptor.name,
         version: descriptor.version,
         description: descriptor.description,
         fields: descriptor.fields,
-        prefilter: Prefilter::compile(clauses.clone())?,
+        prefilter: Prefilter::compile_with_groups(clauses.clone(), any_of.clone())?,
         clauses,
+        any_of,
         techniques: descriptor.techniques,
     })
+}
+
+fn clause(predicate: wit::Predicate) -> Clause {
+    Clause {
+        field: predicate.field,
+        op: match predicate.op {
+            wit::MatchOp::Equals => MatchOp::Equals,
+            wit::MatchOp::Contains => MatchOp::Contains,
+            wit::MatchOp::StartsWith => MatchOp::StartsWith,
+            wit::MatchOp::EndsWith => MatchOp::EndsWith,
+            wit::MatchOp::Exists => MatchOp::Exists,
+            wit::MatchOp::Regex => MatchOp::Regex,
+        },
+        values: predicate.values,
+    }
+}
+
+/// A module's aggregate in the form the coordinator merges, checked and
+/// normalised by the same rules as the SDK's (`quarry-contract`).
+fn aggregate_from_wit(aggregate: wit::Aggregate) -> Result<quarry_contract::Aggregate, String> {
+    quarry_contract::aggregate_from_wit!(aggregate, quarry::hunt::types)
 }
 
 /// Severity as the protobuf enum value.
@@ -1202,5 +1257,6 @@ pub fn severity_value(severity: wit::Severity) -> i32 {
 
 /// Re-exported generated types the agent converts from.
 pub mod types {
-    pub use super::wit::{Aggregate, Finding, Severity};
+    pub use super::wit::{Finding, Severity};
+    pub use quarry_contract::Aggregate;
 }

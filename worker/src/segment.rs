@@ -189,6 +189,15 @@ impl BlockStats {
     pub fn may_match_all(&self, clauses: &[Clause]) -> bool {
         clauses.iter().all(|c| self.may_match_clause(c))
     }
+
+    /// Whether some event of the block may pass the prefilter: every clause
+    /// and, in each any-of group, some clause.
+    pub fn may_match_prefilter(&self, clauses: &[Clause], any_of: &[Vec<Clause>]) -> bool {
+        self.may_match_all(clauses)
+            && any_of
+                .iter()
+                .all(|group| group.iter().any(|c| self.may_match_clause(c)))
+    }
 }
 
 /// What block statistics know about one field path.
@@ -764,6 +773,21 @@ mod tests {
             clause("Host", MatchOp::Equals, &["dc01"]),
             clause("EventID", MatchOp::Equals, &["4688"]),
         ]));
+        // An any-of group rules a block out only when none of its clauses may match.
+        let connection_group = vec![
+            clause("EventID", MatchOp::Equals, &["3"]),
+            clause("DestinationIp", MatchOp::Exists, &[]),
+        ];
+        assert!(!stats.may_match_prefilter(&[], std::slice::from_ref(&connection_group)));
+        let logon_group = vec![
+            clause("EventID", MatchOp::Equals, &["3"]),
+            clause("EventID", MatchOp::Equals, &["4625"]),
+        ];
+        assert!(stats.may_match_prefilter(&[], std::slice::from_ref(&logon_group)));
+        assert!(!stats.may_match_prefilter(
+            &[clause("Host", MatchOp::Equals, &["srv9"])],
+            std::slice::from_ref(&logon_group)
+        ));
 
         assert!(stats.may_equal("list.0", "7"), "inside an array: unknown");
         assert!(!stats.may_equal("nolist.0", "7"));

@@ -618,6 +618,8 @@ pub fn failure_kind(failure: &TaskFailure) -> &'static str {
         TaskFailure::OutputLimit { .. } => "output-limit",
         TaskFailure::InvalidModule { .. } => "invalid-module",
         TaskFailure::Rejected(_) => "rejected-parameters",
+        TaskFailure::BadIntel(_) => "bad-intel-sets",
+        TaskFailure::BadOutput(_) => "malformed-output",
         TaskFailure::ModuleError(_) => "module-error",
         TaskFailure::Cancelled => "cancelled",
         TaskFailure::Host(_) => "host-error",

@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(findings[0].offsets, [2]);
         let output = task.finish().unwrap();
         assert_eq!(
-            output.aggregates[0].counts,
+            output.aggregates[0].counts(),
             [("alice".to_owned(), 1), ("bob".to_owned(), 2)]
         );
     }

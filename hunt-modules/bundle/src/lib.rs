@@ -163,13 +163,21 @@ pub mod test_modules {
         /// events reached it as the aggregate `rare-match` (key `matched`).
         RARE_MATCH, "rare-match", "test_rare_match.wasm"
     );
+    test_module!(
+        /// Returns every aggregate kind keyed by the field `value` (stack
+        /// threshold: parameter `max_hosts`), flags values in the intel set
+        /// `watch`, lets through only events with a `value` or
+        /// `marker = keep` (an any-of group); `malformed=true` adds an
+        /// aggregate with a malformed sketch.
+        AGGREGATES, "aggregates", "test_aggregates.wasm"
+    );
 
     /// The message `trap-panic` panics with.
     pub const TRAP_PANIC_MESSAGE: &str =
         "trap-panic: deliberate panic in scan (quarry sandbox test)";
 
     /// Every test module.
-    pub const ALL: [ShippedModule; 7] = [
+    pub const ALL: [ShippedModule; 8] = [
         NOOP,
         RUNAWAY_LOOP,
         MEMORY_HOG,
@@ -177,6 +185,7 @@ pub mod test_modules {
         OUTPUT_FLOOD,
         STDOUT_FLOOD,
         RARE_MATCH,
+        AGGREGATES,
     ];
 }
 

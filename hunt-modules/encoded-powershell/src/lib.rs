@@ -405,7 +405,7 @@ mod tests {
         );
         let output = task.finish().unwrap();
         assert_eq!(
-            output.aggregates[0].counts,
+            output.aggregates[0].counts(),
             [("WS07.corp.example".to_owned(), 2)]
         );
     }

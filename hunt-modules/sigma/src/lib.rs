@@ -334,7 +334,7 @@ detection:
         );
         let output = task.finish().unwrap();
         assert_eq!(
-            output.aggregates[0].counts,
+            output.aggregates[0].counts(),
             [(
                 "Whoami Execution (11111111-2222-3333-4444-555555555555)".to_owned(),
                 1
@@ -350,7 +350,7 @@ detection:
         let batch = (0..5).map(|i| event(i, r"C:\x\whoami.exe")).collect();
         assert_eq!(task.scan(batch).unwrap().len(), 2);
         let output = task.finish().unwrap();
-        assert_eq!(output.aggregates[0].counts[0].1, 5);
+        assert_eq!(output.aggregates[0].counts()[0].1, 5);
     }
 
     #[test]

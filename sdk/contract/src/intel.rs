@@ -89,9 +89,9 @@ impl IntelSets {
         self.sets.values().map(HashSet::len).sum()
     }
 
-    /// Whether there are no sets.
+    /// Whether there are no indicators (no sets, or only empty ones).
     pub fn is_empty(&self) -> bool {
-        self.sets.is_empty()
+        self.len() == 0
     }
 }
 

@@ -245,6 +245,16 @@ impl From<Stack> for Aggregate {
     }
 }
 
+impl Aggregate {
+    /// The counts of a counts aggregate (empty for other kinds): for tests.
+    pub fn counts(&self) -> &[(String, u64)] {
+        match &self.value {
+            AggregateValue::Counts(counts) => counts,
+            _ => &[],
+        }
+    }
+}
+
 /// Merges the aggregates of several tasks by name, exactly as the
 /// coordinator does: for tests that run a module over several shards.
 /// Fails on a name returned with two kinds, or on a malformed aggregate.
@@ -324,71 +334,9 @@ pub fn to_wit(aggregate: contract::Aggregate) -> Aggregate {
 }
 
 /// The contract form of a WIT aggregate, normalised; refuses what no SDK
-/// builds (a malformed sketch, k out of range).
+/// builds (a malformed sketch, k out of range), as the worker does.
 pub fn from_wit(aggregate: Aggregate) -> Result<contract::Aggregate, String> {
-    let mut value = match aggregate.value {
-        AggregateValue::Counts(pairs) => {
-            let mut counts = BTreeMap::new();
-            for (key, n) in pairs {
-                let count: &mut u64 = counts.entry(key).or_default();
-                *count = count.saturating_add(n);
-            }
-            contract::AggregateValue::Counts(counts)
-        }
-        AggregateValue::Distinct(pairs) => {
-            let mut keys: BTreeMap<String, DistinctValues> = BTreeMap::new();
-            for (key, values) in pairs {
-                let values = match values {
-                    wit::DistinctValues::Exact(values) => {
-                        DistinctValues::Exact(values.into_iter().collect())
-                    }
-                    wit::DistinctValues::Sketch(registers) => {
-                        DistinctValues::Sketch(quarry_contract::Sketch::from_registers(registers)?)
-                    }
-                };
-                keys.entry(key).or_default().merge(values);
-            }
-            contract::AggregateValue::Distinct(keys)
-        }
-        AggregateValue::TopK(top) => {
-            let mut merged = contract::TopK::new(top.k);
-            merged.floor = top.floor;
-            for entry in top.entries {
-                let kept = merged.entries.entry(entry.key).or_default();
-                kept.count = kept.count.saturating_add(entry.count);
-                kept.error = kept.error.saturating_add(entry.error);
-            }
-            contract::AggregateValue::TopK(merged)
-        }
-        AggregateValue::Range(ranges) => {
-            let mut keys: BTreeMap<String, RangeStats> = BTreeMap::new();
-            for range in ranges {
-                let stats = RangeStats {
-                    min: range.min,
-                    max: range.max,
-                    count: range.count,
-                };
-                keys.entry(range.key)
-                    .and_modify(|s| s.merge(stats))
-                    .or_insert(stats);
-            }
-            contract::AggregateValue::Range(keys)
-        }
-        AggregateValue::Stack(stack) => {
-            let mut merged = contract::Stack::new(stack.max_hosts);
-            for entry in stack.entries {
-                let kept = merged.entries.entry(entry.value).or_default();
-                kept.hosts.extend(entry.hosts);
-                kept.common |= entry.common;
-                kept.events = kept.events.saturating_add(entry.events);
-            }
-            contract::AggregateValue::Stack(merged)
-        }
-    };
-    value
-        .normalise()
-        .map_err(|reason| format!("aggregate `{}`: {reason}", aggregate.name))?;
-    Ok(contract::Aggregate::new(aggregate.name, value))
+    quarry_contract::aggregate_from_wit!(aggregate, crate::bindings::quarry::hunt::types)
 }
 
 #[cfg(test)]

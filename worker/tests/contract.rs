@@ -1,0 +1,170 @@
+//! The contract's aggregate kinds, intel-set host calls and any-of
+//! prefilter groups, through the real sandbox with the `aggregates` test
+//! module (built from hunt-modules/test-modules/aggregates by the bundle).
+
+use quarry_contract::aggregate::{AggregateValue, DistinctValues};
+use quarry_hunt_modules::test_modules::AGGREGATES;
+use quarry_worker::runtime::{
+    Runtime, RuntimeConfig, TaskFailure, TaskInput, TaskLimits, TaskOutput, module_digest,
+};
+use quarry_worker::shard::ShardStore;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+const SHARD: &str = "mixed";
+
+/// Events on three hosts: `tool.exe` on h1 only, `cmd.exe` on all three,
+/// marker-only events (no value) on h2, and noise neither the value nor the
+/// marker lets through.
+fn events() -> String {
+    let mut lines = Vec::new();
+    let mut minute = 0;
+    let mut push = |line: String| {
+        minute += 1;
+        lines.push(line.replace("TS", &format!("2024-03-01T10:{minute:02}:00.000Z")));
+    };
+    for host in ["h1", "h2", "h3"] {
+        push(format!(
+            r#"{{"@timestamp":"TS","host":"{host}","value":"cmd.exe"}}"#
+        ));
+        push(format!(
+            r#"{{"@timestamp":"TS","host":"{host}","other":"noise"}}"#
+        ));
+    }
+    push(r#"{"@timestamp":"TS","host":"h1","value":"tool.exe"}"#.to_owned());
+    push(r#"{"@timestamp":"TS","host":"h1","value":"TOOL.exe "}"#.to_owned());
+    push(r#"{"@timestamp":"TS","host":"h2","marker":"keep"}"#.to_owned());
+    push(r#"{"@timestamp":"TS","host":"h2","marker":"drop"}"#.to_owned());
+    lines.join("\n") + "\n"
+}
+
+fn run(params: &[(&str, &str)]) -> Result<TaskOutput, TaskFailure> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = ShardStore::open(&dir.path().join("shards")).expect("shard store");
+    store
+        .ingest_jsonl(SHARD, BTreeMap::new(), events().as_bytes())
+        .expect("ingest");
+    let runtime = Runtime::new(1, RuntimeConfig::default(), None).expect("runtime");
+    let module = runtime
+        .load(&module_digest(AGGREGATES.wasm), AGGREGATES.wasm)
+        .expect("the aggregates module loads");
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let task = TaskInput {
+        params: &params,
+        limits: TaskLimits {
+            cpu: Duration::from_secs(10),
+            memory_bytes: 64 * 1024 * 1024,
+            max_findings: 100,
+            max_output_bytes: 1024 * 1024,
+        },
+        shard: SHARD,
+        time_range: None,
+    };
+    runtime.run(&module, &task, &store, &Arc::new(AtomicBool::new(false)))
+}
+
+fn value<'a>(output: &'a TaskOutput, name: &str) -> &'a AggregateValue {
+    &output
+        .aggregates
+        .iter()
+        .find(|a| a.name == name)
+        .unwrap_or_else(|| panic!("no aggregate `{name}` in {:?}", output.aggregates))
+        .value
+}
+
+#[test]
+fn every_aggregate_kind_and_the_intel_lookup_work_in_the_sandbox() {
+    // The module accepts only `max_hosts` and `malformed`: had the intel set
+    // reached `init` as a parameter, the task would fail.
+    let output = run(&[
+        ("max_hosts", "1"),
+        ("intel.watch", "# watch list\nTOOL.EXE\nnot-seen.exe\n"),
+    ])
+    .expect("the task runs");
+
+    // Structured log fields follow the message in logfmt.
+    assert!(
+        output
+            .log
+            .iter()
+            .any(|line| line == r#"[info] aggregated values=4 note="two words""#),
+        "{:?}",
+        output.log
+    );
+
+    // The any-of group lets through events with a value or `marker = keep`.
+    assert_eq!(output.events_scanned, 10);
+    assert_eq!(output.events_matched, 6);
+
+    // Intel: both spellings of tool.exe match the set (compared normalised).
+    let hits: Vec<u64> = output
+        .findings
+        .iter()
+        .filter(|f| f.rule == "aggregates/intel-hit")
+        .flat_map(|f| f.offsets.clone())
+        .collect();
+    assert_eq!(hits.len(), 2, "{:?}", output.findings);
+    assert_eq!(
+        output
+            .aggregates
+            .iter()
+            .find(|a| a.name == "intel_sets")
+            .and_then(|a| a.counts())
+            .and_then(|c| c.get("watch")),
+        Some(&2)
+    );
+
+    let AggregateValue::Counts(counts) = value(&output, "by_value") else {
+        panic!("by_value is counts")
+    };
+    assert_eq!(counts["cmd.exe"], 3);
+    assert_eq!(counts["-"], 1, "the marker-only event");
+    let AggregateValue::Distinct(hosts) = value(&output, "hosts_by_value") else {
+        panic!("hosts_by_value is distinct")
+    };
+    assert_eq!(
+        hosts["cmd.exe"],
+        DistinctValues::exact(["h1", "h2", "h3"].map(String::from))
+    );
+    let AggregateValue::TopK(top) = value(&output, "top_values") else {
+        panic!("top_values is top-k")
+    };
+    assert_eq!(top.top()[0].0, "cmd.exe");
+    let AggregateValue::Range(seen) = value(&output, "seen") else {
+        panic!("seen is a range")
+    };
+    assert_eq!(seen["cmd.exe"].count, 3);
+    assert!(seen["cmd.exe"].min < seen["cmd.exe"].max);
+    let AggregateValue::Stack(stack) = value(&output, "stack") else {
+        panic!("stack is a stack")
+    };
+    let rare: Vec<&str> = stack.rare().into_iter().map(|(v, _)| v).collect();
+    assert_eq!(rare, ["-", "TOOL.exe ", "tool.exe"]);
+    assert!(stack.entries["cmd.exe"].common);
+}
+
+#[test]
+fn a_malformed_aggregate_fails_the_task_naming_it() {
+    let failure = run(&[("malformed", "true")]).expect_err("a malformed sketch is refused");
+    assert!(matches!(failure, TaskFailure::BadOutput(_)), "{failure:?}");
+    let message = failure.to_string();
+    assert!(
+        message.contains("aggregate `broken`") && message.contains("4096 registers, got 3"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_bad_intel_set_fails_the_task_before_the_module_runs() {
+    let failure = run(&[("intel.Bad Name", "x")]).expect_err("the set name is refused");
+    assert!(matches!(failure, TaskFailure::BadIntel(_)), "{failure:?}");
+    assert!(
+        failure.to_string().contains("intel set name `Bad Name`"),
+        "{failure}"
+    );
+}
