@@ -74,10 +74,7 @@ fn shipped_module_reports_findings_aggregates_and_malformed_records() {
     assert_eq!(report["events_scanned"], 7);
     let findings = report["findings"].as_array().expect("findings");
     assert_eq!(findings.len(), 1, "{report}");
-    assert_eq!(
-        findings[0]["rule"],
-        "bruteforce/success-after-failures"
-    );
+    assert_eq!(findings[0]["rule"], "bruteforce/success-after-failures");
     assert_eq!(findings[0]["entity"], "user:CORP\\alice");
     assert_eq!(
         report["aggregates"]["failures_by_account"]["counts"]["CORP\\alice"],
