@@ -6,7 +6,8 @@
 //! (`EventData.Image`), with the host from `Computer`, `Hostname` or the
 //! canonical `host`. Image paths are normalised ([`paths::normalise_image`]:
 //! case, `\\?\`, `%SystemRoot%`-style variables, device paths, per-user
-//! profile names) and hosts compared by short name.
+//! profile names; Unix paths of Sysmon for Linux keep their case) and hosts
+//! compared by short name.
 //!
 //! The main result is the aggregate `rare_process_images`, a
 //! [`quarry_sdk::Stack`] of images by host: the coordinator merges it across

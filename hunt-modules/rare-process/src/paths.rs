@@ -74,11 +74,18 @@ const SYSTEM_VOLUME_DIRS: [&str; 6] = [
 ///   profiles (`public`, `default`, …);
 /// - repeated backslashes collapsed (outside a leading UNC `\\`).
 ///
+/// A path that starts with `/` is a Unix path (Sysmon for Linux logs
+/// EventID 1 too): its case is kept (Unix file names are case-sensitive),
+/// `//` runs collapse and `/home/<name>/` becomes `/home/*/`.
+///
 /// Returns `None` for a path that is empty after trimming.
 pub fn normalise_image(raw: &str) -> Option<String> {
     let trimmed = raw.trim().trim_matches('"').trim();
     if trimmed.is_empty() {
         return None;
+    }
+    if trimmed.starts_with('/') {
+        return Some(normalise_unix(trimmed));
     }
     let mut path = trimmed.replace('/', "\\").to_lowercase();
 
@@ -158,11 +165,35 @@ pub fn normalise_image(raw: &str) -> Option<String> {
     Some(path)
 }
 
+/// A Unix path: `//` runs collapsed, the user name under `/home/` (and
+/// `/Users/`) folded to `*`.
+fn normalise_unix(path: &str) -> String {
+    let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.len() > 2 && (parts[0] == "home" || parts[0] == "Users") {
+        parts[1] = "*";
+    }
+    format!("/{}", parts.join("/"))
+}
+
 /// Why a normalised image path is in a location any user (or any process
 /// of a user) can write to, or `None` when it is not. Binaries there are
 /// dropped by installers and updaters too, so this only raises interest in
 /// an image that is also rare.
 pub fn user_writable_location(image: &str) -> Option<&'static str> {
+    if image.starts_with('/') {
+        let directory = image.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let dir = format!("{directory}/");
+        return if ["/tmp/", "/var/tmp/", "/dev/shm/"]
+            .iter()
+            .any(|temp| dir.starts_with(temp))
+        {
+            Some("a temporary directory")
+        } else if dir.starts_with("/home/") || dir.starts_with("/Users/") {
+            Some("a user's home")
+        } else {
+            None
+        };
+    }
     // Checked on the directory, so that `c:\temp.exe` is not "in temp".
     let directory = image.rsplit_once('\\').map_or("", |(dir, _)| dir);
     let dir = format!("{directory}\\");
@@ -186,9 +217,9 @@ pub fn user_writable_location(image: &str) -> Option<&'static str> {
     }
 }
 
-/// The file name of a normalised image path.
+/// The file name of a normalised image path (Windows or Unix).
 pub fn file_name(image: &str) -> &str {
-    image.rsplit('\\').next().unwrap_or(image)
+    image.rsplit(['\\', '/']).next().unwrap_or(image)
 }
 
 /// A host name in the form hosts are compared in: lowercase, the DNS
@@ -293,6 +324,27 @@ mod tests {
         // A variable that is only a prefix of a word is not expanded.
         assert_eq!(n("%tempdir%\\x.exe"), "%tempdir%\\x.exe");
         assert_eq!(normalise_image("  \"\" "), None);
+    }
+
+    #[test]
+    fn unix_paths_keep_their_case_and_fold_home_directories() {
+        assert_eq!(n("/usr/bin/bash"), "/usr/bin/bash");
+        assert_eq!(n("/usr//lib/Some.so"), "/usr/lib/Some.so");
+        assert_eq!(n("/home/alice/.local/bin/x"), "/home/*/.local/bin/x");
+        assert_eq!(
+            user_writable_location("/tmp/.x/kworker"),
+            Some("a temporary directory")
+        );
+        assert_eq!(
+            user_writable_location("/dev/shm/x"),
+            Some("a temporary directory")
+        );
+        assert_eq!(
+            user_writable_location("/home/*/.local/bin/x"),
+            Some("a user's home")
+        );
+        assert_eq!(user_writable_location("/usr/bin/bash"), None);
+        assert_eq!(file_name("/usr/bin/bash"), "bash");
     }
 
     #[test]
