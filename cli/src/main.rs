@@ -172,7 +172,7 @@ struct WorkerRun {
 enum WorkerAction {
     /// Ingest log files into a shard of this worker's store (creates the shard
     /// or appends to it). Formats: jsonl, evtx, syslog (RFC 3164/5424,
-    /// auth.log), zeek-json, zeek-tsv; detected per file when --format is left
+    /// auth.log), zeek-json, zeek-tsv, auditd; detected per file when --format is left
     /// out. Malformed records are kept aside with their position and reported.
     #[command(
         after_help = "Examples:\n  quarry worker ingest --shard dc01-security --label env=prod --label os=windows Security.evtx\n  quarry worker ingest --shard gw-auth --format syslog /var/log/auth.log /var/log/auth.log.1"
@@ -184,7 +184,7 @@ enum WorkerAction {
         /// Label `key=value` (repeatable), used by hunt scope selectors.
         #[arg(long = "label", value_parser = parse_pair)]
         labels: Vec<(String, String)>,
-        /// Input format (jsonl, evtx, syslog, zeek-json, zeek-tsv); detected when omitted.
+        /// Input format (jsonl, evtx, syslog, zeek-json, zeek-tsv, auditd); detected when omitted.
         #[arg(long)]
         format: Option<String>,
         /// The worker's data directory.
@@ -390,7 +390,7 @@ enum ModuleCommand {
         /// Log files, ingested in order into one shard.
         #[arg(long, num_args = 1.., required = true)]
         logs: Vec<PathBuf>,
-        /// Input format (jsonl, evtx, syslog, zeek-json, zeek-tsv); detected per file when omitted.
+        /// Input format (jsonl, evtx, syslog, zeek-json, zeek-tsv, auditd); detected per file when omitted.
         #[arg(long)]
         format: Option<String>,
         /// Module parameters: `key=value`, or a JSON object (repeatable).

@@ -96,6 +96,8 @@ pub const HOST_FIELDS: &[&str] = &[
     "DeviceName",
     "agent.hostname",
     "id.orig_h",
+    // Linux audit records (`node=NAME type=…`).
+    "node",
 ];
 
 /// Prefix of in-progress ingest directories. Shard names cannot start with a

@@ -307,11 +307,12 @@ mod tests {
     use quarry_sdk::Task;
 
     fn event(offset: u64, values: &[(Field, &str)]) -> Event {
-        let mut v = vec![None; field::NAMES.len()];
-        for &(f, text) in values {
-            v[f.index()] = Some(text.to_owned());
-        }
-        Event::new(1_700_000_000_000 + offset as i64, offset, v)
+        Event::with_values(
+            1_700_000_000_000 + offset as i64,
+            offset,
+            field::NAMES,
+            values,
+        )
     }
 
     #[test]

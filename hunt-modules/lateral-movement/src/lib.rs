@@ -218,11 +218,7 @@ mod tests {
     use quarry_sdk::Task;
 
     fn event(values: &[(Field, &str)]) -> Event {
-        let mut v = vec![None; field::NAMES.len()];
-        for &(f, text) in values {
-            v[f.index()] = Some(text.to_owned());
-        }
-        Event::new(1_700_000_000_000, 1, v)
+        Event::with_values(1_700_000_000_000, 1, field::NAMES, values)
     }
 
     #[test]

@@ -517,7 +517,7 @@ impl Client {
 /// Streams one log file into a shard of the worker at `worker_url`
 /// (`quarry.v1.IngestService`); answers once every event is on disk.
 ///
-/// `format` is `jsonl`, `evtx`, `syslog`, `zeek-json` or `zeek-tsv`; `None`
+/// `format` is `jsonl`, `evtx`, `syslog`, `zeek-json`, `zeek-tsv` or `auditd`; `None`
 /// lets the worker detect it.
 pub async fn ingest_file(
     worker_url: &str,

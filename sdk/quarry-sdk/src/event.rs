@@ -77,6 +77,36 @@ impl Event {
         }
     }
 
+    /// An event with `values` set on some of the module's `names` (usually
+    /// the `NAMES` of its [`fields!`](crate::fields) module), the other
+    /// fields absent; for tests of a module's logic.
+    ///
+    /// ```
+    /// quarry_sdk::fields! {
+    ///     mod field {
+    ///         IMAGE = "Image",
+    ///         USER = "User",
+    ///     }
+    /// }
+    /// let event = quarry_sdk::Event::with_values(0, 7, field::NAMES, &[(field::USER, "alice")]);
+    /// assert_eq!(event.get(field::USER), Some("alice"));
+    /// assert_eq!(event.get(field::IMAGE), None);
+    /// ```
+    pub fn with_values(
+        timestamp_ms: i64,
+        offset: u64,
+        names: &[&str],
+        values: &[(Field, &str)],
+    ) -> Self {
+        let mut all = vec![None; names.len()];
+        for &(field, text) in values {
+            if let Some(slot) = all.get_mut(field.index()) {
+                *slot = Some(text.to_owned());
+            }
+        }
+        Event::new(timestamp_ms, offset, all)
+    }
+
     /// The raw text of `field`, or `None` when the event does not have it.
     ///
     /// Numbers and booleans arrive in their JSON text form (`4625`, `true`).

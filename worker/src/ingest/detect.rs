@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 
+use super::auditd::{AuditdReader, looks_like_audit};
 use super::evtx::EvtxReader;
 use super::jsonl::JsonLinesReader;
 use super::syslog::SyslogReader;
@@ -25,20 +26,24 @@ pub enum Format {
     ZeekJson,
     /// Zeek TSV log with its `#` header lines (`zeek-tsv`).
     ZeekTsv,
+    /// Linux audit log, one `type=… msg=audit(…)` record per line (`auditd`).
+    Auditd,
 }
 
 impl Format {
     /// Every format, in the order of [`Format::NAMES`].
-    pub const ALL: [Format; 5] = [
+    pub const ALL: [Format; 6] = [
         Format::JsonLines,
         Format::Evtx,
         Format::Syslog,
         Format::ZeekJson,
         Format::ZeekTsv,
+        Format::Auditd,
     ];
 
     /// The names `--format` accepts.
-    pub const NAMES: [&'static str; 5] = ["jsonl", "evtx", "syslog", "zeek-json", "zeek-tsv"];
+    pub const NAMES: [&'static str; 6] =
+        ["jsonl", "evtx", "syslog", "zeek-json", "zeek-tsv", "auditd"];
 
     /// The format's name, as `--format` takes it.
     pub fn name(self) -> &'static str {
@@ -48,6 +53,7 @@ impl Format {
             Format::Syslog => "syslog",
             Format::ZeekJson => "zeek-json",
             Format::ZeekTsv => "zeek-tsv",
+            Format::Auditd => "auditd",
         }
     }
 }
@@ -89,7 +95,8 @@ pub fn detect(path: &Path) -> Result<Format, IngestError> {
 /// enough): the EVTX magic `ElfFile\0`; a `#separator` (or `#fields`) header
 /// line for Zeek TSV; a JSON object with `ts` and `uid` or `id.orig_h` for
 /// Zeek JSON; a `<PRI>`, `Mmm dd hh:mm:ss` or RFC 3339 time followed by text
-/// for syslog; anything else is read as JSON lines.
+/// for syslog; `type=… msg=audit(` for a Linux audit log; anything else is
+/// read as JSON lines.
 pub fn detect_bytes(head: &[u8]) -> Format {
     if head.starts_with(b"ElfFile\0") {
         return Format::Evtx;
@@ -116,6 +123,9 @@ pub fn detect_bytes(head: &[u8]) -> Format {
             return Format::ZeekJson;
         }
         return Format::JsonLines;
+    }
+    if looks_like_audit(first) {
+        return Format::Auditd;
     }
     if looks_like_syslog(first) {
         return Format::Syslog;
@@ -174,6 +184,7 @@ pub fn open(
         Format::Syslog => Box::new(SyslogReader::open(path)?),
         Format::ZeekJson => Box::new(ZeekJsonReader::open(path)?),
         Format::ZeekTsv => Box::new(ZeekTsvReader::open(path)?),
+        Format::Auditd => Box::new(AuditdReader::open(path)?),
     };
     Ok((format, records))
 }
@@ -198,6 +209,14 @@ mod tests {
     #[test]
     fn detects_from_first_bytes() {
         assert_eq!(detect_bytes(b"ElfFile\0\0\0"), Format::Evtx);
+        assert_eq!(
+            detect_bytes(b"type=SYSCALL msg=audit(1604994496.155:92733): arch=c000003e\n"),
+            Format::Auditd
+        );
+        assert_eq!(
+            detect_bytes(b"node=web01 type=EXECVE msg=audit(1.0:1): argc=1 a0=\"id\"\n"),
+            Format::Auditd
+        );
         assert_eq!(
             detect_bytes(b"#separator \\x09\n#set_separator\t,\n"),
             Format::ZeekTsv

@@ -53,6 +53,7 @@ pub struct Malformed {
 /// One record of an input.
 pub type RecordResult = Result<serde_json::Value, Malformed>;
 
+pub mod auditd;
 pub mod detect;
 pub mod evtx;
 pub mod jsonl;

@@ -20,7 +20,10 @@
 //! `source_ip`, `source_port` and, where the line says, `auth_method`,
 //! `invalid_user`, `ssh_key_type`, `ssh_key_fingerprint`; `sudo` messages get
 //! `sudo_event`, `user`, `sudo_target_user`, `sudo_command`, `sudo_tty`,
-//! `sudo_pwd`; `CRON` messages `user` and `cron_command`.
+//! `sudo_pwd`; `CRON` messages `user` and `cron_command`. Linux audit records
+//! forwarded through syslog (`audispd: type=EXECVE msg=audit(…): …`) get the
+//! record's fields as the `auditd` reader parses them, its time as
+//! `audit_time`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -385,6 +388,21 @@ fn parse_structured_data<'a>(
 
 /// Adds the fields of the programs whose messages we understand.
 fn enrich(out: &mut Map<String, Value>) {
+    // Audit records forwarded by audispd/auditd's syslog plugin: the
+    // record's own fields, as the auditd reader gives them (syslog's
+    // `@timestamp` and `host` stay; the record's time is `audit_time`).
+    if let Some(message) = out.get("message").and_then(Value::as_str)
+        && super::auditd::looks_like_audit(message)
+        && let Ok(Value::Object(mut record)) = super::auditd::parse_record(message)
+    {
+        if let Some(time) = record.remove("@timestamp") {
+            record.insert("audit_time".into(), time);
+        }
+        for (key, value) in record {
+            out.entry(key).or_insert(value);
+        }
+        return;
+    }
     let Some(program) = out.get("program").and_then(Value::as_str) else {
         return;
     };
@@ -754,6 +772,21 @@ mod tests {
         )
         .join("tests/data")
         .join(name)
+    }
+
+    #[test]
+    fn audit_records_forwarded_through_syslog_get_their_fields() {
+        let doc = parse(
+            r#"Nov 10 07:48:16 lab01 audispd: node=lab01 type=EXECVE msg=audit(1604994496.155:92733): argc=2 a0="arp" a1="-a""#,
+        );
+        assert_eq!(doc["program"], "audispd");
+        assert_eq!(doc["type"], "EXECVE");
+        assert_eq!(
+            (doc["a0"].as_str(), doc["a1"].as_str()),
+            (Some("arp"), Some("-a"))
+        );
+        assert_eq!(doc["audit_time"], "2020-11-10T07:48:16.155Z");
+        assert_eq!(doc["host"], "lab01");
     }
 
     #[test]
