@@ -6,6 +6,8 @@
 //! so a worker or the CLI can register the modules without a separate build
 //! step.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 
 /// A hunt module compiled into this crate.

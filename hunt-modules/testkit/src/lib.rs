@@ -3,6 +3,8 @@
 //! directory, then run the module's wasm build over it in the worker's
 //! sandbox, as a worker would. Panics on set-up failures: this is test code.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -13,6 +13,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 use quarry_proto::v1::{
     self, cluster_service_client::ClusterServiceClient, hunt_service_client::HuntServiceClient,
     module_service_client::ModuleServiceClient,
