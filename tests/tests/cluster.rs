@@ -613,3 +613,55 @@ async fn aggregates_of_every_kind_merge_across_shards() -> anyhow::Result<()> {
     cluster.shutdown().await;
     Ok(())
 }
+
+/// The demo's second hunt: `rare-process` over the four demo shards (two
+/// workers) lists exactly the tools the planted intruders ran, each on one
+/// host, and nothing the benign fleet runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stacking_the_demo_fleet_lists_only_the_intruders_tools() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (cluster, mut client) = demo_cluster(dir.path()).await?;
+    let submitted = client
+        .submit_hunt(
+            HuntRequest::new(quarry_cli::demo::STACK_MODULE)
+                .selector("env", "demo")
+                .param("max_hosts", "1"),
+        )
+        .await?;
+    let hunt = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        client.wait(&submitted.hunt_id, |_| {}),
+    )
+    .await??;
+    assert_eq!(
+        hunt.state,
+        v1::HuntState::Completed as i32,
+        "{}",
+        hunt.reason
+    );
+    assert!(
+        quarry_cli::demo::missed_tools(&hunt).is_empty(),
+        "{:?}",
+        hunt.aggregates
+    );
+    let rare: Vec<(String, Vec<String>)> = hunt
+        .aggregates
+        .iter()
+        .filter_map(quarry_proto::aggregate::rare_values)
+        .flatten()
+        .map(|(value, hosts)| {
+            (
+                value.to_owned(),
+                hosts.into_iter().map(str::to_owned).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rare.len(),
+        quarry_cli::demo::INTRUDER_TOOLS.len(),
+        "only the intruders' tools are rare: {rare:?}"
+    );
+    assert!(rare.iter().all(|(_, hosts)| hosts.len() == 1), "{rare:?}");
+    cluster.shutdown().await;
+    Ok(())
+}
