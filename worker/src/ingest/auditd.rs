@@ -20,14 +20,9 @@
 //! (`arch=c000003e`) without an interpreted `SYSCALL`, the syscall number
 //! is named in `SYSCALL` (`execve`, `connect`, `memfd_create`, …).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-
 use serde_json::{Map, Value};
 
-use super::jsonl::{LineReader, io_malformed, overflow_error};
-use super::{IngestError, Malformed, Position, RecordResult};
+use super::jsonl::{LineRecords, ParseLine, overflow_error};
 use crate::event::format_rfc3339_ms;
 
 /// Fields whose unquoted value is the kernel's hex encoding of a string.
@@ -299,69 +294,21 @@ fn hex_string(text: &str) -> Option<String> {
     Some(decoded.trim_end_matches('\0').replace('\0', " "))
 }
 
+/// One audit record per line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AuditLine;
+
+impl ParseLine for AuditLine {
+    fn parse_line(&mut self, bytes: &[u8], overflow: bool) -> Result<Value, String> {
+        if overflow {
+            return Err(overflow_error());
+        }
+        parse_record(&String::from_utf8_lossy(bytes))
+    }
+}
+
 /// Reads an audit log, one record per line.
-pub struct AuditdReader<R> {
-    lines: LineReader<R>,
-    source: String,
-    done: bool,
-}
-
-impl AuditdReader<BufReader<File>> {
-    /// Opens an audit log file.
-    pub fn open(path: &Path) -> Result<Self, IngestError> {
-        let file = File::open(path).map_err(IngestError::io("open", path))?;
-        Ok(Self::new(
-            BufReader::with_capacity(256 << 10, file),
-            path.display().to_string(),
-        ))
-    }
-}
-
-impl<R: BufRead> AuditdReader<R> {
-    /// Reads `input`; `source` names it in positions.
-    pub fn new(input: R, source: impl Into<String>) -> Self {
-        AuditdReader {
-            lines: LineReader::new(input),
-            source: source.into(),
-            done: false,
-        }
-    }
-}
-
-impl<R: BufRead> Iterator for AuditdReader<R> {
-    type Item = RecordResult;
-
-    fn next(&mut self) -> Option<RecordResult> {
-        if self.done {
-            return None;
-        }
-        loop {
-            let next = self.lines.next_position();
-            let line = match self.lines.next_line()? {
-                Ok(line) => line,
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(io_malformed(&self.source, next, &e)));
-                }
-            };
-            if !line.overflow && line.bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let position = || Position::line(&self.source, line.number, line.offset);
-            if line.overflow {
-                return Some(Err(Malformed::new(
-                    position(),
-                    overflow_error(),
-                    line.bytes,
-                )));
-            }
-            let text = String::from_utf8_lossy(line.bytes);
-            return Some(
-                parse_record(&text).map_err(|error| Malformed::new(position(), error, line.bytes)),
-            );
-        }
-    }
-}
+pub type AuditdReader<R> = LineRecords<R, AuditLine>;
 
 #[cfg(test)]
 mod tests {
@@ -501,7 +448,8 @@ mod tests {
     #[test]
     fn the_reader_keeps_bad_lines_aside_with_their_position() {
         let input = "type=CWD msg=audit(1.0:1): cwd=\"/\"\n\ngarbage\ntype=CWD msg=audit(2.0:2): cwd=2F746D70\n";
-        let records: Vec<RecordResult> = AuditdReader::new(input.as_bytes(), "audit.log").collect();
+        let records: Vec<super::super::RecordResult> =
+            AuditdReader::new(input.as_bytes(), "audit.log").collect();
         assert_eq!(records.len(), 3);
         assert_eq!(records[0].as_ref().unwrap()["cwd"], "/");
         let bad = records[1].as_ref().unwrap_err();

@@ -129,15 +129,26 @@ pub(crate) fn overflow_error() -> String {
     )
 }
 
-/// Reads JSON lines from any buffered input.
-pub struct JsonLinesReader<R> {
+/// How a line-oriented format turns one line into an event.
+pub trait ParseLine {
+    /// Parses `bytes`, the line without its end (only its first
+    /// [`MAX_LINE_BYTES`] when `overflow`); the error says why the line is
+    /// malformed.
+    fn parse_line(&mut self, bytes: &[u8], overflow: bool) -> Result<Value, String>;
+}
+
+/// The records of a line-oriented input: every non-blank line parsed by `P`,
+/// a bad line kept aside as a [`Malformed`] with its position, an I/O error
+/// ending the stream.
+pub struct LineRecords<R, P> {
     lines: LineReader<R>,
     source: String,
+    parser: P,
     done: bool,
 }
 
-impl JsonLinesReader<BufReader<File>> {
-    /// Opens a JSON lines file.
+impl<P: ParseLine + Default> LineRecords<BufReader<File>, P> {
+    /// Opens a file.
     pub fn open(path: &Path) -> Result<Self, IngestError> {
         let file = File::open(path).map_err(IngestError::io("open", path))?;
         Ok(Self::new(
@@ -147,18 +158,31 @@ impl JsonLinesReader<BufReader<File>> {
     }
 }
 
-impl<R: BufRead> JsonLinesReader<R> {
+impl<R: BufRead, P: ParseLine + Default> LineRecords<R, P> {
     /// Reads `input`; `source` names it in positions.
     pub fn new(input: R, source: impl Into<String>) -> Self {
-        JsonLinesReader {
-            lines: LineReader::new(input),
-            source: source.into(),
-            done: false,
-        }
+        Self::with_parser(input, source, P::default())
     }
 }
 
-impl<R: BufRead> Iterator for JsonLinesReader<R> {
+impl<R: BufRead, P: ParseLine> LineRecords<R, P> {
+    /// Reads `input` with `parser`; `source` names it in positions.
+    pub fn with_parser(input: R, source: impl Into<String>, parser: P) -> Self {
+        LineRecords {
+            lines: LineReader::new(input),
+            source: source.into(),
+            parser,
+            done: false,
+        }
+    }
+
+    /// The parser, to adjust its settings before reading.
+    pub fn parser_mut(&mut self) -> &mut P {
+        &mut self.parser
+    }
+}
+
+impl<R: BufRead, P: ParseLine> Iterator for LineRecords<R, P> {
     type Item = RecordResult;
 
     fn next(&mut self) -> Option<RecordResult> {
@@ -177,14 +201,30 @@ impl<R: BufRead> Iterator for JsonLinesReader<R> {
             if !line.overflow && line.bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let position = || Position::line(&self.source, line.number, line.offset);
-            return Some(match parse_json_object(line.bytes, line.overflow) {
-                Ok(doc) => Ok(crate::event::normalize(doc)),
-                Err(error) => Err(Malformed::new(position(), error, line.bytes)),
-            });
+            return Some(
+                self.parser
+                    .parse_line(line.bytes, line.overflow)
+                    .map_err(|error| {
+                        let position = Position::line(&self.source, line.number, line.offset);
+                        Malformed::new(position, error, line.bytes)
+                    }),
+            );
         }
     }
 }
+
+/// One JSON object per line, normalised ([`crate::event::normalize`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonLine;
+
+impl ParseLine for JsonLine {
+    fn parse_line(&mut self, bytes: &[u8], overflow: bool) -> Result<Value, String> {
+        parse_json_object(bytes, overflow).map(crate::event::normalize)
+    }
+}
+
+/// Reads JSON lines from any buffered input.
+pub type JsonLinesReader<R> = LineRecords<R, JsonLine>;
 
 /// Parses one line as a JSON object; the error says why it is malformed.
 pub fn parse_json_object(record: &[u8], overflow: bool) -> Result<Value, String> {
@@ -249,6 +289,7 @@ mod tests {
         let reader = JsonLinesReader {
             lines: LineReader::with_limit(&long[..], 32),
             source: "long".into(),
+            parser: JsonLine,
             done: false,
         };
         let out: Vec<_> = reader.collect();

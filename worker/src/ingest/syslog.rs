@@ -25,15 +25,12 @@
 //! record's fields as the `auditd` reader parses them, its time as
 //! `audit_time`.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::net::IpAddr;
-use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::jsonl::{LineReader, io_malformed, overflow_error};
-use super::{IngestError, Malformed, Position, RecordResult};
+use super::jsonl::{LineRecords, ParseLine, overflow_error};
 use crate::event::{format_rfc3339_ms, parse_iso8601_ms};
 
 const MONTHS: [&str; 12] = [
@@ -681,77 +678,23 @@ fn cron_fields(message: &str, fields: &mut Map<String, Value>) {
     }
 }
 
-/// Streams syslog lines from a buffered input.
-pub struct SyslogReader<R> {
-    lines: LineReader<R>,
-    source: String,
-    parser: SyslogParser,
-    done: bool,
-}
+/// Reads syslog lines.
+pub type SyslogReader<R> = LineRecords<R, SyslogParser>;
 
-impl SyslogReader<BufReader<File>> {
-    /// Opens a syslog file; BSD timestamps are read in the current year.
-    pub fn open(path: &Path) -> Result<Self, IngestError> {
-        let file = File::open(path).map_err(IngestError::io("open", path))?;
-        Ok(Self::new(
-            BufReader::with_capacity(256 << 10, file),
-            path.display().to_string(),
-        ))
+impl ParseLine for SyslogParser {
+    fn parse_line(&mut self, bytes: &[u8], overflow: bool) -> Result<Value, String> {
+        if overflow {
+            return Err(overflow_error());
+        }
+        self.parse_line(&String::from_utf8_lossy(bytes))
     }
 }
 
 impl<R: BufRead> SyslogReader<R> {
-    /// Reads `input`; `source` names it in positions.
-    pub fn new(input: R, source: impl Into<String>) -> Self {
-        SyslogReader {
-            lines: LineReader::new(input),
-            source: source.into(),
-            parser: SyslogParser::new(),
-            done: false,
-        }
-    }
-
     /// Reads BSD timestamps starting in `year` instead of the current year.
     pub fn with_year(mut self, year: i32) -> Self {
-        self.parser = SyslogParser::with_year(year);
+        *self.parser_mut() = SyslogParser::with_year(year);
         self
-    }
-}
-
-impl<R: BufRead> Iterator for SyslogReader<R> {
-    type Item = RecordResult;
-
-    fn next(&mut self) -> Option<RecordResult> {
-        if self.done {
-            return None;
-        }
-        loop {
-            let next = self.lines.next_position();
-            let line = match self.lines.next_line()? {
-                Ok(line) => line,
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(io_malformed(&self.source, next, &e)));
-                }
-            };
-            if !line.overflow && line.bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let position = || Position::line(&self.source, line.number, line.offset);
-            if line.overflow {
-                return Some(Err(Malformed::new(
-                    position(),
-                    overflow_error(),
-                    line.bytes,
-                )));
-            }
-            let text = String::from_utf8_lossy(line.bytes);
-            return Some(
-                self.parser
-                    .parse_line(&text)
-                    .map_err(|error| Malformed::new(position(), error, line.bytes)),
-            );
-        }
     }
 }
 
