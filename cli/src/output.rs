@@ -530,6 +530,7 @@ pub fn finding_json(f: &v1::Finding) -> Value {
         "title": f.title, "severity": severity(f.severity), "confidence": f.confidence,
         "entity": f.entity, "time": time(f.timestamp_ms), "timestamp_ms": f.timestamp_ms,
         "techniques": f.techniques,
+        "tags": f.tags,
         "evidence": f.evidence.iter().map(|e| (e.key.clone(), json!(e.value))).collect::<serde_json::Map<_, _>>(),
         "offsets": f.offsets,
     })

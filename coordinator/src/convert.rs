@@ -458,6 +458,7 @@ pub fn finding(hunt: &HuntRecord, finding: &FindingRecord) -> v1::Finding {
             })
             .collect(),
         techniques: finding.techniques.clone(),
+        tags: finding.tags.clone(),
         offsets: finding.offsets.clone(),
     }
 }
@@ -499,6 +500,7 @@ pub fn partial_result(report: &mut v1::ReportTaskRequest) -> Result<PartialResul
             timestamp_ms: f.timestamp_ms,
             evidence: f.evidence.into_iter().map(|e| (e.key, e.value)).collect(),
             techniques: f.techniques,
+            tags: f.tags,
             offsets: f.offsets,
         })
         .collect();

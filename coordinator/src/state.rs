@@ -480,7 +480,8 @@ pub fn finding_bytes(f: &FindingRecord) -> u64 {
             .iter()
             .map(|(k, v)| k.len() + v.len())
             .sum::<usize>()
-        + f.techniques.iter().map(String::len).sum::<usize>();
+        + f.techniques.iter().map(String::len).sum::<usize>()
+        + f.tags.iter().map(String::len).sum::<usize>();
     strings as u64 + 8 * f.offsets.len() as u64
 }
 
@@ -541,6 +542,8 @@ pub struct FindingRecord {
     pub evidence: Vec<(String, String)>,
     /// ATT&CK ids.
     pub techniques: Vec<String>,
+    /// The module's free-form labels.
+    pub tags: Vec<String>,
     /// Shard offsets of the events involved.
     pub offsets: Vec<u64>,
 }
@@ -1807,6 +1810,7 @@ mod tests {
             timestamp_ms: 1,
             evidence: vec![],
             techniques: vec![],
+            tags: vec![],
             offsets: vec![],
         };
         let aggregates = vec![Aggregate::new(

@@ -610,6 +610,10 @@ async fn aggregates_of_every_kind_merge_across_shards() -> anyhow::Result<()> {
     let findings = client.findings(&hunt.hunt_id).await?;
     let hits: Vec<&str> = findings.iter().map(|f| f.entity.as_str()).collect();
     assert_eq!(hits, ["value:lonely.exe", "value:lonely.exe"]);
+    assert!(
+        findings.iter().all(|f| f.tags == ["intel:watch"]),
+        "tags travel from the module to the hunt's findings: {findings:?}"
+    );
     cluster.shutdown().await;
     Ok(())
 }

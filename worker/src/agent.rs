@@ -650,6 +650,7 @@ pub fn finding(f: runtime::types::Finding) -> v1::Finding {
             .map(|(key, value)| v1::Evidence { key, value })
             .collect(),
         techniques: f.techniques,
+        tags: f.tags,
         offsets: f.offsets,
         ..Default::default()
     }

@@ -974,6 +974,7 @@ fn finding_bytes(finding: &wit::Finding) -> usize {
             .map(|(key, value)| key.len() + value.len())
             .sum::<usize>()
         + finding.techniques.iter().map(String::len).sum::<usize>()
+        + finding.tags.iter().map(String::len).sum::<usize>()
         + finding.offsets.len() * 8
 }
 

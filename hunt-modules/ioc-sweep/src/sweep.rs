@@ -322,6 +322,8 @@ fn finding(matches: &[Match<'_>], context: &Context) -> Finding {
         .evidence("indicator", primary.indicator)
         .evidence("indicator_type", primary.kind_label())
         .evidence("intel_set", primary.set)
+        .tag("ioc")
+        .tags(matches.iter().map(|m| format!("intel:{}", m.set)))
         .evidence("field", candidate.field)
         .evidence("observed_value", &candidate.observed)
         .evidence("matches", all);

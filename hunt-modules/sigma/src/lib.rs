@@ -21,7 +21,7 @@
 //! One finding per matching event and rule: rule `sigma/<rule id>`, the
 //! rule's title, severity from its level, entity `host:<computer>`, the
 //! ATT&CK techniques of its `attack.tNNNN` tags, and evidence: the rule's id,
-//! title, level, status, author and other tags (the Detection Rule License
+//! title, level, status and author (the Detection Rule License
 //! requires the author's attribution to travel with alerts), the log source,
 //! and the event fields of the searches that matched.
 
@@ -257,9 +257,9 @@ fn finding(hit: Match<'_>, view: &EventView<'_>, event: &Event, hosts: &[usize])
         .evidence("sigma.author", meta.author.as_deref().unwrap_or("unknown"))
         .evidence("sigma.license", "DRL-1.1")
         .evidence("sigma.logsource", &meta.logsource);
-    if !meta.other_tags.is_empty() {
-        builder = builder.evidence("sigma.tags", meta.other_tags.join(" "));
-    }
+    // The rule's tags other than ATT&CK techniques (`attack.discovery`,
+    // `cve.2021-44228`, `detection.threat-hunting`) become finding tags.
+    builder = builder.tag("sigma").tags(meta.other_tags.iter().cloned());
     for &field in &hit.fields {
         if let Some(value) = view.get(field) {
             builder = builder.evidence(fields::FIELDS[field], cut(value));
@@ -327,7 +327,7 @@ detection:
         assert_eq!(f.techniques, ["T1033"]);
         assert_eq!(f.offsets, [0]);
         assert_eq!(f.evidence_value("sigma.author"), Some("Someone"));
-        assert_eq!(f.evidence_value("sigma.tags"), Some("attack.discovery"));
+        assert_eq!(f.tags, ["attack.discovery", "sigma"]);
         assert_eq!(
             f.evidence_value("Image"),
             Some(r"C:\Windows\System32\whoami.exe")

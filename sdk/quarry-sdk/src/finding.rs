@@ -46,6 +46,7 @@ impl Finding {
                 timestamp_ms: 0,
                 evidence: Vec::new(),
                 techniques: Vec::new(),
+                tags: Vec::new(),
                 offsets: Vec::new(),
             },
         }
@@ -108,6 +109,28 @@ impl FindingBuilder {
             .extend(ids.into_iter().map(Into::into));
         self.finding.techniques.sort();
         self.finding.techniques.dedup();
+        self
+    }
+
+    /// Adds a tag: a free-form label for triage and search (`sigma`,
+    /// `attack.discovery`, `intel:bad-ips`), stored lower-case.
+    pub fn tag(self, tag: impl Into<String>) -> Self {
+        self.tags([tag])
+    }
+
+    /// Adds tags (see [`FindingBuilder::tag`]); duplicates are dropped.
+    pub fn tags<I>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.finding.tags.extend(tags.into_iter().map(|tag| {
+            let mut tag: String = tag.into();
+            tag.make_ascii_lowercase();
+            tag
+        }));
+        self.finding.tags.sort();
+        self.finding.tags.dedup();
         self
     }
 
@@ -215,6 +238,8 @@ mod tests {
             .confidence(250)
             .technique("T1110.001")
             .techniques(["T1110", "T1110.001"])
+            .tags(["Credential-Access", "bruteforce"])
+            .tag("bruteforce")
             .offset(9)
             .offsets([3, 9, 1])
             .build();
@@ -222,6 +247,7 @@ mod tests {
         assert_eq!(finding.confidence, 100);
         assert_eq!(finding.entity, "");
         assert_eq!(finding.techniques, ["T1110", "T1110.001"]);
+        assert_eq!(finding.tags, ["bruteforce", "credential-access"]);
         assert_eq!(finding.offsets, [1, 3, 9]);
         assert_eq!(finding.evidence_value("x"), None);
     }

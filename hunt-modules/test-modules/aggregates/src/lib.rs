@@ -75,6 +75,7 @@ impl Hunt for Aggregates {
                     )
                     .entity(format!("value:{value}"))
                     .evidence("host", host)
+                    .tag("intel:watch")
                     .offset(event.offset),
                 );
             }
