@@ -5,7 +5,7 @@
 //! keep-alives, a nightly backup), with and without two planted implants.
 
 use quarry_hunt_modules::BEACONING;
-use quarry_module_testkit::{self as testkit, evidence as ev};
+use quarry_module_testkit::{self as testkit, Rng, evidence as ev};
 use quarry_worker::runtime::TaskOutput;
 use serde_json::{Value, json};
 
@@ -16,28 +16,6 @@ const WORKSTATIONS: u32 = 20;
 const C2_ZEEK: &str = "203.0.113.66";
 const C2_SYSMON: &str = "198.51.100.23";
 
-/// Deterministic xorshift generator, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Exponential gap with the given mean: human, bursty traffic.
-    fn exp_ms(&mut self, mean_ms: f64) -> i64 {
-        (-(1.0 - self.unit()).ln() * mean_ms) as i64 + 1
-    }
-}
-
 fn ws(i: u32) -> String {
     format!("10.20.1.{}", 10 + i)
 }
@@ -46,7 +24,7 @@ fn zeek_conn(rng: &mut Rng, t: i64, orig: &str, resp: &str, port: u16, service: 
     json!({
         "_path": "conn",
         "ts": t as f64 / 1000.0,
-        "uid": format!("C{:016x}", rng.next()),
+        "uid": format!("C{:016x}", rng.next_u64()),
         "id.orig_h": orig,
         "id.orig_p": 49152 + rng.below(16000),
         "id.resp_h": resp,
@@ -64,7 +42,7 @@ fn zeek_dns(rng: &mut Rng, t: i64, orig: &str) -> Value {
     json!({
         "_path": "dns",
         "ts": t as f64 / 1000.0,
-        "uid": format!("C{:016x}", rng.next()),
+        "uid": format!("C{:016x}", rng.next_u64()),
         "id.orig_h": orig,
         "id.orig_p": 49152 + rng.below(16000),
         "id.resp_h": "10.20.0.53",

@@ -9,7 +9,7 @@
 //! from a local workstation that never does.
 
 use quarry_hunt_modules::BRUTEFORCE;
-use quarry_module_testkit::{self as testkit, evidence as ev};
+use quarry_module_testkit::{self as testkit, Rng, evidence as ev};
 use quarry_sdk::contract::aggregate::{AggregateValue, Merged, merge_into};
 use quarry_sdk::time::format_rfc3339_ms;
 use quarry_worker::runtime::TaskOutput;
@@ -23,21 +23,6 @@ const USERS: usize = 40;
 const BRUTE_SOURCE: &str = "203.0.113.50";
 const SPRAY_SOURCE: &str = "198.51.100.77";
 const LOCAL_SPRAYER: &str = "WIN-SPR4Y";
-
-/// Deterministic xorshift generator, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 struct Logon<'a> {
     t: i64,

@@ -6,7 +6,7 @@
 //! tunnel under a `co.uk` domain.
 
 use quarry_hunt_modules::DNS_TUNNEL;
-use quarry_module_testkit::{self as testkit, evidence as ev};
+use quarry_module_testkit::{self as testkit, Rng, evidence as ev};
 use quarry_sdk::time::format_rfc3339_ms;
 use quarry_worker::runtime::TaskOutput;
 use quarry_worker::runtime::types::Severity;
@@ -15,37 +15,11 @@ use serde_json::{Value, json};
 /// 2024-03-04T08:00:00Z.
 const START_MS: i64 = 1_709_539_200_000;
 const TUNNEL_CLIENT: &str = "10.20.1.30";
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn hex(&mut self, len: usize) -> String {
-        (0..len)
-            .map(|_| char::from_digit(self.below(16) as u32, 16).unwrap())
-            .collect()
-    }
-    fn alnum(&mut self, len: usize) -> String {
-        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-        (0..len)
-            .map(|_| CHARS[self.below(CHARS.len() as u64) as usize] as char)
-            .collect()
-    }
-}
-
 fn zeek_dns(rng: &mut Rng, t: i64, client: &str, query: &str, qtype: &str) -> Value {
     json!({
         "_path": "dns",
         "ts": t as f64 / 1000.0,
-        "uid": format!("C{:016x}", rng.next()),
+        "uid": format!("C{:016x}", rng.next_u64()),
         "id.orig_h": client,
         "id.orig_p": 49152 + rng.below(16000),
         "id.resp_h": "10.20.0.53",

@@ -6,7 +6,7 @@
 
 use encoded_powershell::analysis::encode_command;
 use quarry_hunt_modules::ENCODED_POWERSHELL;
-use quarry_module_testkit::{self as testkit, evidence as ev};
+use quarry_module_testkit::{self as testkit, Rng, evidence as ev};
 use quarry_sdk::time::format_rfc3339_ms;
 use quarry_worker::runtime::TaskOutput;
 use quarry_worker::runtime::types::Severity;
@@ -16,21 +16,6 @@ use serde_json::{Value, json};
 const START_MS: i64 = 1_709_539_200_000;
 const PS: &str = "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe";
 const HOSTS: u32 = 15;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn host(i: u32) -> String {
     format!("WS{:02}.corp.example", i + 1)
 }

@@ -7,7 +7,7 @@
 //! as `intel.<set>` parameters. Look-alikes of the indicators are in both.
 
 use quarry_hunt_modules::IOC_SWEEP;
-use quarry_module_testkit::{self as testkit, evidence as ev};
+use quarry_module_testkit::{self as testkit, Rng, evidence as ev};
 use quarry_sdk::time::format_rfc3339_ms;
 use quarry_worker::runtime::TaskOutput;
 use quarry_worker::runtime::types::Severity;
@@ -43,26 +43,6 @@ fn intel() -> Vec<(&'static str, String)> {
             "hxxp://files.evil-c2[.]example/stage2.bin\n".to_owned(),
         ),
     ]
-}
-
-/// Deterministic xorshift generator, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn hex(&mut self, len: usize) -> String {
-        (0..len)
-            .map(|_| char::from_digit(self.below(16) as u32, 16).unwrap_or('0'))
-            .collect()
-    }
 }
 
 fn ts(t: i64) -> String {

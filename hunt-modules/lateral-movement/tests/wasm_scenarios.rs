@@ -7,7 +7,7 @@
 //! that touches every workstation.
 
 use quarry_hunt_modules::LATERAL_MOVEMENT;
-use quarry_module_testkit::{self as testkit, evidence as ev};
+use quarry_module_testkit::{self as testkit, Rng, evidence as ev};
 use quarry_sdk::time::format_rfc3339_ms;
 use quarry_worker::runtime::TaskOutput;
 use quarry_worker::runtime::types::Severity;
@@ -19,21 +19,6 @@ const MINUTE: i64 = 60_000;
 const ATTACKER: &str = "10.20.1.44";
 const DEPLOY_SERVER: &str = "10.20.0.30";
 const WORKSTATIONS: u32 = 25;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn ws_ip(i: u32) -> String {
     format!("10.20.1.{}", 10 + i)
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use quarry_hunt_modules::RARE_PROCESS;
-use quarry_module_testkit::{self as testkit, evidence as ev};
+use quarry_module_testkit::{self as testkit, Rng, evidence as ev};
 use quarry_sdk::contract::aggregate::{AggregateValue, Merged, Stack, merge_into};
 use quarry_sdk::time::format_rfc3339_ms;
 use quarry_worker::runtime::TaskOutput;
@@ -24,21 +24,6 @@ const PLANTED_IMAGE: &str = "C:\\Users\\bob\\AppData\\Roaming\\Microsoft\\Window
 const PLANTED_KEY: &str = "c:\\users\\*\\appdata\\roaming\\microsoft\\windows\\updater.exe";
 const PLANTED_SHARD: usize = 3;
 const PLANTED_HOST: &str = "ws31";
-
-/// Deterministic xorshift generator, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A Sysmon process creation, flat (as OTRF and most SIEM exports have it).
 fn sysmon(t: i64, host: &str, image: &str, user: &str) -> Value {

@@ -147,3 +147,50 @@ pub fn evidence<'a>(finding: &'a Finding, key: &str) -> Option<&'a str> {
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
 }
+
+/// A deterministic xorshift generator for generated scenarios: the same seed
+/// gives the same events, so a failing test reproduces. `Rng(seed)` with a
+/// non-zero seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next raw value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// A value in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// An exponentially distributed gap with the given mean, in ms (at least
+    /// 1): human, bursty traffic.
+    pub fn exp_ms(&mut self, mean_ms: f64) -> i64 {
+        (-(1.0 - self.unit()).ln() * mean_ms) as i64 + 1
+    }
+
+    /// `len` random lower-case hex digits.
+    pub fn hex(&mut self, len: usize) -> String {
+        const DIGITS: &[u8] = b"0123456789abcdef";
+        (0..len)
+            .map(|_| DIGITS[self.below(16) as usize] as char)
+            .collect()
+    }
+
+    /// `len` random characters of `a-z0-9`.
+    pub fn alnum(&mut self, len: usize) -> String {
+        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        (0..len)
+            .map(|_| CHARS[self.below(CHARS.len() as u64) as usize] as char)
+            .collect()
+    }
+}
