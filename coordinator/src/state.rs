@@ -713,8 +713,12 @@ pub enum Touched {
     Worker(WorkerId),
     /// A shard.
     Shard(ShardId),
-    /// A hunt.
+    /// A hunt's status (everything but its parameters).
     Hunt(HuntId),
+    /// A hunt's parameters: written once, when it is submitted. Kept apart
+    /// from its status because they can be large (rule packs, intel sets)
+    /// and the status changes with every task report.
+    HuntParams(HuntId),
     /// A task.
     Task(TaskId),
     /// The findings of a task.
@@ -1087,7 +1091,7 @@ impl State {
             Err(rejection) => return Applied::rejected(rejection),
         };
         let id = HuntId::new(format!("h-{index}"));
-        let mut touched = vec![Touched::Hunt(id.clone())];
+        let mut touched = vec![Touched::Hunt(id.clone()), Touched::HuntParams(id.clone())];
         let mut tasks = Vec::with_capacity(shards.len());
         let total = shards.len();
         let canary_tasks = spec.policy.canary.size(total);
@@ -1696,7 +1700,7 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use quarry_contract::aggregate::AggregateValue;
 
@@ -1725,7 +1729,7 @@ mod tests {
         }
     }
 
-    fn spec(selector: &[(&str, &str)]) -> HuntSpec {
+    pub(crate) fn spec(selector: &[(&str, &str)]) -> HuntSpec {
         HuntSpec {
             module: ModuleSelector::NameVersion {
                 name: "m".into(),
@@ -1747,7 +1751,8 @@ mod tests {
     }
 
     /// Two workers with one shard each, and module m@1.
-    fn cluster() -> State {
+    /// A module `m@1` and two workers holding shards `a` and `b` (`env=demo`).
+    pub(crate) fn cluster() -> State {
         let mut s = State::default();
         s.apply(
             1,

@@ -23,6 +23,7 @@
 use crate::error::{CoordinatorError, Result};
 use crate::state::{Command, State, Touched};
 use protobuf::Message as _;
+use quarry_proto::HuntId;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
@@ -447,9 +448,27 @@ impl Store {
                     entity_key(b's', id.as_str()),
                     state.shards.get(id).map(encode).transpose()?,
                 ),
+                // The status row leaves the parameters out: they are
+                // written once, in their own row, not with every report.
                 Touched::Hunt(id) => (
                     entity_key(b'h', id.as_str()),
-                    state.hunts.get(id).map(encode).transpose()?,
+                    state
+                        .hunts
+                        .get(id)
+                        .map(|hunt| {
+                            let mut status = hunt.clone();
+                            status.spec.params.clear();
+                            encode(&status)
+                        })
+                        .transpose()?,
+                ),
+                Touched::HuntParams(id) => (
+                    entity_key(b'p', id.as_str()),
+                    state
+                        .hunts
+                        .get(id)
+                        .map(|h| encode(&h.spec.params))
+                        .transpose()?,
                 ),
                 Touched::Task(id) => (
                     entity_key(b't', id.as_str()),
@@ -490,6 +509,9 @@ impl Store {
             ..Replica::default()
         };
         let cf = self.cf(CF_STATE)?;
+        // Hunt parameters live in rows of their own (see `batch_applied`);
+        // attached once every hunt is loaded.
+        let mut params_rows = Vec::new();
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (key, value) = item.map_err(|e| self.err(e))?;
             if &*key == KEY_APPLIED {
@@ -528,6 +550,13 @@ impl Store {
                     &value,
                     |t: &crate::state::TaskRecord| t.id.clone(),
                 )?,
+                Some(b'p') => {
+                    let params: BTreeMap<String, String> = decode(&key, &value)?;
+                    params_rows.push((
+                        HuntId::new(String::from_utf8_lossy(&key[2..]).into_owned()),
+                        params,
+                    ));
+                }
                 Some(b'f') => {
                     let findings: Vec<crate::state::FindingRecord> = decode(&key, &value)?;
                     let task =
@@ -538,6 +567,17 @@ impl Store {
                     return Err(CoordinatorError::Corrupt {
                         key: String::from_utf8_lossy(&key).into_owned(),
                         detail: "unknown key in the state column family".to_owned(),
+                    });
+                }
+            }
+        }
+        for (id, params) in params_rows {
+            match replica.state.hunts.get_mut(&id) {
+                Some(hunt) => hunt.spec.params = params,
+                None => {
+                    return Err(CoordinatorError::Corrupt {
+                        key: format!("p/{id}"),
+                        detail: "parameters of a hunt that is not stored".to_owned(),
                     });
                 }
             }
@@ -573,6 +613,7 @@ impl Store {
         touched.extend(s.workers.keys().cloned().map(Touched::Worker));
         touched.extend(s.shards.keys().cloned().map(Touched::Shard));
         touched.extend(s.hunts.keys().cloned().map(Touched::Hunt));
+        touched.extend(s.hunts.keys().cloned().map(Touched::HuntParams));
         touched.extend(s.tasks.keys().cloned().map(Touched::Task));
         touched.extend(s.findings.keys().cloned().map(Touched::Findings));
         self.batch_applied(&mut batch, replica, &touched)?;
@@ -1214,6 +1255,63 @@ mod tests {
         let bytes = encode(&record).expect("encode");
         let back: ModuleRecord = decode(b"m", &bytes).expect("decode");
         assert_eq!(back, record);
+    }
+
+    #[test]
+    fn hunt_parameters_are_written_once_apart_from_the_status() {
+        use crate::state::tests::{cluster, spec};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut replica = Replica {
+            state: cluster(),
+            ..Replica::default()
+        };
+        let mut hunt_spec = spec(&[("env", "demo")]);
+        let intel = "203.0.113.7\n".repeat(50_000);
+        hunt_spec
+            .params
+            .insert("intel.bad-ips".into(), intel.clone());
+        let applied = replica.state.apply(
+            10,
+            Command::SubmitHunt {
+                spec: hunt_spec,
+                now_ms: 20,
+            },
+        );
+        assert!(
+            applied
+                .touched
+                .iter()
+                .any(|t| matches!(t, Touched::HuntParams(_)))
+        );
+        store
+            .persist_applied(&replica, &applied.touched)
+            .expect("persist");
+        let id = replica.state.hunts.keys().next().expect("a hunt").clone();
+        // What every task report does: rewrite the status only.
+        store
+            .persist_applied(&replica, &[Touched::Hunt(id.clone())])
+            .expect("persist");
+        let row = |kind| {
+            store
+                .get(CF_STATE, &entity_key(kind, id.as_str()))
+                .expect("read")
+                .expect("row")
+                .len()
+        };
+        assert!(
+            row(b'h') < 4_096,
+            "the status row carries the parameters: {}",
+            row(b'h')
+        );
+        assert!(row(b'p') > intel.len());
+        drop(store);
+        let loaded = Store::open(dir.path())
+            .expect("reopen")
+            .load_replica()
+            .expect("load");
+        assert_eq!(loaded.state.hunts, replica.state.hunts);
+        assert_eq!(loaded.state.hunts[&id].spec.params["intel.bad-ips"], intel);
     }
 
     #[test]
