@@ -713,12 +713,13 @@ pub enum Touched {
     Worker(WorkerId),
     /// A shard.
     Shard(ShardId),
-    /// A hunt's status (everything but its parameters).
+    /// A hunt's status (everything but its definition).
     Hunt(HuntId),
-    /// A hunt's parameters: written once, when it is submitted. Kept apart
-    /// from its status because they can be large (rule packs, intel sets)
-    /// and the status changes with every task report.
-    HuntParams(HuntId),
+    /// A hunt's definition, its parameters and task list: written once,
+    /// when it is submitted. Kept apart from its status because both can be
+    /// large (rule packs, intel sets; one task per shard) and the status
+    /// changes with every task report.
+    HuntDefinition(HuntId),
     /// A task.
     Task(TaskId),
     /// The findings of a task.
@@ -1091,7 +1092,10 @@ impl State {
             Err(rejection) => return Applied::rejected(rejection),
         };
         let id = HuntId::new(format!("h-{index}"));
-        let mut touched = vec![Touched::Hunt(id.clone()), Touched::HuntParams(id.clone())];
+        let mut touched = vec![
+            Touched::Hunt(id.clone()),
+            Touched::HuntDefinition(id.clone()),
+        ];
         let mut tasks = Vec::with_capacity(shards.len());
         let total = shards.len();
         let canary_tasks = spec.policy.canary.size(total);

@@ -448,8 +448,9 @@ impl Store {
                     entity_key(b's', id.as_str()),
                     state.shards.get(id).map(encode).transpose()?,
                 ),
-                // The status row leaves the parameters out: they are
-                // written once, in their own row, not with every report.
+                // The status row leaves the definition (parameters, task
+                // list) out: it is written once, in its own row, not with
+                // every report.
                 Touched::Hunt(id) => (
                     entity_key(b'h', id.as_str()),
                     state
@@ -458,16 +459,17 @@ impl Store {
                         .map(|hunt| {
                             let mut status = hunt.clone();
                             status.spec.params.clear();
+                            status.tasks.clear();
                             encode(&status)
                         })
                         .transpose()?,
                 ),
-                Touched::HuntParams(id) => (
+                Touched::HuntDefinition(id) => (
                     entity_key(b'p', id.as_str()),
                     state
                         .hunts
                         .get(id)
-                        .map(|h| encode(&h.spec.params))
+                        .map(|h| encode(&(&h.spec.params, &h.tasks)))
                         .transpose()?,
                 ),
                 Touched::Task(id) => (
@@ -509,9 +511,9 @@ impl Store {
             ..Replica::default()
         };
         let cf = self.cf(CF_STATE)?;
-        // Hunt parameters live in rows of their own (see `batch_applied`);
+        // Hunt definitions live in rows of their own (see `batch_applied`);
         // attached once every hunt is loaded.
-        let mut params_rows = Vec::new();
+        let mut definitions = Vec::new();
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (key, value) = item.map_err(|e| self.err(e))?;
             if &*key == KEY_APPLIED {
@@ -551,10 +553,11 @@ impl Store {
                     |t: &crate::state::TaskRecord| t.id.clone(),
                 )?,
                 Some(b'p') => {
-                    let params: BTreeMap<String, String> = decode(&key, &value)?;
-                    params_rows.push((
+                    let definition: (BTreeMap<String, String>, Vec<quarry_proto::TaskId>) =
+                        decode(&key, &value)?;
+                    definitions.push((
                         HuntId::new(String::from_utf8_lossy(&key[2..]).into_owned()),
-                        params,
+                        definition,
                     ));
                 }
                 Some(b'f') => {
@@ -571,13 +574,16 @@ impl Store {
                 }
             }
         }
-        for (id, params) in params_rows {
+        for (id, (params, tasks)) in definitions {
             match replica.state.hunts.get_mut(&id) {
-                Some(hunt) => hunt.spec.params = params,
+                Some(hunt) => {
+                    hunt.spec.params = params;
+                    hunt.tasks = tasks;
+                }
                 None => {
                     return Err(CoordinatorError::Corrupt {
                         key: format!("p/{id}"),
-                        detail: "parameters of a hunt that is not stored".to_owned(),
+                        detail: "the definition of a hunt that is not stored".to_owned(),
                     });
                 }
             }
@@ -613,7 +619,7 @@ impl Store {
         touched.extend(s.workers.keys().cloned().map(Touched::Worker));
         touched.extend(s.shards.keys().cloned().map(Touched::Shard));
         touched.extend(s.hunts.keys().cloned().map(Touched::Hunt));
-        touched.extend(s.hunts.keys().cloned().map(Touched::HuntParams));
+        touched.extend(s.hunts.keys().cloned().map(Touched::HuntDefinition));
         touched.extend(s.tasks.keys().cloned().map(Touched::Task));
         touched.extend(s.findings.keys().cloned().map(Touched::Findings));
         self.batch_applied(&mut batch, replica, &touched)?;
@@ -1258,7 +1264,7 @@ mod tests {
     }
 
     #[test]
-    fn hunt_parameters_are_written_once_apart_from_the_status() {
+    fn hunt_definitions_are_written_once_apart_from_the_status() {
         use crate::state::tests::{cluster, spec};
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
@@ -1282,7 +1288,7 @@ mod tests {
             applied
                 .touched
                 .iter()
-                .any(|t| matches!(t, Touched::HuntParams(_)))
+                .any(|t| matches!(t, Touched::HuntDefinition(_)))
         );
         store
             .persist_applied(&replica, &applied.touched)
@@ -1312,6 +1318,7 @@ mod tests {
             .expect("load");
         assert_eq!(loaded.state.hunts, replica.state.hunts);
         assert_eq!(loaded.state.hunts[&id].spec.params["intel.bad-ips"], intel);
+        assert_eq!(loaded.state.hunts[&id].tasks.len(), 2, "the task list comes back");
     }
 
     #[test]
