@@ -741,7 +741,7 @@ pub fn local_run(format: Output, run: &crate::module_tool::LocalRun) {
             };
             json_line(json!({
                 "module": d.name, "version": d.version, "sha256": run.digest,
-                "params": run.params.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "params": run.params.iter().map(|(k, v)| (k.clone(), json!(quarry_contract::intel::shown_param(k, v)))).collect::<serde_json::Map<_, _>>(),
                 "files": run.files.iter().map(|f| json!({
                     "path": f.path.display().to_string(), "format": f.format.name(),
                     "events": f.events, "malformed": f.malformed, "without_timestamp": f.without_timestamp,

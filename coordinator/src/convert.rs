@@ -283,20 +283,6 @@ fn aggregates(merged: &quarry_contract::aggregate::Merged) -> Vec<v1::Aggregate>
         .collect()
 }
 
-/// A parameter as a hunt's status shows it: an intel set (which can hold
-/// millions of indicators, and is read at every status poll) by its size.
-fn shown_param(key: &str, value: &str) -> String {
-    if key.starts_with(quarry_contract::intel::PARAM_PREFIX) {
-        let indicators = quarry_contract::intel::indicators(value).count();
-        format!(
-            "(intel set: {indicators} indicators, {} bytes)",
-            value.len()
-        )
-    } else {
-        value.to_owned()
-    }
-}
-
 /// A hunt with its tasks.
 pub fn hunt(state: &State, hunt: &HuntRecord) -> v1::Hunt {
     let spec = &hunt.spec;
@@ -306,7 +292,7 @@ pub fn hunt(state: &State, hunt: &HuntRecord) -> v1::Hunt {
         params: spec
             .params
             .iter()
-            .map(|(k, v)| (k.clone(), shown_param(k, v)))
+            .map(|(k, v)| (k.clone(), quarry_contract::intel::shown_param(k, v)))
             .collect(),
         scope: Some(v1::HuntScope {
             selector: Some(v1::LabelSelector {
@@ -563,15 +549,6 @@ mod tests {
         Some(v1::ModuleRef {
             r#ref: Some(v1::module_ref::Ref::NameVersion(text.to_owned())),
         })
-    }
-
-    #[test]
-    fn intel_sets_show_by_size_in_a_hunts_parameters() {
-        assert_eq!(
-            shown_param("intel.watch", "# list\nlonely.exe\nnot-seen.exe\n"),
-            "(intel set: 2 indicators, 31 bytes)"
-        );
-        assert_eq!(shown_param("threshold", "5"), "5");
     }
 
     #[test]

@@ -1318,7 +1318,11 @@ mod tests {
             .expect("load");
         assert_eq!(loaded.state.hunts, replica.state.hunts);
         assert_eq!(loaded.state.hunts[&id].spec.params["intel.bad-ips"], intel);
-        assert_eq!(loaded.state.hunts[&id].tasks.len(), 2, "the task list comes back");
+        assert_eq!(
+            loaded.state.hunts[&id].tasks.len(),
+            2,
+            "the task list comes back"
+        );
     }
 
     #[test]

@@ -95,6 +95,17 @@ impl IntelSets {
     }
 }
 
+/// How a parameter reads in a hunt's status or a report: an intel set (which
+/// can hold millions of indicators) by its size, anything else as it is.
+pub fn shown_param(key: &str, value: &str) -> String {
+    if key.starts_with(PARAM_PREFIX) {
+        let count = indicators(value).count();
+        format!("(intel set: {count} indicators, {} bytes)", value.len())
+    } else {
+        value.to_owned()
+    }
+}
+
 /// A set name: 1 to 64 of `a-z 0-9 _ -`.
 fn check_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
@@ -196,5 +207,10 @@ mod tests {
             .unwrap();
         assert!(sets.contains("urls", "http://evil.test/a,b"));
         assert_eq!(normalise(" HXXPS://A[.]B "), "https://a.b");
+        assert_eq!(
+            shown_param("intel.watch", "# list\nlonely.exe\nnot-seen.exe\n"),
+            "(intel set: 2 indicators, 31 bytes)"
+        );
+        assert_eq!(shown_param("threshold", "5"), "5");
     }
 }
