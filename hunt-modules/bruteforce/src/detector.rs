@@ -777,19 +777,31 @@ fn failures_only_finding(
         "failure_source_ips",
         list(burst.source_ips.iter(), burst.source_ips_truncated),
     )
-    .evidence(
-        "logon_types",
-        list(
-            burst.logon_types.iter().map(|&t| describe_logon_type(t)),
-            false,
-        ),
-    )
-    .evidence("hosts", list(burst.hosts.iter(), false))
-    .evidence("first_failure", format_rfc3339_ms(burst.first_ms))
-    .evidence("last_failure", format_rfc3339_ms(burst.last_ms))
     .techniques(TECHNIQUES_GUESSING)
-    .offsets(burst.offsets.iter().copied())
-    .build()
+    .with_burst(burst)
+}
+
+/// What every source finding says about its burst of failures: logon
+/// types, hosts, first and last failure, and the events' offsets.
+trait WithBurst {
+    fn with_burst(self, burst: &Burst) -> Finding;
+}
+
+impl WithBurst for quarry_sdk::FindingBuilder {
+    fn with_burst(self, burst: &Burst) -> Finding {
+        self.evidence(
+            "logon_types",
+            list(
+                burst.logon_types.iter().map(|&t| describe_logon_type(t)),
+                false,
+            ),
+        )
+        .evidence("hosts", list(burst.hosts.iter(), false))
+        .evidence("first_failure", format_rfc3339_ms(burst.first_ms))
+        .evidence("last_failure", format_rfc3339_ms(burst.last_ms))
+        .offsets(burst.offsets.iter().copied())
+        .build()
+    }
 }
 
 fn spray_only_finding(source: &str, burst: &Burst, config: &Config) -> Finding {
@@ -817,19 +829,8 @@ fn spray_only_finding(source: &str, burst: &Burst, config: &Config) -> Finding {
     )
     .evidence("source_threshold", config.source_threshold)
     .evidence("window_minutes", config.window_ms / MINUTE_MS)
-    .evidence(
-        "logon_types",
-        list(
-            burst.logon_types.iter().map(|&t| describe_logon_type(t)),
-            false,
-        ),
-    )
-    .evidence("hosts", list(burst.hosts.iter(), false))
-    .evidence("first_failure", format_rfc3339_ms(burst.first_ms))
-    .evidence("last_failure", format_rfc3339_ms(burst.last_ms))
     .techniques(TECHNIQUES_SPRAYING)
-    .offsets(burst.offsets.iter().copied())
-    .build()
+    .with_burst(burst)
 }
 
 /// The size of a bounded set: `more than N` once something was left out.
