@@ -659,3 +659,133 @@ async fn fourth_coordinator_joins_and_the_leader_leaves_while_writes_continue() 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_removed_without_being_killed_hands_its_workers_to_the_new_leader()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (nodes, _) = start_group(dir.path(), 5000)?;
+    let (leader_id, _) = leader(&nodes).await?;
+    let leader_url = url_of(&nodes, leader_id);
+    let module = quarry_hunt_modules::BRUTEFORCE;
+    upload(&leader_url, module.name, module.wasm).await?;
+    let all_urls = nodes
+        .iter()
+        .map(|n| n.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut workers = Vec::new();
+    for index in 0..2 {
+        let worker_dir = dir.path().join(format!("worker-{index}"));
+        workers.push(start_worker(&worker_dir, index, &all_urls).await?);
+    }
+    let live_on = |url: String| async move {
+        let workers = Client::connect(&url).await.ok()?.workers().await.ok()?;
+        (workers.len() == 2 && workers.iter().all(|w| w.live)).then_some(())
+    };
+    wait_until(
+        "both workers live on the leader",
+        Duration::from_secs(60),
+        || live_on(leader_url.clone()),
+    )
+    .await?;
+
+    // A hunt in flight while the leader is removed from the group; the
+    // removed process keeps running, as after a partition or an operator
+    // who forgot to stop it.
+    let first = retry("hunt submission", || async {
+        Ok(Client::connect(&leader_url)
+            .await?
+            .submit_hunt(HuntRequest::new("bruteforce").selector("env", "demo"))
+            .await?)
+    })
+    .await?;
+    let other = nodes
+        .iter()
+        .find(|n| n.id != leader_id)
+        .expect("a follower")
+        .url
+        .clone();
+    let leader_arg = leader_id.to_string();
+    retry("remove-coordinator of the leader", || async {
+        cli(&[
+            "cluster",
+            "remove-coordinator",
+            "--node-id",
+            &leader_arg,
+            "--coordinator",
+            &other,
+        ])
+        .map(|_| ())
+        .or_else(|e| {
+            if e.to_string().contains("is not a member") {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+    })
+    .await?;
+    let others: Vec<(u64, String)> = nodes
+        .iter()
+        .filter(|n| n.id != leader_id)
+        .map(|n| (n.id, n.url.clone()))
+        .collect();
+    let new_leader = wait_until(
+        "a leader among the remaining members",
+        Duration::from_secs(30),
+        || {
+            let others = others.clone();
+            async move {
+                for (id, url) in others {
+                    if status(&url).await.is_some_and(|s| s.is_leader && !s.stale) {
+                        return Some(id);
+                    }
+                }
+                None
+            }
+        },
+    )
+    .await?;
+    let new_url = url_of(&nodes, new_leader);
+
+    // The hunt in flight completes, and a new one runs, through the new
+    // leader: the workers followed it.
+    let done = wait_until(
+        &format!("hunt {} to end", first.hunt_id),
+        Duration::from_secs(120),
+        || {
+            let (url, id) = (new_url.clone(), first.hunt_id.clone());
+            async move {
+                let hunt = Client::connect(&url).await.ok()?.hunt(&id).await.ok()?;
+                (hunt.state != v1::HuntState::Running as i32).then_some(hunt)
+            }
+        },
+    )
+    .await?;
+    assert_eq!(
+        done.state,
+        v1::HuntState::Completed as i32,
+        "{}",
+        done.reason
+    );
+    run_hunt(&new_url).await?;
+    wait_until(
+        "both workers live on the new leader",
+        Duration::from_secs(30),
+        || live_on(new_url.clone()),
+    )
+    .await?;
+    let old = nodes
+        .iter()
+        .find(|n| n.id == leader_id)
+        .expect("old leader");
+    assert!(
+        old.process.is_some(),
+        "the removed leader was never stopped"
+    );
+    for worker in workers {
+        worker.shutdown().await;
+    }
+    Ok(())
+}

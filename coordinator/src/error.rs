@@ -27,6 +27,17 @@ pub enum CoordinatorError {
         /// The leader this node knows of, 0 if none.
         leader: u64,
     },
+    /// Leadership moved after a write was proposed: it may still commit
+    /// under the new leader, or may be lost.
+    #[error(
+        "coordinator {node} lost the raft leadership (leader now: {leader}) while the write was in flight; it may or may not have been applied: check (for example `quarry hunt list`) before retrying, or send a request id so that a retry is applied at most once"
+    )]
+    OutcomeUnknown {
+        /// This node.
+        node: u64,
+        /// The leader this node knows of, 0 if none.
+        leader: u64,
+    },
     /// The raft node stopped (shutdown or a fatal storage error).
     #[error("the coordinator's raft node has stopped; restart the coordinator")]
     NodeStopped,
@@ -80,6 +91,7 @@ impl ServiceError for CoordinatorError {
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Self::NotLeader { .. } | Self::NodeStopped => ErrorKind::Unavailable,
+            Self::OutcomeUnknown { .. } => ErrorKind::OutcomeUnknown,
             Self::ProposalTimeout(_) => ErrorKind::DeadlineExceeded,
             Self::Storage { .. }
             | Self::Corrupt { .. }

@@ -9,6 +9,9 @@
 pub mod clock;
 pub mod convert;
 pub mod error;
+pub mod lease;
+#[cfg(test)]
+mod local_net;
 pub mod membership;
 pub mod module_check;
 pub mod node;

@@ -218,6 +218,8 @@ impl NodeThread {
             store.bootstrap(&options.voters, &options.peers)?;
         }
         let mut replica = store.load_replica()?;
+        store.raise_commit_to(replica.applied_index)?;
+        let boot = store.next_boot()?;
         // The replicated book wins over flags, which may name members removed
         // since; only a store from before the book existed takes the flags.
         if replica.peers.is_empty() {
@@ -266,6 +268,7 @@ impl NodeThread {
             replica,
             transport,
             waiters: HashMap::new(),
+            boot,
             next_proposal: 1,
             status: status_tx,
             reads_unissued: Vec::new(),
@@ -447,6 +450,9 @@ struct Driver {
     transport: Box<dyn Transport>,
     /// Proposal id -> (term proposed in, waiter).
     waiters: HashMap<u64, (u64, oneshot::Sender<ProposalResult>)>,
+    /// This start's number ([`Store::next_boot`]): proposal ids restart at 1
+    /// on every boot, so the context names the boot too.
+    boot: u64,
     next_proposal: u64,
     status: watch::Sender<RaftStatus>,
     /// Reads received this loop turn, not yet asked of raft.
@@ -545,15 +551,34 @@ impl Driver {
         }
     }
 
-    /// Entry context naming this node and a proposal, so only the proposer
-    /// resolves a waiter when the entry applies.
+    /// Entry context naming this node, this boot and a proposal, so only the
+    /// proposer resolves a waiter when the entry applies: an entry proposed
+    /// before a restart (which may commit after it, under any leader) names
+    /// an older boot and answers nobody.
     fn next_context(&mut self) -> (u64, Vec<u8>) {
         let proposal = self.next_proposal;
         self.next_proposal += 1;
-        let mut context = Vec::with_capacity(16);
-        context.extend_from_slice(&self.id.to_be_bytes());
-        context.extend_from_slice(&proposal.to_be_bytes());
-        (proposal, context)
+        (proposal, proposal_context(self.id, self.boot, proposal))
+    }
+
+    /// The waiter an applied entry answers, if this node proposed it in
+    /// this boot and in the term the waiter recorded.
+    fn waiter_for(&mut self, context: &[u8], term: u64) -> Option<oneshot::Sender<ProposalResult>> {
+        let (node, boot, proposal) = parse_context(context)?;
+        if node != self.id || boot != self.boot {
+            return None;
+        }
+        let (proposed_in, waiter) = self.waiters.remove(&proposal)?;
+        if proposed_in != term {
+            // raft stamps an entry with the term it was proposed in; another
+            // term means this is not the entry the caller is waiting for.
+            let _ = waiter.send(Err(CoordinatorError::OutcomeUnknown {
+                node: self.id,
+                leader: self.raw.raft.leader_id,
+            }));
+            return None;
+        }
+        Some(waiter)
     }
 
     fn propose(&mut self, command: Command, reply: oneshot::Sender<ProposalResult>) {
@@ -846,8 +871,11 @@ impl Driver {
         if *ready.snapshot() != raft::eraftpb::Snapshot::default() {
             self.install_snapshot(ready.snapshot())?;
         }
-        self.apply_entries(ready.take_committed_entries())?;
+        // Entries and hard state reach disk before anything is applied, so
+        // the stored commit index always covers the stored applied index
+        // (raft-rs refuses to start otherwise).
         self.store.append(ready.entries(), ready.hs())?;
+        self.apply_entries(ready.take_committed_entries())?;
         if !ready.persisted_messages().is_empty() {
             self.transport.send(ready.take_persisted_messages());
         }
@@ -908,10 +936,9 @@ impl Driver {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
-        let Some(last) = entries.last() else {
+        if entries.is_empty() {
             return Ok(());
-        };
-        let (last_index, last_term) = (last.index, last.term);
+        }
         let mut touched: Vec<Touched> = Vec::new();
         let mut replies = Vec::new();
         let mut peers_changed = false;
@@ -924,44 +951,47 @@ impl Driver {
             if entry.index <= applied {
                 continue; // already applied before a restart
             }
-            match entry.get_entry_type() {
+            // The applied point moves with the state, entry by entry, under
+            // the same lock: a snapshot (which raft may build in the middle
+            // of this batch, for instance while a conf change applies)
+            // always holds exactly the entries up to the index it claims.
+            let outcome = match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {
+                    // A new leader's empty entry.
+                    self.replica_mut()?.advance_applied(&entry);
+                    continue;
+                }
                 EntryType::EntryNormal => {
-                    if entry.data.is_empty() {
-                        continue; // a new leader's empty entry
-                    }
-                    let outcome = match crate::storage::decode::<Command>(b"log entry", &entry.data)
-                    {
+                    match crate::storage::decode::<Command>(b"log entry", &entry.data) {
                         Ok(command) => {
-                            let mut replica = self
-                                .replica
-                                .write()
-                                .map_err(|_| CoordinatorError::NodeStopped)?;
+                            let mut replica = self.replica_mut()?;
                             let applied = replica.state.apply(entry.index, command);
+                            replica.advance_applied(&entry);
                             touched.extend(applied.touched);
                             applied.outcome
                         }
                         Err(e) => {
                             // Every replica skips the same undecodable entry.
                             tracing::error!(index = entry.index, error = %e, "skipping undecodable log entry");
+                            self.replica_mut()?.advance_applied(&entry);
                             Err(Rejection::Invalid(format!("undecodable command: {e}")))
                         }
-                    };
-                    replies.push((entry.context.to_vec(), outcome));
+                    }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let outcome = self.apply_conf_change(&entry);
+                    self.replica_mut()?.advance_applied(&entry);
                     peers_changed |= outcome.is_ok();
-                    replies.push((entry.context.to_vec(), outcome));
+                    outcome
                 }
-            }
+            };
+            replies.push((entry.context.to_vec(), entry.term, outcome));
         }
         {
-            let mut replica = self
+            let replica = self
                 .replica
-                .write()
+                .read()
                 .map_err(|_| CoordinatorError::NodeStopped)?;
-            replica.applied_index = replica.applied_index.max(last_index);
-            replica.applied_term = last_term;
             touched.sort();
             touched.dedup();
             self.store.persist_applied(&replica, &touched)?;
@@ -969,17 +999,18 @@ impl Driver {
                 self.transport.set_peers(&others(&replica.peers, self.id));
             }
         }
-        for (context, outcome) in replies {
-            if context.len() != 16 || context[..8] != self.id.to_be_bytes() {
-                continue;
-            }
-            let mut id = [0u8; 8];
-            id.copy_from_slice(&context[8..]);
-            if let Some((_, waiter)) = self.waiters.remove(&u64::from_be_bytes(id)) {
+        for (context, term, outcome) in replies {
+            if let Some(waiter) = self.waiter_for(&context, term) {
                 let _ = waiter.send(Ok(outcome));
             }
         }
         Ok(())
+    }
+
+    fn replica_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, Replica>> {
+        self.replica
+            .write()
+            .map_err(|_| CoordinatorError::NodeStopped)
     }
 
     /// Applies a committed conf change to raft, the replica's membership and
@@ -1051,11 +1082,12 @@ impl Driver {
             is_leader: raft.state == StateRole::Leader,
             first_index: self.first_index,
         };
-        // Proposals from an earlier term, or made while leading, cannot be
-        // answered once leadership moved: tell their callers to retry.
+        // Proposals made while leading cannot be answered once leadership
+        // moved, and may still commit under the new leader: their outcome
+        // is unknown (a caller with a request id can retry safely).
         if !status.is_leader && !self.waiters.is_empty() {
             for (_, (_, waiter)) in self.waiters.drain() {
-                let _ = waiter.send(Err(CoordinatorError::NotLeader {
+                let _ = waiter.send(Err(CoordinatorError::OutcomeUnknown {
                     node: self.id,
                     leader: status.leader,
                 }));
@@ -1070,6 +1102,28 @@ impl Driver {
             }
         });
     }
+}
+
+/// An entry's context: proposing node, its boot and the proposal's number.
+fn proposal_context(node: u64, boot: u64, proposal: u64) -> Vec<u8> {
+    let mut context = Vec::with_capacity(24);
+    context.extend_from_slice(&node.to_be_bytes());
+    context.extend_from_slice(&boot.to_be_bytes());
+    context.extend_from_slice(&proposal.to_be_bytes());
+    context
+}
+
+/// The inverse of [`proposal_context`]; `None` for any other context (a
+/// learner's promotion has none).
+fn parse_context(context: &[u8]) -> Option<(u64, u64, u64)> {
+    let part = |i: usize| {
+        context
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+    };
+    (context.len() == 24).then_some(())?;
+    Some((part(0)?, part(1)?, part(2)?))
 }
 
 /// Checks a coordinator URL given for membership.
@@ -1089,6 +1143,7 @@ pub fn validate_url(url: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::local_net::LocalNet;
     use crate::state::ModuleRecord;
     use quarry_proto::ModuleDigest;
 
@@ -1104,14 +1159,22 @@ mod tests {
     }
 
     fn upload(n: u8) -> Command {
+        upload_n(u32::from(n))
+    }
+
+    fn digest_n(n: u32) -> ModuleDigest {
+        ModuleDigest::new(format!("{n:08x}").repeat(8))
+    }
+
+    fn upload_n(n: u32) -> Command {
         Command::UploadModule {
             module: ModuleRecord {
-                digest: ModuleDigest::new(format!("{n:02x}").repeat(32)),
+                digest: digest_n(n),
                 name: format!("m{n}"),
                 version: "1".into(),
                 description: String::new(),
                 uploaded_ms: 1,
-                bytes: vec![n; 16],
+                bytes: n.to_be_bytes().repeat(4),
             },
         }
     }
@@ -1186,5 +1249,172 @@ mod tests {
         // for loaded machines).
         assert!(started.elapsed() < PROPOSAL_TIMEOUT / 3);
         node.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_whose_applied_index_is_ahead_of_its_commit_starts_and_rejoins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut net = LocalNet::start(dir.path(), 3, LogCompaction::every(1_000));
+        let leader = net.leader().await;
+        for n in 0..5 {
+            net.handle(leader)
+                .propose(upload(n))
+                .await
+                .expect("commit")
+                .expect("applied");
+        }
+        let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+        let modules = |net: &LocalNet, id: u64| net.handle(id).read(|r| r.state.modules.len());
+        net.wait_for("the follower to apply every upload", || {
+            (modules(&net, follower).ok()? == 5).then_some(())
+        })
+        .await;
+        net.stop(follower);
+
+        // The state of a crash after the applied point reached disk but
+        // before the hard state whose commit covers it did.
+        let store = Store::open(&net.dir_of(follower)).expect("open");
+        let applied = store.load_replica().expect("load").applied_index;
+        store.set_commit(applied - 3).expect("set commit");
+        drop(store);
+
+        net.restart(follower);
+        net.handle(leader)
+            .propose(upload(5))
+            .await
+            .expect("commit")
+            .expect("applied");
+        net.wait_for("the restarted follower to catch up", || {
+            (modules(&net, follower).ok()? == 6).then_some(())
+        })
+        .await;
+        let store_commit = net.handle(follower).status().commit;
+        assert!(
+            store_commit >= applied,
+            "commit {store_commit} < applied {applied}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_applied_index_moves_with_the_state_entry_by_entry() {
+        // A snapshot (and a linearizable read) takes the state and the
+        // applied index under one read lock; whenever it runs, even in the
+        // middle of a batch of entries, the state must hold exactly the
+        // entries up to that index, or a follower that installs the
+        // snapshot applies the rest twice.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = start(dir.path(), vec![1]);
+        let handle = node.handle();
+        let mut changes = handle.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), changes.wait_for(|s| s.is_leader))
+            .await
+            .expect("leader")
+            .expect("status");
+        handle
+            .propose(upload_n(0))
+            .await
+            .expect("commit")
+            .expect("applied");
+        // Every later entry is one upload.
+        let base = handle.read(|r| r.applied_index - 1).expect("read");
+
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (handle, done) = (handle.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut torn = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (applied, modules) = handle
+                        .read(|r| (r.applied_index, r.state.modules.len() as u64))
+                        .expect("read");
+                    if modules + base != applied && torn.len() < 5 {
+                        torn.push((applied, modules));
+                    }
+                }
+                torn
+            })
+        };
+        // Concurrent proposals share batches of many entries.
+        let proposals: Vec<_> = (1..=3_000u32)
+            .map(|n| {
+                let handle = handle.clone();
+                tokio::spawn(async move { handle.propose(upload_n(n)).await })
+            })
+            .collect();
+        for proposal in proposals {
+            proposal
+                .await
+                .expect("join")
+                .expect("commit")
+                .expect("applied");
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let torn = sampler.join().expect("sampler");
+        assert!(
+            torn.is_empty(),
+            "views whose state was ahead of their applied index (applied, modules): {torn:?}"
+        );
+        assert_eq!(handle.read(|r| r.state.modules.len()).expect("read"), 3_001);
+        node.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_proposed_before_a_restart_answers_nobody_after_it() {
+        use raft::eraftpb::MessageType;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut net = LocalNet::start(dir.path(), 3, LogCompaction::every(1_000));
+        let leader = net.leader().await;
+
+        // X reaches the leader's log but cannot commit: no append response
+        // gets back to the leader.
+        net.filter(move |m| {
+            !(m.to == leader && m.get_msg_type() == MessageType::MsgAppendResponse)
+        });
+        let x = {
+            let handle = net.handle(leader);
+            tokio::spawn(async move { handle.propose(upload_n(1)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        net.stop(leader);
+        assert!(
+            matches!(x.await.expect("join"), Err(CoordinatorError::NodeStopped)),
+            "X's caller learns the node stopped"
+        );
+
+        // The same node comes back and is the only one that can win an
+        // election; commits stay held until its new proposal Y is waiting.
+        net.filter(move |m| {
+            let vote = matches!(
+                m.get_msg_type(),
+                MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+            );
+            let rival_vote = vote && m.from != leader;
+            let ack = m.to == leader && m.get_msg_type() == MessageType::MsgAppendResponse;
+            !(rival_vote || ack)
+        });
+        net.restart(leader);
+        net.wait_for("the restarted node to lead", || {
+            net.handle(leader).status().is_leader.then_some(())
+        })
+        .await;
+        let y = {
+            let handle = net.handle(leader);
+            tokio::spawn(async move { handle.propose(upload_n(2)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        net.heal();
+
+        // X commits first (it is earlier in the log); Y's caller must get
+        // Y's answer, not X's.
+        let answer = y.await.expect("join").expect("commit").expect("applied");
+        assert_eq!(answer, Response::Module(digest_n(2)));
+        let both = net
+            .handle(leader)
+            .read(|r| {
+                r.state.modules.contains_key(&digest_n(1))
+                    && r.state.modules.contains_key(&digest_n(2))
+            })
+            .expect("read");
+        assert!(both, "X and Y both committed");
     }
 }

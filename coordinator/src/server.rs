@@ -50,6 +50,8 @@ pub struct CoordinatorConfig {
     pub clock: SharedClock,
     /// When a running task counts as a straggler worth a backup run.
     pub speculation: scheduler::Speculation,
+    /// Drops chosen outgoing raft messages (failure tests only).
+    pub raft_fault: Option<crate::transport::RaftFault>,
 }
 
 impl CoordinatorConfig {
@@ -83,6 +85,7 @@ impl CoordinatorConfig {
             heartbeat_interval: Duration::from_secs(2),
             clock: Arc::new(SystemClock),
             speculation: scheduler::Speculation::default(),
+            raft_fault: None,
         }
     }
 }
@@ -149,9 +152,10 @@ impl Coordinator {
         } else {
             config.voters.clone()
         };
-        let transport = Box::new(crate::transport::GrpcTransport::new(
-            &tokio::runtime::Handle::current(),
-        ));
+        let transport = Box::new(
+            crate::transport::GrpcTransport::new(&tokio::runtime::Handle::current())
+                .with_fault(config.raft_fault.clone()),
+        );
         let (node, fresh) = tokio::task::spawn_blocking(move || {
             let store = Store::open(&data_dir)?;
             let fresh = store.is_fresh()?;
@@ -175,7 +179,7 @@ impl Coordinator {
             clock: config.clock.clone(),
             heartbeat_timeout: config.heartbeat_timeout,
             heartbeat_interval: config.heartbeat_interval,
-            heartbeats: Default::default(),
+            leases: crate::lease::Leases::new(config.clock.clone(), config.heartbeat_timeout),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
@@ -333,14 +337,14 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::
 /// Workers whose lease expired while holding tasks lose them: the tasks go
 /// back to pending (visibly, with the reason) for another holder of the
 /// shard or the worker's return.
-async fn release_lost_workers(shared: &Shared, leader_since_ms: i64) {
+async fn release_lost_workers(shared: &Shared, leader_since: i64) {
     let lost: Vec<_> = shared
         .node
         .read(|r| {
             r.state
                 .assignment_counts()
                 .into_keys()
-                .filter(|w| shared.lease_expired(w, leader_since_ms))
+                .filter(|w| shared.lease_expired(w, leader_since))
                 .cloned()
                 .collect()
         })
@@ -374,7 +378,7 @@ async fn expire_hunts(shared: &Shared, now_ms: i64) {
     match shared.node.propose(Command::ExpireHunts { now_ms }).await {
         Ok(Ok(Response::Stop(stop))) => {
             tracing::info!(stopped = stop.len(), "hunts reached their deadline");
-            service::send_stops(shared, stop).await;
+            service::send_stops(shared, stop);
         }
         Ok(_) => tracing::info!("hunts reached their deadline"),
         Err(e) => tracing::warn!(error = %e, "cannot expire hunts past their deadline; will retry"),
@@ -410,7 +414,7 @@ async fn commit_and_send(shared: &Shared, command: Command, planned: Vec<Assignm
     });
     if let Ok(sends) = sends {
         for (worker, assignment) in sends {
-            shared.dispatcher.send_run(&worker, assignment).await;
+            shared.dispatcher.send_run(&worker, assignment);
         }
     }
 }
@@ -424,7 +428,7 @@ async fn leader_duties(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut changes = shared.node.subscribe();
-    let mut leader_since: Option<i64> = None;
+    let mut leadership = crate::lease::Leadership::default();
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -433,11 +437,25 @@ async fn leader_duties(
             _ = ticker.tick() => {}
             changed = changes.changed() => if changed.is_err() { return },
         }
-        if !shared.node.status().is_leader {
-            leader_since = None;
+        let status = shared.node.status();
+        let Some(since) =
+            leadership.observe(status.is_leader, status.term, shared.clock.monotonic_ms())
+        else {
+            // Workers still streaming from this node would wait here for
+            // tasks that never come while the new leader, which hears
+            // nothing from them, gives their tasks away: send them to it.
+            if shared.dispatcher.has_streams() {
+                let closed = shared
+                    .dispatcher
+                    .close_all_with(&shared.not_leader_status());
+                tracing::info!(
+                    streams = closed,
+                    leader = shared.node.status().leader,
+                    "no longer the leader; closed the workers' task streams"
+                );
+            }
             continue;
-        }
-        let since = *leader_since.get_or_insert_with(|| shared.clock.now_ms());
+        };
         release_lost_workers(&shared, since).await;
         let now_ms = shared.clock.now_ms();
         expire_hunts(&shared, now_ms).await;

@@ -5,6 +5,7 @@
 use crate::clock::SharedClock;
 use crate::convert;
 use crate::error::CoordinatorError;
+use crate::lease::Leases;
 use crate::module_check;
 use crate::node::NodeHandle;
 use crate::state::{
@@ -14,7 +15,7 @@ use quarry_proto::v1::cluster_service_server::ClusterService;
 use quarry_proto::v1::module_service_server::ModuleService;
 use quarry_proto::v1::worker_service_server::WorkerService;
 use quarry_proto::v1::{self, hunt_service_server::HuntService};
-use quarry_proto::{HuntId, ModuleDigest, TaskId, WorkerId};
+use quarry_proto::{HuntId, ModuleDigest, RequestId, TaskId, WorkerId};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,15 @@ use tonic::{Request, Status, Streaming};
 /// Largest module accepted.
 pub const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
 
+/// How long a write whose proposer lost the leadership waits for a new
+/// leader to name in its answer (a few election timeouts).
+const LEADER_WAIT: Duration = Duration::from_secs(3);
+
 type TaskSender = mpsc::Sender<Result<v1::TaskCommand, Status>>;
+
+/// Commands queued on a worker's task stream beyond the assignments it gets
+/// when it connects; a worker that lets this many pile up is not reading.
+const STREAM_QUEUE: usize = 256;
 
 /// Open task streams of connected workers (leader-local, not replicated).
 #[derive(Default)]
@@ -66,6 +75,25 @@ impl Dispatcher {
         }
     }
 
+    /// Ends every task stream with `status` (this node no longer leads: the
+    /// status names the leader, and workers reconnect there).
+    pub fn close_all_with(&self, status: &Status) -> usize {
+        let Ok(mut streams) = self.streams.lock() else {
+            return 0;
+        };
+        let closed = streams.len();
+        for (_, (_, sender)) in streams.drain() {
+            // A full queue cannot take the status; the stream still ends.
+            let _ = sender.try_send(Err(status.clone()));
+        }
+        closed
+    }
+
+    /// Whether any task stream is open.
+    pub fn has_streams(&self) -> bool {
+        self.streams.lock().is_ok_and(|s| !s.is_empty())
+    }
+
     fn is_connected(&self, worker: &WorkerId) -> bool {
         self.streams
             .lock()
@@ -74,24 +102,35 @@ impl Dispatcher {
 
     /// Sends a committed assignment to its worker; a closed stream just
     /// drops it (the worker gets it again when it reconnects).
-    pub async fn send_run(&self, worker: &WorkerId, assignment: v1::TaskAssignment) {
-        self.send(worker, v1::task_command::Command::Run(assignment))
-            .await;
+    pub fn send_run(&self, worker: &WorkerId, assignment: v1::TaskAssignment) {
+        self.send(worker, v1::task_command::Command::Run(assignment));
     }
 
-    async fn send(&self, worker: &WorkerId, command: v1::task_command::Command) {
+    /// Queues a command on the worker's stream without ever waiting: the
+    /// leader loop, reports and cancels call this, and one worker that stops
+    /// reading (SIGSTOP, a stuck network) must not stall them for the whole
+    /// cluster. A worker whose queue is full loses its stream; it is not
+    /// live until it reconnects, when its assignments are sent again, and
+    /// its lease expires meanwhile if it stays silent.
+    fn send(&self, worker: &WorkerId, command: v1::task_command::Command) {
         let Some((connection, sender)) = self.sender(worker) else {
             tracing::debug!(%worker, "worker has no task stream; it gets its tasks when it connects");
             return;
         };
-        if sender
-            .send(Ok(v1::TaskCommand {
-                command: Some(command),
-            }))
-            .await
-            .is_err()
-        {
-            self.disconnect(worker, connection);
+        let command = Ok(v1::TaskCommand {
+            command: Some(command),
+        });
+        match sender.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    %worker,
+                    queued = STREAM_QUEUE,
+                    "worker is not reading its task stream; closing it (its assignments are sent again when it reconnects)"
+                );
+                self.disconnect(worker, connection);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.disconnect(worker, connection),
         }
     }
 }
@@ -108,38 +147,26 @@ pub struct Shared {
     pub heartbeat_timeout: Duration,
     /// What workers are told.
     pub heartbeat_interval: Duration,
-    /// Last heartbeat per worker (leader-local soft state, leader clock).
-    pub heartbeats: Mutex<HashMap<WorkerId, i64>>,
+    /// Last heartbeat per worker (leader-local soft state, monotonic).
+    pub leases: Leases,
 }
 
 impl Shared {
     fn heartbeat(&self, worker: &WorkerId) {
-        if let Ok(mut beats) = self.heartbeats.lock() {
-            beats.insert(worker.clone(), self.clock.now_ms());
-        }
+        self.leases.beat(worker);
     }
 
     fn last_heartbeat(&self, worker: &WorkerId) -> Option<i64> {
-        self.heartbeats.lock().ok()?.get(worker).copied()
+        self.leases.last_wall_ms(worker)
     }
 
     fn is_live(&self, worker: &WorkerId) -> bool {
-        let timeout = i64::try_from(self.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
-        self.last_heartbeat(worker)
-            .is_some_and(|t| self.clock.now_ms() - t <= timeout)
-            && self.dispatcher.is_connected(worker)
+        self.leases.fresh(worker) && self.dispatcher.is_connected(worker)
     }
 
-    /// Whether `worker`'s lease has expired: no heartbeat for the timeout,
-    /// counting from when this node became leader at the earliest (a new
-    /// leader has heard nobody yet and must give workers time to find it).
-    pub fn lease_expired(&self, worker: &WorkerId, leader_since_ms: i64) -> bool {
-        let timeout = i64::try_from(self.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
-        let last = self
-            .last_heartbeat(worker)
-            .unwrap_or(leader_since_ms)
-            .max(leader_since_ms);
-        self.clock.now_ms() - last > timeout
+    /// Whether `worker`'s lease has expired (see [`Leases::expired`]).
+    pub fn lease_expired(&self, worker: &WorkerId, leader_since: i64) -> bool {
+        self.leases.expired(worker, leader_since)
     }
 
     /// Workers that heartbeat recently and hold an open task stream.
@@ -165,6 +192,73 @@ impl Shared {
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Proposes a client write. With a request id it is applied at most
+    /// once (a retry gets the first outcome), so an unknown outcome
+    /// (leadership moved while it was in flight) is answered like "not the
+    /// leader" and the client retries against the new leader. Without one,
+    /// an unknown outcome is reported as such (ABORTED), never retried.
+    async fn propose_write(&self, request_id: &str, command: Command) -> Result<Response, Status> {
+        if request_id.is_empty() {
+            return self.propose(command).await;
+        }
+        let request = RequestId::new(request_id);
+        request
+            .validate()
+            .map_err(|m| Status::from(CoordinatorError::InvalidArgument(m)))?;
+        let once = Command::Once {
+            request,
+            command: Box::new(command),
+            now_ms: self.clock.now_ms(),
+        };
+        match self.node.propose(once).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(rejection)) => Err(rejection_status(rejection)),
+            Err(
+                CoordinatorError::NotLeader { node, leader }
+                | CoordinatorError::OutcomeUnknown { node, leader },
+            ) => {
+                // Mid-election nobody leads yet; the retry needs somewhere
+                // to go, so give the group an election's time to pick one.
+                let leader = if leader == 0 {
+                    self.wait_for_leader(LEADER_WAIT).await
+                } else {
+                    leader
+                };
+                Err(self.not_leader(CoordinatorError::NotLeader { node, leader }, leader))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The leader this node learns of within `timeout` (0: none yet).
+    async fn wait_for_leader(&self, timeout: Duration) -> u64 {
+        let mut status = self.node.subscribe();
+        let found = tokio::time::timeout(timeout, status.wait_for(|s| s.leader != 0)).await;
+        match found {
+            Ok(Ok(status)) => status.leader,
+            _ => 0,
+        }
+    }
+
+    /// Refuses with "not the leader" (naming the leader) unless this node leads.
+    pub fn require_leader(&self) -> Result<(), Status> {
+        let raft = self.node.status();
+        if raft.is_leader {
+            return Ok(());
+        }
+        Err(self.not_leader_status())
+    }
+
+    /// "Not the leader", naming the leader this node knows of.
+    pub fn not_leader_status(&self) -> Status {
+        let raft = self.node.status();
+        let error = CoordinatorError::NotLeader {
+            node: raft.id,
+            leader: raft.leader,
+        };
+        self.not_leader(error, raft.leader)
     }
 
     /// A "not the leader" answer naming the leader's URL (when known) in the
@@ -198,7 +292,7 @@ fn rejection_status(rejection: Rejection) -> Status {
 /// Tells workers to stop runs (a cancelled or expired hunt, the loser of a
 /// speculative race). Best effort: a run that is not stopped reports a
 /// result that is stale and ignored.
-pub async fn send_stops(shared: &Shared, stops: Vec<StopRun>) {
+pub fn send_stops(shared: &Shared, stops: Vec<StopRun>) {
     for StopRun {
         worker,
         task,
@@ -211,8 +305,7 @@ pub async fn send_stops(shared: &Shared, stops: Vec<StopRun>) {
         };
         shared
             .dispatcher
-            .send(&worker, v1::task_command::Command::Cancel(cancel))
-            .await;
+            .send(&worker, v1::task_command::Command::Cancel(cancel));
     }
 }
 
@@ -277,6 +370,7 @@ impl HuntService for Api {
     ) -> Result<tonic::Response<v1::SubmitHuntResponse>, Status> {
         let request = request.into_inner();
         let dry_run = request.dry_run;
+        let request_id = request.request_id.clone();
         let spec = convert::hunt_spec(request)?;
         if dry_run {
             let preview = self
@@ -307,7 +401,7 @@ impl HuntService for Api {
         let now_ms = self.shared.clock.now_ms();
         match self
             .shared
-            .propose(Command::SubmitHunt { spec, now_ms })
+            .propose_write(&request_id, Command::SubmitHunt { spec, now_ms })
             .await?
         {
             Response::Hunt { id, tasks } => {
@@ -376,15 +470,18 @@ impl HuntService for Api {
         // Workers running its tasks are told to stop once the cancel commits.
         let response = self
             .shared
-            .propose(Command::CancelHunt {
-                hunt: id.clone(),
-                reason: request.reason,
-                now_ms,
-            })
+            .propose_write(
+                &request.request_id,
+                Command::CancelHunt {
+                    hunt: id.clone(),
+                    reason: request.reason,
+                    now_ms,
+                },
+            )
             .await?;
         if let Response::Stop(stops) = response {
             tracing::info!(hunt = %id, runs = stops.len(), "hunt cancelled; stopping its runs");
-            send_stops(&self.shared, stops).await;
+            send_stops(&self.shared, stops);
         }
         self.hunt(id.as_str()).map(tonic::Response::new)
     }
@@ -393,9 +490,13 @@ impl HuntService for Api {
         &self,
         request: Request<v1::ResumeHuntRequest>,
     ) -> Result<tonic::Response<v1::Hunt>, Status> {
-        let id = HuntId::new(request.into_inner().hunt_id);
+        let request = request.into_inner();
+        let id = HuntId::new(request.hunt_id);
         self.shared
-            .propose(Command::ResumeHunt { hunt: id.clone() })
+            .propose_write(
+                &request.request_id,
+                Command::ResumeHunt { hunt: id.clone() },
+            )
             .await?;
         tracing::info!(hunt = %id, "hunt resumed");
         self.hunt(id.as_str()).map(tonic::Response::new)
@@ -728,6 +829,9 @@ impl WorkerService for Api {
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<tonic::Response<v1::HeartbeatResponse>, Status> {
         let id = worker_id(&request.into_inner().worker_id)?;
+        // A heartbeat kept by a follower would never reach the leader's
+        // lease table: send the worker to the leader.
+        self.shared.require_leader()?;
         if !self.shared.read(|s| s.workers.contains_key(&id))? {
             return Err(Status::not_found(format!(
                 "worker {id} is not registered; register before heartbeating"
@@ -744,14 +848,7 @@ impl WorkerService for Api {
         request: Request<v1::TaskStreamRequest>,
     ) -> Result<tonic::Response<Self::TaskStreamStream>, Status> {
         let id = worker_id(&request.into_inner().worker_id)?;
-        if !self.shared.node.status().is_leader {
-            let raft = self.shared.node.status();
-            let error = CoordinatorError::NotLeader {
-                node: raft.id,
-                leader: raft.leader,
-            };
-            return Err(self.shared.not_leader(error, raft.leader));
-        }
+        self.shared.require_leader()?;
         // Re-send what the worker was assigned: after a reconnect or a new
         // leader it may not have them. Workers drop duplicates by attempt.
         let pending = self.shared.read(|s| {
@@ -764,13 +861,13 @@ impl WorkerService for Api {
                 .filter_map(|(t, attempt)| assignment(s, t, attempt))
                 .collect::<Vec<_>>())
         })??;
-        let (tx, rx) = mpsc::channel(256);
+        // Room for every pending assignment: the worker reads nothing until
+        // this handler returns, so waiting for space here would deadlock.
+        let (tx, rx) = mpsc::channel(pending.len() + STREAM_QUEUE);
         for assignment in pending {
-            let _ = tx
-                .send(Ok(v1::TaskCommand {
-                    command: Some(v1::task_command::Command::Run(assignment)),
-                }))
-                .await;
+            let _ = tx.try_send(Ok(v1::TaskCommand {
+                command: Some(v1::task_command::Command::Run(assignment)),
+            }));
         }
         self.shared.dispatcher.connect(id.clone(), tx);
         self.shared.heartbeat(&id);
@@ -819,7 +916,7 @@ impl WorkerService for Api {
             Response::StaleReport => tracing::info!("stale or duplicate report ignored"),
             Response::Stop(losers) => {
                 tracing::info!("task result committed; stopping the other run");
-                send_stops(&self.shared, losers).await;
+                send_stops(&self.shared, losers);
             }
             _ => tracing::info!(findings = request.findings.len(), "task result committed"),
         }

@@ -6,7 +6,7 @@
 //! state, and the whole machine is unit-tested without raft.
 
 use quarry_contract::aggregate::{Aggregate, Merged, merge_into};
-use quarry_proto::{HuntId, ModuleDigest, ShardId, TaskId, WorkerId};
+use quarry_proto::{HuntId, ModuleDigest, RequestId, ShardId, TaskId, WorkerId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,6 +35,11 @@ pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
 pub const MAX_RECENT_FAILURES: usize = 10;
 /// Aggregate merge errors a hunt keeps.
 pub const MAX_AGGREGATE_ERRORS: usize = 10;
+/// How long the outcome of a write with a request id is remembered, so a
+/// retry within this window is answered instead of applied again.
+pub const REQUEST_WINDOW_MS: i64 = 60 * 60 * 1000;
+/// Most request outcomes remembered, whatever their age.
+pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
 
 /// An uploaded module, content-addressed by its sha256.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -690,10 +695,20 @@ pub enum Command {
         /// The hunt.
         hunt: HuntId,
     },
+    /// A client write with a request id: applied once; a retry with the
+    /// same id (within [`REQUEST_WINDOW_MS`]) gets the first outcome.
+    Once {
+        /// The client's id of the write.
+        request: RequestId,
+        /// The write.
+        command: Box<Command>,
+        /// Leader time, for the dedup window.
+        now_ms: i64,
+    },
 }
 
 /// One run to stop: the attempt of a task on a worker.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopRun {
     /// The worker running it.
     pub worker: WorkerId,
@@ -724,6 +739,8 @@ pub enum Touched {
     Task(TaskId),
     /// The findings of a task.
     Findings(TaskId),
+    /// A remembered request outcome.
+    Request(RequestId),
 }
 
 /// Why a command changed nothing. Deterministic, so every replica agrees.
@@ -756,7 +773,7 @@ pub struct Preview {
 }
 
 /// What applying a command produced, for the proposer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// Nothing to report.
     Done,
@@ -810,6 +827,76 @@ pub struct State {
     pub tasks: BTreeMap<TaskId, TaskRecord>,
     /// Committed findings by task.
     pub findings: BTreeMap<TaskId, Vec<FindingRecord>>,
+    /// Outcomes of recent writes that carried a request id.
+    pub requests: RequestLog,
+}
+
+/// The outcome of a write that carried a request id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Raft index it applied at.
+    pub index: u64,
+    /// Leader time it applied at.
+    pub applied_ms: i64,
+    /// What its proposer was told.
+    pub outcome: Result<Response, Rejection>,
+}
+
+/// Outcomes of recent writes by request id, bounded by age
+/// ([`REQUEST_WINDOW_MS`]) and count ([`MAX_REMEMBERED_REQUESTS`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLog {
+    by_id: BTreeMap<RequestId, RequestRecord>,
+    /// The same ids by the index they applied at, oldest first.
+    by_index: BTreeMap<u64, RequestId>,
+}
+
+impl RequestLog {
+    /// The remembered outcome of `request`.
+    pub fn get(&self, request: &RequestId) -> Option<&RequestRecord> {
+        self.by_id.get(request)
+    }
+
+    /// How many outcomes are remembered.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Every remembered outcome.
+    pub fn iter(&self) -> impl Iterator<Item = (&RequestId, &RequestRecord)> {
+        self.by_id.iter()
+    }
+
+    /// Adds a remembered outcome (loading from storage or applying).
+    pub fn insert(&mut self, request: RequestId, record: RequestRecord) {
+        self.by_index.insert(record.index, request.clone());
+        self.by_id.insert(request, record);
+    }
+
+    /// Forgets outcomes past the window or over the count, oldest first;
+    /// returns the ids forgotten.
+    fn expire(&mut self, now_ms: i64) -> Vec<RequestId> {
+        let mut gone = Vec::new();
+        while let Some((&index, request)) = self.by_index.first_key_value() {
+            let old = self
+                .by_id
+                .get(request)
+                .is_none_or(|r| now_ms.saturating_sub(r.applied_ms) > REQUEST_WINDOW_MS);
+            if !old && self.by_id.len() <= MAX_REMEMBERED_REQUESTS {
+                break;
+            }
+            if let Some(request) = self.by_index.remove(&index) {
+                self.by_id.remove(&request);
+                gone.push(request);
+            }
+        }
+        gone
+    }
 }
 
 impl State {
@@ -842,6 +929,58 @@ impl State {
                 now_ms,
             } => self.cancel_hunt(&hunt, reason, now_ms),
             Command::ReleaseWorker { worker, reason } => self.release_worker(&worker, reason),
+            Command::Once {
+                request,
+                command,
+                now_ms,
+            } => self.apply_once(index, request, *command, now_ms),
+        }
+    }
+
+    /// Applies a write at most once per request id: a retry of a write that
+    /// already applied (its first proposal committed although the caller
+    /// was told the outcome is unknown) gets the first outcome.
+    fn apply_once(
+        &mut self,
+        index: u64,
+        request: RequestId,
+        command: Command,
+        now_ms: i64,
+    ) -> Applied {
+        let mut touched: Vec<Touched> = self
+            .requests
+            .expire(now_ms)
+            .into_iter()
+            .map(Touched::Request)
+            .collect();
+        if let Some(seen) = self.requests.get(&request) {
+            return Applied {
+                outcome: seen.outcome.clone(),
+                touched,
+            };
+        }
+        if matches!(command, Command::Once { .. }) {
+            return Applied {
+                outcome: Err(Rejection::Invalid(
+                    "a request id cannot wrap another".into(),
+                )),
+                touched,
+            };
+        }
+        let applied = self.apply(index, command);
+        self.requests.insert(
+            request.clone(),
+            RequestRecord {
+                index,
+                applied_ms: now_ms,
+                outcome: applied.outcome.clone(),
+            },
+        );
+        touched.extend(applied.touched);
+        touched.push(Touched::Request(request));
+        Applied {
+            outcome: applied.outcome,
+            touched,
         }
     }
 
@@ -2825,5 +2964,81 @@ pub(crate) mod tests {
         assert!(error(&tasks[2]).contains("the hunt was paused: circuit breaker"));
         assert!(error(&tasks[0]).contains("it was waiting: attempt 1"));
         assert_eq!(s.hunts[&hunt].state, HuntState::Failed, "nothing succeeded");
+    }
+
+    fn once(request: &str, command: Command, now_ms: i64) -> Command {
+        Command::Once {
+            request: RequestId::new(request),
+            command: Box::new(command),
+            now_ms,
+        }
+    }
+
+    #[test]
+    fn a_retried_write_with_the_same_request_id_applies_once() {
+        let mut s = cluster();
+        let submit = || Command::SubmitHunt {
+            spec: spec(&[("env", "demo")]),
+            now_ms: 10,
+        };
+        let first = s.apply(100, once("r-1", submit(), 10));
+        let Ok(Response::Hunt { id, tasks: 2 }) = first.outcome.clone() else {
+            panic!("{first:?}");
+        };
+        assert!(
+            first
+                .touched
+                .contains(&Touched::Request(RequestId::new("r-1")))
+        );
+        // The retry commits later, under another leader: same answer, no
+        // second hunt, nothing written but the expiry of old ids.
+        let retry = s.apply(104, once("r-1", submit(), 20));
+        assert_eq!(retry.outcome, first.outcome);
+        assert!(retry.touched.is_empty(), "{:?}", retry.touched);
+        assert_eq!(s.hunts.len(), 1);
+        assert!(s.hunts.contains_key(&id));
+        // Another id is another write.
+        let other = s.apply(105, once("r-2", submit(), 30));
+        assert!(matches!(other.outcome, Ok(Response::Hunt { .. })));
+        assert_eq!(s.hunts.len(), 2);
+        // A rejection is remembered too: the retry of a cancel of a hunt
+        // that does not exist is still "not found", not applied again.
+        let cancel = || Command::CancelHunt {
+            hunt: HuntId::new("h-missing"),
+            reason: String::new(),
+            now_ms: 40,
+        };
+        let refused = s.apply(106, once("r-3", cancel(), 40));
+        assert!(matches!(refused.outcome, Err(Rejection::NotFound(_))));
+        assert_eq!(
+            s.apply(107, once("r-3", cancel(), 41)).outcome,
+            refused.outcome
+        );
+    }
+
+    #[test]
+    fn request_outcomes_are_forgotten_after_the_window() {
+        let mut s = cluster();
+        let submit = || Command::SubmitHunt {
+            spec: spec(&[("env", "demo")]),
+            now_ms: 10,
+        };
+        s.apply(100, once("r-1", submit(), 10));
+        assert_eq!(s.requests.len(), 1);
+        // Past the window the id is forgotten (and its row deleted), so the
+        // same id is a new write.
+        let later = 10 + REQUEST_WINDOW_MS + 1;
+        let again = s.apply(200, once("r-1", submit(), later));
+        assert!(
+            again
+                .touched
+                .contains(&Touched::Request(RequestId::new("r-1")))
+        );
+        assert_eq!(s.hunts.len(), 2);
+        assert_eq!(s.requests.len(), 1);
+        assert_eq!(
+            s.requests.get(&RequestId::new("r-1")).map(|r| r.index),
+            Some(200)
+        );
     }
 }

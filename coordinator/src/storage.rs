@@ -49,6 +49,9 @@ const KEY_SNAPSHOT_META: &[u8] = b"snapshot_metadata";
 /// The legacy `(index, term)` snapshot point in `raft_meta`.
 const KEY_LEGACY_SNAPSHOT_POINT: &[u8] = b"snapshot_point";
 const KEY_APPLIED: &[u8] = b"applied";
+/// How many times this node has started: part of every proposal's context,
+/// so an entry proposed before a restart never answers a waiter of this boot.
+const KEY_BOOT: &[u8] = b"boot";
 
 /// Index and term at which a new cluster's membership is recorded: its log
 /// starts after a snapshot at this point, so a node that joins later always
@@ -81,6 +84,16 @@ pub struct Replica {
     pub peers: AddressBook,
 }
 
+impl Replica {
+    /// Records `entry` as applied (its effects are in `state` already).
+    pub fn advance_applied(&mut self, entry: &Entry) {
+        if entry.index > self.applied_index {
+            self.applied_index = entry.index;
+            self.applied_term = entry.term;
+        }
+    }
+}
+
 /// What a snapshot's data holds: the state machine and the address book.
 #[derive(Serialize)]
 struct SnapshotDataRef<'a> {
@@ -96,7 +109,8 @@ struct SnapshotData {
     peers: AddressBook,
 }
 
-const SNAPSHOT_FORMAT: u32 = 1;
+/// 2: the state remembers request outcomes.
+const SNAPSHOT_FORMAT: u32 = 2;
 
 /// Decodes the data of a snapshot built by [`RaftStorage`] into a replica at
 /// the snapshot's point.
@@ -363,11 +377,52 @@ impl Store {
 
     /// Updates only the commit index of the hard state.
     pub fn set_commit(&self, commit: u64) -> Result<()> {
-        let mut hs: HardState = self
-            .get_pb(CF_HARD_STATE, KEY_HARD_STATE)?
-            .unwrap_or_default();
+        let mut hs = self.hard_state()?;
         hs.commit = commit;
         self.append(&[], Some(&hs))
+    }
+
+    /// Counts this start of the node and returns its number (1 for the
+    /// first), synced before any proposal can carry it.
+    pub fn next_boot(&self) -> Result<u64> {
+        let boot = match self.get(CF_HARD_STATE, KEY_BOOT)? {
+            Some(bytes) => decode::<u64>(KEY_BOOT, &bytes)? + 1,
+            None => 1,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_HARD_STATE)?, KEY_BOOT, encode(&boot)?);
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| self.err(e))?;
+        Ok(boot)
+    }
+
+    /// The hard state as stored (default before the first write).
+    pub fn hard_state(&self) -> Result<HardState> {
+        Ok(self
+            .get_pb(CF_HARD_STATE, KEY_HARD_STATE)?
+            .unwrap_or_default())
+    }
+
+    /// Makes the stored commit index cover `applied`. Everything applied was
+    /// committed, but a store written before entries and hard state were
+    /// persisted ahead of applying (or copied mid-write) can hold an older
+    /// commit; raft-rs refuses to start with `applied > commit`, so the
+    /// commit is raised, as TiKV does on load. Returns whether it changed.
+    pub fn raise_commit_to(&self, applied: u64) -> Result<bool> {
+        let hs = self.hard_state()?;
+        if hs.commit >= applied {
+            return Ok(false);
+        }
+        tracing::warn!(
+            commit = hs.commit,
+            applied,
+            "the stored commit index is behind the applied index; raising it"
+        );
+        self.set_commit(applied)?;
+        Ok(true)
     }
 
     /// Persists an address book learnt outside the log (a joining node's
@@ -480,6 +535,10 @@ impl Store {
                     entity_key(b'f', id.as_str()),
                     state.findings.get(id).map(encode).transpose()?,
                 ),
+                Touched::Request(id) => (
+                    entity_key(b'r', id.as_str()),
+                    state.requests.get(id).map(encode).transpose()?,
+                ),
             };
             match value {
                 Some(bytes) => batch.put_cf(cf, k, bytes),
@@ -560,6 +619,13 @@ impl Store {
                         definition,
                     ));
                 }
+                Some(b'r') => {
+                    let record: crate::state::RequestRecord = decode(&key, &value)?;
+                    let request = quarry_proto::RequestId::new(
+                        String::from_utf8_lossy(&key[2..]).into_owned(),
+                    );
+                    state.requests.insert(request, record);
+                }
                 Some(b'f') => {
                     let findings: Vec<crate::state::FindingRecord> = decode(&key, &value)?;
                     let task =
@@ -622,6 +688,11 @@ impl Store {
         touched.extend(s.hunts.keys().cloned().map(Touched::HuntDefinition));
         touched.extend(s.tasks.keys().cloned().map(Touched::Task));
         touched.extend(s.findings.keys().cloned().map(Touched::Findings));
+        touched.extend(
+            s.requests
+                .iter()
+                .map(|(id, _)| Touched::Request(id.clone())),
+        );
         self.batch_applied(&mut batch, replica, &touched)?;
         let mut options = WriteOptions::default();
         options.set_sync(true);

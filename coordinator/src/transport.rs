@@ -48,11 +48,16 @@ struct Reports {
     snapshots: Vec<(u64, SnapshotStatus)>,
 }
 
+/// Fault injection: outgoing raft messages for which it returns `true` are
+/// dropped, as a lossy network would. For failure tests.
+pub type RaftFault = Arc<dyn Fn(&Message) -> bool + Send + Sync>;
+
 /// gRPC transport to the peers in the address book.
 pub struct GrpcTransport {
     runtime: tokio::runtime::Handle,
     peers: Mutex<HashMap<u64, Peer>>,
     reports: Arc<Mutex<Reports>>,
+    fault: Option<RaftFault>,
 }
 
 impl GrpcTransport {
@@ -63,7 +68,14 @@ impl GrpcTransport {
             runtime: runtime.clone(),
             peers: Mutex::new(HashMap::new()),
             reports: Arc::default(),
+            fault: None,
         }
+    }
+
+    /// Drops the messages `fault` picks (failure tests).
+    pub fn with_fault(mut self, fault: Option<RaftFault>) -> Self {
+        self.fault = fault;
+        self
     }
 }
 
@@ -83,6 +95,9 @@ impl Transport for GrpcTransport {
             return;
         };
         for message in messages {
+            if self.fault.as_ref().is_some_and(|drop| drop(&message)) {
+                continue;
+            }
             match peers.get(&message.to) {
                 // A full queue means the peer is slow or gone: drop, raft retries.
                 Some(peer) => {

@@ -69,6 +69,37 @@ string_id!(
     ModuleDigest
 );
 
+string_id!(
+    /// A client-chosen id of one logical write (submit, cancel, resume):
+    /// retries of the write carry the same id, and the coordinator applies
+    /// it at most once.
+    RequestId
+);
+
+impl RequestId {
+    /// Longest id accepted.
+    pub const MAX_LEN: usize = 64;
+
+    /// Checks the id: 1 to [`Self::MAX_LEN`] ASCII letters, digits, `-` or `_`.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = !self.0.is_empty()
+            && self.0.len() <= Self::MAX_LEN
+            && self
+                .0
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "request id `{}` is invalid: use 1 to {} ASCII letters, digits, `-` or `_` (a UUID works)",
+                self.0.escape_debug(),
+                Self::MAX_LEN
+            ))
+        }
+    }
+}
+
 impl TaskId {
     /// The task of `hunt` that scans `shard`.
     pub fn for_shard(hunt: &HuntId, shard: &ShardId) -> Self {

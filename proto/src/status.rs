@@ -20,6 +20,10 @@ pub enum ErrorKind {
     DeadlineExceeded,
     /// A bug or a storage failure.
     Internal,
+    /// A write may or may not have been applied (leadership moved while it
+    /// was in flight). Not retried blindly: the caller checks, or resends
+    /// with the same request id, which the coordinator deduplicates.
+    OutcomeUnknown,
 }
 
 /// Implemented by each crate's error type.
@@ -40,5 +44,6 @@ pub fn to_status<E: ServiceError + ?Sized>(err: &E) -> tonic::Status {
         ErrorKind::Unavailable => tonic::Status::unavailable(message),
         ErrorKind::DeadlineExceeded => tonic::Status::deadline_exceeded(message),
         ErrorKind::Internal => tonic::Status::internal(message),
+        ErrorKind::OutcomeUnknown => tonic::Status::aborted(message),
     }
 }

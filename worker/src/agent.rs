@@ -390,6 +390,9 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
                 return Ok(Session::Ended);
             };
             let command = command.map_err(|s| {
+                // A coordinator that lost the leadership ends the stream
+                // naming the new leader.
+                inner.follow(&s);
                 coordinator_error(&inner, format!("task stream broke: {}", s.message()))
             })?;
             match command.command {

@@ -238,6 +238,36 @@ impl HuntRequest {
     pub fn into_proto(self) -> v1::SubmitHuntRequest {
         self.inner
     }
+
+    /// Names this submission for deduplication; by default
+    /// [`Client::submit_hunt`] picks a fresh random id, which its own
+    /// retries reuse. Give your own to make retries across processes safe
+    /// (for example a scheduler's run id).
+    pub fn request_id(mut self, id: &str) -> Self {
+        self.inner.request_id = id.to_owned();
+        self
+    }
+}
+
+/// A fresh id for one logical write: 128 bits from the standard library's
+/// randomly keyed hashers over the time, the process and a counter, in hex.
+/// Retries of the write reuse it, so the coordinator applies it once.
+pub fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let half = || {
+        let mut hasher = std::hash::RandomState::new().build_hasher();
+        hasher.write_u128(nanos);
+        hasher.write_u64(count);
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    };
+    format!("{:016x}{:016x}", half(), half())
 }
 
 /// A connection to a coordinator.
@@ -347,7 +377,10 @@ impl Client {
         &mut self,
         request: HuntRequest,
     ) -> Result<v1::SubmitHuntResponse, ClientError> {
-        let request = request.into_proto();
+        let mut request = request.into_proto();
+        if request.request_id.is_empty() && !request.dry_run {
+            request.request_id = new_request_id();
+        }
         let mut hops = 0;
         loop {
             match self.hunts.submit_hunt(request.clone()).await {
@@ -390,6 +423,7 @@ impl Client {
         let request = v1::CancelHuntRequest {
             hunt_id: hunt_id.to_owned(),
             reason: reason.to_owned(),
+            request_id: new_request_id(),
         };
         let mut hops = 0;
         loop {
@@ -404,6 +438,7 @@ impl Client {
     pub async fn resume_hunt(&mut self, hunt_id: &str) -> Result<v1::Hunt, ClientError> {
         let request = v1::ResumeHuntRequest {
             hunt_id: hunt_id.to_owned(),
+            request_id: new_request_id(),
         };
         let mut hops = 0;
         loop {
