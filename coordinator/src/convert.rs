@@ -8,7 +8,7 @@ use crate::state::{
     PartialResult, Policy, Scope, Severity, ShardDescription, State, TaskRecord, TaskState,
 };
 use quarry_proto::v1;
-use quarry_proto::{ModuleDigest, ShardId};
+use quarry_proto::{HuntId, ModuleDigest, ShardId};
 
 /// Parses a module reference (`name@version`, `name`, or a digest).
 pub fn module_selector(
@@ -423,10 +423,13 @@ fn severity_from(value: i32) -> Severity {
 }
 
 /// A committed finding as protobuf.
-pub fn finding(hunt: &HuntRecord, finding: &FindingRecord) -> v1::Finding {
+/// A committed finding, number `seq` of its hunt, for the API; its cursor
+/// resumes a stream after it.
+pub fn finding(hunt: &HuntId, seq: u64, finding: &FindingRecord) -> v1::Finding {
     v1::Finding {
+        cursor: (seq + 1).to_string(),
         finding_id: finding.id.clone(),
-        hunt_id: hunt.id.to_string(),
+        hunt_id: hunt.to_string(),
         task_id: finding.task.to_string(),
         shard: finding.shard.to_string(),
         rule: finding.rule.clone(),

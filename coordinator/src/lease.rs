@@ -98,6 +98,51 @@ impl Leadership {
     }
 }
 
+/// How often a leader records its hunt clock while hunts run
+/// ([`crate::state::Command::Tick`]); after a leader change, deadlines are
+/// judged at most this late.
+pub const TICK_MS: i64 = 5_000;
+
+/// The time a leader judges hunt deadlines by. Deadlines are replicated
+/// wall times, but leaders' wall clocks differ and step: a new leader whose
+/// clock runs an hour ahead must not end every hunt at once, nor a leader
+/// whose clock an operator steps forward. So the leader anchors its time at
+/// the start of its term, on the cluster's last recorded hunt time when
+/// hunts are running (recorded every [`TICK_MS`]) if that is earlier than
+/// its own clock, and from there lets only monotonic time pass; it never
+/// reads more than its own wall clock either. Skew and steps make deadlines
+/// late (by the skew, or by one tick), never early. With no hunt running
+/// there is nothing to judge and no evidence; the anchor is the leader's
+/// wall clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HuntClock {
+    /// Term, anchor wall time, monotonic time at the anchor.
+    anchor: Option<(u64, i64, i64)>,
+}
+
+impl HuntClock {
+    /// The hunt time now, for a leader in `term`. `recorded_ms` is the
+    /// replicated [`crate::state::State::clock_ms`] when hunts are running,
+    /// `None` otherwise.
+    pub fn now(
+        &mut self,
+        term: u64,
+        wall_ms: i64,
+        monotonic_ms: i64,
+        recorded_ms: Option<i64>,
+    ) -> i64 {
+        let (anchor_wall, anchor_mono) = match self.anchor {
+            Some((t, wall, mono)) if t == term => (wall, mono),
+            _ => {
+                let wall = recorded_ms.map_or(wall_ms, |recorded| wall_ms.min(recorded));
+                self.anchor = Some((term, wall, monotonic_ms));
+                (wall, monotonic_ms)
+            }
+        };
+        wall_ms.min(anchor_wall.saturating_add(monotonic_ms - anchor_mono))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +199,44 @@ mod tests {
         assert_eq!(leadership.observe(true, 4, 900), Some(900));
         assert_eq!(leadership.observe(false, 4, 950), None);
         assert_eq!(leadership.observe(true, 6, 1_000), Some(1_000));
+    }
+
+    const TEN_AM: i64 = 1_700_000_000_000;
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn a_new_leader_whose_clock_runs_ahead_judges_deadlines_by_the_clusters_time() {
+        let mut clock = HuntClock::default();
+        // The last leader recorded 10:00 while hunts ran; this one reads 11:00.
+        let now = clock.now(7, TEN_AM + HOUR, 0, Some(TEN_AM));
+        assert_eq!(now, TEN_AM);
+        // A minute later (monotonic), a minute has passed, not an hour.
+        assert_eq!(
+            clock.now(7, TEN_AM + HOUR + 60_000, 60_000, Some(TEN_AM + 5_000)),
+            TEN_AM + 60_000
+        );
+    }
+
+    #[test]
+    fn a_leader_clock_behind_the_record_is_believed_deadlines_come_late_not_early() {
+        let mut clock = HuntClock::default();
+        // The last leader ran an hour ahead; this one is right.
+        assert_eq!(clock.now(3, TEN_AM, 0, Some(TEN_AM + HOUR)), TEN_AM);
+        assert_eq!(clock.now(3, TEN_AM + 1_000, 1_000, None), TEN_AM + 1_000);
+    }
+
+    #[test]
+    fn a_wall_clock_step_in_the_middle_of_a_term_is_ignored() {
+        let mut clock = HuntClock::default();
+        assert_eq!(clock.now(2, TEN_AM, 500, None), TEN_AM);
+        // NTP steps the clock an hour forward; ten seconds passed.
+        assert_eq!(
+            clock.now(2, TEN_AM + HOUR + 10_000, 10_500, None),
+            TEN_AM + 10_000
+        );
+        // Stepped back: the wall clock is never exceeded.
+        assert_eq!(clock.now(2, TEN_AM - HOUR, 20_500, None), TEN_AM - HOUR);
+        // A new term anchors afresh.
+        assert_eq!(clock.now(4, TEN_AM + 30_000, 30_500, None), TEN_AM + 30_000);
     }
 }

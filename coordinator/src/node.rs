@@ -181,6 +181,7 @@ pub struct NodeHandle {
     tx: mpsc::Sender<NodeMsg>,
     replica: Arc<RwLock<Replica>>,
     status: watch::Receiver<RaftStatus>,
+    store: crate::storage::WeakStore,
 }
 
 /// The node's thread; dropping it does not stop the node, [`NodeThread::stop`] does.
@@ -230,7 +231,7 @@ impl NodeThread {
         let first_index = store.snapshot_metadata()?.index + 1;
         transport.set_peers(&others(&replica.peers, id.0));
         let replica = Arc::new(RwLock::new(replica));
-        let storage = RaftStorage::new(store.clone(), replica.clone());
+        let storage = RaftStorage::new(store.clone());
         let config = Config {
             id: id.0,
             election_tick: ELECTION_TICKS,
@@ -260,6 +261,7 @@ impl NodeThread {
             tx,
             replica: replica.clone(),
             status: status_rx,
+            store: store.downgrade(),
         };
         let mut driver = Driver {
             id: id.0,
@@ -391,6 +393,21 @@ impl NodeHandle {
             .read()
             .map_err(|_| CoordinatorError::NodeStopped)?;
         Ok(f(&guard))
+    }
+
+    /// Up to `limit` committed findings of `hunt` from number `from` on,
+    /// read from RocksDB (findings are not held in memory). Blocks on disk:
+    /// call it off the async runtime for large pages.
+    pub fn findings(
+        &self,
+        hunt: &quarry_proto::HuntId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::state::FindingRecord)>> {
+        self.store
+            .upgrade()
+            .ok_or(CoordinatorError::NodeStopped)?
+            .findings(hunt, from, limit)
     }
 
     /// The URL of coordinator `id` from the replicated address book.
@@ -892,9 +909,7 @@ impl Driver {
 
     #[tracing::instrument(skip_all, fields(index = snapshot.get_metadata().index, term = snapshot.get_metadata().term, bytes = snapshot.data.len()))]
     fn install_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) -> Result<()> {
-        let replica = crate::storage::replica_from_snapshot(snapshot)?;
-        self.store
-            .apply_snapshot(snapshot.get_metadata(), &replica)?;
+        let replica = self.store.install_snapshot(snapshot)?;
         self.transport.set_peers(&others(&replica.peers, self.id));
         self.first_index = snapshot.get_metadata().index + 1;
         let mut guard = self
@@ -940,6 +955,7 @@ impl Driver {
             return Ok(());
         }
         let mut touched: Vec<Touched> = Vec::new();
+        let mut findings = Vec::new();
         let mut replies = Vec::new();
         let mut peers_changed = false;
         let applied = self
@@ -968,6 +984,7 @@ impl Driver {
                             let applied = replica.state.apply(entry.index, command);
                             replica.advance_applied(&entry);
                             touched.extend(applied.touched);
+                            findings.extend(applied.findings);
                             applied.outcome
                         }
                         Err(e) => {
@@ -994,7 +1011,7 @@ impl Driver {
                 .map_err(|_| CoordinatorError::NodeStopped)?;
             touched.sort();
             touched.dedup();
-            self.store.persist_applied(&replica, &touched)?;
+            self.store.persist_applied(&replica, &touched, &findings)?;
             if peers_changed {
                 self.transport.set_peers(&others(&replica.peers, self.id));
             }

@@ -365,6 +365,14 @@ async fn release_lost_workers(shared: &Shared, leader_since: i64) {
     }
 }
 
+/// Records the leader's hunt time in the log: the evidence the next leader
+/// anchors its own on (see [`crate::lease::HuntClock`]).
+async fn record_hunt_time(shared: &Shared, now_ms: i64) {
+    if let Err(e) = shared.node.propose(Command::Tick { now_ms }).await {
+        tracing::debug!(error = %e, "cannot record the hunt time; will retry");
+    }
+}
+
 /// Hunts past their deadline end: their unfinished shards are given up
 /// (named in the hunt's reason) and runs still going are stopped.
 async fn expire_hunts(shared: &Shared, now_ms: i64) {
@@ -429,6 +437,7 @@ async fn leader_duties(
 ) {
     let mut changes = shared.node.subscribe();
     let mut leadership = crate::lease::Leadership::default();
+    let mut hunt_clock = crate::lease::HuntClock::default();
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -458,7 +467,20 @@ async fn leader_duties(
         };
         release_lost_workers(&shared, since).await;
         let now_ms = shared.clock.now_ms();
-        expire_hunts(&shared, now_ms).await;
+        let (running, recorded) = shared
+            .node
+            .read(|r| (r.state.has_running_hunts(), r.state.clock_ms))
+            .unwrap_or((false, 0));
+        let hunt_now = hunt_clock.now(
+            status.term,
+            now_ms,
+            shared.clock.monotonic_ms(),
+            running.then_some(recorded),
+        );
+        if running && hunt_now >= recorded + crate::lease::TICK_MS {
+            record_hunt_time(&shared, hunt_now).await;
+        }
+        expire_hunts(&shared, hunt_now).await;
         let live = shared.live_workers();
         let plan = match shared
             .node

@@ -439,25 +439,40 @@ impl HuntService for Api {
             .iter()
             .filter_map(|s| convert::hunt_state_from(*s))
             .collect();
-        let limit = if request.limit == 0 {
-            usize::MAX
-        } else {
-            request.limit as usize
+        let limit = match request.limit {
+            0 => DEFAULT_HUNT_PAGE,
+            n => (n as usize).min(MAX_HUNT_PAGE),
         };
-        let hunts = self.shared.read(|s| {
+        let after = parse_hunt_token(&request.page_token)?;
+        let (hunts, next_page_token) = self.shared.read(|s| {
+            // Newest first: descending (submitted, id); a page starts after
+            // the last hunt of the previous one.
             let mut hunts: Vec<&HuntRecord> = s
                 .hunts
                 .values()
                 .filter(|h| states.is_empty() || states.contains(&h.state))
+                .filter(|h| {
+                    after
+                        .as_ref()
+                        .is_none_or(|(ms, id)| (h.submitted_ms, h.id.as_str()) < (*ms, id.as_str()))
+                })
                 .collect();
-            hunts.sort_by_key(|h| std::cmp::Reverse((h.submitted_ms, h.id.clone())));
-            hunts
-                .into_iter()
-                .take(limit)
-                .map(|h| convert::hunt(s, h))
-                .collect()
+            hunts.sort_by(|a, b| (b.submitted_ms, &b.id).cmp(&(a.submitted_ms, &a.id)));
+            let more = hunts.len() > limit;
+            hunts.truncate(limit);
+            let next = match hunts.last() {
+                Some(last) if more => format!("{}:{}", last.submitted_ms, last.id),
+                _ => String::new(),
+            };
+            (
+                hunts.into_iter().map(|h| convert::hunt(s, h)).collect(),
+                next,
+            )
         })?;
-        Ok(tonic::Response::new(v1::ListHuntsResponse { hunts }))
+        Ok(tonic::Response::new(v1::ListHuntsResponse {
+            hunts,
+            next_page_token,
+        }))
     }
 
     async fn cancel_hunt(
@@ -544,30 +559,59 @@ impl HuntService for Api {
         let request = request.into_inner();
         let id = HuntId::new(request.hunt_id);
         self.hunt(id.as_str())?;
-        let (tx, rx) = mpsc::channel(256);
-        let shared = self.shared.clone();
+        let mut next = parse_cursor(&request.page_token)?;
         let follow = request.follow;
+        let mut budget = if request.page_size == 0 || follow {
+            u64::MAX
+        } else {
+            u64::from(request.page_size)
+        };
+        let (tx, rx) = mpsc::channel(FINDINGS_PAGE);
+        let shared = self.shared.clone();
         tokio::spawn(async move {
             let mut changes = shared.node.subscribe();
-            let mut sent = BTreeSet::new();
             loop {
-                let batch = shared.read(|s| {
-                    let hunt = s.hunts.get(&id)?;
-                    let findings: Vec<v1::Finding> = s
-                        .hunt_findings(hunt)
-                        .into_iter()
-                        .filter(|f| !sent.contains(&f.id))
-                        .map(|f| convert::finding(hunt, f))
-                        .collect();
-                    Some((findings, hunt.state.is_terminal()))
-                });
-                let Ok(Some((findings, ended))) = batch else {
-                    return;
+                // Whether the hunt had ended before this read: then the read
+                // sees every finding it will ever have.
+                let ended = match shared.read(|s| s.hunts.get(&id).map(|h| h.state.is_terminal())) {
+                    Ok(Some(ended)) => ended,
+                    _ => return,
                 };
-                for finding in findings {
-                    sent.insert(finding.finding_id.clone());
-                    if tx.send(Ok(finding)).await.is_err() {
+                // Only what is new since the last read: findings are numbered
+                // in commit order and read from RocksDB a page at a time.
+                loop {
+                    let limit =
+                        usize::try_from(budget.min(FINDINGS_PAGE as u64)).unwrap_or(FINDINGS_PAGE);
+                    if limit == 0 {
                         return;
+                    }
+                    let node = shared.node.clone();
+                    let hunt = id.clone();
+                    let page =
+                        tokio::task::spawn_blocking(move || node.findings(&hunt, next, limit))
+                            .await;
+                    let page = match page {
+                        Ok(Ok(page)) => page,
+                        Ok(Err(e)) => {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let full = page.len() == limit;
+                    for (seq, finding) in page {
+                        next = seq + 1;
+                        budget -= 1;
+                        if tx
+                            .send(Ok(convert::finding(&id, seq, &finding)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    if !full {
+                        break;
                     }
                 }
                 if !follow || ended || changes.changed().await.is_err() {
@@ -577,6 +621,44 @@ impl HuntService for Api {
         });
         Ok(tonic::Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// Hunts per `ListHunts` page when the caller names no size, and at most.
+const DEFAULT_HUNT_PAGE: usize = 100;
+const MAX_HUNT_PAGE: usize = 1_000;
+
+/// A `ListHunts` page token: `<submitted_ms>:<hunt id>` of the last hunt of
+/// the previous page.
+fn parse_hunt_token(token: &str) -> Result<Option<(i64, String)>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .split_once(':')
+        .and_then(|(ms, id)| Some((ms.parse().ok()?, id.to_owned())))
+        .map(Some)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "page token `{}` is not one this coordinator issued; pass `next_page_token` from the previous page",
+                token.escape_debug()
+            ))
+        })
+}
+
+/// Findings read from RocksDB per page (and queued per stream).
+const FINDINGS_PAGE: usize = 1_000;
+
+/// A findings stream's `page_token`: the number of the next finding.
+fn parse_cursor(token: &str) -> Result<u64, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token.parse().map_err(|_| {
+        Status::invalid_argument(format!(
+            "page token `{}` is not one this coordinator issued; pass a finding's `cursor` (or nothing to start from the first)",
+            token.escape_debug()
+        ))
+    })
 }
 
 #[tonic::async_trait]

@@ -695,6 +695,13 @@ pub enum Command {
         /// The hunt.
         hunt: HuntId,
     },
+    /// The leader's hunt clock, recorded while hunts run (see
+    /// [`crate::lease::HuntClock`]): the evidence a later leader has of
+    /// what time it is.
+    Tick {
+        /// The leader's hunt-clock reading.
+        now_ms: i64,
+    },
     /// A client write with a request id: applied once; a retry with the
     /// same id (within [`REQUEST_WINDOW_MS`]) gets the first outcome.
     Once {
@@ -737,10 +744,10 @@ pub enum Touched {
     HuntDefinition(HuntId),
     /// A task.
     Task(TaskId),
-    /// The findings of a task.
-    Findings(TaskId),
     /// A remembered request outcome.
     Request(RequestId),
+    /// The replicated hunt clock.
+    Clock,
 }
 
 /// Why a command changed nothing. Deterministic, so every replica agrees.
@@ -801,6 +808,20 @@ pub struct Applied {
     pub outcome: Result<Response, Rejection>,
     /// What changed.
     pub touched: Vec<Touched>,
+    /// Findings committed by this command, for the persister to store
+    /// (they are not kept in memory).
+    pub findings: Vec<NewFinding>,
+}
+
+/// A committed finding and its place in its hunt's results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewFinding {
+    /// The hunt.
+    pub hunt: HuntId,
+    /// Its number within the hunt's findings, from 0, in commit order.
+    pub seq: u64,
+    /// The finding.
+    pub record: FindingRecord,
 }
 
 impl Applied {
@@ -808,6 +829,7 @@ impl Applied {
         Self {
             outcome: Err(rejection),
             touched: Vec::new(),
+            findings: Vec::new(),
         }
     }
 }
@@ -825,10 +847,10 @@ pub struct State {
     pub hunts: BTreeMap<HuntId, HuntRecord>,
     /// Tasks by id.
     pub tasks: BTreeMap<TaskId, TaskRecord>,
-    /// Committed findings by task.
-    pub findings: BTreeMap<TaskId, Vec<FindingRecord>>,
     /// Outcomes of recent writes that carried a request id.
     pub requests: RequestLog,
+    /// The latest hunt-clock reading a leader recorded ([`Command::Tick`]).
+    pub clock_ms: i64,
 }
 
 /// The outcome of a write that carried a request id.
@@ -934,7 +956,25 @@ impl State {
                 command,
                 now_ms,
             } => self.apply_once(index, request, *command, now_ms),
+            Command::Tick { now_ms } => {
+                if now_ms <= self.clock_ms {
+                    return Applied::rejected(Rejection::Conflict(
+                        "the hunt clock only moves forward".into(),
+                    ));
+                }
+                self.clock_ms = now_ms;
+                Applied {
+                    outcome: Ok(Response::Done),
+                    touched: vec![Touched::Clock],
+                    findings: Vec::new(),
+                }
+            }
         }
+    }
+
+    /// Whether any hunt still runs (its deadline can still pass).
+    pub fn has_running_hunts(&self) -> bool {
+        self.hunts.values().any(|h| !h.state.is_terminal())
     }
 
     /// Applies a write at most once per request id: a retry of a write that
@@ -957,6 +997,7 @@ impl State {
             return Applied {
                 outcome: seen.outcome.clone(),
                 touched,
+                findings: Vec::new(),
             };
         }
         if matches!(command, Command::Once { .. }) {
@@ -965,6 +1006,7 @@ impl State {
                     "a request id cannot wrap another".into(),
                 )),
                 touched,
+                findings: Vec::new(),
             };
         }
         let applied = self.apply(index, command);
@@ -981,6 +1023,7 @@ impl State {
         Applied {
             outcome: applied.outcome,
             touched,
+            findings: Vec::new(),
         }
     }
 
@@ -992,6 +1035,7 @@ impl State {
             return Applied {
                 outcome: Ok(Response::Module(digest)),
                 touched: Vec::new(),
+                findings: Vec::new(),
             };
         }
         if let Some(other) = self
@@ -1008,6 +1052,7 @@ impl State {
         Applied {
             outcome: Ok(Response::Module(digest.clone())),
             touched: vec![Touched::Module(digest)],
+            findings: Vec::new(),
         }
     }
 
@@ -1056,6 +1101,7 @@ impl State {
         Applied {
             outcome: Ok(Response::Done),
             touched,
+            findings: Vec::new(),
         }
     }
 
@@ -1300,6 +1346,7 @@ impl State {
         Applied {
             outcome: Ok(Response::Hunt { id, tasks: count }),
             touched,
+            findings: Vec::new(),
         }
     }
 
@@ -1336,6 +1383,7 @@ impl State {
         Applied {
             outcome: Ok(Response::Done),
             touched,
+            findings: Vec::new(),
         }
     }
 
@@ -1366,6 +1414,7 @@ impl State {
         Applied {
             outcome: Ok(Response::Done),
             touched,
+            findings: Vec::new(),
         }
     }
 
@@ -1394,13 +1443,15 @@ impl State {
             return Applied {
                 outcome: Ok(Response::StaleReport),
                 touched: Vec::new(),
+                findings: Vec::new(),
             };
         }
-        let mut touched = vec![
+        let touched = vec![
             Touched::Task(task.id.clone()),
             Touched::Hunt(hunt.id.clone()),
         ];
         let mut stop = Vec::new();
+        let mut findings = Vec::new();
         match report.outcome {
             Ok(partial) => {
                 // First result wins: the other run, if any, is stopped and
@@ -1425,12 +1476,20 @@ impl State {
                 task.waiting = None;
                 task.duration_ms = now_ms.saturating_sub(task.started_ms);
                 task.events_scanned = partial.events_scanned;
-                let findings =
+                let kept =
                     Self::keep_findings(hunt, task, partial.findings, partial.findings_truncated);
-                task.findings = findings.len() as u64;
-                touched.push(Touched::Findings(task.id.clone()));
+                task.findings = kept.len() as u64;
+                let first = hunt.findings;
+                hunt.findings += kept.len() as u64;
                 hunt.events_scanned += partial.events_scanned;
-                hunt.findings += findings.len() as u64;
+                findings = (first..)
+                    .zip(kept)
+                    .map(|(seq, record)| NewFinding {
+                        hunt: hunt.id.clone(),
+                        seq,
+                        record,
+                    })
+                    .collect();
                 for aggregate in partial.aggregates {
                     let name = aggregate.name.clone();
                     if let Err(mismatch) = merge_into(&mut hunt.aggregates, aggregate)
@@ -1441,7 +1500,6 @@ impl State {
                             .or_insert_with(|| mismatch.to_string());
                     }
                 }
-                self.findings.insert(task.id.clone(), findings);
             }
             Err(TaskError {
                 message: error,
@@ -1520,6 +1578,7 @@ impl State {
         Applied {
             outcome: Ok(outcome),
             touched,
+            findings,
         }
     }
 
@@ -1671,6 +1730,7 @@ impl State {
         Applied {
             outcome: Ok(Response::Done),
             touched,
+            findings: Vec::new(),
         }
     }
 
@@ -1712,6 +1772,7 @@ impl State {
         Applied {
             outcome: Ok(Response::Stop(stop)),
             touched,
+            findings: Vec::new(),
         }
     }
 
@@ -1772,6 +1833,7 @@ impl State {
                 Response::Stop(stop)
             }),
             touched,
+            findings: Vec::new(),
         }
     }
 
@@ -1802,16 +1864,8 @@ impl State {
         Applied {
             outcome: Ok(Response::Done),
             touched: vec![Touched::Hunt(id.clone())],
+            findings: Vec::new(),
         }
-    }
-
-    /// Findings of a hunt, in task then production order.
-    pub fn hunt_findings(&self, hunt: &HuntRecord) -> Vec<&FindingRecord> {
-        hunt.tasks
-            .iter()
-            .filter_map(|t| self.findings.get(t))
-            .flatten()
-            .collect()
     }
 
     /// Tasks `worker` runs (a primary or a speculative run) with the attempt
@@ -1919,7 +1973,7 @@ pub(crate) mod tests {
         s
     }
 
-    fn submit(s: &mut State, index: u64) -> HuntId {
+    pub(crate) fn submit(s: &mut State, index: u64) -> HuntId {
         match s
             .apply(
                 index,
@@ -1945,7 +1999,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn report(task: &TaskId, worker: &str, attempt: u32, findings: usize) -> Command {
+    pub(crate) fn report(task: &TaskId, worker: &str, attempt: u32, findings: usize) -> Command {
         let finding = FindingRecord {
             id: String::new(),
             task: task.clone(),
@@ -1981,7 +2035,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn assign_all(s: &mut State, hunt: &HuntId) {
+    pub(crate) fn assign_all(s: &mut State, hunt: &HuntId) {
         let assignments = s.hunts[hunt]
             .tasks
             .iter()
@@ -2009,9 +2063,9 @@ pub(crate) mod tests {
         let hunt = submit(&mut s, 10);
         assign_all(&mut s, &hunt);
         let tasks = s.hunts[&hunt].tasks.clone();
-        s.apply(101, report(&tasks[0], "w0", 1, 2));
+        let first = s.apply(101, report(&tasks[0], "w0", 1, 2));
         assert_eq!(s.hunts[&hunt].state, HuntState::Running);
-        s.apply(102, report(&tasks[1], "w1", 1, 1));
+        let second = s.apply(102, report(&tasks[1], "w1", 1, 1));
         let h = &s.hunts[&hunt];
         assert_eq!(h.state, HuntState::Completed);
         assert_eq!(h.findings, 3);
@@ -2020,8 +2074,22 @@ pub(crate) mod tests {
             h.aggregates["by"],
             AggregateValue::counts_from([("k".to_owned(), 4u64)])
         );
-        let ids: Vec<_> = s.hunt_findings(h).iter().map(|f| f.id.clone()).collect();
-        assert_eq!(ids, vec!["h-10/a#1.0", "h-10/a#1.1", "h-10/b#1.0"]);
+        // Committed findings go to the persister, numbered in commit order
+        // across the hunt's tasks.
+        let committed: Vec<_> = first
+            .findings
+            .iter()
+            .chain(&second.findings)
+            .map(|f| (f.hunt.as_str(), f.seq, f.record.id.as_str()))
+            .collect();
+        assert_eq!(
+            committed,
+            vec![
+                ("h-10", 0, "h-10/a#1.0"),
+                ("h-10", 1, "h-10/a#1.1"),
+                ("h-10", 2, "h-10/b#1.0")
+            ]
+        );
     }
 
     #[test]
@@ -2607,7 +2675,7 @@ pub(crate) mod tests {
         let h = &s.hunts[&hunt];
         assert_eq!(h.state, HuntState::Completed);
         assert_eq!(h.findings, 5 + 2);
-        let ids: Vec<&str> = s.findings[&slow].iter().map(|f| f.id.as_str()).collect();
+        let ids: Vec<&str> = won.findings.iter().map(|f| f.record.id.as_str()).collect();
         assert_eq!(
             ids,
             vec![
@@ -2813,7 +2881,7 @@ pub(crate) mod tests {
         let hunt = submit_spec(&mut s, 10, sp, 0);
         schedule(&mut s, 11, &live(&["w0", "w1"]), 0);
         let tasks = s.hunts[&hunt].tasks.clone();
-        s.apply(12, report(&tasks[0], "w0", 1, 5));
+        let first = s.apply(12, report(&tasks[0], "w0", 1, 5));
         assert_eq!(s.hunts[&hunt].findings, 2, "per-task limit");
         assert!(
             s.tasks[&tasks[0]]
@@ -2823,11 +2891,11 @@ pub(crate) mod tests {
                 .contains("kept 2 of 5")
         );
         assert!(s.hunts[&hunt].result_limit.is_none());
-        s.apply(13, report(&tasks[1], "w1", 1, 2));
+        let second = s.apply(13, report(&tasks[1], "w1", 1, 2));
         let h = &s.hunts[&hunt];
         assert_eq!(h.findings, 3, "per-hunt limit");
         assert_eq!(h.findings_dropped, 1);
-        assert_eq!(s.hunt_findings(h).len(), 3);
+        assert_eq!(first.findings.len() + second.findings.len(), 3);
         let limit = h.result_limit.as_deref().unwrap_or_default();
         assert!(
             limit.contains("result limit reached") && limit.contains("1 findings dropped"),
@@ -3040,5 +3108,18 @@ pub(crate) mod tests {
             s.requests.get(&RequestId::new("r-1")).map(|r| r.index),
             Some(200)
         );
+    }
+
+    #[test]
+    fn the_recorded_hunt_clock_only_moves_forward() {
+        let mut s = State::default();
+        let tick = s.apply(1, Command::Tick { now_ms: 10_000 });
+        assert_eq!(tick.touched, vec![Touched::Clock]);
+        assert_eq!(s.clock_ms, 10_000);
+        // A leader with an earlier reading records nothing.
+        let stale = s.apply(2, Command::Tick { now_ms: 9_000 });
+        assert!(matches!(stale.outcome, Err(Rejection::Conflict(_))));
+        assert!(stale.touched.is_empty());
+        assert_eq!(s.clock_ms, 10_000);
     }
 }

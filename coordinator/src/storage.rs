@@ -21,7 +21,7 @@
 #![allow(clippy::field_reassign_with_default)]
 
 use crate::error::{CoordinatorError, Result};
-use crate::state::{Command, State, Touched};
+use crate::state::{Command, NewFinding, State, Touched};
 use protobuf::Message as _;
 use quarry_proto::HuntId;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata};
@@ -30,13 +30,16 @@ use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, Wri
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 const CF_LOG: &str = "raft_log";
 const CF_HARD_STATE: &str = "raft_hard_state";
 const CF_CONF_STATE: &str = "raft_conf_state";
 const CF_SNAPSHOT: &str = "raft_snapshot";
 const CF_STATE: &str = "state";
+/// Committed findings, one row each, keyed by hunt and sequence number;
+/// never held in memory.
+const CF_FINDINGS: &str = "findings";
 /// Where the first versions kept hard state, conf state and snapshot point
 /// together; moved into the families above on open.
 const CF_LEGACY_META: &str = "raft_meta";
@@ -49,6 +52,8 @@ const KEY_SNAPSHOT_META: &[u8] = b"snapshot_metadata";
 /// The legacy `(index, term)` snapshot point in `raft_meta`.
 const KEY_LEGACY_SNAPSHOT_POINT: &[u8] = b"snapshot_point";
 const KEY_APPLIED: &[u8] = b"applied";
+/// The replicated hunt clock ([`State::clock_ms`]).
+const KEY_CLOCK: &[u8] = b"clock";
 /// How many times this node has started: part of every proposal's context,
 /// so an entry proposed before a restart never answers a waiter of this boot.
 const KEY_BOOT: &[u8] = b"boot";
@@ -67,6 +72,25 @@ pub type AddressBook = BTreeMap<u64, String>;
 pub struct Store {
     db: Arc<DB>,
     path: PathBuf,
+}
+
+/// A reference to the database that does not keep it open: handles read
+/// through it while the node runs, and stopping the node still releases
+/// the data directory.
+#[derive(Clone)]
+pub struct WeakStore {
+    db: std::sync::Weak<DB>,
+    path: PathBuf,
+}
+
+impl WeakStore {
+    /// The store, unless the node has stopped and closed it.
+    pub fn upgrade(&self) -> Option<Store> {
+        Some(Store {
+            db: self.db.upgrade()?,
+            path: self.path.clone(),
+        })
+    }
 }
 
 /// The state machine as last persisted, and where it stands in the log.
@@ -94,46 +118,22 @@ impl Replica {
     }
 }
 
-/// What a snapshot's data holds: the state machine and the address book.
-#[derive(Serialize)]
-struct SnapshotDataRef<'a> {
-    format: u32,
-    state: &'a State,
-    peers: &'a AddressBook,
-}
-
-#[derive(Deserialize)]
+/// What a snapshot's data holds: every row of the state machine (the
+/// `state` and `findings` families) and of the membership, read from one
+/// RocksDB snapshot, so the rows and the applied index they include agree.
+#[derive(Serialize, Deserialize)]
 struct SnapshotData {
     format: u32,
-    state: State,
-    peers: AddressBook,
+    /// (family, key, value).
+    rows: Vec<(u8, Vec<u8>, Vec<u8>)>,
 }
 
-/// 2: the state remembers request outcomes.
-const SNAPSHOT_FORMAT: u32 = 2;
-
-/// Decodes the data of a snapshot built by [`RaftStorage`] into a replica at
-/// the snapshot's point.
-pub fn replica_from_snapshot(snapshot: &Snapshot) -> Result<Replica> {
-    let data: SnapshotData = decode(b"snapshot", &snapshot.data)?;
-    if data.format != SNAPSHOT_FORMAT {
-        return Err(CoordinatorError::Corrupt {
-            key: "snapshot".to_owned(),
-            detail: format!(
-                "snapshot format {} is not {SNAPSHOT_FORMAT}; run the same coordinator version on every node",
-                data.format
-            ),
-        });
-    }
-    let meta = snapshot.get_metadata();
-    Ok(Replica {
-        state: data.state,
-        applied_index: meta.index,
-        applied_term: meta.term,
-        conf_state: meta.get_conf_state().clone(),
-        peers: data.peers,
-    })
-}
+/// 3: raw rows of the state, findings and membership families.
+const SNAPSHOT_FORMAT: u32 = 3;
+/// Family tags in [`SnapshotData::rows`].
+const ROW_STATE: u8 = 0;
+const ROW_FINDINGS: u8 = 1;
+const ROW_CONF: u8 = 2;
 
 impl Store {
     /// Opens (creating if needed) the database under `dir`.
@@ -152,7 +152,14 @@ impl Store {
         let legacy = DB::list_cf(&options, &path)
             .map(|cfs| cfs.iter().any(|cf| cf == CF_LEGACY_META))
             .unwrap_or(false);
-        let mut names = vec![CF_LOG, CF_HARD_STATE, CF_CONF_STATE, CF_SNAPSHOT, CF_STATE];
+        let mut names = vec![
+            CF_LOG,
+            CF_HARD_STATE,
+            CF_CONF_STATE,
+            CF_SNAPSHOT,
+            CF_STATE,
+            CF_FINDINGS,
+        ];
         if legacy {
             names.push(CF_LEGACY_META);
         }
@@ -172,7 +179,84 @@ impl Store {
         if legacy {
             store.migrate_legacy_meta()?;
         }
+        store.migrate_task_findings()?;
         Ok(store)
+    }
+
+    /// Moves findings from the per-task rows (`f/<task>`, every finding of
+    /// a task in one value, all loaded into memory) of earlier versions into
+    /// one row per finding in the `findings` family, numbered per hunt in
+    /// task order.
+    fn migrate_task_findings(&self) -> Result<()> {
+        let state = self.cf(CF_STATE)?;
+        let mut batch = WriteBatch::default();
+        let mut next: BTreeMap<HuntId, u64> = BTreeMap::new();
+        let mut moved = 0u64;
+        let rows = self.db.iterator_cf(
+            state,
+            IteratorMode::From(b"f/", rocksdb::Direction::Forward),
+        );
+        for item in rows {
+            let (key, value) = item.map_err(|e| self.err(e))?;
+            if !key.starts_with(b"f/") {
+                break;
+            }
+            let findings: Vec<crate::state::FindingRecord> = decode(&key, &value)?;
+            for finding in findings {
+                let hunt = hunt_of_task(&finding.task);
+                let seq = next.entry(hunt.clone()).or_default();
+                batch.put_cf(
+                    self.cf(CF_FINDINGS)?,
+                    finding_key(&hunt, *seq),
+                    encode(&finding)?,
+                );
+                *seq += 1;
+                moved += 1;
+            }
+            batch.delete_cf(state, &key);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| self.err(e))?;
+        tracing::info!(findings = moved, "moved findings into one row each");
+        Ok(())
+    }
+
+    /// Up to `limit` findings of `hunt` from number `from` on, in commit
+    /// order, with their numbers.
+    pub fn findings(
+        &self,
+        hunt: &HuntId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::state::FindingRecord)>> {
+        let prefix = finding_prefix(hunt);
+        let start = finding_key(hunt, from);
+        let rows = self.db.iterator_cf(
+            self.cf(CF_FINDINGS)?,
+            IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in rows {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(|e| self.err(e))?;
+            let Some(seq) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            let seq = <[u8; 8]>::try_from(seq).map_err(|_| CoordinatorError::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                detail: "a finding key must end in an 8-byte number".to_owned(),
+            })?;
+            out.push((u64::from_be_bytes(seq), decode(&key, &value)?));
+        }
+        Ok(out)
     }
 
     /// Moves the keys of the old shared `raft_meta` family into their own families.
@@ -220,6 +304,14 @@ impl Store {
             })?;
         tracing::info!(path = %self.path.display(), "moved raft metadata into per-kind column families");
         Ok(())
+    }
+
+    /// A reference that does not keep the database open.
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore {
+            db: Arc::downgrade(&self.db),
+            path: self.path.clone(),
+        }
     }
 
     fn err(&self, source: rocksdb::Error) -> CoordinatorError {
@@ -472,10 +564,24 @@ impl Store {
         Ok(index - first_kept)
     }
 
-    /// Writes the entities `touched` changed and the applied point, atomically.
-    pub fn persist_applied(&self, replica: &Replica, touched: &[Touched]) -> Result<()> {
+    /// Writes the entities `touched` changed, the findings committed and the
+    /// applied point, atomically.
+    pub fn persist_applied(
+        &self,
+        replica: &Replica,
+        touched: &[Touched],
+        findings: &[NewFinding],
+    ) -> Result<()> {
         let mut batch = WriteBatch::default();
         self.batch_applied(&mut batch, replica, touched)?;
+        let cf = self.cf(CF_FINDINGS)?;
+        for finding in findings {
+            batch.put_cf(
+                cf,
+                finding_key(&finding.hunt, finding.seq),
+                encode(&finding.record)?,
+            );
+        }
         self.db.write(batch).map_err(|e| self.err(e))
     }
 
@@ -531,14 +637,11 @@ impl Store {
                     entity_key(b't', id.as_str()),
                     state.tasks.get(id).map(encode).transpose()?,
                 ),
-                Touched::Findings(id) => (
-                    entity_key(b'f', id.as_str()),
-                    state.findings.get(id).map(encode).transpose()?,
-                ),
                 Touched::Request(id) => (
                     entity_key(b'r', id.as_str()),
                     state.requests.get(id).map(encode).transpose()?,
                 ),
+                Touched::Clock => (KEY_CLOCK.to_vec(), Some(encode(&state.clock_ms)?)),
             };
             match value {
                 Some(bytes) => batch.put_cf(cf, k, bytes),
@@ -577,6 +680,10 @@ impl Store {
             let (key, value) = item.map_err(|e| self.err(e))?;
             if &*key == KEY_APPLIED {
                 (replica.applied_index, replica.applied_term) = decode(&key, &value)?;
+                continue;
+            }
+            if &*key == KEY_CLOCK {
+                replica.state.clock_ms = decode(&key, &value)?;
                 continue;
             }
             let state = &mut replica.state;
@@ -626,12 +733,6 @@ impl Store {
                     );
                     state.requests.insert(request, record);
                 }
-                Some(b'f') => {
-                    let findings: Vec<crate::state::FindingRecord> = decode(&key, &value)?;
-                    let task =
-                        quarry_proto::TaskId::new(String::from_utf8_lossy(&key[2..]).into_owned());
-                    state.findings.insert(task, findings);
-                }
                 _ => {
                     return Err(CoordinatorError::Corrupt {
                         key: String::from_utf8_lossy(&key).into_owned(),
@@ -657,21 +758,58 @@ impl Store {
         Ok(replica)
     }
 
-    /// Replaces the log, the state machine and the membership with a
-    /// snapshot from the leader, in one synced batch: a crash leaves either
-    /// the old replica or the new one.
-    pub fn apply_snapshot(&self, meta: &SnapshotMetadata, replica: &Replica) -> Result<()> {
+    /// Replaces the log, the state machine, the findings and the membership
+    /// with a snapshot from the leader, in one synced batch (a crash leaves
+    /// either the old replica or the new one), and returns the replica it
+    /// holds.
+    pub fn install_snapshot(&self, snapshot: &Snapshot) -> Result<Replica> {
+        let data: SnapshotData = decode(b"snapshot", &snapshot.data)?;
+        if data.format != SNAPSHOT_FORMAT {
+            return Err(CoordinatorError::Corrupt {
+                key: "snapshot".to_owned(),
+                detail: format!(
+                    "snapshot format {} is not {SNAPSHOT_FORMAT}; run the same coordinator version on every node",
+                    data.format
+                ),
+            });
+        }
+        let meta = snapshot.get_metadata();
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_LOG)?, index_key(0), index_key(u64::MAX));
-        batch.delete_range_cf(self.cf(CF_STATE)?, [0u8].as_slice(), [0xffu8; 9].as_slice());
+        // Every key of both families starts with an ASCII letter or digit.
+        for cf in [CF_STATE, CF_FINDINGS] {
+            batch.delete_range_cf(self.cf(cf)?, [0u8].as_slice(), [0xffu8; 9].as_slice());
+        }
+        for (family, key, value) in &data.rows {
+            let cf = match *family {
+                ROW_STATE => CF_STATE,
+                ROW_FINDINGS => CF_FINDINGS,
+                ROW_CONF => CF_CONF_STATE,
+                other => {
+                    return Err(CoordinatorError::Corrupt {
+                        key: "snapshot".to_owned(),
+                        detail: format!("unknown row family {other}"),
+                    });
+                }
+            };
+            batch.put_cf(self.cf(cf)?, key, value);
+        }
+        batch.put_cf(
+            self.cf(CF_STATE)?,
+            KEY_APPLIED,
+            encode(&(meta.index, meta.term))?,
+        );
+        batch.put_cf(
+            self.cf(CF_CONF_STATE)?,
+            KEY_CONF_STATE,
+            Self::pb_bytes(meta.get_conf_state())?,
+        );
         batch.put_cf(
             self.cf(CF_SNAPSHOT)?,
             KEY_SNAPSHOT_META,
             Self::pb_bytes(meta)?,
         );
-        let mut hs: HardState = self
-            .get_pb(CF_HARD_STATE, KEY_HARD_STATE)?
-            .unwrap_or_default();
+        let mut hs = self.hard_state()?;
         hs.commit = hs.commit.max(meta.index);
         hs.term = hs.term.max(meta.term);
         batch.put_cf(
@@ -679,32 +817,68 @@ impl Store {
             KEY_HARD_STATE,
             Self::pb_bytes(&hs)?,
         );
-        let s = &replica.state;
-        let mut touched = Vec::new();
-        touched.extend(s.modules.keys().cloned().map(Touched::Module));
-        touched.extend(s.workers.keys().cloned().map(Touched::Worker));
-        touched.extend(s.shards.keys().cloned().map(Touched::Shard));
-        touched.extend(s.hunts.keys().cloned().map(Touched::Hunt));
-        touched.extend(s.hunts.keys().cloned().map(Touched::HuntDefinition));
-        touched.extend(s.tasks.keys().cloned().map(Touched::Task));
-        touched.extend(s.findings.keys().cloned().map(Touched::Findings));
-        touched.extend(
-            s.requests
-                .iter()
-                .map(|(id, _)| Touched::Request(id.clone())),
-        );
-        self.batch_applied(&mut batch, replica, &touched)?;
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        self.db.write_opt(batch, &options).map_err(|e| self.err(e))
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| self.err(e))?;
+        self.load_replica()
+    }
+
+    /// A snapshot of everything applied, read from one RocksDB snapshot: the
+    /// state and findings rows, the membership, and the applied index and
+    /// term written in the same batch as them. Runs off the raft thread.
+    pub fn build_snapshot(&self) -> Result<Snapshot> {
+        let view = self.db.snapshot();
+        let mut rows = Vec::new();
+        let mut applied: Option<(u64, u64)> = None;
+        let mut conf: Option<ConfState> = None;
+        for (tag, name) in [
+            (ROW_STATE, CF_STATE),
+            (ROW_FINDINGS, CF_FINDINGS),
+            (ROW_CONF, CF_CONF_STATE),
+        ] {
+            for item in view.iterator_cf(self.cf(name)?, IteratorMode::Start) {
+                let (key, value) = item.map_err(|e| self.err(e))?;
+                if tag == ROW_STATE && &*key == KEY_APPLIED {
+                    applied = Some(decode(&key, &value)?);
+                    continue;
+                }
+                if tag == ROW_CONF && &*key == KEY_CONF_STATE {
+                    conf = Some(ConfState::parse_from_bytes(&value).map_err(|e| {
+                        CoordinatorError::Corrupt {
+                            key: "conf_state".to_owned(),
+                            detail: e.to_string(),
+                        }
+                    })?);
+                    continue;
+                }
+                rows.push((tag, key.into_vec(), value.into_vec()));
+            }
+        }
+        let (index, term) = applied.ok_or_else(|| CoordinatorError::Corrupt {
+            key: "applied".to_owned(),
+            detail: "no applied index to build a snapshot at".to_owned(),
+        })?;
+        let mut meta = SnapshotMetadata::default();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(conf.unwrap_or_default());
+        let mut snapshot = Snapshot::default();
+        snapshot.data = encode(&SnapshotData {
+            format: SNAPSHOT_FORMAT,
+            rows,
+        })?
+        .into();
+        snapshot.set_metadata(meta);
+        Ok(snapshot)
     }
 }
 
-/// The raft-rs view of the store. Snapshots are taken from the shared
-/// in-memory replica, which always matches what is persisted.
+/// The raft-rs view of the store. Snapshots are built from a RocksDB
+/// snapshot of what is persisted, on a thread of their own.
 pub struct RaftStorage {
     store: Store,
-    replica: Arc<RwLock<Replica>>,
     snapshots: Arc<Mutex<SnapshotCache>>,
 }
 
@@ -716,57 +890,39 @@ struct SnapshotCache {
 }
 
 impl RaftStorage {
-    /// Wraps a store and the replica the node applies to.
-    pub fn new(store: Store, replica: Arc<RwLock<Replica>>) -> Self {
+    /// Wraps a store.
+    pub fn new(store: Store) -> Self {
         Self {
             store,
-            replica,
             snapshots: Arc::default(),
         }
     }
 
-    /// Starts encoding a snapshot of the replica as it is now on a thread of
-    /// its own: a state holding many large modules takes a while to encode,
-    /// and the raft thread must keep sending heartbeats meanwhile.
+    /// Starts building a snapshot on a thread of its own: a state holding
+    /// many large modules and findings takes a while to read and encode,
+    /// and the raft thread must keep sending heartbeats meanwhile. Nothing
+    /// is copied on the raft thread.
     fn start_snapshot(&self) -> raft::Result<()> {
-        let (state, peers, mut meta) = {
-            let replica = self
-                .replica
-                .read()
-                .map_err(|_| raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))?;
-            let mut meta = SnapshotMetadata::default();
-            meta.index = replica.applied_index;
-            meta.term = replica.applied_term;
-            meta.set_conf_state(replica.conf_state.clone());
-            // A copy, so the node applies on while it is encoded.
-            (replica.state.clone(), replica.peers.clone(), meta)
-        };
         let cache = self.snapshots.clone();
+        let store = self.store.clone();
         let built = std::thread::Builder::new()
             .name("raft-snapshot".into())
             .spawn(move || {
                 let started = std::time::Instant::now();
-                let data = encode(&SnapshotDataRef {
-                    format: SNAPSHOT_FORMAT,
-                    state: &state,
-                    peers: &peers,
-                });
+                let snapshot = store.build_snapshot();
                 let Ok(mut cache) = cache.lock() else { return };
                 cache.building = false;
-                match data {
-                    Ok(data) => {
+                match snapshot {
+                    Ok(snapshot) => {
                         tracing::info!(
-                            index = meta.index,
-                            bytes = data.len(),
+                            index = snapshot.get_metadata().index,
+                            bytes = snapshot.data.len(),
                             elapsed = ?started.elapsed(),
                             "snapshot built"
                         );
-                        let mut snapshot = Snapshot::default();
-                        snapshot.data = data.into();
-                        snapshot.set_metadata(std::mem::take(&mut meta));
                         cache.ready = Some(snapshot);
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot encode a snapshot"),
+                    Err(e) => tracing::error!(error = %e, "cannot build a snapshot"),
                 }
             });
         if let Err(e) = built {
@@ -929,6 +1085,27 @@ fn index_of(key: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(bytes))
 }
 
+/// `<hunt>\0`: the prefix of a hunt's finding rows (hunt ids hold no NUL).
+fn finding_prefix(hunt: &HuntId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(hunt.as_str().len() + 9);
+    key.extend_from_slice(hunt.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+/// `<hunt>\0<seq, 8 bytes big-endian>`: a hunt's findings in commit order.
+fn finding_key(hunt: &HuntId, seq: u64) -> Vec<u8> {
+    let mut key = finding_prefix(hunt);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The hunt of a task id (`<hunt>/<shard>`).
+fn hunt_of_task(task: &quarry_proto::TaskId) -> HuntId {
+    let id = task.as_str();
+    HuntId::new(id.split_once('/').map_or(id, |(hunt, _)| hunt))
+}
+
 fn entity_key(kind: u8, id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(id.len() + 2);
     key.push(kind);
@@ -1049,7 +1226,7 @@ mod tests {
             store.append(&[entry(4, 3)], None).expect("append");
         }
         let store = Store::open(dir.path()).expect("reopen");
-        let raft = RaftStorage::new(store, Arc::default());
+        let raft = RaftStorage::new(store);
         let init = raft.initial_state().expect("initial");
         assert_eq!(
             (
@@ -1112,7 +1289,9 @@ mod tests {
         }
         replica.applied_index = last;
         replica.applied_term = 2;
-        store.persist_applied(&replica, &touched).expect("persist");
+        store
+            .persist_applied(&replica, &touched, &[])
+            .expect("persist");
         (store, replica)
     }
 
@@ -1134,7 +1313,7 @@ mod tests {
         let meta = store.snapshot_metadata().expect("meta");
         assert_eq!((meta.index, meta.term), (25, 2));
         assert_eq!(meta.get_conf_state().voters, vec![1]);
-        let raft = RaftStorage::new(store, Arc::new(RwLock::new(loaded)));
+        let raft = RaftStorage::new(store);
         assert_eq!(raft.first_index().expect("first"), 26);
         assert_eq!(raft.last_index().expect("last"), 30);
         assert_eq!(raft.term(25).expect("term at the compacted index"), 2);
@@ -1167,7 +1346,7 @@ mod tests {
         let leader_dir = tempfile::tempdir().expect("tempdir");
         let (store, replica) = applied_store(leader_dir.path(), 20);
         store.compact(18, &replica.conf_state).expect("compact");
-        let raft = RaftStorage::new(store, Arc::new(RwLock::new(replica.clone())));
+        let raft = RaftStorage::new(store);
         let snapshot = wait_for_snapshot(&raft, 0);
         assert_eq!(snapshot.get_metadata().index, 20);
         assert_eq!(snapshot.get_metadata().term, 2);
@@ -1182,17 +1361,15 @@ mod tests {
             follower
                 .append(&[entry(2, 1), entry(3, 1)], None)
                 .expect("append");
-            let installed = replica_from_snapshot(&snapshot).expect("decode");
-            follower
-                .apply_snapshot(snapshot.get_metadata(), &installed)
-                .expect("install");
+            let installed = follower.install_snapshot(&snapshot).expect("install");
+            assert_eq!(installed.state, replica.state);
         }
         let follower = Store::open(follower_dir.path()).expect("reopen");
         let loaded = follower.load_replica().expect("load");
         assert_eq!(loaded.state, replica.state);
         assert_eq!((loaded.applied_index, loaded.applied_term), (20, 2));
         assert_eq!(loaded.peers, replica.peers);
-        let raft = RaftStorage::new(follower, Arc::new(RwLock::new(loaded)));
+        let raft = RaftStorage::new(follower);
         assert_eq!(raft.first_index().expect("first"), 21);
         assert_eq!(raft.last_index().expect("last"), 20);
         assert_eq!(raft.term(20).expect("term"), 2);
@@ -1217,9 +1394,8 @@ mod tests {
     #[test]
     fn a_snapshot_is_reused_until_compaction_passes_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, replica) = applied_store(dir.path(), 20);
-        let shared = Arc::new(RwLock::new(replica));
-        let raft = RaftStorage::new(store.clone(), shared.clone());
+        let (store, mut replica) = applied_store(dir.path(), 20);
+        let raft = RaftStorage::new(store.clone());
         assert_eq!(
             raft.snapshot(0, 2),
             Err(raft::Error::Store(
@@ -1234,7 +1410,8 @@ mod tests {
         // successors are in the log).
         let entries: Vec<Entry> = (21..=30).map(|i| entry(i, 2)).collect();
         store.append(&entries, None).expect("append");
-        shared.write().expect("lock").applied_index = 30;
+        replica.applied_index = 30;
+        store.persist_applied(&replica, &[], &[]).expect("persist");
         assert_eq!(
             raft.snapshot(0, 3).expect("cached").get_metadata().index,
             20
@@ -1243,13 +1420,145 @@ mod tests {
         assert_eq!(wait_for_snapshot(&raft, 25).get_metadata().index, 30);
 
         // Once compaction passes the cached one, it is rebuilt.
-        shared.write().expect("lock").applied_index = 30;
-        let conf = shared.read().expect("lock").conf_state.clone();
-        store.compact(30, &conf).expect("compact");
+        store.compact(30, &replica.conf_state).expect("compact");
         let rebuilt = wait_for_snapshot(&raft, 0);
         assert_eq!(rebuilt.get_metadata().index, 30);
-        let decoded = replica_from_snapshot(&rebuilt).expect("decode");
-        assert_eq!(decoded.state, shared.read().expect("lock").state);
+        let other = tempfile::tempdir().expect("tempdir");
+        let decoded = Store::open(other.path())
+            .expect("open")
+            .install_snapshot(&rebuilt)
+            .expect("install");
+        assert_eq!(decoded.state, replica.state);
+    }
+
+    #[test]
+    fn findings_live_in_rows_of_their_own_and_travel_in_snapshots() {
+        use crate::state::tests::{assign_all, cluster, report, submit};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let peers = AddressBook::from([(1, "http://127.0.0.1:1".to_owned())]);
+        store.bootstrap(&[1], &peers).expect("bootstrap");
+        let mut replica = store.load_replica().expect("load");
+        replica.state = cluster();
+        let hunt = submit(&mut replica.state, 10);
+        assign_all(&mut replica.state, &hunt);
+        let tasks = replica.state.hunts[&hunt].tasks.clone();
+        let st = &replica.state;
+        let mut everything: Vec<Touched> = Vec::new();
+        everything.extend(st.modules.keys().cloned().map(Touched::Module));
+        everything.extend(st.workers.keys().cloned().map(Touched::Worker));
+        everything.extend(st.shards.keys().cloned().map(Touched::Shard));
+        everything.extend(st.hunts.keys().cloned().map(Touched::Hunt));
+        everything.extend(st.hunts.keys().cloned().map(Touched::HuntDefinition));
+        store
+            .persist_applied(&replica, &everything, &[])
+            .expect("persist");
+        let mut index = 11;
+        for (task, worker) in tasks.iter().zip(["w0", "w1"]) {
+            let applied = replica.state.apply(index, report(task, worker, 1, 3));
+            replica.applied_index = index;
+            store
+                .persist_applied(&replica, &applied.touched, &applied.findings)
+                .expect("persist");
+            index += 1;
+        }
+        let read = |store: &Store, from, limit| {
+            store
+                .findings(&hunt, from, limit)
+                .expect("read")
+                .into_iter()
+                .map(|(seq, f)| (seq, f.id))
+                .collect::<Vec<_>>()
+        };
+        let all = read(&store, 0, 100);
+        assert_eq!(all.len(), 6);
+        assert_eq!(
+            all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (0..6).collect::<Vec<_>>()
+        );
+        // Pages resume where the last one ended, and stop at the hunt.
+        assert_eq!(read(&store, 4, 100), all[4..].to_vec());
+        assert_eq!(read(&store, 1, 2), all[1..3].to_vec());
+        assert!(read(&store, 6, 100).is_empty());
+        assert!(
+            store
+                .findings(&HuntId::new("h-1"), 0, 10)
+                .expect("read")
+                .is_empty()
+        );
+
+        // A follower gets them through a snapshot.
+        let snapshot = store.build_snapshot().expect("snapshot");
+        assert_eq!(snapshot.get_metadata().index, index - 1);
+        let other = tempfile::tempdir().expect("tempdir");
+        let follower = Store::open(other.path()).expect("open");
+        let installed = follower.install_snapshot(&snapshot).expect("install");
+        assert_eq!(installed.state, replica.state);
+        assert_eq!(installed.peers, peers);
+        assert_eq!(read(&follower, 0, 100), all);
+    }
+
+    #[test]
+    fn per_task_finding_rows_of_earlier_versions_are_split_into_rows_of_their_own() {
+        use crate::state::FindingRecord;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let finding = |task: &str, n: usize| FindingRecord {
+            id: format!("{task}#1.{n}"),
+            task: quarry_proto::TaskId::new(task),
+            shard: quarry_proto::ShardId::new("s"),
+            rule: "r".into(),
+            title: "t".into(),
+            severity: crate::state::Severity::High,
+            confidence: 50,
+            entity: "e".into(),
+            timestamp_ms: 1,
+            evidence: Vec::new(),
+            techniques: Vec::new(),
+            tags: Vec::new(),
+            offsets: Vec::new(),
+        };
+        {
+            let store = Store::open(dir.path()).expect("open");
+            for task in ["h-5/a", "h-5/b", "h-9/a"] {
+                let findings: Vec<FindingRecord> = (0..2).map(|n| finding(task, n)).collect();
+                store
+                    .db
+                    .put_cf(
+                        store.cf(CF_STATE).expect("cf"),
+                        entity_key(b'f', task),
+                        encode(&findings).expect("encode"),
+                    )
+                    .expect("put");
+            }
+        }
+        let store = Store::open(dir.path()).expect("migrating open");
+        let ids = |hunt: &str| {
+            store
+                .findings(&HuntId::new(hunt), 0, 100)
+                .expect("read")
+                .into_iter()
+                .map(|(seq, f)| (seq, f.id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids("h-5"),
+            vec![
+                (0, "h-5/a#1.0".to_owned()),
+                (1, "h-5/a#1.1".to_owned()),
+                (2, "h-5/b#1.0".to_owned()),
+                (3, "h-5/b#1.1".to_owned())
+            ]
+        );
+        assert_eq!(ids("h-9").len(), 2);
+        assert!(
+            store
+                .get(CF_STATE, &entity_key(b'f', "h-5/a"))
+                .expect("read")
+                .is_none()
+        );
+        store
+            .load_replica()
+            .expect("no per-task rows are left to trip the loader");
     }
 
     #[test]
@@ -1281,7 +1590,7 @@ mod tests {
         }
         let store = Store::open(dir.path()).expect("migrating open");
         assert!(store.db.cf_handle(CF_LEGACY_META).is_none());
-        let raft = RaftStorage::new(store.clone(), Arc::default());
+        let raft = RaftStorage::new(store.clone());
         let init = raft.initial_state().expect("init");
         assert_eq!((init.hard_state.term, init.hard_state.commit), (7, 9));
         assert_eq!(init.conf_state.voters, vec![1, 2, 3]);
@@ -1362,12 +1671,12 @@ mod tests {
                 .any(|t| matches!(t, Touched::HuntDefinition(_)))
         );
         store
-            .persist_applied(&replica, &applied.touched)
+            .persist_applied(&replica, &applied.touched, &applied.findings)
             .expect("persist");
         let id = replica.state.hunts.keys().next().expect("a hunt").clone();
         // What every task report does: rewrite the status only.
         store
-            .persist_applied(&replica, &[Touched::Hunt(id.clone())])
+            .persist_applied(&replica, &[Touched::Hunt(id.clone())], &[])
             .expect("persist");
         let row = |kind| {
             store
@@ -1418,7 +1727,7 @@ mod tests {
         {
             let store = Store::open(dir.path()).expect("open");
             store
-                .persist_applied(&replica, &applied.touched)
+                .persist_applied(&replica, &applied.touched, &applied.findings)
                 .expect("persist");
         }
         let loaded = Store::open(dir.path())

@@ -401,17 +401,44 @@ impl Client {
             .into_inner())
     }
 
-    /// Recent hunts, newest first.
+    /// Recent hunts, newest first: at most `limit` (0: all), fetched a page
+    /// at a time.
     pub async fn list_hunts(&mut self, limit: u32) -> Result<Vec<v1::Hunt>, ClientError> {
-        Ok(self
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let want = if limit == 0 {
+                0
+            } else {
+                limit - out.len() as u32
+            };
+            let (page, next) = self.list_hunts_page(want, &token).await?;
+            out.extend(page);
+            if next.is_empty() || (limit != 0 && out.len() as u32 >= limit) {
+                return Ok(out);
+            }
+            token = next;
+        }
+    }
+
+    /// One page of hunts, newest first, after `page_token` (empty: the
+    /// newest); returns the hunts and the token of the next page (empty on
+    /// the last). `page_size` 0 lets the coordinator choose (100).
+    pub async fn list_hunts_page(
+        &mut self,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<v1::Hunt>, String), ClientError> {
+        let response = self
             .hunts
             .list_hunts(v1::ListHuntsRequest {
                 states: vec![],
-                limit,
+                limit: page_size,
+                page_token: page_token.to_owned(),
             })
             .await?
-            .into_inner()
-            .hunts)
+            .into_inner();
+        Ok((response.hunts, response.next_page_token))
     }
 
     /// Cancels a hunt.
@@ -473,6 +500,7 @@ impl Client {
         let request = v1::StreamFindingsRequest {
             hunt_id: hunt_id.to_owned(),
             follow: false,
+            ..Default::default()
         };
         let mut stream = self.hunts.stream_findings(request).await?.into_inner();
         let mut out = Vec::new();

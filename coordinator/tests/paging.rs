@@ -1,0 +1,302 @@
+//! Lists come in pages and findings stream from RocksDB: `ListHunts` pages
+//! newest first with tokens, `StreamFindings` resumes from a finding's
+//! cursor, and follow mode sends each finding once, as it commits. A real
+//! single-node coordinator on loopback; state is written through raft.
+
+use quarry_client::Client;
+use quarry_coordinator::state::{
+    Assignment, Command, FindingRecord, HuntSpec, ModuleRecord, ModuleSelector, PartialResult,
+    Scope, Severity, ShardDescription, TaskReport,
+};
+use quarry_coordinator::{Coordinator, CoordinatorConfig};
+use quarry_proto::{HuntId, ModuleDigest, ShardId, TaskId, WorkerId, v1};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_stream::StreamExt as _;
+
+async fn coordinator(dir: &std::path::Path) -> (Coordinator, String) {
+    let coordinator = Coordinator::start(CoordinatorConfig::single_node(
+        dir.join("c"),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    ))
+    .await
+    .expect("start");
+    coordinator
+        .wait_for_leadership(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    let node = coordinator.node();
+    node.propose(Command::UploadModule {
+        module: ModuleRecord {
+            digest: ModuleDigest::new("ef".repeat(32)),
+            name: "m".into(),
+            version: "1".into(),
+            description: String::new(),
+            uploaded_ms: 1,
+            bytes: vec![1],
+        },
+    })
+    .await
+    .expect("commit")
+    .expect("module");
+    let shards = ["a", "b"]
+        .into_iter()
+        .map(|name| ShardDescription {
+            name: ShardId::new(name),
+            labels: BTreeMap::new(),
+            event_count: 1,
+            min_ts_ms: 1,
+            max_ts_ms: 2,
+            size_bytes: 1,
+        })
+        .collect();
+    node.propose(Command::RegisterWorker {
+        id: WorkerId::new("w"),
+        address: "127.0.0.1:1".into(),
+        slots: 2,
+        shards,
+        now_ms: 1,
+    })
+    .await
+    .expect("commit")
+    .expect("worker");
+    let url = format!("http://{}", coordinator.addr());
+    (coordinator, url)
+}
+
+async fn submit(coordinator: &Coordinator, now_ms: i64) -> HuntId {
+    let spec = HuntSpec {
+        module: ModuleSelector::NameVersion {
+            name: "m".into(),
+            version: Some("1".into()),
+        },
+        params: BTreeMap::new(),
+        scope: Scope {
+            shards: vec![ShardId::new("a"), ShardId::new("b")],
+            ..Scope::default()
+        },
+        limits: Default::default(),
+        priority: 0,
+        description: String::new(),
+        policy: Default::default(),
+    };
+    match coordinator
+        .node()
+        .propose(Command::SubmitHunt { spec, now_ms })
+        .await
+        .expect("commit")
+    {
+        Ok(quarry_coordinator::state::Response::Hunt { id, .. }) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Wall time: the leader expires hunts past their deadline by it.
+fn now_ms() -> i64 {
+    use quarry_coordinator::clock::Clock as _;
+    quarry_coordinator::clock::SystemClock.now_ms()
+}
+
+fn finding(n: usize) -> FindingRecord {
+    FindingRecord {
+        id: String::new(),
+        task: TaskId::new(""),
+        shard: ShardId::new(""),
+        rule: "r".into(),
+        title: format!("finding {n}"),
+        severity: Severity::Medium,
+        confidence: 50,
+        entity: format!("host-{n}"),
+        timestamp_ms: 1,
+        evidence: Vec::new(),
+        techniques: Vec::new(),
+        tags: Vec::new(),
+        offsets: Vec::new(),
+    }
+}
+
+/// Runs `shard`'s task of `hunt` on worker `w` and reports `count` findings.
+async fn report(coordinator: &Coordinator, hunt: &HuntId, shard: &str, count: usize) {
+    let task = TaskId::for_shard(hunt, &ShardId::new(shard));
+    let node = coordinator.node();
+    node.propose(Command::AssignTasks {
+        assignments: vec![Assignment {
+            task: task.clone(),
+            worker: WorkerId::new("w"),
+        }],
+        now_ms: now_ms(),
+    })
+    .await
+    .expect("commit")
+    .expect("assigned");
+    let report = TaskReport {
+        task,
+        attempt: 1,
+        worker: WorkerId::new("w"),
+        outcome: Ok(PartialResult {
+            findings: (0..count).map(finding).collect(),
+            ..PartialResult::default()
+        }),
+    };
+    node.propose(Command::RecordResult {
+        report,
+        now_ms: now_ms(),
+    })
+    .await
+    .expect("commit")
+    .expect("recorded");
+}
+
+async fn stream(
+    client: &mut v1::hunt_service_client::HuntServiceClient<tonic::transport::Channel>,
+    request: v1::StreamFindingsRequest,
+) -> Vec<v1::Finding> {
+    let mut stream = client
+        .stream_findings(request)
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(f) = stream.next().await {
+        out.push(f.expect("finding"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hunts_list_a_page_at_a_time_newest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (coordinator, url) = coordinator(dir.path()).await;
+    let mut submitted = Vec::new();
+    for n in 0..130 {
+        // Two hunts per millisecond: the order falls back on the id.
+        submitted.push(submit(&coordinator, now_ms() + n / 2).await);
+    }
+    let mut client = Client::connect(&url).await.expect("connect");
+    let (first, token) = client.list_hunts_page(0, "").await.expect("page");
+    assert_eq!(first.len(), 100, "the default page");
+    assert!(!token.is_empty());
+    let (second, last) = client.list_hunts_page(0, &token).await.expect("page");
+    assert_eq!(second.len(), 30);
+    assert!(last.is_empty(), "no token after the last page");
+    let paged: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .map(|h| h.hunt_id.clone())
+        .collect();
+    let all: Vec<String> = client
+        .list_hunts(0)
+        .await
+        .expect("all")
+        .into_iter()
+        .map(|h| h.hunt_id)
+        .collect();
+    assert_eq!(paged, all);
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 130, "each hunt exactly once");
+    let submitted_ms: Vec<i64> = first
+        .iter()
+        .chain(&second)
+        .map(|h| h.submitted_ms)
+        .collect();
+    assert!(
+        submitted_ms.windows(2).all(|w| w[0] >= w[1]),
+        "newest first"
+    );
+    assert_eq!(client.list_hunts(7).await.expect("seven").len(), 7);
+
+    let mut raw = v1::hunt_service_client::HuntServiceClient::connect(url)
+        .await
+        .expect("connect");
+    let bad = raw
+        .list_hunts(v1::ListHuntsRequest {
+            states: vec![],
+            limit: 10,
+            page_token: "yesterday".into(),
+        })
+        .await
+        .expect_err("a token the coordinator never issued");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(
+        bad.message().contains("next_page_token"),
+        "{}",
+        bad.message()
+    );
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_resume_from_a_cursor_and_follow_sends_each_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (coordinator, url) = coordinator(dir.path()).await;
+    let hunt = submit(&coordinator, now_ms()).await;
+    let mut raw = v1::hunt_service_client::HuntServiceClient::connect(url)
+        .await
+        .expect("connect");
+
+    // Follow from the start while the hunt runs: the first task's findings
+    // come at once, the second's as they commit, then the stream ends.
+    let follower = {
+        let mut raw = raw.clone();
+        let request = v1::StreamFindingsRequest {
+            hunt_id: hunt.to_string(),
+            follow: true,
+            ..Default::default()
+        };
+        tokio::spawn(async move { stream(&mut raw, request).await })
+    };
+    report(&coordinator, &hunt, "a", 1_500).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    report(&coordinator, &hunt, "b", 700).await;
+    let followed = tokio::time::timeout(Duration::from_secs(30), follower)
+        .await
+        .expect("the stream ends with the hunt")
+        .expect("join");
+    assert_eq!(followed.len(), 2_200);
+    let mut ids: Vec<&str> = followed.iter().map(|f| f.finding_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 2_200, "each finding once");
+
+    // A page of 1,000, then the rest from its last cursor.
+    let page = stream(
+        &mut raw,
+        v1::StreamFindingsRequest {
+            hunt_id: hunt.to_string(),
+            page_size: 1_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(page.len(), 1_000);
+    let rest = stream(
+        &mut raw,
+        v1::StreamFindingsRequest {
+            hunt_id: hunt.to_string(),
+            page_token: page.last().expect("one").cursor.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let resumed: Vec<&str> = page
+        .iter()
+        .chain(&rest)
+        .map(|f| f.finding_id.as_str())
+        .collect();
+    let all: Vec<&str> = followed.iter().map(|f| f.finding_id.as_str()).collect();
+    assert_eq!(resumed, all, "the same findings in the same (commit) order");
+
+    let bad = raw
+        .stream_findings(v1::StreamFindingsRequest {
+            hunt_id: hunt.to_string(),
+            page_token: "abc".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not a cursor");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    coordinator.shutdown().await;
+}
