@@ -73,6 +73,14 @@ enum Command {
         /// streamed).
         #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
         log_compact_after: u64,
+        /// Finished hunts kept, newest first: older ones are deleted with
+        /// their findings (0: no count limit).
+        #[arg(long, default_value_t = quarry_coordinator::server::DEFAULT_RETAIN_HUNTS)]
+        retain_hunts: usize,
+        /// Finished hunts are deleted with their findings this long after
+        /// they ended, e.g. 7d (0s: whatever their age).
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        retain_for: Duration,
         /// Directory for RocksDB (raft log and state machine).
         #[arg(long, default_value = "./quarry-data/coordinator")]
         data_dir: PathBuf,
@@ -235,6 +243,16 @@ enum HuntCommand {
         after_help = "The circuit breaker counts failures from zero again; a failed canary no\nlonger holds back the other shards.\n\nExample:\n  quarry hunt resume h-12"
     )]
     Resume {
+        /// Hunt id.
+        hunt: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a finished hunt with its tasks and findings.
+    #[command(
+        after_help = "A running hunt is refused: cancel it first. Coordinators also delete\nfinished hunts by themselves (see `quarry coordinator --retain-hunts\n--retain-for`).\n\nExample:\n  quarry hunt delete h-12"
+    )]
+    Delete {
         /// Hunt id.
         hunt: String,
         #[command(flatten)]
@@ -440,6 +458,16 @@ enum ModuleCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Delete an uploaded module that no hunt refers to.
+    #[command(
+        after_help = "Name the version (or the digest): a bare name is refused. Hunts that\nused the module must be deleted first.\n\nExamples:\n  quarry module delete bruteforce@0.1.0\n  quarry module delete sha256:3f1c...e9"
+    )]
+    Delete {
+        /// `name@version` or `sha256:<digest>`.
+        module: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -605,6 +633,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             join,
             advertise_url,
             log_compact_after,
+            retain_hunts,
+            retain_for,
             data_dir,
             listen,
         } => {
@@ -613,6 +643,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             config.join = join;
             config.advertise_url = advertise_url;
             config.compaction = quarry_coordinator::node::LogCompaction::every(log_compact_after);
+            config.retain_hunts = retain_hunts;
+            config.retain_for = retain_for;
             let coordinator = quarry_coordinator::Coordinator::start(config).await?;
             println!("coordinator serving on http://{}", coordinator.addr());
             shutdown_signal().await;
@@ -774,6 +806,14 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             let findings = connect(&args).await?.findings(&hunt).await?;
             output::findings(out(args.output), &findings);
         }
+        HuntCommand::Delete { hunt, client: args } => {
+            connect(&args).await?.delete_hunt(&hunt).await?;
+            if out(args.output) == output::Output::Json {
+                println!("{}", serde_json::json!({ "deleted": hunt }));
+            } else {
+                println!("deleted hunt {hunt} with its tasks and findings");
+            }
+        }
         HuntCommand::Cancel {
             hunt,
             reason,
@@ -892,6 +932,13 @@ async fn module(command: ModuleCommand) -> anyhow::Result<std::process::ExitCode
         ModuleCommand::List { client: args } => {
             let modules = connect(&args).await?.list_modules().await?;
             output::modules(out(args.output), &modules);
+        }
+        ModuleCommand::Delete {
+            module,
+            client: args,
+        } => {
+            let deleted = connect(&args).await?.delete_module(&module).await?;
+            output::modules(out(args.output), &[deleted]);
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

@@ -21,6 +21,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
+/// Finished hunts kept by default.
+pub const DEFAULT_RETAIN_HUNTS: usize = 1_000;
+/// How long finished hunts are kept by default (30 days).
+pub const DEFAULT_RETAIN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Hunts deleted per retention proposal (one raft entry each turn).
+const RETENTION_BATCH: usize = 100;
+
 /// How a coordinator is configured.
 #[derive(Clone)]
 pub struct CoordinatorConfig {
@@ -52,6 +59,12 @@ pub struct CoordinatorConfig {
     pub speculation: scheduler::Speculation,
     /// Drops chosen outgoing raft messages (failure tests only).
     pub raft_fault: Option<crate::transport::RaftFault>,
+    /// Finished hunts kept, newest first; older ones are deleted with their
+    /// findings (0: no count limit).
+    pub retain_hunts: usize,
+    /// Finished hunts are deleted this long after they ended (zero: kept
+    /// whatever their age).
+    pub retain_for: Duration,
 }
 
 impl CoordinatorConfig {
@@ -86,6 +99,8 @@ impl CoordinatorConfig {
             clock: Arc::new(SystemClock),
             speculation: scheduler::Speculation::default(),
             raft_fault: None,
+            retain_hunts: DEFAULT_RETAIN_HUNTS,
+            retain_for: DEFAULT_RETAIN_FOR,
         }
     }
 }
@@ -185,7 +200,11 @@ impl Coordinator {
         let tasks = vec![
             tokio::spawn(leader_duties(
                 shared.clone(),
-                config.speculation,
+                Duties {
+                    speculation: config.speculation,
+                    retain_hunts: config.retain_hunts,
+                    retain_for_ms: i64::try_from(config.retain_for.as_millis()).unwrap_or(i64::MAX),
+                },
                 shutdown_rx.clone(),
             )),
             tokio::spawn(serve(shared.clone(), listener, shutdown_rx)),
@@ -430,11 +449,40 @@ async fn commit_and_send(shared: &Shared, command: Command, planned: Vec<Assignm
 /// Scheduling runs only on the leader and only through proposals: plan from
 /// the replicated state, commit the assignments, then send them. Deadlines,
 /// retry backoff and stragglers are judged against the injected clock.
-async fn leader_duties(
-    shared: Arc<Shared>,
+/// What the leader's duties are configured with.
+struct Duties {
     speculation: scheduler::Speculation,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    retain_hunts: usize,
+    retain_for_ms: i64,
+}
+
+/// Deletes the finished hunts the retention policy lets go, a batch at a
+/// time, oldest first.
+async fn apply_retention(shared: &Shared, duties: &Duties, now_ms: i64) {
+    let gone = shared
+        .node
+        .read(|r| {
+            r.state
+                .hunts_past_retention(duties.retain_hunts, duties.retain_for_ms, now_ms)
+        })
+        .unwrap_or_default();
+    if gone.is_empty() {
+        return;
+    }
+    let hunts: Vec<_> = gone.into_iter().take(RETENTION_BATCH).collect();
+    let count = hunts.len();
+    match shared.node.propose(Command::DeleteHunts { hunts }).await {
+        Ok(Ok(_)) => tracing::info!(
+            hunts = count,
+            "deleted finished hunts past the retention policy"
+        ),
+        Ok(Err(rejection)) => tracing::warn!(%rejection, "retention could not delete hunts"),
+        Err(e) => tracing::debug!(error = %e, "cannot apply retention; will retry"),
+    }
+}
+
+async fn leader_duties(shared: Arc<Shared>, duties: Duties, mut shutdown: watch::Receiver<bool>) {
+    let speculation = duties.speculation;
     let mut changes = shared.node.subscribe();
     let mut leadership = crate::lease::Leadership::default();
     let mut hunt_clock = crate::lease::HuntClock::default();
@@ -481,6 +529,7 @@ async fn leader_duties(
             record_hunt_time(&shared, hunt_now).await;
         }
         expire_hunts(&shared, hunt_now).await;
+        apply_retention(&shared, &duties, hunt_now).await;
         let live = shared.live_workers();
         let plan = match shared
             .node

@@ -517,6 +517,26 @@ impl HuntService for Api {
         self.hunt(id.as_str()).map(tonic::Response::new)
     }
 
+    #[tracing::instrument(skip_all, fields(hunt))]
+    async fn delete_hunt(
+        &self,
+        request: Request<v1::DeleteHuntRequest>,
+    ) -> Result<tonic::Response<v1::DeleteHuntResponse>, Status> {
+        let request = request.into_inner();
+        let id = HuntId::new(request.hunt_id);
+        tracing::Span::current().record("hunt", id.as_str());
+        self.shared
+            .propose_write(
+                &request.request_id,
+                Command::DeleteHunts {
+                    hunts: vec![id.clone()],
+                },
+            )
+            .await?;
+        tracing::info!("hunt deleted with its findings");
+        Ok(tonic::Response::new(v1::DeleteHuntResponse {}))
+    }
+
     type WatchHuntStream = Stream<v1::HuntProgress>;
 
     async fn watch_hunt(
@@ -759,6 +779,50 @@ impl ModuleService for Api {
             modules
         })?;
         Ok(tonic::Response::new(v1::ListModulesResponse { modules }))
+    }
+
+    #[tracing::instrument(skip_all, fields(module))]
+    async fn delete_module(
+        &self,
+        request: Request<v1::DeleteModuleRequest>,
+    ) -> Result<tonic::Response<v1::DeleteModuleResponse>, Status> {
+        let selector = convert::module_selector(request.into_inner().module)?;
+        if let crate::state::ModuleSelector::NameVersion {
+            name,
+            version: None,
+        } = &selector
+        {
+            let versions = self.shared.read(|s| {
+                s.modules
+                    .values()
+                    .filter(|m| &m.name == name)
+                    .map(|m| format!("{}@{}", m.name, m.version))
+                    .collect::<Vec<_>>()
+            })?;
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "name the version to delete: {}",
+                if versions.is_empty() {
+                    format!("no module `{name}` is uploaded")
+                } else {
+                    versions.join(", ")
+                }
+            ))
+            .into());
+        }
+        let module = self
+            .shared
+            .read(|s| s.resolve_module(&selector).map(convert::module_info))?
+            .map_err(rejection_status)?;
+        tracing::Span::current().record("module", module.digest.as_str());
+        self.shared
+            .propose(Command::DeleteModule {
+                digest: ModuleDigest::new(module.digest.clone()),
+            })
+            .await?;
+        tracing::info!(name = %module.name, version = %module.version, "module deleted");
+        Ok(tonic::Response::new(v1::DeleteModuleResponse {
+            module: Some(module),
+        }))
     }
 }
 

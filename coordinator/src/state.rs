@@ -702,6 +702,17 @@ pub enum Command {
         /// The leader's hunt-clock reading.
         now_ms: i64,
     },
+    /// Finished hunts are deleted with their tasks and findings (by a user,
+    /// or by the retention policy).
+    DeleteHunts {
+        /// The hunts.
+        hunts: Vec<HuntId>,
+    },
+    /// An uploaded module no hunt refers to is deleted.
+    DeleteModule {
+        /// The module.
+        digest: ModuleDigest,
+    },
     /// A client write with a request id: applied once; a retry with the
     /// same id (within [`REQUEST_WINDOW_MS`]) gets the first outcome.
     Once {
@@ -748,6 +759,8 @@ pub enum Touched {
     Request(RequestId),
     /// The replicated hunt clock.
     Clock,
+    /// Every finding of a deleted hunt.
+    FindingsOf(HuntId),
 }
 
 /// Why a command changed nothing. Deterministic, so every replica agrees.
@@ -956,6 +969,8 @@ impl State {
                 command,
                 now_ms,
             } => self.apply_once(index, request, *command, now_ms),
+            Command::DeleteHunts { hunts } => self.delete_hunts(&hunts),
+            Command::DeleteModule { digest } => self.delete_module(&digest),
             Command::Tick { now_ms } => {
                 if now_ms <= self.clock_ms {
                     return Applied::rejected(Rejection::Conflict(
@@ -1774,6 +1789,103 @@ impl State {
             touched,
             findings: Vec::new(),
         }
+    }
+
+    /// Deletes finished hunts, their tasks and findings. All or nothing: a
+    /// hunt that is missing or still runs refuses the whole command.
+    fn delete_hunts(&mut self, ids: &[HuntId]) -> Applied {
+        for id in ids {
+            match self.hunts.get(id) {
+                None => {
+                    return Applied::rejected(Rejection::NotFound(format!(
+                        "hunt {id} does not exist; `quarry hunt list` shows the hunts"
+                    )));
+                }
+                Some(hunt) if !hunt.state.is_terminal() => {
+                    return Applied::rejected(Rejection::Conflict(format!(
+                        "hunt {id} is still {:?}; cancel it first (`quarry hunt cancel {id}`)",
+                        hunt.state
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let mut touched = Vec::new();
+        for id in ids {
+            let Some(hunt) = self.hunts.remove(id) else {
+                continue;
+            };
+            for task in &hunt.tasks {
+                self.tasks.remove(task);
+                touched.push(Touched::Task(task.clone()));
+            }
+            touched.push(Touched::Hunt(id.clone()));
+            touched.push(Touched::HuntDefinition(id.clone()));
+            touched.push(Touched::FindingsOf(id.clone()));
+        }
+        Applied {
+            outcome: Ok(Response::Done),
+            touched,
+            findings: Vec::new(),
+        }
+    }
+
+    /// Deletes a module that no hunt (running or kept) refers to.
+    fn delete_module(&mut self, digest: &ModuleDigest) -> Applied {
+        let Some(module) = self.modules.get(digest) else {
+            return Applied::rejected(Rejection::NotFound(format!(
+                "module {digest} is not uploaded; `quarry module list` shows the modules"
+            )));
+        };
+        let users: Vec<&HuntId> = self
+            .hunts
+            .values()
+            .filter(|h| &h.module == digest)
+            .map(|h| &h.id)
+            .take(5)
+            .collect();
+        if !users.is_empty() {
+            return Applied::rejected(Rejection::Conflict(format!(
+                "module {}@{} is used by hunt(s) {}; delete those hunts first (`quarry hunt delete`)",
+                module.name,
+                module.version,
+                users
+                    .iter()
+                    .map(|h| h.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        self.modules.remove(digest);
+        Applied {
+            outcome: Ok(Response::Done),
+            touched: vec![Touched::Module(digest.clone())],
+            findings: Vec::new(),
+        }
+    }
+
+    /// Finished hunts the retention policy lets go at `now_ms`, oldest
+    /// first: those finished longer than `max_age_ms` ago (0: no age limit),
+    /// and beyond the newest `keep` finished ones (0: no count limit).
+    pub fn hunts_past_retention(&self, keep: usize, max_age_ms: i64, now_ms: i64) -> Vec<HuntId> {
+        let mut finished: Vec<&HuntRecord> = self
+            .hunts
+            .values()
+            .filter(|h| h.state.is_terminal())
+            .collect();
+        // Newest first.
+        finished.sort_by(|a, b| (b.finished_ms, &b.id).cmp(&(a.finished_ms, &a.id)));
+        let mut out: Vec<HuntId> = finished
+            .iter()
+            .enumerate()
+            .filter(|(rank, h)| {
+                (keep > 0 && *rank >= keep)
+                    || (max_age_ms > 0 && now_ms.saturating_sub(h.finished_ms) > max_age_ms)
+            })
+            .map(|(_, h)| h.id.clone())
+            .collect();
+        out.reverse();
+        out
     }
 
     /// Hunts past their deadline that have not ended.
@@ -3121,5 +3233,120 @@ pub(crate) mod tests {
         assert!(matches!(stale.outcome, Err(Rejection::Conflict(_))));
         assert!(stale.touched.is_empty());
         assert_eq!(s.clock_ms, 10_000);
+    }
+
+    #[test]
+    fn finished_hunts_are_deleted_with_their_tasks_and_findings() {
+        let mut s = cluster();
+        let done = submit(&mut s, 10);
+        assign_all(&mut s, &done);
+        let tasks = s.hunts[&done].tasks.clone();
+        s.apply(11, report(&tasks[0], "w0", 1, 2));
+        s.apply(12, report(&tasks[1], "w1", 1, 1));
+        assert_eq!(s.hunts[&done].state, HuntState::Completed);
+        let running = submit(&mut s, 20);
+
+        // A running hunt refuses the whole command.
+        let refused = s.apply(
+            21,
+            Command::DeleteHunts {
+                hunts: vec![done.clone(), running.clone()],
+            },
+        );
+        assert!(
+            matches!(&refused.outcome, Err(Rejection::Conflict(m)) if m.contains("cancel it first")),
+            "{refused:?}"
+        );
+        assert!(s.hunts.contains_key(&done));
+        // The module is in use: it stays.
+        let digest = s.hunts[&done].module.clone();
+        let in_use = s.apply(
+            22,
+            Command::DeleteModule {
+                digest: digest.clone(),
+            },
+        );
+        assert!(
+            matches!(&in_use.outcome, Err(Rejection::Conflict(m)) if m.contains(done.as_str()))
+        );
+
+        let deleted = s.apply(
+            23,
+            Command::DeleteHunts {
+                hunts: vec![done.clone()],
+            },
+        );
+        assert_eq!(deleted.outcome, Ok(Response::Done));
+        assert!(!s.hunts.contains_key(&done));
+        assert!(tasks.iter().all(|t| !s.tasks.contains_key(t)));
+        assert!(deleted.touched.contains(&Touched::FindingsOf(done.clone())));
+        assert!(
+            deleted
+                .touched
+                .contains(&Touched::HuntDefinition(done.clone()))
+        );
+        let missing = s.apply(24, Command::DeleteHunts { hunts: vec![done] });
+        assert!(matches!(missing.outcome, Err(Rejection::NotFound(_))));
+
+        // Once the running hunt is gone too, the module can go.
+        s.apply(
+            25,
+            Command::CancelHunt {
+                hunt: running.clone(),
+                reason: String::new(),
+                now_ms: 50,
+            },
+        );
+        s.apply(
+            26,
+            Command::DeleteHunts {
+                hunts: vec![running],
+            },
+        );
+        let gone = s.apply(
+            27,
+            Command::DeleteModule {
+                digest: digest.clone(),
+            },
+        );
+        assert_eq!(gone.outcome, Ok(Response::Done));
+        assert!(!s.modules.contains_key(&digest));
+    }
+
+    #[test]
+    fn retention_lets_go_of_the_oldest_finished_hunts_by_count_and_age() {
+        let mut s = cluster();
+        let mut ids = Vec::new();
+        for (n, finished) in [(10, 1_000), (20, 2_000), (30, 3_000), (40, 4_000)] {
+            let id = submit(&mut s, n);
+            s.apply(
+                n + 1,
+                Command::CancelHunt {
+                    hunt: id.clone(),
+                    reason: String::new(),
+                    now_ms: finished,
+                },
+            );
+            ids.push(id);
+        }
+        let running = submit(&mut s, 50);
+        // Keep the newest 2: the two oldest go, oldest first.
+        assert_eq!(
+            s.hunts_past_retention(2, 0, 5_000),
+            vec![ids[0].clone(), ids[1].clone()]
+        );
+        // Finished more than 1.5 s before 4.5 s: the first two go as well.
+        assert_eq!(
+            s.hunts_past_retention(0, 1_500, 4_500),
+            vec![ids[0].clone(), ids[1].clone()]
+        );
+        // Both limits: either one lets a hunt go.
+        assert_eq!(
+            s.hunts_past_retention(3, 2_500, 4_500),
+            vec![ids[0].clone()]
+        );
+        // No limits: nothing; a running hunt never.
+        assert!(s.hunts_past_retention(0, 0, i64::MAX).is_empty());
+        assert!(!s.hunts_past_retention(1, 1, i64::MAX).contains(&running));
     }
 }

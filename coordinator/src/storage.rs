@@ -642,6 +642,16 @@ impl Store {
                     state.requests.get(id).map(encode).transpose()?,
                 ),
                 Touched::Clock => (KEY_CLOCK.to_vec(), Some(encode(&state.clock_ms)?)),
+                Touched::FindingsOf(hunt) => {
+                    let from = finding_prefix(hunt);
+                    let mut to = from.clone();
+                    // The prefix ends in NUL; the next hunt's rows start after 0x01.
+                    if let Some(last) = to.last_mut() {
+                        *last = 1;
+                    }
+                    batch.delete_range_cf(self.cf(CF_FINDINGS)?, from, to);
+                    continue;
+                }
             };
             match value {
                 Some(bytes) => batch.put_cf(cf, k, bytes),

@@ -461,6 +461,48 @@ impl Client {
         }
     }
 
+    /// Deletes a finished hunt with its tasks and findings.
+    pub async fn delete_hunt(&mut self, hunt_id: &str) -> Result<(), ClientError> {
+        let request = v1::DeleteHuntRequest {
+            hunt_id: hunt_id.to_owned(),
+            request_id: new_request_id(),
+        };
+        let mut hops = 0;
+        loop {
+            match self.hunts.delete_hunt(request.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// Deletes a module no hunt refers to: `name@version` or `sha256:<hex>`.
+    pub async fn delete_module(&mut self, module: &str) -> Result<v1::ModuleInfo, ClientError> {
+        let reference = if let Some(hex) = module.strip_prefix("sha256:") {
+            v1::module_ref::Ref::Digest(hex.to_owned())
+        } else {
+            v1::module_ref::Ref::NameVersion(module.to_owned())
+        };
+        let request = v1::DeleteModuleRequest {
+            module: Some(v1::ModuleRef {
+                r#ref: Some(reference),
+            }),
+        };
+        let mut hops = 0;
+        loop {
+            match self.modules.delete_module(request.clone()).await {
+                Ok(response) => {
+                    return response.into_inner().module.ok_or_else(|| {
+                        ClientError::from(tonic::Status::internal(
+                            "the coordinator named no module",
+                        ))
+                    });
+                }
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
     /// Resumes a paused hunt.
     pub async fn resume_hunt(&mut self, hunt_id: &str) -> Result<v1::Hunt, ClientError> {
         let request = v1::ResumeHuntRequest {

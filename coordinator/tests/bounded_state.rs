@@ -1,7 +1,9 @@
-//! Lists come in pages and findings stream from RocksDB: `ListHunts` pages
-//! newest first with tokens, `StreamFindings` resumes from a finding's
-//! cursor, and follow mode sends each finding once, as it commits. A real
-//! single-node coordinator on loopback; state is written through raft.
+//! Bounded state, seen from the API: `ListHunts` pages newest first with
+//! tokens, `StreamFindings` reads findings from RocksDB and resumes from a
+//! finding's cursor, follow mode sends each finding once as it commits, and
+//! finished hunts are deleted (by a user or the retention policy) with their
+//! findings, freeing their module. A real single-node coordinator on
+//! loopback; state is written through raft.
 
 use quarry_client::Client;
 use quarry_coordinator::state::{
@@ -26,6 +28,13 @@ async fn coordinator(dir: &std::path::Path) -> (Coordinator, String) {
         .wait_for_leadership(Duration::from_secs(10))
         .await
         .expect("leader");
+    seed(&coordinator).await;
+    let url = format!("http://{}", coordinator.addr());
+    (coordinator, url)
+}
+
+/// Module `m@1` and worker `w` holding shards `a` and `b`.
+async fn seed(coordinator: &Coordinator) {
     let node = coordinator.node();
     node.propose(Command::UploadModule {
         module: ModuleRecord {
@@ -61,8 +70,6 @@ async fn coordinator(dir: &std::path::Path) -> (Coordinator, String) {
     .await
     .expect("commit")
     .expect("worker");
-    let url = format!("http://{}", coordinator.addr());
-    (coordinator, url)
 }
 
 async fn submit(coordinator: &Coordinator, now_ms: i64) -> HuntId {
@@ -298,5 +305,103 @@ async fn findings_resume_from_a_cursor_and_follow_sends_each_once() {
         .await
         .expect_err("not a cursor");
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_hunts_take_their_findings_and_free_their_module() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (coordinator, url) = coordinator(dir.path()).await;
+    let done = submit(&coordinator, now_ms()).await;
+    report(&coordinator, &done, "a", 40).await;
+    report(&coordinator, &done, "b", 2).await;
+    let running = submit(&coordinator, now_ms()).await;
+    let mut client = Client::connect(&url).await.expect("connect");
+    assert_eq!(
+        client
+            .findings(done.as_str())
+            .await
+            .expect("findings")
+            .len(),
+        42
+    );
+
+    let refused = client
+        .delete_hunt(running.as_str())
+        .await
+        .expect_err("a running hunt");
+    assert_eq!(refused.code(), Some(tonic::Code::FailedPrecondition));
+    assert!(refused.to_string().contains("cancel it first"), "{refused}");
+    let bare = client.delete_module("m").await.expect_err("which version?");
+    assert_eq!(bare.code(), Some(tonic::Code::InvalidArgument));
+    assert!(bare.to_string().contains("m@1"), "{bare}");
+    let in_use = client.delete_module("m@1").await.expect_err("in use");
+    assert_eq!(in_use.code(), Some(tonic::Code::FailedPrecondition));
+
+    client.delete_hunt(done.as_str()).await.expect("delete");
+    let gone = client.hunt(done.as_str()).await.expect_err("deleted");
+    assert_eq!(gone.code(), Some(tonic::Code::NotFound));
+    assert!(
+        coordinator
+            .node()
+            .findings(&done, 0, 100)
+            .expect("read")
+            .is_empty(),
+        "the findings rows went with the hunt"
+    );
+    client
+        .cancel_hunt(running.as_str(), "done with it")
+        .await
+        .expect("cancel");
+    client.delete_hunt(running.as_str()).await.expect("delete");
+    let deleted = client.delete_module("m@1").await.expect("unused now");
+    assert_eq!(deleted.name, "m");
+    assert!(client.list_modules().await.expect("list").is_empty());
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_deletes_finished_hunts_past_the_retention_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config =
+        CoordinatorConfig::single_node(dir.path().join("c"), SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.retain_hunts = 2;
+    let coordinator = Coordinator::start(config).await.expect("start");
+    coordinator
+        .wait_for_leadership(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    let url = format!("http://{}", coordinator.addr());
+    seed(&coordinator).await;
+    let mut client = Client::connect(&url).await.expect("connect");
+    let mut finished = Vec::new();
+    for _ in 0..4 {
+        let hunt = submit(&coordinator, now_ms()).await;
+        client.cancel_hunt(hunt.as_str(), "").await.expect("cancel");
+        finished.push(hunt.to_string());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let running = submit(&coordinator, now_ms()).await.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut left: Vec<String> = client
+            .list_hunts(0)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|h| h.hunt_id)
+            .collect();
+        left.sort();
+        let mut want = vec![finished[2].clone(), finished[3].clone(), running.clone()];
+        want.sort();
+        if left == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention kept {left:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     coordinator.shutdown().await;
 }
