@@ -1005,13 +1005,11 @@ impl Driver {
             replies.push((entry.context.to_vec(), entry.term, outcome));
         }
         {
-            let replica = self
-                .replica
-                .read()
-                .map_err(|_| CoordinatorError::NodeStopped)?;
+            let mut replica = self.replica_mut()?;
             touched.sort();
             touched.dedup();
-            self.store.persist_applied(&replica, &touched, &findings)?;
+            self.store
+                .persist_applied(&mut replica, &touched, &findings)?;
             if peers_changed {
                 self.transport.set_peers(&others(&replica.peers, self.id));
             }

@@ -1047,18 +1047,40 @@ impl WorkerService for Api {
                 ));
             }
         };
-        let report = TaskReport {
+        let mut report = TaskReport {
             task: TaskId::new(request.task_id),
             attempt: request.attempt,
             worker,
             outcome,
         };
+        // Findings past the hunt's result limits would be dropped on apply:
+        // cut them here so they do not travel through the raft log.
+        let trimmed = match &mut report.outcome {
+            Ok(partial) => {
+                let room = self
+                    .shared
+                    .read(|s| s.hunt_room_for(&report.task, &partial.findings))?;
+                let cut = partial.findings.len().saturating_sub(room);
+                partial.findings.truncate(room);
+                cut as u64
+            }
+            Err(_) => 0,
+        };
         let now_ms = self.shared.clock.now_ms();
-        match self
-            .shared
-            .propose(Command::RecordResult { report, now_ms })
-            .await?
-        {
+        let command = if trimmed > 0 {
+            tracing::info!(
+                trimmed,
+                "findings past the hunt's result limits cut before proposing"
+            );
+            Command::RecordTrimmedResult {
+                report,
+                trimmed,
+                now_ms,
+            }
+        } else {
+            Command::RecordResult { report, now_ms }
+        };
+        match self.shared.propose(command).await? {
             Response::StaleReport => tracing::info!("stale or duplicate report ignored"),
             Response::Stop(losers) => {
                 tracing::info!("task result committed; stopping the other run");

@@ -713,6 +713,17 @@ pub enum Command {
         /// The module.
         digest: ModuleDigest,
     },
+    /// A worker's report whose findings the leader cut to the hunt's
+    /// result limits before proposing (they would be dropped on apply, and
+    /// need not travel through the log): `trimmed` more were offered.
+    RecordTrimmedResult {
+        /// The report, with the findings that may still fit.
+        report: TaskReport,
+        /// Findings cut from its end.
+        trimmed: u64,
+        /// Leader time.
+        now_ms: i64,
+    },
     /// A client write with a request id: applied once; a retry with the
     /// same id (within [`REQUEST_WINDOW_MS`]) gets the first outcome.
     Once {
@@ -957,7 +968,12 @@ impl State {
             } => self.speculate(assignments, now_ms),
             Command::ExpireHunts { now_ms } => self.expire_hunts(now_ms),
             Command::ResumeHunt { hunt } => self.resume_hunt(&hunt),
-            Command::RecordResult { report, now_ms } => self.record_result(report, now_ms),
+            Command::RecordResult { report, now_ms } => self.record_result(report, 0, now_ms),
+            Command::RecordTrimmedResult {
+                report,
+                trimmed,
+                now_ms,
+            } => self.record_result(report, trimmed, now_ms),
             Command::CancelHunt {
                 hunt,
                 reason,
@@ -1433,7 +1449,29 @@ impl State {
         }
     }
 
-    fn record_result(&mut self, report: TaskReport, now_ms: i64) -> Applied {
+    /// How many leading findings of a report for `task` the hunt's result
+    /// limits leave room for now. Findings and bytes kept by a hunt only
+    /// grow, so whatever is past this is dropped on apply too: the leader
+    /// cuts it before proposing ([`Command::RecordTrimmedResult`]).
+    pub fn hunt_room_for(&self, task: &TaskId, findings: &[FindingRecord]) -> usize {
+        let Some(hunt) = self.tasks.get(task).and_then(|t| self.hunts.get(&t.hunt)) else {
+            return findings.len();
+        };
+        let limits = hunt.spec.limits;
+        let mut bytes = hunt.result_bytes;
+        for (n, f) in findings.iter().enumerate() {
+            let size = finding_bytes(f);
+            if hunt.findings + n as u64 >= limits.max_findings_per_hunt
+                || bytes + size > limits.max_result_bytes_per_hunt
+            {
+                return n;
+            }
+            bytes += size;
+        }
+        findings.len()
+    }
+
+    fn record_result(&mut self, report: TaskReport, trimmed: u64, now_ms: i64) -> Applied {
         let Some(task) = self.tasks.get_mut(&report.task) else {
             return Applied::rejected(Rejection::NotFound(format!(
                 "task {} does not exist",
@@ -1491,8 +1529,13 @@ impl State {
                 task.waiting = None;
                 task.duration_ms = now_ms.saturating_sub(task.started_ms);
                 task.events_scanned = partial.events_scanned;
-                let kept =
-                    Self::keep_findings(hunt, task, partial.findings, partial.findings_truncated);
+                let kept = Self::keep_findings(
+                    hunt,
+                    task,
+                    partial.findings,
+                    trimmed,
+                    partial.findings_truncated,
+                );
                 task.findings = kept.len() as u64;
                 let first = hunt.findings;
                 hunt.findings += kept.len() as u64;
@@ -1599,15 +1642,19 @@ impl State {
 
     /// The findings of a succeeded task that fit its and its hunt's limits;
     /// the rest are dropped, counted, and the limit named in the status.
+    /// `trimmed` more were offered but cut by the leader for the hunt's
+    /// limits before proposing ([`State::hunt_room_for`]).
     fn keep_findings(
         hunt: &mut HuntRecord,
         task: &mut TaskRecord,
         findings: Vec<FindingRecord>,
+        trimmed: u64,
         worker_truncated: bool,
     ) -> Vec<FindingRecord> {
         let limits = hunt.spec.limits;
-        let offered = findings.len();
-        let mut kept = Vec::with_capacity(offered.min(limits.max_findings_per_task as usize));
+        let received = findings.len();
+        let offered = received as u64 + trimmed;
+        let mut kept = Vec::with_capacity(received.min(limits.max_findings_per_task as usize));
         let mut task_bytes = 0u64;
         let mut task_cut = worker_truncated.then(|| {
             format!(
@@ -1615,7 +1662,9 @@ impl State {
                 limits.max_findings_per_task
             )
         });
-        let mut hunt_cut = 0u64;
+        // What the leader cut would not have fitted the hunt either, unless
+        // the task's own limit comes first (then it counts there).
+        let mut hunt_cut = trimmed;
         for (n, mut f) in findings.into_iter().enumerate() {
             let bytes = finding_bytes(&f);
             if kept.len() >= limits.max_findings_per_task as usize
@@ -1627,12 +1676,13 @@ impl State {
                     limits.max_findings_per_task,
                     limits.max_output_bytes
                 ));
+                hunt_cut = 0;
                 break;
             }
             if hunt.findings + kept.len() as u64 >= limits.max_findings_per_hunt
                 || hunt.result_bytes + bytes > limits.max_result_bytes_per_hunt
             {
-                hunt_cut = (offered - n) as u64;
+                hunt_cut = (received - n) as u64 + trimmed;
                 break;
             }
             task_bytes += bytes;
@@ -3348,5 +3398,61 @@ pub(crate) mod tests {
         // No limits: nothing; a running hunt never.
         assert!(s.hunts_past_retention(0, 0, i64::MAX).is_empty());
         assert!(!s.hunts_past_retention(1, 1, i64::MAX).contains(&running));
+    }
+
+    #[test]
+    fn findings_the_leader_cuts_for_the_hunt_limit_are_counted_as_if_dropped_on_apply() {
+        let mut base = cluster();
+        let mut sp = spec(&[("env", "demo")]);
+        sp.limits.max_findings_per_hunt = 3;
+        let hunt = submit_spec(&mut base, 10, sp, 0);
+        schedule(&mut base, 11, &live(&["w0", "w1"]), 0);
+        let tasks = base.hunts[&hunt].tasks.clone();
+        base.apply(12, report(&tasks[0], "w0", 1, 2));
+
+        // As proposed before: all five findings go through the log.
+        let mut whole = base.clone();
+        let Command::RecordResult {
+            report: full,
+            now_ms,
+        } = report(&tasks[1], "w1", 1, 5)
+        else {
+            unreachable!()
+        };
+        let mut cut = full.clone();
+        let Ok(partial) = &mut cut.outcome else {
+            unreachable!()
+        };
+        let room = base.hunt_room_for(&tasks[1], &partial.findings);
+        assert_eq!(room, 1, "one more fits the hunt");
+        partial.findings.truncate(room);
+        let applied_whole = whole.apply(
+            13,
+            Command::RecordResult {
+                report: full,
+                now_ms,
+            },
+        );
+
+        // As the leader proposes it now: one finding and a count.
+        let mut trimmed = base.clone();
+        let applied_cut = trimmed.apply(
+            13,
+            Command::RecordTrimmedResult {
+                report: cut,
+                trimmed: 4,
+                now_ms,
+            },
+        );
+        assert_eq!(applied_cut.findings, applied_whole.findings);
+        assert_eq!(trimmed, whole, "the same state either way");
+        let h = &trimmed.hunts[&hunt];
+        assert_eq!((h.findings, h.findings_dropped), (3, 4));
+        assert!(
+            h.result_limit
+                .as_deref()
+                .unwrap_or_default()
+                .contains("4 findings dropped")
+        );
     }
 }

@@ -568,7 +568,7 @@ impl Store {
     /// applied point, atomically.
     pub fn persist_applied(
         &self,
-        replica: &Replica,
+        replica: &mut Replica,
         touched: &[Touched],
         findings: &[NewFinding],
     ) -> Result<()> {
@@ -590,12 +590,31 @@ impl Store {
     fn batch_applied(
         &self,
         batch: &mut WriteBatch,
-        replica: &Replica,
+        replica: &mut Replica,
         touched: &[Touched],
     ) -> Result<()> {
         let cf = self.cf(CF_STATE)?;
-        let state = &replica.state;
         for key in touched {
+            if let Touched::Hunt(id) = key {
+                // The status row leaves the definition (parameters, task
+                // list) out: it is written once, in its own row, not with
+                // every report. Taken out and put back rather than cloned:
+                // both can be large, and this runs for every report.
+                let k = entity_key(b'h', id.as_str());
+                match replica.state.hunts.get_mut(id) {
+                    Some(hunt) => {
+                        let params = std::mem::take(&mut hunt.spec.params);
+                        let tasks = std::mem::take(&mut hunt.tasks);
+                        let status = encode(&*hunt);
+                        hunt.spec.params = params;
+                        hunt.tasks = tasks;
+                        batch.put_cf(cf, k, status?);
+                    }
+                    None => batch.delete_cf(cf, k),
+                }
+                continue;
+            }
+            let state = &replica.state;
             let (k, value) = match key {
                 Touched::Module(id) => (
                     entity_key(b'm', id.as_str()),
@@ -609,22 +628,7 @@ impl Store {
                     entity_key(b's', id.as_str()),
                     state.shards.get(id).map(encode).transpose()?,
                 ),
-                // The status row leaves the definition (parameters, task
-                // list) out: it is written once, in its own row, not with
-                // every report.
-                Touched::Hunt(id) => (
-                    entity_key(b'h', id.as_str()),
-                    state
-                        .hunts
-                        .get(id)
-                        .map(|hunt| {
-                            let mut status = hunt.clone();
-                            status.spec.params.clear();
-                            status.tasks.clear();
-                            encode(&status)
-                        })
-                        .transpose()?,
-                ),
+                Touched::Hunt(_) => continue,
                 Touched::HuntDefinition(id) => (
                     entity_key(b'p', id.as_str()),
                     state
@@ -1300,7 +1304,7 @@ mod tests {
         replica.applied_index = last;
         replica.applied_term = 2;
         store
-            .persist_applied(&replica, &touched, &[])
+            .persist_applied(&mut replica, &touched, &[])
             .expect("persist");
         (store, replica)
     }
@@ -1421,7 +1425,9 @@ mod tests {
         let entries: Vec<Entry> = (21..=30).map(|i| entry(i, 2)).collect();
         store.append(&entries, None).expect("append");
         replica.applied_index = 30;
-        store.persist_applied(&replica, &[], &[]).expect("persist");
+        store
+            .persist_applied(&mut replica, &[], &[])
+            .expect("persist");
         assert_eq!(
             raft.snapshot(0, 3).expect("cached").get_metadata().index,
             20
@@ -1461,14 +1467,14 @@ mod tests {
         everything.extend(st.hunts.keys().cloned().map(Touched::Hunt));
         everything.extend(st.hunts.keys().cloned().map(Touched::HuntDefinition));
         store
-            .persist_applied(&replica, &everything, &[])
+            .persist_applied(&mut replica, &everything, &[])
             .expect("persist");
         let mut index = 11;
         for (task, worker) in tasks.iter().zip(["w0", "w1"]) {
             let applied = replica.state.apply(index, report(task, worker, 1, 3));
             replica.applied_index = index;
             store
-                .persist_applied(&replica, &applied.touched, &applied.findings)
+                .persist_applied(&mut replica, &applied.touched, &applied.findings)
                 .expect("persist");
             index += 1;
         }
@@ -1681,12 +1687,12 @@ mod tests {
                 .any(|t| matches!(t, Touched::HuntDefinition(_)))
         );
         store
-            .persist_applied(&replica, &applied.touched, &applied.findings)
+            .persist_applied(&mut replica, &applied.touched, &applied.findings)
             .expect("persist");
         let id = replica.state.hunts.keys().next().expect("a hunt").clone();
         // What every task report does: rewrite the status only.
         store
-            .persist_applied(&replica, &[Touched::Hunt(id.clone())], &[])
+            .persist_applied(&mut replica, &[Touched::Hunt(id.clone())], &[])
             .expect("persist");
         let row = |kind| {
             store
@@ -1737,7 +1743,7 @@ mod tests {
         {
             let store = Store::open(dir.path()).expect("open");
             store
-                .persist_applied(&replica, &applied.touched, &applied.findings)
+                .persist_applied(&mut replica, &applied.touched, &applied.findings)
                 .expect("persist");
         }
         let loaded = Store::open(dir.path())
