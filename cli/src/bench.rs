@@ -5,6 +5,7 @@
 //! stdout.
 
 use crate::bench_scheduler::{SchedulerBenchConfig, scheduler_bench};
+use crate::bench_state::{StateBenchConfig, state_bench};
 use clap::{Subcommand, ValueEnum};
 use quarry_hunt_modules::test_modules::{NOOP, RARE_MATCH};
 use quarry_worker::bench::{BenchModules, DEFAULT_EVENTS, scan_bench};
@@ -67,6 +68,32 @@ pub enum BenchCommand {
         #[arg(long, value_enum, default_value_t = BenchOutput::Table)]
         output: BenchOutput,
     },
+    /// Start a 3-node coordinator group and simulated workers, stream a
+    /// hunt's findings (1,000,000 by default) in follow mode while they
+    /// commit, run a hunt over 100,000 shards to completion, and print each
+    /// coordinator's peak RSS (goal: under 500 MB) and whether the leader
+    /// changed.
+    #[command(
+        after_help = "Examples:\n  quarry bench state\n  quarry bench state --findings 100000 --shards 10000 --output json"
+    )]
+    State {
+        /// Findings the findings hunt produces (5,000 per task).
+        #[arg(long, default_value_t = StateBenchConfig::default().findings)]
+        findings: u64,
+        /// Shards of the large hunt; each is one task.
+        #[arg(long, default_value_t = StateBenchConfig::default().shards)]
+        shards: usize,
+        /// Simulated workers (in this process).
+        #[arg(long, default_value_t = StateBenchConfig::default().workers)]
+        workers: usize,
+        /// Directory for the coordinators' data and logs; a temporary
+        /// directory, removed afterwards, when omitted.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = BenchOutput::Table)]
+        output: BenchOutput,
+    },
 }
 
 /// How the report is printed.
@@ -107,6 +134,23 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             let (_temp, dir) = bench_dir(dir)?;
             let binary = std::env::current_exe()?;
             let report = scheduler_bench(&binary, &dir, config, |line| eprintln!("{line}")).await?;
+            print_report(&report, output)?;
+        }
+        BenchCommand::State {
+            findings,
+            shards,
+            workers,
+            dir,
+            output,
+        } => {
+            let config = StateBenchConfig {
+                findings,
+                shards,
+                workers,
+            };
+            let (_temp, dir) = bench_dir(dir)?;
+            let binary = std::env::current_exe()?;
+            let report = state_bench(&binary, &dir, config, |line| eprintln!("{line}")).await?;
             print_report(&report, output)?;
         }
     }

@@ -42,9 +42,9 @@ const REGISTER_CONCURRENCY: usize = 32;
 const HEARTBEAT_CONCURRENCY: usize = 64;
 /// Connections the simulated workers share (HTTP/2 limits streams per
 /// connection).
-const CHANNELS: usize = 8;
+pub(crate) const CHANNELS: usize = 8;
 /// How long any one phase may take before the benchmark gives up.
-const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
 const LABEL: (&str, &str) = ("bench", "scheduler");
 
 /// What to simulate.
@@ -331,7 +331,7 @@ pub async fn scheduler_bench(
     })
 }
 
-fn url_of(group: &ProcessGroup, id: u64) -> anyhow::Result<String> {
+pub(crate) fn url_of(group: &ProcessGroup, id: u64) -> anyhow::Result<String> {
     group
         .nodes
         .iter()
@@ -359,7 +359,11 @@ fn shard_info(s: usize) -> v1::ShardInfo {
     }
 }
 
-fn registration(id: &str, shards: Vec<v1::ShardInfo>, slots: u32) -> v1::RegisterWorkerRequest {
+pub(crate) fn registration(
+    id: &str,
+    shards: Vec<v1::ShardInfo>,
+    slots: u32,
+) -> v1::RegisterWorkerRequest {
     v1::RegisterWorkerRequest {
         worker_id: id.to_owned(),
         address: String::new(),
@@ -385,7 +389,7 @@ async fn worker_client(url: &str) -> anyhow::Result<WorkerServiceClient<Channel>
     Ok(WorkerServiceClient::new(connect(url).await?))
 }
 
-async fn connect(url: &str) -> anyhow::Result<Channel> {
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Channel> {
     Channel::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(30))
@@ -394,7 +398,7 @@ async fn connect(url: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot connect to {url}"))
 }
 
-async fn connect_channels(url: &str) -> anyhow::Result<Vec<Channel>> {
+pub(crate) async fn connect_channels(url: &str) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(CHANNELS);
     for _ in 0..CHANNELS {
         channels.push(connect(url).await?);
@@ -424,7 +428,11 @@ async fn heartbeats(channels: Vec<Channel>, workers: usize) {
 }
 
 /// Polls `check` until it answers true or `timeout` passes.
-async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+pub(crate) async fn wait_for<F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_scheduler;
+pub mod bench_state;
 pub mod cluster;
 pub mod demo;
 pub mod ingest;

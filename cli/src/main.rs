@@ -140,7 +140,8 @@ enum Command {
     )]
     Cluster(ClusterCommand),
     /// Benchmarks: `quarry bench scan` measures ingest and scan rates,
-    /// `quarry bench scheduler` raft commits, task placement and failover.
+    /// `quarry bench scheduler` raft commits, task placement and failover,
+    /// `quarry bench state` findings at scale and coordinator memory.
     #[command(
         subcommand,
         after_help = "Examples:\n  quarry bench scan --events 500000\n  quarry bench scheduler"

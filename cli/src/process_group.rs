@@ -25,6 +25,11 @@ impl GroupNode {
     pub fn running(&self) -> bool {
         self.process.is_some()
     }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Child::id)
+    }
 }
 
 /// Coordinator processes forming one raft group; every process still
