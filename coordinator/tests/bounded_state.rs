@@ -5,13 +5,15 @@
 //! findings, freeing their module. A real single-node coordinator on
 //! loopback; state is written through raft.
 
+mod common;
+
 use quarry_client::Client;
 use quarry_coordinator::state::{
-    Assignment, Command, FindingRecord, HuntSpec, ModuleRecord, ModuleSelector, PartialResult,
-    Scope, Severity, ShardDescription, TaskReport,
+    Assignment, Command, FindingRecord, HuntSpec, ModuleSelector, PartialResult, Scope, Severity,
+    ShardDescription, TaskReport,
 };
 use quarry_coordinator::{Coordinator, CoordinatorConfig};
-use quarry_proto::{HuntId, ModuleDigest, ShardId, TaskId, WorkerId, v1};
+use quarry_proto::{HuntId, ShardId, TaskId, WorkerId, v1};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,19 +38,7 @@ async fn coordinator(dir: &std::path::Path) -> (Coordinator, String) {
 /// Module `m@1` and worker `w` holding shards `a` and `b`.
 async fn seed(coordinator: &Coordinator) {
     let node = coordinator.node();
-    node.propose(Command::UploadModule {
-        module: ModuleRecord {
-            digest: ModuleDigest::new("ef".repeat(32)),
-            name: "m".into(),
-            version: "1".into(),
-            description: String::new(),
-            uploaded_ms: 1,
-            bytes: vec![1],
-        },
-    })
-    .await
-    .expect("commit")
-    .expect("module");
+    common::commit_module_m1(node).await;
     let shards = ["a", "b"]
         .into_iter()
         .map(|name| ShardDescription {

@@ -5,10 +5,10 @@
 //! speaking the real worker protocol, so the test controls exactly when each
 //! one reads.
 
+mod common;
+
 use quarry_client::{Client, HuntRequest};
-use quarry_coordinator::state::{Command, ModuleRecord};
 use quarry_coordinator::{Coordinator, CoordinatorConfig};
-use quarry_proto::ModuleDigest;
 use quarry_proto::v1::{self, worker_service_client::WorkerServiceClient};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -27,21 +27,7 @@ async fn coordinator(dir: &std::path::Path) -> (Coordinator, String) {
         .wait_for_leadership(Duration::from_secs(10))
         .await
         .expect("leader");
-    coordinator
-        .node()
-        .propose(Command::UploadModule {
-            module: ModuleRecord {
-                digest: ModuleDigest::new("cd".repeat(32)),
-                name: "m".into(),
-                version: "1".into(),
-                description: String::new(),
-                uploaded_ms: 1,
-                bytes: vec![1],
-            },
-        })
-        .await
-        .expect("commit")
-        .expect("module");
+    common::commit_module_m1(coordinator.node()).await;
     let url = format!("http://{}", coordinator.addr());
     (coordinator, url)
 }

@@ -6,11 +6,13 @@
 //! a write without a request id is told its outcome is unknown (ABORTED)
 //! instead of being retried.
 
+mod common;
+
 use quarry_client::{Client, HuntRequest};
-use quarry_coordinator::state::{Command, ModuleRecord, ShardDescription};
+use quarry_coordinator::state::{Command, ShardDescription};
 use quarry_coordinator::transport::RaftFault;
 use quarry_coordinator::{Coordinator, CoordinatorConfig};
-use quarry_proto::{ModuleDigest, ShardId, WorkerId, v1};
+use quarry_proto::{ShardId, WorkerId, v1};
 use raft::eraftpb::{Message, MessageType};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -127,19 +129,7 @@ impl Group {
 async fn seed(group: &Group) {
     let leader = group.leader().await;
     let node = group.nodes[&leader].node();
-    node.propose(Command::UploadModule {
-        module: ModuleRecord {
-            digest: ModuleDigest::new("ab".repeat(32)),
-            name: "m".into(),
-            version: "1".into(),
-            description: String::new(),
-            uploaded_ms: 1,
-            bytes: vec![1, 2, 3],
-        },
-    })
-    .await
-    .expect("commit")
-    .expect("module");
+    common::commit_module_m1(node).await;
     node.propose(Command::RegisterWorker {
         id: WorkerId::new("w1"),
         address: "127.0.0.1:1".into(),
