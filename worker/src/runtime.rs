@@ -1,9 +1,15 @@
 //! The wasm sandbox: one shared wasmtime `Engine` with a pooling allocator
 //! and epoch interruption, modules compiled once per digest (the compiled
 //! artifact cached on disk) into an `InstancePre`, and a fresh `Store` per
-//! task with memory, CPU and output limits. Guests reach WASI only through a
-//! deny-all context (nothing preopened, no sockets, no environment;
-//! stdout/stderr captured into bounded buffers that become the task's log).
+//! task with memory, CPU and output limits.
+//!
+//! Guests reach only the host functions [`link`] lists: the hunt host
+//! interface and the part of WASI a Rust std `wasm32-wasip2` guest imports
+//! (stdio, environment, exit, poll, random), each bounded. Clocks are linked
+//! only to refuse by name: epoch deadlines do not interrupt a host call, so
+//! a host function that waits (a sleep, a poll on a timer) would let a guest
+//! outlive its deadline. Filesystem, sockets and HTTP are not linked at all:
+//! a module importing them is refused at load.
 //!
 //! Every way a task can fail has its own [`TaskFailure`] variant: deadline
 //! exceeded, memory limit, trap, output limit, invalid module, plus the
@@ -24,10 +30,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasData, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, WasmBacktrace,
 };
+use wasmtime_wasi::p2::DynPollable;
+use wasmtime_wasi::p2::bindings::clocks::{monotonic_clock, wall_clock};
+use wasmtime_wasi::p2::bindings::random::{insecure, insecure_seed, random};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -62,6 +71,17 @@ const MAX_LOG_FIELDS: usize = 16;
 const MAX_BACKTRACE_FRAMES: usize = 24;
 /// Characters of a module's trap message kept in a trap reason.
 const MAX_TRAP_MESSAGE: usize = 2048;
+/// Bytes one `wasi:random` call may ask for (std asks for 16 to seed a
+/// `HashMap`).
+pub const MAX_RANDOM_BYTES: u64 = 64 * 1024;
+/// What one host call may receive from the guest, counted as wasmtime
+/// counts the host's copies (string bytes plus the size of every list
+/// element on the host): wasmtime's "hostcall fuel". Copying stops there.
+pub const MAX_HOSTCALL_BYTES: usize = 1024 * 1024;
+/// What `describe()` may return, counted the same way.
+pub const MAX_DESCRIPTOR_BYTES: usize = 4 * 1024 * 1024;
+/// Why clocks are refused, for the hunter.
+const NO_CLOCK: &str = "the sandbox offers no clock (a module must not sleep, wait or read the time; use event timestamps)";
 
 /// What a task may use.
 #[derive(Clone, Copy, Debug)]
@@ -208,6 +228,27 @@ pub enum TaskFailure {
         /// Which output.
         kind: OutputKind,
         /// The cap.
+        limit_bytes: u64,
+    },
+    /// The guest called a host function the sandbox refuses (a clock), or
+    /// asked one for more than its bound (`wasi:random` bytes).
+    #[error("host call refused in {call}: {function}: {reason}")]
+    HostCallDenied {
+        /// Where.
+        call: Call,
+        /// The host function, as `interface.function`.
+        function: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// The guest passed more data to one host call than the sandbox copies.
+    #[error(
+        "host call limit: module passed more than {limit_bytes} bytes to one host call in {call}"
+    )]
+    HostCallLimit {
+        /// Where.
+        call: Call,
+        /// The bound.
         limit_bytes: u64,
     },
     /// The module cannot be used at all (does not compile, link or describe
@@ -367,6 +408,9 @@ struct TaskData {
     cpu_deadline: Option<Instant>,
     /// The callback stopped the guest because the task was cancelled.
     cancelled: bool,
+    /// A host function refused the guest (the trap it returned says the
+    /// same; kept here so the failure is named whatever wraps the error).
+    refused: Option<Refusal>,
     /// The intel sets shipped with the task.
     intel: IntelSets,
 }
@@ -381,6 +425,154 @@ impl WasiView for TaskData {
 }
 
 impl wit::Host for TaskData {}
+
+/// A host function's refusal: which function and why.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{function}: {reason}")]
+struct Refusal {
+    function: &'static str,
+    reason: String,
+}
+
+impl TaskData {
+    /// Records and returns the refusal of `function`, as the trap that ends
+    /// the guest call.
+    fn refuse(&mut self, function: &'static str, reason: impl Into<String>) -> wasmtime::Error {
+        let refusal = Refusal {
+            function,
+            reason: reason.into(),
+        };
+        tracing::debug!(%refusal, "host call refused");
+        self.refused = Some(refusal.clone());
+        wasmtime::Error::new(refusal)
+    }
+
+    fn bounded_random(&mut self, function: &'static str, len: u64) -> wasmtime::Result<()> {
+        if len > MAX_RANDOM_BYTES {
+            return Err(self.refuse(
+                function,
+                format!("asked for {len} random bytes; at most {MAX_RANDOM_BYTES} per call"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+// No clock: every function refuses, so nothing can wait in the host.
+impl monotonic_clock::Host for TaskData {
+    fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
+        Err(self.refuse("wasi:clocks/monotonic-clock.now", NO_CLOCK))
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Duration> {
+        Err(self.refuse("wasi:clocks/monotonic-clock.resolution", NO_CLOCK))
+    }
+
+    fn subscribe_instant(
+        &mut self,
+        _when: monotonic_clock::Instant,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        Err(self.refuse("wasi:clocks/monotonic-clock.subscribe-instant", NO_CLOCK))
+    }
+
+    fn subscribe_duration(
+        &mut self,
+        _when: monotonic_clock::Duration,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        Err(self.refuse("wasi:clocks/monotonic-clock.subscribe-duration", NO_CLOCK))
+    }
+}
+
+impl wall_clock::Host for TaskData {
+    fn now(&mut self) -> wasmtime::Result<wall_clock::Datetime> {
+        Err(self.refuse("wasi:clocks/wall-clock.now", NO_CLOCK))
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<wall_clock::Datetime> {
+        Err(self.refuse("wasi:clocks/wall-clock.resolution", NO_CLOCK))
+    }
+}
+
+// Random bytes are generated on the host: bound how many one call may ask.
+impl random::Host for TaskData {
+    fn get_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        self.bounded_random("wasi:random/random.get-random-bytes", len)?;
+        random::Host::get_random_bytes(self.wasi.random(), len)
+    }
+
+    fn get_random_u64(&mut self) -> wasmtime::Result<u64> {
+        random::Host::get_random_u64(self.wasi.random())
+    }
+}
+
+impl insecure::Host for TaskData {
+    fn get_insecure_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        self.bounded_random("wasi:random/insecure.get-insecure-random-bytes", len)?;
+        insecure::Host::get_insecure_random_bytes(self.wasi.random(), len)
+    }
+
+    fn get_insecure_random_u64(&mut self) -> wasmtime::Result<u64> {
+        insecure::Host::get_insecure_random_u64(self.wasi.random())
+    }
+}
+
+impl insecure_seed::Host for TaskData {
+    fn insecure_seed(&mut self) -> wasmtime::Result<(u64, u64)> {
+        insecure_seed::Host::insecure_seed(self.wasi.random())
+    }
+}
+
+/// `wasi:io` host state: the resource table.
+struct IoTable;
+
+impl HasData for IoTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// Links every host function a module can reach, and nothing else
+/// (docs/module-contract.md lists them with their bounds):
+///
+/// - `quarry:hunt/host`: `log` (lines and fields capped), `intel-contains`,
+///   `intel-sets`;
+/// - `wasi:io/{error,poll,streams}` and `wasi:cli/{stdin,stdout,stderr}`:
+///   stdin is closed and stdout/stderr are bounded in-memory pipes, so every
+///   pollable a guest can get is ready at once and neither `poll` nor a
+///   blocking read or write ever waits;
+/// - `wasi:cli/{environment,exit,terminal-*}`: empty environment and
+///   arguments, no terminals; `exit` ends the task;
+/// - `wasi:random/{random,insecure,insecure-seed}`: at most
+///   [`MAX_RANDOM_BYTES`] per call;
+/// - `wasi:clocks/{monotonic-clock,wall-clock}`: every function refuses
+///   ([`TaskFailure::HostCallDenied`]), as std's `sleep` would otherwise
+///   block in the host where no deadline reaches.
+///
+/// What one call may copy in from the guest is bounded by the store's
+/// hostcall fuel ([`MAX_HOSTCALL_BYTES`]).
+fn link(linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random as rand, sync::io};
+
+    let l = linker;
+    io::error::add_to_linker::<TaskData, IoTable>(l, |t| &mut t.table)?;
+    io::poll::add_to_linker::<TaskData, IoTable>(l, |t| &mut t.table)?;
+    io::streams::add_to_linker::<TaskData, IoTable>(l, |t| &mut t.table)?;
+    cli::environment::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::exit::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::stdin::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::stdout::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::stderr::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::terminal_input::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::terminal_output::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::terminal_stdin::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::terminal_stdout::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::terminal_stderr::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    clocks::monotonic_clock::add_to_linker::<TaskData, HasSelf<TaskData>>(l, |t| t)?;
+    clocks::wall_clock::add_to_linker::<TaskData, HasSelf<TaskData>>(l, |t| t)?;
+    rand::random::add_to_linker::<TaskData, HasSelf<TaskData>>(l, |t| t)?;
+    rand::insecure::add_to_linker::<TaskData, HasSelf<TaskData>>(l, |t| t)?;
+    rand::insecure_seed::add_to_linker::<TaskData, HasSelf<TaskData>>(l, |t| t)?;
+    Hunt::add_to_linker::<_, HasSelf<_>>(l, |state| state)
+}
 
 impl quarry::hunt::host::Host for TaskData {
     fn log(&mut self, level: wit::LogLevel, message: String, fields: Vec<(String, String)>) {
@@ -611,10 +803,8 @@ impl Runtime {
         let engine = Engine::new(&wasm_config)
             .map_err(|e| WorkerError::Runtime(format!("cannot create the wasm engine: {e}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| WorkerError::Runtime(format!("cannot link WASI: {e}")))?;
-        Hunt::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-            .map_err(|e| WorkerError::Runtime(format!("cannot link the host interface: {e}")))?;
+        link(&mut linker)
+            .map_err(|e| WorkerError::Runtime(format!("cannot link the host functions: {e}")))?;
         let disk_cache = cache_dir
             .map(|dir| DiskCache::open(dir, &engine))
             .transpose()?;
@@ -741,10 +931,18 @@ impl Runtime {
             ))
         })?;
         store.set_epoch_deadline(ticks(limits.cpu));
+        store.set_hostcall_fuel(MAX_DESCRIPTOR_BYTES);
         let descriptor = hunt
             .quarry_hunt_module()
             .call_describe(&mut store)
-            .map_err(|e| invalid(explain(Call::Describe, e, &store, &limits).to_string()))?;
+            .map_err(|e| {
+                if is_hostcall_fuel(&e) && !in_host_call(&e) {
+                    return invalid(format!(
+                        "its descriptor is larger than {MAX_DESCRIPTOR_BYTES} bytes; declare fewer fields and prefilter clauses"
+                    ));
+                }
+                invalid(explain(Call::Describe, e, &store, &limits).to_string())
+            })?;
         let description = describe(descriptor).map_err(invalid)?;
         let module = Arc::new(LoadedModule {
             digest: digest.clone(),
@@ -782,10 +980,12 @@ impl Runtime {
             cancel: Arc::new(AtomicBool::new(false)),
             cpu_deadline: None,
             cancelled: false,
+            refused: None,
             intel: IntelSets::new(),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.limits);
+        store.set_hostcall_fuel(MAX_HOSTCALL_BYTES);
         // The default deadline has already passed; every call sets its own.
         store.set_epoch_deadline(ticks(limits.cpu));
         store
@@ -902,6 +1102,7 @@ impl Runtime {
             kept.add(found, Call::Scan)?;
         }
         budget.arm(&mut store, Call::Finish)?;
+        store.set_hostcall_fuel(result_fuel(&limits));
         let finished = exports.call_finish(&mut store);
         budget.spent();
         let finished = finished.map_err(|e| explain(Call::Finish, e, &store, &limits))?;
@@ -986,6 +1187,7 @@ fn scan(
     limits: &TaskLimits,
 ) -> Result<Vec<wit::Finding>, TaskFailure> {
     budget.arm(store, Call::Scan)?;
+    store.set_hostcall_fuel(result_fuel(limits));
     let result = exports.call_scan(&mut *store, batch);
     budget.spent();
     match result {
@@ -1075,6 +1277,29 @@ fn explain(
     if data.cancelled {
         return TaskFailure::Cancelled;
     }
+    if let Some(refusal) = &data.refused {
+        return TaskFailure::HostCallDenied {
+            call,
+            function: refusal.function.to_owned(),
+            reason: refusal.reason.clone(),
+        };
+    }
+    if is_hostcall_fuel(&error) {
+        // With guest frames on the stack the guest was calling the host;
+        // without, wasmtime was copying what the guest returned.
+        return if in_host_call(&error) {
+            TaskFailure::HostCallLimit {
+                call,
+                limit_bytes: store.hostcall_fuel() as u64,
+            }
+        } else {
+            TaskFailure::OutputLimit {
+                call,
+                kind: OutputKind::Findings,
+                limit_bytes: limits.max_output_bytes,
+            }
+        };
+    }
     if data.limits.hit {
         return TaskFailure::MemoryLimit {
             call,
@@ -1134,6 +1359,29 @@ fn explain(
         message,
         backtrace,
     }
+}
+
+/// Whether wasmtime stopped copying data between guest and host because the
+/// store's hostcall fuel ran out (its error type is private: match its text).
+fn is_hostcall_fuel(error: &wasmtime::Error) -> bool {
+    format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted")
+}
+
+/// Whether `error` rose inside a guest call (wasm frames on its backtrace),
+/// as opposed to while copying a guest call's results.
+fn in_host_call(error: &wasmtime::Error) -> bool {
+    error
+        .downcast_ref::<WasmBacktrace>()
+        .is_some_and(|backtrace| !backtrace.frames().is_empty())
+}
+
+/// Hostcall fuel for a `scan` or `finish` call: the same bound governs the
+/// host calls the guest makes and the copy of its results, so it is the
+/// task's output cap (at least [`MAX_HOSTCALL_BYTES`]).
+fn result_fuel(limits: &TaskLimits) -> usize {
+    usize::try_from(limits.max_output_bytes)
+        .unwrap_or(usize::MAX)
+        .max(MAX_HOSTCALL_BYTES)
 }
 
 /// The first frames of a backtrace, one per line.

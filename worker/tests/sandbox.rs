@@ -22,10 +22,46 @@ use quarry_worker::shard::ShardStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// How long after its CPU deadline a hostile task may take to end.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// Aborts the test process (nextest runs each test in its own) when a task
+/// has not ended in time: a task stuck in a host call never returns, so a
+/// plain assertion after it would never run.
+struct Watchdog(Arc<AtomicBool>);
+
+impl Watchdog {
+    fn arm(limit: Duration, what: &'static str) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let seen = done.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while started.elapsed() < limit {
+                if seen.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !seen.load(Ordering::Relaxed) {
+                eprintln!("{what}: the task did not end within {limit:?}; it is stuck in the host");
+                std::process::abort();
+            }
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 const SHARD: &str = "win-dc01";
 
@@ -475,6 +511,217 @@ fn a_thousand_runaway_tasks_do_not_leak() {
     assert!(
         after_all as f64 <= after_ten as f64 * 1.2,
         "RSS grew from {after_ten} KiB to {after_all} KiB over 1000 tasks"
+    );
+    sandbox.still_serves();
+}
+
+impl Sandbox {
+    /// Runs a hostile module with CPU deadline `cpu`, asserting that its
+    /// task ends (either way) within the deadline plus [`GRACE`].
+    fn run_hostile(
+        &self,
+        module: &ShippedModule,
+        params: &[(&str, &str)],
+        limits: TaskLimits,
+    ) -> Result<TaskOutput, TaskFailure> {
+        // Loading (compiling) is not part of the task's time.
+        self.load(module);
+        let limit = limits.cpu + GRACE;
+        let started = Instant::now();
+        let outcome = {
+            let _watchdog = Watchdog::arm(limit, module.name);
+            self.run(module, params, limits)
+        };
+        let took = started.elapsed();
+        eprintln!("{}: ended after {took:?}", module.name);
+        assert!(took < limit, "{} took {took:?}", module.name);
+        outcome
+    }
+}
+
+fn hostile(cpu: Duration) -> TaskLimits {
+    TaskLimits { cpu, ..limits() }
+}
+
+/// `std::thread::sleep(Duration::MAX)` used to block inside the host's
+/// real `wasi:clocks`, where no epoch deadline or cancel reaches.
+#[test]
+fn a_sleeping_module_is_refused_the_clock_within_its_deadline() {
+    let sandbox = sandbox();
+    let failure = sandbox
+        .run_hostile(
+            &test_modules::SLEEPER,
+            &[],
+            hostile(Duration::from_millis(500)),
+        )
+        .expect_err("a module sleeping forever cannot finish");
+    let text = failure.to_string();
+    assert!(
+        text.contains("host call refused in scan()")
+            && text.contains("wasi:clocks/monotonic-clock.subscribe-duration")
+            && text.contains("no clock"),
+        "{text}"
+    );
+    sandbox.still_serves();
+}
+
+/// Polling a clock pollable that is never ready used to block in the host.
+#[test]
+fn a_module_polling_a_clock_forever_is_refused_within_its_deadline() {
+    let sandbox = sandbox();
+    let failure = sandbox
+        .run_hostile(
+            &test_modules::POLL_FOREVER,
+            &[("on", "clock")],
+            hostile(Duration::from_millis(500)),
+        )
+        .expect_err("a module polling forever cannot finish");
+    let text = failure.to_string();
+    assert!(
+        text.contains("host call refused")
+            && text.contains("wasi:clocks/monotonic-clock.subscribe-duration"),
+        "{text}"
+    );
+    sandbox.still_serves();
+}
+
+/// Every pollable a guest can get (stdin's, stdout's) is ready at once, so a
+/// guest polling in a loop is guest code the CPU deadline stops.
+#[test]
+fn a_module_polling_stdin_forever_meets_its_deadline() {
+    let sandbox = sandbox();
+    let cpu = Duration::from_millis(300);
+    let failure = sandbox
+        .run_hostile(
+            &test_modules::POLL_FOREVER,
+            &[("on", "stdin")],
+            hostile(cpu),
+        )
+        .expect_err("a module polling forever cannot finish");
+    assert!(
+        matches!(failure, TaskFailure::DeadlineExceeded { limit, .. } if limit == cpu),
+        "{failure:?}"
+    );
+    sandbox.still_serves();
+}
+
+/// `get-random-bytes(len)` allocated `len` bytes on the host (up to
+/// wasmtime-wasi's 64 MiB default) for any guest that asked.
+#[test]
+fn huge_random_requests_are_refused_by_name() {
+    let sandbox = sandbox();
+    for (call, function) in [
+        ("random", "wasi:random/random.get-random-bytes"),
+        (
+            "insecure-random",
+            "wasi:random/insecure.get-insecure-random-bytes",
+        ),
+    ] {
+        for len in [1u64 << 20, 1 << 40] {
+            let len = len.to_string();
+            let failure = sandbox
+                .run_hostile(
+                    &test_modules::HOST_ABUSE,
+                    &[("call", call), ("len", &len)],
+                    hostile(Duration::from_secs(2)),
+                )
+                .expect_err("the host refuses");
+            let text = failure.to_string();
+            assert!(
+                text.contains("host call refused")
+                    && text.contains(function)
+                    && text.contains("65536"),
+                "{call} {len}: {text}"
+            );
+        }
+    }
+    sandbox.still_serves();
+}
+
+/// A `host.log` call with millions of empty fields made the host copy each
+/// (48 bytes apiece) before keeping 16 of them.
+#[test]
+fn a_host_call_with_millions_of_fields_hits_the_host_call_limit() {
+    let sandbox = sandbox();
+    let failure = sandbox
+        .run_hostile(
+            &test_modules::HOST_ABUSE,
+            &[("call", "log"), ("fields", "2000000"), ("times", "3")],
+            TaskLimits {
+                cpu: Duration::from_secs(5),
+                memory_bytes: 256 * 1024 * 1024,
+                ..limits()
+            },
+        )
+        .expect_err("the host stops copying");
+    let text = failure.to_string();
+    assert!(
+        text.contains("host call limit") && text.contains("scan()"),
+        "{text}"
+    );
+    sandbox.still_serves();
+}
+
+/// A log line of a megabyte with no fields is within the bounds: the line
+/// is kept truncated and the task completes.
+#[test]
+fn a_long_log_message_is_truncated() {
+    let sandbox = sandbox();
+    let output = sandbox
+        .run_hostile(
+            &test_modules::HOST_ABUSE,
+            &[("call", "log"), ("fields", "0"), ("times", "600")],
+            hostile(Duration::from_secs(5)),
+        )
+        .expect("bounded logging is fine");
+    assert!(output.log.len() <= 502, "{}", output.log.len());
+    assert!(output.log.iter().all(|line| line.len() <= 1100));
+    assert!(
+        output
+            .log
+            .iter()
+            .any(|line| line.contains("more log lines dropped")),
+        "{:?}",
+        output.log.last()
+    );
+    sandbox.still_serves();
+}
+
+/// The shipped modules still link, instantiate and describe themselves
+/// against exactly the host functions the sandbox offers.
+#[test]
+fn every_shipped_module_loads() {
+    let sandbox = sandbox();
+    for module in quarry_hunt_modules::all() {
+        let loaded = sandbox.load(module);
+        assert_eq!(loaded.description().name, module.name);
+    }
+}
+
+/// Millions of empty evidence items: zero bytes of strings, but the host
+/// copied every element (48 bytes each) and charged nothing for them.
+#[test]
+fn an_empty_evidence_flood_hits_the_output_limit() {
+    let sandbox = sandbox();
+    let cap = 1024 * 1024;
+    let failure = sandbox
+        .run_hostile(
+            &test_modules::EMPTY_FLOOD,
+            &[("findings", "4"), ("items", "500000")],
+            TaskLimits {
+                cpu: Duration::from_secs(5),
+                memory_bytes: 256 * 1024 * 1024,
+                max_output_bytes: cap,
+                ..limits()
+            },
+        )
+        .expect_err("two million empty evidence items against a 1 MiB cap");
+    assert!(
+        matches!(
+            failure,
+            TaskFailure::OutputLimit { kind: OutputKind::Findings, limit_bytes, .. } if limit_bytes == cap
+        ),
+        "{failure:?}"
     );
     sandbox.still_serves();
 }
