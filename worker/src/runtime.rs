@@ -17,7 +17,7 @@
 
 use crate::error::WorkerError;
 use crate::event::StoredEvent;
-use crate::prefilter::{Clause, MatchOp, Prefilter};
+use crate::prefilter::{Clause, MatchOp, Prefilter, Projection};
 use crate::shard::ShardStore;
 use quarry_contract::intel::IntelSets;
 use quarry_proto::ModuleDigest;
@@ -80,6 +80,19 @@ pub const MAX_RANDOM_BYTES: u64 = 64 * 1024;
 pub const MAX_HOSTCALL_BYTES: usize = 1024 * 1024;
 /// What `describe()` may return, counted the same way.
 pub const MAX_DESCRIPTOR_BYTES: usize = 4 * 1024 * 1024;
+/// Most fields a module may declare: each is projected for every event
+/// that passes the prefilter (`sigma` reads about 500).
+pub const MAX_FIELDS: usize = 1024;
+/// Most prefilter clauses a module may declare.
+pub const MAX_PREFILTER_CLAUSES: usize = 256;
+/// Most any-of groups a module may declare.
+pub const MAX_ANY_OF_GROUPS: usize = 64;
+/// Most clauses in one any-of group.
+pub const MAX_GROUP_CLAUSES: usize = 64;
+/// Most values over all prefilter clauses and groups.
+pub const MAX_PREFILTER_VALUES: usize = 16 * 1024;
+/// Longest field name (a dotted path) in `fields` or a clause.
+pub const MAX_FIELD_NAME_BYTES: usize = 256;
 /// Why clocks are refused, for the hunter.
 const NO_CLOCK: &str = "the sandbox offers no clock (a module must not sleep, wait or read the time; use event timestamps)";
 
@@ -339,6 +352,8 @@ pub struct LoadedModule {
     digest: ModuleDigest,
     pre: HuntPre<TaskData>,
     description: ModuleDescription,
+    /// The declared fields, deduplicated for projecting events.
+    projection: Projection,
 }
 
 impl LoadedModule {
@@ -947,6 +962,7 @@ impl Runtime {
         let module = Arc::new(LoadedModule {
             digest: digest.clone(),
             pre,
+            projection: Projection::new(&description.fields),
             description,
         });
         if let Ok(mut cache) = self.cache.lock() {
@@ -1050,6 +1066,7 @@ impl Runtime {
         }
 
         let description = &module.description;
+        let projection = &module.projection;
         let mut output = TaskOutput::default();
         let mut batch: Vec<wit::Event> = Vec::with_capacity(BATCH_SIZE);
         let mut kept = Kept {
@@ -1075,6 +1092,9 @@ impl Runtime {
                     return Err(TaskFailure::Cancelled);
                 }
                 output.events_scanned += events.len() as u64;
+                // The prefilter and the projection run on the host for the
+                // guest: their time counts against the task's CPU budget.
+                let host_work = Instant::now();
                 for event in events {
                     if !description.prefilter.matches(&event.doc) {
                         continue;
@@ -1082,9 +1102,10 @@ impl Runtime {
                     batch.push(wit::Event {
                         timestamp_ms: event.timestamp_ms,
                         offset: event.offset,
-                        values: crate::prefilter::project(&event.doc, &description.fields),
+                        values: projection.project(&event.doc),
                     });
                 }
+                budget.charge(host_work.elapsed(), Call::Scan)?;
                 if batch.len() >= BATCH_SIZE {
                     output.events_matched += batch.len() as u64;
                     let found = scan(exports, &mut store, &batch, &mut budget, &limits)?;
@@ -1231,6 +1252,19 @@ impl Guest {
         if let Some(started) = self.started.take() {
             self.remaining = self.remaining.saturating_sub(started.elapsed());
         }
+    }
+
+    /// Charges host work done for the guest (prefilter, projection); fails
+    /// once the budget is spent.
+    fn charge(&mut self, work: Duration, call: Call) -> Result<(), TaskFailure> {
+        self.remaining = self.remaining.saturating_sub(work);
+        if self.remaining.is_zero() {
+            return Err(TaskFailure::DeadlineExceeded {
+                call,
+                limit: self.total,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -1452,7 +1486,73 @@ fn task_log(store: &mut Store<TaskData>) -> Vec<String> {
     log
 }
 
+/// Refuses a descriptor whose fields or prefilter would make the host's
+/// per-event work (projection, prefilter) or memory unreasonable.
+fn check_descriptor(descriptor: &wit::Descriptor) -> Result<(), String> {
+    let too_many = |count: usize, what: &str, max: usize, fix: &str| {
+        if count > max {
+            Err(format!(
+                "declares {count} {what}; at most {max} are allowed ({fix})"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    too_many(
+        descriptor.fields.len(),
+        "fields",
+        MAX_FIELDS,
+        "declare only the fields the module reads; each is projected for every event",
+    )?;
+    too_many(
+        descriptor.prefilter.len(),
+        "prefilter clauses",
+        MAX_PREFILTER_CLAUSES,
+        "merge clauses on one field into one clause with several values",
+    )?;
+    too_many(
+        descriptor.any_of.len(),
+        "any-of groups",
+        MAX_ANY_OF_GROUPS,
+        "merge groups, or filter further in scan()",
+    )?;
+    for group in &descriptor.any_of {
+        too_many(
+            group.len(),
+            "clauses in one any-of group",
+            MAX_GROUP_CLAUSES,
+            "merge clauses on one field into one clause with several values",
+        )?;
+    }
+    let clauses = || {
+        descriptor
+            .prefilter
+            .iter()
+            .chain(descriptor.any_of.iter().flatten())
+    };
+    too_many(
+        clauses().map(|clause| clause.values.len()).sum(),
+        "prefilter values",
+        MAX_PREFILTER_VALUES,
+        "match long lists in scan(), or ship them as an intel set",
+    )?;
+    let names = descriptor
+        .fields
+        .iter()
+        .chain(clauses().map(|clause| &clause.field));
+    for name in names {
+        if name.len() > MAX_FIELD_NAME_BYTES {
+            return Err(format!(
+                "declares a field name of {} bytes; at most {MAX_FIELD_NAME_BYTES} are allowed",
+                name.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn describe(descriptor: wit::Descriptor) -> Result<ModuleDescription, String> {
+    check_descriptor(&descriptor)?;
     let clauses: Vec<Clause> = descriptor.prefilter.into_iter().map(clause).collect();
     let any_of: Vec<Vec<Clause>> = descriptor
         .any_of

@@ -725,3 +725,29 @@ fn an_empty_evidence_flood_hits_the_output_limit() {
     );
     sandbox.still_serves();
 }
+
+/// Thousands of declared fields, clauses and any-of groups: the host would
+/// project and evaluate every one of them for every event, outside the
+/// guest's CPU budget. Refused at load, naming the limit.
+#[test]
+fn a_module_declaring_thousands_of_fields_and_clauses_is_refused_at_load() {
+    let sandbox = sandbox();
+    let module = &test_modules::WIDE_DESCRIPTOR;
+    let error = match sandbox
+        .runtime
+        .load(&module_digest(module.wasm), module.wasm)
+    {
+        Ok(_) => panic!("a descriptor with 10000 fields loaded"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(error, WorkerError::InvalidModule { .. }),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("declares 10000 fields") && text.contains("at most"),
+        "{text}"
+    );
+    sandbox.still_serves();
+}
