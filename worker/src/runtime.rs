@@ -105,8 +105,9 @@ pub struct TaskLimits {
     pub memory_bytes: u64,
     /// Findings kept; more are counted and dropped.
     pub max_findings: usize,
-    /// Bytes of findings and aggregates (their strings) a task may return;
-    /// more fails the task with [`TaskFailure::OutputLimit`].
+    /// Bytes of findings and aggregates a task may return, each element
+    /// charged for its host copy as well as its strings (so empty strings
+    /// are not free); more fails the task with [`TaskFailure::OutputLimit`].
     pub max_output_bytes: u64,
 }
 
@@ -400,8 +401,9 @@ pub struct TaskOutput {
     pub findings_truncated: bool,
     /// How many findings beyond the limit were dropped.
     pub findings_dropped: u64,
-    /// Bytes of findings and aggregates returned (what counts against
-    /// [`TaskLimits::max_output_bytes`]).
+    /// What the findings and aggregates returned cost against
+    /// [`TaskLimits::max_output_bytes`]: their strings' bytes plus the host's
+    /// copy of every element (see [`finding_bytes`]).
     pub output_bytes: u64,
     /// Module log lines and captured stdout/stderr.
     pub log: Vec<String>,
@@ -1108,7 +1110,14 @@ impl Runtime {
                 budget.charge(host_work.elapsed(), Call::Scan)?;
                 if batch.len() >= BATCH_SIZE {
                     output.events_matched += batch.len() as u64;
-                    let found = scan(exports, &mut store, &batch, &mut budget, &limits)?;
+                    let found = scan(
+                        exports,
+                        &mut store,
+                        &batch,
+                        &mut budget,
+                        &limits,
+                        kept.fuel(),
+                    )?;
                     kept.add(found, Call::Scan)?;
                     batch.clear();
                 }
@@ -1119,18 +1128,29 @@ impl Runtime {
         output.blocks_skipped = stats.blocks_skipped;
         if !batch.is_empty() {
             output.events_matched += batch.len() as u64;
-            let found = scan(exports, &mut store, &batch, &mut budget, &limits)?;
+            let found = scan(
+                exports,
+                &mut store,
+                &batch,
+                &mut budget,
+                &limits,
+                kept.fuel(),
+            )?;
             kept.add(found, Call::Scan)?;
         }
         budget.arm(&mut store, Call::Finish)?;
-        store.set_hostcall_fuel(result_fuel(&limits));
+        store.set_hostcall_fuel(kept.fuel());
         let finished = exports.call_finish(&mut store);
         budget.spent();
         let finished = finished.map_err(|e| explain(Call::Finish, e, &store, &limits))?;
         kept.add(finished.findings, Call::Finish)?;
         for aggregate in finished.aggregates {
+            let elements = aggregate_elements(&aggregate);
             let aggregate = aggregate_from_wit(aggregate).map_err(TaskFailure::BadOutput)?;
-            kept.charge(aggregate.approx_bytes(), Call::Finish)?;
+            kept.charge(
+                AGGREGATE_OVERHEAD + elements * ELEMENT_OVERHEAD + aggregate.approx_bytes(),
+                Call::Finish,
+            )?;
             output.aggregates.push(aggregate);
         }
         output.findings = kept.findings;
@@ -1171,6 +1191,18 @@ impl Kept {
         Ok(())
     }
 
+    /// Hostcall fuel for the next `scan` or `finish` call. One bound governs
+    /// the host calls the guest makes and wasmtime's copy of what it
+    /// returns, so it is what is left of the output cap (at least
+    /// [`MAX_HOSTCALL_BYTES`]): copying stops there, however many (empty)
+    /// elements the guest returns.
+    fn fuel(&self) -> usize {
+        let left = self.limits.max_output_bytes.saturating_sub(self.bytes);
+        usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .max(MAX_HOSTCALL_BYTES)
+    }
+
     fn charge(&mut self, bytes: usize, call: Call) -> Result<(), TaskFailure> {
         self.bytes = self.bytes.saturating_add(bytes as u64);
         if self.bytes > self.limits.max_output_bytes {
@@ -1184,20 +1216,54 @@ impl Kept {
     }
 }
 
-/// What a finding costs against the output cap: its strings, plus 8 bytes
-/// per offset.
-fn finding_bytes(finding: &wit::Finding) -> usize {
-    finding.rule.len()
+/// What an aggregate costs against the output cap beyond its elements.
+const AGGREGATE_OVERHEAD: usize = 64;
+/// What one element of an aggregate's lists costs beyond its strings.
+const ELEMENT_OVERHEAD: usize = 16;
+
+/// What a finding costs against the output cap: its strings' bytes plus
+/// the host's copy of every element (the finding itself, each evidence
+/// pair, technique, tag and offset), as wasmtime's hostcall fuel counts
+/// them, so a flood of empty strings is not free.
+pub fn finding_bytes(finding: &wit::Finding) -> usize {
+    let strings =
+        |list: &[String]| std::mem::size_of_val(list) + list.iter().map(String::len).sum::<usize>();
+    std::mem::size_of::<wit::Finding>()
+        + finding.rule.len()
         + finding.title.len()
         + finding.entity.len()
+        + std::mem::size_of_val(finding.evidence.as_slice())
         + finding
             .evidence
             .iter()
             .map(|(key, value)| key.len() + value.len())
             .sum::<usize>()
-        + finding.techniques.iter().map(String::len).sum::<usize>()
-        + finding.tags.iter().map(String::len).sum::<usize>()
-        + finding.offsets.len() * 8
+        + strings(&finding.techniques)
+        + strings(&finding.tags)
+        + std::mem::size_of_val(finding.offsets.as_slice())
+}
+
+/// Elements in an aggregate's lists (each charged [`ELEMENT_OVERHEAD`]).
+fn aggregate_elements(aggregate: &wit::Aggregate) -> usize {
+    match &aggregate.value {
+        wit::AggregateValue::Counts(counts) => counts.len(),
+        wit::AggregateValue::Distinct(keys) => keys
+            .iter()
+            .map(|(_, values)| {
+                1 + match values {
+                    wit::DistinctValues::Exact(values) => values.len(),
+                    wit::DistinctValues::Sketch(registers) => registers.len() / 16,
+                }
+            })
+            .sum(),
+        wit::AggregateValue::TopK(top) => top.entries.len(),
+        wit::AggregateValue::Range(ranges) => ranges.len(),
+        wit::AggregateValue::Stack(stack) => stack
+            .entries
+            .iter()
+            .map(|entry| 1 + entry.hosts.len())
+            .sum(),
+    }
 }
 
 fn scan(
@@ -1206,9 +1272,10 @@ fn scan(
     batch: &[wit::Event],
     budget: &mut Guest,
     limits: &TaskLimits,
+    fuel: usize,
 ) -> Result<Vec<wit::Finding>, TaskFailure> {
     budget.arm(store, Call::Scan)?;
-    store.set_hostcall_fuel(result_fuel(limits));
+    store.set_hostcall_fuel(fuel);
     let result = exports.call_scan(&mut *store, batch);
     budget.spent();
     match result {
@@ -1407,15 +1474,6 @@ fn in_host_call(error: &wasmtime::Error) -> bool {
     error
         .downcast_ref::<WasmBacktrace>()
         .is_some_and(|backtrace| !backtrace.frames().is_empty())
-}
-
-/// Hostcall fuel for a `scan` or `finish` call: the same bound governs the
-/// host calls the guest makes and the copy of its results, so it is the
-/// task's output cap (at least [`MAX_HOSTCALL_BYTES`]).
-fn result_fuel(limits: &TaskLimits) -> usize {
-    usize::try_from(limits.max_output_bytes)
-        .unwrap_or(usize::MAX)
-        .max(MAX_HOSTCALL_BYTES)
 }
 
 /// The first frames of a backtrace, one per line.

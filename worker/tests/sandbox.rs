@@ -751,3 +751,22 @@ fn a_module_declaring_thousands_of_fields_and_clauses_is_refused_at_load() {
     );
     sandbox.still_serves();
 }
+
+/// Empty elements are charged against the output cap too.
+#[test]
+fn empty_output_elements_are_not_free() {
+    let sandbox = sandbox();
+    let output = sandbox
+        .run(
+            &test_modules::EMPTY_FLOOD,
+            &[("findings", "10"), ("items", "1000")],
+            limits(),
+        )
+        .expect("well under the cap");
+    assert_eq!(output.findings.len(), 10);
+    assert!(
+        output.output_bytes >= 10 * 1000 * 16,
+        "10 000 empty evidence items charged only {} bytes",
+        output.output_bytes
+    );
+}
