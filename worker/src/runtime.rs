@@ -58,6 +58,15 @@ const CANCEL_CHECK_TICKS: u64 = 10;
 pub const BATCH_SIZE: usize = 1024;
 /// Largest linear memory any task may ask for.
 pub const MAX_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
+/// Linear memories one task (component) may define; a Rust std component
+/// defines one.
+pub const MAX_MEMORIES_PER_TASK: u32 = 2;
+/// Core module instances one task (component) may create.
+pub const MAX_CORE_INSTANCES_PER_TASK: u32 = 16;
+/// Tables one task (component) may define.
+pub const MAX_TABLES_PER_TASK: u32 = 16;
+/// Table elements over all of a task's tables.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Bytes of stdout (and, separately, of stderr) kept per task. A module that
 /// writes more fails with [`TaskFailure::OutputLimit`] naming the stream: the
 /// log stays bounded and a module stuck printing does not burn its whole CPU
@@ -101,7 +110,7 @@ const NO_CLOCK: &str = "the sandbox offers no clock (a module must not sleep, wa
 pub struct TaskLimits {
     /// Guest CPU time (wall time inside guest calls).
     pub cpu: Duration,
-    /// Linear memory cap.
+    /// Cap on the task's linear memory, all its memories together.
     pub memory_bytes: u64,
     /// Findings kept; more are counted and dropped.
     pub max_findings: usize,
@@ -638,34 +647,55 @@ impl quarry::hunt::host::Host for TaskData {
     }
 }
 
-/// Caps linear memory and tables, remembering whether the cap was hit so the
-/// trap can be reported as what it is.
+/// Caps the task's linear memory and table elements, summed over all its
+/// memories and tables (a component may define several), remembering
+/// whether the memory cap was hit so the trap can be reported as what it is.
+#[derive(Default)]
 struct MemoryLimiter {
+    /// The cap on all memories together.
     memory_bytes: usize,
+    /// Bytes of all memories so far (memories only grow, and live as long
+    /// as the store).
+    memory_total: usize,
+    /// Elements of all tables so far.
+    table_total: usize,
     hit: bool,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
+    // Called with `current == 0` when a memory is created, then on each
+    // growth.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let total = self
+            .memory_total
+            .saturating_add(desired.saturating_sub(current));
+        if total > self.memory_bytes {
             self.hit = true;
             return Ok(false);
         }
+        self.memory_total = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        let total = self
+            .table_total
+            .saturating_add(desired.saturating_sub(current));
+        if total > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_total = total;
+        Ok(true)
     }
 }
 
@@ -803,10 +833,19 @@ impl Runtime {
     ) -> Result<Self, WorkerError> {
         let mut pool = PoolingAllocationConfig::default();
         let instances = slots.max(1) * 2;
+        // Per-component maximums, and pools of exactly that many per
+        // instance: a component with more is refused when compiled, so no
+        // task can take another task's share of the pool (which would make
+        // their instantiation fail).
         pool.total_component_instances(instances)
-            .total_core_instances(instances * 16)
-            .total_memories(instances * 4)
-            .total_tables(instances * 16)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_TASK)
+            .total_core_instances(instances * MAX_CORE_INSTANCES_PER_TASK)
+            .max_memories_per_component(MAX_MEMORIES_PER_TASK)
+            .max_memories_per_module(MAX_MEMORIES_PER_TASK)
+            .total_memories(instances * MAX_MEMORIES_PER_TASK)
+            .max_tables_per_component(MAX_TABLES_PER_TASK)
+            .max_tables_per_module(MAX_TABLES_PER_TASK)
+            .total_tables(instances * MAX_TABLES_PER_TASK)
             .max_memory_size(usize::try_from(MAX_MEMORY_BYTES).unwrap_or(usize::MAX));
         let mut wasm_config = Config::new();
         wasm_config
@@ -876,7 +915,7 @@ impl Runtime {
             .filter(|_| digest.is_well_formed() && module_digest(bytes) == *digest);
         let Some(cache) = cache else {
             return Component::new(&self.engine, bytes)
-                .map_err(|e| format!("does not compile: {e}"));
+                .map_err(|e| format!("does not compile: {e:#}"));
         };
         let path = cache.path(digest);
         if path.is_file() {
@@ -899,7 +938,7 @@ impl Runtime {
             }
         }
         let component =
-            Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e}"))?;
+            Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
         match component.serialize() {
             Ok(artifact) => {
                 if let Err(e) = cache.store(&path, &artifact) {
@@ -991,7 +1030,7 @@ impl Runtime {
             limits: MemoryLimiter {
                 memory_bytes: usize::try_from(limits.memory_bytes.min(MAX_MEMORY_BYTES))
                     .unwrap_or(usize::MAX),
-                hit: false,
+                ..MemoryLimiter::default()
             },
             log: Vec::new(),
             log_dropped: 0,

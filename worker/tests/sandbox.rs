@@ -770,3 +770,123 @@ fn empty_output_elements_are_not_free() {
         output.output_bytes
     );
 }
+
+/// `component` with core sections appended at its top level: a core module
+/// defining one memory of each of `pages` (64 KiB pages) and an instance of
+/// it, which instantiating the component creates (nothing uses it).
+fn with_extra_memories(component: &[u8], pages: &[u32]) -> Vec<u8> {
+    fn leb(mut value: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn read_leb(bytes: &[u8], at: &mut usize) -> u64 {
+        let (mut value, mut shift) = (0u64, 0);
+        loop {
+            let byte = bytes[*at];
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return value;
+            }
+            shift += 7;
+        }
+    }
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u64, out);
+        out.extend_from_slice(body);
+    }
+    // Core modules already in the component (one per section 1).
+    let mut modules = 0;
+    let mut at = 8;
+    while at < component.len() {
+        let id = component[at];
+        at += 1;
+        let size = read_leb(component, &mut at) as usize;
+        if id == 1 {
+            modules += 1;
+        }
+        at += size;
+    }
+    let mut memories = Vec::new();
+    leb(pages.len() as u64, &mut memories);
+    for &min in pages {
+        memories.push(0x00);
+        leb(u64::from(min), &mut memories);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(5, &memories, &mut module);
+    let mut instance = Vec::new();
+    leb(1, &mut instance);
+    instance.push(0x00);
+    leb(modules, &mut instance);
+    leb(0, &mut instance);
+    let mut out = component.to_vec();
+    section(1, &module, &mut out);
+    section(2, &instance, &mut out);
+    out
+}
+
+/// A component with many memories took the shared pool's memory slots
+/// (other hunts' tasks then failed to instantiate). Refused by name.
+#[test]
+fn a_component_with_many_memories_is_refused() {
+    let sandbox = sandbox();
+    let wasm = with_extra_memories(test_modules::NOOP.wasm, &[1; 8]);
+    let outcome = sandbox.runtime.load(&module_digest(&wasm), &wasm);
+    let error = match outcome {
+        Ok(_) => panic!("a component with 9 memories loaded"),
+        Err(e) => e,
+    };
+    let text = error.to_string();
+    assert!(
+        matches!(error, WorkerError::InvalidModule { .. }) && text.contains("memor"),
+        "{text}"
+    );
+    sandbox.still_serves();
+}
+
+/// Two memories, each under the task's cap, that together exceed it: the
+/// cap is per task, not per memory.
+#[test]
+fn the_memory_cap_is_per_task_across_memories() {
+    let sandbox = sandbox();
+    let cap: u64 = 32 * 1024 * 1024;
+    // 31 MiB, plus the module's own memory (over a megabyte).
+    let wasm = with_extra_memories(test_modules::NOOP.wasm, &[496]);
+    let digest = module_digest(&wasm);
+    let loaded = sandbox
+        .runtime
+        .load(&digest, &wasm)
+        .expect("loads under 64 MiB");
+    let task = TaskInput {
+        params: &[],
+        limits: TaskLimits {
+            memory_bytes: cap,
+            ..limits()
+        },
+        shard: SHARD,
+        time_range: None,
+    };
+    let failure = sandbox
+        .runtime
+        .run(
+            &loaded,
+            &task,
+            &sandbox.store,
+            &Arc::new(AtomicBool::new(false)),
+        )
+        .expect_err("two memories over the cap together");
+    assert!(
+        matches!(failure, TaskFailure::MemoryLimit { limit_bytes, .. } if limit_bytes == cap),
+        "{failure:?}"
+    );
+    sandbox.still_serves();
+}
