@@ -17,17 +17,16 @@
 
 use crate::error::WorkerError;
 use crate::event::StoredEvent;
+pub use crate::module_cache::ModuleCacheConfig;
+use crate::module_cache::{DiskCache, MemoryCache};
 use crate::prefilter::{Clause, MatchOp, Prefilter, Projection};
 use crate::shard::ShardStore;
 use quarry_contract::intel::IntelSets;
 use quarry_proto::ModuleDigest;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasData, HasSelf, Linker, Resource, ResourceTable};
@@ -132,6 +131,9 @@ pub struct RuntimeConfig {
     pub max_findings: usize,
     /// Most output bytes per task.
     pub max_output_bytes: u64,
+    /// Compiled modules kept loaded in memory (about their code size); the
+    /// least recently used are dropped beyond it and reloaded when needed.
+    pub max_loaded_module_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -141,6 +143,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 512 * 1024 * 1024,
             max_findings: 100_000,
             max_output_bytes: 64 * 1024 * 1024,
+            max_loaded_module_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -742,7 +745,9 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<TaskData>,
     config: RuntimeConfig,
-    cache: Mutex<HashMap<ModuleDigest, Arc<LoadedModule>>>,
+    /// Loaded modules, least recently used dropped past
+    /// [`RuntimeConfig::max_loaded_module_bytes`].
+    cache: Mutex<MemoryCache<Arc<LoadedModule>>>,
     disk_cache: Option<DiskCache>,
     gate: Arc<InstanceGate>,
     stop_ticker: Arc<AtomicBool>,
@@ -754,82 +759,24 @@ impl Drop for Runtime {
     }
 }
 
-/// Compiled components on disk, `<dir>/<digest>-<engine hash>.cwasm`.
-struct DiskCache {
-    dir: PathBuf,
-    /// The engine's precompile compatibility hash (wasmtime version,
-    /// compiler settings, target), so an artifact from another wasmtime or
-    /// configuration is never even looked at.
-    engine_hash: String,
-}
-
-impl DiskCache {
-    fn open(dir: &Path, engine: &Engine) -> Result<Self, WorkerError> {
-        let failed = |what: &str, e: std::io::Error| {
-            WorkerError::Runtime(format!(
-                "cannot {what} the module cache {}: {e}",
-                dir.display()
-            ))
-        };
-        std::fs::create_dir_all(dir).map_err(|e| failed("create", e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| failed("restrict the permissions of", e))?;
-        }
-        // Temp files a crashed run left half-written; never read, only
-        // renamed into place when complete.
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(Self {
-            dir: dir.to_owned(),
-            engine_hash: format!("{:016x}", hasher.finish()),
-        })
-    }
-
-    fn path(&self, digest: &ModuleDigest) -> PathBuf {
-        self.dir
-            .join(format!("{digest}-{}.cwasm", self.engine_hash))
-    }
-
-    /// Writes `bytes` to `path` through a temporary file and a rename, so a
-    /// reader never sees a partial artifact.
-    fn store(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let temp = self.dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| {
-            let mut file = std::fs::File::create(&temp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temp, path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        written
-    }
-}
-
 impl Runtime {
     /// Builds the engine for up to `slots` concurrent tasks, with the
     /// worker's maximums, caching compiled modules in `cache_dir` (created
-    /// with mode 0700) when given.
+    /// with mode 0700, its key beside it: [`ModuleCacheConfig::in_dir`])
+    /// when given.
     pub fn new(
         slots: u32,
         config: RuntimeConfig,
         cache_dir: Option<&Path>,
+    ) -> Result<Self, WorkerError> {
+        Self::with_cache(slots, config, cache_dir.map(ModuleCacheConfig::in_dir))
+    }
+
+    /// As [`Runtime::new`], with the disk cache fully configured.
+    pub fn with_cache(
+        slots: u32,
+        config: RuntimeConfig,
+        cache: Option<ModuleCacheConfig>,
     ) -> Result<Self, WorkerError> {
         let mut pool = PoolingAllocationConfig::default();
         let instances = slots.max(1) * 2;
@@ -861,8 +808,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         link(&mut linker)
             .map_err(|e| WorkerError::Runtime(format!("cannot link the host functions: {e}")))?;
-        let disk_cache = cache_dir
-            .map(|dir| DiskCache::open(dir, &engine))
+        let disk_cache = cache
+            .map(|cache| DiskCache::open(&cache, &engine))
             .transpose()?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
@@ -882,7 +829,9 @@ impl Runtime {
             engine,
             linker,
             config,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(MemoryCache::new(
+                usize::try_from(config.max_loaded_module_bytes).unwrap_or(usize::MAX),
+            )),
             disk_cache,
             gate: Arc::new(InstanceGate {
                 free: Mutex::new(instances),
@@ -899,7 +848,7 @@ impl Runtime {
 
     /// A module from the cache, if compiled already.
     pub fn cached(&self, digest: &ModuleDigest) -> Option<Arc<LoadedModule>> {
-        self.cache.lock().ok()?.get(digest).cloned()
+        self.cache.lock().ok()?.get(digest)
     }
 
     /// The compiled component for `bytes`: from the disk cache when this
@@ -917,34 +866,13 @@ impl Runtime {
             return Component::new(&self.engine, bytes)
                 .map_err(|e| format!("does not compile: {e:#}"));
         };
-        let path = cache.path(digest);
-        if path.is_file() {
-            // SAFETY: `deserialize_file` trusts the file to be an artifact
-            // that wasmtime itself produced for a compatible engine. That
-            // holds here: the cache directory is created by this worker with
-            // mode 0700 and guests have no filesystem access at all (no
-            // preopened directories), files only appear in it through
-            // `DiskCache::store` (temp file + rename, so never partial) with
-            // the output of `Component::serialize`, and the file name carries
-            // both the sha256 of the module bytes and the engine's
-            // precompile compatibility hash, so an artifact from another
-            // wasmtime version or configuration is never opened. wasmtime
-            // still checks the artifact's header and engine settings.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(component) => return Ok(component),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached module");
-                }
-            }
+        if let Some(component) = cache.load(&self.engine, digest) {
+            return Ok(component);
         }
         let component =
             Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
         match component.serialize() {
-            Ok(artifact) => {
-                if let Err(e) = cache.store(&path, &artifact) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled module");
-                }
-            }
+            Ok(artifact) => cache.store(digest, &artifact),
             Err(e) => tracing::warn!(error = %e, "cannot serialize the compiled module"),
         }
         Ok(component)
@@ -1006,8 +934,11 @@ impl Runtime {
             projection: Projection::new(&description.fields),
             description,
         });
+        // About what the module holds in memory: its compiled code.
+        let image = component.image_range();
+        let bytes = (image.end as usize).saturating_sub(image.start as usize);
         if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(digest.clone(), module.clone());
+            cache.insert(digest.clone(), module.clone(), bytes);
         }
         Ok(module)
     }

@@ -15,8 +15,8 @@ use quarry_hunt_modules::{BRUTEFORCE, ShippedModule};
 use quarry_proto::ModuleDigest;
 use quarry_worker::WorkerError;
 use quarry_worker::runtime::{
-    LoadedModule, OutputKind, Runtime, RuntimeConfig, STDIO_CAPTURE_BYTES, TaskFailure, TaskInput,
-    TaskLimits, TaskOutput, module_digest,
+    LoadedModule, ModuleCacheConfig, OutputKind, Runtime, RuntimeConfig, STDIO_CAPTURE_BYTES,
+    TaskFailure, TaskInput, TaskLimits, TaskOutput, module_digest,
 };
 use quarry_worker::shard::ShardStore;
 use std::collections::BTreeMap;
@@ -889,4 +889,113 @@ fn the_memory_cap_is_per_task_across_memories() {
         "{failure:?}"
     );
     sandbox.still_serves();
+}
+
+/// Whoever could write the cache directory could put any native code under
+/// a module's name: `deserialize_file` trusted the file name. Cached
+/// artifacts are now authenticated with a per-node key kept outside it.
+#[test]
+fn a_tampered_cache_file_is_refused_and_recompiled() {
+    let sandbox = sandbox();
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dir = cache.path().join("module-cache");
+    let noop = module_digest(test_modules::NOOP.wasm);
+    let other = module_digest(test_modules::RUNAWAY_LOOP.wasm);
+    {
+        let runtime = Runtime::new(1, RuntimeConfig::default(), Some(&dir)).expect("runtime");
+        runtime.load(&noop, test_modules::NOOP.wasm).expect("load");
+        runtime
+            .load(&other, test_modules::RUNAWAY_LOOP.wasm)
+            .expect("load");
+    }
+    // Another module's genuine artifact under noop's name, then garbage.
+    let tampered = cache_file(&dir, &noop);
+    let genuine = std::fs::read(&tampered).expect("read artifact");
+    std::fs::copy(cache_file(&dir, &other), &tampered).expect("substitute");
+    for round in 0..2 {
+        let runtime = Runtime::new(1, RuntimeConfig::default(), Some(&dir)).expect("runtime");
+        let module = runtime
+            .load(&noop, test_modules::NOOP.wasm)
+            .expect("recompiled");
+        assert_eq!(module.description().name, "noop", "round {round}");
+        let task = TaskInput {
+            params: &[],
+            limits: limits(),
+            shard: SHARD,
+            time_range: None,
+        };
+        let output = runtime
+            .run(
+                &module,
+                &task,
+                &sandbox.store,
+                &Arc::new(AtomicBool::new(false)),
+            )
+            .expect("runs");
+        assert_eq!(output.events_matched, 27);
+        // Rewritten with a good artifact.
+        assert_eq!(std::fs::read(&tampered).expect("read artifact"), genuine);
+        let mut garbage = genuine.clone();
+        let middle = garbage.len() / 2;
+        garbage[middle] ^= 0xff;
+        std::fs::write(&tampered, &garbage).expect("corrupt");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.with_extension("key");
+        let mode = std::fs::metadata(&key)
+            .expect("the node's cache key, beside the cache directory")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+/// The cache file of `digest` in `dir`.
+fn cache_file(dir: &Path, digest: &ModuleDigest) -> PathBuf {
+    std::fs::read_dir(dir)
+        .expect("read cache")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{digest}-")))
+        })
+        .unwrap_or_else(|| panic!("no cache file for {digest} in {}", dir.display()))
+}
+
+/// The disk cache keeps at most its bound (the newest artifact always), the
+/// memory cache likewise; an evicted module is simply compiled again.
+#[test]
+fn module_caches_evict_the_least_recently_used_past_their_bounds() {
+    let _sandbox = sandbox();
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dir = cache.path().join("module-cache");
+    let config = RuntimeConfig {
+        max_loaded_module_bytes: 1,
+        ..RuntimeConfig::default()
+    };
+    let disk = ModuleCacheConfig {
+        max_disk_bytes: 1,
+        ..ModuleCacheConfig::in_dir(&dir)
+    };
+    let runtime = Runtime::with_cache(1, config, Some(disk)).expect("runtime");
+    let noop = module_digest(test_modules::NOOP.wasm);
+    let other = module_digest(test_modules::RUNAWAY_LOOP.wasm);
+    let count = || std::fs::read_dir(&dir).expect("read cache").count();
+    runtime.load(&noop, test_modules::NOOP.wasm).expect("load");
+    assert_eq!(count(), 1);
+    runtime
+        .load(&other, test_modules::RUNAWAY_LOOP.wasm)
+        .expect("load");
+    assert_eq!(count(), 1, "the older artifact is evicted");
+    cache_file(&dir, &other);
+    assert!(runtime.cached(&noop).is_none(), "evicted from memory");
+    assert!(runtime.cached(&other).is_some());
+    let again = runtime
+        .load(&noop, test_modules::NOOP.wasm)
+        .expect("reload");
+    assert_eq!(again.description().name, "noop");
+    cache_file(&dir, &noop);
+    assert_eq!(count(), 1);
 }
