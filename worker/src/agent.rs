@@ -101,16 +101,28 @@ impl Inner {
         }
     }
 
-    /// Remembers the leader a refusal names, if it names one.
+    /// Remembers the leader a refusal names, if it names one of the
+    /// coordinators this worker was configured with: a hint is only a
+    /// hint, and following one to any URL would let whoever answers as a
+    /// coordinator send the worker (and its module downloads) anywhere.
     fn follow(&self, status: &tonic::Status) {
         let named = status
             .metadata()
             .get(quarry_proto::LEADER_METADATA_KEY)
             .and_then(|v| v.to_str().ok())
             .filter(|url| !url.is_empty());
-        if let Some(url) = named {
-            tracing::info!(leader = url, "following the coordinator's leader hint");
-            *self.hint() = Some((url.to_owned(), true));
+        let Some(named) = named else {
+            return;
+        };
+        match known_coordinator(&self.urls(), named) {
+            Some(url) => {
+                tracing::info!(leader = url, "following the coordinator's leader hint");
+                *self.hint() = Some((url.to_owned(), true));
+            }
+            None => tracing::warn!(
+                leader = named,
+                "ignoring a leader hint that names no configured coordinator; add it to the worker's coordinator list to follow it"
+            ),
         }
     }
 
@@ -297,6 +309,69 @@ enum Session {
     ShardsChanged,
 }
 
+/// The configured coordinator URL that `hint` names, if any (compared
+/// without case and trailing slashes).
+fn known_coordinator<'a>(configured: &[&'a str], hint: &str) -> Option<&'a str> {
+    let normal = |url: &str| url.trim().trim_end_matches('/').to_ascii_lowercase();
+    let hint = normal(hint);
+    configured.iter().copied().find(|url| normal(url) == hint)
+}
+
+/// Largest module a worker downloads; more is refused as it streams in.
+pub const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A module being downloaded: bounded in size as it arrives, and kept only
+/// if its bytes have the digest it was asked for.
+struct ModuleDownload<'a> {
+    digest: &'a ModuleDigest,
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl<'a> ModuleDownload<'a> {
+    fn new(digest: &'a ModuleDigest, limit: usize) -> Result<Self, WorkerError> {
+        if !digest.is_well_formed() {
+            return Err(WorkerError::ModuleDownload {
+                digest: digest.clone(),
+                detail: "not a sha256 digest (64 lowercase hex digits)".into(),
+            });
+        }
+        Ok(Self {
+            digest,
+            bytes: Vec::new(),
+            limit,
+        })
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<(), WorkerError> {
+        if self.bytes.len().saturating_add(chunk.len()) > self.limit {
+            return Err(WorkerError::ModuleDownload {
+                digest: self.digest.clone(),
+                detail: format!(
+                    "larger than {} bytes, the most a worker accepts",
+                    self.limit
+                ),
+            });
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Vec<u8>, WorkerError> {
+        let actual = runtime::module_digest(&self.bytes);
+        if actual != *self.digest {
+            return Err(WorkerError::ModuleDownload {
+                digest: self.digest.clone(),
+                detail: format!(
+                    "the {} bytes received have sha256 {actual}; the coordinator sent other bytes than the module asked for",
+                    self.bytes.len()
+                ),
+            });
+        }
+        Ok(self.bytes)
+    }
+}
+
 fn coordinator_error(inner: &Inner, detail: impl std::fmt::Display) -> WorkerError {
     WorkerError::Coordinator {
         url: inner.url(),
@@ -474,6 +549,7 @@ async fn module_for(
     if let Some(module) = inner.runtime.cached(digest) {
         return Ok(module);
     }
+    let mut download = ModuleDownload::new(digest, MAX_MODULE_BYTES)?;
     let mut stream = client
         .fetch_module(v1::FetchModuleRequest {
             digest: digest.to_string(),
@@ -486,7 +562,6 @@ async fn module_for(
             )
         })?
         .into_inner();
-    let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|s| {
             coordinator_error(
@@ -494,8 +569,9 @@ async fn module_for(
                 format!("module {digest} download broke: {}", s.message()),
             )
         })?;
-        bytes.extend_from_slice(&chunk.data);
+        download.push(&chunk.data)?;
     }
+    let bytes = download.finish()?;
     let inner = inner.clone();
     let digest = digest.clone();
     tokio::task::spawn_blocking(move || inner.runtime.load(&digest, &bytes))
@@ -653,5 +729,77 @@ pub fn finding(f: runtime::types::Finding) -> v1::Finding {
         tags: f.tags,
         offsets: f.offsets,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODULE: &[u8] = b"\0asm\x0d\0\x01\0 pretend module bytes";
+
+    #[test]
+    fn a_download_whose_bytes_do_not_match_the_digest_is_refused() {
+        let digest = runtime::module_digest(MODULE);
+        let mut download = ModuleDownload::new(&digest, MAX_MODULE_BYTES).expect("well formed");
+        download.push(&MODULE[..4]).expect("small");
+        download.push(&MODULE[4..]).expect("small");
+        assert_eq!(download.finish().expect("the same bytes"), MODULE);
+
+        let mut download = ModuleDownload::new(&digest, MAX_MODULE_BYTES).expect("well formed");
+        download.push(b"other bytes").expect("small");
+        let error = download.finish().expect_err("other bytes");
+        assert!(
+            matches!(error, WorkerError::ModuleDownload { .. }),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains(&digest.to_string()) && text.contains("sha256"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_download_larger_than_the_limit_is_refused_as_it_arrives() {
+        let digest = runtime::module_digest(MODULE);
+        let mut download = ModuleDownload::new(&digest, 16).expect("well formed");
+        download.push(&[0; 10]).expect("under the limit");
+        let error = download.push(&[0; 10]).expect_err("over the limit");
+        assert!(
+            error.to_string().contains("larger than 16 bytes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_digest_is_not_downloaded() {
+        for digest in ["", "../../etc/passwd", &"A".repeat(64)] {
+            let digest = ModuleDigest::new(digest.to_owned());
+            assert!(
+                ModuleDownload::new(&digest, MAX_MODULE_BYTES).is_err(),
+                "{digest}"
+            );
+        }
+    }
+
+    #[test]
+    fn leader_hints_are_followed_only_to_configured_coordinators() {
+        let configured = ["http://10.0.0.1:7700", "http://10.0.0.2:7700/"];
+        assert_eq!(
+            known_coordinator(&configured, "http://10.0.0.2:7700"),
+            Some("http://10.0.0.2:7700/")
+        );
+        assert_eq!(
+            known_coordinator(&configured, "HTTP://10.0.0.1:7700/"),
+            Some("http://10.0.0.1:7700")
+        );
+        for stranger in [
+            "http://evil.example:7700",
+            "http://10.0.0.1:7701",
+            "https://10.0.0.1:7700",
+        ] {
+            assert_eq!(known_coordinator(&configured, stranger), None, "{stranger}");
+        }
     }
 }
