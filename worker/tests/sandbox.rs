@@ -15,7 +15,7 @@ use quarry_hunt_modules::{BRUTEFORCE, ShippedModule};
 use quarry_proto::ModuleDigest;
 use quarry_worker::WorkerError;
 use quarry_worker::runtime::{
-    LoadedModule, ModuleCacheConfig, OutputKind, Runtime, RuntimeConfig, STDIO_CAPTURE_BYTES,
+    Call, LoadedModule, ModuleCacheConfig, OutputKind, Runtime, RuntimeConfig, STDIO_CAPTURE_BYTES,
     TaskFailure, TaskInput, TaskLimits, TaskOutput, module_digest,
 };
 use quarry_worker::shard::ShardStore;
@@ -998,4 +998,44 @@ fn module_caches_evict_the_least_recently_used_past_their_bounds() {
     assert_eq!(again.description().name, "noop");
     cache_file(&dir, &noop);
     assert_eq!(count(), 1);
+}
+
+/// The host evaluates the prefilter (and projects fields) for the guest:
+/// that time counts against the task's CPU deadline. 250,000 events no
+/// block statistics can rule out and none of which passes `rare-match`'s
+/// prefilter used to cost the task nothing, however long they took.
+#[test]
+fn host_prefilter_work_counts_against_the_cpu_deadline() {
+    let sandbox = sandbox();
+    let lines: String = (0..250_000)
+        .map(|i| format!("{{\"Image\":\"C:\\\\bin\\\\p{i}.exe\",\"CommandLine\":\"p{i} -x\"}}\n"))
+        .collect();
+    sandbox
+        .store
+        .ingest_jsonl("busy", BTreeMap::new(), lines.as_bytes())
+        .expect("ingest");
+    let loaded = sandbox.load(&test_modules::RARE_MATCH);
+    let cpu = Duration::from_millis(5);
+    let task = TaskInput {
+        params: &[],
+        limits: TaskLimits { cpu, ..limits() },
+        shard: "busy",
+        time_range: None,
+    };
+    let started = Instant::now();
+    let failure = sandbox
+        .runtime
+        .run(
+            &loaded,
+            &task,
+            &sandbox.store,
+            &Arc::new(AtomicBool::new(false)),
+        )
+        .expect_err("a quarter of a million prefilter evaluations take more than 5 ms");
+    eprintln!("stopped after {:?}: {failure}", started.elapsed());
+    assert!(
+        matches!(failure, TaskFailure::DeadlineExceeded { call: Call::Scan, limit } if limit == cpu),
+        "{failure:?}"
+    );
+    sandbox.still_serves();
 }
