@@ -31,6 +31,9 @@ struct Fake {
     commands: Mutex<Option<mpsc::Receiver<Result<v1::TaskCommand, Status>>>>,
     reports: mpsc::UnboundedSender<v1::ReportTaskRequest>,
     heartbeats: AtomicU64,
+    registrations: AtomicU64,
+    /// Refuse the first registration as "not the leader", naming this URL.
+    redirect_to: Mutex<Option<String>>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -52,6 +55,21 @@ impl worker_service_server::WorkerService for FakeService {
         &self,
         _: Request<v1::RegisterWorkerRequest>,
     ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
+        self.registrations.fetch_add(1, Ordering::Relaxed);
+        let redirect = self
+            .redirect_to
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(url) = redirect {
+            let mut status = Status::failed_precondition("not the leader");
+            if let Ok(value) = url.parse() {
+                status
+                    .metadata_mut()
+                    .insert(quarry_proto::LEADER_METADATA_KEY, value);
+            }
+            return Err(status);
+        }
         Ok(Response::new(v1::RegisterWorkerResponse {
             heartbeat_interval_ms: 100,
         }))
@@ -126,26 +144,50 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// A fake coordinator serving on a port of its own, and its URL.
+async fn fake_coordinator(redirect_to: Option<String>) -> (Arc<Fake>, String, FakeChannels) {
+    let (commands, receiver) = mpsc::channel(16);
+    let (reports_tx, reports) = mpsc::unbounded_channel();
+    let fake = Arc::new(Fake {
+        modules: Mutex::new(HashMap::new()),
+        commands: Mutex::new(Some(receiver)),
+        reports: reports_tx,
+        heartbeats: AtomicU64::new(0),
+        registrations: AtomicU64::new(0),
+        redirect_to: Mutex::new(redirect_to),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let service = worker_service_server::WorkerServiceServer::new(FakeService(fake.clone()));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (
+        fake,
+        format!("http://{addr}"),
+        FakeChannels { commands, reports },
+    )
+}
+
+/// The test's ends of a fake coordinator's task stream and reports.
+struct FakeChannels {
+    commands: mpsc::Sender<Result<v1::TaskCommand, Status>>,
+    reports: mpsc::UnboundedReceiver<v1::ReportTaskRequest>,
+}
+
 impl Cluster {
     async fn start() -> Self {
-        let (commands, receiver) = mpsc::channel(16);
-        let (reports_tx, reports) = mpsc::unbounded_channel();
-        let fake = Arc::new(Fake {
-            modules: Mutex::new(HashMap::new()),
-            commands: Mutex::new(Some(receiver)),
-            reports: reports_tx,
-            heartbeats: AtomicU64::new(0),
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let service = worker_service_server::WorkerServiceServer::new(FakeService(fake.clone()));
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
+        Self::start_with(None).await
+    }
+
+    /// A worker whose coordinator first refuses it as "not the leader",
+    /// naming `redirect_to`.
+    async fn start_with(redirect_to: Option<String>) -> Self {
+        let (fake, url, FakeChannels { commands, reports }) = fake_coordinator(redirect_to).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Arc::new(ShardStore::open(&dir.path().join("shards")).expect("store"));
         let lines: String = (0..20)
@@ -161,7 +203,7 @@ impl Cluster {
         let worker = Worker::start_with_store(
             WorkerConfig {
                 id: quarry_proto::WorkerId::new("w1".to_owned()),
-                coordinator: format!("http://{addr}"),
+                coordinator: url,
                 data_dir: dir.path().to_owned(),
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 slots: 2,
@@ -360,6 +402,39 @@ async fn an_oversized_download_is_refused() {
         report.error.contains("download refused") && report.error.contains("larger than"),
         "{}",
         report.error
+    );
+    cluster.stop().await;
+}
+
+/// A "not the leader" refusal named a coordinator this worker was not
+/// configured with: the worker used to follow it to any URL. It stays with
+/// its configured coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_hint_to_an_unknown_coordinator_is_not_followed() {
+    let (rogue, rogue_url, _rogue_channels) = fake_coordinator(None).await;
+    let mut cluster = Cluster::start_with(Some(rogue_url)).await;
+    cluster.serve(
+        &digest(&test_modules::NOOP),
+        test_modules::NOOP.wasm.to_vec(),
+    );
+    let (report, _) = cluster
+        .run(
+            &digest(&test_modules::NOOP),
+            &[],
+            Duration::from_millis(300),
+            COMPILE,
+        )
+        .await;
+    assert_eq!(
+        report.outcome,
+        v1::TaskOutcome::Succeeded as i32,
+        "{report:?}"
+    );
+    assert!(cluster.fake.registrations.load(Ordering::Relaxed) >= 2);
+    assert_eq!(
+        rogue.registrations.load(Ordering::Relaxed),
+        0,
+        "the worker registered with the coordinator a refusal named"
     );
     cluster.stop().await;
 }
