@@ -52,7 +52,7 @@ struct Inner {
     running: AtomicU32,
     /// Tasks started (task id -> attempt, cancel flag); a re-sent assignment
     /// of the same attempt is ignored.
-    started: Mutex<HashMap<String, (u32, Arc<AtomicBool>)>>,
+    started: Mutex<StartedTasks>,
     /// Signalled when an ingest changed the shards: the session re-registers.
     shards_changed: Arc<Notify>,
     /// Index into the coordinator URLs of the one in use; moves on when that
@@ -186,7 +186,7 @@ impl Worker {
             runtime,
             slots: Arc::new(Semaphore::new(slots as usize)),
             running: AtomicU32::new(0),
-            started: Mutex::new(HashMap::new()),
+            started: Mutex::new(StartedTasks::default()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
@@ -486,6 +486,61 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
     result
 }
 
+/// Finished tasks remembered (so that a re-sent assignment of an attempt
+/// already run is ignored); older ones are forgotten, or the map would grow
+/// with every task the worker ever ran.
+const MAX_FINISHED_REMEMBERED: usize = 10_000;
+
+/// The tasks this worker started: each task's latest attempt and its cancel
+/// flag, for running tasks and the most recently finished ones.
+#[derive(Default)]
+struct StartedTasks {
+    tasks: HashMap<String, (u32, Arc<AtomicBool>)>,
+    /// Finished (task, attempt), oldest first.
+    finished: std::collections::VecDeque<(String, u32)>,
+}
+
+impl StartedTasks {
+    fn get(&self, task: &str) -> Option<&(u32, Arc<AtomicBool>)> {
+        self.tasks.get(task)
+    }
+
+    /// Records `attempt` of `task` as started and returns its cancel flag;
+    /// `None` when this or a later attempt was started already.
+    fn start(&mut self, task: &str, attempt: u32) -> Option<Arc<AtomicBool>> {
+        if self
+            .tasks
+            .get(task)
+            .is_some_and(|(started, _)| *started >= attempt)
+        {
+            return None;
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.tasks
+            .insert(task.to_owned(), (attempt, cancel.clone()));
+        Some(cancel)
+    }
+
+    /// Records `attempt` of `task` as finished, forgetting the oldest
+    /// finished ones past [`MAX_FINISHED_REMEMBERED`] (not a later attempt
+    /// that may be running).
+    fn finish(&mut self, task: &str, attempt: u32) {
+        self.finished.push_back((task.to_owned(), attempt));
+        while self.finished.len() > MAX_FINISHED_REMEMBERED {
+            let Some((old, old_attempt)) = self.finished.pop_front() else {
+                break;
+            };
+            if self
+                .tasks
+                .get(&old)
+                .is_some_and(|(latest, _)| *latest == old_attempt)
+            {
+                self.tasks.remove(&old);
+            }
+        }
+    }
+}
+
 /// Sets the cancel flag of `task` (of that attempt only, when given: a later
 /// attempt of the same task on this worker goes on). The guest stops at its
 /// next epoch check (see the runtime).
@@ -504,41 +559,46 @@ fn start_task(
     client: &WorkerServiceClient<Channel>,
     assignment: v1::TaskAssignment,
 ) {
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
+    let cancel = {
         let Ok(mut started) = inner.started.lock() else {
             return;
         };
-        if started
-            .get(&assignment.task_id)
-            .is_some_and(|(attempt, _)| *attempt >= assignment.attempt)
-        {
-            return; // already running or reported
+        match started.start(&assignment.task_id, assignment.attempt) {
+            Some(cancel) => cancel,
+            None => return, // already running or reported
         }
-        started.insert(
-            assignment.task_id.clone(),
-            (assignment.attempt, cancel.clone()),
-        );
-    }
+    };
     let inner = inner.clone();
     let client = client.clone();
     let span = tracing::info_span!("task", task = %assignment.task_id, attempt = assignment.attempt, shard = %assignment.shard);
     tokio::spawn(tracing::Instrument::instrument(
         async move {
-            let Ok(_permit) = inner.slots.clone().acquire_owned().await else {
-                return;
-            };
-            if cancel.load(Ordering::Relaxed) {
-                tracing::info!("task cancelled before it started");
-                return;
+            run_and_report(&inner, client, &assignment, cancel).await;
+            if let Ok(mut started) = inner.started.lock() {
+                started.finish(&assignment.task_id, assignment.attempt);
             }
-            inner.running.fetch_add(1, Ordering::Relaxed);
-            let outcome = run_task(&inner, client.clone(), &assignment, cancel).await;
-            inner.running.fetch_sub(1, Ordering::Relaxed);
-            report(&inner, client, &assignment, outcome).await;
         },
         span,
     ));
+}
+
+async fn run_and_report(
+    inner: &Arc<Inner>,
+    client: WorkerServiceClient<Channel>,
+    assignment: &v1::TaskAssignment,
+    cancel: Arc<AtomicBool>,
+) {
+    let Ok(_permit) = inner.slots.clone().acquire_owned().await else {
+        return;
+    };
+    if cancel.load(Ordering::Relaxed) {
+        tracing::info!("task cancelled before it started");
+        return;
+    }
+    inner.running.fetch_add(1, Ordering::Relaxed);
+    let outcome = run_task(inner, client.clone(), assignment, cancel).await;
+    inner.running.fetch_sub(1, Ordering::Relaxed);
+    report(inner, client, assignment, outcome).await;
 }
 
 async fn module_for(
@@ -781,6 +841,37 @@ mod tests {
                 "{digest}"
             );
         }
+    }
+
+    #[test]
+    fn finished_tasks_are_remembered_up_to_a_bound() {
+        let mut started = StartedTasks::default();
+        assert!(started.start("t0", 1).is_some());
+        assert!(
+            started.start("t0", 1).is_none(),
+            "a re-sent attempt is ignored"
+        );
+        started.finish("t0", 1);
+        assert!(started.start("t0", 1).is_none(), "also once finished");
+        // A later attempt starts, and forgetting the finished first attempt
+        // does not forget it.
+        assert!(started.start("t0", 2).is_some());
+        for i in 1..=MAX_FINISHED_REMEMBERED + 1 {
+            let task = format!("t{i}");
+            assert!(started.start(&task, 1).is_some());
+            started.finish(&task, 1);
+        }
+        assert!(started.tasks.len() <= MAX_FINISHED_REMEMBERED + 1);
+        assert_eq!(started.get("t0").map(|(attempt, _)| *attempt), Some(2));
+        assert!(
+            started.get("t1").is_none(),
+            "the oldest finished is forgotten"
+        );
+        assert!(
+            started
+                .get(&format!("t{MAX_FINISHED_REMEMBERED}"))
+                .is_some()
+        );
     }
 
     #[test]
