@@ -66,7 +66,8 @@ fn shard_events(k: usize) -> (String, usize) {
 
 /// Compiles the module into the disk cache of each worker directory in
 /// `dirs`, as the worker would (the cache file names carry the module's
-/// digest and the engine's compatibility hash).
+/// digest and the engine's compatibility hash; the workers share one cache
+/// key).
 async fn prewarm(dirs: &[PathBuf]) -> anyhow::Result<()> {
     let caches: Vec<PathBuf> = dirs.iter().map(|d| d.join("module-cache")).collect();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -77,6 +78,9 @@ async fn prewarm(dirs: &[PathBuf]) -> anyhow::Result<()> {
         for cache in &caches[1..] {
             // Creates the cache directory as a worker would.
             drop(Runtime::new(2, RuntimeConfig::default(), Some(cache))?);
+            // Artifacts are authenticated with the node's cache key (kept
+            // beside the directory): share it, or the copies are refused.
+            std::fs::copy(caches[0].with_extension("key"), cache.with_extension("key"))?;
             for entry in std::fs::read_dir(&caches[0])? {
                 let entry = entry?;
                 std::fs::copy(entry.path(), cache.join(entry.file_name()))?;

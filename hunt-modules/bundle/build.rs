@@ -99,6 +99,26 @@ const TEST_MODULES: &[Module] = &[
         package: "test-aggregates",
         dir: "hunt-modules/test-modules/aggregates",
     },
+    Module {
+        package: "test-sleeper",
+        dir: "hunt-modules/test-modules/sleeper",
+    },
+    Module {
+        package: "test-poll-forever",
+        dir: "hunt-modules/test-modules/poll-forever",
+    },
+    Module {
+        package: "test-host-abuse",
+        dir: "hunt-modules/test-modules/host-abuse",
+    },
+    Module {
+        package: "test-wide-descriptor",
+        dir: "hunt-modules/test-modules/wide-descriptor",
+    },
+    Module {
+        package: "test-empty-flood",
+        dir: "hunt-modules/test-modules/empty-flood",
+    },
 ];
 
 /// Inputs of the modules besides their own crates. Directories are scanned

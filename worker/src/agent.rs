@@ -52,7 +52,7 @@ struct Inner {
     running: AtomicU32,
     /// Tasks started (task id -> attempt, cancel flag); a re-sent assignment
     /// of the same attempt is ignored.
-    started: Mutex<HashMap<String, (u32, Arc<AtomicBool>)>>,
+    started: Mutex<StartedTasks>,
     /// Signalled when an ingest changed the shards: the session re-registers.
     shards_changed: Arc<Notify>,
     /// Index into the coordinator URLs of the one in use; moves on when that
@@ -101,16 +101,28 @@ impl Inner {
         }
     }
 
-    /// Remembers the leader a refusal names, if it names one.
+    /// Remembers the leader a refusal names, if it names one of the
+    /// coordinators this worker was configured with: a hint is only a
+    /// hint, and following one to any URL would let whoever answers as a
+    /// coordinator send the worker (and its module downloads) anywhere.
     fn follow(&self, status: &tonic::Status) {
         let named = status
             .metadata()
             .get(quarry_proto::LEADER_METADATA_KEY)
             .and_then(|v| v.to_str().ok())
             .filter(|url| !url.is_empty());
-        if let Some(url) = named {
-            tracing::info!(leader = url, "following the coordinator's leader hint");
-            *self.hint() = Some((url.to_owned(), true));
+        let Some(named) = named else {
+            return;
+        };
+        match known_coordinator(&self.urls(), named) {
+            Some(url) => {
+                tracing::info!(leader = url, "following the coordinator's leader hint");
+                *self.hint() = Some((url.to_owned(), true));
+            }
+            None => tracing::warn!(
+                leader = named,
+                "ignoring a leader hint that names no configured coordinator; add it to the worker's coordinator list to follow it"
+            ),
         }
     }
 
@@ -174,7 +186,7 @@ impl Worker {
             runtime,
             slots: Arc::new(Semaphore::new(slots as usize)),
             running: AtomicU32::new(0),
-            started: Mutex::new(HashMap::new()),
+            started: Mutex::new(StartedTasks::default()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
@@ -297,6 +309,69 @@ enum Session {
     ShardsChanged,
 }
 
+/// The configured coordinator URL that `hint` names, if any (compared
+/// without case and trailing slashes).
+fn known_coordinator<'a>(configured: &[&'a str], hint: &str) -> Option<&'a str> {
+    let normal = |url: &str| url.trim().trim_end_matches('/').to_ascii_lowercase();
+    let hint = normal(hint);
+    configured.iter().copied().find(|url| normal(url) == hint)
+}
+
+/// Largest module a worker downloads; more is refused as it streams in.
+pub const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A module being downloaded: bounded in size as it arrives, and kept only
+/// if its bytes have the digest it was asked for.
+struct ModuleDownload<'a> {
+    digest: &'a ModuleDigest,
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl<'a> ModuleDownload<'a> {
+    fn new(digest: &'a ModuleDigest, limit: usize) -> Result<Self, WorkerError> {
+        if !digest.is_well_formed() {
+            return Err(WorkerError::ModuleDownload {
+                digest: digest.clone(),
+                detail: "not a sha256 digest (64 lowercase hex digits)".into(),
+            });
+        }
+        Ok(Self {
+            digest,
+            bytes: Vec::new(),
+            limit,
+        })
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<(), WorkerError> {
+        if self.bytes.len().saturating_add(chunk.len()) > self.limit {
+            return Err(WorkerError::ModuleDownload {
+                digest: self.digest.clone(),
+                detail: format!(
+                    "larger than {} bytes, the most a worker accepts",
+                    self.limit
+                ),
+            });
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Vec<u8>, WorkerError> {
+        let actual = runtime::module_digest(&self.bytes);
+        if actual != *self.digest {
+            return Err(WorkerError::ModuleDownload {
+                digest: self.digest.clone(),
+                detail: format!(
+                    "the {} bytes received have sha256 {actual}; the coordinator sent other bytes than the module asked for",
+                    self.bytes.len()
+                ),
+            });
+        }
+        Ok(self.bytes)
+    }
+}
+
 fn coordinator_error(inner: &Inner, detail: impl std::fmt::Display) -> WorkerError {
     WorkerError::Coordinator {
         url: inner.url(),
@@ -414,6 +489,61 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
     result
 }
 
+/// Finished tasks remembered (so that a re-sent assignment of an attempt
+/// already run is ignored); older ones are forgotten, or the map would grow
+/// with every task the worker ever ran.
+const MAX_FINISHED_REMEMBERED: usize = 10_000;
+
+/// The tasks this worker started: each task's latest attempt and its cancel
+/// flag, for running tasks and the most recently finished ones.
+#[derive(Default)]
+struct StartedTasks {
+    tasks: HashMap<String, (u32, Arc<AtomicBool>)>,
+    /// Finished (task, attempt), oldest first.
+    finished: std::collections::VecDeque<(String, u32)>,
+}
+
+impl StartedTasks {
+    fn get(&self, task: &str) -> Option<&(u32, Arc<AtomicBool>)> {
+        self.tasks.get(task)
+    }
+
+    /// Records `attempt` of `task` as started and returns its cancel flag;
+    /// `None` when this or a later attempt was started already.
+    fn start(&mut self, task: &str, attempt: u32) -> Option<Arc<AtomicBool>> {
+        if self
+            .tasks
+            .get(task)
+            .is_some_and(|(started, _)| *started >= attempt)
+        {
+            return None;
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.tasks
+            .insert(task.to_owned(), (attempt, cancel.clone()));
+        Some(cancel)
+    }
+
+    /// Records `attempt` of `task` as finished, forgetting the oldest
+    /// finished ones past [`MAX_FINISHED_REMEMBERED`] (not a later attempt
+    /// that may be running).
+    fn finish(&mut self, task: &str, attempt: u32) {
+        self.finished.push_back((task.to_owned(), attempt));
+        while self.finished.len() > MAX_FINISHED_REMEMBERED {
+            let Some((old, old_attempt)) = self.finished.pop_front() else {
+                break;
+            };
+            if self
+                .tasks
+                .get(&old)
+                .is_some_and(|(latest, _)| *latest == old_attempt)
+            {
+                self.tasks.remove(&old);
+            }
+        }
+    }
+}
+
 /// Sets the cancel flag of `task` (of that attempt only, when given: a later
 /// attempt of the same task on this worker goes on). The guest stops at its
 /// next epoch check (see the runtime).
@@ -432,41 +562,46 @@ fn start_task(
     client: &WorkerServiceClient<Channel>,
     assignment: v1::TaskAssignment,
 ) {
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
+    let cancel = {
         let Ok(mut started) = inner.started.lock() else {
             return;
         };
-        if started
-            .get(&assignment.task_id)
-            .is_some_and(|(attempt, _)| *attempt >= assignment.attempt)
-        {
-            return; // already running or reported
+        match started.start(&assignment.task_id, assignment.attempt) {
+            Some(cancel) => cancel,
+            None => return, // already running or reported
         }
-        started.insert(
-            assignment.task_id.clone(),
-            (assignment.attempt, cancel.clone()),
-        );
-    }
+    };
     let inner = inner.clone();
     let client = client.clone();
     let span = tracing::info_span!("task", task = %assignment.task_id, attempt = assignment.attempt, shard = %assignment.shard);
     tokio::spawn(tracing::Instrument::instrument(
         async move {
-            let Ok(_permit) = inner.slots.clone().acquire_owned().await else {
-                return;
-            };
-            if cancel.load(Ordering::Relaxed) {
-                tracing::info!("task cancelled before it started");
-                return;
+            run_and_report(&inner, client, &assignment, cancel).await;
+            if let Ok(mut started) = inner.started.lock() {
+                started.finish(&assignment.task_id, assignment.attempt);
             }
-            inner.running.fetch_add(1, Ordering::Relaxed);
-            let outcome = run_task(&inner, client.clone(), &assignment, cancel).await;
-            inner.running.fetch_sub(1, Ordering::Relaxed);
-            report(&inner, client, &assignment, outcome).await;
         },
         span,
     ));
+}
+
+async fn run_and_report(
+    inner: &Arc<Inner>,
+    client: WorkerServiceClient<Channel>,
+    assignment: &v1::TaskAssignment,
+    cancel: Arc<AtomicBool>,
+) {
+    let Ok(_permit) = inner.slots.clone().acquire_owned().await else {
+        return;
+    };
+    if cancel.load(Ordering::Relaxed) {
+        tracing::info!("task cancelled before it started");
+        return;
+    }
+    inner.running.fetch_add(1, Ordering::Relaxed);
+    let outcome = run_task(inner, client.clone(), assignment, cancel).await;
+    inner.running.fetch_sub(1, Ordering::Relaxed);
+    report(inner, client, assignment, outcome).await;
 }
 
 async fn module_for(
@@ -477,6 +612,7 @@ async fn module_for(
     if let Some(module) = inner.runtime.cached(digest) {
         return Ok(module);
     }
+    let mut download = ModuleDownload::new(digest, MAX_MODULE_BYTES)?;
     let mut stream = client
         .fetch_module(v1::FetchModuleRequest {
             digest: digest.to_string(),
@@ -489,7 +625,6 @@ async fn module_for(
             )
         })?
         .into_inner();
-    let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|s| {
             coordinator_error(
@@ -497,8 +632,9 @@ async fn module_for(
                 format!("module {digest} download broke: {}", s.message()),
             )
         })?;
-        bytes.extend_from_slice(&chunk.data);
+        download.push(&chunk.data)?;
     }
+    let bytes = download.finish()?;
     let inner = inner.clone();
     let digest = digest.clone();
     tokio::task::spawn_blocking(move || inner.runtime.load(&digest, &bytes))
@@ -656,5 +792,108 @@ pub fn finding(f: runtime::types::Finding) -> v1::Finding {
         tags: f.tags,
         offsets: f.offsets,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODULE: &[u8] = b"\0asm\x0d\0\x01\0 pretend module bytes";
+
+    #[test]
+    fn a_download_whose_bytes_do_not_match_the_digest_is_refused() {
+        let digest = runtime::module_digest(MODULE);
+        let mut download = ModuleDownload::new(&digest, MAX_MODULE_BYTES).expect("well formed");
+        download.push(&MODULE[..4]).expect("small");
+        download.push(&MODULE[4..]).expect("small");
+        assert_eq!(download.finish().expect("the same bytes"), MODULE);
+
+        let mut download = ModuleDownload::new(&digest, MAX_MODULE_BYTES).expect("well formed");
+        download.push(b"other bytes").expect("small");
+        let error = download.finish().expect_err("other bytes");
+        assert!(
+            matches!(error, WorkerError::ModuleDownload { .. }),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains(&digest.to_string()) && text.contains("sha256"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_download_larger_than_the_limit_is_refused_as_it_arrives() {
+        let digest = runtime::module_digest(MODULE);
+        let mut download = ModuleDownload::new(&digest, 16).expect("well formed");
+        download.push(&[0; 10]).expect("under the limit");
+        let error = download.push(&[0; 10]).expect_err("over the limit");
+        assert!(
+            error.to_string().contains("larger than 16 bytes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_digest_is_not_downloaded() {
+        for digest in ["", "../../etc/passwd", &"A".repeat(64)] {
+            let digest = ModuleDigest::new(digest.to_owned());
+            assert!(
+                ModuleDownload::new(&digest, MAX_MODULE_BYTES).is_err(),
+                "{digest}"
+            );
+        }
+    }
+
+    #[test]
+    fn finished_tasks_are_remembered_up_to_a_bound() {
+        let mut started = StartedTasks::default();
+        assert!(started.start("t0", 1).is_some());
+        assert!(
+            started.start("t0", 1).is_none(),
+            "a re-sent attempt is ignored"
+        );
+        started.finish("t0", 1);
+        assert!(started.start("t0", 1).is_none(), "also once finished");
+        // A later attempt starts, and forgetting the finished first attempt
+        // does not forget it.
+        assert!(started.start("t0", 2).is_some());
+        for i in 1..=MAX_FINISHED_REMEMBERED + 1 {
+            let task = format!("t{i}");
+            assert!(started.start(&task, 1).is_some());
+            started.finish(&task, 1);
+        }
+        assert!(started.tasks.len() <= MAX_FINISHED_REMEMBERED + 1);
+        assert_eq!(started.get("t0").map(|(attempt, _)| *attempt), Some(2));
+        assert!(
+            started.get("t1").is_none(),
+            "the oldest finished is forgotten"
+        );
+        assert!(
+            started
+                .get(&format!("t{MAX_FINISHED_REMEMBERED}"))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn leader_hints_are_followed_only_to_configured_coordinators() {
+        let configured = ["http://10.0.0.1:7700", "http://10.0.0.2:7700/"];
+        assert_eq!(
+            known_coordinator(&configured, "http://10.0.0.2:7700"),
+            Some("http://10.0.0.2:7700/")
+        );
+        assert_eq!(
+            known_coordinator(&configured, "HTTP://10.0.0.1:7700/"),
+            Some("http://10.0.0.1:7700")
+        );
+        for stranger in [
+            "http://evil.example:7700",
+            "http://10.0.0.1:7701",
+            "https://10.0.0.1:7700",
+        ] {
+            assert_eq!(known_coordinator(&configured, stranger), None, "{stranger}");
+        }
     }
 }

@@ -20,6 +20,15 @@ pub enum WorkerError {
         /// What is wrong.
         detail: String,
     },
+    /// A module download was refused: too large, or its bytes do not have
+    /// the digest asked for.
+    #[error("module {digest} download refused: {detail}")]
+    ModuleDownload {
+        /// The module asked for.
+        digest: ModuleDigest,
+        /// What was wrong.
+        detail: String,
+    },
     /// A task failed; the message names the cause (deadline, memory, trap, guest error).
     #[error("{0}")]
     Task(String),

@@ -13,6 +13,7 @@ pub mod event;
 pub mod ingest;
 pub mod ingest_service;
 pub mod memory;
+pub mod module_cache;
 pub mod prefilter;
 mod rng;
 pub mod runtime;

@@ -277,6 +277,57 @@ pub fn project(doc: &Value, fields: &[String]) -> Vec<Option<String>> {
         .collect()
 }
 
+/// A module's declared fields, ready to project events onto: a field
+/// declared more than once is looked up once per event, and its value
+/// copied to each position it was declared at.
+#[derive(Debug, Clone, Default)]
+pub struct Projection {
+    /// Each distinct field, in first-declared order.
+    unique: Vec<String>,
+    /// For each declared field, its index in `unique`; `None` when no field
+    /// repeats (the projection is then `unique` itself).
+    slots: Option<Vec<usize>>,
+}
+
+impl Projection {
+    /// The projection onto `fields`, in declaration order.
+    pub fn new(fields: &[String]) -> Self {
+        let mut unique: Vec<String> = Vec::with_capacity(fields.len());
+        let mut index = std::collections::HashMap::with_capacity(fields.len());
+        let slots: Vec<usize> = fields
+            .iter()
+            .map(|field| {
+                *index.entry(field.as_str()).or_insert_with(|| {
+                    unique.push(field.clone());
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        let repeats = unique.len() < fields.len();
+        Self {
+            unique,
+            slots: repeats.then_some(slots),
+        }
+    }
+
+    /// Distinct fields looked up per event.
+    pub fn distinct_fields(&self) -> usize {
+        self.unique.len()
+    }
+
+    /// `doc`'s values, one per declared field (as [`project`]).
+    pub fn project(&self, doc: &Value) -> Vec<Option<String>> {
+        let values = project(doc, &self.unique);
+        match &self.slots {
+            None => values,
+            Some(slots) => slots
+                .iter()
+                .map(|&slot| values.get(slot).cloned().flatten())
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,6 +491,21 @@ mod tests {
             vec![vec![Clause::new("x", MatchOp::Regex, ["("])]],
         );
         assert!(bad.unwrap_err().contains("invalid regular expression"));
+    }
+
+    #[test]
+    fn projection_looks_up_a_repeated_field_once_and_fills_every_position() {
+        let fields: Vec<String> = ["EventID", "TargetUserName", "EventID", "Missing", "EventID"]
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        let projection = Projection::new(&fields);
+        assert_eq!(projection.distinct_fields(), 3);
+        let doc = failed_logon();
+        assert_eq!(projection.project(&doc), project(&doc, &fields));
+        let distinct = Projection::new(&fields[..2]);
+        assert_eq!(distinct.distinct_fields(), 2);
+        assert_eq!(distinct.project(&doc), project(&doc, &fields[..2]));
     }
 
     #[test]

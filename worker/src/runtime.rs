@@ -1,9 +1,15 @@
 //! The wasm sandbox: one shared wasmtime `Engine` with a pooling allocator
 //! and epoch interruption, modules compiled once per digest (the compiled
 //! artifact cached on disk) into an `InstancePre`, and a fresh `Store` per
-//! task with memory, CPU and output limits. Guests reach WASI only through a
-//! deny-all context (nothing preopened, no sockets, no environment;
-//! stdout/stderr captured into bounded buffers that become the task's log).
+//! task with memory, CPU and output limits.
+//!
+//! Guests reach only the host functions [`link`] lists: the hunt host
+//! interface and the part of WASI a Rust std `wasm32-wasip2` guest imports
+//! (stdio, environment, exit, poll, random), each bounded. Clocks are linked
+//! only to refuse by name: epoch deadlines do not interrupt a host call, so
+//! a host function that waits (a sleep, a poll on a timer) would let a guest
+//! outlive its deadline. Filesystem, sockets and HTTP are not linked at all:
+//! a module importing them is refused at load.
 //!
 //! Every way a task can fail has its own [`TaskFailure`] variant: deadline
 //! exceeded, memory limit, trap, output limit, invalid module, plus the
@@ -11,23 +17,25 @@
 
 use crate::error::WorkerError;
 use crate::event::StoredEvent;
-use crate::prefilter::{Clause, MatchOp, Prefilter};
+pub use crate::module_cache::ModuleCacheConfig;
+use crate::module_cache::{DiskCache, MemoryCache};
+use crate::prefilter::{Clause, MatchOp, Prefilter, Projection};
 use crate::shard::ShardStore;
 use quarry_contract::intel::IntelSets;
 use quarry_proto::ModuleDigest;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasData, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, WasmBacktrace,
 };
+use wasmtime_wasi::p2::DynPollable;
+use wasmtime_wasi::p2::bindings::clocks::{monotonic_clock, wall_clock};
+use wasmtime_wasi::p2::bindings::random::{insecure, insecure_seed, random};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -49,6 +57,15 @@ const CANCEL_CHECK_TICKS: u64 = 10;
 pub const BATCH_SIZE: usize = 1024;
 /// Largest linear memory any task may ask for.
 pub const MAX_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
+/// Linear memories one task (component) may define; a Rust std component
+/// defines one.
+pub const MAX_MEMORIES_PER_TASK: u32 = 2;
+/// Core module instances one task (component) may create.
+pub const MAX_CORE_INSTANCES_PER_TASK: u32 = 16;
+/// Tables one task (component) may define.
+pub const MAX_TABLES_PER_TASK: u32 = 16;
+/// Table elements over all of a task's tables.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Bytes of stdout (and, separately, of stderr) kept per task. A module that
 /// writes more fails with [`TaskFailure::OutputLimit`] naming the stream: the
 /// log stays bounded and a module stuck printing does not burn its whole CPU
@@ -62,18 +79,43 @@ const MAX_LOG_FIELDS: usize = 16;
 const MAX_BACKTRACE_FRAMES: usize = 24;
 /// Characters of a module's trap message kept in a trap reason.
 const MAX_TRAP_MESSAGE: usize = 2048;
+/// Bytes one `wasi:random` call may ask for (std asks for 16 to seed a
+/// `HashMap`).
+pub const MAX_RANDOM_BYTES: u64 = 64 * 1024;
+/// What one host call may receive from the guest, counted as wasmtime
+/// counts the host's copies (string bytes plus the size of every list
+/// element on the host): wasmtime's "hostcall fuel". Copying stops there.
+pub const MAX_HOSTCALL_BYTES: usize = 1024 * 1024;
+/// What `describe()` may return, counted the same way.
+pub const MAX_DESCRIPTOR_BYTES: usize = 4 * 1024 * 1024;
+/// Most fields a module may declare: each is projected for every event
+/// that passes the prefilter (`sigma` reads about 500).
+pub const MAX_FIELDS: usize = 1024;
+/// Most prefilter clauses a module may declare.
+pub const MAX_PREFILTER_CLAUSES: usize = 256;
+/// Most any-of groups a module may declare.
+pub const MAX_ANY_OF_GROUPS: usize = 64;
+/// Most clauses in one any-of group.
+pub const MAX_GROUP_CLAUSES: usize = 64;
+/// Most values over all prefilter clauses and groups.
+pub const MAX_PREFILTER_VALUES: usize = 16 * 1024;
+/// Longest field name (a dotted path) in `fields` or a clause.
+pub const MAX_FIELD_NAME_BYTES: usize = 256;
+/// Why clocks are refused, for the hunter.
+const NO_CLOCK: &str = "the sandbox offers no clock (a module must not sleep, wait or read the time; use event timestamps)";
 
 /// What a task may use.
 #[derive(Clone, Copy, Debug)]
 pub struct TaskLimits {
     /// Guest CPU time (wall time inside guest calls).
     pub cpu: Duration,
-    /// Linear memory cap.
+    /// Cap on the task's linear memory, all its memories together.
     pub memory_bytes: u64,
     /// Findings kept; more are counted and dropped.
     pub max_findings: usize,
-    /// Bytes of findings and aggregates (their strings) a task may return;
-    /// more fails the task with [`TaskFailure::OutputLimit`].
+    /// Bytes of findings and aggregates a task may return, each element
+    /// charged for its host copy as well as its strings (so empty strings
+    /// are not free); more fails the task with [`TaskFailure::OutputLimit`].
     pub max_output_bytes: u64,
 }
 
@@ -89,6 +131,9 @@ pub struct RuntimeConfig {
     pub max_findings: usize,
     /// Most output bytes per task.
     pub max_output_bytes: u64,
+    /// Compiled modules kept loaded in memory (about their code size); the
+    /// least recently used are dropped beyond it and reloaded when needed.
+    pub max_loaded_module_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -98,6 +143,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 512 * 1024 * 1024,
             max_findings: 100_000,
             max_output_bytes: 64 * 1024 * 1024,
+            max_loaded_module_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -210,6 +256,27 @@ pub enum TaskFailure {
         /// The cap.
         limit_bytes: u64,
     },
+    /// The guest called a host function the sandbox refuses (a clock), or
+    /// asked one for more than its bound (`wasi:random` bytes).
+    #[error("host call refused in {call}: {function}: {reason}")]
+    HostCallDenied {
+        /// Where.
+        call: Call,
+        /// The host function, as `interface.function`.
+        function: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// The guest passed more data to one host call than the sandbox copies.
+    #[error(
+        "host call limit: module passed more than {limit_bytes} bytes to one host call in {call}"
+    )]
+    HostCallLimit {
+        /// Where.
+        call: Call,
+        /// The bound.
+        limit_bytes: u64,
+    },
     /// The module cannot be used at all (does not compile, link or describe
     /// itself, or cannot be instantiated).
     #[error("invalid module {digest}: {detail}")]
@@ -298,6 +365,8 @@ pub struct LoadedModule {
     digest: ModuleDigest,
     pre: HuntPre<TaskData>,
     description: ModuleDescription,
+    /// The declared fields, deduplicated for projecting events.
+    projection: Projection,
 }
 
 impl LoadedModule {
@@ -344,8 +413,9 @@ pub struct TaskOutput {
     pub findings_truncated: bool,
     /// How many findings beyond the limit were dropped.
     pub findings_dropped: u64,
-    /// Bytes of findings and aggregates returned (what counts against
-    /// [`TaskLimits::max_output_bytes`]).
+    /// What the findings and aggregates returned cost against
+    /// [`TaskLimits::max_output_bytes`]: their strings' bytes plus the host's
+    /// copy of every element (see [`finding_bytes`]).
     pub output_bytes: u64,
     /// Module log lines and captured stdout/stderr.
     pub log: Vec<String>,
@@ -367,6 +437,9 @@ struct TaskData {
     cpu_deadline: Option<Instant>,
     /// The callback stopped the guest because the task was cancelled.
     cancelled: bool,
+    /// A host function refused the guest (the trap it returned says the
+    /// same; kept here so the failure is named whatever wraps the error).
+    refused: Option<Refusal>,
     /// The intel sets shipped with the task.
     intel: IntelSets,
 }
@@ -381,6 +454,154 @@ impl WasiView for TaskData {
 }
 
 impl wit::Host for TaskData {}
+
+/// A host function's refusal: which function and why.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{function}: {reason}")]
+struct Refusal {
+    function: &'static str,
+    reason: String,
+}
+
+impl TaskData {
+    /// Records and returns the refusal of `function`, as the trap that ends
+    /// the guest call.
+    fn refuse(&mut self, function: &'static str, reason: impl Into<String>) -> wasmtime::Error {
+        let refusal = Refusal {
+            function,
+            reason: reason.into(),
+        };
+        tracing::debug!(%refusal, "host call refused");
+        self.refused = Some(refusal.clone());
+        wasmtime::Error::new(refusal)
+    }
+
+    fn bounded_random(&mut self, function: &'static str, len: u64) -> wasmtime::Result<()> {
+        if len > MAX_RANDOM_BYTES {
+            return Err(self.refuse(
+                function,
+                format!("asked for {len} random bytes; at most {MAX_RANDOM_BYTES} per call"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+// No clock: every function refuses, so nothing can wait in the host.
+impl monotonic_clock::Host for TaskData {
+    fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
+        Err(self.refuse("wasi:clocks/monotonic-clock.now", NO_CLOCK))
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Duration> {
+        Err(self.refuse("wasi:clocks/monotonic-clock.resolution", NO_CLOCK))
+    }
+
+    fn subscribe_instant(
+        &mut self,
+        _when: monotonic_clock::Instant,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        Err(self.refuse("wasi:clocks/monotonic-clock.subscribe-instant", NO_CLOCK))
+    }
+
+    fn subscribe_duration(
+        &mut self,
+        _when: monotonic_clock::Duration,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        Err(self.refuse("wasi:clocks/monotonic-clock.subscribe-duration", NO_CLOCK))
+    }
+}
+
+impl wall_clock::Host for TaskData {
+    fn now(&mut self) -> wasmtime::Result<wall_clock::Datetime> {
+        Err(self.refuse("wasi:clocks/wall-clock.now", NO_CLOCK))
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<wall_clock::Datetime> {
+        Err(self.refuse("wasi:clocks/wall-clock.resolution", NO_CLOCK))
+    }
+}
+
+// Random bytes are generated on the host: bound how many one call may ask.
+impl random::Host for TaskData {
+    fn get_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        self.bounded_random("wasi:random/random.get-random-bytes", len)?;
+        random::Host::get_random_bytes(self.wasi.random(), len)
+    }
+
+    fn get_random_u64(&mut self) -> wasmtime::Result<u64> {
+        random::Host::get_random_u64(self.wasi.random())
+    }
+}
+
+impl insecure::Host for TaskData {
+    fn get_insecure_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        self.bounded_random("wasi:random/insecure.get-insecure-random-bytes", len)?;
+        insecure::Host::get_insecure_random_bytes(self.wasi.random(), len)
+    }
+
+    fn get_insecure_random_u64(&mut self) -> wasmtime::Result<u64> {
+        insecure::Host::get_insecure_random_u64(self.wasi.random())
+    }
+}
+
+impl insecure_seed::Host for TaskData {
+    fn insecure_seed(&mut self) -> wasmtime::Result<(u64, u64)> {
+        insecure_seed::Host::insecure_seed(self.wasi.random())
+    }
+}
+
+/// `wasi:io` host state: the resource table.
+struct IoTable;
+
+impl HasData for IoTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// Links every host function a module can reach, and nothing else
+/// (docs/module-contract.md lists them with their bounds):
+///
+/// - `quarry:hunt/host`: `log` (lines and fields capped), `intel-contains`,
+///   `intel-sets`;
+/// - `wasi:io/{error,poll,streams}` and `wasi:cli/{stdin,stdout,stderr}`:
+///   stdin is closed and stdout/stderr are bounded in-memory pipes, so every
+///   pollable a guest can get is ready at once and neither `poll` nor a
+///   blocking read or write ever waits;
+/// - `wasi:cli/{environment,exit,terminal-*}`: empty environment and
+///   arguments, no terminals; `exit` ends the task;
+/// - `wasi:random/{random,insecure,insecure-seed}`: at most
+///   [`MAX_RANDOM_BYTES`] per call;
+/// - `wasi:clocks/{monotonic-clock,wall-clock}`: every function refuses
+///   ([`TaskFailure::HostCallDenied`]), as std's `sleep` would otherwise
+///   block in the host where no deadline reaches.
+///
+/// What one call may copy in from the guest is bounded by the store's
+/// hostcall fuel ([`MAX_HOSTCALL_BYTES`]).
+fn link(linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random as rand, sync::io};
+
+    let l = linker;
+    io::error::add_to_linker::<TaskData, IoTable>(l, |t| &mut t.table)?;
+    io::poll::add_to_linker::<TaskData, IoTable>(l, |t| &mut t.table)?;
+    io::streams::add_to_linker::<TaskData, IoTable>(l, |t| &mut t.table)?;
+    cli::environment::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::exit::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::stdin::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::stdout::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::stderr::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::terminal_input::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::terminal_output::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::terminal_stdin::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::terminal_stdout::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    cli::terminal_stderr::add_to_linker::<TaskData, WasiCli>(l, WasiCliView::cli)?;
+    clocks::monotonic_clock::add_to_linker::<TaskData, HasSelf<TaskData>>(l, |t| t)?;
+    clocks::wall_clock::add_to_linker::<TaskData, HasSelf<TaskData>>(l, |t| t)?;
+    rand::random::add_to_linker::<TaskData, HasSelf<TaskData>>(l, |t| t)?;
+    rand::insecure::add_to_linker::<TaskData, HasSelf<TaskData>>(l, |t| t)?;
+    rand::insecure_seed::add_to_linker::<TaskData, HasSelf<TaskData>>(l, |t| t)?;
+    Hunt::add_to_linker::<_, HasSelf<_>>(l, |state| state)
+}
 
 impl quarry::hunt::host::Host for TaskData {
     fn log(&mut self, level: wit::LogLevel, message: String, fields: Vec<(String, String)>) {
@@ -429,34 +650,55 @@ impl quarry::hunt::host::Host for TaskData {
     }
 }
 
-/// Caps linear memory and tables, remembering whether the cap was hit so the
-/// trap can be reported as what it is.
+/// Caps the task's linear memory and table elements, summed over all its
+/// memories and tables (a component may define several), remembering
+/// whether the memory cap was hit so the trap can be reported as what it is.
+#[derive(Default)]
 struct MemoryLimiter {
+    /// The cap on all memories together.
     memory_bytes: usize,
+    /// Bytes of all memories so far (memories only grow, and live as long
+    /// as the store).
+    memory_total: usize,
+    /// Elements of all tables so far.
+    table_total: usize,
     hit: bool,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
+    // Called with `current == 0` when a memory is created, then on each
+    // growth.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let total = self
+            .memory_total
+            .saturating_add(desired.saturating_sub(current));
+        if total > self.memory_bytes {
             self.hit = true;
             return Ok(false);
         }
+        self.memory_total = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        let total = self
+            .table_total
+            .saturating_add(desired.saturating_sub(current));
+        if total > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_total = total;
+        Ok(true)
     }
 }
 
@@ -503,7 +745,9 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<TaskData>,
     config: RuntimeConfig,
-    cache: Mutex<HashMap<ModuleDigest, Arc<LoadedModule>>>,
+    /// Loaded modules, least recently used dropped past
+    /// [`RuntimeConfig::max_loaded_module_bytes`].
+    cache: Mutex<MemoryCache<Arc<LoadedModule>>>,
     disk_cache: Option<DiskCache>,
     gate: Arc<InstanceGate>,
     stop_ticker: Arc<AtomicBool>,
@@ -515,89 +759,40 @@ impl Drop for Runtime {
     }
 }
 
-/// Compiled components on disk, `<dir>/<digest>-<engine hash>.cwasm`.
-struct DiskCache {
-    dir: PathBuf,
-    /// The engine's precompile compatibility hash (wasmtime version,
-    /// compiler settings, target), so an artifact from another wasmtime or
-    /// configuration is never even looked at.
-    engine_hash: String,
-}
-
-impl DiskCache {
-    fn open(dir: &Path, engine: &Engine) -> Result<Self, WorkerError> {
-        let failed = |what: &str, e: std::io::Error| {
-            WorkerError::Runtime(format!(
-                "cannot {what} the module cache {}: {e}",
-                dir.display()
-            ))
-        };
-        std::fs::create_dir_all(dir).map_err(|e| failed("create", e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| failed("restrict the permissions of", e))?;
-        }
-        // Temp files a crashed run left half-written; never read, only
-        // renamed into place when complete.
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(Self {
-            dir: dir.to_owned(),
-            engine_hash: format!("{:016x}", hasher.finish()),
-        })
-    }
-
-    fn path(&self, digest: &ModuleDigest) -> PathBuf {
-        self.dir
-            .join(format!("{digest}-{}.cwasm", self.engine_hash))
-    }
-
-    /// Writes `bytes` to `path` through a temporary file and a rename, so a
-    /// reader never sees a partial artifact.
-    fn store(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let temp = self.dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| {
-            let mut file = std::fs::File::create(&temp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temp, path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        written
-    }
-}
-
 impl Runtime {
     /// Builds the engine for up to `slots` concurrent tasks, with the
     /// worker's maximums, caching compiled modules in `cache_dir` (created
-    /// with mode 0700) when given.
+    /// with mode 0700, its key beside it: [`ModuleCacheConfig::in_dir`])
+    /// when given.
     pub fn new(
         slots: u32,
         config: RuntimeConfig,
         cache_dir: Option<&Path>,
     ) -> Result<Self, WorkerError> {
+        Self::with_cache(slots, config, cache_dir.map(ModuleCacheConfig::in_dir))
+    }
+
+    /// As [`Runtime::new`], with the disk cache fully configured.
+    pub fn with_cache(
+        slots: u32,
+        config: RuntimeConfig,
+        cache: Option<ModuleCacheConfig>,
+    ) -> Result<Self, WorkerError> {
         let mut pool = PoolingAllocationConfig::default();
         let instances = slots.max(1) * 2;
+        // Per-component maximums, and pools of exactly that many per
+        // instance: a component with more is refused when compiled, so no
+        // task can take another task's share of the pool (which would make
+        // their instantiation fail).
         pool.total_component_instances(instances)
-            .total_core_instances(instances * 16)
-            .total_memories(instances * 4)
-            .total_tables(instances * 16)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_TASK)
+            .total_core_instances(instances * MAX_CORE_INSTANCES_PER_TASK)
+            .max_memories_per_component(MAX_MEMORIES_PER_TASK)
+            .max_memories_per_module(MAX_MEMORIES_PER_TASK)
+            .total_memories(instances * MAX_MEMORIES_PER_TASK)
+            .max_tables_per_component(MAX_TABLES_PER_TASK)
+            .max_tables_per_module(MAX_TABLES_PER_TASK)
+            .total_tables(instances * MAX_TABLES_PER_TASK)
             .max_memory_size(usize::try_from(MAX_MEMORY_BYTES).unwrap_or(usize::MAX));
         let mut wasm_config = Config::new();
         wasm_config
@@ -611,12 +806,10 @@ impl Runtime {
         let engine = Engine::new(&wasm_config)
             .map_err(|e| WorkerError::Runtime(format!("cannot create the wasm engine: {e}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| WorkerError::Runtime(format!("cannot link WASI: {e}")))?;
-        Hunt::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-            .map_err(|e| WorkerError::Runtime(format!("cannot link the host interface: {e}")))?;
-        let disk_cache = cache_dir
-            .map(|dir| DiskCache::open(dir, &engine))
+        link(&mut linker)
+            .map_err(|e| WorkerError::Runtime(format!("cannot link the host functions: {e}")))?;
+        let disk_cache = cache
+            .map(|cache| DiskCache::open(&cache, &engine))
             .transpose()?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
@@ -636,7 +829,9 @@ impl Runtime {
             engine,
             linker,
             config,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(MemoryCache::new(
+                usize::try_from(config.max_loaded_module_bytes).unwrap_or(usize::MAX),
+            )),
             disk_cache,
             gate: Arc::new(InstanceGate {
                 free: Mutex::new(instances),
@@ -653,7 +848,7 @@ impl Runtime {
 
     /// A module from the cache, if compiled already.
     pub fn cached(&self, digest: &ModuleDigest) -> Option<Arc<LoadedModule>> {
-        self.cache.lock().ok()?.get(digest).cloned()
+        self.cache.lock().ok()?.get(digest)
     }
 
     /// The compiled component for `bytes`: from the disk cache when this
@@ -669,36 +864,15 @@ impl Runtime {
             .filter(|_| digest.is_well_formed() && module_digest(bytes) == *digest);
         let Some(cache) = cache else {
             return Component::new(&self.engine, bytes)
-                .map_err(|e| format!("does not compile: {e}"));
+                .map_err(|e| format!("does not compile: {e:#}"));
         };
-        let path = cache.path(digest);
-        if path.is_file() {
-            // SAFETY: `deserialize_file` trusts the file to be an artifact
-            // that wasmtime itself produced for a compatible engine. That
-            // holds here: the cache directory is created by this worker with
-            // mode 0700 and guests have no filesystem access at all (no
-            // preopened directories), files only appear in it through
-            // `DiskCache::store` (temp file + rename, so never partial) with
-            // the output of `Component::serialize`, and the file name carries
-            // both the sha256 of the module bytes and the engine's
-            // precompile compatibility hash, so an artifact from another
-            // wasmtime version or configuration is never opened. wasmtime
-            // still checks the artifact's header and engine settings.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(component) => return Ok(component),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached module");
-                }
-            }
+        if let Some(component) = cache.load(&self.engine, digest) {
+            return Ok(component);
         }
         let component =
-            Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e}"))?;
+            Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
         match component.serialize() {
-            Ok(artifact) => {
-                if let Err(e) = cache.store(&path, &artifact) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled module");
-                }
-            }
+            Ok(artifact) => cache.store(digest, &artifact),
             Err(e) => tracing::warn!(error = %e, "cannot serialize the compiled module"),
         }
         Ok(component)
@@ -741,18 +915,30 @@ impl Runtime {
             ))
         })?;
         store.set_epoch_deadline(ticks(limits.cpu));
+        store.set_hostcall_fuel(MAX_DESCRIPTOR_BYTES);
         let descriptor = hunt
             .quarry_hunt_module()
             .call_describe(&mut store)
-            .map_err(|e| invalid(explain(Call::Describe, e, &store, &limits).to_string()))?;
+            .map_err(|e| {
+                if is_hostcall_fuel(&e) && !in_host_call(&e) {
+                    return invalid(format!(
+                        "its descriptor is larger than {MAX_DESCRIPTOR_BYTES} bytes; declare fewer fields and prefilter clauses"
+                    ));
+                }
+                invalid(explain(Call::Describe, e, &store, &limits).to_string())
+            })?;
         let description = describe(descriptor).map_err(invalid)?;
         let module = Arc::new(LoadedModule {
             digest: digest.clone(),
             pre,
+            projection: Projection::new(&description.fields),
             description,
         });
+        // About what the module holds in memory: its compiled code.
+        let image = component.image_range();
+        let bytes = (image.end as usize).saturating_sub(image.start as usize);
         if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(digest.clone(), module.clone());
+            cache.insert(digest.clone(), module.clone(), bytes);
         }
         Ok(module)
     }
@@ -775,17 +961,19 @@ impl Runtime {
             limits: MemoryLimiter {
                 memory_bytes: usize::try_from(limits.memory_bytes.min(MAX_MEMORY_BYTES))
                     .unwrap_or(usize::MAX),
-                hit: false,
+                ..MemoryLimiter::default()
             },
             log: Vec::new(),
             log_dropped: 0,
             cancel: Arc::new(AtomicBool::new(false)),
             cpu_deadline: None,
             cancelled: false,
+            refused: None,
             intel: IntelSets::new(),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.limits);
+        store.set_hostcall_fuel(MAX_HOSTCALL_BYTES);
         // The default deadline has already passed; every call sets its own.
         store.set_epoch_deadline(ticks(limits.cpu));
         store
@@ -850,6 +1038,7 @@ impl Runtime {
         }
 
         let description = &module.description;
+        let projection = &module.projection;
         let mut output = TaskOutput::default();
         let mut batch: Vec<wit::Event> = Vec::with_capacity(BATCH_SIZE);
         let mut kept = Kept {
@@ -875,6 +1064,9 @@ impl Runtime {
                     return Err(TaskFailure::Cancelled);
                 }
                 output.events_scanned += events.len() as u64;
+                // The prefilter and the projection run on the host for the
+                // guest: their time counts against the task's CPU budget.
+                let host_work = Instant::now();
                 for event in events {
                     if !description.prefilter.matches(&event.doc) {
                         continue;
@@ -882,12 +1074,20 @@ impl Runtime {
                     batch.push(wit::Event {
                         timestamp_ms: event.timestamp_ms,
                         offset: event.offset,
-                        values: crate::prefilter::project(&event.doc, &description.fields),
+                        values: projection.project(&event.doc),
                     });
                 }
+                budget.charge(host_work.elapsed(), Call::Scan)?;
                 if batch.len() >= BATCH_SIZE {
                     output.events_matched += batch.len() as u64;
-                    let found = scan(exports, &mut store, &batch, &mut budget, &limits)?;
+                    let found = scan(
+                        exports,
+                        &mut store,
+                        &batch,
+                        &mut budget,
+                        &limits,
+                        kept.fuel(),
+                    )?;
                     kept.add(found, Call::Scan)?;
                     batch.clear();
                 }
@@ -898,17 +1098,29 @@ impl Runtime {
         output.blocks_skipped = stats.blocks_skipped;
         if !batch.is_empty() {
             output.events_matched += batch.len() as u64;
-            let found = scan(exports, &mut store, &batch, &mut budget, &limits)?;
+            let found = scan(
+                exports,
+                &mut store,
+                &batch,
+                &mut budget,
+                &limits,
+                kept.fuel(),
+            )?;
             kept.add(found, Call::Scan)?;
         }
         budget.arm(&mut store, Call::Finish)?;
+        store.set_hostcall_fuel(kept.fuel());
         let finished = exports.call_finish(&mut store);
         budget.spent();
         let finished = finished.map_err(|e| explain(Call::Finish, e, &store, &limits))?;
         kept.add(finished.findings, Call::Finish)?;
         for aggregate in finished.aggregates {
+            let elements = aggregate_elements(&aggregate);
             let aggregate = aggregate_from_wit(aggregate).map_err(TaskFailure::BadOutput)?;
-            kept.charge(aggregate.approx_bytes(), Call::Finish)?;
+            kept.charge(
+                AGGREGATE_OVERHEAD + elements * ELEMENT_OVERHEAD + aggregate.approx_bytes(),
+                Call::Finish,
+            )?;
             output.aggregates.push(aggregate);
         }
         output.findings = kept.findings;
@@ -949,6 +1161,18 @@ impl Kept {
         Ok(())
     }
 
+    /// Hostcall fuel for the next `scan` or `finish` call. One bound governs
+    /// the host calls the guest makes and wasmtime's copy of what it
+    /// returns, so it is what is left of the output cap (at least
+    /// [`MAX_HOSTCALL_BYTES`]): copying stops there, however many (empty)
+    /// elements the guest returns.
+    fn fuel(&self) -> usize {
+        let left = self.limits.max_output_bytes.saturating_sub(self.bytes);
+        usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .max(MAX_HOSTCALL_BYTES)
+    }
+
     fn charge(&mut self, bytes: usize, call: Call) -> Result<(), TaskFailure> {
         self.bytes = self.bytes.saturating_add(bytes as u64);
         if self.bytes > self.limits.max_output_bytes {
@@ -962,20 +1186,54 @@ impl Kept {
     }
 }
 
-/// What a finding costs against the output cap: its strings, plus 8 bytes
-/// per offset.
-fn finding_bytes(finding: &wit::Finding) -> usize {
-    finding.rule.len()
+/// What an aggregate costs against the output cap beyond its elements.
+const AGGREGATE_OVERHEAD: usize = 64;
+/// What one element of an aggregate's lists costs beyond its strings.
+const ELEMENT_OVERHEAD: usize = 16;
+
+/// What a finding costs against the output cap: its strings' bytes plus
+/// the host's copy of every element (the finding itself, each evidence
+/// pair, technique, tag and offset), as wasmtime's hostcall fuel counts
+/// them, so a flood of empty strings is not free.
+pub fn finding_bytes(finding: &wit::Finding) -> usize {
+    let strings =
+        |list: &[String]| std::mem::size_of_val(list) + list.iter().map(String::len).sum::<usize>();
+    std::mem::size_of::<wit::Finding>()
+        + finding.rule.len()
         + finding.title.len()
         + finding.entity.len()
+        + std::mem::size_of_val(finding.evidence.as_slice())
         + finding
             .evidence
             .iter()
             .map(|(key, value)| key.len() + value.len())
             .sum::<usize>()
-        + finding.techniques.iter().map(String::len).sum::<usize>()
-        + finding.tags.iter().map(String::len).sum::<usize>()
-        + finding.offsets.len() * 8
+        + strings(&finding.techniques)
+        + strings(&finding.tags)
+        + std::mem::size_of_val(finding.offsets.as_slice())
+}
+
+/// Elements in an aggregate's lists (each charged [`ELEMENT_OVERHEAD`]).
+fn aggregate_elements(aggregate: &wit::Aggregate) -> usize {
+    match &aggregate.value {
+        wit::AggregateValue::Counts(counts) => counts.len(),
+        wit::AggregateValue::Distinct(keys) => keys
+            .iter()
+            .map(|(_, values)| {
+                1 + match values {
+                    wit::DistinctValues::Exact(values) => values.len(),
+                    wit::DistinctValues::Sketch(registers) => registers.len() / 16,
+                }
+            })
+            .sum(),
+        wit::AggregateValue::TopK(top) => top.entries.len(),
+        wit::AggregateValue::Range(ranges) => ranges.len(),
+        wit::AggregateValue::Stack(stack) => stack
+            .entries
+            .iter()
+            .map(|entry| 1 + entry.hosts.len())
+            .sum(),
+    }
 }
 
 fn scan(
@@ -984,8 +1242,10 @@ fn scan(
     batch: &[wit::Event],
     budget: &mut Guest,
     limits: &TaskLimits,
+    fuel: usize,
 ) -> Result<Vec<wit::Finding>, TaskFailure> {
     budget.arm(store, Call::Scan)?;
+    store.set_hostcall_fuel(fuel);
     let result = exports.call_scan(&mut *store, batch);
     budget.spent();
     match result {
@@ -1029,6 +1289,19 @@ impl Guest {
         if let Some(started) = self.started.take() {
             self.remaining = self.remaining.saturating_sub(started.elapsed());
         }
+    }
+
+    /// Charges host work done for the guest (prefilter, projection); fails
+    /// once the budget is spent.
+    fn charge(&mut self, work: Duration, call: Call) -> Result<(), TaskFailure> {
+        self.remaining = self.remaining.saturating_sub(work);
+        if self.remaining.is_zero() {
+            return Err(TaskFailure::DeadlineExceeded {
+                call,
+                limit: self.total,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -1074,6 +1347,29 @@ fn explain(
     let data = store.data();
     if data.cancelled {
         return TaskFailure::Cancelled;
+    }
+    if let Some(refusal) = &data.refused {
+        return TaskFailure::HostCallDenied {
+            call,
+            function: refusal.function.to_owned(),
+            reason: refusal.reason.clone(),
+        };
+    }
+    if is_hostcall_fuel(&error) {
+        // With guest frames on the stack the guest was calling the host;
+        // without, wasmtime was copying what the guest returned.
+        return if in_host_call(&error) {
+            TaskFailure::HostCallLimit {
+                call,
+                limit_bytes: store.hostcall_fuel() as u64,
+            }
+        } else {
+            TaskFailure::OutputLimit {
+                call,
+                kind: OutputKind::Findings,
+                limit_bytes: limits.max_output_bytes,
+            }
+        };
     }
     if data.limits.hit {
         return TaskFailure::MemoryLimit {
@@ -1134,6 +1430,20 @@ fn explain(
         message,
         backtrace,
     }
+}
+
+/// Whether wasmtime stopped copying data between guest and host because the
+/// store's hostcall fuel ran out (its error type is private: match its text).
+fn is_hostcall_fuel(error: &wasmtime::Error) -> bool {
+    format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted")
+}
+
+/// Whether `error` rose inside a guest call (wasm frames on its backtrace),
+/// as opposed to while copying a guest call's results.
+fn in_host_call(error: &wasmtime::Error) -> bool {
+    error
+        .downcast_ref::<WasmBacktrace>()
+        .is_some_and(|backtrace| !backtrace.frames().is_empty())
 }
 
 /// The first frames of a backtrace, one per line.
@@ -1204,7 +1514,73 @@ fn task_log(store: &mut Store<TaskData>) -> Vec<String> {
     log
 }
 
+/// Refuses a descriptor whose fields or prefilter would make the host's
+/// per-event work (projection, prefilter) or memory unreasonable.
+fn check_descriptor(descriptor: &wit::Descriptor) -> Result<(), String> {
+    let too_many = |count: usize, what: &str, max: usize, fix: &str| {
+        if count > max {
+            Err(format!(
+                "declares {count} {what}; at most {max} are allowed ({fix})"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    too_many(
+        descriptor.fields.len(),
+        "fields",
+        MAX_FIELDS,
+        "declare only the fields the module reads; each is projected for every event",
+    )?;
+    too_many(
+        descriptor.prefilter.len(),
+        "prefilter clauses",
+        MAX_PREFILTER_CLAUSES,
+        "merge clauses on one field into one clause with several values",
+    )?;
+    too_many(
+        descriptor.any_of.len(),
+        "any-of groups",
+        MAX_ANY_OF_GROUPS,
+        "merge groups, or filter further in scan()",
+    )?;
+    for group in &descriptor.any_of {
+        too_many(
+            group.len(),
+            "clauses in one any-of group",
+            MAX_GROUP_CLAUSES,
+            "merge clauses on one field into one clause with several values",
+        )?;
+    }
+    let clauses = || {
+        descriptor
+            .prefilter
+            .iter()
+            .chain(descriptor.any_of.iter().flatten())
+    };
+    too_many(
+        clauses().map(|clause| clause.values.len()).sum(),
+        "prefilter values",
+        MAX_PREFILTER_VALUES,
+        "match long lists in scan(), or ship them as an intel set",
+    )?;
+    let names = descriptor
+        .fields
+        .iter()
+        .chain(clauses().map(|clause| &clause.field));
+    for name in names {
+        if name.len() > MAX_FIELD_NAME_BYTES {
+            return Err(format!(
+                "declares a field name of {} bytes; at most {MAX_FIELD_NAME_BYTES} are allowed",
+                name.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn describe(descriptor: wit::Descriptor) -> Result<ModuleDescription, String> {
+    check_descriptor(&descriptor)?;
     let clauses: Vec<Clause> = descriptor.prefilter.into_iter().map(clause).collect();
     let any_of: Vec<Vec<Clause>> = descriptor
         .any_of

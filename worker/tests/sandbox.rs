@@ -15,17 +15,53 @@ use quarry_hunt_modules::{BRUTEFORCE, ShippedModule};
 use quarry_proto::ModuleDigest;
 use quarry_worker::WorkerError;
 use quarry_worker::runtime::{
-    LoadedModule, OutputKind, Runtime, RuntimeConfig, STDIO_CAPTURE_BYTES, TaskFailure, TaskInput,
-    TaskLimits, TaskOutput, module_digest,
+    Call, LoadedModule, ModuleCacheConfig, OutputKind, Runtime, RuntimeConfig, STDIO_CAPTURE_BYTES,
+    TaskFailure, TaskInput, TaskLimits, TaskOutput, module_digest,
 };
 use quarry_worker::shard::ShardStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// How long after its CPU deadline a hostile task may take to end.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// Aborts the test process (nextest runs each test in its own) when a task
+/// has not ended in time: a task stuck in a host call never returns, so a
+/// plain assertion after it would never run.
+struct Watchdog(Arc<AtomicBool>);
+
+impl Watchdog {
+    fn arm(limit: Duration, what: &'static str) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let seen = done.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while started.elapsed() < limit {
+                if seen.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !seen.load(Ordering::Relaxed) {
+                eprintln!("{what}: the task did not end within {limit:?}; it is stuck in the host");
+                std::process::abort();
+            }
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 const SHARD: &str = "win-dc01";
 
@@ -475,6 +511,531 @@ fn a_thousand_runaway_tasks_do_not_leak() {
     assert!(
         after_all as f64 <= after_ten as f64 * 1.2,
         "RSS grew from {after_ten} KiB to {after_all} KiB over 1000 tasks"
+    );
+    sandbox.still_serves();
+}
+
+impl Sandbox {
+    /// Runs a hostile module with CPU deadline `cpu`, asserting that its
+    /// task ends (either way) within the deadline plus [`GRACE`].
+    fn run_hostile(
+        &self,
+        module: &ShippedModule,
+        params: &[(&str, &str)],
+        limits: TaskLimits,
+    ) -> Result<TaskOutput, TaskFailure> {
+        // Loading (compiling) is not part of the task's time.
+        self.load(module);
+        let limit = limits.cpu + GRACE;
+        let started = Instant::now();
+        let outcome = {
+            let _watchdog = Watchdog::arm(limit, module.name);
+            self.run(module, params, limits)
+        };
+        let took = started.elapsed();
+        eprintln!("{}: ended after {took:?}", module.name);
+        assert!(took < limit, "{} took {took:?}", module.name);
+        outcome
+    }
+}
+
+fn hostile(cpu: Duration) -> TaskLimits {
+    TaskLimits { cpu, ..limits() }
+}
+
+/// `std::thread::sleep(Duration::MAX)` used to block inside the host's
+/// real `wasi:clocks`, where no epoch deadline or cancel reaches.
+#[test]
+fn a_sleeping_module_is_refused_the_clock_within_its_deadline() {
+    let sandbox = sandbox();
+    let failure = sandbox
+        .run_hostile(
+            &test_modules::SLEEPER,
+            &[],
+            hostile(Duration::from_millis(500)),
+        )
+        .expect_err("a module sleeping forever cannot finish");
+    let text = failure.to_string();
+    assert!(
+        text.contains("host call refused in scan()")
+            && text.contains("wasi:clocks/monotonic-clock.subscribe-duration")
+            && text.contains("no clock"),
+        "{text}"
+    );
+    sandbox.still_serves();
+}
+
+/// Polling a clock pollable that is never ready used to block in the host.
+#[test]
+fn a_module_polling_a_clock_forever_is_refused_within_its_deadline() {
+    let sandbox = sandbox();
+    let failure = sandbox
+        .run_hostile(
+            &test_modules::POLL_FOREVER,
+            &[("on", "clock")],
+            hostile(Duration::from_millis(500)),
+        )
+        .expect_err("a module polling forever cannot finish");
+    let text = failure.to_string();
+    assert!(
+        text.contains("host call refused")
+            && text.contains("wasi:clocks/monotonic-clock.subscribe-duration"),
+        "{text}"
+    );
+    sandbox.still_serves();
+}
+
+/// Every pollable a guest can get (stdin's, stdout's) is ready at once, so a
+/// guest polling in a loop is guest code the CPU deadline stops.
+#[test]
+fn a_module_polling_stdin_forever_meets_its_deadline() {
+    let sandbox = sandbox();
+    let cpu = Duration::from_millis(300);
+    let failure = sandbox
+        .run_hostile(
+            &test_modules::POLL_FOREVER,
+            &[("on", "stdin")],
+            hostile(cpu),
+        )
+        .expect_err("a module polling forever cannot finish");
+    assert!(
+        matches!(failure, TaskFailure::DeadlineExceeded { limit, .. } if limit == cpu),
+        "{failure:?}"
+    );
+    sandbox.still_serves();
+}
+
+/// `get-random-bytes(len)` allocated `len` bytes on the host (up to
+/// wasmtime-wasi's 64 MiB default) for any guest that asked.
+#[test]
+fn huge_random_requests_are_refused_by_name() {
+    let sandbox = sandbox();
+    for (call, function) in [
+        ("random", "wasi:random/random.get-random-bytes"),
+        (
+            "insecure-random",
+            "wasi:random/insecure.get-insecure-random-bytes",
+        ),
+    ] {
+        for len in [1u64 << 20, 1 << 40] {
+            let len = len.to_string();
+            let failure = sandbox
+                .run_hostile(
+                    &test_modules::HOST_ABUSE,
+                    &[("call", call), ("len", &len)],
+                    hostile(Duration::from_secs(2)),
+                )
+                .expect_err("the host refuses");
+            let text = failure.to_string();
+            assert!(
+                text.contains("host call refused")
+                    && text.contains(function)
+                    && text.contains("65536"),
+                "{call} {len}: {text}"
+            );
+        }
+    }
+    sandbox.still_serves();
+}
+
+/// A `host.log` call with millions of empty fields made the host copy each
+/// (48 bytes apiece) before keeping 16 of them.
+#[test]
+fn a_host_call_with_millions_of_fields_hits_the_host_call_limit() {
+    let sandbox = sandbox();
+    let failure = sandbox
+        .run_hostile(
+            &test_modules::HOST_ABUSE,
+            &[("call", "log"), ("fields", "2000000"), ("times", "3")],
+            TaskLimits {
+                cpu: Duration::from_secs(5),
+                memory_bytes: 256 * 1024 * 1024,
+                ..limits()
+            },
+        )
+        .expect_err("the host stops copying");
+    let text = failure.to_string();
+    assert!(
+        text.contains("host call limit") && text.contains("scan()"),
+        "{text}"
+    );
+    sandbox.still_serves();
+}
+
+/// A log line of a megabyte with no fields is within the bounds: the line
+/// is kept truncated and the task completes.
+#[test]
+fn a_long_log_message_is_truncated() {
+    let sandbox = sandbox();
+    let output = sandbox
+        .run_hostile(
+            &test_modules::HOST_ABUSE,
+            &[("call", "log"), ("fields", "0"), ("times", "600")],
+            hostile(Duration::from_secs(5)),
+        )
+        .expect("bounded logging is fine");
+    assert!(output.log.len() <= 502, "{}", output.log.len());
+    assert!(output.log.iter().all(|line| line.len() <= 1100));
+    assert!(
+        output
+            .log
+            .iter()
+            .any(|line| line.contains("more log lines dropped")),
+        "{:?}",
+        output.log.last()
+    );
+    sandbox.still_serves();
+}
+
+/// The shipped modules still link, instantiate and describe themselves
+/// against exactly the host functions the sandbox offers.
+#[test]
+fn every_shipped_module_loads() {
+    let sandbox = sandbox();
+    for module in quarry_hunt_modules::all() {
+        let loaded = sandbox.load(module);
+        assert_eq!(loaded.description().name, module.name);
+    }
+}
+
+/// Millions of empty evidence items: zero bytes of strings, but the host
+/// copied every element (48 bytes each) and charged nothing for them.
+#[test]
+fn an_empty_evidence_flood_hits_the_output_limit() {
+    let sandbox = sandbox();
+    let cap = 1024 * 1024;
+    let failure = sandbox
+        .run_hostile(
+            &test_modules::EMPTY_FLOOD,
+            &[("findings", "4"), ("items", "500000")],
+            TaskLimits {
+                cpu: Duration::from_secs(5),
+                memory_bytes: 256 * 1024 * 1024,
+                max_output_bytes: cap,
+                ..limits()
+            },
+        )
+        .expect_err("two million empty evidence items against a 1 MiB cap");
+    assert!(
+        matches!(
+            failure,
+            TaskFailure::OutputLimit { kind: OutputKind::Findings, limit_bytes, .. } if limit_bytes == cap
+        ),
+        "{failure:?}"
+    );
+    sandbox.still_serves();
+}
+
+/// Thousands of declared fields, clauses and any-of groups: the host would
+/// project and evaluate every one of them for every event, outside the
+/// guest's CPU budget. Refused at load, naming the limit.
+#[test]
+fn a_module_declaring_thousands_of_fields_and_clauses_is_refused_at_load() {
+    let sandbox = sandbox();
+    let module = &test_modules::WIDE_DESCRIPTOR;
+    let error = match sandbox
+        .runtime
+        .load(&module_digest(module.wasm), module.wasm)
+    {
+        Ok(_) => panic!("a descriptor with 10000 fields loaded"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(error, WorkerError::InvalidModule { .. }),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("declares 10000 fields") && text.contains("at most"),
+        "{text}"
+    );
+    sandbox.still_serves();
+}
+
+/// Empty elements are charged against the output cap too.
+#[test]
+fn empty_output_elements_are_not_free() {
+    let sandbox = sandbox();
+    let output = sandbox
+        .run(
+            &test_modules::EMPTY_FLOOD,
+            &[("findings", "10"), ("items", "1000")],
+            limits(),
+        )
+        .expect("well under the cap");
+    assert_eq!(output.findings.len(), 10);
+    assert!(
+        output.output_bytes >= 10 * 1000 * 16,
+        "10 000 empty evidence items charged only {} bytes",
+        output.output_bytes
+    );
+}
+
+/// `component` with core sections appended at its top level: a core module
+/// defining one memory of each of `pages` (64 KiB pages) and an instance of
+/// it, which instantiating the component creates (nothing uses it).
+fn with_extra_memories(component: &[u8], pages: &[u32]) -> Vec<u8> {
+    fn leb(mut value: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn read_leb(bytes: &[u8], at: &mut usize) -> u64 {
+        let (mut value, mut shift) = (0u64, 0);
+        loop {
+            let byte = bytes[*at];
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return value;
+            }
+            shift += 7;
+        }
+    }
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u64, out);
+        out.extend_from_slice(body);
+    }
+    // Core modules already in the component (one per section 1).
+    let mut modules = 0;
+    let mut at = 8;
+    while at < component.len() {
+        let id = component[at];
+        at += 1;
+        let size = read_leb(component, &mut at) as usize;
+        if id == 1 {
+            modules += 1;
+        }
+        at += size;
+    }
+    let mut memories = Vec::new();
+    leb(pages.len() as u64, &mut memories);
+    for &min in pages {
+        memories.push(0x00);
+        leb(u64::from(min), &mut memories);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(5, &memories, &mut module);
+    let mut instance = Vec::new();
+    leb(1, &mut instance);
+    instance.push(0x00);
+    leb(modules, &mut instance);
+    leb(0, &mut instance);
+    let mut out = component.to_vec();
+    section(1, &module, &mut out);
+    section(2, &instance, &mut out);
+    out
+}
+
+/// A component with many memories took the shared pool's memory slots
+/// (other hunts' tasks then failed to instantiate). Refused by name.
+#[test]
+fn a_component_with_many_memories_is_refused() {
+    let sandbox = sandbox();
+    let wasm = with_extra_memories(test_modules::NOOP.wasm, &[1; 8]);
+    let outcome = sandbox.runtime.load(&module_digest(&wasm), &wasm);
+    let error = match outcome {
+        Ok(_) => panic!("a component with 9 memories loaded"),
+        Err(e) => e,
+    };
+    let text = error.to_string();
+    assert!(
+        matches!(error, WorkerError::InvalidModule { .. }) && text.contains("memor"),
+        "{text}"
+    );
+    sandbox.still_serves();
+}
+
+/// Two memories, each under the task's cap, that together exceed it: the
+/// cap is per task, not per memory.
+#[test]
+fn the_memory_cap_is_per_task_across_memories() {
+    let sandbox = sandbox();
+    let cap: u64 = 32 * 1024 * 1024;
+    // 31 MiB, plus the module's own memory (over a megabyte).
+    let wasm = with_extra_memories(test_modules::NOOP.wasm, &[496]);
+    let digest = module_digest(&wasm);
+    let loaded = sandbox
+        .runtime
+        .load(&digest, &wasm)
+        .expect("loads under 64 MiB");
+    let task = TaskInput {
+        params: &[],
+        limits: TaskLimits {
+            memory_bytes: cap,
+            ..limits()
+        },
+        shard: SHARD,
+        time_range: None,
+    };
+    let failure = sandbox
+        .runtime
+        .run(
+            &loaded,
+            &task,
+            &sandbox.store,
+            &Arc::new(AtomicBool::new(false)),
+        )
+        .expect_err("two memories over the cap together");
+    assert!(
+        matches!(failure, TaskFailure::MemoryLimit { limit_bytes, .. } if limit_bytes == cap),
+        "{failure:?}"
+    );
+    sandbox.still_serves();
+}
+
+/// Whoever could write the cache directory could put any native code under
+/// a module's name: `deserialize_file` trusted the file name. Cached
+/// artifacts are now authenticated with a per-node key kept outside it.
+#[test]
+fn a_tampered_cache_file_is_refused_and_recompiled() {
+    let sandbox = sandbox();
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dir = cache.path().join("module-cache");
+    let noop = module_digest(test_modules::NOOP.wasm);
+    let other = module_digest(test_modules::RUNAWAY_LOOP.wasm);
+    {
+        let runtime = Runtime::new(1, RuntimeConfig::default(), Some(&dir)).expect("runtime");
+        runtime.load(&noop, test_modules::NOOP.wasm).expect("load");
+        runtime
+            .load(&other, test_modules::RUNAWAY_LOOP.wasm)
+            .expect("load");
+    }
+    // Another module's genuine artifact under noop's name, then garbage.
+    let tampered = cache_file(&dir, &noop);
+    let genuine = std::fs::read(&tampered).expect("read artifact");
+    std::fs::copy(cache_file(&dir, &other), &tampered).expect("substitute");
+    for round in 0..2 {
+        let runtime = Runtime::new(1, RuntimeConfig::default(), Some(&dir)).expect("runtime");
+        let module = runtime
+            .load(&noop, test_modules::NOOP.wasm)
+            .expect("recompiled");
+        assert_eq!(module.description().name, "noop", "round {round}");
+        let task = TaskInput {
+            params: &[],
+            limits: limits(),
+            shard: SHARD,
+            time_range: None,
+        };
+        let output = runtime
+            .run(
+                &module,
+                &task,
+                &sandbox.store,
+                &Arc::new(AtomicBool::new(false)),
+            )
+            .expect("runs");
+        assert_eq!(output.events_matched, 27);
+        // Rewritten with a good artifact.
+        assert_eq!(std::fs::read(&tampered).expect("read artifact"), genuine);
+        let mut garbage = genuine.clone();
+        let middle = garbage.len() / 2;
+        garbage[middle] ^= 0xff;
+        std::fs::write(&tampered, &garbage).expect("corrupt");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.with_extension("key");
+        let mode = std::fs::metadata(&key)
+            .expect("the node's cache key, beside the cache directory")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+/// The cache file of `digest` in `dir`.
+fn cache_file(dir: &Path, digest: &ModuleDigest) -> PathBuf {
+    std::fs::read_dir(dir)
+        .expect("read cache")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{digest}-")))
+        })
+        .unwrap_or_else(|| panic!("no cache file for {digest} in {}", dir.display()))
+}
+
+/// The disk cache keeps at most its bound (the newest artifact always), the
+/// memory cache likewise; an evicted module is simply compiled again.
+#[test]
+fn module_caches_evict_the_least_recently_used_past_their_bounds() {
+    let _sandbox = sandbox();
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dir = cache.path().join("module-cache");
+    let config = RuntimeConfig {
+        max_loaded_module_bytes: 1,
+        ..RuntimeConfig::default()
+    };
+    let disk = ModuleCacheConfig {
+        max_disk_bytes: 1,
+        ..ModuleCacheConfig::in_dir(&dir)
+    };
+    let runtime = Runtime::with_cache(1, config, Some(disk)).expect("runtime");
+    let noop = module_digest(test_modules::NOOP.wasm);
+    let other = module_digest(test_modules::RUNAWAY_LOOP.wasm);
+    let count = || std::fs::read_dir(&dir).expect("read cache").count();
+    runtime.load(&noop, test_modules::NOOP.wasm).expect("load");
+    assert_eq!(count(), 1);
+    runtime
+        .load(&other, test_modules::RUNAWAY_LOOP.wasm)
+        .expect("load");
+    assert_eq!(count(), 1, "the older artifact is evicted");
+    cache_file(&dir, &other);
+    assert!(runtime.cached(&noop).is_none(), "evicted from memory");
+    assert!(runtime.cached(&other).is_some());
+    let again = runtime
+        .load(&noop, test_modules::NOOP.wasm)
+        .expect("reload");
+    assert_eq!(again.description().name, "noop");
+    cache_file(&dir, &noop);
+    assert_eq!(count(), 1);
+}
+
+/// The host evaluates the prefilter (and projects fields) for the guest:
+/// that time counts against the task's CPU deadline. 250,000 events no
+/// block statistics can rule out and none of which passes `rare-match`'s
+/// prefilter used to cost the task nothing, however long they took.
+#[test]
+fn host_prefilter_work_counts_against_the_cpu_deadline() {
+    let sandbox = sandbox();
+    let lines: String = (0..250_000)
+        .map(|i| format!("{{\"Image\":\"C:\\\\bin\\\\p{i}.exe\",\"CommandLine\":\"p{i} -x\"}}\n"))
+        .collect();
+    sandbox
+        .store
+        .ingest_jsonl("busy", BTreeMap::new(), lines.as_bytes())
+        .expect("ingest");
+    let loaded = sandbox.load(&test_modules::RARE_MATCH);
+    let cpu = Duration::from_millis(5);
+    let task = TaskInput {
+        params: &[],
+        limits: TaskLimits { cpu, ..limits() },
+        shard: "busy",
+        time_range: None,
+    };
+    let started = Instant::now();
+    let failure = sandbox
+        .runtime
+        .run(
+            &loaded,
+            &task,
+            &sandbox.store,
+            &Arc::new(AtomicBool::new(false)),
+        )
+        .expect_err("a quarter of a million prefilter evaluations take more than 5 ms");
+    eprintln!("stopped after {:?}: {failure}", started.elapsed());
+    assert!(
+        matches!(failure, TaskFailure::DeadlineExceeded { call: Call::Scan, limit } if limit == cpu),
+        "{failure:?}"
     );
     sandbox.still_serves();
 }

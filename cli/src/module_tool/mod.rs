@@ -616,6 +616,8 @@ pub fn failure_kind(failure: &TaskFailure) -> &'static str {
         TaskFailure::MemoryLimit { .. } => "memory-limit",
         TaskFailure::Trap { .. } => "trap",
         TaskFailure::OutputLimit { .. } => "output-limit",
+        TaskFailure::HostCallDenied { .. } => "host-call-denied",
+        TaskFailure::HostCallLimit { .. } => "host-call-limit",
         TaskFailure::InvalidModule { .. } => "invalid-module",
         TaskFailure::Rejected(_) => "rejected-parameters",
         TaskFailure::BadIntel(_) => "bad-intel-sets",

@@ -174,12 +174,38 @@ pub mod test_modules {
         AGGREGATES, "aggregates", "test_aggregates.wasm"
     );
 
+    test_module!(
+        /// Sleeps forever in `scan` (`std::thread::sleep(Duration::MAX)`).
+        SLEEPER, "sleeper", "test_sleeper.wasm"
+    );
+    test_module!(
+        /// Polls forever in `scan`: a clock pollable that is never ready
+        /// (`on=clock`, default) or stdin's pollable in a loop (`on=stdin`).
+        POLL_FOREVER, "poll-forever", "test_poll_forever.wasm"
+    );
+    test_module!(
+        /// Asks host functions for huge amounts in `scan`: `call=random` or
+        /// `call=insecure-random` (`len` bytes, default 2^40), or `call=log`
+        /// (`times` lines of `message_bytes` bytes with `fields` empty fields).
+        HOST_ABUSE, "host-abuse", "test_host_abuse.wasm"
+    );
+    test_module!(
+        /// Declares 5000 fields (each twice), 5000 prefilter clauses and 1000
+        /// any-of groups.
+        WIDE_DESCRIPTOR, "wide-descriptor", "test_wide_descriptor.wasm"
+    );
+    test_module!(
+        /// Returns `findings` findings (default 4) of `items` (default 500000)
+        /// empty evidence items each, with empty strings throughout.
+        EMPTY_FLOOD, "empty-flood", "test_empty_flood.wasm"
+    );
+
     /// The message `trap-panic` panics with.
     pub const TRAP_PANIC_MESSAGE: &str =
         "trap-panic: deliberate panic in scan (quarry sandbox test)";
 
     /// Every test module.
-    pub const ALL: [ShippedModule; 8] = [
+    pub const ALL: [ShippedModule; 13] = [
         NOOP,
         RUNAWAY_LOOP,
         MEMORY_HOG,
@@ -188,6 +214,11 @@ pub mod test_modules {
         STDOUT_FLOOD,
         RARE_MATCH,
         AGGREGATES,
+        SLEEPER,
+        POLL_FOREVER,
+        HOST_ABUSE,
+        WIDE_DESCRIPTOR,
+        EMPTY_FLOOD,
     ];
 }
 

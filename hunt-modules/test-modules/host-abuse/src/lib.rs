@@ -1,0 +1,111 @@
+//! Test module `host-abuse`: in `scan`, asks a host function for a huge
+//! amount, chosen by the parameter `call`:
+//!
+//! - `random`: `wasi:random/random.get-random-bytes(len)` with `len` (default
+//!   2^40) bytes;
+//! - `insecure-random`: the same through `wasi:random/insecure`;
+//! - `log`: `host.log` `times` times (default 10), each with a message of
+//!   `message_bytes` (default 1 MiB) and `fields` (default 4,000,000) empty
+//!   fields (lowered by hand: 16 bytes of guest memory per field, where the
+//!   host would need a `(String, String)` each to lift them).
+//!
+//! Each must stay bounded on the host: a named refusal for the first two, a
+//! bounded log (and bounded host memory) for the last.
+
+use quarry_sdk::{Descriptor, Emitter, Event, Hunt, LogLevel, Output, Params};
+
+#[cfg(target_arch = "wasm32")]
+mod wasi {
+    #[link(wasm_import_module = "wasi:random/random@0.2.6")]
+    unsafe extern "C" {
+        /// `get-random-bytes(len: u64) -> list<u8>`, the list written at `ret`.
+        #[link_name = "get-random-bytes"]
+        pub fn get_random_bytes(len: i64, ret: *mut [usize; 2]);
+    }
+
+    #[link(wasm_import_module = "quarry:hunt/host@0.2.0")]
+    unsafe extern "C" {
+        /// `log(level, message: string, fields: list<tuple<string, string>>)`.
+        #[link_name = "log"]
+        pub fn log(level: i32, message: *const u8, len: usize, fields: *const u8, count: usize);
+    }
+
+    #[link(wasm_import_module = "wasi:random/insecure@0.2.6")]
+    unsafe extern "C" {
+        #[link_name = "get-insecure-random-bytes"]
+        pub fn get_insecure_random_bytes(len: i64, ret: *mut [usize; 2]);
+    }
+}
+
+/// The hunt.
+pub struct HostAbuse {
+    call: String,
+    len: u64,
+    times: u64,
+    message_bytes: u64,
+    fields: u64,
+}
+
+impl Hunt for HostAbuse {
+    fn describe() -> Descriptor {
+        Descriptor::new("host-abuse", env!("CARGO_PKG_VERSION")).with_fields(&["EventID"])
+    }
+
+    fn new(params: &Params) -> Result<Self, String> {
+        params.ensure_known(&["call", "len", "times", "message_bytes", "fields"])?;
+        Ok(HostAbuse {
+            call: params.str_or("call", "random").to_owned(),
+            len: params.u64_or("len", 1 << 40)?,
+            times: params.u64_or("times", 10)?,
+            message_bytes: params.u64_or("message_bytes", 1 << 20)?,
+            fields: params.u64_or("fields", 4_000_000)?,
+        })
+    }
+
+    fn scan(&mut self, _: &[Event], _: &mut Emitter) -> Result<(), String> {
+        match self.call.as_str() {
+            "random" | "insecure-random" => {
+                #[cfg(target_arch = "wasm32")]
+                {
+                    let mut ret = [0usize; 2];
+                    // SAFETY: canonical-ABI lowering of the WASI functions.
+                    unsafe {
+                        if self.call == "random" {
+                            wasi::get_random_bytes(self.len as i64, &mut ret);
+                        } else {
+                            wasi::get_insecure_random_bytes(self.len as i64, &mut ret);
+                        }
+                    }
+                    std::hint::black_box(ret);
+                }
+                Ok(())
+            }
+            "log" => {
+                let message = "m".repeat(self.message_bytes as usize);
+                // Each field is (pointer, length, pointer, length): all zero
+                // is two empty strings. Words, for the list's alignment.
+                let fields = vec![0u32; self.fields as usize * 4];
+                for _ in 0..self.times {
+                    #[cfg(target_arch = "wasm32")]
+                    // SAFETY: canonical-ABI lowering of `host.log`.
+                    unsafe {
+                        wasi::log(
+                            LogLevel::Info as i32,
+                            message.as_ptr(),
+                            message.len(),
+                            fields.as_ptr().cast(),
+                            self.fields as usize,
+                        );
+                    }
+                    std::hint::black_box(&fields);
+                }
+                Ok(())
+            }
+            other => Err(format!("call: unknown {other}")),
+        }
+    }
+
+    fn finish(self, _: &mut Output) {}
+}
+
+quarry_sdk::export_hunt!(HostAbuse);
