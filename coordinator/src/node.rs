@@ -238,7 +238,10 @@ impl NodeThread {
             heartbeat_tick: HEARTBEAT_TICKS,
             applied,
             max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
+            // Entries can be large (a report's findings, a module), and a
+            // slow follower's in-flight appends are held in memory: bound
+            // them (32 x 1 MiB per follower) rather than allow 256.
+            max_inflight_msgs: 32,
             check_quorum: true,
             pre_vote: true,
             ..Config::default()

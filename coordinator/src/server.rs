@@ -21,6 +21,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
+/// Least time between two turns of the leader's duties.
+const DUTY_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Finished hunts kept by default.
 pub const DEFAULT_RETAIN_HUNTS: usize = 1_000;
 /// How long finished hunts are kept by default (30 days).
@@ -493,6 +496,13 @@ async fn leader_duties(shared: Arc<Shared>, duties: Duties, mut shutdown: watch:
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = ticker.tick() => {}
             changed = changes.changed() => if changed.is_err() { return },
+        }
+        // A turn scans the running hunts' tasks; under a stream of commits
+        // (every report is one) turns are spaced out rather than run per
+        // commit. Changes meanwhile are remembered by the watch.
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = tokio::time::sleep(DUTY_INTERVAL) => {}
         }
         let status = shared.node.status();
         let Some(since) =

@@ -561,7 +561,14 @@ impl HuntService for Api {
                     }
                     last = Some(progress);
                 }
-                if done || changes.changed().await.is_err() {
+                if done {
+                    return;
+                }
+                // Progress is computed over the hunt's tasks: under a
+                // stream of commits, once per interval is plenty (changes
+                // meanwhile are not lost, the watch remembers them).
+                tokio::time::sleep(WATCH_INTERVAL).await;
+                if changes.changed().await.is_err() {
                     return;
                 }
             }
@@ -642,6 +649,9 @@ impl HuntService for Api {
         Ok(tonic::Response::new(ReceiverStream::new(rx)))
     }
 }
+
+/// Least time between two `WatchHunt` updates.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Hunts per `ListHunts` page when the caller names no size, and at most.
 const DEFAULT_HUNT_PAGE: usize = 100;

@@ -875,7 +875,27 @@ pub struct State {
     pub requests: RequestLog,
     /// The latest hunt-clock reading a leader recorded ([`Command::Tick`]).
     pub clock_ms: i64,
+    /// Per running hunt, how many of its tasks (in list order) are known to
+    /// have ended: ended tasks never run again, so each report resumes the
+    /// check for "all ended" there instead of rescanning the list, which
+    /// was quadratic in a hunt's tasks. Derived data: not stored, rebuilt
+    /// by the first check after a start.
+    #[serde(skip)]
+    pub settle_cursors: SettleCursors,
 }
+
+/// See [`State::settle_cursors`]. Equal whatever it holds: it caches what
+/// the tasks already say.
+#[derive(Clone, Debug, Default)]
+pub struct SettleCursors(BTreeMap<HuntId, usize>);
+
+impl PartialEq for SettleCursors {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SettleCursors {}
 
 /// The outcome of a write that carried a request id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -1627,7 +1647,7 @@ impl State {
             }
         }
         Self::maybe_widen(hunt, &self.tasks);
-        Self::settle_hunt(hunt, &self.tasks, now_ms);
+        Self::settle_hunt(hunt, &self.tasks, &mut self.settle_cursors, now_ms);
         let outcome = if stop.is_empty() {
             Response::Done
         } else {
@@ -1729,10 +1749,26 @@ impl State {
     }
 
     /// Ends a running or paused hunt whose tasks have all ended.
-    fn settle_hunt(hunt: &mut HuntRecord, tasks: &BTreeMap<TaskId, TaskRecord>, now_ms: i64) {
+    fn settle_hunt(
+        hunt: &mut HuntRecord,
+        tasks: &BTreeMap<TaskId, TaskRecord>,
+        cursors: &mut SettleCursors,
+        now_ms: i64,
+    ) {
         if hunt.state.is_terminal() {
+            cursors.0.remove(&hunt.id);
             return;
         }
+        let cursor = cursors.0.entry(hunt.id.clone()).or_default();
+        while let Some(id) = hunt.tasks.get(*cursor)
+            && tasks.get(id).is_some_and(|t| t.state.is_terminal())
+        {
+            *cursor += 1;
+        }
+        if *cursor < hunt.tasks.len() {
+            return;
+        }
+        cursors.0.remove(&hunt.id);
         let mut succeeded = 0usize;
         let mut failed = Vec::new();
         for id in &hunt.tasks {
@@ -1811,6 +1847,7 @@ impl State {
         }
         hunt.state = HuntState::Cancelled;
         hunt.paused = None;
+        self.settle_cursors.0.remove(id);
         hunt.finished_ms = now_ms;
         hunt.reason = if reason.is_empty() {
             "cancelled by a user".to_owned()
@@ -1865,6 +1902,7 @@ impl State {
             let Some(hunt) = self.hunts.remove(id) else {
                 continue;
             };
+            self.settle_cursors.0.remove(id);
             for task in &hunt.tasks {
                 self.tasks.remove(task);
                 touched.push(Touched::Task(task.clone()));
@@ -1985,7 +2023,7 @@ impl State {
                 touched.push(Touched::Task(task_id.clone()));
             }
             touched.push(Touched::Hunt(id.clone()));
-            Self::settle_hunt(hunt, &self.tasks, now_ms);
+            Self::settle_hunt(hunt, &self.tasks, &mut self.settle_cursors, now_ms);
             hunt.reason = format!("deadline reached; {}", hunt.reason);
         }
         Applied {

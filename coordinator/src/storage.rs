@@ -64,6 +64,13 @@ const KEY_BOOT: &[u8] = b"boot";
 pub const BOOTSTRAP_INDEX: u64 = 1;
 const BOOTSTRAP_TERM: u64 = 1;
 
+/// Memory all memtables may take together.
+const MEMTABLE_BUDGET: usize = 64 << 20;
+/// One family's memtable before it is flushed.
+const MEMTABLE_BYTES: usize = 16 << 20;
+/// The block cache all families share.
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+
 /// Coordinator raft ids and the URLs they serve gRPC on.
 pub type AddressBook = BTreeMap<u64, String>;
 
@@ -148,10 +155,18 @@ impl Store {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
+        // Memtables of all families share one budget: by default each of the
+        // seven families may hold two 64 MiB memtables, and the log and
+        // findings families fill theirs under a findings-heavy hunt.
+        options.set_db_write_buffer_size(MEMTABLE_BUDGET);
         let path = dir.join("rocksdb");
         let legacy = DB::list_cf(&options, &path)
             .map(|cfs| cfs.iter().any(|cf| cf == CF_LEGACY_META))
             .unwrap_or(false);
+        // One block cache for every family (by default each gets its own).
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
         let mut names = vec![
             CF_LOG,
             CF_HARD_STATE,
@@ -165,7 +180,13 @@ impl Store {
         }
         let cfs = names
             .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| {
+                let mut family = Options::default();
+                family.set_block_based_table_factory(&table);
+                family.set_write_buffer_size(MEMTABLE_BYTES);
+                family.set_max_write_buffer_number(2);
+                ColumnFamilyDescriptor::new(name, family)
+            });
         let db = DB::open_cf_descriptors(&options, &path, cfs).map_err(|source| {
             CoordinatorError::Storage {
                 path: path.display().to_string(),
