@@ -440,7 +440,10 @@ pub async fn state_bench(
     let wait = client.wait(&large.hunt_id, |p| {
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
-            progress(&format!("  {} / {} tasks done", p.tasks_done, p.tasks_total));
+            progress(&format!(
+                "  {} / {} tasks done",
+                p.tasks_done, p.tasks_total
+            ));
         }
     });
     let done = tokio::time::timeout(PHASE_TIMEOUT * 4, wait)

@@ -788,8 +788,13 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             if format == Output::Table {
+                let module = submitted
+                    .module
+                    .as_ref()
+                    .map(|m| format!(", running {}@{}", m.name, m.version))
+                    .unwrap_or_default();
                 eprintln!(
-                    "hunt {} submitted: {} tasks",
+                    "hunt {} submitted: {} tasks{module}",
                     submitted.hunt_id, submitted.task_count
                 );
             }

@@ -102,13 +102,18 @@ fn json_line(value: Value) {
 
 /// A submitted hunt.
 pub fn submitted(format: Output, response: &v1::SubmitHuntResponse) {
+    let module = response.module.as_ref();
+    let name = module.map(|m| format!("{}@{}", m.name, m.version));
     match format {
-        Output::Json => {
-            json_line(json!({"hunt_id": response.hunt_id, "task_count": response.task_count}))
-        }
+        Output::Json => json_line(json!({
+            "hunt_id": response.hunt_id, "task_count": response.task_count,
+            "module": name, "module_digest": module.map(|m| &m.digest),
+        })),
         Output::Table => println!(
-            "hunt {} submitted with {} tasks",
-            response.hunt_id, response.task_count
+            "hunt {} submitted with {} tasks{}",
+            response.hunt_id,
+            response.task_count,
+            name.map(|n| format!(", running {n}")).unwrap_or_default()
         ),
     }
 }

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 /// Least time between two turns of the leader's duties.
-const DUTY_INTERVAL: Duration = Duration::from_millis(50);
+const DUTY_INTERVAL: Duration = Duration::from_millis(150);
 
 /// Finished hunts kept by default.
 pub const DEFAULT_RETAIN_HUNTS: usize = 1_000;

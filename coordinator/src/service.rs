@@ -385,6 +385,9 @@ impl HuntService for Api {
                     .map(convert::shard_info)
                     .collect()
             })?;
+            let module = self
+                .shared
+                .read(|s| s.modules.get(&preview.module).map(convert::module_info))?;
             return Ok(tonic::Response::new(v1::SubmitHuntResponse {
                 hunt_id: String::new(),
                 task_count: preview.shards.len() as u32,
@@ -392,12 +395,17 @@ impl HuntService for Api {
                 events_in_scope: preview.events,
                 estimated_ms: preview.estimated_ms.unwrap_or(0),
                 bytes_in_scope: preview.bytes,
+                module,
             }));
         }
         // Refuse bad requests before they reach the log.
-        self.shared
+        let (digest, _) = self
+            .shared
             .read(|s| s.validate_submit(&spec))?
             .map_err(rejection_status)?;
+        let module = self
+            .shared
+            .read(|s| s.modules.get(&digest).map(convert::module_info))?;
         let now_ms = self.shared.clock.now_ms();
         match self
             .shared
@@ -410,6 +418,7 @@ impl HuntService for Api {
                 Ok(tonic::Response::new(v1::SubmitHuntResponse {
                     hunt_id: id.into_string(),
                     task_count: tasks,
+                    module,
                     ..Default::default()
                 }))
             }

@@ -178,15 +178,13 @@ impl Store {
         if legacy {
             names.push(CF_LEGACY_META);
         }
-        let cfs = names
-            .into_iter()
-            .map(|name| {
-                let mut family = Options::default();
-                family.set_block_based_table_factory(&table);
-                family.set_write_buffer_size(MEMTABLE_BYTES);
-                family.set_max_write_buffer_number(2);
-                ColumnFamilyDescriptor::new(name, family)
-            });
+        let cfs = names.into_iter().map(|name| {
+            let mut family = Options::default();
+            family.set_block_based_table_factory(&table);
+            family.set_write_buffer_size(MEMTABLE_BYTES);
+            family.set_max_write_buffer_number(2);
+            ColumnFamilyDescriptor::new(name, family)
+        });
         let db = DB::open_cf_descriptors(&options, &path, cfs).map_err(|source| {
             CoordinatorError::Storage {
                 path: path.display().to_string(),

@@ -395,3 +395,52 @@ async fn the_leader_deletes_finished_hunts_past_the_retention_count() {
     }
     coordinator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_names_the_module_version_it_resolved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (coordinator, url) = coordinator(dir.path()).await;
+    coordinator
+        .node()
+        .propose(Command::UploadModule {
+            module: quarry_coordinator::state::ModuleRecord {
+                digest: quarry_proto::ModuleDigest::new("cd".repeat(32)),
+                name: "m".into(),
+                version: "2".into(),
+                description: String::new(),
+                uploaded_ms: 2,
+                bytes: vec![2],
+            },
+        })
+        .await
+        .expect("commit")
+        .expect("module");
+    let mut client = Client::connect(&url).await.expect("connect");
+    let resolved = |r: &v1::SubmitHuntResponse| {
+        r.module
+            .as_ref()
+            .map(|m| (m.name.clone(), m.version.clone(), m.digest.clone()))
+    };
+    // A bare name runs the version uploaded last, and says so.
+    let latest = client
+        .submit_hunt(quarry_client::HuntRequest::new("m").shard("a"))
+        .await
+        .expect("submit");
+    assert_eq!(
+        resolved(&latest),
+        Some(("m".into(), "2".into(), "cd".repeat(32)))
+    );
+    let pinned = client
+        .submit_hunt(
+            quarry_client::HuntRequest::new("m@1")
+                .shard("a")
+                .dry_run(true),
+        )
+        .await
+        .expect("dry run");
+    assert_eq!(
+        resolved(&pinned),
+        Some(("m".into(), "1".into(), "ab".repeat(32)))
+    );
+    coordinator.shutdown().await;
+}
