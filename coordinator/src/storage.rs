@@ -79,6 +79,31 @@ pub type AddressBook = BTreeMap<u64, String>;
 pub struct Store {
     db: Arc<DB>,
     path: PathBuf,
+    bounds: Arc<LogBounds>,
+}
+
+/// The log's first and last index, remembered: raft-rs asks for them (and
+/// for the term at the snapshot point) on every message, and reading them
+/// from RocksDB means an iterator seek past the range deletions compaction
+/// leaves, on the raft thread. Only the raft thread writes the log, through
+/// the methods below, which keep these current.
+#[derive(Debug)]
+struct LogBounds {
+    /// Last index in the log; [`UNKNOWN`] until read, 0 for an empty log.
+    last: std::sync::atomic::AtomicU64,
+    /// The snapshot point (index, term), once read.
+    snapshot: Mutex<Option<(u64, u64)>>,
+}
+
+const UNKNOWN: u64 = u64::MAX;
+
+impl Default for LogBounds {
+    fn default() -> Self {
+        Self {
+            last: std::sync::atomic::AtomicU64::new(UNKNOWN),
+            snapshot: Mutex::new(None),
+        }
+    }
 }
 
 /// A reference to the database that does not keep it open: handles read
@@ -88,6 +113,7 @@ pub struct Store {
 pub struct WeakStore {
     db: std::sync::Weak<DB>,
     path: PathBuf,
+    bounds: Arc<LogBounds>,
 }
 
 impl WeakStore {
@@ -96,6 +122,7 @@ impl WeakStore {
         Some(Store {
             db: self.db.upgrade()?,
             path: self.path.clone(),
+            bounds: self.bounds.clone(),
         })
     }
 }
@@ -194,6 +221,7 @@ impl Store {
         let mut store = Self {
             db: Arc::new(db),
             path,
+            bounds: Arc::default(),
         };
         if legacy {
             store.migrate_legacy_meta()?;
@@ -312,6 +340,7 @@ impl Store {
         self.db
             .write_opt(batch, &options)
             .map_err(|e| self.err(e))?;
+        self.snapshot_point_changed();
         let db = Arc::get_mut(&mut self.db).ok_or_else(|| CoordinatorError::Corrupt {
             key: CF_LEGACY_META.to_owned(),
             detail: "database shared during migration".to_owned(),
@@ -330,6 +359,7 @@ impl Store {
         WeakStore {
             db: Arc::downgrade(&self.db),
             path: self.path.clone(),
+            bounds: self.bounds.clone(),
         }
     }
 
@@ -416,7 +446,11 @@ impl Store {
         );
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        self.db.write_opt(batch, &options).map_err(|e| self.err(e))
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| self.err(e))?;
+        self.snapshot_point_changed();
+        Ok(())
     }
 
     /// Metadata of the last entry cut from the log (index 0 when none).
@@ -446,17 +480,40 @@ impl Store {
     }
 
     fn snapshot_point(&self) -> Result<(u64, u64)> {
+        if let Ok(known) = self.bounds.snapshot.lock()
+            && let Some(point) = *known
+        {
+            return Ok(point);
+        }
         let meta = self.snapshot_metadata()?;
-        Ok((meta.index, meta.term))
+        let point = (meta.index, meta.term);
+        if let Ok(mut known) = self.bounds.snapshot.lock() {
+            *known = Some(point);
+        }
+        Ok(point)
+    }
+
+    /// Forgets the snapshot point after it was rewritten.
+    fn snapshot_point_changed(&self) {
+        if let Ok(mut known) = self.bounds.snapshot.lock() {
+            *known = None;
+        }
     }
 
     fn last_log_index(&self) -> Result<Option<u64>> {
-        let mut iter = self.db.iterator_cf(self.cf(CF_LOG)?, IteratorMode::End);
-        match iter.next() {
-            Some(Ok((key, _))) => Ok(Some(index_of(&key)?)),
-            Some(Err(e)) => Err(self.err(e)),
-            None => Ok(None),
+        use std::sync::atomic::Ordering;
+        let known = self.bounds.last.load(Ordering::Acquire);
+        if known != UNKNOWN {
+            return Ok((known != 0).then_some(known));
         }
+        let mut iter = self.db.iterator_cf(self.cf(CF_LOG)?, IteratorMode::End);
+        let last = match iter.next() {
+            Some(Ok((key, _))) => Some(index_of(&key)?),
+            Some(Err(e)) => return Err(self.err(e)),
+            None => None,
+        };
+        self.bounds.last.store(last.unwrap_or(0), Ordering::Release);
+        Ok(last)
     }
 
     /// Persists new log entries (replacing any conflicting suffix) and the hard
@@ -483,7 +540,16 @@ impl Store {
         }
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        self.db.write_opt(batch, &options).map_err(|e| self.err(e))
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| self.err(e))?;
+        if let Some(last) = entries.last() {
+            // The new tail replaced any longer one.
+            self.bounds
+                .last
+                .store(last.index, std::sync::atomic::Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Updates only the commit index of the hard state.
@@ -580,6 +646,7 @@ impl Store {
             Self::pb_bytes(&meta)?,
         );
         self.db.write(batch).map_err(|e| self.err(e))?;
+        self.snapshot_point_changed();
         Ok(index - first_kept)
     }
 
@@ -855,6 +922,10 @@ impl Store {
         self.db
             .write_opt(batch, &options)
             .map_err(|e| self.err(e))?;
+        self.snapshot_point_changed();
+        self.bounds
+            .last
+            .store(0, std::sync::atomic::Ordering::Release);
         self.load_replica()
     }
 

@@ -5,7 +5,9 @@
 use crate::error::WorkerError;
 use crate::runtime::{self, LoadedModule, Runtime, TaskLimits, TaskOutput};
 use crate::shard::ShardStore;
-use quarry_proto::v1::{self, worker_service_client::WorkerServiceClient};
+use quarry_proto::v1::{
+    self, cluster_service_client::ClusterServiceClient, worker_service_client::WorkerServiceClient,
+};
 use quarry_proto::{ModuleDigest, WorkerId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,6 +65,10 @@ struct Inner {
     /// added to the group after this worker started. `true` until the next
     /// [`Inner::rotate`], which keeps a fresh hint and drops a stale one.
     leader_hint: Mutex<Option<(String, bool)>>,
+    /// The group's coordinators as a coordinator this worker trusts listed
+    /// them (its replicated address book): a hint naming one of them is
+    /// followed even if it joined after the worker was configured.
+    members: Mutex<Vec<String>>,
 }
 
 impl Inner {
@@ -114,15 +120,44 @@ impl Inner {
         let Some(named) = named else {
             return;
         };
-        match known_coordinator(&self.urls(), named) {
+        let members = self.members.lock().map(|m| m.clone()).unwrap_or_default();
+        let members: Vec<&str> = members.iter().map(String::as_str).collect();
+        let known = known_coordinator(&self.urls(), named)
+            .or_else(|| known_coordinator(&members, named))
+            .map(str::to_owned);
+        match known {
             Some(url) => {
-                tracing::info!(leader = url, "following the coordinator's leader hint");
-                *self.hint() = Some((url.to_owned(), true));
+                tracing::info!(leader = %url, "following the coordinator's leader hint");
+                *self.hint() = Some((url, true));
             }
             None => tracing::warn!(
                 leader = named,
-                "ignoring a leader hint that names no configured coordinator; add it to the worker's coordinator list to follow it"
+                "ignoring a leader hint that names no coordinator of the group; add it to the worker's coordinator list to follow it"
             ),
+        }
+    }
+
+    /// Learns the group's members from the coordinator at `channel` (one
+    /// this worker trusts: configured, or a member another one listed).
+    async fn learn_members(&self, channel: Channel) {
+        let mut cluster = ClusterServiceClient::new(channel);
+        let status =
+            tokio::time::timeout(Duration::from_secs(3), cluster.status(v1::StatusRequest {}))
+                .await;
+        let Ok(Ok(status)) = status else {
+            return;
+        };
+        let urls: Vec<String> = status
+            .into_inner()
+            .coordinators
+            .into_iter()
+            .map(|c| c.url)
+            .filter(|url| !url.is_empty())
+            .collect();
+        if !urls.is_empty()
+            && let Ok(mut members) = self.members.lock()
+        {
+            *members = urls;
         }
     }
 
@@ -181,6 +216,7 @@ impl Worker {
             shards_changed,
             current: std::sync::atomic::AtomicUsize::new(0),
             leader_hint: Mutex::new(None),
+            members: Mutex::new(Vec::new()),
             config,
             store: store.clone(),
             runtime,
@@ -380,15 +416,22 @@ fn coordinator_error(inner: &Inner, detail: impl std::fmt::Display) -> WorkerErr
 }
 
 async fn connect(inner: &Inner) -> Result<WorkerServiceClient<Channel>, WorkerError> {
-    let channel = Channel::from_shared(inner.url())
+    Ok(worker_client(connect_channel(inner).await?))
+}
+
+async fn connect_channel(inner: &Inner) -> Result<Channel, WorkerError> {
+    Channel::from_shared(inner.url())
         .map_err(|e| coordinator_error(inner, format!("invalid URL: {e}")))?
         .connect_timeout(Duration::from_secs(3))
         .connect()
         .await
-        .map_err(|e| coordinator_error(inner, format!("cannot connect: {e}")))?;
-    Ok(WorkerServiceClient::new(channel)
+        .map_err(|e| coordinator_error(inner, format!("cannot connect: {e}")))
+}
+
+fn worker_client(channel: Channel) -> WorkerServiceClient<Channel> {
+    WorkerServiceClient::new(channel)
         .max_decoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES))
+        .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
 }
 
 fn shard_infos(store: &ShardStore) -> Vec<v1::ShardInfo> {
@@ -410,7 +453,9 @@ fn shard_infos(store: &ShardStore) -> Vec<v1::ShardInfo> {
 }
 
 async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, WorkerError> {
-    let mut client = connect(&inner).await?;
+    let channel = connect_channel(&inner).await?;
+    inner.learn_members(channel.clone()).await;
+    let mut client = worker_client(channel);
     let id = inner.config.id.to_string();
     let registered = client
         .register_worker(v1::RegisterWorkerRequest {
