@@ -229,52 +229,56 @@ fn findings_for(task: &str, count: u64) -> Vec<v1::Finding> {
         .collect()
 }
 
-/// Reports every assignment the worker receives, at once.
+/// Reports every assignment the worker receives, at once; reopens its task
+/// stream when the coordinator ends it, as a real worker does.
 async fn run_worker(
     channel: Channel,
     name: String,
     reports: Arc<Semaphore>,
     reported: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
-    let mut worker = WorkerServiceClient::new(channel)
+    let worker = WorkerServiceClient::new(channel)
         .max_decoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES);
-    let mut stream = worker
-        .task_stream(v1::TaskStreamRequest {
-            worker_id: name.clone(),
-        })
-        .await
-        .context("a simulated worker could not open its task stream")?
-        .into_inner();
-    while let Some(Ok(command)) = stream.next().await {
-        let Some(v1::task_command::Command::Run(run)) = command.command else {
-            continue;
-        };
-        let permit = reports.clone().acquire_owned().await?;
-        let mut worker = worker.clone();
-        let (name, reported) = (name.clone(), reported.clone());
-        tokio::spawn(async move {
-            let count = if run.shard.starts_with("findings-") {
-                FINDINGS_PER_TASK
-            } else {
-                0
+    loop {
+        let mut stream = worker
+            .clone()
+            .task_stream(v1::TaskStreamRequest {
+                worker_id: name.clone(),
+            })
+            .await
+            .context("a simulated worker could not open its task stream")?
+            .into_inner();
+        while let Some(Ok(command)) = stream.next().await {
+            let Some(v1::task_command::Command::Run(run)) = command.command else {
+                continue;
             };
-            let request = v1::ReportTaskRequest {
-                worker_id: name,
-                findings: findings_for(&run.task_id, count),
-                task_id: run.task_id,
-                attempt: run.attempt,
-                outcome: v1::TaskOutcome::Succeeded as i32,
-                events_scanned: 1_000,
-                ..Default::default()
-            };
-            if worker.report_task(request).await.is_ok() {
-                reported.fetch_add(1, Ordering::Relaxed);
-            }
-            drop(permit);
-        });
+            let permit = reports.clone().acquire_owned().await?;
+            let mut worker = worker.clone();
+            let (name, reported) = (name.clone(), reported.clone());
+            tokio::spawn(async move {
+                let count = if run.shard.starts_with("findings-") {
+                    FINDINGS_PER_TASK
+                } else {
+                    0
+                };
+                let request = v1::ReportTaskRequest {
+                    worker_id: name,
+                    findings: findings_for(&run.task_id, count),
+                    task_id: run.task_id,
+                    attempt: run.attempt,
+                    outcome: v1::TaskOutcome::Succeeded as i32,
+                    events_scanned: 1_000,
+                    ..Default::default()
+                };
+                if worker.report_task(request).await.is_ok() {
+                    reported.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(permit);
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(())
 }
 
 /// Keeps every simulated worker's lease alive.

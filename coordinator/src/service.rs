@@ -34,8 +34,9 @@ const LEADER_WAIT: Duration = Duration::from_secs(3);
 
 type TaskSender = mpsc::Sender<Result<v1::TaskCommand, Status>>;
 
-/// Commands queued on a worker's task stream beyond the assignments it gets
-/// when it connects; a worker that lets this many pile up is not reading.
+/// Commands queued on a worker's task stream beyond its slots (or the
+/// assignments it gets when it connects, if more); a worker that lets this
+/// many more pile up is not reading.
 const STREAM_QUEUE: usize = 256;
 
 /// Open task streams of connected workers (leader-local, not replicated).
@@ -1016,19 +1017,23 @@ impl WorkerService for Api {
         self.shared.require_leader()?;
         // Re-send what the worker was assigned: after a reconnect or a new
         // leader it may not have them. Workers drop duplicates by attempt.
-        let pending = self.shared.read(|s| {
-            if !s.workers.contains_key(&id) {
+        let (pending, slots) = self.shared.read(|s| {
+            let Some(worker) = s.workers.get(&id) else {
                 return Err(Status::not_found(format!(
                     "worker {id} is not registered; register first"
                 )));
-            }
-            Ok(s.assigned_to(&id)
+            };
+            let pending = s
+                .assigned_to(&id)
                 .filter_map(|(t, attempt)| assignment(s, t, attempt))
-                .collect::<Vec<_>>())
+                .collect::<Vec<_>>();
+            Ok((pending, worker.slots as usize))
         })??;
-        // Room for every pending assignment: the worker reads nothing until
-        // this handler returns, so waiting for space here would deadlock.
-        let (tx, rx) = mpsc::channel(pending.len() + STREAM_QUEUE);
+        // Room for every pending assignment (the worker reads nothing until
+        // this handler returns, so waiting for space here would deadlock),
+        // and for a full turn of new ones: the scheduler may fill all of a
+        // worker's slots at once. Past that the worker is not reading.
+        let (tx, rx) = mpsc::channel(pending.len().max(slots) + STREAM_QUEUE);
         for assignment in pending {
             let _ = tx.try_send(Ok(v1::TaskCommand {
                 command: Some(v1::task_command::Command::Run(assignment)),
