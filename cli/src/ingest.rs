@@ -8,8 +8,8 @@ use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Malformed records listed in the summary (all are kept in the shard's
-/// `malformed.jsonl`).
+/// Malformed records listed in the summary (the shard's `malformed.jsonl`
+/// keeps a bounded sample; every one is counted).
 const MALFORMED_SHOWN: usize = 20;
 
 /// Ingests `files` into shard `shard` of the store under `data_dir`.
@@ -37,6 +37,7 @@ fn ingest_files(
     let terminal = std::io::stderr().is_terminal();
     let started = Instant::now();
     let (mut events, mut malformed, mut bytes) = (0u64, 0u64, 0u64);
+    let mut sample = Vec::new();
     for file in files {
         let (format, records) = ingest::open(file, format)?;
         let source = file.display().to_string();
@@ -72,6 +73,8 @@ fn ingest_files(
         );
         events += report.events_stored;
         malformed += report.malformed;
+        let room = MALFORMED_SHOWN.saturating_sub(sample.len());
+        sample.extend(report.malformed_sample.into_iter().take(room));
         bytes += report.bytes_written;
     }
     let meta = store
@@ -90,13 +93,13 @@ fn ingest_files(
         started.elapsed().as_secs_f64()
     );
     if malformed > 0 {
-        let all = store.malformed(shard)?;
-        let ours = &all[all.len().saturating_sub(malformed as usize)..];
         println!(
-            "{malformed} malformed record(s) kept aside in {}/malformed.jsonl:",
+            "{malformed} malformed record(s); the shard's first {} are kept in {}/malformed.jsonl, \
+             the rest counted in its meta.json:",
+            quarry_worker::shard::MAX_MALFORMED_KEPT,
             store.shard_dir(shard).display()
         );
-        for record in ours.iter().take(MALFORMED_SHOWN) {
+        for record in &sample {
             let place = match record.record {
                 Some(n) => format!("record {n}"),
                 None => format!("line {}", record.line),
@@ -106,8 +109,8 @@ fn ingest_files(
                 record.source, record.byte_offset, record.error
             );
         }
-        if ours.len() > MALFORMED_SHOWN {
-            println!("  ... and {} more", ours.len() - MALFORMED_SHOWN);
+        if malformed > sample.len() as u64 {
+            println!("  ... and {} more", malformed - sample.len() as u64);
         }
     }
     Ok(())

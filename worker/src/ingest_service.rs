@@ -17,8 +17,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Largest input accepted in one request.
 pub const MAX_INGEST_BYTES: u64 = 8 << 30;
-/// Malformed records returned in the response (all are kept in the shard).
-const MALFORMED_RETURNED: usize = 100;
 
 /// Serves `quarry.v1.IngestService`.
 pub struct IngestApi {
@@ -147,8 +145,6 @@ impl IngestService for IngestApi {
                 let report = store
                     .append_from(&shard, labels, &source, records, &mut |_| {})
                     .map_err(shard_status)?;
-                let all = store.malformed(&shard).map_err(shard_status)?;
-                let ours = &all[all.len().saturating_sub(report.malformed as usize)..];
                 Ok(v1::IngestResponse {
                     shard: shard.clone(),
                     format: format.name().to_owned(),
@@ -157,15 +153,17 @@ impl IngestService for IngestApi {
                     without_timestamp: report.without_timestamp,
                     bytes_written: report.bytes_written,
                     shard_event_count: report.meta.event_count,
-                    malformed_records: ours
-                        .iter()
-                        .take(MALFORMED_RETURNED)
+                    // This ingest's own first records, held in memory: the
+                    // shard's sample file is never read back here.
+                    malformed_records: report
+                        .malformed_sample
+                        .into_iter()
                         .map(|m| v1::MalformedRecordInfo {
-                            source: m.source.clone(),
+                            source: m.source,
                             line: m.line,
                             record: m.record.unwrap_or(0),
                             byte_offset: m.byte_offset,
-                            error: m.error.clone(),
+                            error: m.error,
                         })
                         .collect(),
                 })

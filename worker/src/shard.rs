@@ -15,7 +15,9 @@
 //!     seg-00000001.qidx  its index (every block's offset and header), written
 //!                        atomically when the segment is sealed
 //!     seg-00000002.qseg  the next append's segment, ...
-//!     malformed.jsonl    records that failed to parse (MalformedRecord per line)
+//!     malformed.jsonl    the first MAX_MALFORMED_KEPT records that failed to
+//!                        parse (MalformedRecord per line); the rest are only
+//!                        counted in meta.json
 //!   .ingest-<process>-<seq>-<shard-name>/   a shard being created
 //! ```
 //!
@@ -79,7 +81,22 @@ pub const FORMAT_SEGMENTS_V1: &str = "segments-v1";
 /// Longest shard name.
 pub const MAX_SHARD_NAME_LEN: usize = 128;
 /// How much of a malformed line is kept aside (the rest is counted, not kept).
-pub const MAX_MALFORMED_RAW_BYTES: usize = 4096;
+pub const MAX_MALFORMED_RAW_BYTES: usize = 1024;
+/// Malformed records a shard keeps in `malformed.jsonl`: the first ones over
+/// its life. Later ones are counted (per source in [`ShardMeta`]) but not
+/// kept, so a file of garbage cannot grow the disk by more than this sample.
+pub const MAX_MALFORMED_KEPT: u64 = 1000;
+/// Malformed records of one ingest returned in its [`IngestReport`].
+pub const MAX_MALFORMED_REPORTED: usize = 100;
+/// Sources counted separately in [`ShardMeta::malformed_by_source`]; the
+/// malformed records of further sources are counted under
+/// [`OTHER_SOURCES`].
+pub const MAX_MALFORMED_SOURCES: usize = 64;
+/// The key counting malformed records of sources past
+/// [`MAX_MALFORMED_SOURCES`].
+pub const OTHER_SOURCES: &str = "(other sources)";
+/// Longest source name kept with a malformed record (a gRPC client names it).
+const MAX_SOURCE_BYTES: usize = 256;
 /// Longest input line accepted as one record. Longer lines are malformed:
 /// this bounds the memory one bad input can take.
 pub const MAX_RECORD_BYTES: usize = 16 << 20;
@@ -276,8 +293,18 @@ pub struct ShardMeta {
     /// Events stored without a recognisable timestamp (timestamp 0). They are
     /// not part of `min_ts_ms..=max_ts_ms`.
     pub untimed_count: u64,
-    /// Input records that failed to parse, kept in `malformed.jsonl`.
+    /// Input records that failed to parse (the first [`MAX_MALFORMED_KEPT`]
+    /// are kept in `malformed.jsonl`).
     pub malformed_count: u64,
+    /// Malformed records kept in `malformed.jsonl`. `None` in shards written
+    /// before the sample was bounded: their file may hold up to
+    /// `malformed_count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub malformed_kept: Option<u64>,
+    /// Malformed records per input source (at most
+    /// [`MAX_MALFORMED_SOURCES`] keys plus [`OTHER_SOURCES`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub malformed_by_source: BTreeMap<String, u64>,
     /// When the shard was created (ms since the epoch, UTC).
     pub created_at_ms: i64,
     /// How long events are kept (ms): [`ShardStore::apply_retention`] drops
@@ -335,23 +362,41 @@ pub struct MalformedRecord {
 impl MalformedRecord {
     fn from_malformed(m: Malformed) -> Self {
         let mut raw = m.raw;
-        if raw.len() > MAX_MALFORMED_RAW_BYTES {
-            let mut cut = MAX_MALFORMED_RAW_BYTES;
-            while !raw.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            raw.truncate(cut);
-        }
+        truncate_at_char(&mut raw, MAX_MALFORMED_RAW_BYTES);
+        let mut source = m.position.source;
+        truncate_at_char(&mut source, MAX_SOURCE_BYTES);
         Self {
             line: m.position.line.unwrap_or(0),
             byte_offset: m.position.byte_offset.unwrap_or(0),
             error: m.error,
             raw,
             raw_len: m.raw_len,
-            source: m.position.source,
+            source,
             record: m.position.record,
         }
     }
+}
+
+fn truncate_at_char(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+}
+
+/// Adds `n` malformed records of `source` to `counts`, folding new sources
+/// past [`MAX_MALFORMED_SOURCES`] into [`OTHER_SOURCES`].
+fn count_source(counts: &mut BTreeMap<String, u64>, source: &str, n: u64) {
+    let known = counts.len() - usize::from(counts.contains_key(OTHER_SOURCES));
+    let key = if counts.contains_key(source) || known < MAX_MALFORMED_SOURCES {
+        source
+    } else {
+        OTHER_SOURCES
+    };
+    *counts.entry(key.to_owned()).or_default() += n;
 }
 
 /// The outcome of [`ShardStore::append`] and [`ShardStore::ingest_jsonl`].
@@ -368,6 +413,9 @@ pub struct IngestReport {
     pub events_stored: u64,
     /// Records kept aside as malformed by this ingest.
     pub malformed: u64,
+    /// The first [`MAX_MALFORMED_REPORTED`] of them, with their positions
+    /// (whether or not the shard's bounded sample on disk has room).
+    pub malformed_sample: Vec<MalformedRecord>,
     /// Events stored without a recognisable timestamp (given timestamp 0).
     pub without_timestamp: u64,
     /// Whether this ingest created the shard.
@@ -758,6 +806,11 @@ impl ShardStore {
             dir: &dir,
             malformed_path: &malformed_path,
             malformed: None,
+            kept_room: MAX_MALFORMED_KEPT
+                .saturating_sub(meta.malformed_kept.unwrap_or(meta.malformed_count)),
+            kept: 0,
+            sample: Vec::new(),
+            by_source: BTreeMap::new(),
             builder: BlockBuilder::new(meta.next_offset),
             writer: None,
             sealed: Vec::new(),
@@ -773,6 +826,9 @@ impl ShardStore {
             sealed,
             summary,
             progress: done,
+            kept,
+            sample,
+            by_source,
             ..
         } = run;
         meta.event_count += summary.event_count;
@@ -781,6 +837,15 @@ impl ShardStore {
         meta.max_ts_ms = max_opt(meta.max_ts_ms, summary.max_ts_ms);
         meta.next_offset = meta.next_offset.max(summary.end_offset);
         meta.malformed_count += done.malformed;
+        // A shard from before the bounded sample may hold up to all its
+        // malformed records in the file.
+        let kept_before = meta
+            .malformed_kept
+            .unwrap_or(meta.malformed_count - done.malformed);
+        meta.malformed_kept = Some(kept_before + kept);
+        for (source, n) in by_source {
+            count_source(&mut meta.malformed_by_source, &source, n);
+        }
         meta.segment_count += sealed.len() as u64;
         let meta_result = write_meta(&dir, &meta);
         {
@@ -807,6 +872,7 @@ impl ShardStore {
             blank_lines: 0,
             events_stored: done.events_acknowledged,
             malformed: done.malformed,
+            malformed_sample: sample,
             without_timestamp: summary.untimed_count,
             created,
             blocks_written: done.blocks_written,
@@ -838,6 +904,8 @@ impl ShardStore {
             max_ts_ms: None,
             untimed_count: 0,
             malformed_count: 0,
+            malformed_kept: Some(0),
+            malformed_by_source: BTreeMap::new(),
             created_at_ms: now_ms(),
             retention_ms: None,
             segment_count: 0,
@@ -1098,7 +1166,10 @@ impl ShardStore {
         Ok(stats)
     }
 
-    /// The malformed records kept aside by the ingests of shard `name`.
+    /// The sample of malformed records kept aside by the ingests of shard
+    /// `name`: the first [`MAX_MALFORMED_KEPT`] (the counts are in its
+    /// [`ShardMeta`]). Reads the file line by line and stops there, so a
+    /// large file left by an older version is never read whole.
     ///
     /// # Errors
     ///
@@ -1109,23 +1180,46 @@ impl ShardStore {
             return Err(self.not_found(name));
         }
         let path = self.shard_dir(name).join(MALFORMED_FILE);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
+        let file = match File::open(&path) {
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err("read", &path)(e)),
         };
-        text.lines()
-            .enumerate()
-            .filter(|(_, line)| !line.is_empty())
-            .map(|(i, line)| {
-                serde_json::from_str(line).map_err(|e| ShardError::Corrupt {
-                    shard: name.to_owned(),
-                    path: path.clone(),
-                    line: i as u64 + 1,
-                    reason: format!("not a malformed-record entry ({e})"),
-                })
-            })
-            .collect()
+        let mut input = io::BufReader::new(file);
+        let mut line = Vec::new();
+        let mut records = Vec::new();
+        let mut line_no = 0u64;
+        // A kept record is at most ~1 KiB of raw text plus its position; a
+        // line much longer than that is not one this store wrote.
+        const MAX_ENTRY_BYTES: usize = 64 << 10;
+        while (records.len() as u64) < MAX_MALFORMED_KEPT {
+            let read = read_line_bounded(&mut input, &mut line, MAX_ENTRY_BYTES)
+                .map_err(io_err("read", &path))?;
+            if read.consumed == 0 {
+                break;
+            }
+            line_no += 1;
+            let corrupt = |reason: String| ShardError::Corrupt {
+                shard: name.to_owned(),
+                path: path.clone(),
+                line: line_no,
+                reason,
+            };
+            if read.overflow {
+                return Err(corrupt(format!(
+                    "longer than {MAX_ENTRY_BYTES} bytes, not a malformed-record entry"
+                )));
+            }
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            if text.is_empty() {
+                continue;
+            }
+            records.push(
+                serde_json::from_slice(text)
+                    .map_err(|e| corrupt(format!("not a malformed-record entry ({e})")))?,
+            );
+        }
+        Ok(records)
     }
 
     fn load_index(&self, name: &str, seg: &Path) -> Result<SegmentIndex, ShardError> {
@@ -1170,6 +1264,14 @@ struct AppendRun<'a> {
     dir: &'a Path,
     malformed_path: &'a Path,
     malformed: Option<BufWriter<File>>,
+    /// Malformed records the shard's sample file still has room for.
+    kept_room: u64,
+    /// Malformed records written to the sample file by this run.
+    kept: u64,
+    /// This run's first malformed records, for its report.
+    sample: Vec<MalformedRecord>,
+    /// This run's malformed records per source.
+    by_source: BTreeMap<String, u64>,
     builder: BlockBuilder,
     writer: Option<SegmentWriter>,
     sealed: Vec<PathBuf>,
@@ -1212,6 +1314,22 @@ impl AppendRun<'_> {
                 },
                 Err(malformed) => malformed,
             };
+            self.progress.malformed += 1;
+            let record = MalformedRecord::from_malformed(malformed);
+            let source = if record.source.is_empty() {
+                source
+            } else {
+                &record.source
+            };
+            count_source(&mut self.by_source, source, 1);
+            if self.kept >= self.kept_room {
+                // Counted only: the sample on disk is full. Nothing is
+                // written, so garbage input costs no disk beyond the sample.
+                if self.sample.len() < MAX_MALFORMED_REPORTED {
+                    self.sample.push(record);
+                }
+                continue;
+            }
             let writer = match &mut self.malformed {
                 Some(writer) => writer,
                 None => {
@@ -1223,11 +1341,14 @@ impl AppendRun<'_> {
                     self.malformed.insert(BufWriter::new(file))
                 }
             };
-            serde_json::to_writer(&mut *writer, &MalformedRecord::from_malformed(malformed))
+            serde_json::to_writer(&mut *writer, &record)
                 .map_err(io::Error::from)
                 .and_then(|()| writer.write_all(b"\n"))
                 .map_err(io_err("write", self.malformed_path))?;
-            self.progress.malformed += 1;
+            self.kept += 1;
+            if self.sample.len() < MAX_MALFORMED_REPORTED {
+                self.sample.push(record);
+            }
         }
         if !self.builder.is_empty() {
             self.write_block(next_seq, progress)?;
@@ -1843,7 +1964,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_raw_text_is_truncated_to_4_kib_and_bad_utf8_is_kept() {
+    fn malformed_raw_text_is_truncated_and_bad_utf8_is_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ShardStore::open(dir.path()).expect("open");
         let long = format!("{{\"x\": \"{}\"", "é".repeat(5000));
@@ -2311,6 +2432,22 @@ mod tests {
     }
 
     #[test]
+    fn malformed_counts_per_source_are_bounded() {
+        let mut counts = BTreeMap::new();
+        for i in 0..MAX_MALFORMED_SOURCES + 10 {
+            count_source(&mut counts, &format!("file-{i}"), 2);
+        }
+        count_source(&mut counts, "file-0", 1);
+        assert_eq!(counts.len(), MAX_MALFORMED_SOURCES + 1);
+        assert_eq!(counts.get(OTHER_SOURCES), Some(&20));
+        assert_eq!(counts.get("file-0"), Some(&3));
+        assert_eq!(
+            counts.values().sum::<u64>(),
+            (MAX_MALFORMED_SOURCES as u64 + 10) * 2 + 1
+        );
+    }
+
+    #[test]
     fn meta_json_round_trips() {
         let meta = ShardMeta {
             name: "x".into(),
@@ -2321,6 +2458,8 @@ mod tests {
             max_ts_ms: Some(2),
             untimed_count: 0,
             malformed_count: 1,
+            malformed_kept: Some(1),
+            malformed_by_source: BTreeMap::from([("a.log".to_owned(), 1)]),
             created_at_ms: 5,
             retention_ms: Some(7),
             segment_count: 1,
@@ -2334,6 +2473,7 @@ mod tests {
         let old = r#"{"name":"x","labels":{},"format":"segments-v1","event_count":0,"min_ts_ms":null,"max_ts_ms":null,"untimed_count":0,"malformed_count":0,"created_at_ms":0}"#;
         let old: ShardMeta = serde_json::from_str(old).expect("decode old");
         assert_eq!(old.retention_ms, None);
+        assert_eq!(old.malformed_kept, None);
         assert!(meta.may_overlap(2, 3));
         assert!(!meta.may_overlap(3, 4));
         assert!(!meta.may_overlap(0, 1));
