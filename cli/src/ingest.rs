@@ -26,6 +26,75 @@ pub async fn run(
         .await?
 }
 
+/// Streams `files` to the running worker at `worker_url`, one
+/// `IngestService.Ingest` call per file, and prints what it stored. Use this
+/// while a worker runs on the data directory: it holds the directory locked.
+pub async fn run_remote(
+    worker_url: &str,
+    shard: &str,
+    labels: BTreeMap<String, String>,
+    format: Option<&str>,
+    files: &[PathBuf],
+) -> anyhow::Result<()> {
+    if let Some(format) = format {
+        // Refuse a typo before uploading anything.
+        format.parse::<Format>()?;
+    }
+    let labels: std::collections::HashMap<String, String> = labels.into_iter().collect();
+    let started = Instant::now();
+    let (mut events, mut malformed, mut shown, mut total) = (0u64, 0u64, 0usize, 0u64);
+    for file in files {
+        let response = quarry_client::ingest_file(worker_url, shard, labels.clone(), format, file)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "ingesting {} into worker {worker_url} failed: {e}",
+                    file.display()
+                )
+            })?;
+        println!(
+            "{} ({}): {} events stored, {} malformed, {} without a timestamp, {} written",
+            escape(&file.display().to_string()),
+            escape(&response.format),
+            response.events_stored,
+            response.malformed,
+            response.without_timestamp,
+            human_bytes(response.bytes_written),
+        );
+        for record in &response.malformed_records {
+            if shown >= MALFORMED_SHOWN {
+                break;
+            }
+            shown += 1;
+            let place = if record.record > 0 {
+                format!("record {}", record.record)
+            } else {
+                format!("line {}", record.line)
+            };
+            println!(
+                "  {}: {place} (byte {}): {}",
+                escape(&record.source),
+                record.byte_offset,
+                escape(&record.error)
+            );
+        }
+        events += response.events_stored;
+        malformed += response.malformed;
+        total = response.shard_event_count;
+    }
+    println!(
+        "shard {shard} on worker {worker_url}: {total} events in total; this ingest stored {events} events, {malformed} malformed, from {} file(s) in {:.1}s",
+        files.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Log-controlled text made safe for a terminal.
+fn escape(text: &str) -> String {
+    crate::output::escape(text).into_owned()
+}
+
 fn ingest_files(
     data_dir: &Path,
     shard: &str,

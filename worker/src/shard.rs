@@ -44,7 +44,12 @@
 //! directory is left untouched (nothing already stored is deleted) and its
 //! name stays taken until it is removed.
 //!
-//! A root directory belongs to one worker process at a time.
+//! A root directory belongs to one process at a time: [`ShardStore::open`]
+//! takes an exclusive `flock` on `<root>/.lock` (holding the pid of the
+//! process that has it) and keeps it for the store's life. A second process,
+//! such as `quarry worker ingest` beside a running worker, would otherwise run
+//! crash recovery on the live writer's unsealed segment and remove its
+//! in-progress directories.
 
 #[path = "segment.rs"]
 pub mod segment;
@@ -116,6 +121,10 @@ pub const HOST_FIELDS: &[&str] = &[
     // Linux audit records (`node=NAME type=…`).
     "node",
 ];
+
+/// File in the shard root that [`ShardStore::open`] locks; it holds the pid
+/// of the process holding the lock. A dot file, so it is never a shard.
+pub const LOCK_FILE: &str = ".lock";
 
 /// Prefix of in-progress ingest directories. Shard names cannot start with a
 /// dot, so these never collide with a shard.
@@ -189,6 +198,22 @@ pub enum ShardError {
         root: PathBuf,
         /// Comma-separated names of the shards the store holds (or `none`).
         known: String,
+    },
+
+    /// Another process has the store open (its lock is held).
+    #[error(
+        "{} is in use by {}: its lock {} is held. Two processes must not write one \
+         worker's data directory; stop that one first, or, to add logs to a running \
+         worker, send them to it with `quarry worker ingest --worker URL`",
+        root.display(),
+        match pid { Some(pid) => format!("process {pid}"), None => "another process".to_owned() },
+        root.join(LOCK_FILE).display()
+    )]
+    Locked {
+        /// The store's root directory.
+        root: PathBuf,
+        /// The pid written in the lock file by the holder, when readable.
+        pid: Option<u32>,
     },
 
     /// A file-system operation failed.
@@ -586,6 +611,8 @@ pub struct ShardStore {
     skipped: Vec<SkippedShard>,
     recovered: Vec<RecoveredTail>,
     writer: Mutex<()>,
+    /// The open, locked [`LOCK_FILE`]; the lock goes when the store does.
+    _lock: File,
 }
 
 impl ShardStore {
@@ -600,9 +627,13 @@ impl ShardStore {
     ///
     /// # Errors
     ///
-    /// [`ShardError::Io`] when the root cannot be created or listed.
+    /// [`ShardError::Locked`] when another store (in this or another
+    /// process) has `root` open; [`ShardError::Io`] when the root cannot be
+    /// created, locked or listed.
     pub fn open(root: &Path) -> Result<Self, ShardError> {
         fs::create_dir_all(root).map_err(io_err("create the shard root", root))?;
+        // Before anything is repaired or removed: those belong to the holder.
+        let lock = lock_root(root)?;
         let entries = fs::read_dir(root).map_err(io_err("list the shard root", root))?;
         let our_temp_prefix = format!("{TEMP_PREFIX}{}-", process_nonce());
         let mut shards = BTreeMap::new();
@@ -650,6 +681,7 @@ impl ShardStore {
             skipped,
             recovered,
             writer: Mutex::new(()),
+            _lock: lock,
         })
     }
 
@@ -1576,6 +1608,37 @@ fn validate_labels(name: &str, labels: &BTreeMap<String, String>) -> Result<(), 
     Ok(())
 }
 
+/// Takes the exclusive lock on `root`'s [`LOCK_FILE`] and writes our pid in it.
+fn lock_root(root: &Path) -> Result<File, ShardError> {
+    use std::io::{Read as _, Seek as _};
+    let path = root.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err("open the lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            // The holder wrote its pid right after locking; a few bytes at most.
+            let mut text = String::new();
+            let _ = (&file).take(32).read_to_string(&mut text);
+            return Err(ShardError::Locked {
+                root: root.to_path_buf(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(io_err("write the lock file", &path))?;
+    Ok(file)
+}
+
 fn write_meta(dir: &Path, meta: &ShardMeta) -> Result<(), ShardError> {
     let bytes = serde_json::to_vec_pretty(meta).map_err(|source| ShardError::Encode {
         shard: meta.name.clone(),
@@ -2091,8 +2154,10 @@ mod tests {
         );
         assert_eq!(events[2].doc["v"], 3);
         assert_eq!(again.malformed("one").expect("malformed").len(), 1);
+        let list = again.list();
+        drop(again);
         let reopened = ShardStore::open(dir.path()).expect("reopen");
-        assert_eq!(reopened.list(), again.list());
+        assert_eq!(reopened.list(), list);
         assert!(reopened.recovered().is_empty());
     }
 
@@ -2136,7 +2201,7 @@ mod tests {
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .expect("list")
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .filter(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }

@@ -63,3 +63,19 @@ fn garbage_lines_keep_a_bounded_malformed_sample_with_positions() {
     assert_eq!((sample[1].line, sample[1].byte_offset), (2, 2));
     assert_eq!(sample[1].raw, "x");
 }
+
+#[test]
+fn a_second_open_of_a_locked_data_dir_is_refused_naming_the_pid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("shards");
+    let first = ShardStore::open(&root).expect("first open");
+    let error = ShardStore::open(&root).expect_err("the directory is in use");
+    let text = error.to_string();
+    assert!(
+        text.contains(&std::process::id().to_string()),
+        "names the holder's pid: {text}"
+    );
+    assert!(text.contains("--worker"), "says what to do instead: {text}");
+    drop(first);
+    ShardStore::open(&root).expect("free again once the first store is gone");
+}
