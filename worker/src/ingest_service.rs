@@ -121,7 +121,12 @@ impl IngestService for IngestApi {
                     .map_err(|e: ingest::IngestError| Status::invalid_argument(e.to_string()))?,
             )
         };
-        tokio::fs::create_dir_all(&self.spool)
+        let mut dir = tokio::fs::DirBuilder::new();
+        dir.recursive(true);
+        // Uploads are logs: owner only, whatever the umask.
+        #[cfg(unix)]
+        dir.mode(0o700);
+        dir.create(&self.spool)
             .await
             .map_err(|e| io_status("create", &self.spool, e))?;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -129,7 +134,11 @@ impl IngestService for IngestApi {
             .spool
             .join(format!("upload-{}-{n}.part", std::process::id()));
         let spooled = Spooled(path.clone());
-        let mut file = tokio::fs::File::create(&path)
+        let mut file = tokio::fs::OpenOptions::from(crate::shard::segment::private_file())
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
             .await
             .map_err(|e| io_status("create", &path, e))?;
         let mut size = 0u64;

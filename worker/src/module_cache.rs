@@ -77,7 +77,7 @@ impl DiskCache {
                 dir.display()
             ))
         };
-        std::fs::create_dir_all(dir).map_err(|e| failed("create", e))?;
+        crate::shard::segment::create_private_dir_all(dir).map_err(|e| failed("create", e))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -197,7 +197,11 @@ impl DiskCache {
             NEXT_TEMP.fetch_add(1, Ordering::Relaxed)
         ));
         let written = (|| {
-            let mut file = std::fs::File::create(&temp)?;
+            let mut file = crate::shard::segment::private_file()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&temp)?;
             file.write_all(MAGIC)?;
             file.write_all(&tag)?;
             file.write_all(artifact)?;
@@ -308,7 +312,7 @@ fn create_key(path: &Path) -> std::io::Result<[u8; KEY_BYTES]> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(parent)?;
+    crate::shard::segment::create_private_dir_all(parent)?;
     let temp = parent.join(format!(
         ".tmp-key-{}-{}",
         std::process::id(),

@@ -55,7 +55,7 @@
 pub mod segment;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -631,7 +631,7 @@ impl ShardStore {
     /// process) has `root` open; [`ShardError::Io`] when the root cannot be
     /// created, locked or listed.
     pub fn open(root: &Path) -> Result<Self, ShardError> {
-        fs::create_dir_all(root).map_err(io_err("create the shard root", root))?;
+        segment::create_private_dir_all(root).map_err(io_err("create the shard root", root))?;
         // Before anything is repaired or removed: those belong to the holder.
         let lock = lock_root(root)?;
         let entries = fs::read_dir(root).map_err(io_err("list the shard root", root))?;
@@ -948,7 +948,7 @@ impl ShardStore {
         let temp_dir = self
             .root
             .join(format!("{TEMP_PREFIX}{}-{seq}-{name}", process_nonce()));
-        fs::create_dir(&temp_dir).map_err(io_err("create", &temp_dir))?;
+        segment::create_private_dir(&temp_dir).map_err(io_err("create", &temp_dir))?;
         let mut guard = TempDirGuard {
             path: Some(temp_dir.clone()),
         };
@@ -1365,7 +1365,7 @@ impl AppendRun<'_> {
             let writer = match &mut self.malformed {
                 Some(writer) => writer,
                 None => {
-                    let file = OpenOptions::new()
+                    let file = segment::private_file()
                         .create(true)
                         .append(true)
                         .open(self.malformed_path)
@@ -1612,7 +1612,7 @@ fn validate_labels(name: &str, labels: &BTreeMap<String, String>) -> Result<(), 
 fn lock_root(root: &Path) -> Result<File, ShardError> {
     use std::io::{Read as _, Seek as _};
     let path = root.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
+    let mut file = segment::private_file()
         .read(true)
         .write(true)
         .create(true)
@@ -1936,6 +1936,7 @@ impl Drop for TempDirGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
     use std::io::{BufReader, Cursor, Read};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

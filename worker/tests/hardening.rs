@@ -5,7 +5,11 @@
 use quarry_worker::shard::{
     MALFORMED_FILE, MAX_MALFORMED_KEPT, MAX_MALFORMED_REPORTED, ShardStore,
 };
-use std::collections::BTreeMap;
+use quarry_worker::{Worker, WorkerConfig};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 
 #[test]
 fn garbage_lines_keep_a_bounded_malformed_sample_with_positions() {
@@ -78,4 +82,119 @@ fn a_second_open_of_a_locked_data_dir_is_refused_naming_the_pid() {
     assert!(text.contains("--worker"), "says what to do instead: {text}");
     drop(first);
     ShardStore::open(&root).expect("free again once the first store is gone");
+}
+
+fn assert_private(path: &Path) {
+    for entry in std::fs::read_dir(path).expect("list") {
+        let entry = entry.expect("entry");
+        let meta = entry.metadata().expect("metadata");
+        let mode = meta.permissions().mode() & 0o777;
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is {mode:o}: readable by group or others",
+            entry.path().display()
+        );
+        if meta.is_dir() {
+            assert_private(&entry.path());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_files_are_private_under_a_permissive_umask() {
+    // SAFETY: umask(2) cannot fail; this test binary's other tests do not
+    // depend on the mask (nextest runs each test in its own process).
+    unsafe { libc::umask(0o022) };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("worker");
+    let worker = Worker::start(WorkerConfig {
+        id: quarry_proto::WorkerId::new("w-perm".to_owned()),
+        // Nothing listens there: the worker keeps retrying, which is fine.
+        coordinator: "http://127.0.0.1:9".to_owned(),
+        data_dir: data_dir.clone(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        slots: 1,
+    })
+    .await
+    .expect("worker starts");
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"a\":1,\"@timestamp\":\"2024-01-01T00:00:00Z\"}\nnot json\n",
+    )
+    .expect("input");
+    let response = quarry_client::ingest_file(
+        &format!("http://{}", worker.addr()),
+        "perm",
+        HashMap::new(),
+        None,
+        &input,
+    )
+    .await
+    .expect("ingest over gRPC");
+    assert_eq!((response.events_stored, response.malformed), (1, 1));
+    assert!(data_dir.join("shards/perm").join(MALFORMED_FILE).exists());
+    assert_private(&data_dir);
+    let mode = std::fs::metadata(&data_dir)
+        .expect("data dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the data dir itself is {mode:o}");
+    worker.shutdown().await;
+}
+
+/// The directives every deployed unit must set, and their values.
+const HARDENING: &[(&str, &str)] = &[
+    ("NoNewPrivileges", "yes"),
+    ("ProtectSystem", "strict"),
+    ("ProtectHome", "yes"),
+    ("PrivateTmp", "yes"),
+    ("PrivateDevices", "yes"),
+    ("UMask", "0077"),
+    ("StateDirectoryMode", "0700"),
+    ("CapabilityBoundingSet", ""),
+    ("RestrictSUIDSGID", "yes"),
+    ("ProtectKernelTunables", "yes"),
+    ("ProtectControlGroups", "yes"),
+];
+
+#[test]
+fn systemd_units_are_hardened() {
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
+    for (unit, data_dir) in [
+        ("quarry-worker.service", "/var/lib/quarry/worker"),
+        ("quarry-coordinator.service", "/var/lib/quarry/coordinator"),
+    ] {
+        let path = units.join(unit);
+        let text = std::fs::read_to_string(&path).expect("unit");
+        let settings: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect();
+        let value = |key: &str| settings.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        for (key, want) in HARDENING {
+            assert_eq!(value(key), Some(*want), "{unit}: {key}");
+        }
+        assert_eq!(value("ReadWritePaths"), Some(data_dir), "{unit}");
+        assert!(
+            value("ExecStart").is_some_and(|cmd| cmd.contains(&format!("--data-dir {data_dir}"))),
+            "{unit}: the data directory it may write is the one it uses"
+        );
+        // systemd's own assessment, where systemd is installed (not required).
+        let Ok(out) = std::process::Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--threshold=25"])
+            .arg(&path)
+            .output()
+        else {
+            continue;
+        };
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{unit}: systemd-analyze rates it above 2.5: {}",
+            report.lines().last().unwrap_or_default()
+        );
+    }
 }
