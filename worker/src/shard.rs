@@ -105,6 +105,14 @@ const MAX_SOURCE_BYTES: usize = 256;
 /// Longest input line accepted as one record. Longer lines are malformed:
 /// this bounds the memory one bad input can take.
 pub const MAX_RECORD_BYTES: usize = 16 << 20;
+/// Deepest nesting of objects in an event. Events are flattened to dotted
+/// field names at ingest; logs nest a few levels, and a deeper record is
+/// malformed rather than flattened.
+pub const MAX_NESTING_DEPTH: usize = 32;
+/// Most bytes the flattened field names of one event may take. Every leaf's
+/// name repeats its whole path, so a record of long keys nested deep would
+/// otherwise flatten to the square of its size.
+pub const MAX_FLATTENED_KEY_BYTES: usize = 1 << 20;
 /// Fields a canonical `host` is taken from, in order, when an event has no
 /// `host` of its own.
 pub const HOST_FIELDS: &[&str] = &[
@@ -1323,6 +1331,11 @@ impl AppendRun<'_> {
         for record in records {
             self.progress.records += 1;
             let malformed = match record {
+                // Readers of line formats check this already and name the
+                // line; this catches every other reader.
+                Ok(Value::Object(doc)) if let Err(error) = check_flattening(&doc) => {
+                    rejected_record(source, self.progress.records, error, &Value::Object(doc))
+                }
                 Ok(Value::Object(doc)) => {
                     let (ts, doc) = prepare_event(doc, source);
                     self.builder
@@ -1579,6 +1592,95 @@ pub fn prepare_event(doc: Map<String, Value>, source: &str) -> (Option<i64>, Val
 
 /// Flattens nested objects into dotted names; arrays and other values are
 /// kept as they are. A name that is already taken keeps its first value.
+/// Checks that flattening `doc` to dotted names stays within
+/// [`MAX_NESTING_DEPTH`] and [`MAX_FLATTENED_KEY_BYTES`], without building
+/// the names; the error says why the record is malformed.
+///
+/// # Errors
+///
+/// The reason, for a [`Malformed`] record.
+pub fn check_flattening(doc: &Map<String, Value>) -> Result<(), String> {
+    fn walk(
+        map: &Map<String, Value>,
+        depth: usize,
+        prefix_len: usize,
+        total: &mut usize,
+    ) -> Result<(), String> {
+        if depth > MAX_NESTING_DEPTH {
+            return Err(format!(
+                "objects are nested more than {MAX_NESTING_DEPTH} deep; flatten the record or \
+                 drop its deep part before ingesting"
+            ));
+        }
+        for (key, value) in map {
+            let len = if depth == 1 {
+                key.len()
+            } else {
+                prefix_len + 1 + key.len()
+            };
+            match value {
+                Value::Object(inner) if !inner.is_empty() => walk(inner, depth + 1, len, total)?,
+                _ => {
+                    *total += len;
+                    if *total > MAX_FLATTENED_KEY_BYTES {
+                        return Err(format!(
+                            "its nested field names flatten to more than \
+                             {MAX_FLATTENED_KEY_BYTES} bytes of dotted names; shorten or \
+                             unnest its keys before ingesting"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    walk(doc, 1, 0, &mut 0)
+}
+
+/// Counts the bytes written and keeps the first [`MAX_MALFORMED_RAW_BYTES`].
+struct BoundedText {
+    kept: Vec<u8>,
+    len: u64,
+}
+
+impl Write for BoundedText {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = MAX_MALFORMED_RAW_BYTES.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&buf[..room.min(buf.len())]);
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A parsed record that cannot be stored, as a [`Malformed`] at record
+/// number `record` of `source`, its raw text re-encoded (and bounded).
+fn rejected_record(source: &str, record: u64, error: String, doc: &Value) -> Malformed {
+    let mut text = BoundedText {
+        kept: Vec::new(),
+        len: 0,
+    };
+    // Writing to memory cannot fail; the length is what counts.
+    let _ = serde_json::to_writer(&mut text, doc);
+    let mut raw = String::from_utf8_lossy(&text.kept).into_owned();
+    if text.len > text.kept.len() as u64 && raw.ends_with('\u{FFFD}') {
+        raw.pop();
+    }
+    Malformed {
+        position: Position {
+            source: source.to_owned(),
+            record: Some(record),
+            ..Position::default()
+        },
+        error,
+        raw,
+        raw_len: text.len,
+    }
+}
+
 fn flatten_into(prefix: &str, map: Map<String, Value>, out: &mut Map<String, Value>) {
     for (key, value) in map {
         let name = if prefix.is_empty() {
@@ -1846,7 +1948,7 @@ fn parse_record(record: &[u8], overflow: bool) -> Result<Value, String> {
         .map_err(|e| format!("not valid UTF-8 at byte {}", e.valid_up_to()))?;
     let doc: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     match doc {
-        Value::Object(_) => Ok(doc),
+        Value::Object(ref map) => check_flattening(map).map(|()| doc),
         Value::Array(_) => Err("expected a JSON object per line, found an array".to_owned()),
         Value::String(_) => Err("expected a JSON object per line, found a string".to_owned()),
         Value::Number(_) => Err("expected a JSON object per line, found a number".to_owned()),
@@ -2495,6 +2597,49 @@ mod tests {
             .ingest_jsonl("no-meta", BTreeMap::new(), Cursor::new("{}\n"))
             .expect_err("name taken");
         assert!(matches!(err, ShardError::AlreadyExists { .. }));
+    }
+
+    #[test]
+    fn records_that_would_flatten_out_of_bounds_are_malformed_from_any_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ShardStore::open(dir.path()).expect("open");
+        let mut deep = serde_json::json!({"leaf": 1});
+        for _ in 0..MAX_NESTING_DEPTH {
+            deep = serde_json::json!({"a": deep});
+        }
+        let wide_key = "k".repeat(MAX_FLATTENED_KEY_BYTES / 4);
+        let mut wide = serde_json::Map::new();
+        for i in 0..5 {
+            wide.insert(format!("{i}{wide_key}"), serde_json::json!({"x": 1}));
+        }
+        let report = store
+            .append(
+                "bounded",
+                BTreeMap::new(),
+                vec![
+                    Ok(deep),
+                    Ok(serde_json::json!({"fine": {"x": 1}})),
+                    Ok(Value::Object(wide)),
+                ],
+                &mut |_| {},
+            )
+            .expect("append");
+        assert_eq!((report.events_stored, report.malformed), (1, 2));
+        let bad = &report.malformed_sample;
+        assert_eq!((bad[0].record, bad[1].record), (Some(1), Some(3)));
+        assert!(
+            bad[0].error.contains("nested more than"),
+            "{}",
+            bad[0].error
+        );
+        assert!(
+            bad[1].error.contains("flatten to more than"),
+            "{}",
+            bad[1].error
+        );
+        assert!(bad[1].raw.len() <= MAX_MALFORMED_RAW_BYTES);
+        assert!(bad[1].raw_len > MAX_FLATTENED_KEY_BYTES as u64);
+        assert!(bad[1].raw.starts_with("{\"0kkk"), "{}", &bad[1].raw[..20]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (issue 11): bounded malformed samples, one process per data directory,
 //! private file permissions, and refusal of input that would amplify.
 
+use quarry_worker::ingest::zeek::ZeekTsvReader;
 use quarry_worker::shard::{
     MALFORMED_FILE, MAX_MALFORMED_KEPT, MAX_MALFORMED_REPORTED, ShardStore,
 };
@@ -197,4 +198,53 @@ fn systemd_units_are_hardened() {
             report.lines().last().unwrap_or_default()
         );
     }
+}
+
+#[test]
+fn an_empty_zeek_set_separator_is_refused() {
+    let input = "#separator \\x09\n#set_separator\t\n#fields\tts\ttags\n#types\ttime\tset[string]\n1700000000.0\ta,b\n";
+    let records: Vec<_> = ZeekTsvReader::new(input.as_bytes(), "conn.log").collect();
+    let errors: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|m| m.error.clone()))
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("#set_separator is empty")),
+        "the header is refused by name: {errors:?}"
+    );
+    assert!(
+        records.iter().all(|r| r.is_err()),
+        "no row is split with an empty separator: {records:?}"
+    );
+}
+
+/// `{"k0…": {"k1…": … {"leaf": 1}, "s": 1}, "s": 1}`: every level has a long
+/// key and a sibling, so flattening writes every prefix again per level.
+fn nested(depth: usize, key_len: usize) -> String {
+    let mut doc = "{\"leaf\":1}".to_owned();
+    for level in 0..depth {
+        let key = format!("{level}{}", "k".repeat(key_len));
+        doc = format!("{{\"{key}\":{doc},\"s\":1}}");
+    }
+    doc
+}
+
+#[test]
+fn deep_or_wide_nested_json_is_malformed_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ShardStore::open(&dir.path().join("shards")).expect("open");
+    // 100 KiB of line, about 5 MB of flattened keys.
+    let wide = nested(100, 1000);
+    // Deep but short.
+    let deep = nested(100, 1);
+    let ok = nested(5, 10);
+    let input = format!("{wide}\n{deep}\n{ok}\n");
+    let report = store
+        .ingest_jsonl("nest", BTreeMap::new(), input.as_bytes())
+        .expect("ingest");
+    assert_eq!((report.events_stored, report.malformed), (1, 2));
+    let bad = store.malformed("nest").expect("sample");
+    assert_eq!(bad.len(), 2);
+    assert!(bad.iter().all(|b| b.error.contains("nested")), "{bad:?}");
+    assert_eq!((bad[0].line, bad[1].line), (1, 2));
 }
