@@ -118,7 +118,8 @@ fn ingest_files(
                 let rate =
                     p.events_acknowledged as f64 / file_started.elapsed().as_secs_f64().max(1e-3);
                 eprint!(
-                    "\r{source}: {} events stored, {} malformed, {} written, {:.0} events/s   ",
+                    "\r{}: {} events stored, {} malformed, {} written, {:.0} events/s   ",
+                    escape(&source),
                     p.events_acknowledged,
                     p.malformed,
                     human_bytes(p.bytes_written),
@@ -132,7 +133,8 @@ fn ingest_files(
         }
         let seconds = file_started.elapsed().as_secs_f64().max(1e-3);
         println!(
-            "{source} ({}): {} events stored, {} malformed, {} without a timestamp, {} written, {:.0} events/s",
+            "{} ({}): {} events stored, {} malformed, {} without a timestamp, {} written, {:.0} events/s",
+            escape(&source),
             format.name(),
             report.events_stored,
             report.malformed,
@@ -175,7 +177,9 @@ fn ingest_files(
             };
             println!(
                 "  {}: {place} (byte {}): {}",
-                record.source, record.byte_offset, record.error
+                escape(&record.source),
+                record.byte_offset,
+                escape(&record.error)
             );
         }
         if malformed > sample.len() as u64 {
