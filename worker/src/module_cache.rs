@@ -336,8 +336,15 @@ fn create_key(path: &Path) -> std::io::Result<[u8; KEY_BYTES]> {
     written.map(|()| key)
 }
 
+/// Most modules kept loaded at once, whatever their size: a module's
+/// in-memory cost is more than its code (its `InstancePre`, description and
+/// projection), and a stream of tiny distinct modules must not grow the map
+/// without end under the byte bound.
+pub(crate) const MAX_LOADED_MODULES: usize = 256;
+
 /// Loaded modules by digest, the least recently used dropped past a size
-/// bound (a running task keeps its own `Arc`).
+/// bound and past [`MAX_LOADED_MODULES`] (a running task keeps its own
+/// `Arc`).
 pub(crate) struct MemoryCache<M> {
     entries: HashMap<ModuleDigest, Entry<M>>,
     bytes: usize,
@@ -381,7 +388,7 @@ impl<M: Clone> MemoryCache<M> {
             self.bytes = self.bytes.saturating_sub(old.bytes);
         }
         self.bytes = self.bytes.saturating_add(bytes);
-        while self.bytes > self.max_bytes {
+        while self.bytes > self.max_bytes || self.entries.len() > MAX_LOADED_MODULES {
             let oldest = self
                 .entries
                 .iter()
@@ -407,6 +414,22 @@ mod tests {
 
     fn digest(n: u8) -> ModuleDigest {
         ModuleDigest::new(format!("{n:064x}"))
+    }
+
+    #[test]
+    fn memory_cache_holds_a_bounded_number_of_tiny_modules() {
+        let mut cache = MemoryCache::new(1 << 30);
+        for n in 0..4 * MAX_LOADED_MODULES {
+            cache.insert(ModuleDigest::new(format!("{n:064x}")), n, 0);
+        }
+        assert_eq!(cache.len(), MAX_LOADED_MODULES);
+        // The most recent stay.
+        let last = 4 * MAX_LOADED_MODULES - 1;
+        assert_eq!(
+            cache.get(&ModuleDigest::new(format!("{last:064x}"))),
+            Some(last)
+        );
+        assert_eq!(cache.get(&digest(0)), None);
     }
 
     #[test]
