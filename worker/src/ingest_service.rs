@@ -35,7 +35,6 @@ pub struct IngestApi {
     shards_changed: Arc<Notify>,
     next: AtomicU64,
     running: Arc<Semaphore>,
-    max_running: usize,
 }
 
 impl IngestApi {
@@ -47,17 +46,7 @@ impl IngestApi {
             shards_changed,
             next: AtomicU64::new(0),
             running: Arc::new(Semaphore::new(MAX_CONCURRENT_INGESTS)),
-            max_running: MAX_CONCURRENT_INGESTS,
         }
-    }
-
-    /// Runs at most `max` ingest requests at once (at least 1) instead of
-    /// [`MAX_CONCURRENT_INGESTS`].
-    pub fn with_max_concurrent(mut self, max: usize) -> Self {
-        let max = max.max(1);
-        self.running = Arc::new(Semaphore::new(max));
-        self.max_running = max;
-        self
     }
 }
 
@@ -97,9 +86,8 @@ impl IngestService for IngestApi {
         // Taken before reading any upload; held until the append is done.
         let permit = self.running.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
-                "this worker is already running {} ingests, its limit; retry when one has \
-                 finished, or send files one after another",
-                self.max_running
+                "this worker is already running {MAX_CONCURRENT_INGESTS} ingests, its limit; \
+                 retry when one has finished, or send files one after another"
             ))
         })?;
         let mut stream = request.into_inner();
