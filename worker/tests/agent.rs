@@ -99,11 +99,16 @@ impl worker_service_server::WorkerService for FakeService {
             .commands
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or_else(|| Status::unavailable("one task stream per test"))?;
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
-        )))
+            .take();
+        match receiver {
+            Some(receiver) => Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(receiver),
+            ))),
+            // A later session (the worker registers again after an ingest):
+            // a stream that stays open and quiet, so the worker goes on
+            // heartbeating instead of retrying with backoff.
+            None => Ok(Response::new(Box::pin(tokio_stream::pending()))),
+        }
     }
 
     async fn report_task(
@@ -496,6 +501,10 @@ async fn concurrent_large_ingests_are_bounded_and_heartbeats_keep_their_interval
         }
     }
     let gap = longest_heartbeat_gap(&cluster.fake, started, Instant::now());
+    eprintln!(
+        "{stored} ingests stored, {} refused; longest heartbeat gap {gap:?}",
+        refused.len()
+    );
     assert!(stored >= 1, "some ingests ran ({} refused)", refused.len());
     assert!(
         !refused.is_empty(),
@@ -505,8 +514,11 @@ async fn concurrent_large_ingests_are_bounded_and_heartbeats_keep_their_interval
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
         assert!(status.message().contains("retry"), "{}", status.message());
     }
+    // Twenty intervals: room for a loaded test machine and for the
+    // re-registration after each ingest, far below the seconds a 16 MiB
+    // append takes if it ran on the runtime's threads.
     assert!(
-        gap < Duration::from_secs(1),
+        gap < Duration::from_secs(2),
         "heartbeats (every 100 ms) paused for {gap:?} during the ingests"
     );
     cluster.stop().await;
