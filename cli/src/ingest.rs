@@ -8,8 +8,8 @@ use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Malformed records listed in the summary (all are kept in the shard's
-/// `malformed.jsonl`).
+/// Malformed records listed in the summary (the shard's `malformed.jsonl`
+/// keeps a bounded sample; every one is counted).
 const MALFORMED_SHOWN: usize = 20;
 
 /// Ingests `files` into shard `shard` of the store under `data_dir`.
@@ -26,6 +26,75 @@ pub async fn run(
         .await?
 }
 
+/// Streams `files` to the running worker at `worker_url`, one
+/// `IngestService.Ingest` call per file, and prints what it stored. Use this
+/// while a worker runs on the data directory: it holds the directory locked.
+pub async fn run_remote(
+    worker_url: &str,
+    shard: &str,
+    labels: BTreeMap<String, String>,
+    format: Option<&str>,
+    files: &[PathBuf],
+) -> anyhow::Result<()> {
+    if let Some(format) = format {
+        // Refuse a typo before uploading anything.
+        format.parse::<Format>()?;
+    }
+    let labels: std::collections::HashMap<String, String> = labels.into_iter().collect();
+    let started = Instant::now();
+    let (mut events, mut malformed, mut shown, mut total) = (0u64, 0u64, 0usize, 0u64);
+    for file in files {
+        let response = quarry_client::ingest_file(worker_url, shard, labels.clone(), format, file)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "ingesting {} into worker {worker_url} failed: {e}",
+                    file.display()
+                )
+            })?;
+        println!(
+            "{} ({}): {} events stored, {} malformed, {} without a timestamp, {} written",
+            escape(&file.display().to_string()),
+            escape(&response.format),
+            response.events_stored,
+            response.malformed,
+            response.without_timestamp,
+            human_bytes(response.bytes_written),
+        );
+        for record in &response.malformed_records {
+            if shown >= MALFORMED_SHOWN {
+                break;
+            }
+            shown += 1;
+            let place = if record.record > 0 {
+                format!("record {}", record.record)
+            } else {
+                format!("line {}", record.line)
+            };
+            println!(
+                "  {}: {place} (byte {}): {}",
+                escape(&record.source),
+                record.byte_offset,
+                escape(&record.error)
+            );
+        }
+        events += response.events_stored;
+        malformed += response.malformed;
+        total = response.shard_event_count;
+    }
+    println!(
+        "shard {shard} on worker {worker_url}: {total} events in total; this ingest stored {events} events, {malformed} malformed, from {} file(s) in {:.1}s",
+        files.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Log-controlled text made safe for a terminal.
+fn escape(text: &str) -> String {
+    crate::output::escape(text).into_owned()
+}
+
 fn ingest_files(
     data_dir: &Path,
     shard: &str,
@@ -37,6 +106,7 @@ fn ingest_files(
     let terminal = std::io::stderr().is_terminal();
     let started = Instant::now();
     let (mut events, mut malformed, mut bytes) = (0u64, 0u64, 0u64);
+    let mut sample = Vec::new();
     for file in files {
         let (format, records) = ingest::open(file, format)?;
         let source = file.display().to_string();
@@ -48,7 +118,8 @@ fn ingest_files(
                 let rate =
                     p.events_acknowledged as f64 / file_started.elapsed().as_secs_f64().max(1e-3);
                 eprint!(
-                    "\r{source}: {} events stored, {} malformed, {} written, {:.0} events/s   ",
+                    "\r{}: {} events stored, {} malformed, {} written, {:.0} events/s   ",
+                    escape(&source),
                     p.events_acknowledged,
                     p.malformed,
                     human_bytes(p.bytes_written),
@@ -62,7 +133,8 @@ fn ingest_files(
         }
         let seconds = file_started.elapsed().as_secs_f64().max(1e-3);
         println!(
-            "{source} ({}): {} events stored, {} malformed, {} without a timestamp, {} written, {:.0} events/s",
+            "{} ({}): {} events stored, {} malformed, {} without a timestamp, {} written, {:.0} events/s",
+            escape(&source),
             format.name(),
             report.events_stored,
             report.malformed,
@@ -72,6 +144,8 @@ fn ingest_files(
         );
         events += report.events_stored;
         malformed += report.malformed;
+        let room = MALFORMED_SHOWN.saturating_sub(sample.len());
+        sample.extend(report.malformed_sample.into_iter().take(room));
         bytes += report.bytes_written;
     }
     let meta = store
@@ -90,24 +164,26 @@ fn ingest_files(
         started.elapsed().as_secs_f64()
     );
     if malformed > 0 {
-        let all = store.malformed(shard)?;
-        let ours = &all[all.len().saturating_sub(malformed as usize)..];
         println!(
-            "{malformed} malformed record(s) kept aside in {}/malformed.jsonl:",
+            "{malformed} malformed record(s); the shard's first {} are kept in {}/malformed.jsonl, \
+             the rest counted in its meta.json:",
+            quarry_worker::shard::MAX_MALFORMED_KEPT,
             store.shard_dir(shard).display()
         );
-        for record in ours.iter().take(MALFORMED_SHOWN) {
+        for record in &sample {
             let place = match record.record {
                 Some(n) => format!("record {n}"),
                 None => format!("line {}", record.line),
             };
             println!(
                 "  {}: {place} (byte {}): {}",
-                record.source, record.byte_offset, record.error
+                escape(&record.source),
+                record.byte_offset,
+                escape(&record.error)
             );
         }
-        if ours.len() > MALFORMED_SHOWN {
-            println!("  ... and {} more", ours.len() - MALFORMED_SHOWN);
+        if malformed > sample.len() as u64 {
+            println!("  ... and {} more", malformed - sample.len() as u64);
         }
     }
     Ok(())

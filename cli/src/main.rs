@@ -184,7 +184,7 @@ enum WorkerAction {
     /// auth.log), zeek-json, zeek-tsv, auditd; detected per file when --format is left
     /// out. Malformed records are kept aside with their position and reported.
     #[command(
-        after_help = "Examples:\n  quarry worker ingest --shard dc01-security --label env=prod --label os=windows Security.evtx\n  quarry worker ingest --shard gw-auth --format syslog /var/log/auth.log /var/log/auth.log.1"
+        after_help = "Examples:\n  quarry worker ingest --shard dc01-security --label env=prod --label os=windows Security.evtx\n  quarry worker ingest --shard gw-auth --format syslog /var/log/auth.log /var/log/auth.log.1\n  quarry worker ingest --worker http://127.0.0.1:7701 --shard gw-auth /var/log/auth.log"
     )]
     Ingest {
         /// Shard name (lowercase letters, digits, `.`, `_`, `-`).
@@ -196,9 +196,15 @@ enum WorkerAction {
         /// Input format (jsonl, evtx, syslog, zeek-json, zeek-tsv, auditd); detected when omitted.
         #[arg(long)]
         format: Option<String>,
-        /// The worker's data directory.
+        /// The worker's data directory (written directly: only while no
+        /// worker runs on it; see --worker).
         #[arg(long, default_value = "./quarry-data/worker")]
         data_dir: PathBuf,
+        /// Send the files to the running worker at this gRPC URL (its
+        /// --listen address, e.g. http://127.0.0.1:7701) instead of writing
+        /// its data directory, which the running worker holds locked.
+        #[arg(long, value_parser = parse_url, conflicts_with = "data_dir")]
+        worker: Option<String>,
         /// Files to ingest, in order.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -658,12 +664,22 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                     labels,
                     format,
                     data_dir,
+                    worker,
                     files,
                 }),
             ..
         }) => {
             let labels = labels.into_iter().collect();
-            quarry_cli::ingest::run(&data_dir, &shard, labels, format.as_deref(), &files).await?;
+            match worker {
+                Some(url) => {
+                    quarry_cli::ingest::run_remote(&url, &shard, labels, format.as_deref(), &files)
+                        .await?
+                }
+                None => {
+                    quarry_cli::ingest::run(&data_dir, &shard, labels, format.as_deref(), &files)
+                        .await?
+                }
+            }
         }
         Command::Worker(WorkerArgs { action: None, run }) => {
             let id = run.id.context("--id is required to run a worker")?;

@@ -4,6 +4,24 @@
 use quarry_proto::v1;
 use serde_json::{Value, json};
 
+/// `println!` for table output: module-, log- and user-controlled text in
+/// the line is escaped ([`escape`]), so it cannot drive the terminal.
+macro_rules! out_line {
+    () => {
+        println!()
+    };
+    ($($arg:tt)*) => {
+        println!("{}", escape(&format!($($arg)*)))
+    };
+}
+
+/// `eprintln!` with [`escape`], as [`out_line!`].
+macro_rules! err_line {
+    ($($arg:tt)*) => {
+        eprintln!("{}", escape(&format!($($arg)*)))
+    };
+}
+
 /// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -73,7 +91,55 @@ pub fn severity(value: i32) -> &'static str {
     }
 }
 
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+/// Whether `c` must not reach a terminal raw: C0 and C1 controls (ESC starts
+/// escape sequences, CR and backspace overwrite what was printed), DEL, the
+/// line and paragraph separators, and the bidirectional controls that reorder
+/// what is shown (Trojan Source).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `text` with every control character written as an escape (`\n`, `\r`,
+/// `\t`, `\x1b`, `\u{202e}`), for table output of strings that modules,
+/// logs or other users control. JSON output is escaped by serde instead.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe(c) && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if is_unsafe(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Aligned table lines: a header line, then one per row. Cells are escaped
+/// ([`escape`]) before they are measured, so a cell can neither move the
+/// cursor nor break the alignment.
+fn render_table(headers: &[&str], rows: Vec<Vec<String>>) -> Vec<String> {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| row.iter().map(|c| escape(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (i, cell) in row.iter().enumerate() {
@@ -82,17 +148,23 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
             }
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: &[String]| {
         let text: Vec<String> = cells
             .iter()
             .enumerate()
             .map(|(i, c)| format!("{c:<width$}", width = widths.get(i).copied().unwrap_or(0)))
             .collect();
-        println!("{}", text.join("  ").trim_end());
+        text.join("  ").trim_end().to_owned()
     };
-    line(headers.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row);
+    let headers: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    let mut lines = vec![line(&headers)];
+    lines.extend(rows.iter().map(|row| line(row)));
+    lines
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    for line in render_table(headers, rows) {
+        println!("{line}");
     }
 }
 
@@ -109,7 +181,7 @@ pub fn submitted(format: Output, response: &v1::SubmitHuntResponse) {
             "hunt_id": response.hunt_id, "task_count": response.task_count,
             "module": name, "module_digest": module.map(|m| &m.digest),
         })),
-        Output::Table => println!(
+        Output::Table => out_line!(
             "hunt {} submitted with {} tasks{}",
             response.hunt_id,
             response.task_count,
@@ -131,7 +203,7 @@ pub fn dry_run(format: Output, preview: &v1::SubmitHuntResponse) {
             "shards": preview.shards.iter().map(|s| json!({"name": s.name, "event_count": s.event_count, "size_bytes": s.size_bytes, "workers": s.worker_ids})).collect::<Vec<_>>(),
         })),
         Output::Table => {
-            println!(
+            out_line!(
                 "dry run: {} shards, {} events, {} in scope; estimated time {}",
                 preview.task_count,
                 preview.events_in_scope,
@@ -158,7 +230,7 @@ pub fn progress(format: Output, p: &v1::HuntProgress) {
             })).collect::<Vec<_>>(),
         })),
         Output::Table => {
-            eprintln!(
+            err_line!(
                 "  {}: {}/{} tasks done ({} failed, {} waiting), {} events scanned, {} findings",
                 hunt_state(p.state),
                 p.tasks_done,
@@ -170,16 +242,18 @@ pub fn progress(format: Output, p: &v1::HuntProgress) {
             );
             if let Some(f) = p.recent_failures.last() {
                 let first_line = f.error.lines().next().unwrap_or_default();
-                eprintln!(
+                err_line!(
                     "  latest failure: {} attempt {} on {}: {first_line}",
-                    f.shard, f.attempt, f.worker_id
+                    f.shard,
+                    f.attempt,
+                    f.worker_id
                 );
             }
             if !p.paused_reason.is_empty() {
-                eprintln!("  paused: {}", p.paused_reason);
+                err_line!("  paused: {}", p.paused_reason);
             }
             if !p.result_limit.is_empty() {
-                eprintln!("  {}", p.result_limit);
+                err_line!("  {}", p.result_limit);
             }
         }
     }
@@ -267,10 +341,10 @@ const TIMESTAMP_MS_2100: i64 = 4_102_444_800_000;
 pub fn aggregates_table(aggregates: &[v1::Aggregate]) {
     use v1::aggregate::Value as Kind;
     for a in aggregates {
-        println!();
+        out_line!();
         match &a.value {
             None => {
-                println!("aggregate {} (counts, {} keys)", a.name, a.counts.len());
+                out_line!("aggregate {} (counts, {} keys)", a.name, a.counts.len());
                 let mut rows: Vec<(&String, &u64)> = a.counts.iter().collect();
                 rows.sort();
                 let rows = rows
@@ -280,7 +354,7 @@ pub fn aggregates_table(aggregates: &[v1::Aggregate]) {
                 table(&["KEY", "COUNT"], rows);
             }
             Some(Kind::Distinct(d)) => {
-                println!(
+                out_line!(
                     "aggregate {} (distinct values, {} keys)",
                     a.name,
                     d.keys.len()
@@ -310,7 +384,7 @@ pub fn aggregates_table(aggregates: &[v1::Aggregate]) {
                 table(&["KEY", "DISTINCT", "VALUES"], rows);
             }
             Some(Kind::TopK(t)) => {
-                println!("aggregate {} (top {})", a.name, t.k);
+                out_line!("aggregate {} (top {})", a.name, t.k);
                 let rows = t
                     .entries
                     .iter()
@@ -326,7 +400,7 @@ pub fn aggregates_table(aggregates: &[v1::Aggregate]) {
                 table(&["KEY", "COUNT"], rows);
             }
             Some(Kind::Range(r)) => {
-                println!("aggregate {} (min/max, {} keys)", a.name, r.keys.len());
+                out_line!("aggregate {} (min/max, {} keys)", a.name, r.keys.len());
                 // Ranges over event timestamps (first/last seen) read as
                 // times; other numbers as they are.
                 let plausible = |n: i64| (TIMESTAMP_MS_2000..TIMESTAMP_MS_2100).contains(&n);
@@ -341,7 +415,7 @@ pub fn aggregates_table(aggregates: &[v1::Aggregate]) {
             }
             Some(Kind::Stack(st)) => {
                 let rare: Vec<&v1::StackValue> = st.values.iter().filter(|v| !v.common).collect();
-                println!(
+                out_line!(
                     "aggregate {} (stack): {} value(s) seen on at most {} host(s); {} more on more hosts",
                     a.name,
                     rare.len(),
@@ -368,13 +442,13 @@ pub fn hunt(format: Output, h: &v1::Hunt) {
                 .as_ref()
                 .map(|m| format!("{}@{}", m.name, m.version))
                 .unwrap_or_default();
-            println!(
+            out_line!(
                 "hunt {}  module {}  state {}",
                 h.hunt_id,
                 module,
                 hunt_state(h.state)
             );
-            println!(
+            out_line!(
                 "submitted {}  finished {}  events scanned {}  findings {}",
                 time(h.submitted_ms),
                 time(h.finished_ms),
@@ -382,10 +456,10 @@ pub fn hunt(format: Output, h: &v1::Hunt) {
                 h.findings
             );
             if h.state == v1::HuntState::Running as i32 || h.state == v1::HuntState::Paused as i32 {
-                println!("deadline {}", time(h.deadline_ms));
+                out_line!("deadline {}", time(h.deadline_ms));
             }
             if h.canary_tasks > 0 {
-                println!(
+                out_line!(
                     "canary: {} shards first; {}",
                     h.canary_tasks,
                     if h.widened {
@@ -396,26 +470,28 @@ pub fn hunt(format: Output, h: &v1::Hunt) {
                 );
             }
             if !h.paused_reason.is_empty() {
-                println!("paused: {}", h.paused_reason);
+                out_line!("paused: {}", h.paused_reason);
             }
             if !h.recent_failures.is_empty() {
-                println!("failing tasks ({} module failures counted):", h.failures);
+                out_line!("failing tasks ({} module failures counted):", h.failures);
                 for f in &h.recent_failures {
                     let first_line = f.error.lines().next().unwrap_or_default();
-                    println!(
+                    out_line!(
                         "  {} attempt {} on {}: {first_line}",
-                        f.shard, f.attempt, f.worker_id
+                        f.shard,
+                        f.attempt,
+                        f.worker_id
                     );
                 }
             }
             if !h.result_limit.is_empty() {
-                println!("{}", h.result_limit);
+                out_line!("{}", h.result_limit);
             }
             if !h.reason.is_empty() {
-                println!("reason: {}", h.reason);
+                out_line!("reason: {}", h.reason);
             }
             for (name, reason) in &h.aggregate_errors {
-                println!("aggregate {name} not fully merged: {reason}");
+                out_line!("aggregate {name} not fully merged: {reason}");
             }
             let rows = h
                 .tasks
@@ -503,7 +579,7 @@ pub fn findings(format: Output, findings: &[v1::Finding]) {
         }
         Output::Table => {
             if findings.is_empty() {
-                println!("no findings");
+                out_line!("no findings");
                 return;
             }
             let rows = findings
@@ -646,7 +722,7 @@ pub fn status(format: Output, s: &v1::StatusResponse) {
             "coordinators": coordinators_json(&s.coordinators),
         })),
         Output::Table => {
-            println!(
+            out_line!(
                 "node {} ({}), leader {}, term {}, commit {}, applied {}, log from {}",
                 s.node_id,
                 if s.is_leader { "leader" } else { "follower" },
@@ -656,12 +732,17 @@ pub fn status(format: Output, s: &v1::StatusResponse) {
                 s.applied_index,
                 s.first_log_index
             );
-            println!(
+            out_line!(
                 "workers {} ({} live), shards {}, modules {}, running hunts {}, version {}",
-                s.workers, s.live_workers, s.shards, s.modules, s.running_hunts, s.version
+                s.workers,
+                s.live_workers,
+                s.shards,
+                s.modules,
+                s.running_hunts,
+                s.version
             );
             if s.stale {
-                println!(
+                out_line!(
                     "warning: no leader confirmed this node's state; the counts above may be stale"
                 );
             }
@@ -715,15 +796,15 @@ pub fn built_module(format: Output, built: &crate::module_tool::Built) {
             "fields": d.fields, "techniques": d.techniques,
         })),
         Output::Table => {
-            println!("built {}@{}", d.name, d.version);
-            println!("  path    {}", built.path.display());
-            println!("  size    {} ({} bytes)", bytes(built.size), built.size);
-            println!("  sha256  {}", built.sha256);
-            println!("  fields  {}", d.fields.join(", "));
+            out_line!("built {}@{}", d.name, d.version);
+            out_line!("  path    {}", built.path.display());
+            out_line!("  size    {} ({} bytes)", bytes(built.size), built.size);
+            out_line!("  sha256  {}", built.sha256);
+            out_line!("  fields  {}", d.fields.join(", "));
             if !d.techniques.is_empty() {
-                println!("  ATT&CK  {}", d.techniques.join(", "));
+                out_line!("  ATT&CK  {}", d.techniques.join(", "));
             }
-            println!("valid: instantiates against the hunt world and describes itself");
+            out_line!("valid: instantiates against the hunt world and describes itself");
         }
     }
 }
@@ -767,9 +848,9 @@ pub fn local_run(format: Output, run: &crate::module_tool::LocalRun) {
             }));
         }
         Output::Table => {
-            println!("module {}@{} (sha256 {})", d.name, d.version, run.digest);
+            out_line!("module {}@{} (sha256 {})", d.name, d.version, run.digest);
             for f in &run.files {
-                println!(
+                out_line!(
                     "  {} ({}): {} events, {} malformed, {} without a timestamp",
                     f.path.display(),
                     f.format.name(),
@@ -779,20 +860,20 @@ pub fn local_run(format: Output, run: &crate::module_tool::LocalRun) {
                 );
             }
             if malformed > 0 {
-                println!("malformed records (kept aside, not scanned):");
+                out_line!("malformed records (kept aside, not scanned):");
                 for m in &run.malformed {
-                    println!("  {}: {}: {}", m.source, m.place, m.error);
+                    out_line!("  {}: {}: {}", m.source, m.place, m.error);
                 }
                 if malformed > run.malformed.len() as u64 {
-                    println!("  ... and {} more", malformed - run.malformed.len() as u64);
+                    out_line!("  ... and {} more", malformed - run.malformed.len() as u64);
                 }
             }
             match &run.outcome {
                 Err(e) => {
-                    println!("FAILED ({}): {e}", failure_kind(e));
+                    out_line!("FAILED ({}): {e}", failure_kind(e));
                 }
                 Ok(o) => {
-                    println!(
+                    out_line!(
                         "scanned {} events ({} blocks read, {} skipped by the prefilter's block index), {} passed the prefilter; {} finding(s){}",
                         o.events_scanned,
                         o.blocks_read,
@@ -808,18 +889,55 @@ pub fn local_run(format: Output, run: &crate::module_tool::LocalRun) {
                             String::new()
                         }
                     );
-                    println!();
+                    out_line!();
                     self::findings(Output::Table, &findings);
                     aggregates_table(&summaries(&o.aggregates));
                     if !o.log.is_empty() {
-                        println!();
-                        println!("module log:");
+                        out_line!();
+                        out_line!("module log:");
                         for line in &o.log {
-                            println!("  {line}");
+                            out_line!("  {line}");
                         }
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_in_table_output() {
+        // ESC sequences (colour, cursor moves, OSC 8 links, title changes),
+        // CR and backspace that overwrite, DEL, C1 CSI, and bidi overrides.
+        let hostile = "ok\u{1b}[31mred\u{1b}]0;title\u{7}\rover\u{8}\u{7f}\u{9b}2J\u{202e}txt.exe\u{2066}x\u{2069}\nnext\ttab";
+        let escaped = escape(hostile);
+        assert_eq!(
+            escaped,
+            "ok\\x1b[31mred\\x1b]0;title\\x07\\rover\\x08\\x7f\\u{9b}2J\\u{202e}txt.exe\\u{2066}x\\u{2069}\\nnext\\ttab"
+        );
+        assert!(!escaped.chars().any(is_unsafe));
+        // Plain text, non-ASCII included, is untouched and not copied.
+        assert!(matches!(
+            escape("Ünïcode, tabs\u{a0}and 4625"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(escape(&escaped), escaped, "escaping twice changes nothing");
+
+        let lines = render_table(
+            &["RULE", "ENTITY"],
+            vec![vec![
+                "brute\u{1b}[2K".to_owned(),
+                "alice\rmallory".to_owned(),
+            ]],
+        );
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| !l.chars().any(is_unsafe)), "{lines:?}");
+        assert_eq!(lines[1], "brute\\x1b[2K  alice\\rmallory");
+        // Columns are aligned on the escaped text.
+        assert_eq!(lines[0], "RULE          ENTITY");
     }
 }

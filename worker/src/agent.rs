@@ -539,6 +539,12 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
 /// with every task the worker ever ran.
 const MAX_FINISHED_REMEMBERED: usize = 10_000;
 
+/// Tasks a worker holds at once, running or waiting for a slot. The
+/// coordinator assigns at most a worker's slots; past this bound further
+/// assignments are refused (their leases expire and the coordinator assigns
+/// them again), so a flood of assignments cannot grow the worker's memory.
+const MAX_TASKS_HELD: usize = 1024;
+
 /// The tasks this worker started: each task's latest attempt and its cancel
 /// flag, for running tasks and the most recently finished ones.
 #[derive(Default)]
@@ -546,6 +552,8 @@ struct StartedTasks {
     tasks: HashMap<String, (u32, Arc<AtomicBool>)>,
     /// Finished (task, attempt), oldest first.
     finished: std::collections::VecDeque<(String, u32)>,
+    /// Started and not yet finished (running or waiting for a slot).
+    held: usize,
 }
 
 impl StartedTasks {
@@ -554,7 +562,8 @@ impl StartedTasks {
     }
 
     /// Records `attempt` of `task` as started and returns its cancel flag;
-    /// `None` when this or a later attempt was started already.
+    /// `None` when this or a later attempt was started already, or when the
+    /// worker already holds [`MAX_TASKS_HELD`] tasks.
     fn start(&mut self, task: &str, attempt: u32) -> Option<Arc<AtomicBool>> {
         if self
             .tasks
@@ -563,6 +572,17 @@ impl StartedTasks {
         {
             return None;
         }
+        if self.held >= MAX_TASKS_HELD {
+            tracing::warn!(
+                task,
+                attempt,
+                held = self.held,
+                "refusing a task assignment: this worker already holds {MAX_TASKS_HELD} tasks \
+                 (running or waiting for a slot); the coordinator will assign it again"
+            );
+            return None;
+        }
+        self.held += 1;
         let cancel = Arc::new(AtomicBool::new(false));
         self.tasks
             .insert(task.to_owned(), (attempt, cancel.clone()));
@@ -573,6 +593,7 @@ impl StartedTasks {
     /// finished ones past [`MAX_FINISHED_REMEMBERED`] (not a later attempt
     /// that may be running).
     fn finish(&mut self, task: &str, attempt: u32) {
+        self.held = self.held.saturating_sub(1);
         self.finished.push_back((task.to_owned(), attempt));
         while self.finished.len() > MAX_FINISHED_REMEMBERED {
             let Some((old, old_attempt)) = self.finished.pop_front() else {
@@ -920,6 +941,22 @@ mod tests {
                 .get(&format!("t{MAX_FINISHED_REMEMBERED}"))
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_flood_of_assignments_is_refused_past_a_bound() {
+        let mut started = StartedTasks::default();
+        for i in 0..MAX_TASKS_HELD {
+            assert!(started.start(&format!("t{i}"), 1).is_some(), "task {i}");
+        }
+        assert!(
+            started.start("one-too-many", 1).is_none(),
+            "refused while {MAX_TASKS_HELD} tasks are held"
+        );
+        assert!(started.get("one-too-many").is_none(), "and not remembered");
+        started.finish("t0", 1);
+        assert!(started.start("one-too-many", 1).is_some(), "room again");
+        assert_eq!(started.held, MAX_TASKS_HELD);
     }
 
     #[test]

@@ -3,22 +3,30 @@
 //! same readers as `quarry worker ingest`, appends the events to the shard and
 //! answers once they are fsynced. The worker then registers again so the
 //! coordinator learns the new or grown shard.
+//!
+//! Nothing here blocks the async runtime that also carries the worker's
+//! heartbeats and task stream: the spool is written through `tokio::fs` and
+//! the parse-and-append runs on a blocking thread. At most
+//! [`MAX_CONCURRENT_INGESTS`] requests run at once; more are refused with
+//! `RESOURCE_EXHAUSTED` at once rather than queued, since a queued request
+//! would hold its client's upload (and a blocking thread) open.
 
 use crate::ingest::{self, Format};
 use crate::shard::{ShardError, ShardStore};
 use quarry_proto::v1::{self, ingest_service_server::IngestService};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::Notify;
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::{Notify, Semaphore};
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Largest input accepted in one request.
 pub const MAX_INGEST_BYTES: u64 = 8 << 30;
-/// Malformed records returned in the response (all are kept in the shard).
-const MALFORMED_RETURNED: usize = 100;
+/// Ingest requests a worker runs at once (appends to its store are
+/// serialised anyway; this bounds spool space and blocking threads).
+pub const MAX_CONCURRENT_INGESTS: usize = 2;
 
 /// Serves `quarry.v1.IngestService`.
 pub struct IngestApi {
@@ -26,6 +34,7 @@ pub struct IngestApi {
     spool: PathBuf,
     shards_changed: Arc<Notify>,
     next: AtomicU64,
+    running: Arc<Semaphore>,
 }
 
 impl IngestApi {
@@ -36,6 +45,7 @@ impl IngestApi {
             spool,
             shards_changed,
             next: AtomicU64::new(0),
+            running: Arc::new(Semaphore::new(MAX_CONCURRENT_INGESTS)),
         }
     }
 }
@@ -73,6 +83,13 @@ impl IngestService for IngestApi {
         &self,
         request: Request<Streaming<v1::IngestRequest>>,
     ) -> Result<Response<v1::IngestResponse>, Status> {
+        // Taken before reading any upload; held until the append is done.
+        let permit = self.running.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this worker is already running {MAX_CONCURRENT_INGESTS} ingests, its limit; \
+                 retry when one has finished, or send files one after another"
+            ))
+        })?;
         let mut stream = request.into_inner();
         let first = stream.next().await.ok_or_else(|| {
             Status::invalid_argument("empty ingest request: send a header first")
@@ -92,13 +109,26 @@ impl IngestService for IngestApi {
                     .map_err(|e: ingest::IngestError| Status::invalid_argument(e.to_string()))?,
             )
         };
-        std::fs::create_dir_all(&self.spool).map_err(|e| io_status("create", &self.spool, e))?;
+        let mut dir = tokio::fs::DirBuilder::new();
+        dir.recursive(true);
+        // Uploads are logs: owner only, whatever the umask.
+        #[cfg(unix)]
+        dir.mode(0o700);
+        dir.create(&self.spool)
+            .await
+            .map_err(|e| io_status("create", &self.spool, e))?;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let path = self
             .spool
             .join(format!("upload-{}-{n}.part", std::process::id()));
         let spooled = Spooled(path.clone());
-        let mut file = std::fs::File::create(&path).map_err(|e| io_status("create", &path, e))?;
+        let mut file = tokio::fs::OpenOptions::from(crate::shard::segment::private_file())
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| io_status("create", &path, e))?;
         let mut size = 0u64;
         let mut chunk = first.data;
         loop {
@@ -109,6 +139,7 @@ impl IngestService for IngestApi {
                 )));
             }
             file.write_all(&chunk)
+                .await
                 .map_err(|e| io_status("write", &path, e))?;
             match stream.next().await {
                 Some(message) => {
@@ -123,6 +154,10 @@ impl IngestService for IngestApi {
                 None => break,
             }
         }
+        // tokio's File finishes a write in the background: wait for it.
+        file.flush()
+            .await
+            .map_err(|e| io_status("write", &path, e))?;
         drop(file);
         let store = self.store.clone();
         let source = if header.source.is_empty() {
@@ -135,6 +170,9 @@ impl IngestService for IngestApi {
         let response =
             tokio::task::spawn_blocking(move || -> Result<v1::IngestResponse, Status> {
                 let _spooled = spooled;
+                // Held here, not by the request: a client that hangs up does
+                // not end this append, so it still counts against the limit.
+                let _permit = permit;
                 let (format, records) = ingest::open(&path, format)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 // Readers name the spool file; the client knows its input by `source`.
@@ -147,8 +185,6 @@ impl IngestService for IngestApi {
                 let report = store
                     .append_from(&shard, labels, &source, records, &mut |_| {})
                     .map_err(shard_status)?;
-                let all = store.malformed(&shard).map_err(shard_status)?;
-                let ours = &all[all.len().saturating_sub(report.malformed as usize)..];
                 Ok(v1::IngestResponse {
                     shard: shard.clone(),
                     format: format.name().to_owned(),
@@ -157,15 +193,17 @@ impl IngestService for IngestApi {
                     without_timestamp: report.without_timestamp,
                     bytes_written: report.bytes_written,
                     shard_event_count: report.meta.event_count,
-                    malformed_records: ours
-                        .iter()
-                        .take(MALFORMED_RETURNED)
+                    // This ingest's own first records, held in memory: the
+                    // shard's sample file is never read back here.
+                    malformed_records: report
+                        .malformed_sample
+                        .into_iter()
                         .map(|m| v1::MalformedRecordInfo {
-                            source: m.source.clone(),
+                            source: m.source,
                             line: m.line,
                             record: m.record.unwrap_or(0),
                             byte_offset: m.byte_offset,
-                            error: m.error.clone(),
+                            error: m.error,
                         })
                         .collect(),
                 })

@@ -77,7 +77,7 @@ impl DiskCache {
                 dir.display()
             ))
         };
-        std::fs::create_dir_all(dir).map_err(|e| failed("create", e))?;
+        crate::shard::segment::create_private_dir_all(dir).map_err(|e| failed("create", e))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -197,7 +197,11 @@ impl DiskCache {
             NEXT_TEMP.fetch_add(1, Ordering::Relaxed)
         ));
         let written = (|| {
-            let mut file = std::fs::File::create(&temp)?;
+            let mut file = crate::shard::segment::private_file()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&temp)?;
             file.write_all(MAGIC)?;
             file.write_all(&tag)?;
             file.write_all(artifact)?;
@@ -308,7 +312,7 @@ fn create_key(path: &Path) -> std::io::Result<[u8; KEY_BYTES]> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(parent)?;
+    crate::shard::segment::create_private_dir_all(parent)?;
     let temp = parent.join(format!(
         ".tmp-key-{}-{}",
         std::process::id(),
@@ -332,8 +336,15 @@ fn create_key(path: &Path) -> std::io::Result<[u8; KEY_BYTES]> {
     written.map(|()| key)
 }
 
+/// Most modules kept loaded at once, whatever their size: a module's
+/// in-memory cost is more than its code (its `InstancePre`, description and
+/// projection), and a stream of tiny distinct modules must not grow the map
+/// without end under the byte bound.
+pub(crate) const MAX_LOADED_MODULES: usize = 256;
+
 /// Loaded modules by digest, the least recently used dropped past a size
-/// bound (a running task keeps its own `Arc`).
+/// bound and past [`MAX_LOADED_MODULES`] (a running task keeps its own
+/// `Arc`).
 pub(crate) struct MemoryCache<M> {
     entries: HashMap<ModuleDigest, Entry<M>>,
     bytes: usize,
@@ -377,7 +388,7 @@ impl<M: Clone> MemoryCache<M> {
             self.bytes = self.bytes.saturating_sub(old.bytes);
         }
         self.bytes = self.bytes.saturating_add(bytes);
-        while self.bytes > self.max_bytes {
+        while self.bytes > self.max_bytes || self.entries.len() > MAX_LOADED_MODULES {
             let oldest = self
                 .entries
                 .iter()
@@ -403,6 +414,22 @@ mod tests {
 
     fn digest(n: u8) -> ModuleDigest {
         ModuleDigest::new(format!("{n:064x}"))
+    }
+
+    #[test]
+    fn memory_cache_holds_a_bounded_number_of_tiny_modules() {
+        let mut cache = MemoryCache::new(1 << 30);
+        for n in 0..4 * MAX_LOADED_MODULES {
+            cache.insert(ModuleDigest::new(format!("{n:064x}")), n, 0);
+        }
+        assert_eq!(cache.len(), MAX_LOADED_MODULES);
+        // The most recent stay.
+        let last = 4 * MAX_LOADED_MODULES - 1;
+        assert_eq!(
+            cache.get(&ModuleDigest::new(format!("{last:064x}"))),
+            Some(last)
+        );
+        assert_eq!(cache.get(&digest(0)), None);
     }
 
     #[test]

@@ -423,7 +423,7 @@ pub struct SegmentWriter {
 impl SegmentWriter {
     /// Creates a new, empty segment file (failing if it exists).
     pub fn create(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().write(true).create_new(true).open(path)?;
+        let file = private_file().write(true).create_new(true).open(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -478,13 +478,55 @@ pub fn write_index(seg: &Path, index: &SegmentIndex) -> io::Result<()> {
     write_atomic(&path, &bytes)
 }
 
+/// Options that create a file readable and writable by its owner only (0600,
+/// whatever the umask): shards hold the logs being hunted through.
+pub fn private_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options
+}
+
+/// Creates `dir` and its missing parents, each new one accessible to its
+/// owner only (0700, whatever the umask). Existing directories are left as
+/// they are.
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Creates the directory `dir` (its parent must exist) as
+/// [`create_private_dir_all`] does, failing if it exists.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, and an
 /// fsync of the directory, so a crash leaves either the old file or the new.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut temp = path.as_os_str().to_owned();
     temp.push(".tmp");
     let temp = PathBuf::from(temp);
-    let mut file = File::create(&temp)?;
+    let mut file = private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);

@@ -15,7 +15,9 @@
 //!     seg-00000001.qidx  its index (every block's offset and header), written
 //!                        atomically when the segment is sealed
 //!     seg-00000002.qseg  the next append's segment, ...
-//!     malformed.jsonl    records that failed to parse (MalformedRecord per line)
+//!     malformed.jsonl    the first MAX_MALFORMED_KEPT records that failed to
+//!                        parse (MalformedRecord per line); the rest are only
+//!                        counted in meta.json
 //!   .ingest-<process>-<seq>-<shard-name>/   a shard being created
 //! ```
 //!
@@ -42,13 +44,18 @@
 //! directory is left untouched (nothing already stored is deleted) and its
 //! name stays taken until it is removed.
 //!
-//! A root directory belongs to one worker process at a time.
+//! A root directory belongs to one process at a time: [`ShardStore::open`]
+//! takes an exclusive `flock` on `<root>/.lock` (holding the pid of the
+//! process that has it) and keeps it for the store's life. A second process,
+//! such as `quarry worker ingest` beside a running worker, would otherwise run
+//! crash recovery on the live writer's unsealed segment and remove its
+//! in-progress directories.
 
 #[path = "segment.rs"]
 pub mod segment;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,10 +86,33 @@ pub const FORMAT_SEGMENTS_V1: &str = "segments-v1";
 /// Longest shard name.
 pub const MAX_SHARD_NAME_LEN: usize = 128;
 /// How much of a malformed line is kept aside (the rest is counted, not kept).
-pub const MAX_MALFORMED_RAW_BYTES: usize = 4096;
+pub const MAX_MALFORMED_RAW_BYTES: usize = 1024;
+/// Malformed records a shard keeps in `malformed.jsonl`: the first ones over
+/// its life. Later ones are counted (per source in [`ShardMeta`]) but not
+/// kept, so a file of garbage cannot grow the disk by more than this sample.
+pub const MAX_MALFORMED_KEPT: u64 = 1000;
+/// Malformed records of one ingest returned in its [`IngestReport`].
+pub const MAX_MALFORMED_REPORTED: usize = 100;
+/// Sources counted separately in [`ShardMeta::malformed_by_source`]; the
+/// malformed records of further sources are counted under
+/// [`OTHER_SOURCES`].
+pub const MAX_MALFORMED_SOURCES: usize = 64;
+/// The key counting malformed records of sources past
+/// [`MAX_MALFORMED_SOURCES`].
+pub const OTHER_SOURCES: &str = "(other sources)";
+/// Longest source name kept with a malformed record (a gRPC client names it).
+const MAX_SOURCE_BYTES: usize = 256;
 /// Longest input line accepted as one record. Longer lines are malformed:
 /// this bounds the memory one bad input can take.
 pub const MAX_RECORD_BYTES: usize = 16 << 20;
+/// Deepest nesting of objects in an event. Events are flattened to dotted
+/// field names at ingest; logs nest a few levels, and a deeper record is
+/// malformed rather than flattened.
+pub const MAX_NESTING_DEPTH: usize = 32;
+/// Most bytes the flattened field names of one event may take. Every leaf's
+/// name repeats its whole path, so a record of long keys nested deep would
+/// otherwise flatten to the square of its size.
+pub const MAX_FLATTENED_KEY_BYTES: usize = 1 << 20;
 /// Fields a canonical `host` is taken from, in order, when an event has no
 /// `host` of its own.
 pub const HOST_FIELDS: &[&str] = &[
@@ -99,6 +129,10 @@ pub const HOST_FIELDS: &[&str] = &[
     // Linux audit records (`node=NAME type=…`).
     "node",
 ];
+
+/// File in the shard root that [`ShardStore::open`] locks; it holds the pid
+/// of the process holding the lock. A dot file, so it is never a shard.
+pub const LOCK_FILE: &str = ".lock";
 
 /// Prefix of in-progress ingest directories. Shard names cannot start with a
 /// dot, so these never collide with a shard.
@@ -172,6 +206,22 @@ pub enum ShardError {
         root: PathBuf,
         /// Comma-separated names of the shards the store holds (or `none`).
         known: String,
+    },
+
+    /// Another process has the store open (its lock is held).
+    #[error(
+        "{} is in use by {}: its lock {} is held. Two processes must not write one \
+         worker's data directory; stop that one first, or, to add logs to a running \
+         worker, send them to it with `quarry worker ingest --worker URL`",
+        root.display(),
+        match pid { Some(pid) => format!("process {pid}"), None => "another process".to_owned() },
+        root.join(LOCK_FILE).display()
+    )]
+    Locked {
+        /// The store's root directory.
+        root: PathBuf,
+        /// The pid written in the lock file by the holder, when readable.
+        pid: Option<u32>,
     },
 
     /// A file-system operation failed.
@@ -276,8 +326,18 @@ pub struct ShardMeta {
     /// Events stored without a recognisable timestamp (timestamp 0). They are
     /// not part of `min_ts_ms..=max_ts_ms`.
     pub untimed_count: u64,
-    /// Input records that failed to parse, kept in `malformed.jsonl`.
+    /// Input records that failed to parse (the first [`MAX_MALFORMED_KEPT`]
+    /// are kept in `malformed.jsonl`).
     pub malformed_count: u64,
+    /// Malformed records kept in `malformed.jsonl`. `None` in shards written
+    /// before the sample was bounded: their file may hold up to
+    /// `malformed_count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub malformed_kept: Option<u64>,
+    /// Malformed records per input source (at most
+    /// [`MAX_MALFORMED_SOURCES`] keys plus [`OTHER_SOURCES`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub malformed_by_source: BTreeMap<String, u64>,
     /// When the shard was created (ms since the epoch, UTC).
     pub created_at_ms: i64,
     /// How long events are kept (ms): [`ShardStore::apply_retention`] drops
@@ -335,23 +395,41 @@ pub struct MalformedRecord {
 impl MalformedRecord {
     fn from_malformed(m: Malformed) -> Self {
         let mut raw = m.raw;
-        if raw.len() > MAX_MALFORMED_RAW_BYTES {
-            let mut cut = MAX_MALFORMED_RAW_BYTES;
-            while !raw.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            raw.truncate(cut);
-        }
+        truncate_at_char(&mut raw, MAX_MALFORMED_RAW_BYTES);
+        let mut source = m.position.source;
+        truncate_at_char(&mut source, MAX_SOURCE_BYTES);
         Self {
             line: m.position.line.unwrap_or(0),
             byte_offset: m.position.byte_offset.unwrap_or(0),
             error: m.error,
             raw,
             raw_len: m.raw_len,
-            source: m.position.source,
+            source,
             record: m.position.record,
         }
     }
+}
+
+fn truncate_at_char(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+}
+
+/// Adds `n` malformed records of `source` to `counts`, folding new sources
+/// past [`MAX_MALFORMED_SOURCES`] into [`OTHER_SOURCES`].
+fn count_source(counts: &mut BTreeMap<String, u64>, source: &str, n: u64) {
+    let known = counts.len() - usize::from(counts.contains_key(OTHER_SOURCES));
+    let key = if counts.contains_key(source) || known < MAX_MALFORMED_SOURCES {
+        source
+    } else {
+        OTHER_SOURCES
+    };
+    *counts.entry(key.to_owned()).or_default() += n;
 }
 
 /// The outcome of [`ShardStore::append`] and [`ShardStore::ingest_jsonl`].
@@ -368,6 +446,9 @@ pub struct IngestReport {
     pub events_stored: u64,
     /// Records kept aside as malformed by this ingest.
     pub malformed: u64,
+    /// The first [`MAX_MALFORMED_REPORTED`] of them, with their positions
+    /// (whether or not the shard's bounded sample on disk has room).
+    pub malformed_sample: Vec<MalformedRecord>,
     /// Events stored without a recognisable timestamp (given timestamp 0).
     pub without_timestamp: u64,
     /// Whether this ingest created the shard.
@@ -538,6 +619,8 @@ pub struct ShardStore {
     skipped: Vec<SkippedShard>,
     recovered: Vec<RecoveredTail>,
     writer: Mutex<()>,
+    /// The open, locked [`LOCK_FILE`]; the lock goes when the store does.
+    _lock: File,
 }
 
 impl ShardStore {
@@ -552,9 +635,13 @@ impl ShardStore {
     ///
     /// # Errors
     ///
-    /// [`ShardError::Io`] when the root cannot be created or listed.
+    /// [`ShardError::Locked`] when another store (in this or another
+    /// process) has `root` open; [`ShardError::Io`] when the root cannot be
+    /// created, locked or listed.
     pub fn open(root: &Path) -> Result<Self, ShardError> {
-        fs::create_dir_all(root).map_err(io_err("create the shard root", root))?;
+        segment::create_private_dir_all(root).map_err(io_err("create the shard root", root))?;
+        // Before anything is repaired or removed: those belong to the holder.
+        let lock = lock_root(root)?;
         let entries = fs::read_dir(root).map_err(io_err("list the shard root", root))?;
         let our_temp_prefix = format!("{TEMP_PREFIX}{}-", process_nonce());
         let mut shards = BTreeMap::new();
@@ -602,6 +689,7 @@ impl ShardStore {
             skipped,
             recovered,
             writer: Mutex::new(()),
+            _lock: lock,
         })
     }
 
@@ -758,6 +846,11 @@ impl ShardStore {
             dir: &dir,
             malformed_path: &malformed_path,
             malformed: None,
+            kept_room: MAX_MALFORMED_KEPT
+                .saturating_sub(meta.malformed_kept.unwrap_or(meta.malformed_count)),
+            kept: 0,
+            sample: Vec::new(),
+            by_source: BTreeMap::new(),
             builder: BlockBuilder::new(meta.next_offset),
             writer: None,
             sealed: Vec::new(),
@@ -773,6 +866,9 @@ impl ShardStore {
             sealed,
             summary,
             progress: done,
+            kept,
+            sample,
+            by_source,
             ..
         } = run;
         meta.event_count += summary.event_count;
@@ -781,6 +877,15 @@ impl ShardStore {
         meta.max_ts_ms = max_opt(meta.max_ts_ms, summary.max_ts_ms);
         meta.next_offset = meta.next_offset.max(summary.end_offset);
         meta.malformed_count += done.malformed;
+        // A shard from before the bounded sample may hold up to all its
+        // malformed records in the file.
+        let kept_before = meta
+            .malformed_kept
+            .unwrap_or(meta.malformed_count - done.malformed);
+        meta.malformed_kept = Some(kept_before + kept);
+        for (source, n) in by_source {
+            count_source(&mut meta.malformed_by_source, &source, n);
+        }
         meta.segment_count += sealed.len() as u64;
         let meta_result = write_meta(&dir, &meta);
         {
@@ -807,6 +912,7 @@ impl ShardStore {
             blank_lines: 0,
             events_stored: done.events_acknowledged,
             malformed: done.malformed,
+            malformed_sample: sample,
             without_timestamp: summary.untimed_count,
             created,
             blocks_written: done.blocks_written,
@@ -838,6 +944,8 @@ impl ShardStore {
             max_ts_ms: None,
             untimed_count: 0,
             malformed_count: 0,
+            malformed_kept: Some(0),
+            malformed_by_source: BTreeMap::new(),
             created_at_ms: now_ms(),
             retention_ms: None,
             segment_count: 0,
@@ -848,7 +956,7 @@ impl ShardStore {
         let temp_dir = self
             .root
             .join(format!("{TEMP_PREFIX}{}-{seq}-{name}", process_nonce()));
-        fs::create_dir(&temp_dir).map_err(io_err("create", &temp_dir))?;
+        segment::create_private_dir(&temp_dir).map_err(io_err("create", &temp_dir))?;
         let mut guard = TempDirGuard {
             path: Some(temp_dir.clone()),
         };
@@ -1098,7 +1206,10 @@ impl ShardStore {
         Ok(stats)
     }
 
-    /// The malformed records kept aside by the ingests of shard `name`.
+    /// The sample of malformed records kept aside by the ingests of shard
+    /// `name`: the first [`MAX_MALFORMED_KEPT`] (the counts are in its
+    /// [`ShardMeta`]). Reads the file line by line and stops there, so a
+    /// large file left by an older version is never read whole.
     ///
     /// # Errors
     ///
@@ -1109,23 +1220,46 @@ impl ShardStore {
             return Err(self.not_found(name));
         }
         let path = self.shard_dir(name).join(MALFORMED_FILE);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
+        let file = match File::open(&path) {
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err("read", &path)(e)),
         };
-        text.lines()
-            .enumerate()
-            .filter(|(_, line)| !line.is_empty())
-            .map(|(i, line)| {
-                serde_json::from_str(line).map_err(|e| ShardError::Corrupt {
-                    shard: name.to_owned(),
-                    path: path.clone(),
-                    line: i as u64 + 1,
-                    reason: format!("not a malformed-record entry ({e})"),
-                })
-            })
-            .collect()
+        let mut input = io::BufReader::new(file);
+        let mut line = Vec::new();
+        let mut records = Vec::new();
+        let mut line_no = 0u64;
+        // A kept record is at most ~1 KiB of raw text plus its position; a
+        // line much longer than that is not one this store wrote.
+        const MAX_ENTRY_BYTES: usize = 64 << 10;
+        while (records.len() as u64) < MAX_MALFORMED_KEPT {
+            let read = read_line_bounded(&mut input, &mut line, MAX_ENTRY_BYTES)
+                .map_err(io_err("read", &path))?;
+            if read.consumed == 0 {
+                break;
+            }
+            line_no += 1;
+            let corrupt = |reason: String| ShardError::Corrupt {
+                shard: name.to_owned(),
+                path: path.clone(),
+                line: line_no,
+                reason,
+            };
+            if read.overflow {
+                return Err(corrupt(format!(
+                    "longer than {MAX_ENTRY_BYTES} bytes, not a malformed-record entry"
+                )));
+            }
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            if text.is_empty() {
+                continue;
+            }
+            records.push(
+                serde_json::from_slice(text)
+                    .map_err(|e| corrupt(format!("not a malformed-record entry ({e})")))?,
+            );
+        }
+        Ok(records)
     }
 
     fn load_index(&self, name: &str, seg: &Path) -> Result<SegmentIndex, ShardError> {
@@ -1170,6 +1304,14 @@ struct AppendRun<'a> {
     dir: &'a Path,
     malformed_path: &'a Path,
     malformed: Option<BufWriter<File>>,
+    /// Malformed records the shard's sample file still has room for.
+    kept_room: u64,
+    /// Malformed records written to the sample file by this run.
+    kept: u64,
+    /// This run's first malformed records, for its report.
+    sample: Vec<MalformedRecord>,
+    /// This run's malformed records per source.
+    by_source: BTreeMap<String, u64>,
     builder: BlockBuilder,
     writer: Option<SegmentWriter>,
     sealed: Vec<PathBuf>,
@@ -1189,6 +1331,11 @@ impl AppendRun<'_> {
         for record in records {
             self.progress.records += 1;
             let malformed = match record {
+                // Readers of line formats check this already and name the
+                // line; this catches every other reader.
+                Ok(Value::Object(doc)) if let Err(error) = check_flattening(&doc) => {
+                    rejected_record(source, self.progress.records, error, &Value::Object(doc))
+                }
                 Ok(Value::Object(doc)) => {
                     let (ts, doc) = prepare_event(doc, source);
                     self.builder
@@ -1212,10 +1359,26 @@ impl AppendRun<'_> {
                 },
                 Err(malformed) => malformed,
             };
+            self.progress.malformed += 1;
+            let record = MalformedRecord::from_malformed(malformed);
+            let source = if record.source.is_empty() {
+                source
+            } else {
+                &record.source
+            };
+            count_source(&mut self.by_source, source, 1);
+            if self.kept >= self.kept_room {
+                // Counted only: the sample on disk is full. Nothing is
+                // written, so garbage input costs no disk beyond the sample.
+                if self.sample.len() < MAX_MALFORMED_REPORTED {
+                    self.sample.push(record);
+                }
+                continue;
+            }
             let writer = match &mut self.malformed {
                 Some(writer) => writer,
                 None => {
-                    let file = OpenOptions::new()
+                    let file = segment::private_file()
                         .create(true)
                         .append(true)
                         .open(self.malformed_path)
@@ -1223,11 +1386,14 @@ impl AppendRun<'_> {
                     self.malformed.insert(BufWriter::new(file))
                 }
             };
-            serde_json::to_writer(&mut *writer, &MalformedRecord::from_malformed(malformed))
+            serde_json::to_writer(&mut *writer, &record)
                 .map_err(io::Error::from)
                 .and_then(|()| writer.write_all(b"\n"))
                 .map_err(io_err("write", self.malformed_path))?;
-            self.progress.malformed += 1;
+            self.kept += 1;
+            if self.sample.len() < MAX_MALFORMED_REPORTED {
+                self.sample.push(record);
+            }
         }
         if !self.builder.is_empty() {
             self.write_block(next_seq, progress)?;
@@ -1426,6 +1592,95 @@ pub fn prepare_event(doc: Map<String, Value>, source: &str) -> (Option<i64>, Val
 
 /// Flattens nested objects into dotted names; arrays and other values are
 /// kept as they are. A name that is already taken keeps its first value.
+/// Checks that flattening `doc` to dotted names stays within
+/// [`MAX_NESTING_DEPTH`] and [`MAX_FLATTENED_KEY_BYTES`], without building
+/// the names; the error says why the record is malformed.
+///
+/// # Errors
+///
+/// The reason, for a [`Malformed`] record.
+pub fn check_flattening(doc: &Map<String, Value>) -> Result<(), String> {
+    fn walk(
+        map: &Map<String, Value>,
+        depth: usize,
+        prefix_len: usize,
+        total: &mut usize,
+    ) -> Result<(), String> {
+        if depth > MAX_NESTING_DEPTH {
+            return Err(format!(
+                "objects are nested more than {MAX_NESTING_DEPTH} deep; flatten the record or \
+                 drop its deep part before ingesting"
+            ));
+        }
+        for (key, value) in map {
+            let len = if depth == 1 {
+                key.len()
+            } else {
+                prefix_len + 1 + key.len()
+            };
+            match value {
+                Value::Object(inner) if !inner.is_empty() => walk(inner, depth + 1, len, total)?,
+                _ => {
+                    *total += len;
+                    if *total > MAX_FLATTENED_KEY_BYTES {
+                        return Err(format!(
+                            "its nested field names flatten to more than \
+                             {MAX_FLATTENED_KEY_BYTES} bytes of dotted names; shorten or \
+                             unnest its keys before ingesting"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    walk(doc, 1, 0, &mut 0)
+}
+
+/// Counts the bytes written and keeps the first [`MAX_MALFORMED_RAW_BYTES`].
+struct BoundedText {
+    kept: Vec<u8>,
+    len: u64,
+}
+
+impl Write for BoundedText {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = MAX_MALFORMED_RAW_BYTES.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&buf[..room.min(buf.len())]);
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A parsed record that cannot be stored, as a [`Malformed`] at record
+/// number `record` of `source`, its raw text re-encoded (and bounded).
+fn rejected_record(source: &str, record: u64, error: String, doc: &Value) -> Malformed {
+    let mut text = BoundedText {
+        kept: Vec::new(),
+        len: 0,
+    };
+    // Writing to memory cannot fail; the length is what counts.
+    let _ = serde_json::to_writer(&mut text, doc);
+    let mut raw = String::from_utf8_lossy(&text.kept).into_owned();
+    if text.len > text.kept.len() as u64 && raw.ends_with('\u{FFFD}') {
+        raw.pop();
+    }
+    Malformed {
+        position: Position {
+            source: source.to_owned(),
+            record: Some(record),
+            ..Position::default()
+        },
+        error,
+        raw,
+        raw_len: text.len,
+    }
+}
+
 fn flatten_into(prefix: &str, map: Map<String, Value>, out: &mut Map<String, Value>) {
     for (key, value) in map {
         let name = if prefix.is_empty() {
@@ -1453,6 +1708,37 @@ fn validate_labels(name: &str, labels: &BTreeMap<String, String>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Takes the exclusive lock on `root`'s [`LOCK_FILE`] and writes our pid in it.
+fn lock_root(root: &Path) -> Result<File, ShardError> {
+    use std::io::{Read as _, Seek as _};
+    let path = root.join(LOCK_FILE);
+    let mut file = segment::private_file()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err("open the lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            // The holder wrote its pid right after locking; a few bytes at most.
+            let mut text = String::new();
+            let _ = (&file).take(32).read_to_string(&mut text);
+            return Err(ShardError::Locked {
+                root: root.to_path_buf(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(io_err("write the lock file", &path))?;
+    Ok(file)
 }
 
 fn write_meta(dir: &Path, meta: &ShardMeta) -> Result<(), ShardError> {
@@ -1662,7 +1948,7 @@ fn parse_record(record: &[u8], overflow: bool) -> Result<Value, String> {
         .map_err(|e| format!("not valid UTF-8 at byte {}", e.valid_up_to()))?;
     let doc: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     match doc {
-        Value::Object(_) => Ok(doc),
+        Value::Object(ref map) => check_flattening(map).map(|()| doc),
         Value::Array(_) => Err("expected a JSON object per line, found an array".to_owned()),
         Value::String(_) => Err("expected a JSON object per line, found a string".to_owned()),
         Value::Number(_) => Err("expected a JSON object per line, found a number".to_owned()),
@@ -1752,6 +2038,7 @@ impl Drop for TempDirGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
     use std::io::{BufReader, Cursor, Read};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -1843,7 +2130,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_raw_text_is_truncated_to_4_kib_and_bad_utf8_is_kept() {
+    fn malformed_raw_text_is_truncated_and_bad_utf8_is_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ShardStore::open(dir.path()).expect("open");
         let long = format!("{{\"x\": \"{}\"", "é".repeat(5000));
@@ -1970,8 +2257,10 @@ mod tests {
         );
         assert_eq!(events[2].doc["v"], 3);
         assert_eq!(again.malformed("one").expect("malformed").len(), 1);
+        let list = again.list();
+        drop(again);
         let reopened = ShardStore::open(dir.path()).expect("reopen");
-        assert_eq!(reopened.list(), again.list());
+        assert_eq!(reopened.list(), list);
         assert!(reopened.recovered().is_empty());
     }
 
@@ -2015,7 +2304,7 @@ mod tests {
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .expect("list")
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .filter(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
@@ -2311,6 +2600,65 @@ mod tests {
     }
 
     #[test]
+    fn records_that_would_flatten_out_of_bounds_are_malformed_from_any_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ShardStore::open(dir.path()).expect("open");
+        let mut deep = serde_json::json!({"leaf": 1});
+        for _ in 0..MAX_NESTING_DEPTH {
+            deep = serde_json::json!({"a": deep});
+        }
+        let wide_key = "k".repeat(MAX_FLATTENED_KEY_BYTES / 4);
+        let mut wide = serde_json::Map::new();
+        for i in 0..5 {
+            wide.insert(format!("{i}{wide_key}"), serde_json::json!({"x": 1}));
+        }
+        let report = store
+            .append(
+                "bounded",
+                BTreeMap::new(),
+                vec![
+                    Ok(deep),
+                    Ok(serde_json::json!({"fine": {"x": 1}})),
+                    Ok(Value::Object(wide)),
+                ],
+                &mut |_| {},
+            )
+            .expect("append");
+        assert_eq!((report.events_stored, report.malformed), (1, 2));
+        let bad = &report.malformed_sample;
+        assert_eq!((bad[0].record, bad[1].record), (Some(1), Some(3)));
+        assert!(
+            bad[0].error.contains("nested more than"),
+            "{}",
+            bad[0].error
+        );
+        assert!(
+            bad[1].error.contains("flatten to more than"),
+            "{}",
+            bad[1].error
+        );
+        assert!(bad[1].raw.len() <= MAX_MALFORMED_RAW_BYTES);
+        assert!(bad[1].raw_len > MAX_FLATTENED_KEY_BYTES as u64);
+        assert!(bad[1].raw.starts_with("{\"0kkk"), "{}", &bad[1].raw[..20]);
+    }
+
+    #[test]
+    fn malformed_counts_per_source_are_bounded() {
+        let mut counts = BTreeMap::new();
+        for i in 0..MAX_MALFORMED_SOURCES + 10 {
+            count_source(&mut counts, &format!("file-{i}"), 2);
+        }
+        count_source(&mut counts, "file-0", 1);
+        assert_eq!(counts.len(), MAX_MALFORMED_SOURCES + 1);
+        assert_eq!(counts.get(OTHER_SOURCES), Some(&20));
+        assert_eq!(counts.get("file-0"), Some(&3));
+        assert_eq!(
+            counts.values().sum::<u64>(),
+            (MAX_MALFORMED_SOURCES as u64 + 10) * 2 + 1
+        );
+    }
+
+    #[test]
     fn meta_json_round_trips() {
         let meta = ShardMeta {
             name: "x".into(),
@@ -2321,6 +2669,8 @@ mod tests {
             max_ts_ms: Some(2),
             untimed_count: 0,
             malformed_count: 1,
+            malformed_kept: Some(1),
+            malformed_by_source: BTreeMap::from([("a.log".to_owned(), 1)]),
             created_at_ms: 5,
             retention_ms: Some(7),
             segment_count: 1,
@@ -2334,6 +2684,7 @@ mod tests {
         let old = r#"{"name":"x","labels":{},"format":"segments-v1","event_count":0,"min_ts_ms":null,"max_ts_ms":null,"untimed_count":0,"malformed_count":0,"created_at_ms":0}"#;
         let old: ShardMeta = serde_json::from_str(old).expect("decode old");
         assert_eq!(old.retention_ms, None);
+        assert_eq!(old.malformed_kept, None);
         assert!(meta.may_overlap(2, 3));
         assert!(!meta.may_overlap(3, 4));
         assert!(!meta.may_overlap(0, 1));

@@ -31,6 +31,8 @@ struct Fake {
     commands: Mutex<Option<mpsc::Receiver<Result<v1::TaskCommand, Status>>>>,
     reports: mpsc::UnboundedSender<v1::ReportTaskRequest>,
     heartbeats: AtomicU64,
+    /// When each heartbeat arrived.
+    heartbeat_times: Mutex<Vec<Instant>>,
     registrations: AtomicU64,
     /// Refuse the first registration as "not the leader", naming this URL.
     redirect_to: Mutex<Option<String>>,
@@ -80,6 +82,10 @@ impl worker_service_server::WorkerService for FakeService {
         _: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         self.heartbeats.fetch_add(1, Ordering::Relaxed);
+        self.heartbeat_times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Instant::now());
         Ok(Response::new(v1::HeartbeatResponse {}))
     }
 
@@ -93,11 +99,16 @@ impl worker_service_server::WorkerService for FakeService {
             .commands
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or_else(|| Status::unavailable("one task stream per test"))?;
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
-        )))
+            .take();
+        match receiver {
+            Some(receiver) => Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(receiver),
+            ))),
+            // A later session (the worker registers again after an ingest):
+            // a stream that stays open and quiet, so the worker goes on
+            // heartbeating instead of retrying with backoff.
+            None => Ok(Response::new(Box::pin(tokio_stream::pending()))),
+        }
     }
 
     async fn report_task(
@@ -153,6 +164,7 @@ async fn fake_coordinator(redirect_to: Option<String>) -> (Arc<Fake>, String, Fa
         commands: Mutex::new(Some(receiver)),
         reports: reports_tx,
         heartbeats: AtomicU64::new(0),
+        heartbeat_times: Mutex::new(Vec::new()),
         registrations: AtomicU64::new(0),
         redirect_to: Mutex::new(redirect_to),
     });
@@ -435,6 +447,79 @@ async fn a_leader_hint_to_an_unknown_coordinator_is_not_followed() {
         rogue.registrations.load(Ordering::Relaxed),
         0,
         "the worker registered with the coordinator a refusal named"
+    );
+    cluster.stop().await;
+}
+
+/// The longest gap between heartbeats that arrived in `from..to`.
+fn longest_heartbeat_gap(fake: &Fake, from: Instant, to: Instant) -> Duration {
+    let times = fake
+        .heartbeat_times
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for t in times.into_iter().filter(|t| *t > from && *t <= to) {
+        longest = longest.max(t - last);
+        last = t;
+    }
+    longest.max(to - last)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_large_ingests_are_bounded_and_heartbeats_keep_their_interval() {
+    let cluster = Cluster::start().await;
+    cluster.still_heartbeating(Duration::from_secs(2)).await;
+    let url = format!("http://{}", cluster.worker.as_ref().expect("worker").addr());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("big.jsonl");
+    let line = format!(
+        "{{\"@timestamp\":\"2024-03-01T10:00:00.000Z\",\"EventID\":4624,\"Computer\":\"dc01\",\"pad\":\"{}\"}}\n",
+        "p".repeat(200)
+    );
+    std::fs::write(&input, line.repeat(16 * 1024 * 1024 / line.len())).expect("input");
+    let started = Instant::now();
+    let uploads: Vec<_> = (0..5)
+        .map(|i| {
+            let (url, input) = (url.clone(), input.clone());
+            tokio::spawn(async move {
+                quarry_client::ingest_file(&url, &format!("big-{i}"), HashMap::new(), None, &input)
+                    .await
+            })
+        })
+        .collect();
+    let (mut stored, mut refused) = (0, Vec::new());
+    for upload in uploads {
+        match upload.await.expect("upload task") {
+            Ok(response) => {
+                assert!(response.events_stored > 0);
+                stored += 1;
+            }
+            Err(quarry_client::ClientError::Status(status)) => refused.push(status),
+            Err(other) => panic!("unexpected failure: {other}"),
+        }
+    }
+    let gap = longest_heartbeat_gap(&cluster.fake, started, Instant::now());
+    eprintln!(
+        "{stored} ingests stored, {} refused; longest heartbeat gap {gap:?}",
+        refused.len()
+    );
+    assert!(stored >= 1, "some ingests ran ({} refused)", refused.len());
+    assert!(
+        !refused.is_empty(),
+        "5 simultaneous 16 MiB ingests all ran at once; they must be bounded"
+    );
+    for status in &refused {
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("retry"), "{}", status.message());
+    }
+    // Twenty intervals: room for a loaded test machine and for the
+    // re-registration after each ingest, far below the seconds a 16 MiB
+    // append takes if it ran on the runtime's threads.
+    assert!(
+        gap < Duration::from_secs(2),
+        "heartbeats (every 100 ms) paused for {gap:?} during the ingests"
     );
     cluster.stop().await;
 }

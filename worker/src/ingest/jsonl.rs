@@ -235,7 +235,7 @@ pub fn parse_json_object(record: &[u8], overflow: bool) -> Result<Value, String>
         .map_err(|e| format!("not valid UTF-8 at byte {}", e.valid_up_to()))?;
     let doc: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let found = match doc {
-        Value::Object(_) => return Ok(doc),
+        Value::Object(ref map) => return crate::shard::check_flattening(map).map(|()| doc),
         Value::Array(_) => "an array",
         Value::String(_) => "a string",
         Value::Number(_) => "a number",

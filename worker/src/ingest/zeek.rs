@@ -84,6 +84,8 @@ struct Header {
     path: Option<String>,
     fields: Vec<String>,
     types: Vec<String>,
+    /// Why this block's header was refused, if it was.
+    refused: Option<String>,
 }
 
 impl Default for Header {
@@ -96,6 +98,7 @@ impl Default for Header {
             path: None,
             fields: Vec::new(),
             types: Vec::new(),
+            refused: None,
         }
     }
 }
@@ -191,14 +194,23 @@ impl<R: BufRead> ZeekTsvReader<R> {
                 ..Header::default()
             };
             if self.header.separator.is_empty() {
-                return Err("#separator is empty".into());
+                return Err(self.refuse("#separator is empty"));
             }
             return Ok(());
+        }
+        if let Some(reason) = &self.header.refused {
+            return Err(format!("header line ignored: {reason}"));
         }
         let sep = self.header.separator.as_str();
         let (name, value) = line.split_once(sep).unwrap_or((line, ""));
         match name {
-            "#set_separator" => self.header.set_separator = unescape(value).into_owned(),
+            "#set_separator" => {
+                self.header.set_separator = unescape(value).into_owned();
+                // An empty separator would split every set into characters.
+                if self.header.set_separator.is_empty() {
+                    return Err(self.refuse("#set_separator is empty"));
+                }
+            }
             "#empty_field" => self.header.empty = unescape(value).into_owned(),
             "#unset_field" => self.header.unset = unescape(value).into_owned(),
             "#path" => self.header.path = Some(unescape(value).into_owned()),
@@ -223,8 +235,22 @@ impl<R: BufRead> ZeekTsvReader<R> {
         Ok(())
     }
 
+    /// Refuses the current header block: its rows are malformed until the
+    /// next `#separator` line starts a new block.
+    fn refuse(&mut self, what: &str) -> String {
+        let reason = format!(
+            "{what}; the rows of this header block cannot be split, fix the header and \
+             ingest the file again"
+        );
+        self.header.refused = Some(reason.clone());
+        reason
+    }
+
     fn row(&self, line: &str) -> Result<Value, String> {
         let header = &self.header;
+        if let Some(reason) = &header.refused {
+            return Err(format!("the header of this block was refused: {reason}"));
+        }
         if header.fields.is_empty() {
             return Err(
                 "data row before any #fields header line; is this a Zeek TSV log with its header?"
