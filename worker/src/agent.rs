@@ -222,7 +222,10 @@ impl Worker {
             runtime,
             slots: Arc::new(Semaphore::new(slots as usize)),
             running: AtomicU32::new(0),
-            started: Mutex::new(StartedTasks::default()),
+            started: Mutex::new(StartedTasks {
+                limit: (slots as usize).saturating_mul(4),
+                ..StartedTasks::default()
+            }),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
@@ -539,10 +542,12 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
 /// with every task the worker ever ran.
 const MAX_FINISHED_REMEMBERED: usize = 10_000;
 
-/// Tasks a worker holds at once, running or waiting for a slot. The
-/// coordinator assigns at most a worker's slots; past this bound further
-/// assignments are refused (their leases expire and the coordinator assigns
-/// them again), so a flood of assignments cannot grow the worker's memory.
+/// Tasks a worker holds at once, running or waiting for a slot, at least:
+/// the bound is four times the worker's slots when that is more. The
+/// coordinator assigns at most a worker's slots, so only a misbehaving
+/// coordinator reaches it; past it further assignments are refused (they
+/// are sent again when the worker reconnects), so a flood of assignments
+/// cannot grow the worker's memory.
 const MAX_TASKS_HELD: usize = 1024;
 
 /// The tasks this worker started: each task's latest attempt and its cancel
@@ -554,6 +559,8 @@ struct StartedTasks {
     finished: std::collections::VecDeque<(String, u32)>,
     /// Started and not yet finished (running or waiting for a slot).
     held: usize,
+    /// Most tasks held; 0 means [`MAX_TASKS_HELD`].
+    limit: usize,
 }
 
 impl StartedTasks {
@@ -572,13 +579,14 @@ impl StartedTasks {
         {
             return None;
         }
-        if self.held >= MAX_TASKS_HELD {
+        let limit = self.limit.max(MAX_TASKS_HELD);
+        if self.held >= limit {
             tracing::warn!(
                 task,
                 attempt,
                 held = self.held,
-                "refusing a task assignment: this worker already holds {MAX_TASKS_HELD} tasks \
-                 (running or waiting for a slot); the coordinator will assign it again"
+                "refusing a task assignment: this worker already holds {limit} tasks \
+                 (running or waiting for a slot), more than its slots allow; it is sent again when the worker reconnects"
             );
             return None;
         }
