@@ -15,7 +15,7 @@ use quarry_proto::v1::cluster_service_server::ClusterService;
 use quarry_proto::v1::module_service_server::ModuleService;
 use quarry_proto::v1::worker_service_server::WorkerService;
 use quarry_proto::v1::{self, hunt_service_server::HuntService};
-use quarry_proto::{HuntId, ModuleDigest, RequestId, TaskId, WorkerId};
+use quarry_proto::{HuntId, ModuleDigest, RequestId, ShardId, TaskId, WorkerId};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -449,10 +449,7 @@ impl HuntService for Api {
             .iter()
             .filter_map(|s| convert::hunt_state_from(*s))
             .collect();
-        let limit = match request.limit {
-            0 => DEFAULT_HUNT_PAGE,
-            n => (n as usize).min(MAX_HUNT_PAGE),
-        };
+        let limit = page_size(request.limit);
         let after = parse_hunt_token(&request.page_token)?;
         let (hunts, next_page_token) = self.shared.read(|s| {
             // Newest first: descending (submitted, id); a page starts after
@@ -663,9 +660,33 @@ impl HuntService for Api {
 /// Least time between two `WatchHunt` updates.
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Hunts per `ListHunts` page when the caller names no size, and at most.
-const DEFAULT_HUNT_PAGE: usize = 100;
-const MAX_HUNT_PAGE: usize = 1_000;
+/// Items per list page when the caller names no size, and at most.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1_000;
+
+/// The page size a list request asks for, within the bounds.
+fn page_size(asked: u32) -> usize {
+    match asked {
+        0 => DEFAULT_PAGE,
+        n => (n as usize).min(MAX_PAGE),
+    }
+}
+
+/// Takes up to `size` items, in key order, from those after the page token;
+/// returns them and the next page's token (the last key taken), empty when
+/// nothing is left.
+fn take_page<T>(items: impl Iterator<Item = (String, T)>, size: usize) -> (Vec<T>, String) {
+    let mut page = Vec::with_capacity(size.min(DEFAULT_PAGE));
+    let mut last = String::new();
+    for (key, item) in items {
+        if page.len() == size {
+            return (page, last);
+        }
+        last = key;
+        page.push(item);
+    }
+    (page, String::new())
+}
 
 /// A `ListHunts` page token: `<submitted_ms>:<hunt id>` of the last hunt of
 /// the previous page.
@@ -790,15 +811,31 @@ impl ModuleService for Api {
 
     async fn list_modules(
         &self,
-        _request: Request<v1::ListModulesRequest>,
+        request: Request<v1::ListModulesRequest>,
     ) -> Result<tonic::Response<v1::ListModulesResponse>, Status> {
         self.shared.node.read_index().await?;
-        let modules = self.shared.read(|s| {
-            let mut modules: Vec<_> = s.modules.values().map(convert::module_info).collect();
-            modules.sort_by(|a, b| (&a.name, a.uploaded_ms).cmp(&(&b.name, b.uploaded_ms)));
-            modules
+        let request = request.into_inner();
+        let size = page_size(request.page_size);
+        let (modules, next_page_token) = self.shared.read(|s| {
+            // By name, then upload time: `name/time/digest` orders them.
+            let mut keyed: Vec<_> = s
+                .modules
+                .values()
+                .map(|m| (format!("{}/{:020}/{}", m.name, m.uploaded_ms, m.digest), m))
+                .filter(|(key, _)| key.as_str() > request.page_token.as_str())
+                .collect();
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            take_page(
+                keyed
+                    .into_iter()
+                    .map(|(key, m)| (key, convert::module_info(m))),
+                size,
+            )
         })?;
-        Ok(tonic::Response::new(v1::ListModulesResponse { modules }))
+        Ok(tonic::Response::new(v1::ListModulesResponse {
+            modules,
+            next_page_token,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(module))]
@@ -850,24 +887,37 @@ impl ModuleService for Api {
 impl ClusterService for Api {
     async fn list_workers(
         &self,
-        _request: Request<v1::ListWorkersRequest>,
+        request: Request<v1::ListWorkersRequest>,
     ) -> Result<tonic::Response<v1::ListWorkersResponse>, Status> {
-        let workers = self.shared.read(|s| {
+        let request = request.into_inner();
+        let size = page_size(request.page_size);
+        let after = WorkerId::new(request.page_token);
+        let (workers, next_page_token) = self.shared.read(|s| {
             let running = s.assignment_counts();
-            s.workers
-                .values()
-                .map(|w| v1::WorkerInfo {
-                    worker_id: w.id.to_string(),
-                    address: w.address.clone(),
-                    shards: w.shards.iter().map(ToString::to_string).collect(),
-                    slots: w.slots,
-                    running_tasks: running.get(&w.id).copied().unwrap_or(0),
-                    live: self.shared.is_live(&w.id),
-                    last_heartbeat_ms: self.shared.last_heartbeat(&w.id).unwrap_or(0),
-                })
-                .collect()
+            let from = (
+                std::ops::Bound::Excluded(&after),
+                std::ops::Bound::Unbounded,
+            );
+            let page = s.workers.range::<WorkerId, _>(from).map(|(id, w)| {
+                (
+                    id.to_string(),
+                    v1::WorkerInfo {
+                        worker_id: w.id.to_string(),
+                        address: w.address.clone(),
+                        shards: w.shards.iter().map(ToString::to_string).collect(),
+                        slots: w.slots,
+                        running_tasks: running.get(&w.id).copied().unwrap_or(0),
+                        live: self.shared.is_live(&w.id),
+                        last_heartbeat_ms: self.shared.last_heartbeat(&w.id).unwrap_or(0),
+                    },
+                )
+            });
+            take_page(page, size)
         })?;
-        Ok(tonic::Response::new(v1::ListWorkersResponse { workers }))
+        Ok(tonic::Response::new(v1::ListWorkersResponse {
+            workers,
+            next_page_token,
+        }))
     }
 
     async fn list_shards(
@@ -875,23 +925,30 @@ impl ClusterService for Api {
         request: Request<v1::ListShardsRequest>,
     ) -> Result<tonic::Response<v1::ListShardsResponse>, Status> {
         self.shared.node.read_index().await?;
-        let selector = request
-            .into_inner()
-            .selector
-            .unwrap_or_default()
-            .match_labels;
-        let shards = self.shared.read(|s| {
-            s.shards
-                .values()
-                .filter(|shard| {
+        let request = request.into_inner();
+        let size = page_size(request.page_size);
+        let after = ShardId::new(request.page_token);
+        let selector = request.selector.unwrap_or_default().match_labels;
+        let (shards, next_page_token) = self.shared.read(|s| {
+            let from = (
+                std::ops::Bound::Excluded(&after),
+                std::ops::Bound::Unbounded,
+            );
+            let page = s
+                .shards
+                .range::<ShardId, _>(from)
+                .filter(|(_, shard)| {
                     selector
                         .iter()
                         .all(|(k, v)| shard.description.labels.get(k) == Some(v))
                 })
-                .map(convert::shard_info)
-                .collect()
+                .map(|(name, shard)| (name.to_string(), convert::shard_info(shard)));
+            take_page(page, size)
         })?;
-        Ok(tonic::Response::new(v1::ListShardsResponse { shards }))
+        Ok(tonic::Response::new(v1::ListShardsResponse {
+            shards,
+            next_page_token,
+        }))
     }
 
     async fn status(

@@ -444,3 +444,104 @@ async fn a_submission_names_the_module_version_it_resolved() {
     );
     coordinator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_workers_and_shards_list_a_page_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (coordinator, url) = coordinator(dir.path()).await;
+    let node = coordinator.node();
+    for n in 0..150u32 {
+        let shards = ["x", "y"]
+            .into_iter()
+            .map(|s| ShardDescription {
+                name: ShardId::new(format!("s-{n:03}-{s}")),
+                labels: BTreeMap::from([("side".to_owned(), s.to_owned())]),
+                event_count: 1,
+                min_ts_ms: 1,
+                max_ts_ms: 2,
+                size_bytes: 1,
+            })
+            .collect();
+        node.propose(Command::RegisterWorker {
+            id: WorkerId::new(format!("w-{n:03}")),
+            address: String::new(),
+            slots: 1,
+            shards,
+            now_ms: 1,
+        })
+        .await
+        .expect("commit")
+        .expect("worker");
+    }
+    for n in 0..120u32 {
+        node.propose(Command::UploadModule {
+            module: quarry_coordinator::state::ModuleRecord {
+                digest: quarry_proto::ModuleDigest::new(format!("{n:064x}")),
+                name: format!("mod-{:02}", n % 7),
+                version: n.to_string(),
+                description: String::new(),
+                uploaded_ms: i64::from(n),
+                bytes: n.to_be_bytes().to_vec(),
+            },
+        })
+        .await
+        .expect("commit")
+        .expect("module");
+    }
+    let mut cluster = v1::cluster_service_client::ClusterServiceClient::connect(url.clone())
+        .await
+        .expect("connect");
+    let first = cluster
+        .list_workers(v1::ListWorkersRequest {
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .expect("page")
+        .into_inner();
+    assert_eq!(first.workers.len(), 100, "the default page");
+    assert_eq!(first.next_page_token, "w-098");
+    let shards = cluster
+        .list_shards(v1::ListShardsRequest {
+            selector: Some(v1::LabelSelector {
+                match_labels: [("side".to_owned(), "y".to_owned())].into(),
+            }),
+            page_size: 40,
+            page_token: "s-100-x".into(),
+        })
+        .await
+        .expect("page")
+        .into_inner();
+    let names: Vec<&str> = shards.shards.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names.len(),
+        40,
+        "a page of the selected shards after the token"
+    );
+    assert_eq!((names[0], names[39]), ("s-100-y", "s-139-y"));
+    assert_eq!(shards.next_page_token, "s-139-y");
+
+    // The client follows the pages: everything, once, in order.
+    let mut client = Client::connect(&url).await.expect("connect");
+    let workers = client.workers().await.expect("workers");
+    assert_eq!(workers.len(), 151, "150 and the seeded one");
+    assert!(workers.windows(2).all(|w| w[0].worker_id < w[1].worker_id));
+    assert_eq!(
+        client
+            .shards(Default::default())
+            .await
+            .expect("shards")
+            .len(),
+        302
+    );
+    let modules = client.list_modules().await.expect("modules");
+    assert_eq!(modules.len(), 121);
+    let order: Vec<(&str, i64)> = modules
+        .iter()
+        .map(|m| (m.name.as_str(), m.uploaded_ms))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "by name, then upload time");
+    coordinator.shutdown().await;
+}

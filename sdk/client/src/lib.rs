@@ -364,12 +364,23 @@ impl Client {
 
     /// Lists uploaded modules.
     pub async fn list_modules(&mut self) -> Result<Vec<v1::ModuleInfo>, ClientError> {
-        Ok(self
-            .modules
-            .list_modules(v1::ListModulesRequest {})
-            .await?
-            .into_inner()
-            .modules)
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .modules
+                .list_modules(v1::ListModulesRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            out.extend(page.modules);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// Submits a hunt.
@@ -554,12 +565,23 @@ impl Client {
 
     /// Workers known to the cluster.
     pub async fn workers(&mut self) -> Result<Vec<v1::WorkerInfo>, ClientError> {
-        Ok(self
-            .cluster
-            .list_workers(v1::ListWorkersRequest {})
-            .await?
-            .into_inner()
-            .workers)
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .cluster
+                .list_workers(v1::ListWorkersRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            out.extend(page.workers);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// Shards, optionally filtered by labels.
@@ -567,12 +589,23 @@ impl Client {
         &mut self,
         labels: HashMap<String, String>,
     ) -> Result<Vec<v1::ShardInfo>, ClientError> {
-        let request = v1::ListShardsRequest {
-            selector: Some(v1::LabelSelector {
-                match_labels: labels,
-            }),
-        };
-        Ok(self.cluster.list_shards(request).await?.into_inner().shards)
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = v1::ListShardsRequest {
+                selector: Some(v1::LabelSelector {
+                    match_labels: labels.clone(),
+                }),
+                page_size: 0,
+                page_token,
+            };
+            let page = self.cluster.list_shards(request).await?.into_inner();
+            out.extend(page.shards);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// Adds coordinator `node_id`, reachable at `url`, to the raft group (a
