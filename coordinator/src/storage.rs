@@ -172,13 +172,26 @@ const ROW_CONF: u8 = 2;
 impl Store {
     /// Opens (creating if needed) the database under `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| CoordinatorError::Io {
-            context: format!(
-                "cannot create the coordinator data directory {}",
-                dir.display()
-            ),
-            source,
-        })?;
+        // The store holds findings and hunt parameters (intel sets): only
+        // the coordinator's user may read it, whatever the umask. RocksDB
+        // creates its files with the umask, so the directories guard them.
+        let private = |path: &Path| -> std::io::Result<()> {
+            use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        };
+        private(dir)
+            .and_then(|()| private(&dir.join("rocksdb")))
+            .map_err(|source| CoordinatorError::Io {
+                context: format!(
+                    "cannot create the coordinator data directory {} (mode 0700)",
+                    dir.display()
+                ),
+                source,
+            })?;
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -1842,5 +1855,21 @@ mod tests {
             .expect("load");
         assert_eq!(loaded.state, replica.state);
         assert_eq!((loaded.applied_index, loaded.applied_term), (7, 1));
+    }
+
+    #[test]
+    fn the_data_directory_is_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("coordinator");
+        std::fs::create_dir(&data).expect("mkdir");
+        // An existing directory with open permissions is closed too.
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let store = Store::open(&data).expect("open");
+        drop(store);
+        for path in [data.clone(), data.join("rocksdb")] {
+            let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", path.display());
+        }
     }
 }
