@@ -30,6 +30,9 @@ pub const DEFAULT_RETAIN_HUNTS: usize = 1_000;
 pub const DEFAULT_RETAIN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Hunts deleted per retention proposal (one raft entry each turn).
 const RETENTION_BATCH: usize = 100;
+/// How often the leader checks the retention policy: it sorts every
+/// finished hunt, which need not happen on every turn.
+const RETENTION_EVERY: Duration = Duration::from_secs(5);
 
 /// How a coordinator is configured.
 #[derive(Clone)]
@@ -489,6 +492,7 @@ async fn leader_duties(shared: Arc<Shared>, duties: Duties, mut shutdown: watch:
     let mut changes = shared.node.subscribe();
     let mut leadership = crate::lease::Leadership::default();
     let mut hunt_clock = crate::lease::HuntClock::default();
+    let mut retention_due = tokio::time::Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -539,7 +543,10 @@ async fn leader_duties(shared: Arc<Shared>, duties: Duties, mut shutdown: watch:
             record_hunt_time(&shared, hunt_now).await;
         }
         expire_hunts(&shared, hunt_now).await;
-        apply_retention(&shared, &duties, hunt_now).await;
+        if tokio::time::Instant::now() >= retention_due {
+            retention_due = tokio::time::Instant::now() + RETENTION_EVERY;
+            apply_retention(&shared, &duties, hunt_now).await;
+        }
         let live = shared.live_workers();
         let plan = match shared
             .node

@@ -400,13 +400,13 @@ impl HuntService for Api {
             }));
         }
         // Refuse bad requests before they reach the log.
-        let (digest, _) = self
-            .shared
-            .read(|s| s.validate_submit(&spec))?
-            .map_err(rejection_status)?;
         let module = self
             .shared
-            .read(|s| s.modules.get(&digest).map(convert::module_info))?;
+            .read(|s| {
+                s.validate_submit(&spec)
+                    .map(|(digest, _)| s.modules.get(&digest).map(convert::module_info))
+            })?
+            .map_err(rejection_status)?;
         let now_ms = self.shared.clock.now_ms();
         match self
             .shared

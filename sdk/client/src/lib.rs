@@ -249,6 +249,26 @@ impl HuntRequest {
     }
 }
 
+/// Every item of a paged list: `fetch` gets a page token (empty for the
+/// first page) and answers the page's items and the next token (empty after
+/// the last page).
+async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, ClientError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), ClientError>>,
+{
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (items, next) = fetch(token).await?;
+        out.extend(items);
+        if next.is_empty() {
+            return Ok(out);
+        }
+        token = next;
+    }
+}
+
 /// A fresh id for one logical write: 128 bits from the standard library's
 /// randomly keyed hashers over the time, the process and a counter, in hex.
 /// Retries of the write reuse it, so the coordinator applies it once.
@@ -364,23 +384,19 @@ impl Client {
 
     /// Lists uploaded modules.
     pub async fn list_modules(&mut self) -> Result<Vec<v1::ModuleInfo>, ClientError> {
-        let mut out = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let page = self
-                .modules
-                .list_modules(v1::ListModulesRequest {
+        let modules = self.modules.clone();
+        all_pages(|page_token| {
+            let mut modules = modules.clone();
+            async move {
+                let request = v1::ListModulesRequest {
                     page_size: 0,
                     page_token,
-                })
-                .await?
-                .into_inner();
-            out.extend(page.modules);
-            if page.next_page_token.is_empty() {
-                return Ok(out);
+                };
+                let page = modules.list_modules(request).await?.into_inner();
+                Ok((page.modules, page.next_page_token))
             }
-            page_token = page.next_page_token;
-        }
+        })
+        .await
     }
 
     /// Submits a hunt.
@@ -565,23 +581,19 @@ impl Client {
 
     /// Workers known to the cluster.
     pub async fn workers(&mut self) -> Result<Vec<v1::WorkerInfo>, ClientError> {
-        let mut out = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let page = self
-                .cluster
-                .list_workers(v1::ListWorkersRequest {
+        let cluster = self.cluster.clone();
+        all_pages(|page_token| {
+            let mut cluster = cluster.clone();
+            async move {
+                let request = v1::ListWorkersRequest {
                     page_size: 0,
                     page_token,
-                })
-                .await?
-                .into_inner();
-            out.extend(page.workers);
-            if page.next_page_token.is_empty() {
-                return Ok(out);
+                };
+                let page = cluster.list_workers(request).await?.into_inner();
+                Ok((page.workers, page.next_page_token))
             }
-            page_token = page.next_page_token;
-        }
+        })
+        .await
     }
 
     /// Shards, optionally filtered by labels.
@@ -589,9 +601,9 @@ impl Client {
         &mut self,
         labels: HashMap<String, String>,
     ) -> Result<Vec<v1::ShardInfo>, ClientError> {
-        let mut out = Vec::new();
-        let mut page_token = String::new();
-        loop {
+        let cluster = self.cluster.clone();
+        all_pages(|page_token| {
+            let mut cluster = cluster.clone();
             let request = v1::ListShardsRequest {
                 selector: Some(v1::LabelSelector {
                     match_labels: labels.clone(),
@@ -599,13 +611,12 @@ impl Client {
                 page_size: 0,
                 page_token,
             };
-            let page = self.cluster.list_shards(request).await?.into_inner();
-            out.extend(page.shards);
-            if page.next_page_token.is_empty() {
-                return Ok(out);
+            async move {
+                let page = cluster.list_shards(request).await?.into_inner();
+                Ok((page.shards, page.next_page_token))
             }
-            page_token = page.next_page_token;
-        }
+        })
+        .await
     }
 
     /// Adds coordinator `node_id`, reachable at `url`, to the raft group (a
