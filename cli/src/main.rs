@@ -218,11 +218,20 @@ enum HuntCommand {
         after_help = "Examples:\n  quarry hunt submit bruteforce --selector env=demo --wait\n  quarry hunt submit bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit bruteforce --selector env=prod --dry-run\n  quarry hunt submit bruteforce --selector env=prod --canary 5% --failure-threshold 3\n  quarry hunt submit bruteforce --selector env=prod --deadline 30m --max-attempts 5\n  quarry hunt submit bruteforce --selector env=prod --max-concurrency 20\n  quarry hunt submit bruteforce --selector env=prod --max-hunt-findings 100000\n  quarry hunt submit ioc-sweep --selector env=prod --intel hashes=bad-hashes.txt --intel domains=c2-domains.txt"
     )]
     Submit(Box<SubmitArgs>),
-    /// Show a hunt's state and per-shard tasks.
-    #[command(after_help = "Example:\n  quarry hunt status h-12")]
+    /// Show a hunt's state, its task counts and its per-shard tasks.
+    #[command(
+        after_help = "Examples:\n  quarry hunt status h-12\n  quarry hunt status h-12 --tasks 0\n  quarry hunt status h-12 --task-state failed --task-state pending"
+    )]
     Status {
         /// Hunt id.
         hunt: String,
+        /// Show at most this many tasks (0: every task; a large hunt is
+        /// fetched 1000 at a time).
+        #[arg(long, default_value_t = 100)]
+        tasks: u32,
+        /// Show only tasks in this state (repeatable).
+        #[arg(long = "task-state", value_enum)]
+        task_states: Vec<TaskStateArg>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -488,6 +497,29 @@ enum ShardCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// A task state, as `--task-state` takes it.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TaskStateArg {
+    Pending,
+    Assigned,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl From<TaskStateArg> for quarry_proto::v1::TaskState {
+    fn from(state: TaskStateArg) -> Self {
+        use quarry_proto::v1;
+        match state {
+            TaskStateArg::Pending => v1::TaskState::Pending,
+            TaskStateArg::Assigned => v1::TaskState::Assigned,
+            TaskStateArg::Succeeded => v1::TaskState::Succeeded,
+            TaskStateArg::Failed => v1::TaskState::Failed,
+            TaskStateArg::Cancelled => v1::TaskState::Cancelled,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -820,8 +852,18 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             output::hunt(format, &hunt);
             output::findings(format, &client.findings(&hunt.hunt_id).await?);
         }
-        HuntCommand::Status { hunt, client: args } => {
-            let hunt = connect(&args).await?.hunt(&hunt).await?;
+        HuntCommand::Status {
+            hunt,
+            tasks,
+            task_states,
+            client: args,
+        } => {
+            let states: Vec<quarry_proto::v1::TaskState> =
+                task_states.into_iter().map(Into::into).collect();
+            let hunt = connect(&args)
+                .await?
+                .hunt_tasks(&hunt, tasks, &states)
+                .await?;
             output::hunt(out(args.output), &hunt);
         }
         HuntCommand::Results { hunt, client: args } => {

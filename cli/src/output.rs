@@ -281,6 +281,11 @@ fn hunt_json(h: &v1::Hunt) -> Value {
         "canary_tasks": h.canary_tasks,
         "widened": h.widened,
         "params": h.params,
+        "task_counts": h.task_counts.map(|c| json!({
+            "total": c.total, "pending": c.pending, "assigned": c.assigned,
+            "succeeded": c.succeeded, "failed": c.failed, "cancelled": c.cancelled,
+        })),
+        "more_tasks": !h.next_task_page_token.is_empty(),
         "tasks": h.tasks.iter().map(|t| json!({
             "task_id": t.task_id, "shard": t.shard, "state": task_state(t.state), "worker": t.worker_id,
             "attempt": t.attempt, "error": t.error, "events_scanned": t.events_scanned, "findings": t.findings,
@@ -493,6 +498,23 @@ pub fn hunt(format: Output, h: &v1::Hunt) {
             for (name, reason) in &h.aggregate_errors {
                 out_line!("aggregate {name} not fully merged: {reason}");
             }
+            let counts = h.task_counts.unwrap_or_default();
+            out_line!(
+                "tasks {}: {} pending, {} assigned, {} succeeded, {} failed, {} cancelled",
+                counts.total,
+                counts.pending,
+                counts.assigned,
+                counts.succeeded,
+                counts.failed,
+                counts.cancelled
+            );
+            if !h.next_task_page_token.is_empty() {
+                out_line!(
+                    "showing {} tasks; `quarry hunt status {} --tasks 0` shows them all, --task-state filters",
+                    h.tasks.len(),
+                    h.hunt_id
+                );
+            }
             let rows = h
                 .tasks
                 .iter()
@@ -555,7 +577,7 @@ pub fn hunts(format: Output, hunts: &[v1::Hunt]) {
                             .map(|m| format!("{}@{}", m.name, m.version))
                             .unwrap_or_default(),
                         hunt_state(h.state).to_owned(),
-                        h.tasks.len().to_string(),
+                        h.task_counts.unwrap_or_default().total.to_string(),
                         h.findings.to_string(),
                         time(h.submitted_ms),
                     ]

@@ -243,12 +243,11 @@ fn task_status(hunt: &HuntRecord, task: &TaskRecord) -> v1::TaskStatus {
             String::new()
         }
     };
-    let (state, error) = match &task.state {
-        TaskState::Pending => (v1::TaskState::Pending, waiting()),
-        TaskState::Assigned { .. } => (v1::TaskState::Assigned, String::new()),
-        TaskState::Succeeded => (v1::TaskState::Succeeded, String::new()),
-        TaskState::Failed { error } => (v1::TaskState::Failed, error.clone()),
-        TaskState::Cancelled => (v1::TaskState::Cancelled, String::new()),
+    let state = task_state_of(task);
+    let error = match &task.state {
+        TaskState::Pending => waiting(),
+        TaskState::Failed { error } => error.clone(),
+        _ => String::new(),
     };
     let worker = task
         .worker
@@ -283,8 +282,69 @@ fn aggregates(merged: &quarry_contract::aggregate::Merged) -> Vec<v1::Aggregate>
         .collect()
 }
 
-/// A hunt with its tasks.
-pub fn hunt(state: &State, hunt: &HuntRecord) -> v1::Hunt {
+/// Which of a hunt's tasks to send with it.
+#[derive(Clone, Debug, Default)]
+pub struct TaskPage {
+    /// Index in the hunt's task list to start from.
+    pub from: usize,
+    /// At most this many (0: none).
+    pub size: usize,
+    /// Only tasks in these states (empty: all).
+    pub states: Vec<v1::TaskState>,
+}
+
+impl TaskPage {
+    /// The first `size` tasks.
+    pub fn first(size: usize) -> Self {
+        Self {
+            size,
+            ..Self::default()
+        }
+    }
+}
+
+fn task_state_of(task: &TaskRecord) -> v1::TaskState {
+    match &task.state {
+        TaskState::Pending => v1::TaskState::Pending,
+        TaskState::Assigned { .. } => v1::TaskState::Assigned,
+        TaskState::Succeeded => v1::TaskState::Succeeded,
+        TaskState::Failed { .. } => v1::TaskState::Failed,
+        TaskState::Cancelled => v1::TaskState::Cancelled,
+    }
+}
+
+/// A hunt with one page of its tasks and the count of all of them by state.
+pub fn hunt(state: &State, hunt: &HuntRecord, page: &TaskPage) -> v1::Hunt {
+    let mut counts = v1::TaskCounts::default();
+    let mut tasks = Vec::with_capacity(page.size.min(hunt.tasks.len()));
+    let mut next_task_page_token = String::new();
+    for (index, task) in hunt.tasks.iter().enumerate() {
+        let Some(task) = state.tasks.get(task) else {
+            continue;
+        };
+        let task_state = task_state_of(task);
+        counts.total += 1;
+        *match task_state {
+            v1::TaskState::Pending | v1::TaskState::Unspecified => &mut counts.pending,
+            v1::TaskState::Assigned => &mut counts.assigned,
+            v1::TaskState::Succeeded => &mut counts.succeeded,
+            v1::TaskState::Failed => &mut counts.failed,
+            v1::TaskState::Cancelled => &mut counts.cancelled,
+        } += 1;
+        if index < page.from
+            || !(page.states.is_empty() || page.states.contains(&task_state))
+            || !next_task_page_token.is_empty()
+        {
+            continue;
+        }
+        if tasks.len() == page.size {
+            if page.size > 0 {
+                next_task_page_token = index.to_string();
+            }
+            continue;
+        }
+        tasks.push(task_status(hunt, task));
+    }
     let spec = &hunt.spec;
     v1::Hunt {
         hunt_id: hunt.id.to_string(),
@@ -315,12 +375,9 @@ pub fn hunt(state: &State, hunt: &HuntRecord) -> v1::Hunt {
         state: hunt_state(hunt.state) as i32,
         submitted_ms: hunt.submitted_ms,
         finished_ms: hunt.finished_ms,
-        tasks: hunt
-            .tasks
-            .iter()
-            .filter_map(|t| state.tasks.get(t))
-            .map(|t| task_status(hunt, t))
-            .collect(),
+        tasks,
+        next_task_page_token,
+        task_counts: Some(counts),
         findings: hunt.findings,
         events_scanned: hunt.events_scanned,
         aggregates: aggregates(&hunt.aggregates),

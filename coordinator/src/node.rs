@@ -1435,4 +1435,128 @@ mod tests {
             .expect("read");
         assert!(both, "X and Y both committed");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_restored_from_a_snapshot_holds_exactly_the_leaders_rows() {
+        use crate::state::tests::{module, report, shard, spec};
+        use crate::state::{Assignment, Command};
+        use quarry_proto::{HuntId, WorkerId};
+        // Compacting every 40 entries while hundreds commit in batches: the
+        // snapshot a lagging follower gets is cut wherever the leader's
+        // applied point happens to be.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut net = LocalNet::start(dir.path(), 3, LogCompaction::every(40));
+        let leader = net.leader().await;
+        let behind = (1..=3).find(|id| *id != leader).expect("a follower");
+        let behind_applied = net.handle(behind).status().applied;
+        net.filter(move |m| m.to != behind && m.from != behind);
+        let handle = net.handle(leader);
+        let propose = |command: Command| {
+            let handle = handle.clone();
+            async move {
+                handle
+                    .propose(command)
+                    .await
+                    .expect("commit")
+                    .expect("applied")
+            }
+        };
+        propose(Command::UploadModule {
+            module: module("m", "1", 1),
+        })
+        .await;
+        for (i, name) in ["a", "b"].iter().enumerate() {
+            propose(Command::RegisterWorker {
+                id: WorkerId::new(format!("w{i}")),
+                address: String::new(),
+                slots: 2,
+                shards: vec![shard(name, &[("env", "demo")])],
+                now_ms: 10,
+            })
+            .await;
+        }
+        let Response::Hunt { id: hunt, .. } = propose(Command::SubmitHunt {
+            spec: spec(&[("env", "demo")]),
+            now_ms: 20,
+        })
+        .await
+        else {
+            panic!("a hunt id");
+        };
+        let tasks = handle
+            .read(|r| r.state.hunts[&hunt].tasks.clone())
+            .expect("read");
+        propose(Command::AssignTasks {
+            assignments: tasks
+                .iter()
+                .enumerate()
+                .map(|(i, task)| Assignment {
+                    task: task.clone(),
+                    worker: WorkerId::new(format!("w{i}")),
+                })
+                .collect(),
+            now_ms: 25,
+        })
+        .await;
+        // Uploads and two reports of 50 findings each, concurrently.
+        let mut commands: Vec<Command> = (1..=400u32).map(upload_n).collect();
+        for (i, task) in tasks.iter().enumerate() {
+            commands.insert(150 + 100 * i, report(task, &format!("w{i}"), 1, 50));
+        }
+        let proposals: Vec<_> = commands
+            .into_iter()
+            .map(|command| tokio::spawn(propose(command)))
+            .collect();
+        for proposal in proposals {
+            proposal.await.expect("join");
+        }
+        let first_index = handle.status().first_index;
+        assert!(
+            first_index > behind_applied + 1,
+            "the leader compacted past the follower (first index {first_index}, follower at {behind_applied}): it must install a snapshot"
+        );
+
+        net.heal();
+        let target = handle.status().applied;
+        net.wait_for("every node to apply everything", || {
+            (1..=3)
+                .all(|id| net.handle(id).status().applied == target)
+                .then_some(())
+        })
+        .await;
+        let view = |id: u64| {
+            net.handle(id)
+                .read(|r| (r.applied_index, r.state.clone()))
+                .expect("read")
+        };
+        let (leader_view, behind_view) = (view(leader), view(behind));
+        assert_eq!(leader_view.0, behind_view.0);
+        assert!(
+            leader_view.1 == behind_view.1,
+            "the follower's state differs from the leader's"
+        );
+        let hunt_findings = |view: &(u64, crate::state::State)| {
+            let hunt: &HuntId = &hunt;
+            view.1.hunts[hunt].findings
+        };
+        assert_eq!(hunt_findings(&behind_view), 100);
+
+        // Byte for byte: every replicated row (state, findings, membership)
+        // at the same applied index.
+        net.stop(leader);
+        net.stop(behind);
+        let rows = |id: u64| {
+            let store = Store::open(&net.dir_of(id)).expect("open");
+            let snapshot = store.build_snapshot().expect("snapshot");
+            (snapshot.get_metadata().index, snapshot.data.to_vec())
+        };
+        let (leader_rows, behind_rows) = (rows(leader), rows(behind));
+        assert_eq!(leader_rows.0, behind_rows.0, "same applied index");
+        assert!(
+            leader_rows.1 == behind_rows.1,
+            "replicated rows differ ({} and {} bytes)",
+            leader_rows.1.len(),
+            behind_rows.1.len()
+        );
+    }
 }

@@ -345,10 +345,18 @@ impl Api {
         Self { shared }
     }
 
-    fn hunt(&self, id: &str) -> Result<v1::Hunt, Status> {
+    fn hunt_exists(&self, id: &HuntId) -> Result<(), Status> {
+        if self.shared.read(|s| s.hunts.contains_key(id))? {
+            Ok(())
+        } else {
+            Err(hunt_not_found(id))
+        }
+    }
+
+    fn hunt(&self, id: &str, page: &convert::TaskPage) -> Result<v1::Hunt, Status> {
         let id = HuntId::new(id);
         self.shared
-            .read(|s| s.hunts.get(&id).map(|h| convert::hunt(s, h)))?
+            .read(|s| s.hunts.get(&id).map(|h| convert::hunt(s, h, page)))?
             .ok_or_else(|| hunt_not_found(&id))
     }
 }
@@ -434,8 +442,26 @@ impl HuntService for Api {
         request: Request<v1::GetHuntRequest>,
     ) -> Result<tonic::Response<v1::Hunt>, Status> {
         self.shared.node.read_index().await?;
-        self.hunt(&request.into_inner().hunt_id)
-            .map(tonic::Response::new)
+        let request = request.into_inner();
+        let from = match request.task_page_token.as_str() {
+            "" => 0,
+            token => token.parse().map_err(|_| {
+                CoordinatorError::InvalidArgument(format!(
+                    "task page token `{token}` is not one this coordinator gave; \
+                     pass the `next_task_page_token` of the previous answer, or none for the first page"
+                ))
+            })?,
+        };
+        let page = convert::TaskPage {
+            from,
+            size: page_size(request.task_page_size),
+            states: request
+                .task_states
+                .iter()
+                .filter_map(|s| v1::TaskState::try_from(*s).ok())
+                .collect(),
+        };
+        self.hunt(&request.hunt_id, &page).map(tonic::Response::new)
     }
 
     async fn list_hunts(
@@ -472,7 +498,10 @@ impl HuntService for Api {
                 _ => String::new(),
             };
             (
-                hunts.into_iter().map(|h| convert::hunt(s, h)).collect(),
+                hunts
+                    .into_iter()
+                    .map(|h| convert::hunt(s, h, &convert::TaskPage::first(0)))
+                    .collect(),
                 next,
             )
         })?;
@@ -505,7 +534,8 @@ impl HuntService for Api {
             tracing::info!(hunt = %id, runs = stops.len(), "hunt cancelled; stopping its runs");
             send_stops(&self.shared, stops);
         }
-        self.hunt(id.as_str()).map(tonic::Response::new)
+        self.hunt(id.as_str(), &convert::TaskPage::first(DEFAULT_PAGE))
+            .map(tonic::Response::new)
     }
 
     async fn resume_hunt(
@@ -521,7 +551,8 @@ impl HuntService for Api {
             )
             .await?;
         tracing::info!(hunt = %id, "hunt resumed");
-        self.hunt(id.as_str()).map(tonic::Response::new)
+        self.hunt(id.as_str(), &convert::TaskPage::first(DEFAULT_PAGE))
+            .map(tonic::Response::new)
     }
 
     #[tracing::instrument(skip_all, fields(hunt))]
@@ -551,7 +582,7 @@ impl HuntService for Api {
         request: Request<v1::WatchHuntRequest>,
     ) -> Result<tonic::Response<Self::WatchHuntStream>, Status> {
         let id = HuntId::new(request.into_inner().hunt_id);
-        self.hunt(id.as_str())?;
+        self.hunt_exists(&id)?;
         let (tx, rx) = mpsc::channel(16);
         let shared = self.shared.clone();
         tokio::spawn(async move {
@@ -592,7 +623,7 @@ impl HuntService for Api {
         self.shared.node.read_index().await?;
         let request = request.into_inner();
         let id = HuntId::new(request.hunt_id);
-        self.hunt(id.as_str())?;
+        self.hunt_exists(&id)?;
         let mut next = parse_cursor(&request.page_token)?;
         let follow = request.follow;
         let mut budget = if request.page_size == 0 || follow {

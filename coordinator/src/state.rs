@@ -5,7 +5,7 @@
 //! commands (the leader stamps them), so every replica computes the same
 //! state, and the whole machine is unit-tested without raft.
 
-use quarry_contract::aggregate::{Aggregate, Merged, merge_into};
+use quarry_contract::aggregate::{Aggregate, Merged, merge_into_measured};
 use quarry_proto::{HuntId, ModuleDigest, RequestId, ShardId, TaskId, WorkerId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -315,7 +315,8 @@ pub struct HuntRecord {
     /// Merged aggregates by name (merge rules: `quarry-contract`).
     pub aggregates: Merged,
     /// Aggregates whose partials could not be merged (a name returned with
-    /// two kinds): name and the first reason, at most [`MAX_AGGREGATE_ERRORS`].
+    /// two kinds, or partials past the byte limit): name and the reason, at
+    /// most [`MAX_AGGREGATE_ERRORS`].
     pub aggregate_errors: BTreeMap<String, String>,
     /// Absolute deadline (ms): unfinished shards are given up then.
     pub deadline_ms: i64,
@@ -329,8 +330,10 @@ pub struct HuntRecord {
     pub failures: u32,
     /// The latest failing tasks' errors, newest last, at most [`MAX_RECENT_FAILURES`].
     pub recent_failures: Vec<FailureNote>,
-    /// Bytes of the findings kept.
+    /// Bytes of the results kept: findings and merged aggregates
+    /// ([`finding_bytes`], [`Aggregate::approx_bytes`]).
     pub result_bytes: u64,
+
     /// Findings dropped by a result limit.
     pub findings_dropped: u64,
     /// Which result limit the hunt hit, if any.
@@ -1568,16 +1571,7 @@ impl State {
                         record,
                     })
                     .collect();
-                for aggregate in partial.aggregates {
-                    let name = aggregate.name.clone();
-                    if let Err(mismatch) = merge_into(&mut hunt.aggregates, aggregate)
-                        && hunt.aggregate_errors.len() < MAX_AGGREGATE_ERRORS
-                    {
-                        hunt.aggregate_errors
-                            .entry(name)
-                            .or_insert_with(|| mismatch.to_string());
-                    }
-                }
+                Self::merge_aggregates(hunt, partial.aggregates);
             }
             Err(TaskError {
                 message: error,
@@ -1730,6 +1724,50 @@ impl State {
             ));
         }
         kept
+    }
+
+    /// Merges a task's partial aggregates into its hunt's. Merged aggregates
+    /// count against the hunt's byte limit with its findings: a partial whose
+    /// size does not fit what is left is dropped, and the aggregate is named
+    /// incomplete. (A merge grows the merged aggregate by at most the
+    /// partial's size, except when an exact distinct set turns into a 4 KiB
+    /// sketch.)
+    fn merge_aggregates(hunt: &mut HuntRecord, partials: Vec<Aggregate>) {
+        let limit = hunt.spec.limits.max_result_bytes_per_hunt;
+        for aggregate in partials {
+            let name = aggregate.name.clone();
+            let size = aggregate.approx_bytes() as u64;
+            if hunt.result_bytes.saturating_add(size) > limit {
+                hunt.result_limit = Some(format!(
+                    "result limit reached ({} bytes of findings and aggregates kept; limit {limit} bytes per hunt): \
+                     partials of aggregate `{name}` were dropped; narrow the scope or raise --max-hunt-bytes",
+                    hunt.result_bytes
+                ));
+                if hunt.aggregate_errors.len() < MAX_AGGREGATE_ERRORS
+                    || hunt.aggregate_errors.contains_key(&name)
+                {
+                    hunt.aggregate_errors.insert(
+                        name,
+                        format!(
+                            "incomplete: partials that did not fit the hunt's byte limit of {limit} bytes were dropped"
+                        ),
+                    );
+                }
+                continue;
+            }
+            match merge_into_measured(&mut hunt.aggregates, aggregate) {
+                Ok(change) => {
+                    hunt.result_bytes = hunt.result_bytes.saturating_add_signed(change);
+                }
+                Err(mismatch) => {
+                    if hunt.aggregate_errors.len() < MAX_AGGREGATE_ERRORS {
+                        hunt.aggregate_errors
+                            .entry(name)
+                            .or_insert_with(|| mismatch.to_string());
+                    }
+                }
+            }
+        }
     }
 
     /// Opens a canary hunt to its other shards once every canary task succeeded.
@@ -2101,7 +2139,7 @@ pub(crate) mod tests {
     use super::*;
     use quarry_contract::aggregate::AggregateValue;
 
-    fn shard(name: &str, labels: &[(&str, &str)]) -> ShardDescription {
+    pub(crate) fn shard(name: &str, labels: &[(&str, &str)]) -> ShardDescription {
         ShardDescription {
             name: ShardId::new(name),
             labels: labels
@@ -2115,7 +2153,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn module(name: &str, version: &str, byte: u8) -> ModuleRecord {
+    pub(crate) fn module(name: &str, version: &str, byte: u8) -> ModuleRecord {
         ModuleRecord {
             digest: ModuleDigest::new(format!("{byte:064x}")),
             name: name.into(),
@@ -3118,6 +3156,77 @@ pub(crate) mod tests {
         let h = &s.hunts[&hunt];
         assert_eq!((h.findings, h.result_bytes, h.findings_dropped), (2, 16, 2));
         assert!(h.result_limit.is_some());
+        // The `by` aggregate (11 bytes) did not fit either.
+        assert!(h.aggregates.is_empty(), "{:?}", h.aggregates);
+        assert!(h.aggregate_errors.contains_key("by"));
+    }
+
+    #[test]
+    fn merged_aggregates_count_against_the_hunt_byte_limit() {
+        let mut s = cluster();
+        let mut sp = spec(&[("env", "demo")]);
+        sp.limits.max_result_bytes_per_hunt = 150;
+        let hunt = submit_spec(&mut s, 10, sp, 0);
+        schedule(&mut s, 11, &live(&["w0", "w1"]), 0);
+        let tasks = s.hunts[&hunt].tasks.clone();
+        let keyed = |task: &TaskId, worker: &str, keys: std::ops::Range<u32>| {
+            let mut command = report(task, worker, 1, 0);
+            if let Command::RecordResult { report, .. } = &mut command
+                && let Ok(partial) = &mut report.outcome
+            {
+                partial.aggregates = vec![Aggregate::new(
+                    "by",
+                    AggregateValue::counts_from(keys.map(|k| (format!("k{k}"), 1u64))),
+                )];
+            }
+            command
+        };
+        // Ten keys of 2 bytes + 8 for the count, and the name: 102 bytes.
+        s.apply(12, keyed(&tasks[0], "w0", 0..10));
+        assert_eq!(s.hunts[&hunt].result_bytes, 102);
+        // The same keys again add nothing: the merged size is what counts.
+        let again = s.hunts[&hunt].clone();
+        assert_eq!(again.aggregates["by"].approx_bytes(), 100);
+        // Ten new keys would make 202 bytes: the partial is dropped whole.
+        s.apply(13, keyed(&tasks[1], "w1", 10..20));
+        let h = &s.hunts[&hunt];
+        assert_eq!(h.result_bytes, 102, "nothing past the limit is kept");
+        let AggregateValue::Counts(counts) = &h.aggregates["by"] else {
+            panic!("counts expected");
+        };
+        assert_eq!(counts.len(), 10);
+        assert!(
+            h.aggregate_errors["by"].contains("incomplete"),
+            "{:?}",
+            h.aggregate_errors
+        );
+        let limit = h.result_limit.as_deref().unwrap_or_default();
+        assert!(limit.contains("aggregate `by`"), "{limit}");
+        assert_eq!(h.state, HuntState::Completed);
+    }
+
+    #[test]
+    fn findings_get_only_the_bytes_that_aggregates_left() {
+        let mut s = cluster();
+        let mut sp = spec(&[("env", "demo")]);
+        // The first report: 1 finding (8 bytes) and the `by` aggregate (11).
+        sp.limits.max_result_bytes_per_hunt = 35;
+        let hunt = submit_spec(&mut s, 10, sp, 0);
+        schedule(&mut s, 11, &live(&["w0", "w1"]), 0);
+        let tasks = s.hunts[&hunt].tasks.clone();
+        s.apply(12, report(&tasks[0], "w0", 1, 1));
+        assert_eq!(s.hunts[&hunt].result_bytes, 19);
+        // 16 bytes are left: two more findings fit, not three.
+        let Command::RecordResult { report: next, .. } = report(&tasks[1], "w1", 1, 3) else {
+            unreachable!()
+        };
+        let Ok(partial) = &next.outcome else {
+            unreachable!()
+        };
+        assert_eq!(s.hunt_room_for(&tasks[1], &partial.findings), 2);
+        s.apply(13, report(&tasks[1], "w1", 1, 3));
+        let h = &s.hunts[&hunt];
+        assert_eq!((h.findings, h.result_bytes, h.findings_dropped), (3, 35, 1));
     }
 
     #[test]

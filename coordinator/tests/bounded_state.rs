@@ -2,7 +2,8 @@
 //! tokens, `StreamFindings` reads findings from RocksDB and resumes from a
 //! finding's cursor, follow mode sends each finding once as it commits, and
 //! finished hunts are deleted (by a user or the retention policy) with their
-//! findings, freeing their module. A real single-node coordinator on
+//! findings, freeing their module, and a hunt shows its tasks a page at a
+//! time. A real single-node coordinator on
 //! loopback; state is written through raft.
 
 mod common;
@@ -543,5 +544,152 @@ async fn modules_workers_and_shards_list_a_page_at_a_time() {
     let mut sorted = order.clone();
     sorted.sort();
     assert_eq!(order, sorted, "by name, then upload time");
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hunt_shows_its_tasks_a_page_at_a_time_with_counts_of_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (coordinator, url) = coordinator(dir.path()).await;
+    let node = coordinator.node();
+    let shards: Vec<ShardDescription> = (0..250u32)
+        .map(|n| ShardDescription {
+            name: ShardId::new(format!("big-{n:03}")),
+            labels: BTreeMap::from([("set".to_owned(), "big".to_owned())]),
+            event_count: 1,
+            min_ts_ms: 1,
+            max_ts_ms: 2,
+            size_bytes: 1,
+        })
+        .collect();
+    node.propose(Command::RegisterWorker {
+        id: WorkerId::new("w"),
+        address: "127.0.0.1:1".into(),
+        slots: 2,
+        shards,
+        now_ms: 1,
+    })
+    .await
+    .expect("commit")
+    .expect("worker");
+    let spec = HuntSpec {
+        module: ModuleSelector::NameVersion {
+            name: "m".into(),
+            version: Some("1".into()),
+        },
+        params: BTreeMap::new(),
+        scope: Scope {
+            selector: BTreeMap::from([("set".to_owned(), "big".to_owned())]),
+            ..Scope::default()
+        },
+        limits: Default::default(),
+        priority: 0,
+        description: String::new(),
+        policy: Default::default(),
+    };
+    let hunt = match node
+        .propose(Command::SubmitHunt {
+            spec,
+            now_ms: now_ms(),
+        })
+        .await
+        .expect("commit")
+    {
+        Ok(quarry_coordinator::state::Response::Hunt { id, tasks }) => {
+            assert_eq!(tasks, 250);
+            id
+        }
+        other => panic!("{other:?}"),
+    };
+    for shard in ["big-007", "big-150", "big-249"] {
+        report(&coordinator, &hunt, shard, 1).await;
+    }
+
+    let mut raw = v1::hunt_service_client::HuntServiceClient::connect(url.clone())
+        .await
+        .expect("connect");
+    let get = |size: u32, token: &str, states: Vec<v1::TaskState>| v1::GetHuntRequest {
+        hunt_id: hunt.to_string(),
+        task_page_size: size,
+        task_page_token: token.to_owned(),
+        task_states: states.into_iter().map(|s| s as i32).collect(),
+    };
+    let first = raw
+        .get_hunt(get(0, "", vec![]))
+        .await
+        .expect("hunt")
+        .into_inner();
+    assert_eq!(first.tasks.len(), 100, "the default page");
+    let counts = first.task_counts.expect("counts");
+    assert_eq!(
+        (
+            counts.total,
+            counts.succeeded,
+            counts.pending + counts.assigned
+        ),
+        (250, 3, 247)
+    );
+    // Pages in shard order, each task once.
+    let mut seen: Vec<String> = first.tasks.iter().map(|t| t.shard.clone()).collect();
+    let mut token = first.next_task_page_token.clone();
+    while !token.is_empty() {
+        let page = raw
+            .get_hunt(get(64, &token, vec![]))
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.tasks.len() <= 64);
+        seen.extend(page.tasks.iter().map(|t| t.shard.clone()));
+        token = page.next_task_page_token;
+    }
+    let expected: Vec<String> = (0..250).map(|n| format!("big-{n:03}")).collect();
+    assert_eq!(seen, expected);
+
+    // A state filter pages over the matching tasks only.
+    let done = raw
+        .get_hunt(get(2, "", vec![v1::TaskState::Succeeded]))
+        .await
+        .expect("succeeded")
+        .into_inner();
+    let shards: Vec<&str> = done.tasks.iter().map(|t| t.shard.as_str()).collect();
+    assert_eq!(shards, ["big-007", "big-150"]);
+    let rest = raw
+        .get_hunt(get(
+            2,
+            &done.next_task_page_token,
+            vec![v1::TaskState::Succeeded],
+        ))
+        .await
+        .expect("rest")
+        .into_inner();
+    assert_eq!(rest.tasks.len(), 1);
+    assert!(rest.next_task_page_token.is_empty());
+
+    // Lists carry counts, not tasks; the client follows task pages.
+    let mut client = Client::connect(&url).await.expect("connect");
+    let listed = client.list_hunts(0).await.expect("list");
+    assert!(listed[0].tasks.is_empty());
+    assert_eq!(listed[0].task_counts.expect("counts").total, 250);
+    assert_eq!(
+        client.hunt(hunt.as_str()).await.expect("all").tasks.len(),
+        250
+    );
+    let some = client
+        .hunt_tasks(hunt.as_str(), 120, &[])
+        .await
+        .expect("some");
+    assert_eq!(some.tasks.len(), 120);
+    assert!(!some.next_task_page_token.is_empty());
+
+    let bad = raw
+        .get_hunt(get(10, "later", vec![]))
+        .await
+        .expect_err("a token the coordinator never issued");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(
+        bad.message().contains("next_task_page_token"),
+        "{}",
+        bad.message()
+    );
     coordinator.shutdown().await;
 }

@@ -417,15 +417,51 @@ impl Client {
         }
     }
 
-    /// A hunt with its tasks.
+    /// A hunt with every one of its tasks, fetched a page at a time.
     pub async fn hunt(&mut self, hunt_id: &str) -> Result<v1::Hunt, ClientError> {
-        Ok(self
-            .hunts
-            .get_hunt(v1::GetHuntRequest {
-                hunt_id: hunt_id.to_owned(),
-            })
-            .await?
-            .into_inner())
+        self.hunt_tasks(hunt_id, 0, &[]).await
+    }
+
+    /// A hunt with at most `max_tasks` of its tasks (0: all) in the given
+    /// states (empty: all), fetched a page at a time; `task_counts` and
+    /// `next_task_page_token` tell what was left out.
+    pub async fn hunt_tasks(
+        &mut self,
+        hunt_id: &str,
+        max_tasks: u32,
+        states: &[v1::TaskState],
+    ) -> Result<v1::Hunt, ClientError> {
+        let mut request = v1::GetHuntRequest {
+            hunt_id: hunt_id.to_owned(),
+            task_page_size: if max_tasks == 0 {
+                1000
+            } else {
+                max_tasks.min(1000)
+            },
+            task_page_token: String::new(),
+            task_states: states.iter().map(|s| *s as i32).collect(),
+        };
+        let mut hunt = self.hunt_page(request.clone()).await?;
+        while !hunt.next_task_page_token.is_empty()
+            && (max_tasks == 0 || (hunt.tasks.len() as u32) < max_tasks)
+        {
+            request.task_page_token = std::mem::take(&mut hunt.next_task_page_token);
+            if max_tasks > 0 {
+                request.task_page_size = (max_tasks - hunt.tasks.len() as u32).min(1000);
+            }
+            let next = self.hunt_page(request.clone()).await?;
+            hunt.tasks.extend(next.tasks);
+            hunt.next_task_page_token = next.next_task_page_token;
+        }
+        Ok(hunt)
+    }
+
+    /// One GetHunt call: the hunt and one page of its tasks.
+    pub async fn hunt_page(
+        &mut self,
+        request: v1::GetHuntRequest,
+    ) -> Result<v1::Hunt, ClientError> {
+        Ok(self.hunts.get_hunt(request).await?.into_inner())
     }
 
     /// Recent hunts, newest first: at most `limit` (0: all), fetched a page

@@ -217,11 +217,82 @@ pub type Merged = BTreeMap<String, AggregateValue>;
 
 /// Merges the partial `aggregate` into `merged` under its name.
 pub fn merge_into(merged: &mut Merged, aggregate: Aggregate) -> Result<(), KindMismatch> {
+    merge_into_measured(merged, aggregate).map(|_| ())
+}
+
+/// Merges like [`merge_into`] and returns by how much the merged
+/// aggregates' [`Aggregate::approx_bytes`] changed (negative when a set
+/// became a smaller sketch). Costs the partial's size, not the merged
+/// aggregate's, for counts and ranges, whose merged key sets grow without
+/// bound; the other kinds are bounded per key or in all, so they are
+/// measured before and after.
+pub fn merge_into_measured(merged: &mut Merged, aggregate: Aggregate) -> Result<i64, KindMismatch> {
     match merged.get_mut(&aggregate.name) {
-        Some(into) => into.merge(aggregate.value),
+        Some(into) => into.merge_measured(aggregate.value),
         None => {
+            let grown = aggregate.approx_bytes();
             merged.insert(aggregate.name, aggregate.value);
-            Ok(())
+            Ok(signed(grown))
+        }
+    }
+}
+
+fn signed(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl AggregateValue {
+    /// [`AggregateValue::merge`], returning the change of
+    /// [`AggregateValue::approx_bytes`] (see [`merge_into_measured`]).
+    pub fn merge_measured(&mut self, other: AggregateValue) -> Result<i64, KindMismatch> {
+        match (&mut *self, other) {
+            (AggregateValue::Counts(into), AggregateValue::Counts(from)) => {
+                let mut grown = 0usize;
+                for (key, n) in from {
+                    let len = key.len();
+                    let count = into.entry(key).or_insert_with(|| {
+                        grown += len + 8;
+                        0
+                    });
+                    *count = count.saturating_add(n);
+                }
+                Ok(signed(grown))
+            }
+            (AggregateValue::Range(into), AggregateValue::Range(from)) => {
+                let mut grown = 0usize;
+                for (key, stats) in from {
+                    match into.get_mut(&key) {
+                        Some(merged) => merged.merge(stats),
+                        None => {
+                            grown += key.len() + 24;
+                            into.insert(key, stats);
+                        }
+                    }
+                }
+                Ok(signed(grown))
+            }
+            (AggregateValue::Distinct(into), AggregateValue::Distinct(from)) => {
+                let mut change = 0i64;
+                for (key, values) in from {
+                    match into.get_mut(&key) {
+                        Some(merged) => {
+                            let before = signed(merged.approx_bytes());
+                            merged.merge(values);
+                            change += signed(merged.approx_bytes()) - before;
+                        }
+                        None => {
+                            change += signed(key.len() + values.approx_bytes());
+                            into.insert(key, values);
+                        }
+                    }
+                }
+                Ok(change)
+            }
+            (me, other) => {
+                let before = signed(me.approx_bytes());
+                me.merge(other)?;
+                Ok(signed(me.approx_bytes()) - before)
+            }
         }
     }
 }
@@ -751,6 +822,67 @@ mod tests {
             merged.merge(part).expect("same kind");
         }
         merged
+    }
+
+    #[test]
+    fn a_measured_merge_reports_the_change_of_the_merged_size_for_every_kind() {
+        let distinct = |from: usize, to: usize| {
+            AggregateValue::Distinct(BTreeMap::from([(
+                "src".to_owned(),
+                DistinctValues::exact((from..to).map(|i| format!("10.0.{i}"))),
+            )]))
+        };
+        let range = |keys: &[&str]| {
+            AggregateValue::Range(
+                keys.iter()
+                    .map(|k| {
+                        (
+                            (*k).to_owned(),
+                            RangeStats {
+                                min: 1,
+                                max: 2,
+                                count: 1,
+                            },
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        let top = |keys: &[&str]| {
+            let mut top = TopK::new(3);
+            keys.iter().for_each(|k| top.add(k, 1));
+            AggregateValue::TopK(top)
+        };
+        let cases = vec![
+            (
+                counts(&[("a", 1), ("bb", 1)]),
+                counts(&[("bb", 2), ("ccc", 1)]),
+            ),
+            (range(&["x", "y"]), range(&["y", "zz"])),
+            // 900 + 900 overlapping by 400 crosses the exact limit: the set
+            // becomes a sketch, and the size may shrink.
+            (distinct(0, 900), distinct(500, 1_400)),
+            (distinct(0, 10), distinct(5, 20)),
+            (top(&["a", "b"]), top(&["c", "d", "e"])),
+            (
+                AggregateValue::Stack(stack(1, &[("cmd.exe", "h1")])),
+                AggregateValue::Stack(stack(1, &[("cmd.exe", "h2"), ("rare.exe", "h3")])),
+            ),
+        ];
+        for (first, second) in cases {
+            let mut merged = Merged::new();
+            let grown = merge_into_measured(&mut merged, Aggregate::new("n", first)).unwrap();
+            // A new name counts its own length too.
+            assert_eq!(grown, merged["n"].approx_bytes() as i64 + 1);
+            let before = merged["n"].approx_bytes() as i64;
+            let change = merge_into_measured(&mut merged, Aggregate::new("n", second)).unwrap();
+            assert_eq!(
+                change,
+                merged["n"].approx_bytes() as i64 - before,
+                "{}",
+                merged["n"].kind()
+            );
+        }
     }
 
     #[test]
