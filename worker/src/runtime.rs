@@ -11,6 +11,12 @@
 //! outlive its deadline. Filesystem, sockets and HTTP are not linked at all:
 //! a module importing them is refused at load.
 //!
+//! What wasmtime copies out of the guest has two separate bounds: each host
+//! call receives at most [`MAX_HOSTCALL_BYTES`], and the value a `scan()` or
+//! `finish()` call returns is copied only up to what is left of the task's
+//! output limit. wasmtime has one "hostcall fuel" setting for both; a call
+//! hook on the store switches it at every crossing (see [`bound_copies`]).
+//!
 //! Every way a task can fail has its own [`TaskFailure`] variant: deadline
 //! exceeded, memory limit, trap, output limit, invalid module, plus the
 //! module's own errors and cancellation.
@@ -31,7 +37,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasData, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, WasmBacktrace,
+    CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    WasmBacktrace,
 };
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::bindings::clocks::{monotonic_clock, wall_clock};
@@ -84,7 +91,9 @@ const MAX_TRAP_MESSAGE: usize = 2048;
 pub const MAX_RANDOM_BYTES: u64 = 64 * 1024;
 /// What one host call may receive from the guest, counted as wasmtime
 /// counts the host's copies (string bytes plus the size of every list
-/// element on the host): wasmtime's "hostcall fuel". Copying stops there.
+/// element on the host): wasmtime's "hostcall fuel". Copying stops there and
+/// the task fails with [`TaskFailure::HostCallLimit`]. The same in every
+/// guest call, whatever is left of the task's output limit.
 pub const MAX_HOSTCALL_BYTES: usize = 1024 * 1024;
 /// What `describe()` may return, counted the same way.
 pub const MAX_DESCRIPTOR_BYTES: usize = 4 * 1024 * 1024;
@@ -116,6 +125,7 @@ pub struct TaskLimits {
     /// Bytes of findings and aggregates a task may return, each element
     /// charged for its host copy as well as its strings (so empty strings
     /// are not free); more fails the task with [`TaskFailure::OutputLimit`].
+    /// It also bounds the host's copy of each result: what is left of it.
     pub max_output_bytes: u64,
 }
 
@@ -267,7 +277,8 @@ pub enum TaskFailure {
         /// Why, and what to do instead.
         reason: String,
     },
-    /// The guest passed more data to one host call than the sandbox copies.
+    /// The guest passed more data to one host call than the sandbox copies
+    /// ([`MAX_HOSTCALL_BYTES`]).
     #[error(
         "host call limit: module passed more than {limit_bytes} bytes to one host call in {call}"
     )]
@@ -442,6 +453,9 @@ struct TaskData {
     refused: Option<Refusal>,
     /// The intel sets shipped with the task.
     intel: IntelSets,
+    /// What wasmtime may copy of the value the current guest export returns
+    /// (its hostcall fuel outside host calls; see [`bound_copies`]).
+    result_bound: usize,
 }
 
 impl WasiView for TaskData {
@@ -576,7 +590,8 @@ impl HasData for IoTable {
 ///   block in the host where no deadline reaches.
 ///
 /// What one call may copy in from the guest is bounded by the store's
-/// hostcall fuel ([`MAX_HOSTCALL_BYTES`]).
+/// hostcall fuel, [`MAX_HOSTCALL_BYTES`] in every host call
+/// ([`bound_copies`]).
 fn link(linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
     use wasmtime_wasi::cli::{WasiCli, WasiCliView};
     use wasmtime_wasi::p2::bindings::{cli, clocks, random as rand, sync::io};
@@ -915,7 +930,7 @@ impl Runtime {
             ))
         })?;
         store.set_epoch_deadline(ticks(limits.cpu));
-        store.set_hostcall_fuel(MAX_DESCRIPTOR_BYTES);
+        store.data_mut().result_bound = MAX_DESCRIPTOR_BYTES;
         let descriptor = hunt
             .quarry_hunt_module()
             .call_describe(&mut store)
@@ -970,10 +985,12 @@ impl Runtime {
             cancelled: false,
             refused: None,
             intel: IntelSets::new(),
+            // Instantiation and `init()` return at most an error string.
+            result_bound: MAX_HOSTCALL_BYTES,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.limits);
-        store.set_hostcall_fuel(MAX_HOSTCALL_BYTES);
+        bound_copies(&mut store);
         // The default deadline has already passed; every call sets its own.
         store.set_epoch_deadline(ticks(limits.cpu));
         store
@@ -1086,7 +1103,7 @@ impl Runtime {
                         &batch,
                         &mut budget,
                         &limits,
-                        kept.fuel(),
+                        kept.result_bound(),
                     )?;
                     kept.add(found, Call::Scan)?;
                     batch.clear();
@@ -1104,12 +1121,12 @@ impl Runtime {
                 &batch,
                 &mut budget,
                 &limits,
-                kept.fuel(),
+                kept.result_bound(),
             )?;
             kept.add(found, Call::Scan)?;
         }
         budget.arm(&mut store, Call::Finish)?;
-        store.set_hostcall_fuel(kept.fuel());
+        store.data_mut().result_bound = kept.result_bound();
         let finished = exports.call_finish(&mut store);
         budget.spent();
         let finished = finished.map_err(|e| explain(Call::Finish, e, &store, &limits))?;
@@ -1161,16 +1178,17 @@ impl Kept {
         Ok(())
     }
 
-    /// Hostcall fuel for the next `scan` or `finish` call. One bound governs
-    /// the host calls the guest makes and wasmtime's copy of what it
-    /// returns, so it is what is left of the output cap (at least
-    /// [`MAX_HOSTCALL_BYTES`]): copying stops there, however many (empty)
-    /// elements the guest returns.
-    fn fuel(&self) -> usize {
+    /// What wasmtime may copy of the next `scan()` or `finish()` result:
+    /// exactly what is left of the output limit, whatever the guest's host
+    /// calls took (they have their own bound). wasmtime charges each element
+    /// its host size before copying it, so copying stops at the limit
+    /// however many (empty) elements the guest returns; and as
+    /// [`finding_bytes`] charges a finding what its copy cost, a result that
+    /// was copied whole also fits the limit (findings beyond `max_findings`
+    /// are copied, then dropped uncharged).
+    fn result_bound(&self) -> usize {
         let left = self.limits.max_output_bytes.saturating_sub(self.bytes);
-        usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .max(MAX_HOSTCALL_BYTES)
+        usize::try_from(left).unwrap_or(usize::MAX)
     }
 
     fn charge(&mut self, bytes: usize, call: Call) -> Result<(), TaskFailure> {
@@ -1242,10 +1260,10 @@ fn scan(
     batch: &[wit::Event],
     budget: &mut Guest,
     limits: &TaskLimits,
-    fuel: usize,
+    result_bound: usize,
 ) -> Result<Vec<wit::Finding>, TaskFailure> {
     budget.arm(store, Call::Scan)?;
-    store.set_hostcall_fuel(fuel);
+    store.data_mut().result_bound = result_bound;
     let result = exports.call_scan(&mut *store, batch);
     budget.spent();
     match result {
@@ -1332,6 +1350,26 @@ fn watch_cancel(store: &mut Store<TaskData>, cancel: Arc<AtomicBool>, cpu: Durat
     });
 }
 
+/// Points wasmtime's hostcall fuel (one setting, read afresh by every copy
+/// out of the guest) at the bound of the copy about to happen:
+/// [`MAX_HOSTCALL_BYTES`] for a host call's arguments (copied after
+/// `CallingHost`), the current export's [`TaskData::result_bound`] for its
+/// result (copied after `ReturningFromWasm`). Without the switch one value
+/// bounded both, so a host call could take as much as the output budget.
+fn bound_copies(store: &mut Store<TaskData>) {
+    store.set_hostcall_fuel(store.data().result_bound);
+    store.call_hook(|mut store, hook| {
+        let fuel = match hook {
+            CallHook::CallingHost => MAX_HOSTCALL_BYTES,
+            CallHook::ReturningFromHost | CallHook::CallingWasm | CallHook::ReturningFromWasm => {
+                store.data().result_bound
+            }
+        };
+        store.set_hostcall_fuel(fuel);
+        Ok(())
+    });
+}
+
 fn ticks(budget: Duration) -> u64 {
     (budget.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
@@ -1361,7 +1399,7 @@ fn explain(
         return if in_host_call(&error) {
             TaskFailure::HostCallLimit {
                 call,
-                limit_bytes: store.hostcall_fuel() as u64,
+                limit_bytes: MAX_HOSTCALL_BYTES as u64,
             }
         } else {
             TaskFailure::OutputLimit {

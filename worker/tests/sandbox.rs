@@ -15,8 +15,8 @@ use quarry_hunt_modules::{BRUTEFORCE, ShippedModule};
 use quarry_proto::ModuleDigest;
 use quarry_worker::WorkerError;
 use quarry_worker::runtime::{
-    Call, LoadedModule, ModuleCacheConfig, OutputKind, Runtime, RuntimeConfig, STDIO_CAPTURE_BYTES,
-    TaskFailure, TaskInput, TaskLimits, TaskOutput, module_digest,
+    Call, LoadedModule, MAX_HOSTCALL_BYTES, ModuleCacheConfig, OutputKind, Runtime, RuntimeConfig,
+    STDIO_CAPTURE_BYTES, TaskFailure, TaskInput, TaskLimits, TaskOutput, module_digest,
 };
 use quarry_worker::shard::ShardStore;
 use std::collections::BTreeMap;
@@ -769,6 +769,180 @@ fn empty_output_elements_are_not_free() {
         "10 000 empty evidence items charged only {} bytes",
         output.output_bytes
     );
+}
+
+/// Where a test module misbehaves: in `scan()` or in `finish()`.
+const PHASES: [(&str, Call); 2] = [("scan", Call::Scan), ("finish", Call::Finish)];
+
+/// One host call may receive at most `MAX_HOSTCALL_BYTES`, in `scan()` and
+/// `finish()` alike. It used to be bounded by what was left of the output
+/// cap (16 MiB here), so a 2 MiB log message was copied whole.
+#[test]
+fn a_host_call_over_its_bound_fails_whatever_output_budget_is_left() {
+    let sandbox = sandbox();
+    let message_bytes = (2 * MAX_HOSTCALL_BYTES).to_string();
+    for (at, call) in PHASES {
+        let failure = sandbox
+            .run_hostile(
+                &test_modules::HOST_ABUSE,
+                &[
+                    ("call", "log"),
+                    ("fields", "0"),
+                    ("times", "1"),
+                    ("message_bytes", &message_bytes),
+                    ("at", at),
+                ],
+                hostile(Duration::from_secs(5)),
+            )
+            .expect_err("a 2 MiB host call is over the bound");
+        assert!(
+            matches!(
+                failure,
+                TaskFailure::HostCallLimit { call: c, limit_bytes }
+                    if c == call && limit_bytes == MAX_HOSTCALL_BYTES as u64
+            ),
+            "{at}: {failure:?}"
+        );
+        assert!(failure.to_string().contains("host call limit"), "{failure}");
+    }
+    sandbox.still_serves();
+}
+
+/// Host calls and the returned result have separate bounds: a module that
+/// passes its whole host-call bound to the host 64 times still returns
+/// output up to the output cap.
+#[test]
+fn host_call_floods_leave_the_whole_output_budget() {
+    let sandbox = sandbox();
+    let cap: u64 = 1024 * 1024;
+    let message_bytes = MAX_HOSTCALL_BYTES.to_string();
+    for (at, _) in PHASES {
+        let output = sandbox
+            .run_hostile(
+                &test_modules::HOST_ABUSE,
+                &[
+                    ("call", "log"),
+                    ("fields", "0"),
+                    ("times", "64"),
+                    ("message_bytes", &message_bytes),
+                    ("at", at),
+                    // 15 findings of 64 KiB: about 94% of the cap.
+                    ("findings", "15"),
+                    ("evidence_bytes", "65536"),
+                ],
+                TaskLimits {
+                    cpu: Duration::from_secs(5),
+                    max_output_bytes: cap,
+                    ..limits()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{at}: host calls cost no output budget: {e}"));
+        assert_eq!(output.findings.len(), 15, "{at}");
+        assert!(
+            output.output_bytes > 15 * 65536 && output.output_bytes <= cap,
+            "{at}: {} output bytes",
+            output.output_bytes
+        );
+    }
+    sandbox.still_serves();
+}
+
+/// A returned result is copied only up to what is left of the output cap.
+/// With a 64 KiB cap, ~800 KB of findings used to be copied whole (the
+/// bound was at least 1 MiB) and all but 10 then dropped, so the task
+/// succeeded; now the copy stops at the cap and the task fails by name.
+#[test]
+fn a_result_over_the_output_cap_is_not_copied_even_if_its_findings_would_be_dropped() {
+    let sandbox = sandbox();
+    let cap: u64 = 64 * 1024;
+    for (at, call) in PHASES {
+        let failure = sandbox
+            .run_hostile(
+                &test_modules::OUTPUT_FLOOD,
+                &[("findings", "1000"), ("evidence_bytes", "512"), ("at", at)],
+                TaskLimits {
+                    cpu: Duration::from_secs(5),
+                    max_findings: 10,
+                    max_output_bytes: cap,
+                    ..limits()
+                },
+            )
+            .expect_err("~800 KB of result against a 64 KiB cap");
+        assert!(
+            matches!(
+                failure,
+                TaskFailure::OutputLimit { call: c, kind: OutputKind::Findings, limit_bytes }
+                    if c == call && limit_bytes == cap
+            ),
+            "{at}: {failure:?}"
+        );
+    }
+    sandbox.still_serves();
+}
+
+/// Empty elements count toward the copy bound too: 10,000 empty evidence
+/// items are ~480 KB for the host to copy, refused under a 64 KiB cap even
+/// though every finding would be dropped (`max_findings` 0).
+#[test]
+fn empty_elements_count_toward_the_result_copy_bound() {
+    let sandbox = sandbox();
+    let cap: u64 = 64 * 1024;
+    let failure = sandbox
+        .run_hostile(
+            &test_modules::EMPTY_FLOOD,
+            &[("findings", "1"), ("items", "10000")],
+            TaskLimits {
+                cpu: Duration::from_secs(5),
+                max_findings: 0,
+                max_output_bytes: cap,
+                ..limits()
+            },
+        )
+        .expect_err("~480 KB of empty elements against a 64 KiB cap");
+    assert!(
+        matches!(
+            failure,
+            TaskFailure::OutputLimit { call: Call::Scan, kind: OutputKind::Findings, limit_bytes }
+                if limit_bytes == cap
+        ),
+        "{failure:?}"
+    );
+    sandbox.still_serves();
+}
+
+/// What a task is charged for its output is exactly what the host copies:
+/// a result that costs N bytes is accepted under a cap of N and refused
+/// under a cap of N - 1.
+#[test]
+fn the_output_cap_holds_to_the_byte() {
+    let sandbox = sandbox();
+    for (at, call) in PHASES {
+        let params = [("findings", "20"), ("evidence_bytes", "1000"), ("at", at)];
+        let cost = sandbox
+            .run(&test_modules::OUTPUT_FLOOD, &params, limits())
+            .expect("well under the default cap")
+            .output_bytes;
+        assert!(cost > 20 * 1000, "{at}: {cost}");
+        let capped = |cap| TaskLimits {
+            max_output_bytes: cap,
+            ..limits()
+        };
+        let output = sandbox
+            .run(&test_modules::OUTPUT_FLOOD, &params, capped(cost))
+            .unwrap_or_else(|e| panic!("{at}: a cap of exactly {cost} bytes fits: {e}"));
+        assert_eq!(output.output_bytes, cost, "{at}");
+        assert_eq!(output.findings.len(), 20, "{at}");
+        let failure = sandbox
+            .run(&test_modules::OUTPUT_FLOOD, &params, capped(cost - 1))
+            .expect_err("one byte short");
+        assert!(
+            matches!(
+                failure,
+                TaskFailure::OutputLimit { call: c, kind: OutputKind::Findings, .. } if c == call
+            ),
+            "{at}: {failure:?}"
+        );
+    }
 }
 
 /// `component` with core sections appended at its top level: a core module

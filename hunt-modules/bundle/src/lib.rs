@@ -152,7 +152,8 @@ pub mod test_modules {
     );
     test_module!(
         /// Returns `findings` findings (default 10000) with `evidence_bytes`
-        /// bytes of evidence each (default 16) from its first `scan`.
+        /// bytes of evidence each (default 16) from its first `scan`, or
+        /// from `finish` with `at=finish`.
         OUTPUT_FLOOD, "output-flood", "test_output_flood.wasm"
     );
     test_module!(
@@ -184,9 +185,12 @@ pub mod test_modules {
         POLL_FOREVER, "poll-forever", "test_poll_forever.wasm"
     );
     test_module!(
-        /// Asks host functions for huge amounts in `scan`: `call=random` or
-        /// `call=insecure-random` (`len` bytes, default 2^40), or `call=log`
-        /// (`times` lines of `message_bytes` bytes with `fields` empty fields).
+        /// Asks host functions for huge amounts in `scan` (in `finish` with
+        /// `at=finish`): `call=random` or `call=insecure-random` (`len`
+        /// bytes, default 2^40), or `call=log` (`times` lines of
+        /// `message_bytes` bytes with `fields` empty fields); then returns
+        /// `findings` findings (default 0) of `evidence_bytes` bytes of
+        /// evidence each.
         HOST_ABUSE, "host-abuse", "test_host_abuse.wasm"
     );
     test_module!(

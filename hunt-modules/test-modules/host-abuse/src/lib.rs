@@ -11,12 +11,17 @@
 //!
 //! Each must stay bounded on the host: a named refusal for the first two, a
 //! bounded log (and bounded host memory) for the last.
+//!
+//! With `at=finish` the calls are made in `finish` instead. After them the
+//! module returns `findings` findings (default 0) with `evidence_bytes`
+//! bytes of evidence each (default 0): what it passed to host calls must not
+//! reduce what it may return.
 
 // The raw host calls exist only on wasm32; a host build (the workspace's
 // `cargo check`) just type-checks the rest.
 #![cfg_attr(not(target_arch = "wasm32"), allow(unused))]
 
-use quarry_sdk::{Descriptor, Emitter, Event, Hunt, LogLevel, Output, Params};
+use quarry_sdk::{Descriptor, Emitter, Event, Finding, Hunt, LogLevel, Output, Params};
 
 #[cfg(target_arch = "wasm32")]
 mod wasi {
@@ -48,6 +53,10 @@ pub struct HostAbuse {
     times: u64,
     message_bytes: u64,
     fields: u64,
+    in_finish: bool,
+    findings: u64,
+    evidence_bytes: u64,
+    done: bool,
 }
 
 impl Hunt for HostAbuse {
@@ -56,17 +65,62 @@ impl Hunt for HostAbuse {
     }
 
     fn new(params: &Params) -> Result<Self, String> {
-        params.ensure_known(&["call", "len", "times", "message_bytes", "fields"])?;
+        params.ensure_known(&[
+            "call",
+            "len",
+            "times",
+            "message_bytes",
+            "fields",
+            "at",
+            "findings",
+            "evidence_bytes",
+        ])?;
+        let call = params.str_or("call", "random");
+        if !["random", "insecure-random", "log"].contains(&call) {
+            return Err(format!("call: unknown {call}"));
+        }
+        let in_finish = match params.str_or("at", "scan") {
+            "scan" => false,
+            "finish" => true,
+            other => return Err(format!("at: expected scan or finish, got {other}")),
+        };
         Ok(HostAbuse {
-            call: params.str_or("call", "random").to_owned(),
+            call: call.to_owned(),
             len: params.u64_or("len", 1 << 40)?,
             times: params.u64_or("times", 10)?,
             message_bytes: params.u64_or("message_bytes", 1 << 20)?,
             fields: params.u64_or("fields", 4_000_000)?,
+            in_finish,
+            findings: params.u64_or("findings", 0)?,
+            evidence_bytes: params.u64_or("evidence_bytes", 0)?,
+            done: false,
         })
     }
 
-    fn scan(&mut self, _: &[Event], _: &mut Emitter) -> Result<(), String> {
+    fn scan(&mut self, _: &[Event], out: &mut Emitter) -> Result<(), String> {
+        if self.in_finish || self.done {
+            return Ok(());
+        }
+        self.done = true;
+        self.abuse();
+        for finding in self.output() {
+            out.emit(finding);
+        }
+        Ok(())
+    }
+
+    fn finish(self, out: &mut Output) {
+        if self.in_finish {
+            self.abuse();
+            for finding in self.output() {
+                out.emit(finding);
+            }
+        }
+    }
+}
+
+impl HostAbuse {
+    fn abuse(&self) {
         match self.call.as_str() {
             "random" | "insecure-random" => {
                 #[cfg(target_arch = "wasm32")]
@@ -82,7 +136,6 @@ impl Hunt for HostAbuse {
                     }
                     std::hint::black_box(ret);
                 }
-                Ok(())
             }
             "log" => {
                 let message = "m".repeat(self.message_bytes as usize);
@@ -103,13 +156,20 @@ impl Hunt for HostAbuse {
                     }
                     std::hint::black_box(&fields);
                 }
-                Ok(())
             }
-            other => Err(format!("call: unknown {other}")),
+            // `new` refused any other call.
+            _ => {}
         }
     }
 
-    fn finish(self, _: &mut Output) {}
+    fn output(&self) -> impl Iterator<Item = Finding> {
+        let evidence = "x".repeat(self.evidence_bytes as usize);
+        (0..self.findings).map(move |i| {
+            Finding::builder("host-abuse/output", format!("output {i}"))
+                .evidence("blob", &evidence)
+                .into()
+        })
+    }
 }
 
 quarry_sdk::export_hunt!(HostAbuse);
