@@ -379,7 +379,12 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'de> {
         seed: T,
     ) -> Result<Option<T::Value>, Error> {
         match self.items.next() {
-            Some(node) => seed.deserialize(node).map(Some),
+            // Errors a seed raises after reading the node (a value refused by
+            // a `TryFrom`) belong to the node too.
+            Some(node) => seed
+                .deserialize(node)
+                .map(Some)
+                .map_err(|e| e.or_at(node.mark)),
             None => Ok(None),
         }
     }
@@ -404,7 +409,9 @@ impl<'de> de::MapAccess<'de> for MapAccess<'de> {
         match self.entries.next() {
             Some((key, value)) => {
                 self.value = Some(value);
-                seed.deserialize(key).map(Some)
+                seed.deserialize(key)
+                    .map(Some)
+                    .map_err(|e| e.or_at(key.mark))
             }
             None => Ok(None),
         }
@@ -412,7 +419,7 @@ impl<'de> de::MapAccess<'de> for MapAccess<'de> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
         match self.value.take() {
-            Some(node) => seed.deserialize(node),
+            Some(node) => seed.deserialize(node).map_err(|e| e.or_at(node.mark)),
             None => Err(de::Error::custom("value without a key")),
         }
     }
