@@ -10,7 +10,7 @@ use crate::attack::TechniqueInfo;
 use crate::bounded::{BoundedSet, clip};
 use crate::case::Case;
 use crate::enrich::Criticality;
-use crate::finding::{Entity, Severity, TriageFinding};
+use crate::finding::{Entity, Severity, TriageFinding, rule_author};
 use crate::ids::{AlertId, FindingRef, FollowUpId, IncidentId};
 use crate::scope::Subject;
 use crate::score::{Score, ScoreTerm};
@@ -136,7 +136,7 @@ impl Alert {
         Alert {
             id,
             rule: key.rule.clone(),
-            rule_author: f.rule_author.clone(),
+            rule_author: f.rule_author.clone().or_else(|| rule_author(&f.evidence)),
             title: clip(&f.title, MAX_TITLE),
             module: f.module.clone(),
             modules: BoundedSet::new(MAX_MODULES),
@@ -185,7 +185,11 @@ impl Alert {
         self.severity = self.severity.max(f.finding.severity);
         self.confidence = self.confidence.max(f.finding.confidence.min(100));
         if self.rule_author.is_none() {
-            self.rule_author.clone_from(&f.finding.rule_author);
+            self.rule_author = f
+                .finding
+                .rule_author
+                .clone()
+                .or_else(|| rule_author(&f.finding.evidence));
         }
         self.modules.insert(f.finding.module.clone());
         for e in f.entities {

@@ -61,5 +61,5 @@ pub use ids::{AlertId, CaseId, FindingRef, FollowUpId, IncidentId, ProposalId, S
 pub use incident::Incident;
 pub use query::{CaseView, Kinds, Page, Query, StateFilter};
 pub use score::{Score, ScoreTerm};
-pub use triage::{ConfigVersion, Triage, TriageStats};
+pub use triage::{ConfigVersion, Triage, TriageStats, TriageSummary};
 pub use verdict::{Proposal, ProposalStatus, VerdictCounts};

@@ -67,8 +67,14 @@ pub fn format_duration(ms: i64) -> String {
     if ms < 0 {
         out.push('-');
     }
+    // Weeks only when the whole duration is weeks: `30d` reads better than `4w2d`.
+    let weeks = if rest.is_multiple_of(WEEK_MS as u64) {
+        WEEK_MS as u64
+    } else {
+        u64::MAX
+    };
     for (unit, name) in [
-        (WEEK_MS as u64, "w"),
+        (weeks, "w"),
         (DAY_MS as u64, "d"),
         (HOUR_MS as u64, "h"),
         (MINUTE_MS as u64, "m"),
@@ -197,7 +203,17 @@ mod tests {
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
-        for ms in [HOUR_MS, 90 * MINUTE_MS, 30 * DAY_MS, 1_500, 0] {
+        assert_eq!(format_duration(30 * DAY_MS), "30d");
+        assert_eq!(format_duration(14 * DAY_MS), "2w");
+        assert_eq!(format_duration(90 * MINUTE_MS), "1h30m");
+        for ms in [
+            HOUR_MS,
+            90 * MINUTE_MS,
+            30 * DAY_MS,
+            1_500,
+            0,
+            15 * DAY_MS + 1,
+        ] {
             assert_eq!(parse_duration(&format_duration(ms)), Ok(ms));
         }
     }

@@ -71,6 +71,25 @@ pub struct TriageStats {
     pub proposals_created: u64,
 }
 
+/// Where the queue stands now (for status output and closing notes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriageSummary {
+    /// Findings triaged since the state was created.
+    pub findings: u64,
+    /// Alerts kept.
+    pub alerts: usize,
+    /// Of which open.
+    pub open_alerts: usize,
+    /// Of which closed by a suppression.
+    pub auto_closed_alerts: usize,
+    /// Incidents kept.
+    pub incidents: usize,
+    /// Of which open.
+    pub open_incidents: usize,
+    /// Suppression proposals waiting for a person.
+    pub pending_proposals: usize,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct HuntCursor {
     next_seq: u64,
@@ -172,6 +191,37 @@ impl Triage {
     /// Counters.
     pub fn stats(&self) -> &TriageStats {
         &self.st.stats
+    }
+
+    /// Where the queue stands.
+    pub fn summary(&self) -> TriageSummary {
+        let st = &self.st;
+        TriageSummary {
+            findings: st.stats.findings,
+            alerts: st.alerts.len(),
+            open_alerts: st
+                .alerts
+                .values()
+                .filter(|a| a.case.state.is_open())
+                .count(),
+            auto_closed_alerts: st
+                .alerts
+                .values()
+                .filter(|a| a.case.auto_closed_by().is_some())
+                .count(),
+            incidents: st.incidents.len(),
+            open_incidents: st
+                .incidents
+                .values()
+                .filter(|i| i.case.state.is_open())
+                .count(),
+            pending_proposals: st
+                .verdicts
+                .proposals
+                .values()
+                .filter(|p| p.status == crate::verdict::ProposalStatus::Pending)
+                .count(),
+        }
     }
 
     /// The latest event time seen (clamped to the leader's clock).
