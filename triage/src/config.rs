@@ -1204,3 +1204,118 @@ suppressions:
         assert_eq!(old.change_summary(&old), "no change");
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    const DOC: &str = include_str!("../../docs/triage.md");
+
+    /// The fenced YAML block of `docs/triage.md` whose first line is `marker`.
+    fn block(marker: &str) -> String {
+        let start = DOC
+            .find(&format!("```yaml\n{marker}\n"))
+            .expect("block in docs/triage.md");
+        let body = &DOC[start + "```yaml\n".len()..];
+        body[..body.find("```").expect("closing fence")].to_owned()
+    }
+
+    #[test]
+    fn the_documented_defaults_are_the_code_defaults() {
+        let parsed = TriageConfig::from_yaml(&block("# defaults")).expect("defaults block parses");
+        assert_eq!(parsed, TriageConfig::default());
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let c = TriageConfig::from_yaml(&block("# example")).expect("example parses");
+        assert_eq!(c.suppressions.len(), 3);
+        assert_eq!(
+            c.suppressions[0].expires,
+            Expiry::At(time::parse_date("2026-12-31").expect("date"))
+        );
+        assert_eq!(c.suppressions[1].expires, Expiry::After(90 * DAY_MS));
+        assert_eq!(c.suppressions[2].expires, Expiry::Never);
+        assert!(
+            c.suppressions[0]
+                .scope
+                .fields
+                .get("ParentImage")
+                .is_some_and(|g| g.matches("C:\\Program Files\\Veeam\\Backup\\VeeamAgent.exe"))
+        );
+        assert_eq!(c.assets.crown_jewels.len(), 2);
+        assert_eq!(c.grouping.window_for("bruteforce/spray"), 6 * HOUR_MS);
+        assert_eq!(c.follow_ups[0].min_score, Some(Score::points(50)));
+        assert_eq!(c.correlation.min_tactics, 2);
+        assert_eq!(c.weights.total(), 100);
+    }
+
+    #[test]
+    fn the_documented_error_is_what_the_code_says() {
+        let err = TriageConfig::from_yaml("version: 1\nweights:\n  severity: 30\n  wieghts: 2\n")
+            .expect_err("unknown key")
+            .to_string();
+        let line = DOC
+            .lines()
+            .find(|l| l.starts_with("triage config, line 4"))
+            .expect("error line in docs");
+        assert_eq!(err, line);
+    }
+
+    #[test]
+    fn the_documented_bounds_are_the_code_bounds() {
+        use crate::{case, group, incident, query, rarity, risk, triage, verdict};
+        // Each number as docs/triage.md states it.
+        assert_eq!(triage::MAX_FUTURE_MS, DAY_MS);
+        assert_eq!(group::MAX_LINKS, 100);
+        assert_eq!(
+            (
+                group::MAX_MEMBERS,
+                group::MAX_MODULES,
+                group::MAX_TECHNIQUES
+            ),
+            (32, 8, 32)
+        );
+        assert_eq!((group::MAX_FIELDS, group::MAX_FIELD_VALUE), (64, 512));
+        assert_eq!(incident::MAX_INCIDENT_ALERTS, 500);
+        assert_eq!(triage::MAX_ALERTS, 500_000);
+        assert_eq!((rarity::MAX_RULES, rarity::MAX_ENTITIES), (20_000, 100_000));
+        assert_eq!(
+            (
+                risk::FORGET_BELOW_MILLI,
+                risk::MAX_TRACKED,
+                risk::MAX_MEMBERS
+            ),
+            (10, 50_000, 64)
+        );
+        assert_eq!(triage::MAX_HUNTS, 10_000);
+        assert_eq!(
+            (case::MAX_COMMENTS, case::MAX_TEXT, case::MAX_HISTORY),
+            (200, 4096, 100)
+        );
+        assert_eq!(verdict::MAX_NOISE_KEYS, 10_000);
+        assert_eq!(triage::MAX_CONFIG_HISTORY, 100);
+        assert_eq!(
+            (query::DEFAULT_PAGE_SIZE, query::MAX_PAGE_SIZE),
+            (100, 1000)
+        );
+        assert_eq!(defaults::FOLLOW_UP_AROUND_MS, HOUR_MS);
+        for number in [
+            "first 100",
+            "500,000",
+            "20,000 rules, 100,000 entities",
+            "0.01 points",
+            "50,000",
+            "10,000",
+            "200, each at most 4096 bytes",
+            "64 most recent",
+            "more than 1 day ahead",
+            "the last 100 records",
+        ] {
+            assert!(
+                DOC.contains(number),
+                "docs/triage.md no longer says `{number}`"
+            );
+        }
+    }
+}
