@@ -130,18 +130,26 @@ pub(crate) struct Store {
 
 impl Default for Triage {
     fn default() -> Self {
-        Triage::new(TriageConfig::default())
+        Triage::new(TriageConfig::default(), 0)
     }
 }
 
 impl Triage {
-    /// An empty state with `config` as version 0.
-    pub fn new(config: TriageConfig) -> Triage {
+    /// An empty state with `config` as version 0, created at leader time
+    /// `now_ms` (the creation time of its suppressions that give none).
+    pub fn new(config: TriageConfig, now_ms: i64) -> Triage {
+        let suppression_created = config
+            .suppressions
+            .iter()
+            .filter(|s| s.created_ms.is_none())
+            .map(|s| (s.id.clone(), now_ms))
+            .collect();
         Triage {
             config,
             config_version: 0,
             config_history: Vec::new(),
             st: Store {
+                suppression_created,
                 event_clock_ms: i64::MIN,
                 ..Store::default()
             },
@@ -316,6 +324,7 @@ impl Store {
             let mut by_age: Vec<(i64, String)> = self
                 .hunts
                 .iter()
+                .filter(|(h, _)| h.as_str() != hunt)
                 .map(|(h, c)| (c.last_ms, h.clone()))
                 .collect();
             by_age.sort();
@@ -474,12 +483,17 @@ impl Store {
         let mut touched_incidents: BTreeSet<IncidentId> = BTreeSet::new();
         let counts = self.alerts.get(&id).is_some_and(counts_for_risk);
         if suppression.is_none() && counts {
-            let touched = self.add_risk(cfg, id, finding, &entities, ts);
-            for key in &touched {
-                if let Some(er) = self.risk.entities.get(key) {
+            // Only an alert new to an entity moves its risk (so its other
+            // alerts' scores) or can change what correlates; a loud alert's
+            // later findings cost no more than grouping.
+            for (key, new_member) in self.add_risk(cfg, id, finding, &entities, ts) {
+                if !new_member {
+                    continue;
+                }
+                if let Some(er) = self.risk.entities.get(&key) {
                     rescore.extend(er.members.keys().copied());
                 }
-                self.correlate_entity(cfg, key, id, now_ms, &mut effects, &mut touched_incidents);
+                self.correlate_entity(cfg, &key, id, now_ms, &mut effects, &mut touched_incidents);
             }
         }
         for a in &rescore {
@@ -506,7 +520,7 @@ impl Store {
         finding: &TriageFinding,
         entities: &[Entity],
         ts: i64,
-    ) -> Vec<String> {
+    ) -> Vec<(String, bool)> {
         let Some(alert) = self.alerts.get(&id) else {
             return Vec::new();
         };
@@ -529,12 +543,17 @@ impl Store {
                 .entry(key.clone())
                 .or_insert_with(|| EntityRisk::new(e.clone()));
             // Risk comes once per alert and entity: a loud alert is one
-            // piece of evidence, however many findings it has.
-            if !er.members.contains_key(&id) {
-                er.add(milli, ts, cfg.risk.half_life_ms);
-            }
+            // piece of evidence, however many findings it has. A member whose
+            // tactics grew counts as new for correlation.
+            let new_member = match er.members.get(&id) {
+                None => {
+                    er.add(milli, ts, cfg.risk.half_life_ms);
+                    true
+                }
+                Some(m) => m.tactics != member.tactics,
+            };
             er.remember(id, member.clone());
-            touched.push(key);
+            touched.push((key, new_member));
         }
         touched
     }

@@ -22,7 +22,7 @@ struct Feed {
 impl Feed {
     fn new(config: TriageConfig) -> Self {
         Feed {
-            triage: Triage::new(config),
+            triage: Triage::new(config, T0),
             seq: 0,
             effects: Vec::new(),
         }
@@ -981,7 +981,11 @@ fn busy_state() -> (Triage, Vec<Effect>) {
 #[test]
 fn the_whole_state_survives_a_serde_round_trip() {
     let (triage, _) = busy_state();
-    assert!(triage.incidents().count() > 0 && triage.proposals().count() > 0);
+    let summary = triage.summary();
+    assert!(
+        summary.incidents > 0 && summary.auto_closed_alerts > 0 && summary.pending_proposals > 0,
+        "{summary:?}"
+    );
     let json = serde_json::to_string(&triage).expect("json");
     let back: Triage = serde_json::from_str(&json).expect("from json");
     assert_eq!(back, triage);
@@ -1046,5 +1050,19 @@ fn alerts_carry_attack_names_entities_and_the_rule_author() {
     assert_eq!(
         (summary.findings, summary.alerts, summary.open_alerts),
         (1, 1, 1)
+    );
+}
+
+#[test]
+fn suppressions_of_the_initial_config_count_from_its_creation() {
+    // Regression: a relative expiry used to count from the epoch, so such a
+    // suppression had always expired.
+    let mut feed = Feed::yaml(BACKUP);
+    let effects = feed.push(vss("bkp-01", T0, "C:\\Veeam\\VeeamAgent.exe"), T0 + HOUR_MS);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::AlertAutoClosed { .. })),
+        "{effects:?}"
     );
 }
