@@ -24,6 +24,8 @@
 //! ([`verdict`]); the config is YAML ([`config`]), versioned and
 //! previewable ([`apply`]); the queue is ranked and paginated ([`query`]).
 
+#![warn(missing_docs)]
+
 pub mod apply;
 pub mod attack;
 pub mod bounded;
