@@ -103,7 +103,8 @@ impl Triage {
 
         let mut effects = Vec::new();
         let st = &mut self.st;
-        for alert in st.alerts.values_mut() {
+        let mut closing = Vec::new();
+        for alert in st.alerts.values() {
             if !alert.case.state.is_open() || alert.case.held_by_person {
                 continue;
             }
@@ -115,16 +116,21 @@ impl Triage {
             ) else {
                 continue;
             };
-            let (sid, reason) = (
+            closing.push((
+                alert.id,
                 s.id.clone(),
                 format!("suppression {} by {}: {}", s.id, s.author, s.reason),
-            );
-            alert
-                .case
-                .close(ClosedBy::Suppression(sid.clone()), reason, now_ms);
+            ));
+        }
+        for (id, sid, reason) in closing {
+            if let Some(alert) = st.alerts.get_mut(&id) {
+                alert
+                    .case
+                    .close(ClosedBy::Suppression(sid.clone()), reason, now_ms);
+            }
             st.stats.alerts_auto_closed += 1;
             effects.push(Effect::AlertAutoClosed {
-                alert: alert.id,
+                alert: id,
                 suppression: sid,
             });
         }

@@ -97,6 +97,26 @@ pub enum TriageError {
         /// The current version.
         actual: u64,
     },
+    /// Bytes that are not the key of a triage row.
+    #[error(
+        "`{key}` is not a triage row key: {reason}; keys are written by RowKey::to_bytes (a/A-12, e/host:ws01, meta)"
+    )]
+    BadRowKey {
+        /// The bytes, escaped.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Rows that do not make one triage state.
+    #[error(
+        "triage row `{key}` is inconsistent: {reason}; the rows were not written from one state by take_dirty and row"
+    )]
+    BadRow {
+        /// The row's key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A page token that this query did not produce.
     #[error("invalid page token: {0}; run the query again without a page token")]
     InvalidPageToken(String),

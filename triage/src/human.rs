@@ -115,8 +115,7 @@ impl Triage {
     ) -> Result<(), TriageError> {
         let who = check_who(who)?;
         let text = check_text("comment", text, true)?;
-        let case = self.case_mut(id)?;
-        if case.comments.len() >= MAX_COMMENTS {
+        if self.case(id)?.comments.len() >= MAX_COMMENTS {
             return Err(TriageError::InvalidInput {
                 field: "comment",
                 reason: format!(
@@ -124,6 +123,7 @@ impl Triage {
                 ),
             });
         }
+        let case = self.case_mut(id)?;
         case.comments.push(Comment {
             who: who.clone(),
             at_ms: now_ms,
@@ -192,14 +192,15 @@ impl Triage {
     ) -> Result<(), TriageError> {
         let who = check_who(who)?;
         let reason = check_text("reason", reason, true)?;
-        let case = self.case_mut(id)?;
-        if let Some(c) = case.state.closure() {
+        if let Some(c) = self.case(id)?.state.closure() {
             return Err(TriageError::AlreadyClosed {
                 case: id,
                 how: format!("{}: {}", c.by, c.reason),
             });
         }
-        case.close(ClosedBy::Person(who), reason, now_ms);
+        // Checked first: a refused command leaves the case's row clean.
+        self.case_mut(id)?
+            .close(ClosedBy::Person(who), reason, now_ms);
         Ok(())
     }
 
@@ -214,10 +215,10 @@ impl Triage {
     ) -> Result<(), TriageError> {
         let who = check_who(who)?;
         let reason = check_text("reason", reason, true)?;
-        let case = self.case_mut(id)?;
-        if case.state.is_open() {
+        if self.case(id)?.state.is_open() {
             return Err(TriageError::NotClosed(id));
         }
+        let case = self.case_mut(id)?;
         case.state = crate::case::CaseState::Open;
         case.held_by_person = true;
         case.log(now_ms, Actor::Person(who), format!("reopened: {reason}"));

@@ -23,6 +23,9 @@
 //! ([`human`]); verdicts feed statistics and suppression proposals
 //! ([`verdict`]); the config is YAML ([`config`]), versioned and
 //! previewable ([`apply`]); the queue is ranked and paginated ([`query`]).
+//!
+//! The coordinator persists the state as small rows ([`rows`]): after each
+//! applied command it writes only the rows [`Triage::take_dirty`] names.
 
 #![warn(missing_docs)]
 
@@ -44,10 +47,12 @@ pub mod incident;
 pub mod query;
 pub mod rarity;
 pub mod risk;
+pub mod rows;
 pub mod scope;
 pub mod score;
 pub mod suppress;
 pub mod time;
+pub mod tracked;
 pub mod triage;
 pub mod verdict;
 pub mod yaml;
@@ -62,6 +67,7 @@ pub use group::Alert;
 pub use ids::{AlertId, CaseId, FindingRef, FollowUpId, IncidentId, ProposalId, SuppressionId};
 pub use incident::Incident;
 pub use query::{CaseView, Kinds, Page, Query, StateFilter};
+pub use rows::{ConfigRow, Meta, Row, RowKey};
 pub use score::{Score, ScoreTerm};
 pub use triage::{ConfigVersion, Triage, TriageStats, TriageSummary};
 pub use verdict::{Proposal, ProposalStatus, VerdictCounts};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::time::DAY_MS;
+use crate::tracked::Tracked;
 
 /// Most rules tracked.
 pub const MAX_RULES: usize = 20_000;
@@ -17,15 +18,16 @@ pub const MAX_ENTITIES: usize = 100_000;
 /// Windowed counts per key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DayCounter {
-    keys: BTreeMap<String, KeyDays>,
+    pub(crate) keys: Tracked<String, KeyDays>,
 }
 
+/// One key's counts: at most one entry per day of the window.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct KeyDays {
+pub struct KeyDays {
     /// Count per day number (days since the epoch).
-    days: BTreeMap<i64, u64>,
+    pub(crate) days: BTreeMap<i64, u64>,
     /// Latest day added to.
-    last_day: i64,
+    pub(crate) last_day: i64,
 }
 
 /// The day of `ms`.
@@ -42,7 +44,7 @@ impl DayCounter {
         if day < oldest {
             return; // too old to ever count
         }
-        let entry = self.keys.entry(key.to_owned()).or_insert_with(|| KeyDays {
+        let entry = self.keys.get_or_insert_with(key.to_owned(), || KeyDays {
             days: BTreeMap::new(),
             last_day: day,
         });
@@ -65,10 +67,11 @@ impl DayCounter {
     /// Drops days outside the window ending at `today` and keys left empty.
     pub fn prune(&mut self, today: i64, window_days: u32) {
         let oldest = today - i64::from(window_days) + 1;
-        self.keys.retain(|_, k| {
-            k.days.retain(|&d, _| d >= oldest);
-            !k.days.is_empty()
-        });
+        self.keys.update_where(
+            |_, k| k.days.keys().next().is_some_and(|&d| d < oldest),
+            |_, k| k.days.retain(|&d, _| d >= oldest),
+        );
+        self.keys.retain(|_, k| !k.days.is_empty());
     }
 
     /// Keys tracked.

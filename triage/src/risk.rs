@@ -10,6 +10,7 @@ use crate::config::CorrelationConfig;
 use crate::finding::Entity;
 use crate::ids::{AlertId, IncidentId};
 use crate::time::{self, exp2_neg};
+use crate::tracked::Tracked;
 
 /// Alerts remembered per entity for correlation (the oldest go first).
 pub const MAX_MEMBERS: usize = 64;
@@ -110,7 +111,7 @@ fn decay(milli: u64, elapsed_ms: i64, half_life_ms: i64) -> u64 {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RiskBook {
     /// Entities.
-    pub entities: BTreeMap<String, EntityRisk>,
+    pub entities: Tracked<String, EntityRisk>,
 }
 
 impl RiskBook {

@@ -14,14 +14,16 @@ use crate::enrich::{Criticality, attack_of};
 use crate::error::TriageError;
 use crate::finding::{Entity, EntityKind, TriageFinding, parse_entities};
 use crate::followup::pivot_entities;
-use crate::group::{Alert, Finding, GroupKey, ShardLabels, group_entity, key_for};
+use crate::group::{Alert, Finding, GroupKey, group_entity, key_for};
 use crate::ids::{AlertId, IncidentId, SuppressionId};
 use crate::incident::{Incident, MAX_INCIDENT_ALERTS};
 use crate::rarity::{MAX_ENTITIES as MAX_RARITY_ENTITIES, MAX_RULES, Rarity, day_of};
 use crate::risk::{EntityRisk, MAX_TRACKED, Member, RiskBook, correlate};
+use crate::rows::Seen;
 use crate::score::{AlertFactors, FactorParams, Score, ScoreTerm, alert_score, incident_score};
 use crate::suppress::first_match;
 use crate::time::DAY_MS;
+use crate::tracked::{Dirty, Tracked};
 use crate::verdict::VerdictBook;
 
 /// Hunts whose last finding number is remembered (to refuse replays).
@@ -90,21 +92,30 @@ pub struct TriageSummary {
     pub pending_proposals: usize,
 }
 
+/// What triage remembers of a hunt: the next finding number it takes (a
+/// lower one is a replay) and when it last saw one (the stalest hunts are
+/// forgotten first).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct HuntCursor {
-    next_seq: u64,
-    last_ms: i64,
+pub struct HuntCursor {
+    pub(crate) next_seq: u64,
+    pub(crate) last_ms: i64,
 }
 
 /// The whole triage state. Serialize it into snapshots; every field is
 /// ordered, so two replicas that applied the same calls are equal and
-/// serialize to the same bytes.
+/// serialize to the same bytes. It is also a set of small rows
+/// ([`crate::rows`]) and records which of them changed; that record is not
+/// part of equality or serialization.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Triage {
     pub(crate) config: TriageConfig,
     pub(crate) config_version: u64,
     pub(crate) config_history: Vec<ConfigVersion>,
     pub(crate) st: Store,
+    /// The singleton rows as of the last `take_dirty` (the maps of `st`
+    /// record their own changed keys).
+    #[serde(skip)]
+    pub(crate) seen: Dirty<Option<Seen>>,
 }
 
 /// Everything but the config, so the pipeline can borrow the config while
@@ -113,17 +124,19 @@ pub struct Triage {
 pub(crate) struct Store {
     /// When each suppression without its own date was first applied.
     pub(crate) suppression_created: BTreeMap<SuppressionId, i64>,
-    pub(crate) alerts: BTreeMap<AlertId, Alert>,
+    pub(crate) alerts: Tracked<AlertId, Alert>,
+    /// Derived from `alerts` (each alert's rule, entity and window start);
+    /// not a row of its own.
     #[serde(with = "crate::bounded::pairs")]
     pub(crate) alert_keys: BTreeMap<GroupKey, AlertId>,
     pub(crate) next_alert: u64,
-    pub(crate) incidents: BTreeMap<IncidentId, Incident>,
+    pub(crate) incidents: Tracked<IncidentId, Incident>,
     pub(crate) next_incident: u64,
     pub(crate) rarity: Rarity,
     pub(crate) risk: RiskBook,
     pub(crate) verdicts: VerdictBook,
-    pub(crate) shard_labels: ShardLabels,
-    pub(crate) hunts: BTreeMap<String, HuntCursor>,
+    pub(crate) shard_labels: Tracked<String, BTreeMap<String, String>>,
+    pub(crate) hunts: Tracked<String, HuntCursor>,
     pub(crate) event_clock_ms: i64,
     pub(crate) stats: TriageStats,
 }
@@ -153,6 +166,7 @@ impl Triage {
                 event_clock_ms: i64::MIN,
                 ..Store::default()
             },
+            seen: Dirty(None),
         }
     }
 
@@ -537,11 +551,22 @@ impl Store {
         let mut touched = Vec::new();
         for e in entities.iter().filter(|e| carries_risk(cfg, e)) {
             let key = e.key();
+            // A later finding of an alert the entity already remembers as
+            // it is changes nothing (and leaves its row clean).
+            if self
+                .risk
+                .entities
+                .get(&key)
+                .and_then(|er| er.members.get(&id))
+                == Some(&member)
+            {
+                touched.push((key, false));
+                continue;
+            }
             let er = self
                 .risk
                 .entities
-                .entry(key.clone())
-                .or_insert_with(|| EntityRisk::new(e.clone()));
+                .get_or_insert_with(key.clone(), || EntityRisk::new(e.clone()));
             // Risk comes once per alert and entity: a loud alert is one
             // piece of evidence, however many findings it has. A member whose
             // tactics grew counts as new for correlation.
@@ -693,6 +718,15 @@ impl Store {
             tactics.len(),
             cfg.correlation.breadth_points,
         );
+        if incident.severity == severity
+            && incident.first_seen_ms == first
+            && incident.last_seen_ms == last
+            && incident.tactics == tactics
+            && incident.score == score
+            && incident.score_terms == terms
+        {
+            return; // unchanged: its row stays clean
+        }
         if let Some(incident) = self.incidents.get_mut(&iid) {
             incident.severity = severity;
             incident.first_seen_ms = first;
@@ -764,6 +798,13 @@ impl Store {
             return;
         };
         let (criticality, reason, score, terms) = self.evaluate(cfg, alert);
+        if alert.criticality == criticality
+            && alert.criticality_reason == reason
+            && alert.score == score
+            && alert.score_terms == terms
+        {
+            return; // unchanged: its row stays clean
+        }
         if let Some(alert) = self.alerts.get_mut(&id) {
             alert.criticality = criticality;
             alert.criticality_reason = reason;
@@ -910,9 +951,10 @@ impl Store {
         self.rarity.entities.prune(today, cfg.rarity.window_days);
         self.prune_risk(cfg);
         let alerts = &self.alerts;
-        for er in self.risk.entities.values_mut() {
-            er.members.retain(|a, _| alerts.contains_key(a));
-        }
+        self.risk.entities.update_where(
+            |_, er| er.members.keys().any(|a| !alerts.contains_key(a)),
+            |_, er| er.members.retain(|a, _| alerts.contains_key(a)),
+        );
         self.verdicts.prune(now_ms, cfg);
         effects
     }

@@ -19,6 +19,7 @@ use crate::ids::{AlertId, ProposalId, SuppressionId};
 use crate::scope::Scope;
 use crate::suppress::{Expiry, Suppression};
 use crate::time::format_duration;
+use crate::tracked::Tracked;
 use crate::triage::Triage;
 
 /// (rule, host) pairs whose noise verdicts are remembered.
@@ -68,7 +69,7 @@ impl VerdictCounts {
 }
 
 /// What a proposal would suppress the rule on.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ProposalSubject {
     /// A host.
     Host(String),
@@ -86,7 +87,7 @@ impl fmt::Display for ProposalSubject {
 }
 
 /// A rule on a host (or entity).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ProposalKey {
     /// Rule id.
     pub rule: String,
@@ -94,17 +95,17 @@ pub struct ProposalKey {
     pub subject: ProposalSubject,
 }
 
-/// Noise verdicts on one rule and host.
+/// Noise verdicts on one rule and host (at most [`MAX_NOISE_PER_KEY`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct NoiseLog {
+pub struct NoiseLog {
     /// Alerts judged noise, with when.
-    alerts: BTreeMap<AlertId, i64>,
+    pub(crate) alerts: BTreeMap<AlertId, i64>,
     /// The pending proposal, if any.
-    pending: Option<ProposalId>,
+    pub(crate) pending: Option<ProposalId>,
     /// When the last proposal was accepted or rejected: only later verdicts count.
-    resolved_ms: Option<i64>,
+    pub(crate) resolved_ms: Option<i64>,
     /// Last change.
-    last_ms: i64,
+    pub(crate) last_ms: i64,
 }
 
 /// A suppression proposed from verdict history.
@@ -156,11 +157,11 @@ pub enum ProposalStatus {
 /// Verdict statistics, noise history and proposals.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerdictBook {
-    pub(crate) by_rule: BTreeMap<String, VerdictCounts>,
-    pub(crate) by_module: BTreeMap<String, VerdictCounts>,
-    #[serde(with = "crate::bounded::pairs")]
-    pub(crate) noise: BTreeMap<ProposalKey, NoiseLog>,
-    pub(crate) proposals: BTreeMap<ProposalId, Proposal>,
+    pub(crate) by_rule: Tracked<String, VerdictCounts>,
+    pub(crate) by_module: Tracked<String, VerdictCounts>,
+    #[serde(with = "crate::tracked::pairs")]
+    pub(crate) noise: Tracked<ProposalKey, NoiseLog>,
+    pub(crate) proposals: Tracked<ProposalId, Proposal>,
     pub(crate) next_proposal: u64,
 }
 
@@ -191,7 +192,7 @@ impl VerdictBook {
             (&mut self.by_rule, &alert.rule),
             (&mut self.by_module, &alert.module),
         ] {
-            let counts = map.entry(key.clone()).or_default();
+            let counts = map.get_or_insert_with(key.clone(), VerdictCounts::default);
             if let Some(old) = old {
                 let slot = counts.slot(old);
                 *slot = slot.saturating_sub(1);
@@ -202,7 +203,9 @@ impl VerdictBook {
             rule: alert.rule.clone(),
             subject: proposal_subject(alert),
         };
-        let log = self.noise.entry(key.clone()).or_default();
+        let log = self
+            .noise
+            .get_or_insert_with(key.clone(), NoiseLog::default);
         log.last_ms = now_ms;
         if new.is_noise() {
             log.alerts.insert(alert.id, now_ms);
@@ -285,10 +288,12 @@ impl VerdictBook {
     /// proposals older than the retention.
     pub(crate) fn prune(&mut self, now_ms: i64, cfg: &TriageConfig) {
         let since = now_ms.saturating_sub(cfg.proposals.window_ms);
-        self.noise.retain(|_, log| {
-            log.alerts.retain(|_, t| *t >= since);
-            !log.alerts.is_empty() || log.pending.is_some()
-        });
+        self.noise.update_where(
+            |_, log| log.alerts.values().any(|t| *t < since),
+            |_, log| log.alerts.retain(|_, t| *t >= since),
+        );
+        self.noise
+            .retain(|_, log| !log.alerts.is_empty() || log.pending.is_some());
         let keep_after = now_ms.saturating_sub(cfg.retention.closed_ms);
         self.proposals.retain(|_, p| match &p.status {
             ProposalStatus::Pending => true,
