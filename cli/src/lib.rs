@@ -5,10 +5,13 @@
 pub mod bench;
 pub mod bench_scheduler;
 pub mod bench_state;
+pub mod client_args;
 pub mod cluster;
 pub mod demo;
 pub mod ingest;
 pub mod intel;
 pub mod module_tool;
 pub mod output;
+pub mod pivot_cmd;
 pub mod process_group;
+pub mod triage_cmd;

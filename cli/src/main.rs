@@ -3,6 +3,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use quarry_cli::client_args::{ClientArgs, Format, connect, out};
 use quarry_cli::cluster::{LocalCluster, LocalClusterConfig, upload_shipped_modules};
 use quarry_cli::output::{self, Output};
 use quarry_client::{Client, HuntRequest};
@@ -26,22 +27,6 @@ struct Cli {
     /// Log filter (RUST_LOG syntax), for example `info` or `quarry=debug`.
     #[arg(long, global = true, env = "QUARRY_LOG", default_value = "warn")]
     log: String,
-}
-
-#[derive(Args, Clone)]
-struct ClientArgs {
-    /// Coordinator URL.
-    #[arg(long, global = true, env = "QUARRY_COORDINATOR", default_value = quarry_client::DEFAULT_COORDINATOR)]
-    coordinator: String,
-    /// Output format: a table for people, or one JSON object per line.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
-    output: Format,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
-    Table,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -121,6 +106,16 @@ enum Command {
         after_help = "Example:\n  quarry hunt submit bruteforce --selector env=demo --wait"
     )]
     Hunt(HuntCommand),
+    /// The triage queue: alerts and incidents ranked by score, verdicts,
+    /// suppressions and triage as code.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  quarry triage list\n  quarry triage show A-12\n  quarry triage verdict A-12 false-positive --comment \"backup job\"\n  quarry triage apply triage.yaml --dry-run"
+    )]
+    Triage(quarry_cli::triage_cmd::TriageCommand),
+    /// Every event that mentions one entity around a time or an alert,
+    /// across hosts and sources, in time order (table, JSON lines or CSV).
+    Pivot(quarry_cli::pivot_cmd::PivotArgs),
     /// Write, build, test locally, upload and list hunt modules.
     #[command(
         subcommand,
@@ -635,13 +630,6 @@ fn parse_time(text: &str) -> Result<i64, String> {
     i64::try_from(ms).map_err(|e| e.to_string())
 }
 
-fn out(format: Format) -> Output {
-    match format {
-        Format::Table => Output::Table,
-        Format::Json => Output::Json,
-    }
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -658,10 +646,6 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-    Ok(Client::connect(&args.coordinator).await?)
 }
 
 async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
@@ -747,6 +731,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Demo { output } => return quarry_cli::demo::run(out(output)).await,
         Command::Hunt(command) => hunt(command).await?,
+        Command::Triage(command) => quarry_cli::triage_cmd::run(command).await?,
+        Command::Pivot(args) => quarry_cli::pivot_cmd::run(args).await?,
         Command::Module(command) => return module(command).await,
         Command::Shard(command) => shard(command).await?,
         Command::Cluster(command) => cluster(command).await?,

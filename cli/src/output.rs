@@ -22,6 +22,8 @@ macro_rules! err_line {
     };
 }
 
+pub mod triage;
+
 /// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -162,13 +164,13 @@ fn render_table(headers: &[&str], rows: Vec<Vec<String>>) -> Vec<String> {
     lines
 }
 
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     for line in render_table(headers, rows) {
         println!("{line}");
     }
 }
 
-fn json_line(value: Value) {
+pub(crate) fn json_line(value: Value) {
     println!("{value}");
 }
 

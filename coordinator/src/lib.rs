@@ -23,6 +23,8 @@ pub mod service;
 pub mod state;
 pub mod storage;
 pub mod transport;
+pub mod triage_service;
+pub mod triage_state;
 
 pub use error::CoordinatorError;
 pub use server::{Coordinator, CoordinatorConfig};

@@ -413,6 +413,20 @@ impl NodeHandle {
             .findings(hunt, from, limit)
     }
 
+    /// Up to `limit` findings of triage alert `alert` from its `from`-th
+    /// on (see [`Store::alert_findings`]). Blocks on disk.
+    pub fn alert_findings(
+        &self,
+        alert: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<(quarry_proto::HuntId, u64, crate::state::FindingRecord)>> {
+        self.store
+            .upgrade()
+            .ok_or(CoordinatorError::NodeStopped)?
+            .alert_findings(alert, from, limit)
+    }
+
     /// The URL of coordinator `id` from the replicated address book.
     pub fn peer_url(&self, id: u64) -> Option<String> {
         self.read(|r| r.peers.get(&id).cloned()).ok().flatten()
@@ -959,6 +973,7 @@ impl Driver {
         }
         let mut touched: Vec<Touched> = Vec::new();
         let mut findings = Vec::new();
+        let mut triage = Vec::new();
         let mut replies = Vec::new();
         let mut peers_changed = false;
         let applied = self
@@ -988,6 +1003,7 @@ impl Driver {
                             replica.advance_applied(&entry);
                             touched.extend(applied.touched);
                             findings.extend(applied.findings);
+                            triage.extend(applied.triage);
                             applied.outcome
                         }
                         Err(e) => {
@@ -1012,7 +1028,7 @@ impl Driver {
             touched.sort();
             touched.dedup();
             self.store
-                .persist_applied(&mut replica, &touched, &findings)?;
+                .persist_applied(&mut replica, &touched, &findings, &triage)?;
             if peers_changed {
                 self.transport.set_peers(&others(&replica.peers, self.id));
             }

@@ -307,6 +307,9 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::
     health
         .set_serving::<v1::worker_service_server::WorkerServiceServer<service::Api>>()
         .await;
+    health
+        .set_serving::<v1::triage_service_server::TriageServiceServer<service::Api>>()
+        .await;
     let reflection = match tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -336,6 +339,9 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::
                 .max_encoding_message_size(max),
         )
         .add_service(v1::cluster_service_server::ClusterServiceServer::new(
+            api.clone(),
+        ))
+        .add_service(v1::triage_service_server::TriageServiceServer::new(
             api.clone(),
         ))
         .add_service(

@@ -200,7 +200,11 @@ impl Shared {
     /// (leadership moved while it was in flight) is answered like "not the
     /// leader" and the client retries against the new leader. Without one,
     /// an unknown outcome is reported as such (ABORTED), never retried.
-    async fn propose_write(&self, request_id: &str, command: Command) -> Result<Response, Status> {
+    pub(crate) async fn propose_write(
+        &self,
+        request_id: &str,
+        command: Command,
+    ) -> Result<Response, Status> {
         if request_id.is_empty() {
             return self.propose(command).await;
         }
@@ -276,7 +280,7 @@ impl Shared {
         status
     }
 
-    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, Status> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, Status> {
         Ok(self.node.read(|r| f(&r.state))?)
     }
 }
@@ -336,7 +340,7 @@ pub fn assignment(state: &State, task: &TaskRecord, attempt: u32) -> Option<v1::
 /// The service implementation; one value serves every service.
 #[derive(Clone)]
 pub struct Api {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Api {

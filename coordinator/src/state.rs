@@ -727,6 +727,13 @@ pub enum Command {
         /// Leader time.
         now_ms: i64,
     },
+    /// A person's or an automation's triage action (`quarry triage ...`).
+    Triage {
+        /// What to do.
+        op: crate::triage_state::TriageOp,
+        /// Leader time.
+        now_ms: i64,
+    },
     /// A client write with a request id: applied once; a retry with the
     /// same id (within [`REQUEST_WINDOW_MS`]) gets the first outcome.
     Once {
@@ -775,6 +782,8 @@ pub enum Touched {
     Clock,
     /// Every finding of a deleted hunt.
     FindingsOf(HuntId),
+    /// A row of the triage state.
+    Triage(quarry_triage::RowKey),
 }
 
 /// Why a command changed nothing. Deterministic, so every replica agrees.
@@ -826,6 +835,8 @@ pub enum Response {
     /// Runs the leader must tell their workers to stop (a cancelled or
     /// expired hunt, the loser of a speculative race).
     Stop(Vec<StopRun>),
+    /// What a triage action did.
+    Triage(crate::triage_state::TriageAnswer),
 }
 
 /// The result of one `apply`.
@@ -838,6 +849,9 @@ pub struct Applied {
     /// Findings committed by this command, for the persister to store
     /// (they are not kept in memory).
     pub findings: Vec<NewFinding>,
+    /// What triage asks of the coordinator after this command: finding
+    /// links to index, evicted alerts whose links go, follow-ups.
+    pub triage: Vec<quarry_triage::Effect>,
 }
 
 /// A committed finding and its place in its hunt's results.
@@ -857,6 +871,7 @@ impl Applied {
             outcome: Err(rejection),
             touched: Vec::new(),
             findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 }
@@ -878,6 +893,9 @@ pub struct State {
     pub requests: RequestLog,
     /// The latest hunt-clock reading a leader recorded ([`Command::Tick`]).
     pub clock_ms: i64,
+    /// Alerts, incidents, entity risk, suppressions and verdicts
+    /// (`docs/triage.md`): every committed finding passes through it.
+    pub triage: quarry_triage::Triage,
     /// Per running hunt, how many of its tasks (in list order) are known to
     /// have ended: ended tasks never run again, so each report resumes the
     /// check for "all ended" there instead of rescanning the list, which
@@ -971,6 +989,15 @@ impl RequestLog {
 impl State {
     /// Applies `command`, committed at raft `index`.
     pub fn apply(&mut self, index: u64, command: Command) -> Applied {
+        let mut applied = self.apply_command(index, command);
+        // Whatever path changed triage, its rows are written with the rest.
+        applied
+            .touched
+            .extend(self.triage.take_dirty().into_iter().map(Touched::Triage));
+        applied
+    }
+
+    fn apply_command(&mut self, index: u64, command: Command) -> Applied {
         match command {
             Command::UploadModule { module } => self.upload_module(module),
             Command::RegisterWorker {
@@ -991,12 +1018,14 @@ impl State {
             } => self.speculate(assignments, now_ms),
             Command::ExpireHunts { now_ms } => self.expire_hunts(now_ms),
             Command::ResumeHunt { hunt } => self.resume_hunt(&hunt),
-            Command::RecordResult { report, now_ms } => self.record_result(report, 0, now_ms),
+            Command::RecordResult { report, now_ms } => {
+                self.record_result(index, report, 0, now_ms)
+            }
             Command::RecordTrimmedResult {
                 report,
                 trimmed,
                 now_ms,
-            } => self.record_result(report, trimmed, now_ms),
+            } => self.record_result(index, report, trimmed, now_ms),
             Command::CancelHunt {
                 hunt,
                 reason,
@@ -1021,8 +1050,10 @@ impl State {
                     outcome: Ok(Response::Done),
                     touched: vec![Touched::Clock],
                     findings: Vec::new(),
+                    triage: self.triage_tick(now_ms),
                 }
             }
+            Command::Triage { op, now_ms } => self.apply_triage(op, now_ms),
         }
     }
 
@@ -1052,6 +1083,7 @@ impl State {
                 outcome: seen.outcome.clone(),
                 touched,
                 findings: Vec::new(),
+                triage: Vec::new(),
             };
         }
         if matches!(command, Command::Once { .. }) {
@@ -1061,6 +1093,7 @@ impl State {
                 )),
                 touched,
                 findings: Vec::new(),
+                triage: Vec::new(),
             };
         }
         let applied = self.apply(index, command);
@@ -1077,7 +1110,8 @@ impl State {
         Applied {
             outcome: applied.outcome,
             touched,
-            findings: Vec::new(),
+            findings: applied.findings,
+            triage: applied.triage,
         }
     }
 
@@ -1090,6 +1124,7 @@ impl State {
                 outcome: Ok(Response::Module(digest)),
                 touched: Vec::new(),
                 findings: Vec::new(),
+                triage: Vec::new(),
             };
         }
         if let Some(other) = self
@@ -1107,6 +1142,7 @@ impl State {
             outcome: Ok(Response::Module(digest.clone())),
             touched: vec![Touched::Module(digest)],
             findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 
@@ -1156,6 +1192,7 @@ impl State {
             outcome: Ok(Response::Done),
             touched,
             findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 
@@ -1326,11 +1363,15 @@ impl State {
     }
 
     fn submit_hunt(&mut self, index: u64, spec: HuntSpec, now_ms: i64) -> Applied {
+        self.create_hunt(HuntId::new(format!("h-{index}")), spec, now_ms)
+    }
+
+    /// Creates hunt `id` (which must be new) with one task per shard in scope.
+    pub(crate) fn create_hunt(&mut self, id: HuntId, spec: HuntSpec, now_ms: i64) -> Applied {
         let (module, shards) = match self.validate_submit(&spec) {
             Ok(ok) => ok,
             Err(rejection) => return Applied::rejected(rejection),
         };
-        let id = HuntId::new(format!("h-{index}"));
         let mut touched = vec![
             Touched::Hunt(id.clone()),
             Touched::HuntDefinition(id.clone()),
@@ -1401,6 +1442,7 @@ impl State {
             outcome: Ok(Response::Hunt { id, tasks: count }),
             touched,
             findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 
@@ -1438,6 +1480,7 @@ impl State {
             outcome: Ok(Response::Done),
             touched,
             findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 
@@ -1469,6 +1512,7 @@ impl State {
             outcome: Ok(Response::Done),
             touched,
             findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 
@@ -1494,7 +1538,13 @@ impl State {
         findings.len()
     }
 
-    fn record_result(&mut self, report: TaskReport, trimmed: u64, now_ms: i64) -> Applied {
+    fn record_result(
+        &mut self,
+        index: u64,
+        report: TaskReport,
+        trimmed: u64,
+        now_ms: i64,
+    ) -> Applied {
         let Some(task) = self.tasks.get_mut(&report.task) else {
             return Applied::rejected(Rejection::NotFound(format!(
                 "task {} does not exist",
@@ -1520,9 +1570,10 @@ impl State {
                 outcome: Ok(Response::StaleReport),
                 touched: Vec::new(),
                 findings: Vec::new(),
+                triage: Vec::new(),
             };
         }
-        let touched = vec![
+        let mut touched = vec![
             Touched::Task(task.id.clone()),
             Touched::Hunt(hunt.id.clone()),
         ];
@@ -1647,10 +1698,12 @@ impl State {
         } else {
             Response::Stop(stop)
         };
+        let triage = self.triage_findings(index, &findings, now_ms, &mut touched);
         Applied {
             outcome: Ok(outcome),
             touched,
             findings,
+            triage,
         }
     }
 
@@ -1870,6 +1923,7 @@ impl State {
             outcome: Ok(Response::Done),
             touched,
             findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 
@@ -1913,6 +1967,7 @@ impl State {
             outcome: Ok(Response::Stop(stop)),
             touched,
             findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 
@@ -1953,6 +2008,7 @@ impl State {
             outcome: Ok(Response::Done),
             touched,
             findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 
@@ -1987,6 +2043,7 @@ impl State {
             outcome: Ok(Response::Done),
             touched: vec![Touched::Module(digest.clone())],
             findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 
@@ -2072,6 +2129,7 @@ impl State {
             }),
             touched,
             findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 
@@ -2103,6 +2161,7 @@ impl State {
             outcome: Ok(Response::Done),
             touched: vec![Touched::Hunt(id.clone())],
             findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 
@@ -3423,7 +3482,14 @@ pub(crate) mod tests {
     fn the_recorded_hunt_clock_only_moves_forward() {
         let mut s = State::default();
         let tick = s.apply(1, Command::Tick { now_ms: 10_000 });
-        assert_eq!(tick.touched, vec![Touched::Clock]);
+        // Besides the clock, a new state's first command writes triage's
+        // own first rows.
+        assert!(tick.touched.contains(&Touched::Clock));
+        assert!(
+            tick.touched
+                .iter()
+                .all(|t| matches!(t, Touched::Clock | Touched::Triage(_)))
+        );
         assert_eq!(s.clock_ms, 10_000);
         // A leader with an earlier reading records nothing.
         let stale = s.apply(2, Command::Tick { now_ms: 9_000 });

@@ -40,6 +40,9 @@ const CF_STATE: &str = "state";
 /// Committed findings, one row each, keyed by hunt and sequence number;
 /// never held in memory.
 const CF_FINDINGS: &str = "findings";
+/// Which findings make each triage alert: `<alert>\0<hunt>\0<seq>`, empty
+/// values. Alerts keep only their first links in memory; this holds all.
+const CF_TRIAGE_LINKS: &str = "triage_links";
 /// Where the first versions kept hard state, conf state and snapshot point
 /// together; moved into the families above on open.
 const CF_LEGACY_META: &str = "raft_meta";
@@ -162,12 +165,16 @@ struct SnapshotData {
     rows: Vec<(u8, Vec<u8>, Vec<u8>)>,
 }
 
-/// 3: raw rows of the state, findings and membership families.
-const SNAPSHOT_FORMAT: u32 = 3;
+/// 3: raw rows of the state, findings and membership families; 4: and
+/// the triage links.
+const SNAPSHOT_FORMAT: u32 = 4;
 /// Family tags in [`SnapshotData::rows`].
 const ROW_STATE: u8 = 0;
 const ROW_FINDINGS: u8 = 1;
 const ROW_CONF: u8 = 2;
+const ROW_TRIAGE_LINKS: u8 = 3;
+/// Prefix of the triage state's rows in the state family.
+const TRIAGE_ROW_PREFIX: &[u8] = b"x/";
 
 impl Store {
     /// Opens (creating if needed) the database under `dir`.
@@ -214,6 +221,7 @@ impl Store {
             CF_SNAPSHOT,
             CF_STATE,
             CF_FINDINGS,
+            CF_TRIAGE_LINKS,
         ];
         if legacy {
             names.push(CF_LEGACY_META);
@@ -670,6 +678,7 @@ impl Store {
         replica: &mut Replica,
         touched: &[Touched],
         findings: &[NewFinding],
+        triage: &[quarry_triage::Effect],
     ) -> Result<()> {
         let mut batch = WriteBatch::default();
         self.batch_applied(&mut batch, replica, touched)?;
@@ -681,7 +690,66 @@ impl Store {
                 encode(&finding.record)?,
             );
         }
+        // In order: a link put and its alert's eviction in one batch leave
+        // nothing behind.
+        let links = self.cf(CF_TRIAGE_LINKS)?;
+        for effect in triage {
+            match effect {
+                quarry_triage::Effect::Link { alert, hunt, seq } => {
+                    batch.put_cf(links, link_key(&alert.to_string(), hunt, *seq), []);
+                }
+                quarry_triage::Effect::AlertEvicted { alert } => {
+                    let (from, to) = prefix_range(link_prefix(&alert.to_string()));
+                    batch.delete_range_cf(links, from, to);
+                }
+                _ => {}
+            }
+        }
         self.db.write(batch).map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` findings of triage alert `alert`, from its `from`-th
+    /// link on, in link order (hunt, then number), with their hunt and
+    /// number. A finding of a deleted hunt is left out.
+    pub fn alert_findings(
+        &self,
+        alert: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<(HuntId, u64, crate::state::FindingRecord)>> {
+        let prefix = link_prefix(alert);
+        let rows = self.db.iterator_cf(
+            self.cf(CF_TRIAGE_LINKS)?,
+            IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in rows.skip(from) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, _) = item.map_err(|e| self.err(e))?;
+            let Some(rest) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            let corrupt = || CoordinatorError::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                detail: "a triage link must be <alert>\\0<hunt>\\0<8-byte number>".to_owned(),
+            };
+            let split = rest.len().checked_sub(9).ok_or_else(corrupt)?;
+            let (hunt, seq) = rest.split_at(split);
+            let seq = <[u8; 8]>::try_from(&seq[1..]).map_err(|_| corrupt())?;
+            let seq = u64::from_be_bytes(seq);
+            let hunt = HuntId::new(String::from_utf8_lossy(hunt).into_owned());
+            if let Some((_, record)) = self
+                .findings(&hunt, seq, 1)?
+                .into_iter()
+                .next()
+                .filter(|(n, _)| *n == seq)
+            {
+                out.push((hunt, seq, record));
+            }
+        }
+        Ok(out)
     }
 
     /// Adds the entities `touched` changed, the applied point and the
@@ -745,6 +813,11 @@ impl Store {
                     state.requests.get(id).map(encode).transpose()?,
                 ),
                 Touched::Clock => (KEY_CLOCK.to_vec(), Some(encode(&state.clock_ms)?)),
+                Touched::Triage(row) => {
+                    let mut k = TRIAGE_ROW_PREFIX.to_vec();
+                    k.extend_from_slice(&row.to_bytes());
+                    (k, state.triage.row(row).map(|r| encode(&r)).transpose()?)
+                }
                 Touched::FindingsOf(hunt) => {
                     let from = finding_prefix(hunt);
                     let mut to = from.clone();
@@ -789,6 +862,7 @@ impl Store {
         // Hunt definitions live in rows of their own (see `batch_applied`);
         // attached once every hunt is loaded.
         let mut definitions = Vec::new();
+        let mut triage_rows = Vec::new();
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (key, value) = item.map_err(|e| self.err(e))?;
             if &*key == KEY_APPLIED {
@@ -797,6 +871,16 @@ impl Store {
             }
             if &*key == KEY_CLOCK {
                 replica.state.clock_ms = decode(&key, &value)?;
+                continue;
+            }
+            if let Some(row) = key.strip_prefix(TRIAGE_ROW_PREFIX) {
+                let row_key = quarry_triage::RowKey::from_bytes(row).map_err(|e| {
+                    CoordinatorError::Corrupt {
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        detail: e.to_string(),
+                    }
+                })?;
+                triage_rows.push((row_key, decode::<quarry_triage::Row>(&key, &value)?));
                 continue;
             }
             let state = &mut replica.state;
@@ -868,6 +952,15 @@ impl Store {
                 }
             }
         }
+        // No rows: triage never changed since the store was created.
+        if !triage_rows.is_empty() {
+            replica.state.triage = quarry_triage::Triage::from_rows(triage_rows).map_err(|e| {
+                CoordinatorError::Corrupt {
+                    key: "x/ (triage)".to_owned(),
+                    detail: e.to_string(),
+                }
+            })?;
+        }
         Ok(replica)
     }
 
@@ -889,8 +982,8 @@ impl Store {
         let meta = snapshot.get_metadata();
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_LOG)?, index_key(0), index_key(u64::MAX));
-        // Every key of both families starts with an ASCII letter or digit.
-        for cf in [CF_STATE, CF_FINDINGS] {
+        // Every key of these families starts with an ASCII letter or digit.
+        for cf in [CF_STATE, CF_FINDINGS, CF_TRIAGE_LINKS] {
             batch.delete_range_cf(self.cf(cf)?, [0u8].as_slice(), [0xffu8; 9].as_slice());
         }
         for (family, key, value) in &data.rows {
@@ -898,6 +991,7 @@ impl Store {
                 ROW_STATE => CF_STATE,
                 ROW_FINDINGS => CF_FINDINGS,
                 ROW_CONF => CF_CONF_STATE,
+                ROW_TRIAGE_LINKS => CF_TRIAGE_LINKS,
                 other => {
                     return Err(CoordinatorError::Corrupt {
                         key: "snapshot".to_owned(),
@@ -954,6 +1048,7 @@ impl Store {
             (ROW_STATE, CF_STATE),
             (ROW_FINDINGS, CF_FINDINGS),
             (ROW_CONF, CF_CONF_STATE),
+            (ROW_TRIAGE_LINKS, CF_TRIAGE_LINKS),
         ] {
             for item in view.iterator_cf(self.cf(name)?, IteratorMode::Start) {
                 let (key, value) = item.map_err(|e| self.err(e))?;
@@ -1210,6 +1305,33 @@ fn finding_prefix(hunt: &HuntId) -> Vec<u8> {
     key
 }
 
+/// `<alert>\0`: the start of an alert's links.
+fn link_prefix(alert: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(alert.len() + 24);
+    key.extend_from_slice(alert.as_bytes());
+    key.push(0);
+    key
+}
+
+/// `<alert>\0<hunt>\0<seq, 8 bytes big-endian>`.
+fn link_key(alert: &str, hunt: &str, seq: u64) -> Vec<u8> {
+    let mut key = link_prefix(alert);
+    key.extend_from_slice(hunt.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The key range of every key that starts with `prefix` (which ends in
+/// NUL: the next prefix starts with 0x01 there).
+fn prefix_range(prefix: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    let mut to = prefix.clone();
+    if let Some(last) = to.last_mut() {
+        *last = 1;
+    }
+    (prefix, to)
+}
+
 /// `<hunt>\0<seq, 8 bytes big-endian>`: a hunt's findings in commit order.
 fn finding_key(hunt: &HuntId, seq: u64) -> Vec<u8> {
     let mut key = finding_prefix(hunt);
@@ -1407,7 +1529,7 @@ mod tests {
         replica.applied_index = last;
         replica.applied_term = 2;
         store
-            .persist_applied(&mut replica, &touched, &[])
+            .persist_applied(&mut replica, &touched, &[], &[])
             .expect("persist");
         (store, replica)
     }
@@ -1529,7 +1651,7 @@ mod tests {
         store.append(&entries, None).expect("append");
         replica.applied_index = 30;
         store
-            .persist_applied(&mut replica, &[], &[])
+            .persist_applied(&mut replica, &[], &[], &[])
             .expect("persist");
         assert_eq!(
             raft.snapshot(0, 3).expect("cached").get_metadata().index,
@@ -1569,15 +1691,21 @@ mod tests {
         everything.extend(st.shards.keys().cloned().map(Touched::Shard));
         everything.extend(st.hunts.keys().cloned().map(Touched::Hunt));
         everything.extend(st.hunts.keys().cloned().map(Touched::HuntDefinition));
+        everything.extend(st.triage.rows().into_iter().map(|(k, _)| Touched::Triage(k)));
         store
-            .persist_applied(&mut replica, &everything, &[])
+            .persist_applied(&mut replica, &everything, &[], &[])
             .expect("persist");
         let mut index = 11;
         for (task, worker) in tasks.iter().zip(["w0", "w1"]) {
             let applied = replica.state.apply(index, report(task, worker, 1, 3));
             replica.applied_index = index;
             store
-                .persist_applied(&mut replica, &applied.touched, &applied.findings)
+                .persist_applied(
+                    &mut replica,
+                    &applied.touched,
+                    &applied.findings,
+                    &applied.triage,
+                )
                 .expect("persist");
             index += 1;
         }
@@ -1790,12 +1918,12 @@ mod tests {
                 .any(|t| matches!(t, Touched::HuntDefinition(_)))
         );
         store
-            .persist_applied(&mut replica, &applied.touched, &applied.findings)
+            .persist_applied(&mut replica, &applied.touched, &applied.findings, &[])
             .expect("persist");
         let id = replica.state.hunts.keys().next().expect("a hunt").clone();
         // What every task report does: rewrite the status only.
         store
-            .persist_applied(&mut replica, &[Touched::Hunt(id.clone())], &[])
+            .persist_applied(&mut replica, &[Touched::Hunt(id.clone())], &[], &[])
             .expect("persist");
         let row = |kind| {
             store
@@ -1846,7 +1974,7 @@ mod tests {
         {
             let store = Store::open(dir.path()).expect("open");
             store
-                .persist_applied(&mut replica, &applied.touched, &applied.findings)
+                .persist_applied(&mut replica, &applied.touched, &applied.findings, &[])
                 .expect("persist");
         }
         let loaded = Store::open(dir.path())

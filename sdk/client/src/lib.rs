@@ -17,7 +17,7 @@
 
 use quarry_proto::v1::{
     self, cluster_service_client::ClusterServiceClient, hunt_service_client::HuntServiceClient,
-    module_service_client::ModuleServiceClient,
+    module_service_client::ModuleServiceClient, triage_service_client::TriageServiceClient,
 };
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -296,6 +296,7 @@ pub struct Client {
     hunts: HuntServiceClient<Channel>,
     modules: ModuleServiceClient<Channel>,
     cluster: ClusterServiceClient<Channel>,
+    triage: TriageServiceClient<Channel>,
 }
 
 impl Client {
@@ -317,7 +318,8 @@ impl Client {
             modules: ModuleServiceClient::new(channel.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            cluster: ClusterServiceClient::new(channel),
+            cluster: ClusterServiceClient::new(channel.clone()),
+            triage: TriageServiceClient::new(channel).max_decoding_message_size(max),
         })
     }
 
@@ -537,6 +539,134 @@ impl Client {
                 Err(status) => self.follow_leader(status, &mut hops).await?,
             }
         }
+    }
+
+    /// One page of the triage queue, highest score first.
+    pub async fn list_cases(
+        &mut self,
+        request: v1::ListCasesRequest,
+    ) -> Result<v1::ListCasesResponse, ClientError> {
+        Ok(self.triage.list_cases(request).await?.into_inner())
+    }
+
+    /// Every case the filter matches, a page at a time, at most `limit`
+    /// (0: all).
+    pub async fn all_cases(
+        &mut self,
+        mut request: v1::ListCasesRequest,
+        limit: usize,
+    ) -> Result<Vec<v1::TriageCase>, ClientError> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.list_cases(request.clone()).await?;
+            out.extend(page.cases);
+            if page.next_page_token.is_empty() || (limit > 0 && out.len() >= limit) {
+                if limit > 0 {
+                    out.truncate(limit);
+                }
+                return Ok(out);
+            }
+            request.page_token = page.next_page_token;
+        }
+    }
+
+    /// An alert or incident (an alert with its first findings).
+    pub async fn case(&mut self, id: &str) -> Result<v1::TriageCase, ClientError> {
+        Ok(self
+            .triage
+            .get_case(v1::GetCaseRequest { id: id.to_owned() })
+            .await?
+            .into_inner())
+    }
+
+    /// Assigns, comments, gives a verdict, closes or reopens a case; applied
+    /// once however often it is retried.
+    pub async fn update_case(
+        &mut self,
+        id: &str,
+        actor: &str,
+        action: v1::update_case_request::Action,
+    ) -> Result<v1::TriageCase, ClientError> {
+        let request = v1::UpdateCaseRequest {
+            id: id.to_owned(),
+            actor: actor.to_owned(),
+            request_id: new_request_id(),
+            action: Some(action),
+        };
+        let mut hops = 0;
+        loop {
+            match self.triage.update_case(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// Applies (or with `dry_run`, previews) a triage config.
+    pub async fn apply_triage_config(
+        &mut self,
+        mut request: v1::ApplyTriageConfigRequest,
+    ) -> Result<v1::ApplyTriageConfigResponse, ClientError> {
+        if request.request_id.is_empty() && !request.dry_run {
+            request.request_id = new_request_id();
+        }
+        let mut hops = 0;
+        loop {
+            match self.triage.apply_config(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// The triage config in force and its history.
+    pub async fn triage_config(&mut self) -> Result<v1::TriageConfigInfo, ClientError> {
+        Ok(self
+            .triage
+            .get_config(v1::GetTriageConfigRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Suppression proposals (pending only unless `all`).
+    pub async fn proposals(&mut self, all: bool) -> Result<Vec<v1::Proposal>, ClientError> {
+        Ok(self
+            .triage
+            .list_proposals(v1::ListProposalsRequest { all })
+            .await?
+            .into_inner()
+            .proposals)
+    }
+
+    /// Accepts or rejects a suppression proposal.
+    pub async fn decide_proposal(
+        &mut self,
+        id: &str,
+        accept: bool,
+        actor: &str,
+    ) -> Result<v1::DecideProposalResponse, ClientError> {
+        let request = v1::DecideProposalRequest {
+            id: id.to_owned(),
+            accept,
+            actor: actor.to_owned(),
+            request_id: new_request_id(),
+        };
+        let mut hops = 0;
+        loop {
+            match self.triage.decide_proposal(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// Queue counts and verdict statistics.
+    pub async fn triage_summary(&mut self) -> Result<v1::TriageSummaryResponse, ClientError> {
+        Ok(self
+            .triage
+            .summary(v1::TriageSummaryRequest {})
+            .await?
+            .into_inner())
     }
 
     /// Deletes a module no hunt refers to: `name@version` or `sha256:<hex>`.

@@ -1,0 +1,462 @@
+//! Triage in the state machine: every committed finding passes through
+//! [`quarry_triage::Triage`] in `apply`, with the command's leader time, so
+//! every replica holds the same alerts, incidents and risk; people's actions
+//! (assign, verdicts, config) are raft commands like any other write. The
+//! triage core is pure; this module feeds it what the state knows of each
+//! finding (its shard's labels, its module) and maps its errors to
+//! rejections.
+
+use crate::state::{
+    Applied, HuntSpec, Limits, ModuleSelector, NewFinding, Rejection, Response, Scope, State,
+    Touched,
+};
+use quarry_proto::{HuntId, ShardId};
+use quarry_triage::{
+    CaseId, Effect, ProposalId, Severity as TriageSeverity, TriageConfig, TriageError,
+    TriageFinding, VerdictKind,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Hunts of this module gather context for an alert (a pivot on its
+/// entity); their results are events, not detections, so they are not
+/// triaged.
+pub const PIVOT_MODULE: &str = "pivot";
+
+/// The description of a follow-up hunt: how `quarry triage show` and
+/// `quarry pivot --from-alert` find an alert's follow-ups.
+pub fn follow_up_description(alert: &str, follow_up: &str, entity: &str, around_ms: i64) -> String {
+    format!(
+        "{} {alert}: follow-up {follow_up}, pivot on {entity} ±{} min",
+        FOLLOW_UP_PREFIX,
+        around_ms / 60_000
+    )
+}
+
+/// Every follow-up hunt's description starts with this and the alert id.
+pub const FOLLOW_UP_PREFIX: &str = "follow-up for";
+
+/// The alert a follow-up hunt was started for, from its description.
+pub fn follow_up_alert(description: &str) -> Option<&str> {
+    description
+        .strip_prefix(FOLLOW_UP_PREFIX)?
+        .trim_start()
+        .split(':')
+        .next()
+}
+
+/// A triage write, as it travels through the raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TriageOp {
+    /// Act on an alert or incident.
+    Update {
+        /// `A-12` or `I-3`.
+        case: String,
+        /// Who acts.
+        actor: String,
+        /// What they do.
+        action: CaseAction,
+    },
+    /// Replace the config from YAML.
+    ApplyConfig {
+        /// The YAML text (parsed again on apply: same code, same result).
+        yaml: String,
+        /// Who applies it.
+        actor: String,
+        /// Why, for the history.
+        message: String,
+        /// Refuse unless this version is in force.
+        base_version: Option<u64>,
+    },
+    /// Accept or reject a suppression proposal.
+    DecideProposal {
+        /// `P-4`.
+        proposal: String,
+        /// Accept (or reject).
+        accept: bool,
+        /// Who decides.
+        actor: String,
+    },
+}
+
+/// What a person does to a case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CaseAction {
+    /// Assign (`None`: unassign).
+    Assign(Option<String>),
+    /// Comment.
+    Comment(String),
+    /// Verdict with a comment.
+    Verdict {
+        /// The verdict.
+        kind: VerdictKind,
+        /// Why.
+        comment: String,
+    },
+    /// Close with a reason.
+    Close(String),
+    /// Reopen with a reason.
+    Reopen(String),
+}
+
+/// What a triage write did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TriageAnswer {
+    /// The case changed.
+    Case(String),
+    /// A config version is in force.
+    Config {
+        /// Its number.
+        version: u64,
+        /// What changed, in short.
+        summary: String,
+        /// Open alerts it changed: `(id, title, score before, after,
+        /// closing suppression)`, scores in hundredths.
+        changes: Vec<ConfigChange>,
+        /// Open alerts left as they were.
+        unchanged: u64,
+    },
+    /// A proposal was decided.
+    Proposal {
+        /// The suppression an accepted proposal became.
+        suppression: Option<String>,
+        /// The config version in force after it.
+        version: u64,
+    },
+}
+
+/// One open alert a config changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// The alert.
+    pub alert: String,
+    /// Its title.
+    pub title: String,
+    /// Score before, in hundredths of a point.
+    pub score_before: u32,
+    /// Score after.
+    pub score_after: u32,
+    /// The suppression that closes it, if one does.
+    pub closed_by: Option<String>,
+}
+
+/// What a config would change, for a dry run and for the answer to an apply.
+pub fn config_changes(
+    triage: &quarry_triage::Triage,
+    config: &TriageConfig,
+    now_ms: i64,
+) -> (String, Vec<ConfigChange>, u64) {
+    let dry = triage.dry_run(config, now_ms);
+    let changes = dry
+        .changes
+        .into_iter()
+        .map(|c| ConfigChange {
+            alert: c.alert.to_string(),
+            title: c.title,
+            score_before: c.score_before.0,
+            score_after: c.score_after.0,
+            closed_by: c.closed_by.map(|s| s.to_string()),
+        })
+        .collect();
+    (dry.summary, changes, dry.unchanged as u64)
+}
+
+fn rejection(error: TriageError) -> Rejection {
+    match error {
+        TriageError::UnknownAlert(_)
+        | TriageError::UnknownIncident(_)
+        | TriageError::UnknownProposal(_) => Rejection::NotFound(error.to_string()),
+        TriageError::AlreadyClosed { .. }
+        | TriageError::NotClosed(_)
+        | TriageError::ProposalResolved { .. }
+        | TriageError::ConfigConflict { .. }
+        | TriageError::DuplicateFinding { .. } => Rejection::Conflict(error.to_string()),
+        _ => Rejection::Invalid(error.to_string()),
+    }
+}
+
+fn severity(severity: crate::state::Severity) -> TriageSeverity {
+    use crate::state::Severity as S;
+    match severity {
+        S::Informational => TriageSeverity::Informational,
+        S::Low => TriageSeverity::Low,
+        S::Medium => TriageSeverity::Medium,
+        S::High => TriageSeverity::High,
+        S::Critical => TriageSeverity::Critical,
+    }
+}
+
+impl State {
+    /// Passes a command's committed findings through triage; returns what
+    /// triage asks of the coordinator and starts the follow-up hunts it asks
+    /// for (adding what they touched). A finding triage refuses (no rule, a
+    /// replay) is left out of triage, not out of the hunt's results.
+    pub(crate) fn triage_findings(
+        &mut self,
+        index: u64,
+        findings: &[NewFinding],
+        now_ms: i64,
+        touched: &mut Vec<Touched>,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(first) = findings.first() else {
+            return effects;
+        };
+        let Some(hunt) = self.hunts.get(&first.hunt) else {
+            return effects;
+        };
+        let module = self
+            .modules
+            .get(&hunt.module)
+            .map(|m| (m.name.clone(), format!("{}@{}", m.name, m.version)))
+            .unwrap_or_default();
+        if module.0 == PIVOT_MODULE {
+            return effects;
+        }
+        for finding in findings {
+            let record = &finding.record;
+            let labels = self
+                .shards
+                .get(&record.shard)
+                .map(|s| s.description.labels.clone())
+                .unwrap_or_default();
+            let input = TriageFinding {
+                hunt: finding.hunt.to_string(),
+                seq: finding.seq,
+                finding_id: record.id.clone(),
+                shard: record.shard.to_string(),
+                host: labels.get("host").cloned(),
+                shard_labels: labels,
+                rule: record.rule.clone(),
+                rule_author: None,
+                module: module.1.clone(),
+                title: record.title.clone(),
+                severity: severity(record.severity),
+                confidence: record.confidence,
+                entity: record.entity.clone(),
+                entities: Vec::new(),
+                timestamp_ms: record.timestamp_ms,
+                evidence: record.evidence.clone(),
+                techniques: record.techniques.clone(),
+                tags: record.tags.clone(),
+                intel_matches: 0,
+            };
+            match self.triage.ingest(input, now_ms) {
+                Ok(more) => effects.extend(more),
+                Err(error) => {
+                    tracing::debug!(hunt = %finding.hunt, seq = finding.seq, %error, "finding not triaged");
+                }
+            }
+        }
+        let mut started = 0u32;
+        for effect in &effects {
+            if let Effect::StartFollowUp {
+                alert,
+                follow_up,
+                entity,
+                around_ms,
+                from_ms,
+                to_ms,
+                ..
+            } = effect
+            {
+                let id = HuntId::new(format!("h-{index}.{started}"));
+                started += 1;
+                let description = follow_up_description(
+                    &alert.to_string(),
+                    &follow_up.to_string(),
+                    &entity.to_string(),
+                    *around_ms,
+                );
+                if let Some(spec) =
+                    self.follow_up_spec(&entity.to_string(), *from_ms, *to_ms, description)
+                {
+                    let applied = self.create_hunt(id.clone(), spec, now_ms);
+                    match applied.outcome {
+                        Ok(_) => touched.extend(applied.touched),
+                        Err(error) => {
+                            tracing::debug!(%alert, %error, "follow-up hunt not started");
+                        }
+                    }
+                }
+            }
+        }
+        effects
+    }
+
+    /// A pivot hunt on `entity` over `[from_ms, to_ms)` on every shard whose
+    /// events may fall in that range, with the newest `pivot` module; `None`
+    /// when no such module or shard exists.
+    fn follow_up_spec(
+        &self,
+        entity: &str,
+        from_ms: i64,
+        to_ms: i64,
+        description: String,
+    ) -> Option<HuntSpec> {
+        let module = self
+            .modules
+            .values()
+            .filter(|m| m.name == PIVOT_MODULE)
+            .max_by(|a, b| {
+                (a.uploaded_ms, &a.version, &a.digest).cmp(&(b.uploaded_ms, &b.version, &b.digest))
+            })?;
+        let shards: Vec<ShardId> = self
+            .shards
+            .iter()
+            .filter(|(_, s)| {
+                let d = &s.description;
+                !s.holders.is_empty()
+                    && (d.max_ts_ms == 0 || d.max_ts_ms >= from_ms)
+                    && (d.min_ts_ms == 0 || d.min_ts_ms < to_ms)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if shards.is_empty() {
+            return None;
+        }
+        Some(HuntSpec {
+            module: ModuleSelector::Digest(module.digest.clone()),
+            params: BTreeMap::from([("entity".to_owned(), entity.to_owned())]),
+            scope: Scope {
+                selector: BTreeMap::new(),
+                shards,
+                start_ms: from_ms,
+                end_ms: to_ms,
+            },
+            limits: Limits::default(),
+            priority: 0,
+            description,
+            policy: Default::default(),
+        })
+    }
+
+    /// Periodic triage upkeep on the leader's tick: scores follow rarity,
+    /// closed cases past retention go.
+    pub(crate) fn triage_tick(&mut self, now_ms: i64) -> Vec<Effect> {
+        self.triage.rescore_open();
+        self.triage.prune(now_ms)
+    }
+
+    /// Applies a person's triage action.
+    pub(crate) fn apply_triage(&mut self, op: TriageOp, now_ms: i64) -> Applied {
+        let answer = match op {
+            TriageOp::Update {
+                case,
+                actor,
+                action,
+            } => self.update_case(&case, &actor, action, now_ms),
+            TriageOp::ApplyConfig {
+                yaml,
+                actor,
+                message,
+                base_version,
+            } => self.apply_triage_config(&yaml, &actor, &message, base_version, now_ms),
+            TriageOp::DecideProposal {
+                proposal,
+                accept,
+                actor,
+            } => self.decide_proposal(&proposal, accept, &actor, now_ms),
+        };
+        match answer {
+            Ok((answer, triage)) => Applied {
+                outcome: Ok(Response::Triage(answer)),
+                touched: Vec::new(),
+                findings: Vec::new(),
+                triage,
+            },
+            Err(error) => Applied {
+                outcome: Err(rejection(error)),
+                touched: Vec::new(),
+                findings: Vec::new(),
+                triage: Vec::new(),
+            },
+        }
+    }
+
+    fn update_case(
+        &mut self,
+        case: &str,
+        actor: &str,
+        action: CaseAction,
+        now_ms: i64,
+    ) -> Result<(TriageAnswer, Vec<Effect>), TriageError> {
+        let id: CaseId = case.parse()?;
+        let t = &mut self.triage;
+        let effects = match action {
+            CaseAction::Assign(assignee) => {
+                t.assign(id, assignee.as_deref(), actor, now_ms)?;
+                Vec::new()
+            }
+            CaseAction::Comment(text) => {
+                t.comment(id, &text, actor, now_ms)?;
+                Vec::new()
+            }
+            CaseAction::Verdict { kind, comment } => {
+                t.set_verdict(id, kind, &comment, actor, now_ms)?
+            }
+            CaseAction::Close(reason) => {
+                t.close(id, &reason, actor, now_ms)?;
+                Vec::new()
+            }
+            CaseAction::Reopen(reason) => {
+                t.reopen(id, &reason, actor, now_ms)?;
+                Vec::new()
+            }
+        };
+        Ok((TriageAnswer::Case(id.to_string()), effects))
+    }
+
+    fn apply_triage_config(
+        &mut self,
+        yaml: &str,
+        actor: &str,
+        message: &str,
+        base_version: Option<u64>,
+        now_ms: i64,
+    ) -> Result<(TriageAnswer, Vec<Effect>), TriageError> {
+        let config = TriageConfig::from_yaml(yaml)?;
+        let (_, changes, unchanged) = config_changes(&self.triage, &config, now_ms);
+        let (version, effects) =
+            self.triage
+                .apply_config(config, actor, message, base_version, now_ms)?;
+        Ok((
+            TriageAnswer::Config {
+                version: version.version,
+                summary: version.summary,
+                changes,
+                unchanged,
+            },
+            effects,
+        ))
+    }
+
+    fn decide_proposal(
+        &mut self,
+        proposal: &str,
+        accept: bool,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(TriageAnswer, Vec<Effect>), TriageError> {
+        let id: ProposalId = proposal.parse()?;
+        if accept {
+            let (suppression, effects) = self.triage.accept_proposal(id, actor, now_ms)?;
+            Ok((
+                TriageAnswer::Proposal {
+                    suppression: Some(suppression.to_string()),
+                    version: self.triage.config_version(),
+                },
+                effects,
+            ))
+        } else {
+            self.triage.reject_proposal(id, actor, now_ms)?;
+            Ok((
+                TriageAnswer::Proposal {
+                    suppression: None,
+                    version: self.triage.config_version(),
+                },
+                Vec::new(),
+            ))
+        }
+    }
+}
