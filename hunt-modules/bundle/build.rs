@@ -53,6 +53,10 @@ const MODULES: &[Module] = &[
         dir: "hunt-modules/lateral-movement",
     },
     Module {
+        package: "pivot",
+        dir: "hunt-modules/pivot",
+    },
+    Module {
         package: "rare-process",
         dir: "hunt-modules/rare-process",
     },

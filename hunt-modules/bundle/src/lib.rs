@@ -80,6 +80,14 @@ pub const LATERAL_MOVEMENT: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/lateral_movement.wasm")),
 };
 
+/// `pivot`: every event that mentions one entity (`entity=host:NAME`,
+/// `user:NAME`, `ip:ADDRESS`, …), one informational finding per event.
+pub const PIVOT: ShippedModule = ShippedModule {
+    name: "pivot",
+    version: env!("QUARRY_MODULE_VERSION_PIVOT"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/pivot.wasm")),
+};
+
 /// `rare-process`: process images stacked by host across the hunt; the
 /// binaries seen on at most `max_hosts` hosts.
 pub const RARE_PROCESS: ShippedModule = ShippedModule {
@@ -96,13 +104,14 @@ pub const SIGMA: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sigma.wasm")),
 };
 
-static ALL: [ShippedModule; 8] = [
+static ALL: [ShippedModule; 9] = [
     BEACONING,
     BRUTEFORCE,
     DNS_TUNNEL,
     ENCODED_POWERSHELL,
     IOC_SWEEP,
     LATERAL_MOVEMENT,
+    PIVOT,
     RARE_PROCESS,
     SIGMA,
 ];
@@ -319,6 +328,9 @@ mod tests {
         assert_eq!(LATERAL_MOVEMENT.name, lateral_movement::NAME);
         assert_eq!(LATERAL_MOVEMENT.version, lateral_movement::VERSION);
         assert_eq!(find("lateral-movement"), Some(&LATERAL_MOVEMENT));
+        assert_eq!(PIVOT.name, pivot::NAME);
+        assert_eq!(PIVOT.version, pivot::VERSION);
+        assert_eq!(find("pivot"), Some(&PIVOT));
         assert_eq!(RARE_PROCESS.name, rare_process::NAME);
         assert_eq!(RARE_PROCESS.version, rare_process::VERSION);
         assert_eq!(find("rare-process"), Some(&RARE_PROCESS));
