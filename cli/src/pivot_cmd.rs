@@ -114,7 +114,7 @@ pub async fn run(args: PivotArgs) -> anyhow::Result<()> {
         a.follow_ups
             .iter()
             .rev()
-            .find(|f| f.rule.contains(&format!("pivot on {entity} ")))
+            .find(|f| f.description.contains(&format!("pivot on {entity} ")))
             .map(|f| f.hunt_id.clone())
     });
     let hunt_id = match reuse {

@@ -1691,7 +1691,12 @@ mod tests {
         everything.extend(st.shards.keys().cloned().map(Touched::Shard));
         everything.extend(st.hunts.keys().cloned().map(Touched::Hunt));
         everything.extend(st.hunts.keys().cloned().map(Touched::HuntDefinition));
-        everything.extend(st.triage.rows().into_iter().map(|(k, _)| Touched::Triage(k)));
+        everything.extend(
+            st.triage
+                .rows()
+                .into_iter()
+                .map(|(k, _)| Touched::Triage(k)),
+        );
         store
             .persist_applied(&mut replica, &everything, &[], &[])
             .expect("persist");

@@ -181,9 +181,8 @@ fn find(state: &State, id: CaseId) -> Option<v1::TriageCase> {
                 .values()
                 .filter(|h| follow_up_alert(&h.spec.description) == Some(name.as_str()))
                 .map(|h| v1::FollowUpHunt {
-                    rule: h.spec.description.clone(),
+                    description: h.spec.description.clone(),
                     hunt_id: h.id.to_string(),
-                    error: String::new(),
                 })
                 .collect();
             case

@@ -54,6 +54,9 @@ pub fn case_json(c: &v1::TriageCase) -> Value {
         "reason": c.reason,
         "fields": c.fields,
         "finding_details": c.finding_details.iter().map(finding_json).collect::<Vec<_>>(),
+        "follow_ups": c.follow_ups.iter().map(|f| json!({
+            "hunt_id": f.hunt_id, "description": f.description,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -169,6 +172,9 @@ pub fn case(format: Output, c: &v1::TriageCase) {
             time(v.at_ms),
             v.comment
         );
+    }
+    for f in &c.follow_ups {
+        out_line!("follow-up hunt {}: {}", f.hunt_id, f.description);
     }
     if !c.related.is_empty() {
         let label = if c.kind == "incident" {
