@@ -743,7 +743,20 @@ impl Gen {
             "T1053.003",
             "root crontab: every ten minutes, wget the attacker's script and pipe it to sh",
         );
-        let logout = now + 3 * MINUTE;
+        now += 2 * MINUTE;
+        sudo(
+            self,
+            now,
+            "/usr/bin/shred -u /root/.bash_history /home/deploy/.bash_history",
+        );
+        self.step(
+            I2,
+            now,
+            "web01",
+            "T1070.003",
+            "sudo shred of root's and deploy's shell history",
+        );
+        let logout = now + MINUTE;
         self.syslog(
             web,
             logout,
@@ -959,17 +972,15 @@ impl Gen {
         for account in SERVICE_ACCOUNTS.iter().filter(|a| a.spn.is_some()) {
             let sid = Account::service(account.name).sid;
             self.tgs(dc, tt, &grace, account.name, &sid, ip, "0x17");
-            self.zconn(
+            // The stealer speaks Kerberos itself (not through LSASS).
+            self.connect(
+                ws,
                 tt - 20,
-                ip,
+                &stealer,
                 HOSTS[dc].ip,
                 88,
-                "tcp",
-                "krb_tcp",
-                1_500,
-                1_400,
-                15,
-                "SF",
+                Some("dc01.corp.local"),
+                Some(("krb_tcp", 1_500, 1_400, 15)),
             );
             tt += self.rng.range(300, 2500);
         }

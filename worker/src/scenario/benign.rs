@@ -220,11 +220,11 @@ impl Gen {
             let busy = server || Self::weekday(d);
             let n = scale(
                 if server {
-                    12
+                    30
                 } else if busy {
-                    22
+                    55
                 } else {
-                    8
+                    20
                 },
                 noise,
             );
@@ -235,19 +235,19 @@ impl Gen {
                 let end = t + self.rng.range(SECOND, 3 * MINUTE);
                 self.exit(h, end, &child);
             }
-            for _ in 0..scale(4, noise) {
+            for _ in 0..scale(8, noise) {
                 let t = day + self.rng.range(0, DAY - HOUR);
                 let name = *self.rng.pick(SERVICES);
                 self.service_state(h, t, name, true);
                 let stop = t + self.rng.range(MINUTE, 30 * MINUTE);
                 self.service_state(h, stop, name, false);
             }
-            for _ in 0..scale(6, noise) {
+            for _ in 0..scale(15, noise) {
                 let t = day + self.rng.range(0, DAY);
                 let &(key, details) = self.rng.pick(REGISTRY_KEYS);
                 self.registry_set(h, t, &procs.svchost, key, details);
             }
-            for _ in 0..scale(6, noise) {
+            for _ in 0..scale(15, noise) {
                 let t = day + self.rng.range(0, DAY);
                 let path = *self.rng.pick(TEMP_FILES);
                 self.file_created(h, t, &procs.svchost, path);
@@ -258,7 +258,7 @@ impl Gen {
                 let t = day + self.rng.range(0, DAY);
                 self.process_access(h, t, &procs.defender, &procs.lsass, "0x1010", "C:\\Windows\\SYSTEM32\\ntdll.dll+9d4c4|C:\\Windows\\System32\\KERNELBASE.dll+2bcbe|C:\\ProgramData\\Microsoft\\Windows Defender\\Platform\\4.18.24090.11-0\\mpsvc.dll+1a3d12|C:\\Windows\\System32\\KERNEL32.DLL+17374|C:\\Windows\\SYSTEM32\\ntdll.dll+4cc91");
             }
-            for _ in 0..scale(if busy { 5 } else { 3 }, noise) {
+            for _ in 0..scale(if busy { 12 } else { 8 }, noise) {
                 let t = day + self.rng.range(0, DAY - MINUTE);
                 let site = *self.rng.pick(OS_SERVICES);
                 self.lookup(h, t, &procs.svchost, site.name, Some(site.ip), true);
@@ -275,7 +275,7 @@ impl Gen {
                     Some(("ssl", out, inn, dur)),
                 );
             }
-            for _ in 0..scale(2, noise) {
+            for _ in 0..scale(4, noise) {
                 let t = day + self.rng.range(0, DAY - MINUTE);
                 let site = *self.rng.pick(CRL_SITES);
                 let path = format!(
@@ -471,7 +471,7 @@ impl Gen {
             let busy_from = start + 5 * MINUTE;
             let busy_to = end - 5 * MINUTE;
             // Browsing.
-            let visits = scale(self.rng.range(25, 55), noise);
+            let visits = scale(self.rng.range(60, 130), noise);
             for _ in 0..visits {
                 let t = self.between(busy_from, busy_to);
                 let site = self.site();
@@ -497,7 +497,7 @@ impl Gen {
                 self.label = previous;
             }
             // Mail and chat.
-            for _ in 0..scale(6, noise) {
+            for _ in 0..scale(15, noise) {
                 let t = self.between(busy_from, busy_to);
                 let (p_, site) = if self.rng.percent(50) {
                     (&outlook, BROWSED[0])
@@ -519,7 +519,7 @@ impl Gen {
                 );
             }
             // Documents.
-            for _ in 0..scale(self.rng.range(1, 4), noise) {
+            for _ in 0..scale(self.rng.range(2, 8), noise) {
                 let t = self.between(busy_from, busy_to);
                 let (image, doc) = if self.rng.percent(50) {
                     (
@@ -588,7 +588,7 @@ impl Gen {
                 self.logon_with(ws, back, &account, 7, local, Some(session), &unlock, None);
             }
             // File shares.
-            for _ in 0..scale(self.rng.range(2, 5), noise) {
+            for _ in 0..scale(self.rng.range(3, 8), noise) {
                 let t = self.between(busy_from, busy_to);
                 let fs = host("FS01");
                 let share = *self
@@ -670,7 +670,7 @@ impl Gen {
                 for p in 0..PEOPLE.len() {
                     let account = Account::person(p);
                     let ip = HOSTS[workstation_of(p)].ip;
-                    for _ in 0..scale(6, noise) {
+                    for _ in 0..scale(14, noise) {
                         let t = day + self.rng.range(8 * HOUR, 17 * HOUR);
                         let (service, sid) = self.rng.pick(&services).clone();
                         let dc = self.dc();
@@ -705,7 +705,7 @@ impl Gen {
             }
             // The multifunction printer's scan-to-folder uses NTLM.
             if Self::weekday(d) {
-                for _ in 0..scale(8, noise) {
+                for _ in 0..scale(20, noise) {
                     let t = day + self.rng.range(8 * HOUR, 17 * HOUR);
                     self.security(
                         dc1,
@@ -819,7 +819,7 @@ impl Gen {
                 "test -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.daily; }",
             );
             if Self::weekday(d) {
-                for _ in 0..scale(2, noise) {
+                for _ in 0..scale(3, noise) {
                     let t = day + self.rng.range(9 * HOUR, 18 * HOUR);
                     session_no += 1;
                     self.ci_deploy(h, t, session_no);
