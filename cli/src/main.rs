@@ -81,18 +81,12 @@ enum Command {
     /// Run a local cluster (one coordinator, two workers) in this process.
     ///
     /// Demo shards with planted attacks are generated on first start; the
-    /// shipped hunt modules are uploaded. Stop with Ctrl-C.
+    /// shipped hunt modules are uploaded. Stop with Ctrl-C. `quarry dev
+    /// scenario` writes the week-long scenario dataset instead.
     #[command(
-        after_help = "Example:\n  quarry dev --data-dir ./quarry-data\n  quarry hunt submit bruteforce --selector env=demo --wait"
+        after_help = "Examples:\n  quarry dev --data-dir ./quarry-data\n  quarry hunt submit bruteforce --selector env=demo --wait\n  quarry dev scenario --out ./scenario"
     )]
-    Dev {
-        /// Root directory of the cluster's state.
-        #[arg(long, default_value = "./quarry-data")]
-        data_dir: PathBuf,
-        /// Coordinator address.
-        #[arg(long, default_value = "127.0.0.1:7700")]
-        listen: SocketAddr,
-    },
+    Dev(DevArgs),
     /// Start a throwaway local cluster, run the demo hunt, print its findings.
     #[command(after_help = "Example:\n  quarry demo\n  quarry demo --output json")]
     Demo {
@@ -142,6 +136,45 @@ enum Command {
         after_help = "Examples:\n  quarry bench scan --events 500000\n  quarry bench scheduler"
     )]
     Bench(quarry_cli::bench::BenchCommand),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct DevArgs {
+    #[command(subcommand)]
+    action: Option<DevAction>,
+    /// Root directory of the cluster's state.
+    #[arg(long, default_value = "./quarry-data")]
+    data_dir: PathBuf,
+    /// Coordinator address.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+}
+
+#[derive(Subcommand)]
+enum DevAction {
+    /// Write the scenario dataset: a week of logs of a small company
+    /// (Windows Security/System and Sysmon JSON lines, Linux auth.log, Zeek
+    /// conn/dns/http TSV) with three planted multi-step intrusions among
+    /// benign look-alikes, an intel feed, and manifest.json with the ground
+    /// truth and the proposed shards (see docs/scenario.md). The same seed
+    /// gives the same bytes everywhere.
+    #[command(
+        after_help = "Example:\n  quarry dev scenario --out ./scenario\n  quarry worker ingest --shard zeek-conn --label env=scenario ./scenario/zeek/conn.log"
+    )]
+    Scenario {
+        /// Directory to write into (created if missing; files of an
+        /// earlier run are overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the random choices (the planted intrusions are there
+        /// whatever the seed).
+        #[arg(long, default_value_t = quarry_worker::scenario::DEFAULT_SEED)]
+        seed: u64,
+        /// Routine background activity in percent of the default amount.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        noise_percent: u32,
+    },
 }
 
 #[derive(Args)]
@@ -715,7 +748,42 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             shutdown_signal().await;
             worker.shutdown().await;
         }
-        Command::Dev { data_dir, listen } => {
+        Command::Dev(DevArgs {
+            action:
+                Some(DevAction::Scenario {
+                    out,
+                    seed,
+                    noise_percent,
+                }),
+            ..
+        }) => {
+            let options = quarry_worker::scenario::ScenarioOptions {
+                seed,
+                noise_percent,
+            };
+            let started = std::time::Instant::now();
+            let manifest = quarry_worker::scenario::generate(&out, &options)?;
+            println!(
+                "wrote {} events ({:.1} MB) in {} files to {} in {:.1?}",
+                manifest.total_events,
+                manifest.total_bytes as f64 / 1e6,
+                manifest.files.len(),
+                out.display(),
+                started.elapsed()
+            );
+            println!(
+                "  {} planted intrusions, {} look-alikes, {} proposed shards: see {}",
+                manifest.intrusions.len(),
+                manifest.lookalikes.len(),
+                manifest.shards.len(),
+                out.join(quarry_worker::scenario::MANIFEST_FILE).display()
+            );
+        }
+        Command::Dev(DevArgs {
+            action: None,
+            data_dir,
+            listen,
+        }) => {
             eprintln!("starting a local cluster under {} ...", data_dir.display());
             let cluster = LocalCluster::start(LocalClusterConfig::demo(&data_dir, listen)).await?;
             let mut client = Client::connect(&cluster.url()).await?;

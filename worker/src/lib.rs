@@ -17,6 +17,7 @@ pub mod module_cache;
 pub mod prefilter;
 mod rng;
 pub mod runtime;
+pub mod scenario;
 pub mod shard;
 
 pub use agent::{Worker, WorkerConfig};
