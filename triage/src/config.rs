@@ -1267,7 +1267,7 @@ mod doc_tests {
         use crate::{case, group, incident, query, rarity, risk, triage, verdict};
         // Each number as docs/triage.md states it.
         assert_eq!(triage::MAX_FUTURE_MS, DAY_MS);
-        assert_eq!(group::MAX_LINKS, 100);
+        assert_eq!(group::MAX_LINKS, 10);
         assert_eq!(
             (
                 group::MAX_MEMBERS,

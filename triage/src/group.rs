@@ -17,7 +17,7 @@ use crate::score::{Score, ScoreTerm};
 
 /// Finding links an alert keeps in memory (all of them go out as
 /// [`crate::Effect::Link`] for the coordinator to index).
-pub const MAX_LINKS: usize = 100;
+pub const MAX_LINKS: usize = 10;
 /// Hosts, entities, hunts, assets and tags an alert keeps (each).
 pub const MAX_MEMBERS: u32 = 32;
 /// Modules an alert keeps.

@@ -130,7 +130,7 @@ fn links_beyond_the_sample_are_still_emitted() {
     }
     let alert = feed.triage.alert(AlertId(1)).expect("alert");
     assert_eq!(alert.count, 150);
-    assert_eq!(alert.links.len(), 100);
+    assert_eq!(alert.links.len(), quarry_triage::group::MAX_LINKS);
     let seqs: Vec<u64> = feed
         .effects
         .iter()
