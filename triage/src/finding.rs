@@ -123,7 +123,7 @@ impl Entity {
             return None;
         }
         let value = match kind {
-            EntityKind::Host => value.trim_end_matches('.').to_ascii_lowercase(),
+            EntityKind::Host => short_host(value),
             EntityKind::User => value.to_lowercase(),
             EntityKind::Ip => {
                 let bare = value.trim_start_matches('[').trim_end_matches(']');
@@ -164,6 +164,22 @@ impl Entity {
             _ => Entity::new(EntityKind::Other("entity".into()), text),
         }
     }
+}
+
+/// A host by its short name, lower case: `WS07.corp.example.`, `\\WS07` and
+/// `ws07` are one machine to the modules that name it (Windows logs give
+/// the FQDN in `Computer`, the NetBIOS name in `WorkstationName`). An
+/// address stays whole.
+fn short_host(value: &str) -> String {
+    let value = value.trim_start_matches('\\').trim_end_matches('.');
+    if value.parse::<IpAddr>().is_ok() {
+        return value.to_owned();
+    }
+    value
+        .split('.')
+        .next()
+        .unwrap_or(value)
+        .to_ascii_lowercase()
 }
 
 impl fmt::Display for Entity {
@@ -364,6 +380,21 @@ impl TriageFinding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_known_by_their_short_name() {
+        for text in [
+            "WS07",
+            "ws07.corp.example",
+            "WS07.CORP.EXAMPLE.",
+            "\\\\WS07",
+        ] {
+            let host = Entity::new(EntityKind::Host, text).expect("host");
+            assert_eq!(host.key(), "host:ws07", "{text}");
+        }
+        let address = Entity::new(EntityKind::Host, "10.0.0.5").expect("address");
+        assert_eq!(address.value, "10.0.0.5");
+    }
 
     fn ev(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

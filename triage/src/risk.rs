@@ -155,7 +155,9 @@ pub struct Trigger {
 
 /// The first window (in time order) of `members` that crosses a threshold.
 /// `members` are the entity's alerts that count (open or closed as a true
-/// positive, not suppressed or judged noise).
+/// positive, not suppressed or judged noise). Tactics and modules count only
+/// across at least two rules: one rule whose techniques span several
+/// tactics is one detection, not activity that correlates.
 pub fn correlate(members: &[(AlertId, &Member)], cfg: &CorrelationConfig) -> Option<Trigger> {
     if cfg.min_rules == 0 && cfg.min_tactics == 0 && cfg.min_modules == 0 {
         return None;
@@ -183,13 +185,19 @@ pub fn correlate(members: &[(AlertId, &Member)], cfg: &CorrelationConfig) -> Opt
                 rules.len(),
                 list(&rules)
             ))
-        } else if cfg.min_tactics > 0 && tactics.len() >= cfg.min_tactics as usize {
+        } else if cfg.min_tactics > 0
+            && tactics.len() >= cfg.min_tactics as usize
+            && rules.len() >= 2
+        {
             Some(format!(
                 "{} distinct tactics within {window}: {}",
                 tactics.len(),
                 list(&tactics)
             ))
-        } else if cfg.min_modules > 0 && modules.len() >= cfg.min_modules as usize {
+        } else if cfg.min_modules > 0
+            && modules.len() >= cfg.min_modules as usize
+            && rules.len() >= 2
+        {
             Some(format!(
                 "{} distinct modules within {window}: {}",
                 modules.len(),
@@ -277,5 +285,30 @@ mod tests {
         );
         let same_rule = [(AlertId(1), &a), (AlertId(2), &a), (AlertId(3), &a)];
         assert_eq!(correlate(&same_rule, &cfg), None);
+    }
+
+    #[test]
+    fn one_rule_spanning_several_tactics_does_not_correlate_with_itself() {
+        let cfg = CorrelationConfig {
+            window_ms: 24 * HOUR_MS,
+            min_rules: 0,
+            min_tactics: 3,
+            min_modules: 0,
+            breadth_points: 10,
+        };
+        // T1078 (valid accounts) alone names four tactics.
+        let mut wide = member(0, "admin-logon", "initial-access");
+        wide.tactics
+            .extend(["persistence", "privilege-escalation", "defense-evasion"].map(String::from));
+        let later = Member {
+            first_seen_ms: HOUR_MS,
+            ..wide.clone()
+        };
+        let one_rule = [(AlertId(1), &wide), (AlertId(2), &later)];
+        assert_eq!(correlate(&one_rule, &cfg), None);
+        let other = member(2 * HOUR_MS, "encoded-command", "execution");
+        let two_rules = [(AlertId(1), &wide), (AlertId(3), &other)];
+        let t = correlate(&two_rules, &cfg).expect("trigger");
+        assert!(t.reason.starts_with("5 distinct tactics"), "{}", t.reason);
     }
 }
