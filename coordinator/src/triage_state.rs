@@ -33,6 +33,12 @@ pub fn follow_up_description(alert: &str, follow_up: &str, entity: &str, around_
     )
 }
 
+/// Follow-up hunts that may run at once: a broad follow-up rule on a noisy
+/// hunt would otherwise start one pivot over every shard per new alert.
+/// Past it a follow-up is not started; `quarry pivot --from-alert` runs it
+/// by hand.
+pub const MAX_RUNNING_FOLLOW_UPS: usize = 16;
+
 /// Every follow-up hunt's description starts with this and the alert id.
 pub const FOLLOW_UP_PREFIX: &str = "follow-up for";
 
@@ -249,6 +255,11 @@ impl State {
             }
         }
         let mut started = 0u32;
+        let mut running = self
+            .hunts
+            .values()
+            .filter(|h| !h.state.is_terminal() && follow_up_alert(&h.spec.description).is_some())
+            .count();
         for effect in &effects {
             if let Effect::StartFollowUp {
                 alert,
@@ -260,6 +271,10 @@ impl State {
                 ..
             } = effect
             {
+                if running >= MAX_RUNNING_FOLLOW_UPS {
+                    tracing::debug!(%alert, "follow-up not started: {MAX_RUNNING_FOLLOW_UPS} already run");
+                    continue;
+                }
                 let id = HuntId::new(format!("h-{index}.{started}"));
                 started += 1;
                 let description = follow_up_description(
@@ -273,7 +288,10 @@ impl State {
                 {
                     let applied = self.create_hunt(id.clone(), spec, now_ms);
                     match applied.outcome {
-                        Ok(_) => touched.extend(applied.touched),
+                        Ok(_) => {
+                            running += 1;
+                            touched.extend(applied.touched);
+                        }
                         Err(error) => {
                             tracing::debug!(%alert, %error, "follow-up hunt not started");
                         }
@@ -458,5 +476,136 @@ impl State {
                 Vec::new(),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{module, shard, spec};
+    use crate::state::{Assignment, Command, FindingRecord, PartialResult, Severity, TaskReport};
+    use quarry_proto::{TaskId, WorkerId};
+
+    /// A cluster with a `pivot` module, a follow-up rule for every alert of
+    /// rule `r`, and a hunt whose one task reports `entities` findings, each
+    /// on its own host (so each opens its own alert).
+    fn noisy(entities: usize) -> State {
+        let mut s = State::default();
+        s.apply(
+            1,
+            Command::UploadModule {
+                module: module("m", "1", 1),
+            },
+        );
+        let mut pivot = module(PIVOT_MODULE, "1", 2);
+        pivot.uploaded_ms = 2;
+        s.apply(2, Command::UploadModule { module: pivot });
+        s.apply(
+            3,
+            Command::RegisterWorker {
+                id: WorkerId::new("w0"),
+                address: String::new(),
+                slots: 2,
+                shards: vec![shard("a", &[("env", "demo")])],
+                now_ms: 10,
+            },
+        );
+        let yaml = "version: 1\nfollow_ups:\n  - id: every-r\n    when:\n      rules: [\"r\"]\n    pivot: primary\n    around: 1h\n";
+        let applied = s.apply(
+            4,
+            Command::Triage {
+                op: TriageOp::ApplyConfig {
+                    yaml: yaml.into(),
+                    actor: "carol".into(),
+                    message: String::new(),
+                    base_version: None,
+                },
+                now_ms: 20,
+            },
+        );
+        assert!(applied.outcome.is_ok(), "{:?}", applied.outcome);
+        let Ok(Response::Hunt { id: hunt, .. }) = s
+            .apply(
+                5,
+                Command::SubmitHunt {
+                    spec: spec(&[("env", "demo")]),
+                    now_ms: 30,
+                },
+            )
+            .outcome
+        else {
+            panic!("hunt");
+        };
+        let task = TaskId::for_shard(&hunt, &quarry_proto::ShardId::new("a"));
+        s.apply(
+            6,
+            Command::AssignTasks {
+                assignments: vec![Assignment {
+                    task: task.clone(),
+                    worker: WorkerId::new("w0"),
+                }],
+                now_ms: 40,
+            },
+        );
+        let findings = (0..entities)
+            .map(|n| FindingRecord {
+                id: String::new(),
+                task: task.clone(),
+                shard: quarry_proto::ShardId::new("a"),
+                rule: "r".into(),
+                title: "t".into(),
+                severity: Severity::High,
+                confidence: 80,
+                entity: format!("host:h{n}"),
+                timestamp_ms: 1_000_000,
+                evidence: Vec::new(),
+                techniques: Vec::new(),
+                tags: Vec::new(),
+                offsets: vec![n as u64],
+            })
+            .collect();
+        let report = Command::RecordResult {
+            report: TaskReport {
+                task,
+                attempt: 1,
+                worker: WorkerId::new("w0"),
+                outcome: Ok(PartialResult {
+                    findings,
+                    ..PartialResult::default()
+                }),
+            },
+            now_ms: 50,
+        };
+        let applied = s.apply(7, report);
+        assert!(applied.outcome.is_ok(), "{:?}", applied.outcome);
+        s
+    }
+
+    fn follow_ups(s: &State) -> Vec<&crate::state::HuntRecord> {
+        s.hunts
+            .values()
+            .filter(|h| follow_up_alert(&h.spec.description).is_some())
+            .collect()
+    }
+
+    #[test]
+    fn an_alert_that_opens_under_a_follow_up_rule_starts_its_pivot_hunt_in_the_same_apply() {
+        let s = noisy(1);
+        let started = follow_ups(&s);
+        assert_eq!(started.len(), 1);
+        let hunt = started[0];
+        assert_eq!(hunt.id.as_str(), "h-7.0");
+        assert_eq!(hunt.spec.params["entity"], "host:h0");
+        assert_eq!(follow_up_alert(&hunt.spec.description), Some("A-1"));
+        assert_eq!(s.modules[&hunt.module].name, PIVOT_MODULE);
+        // Its own findings are context: the pivot hunt is not triaged.
+        assert_eq!(s.triage.summary().findings, 1);
+    }
+
+    #[test]
+    fn follow_up_hunts_are_capped_while_they_run() {
+        let s = noisy(40);
+        assert_eq!(s.triage.summary().alerts, 40);
+        assert_eq!(follow_ups(&s).len(), MAX_RUNNING_FOLLOW_UPS);
     }
 }
