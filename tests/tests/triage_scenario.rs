@@ -21,12 +21,13 @@
 use quarry_cli::cluster::{LocalCluster, LocalClusterConfig, upload_shipped_modules};
 use quarry_client::{Client, HuntRequest};
 use quarry_proto::v1;
-use quarry_worker::ingest::{self, Format};
-use quarry_worker::scenario::{ScenarioManifest, ScenarioOptions, generate};
+use quarry_worker::scenario::{
+    IngestedShard, Owner, Owners, ScenarioManifest, ScenarioOptions, generate, ingest_shard,
+};
 use quarry_worker::shard::ShardStore;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// The modules that detect (the pivot module needs an entity to follow).
@@ -163,123 +164,29 @@ suppressions:
       entities: ["user:corp\\heidi"]
 "#;
 
-/// A shard's files with the shard offset of each file's first event.
-struct Ingested {
-    files: Vec<(String, u64)>,
-}
-
-impl Ingested {
-    fn locate(&self, offset: u64) -> Option<(&str, u64)> {
-        self.files
-            .iter()
-            .rev()
-            .find(|(_, base)| *base <= offset)
-            .map(|(file, base)| (file.as_str(), offset - base))
-    }
-}
-
 /// Ingests every proposed shard into one of two worker stores.
-fn ingest_all(data: &Path, root: &Path, manifest: &ScenarioManifest) -> HashMap<String, Ingested> {
+fn ingest_all(
+    data: &Path,
+    root: &Path,
+    manifest: &ScenarioManifest,
+) -> anyhow::Result<HashMap<String, IngestedShard>> {
     let stores: Vec<ShardStore> = (0..2)
-        .map(|i| ShardStore::open(&root.join(format!("worker-{i}/shards"))).expect("store"))
-        .collect();
+        .map(|i| ShardStore::open(&root.join(format!("worker-{i}/shards"))))
+        .collect::<Result<_, _>>()?;
     let mut out = HashMap::new();
     for (n, shard) in manifest.shards.iter().enumerate() {
-        let store = &stores[n % 2];
-        let mut files = Vec::new();
-        let mut base = 0;
-        for path in &shard.files {
-            let entry = manifest
-                .files
-                .iter()
-                .find(|f| &f.path == path)
-                .expect("shard file in the manifest");
-            let format: Format = entry.format.parse().expect("format");
-            let (_, records) = ingest::open(&data.join(path), Some(format)).expect("open log");
-            let report = store
-                .append(&shard.name, shard.labels.clone(), records, &mut |_| {})
-                .expect("ingest");
-            files.push((path.clone(), base));
-            base += report.events_stored;
-        }
-        out.insert(shard.name.clone(), Ingested { files });
+        let ingested = ingest_shard(data, manifest, shard, &stores[n % 2])?;
+        out.insert(shard.name.clone(), ingested);
     }
-    out
-}
-
-fn sigma_rules(dir: &Path) -> Vec<(String, String)> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .expect("rules dir")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        entries.sort();
-        for path in entries {
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, &mut files);
-    files
-        .into_iter()
-        .map(|path| {
-            let name = path
-                .strip_prefix(dir)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
-            (
-                format!("rule.{name}"),
-                std::fs::read_to_string(&path).expect("rule"),
-            )
-        })
-        .collect()
-}
-
-/// Who owns a finding: the intrusion of any planted record it cites, else
-/// the look-alike of any record it cites.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Owner {
-    Intrusion(usize),
-    LookAlike(usize),
-}
-
-fn owners(manifest: &ScenarioManifest) -> HashMap<(String, u64), Owner> {
-    let mut map = HashMap::new();
-    for (i, intrusion) in manifest.intrusions.iter().enumerate() {
-        for refs in &intrusion.events {
-            for &r in &refs.records {
-                map.insert((refs.file.clone(), r), Owner::Intrusion(i));
-            }
-        }
-    }
-    for (i, lookalike) in manifest.lookalikes.iter().enumerate() {
-        for refs in &lookalike.events {
-            for &r in &refs.records {
-                map.entry((refs.file.clone(), r))
-                    .or_insert(Owner::LookAlike(i));
-            }
-        }
-    }
-    map
+    Ok(out)
 }
 
 fn owner_of(
     finding: &v1::Finding,
-    shards: &HashMap<String, Ingested>,
-    owners: &HashMap<(String, u64), Owner>,
+    shards: &HashMap<String, IngestedShard>,
+    owners: &Owners,
 ) -> Option<Owner> {
-    let shard = shards.get(&finding.shard)?;
-    finding
-        .offsets
-        .iter()
-        .filter_map(|&o| shard.locate(o))
-        .filter_map(|(file, record)| owners.get(&(file.to_owned(), record)).copied())
-        .min()
+    shards.get(&finding.shard)?.owner(&finding.offsets, owners)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,16 +194,16 @@ async fn triage_surfaces_every_planted_intrusion_in_a_short_queue() -> anyhow::R
     let Some(shared) = quarry_testdata::shared_data() else {
         return Ok(());
     };
-    let rules = sigma_rules(&shared.join("sigma/rules"));
+    let rules = quarry_testdata::sigma_rule_params(&shared.join("sigma/rules"));
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let manifest = generate(&data, &ScenarioOptions::default())?;
     let root = dir.path().join("cluster");
     let shards = {
         let (data, root, manifest) = (data.clone(), root.clone(), manifest.clone());
-        tokio::task::spawn_blocking(move || ingest_all(&data, &root, &manifest)).await?
+        tokio::task::spawn_blocking(move || ingest_all(&data, &root, &manifest)).await??
     };
-    let owners = owners(&manifest);
+    let owners = manifest.owners();
 
     let cluster = LocalCluster::start(LocalClusterConfig {
         data_dir: root,

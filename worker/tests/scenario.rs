@@ -13,17 +13,18 @@
 //! Skips (visibly) without the shared data set, whose Sigma rules it needs;
 //! fails instead under `CI=true`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quarry_hunt_modules::ShippedModule;
-use quarry_worker::ingest::{self, Format};
 use quarry_worker::runtime::types::Finding;
 use quarry_worker::runtime::{Runtime, RuntimeConfig, TaskInput, TaskLimits, module_digest};
-use quarry_worker::scenario::{ScenarioManifest, ScenarioOptions, generate};
+use quarry_worker::scenario::{
+    IngestedShard, Owner, Owners, ScenarioManifest, ScenarioOptions, generate, ingest_shard,
+};
 use quarry_worker::shard::ShardStore;
 
 /// The shipped modules that detect (as opposed to helpers that need an
@@ -51,13 +52,6 @@ const LIMITS: TaskLimits = TaskLimits {
     max_output_bytes: 64 * 1024 * 1024,
 };
 
-/// Who a record belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Owner {
-    Intrusion(usize),
-    LookAlike(usize),
-}
-
 /// Where the test's compiled modules are cached: beside the test binaries,
 /// shared with the module test kit.
 fn module_cache() -> PathBuf {
@@ -70,127 +64,21 @@ fn module_cache() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("quarry-module-testkit-cache"))
 }
 
-/// `rule.<relative path>` parameters for every rule file under `dir`, in
-/// path order, as the sigma module's host-side loader builds them.
-fn sigma_rules(dir: &Path) -> Vec<(String, String)> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.expect("directory entry").path())
-            .collect();
-        entries.sort();
-        for path in entries {
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, &mut files);
-    files
-        .into_iter()
-        .map(|path| {
-            let name = path
-                .strip_prefix(dir)
-                .unwrap_or(&path)
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
-            let text = std::fs::read_to_string(&path).expect("rule text");
-            (format!("rule.{name}"), text)
+fn ingest_all(dir: &Path, manifest: &ScenarioManifest, store: &ShardStore) -> Vec<IngestedShard> {
+    manifest
+        .shards
+        .iter()
+        .map(|shard| {
+            ingest_shard(dir, manifest, shard, store)
+                .unwrap_or_else(|e| panic!("{}: {e}", shard.name))
         })
         .collect()
 }
 
-/// A shard's files with the shard offset of each file's first event.
-struct IngestedShard {
-    name: String,
-    files: Vec<(String, u64)>,
-}
-
-impl IngestedShard {
-    /// The file and record an offset of this shard points at.
-    fn locate(&self, offset: u64) -> Option<(&str, u64)> {
-        self.files
-            .iter()
-            .rev()
-            .find(|(_, base)| *base <= offset)
-            .map(|(file, base)| (file.as_str(), offset - base))
-    }
-}
-
-fn ingest_all(dir: &Path, manifest: &ScenarioManifest, store: &ShardStore) -> Vec<IngestedShard> {
-    let mut shards = Vec::new();
-    for shard in &manifest.shards {
-        let mut files = Vec::new();
-        let mut base = 0;
-        for path in &shard.files {
-            let entry = manifest
-                .files
-                .iter()
-                .find(|f| &f.path == path)
-                .expect("shard file in the manifest");
-            let format: Format = entry.format.parse().expect("format");
-            let (_, records) = ingest::open(&dir.join(path), Some(format)).expect("open log");
-            let report = store
-                .append(&shard.name, shard.labels.clone(), records, &mut |_| {})
-                .unwrap_or_else(|e| panic!("ingest {path}: {e}"));
-            assert_eq!(report.malformed, 0, "{path}: malformed records");
-            assert_eq!(report.events_stored, entry.events, "{path}");
-            files.push((path.clone(), base));
-            base += report.events_stored;
-        }
-        shards.push(IngestedShard {
-            name: shard.name.clone(),
-            files,
-        });
-    }
-    shards
-}
-
-/// Every labelled record: (file, record) → owner.
-fn owners(manifest: &ScenarioManifest) -> HashMap<(String, u64), Owner> {
-    let mut map = HashMap::new();
-    for (i, intrusion) in manifest.intrusions.iter().enumerate() {
-        for refs in &intrusion.events {
-            for &r in &refs.records {
-                map.insert((refs.file.clone(), r), Owner::Intrusion(i));
-            }
-        }
-    }
-    for (i, lookalike) in manifest.lookalikes.iter().enumerate() {
-        for refs in &lookalike.events {
-            for &r in &refs.records {
-                map.entry((refs.file.clone(), r))
-                    .or_insert(Owner::LookAlike(i));
-            }
-        }
-    }
-    map
-}
-
 /// A finding's owner: the intrusion of any event it cites, else the
 /// look-alike of any event it cites.
-fn owner_of(
-    finding: &Finding,
-    shard: &IngestedShard,
-    owners: &HashMap<(String, u64), Owner>,
-) -> Option<Owner> {
-    let cited: Vec<Owner> = finding
-        .offsets
-        .iter()
-        .filter_map(|&o| shard.locate(o))
-        .filter_map(|(file, record)| owners.get(&(file.to_owned(), record)).copied())
-        .collect();
-    cited
-        .iter()
-        .copied()
-        .filter(|o| matches!(o, Owner::Intrusion(_)))
-        .min()
-        .or_else(|| cited.into_iter().min())
+fn owner_of(finding: &Finding, shard: &IngestedShard, owners: &Owners) -> Option<Owner> {
+    shard.owner(&finding.offsets, owners)
 }
 
 /// Whether a finding names one of the intrusion's entities and falls in its
@@ -226,7 +114,7 @@ fn shipped_modules_and_sigma_raise_plenty_of_mostly_routine_findings() {
     let Some(shared) = quarry_testdata::shared_data() else {
         return;
     };
-    let rules = sigma_rules(&shared.join("sigma/rules"));
+    let rules = quarry_testdata::sigma_rule_params(&shared.join("sigma/rules"));
     assert!(
         rules.len() >= 500,
         "the shared Sigma rule set has {} rules",
@@ -338,7 +226,7 @@ fn shipped_modules_and_sigma_raise_plenty_of_mostly_routine_findings() {
     runs.sort_by_key(|r| (r.module, r.shard));
 
     // Attribute every finding.
-    let owners = owners(&manifest);
+    let owners = manifest.owners();
     let n_intrusions = manifest.intrusions.len();
     let n_lookalikes = manifest.lookalikes.len();
     // module → [intrusion counts..., look-alike total, other noise]

@@ -68,3 +68,43 @@ pub fn shared_file(relative: &str) -> Option<PathBuf> {
     );
     Some(path)
 }
+
+/// The Sigma rule files under `dir` as the sigma module's parameters, the
+/// way its host-side loader builds them: `rule.<path relative to dir>` (with
+/// `/` separators) and the file's text, in path order.
+///
+/// # Panics
+/// When `dir` or a rule file cannot be read.
+pub fn sigma_rule_params(dir: &std::path::Path) -> Vec<(String, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("directory entry").path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files
+        .into_iter()
+        .map(|path| {
+            let name = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (format!("rule.{name}"), text)
+        })
+        .collect()
+}

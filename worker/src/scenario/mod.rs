@@ -31,7 +31,10 @@ mod attacks;
 mod benign;
 mod emit;
 mod out;
+mod truth;
 mod world;
+
+pub use truth::{IngestedShard, Owner, Owners, ingest_shard};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -91,6 +94,16 @@ pub enum ScenarioError {
     /// The manifest could not be serialised.
     #[error("cannot serialise the scenario manifest: {0}")]
     Manifest(#[from] serde_json::Error),
+    /// A generated file could not be ingested as the manifest describes it.
+    #[error(
+        "cannot ingest scenario file {path}: {reason}; regenerate the dataset with the same version"
+    )]
+    Ingest {
+        /// The file, relative to the dataset directory.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The ground truth of a generated dataset: hosts, files, proposed shards,
