@@ -314,10 +314,8 @@ pub async fn run(command: TriageCommand) -> anyhow::Result<()> {
                 },
                 page_token: String::new(),
             };
-            let mut connection = connect(&client).await?;
-            let total = connection.list_cases(request.clone()).await?.total;
-            let cases = connection.all_cases(request, limit).await?;
-            print::cases(out(client.output), &cases, total);
+            let cases = connect(&client).await?.all_cases(request, limit).await?;
+            print::cases(out(client.output), &cases.cases, cases.total);
         }
         TriageCommand::Show { id, client } => {
             let case = connect(&client).await?.case(&id).await?;

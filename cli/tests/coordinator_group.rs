@@ -240,7 +240,7 @@ async fn killing_the_leader_mid_hunt_loses_nothing() -> anyhow::Result<()> {
     // of one hunt as of the other.
     let triage = client.triage_summary().await?;
     assert_eq!(triage.findings, 2 * expected.len() as u64);
-    let alerts = client.all_cases(every_alert(), 0).await?;
+    let alerts = client.all_cases(every_alert(), 0).await?.cases;
     assert_eq!(
         alerts.iter().map(|a| a.count).sum::<u64>(),
         2 * expected.len() as u64
@@ -282,7 +282,7 @@ async fn killing_the_leader_mid_hunt_loses_nothing() -> anyhow::Result<()> {
     for node in &nodes {
         let mut replica = Client::connect(&node.url).await?;
         assert_eq!(
-            replica.all_cases(every_alert(), 0).await?,
+            replica.all_cases(every_alert(), 0).await?.cases,
             alerts,
             "coordinator {}",
             node.id

@@ -255,11 +255,9 @@ impl State {
             }
         }
         let mut started = 0u32;
-        let mut running = self
-            .hunts
-            .values()
-            .filter(|h| !h.state.is_terminal() && follow_up_alert(&h.spec.description).is_some())
-            .count();
+        // Counted once, and only for a report whose alerts ask for a
+        // follow-up: most reports ask for none.
+        let mut running: Option<usize> = None;
         for effect in &effects {
             if let Effect::StartFollowUp {
                 alert,
@@ -271,7 +269,15 @@ impl State {
                 ..
             } = effect
             {
-                if running >= MAX_RUNNING_FOLLOW_UPS {
+                let running = running.get_or_insert_with(|| {
+                    self.hunts
+                        .values()
+                        .filter(|h| {
+                            !h.state.is_terminal() && follow_up_alert(&h.spec.description).is_some()
+                        })
+                        .count()
+                });
+                if *running >= MAX_RUNNING_FOLLOW_UPS {
                     tracing::debug!(%alert, "follow-up not started: {MAX_RUNNING_FOLLOW_UPS} already run");
                     continue;
                 }
@@ -289,7 +295,7 @@ impl State {
                     let applied = self.create_hunt(id.clone(), spec, now_ms);
                     match applied.outcome {
                         Ok(_) => {
-                            running += 1;
+                            *running += 1;
                             touched.extend(applied.touched);
                         }
                         Err(error) => {

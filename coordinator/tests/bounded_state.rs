@@ -21,18 +21,8 @@ use std::time::Duration;
 use tokio_stream::StreamExt as _;
 
 async fn coordinator(dir: &std::path::Path) -> (Coordinator, String) {
-    let coordinator = Coordinator::start(CoordinatorConfig::single_node(
-        dir.join("c"),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    ))
-    .await
-    .expect("start");
-    coordinator
-        .wait_for_leadership(Duration::from_secs(10))
-        .await
-        .expect("leader");
+    let (coordinator, url) = common::start_single_node(dir, |_| {}).await;
     seed(&coordinator).await;
-    let url = format!("http://{}", coordinator.addr());
     (coordinator, url)
 }
 
@@ -91,10 +81,7 @@ async fn submit(coordinator: &Coordinator, now_ms: i64) -> HuntId {
 }
 
 /// Wall time: the leader expires hunts past their deadline by it.
-fn now_ms() -> i64 {
-    use quarry_coordinator::clock::Clock as _;
-    quarry_coordinator::clock::SystemClock.now_ms()
-}
+use common::now_ms;
 
 fn finding(n: usize) -> FindingRecord {
     FindingRecord {

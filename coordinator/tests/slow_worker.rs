@@ -8,9 +8,8 @@
 mod common;
 
 use quarry_client::{Client, HuntRequest};
-use quarry_coordinator::{Coordinator, CoordinatorConfig};
+use quarry_coordinator::Coordinator;
 use quarry_proto::v1::{self, worker_service_client::WorkerServiceClient};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -18,17 +17,12 @@ use tonic::transport::Channel;
 const TASKS: usize = 600;
 
 async fn coordinator(dir: &std::path::Path) -> (Coordinator, String) {
-    let mut config =
-        CoordinatorConfig::single_node(dir.join("c"), SocketAddr::from(([127, 0, 0, 1], 0)));
-    config.heartbeat_interval = Duration::from_millis(300);
-    config.heartbeat_timeout = Duration::from_secs(2);
-    let coordinator = Coordinator::start(config).await.expect("start");
-    coordinator
-        .wait_for_leadership(Duration::from_secs(10))
-        .await
-        .expect("leader");
+    let (coordinator, url) = common::start_single_node(dir, |config| {
+        config.heartbeat_interval = Duration::from_millis(300);
+        config.heartbeat_timeout = Duration::from_secs(2);
+    })
+    .await;
     common::commit_module_m1(coordinator.node()).await;
-    let url = format!("http://{}", coordinator.addr());
     (coordinator, url)
 }
 

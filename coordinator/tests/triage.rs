@@ -7,32 +7,19 @@
 mod common;
 
 use quarry_client::Client;
+use quarry_coordinator::Coordinator;
 use quarry_coordinator::state::{
     Assignment, Command, FindingRecord, HuntSpec, ModuleSelector, PartialResult, Scope, Severity,
     ShardDescription, TaskReport,
 };
-use quarry_coordinator::{Coordinator, CoordinatorConfig};
 use quarry_proto::{HuntId, ShardId, TaskId, WorkerId, v1};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
 async fn start(dir: &std::path::Path) -> (Coordinator, String) {
-    let coordinator = Coordinator::start(CoordinatorConfig::single_node(
-        dir.join("c"),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    ))
-    .await
-    .expect("start");
-    coordinator
-        .wait_for_leadership(Duration::from_secs(10))
-        .await
-        .expect("leader");
-    let url = format!("http://{}", coordinator.addr());
-    (coordinator, url)
+    common::start_single_node(dir, |_| {}).await
 }
 
 /// Module `m@1` and worker `w` holding shard `web`.
@@ -58,10 +45,7 @@ async fn seed(coordinator: &Coordinator) {
     .expect("worker");
 }
 
-fn now_ms() -> i64 {
-    use quarry_coordinator::clock::Clock as _;
-    quarry_coordinator::clock::SystemClock.now_ms()
-}
+use common::now_ms;
 
 fn finding(rule: &str, host: &str, timestamp_ms: i64) -> FindingRecord {
     FindingRecord {
@@ -267,7 +251,8 @@ async fn verdicts_propose_a_suppression_that_closes_the_next_runs_findings() {
             0,
         )
         .await
-        .expect("all");
+        .expect("all")
+        .cases;
     let newest: Vec<&v1::TriageCase> = all
         .iter()
         .filter(|c| c.hunts.contains(&second.to_string()))
@@ -303,6 +288,7 @@ async fn verdicts_propose_a_suppression_that_closes_the_next_runs_findings() {
         .all_cases(open_alerts(""), 0)
         .await
         .expect("open")
+        .cases
         .into_iter()
         .map(|c| c.id)
         .collect();
@@ -318,7 +304,8 @@ async fn verdicts_propose_a_suppression_that_closes_the_next_runs_findings() {
             0,
         )
         .await
-        .expect("before");
+        .expect("before")
+        .cases;
     let shown_before = client.case(&closed.id).await.expect("show");
     coordinator.shutdown().await;
     let (coordinator, url) = start(dir.path()).await;
@@ -332,7 +319,8 @@ async fn verdicts_propose_a_suppression_that_closes_the_next_runs_findings() {
             0,
         )
         .await
-        .expect("after");
+        .expect("after")
+        .cases;
     assert_eq!(before, after);
     assert_eq!(client.case(&closed.id).await.expect("show"), shown_before);
     assert_eq!(

@@ -271,7 +271,10 @@ async fn triage_surfaces_every_planted_intrusion_in_a_short_queue() -> anyhow::R
     );
 
     // The open queue, ranked; who owns each case.
-    let queue = client.all_cases(v1::ListCasesRequest::default(), 0).await?;
+    let queue = client
+        .all_cases(v1::ListCasesRequest::default(), 0)
+        .await?
+        .cases;
     let mut alert_owners: HashMap<String, BTreeSet<Owner>> = HashMap::new();
     for case in queue.iter().filter(|c| c.kind == "alert") {
         let full = client.case(&case.id).await?;

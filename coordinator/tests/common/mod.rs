@@ -2,7 +2,37 @@
 
 use quarry_coordinator::node::NodeHandle;
 use quarry_coordinator::state::{Command, ModuleRecord};
+use quarry_coordinator::{Coordinator, CoordinatorConfig};
 use quarry_proto::ModuleDigest;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Starts a single-node coordinator on a loopback port with its data under
+/// `dir/c` (`adjust` changes the config first) and waits until it leads;
+/// returns it and its URL.
+#[allow(dead_code)] // not every test binary that includes this module needs it
+pub async fn start_single_node(
+    dir: &std::path::Path,
+    adjust: impl FnOnce(&mut CoordinatorConfig),
+) -> (Coordinator, String) {
+    let mut config =
+        CoordinatorConfig::single_node(dir.join("c"), SocketAddr::from(([127, 0, 0, 1], 0)));
+    adjust(&mut config);
+    let coordinator = Coordinator::start(config).await.expect("start");
+    coordinator
+        .wait_for_leadership(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    let url = format!("http://{}", coordinator.addr());
+    (coordinator, url)
+}
+
+/// Wall time, as the leader stamps commands with it.
+#[allow(dead_code)] // not every test binary that includes this module needs it
+pub fn now_ms() -> i64 {
+    use quarry_coordinator::clock::Clock as _;
+    quarry_coordinator::clock::SystemClock.now_ms()
+}
 
 /// Commits module `m@1` through raft. Its bytes are a placeholder (the
 /// upload check is an API concern): these tests schedule and report tasks

@@ -550,24 +550,24 @@ impl Client {
     }
 
     /// Every case the filter matches, a page at a time, at most `limit`
-    /// (0: all).
+    /// (0: all): the cases, the filter's `total`, and the token to go on
+    /// from when `limit` cut the list short.
     pub async fn all_cases(
         &mut self,
         mut request: v1::ListCasesRequest,
         limit: usize,
-    ) -> Result<Vec<v1::TriageCase>, ClientError> {
-        let mut out = Vec::new();
-        loop {
+    ) -> Result<v1::ListCasesResponse, ClientError> {
+        let mut all = self.list_cases(request.clone()).await?;
+        while !all.next_page_token.is_empty() && (limit == 0 || all.cases.len() < limit) {
+            request.page_token = std::mem::take(&mut all.next_page_token);
             let page = self.list_cases(request.clone()).await?;
-            out.extend(page.cases);
-            if page.next_page_token.is_empty() || (limit > 0 && out.len() >= limit) {
-                if limit > 0 {
-                    out.truncate(limit);
-                }
-                return Ok(out);
-            }
-            request.page_token = page.next_page_token;
+            all.cases.extend(page.cases);
+            all.next_page_token = page.next_page_token;
         }
+        if limit > 0 {
+            all.cases.truncate(limit);
+        }
+        Ok(all)
     }
 
     /// An alert or incident (an alert with its first findings).
