@@ -138,7 +138,9 @@ async fn verdicts_propose_a_suppression_that_closes_the_next_runs_findings() {
     seed(&coordinator).await;
     // Event times days in the past: five alerts of one rule on one host, a
     // day apart (each its own grouping window), three findings each.
-    let base = now_ms() - 10 * DAY_MS;
+    // Five minutes into an hour: a day's three findings, a minute apart,
+    // stay in one hour-long grouping window whatever the time of the run.
+    let base = (now_ms() - 10 * DAY_MS) / HOUR_MS * HOUR_MS + 5 * 60_000;
     let mut findings = Vec::new();
     for day in 0..5 {
         for n in 0..3 {
