@@ -7,6 +7,7 @@
 //! [`service`] serves the public `quarry.v1` API and the worker protocol.
 
 pub mod clock;
+pub mod compact;
 pub mod convert;
 pub mod error;
 pub mod lease;

@@ -280,6 +280,7 @@ pub fn check_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compact::Labels;
     use crate::state::*;
     use quarry_proto::{ModuleDigest, ShardId};
 
@@ -309,7 +310,7 @@ mod tests {
                         .iter()
                         .map(|n| ShardDescription {
                             name: ShardId::new(*n),
-                            labels: BTreeMap::new(),
+                            labels: Labels::default(),
                             event_count: 1,
                             min_ts_ms: 0,
                             max_ts_ms: 1,

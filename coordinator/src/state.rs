@@ -5,6 +5,7 @@
 //! commands (the leader stamps them), so every replica computes the same
 //! state, and the whole machine is unit-tested without raft.
 
+use crate::compact::{Labels, SmallSet};
 use quarry_contract::aggregate::{Aggregate, Merged, merge_into_measured};
 use quarry_proto::{HuntId, ModuleDigest, RequestId, ShardId, TaskId, WorkerId};
 use serde::{Deserialize, Serialize};
@@ -80,7 +81,7 @@ pub struct ShardDescription {
     /// Shard name.
     pub name: ShardId,
     /// Labels for scope selectors.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// Events stored.
     pub event_count: u64,
     /// Earliest event time.
@@ -97,7 +98,7 @@ pub struct ShardRecord {
     /// What its holders last reported.
     pub description: ShardDescription,
     /// Workers holding it.
-    pub holders: BTreeSet<WorkerId>,
+    pub holders: SmallSet<WorkerId>,
 }
 
 /// How a hunt names its module.
@@ -1172,7 +1173,7 @@ impl State {
                 .entry(name.clone())
                 .or_insert_with(|| ShardRecord {
                     description: description.clone(),
-                    holders: BTreeSet::new(),
+                    holders: SmallSet::new(),
                 });
             record.description = description;
             record.holders.insert(id.clone());

@@ -224,7 +224,7 @@ impl State {
             let labels = self
                 .shards
                 .get(&record.shard)
-                .map(|s| s.description.labels.clone())
+                .map(|s| s.description.labels.to_map())
                 .unwrap_or_default();
             let input = TriageFinding {
                 hunt: finding.hunt.to_string(),

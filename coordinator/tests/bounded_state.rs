@@ -34,7 +34,7 @@ async fn seed(coordinator: &Coordinator) {
         .into_iter()
         .map(|name| ShardDescription {
             name: ShardId::new(name),
-            labels: BTreeMap::new(),
+            labels: Default::default(),
             event_count: 1,
             min_ts_ms: 1,
             max_ts_ms: 2,
@@ -443,7 +443,7 @@ async fn modules_workers_and_shards_list_a_page_at_a_time() {
             .into_iter()
             .map(|s| ShardDescription {
                 name: ShardId::new(format!("s-{n:03}-{s}")),
-                labels: BTreeMap::from([("side".to_owned(), s.to_owned())]),
+                labels: BTreeMap::from([("side".to_owned(), s.to_owned())]).into(),
                 event_count: 1,
                 min_ts_ms: 1,
                 max_ts_ms: 2,
@@ -542,7 +542,7 @@ async fn a_hunt_shows_its_tasks_a_page_at_a_time_with_counts_of_all() {
     let shards: Vec<ShardDescription> = (0..250u32)
         .map(|n| ShardDescription {
             name: ShardId::new(format!("big-{n:03}")),
-            labels: BTreeMap::from([("set".to_owned(), "big".to_owned())]),
+            labels: BTreeMap::from([("set".to_owned(), "big".to_owned())]).into(),
             event_count: 1,
             min_ts_ms: 1,
             max_ts_ms: 2,

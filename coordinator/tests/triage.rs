@@ -32,7 +32,9 @@ async fn seed(coordinator: &Coordinator) {
         slots: 2,
         shards: vec![ShardDescription {
             name: ShardId::new("web"),
-            labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
+            labels: [("env".to_owned(), "prod".to_owned())]
+                .into_iter()
+                .collect(),
             event_count: 1,
             min_ts_ms: 1,
             max_ts_ms: 2,

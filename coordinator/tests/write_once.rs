@@ -136,7 +136,7 @@ async fn seed(group: &Group) {
         slots: 1,
         shards: vec![ShardDescription {
             name: ShardId::new("s1"),
-            labels: BTreeMap::new(),
+            labels: Default::default(),
             event_count: 1,
             min_ts_ms: 1,
             max_ts_ms: 2,

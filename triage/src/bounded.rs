@@ -3,14 +3,20 @@
 //! not strings (JSON objects only take string keys).
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// A sorted set that keeps at most `cap` items: the first ones inserted
 /// (later ones are counted, not kept), so what an alert shows never changes
 /// once it is there.
+///
+/// A sorted `Vec`, not a `BTreeSet`: an alert holds six of these, mostly
+/// with one or two items, and a B-tree allocates a whole node (eleven
+/// slots) for its first item. Serialised as a sequence either way.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
 pub struct BoundedSet<T: Ord> {
-    items: BTreeSet<T>,
+    #[serde(deserialize_with = "sorted")]
+    items: Vec<T>,
     cap: u32,
     /// Distinct items refused because the set was full (an item seen twice
     /// after the set filled up is counted twice: the set no longer knows it).
@@ -21,7 +27,7 @@ impl<T: Ord> BoundedSet<T> {
     /// An empty set holding at most `cap` items.
     pub fn new(cap: u32) -> Self {
         Self {
-            items: BTreeSet::new(),
+            items: Vec::new(),
             cap,
             overflow: 0,
         }
@@ -29,19 +35,20 @@ impl<T: Ord> BoundedSet<T> {
 
     /// Adds `item`; returns whether it was new and kept.
     pub fn insert(&mut self, item: T) -> bool {
-        if self.items.contains(&item) {
+        let Err(at) = self.items.binary_search(&item) else {
             return false;
-        }
+        };
         if self.items.len() >= self.cap as usize {
             self.overflow += 1;
             return false;
         }
-        self.items.insert(item)
+        self.items.insert(at, item);
+        true
     }
 
     /// Whether `item` is kept.
     pub fn contains(&self, item: &T) -> bool {
-        self.items.contains(item)
+        self.items.binary_search(item).is_ok()
     }
 
     /// The kept items, sorted.
@@ -66,8 +73,27 @@ impl<T: Ord> BoundedSet<T> {
 
     /// Removes `item`.
     pub fn remove(&mut self, item: &T) -> bool {
-        self.items.remove(item)
+        match self.items.binary_search(item) {
+            Ok(at) => {
+                self.items.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
     }
+}
+
+/// Reads a set's items back sorted and without repeats, whatever wrote them.
+fn sorted<'de, T, D>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    T: Deserialize<'de> + Ord,
+    D: serde::Deserializer<'de>,
+{
+    let mut items: Vec<T> = Vec::deserialize(deserializer)?;
+    items.sort();
+    items.dedup();
+    items.shrink_to_fit();
+    Ok(items)
 }
 
 /// `#[serde(with = "crate::bounded::pairs")]`: a `BTreeMap` as a list of
@@ -124,6 +150,15 @@ mod tests {
         assert!(!s.insert("c"));
         assert_eq!(s.iter().copied().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(s.overflow(), 1);
+    }
+
+    #[test]
+    fn a_set_reads_back_sorted_from_what_a_b_tree_wrote() {
+        // Rows written when the items were a `BTreeSet` read back the same.
+        let old = r#"{"items":["b","a","b"],"cap":3,"overflow":0}"#;
+        let s: BoundedSet<String> = serde_json::from_str(old).expect("reads");
+        assert_eq!(s.iter().map(String::as_str).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(s.contains(&"a".to_owned()) && !s.contains(&"c".to_owned()));
     }
 
     #[test]
