@@ -440,20 +440,16 @@ async fn commit_and_send(shared: &Shared, command: Command, planned: Vec<Assignm
     }
     let sends = shared.node.read(|r| {
         planned
-            .iter()
+            .into_iter()
             .filter_map(|a| {
-                let task = r.state.tasks.get(&a.task)?;
-                let attempt = task.attempt_on(&a.worker)?;
-                Some((
-                    a.worker.clone(),
-                    service::assignment(&r.state, task, attempt)?,
-                ))
+                let attempt = r.state.tasks.get(&a.task)?.attempt_on(&a.worker)?;
+                Some((a.worker, a.task, attempt))
             })
             .collect::<Vec<_>>()
     });
     if let Ok(sends) = sends {
-        for (worker, assignment) in sends {
-            shared.dispatcher.send_run(&worker, assignment);
+        for (worker, task, attempt) in sends {
+            shared.dispatcher.send_run(&worker, task, attempt);
         }
     }
 }

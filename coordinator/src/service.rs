@@ -32,7 +32,22 @@ pub const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
 /// leader to name in its answer (a few election timeouts).
 const LEADER_WAIT: Duration = Duration::from_secs(3);
 
-type TaskSender = mpsc::Sender<Result<v1::TaskCommand, Status>>;
+type TaskSender = mpsc::Sender<Queued>;
+
+/// What a worker's task stream queues. A run is queued by reference and
+/// built into a full assignment (parameters, intel, limits) only when the
+/// worker reads it: a 100,000-task hunt on workers with many slots queues
+/// 100,000 runs at once, and each would otherwise hold its own copy of the
+/// hunt's parameters until read.
+enum Queued {
+    /// Attempt `attempt` of `task`; dropped if it is no longer the worker's
+    /// by the time it is read (a cancel, a reassignment).
+    Run { task: TaskId, attempt: u32 },
+    /// Sent as it is.
+    Command(v1::task_command::Command),
+    /// Ends the stream with this status.
+    End(Status),
+}
 
 /// Commands queued on a worker's task stream beyond its slots (or the
 /// assignments it gets when it connects, if more); a worker that lets this
@@ -85,7 +100,7 @@ impl Dispatcher {
         let closed = streams.len();
         for (_, (_, sender)) in streams.drain() {
             // A full queue cannot take the status; the stream still ends.
-            let _ = sender.try_send(Err(status.clone()));
+            let _ = sender.try_send(Queued::End(status.clone()));
         }
         closed
     }
@@ -101,10 +116,11 @@ impl Dispatcher {
             .is_ok_and(|s| s.get(worker).is_some_and(|(_, tx)| !tx.is_closed()))
     }
 
-    /// Sends a committed assignment to its worker; a closed stream just
-    /// drops it (the worker gets it again when it reconnects).
-    pub fn send_run(&self, worker: &WorkerId, assignment: v1::TaskAssignment) {
-        self.send(worker, v1::task_command::Command::Run(assignment));
+    /// Sends attempt `attempt` of `task`, committed to `worker`, to it; a
+    /// closed stream just drops it (the worker gets it again when it
+    /// reconnects).
+    pub fn send_run(&self, worker: &WorkerId, task: TaskId, attempt: u32) {
+        self.send(worker, Queued::Run { task, attempt });
     }
 
     /// Queues a command on the worker's stream without ever waiting: the
@@ -113,14 +129,11 @@ impl Dispatcher {
     /// cluster. A worker whose queue is full loses its stream; it is not
     /// live until it reconnects, when its assignments are sent again, and
     /// its lease expires meanwhile if it stays silent.
-    fn send(&self, worker: &WorkerId, command: v1::task_command::Command) {
+    fn send(&self, worker: &WorkerId, command: Queued) {
         let Some((connection, sender)) = self.sender(worker) else {
             tracing::debug!(%worker, "worker has no task stream; it gets its tasks when it connects");
             return;
         };
-        let command = Ok(v1::TaskCommand {
-            command: Some(command),
-        });
         match sender.try_send(command) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -308,9 +321,10 @@ pub fn send_stops(shared: &Shared, stops: Vec<StopRun>) {
             task_id: task.into_string(),
             attempt,
         };
-        shared
-            .dispatcher
-            .send(&worker, v1::task_command::Command::Cancel(cancel));
+        shared.dispatcher.send(
+            &worker,
+            Queued::Command(v1::task_command::Command::Cancel(cancel)),
+        );
     }
 }
 
@@ -1099,7 +1113,9 @@ impl WorkerService for Api {
         Ok(tonic::Response::new(v1::HeartbeatResponse {}))
     }
 
-    type TaskStreamStream = Stream<v1::TaskCommand>;
+    type TaskStreamStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<v1::TaskCommand, Status>> + Send + 'static>,
+    >;
 
     async fn task_stream(
         &self,
@@ -1117,7 +1133,7 @@ impl WorkerService for Api {
             };
             let pending = s
                 .assigned_to(&id)
-                .filter_map(|(t, attempt)| assignment(s, t, attempt))
+                .map(|(t, attempt)| (t.id.clone(), attempt))
                 .collect::<Vec<_>>();
             Ok((pending, worker.slots as usize))
         })??;
@@ -1126,15 +1142,33 @@ impl WorkerService for Api {
         // and for a full turn of new ones: the scheduler may fill all of a
         // worker's slots at once. Past that the worker is not reading.
         let (tx, rx) = mpsc::channel(pending.len().max(slots) + STREAM_QUEUE);
-        for assignment in pending {
-            let _ = tx.try_send(Ok(v1::TaskCommand {
-                command: Some(v1::task_command::Command::Run(assignment)),
-            }));
+        for (task, attempt) in pending {
+            let _ = tx.try_send(Queued::Run { task, attempt });
         }
         self.shared.dispatcher.connect(id.clone(), tx);
         self.shared.heartbeat(&id);
         tracing::info!(worker = %id, "worker task stream open");
-        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        let shared = self.shared.clone();
+        let commands = ReceiverStream::new(rx).filter_map(move |queued| {
+            let command = match queued {
+                Queued::Run { task, attempt } => v1::task_command::Command::Run(
+                    shared
+                        .read(|s| {
+                            let record = s.tasks.get(&task)?;
+                            (record.attempt_on(&id) == Some(attempt))
+                                .then(|| assignment(s, record, attempt))?
+                        })
+                        .ok()
+                        .flatten()?,
+                ),
+                Queued::Command(command) => command,
+                Queued::End(status) => return Some(Err(status)),
+            };
+            Some(Ok(v1::TaskCommand {
+                command: Some(command),
+            }))
+        });
+        Ok(tonic::Response::new(Box::pin(commands)))
     }
 
     #[tracing::instrument(skip_all, fields(task, attempt))]
