@@ -663,8 +663,39 @@ fn parse_time(text: &str) -> Result<i64, String> {
     i64::try_from(ms).map_err(|e| e.to_string())
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// glibc's malloc arenas a process keeps, unless `MALLOC_ARENA_MAX` says.
+///
+/// By default glibc gives threads up to eight arenas per core, and each keeps
+/// the memory its thread freed. A coordinator's tokio threads decode bursts
+/// of large reports and hunts, each on whichever thread polled it, and the
+/// freed bursts stay resident in every arena: in `quarry bench state`
+/// (release build) the leader peaked at 481 MB with the default and 430 MB
+/// with two arenas, at the same throughput.
+const MALLOC_ARENAS: i32 = 2;
+
+fn main() -> std::process::ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a tuning parameter of the allocator;
+        // called before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(cli_main())
+}
+
+async fn cli_main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
