@@ -669,8 +669,8 @@ fn parse_time(text: &str) -> Result<i64, String> {
 /// the memory its thread freed. A coordinator's tokio threads decode bursts
 /// of large reports and hunts, each on whichever thread polled it, and the
 /// freed bursts stay resident in every arena: in `quarry bench state`
-/// (release build) the leader peaked at 481 MB with the default and 430 MB
-/// with two arenas, at the same throughput.
+/// (release build, 2 cores) the leader peaked at 481 MB with the default and
+/// 444 MB with two arenas.
 const MALLOC_ARENAS: i32 = 2;
 
 fn main() -> std::process::ExitCode {
