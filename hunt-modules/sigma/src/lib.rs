@@ -23,7 +23,9 @@
 //! ATT&CK techniques of its `attack.tNNNN` tags, and evidence: the rule's id,
 //! title, level, status and author (the Detection Rule License
 //! requires the author's attribution to travel with alerts), the log source,
-//! and the event fields of the searches that matched.
+//! the event fields of the searches that matched, and the event's who and
+//! where when it has them (accounts, source address and workstation,
+//! process and parent: `CONTEXT_FIELDS`).
 
 #![warn(missing_docs)]
 
@@ -54,6 +56,25 @@ const MAX_EVIDENCE_VALUE: usize = 1024;
 /// Fields that name the host an event came from, best first.
 const HOST_FIELDS: [&str; 5] = ["Computer", "Hostname", "HostName", "host", "@system"];
 
+/// Who and where of an event, added to each finding's evidence when the
+/// event has them, beside the fields the rule matched: the accounts, the
+/// source address and workstation, the service a ticket is for, the process
+/// and its parent. The matched
+/// fields alone (a pipe name, an encryption type) cannot tell an
+/// administrator's PsExec from an intruder's; these let a hunter, and a
+/// triage suppression, tell them apart.
+const CONTEXT_FIELDS: [&str; 9] = [
+    "SubjectUserName",
+    "TargetUserName",
+    "User",
+    "IpAddress",
+    "SourceIp",
+    "WorkstationName",
+    "ServiceName",
+    "Image",
+    "ParentImage",
+];
+
 /// Prefix of the parameters that give placeholder values.
 pub const PLACEHOLDER_PARAM_PREFIX: &str = "placeholder.";
 
@@ -67,6 +88,7 @@ pub struct SigmaHunt {
     matches: Vec<u64>,
     by_rule: Counts,
     hosts: Vec<usize>,
+    context: Vec<usize>,
 }
 
 impl SigmaHunt {
@@ -193,12 +215,17 @@ impl Hunt for SigmaHunt {
             .iter()
             .filter_map(|name| fields::index(name))
             .collect();
+        let context = CONTEXT_FIELDS
+            .iter()
+            .filter_map(|name| fields::index(name))
+            .collect();
         Ok(SigmaHunt {
             matches: vec![0; rules.len()],
             rules,
             max_findings_per_rule,
             by_rule: Counts::new("sigma_matches_by_rule"),
             hosts,
+            context,
         })
     }
 
@@ -212,7 +239,7 @@ impl Hunt for SigmaHunt {
                 if self.matches[hit.index] > self.max_findings_per_rule {
                     continue;
                 }
-                out.emit(finding(hit, &view, event, &self.hosts));
+                out.emit(finding(hit, &view, event, &self.hosts, &self.context));
             }
         }
         for (index, n) in counted {
@@ -237,7 +264,13 @@ impl Hunt for SigmaHunt {
     }
 }
 
-fn finding(hit: Match<'_>, view: &EventView<'_>, event: &Event, hosts: &[usize]) -> Finding {
+fn finding(
+    hit: Match<'_>,
+    view: &EventView<'_>,
+    event: &Event,
+    hosts: &[usize],
+    context: &[usize],
+) -> Finding {
     let meta = hit.rule;
     let host = hosts
         .iter()
@@ -262,6 +295,11 @@ fn finding(hit: Match<'_>, view: &EventView<'_>, event: &Event, hosts: &[usize])
     builder = builder.tag("sigma").tags(meta.other_tags.iter().cloned());
     for &field in &hit.fields {
         if let Some(value) = view.get(field) {
+            builder = builder.evidence(fields::FIELDS[field], cut(value));
+        }
+    }
+    for &field in context.iter().filter(|f| !hit.fields.contains(f)) {
+        if let Some(value) = view.get(field).filter(|v| !v.is_empty()) {
             builder = builder.evidence(fields::FIELDS[field], cut(value));
         }
     }
@@ -298,6 +336,8 @@ detection:
         set("EventID", "1");
         set("Image", image);
         set("Computer", "WS01");
+        set("User", r"CORP\alice");
+        set("ParentImage", "");
         Event::new(1_000 + offset as i64, offset, values)
     }
 
@@ -332,6 +372,10 @@ detection:
             f.evidence_value("Image"),
             Some(r"C:\Windows\System32\whoami.exe")
         );
+        // The event's who comes along, once; an empty context field does not.
+        assert_eq!(f.evidence_value("User"), Some(r"CORP\alice"));
+        assert_eq!(f.evidence.iter().filter(|(k, _)| k == "Image").count(), 1);
+        assert_eq!(f.evidence_value("ParentImage"), None);
         let output = task.finish().unwrap();
         assert_eq!(
             output.aggregates[0].counts(),
