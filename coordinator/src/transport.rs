@@ -254,25 +254,29 @@ async fn peer_loop(
 }
 
 /// Splits a MsgSnapshot into chunks: the message without its data first,
-/// then the data 1 MiB at a time.
-pub fn snapshot_chunks(mut message: Message) -> Result<Vec<v1::SnapshotChunk>, String> {
+/// then the data 1 MiB at a time. Chunks are cut as the stream is read, so
+/// sending holds the snapshot (shared with raft's copy) and one chunk, not
+/// a second copy of the whole.
+pub fn snapshot_chunks(
+    mut message: Message,
+) -> Result<impl Iterator<Item = v1::SnapshotChunk> + Send + 'static, String> {
     let data = std::mem::take(&mut message.mut_snapshot().data);
     let header = message
         .write_to_bytes()
         .map_err(|e| format!("cannot encode the snapshot message: {e}"))?;
-    let mut chunks: Vec<v1::SnapshotChunk> = data
-        .chunks(SNAPSHOT_CHUNK_BYTES)
-        .map(|c| v1::SnapshotChunk {
-            data: c.to_vec(),
-            ..Default::default()
-        })
-        .collect();
-    if chunks.is_empty() {
-        chunks.push(v1::SnapshotChunk::default());
-    }
-    chunks[0].message = header;
-    chunks[0].total_bytes = data.len() as u64;
-    Ok(chunks)
+    let total_bytes = data.len() as u64;
+    // At least one chunk, which carries the message even with no data.
+    let count = data.len().div_ceil(SNAPSHOT_CHUNK_BYTES).max(1);
+    Ok((0..count).map(move |n| {
+        let from = n * SNAPSHOT_CHUNK_BYTES;
+        let to = (from + SNAPSHOT_CHUNK_BYTES).min(data.len());
+        let first = n == 0;
+        v1::SnapshotChunk {
+            message: if first { header.clone() } else { Vec::new() },
+            total_bytes: if first { total_bytes } else { 0 },
+            data: data[from..to].to_vec(),
+        }
+    }))
 }
 
 #[tracing::instrument(skip_all, fields(peer = to, index = message.get_snapshot().get_metadata().index, bytes = message.get_snapshot().data.len()))]
@@ -387,7 +391,7 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         message.mut_snapshot().data = data.clone().into();
-        let chunks = snapshot_chunks(message).expect("chunks");
+        let chunks: Vec<_> = snapshot_chunks(message).expect("chunks").collect();
         assert_eq!(chunks.len(), 3);
         assert!(chunks.iter().all(|c| c.data.len() <= SNAPSHOT_CHUNK_BYTES));
         let mut assembler = SnapshotAssembler::default();
@@ -400,11 +404,25 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_snapshot_is_one_chunk_with_the_message() {
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgSnapshot);
+        message.mut_snapshot().mut_metadata().index = 7;
+        let chunks: Vec<_> = snapshot_chunks(message).expect("chunks").collect();
+        assert_eq!(chunks.len(), 1);
+        let mut assembler = SnapshotAssembler::default();
+        assembler.push(chunks[0].clone()).expect("push");
+        let back = assembler.finish().expect("finish");
+        assert_eq!(back.get_snapshot().get_metadata().index, 7);
+        assert!(back.get_snapshot().data.is_empty());
+    }
+
+    #[test]
     fn truncated_snapshot_stream_is_refused() {
         let mut message = Message::default();
         message.set_msg_type(MessageType::MsgSnapshot);
         message.mut_snapshot().data = vec![7u8; SNAPSHOT_CHUNK_BYTES + 1].into();
-        let mut chunks = snapshot_chunks(message).expect("chunks");
+        let mut chunks: Vec<_> = snapshot_chunks(message).expect("chunks").collect();
         chunks.pop();
         let mut assembler = SnapshotAssembler::default();
         for chunk in chunks {
