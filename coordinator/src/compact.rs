@@ -28,11 +28,6 @@ impl Labels {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// As a map (what triage takes).
     pub fn to_map(&self) -> BTreeMap<String, String> {
         self.0.iter().cloned().collect()
@@ -112,11 +107,6 @@ impl<T: Ord> SmallSet<T> {
         self.0.iter()
     }
 
-    /// How many.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -176,6 +166,6 @@ mod tests {
             small.iter().map(String::as_str).collect::<Vec<_>>(),
             ["w0", "w1"]
         );
-        assert!(small.contains(&"w0".to_owned()) && small.len() == 2);
+        assert!(small.contains(&"w0".to_owned()));
     }
 }

@@ -23,25 +23,14 @@ use quarry_cli::cluster::{LocalCluster, LocalClusterConfig, upload_shipped_modul
 use quarry_client::{Client, HuntRequest};
 use quarry_proto::v1;
 use quarry_worker::scenario::{
-    IngestedShard, Owner, Owners, ScenarioManifest, ScenarioOptions, generate, ingest_shard,
+    DETECTORS, IngestedShard, Owner, Owners, ScenarioManifest, ScenarioOptions, generate,
+    ingest_shard,
 };
 use quarry_worker::shard::ShardStore;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-
-/// The modules that detect (the pivot module needs an entity to follow).
-const DETECTORS: &[&str] = &[
-    "beaconing",
-    "bruteforce",
-    "dns-tunnel",
-    "encoded-powershell",
-    "ioc-sweep",
-    "lateral-movement",
-    "rare-process",
-    "sigma",
-];
 
 /// How an operator of this network would configure triage: what matters
 /// most, and what they know to be routine, each with who and why.

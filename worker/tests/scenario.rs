@@ -23,24 +23,10 @@ use quarry_hunt_modules::ShippedModule;
 use quarry_worker::runtime::types::Finding;
 use quarry_worker::runtime::{Runtime, RuntimeConfig, TaskInput, TaskLimits, module_digest};
 use quarry_worker::scenario::{
-    IngestedShard, Owner, Owners, ScenarioManifest, ScenarioOptions, generate, ingest_shard,
+    DETECTORS, IngestedShard, Owner, Owners, ScenarioManifest, ScenarioOptions, generate,
+    ingest_shard,
 };
 use quarry_worker::shard::ShardStore;
-
-/// The shipped modules that detect (as opposed to helpers that need an
-/// entity or a question to run, such as a pivot), each run with its
-/// defaults as a hunter would, `sigma` with the shared rule set and
-/// `ioc-sweep` with the dataset's intel feed.
-const DETECTORS: &[&str] = &[
-    "beaconing",
-    "bruteforce",
-    "dns-tunnel",
-    "encoded-powershell",
-    "ioc-sweep",
-    "lateral-movement",
-    "rare-process",
-    "sigma",
-];
 
 /// Findings each planted intrusion must raise at least.
 const MIN_FINDINGS_PER_INTRUSION: usize = 20;

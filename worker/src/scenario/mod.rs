@@ -56,6 +56,20 @@ pub const DEFAULT_SEED: u64 = 20_261_116;
 pub const MANIFEST_VERSION: u32 = 1;
 /// The manifest's file name in the output directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The shipped modules that detect (as opposed to helpers that need an
+/// entity or a question to run, such as a pivot): what a hunter runs over
+/// the scenario, `sigma` with the shared rule set and `ioc-sweep` with the
+/// dataset's intel feed.
+pub const DETECTORS: &[&str] = &[
+    "beaconing",
+    "bruteforce",
+    "dns-tunnel",
+    "encoded-powershell",
+    "ioc-sweep",
+    "lateral-movement",
+    "rare-process",
+    "sigma",
+];
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
