@@ -8,7 +8,8 @@
 use crate::node::{LogCompaction, NodeHandle, NodeOptions, NodeThread, Transport};
 use crate::storage::{AddressBook, Store};
 use quarry_proto::NodeId;
-use raft::eraftpb::Message;
+use raft::SnapshotStatus;
+use raft::eraftpb::{Message, MessageType};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,8 @@ type Filter = Box<dyn Fn(&Message) -> bool + Send>;
 struct Inner {
     handles: HashMap<u64, NodeHandle>,
     filter: Option<Filter>,
+    /// Snapshot sends not yet reported to their sender, by sender.
+    snapshot_reports: HashMap<u64, Vec<(u64, SnapshotStatus)>>,
 }
 
 /// The network and the nodes on it.
@@ -33,20 +36,48 @@ pub struct LocalNet {
 }
 
 struct LocalTransport {
+    id: u64,
     inner: Arc<Mutex<Inner>>,
 }
 
 impl Transport for LocalTransport {
     fn send(&self, messages: Vec<Message>) {
-        let Ok(inner) = self.inner.lock() else { return };
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
         for message in messages {
-            if inner.filter.as_ref().is_some_and(|keep| !keep(&message)) {
-                continue;
-            }
-            if let Some(handle) = inner.handles.get(&message.to) {
-                let _ = handle.step(message);
+            let kept = !inner.filter.as_ref().is_some_and(|keep| !keep(&message));
+            let (to, is_snapshot) = (
+                message.to,
+                message.get_msg_type() == MessageType::MsgSnapshot,
+            );
+            let delivered = kept
+                && inner
+                    .handles
+                    .get(&to)
+                    .is_some_and(|handle| handle.step(message).is_ok());
+            // As the gRPC transport does: raft waits for the outcome of a
+            // snapshot send before it sends that peer anything else.
+            if is_snapshot {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                inner
+                    .snapshot_reports
+                    .entry(self.id)
+                    .or_default()
+                    .push((to, status));
             }
         }
+    }
+
+    fn snapshot_reports(&self) -> Vec<(u64, SnapshotStatus)> {
+        let Ok(mut inner) = self.inner.lock() else {
+            return Vec::new();
+        };
+        inner.snapshot_reports.remove(&self.id).unwrap_or_default()
     }
 }
 
@@ -81,6 +112,7 @@ impl LocalNet {
             compaction: self.compaction,
         };
         let transport = LocalTransport {
+            id,
             inner: self.inner.clone(),
         };
         let node = NodeThread::start(store, options, Box::new(transport)).expect("start node");
