@@ -21,6 +21,7 @@ pub mod raft_service;
 pub mod scheduler;
 pub mod server;
 pub mod service;
+pub mod snapshot_file;
 pub mod state;
 pub mod storage;
 pub mod transport;

@@ -6,6 +6,7 @@
 //! stores.
 
 use crate::node::{LogCompaction, NodeHandle, NodeOptions, NodeThread, Transport};
+use crate::snapshot_file::{Incoming, SnapshotRef};
 use crate::storage::{AddressBook, Store};
 use quarry_proto::NodeId;
 use raft::SnapshotStatus;
@@ -51,7 +52,25 @@ impl Transport for LocalTransport {
                 message.to,
                 message.get_msg_type() == MessageType::MsgSnapshot,
             );
+            // A snapshot's file travels first, as the gRPC transport's
+            // stream does, from the sender's snapshot directory into the
+            // receiver's.
+            let arrived = || -> bool {
+                let (Some(from), Some(into)) =
+                    (inner.handles.get(&self.id), inner.handles.get(&to))
+                else {
+                    return false;
+                };
+                match copy_snapshot_file(&message, from.snapshot_dir(), into.snapshot_dir()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "snapshot file not delivered");
+                        false
+                    }
+                }
+            };
             let delivered = kept
+                && (!is_snapshot || arrived())
                 && inner
                     .handles
                     .get(&to)
@@ -79,6 +98,33 @@ impl Transport for LocalTransport {
         };
         inner.snapshot_reports.remove(&self.id).unwrap_or_default()
     }
+}
+
+/// Streams the file a MsgSnapshot names between two snapshot directories
+/// through the receiving side's checks.
+fn copy_snapshot_file(message: &Message, from: &Path, into: &Path) -> crate::error::Result<()> {
+    let reference = SnapshotRef::decode(&message.get_snapshot().data)?;
+    let path = from.join(reference.file_name());
+    let mut file =
+        std::fs::File::open(&path).map_err(|source| crate::error::CoordinatorError::Io {
+            context: format!("cannot open the snapshot file {}", path.display()),
+            source,
+        })?;
+    let mut incoming = Incoming::create(into)?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buffer).map_err(|source| {
+            crate::error::CoordinatorError::Io {
+                context: format!("cannot read the snapshot file {}", path.display()),
+                source,
+            }
+        })?;
+        if n == 0 {
+            break;
+        }
+        incoming.write(&buffer[..n])?;
+    }
+    incoming.finish(&reference).map(|_| ())
 }
 
 impl LocalNet {

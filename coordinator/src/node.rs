@@ -450,6 +450,11 @@ impl NodeHandle {
         })
     }
 
+    /// Where this node builds and receives snapshot files.
+    pub fn snapshot_dir(&self) -> &std::path::Path {
+        self.store.snapshot_dir()
+    }
+
     /// Current raft status.
     pub fn status(&self) -> RaftStatus {
         *self.status.borrow()
@@ -924,7 +929,7 @@ impl Driver {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(index = snapshot.get_metadata().index, term = snapshot.get_metadata().term, bytes = snapshot.data.len()))]
+    #[tracing::instrument(skip_all, fields(index = snapshot.get_metadata().index, term = snapshot.get_metadata().term))]
     fn install_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) -> Result<()> {
         let replica = self.store.install_snapshot(snapshot)?;
         self.transport.set_peers(&others(&replica.peers, self.id));

@@ -1,9 +1,11 @@
 //! `RaftService`: where peers deliver raft messages and stream snapshots.
 
 use crate::node::NodeHandle;
-use crate::transport::SnapshotAssembler;
+use crate::transport::SnapshotReceiver;
 use protobuf::Message as _;
 use quarry_proto::v1::{self, raft_service_server::RaftService};
+use raft::eraftpb::MessageType;
+use std::path::PathBuf;
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Status, Streaming};
 
@@ -11,12 +13,18 @@ use tonic::{Request, Status, Streaming};
 #[derive(Clone)]
 pub struct RaftApi {
     node: NodeHandle,
+    /// Where snapshot files are received.
+    snapshots: PathBuf,
 }
 
 impl RaftApi {
-    /// Delivers into `node`.
+    /// Delivers into `node`, receiving snapshot files into its store's
+    /// snapshot directory.
     pub fn new(node: NodeHandle) -> Self {
-        Self { node }
+        Self {
+            snapshots: node.snapshot_dir().to_owned(),
+            node,
+        }
     }
 }
 
@@ -31,28 +39,59 @@ impl RaftService for RaftApi {
             let message = message?;
             let parsed = raft::eraftpb::Message::parse_from_bytes(&message.message)
                 .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+            // A snapshot message names a file that must have arrived first.
+            if parsed.get_msg_type() == MessageType::MsgSnapshot {
+                return Err(Status::invalid_argument(
+                    "snapshots are sent with RaftService.SendSnapshot, not Send",
+                ));
+            }
             self.node.step(parsed)?;
         }
         Ok(tonic::Response::new(v1::RaftAck {}))
     }
 
-    #[tracing::instrument(skip_all, fields(from, index, bytes))]
+    #[tracing::instrument(skip_all, fields(from, index))]
     async fn send_snapshot(
         &self,
         request: Request<Streaming<v1::SnapshotChunk>>,
     ) -> Result<tonic::Response<v1::RaftAck>, Status> {
         let mut stream = request.into_inner();
-        let mut assembler = SnapshotAssembler::default();
+        // File writes run on a blocking thread, a few chunks behind the
+        // network: memory holds those chunks, not the snapshot.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<v1::SnapshotChunk>(4);
+        let mut receiver = SnapshotReceiver::new(&self.snapshots);
+        let writer = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = rx.blocking_recv() {
+                receiver.push(chunk)?;
+            }
+            receiver.finish()
+        });
+        let mut cut = None;
         while let Some(chunk) = stream.next().await {
-            assembler.push(chunk?).map_err(Status::invalid_argument)?;
+            match chunk {
+                Ok(chunk) => {
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is below
+                    }
+                }
+                Err(status) => {
+                    cut = Some(status);
+                    break;
+                }
+            }
         }
-        let message = assembler.finish().map_err(Status::invalid_argument)?;
-        let snapshot = message.get_snapshot();
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| Status::internal(format!("snapshot writer task failed: {e}")))?;
+        if let Some(status) = cut {
+            return Err(status);
+        }
+        let message = written.map_err(Status::invalid_argument)?;
         tracing::Span::current()
             .record("from", message.from)
-            .record("index", snapshot.get_metadata().index)
-            .record("bytes", snapshot.data.len());
-        tracing::info!("snapshot received; handing it to raft");
+            .record("index", message.get_snapshot().get_metadata().index);
+        tracing::info!("snapshot file received; handing it to raft");
         self.node.step(message)?;
         Ok(tonic::Response::new(v1::RaftAck {}))
     }

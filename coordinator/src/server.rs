@@ -174,8 +174,11 @@ impl Coordinator {
             config.voters.clone()
         };
         let transport = Box::new(
-            crate::transport::GrpcTransport::new(&tokio::runtime::Handle::current())
-                .with_fault(config.raft_fault.clone()),
+            crate::transport::GrpcTransport::new(
+                &tokio::runtime::Handle::current(),
+                &crate::snapshot_file::snapshot_dir(&data_dir),
+            )
+            .with_fault(config.raft_fault.clone()),
         );
         let (node, fresh) = tokio::task::spawn_blocking(move || {
             let store = Store::open(&data_dir)?;

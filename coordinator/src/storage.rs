@@ -14,20 +14,26 @@
 //! state machine's changes, its applied index and the membership go in one
 //! batch ([`Store::persist_applied`]), so a restart resumes from a consistent
 //! point and re-applies the rest of the log. Compaction ([`Store::compact`])
-//! and snapshot installation ([`Store::apply_snapshot`]) are single batches too.
+//! are single batches too. Snapshots are files (see [`crate::snapshot_file`]):
+//! built from a RocksDB snapshot row by row, installed row by row in bounded
+//! batches behind a synced "installing" marker, so a crash mid-install is
+//! finished from the received file at the next start.
 
 // rust-protobuf 2 messages carry private bookkeeping fields, so they are
 // built by assigning to a default value, as in raft-rs's own examples.
 #![allow(clippy::field_reassign_with_default)]
 
 use crate::error::{CoordinatorError, Result};
+use crate::snapshot_file::{
+    self, ROW_CONF, ROW_FINDINGS, ROW_STATE, ROW_TRIAGE_LINKS, RowReader, RowWriter, SnapshotRef,
+};
 use crate::state::{Command, NewFinding, State, Touched};
 use protobuf::Message as _;
 use quarry_proto::HuntId;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -52,6 +58,11 @@ const KEY_CONF_STATE: &[u8] = b"conf_state";
 const KEY_PEERS: &[u8] = b"peers";
 /// [`SnapshotMetadata`] of the last entry cut from the log (absent: none).
 const KEY_SNAPSHOT_META: &[u8] = b"snapshot_metadata";
+/// In `raft_snapshot` while a snapshot install is under way: the snapshot's
+/// reference and metadata, so a start-up finishes the install.
+const KEY_INSTALLING: &[u8] = b"installing";
+/// Rows per write while installing a snapshot, by encoded size.
+const INSTALL_BATCH_BYTES: usize = 4 << 20;
 /// The legacy `(index, term)` snapshot point in `raft_meta`.
 const KEY_LEGACY_SNAPSHOT_POINT: &[u8] = b"snapshot_point";
 const KEY_APPLIED: &[u8] = b"applied";
@@ -82,6 +93,8 @@ pub type AddressBook = BTreeMap<u64, String>;
 pub struct Store {
     db: Arc<DB>,
     path: PathBuf,
+    /// Where snapshot files are built and received.
+    snapshots: PathBuf,
     bounds: Arc<LogBounds>,
 }
 
@@ -116,15 +129,22 @@ impl Default for LogBounds {
 pub struct WeakStore {
     db: std::sync::Weak<DB>,
     path: PathBuf,
+    snapshots: PathBuf,
     bounds: Arc<LogBounds>,
 }
 
 impl WeakStore {
+    /// Where the store's snapshot files are.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.snapshots
+    }
+
     /// The store, unless the node has stopped and closed it.
     pub fn upgrade(&self) -> Option<Store> {
         Some(Store {
             db: self.db.upgrade()?,
             path: self.path.clone(),
+            snapshots: self.snapshots.clone(),
             bounds: self.bounds.clone(),
         })
     }
@@ -155,24 +175,6 @@ impl Replica {
     }
 }
 
-/// What a snapshot's data holds: every row of the state machine (the
-/// `state` and `findings` families) and of the membership, read from one
-/// RocksDB snapshot, so the rows and the applied index they include agree.
-#[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    format: u32,
-    /// (family, key, value).
-    rows: Vec<(u8, Vec<u8>, Vec<u8>)>,
-}
-
-/// 3: raw rows of the state, findings and membership families; 4: and
-/// the triage links.
-const SNAPSHOT_FORMAT: u32 = 4;
-/// Family tags in [`SnapshotData::rows`].
-const ROW_STATE: u8 = 0;
-const ROW_FINDINGS: u8 = 1;
-const ROW_CONF: u8 = 2;
-const ROW_TRIAGE_LINKS: u8 = 3;
 /// Prefix of the triage state's rows in the state family.
 const TRIAGE_ROW_PREFIX: &[u8] = b"x/";
 
@@ -242,12 +244,14 @@ impl Store {
         let mut store = Self {
             db: Arc::new(db),
             path,
+            snapshots: snapshot_file::snapshot_dir(dir),
             bounds: Arc::default(),
         };
         if legacy {
             store.migrate_legacy_meta()?;
         }
         store.migrate_task_findings()?;
+        store.finish_interrupted_install()?;
         Ok(store)
     }
 
@@ -380,6 +384,7 @@ impl Store {
         WeakStore {
             db: Arc::downgrade(&self.db),
             path: self.path.clone(),
+            snapshots: self.snapshots.clone(),
             bounds: self.bounds.clone(),
         }
     }
@@ -964,42 +969,92 @@ impl Store {
         Ok(replica)
     }
 
+    /// The directory snapshot files are built in and received into.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.snapshots
+    }
+
     /// Replaces the log, the state machine, the findings and the membership
-    /// with a snapshot from the leader, in one synced batch (a crash leaves
-    /// either the old replica or the new one), and returns the replica it
-    /// holds.
+    /// with the snapshot file a MsgSnapshot names (received beforehand into
+    /// [`Store::snapshot_dir`]), and returns the replica it holds.
+    ///
+    /// The file is checked against its digest before anything is touched.
+    /// Rows go in bounded batches, so memory does not grow with the
+    /// snapshot; a synced marker covers the install, and a start-up that
+    /// finds it finishes the install from the same file
+    /// ([`Store::open`]), so a crash leaves the old replica or the new one.
     pub fn install_snapshot(&self, snapshot: &Snapshot) -> Result<Replica> {
-        let data: SnapshotData = decode(b"snapshot", &snapshot.data)?;
-        if data.format != SNAPSHOT_FORMAT {
+        let reference = SnapshotRef::decode(&snapshot.data)?;
+        let meta = snapshot.get_metadata();
+        if (reference.index, reference.term) != (meta.index, meta.term) {
             return Err(CoordinatorError::Corrupt {
                 key: "snapshot".to_owned(),
                 detail: format!(
-                    "snapshot format {} is not {SNAPSHOT_FORMAT}; run the same coordinator version on every node",
-                    data.format
+                    "the snapshot message is at index {} term {} but names the file of index {} term {}",
+                    meta.index, meta.term, reference.index, reference.term
                 ),
             });
         }
-        let meta = snapshot.get_metadata();
+        self.install_from_file(&reference, meta, None)?;
+        self.load_replica()
+    }
+
+    /// Writes a snapshot file's rows in place of the replica's. With
+    /// `stop_after`, returns an error after that many row batches, as a
+    /// crash would (tests).
+    fn install_from_file(
+        &self,
+        reference: &SnapshotRef,
+        meta: &SnapshotMetadata,
+        stop_after: Option<usize>,
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut rows = RowReader::open(&self.snapshots, reference)?;
+        let synced = {
+            let mut options = WriteOptions::default();
+            options.set_sync(true);
+            options
+        };
+        let write = |batch: WriteBatch, options: &WriteOptions| {
+            self.db.write_opt(batch, options).map_err(|e| self.err(e))
+        };
         let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_SNAPSHOT)?,
+            KEY_INSTALLING,
+            encode(&(reference, Self::pb_bytes(meta)?))?,
+        );
         batch.delete_range_cf(self.cf(CF_LOG)?, index_key(0), index_key(u64::MAX));
         // Every key of these families starts with an ASCII letter or digit.
         for cf in [CF_STATE, CF_FINDINGS, CF_TRIAGE_LINKS] {
             batch.delete_range_cf(self.cf(cf)?, [0u8].as_slice(), [0xffu8; 9].as_slice());
         }
-        for (family, key, value) in &data.rows {
-            let cf = match *family {
+        write(batch, &synced)?;
+        let mut batch = WriteBatch::default();
+        let (mut count, mut batches) = (0u64, 0usize);
+        while let Some((family, key, value)) = rows.next_row()? {
+            let cf = match family {
                 ROW_STATE => CF_STATE,
                 ROW_FINDINGS => CF_FINDINGS,
                 ROW_CONF => CF_CONF_STATE,
                 ROW_TRIAGE_LINKS => CF_TRIAGE_LINKS,
                 other => {
                     return Err(CoordinatorError::Corrupt {
-                        key: "snapshot".to_owned(),
+                        key: rows.path().display().to_string(),
                         detail: format!("unknown row family {other}"),
                     });
                 }
             };
             batch.put_cf(self.cf(cf)?, key, value);
+            count += 1;
+            if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
+                // Unsynced: the final synced write syncs the WAL behind it.
+                write(std::mem::take(&mut batch), &WriteOptions::default())?;
+                batches += 1;
+                if stop_after == Some(batches) {
+                    return Err(CoordinatorError::NodeStopped);
+                }
+            }
         }
         batch.put_cf(
             self.cf(CF_STATE)?,
@@ -1024,24 +1079,61 @@ impl Store {
             KEY_HARD_STATE,
             Self::pb_bytes(&hs)?,
         );
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db
-            .write_opt(batch, &options)
-            .map_err(|e| self.err(e))?;
+        batch.delete_cf(self.cf(CF_SNAPSHOT)?, KEY_INSTALLING);
+        write(batch, &synced)?;
         self.snapshot_point_changed();
         self.bounds
             .last
             .store(0, std::sync::atomic::Ordering::Release);
-        self.load_replica()
+        snapshot_file::remove_up_to(&self.snapshots, reference.index, false);
+        tracing::info!(
+            index = reference.index,
+            rows = count,
+            bytes = reference.bytes,
+            elapsed = ?started.elapsed(),
+            "snapshot installed"
+        );
+        Ok(())
     }
 
-    /// A snapshot of everything applied, read from one RocksDB snapshot: the
-    /// state and findings rows, the membership, and the applied index and
-    /// term written in the same batch as them. Runs off the raft thread.
+    /// At start-up: finishes a snapshot install a crash interrupted (its
+    /// file was complete and synced before the install began), and clears
+    /// files no install will need.
+    fn finish_interrupted_install(&self) -> Result<()> {
+        let Some(bytes) = self.get(CF_SNAPSHOT, KEY_INSTALLING)? else {
+            snapshot_file::remove_up_to(&self.snapshots, u64::MAX, true);
+            return Ok(());
+        };
+        let (reference, meta): (SnapshotRef, Vec<u8>) = decode(KEY_INSTALLING, &bytes)?;
+        let meta =
+            SnapshotMetadata::parse_from_bytes(&meta).map_err(|e| CoordinatorError::Corrupt {
+                key: "installing".to_owned(),
+                detail: e.to_string(),
+            })?;
+        tracing::warn!(
+            index = reference.index,
+            "a snapshot install was interrupted; finishing it from the received file"
+        );
+        self.install_from_file(&reference, &meta, None).map_err(|e| {
+            CoordinatorError::Corrupt {
+                key: "installing".to_owned(),
+                detail: format!(
+                    "a snapshot install was interrupted and cannot be finished ({e}); the replica is incomplete: stop this coordinator, move its data directory away, and add it to the cluster again so it receives a fresh copy"
+                ),
+            }
+        })?;
+        snapshot_file::remove_up_to(&self.snapshots, u64::MAX, true);
+        Ok(())
+    }
+
+    /// A snapshot of everything applied, read from one RocksDB snapshot
+    /// row by row into a file in [`Store::snapshot_dir`]: the state and
+    /// findings rows, the membership, and the applied index and term written
+    /// in the same batch as them. Runs off the raft thread; the message it
+    /// returns carries only the file's [`SnapshotRef`].
     pub fn build_snapshot(&self) -> Result<Snapshot> {
         let view = self.db.snapshot();
-        let mut rows = Vec::new();
+        let mut file = RowWriter::create(&self.snapshots)?;
         let mut applied: Option<(u64, u64)> = None;
         let mut conf: Option<ConfState> = None;
         for (tag, name) in [
@@ -1065,23 +1157,23 @@ impl Store {
                     })?);
                     continue;
                 }
-                rows.push((tag, key.into_vec(), value.into_vec()));
+                file.row(tag, &key, &value)?;
             }
         }
         let (index, term) = applied.ok_or_else(|| CoordinatorError::Corrupt {
             key: "applied".to_owned(),
             detail: "no applied index to build a snapshot at".to_owned(),
         })?;
+        let reference = file.finish(index, term)?;
+        // Older files serve nobody: raft sends the newest snapshot, and a
+        // replica never installs one at or below what it has applied.
+        snapshot_file::remove_up_to(&self.snapshots, index.saturating_sub(1), false);
         let mut meta = SnapshotMetadata::default();
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(conf.unwrap_or_default());
         let mut snapshot = Snapshot::default();
-        snapshot.data = encode(&SnapshotData {
-            format: SNAPSHOT_FORMAT,
-            rows,
-        })?
-        .into();
+        snapshot.data = reference.encode()?.into();
         snapshot.set_metadata(meta);
         Ok(snapshot)
     }
@@ -1126,9 +1218,10 @@ impl RaftStorage {
                 cache.building = false;
                 match snapshot {
                     Ok(snapshot) => {
+                        let bytes = SnapshotRef::decode(&snapshot.data).map_or(0, |r| r.bytes);
                         tracing::info!(
                             index = snapshot.get_metadata().index,
-                            bytes = snapshot.data.len(),
+                            bytes,
                             elapsed = ?started.elapsed(),
                             "snapshot built"
                         );
@@ -1265,7 +1358,10 @@ impl raft::Storage for RaftStorage {
             .map_err(|_| raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))?;
         if let Some(snapshot) = &cache.ready {
             let index = snapshot.get_metadata().index;
-            if index >= compacted && index >= request_index {
+            // The file goes once this node installs a newer snapshot.
+            let file_kept = SnapshotRef::decode(&snapshot.data)
+                .is_ok_and(|r| self.store.snapshots.join(r.file_name()).exists());
+            if index >= compacted && index >= request_index && file_kept {
                 return Ok(snapshot.clone());
             }
         }
@@ -1600,6 +1696,7 @@ mod tests {
             follower
                 .append(&[entry(2, 1), entry(3, 1)], None)
                 .expect("append");
+            carry(&snapshot, leader_dir.path(), follower_dir.path());
             let installed = follower.install_snapshot(&snapshot).expect("install");
             assert_eq!(installed.state, replica.state);
         }
@@ -1615,6 +1712,19 @@ mod tests {
         assert!(raft.initial_state().expect("init").hard_state.commit >= 20);
     }
 
+    /// Copies the file `snapshot` names from one data directory's snapshots
+    /// to another's, as the transport does.
+    fn carry(snapshot: &Snapshot, from: &Path, to: &Path) {
+        let reference = SnapshotRef::decode(&snapshot.data).expect("reference");
+        let into = snapshot_file::snapshot_dir(to);
+        std::fs::create_dir_all(&into).expect("mkdir");
+        std::fs::copy(
+            snapshot_file::snapshot_dir(from).join(reference.file_name()),
+            into.join(reference.file_name()),
+        )
+        .expect("copy");
+    }
+
     /// Asks like raft-rs does until the background build is done.
     fn wait_for_snapshot(raft: &RaftStorage, request_index: u64) -> Snapshot {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -1628,6 +1738,123 @@ mod tests {
                 Err(e) => panic!("snapshot failed: {e}"),
             }
         }
+    }
+
+    /// A leader store at index 20 with about 9 MiB of findings rows (more
+    /// than two install batches), its snapshot, and a follower directory
+    /// with an older replica of its own (the file is carried once the
+    /// follower runs: a start clears received files).
+    fn leader_with_findings_and_a_follower() -> (tempfile::TempDir, tempfile::TempDir, Snapshot) {
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let (leader, _) = applied_store(leader_dir.path(), 20);
+        let cf = leader.cf(CF_FINDINGS).expect("cf");
+        for seq in 0..2_300u64 {
+            let value = vec![(seq % 251) as u8; 4096];
+            leader
+                .db
+                .put_cf(cf, finding_key(&HuntId::new("h-1"), seq), value)
+                .expect("put");
+        }
+        let snapshot = leader.build_snapshot().expect("snapshot");
+        let follower_dir = tempfile::tempdir().expect("tempdir");
+        let (follower, _) = applied_store(follower_dir.path(), 12);
+        drop(follower);
+        (leader_dir, follower_dir, snapshot)
+    }
+
+    /// The snapshot reference a store's rows give now (equal references
+    /// mean byte-identical rows at the same index).
+    fn rows_of(dir: &Path) -> SnapshotRef {
+        let store = Store::open(dir).expect("open");
+        SnapshotRef::decode(&store.build_snapshot().expect("snapshot").data).expect("reference")
+    }
+
+    #[test]
+    fn a_crash_in_the_middle_of_an_install_is_finished_at_the_next_start() {
+        let (leader_dir, follower_dir, snapshot) = leader_with_findings_and_a_follower();
+        {
+            let follower = Store::open(follower_dir.path()).expect("open");
+            carry(&snapshot, leader_dir.path(), follower_dir.path());
+            let reference = SnapshotRef::decode(&snapshot.data).expect("reference");
+            let crashed = follower.install_from_file(&reference, snapshot.get_metadata(), Some(1));
+            assert!(crashed.is_err(), "the simulated crash stops the install");
+            let findings = follower
+                .db
+                .iterator_cf(follower.cf(CF_FINDINGS).expect("cf"), IteratorMode::Start)
+                .count();
+            assert!(
+                findings > 0 && findings < 2_300,
+                "the crash left part of the rows written ({findings})"
+            );
+            assert!(
+                follower
+                    .get(CF_SNAPSHOT, KEY_INSTALLING)
+                    .expect("get")
+                    .is_some(),
+                "the marker says an install is under way"
+            );
+        }
+        // The next start finishes the install from the received file.
+        let follower = Store::open(follower_dir.path()).expect("reopen");
+        let replica = follower.load_replica().expect("load");
+        assert_eq!((replica.applied_index, replica.applied_term), (20, 2));
+        assert_eq!(follower.snapshot_metadata().expect("meta").index, 20);
+        drop(follower);
+        assert_eq!(rows_of(follower_dir.path()), rows_of(leader_dir.path()));
+        let left: Vec<_> = std::fs::read_dir(snapshot_file::snapshot_dir(follower_dir.path()))
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .filter(|name| !name.to_string_lossy().contains("-00000000000000000020-"))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "only files it built itself remain: {left:?}"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_install_without_its_file_refuses_to_start_and_says_what_to_do() {
+        let (leader_dir, follower_dir, snapshot) = leader_with_findings_and_a_follower();
+        let reference = SnapshotRef::decode(&snapshot.data).expect("reference");
+        {
+            let follower = Store::open(follower_dir.path()).expect("open");
+            carry(&snapshot, leader_dir.path(), follower_dir.path());
+            let crashed = follower.install_from_file(&reference, snapshot.get_metadata(), Some(1));
+            assert!(crashed.is_err());
+        }
+        std::fs::remove_file(
+            snapshot_file::snapshot_dir(follower_dir.path()).join(reference.file_name()),
+        )
+        .expect("remove");
+        let err = Store::open(follower_dir.path()).err().expect("refused");
+        let message = err.to_string();
+        assert!(message.contains("interrupted"), "{message}");
+        assert!(
+            message.contains("move its data directory away"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_snapshot_file_is_refused_before_anything_is_replaced() {
+        let (leader_dir, follower_dir, snapshot) = leader_with_findings_and_a_follower();
+        let follower = Store::open(follower_dir.path()).expect("open");
+        carry(&snapshot, leader_dir.path(), follower_dir.path());
+        let reference = SnapshotRef::decode(&snapshot.data).expect("reference");
+        let path = snapshot_file::snapshot_dir(follower_dir.path()).join(reference.file_name());
+        let mut bytes = std::fs::read(&path).expect("read");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(&path, bytes).expect("write");
+        let before = follower.load_replica().expect("load");
+        let err = follower.install_snapshot(&snapshot).expect_err("damaged");
+        assert!(
+            err.to_string().contains("does not match its reference"),
+            "{err}"
+        );
+        let after = follower.load_replica().expect("load");
+        assert_eq!(after.state, before.state);
+        assert_eq!(after.applied_index, 12);
     }
 
     #[test]
@@ -1665,10 +1892,9 @@ mod tests {
         let rebuilt = wait_for_snapshot(&raft, 0);
         assert_eq!(rebuilt.get_metadata().index, 30);
         let other = tempfile::tempdir().expect("tempdir");
-        let decoded = Store::open(other.path())
-            .expect("open")
-            .install_snapshot(&rebuilt)
-            .expect("install");
+        let follower = Store::open(other.path()).expect("open");
+        carry(&rebuilt, dir.path(), other.path());
+        let decoded = follower.install_snapshot(&rebuilt).expect("install");
         assert_eq!(decoded.state, replica.state);
     }
 
@@ -1744,6 +1970,7 @@ mod tests {
         assert_eq!(snapshot.get_metadata().index, index - 1);
         let other = tempfile::tempdir().expect("tempdir");
         let follower = Store::open(other.path()).expect("open");
+        carry(&snapshot, dir.path(), other.path());
         let installed = follower.install_snapshot(&snapshot).expect("install");
         assert_eq!(installed.state, replica.state);
         assert_eq!(installed.peers, peers);
@@ -1857,7 +2084,7 @@ mod tests {
     #[test]
     fn module_bytes_keep_their_encoding() {
         // The field as stored before `raw_bytes`: a plain Vec<u8>.
-        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        #[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
         struct Legacy {
             digest: ModuleDigest,
             name: String,

@@ -1,7 +1,9 @@
 //! Raft messages between coordinators over gRPC. Ordinary messages use
-//! `RaftService.Send` (a client stream per peer); snapshots, which can hold
-//! every uploaded module, go through `RaftService.SendSnapshot` as a stream
-//! of chunks on a task of their own, so heartbeats keep flowing meanwhile.
+//! `RaftService.Send` (a client stream per peer); snapshots, which hold
+//! every module and finding, go through `RaftService.SendSnapshot` as a
+//! stream of chunks read from the snapshot file (see
+//! [`crate::snapshot_file`]) on a task of their own, so heartbeats keep
+//! flowing meanwhile and memory holds a few chunks, not the snapshot.
 //!
 //! The raft thread hands messages over without blocking; one task per peer
 //! keeps a stream open, reconnecting with backoff. Peers it cannot reach and
@@ -9,12 +11,14 @@
 //! peers follows the replicated address book.
 
 use crate::node::Transport;
+use crate::snapshot_file::{Incoming, SnapshotRef};
 use crate::storage::AddressBook;
 use protobuf::Message as _;
 use quarry_proto::v1::{self, raft_service_client::RaftServiceClient};
 use raft::SnapshotStatus;
 use raft::eraftpb::{Message, MessageType};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -27,11 +31,12 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = 2 * crate::service::MAX_MODULE_BYTES;
 /// Snapshot data per `SnapshotChunk`.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 
-/// Largest snapshot a follower accepts (the state machine, modules included).
-pub const MAX_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+/// Largest snapshot a follower accepts (the state machine, modules and
+/// findings included); it is written to disk as it arrives.
+pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
-/// Most memory reserved for a snapshot before its bytes arrive.
-const MAX_SNAPSHOT_RESERVE: u64 = 256 * 1024 * 1024;
+/// Chunks read ahead of the stream when sending a snapshot.
+const CHUNKS_AHEAD: usize = 2;
 
 /// Messages queued per peer before new ones are dropped (raft resends).
 const QUEUE: usize = 4096;
@@ -55,17 +60,21 @@ pub type RaftFault = Arc<dyn Fn(&Message) -> bool + Send + Sync>;
 /// gRPC transport to the peers in the address book.
 pub struct GrpcTransport {
     runtime: tokio::runtime::Handle,
+    /// Where this node's snapshot files are.
+    snapshots: PathBuf,
     peers: Mutex<HashMap<u64, Peer>>,
     reports: Arc<Mutex<Reports>>,
     fault: Option<RaftFault>,
 }
 
 impl GrpcTransport {
-    /// A transport that spawns its per-peer tasks on `runtime`; peers come
-    /// from [`Transport::set_peers`].
-    pub fn new(runtime: &tokio::runtime::Handle) -> Self {
+    /// A transport that spawns its per-peer tasks on `runtime` and sends
+    /// snapshot files from `snapshots`; peers come from
+    /// [`Transport::set_peers`].
+    pub fn new(runtime: &tokio::runtime::Handle, snapshots: &Path) -> Self {
         Self {
             runtime: runtime.clone(),
+            snapshots: snapshots.to_owned(),
             peers: Mutex::new(HashMap::new()),
             reports: Arc::default(),
             fault: None,
@@ -156,9 +165,13 @@ impl Transport for GrpcTransport {
             }
             tracing::info!(peer = id, %url, "raft peer added");
             let (queue, rx) = mpsc::channel(QUEUE);
-            let task = self
-                .runtime
-                .spawn(peer_loop(id, url.clone(), rx, self.reports.clone()));
+            let task = self.runtime.spawn(peer_loop(
+                id,
+                url.clone(),
+                rx,
+                self.reports.clone(),
+                self.snapshots.clone(),
+            ));
             peers.insert(
                 id,
                 Peer {
@@ -176,6 +189,7 @@ async fn peer_loop(
     url: String,
     mut queue: mpsc::Receiver<Message>,
     reports: Arc<Mutex<Reports>>,
+    snapshots: PathBuf,
 ) {
     let mut backoff = Duration::from_millis(50);
     let report = |why: &str| {
@@ -232,7 +246,13 @@ async fn peer_loop(
                 message = queue.recv() => {
                     let Some(message) = message else { return };
                     if message.get_msg_type() == MessageType::MsgSnapshot {
-                        tokio::spawn(send_snapshot(id, channel.clone(), message, reports.clone()));
+                        tokio::spawn(send_snapshot(
+                            id,
+                            channel.clone(),
+                            message,
+                            reports.clone(),
+                            snapshots.clone(),
+                        ));
                         continue;
                     }
                     let bytes = match message.write_to_bytes() {
@@ -253,44 +273,65 @@ async fn peer_loop(
     }
 }
 
-/// Splits a MsgSnapshot into chunks: the message without its data first,
-/// then the data 1 MiB at a time. Chunks are cut as the stream is read, so
-/// sending holds the snapshot (shared with raft's copy) and one chunk, not
-/// a second copy of the whole.
+/// Streams a MsgSnapshot and the file it names as chunks: the message
+/// (whose data is the file's [`SnapshotRef`]) with the file's length first,
+/// then the file 1 MiB at a time, read by a blocking task at most
+/// [`CHUNKS_AHEAD`] chunks ahead of the stream. A read error ends the
+/// stream early, which the receiver refuses as truncated.
 pub fn snapshot_chunks(
-    mut message: Message,
-) -> Result<impl Iterator<Item = v1::SnapshotChunk> + Send + 'static, String> {
-    let data = std::mem::take(&mut message.mut_snapshot().data);
+    message: &Message,
+    snapshots: &Path,
+) -> Result<ReceiverStream<v1::SnapshotChunk>, String> {
+    let reference = SnapshotRef::decode(&message.get_snapshot().data).map_err(|e| e.to_string())?;
     let header = message
         .write_to_bytes()
         .map_err(|e| format!("cannot encode the snapshot message: {e}"))?;
-    let total_bytes = data.len() as u64;
-    // At least one chunk, which carries the message even with no data.
-    let count = data.len().div_ceil(SNAPSHOT_CHUNK_BYTES).max(1);
-    Ok((0..count).map(move |n| {
-        let from = n * SNAPSHOT_CHUNK_BYTES;
-        let to = (from + SNAPSHOT_CHUNK_BYTES).min(data.len());
-        let first = n == 0;
-        v1::SnapshotChunk {
-            message: if first { header.clone() } else { Vec::new() },
-            total_bytes: if first { total_bytes } else { 0 },
-            data: data[from..to].to_vec(),
+    let path = snapshots.join(reference.file_name());
+    let mut file = std::fs::File::open(&path)
+        .map_err(|e| format!("cannot open the snapshot file {}: {e}", path.display()))?;
+    let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let mut first = true;
+        loop {
+            let mut data = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
+            if let Err(e) = (&mut file)
+                .take(SNAPSHOT_CHUNK_BYTES as u64)
+                .read_to_end(&mut data)
+            {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the snapshot file; the send fails");
+                return;
+            }
+            if data.is_empty() && !first {
+                return;
+            }
+            let chunk = v1::SnapshotChunk {
+                message: if first { header.clone() } else { Vec::new() },
+                total_bytes: if first { reference.bytes } else { 0 },
+                data,
+            };
+            first = false;
+            if tx.blocking_send(chunk).is_err() {
+                return;
+            }
         }
-    }))
+    });
+    Ok(ReceiverStream::new(rx))
 }
 
-#[tracing::instrument(skip_all, fields(peer = to, index = message.get_snapshot().get_metadata().index, bytes = message.get_snapshot().data.len()))]
+#[tracing::instrument(skip_all, fields(peer = to, index = message.get_snapshot().get_metadata().index))]
 async fn send_snapshot(
     to: u64,
     channel: tonic::transport::Channel,
     message: Message,
     reports: Arc<Mutex<Reports>>,
+    snapshots: PathBuf,
 ) {
     let started = std::time::Instant::now();
-    let status = match snapshot_chunks(message) {
+    let status = match snapshot_chunks(&message, &snapshots) {
         Ok(chunks) => {
             let mut client = RaftServiceClient::new(channel);
-            match client.send_snapshot(tokio_stream::iter(chunks)).await {
+            match client.send_snapshot(chunks).await {
                 Ok(_) => {
                     tracing::info!(elapsed = ?started.elapsed(), "snapshot sent");
                     SnapshotStatus::Finish
@@ -302,7 +343,7 @@ async fn send_snapshot(
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, "cannot prepare a snapshot for sending");
+            tracing::warn!(error = %e, "cannot send a snapshot; raft will retry");
             SnapshotStatus::Failure
         }
     };
@@ -311,68 +352,85 @@ async fn send_snapshot(
     }
 }
 
-/// Reassembles a snapshot from its chunks into the MsgSnapshot to step.
-#[derive(Default)]
-pub struct SnapshotAssembler {
-    message: Option<Message>,
-    total: u64,
-    data: Vec<u8>,
+/// Receives a snapshot's chunks into a file in the receiver's snapshot
+/// directory, checking length and digest, and gives back the MsgSnapshot
+/// to step once the file is complete and synced.
+pub struct SnapshotReceiver {
+    dir: PathBuf,
+    received: Option<(Message, SnapshotRef, Incoming)>,
 }
 
-impl SnapshotAssembler {
-    /// Adds the next chunk.
-    pub fn push(&mut self, chunk: v1::SnapshotChunk) -> Result<(), String> {
-        if self.message.is_none() {
-            if chunk.message.is_empty() {
-                return Err("a snapshot stream must start with the raft message".into());
-            }
-            let message = Message::parse_from_bytes(&chunk.message)
-                .map_err(|e| format!("undecodable snapshot message: {e}"))?;
-            if message.get_msg_type() != MessageType::MsgSnapshot {
-                return Err(format!(
-                    "expected a MsgSnapshot, got {:?}",
-                    message.get_msg_type()
-                ));
-            }
-            if chunk.total_bytes > MAX_SNAPSHOT_BYTES {
-                return Err(format!(
-                    "snapshot of {} bytes exceeds the {MAX_SNAPSHOT_BYTES}-byte limit",
-                    chunk.total_bytes
-                ));
-            }
-            self.total = chunk.total_bytes;
-            // Reserve what a typical state needs up front, but never trust a
-            // peer's announcement with more than that: the rest grows as it
-            // actually arrives.
-            let reserve = self.total.min(MAX_SNAPSHOT_RESERVE);
-            self.data.reserve(usize::try_from(reserve).unwrap_or(0));
-            self.message = Some(message);
-        } else if !chunk.message.is_empty() {
-            return Err("only the first snapshot chunk may carry the raft message".into());
+impl SnapshotReceiver {
+    /// Receives into `snapshots`.
+    pub fn new(snapshots: &Path) -> Self {
+        Self {
+            dir: snapshots.to_owned(),
+            received: None,
         }
-        if self.data.len() as u64 + chunk.data.len() as u64 > self.total {
-            return Err(format!(
-                "snapshot data exceeds the announced {} bytes",
-                self.total
-            ));
-        }
-        self.data.extend_from_slice(&chunk.data);
-        Ok(())
     }
 
-    /// The complete MsgSnapshot, once every byte arrived.
-    pub fn finish(self) -> Result<Message, String> {
-        let mut message = self
-            .message
-            .ok_or_else(|| "the snapshot stream was empty".to_owned())?;
-        if self.data.len() as u64 != self.total {
+    /// Adds the next chunk (blocking file I/O).
+    pub fn push(&mut self, chunk: v1::SnapshotChunk) -> Result<(), String> {
+        let (_, reference, file) = match &mut self.received {
+            Some(received) => {
+                if !chunk.message.is_empty() {
+                    return Err("only the first snapshot chunk may carry the raft message".into());
+                }
+                received
+            }
+            None => {
+                if chunk.message.is_empty() {
+                    return Err("a snapshot stream must start with the raft message".into());
+                }
+                let message = Message::parse_from_bytes(&chunk.message)
+                    .map_err(|e| format!("undecodable snapshot message: {e}"))?;
+                if message.get_msg_type() != MessageType::MsgSnapshot {
+                    return Err(format!(
+                        "expected a MsgSnapshot, got {:?}",
+                        message.get_msg_type()
+                    ));
+                }
+                let reference =
+                    SnapshotRef::decode(&message.get_snapshot().data).map_err(|e| e.to_string())?;
+                if chunk.total_bytes != reference.bytes {
+                    return Err(format!(
+                        "the stream announces {} bytes but the snapshot file has {}",
+                        chunk.total_bytes, reference.bytes
+                    ));
+                }
+                if reference.bytes > MAX_SNAPSHOT_BYTES {
+                    return Err(format!(
+                        "snapshot of {} bytes exceeds the {MAX_SNAPSHOT_BYTES}-byte limit",
+                        reference.bytes
+                    ));
+                }
+                let file = Incoming::create(&self.dir).map_err(|e| e.to_string())?;
+                self.received.insert((message, reference, file))
+            }
+        };
+        if file.len() + chunk.data.len() as u64 > reference.bytes {
             return Err(format!(
-                "snapshot stream ended after {} of {} bytes",
-                self.data.len(),
-                self.total
+                "snapshot data exceeds the announced {} bytes",
+                reference.bytes
             ));
         }
-        message.mut_snapshot().data = self.data.into();
+        file.write(&chunk.data).map_err(|e| e.to_string())
+    }
+
+    /// The MsgSnapshot to step, once every byte arrived and the file is in
+    /// place (blocking file I/O).
+    pub fn finish(self) -> Result<Message, String> {
+        let (message, reference, file) = self
+            .received
+            .ok_or_else(|| "the snapshot stream was empty".to_owned())?;
+        if file.len() != reference.bytes {
+            return Err(format!(
+                "snapshot stream ended after {} of {} bytes",
+                file.len(),
+                reference.bytes
+            ));
+        }
+        file.finish(&reference).map_err(|e| e.to_string())?;
         Ok(message)
     }
 }
@@ -380,55 +438,91 @@ impl SnapshotAssembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot_file::{ROW_FINDINGS, RowWriter};
+    use tokio_stream::StreamExt as _;
 
-    #[test]
-    fn snapshot_survives_chunking_and_reassembly() {
+    /// A MsgSnapshot naming a snapshot file of `rows` rows in `dir`.
+    fn snapshot_message(dir: &Path, rows: usize, value_bytes: usize) -> Message {
+        let mut writer = RowWriter::create(dir).expect("create");
+        for n in 0..rows {
+            let value: Vec<u8> = (0..value_bytes).map(|i| ((i + n) % 251) as u8).collect();
+            writer
+                .row(ROW_FINDINGS, format!("f/{n}").as_bytes(), &value)
+                .expect("row");
+        }
+        let reference = writer.finish(42, 2).expect("finish");
         let mut message = Message::default();
         message.set_msg_type(MessageType::MsgSnapshot);
         message.to = 4;
         message.mut_snapshot().mut_metadata().index = 42;
-        let data: Vec<u8> = (0..(SNAPSHOT_CHUNK_BYTES * 2 + 17))
-            .map(|i| (i % 251) as u8)
-            .collect();
-        message.mut_snapshot().data = data.clone().into();
-        let chunks: Vec<_> = snapshot_chunks(message).expect("chunks").collect();
-        assert_eq!(chunks.len(), 3);
+        message.mut_snapshot().data = reference.encode().expect("encode").into();
+        message
+    }
+
+    async fn chunks_of(message: &Message, dir: &Path) -> Vec<v1::SnapshotChunk> {
+        snapshot_chunks(message, dir)
+            .expect("chunks")
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_file_survives_chunking_and_arrives_under_its_name() {
+        let from = tempfile::tempdir().expect("tempdir");
+        let to = tempfile::tempdir().expect("tempdir");
+        let message = snapshot_message(from.path(), 3, SNAPSHOT_CHUNK_BYTES);
+        let chunks = chunks_of(&message, from.path()).await;
+        assert_eq!(chunks.len(), 3 + 1, "3 MiB and change is four chunks");
         assert!(chunks.iter().all(|c| c.data.len() <= SNAPSHOT_CHUNK_BYTES));
-        let mut assembler = SnapshotAssembler::default();
+        let mut receiver = SnapshotReceiver::new(to.path());
         for chunk in chunks {
-            assembler.push(chunk).expect("push");
+            receiver.push(chunk).expect("push");
         }
-        let back = assembler.finish().expect("finish");
+        let back = receiver.finish().expect("finish");
         assert_eq!(back.get_snapshot().get_metadata().index, 42);
-        assert_eq!(back.get_snapshot().data.as_ref(), data.as_slice());
+        let reference = SnapshotRef::decode(&back.get_snapshot().data).expect("reference");
+        let sent = std::fs::read(from.path().join(reference.file_name())).expect("sent");
+        let received = std::fs::read(to.path().join(reference.file_name())).expect("received");
+        assert!(
+            sent == received,
+            "the received file differs from the sent one"
+        );
     }
 
-    #[test]
-    fn an_empty_snapshot_is_one_chunk_with_the_message() {
-        let mut message = Message::default();
-        message.set_msg_type(MessageType::MsgSnapshot);
-        message.mut_snapshot().mut_metadata().index = 7;
-        let chunks: Vec<_> = snapshot_chunks(message).expect("chunks").collect();
+    #[tokio::test]
+    async fn a_small_snapshot_is_one_chunk_with_the_message() {
+        let from = tempfile::tempdir().expect("tempdir");
+        let message = snapshot_message(from.path(), 0, 0);
+        let chunks = chunks_of(&message, from.path()).await;
         assert_eq!(chunks.len(), 1);
-        let mut assembler = SnapshotAssembler::default();
-        assembler.push(chunks[0].clone()).expect("push");
-        let back = assembler.finish().expect("finish");
-        assert_eq!(back.get_snapshot().get_metadata().index, 7);
-        assert!(back.get_snapshot().data.is_empty());
+        assert!(!chunks[0].message.is_empty());
     }
 
-    #[test]
-    fn truncated_snapshot_stream_is_refused() {
-        let mut message = Message::default();
-        message.set_msg_type(MessageType::MsgSnapshot);
-        message.mut_snapshot().data = vec![7u8; SNAPSHOT_CHUNK_BYTES + 1].into();
-        let mut chunks: Vec<_> = snapshot_chunks(message).expect("chunks").collect();
-        chunks.pop();
-        let mut assembler = SnapshotAssembler::default();
-        for chunk in chunks {
-            assembler.push(chunk).expect("push");
+    #[tokio::test]
+    async fn a_truncated_or_altered_snapshot_stream_is_refused_and_leaves_no_file() {
+        let from = tempfile::tempdir().expect("tempdir");
+        let to = tempfile::tempdir().expect("tempdir");
+        let message = snapshot_message(from.path(), 2, SNAPSHOT_CHUNK_BYTES);
+        let mut chunks = chunks_of(&message, from.path()).await;
+
+        let mut receiver = SnapshotReceiver::new(to.path());
+        for chunk in chunks.iter().take(chunks.len() - 1) {
+            receiver.push(chunk.clone()).expect("push");
         }
-        let err = assembler.finish().expect_err("truncated");
+        let err = receiver.finish().expect_err("truncated");
         assert!(err.contains("ended after"), "{err}");
+
+        chunks[1].data[10] ^= 1;
+        let mut receiver = SnapshotReceiver::new(to.path());
+        for chunk in chunks {
+            receiver.push(chunk).expect("push");
+        }
+        let err = receiver.finish().expect_err("altered");
+        assert!(err.contains("arrived damaged"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(to.path()).expect("dir").count(),
+            0,
+            "nothing is left behind"
+        );
     }
 }
