@@ -1,18 +1,50 @@
-//! The flags every client command shares: which coordinator, which output.
+//! The flags every client command shares: which coordinator, how to
+//! prove who is calling, which output.
 
 use crate::output::Output;
 use clap::{Args, ValueEnum};
-use quarry_client::Client;
+use quarry_client::{Client, TlsFiles};
+use std::path::PathBuf;
 
-/// `--coordinator` and `--output`, flattened into every client command.
+/// `--coordinator`, the TLS files and `--output`, flattened into every
+/// client command.
 #[derive(Args, Clone)]
 pub struct ClientArgs {
-    /// Coordinator URL.
+    /// Coordinator URL (`https://…` on a TLS cluster).
     #[arg(long, global = true, env = "QUARRY_COORDINATOR", default_value = quarry_client::DEFAULT_COORDINATOR)]
     pub coordinator: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Output format: a table for people, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+}
+
+/// `--tls-ca`, `--tls-cert`, `--tls-key`: the cluster's CA and this
+/// party's certificate (made with `quarry certs`). All three, or none for
+/// a plaintext development cluster on loopback.
+#[derive(Args, Clone, Default)]
+pub struct TlsArgs {
+    /// CA certificate (PEM) that signs the cluster's certificates.
+    #[arg(long, global = true, env = "QUARRY_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This party's certificate (PEM), naming its role and name.
+    #[arg(long, global = true, env = "QUARRY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, global = true, env = "QUARRY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The TLS files, if any were named (an error names the missing ones).
+    pub fn files(&self) -> anyhow::Result<Option<TlsFiles>> {
+        Ok(TlsFiles::from_flags(
+            self.tls_ca.clone(),
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+        )?)
+    }
 }
 
 /// `--output`'s values.
@@ -34,5 +66,6 @@ pub fn out(format: Format) -> Output {
 
 /// Connects to the coordinator the flags name.
 pub async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-    Ok(Client::connect(&args.coordinator).await?)
+    let tls = args.tls.files()?;
+    Ok(Client::connect_with(&args.coordinator, tls.as_ref()).await?)
 }

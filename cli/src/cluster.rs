@@ -72,6 +72,7 @@ impl LocalCluster {
                     data_dir: dir,
                     listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                     slots: config.slots,
+                    tls: None,
                 },
                 Arc::new(store),
             )

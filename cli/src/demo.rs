@@ -82,7 +82,7 @@ pub async fn run(format: Output) -> anyhow::Result<ExitCode> {
         let shards = client.shards(Default::default()).await?;
         let events: u64 = shards.iter().map(|s| s.event_count).sum();
         say(format!(
-            "API at {}; {} shards with {} events on {} workers",
+            "API at {} (plaintext, loopback only: a development cluster); {} shards with {} events on {} workers",
             cluster.url(),
             shards.len(),
             events,

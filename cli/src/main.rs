@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use quarry_cli::client_args::{ClientArgs, Format, connect, out};
+use quarry_cli::client_args::{ClientArgs, Format, TlsArgs, connect, out};
 use quarry_cli::cluster::{LocalCluster, LocalClusterConfig, upload_shipped_modules};
 use quarry_cli::output::{self, Output};
 use quarry_client::{Client, HuntRequest};
@@ -69,9 +69,11 @@ enum Command {
         /// Directory for RocksDB (raft log and state machine).
         #[arg(long, default_value = "./quarry-data/coordinator")]
         data_dir: PathBuf,
-        /// Address to serve gRPC on.
+        /// Address to serve gRPC on (any but a loopback address needs TLS).
         #[arg(long, default_value = "127.0.0.1:7700")]
         listen: SocketAddr,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Run a worker that holds shards and runs hunt tasks, or ingest logs into its shards.
     #[command(
@@ -128,6 +130,16 @@ enum Command {
         after_help = "Examples:\n  quarry cluster status --output json\n  quarry cluster add-coordinator --node-id 4 --url http://10.0.0.8:7700\n  quarry cluster remove-coordinator --node-id 2"
     )]
     Cluster(ClusterCommand),
+    /// Certificates for a TLS cluster: a CA, then one certificate per
+    /// coordinator, worker and caller.
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  quarry certs init --dir ./pki
+  quarry certs issue --dir ./pki --role coordinator --name 1 --host 10.0.0.5
+  quarry certs issue --dir ./pki --role admin --name ops"
+    )]
+    Certs(quarry_cli::certs_cmd::CertsCommand),
     /// Benchmarks: `quarry bench scan` measures ingest and scan rates,
     /// `quarry bench scheduler` raft commits, task placement and failover,
     /// `quarry bench state` findings at scale and coordinator memory.
@@ -197,12 +209,15 @@ struct WorkerRun {
     /// Coordinator URL.
     #[arg(long, env = "QUARRY_COORDINATOR", default_value = quarry_client::DEFAULT_COORDINATOR)]
     coordinator: String,
-    /// Address of the worker's own gRPC server (health, reflection).
+    /// Address of the worker's own gRPC server (ingest, health,
+    /// reflection; any but a loopback address needs TLS).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// Tasks to run at once.
     #[arg(long, default_value_t = 4)]
     slots: u32,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -553,8 +568,17 @@ impl From<TaskStateArg> for quarry_proto::v1::TaskState {
 #[derive(Subcommand)]
 enum ClusterCommand {
     /// Raft and cluster status of the coordinator answering.
-    #[command(after_help = "Example:\n  quarry cluster status")]
+    #[command(
+        after_help = "Examples:\n  quarry cluster status\n  quarry cluster status --wait 60s --live-workers 2   # in scripts, after starting a cluster"
+    )]
     Status {
+        /// Wait up to this long for the coordinator to answer with a leader
+        /// (and --live-workers); fail if they do not come.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+        /// With --wait: also wait until this many workers are live.
+        #[arg(long, default_value_t = 0, requires = "wait")]
+        live_workers: u32,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -724,7 +748,10 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             retain_for,
             data_dir,
             listen,
+            tls,
         } => {
+            let tls = tls.files()?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let mut config = quarry_coordinator::CoordinatorConfig::single_node(data_dir, listen)
                 .with_peers(node_id, peers.into_iter().collect());
             config.join = join;
@@ -732,8 +759,12 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             config.compaction = quarry_coordinator::node::LogCompaction::every(log_compact_after);
             config.retain_hunts = retain_hunts;
             config.retain_for = retain_for;
+            config.tls = tls;
             let coordinator = quarry_coordinator::Coordinator::start(config).await?;
-            println!("coordinator serving on http://{}", coordinator.addr());
+            println!("coordinator serving on {scheme}://{}", coordinator.addr());
+            if scheme == "http" {
+                println!("  without TLS, on loopback only (development); see `quarry certs`");
+            }
             shutdown_signal().await;
             coordinator.shutdown().await;
         }
@@ -747,13 +778,21 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                     worker,
                     files,
                 }),
-            ..
+            run,
         }) => {
             let labels = labels.into_iter().collect();
             match worker {
                 Some(url) => {
-                    quarry_cli::ingest::run_remote(&url, &shard, labels, format.as_deref(), &files)
-                        .await?
+                    let tls = run.tls.files()?;
+                    quarry_cli::ingest::run_remote(
+                        &url,
+                        tls.as_ref(),
+                        &shard,
+                        labels,
+                        format.as_deref(),
+                        &files,
+                    )
+                    .await?
                 }
                 None => {
                     quarry_cli::ingest::run(&data_dir, &shard, labels, format.as_deref(), &files)
@@ -769,6 +808,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 data_dir: run.data_dir,
                 listen: run.listen,
                 slots: run.slots,
+                tls: run.tls.files()?,
             };
             let worker = quarry_worker::Worker::start(config).await?;
             println!(
@@ -824,11 +864,15 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 "  try: quarry hunt submit bruteforce --selector env=demo --wait --coordinator {}",
                 cluster.url()
             );
+            println!(
+                "  without TLS, on loopback only (development); a real cluster uses `quarry certs`"
+            );
             println!("Ctrl-C stops it; state stays in {}.", data_dir.display());
             shutdown_signal().await;
             cluster.shutdown().await;
         }
         Command::Demo { output } => return quarry_cli::demo::run(out(output)).await,
+        Command::Certs(command) => quarry_cli::certs_cmd::run(command)?,
         Command::Hunt(command) => hunt(command).await?,
         Command::Triage(command) => quarry_cli::triage_cmd::run(command).await?,
         Command::Pivot(args) => quarry_cli::pivot_cmd::run(args).await?,
@@ -1111,8 +1155,38 @@ async fn shard(command: ShardCommand) -> anyhow::Result<()> {
 
 async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
-        ClusterCommand::Status { client: args } => {
+        ClusterCommand::Status {
+            wait: None,
+            client: args,
+            ..
+        } => {
             let status = connect(&args).await?.status().await?;
+            output::status(out(args.output), &status);
+        }
+        ClusterCommand::Status {
+            wait: Some(wait),
+            live_workers,
+            client: args,
+        } => {
+            let deadline = std::time::Instant::now() + wait;
+            let status = loop {
+                let why = match leader_status(&args).await {
+                    Err(e) => format!("{e:#}"),
+                    Ok(status) if status.stale || !status.is_leader => "no leader yet".to_owned(),
+                    Ok(status) if status.live_workers < live_workers => {
+                        format!("{} of {live_workers} workers live", status.live_workers)
+                    }
+                    Ok(status) => break status,
+                };
+                if std::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "the cluster at {} was not ready within {} ({why})",
+                        args.coordinator,
+                        humantime::format_duration(wait)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
             output::status(out(args.output), &status);
         }
         ClusterCommand::Workers { client: args } => {
@@ -1136,6 +1210,28 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The status of the raft leader, asked through the coordinator `args`
+/// names: only the leader knows which workers are live.
+async fn leader_status(args: &ClientArgs) -> anyhow::Result<quarry_proto::v1::StatusResponse> {
+    let status = connect(args).await?.status().await?;
+    if status.is_leader || status.leader_id == 0 {
+        return Ok(status);
+    }
+    let Some(url) = status
+        .coordinators
+        .iter()
+        .find(|c| c.node_id == status.leader_id && !c.url.is_empty())
+        .map(|c| c.url.clone())
+    else {
+        return Ok(status);
+    };
+    let tls = args.tls.files()?;
+    Ok(Client::connect_with(&url, tls.as_ref())
+        .await?
+        .status()
+        .await?)
 }
 
 async fn shutdown_signal() {

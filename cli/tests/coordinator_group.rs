@@ -107,6 +107,7 @@ async fn start_worker(dir: &Path, index: usize, urls: &str) -> anyhow::Result<Wo
             data_dir: dir.to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             slots: 2,
+            tls: None,
         },
         Arc::new(store),
     )

@@ -32,6 +32,7 @@ async fn worker(data_dir: &Path) -> Worker {
         data_dir: data_dir.to_owned(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         slots: 1,
+        tls: None,
     })
     .await
     .expect("worker starts")

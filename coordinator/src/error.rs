@@ -64,6 +64,9 @@ pub enum CoordinatorError {
     /// The raft library refused an operation.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// TLS material or an identity cannot be used.
+    #[error(transparent)]
+    Security(#[from] quarry_security::SecurityError),
     /// Binding or serving a socket failed.
     #[error("cannot serve on {addr}: {detail}")]
     Serve {
@@ -97,6 +100,7 @@ impl ServiceError for CoordinatorError {
             | Self::Corrupt { .. }
             | Self::Raft(_)
             | Self::Serve { .. }
+            | Self::Security(_)
             | Self::Io { .. } => ErrorKind::Internal,
         }
     }

@@ -7,6 +7,7 @@ use crate::state::Rejection;
 use crate::storage::AddressBook;
 use quarry_proto::NodeId;
 use quarry_proto::v1::{self, cluster_service_client::ClusterServiceClient};
+use quarry_security::TlsFiles;
 use std::time::{Duration, Instant};
 use tonic::Status;
 
@@ -154,11 +155,16 @@ pub async fn remove(
 /// `url`), following the leader, until it answers or [`JOIN_TIMEOUT`]
 /// passes. Returns the membership the leader reported, URLs included.
 #[tracing::instrument(skip_all, fields(node = node_id.0, %url, %join_url))]
-pub async fn join(node_id: NodeId, url: &str, join_url: &str) -> Result<AddressBook> {
+pub async fn join(
+    node_id: NodeId,
+    url: &str,
+    join_url: &str,
+    tls: Option<&TlsFiles>,
+) -> Result<AddressBook> {
     let deadline = Instant::now() + JOIN_TIMEOUT;
     let mut target = join_url.to_owned();
     loop {
-        let last_error = match ask_to_join(node_id, url, &target).await {
+        let last_error = match ask_to_join(node_id, url, &target, tls).await {
             Ok(members) => {
                 tracing::info!(members = members.len(), "admitted to the coordinator group");
                 return Ok(members);
@@ -199,8 +205,9 @@ async fn ask_to_join(
     node_id: NodeId,
     url: &str,
     target: &str,
+    tls: Option<&TlsFiles>,
 ) -> std::result::Result<AddressBook, JoinError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(target.to_owned())
+    let endpoint = quarry_security::tls::endpoint(target, tls)
         .map_err(|e| JoinError::Fatal(Status::invalid_argument(format!("bad --join URL: {e}"))))?
         .connect_timeout(Duration::from_secs(2));
     let channel = endpoint

@@ -4,6 +4,7 @@ use crate::node::NodeHandle;
 use crate::transport::SnapshotReceiver;
 use protobuf::Message as _;
 use quarry_proto::v1::{self, raft_service_server::RaftService};
+use quarry_security::{Role, access};
 use raft::eraftpb::MessageType;
 use std::path::PathBuf;
 use tokio_stream::StreamExt as _;
@@ -26,6 +27,78 @@ impl RaftApi {
             node,
         }
     }
+
+    /// The member a request comes from: over TLS, the coordinator its
+    /// certificate names, which must be a current member (voter or learner,
+    /// or in the address book). A node that knows no membership yet (an
+    /// empty data directory waiting for its first snapshot) accepts any
+    /// coordinator of the cluster's CA. Plaintext (loopback development):
+    /// `None`, unchecked.
+    fn sender<T>(&self, request: &Request<T>) -> Result<Option<u64>, Status> {
+        if !access::is_secure(request) {
+            return Ok(None);
+        }
+        let principal = access::principal_of(request)
+            .ok_or_else(|| Status::unauthenticated("raft calls need a coordinator certificate"))?;
+        let id = match (principal.role, principal.name.parse::<u64>()) {
+            (Role::Coordinator, Ok(id)) => id,
+            _ => {
+                return Err(Status::permission_denied(format!(
+                    "{principal} is not a coordinator; raft messages come only from members"
+                )));
+            }
+        };
+        let member = self
+            .node
+            .read(|replica| {
+                let conf = &replica.conf_state;
+                let unknown = conf.voters.is_empty() && replica.peers.is_empty();
+                unknown
+                    || [
+                        &conf.voters,
+                        &conf.learners,
+                        &conf.voters_outgoing,
+                        &conf.learners_next,
+                    ]
+                    .into_iter()
+                    .any(|ids| ids.contains(&id))
+                    || replica.peers.contains_key(&id)
+            })
+            .map_err(Status::from)?;
+        if !member {
+            tracing::warn!(%principal, "raft messages from a coordinator that is not a member dropped");
+            return Err(Status::permission_denied(format!(
+                "coordinator {id} is not a member of this group; raft messages from it are dropped"
+            )));
+        }
+        Ok(Some(id))
+    }
+
+    /// Checks a message's `from` and `to` against the connection's sender
+    /// and this node.
+    fn check_message(
+        &self,
+        sender: Option<u64>,
+        message: &raft::eraftpb::Message,
+    ) -> Result<(), Status> {
+        let Some(sender) = sender else {
+            return Ok(());
+        };
+        let me = self.node.status().id;
+        if message.from != sender || message.to != me {
+            tracing::warn!(
+                sender,
+                from = message.from,
+                to = message.to,
+                "forged raft message dropped"
+            );
+            return Err(Status::permission_denied(format!(
+                "a raft message from {} to {} arrived over coordinator {sender}'s connection to coordinator {me}; dropped",
+                message.from, message.to
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -34,6 +107,7 @@ impl RaftService for RaftApi {
         &self,
         request: Request<Streaming<v1::RaftMessage>>,
     ) -> Result<tonic::Response<v1::RaftAck>, Status> {
+        let sender = self.sender(&request)?;
         let mut stream = request.into_inner();
         while let Some(message) = stream.next().await {
             let message = message?;
@@ -45,6 +119,7 @@ impl RaftService for RaftApi {
                     "snapshots are sent with RaftService.SendSnapshot, not Send",
                 ));
             }
+            self.check_message(sender, &parsed)?;
             self.node.step(parsed)?;
         }
         Ok(tonic::Response::new(v1::RaftAck {}))
@@ -55,6 +130,7 @@ impl RaftService for RaftApi {
         &self,
         request: Request<Streaming<v1::SnapshotChunk>>,
     ) -> Result<tonic::Response<v1::RaftAck>, Status> {
+        let sender = self.sender(&request)?;
         let mut stream = request.into_inner();
         // File writes run on a blocking thread, a few chunks behind the
         // network: memory holds those chunks, not the snapshot.
@@ -88,6 +164,7 @@ impl RaftService for RaftApi {
             return Err(status);
         }
         let message = written.map_err(Status::invalid_argument)?;
+        self.check_message(sender, &message)?;
         tracing::Span::current()
             .record("from", message.from)
             .record("index", message.get_snapshot().get_metadata().index);

@@ -11,6 +11,8 @@ use crate::state::{Assignment, Command, Response};
 use crate::storage::Store;
 use quarry_proto::NodeId;
 use quarry_proto::v1;
+use quarry_security::access::AccessLayer;
+use quarry_security::{Role, ServerTls, TlsFiles};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,6 +73,9 @@ pub struct CoordinatorConfig {
     /// Finished hunts are deleted this long after they ended (zero: kept
     /// whatever their age).
     pub retain_for: Duration,
+    /// Mutual TLS for the server and for connections to peers; without it
+    /// the coordinator serves plaintext, on a loopback address only.
+    pub tls: Option<TlsFiles>,
 }
 
 impl CoordinatorConfig {
@@ -107,6 +112,7 @@ impl CoordinatorConfig {
             raft_fault: None,
             retain_hunts: DEFAULT_RETAIN_HUNTS,
             retain_for: DEFAULT_RETAIN_FOR,
+            tls: None,
         }
     }
 }
@@ -129,6 +135,13 @@ impl Coordinator {
                 "node id must be non-zero".to_owned(),
             ));
         }
+        let tls = match &config.tls {
+            Some(files) => Some(server_tls(files, config.node_id)?),
+            None => {
+                quarry_security::listen::check_plaintext(config.listen, "coordinator API")?;
+                None
+            }
+        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -147,12 +160,15 @@ impl Coordinator {
                 crate::node::validate_url(url)?;
                 Some(url.clone())
             }
-            None if !addr.ip().is_unspecified() => Some(format!("http://{addr}")),
+            None if !addr.ip().is_unspecified() => Some(format!(
+                "{}://{addr}",
+                if tls.is_some() { "https" } else { "http" }
+            )),
             None => None,
         };
         if config.join.is_some() && url.is_none() {
             return Err(CoordinatorError::InvalidArgument(format!(
-                "listening on {addr}, this coordinator cannot tell the group its URL; pass --advertise-url http://HOST:{}",
+                "listening on {addr}, this coordinator cannot tell the group its URL; pass --advertise-url https://HOST:{}",
                 addr.port()
             )));
         }
@@ -178,6 +194,7 @@ impl Coordinator {
                 &tokio::runtime::Handle::current(),
                 &crate::snapshot_file::snapshot_dir(&data_dir),
             )
+            .with_tls(config.tls.clone())
             .with_fault(config.raft_fault.clone()),
         );
         let (node, fresh) = tokio::task::spawn_blocking(move || {
@@ -206,7 +223,7 @@ impl Coordinator {
             leases: crate::lease::Leases::new(config.clock.clone(), config.heartbeat_timeout),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(leader_duties(
                 shared.clone(),
                 Duties {
@@ -216,13 +233,17 @@ impl Coordinator {
                 },
                 shutdown_rx.clone(),
             )),
-            tokio::spawn(serve(shared.clone(), listener, shutdown_rx)),
+            tokio::spawn(serve(shared.clone(), listener, tls.clone(), shutdown_rx)),
         ];
+        if let Some(tls) = &tls {
+            tasks.push(tls.spawn_reloader());
+        }
         tracing::info!(%addr, node = node_id.0, "coordinator serving");
         // A node with an empty data directory asks the group to add it; the
         // leader then sends it a snapshot. A restarted member is already in.
         if let (Some(join_url), Some(url), true) = (&join, &url, fresh) {
-            let members = crate::membership::join(node_id, url, join_url).await;
+            let members =
+                crate::membership::join(node_id, url, join_url, config.tls.as_ref()).await;
             match members {
                 Ok(members) => handle.learn_peers(members)?,
                 Err(e) => {
@@ -296,7 +317,28 @@ impl Coordinator {
     }
 }
 
-async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+/// Loads a coordinator's TLS files, checking that its certificate names
+/// this coordinator, so a misplaced file fails at start, not at the first
+/// peer that refuses it.
+fn server_tls(files: &TlsFiles, node: NodeId) -> Result<Arc<ServerTls>> {
+    let principal = files.principal()?;
+    if principal.role != Role::Coordinator || principal.name != node.0.to_string() {
+        return Err(CoordinatorError::InvalidArgument(format!(
+            "{} names {principal}, but this is coordinator {}: issue it with `quarry certs issue --role coordinator --name {}`",
+            files.cert.display(),
+            node.0,
+            node.0
+        )));
+    }
+    Ok(ServerTls::load(files.clone())?)
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<v1::hunt_service_server::HuntServiceServer<service::Api>>()
@@ -326,9 +368,11 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::
     };
     let api = service::Api::new(shared.clone());
     let max = quarry_proto::MAX_MESSAGE_BYTES;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let secure = tls.is_some();
+    let incoming = quarry_security::listen::incoming(listener, tls);
     let result = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .layer(AccessLayer::new(secure))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -16,6 +16,7 @@ use quarry_proto::v1::module_service_server::ModuleService;
 use quarry_proto::v1::worker_service_server::WorkerService;
 use quarry_proto::v1::{self, hunt_service_server::HuntService};
 use quarry_proto::{HuntId, ModuleDigest, RequestId, ShardId, TaskId, WorkerId};
+use quarry_security::{Role, access};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -1041,6 +1042,17 @@ impl ClusterService for Api {
         &self,
         request: Request<v1::AddCoordinatorRequest>,
     ) -> Result<tonic::Response<v1::MembershipResponse>, Status> {
+        // The access table lets coordinators in for `--join`; one may add
+        // only itself, under the node id its certificate names.
+        if let Some(principal) = access::principal_of(&request)
+            && principal.role == Role::Coordinator
+            && principal.name != request.get_ref().node_id.to_string()
+        {
+            return Err(Status::permission_denied(format!(
+                "{principal} may add only itself to the group, not node {}; an admin adds others",
+                request.get_ref().node_id
+            )));
+        }
         crate::membership::add(&self.shared.node, request.into_inner())
             .await
             .map(tonic::Response::new)
@@ -1063,6 +1075,27 @@ fn worker_id(id: &str) -> Result<WorkerId, Status> {
     Ok(WorkerId::new(id))
 }
 
+/// The worker a request acts as: the one it names, which over TLS must be
+/// the worker its certificate names (the access table has checked the
+/// role). A plaintext loopback server (development) trusts the name.
+fn acting_worker<T>(request: &Request<T>, id: &str) -> Result<WorkerId, Status> {
+    let id = worker_id(id)?;
+    if !access::is_secure(request) {
+        return Ok(id);
+    }
+    match access::principal_of(request) {
+        Some(principal) if principal.role == Role::Worker && principal.name == id.as_str() => {
+            Ok(id)
+        }
+        Some(principal) => Err(Status::permission_denied(format!(
+            "{principal} may not act as worker {id}: a worker acts only as the worker its certificate names"
+        ))),
+        None => Err(Status::unauthenticated(
+            "worker calls need the worker's client certificate",
+        )),
+    }
+}
+
 #[tonic::async_trait]
 impl WorkerService for Api {
     #[tracing::instrument(skip_all, fields(worker))]
@@ -1070,8 +1103,8 @@ impl WorkerService for Api {
         &self,
         request: Request<v1::RegisterWorkerRequest>,
     ) -> Result<tonic::Response<v1::RegisterWorkerResponse>, Status> {
+        let id = acting_worker(&request, &request.get_ref().worker_id)?;
         let request = request.into_inner();
-        let id = worker_id(&request.worker_id)?;
         tracing::Span::current().record("worker", id.as_str());
         let shards = request
             .shards
@@ -1100,7 +1133,7 @@ impl WorkerService for Api {
         &self,
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<tonic::Response<v1::HeartbeatResponse>, Status> {
-        let id = worker_id(&request.into_inner().worker_id)?;
+        let id = acting_worker(&request, &request.get_ref().worker_id)?;
         // A heartbeat kept by a follower would never reach the leader's
         // lease table: send the worker to the leader.
         self.shared.require_leader()?;
@@ -1121,7 +1154,7 @@ impl WorkerService for Api {
         &self,
         request: Request<v1::TaskStreamRequest>,
     ) -> Result<tonic::Response<Self::TaskStreamStream>, Status> {
-        let id = worker_id(&request.into_inner().worker_id)?;
+        let id = acting_worker(&request, &request.get_ref().worker_id)?;
         self.shared.require_leader()?;
         // Re-send what the worker was assigned: after a reconnect or a new
         // leader it may not have them. Workers drop duplicates by attempt.
@@ -1176,8 +1209,8 @@ impl WorkerService for Api {
         &self,
         request: Request<v1::ReportTaskRequest>,
     ) -> Result<tonic::Response<v1::ReportTaskResponse>, Status> {
+        let worker = acting_worker(&request, &request.get_ref().worker_id)?;
         let mut request = request.into_inner();
-        let worker = worker_id(&request.worker_id)?;
         tracing::Span::current()
             .record("task", request.task_id.as_str())
             .record("attempt", request.attempt);

@@ -15,6 +15,7 @@ use crate::snapshot_file::{Incoming, SnapshotRef};
 use crate::storage::AddressBook;
 use protobuf::Message as _;
 use quarry_proto::v1::{self, raft_service_client::RaftServiceClient};
+use quarry_security::TlsFiles;
 use raft::SnapshotStatus;
 use raft::eraftpb::{Message, MessageType};
 use std::collections::HashMap;
@@ -60,6 +61,8 @@ pub type RaftFault = Arc<dyn Fn(&Message) -> bool + Send + Sync>;
 /// gRPC transport to the peers in the address book.
 pub struct GrpcTransport {
     runtime: tokio::runtime::Handle,
+    /// This coordinator's certificate and CA, for connections to peers.
+    tls: Option<TlsFiles>,
     /// Where this node's snapshot files are.
     snapshots: PathBuf,
     peers: Mutex<HashMap<u64, Peer>>,
@@ -74,11 +77,18 @@ impl GrpcTransport {
     pub fn new(runtime: &tokio::runtime::Handle, snapshots: &Path) -> Self {
         Self {
             runtime: runtime.clone(),
+            tls: None,
             snapshots: snapshots.to_owned(),
             peers: Mutex::new(HashMap::new()),
             reports: Arc::default(),
             fault: None,
         }
+    }
+
+    /// Connects to peers over mutual TLS with these files.
+    pub fn with_tls(mut self, tls: Option<TlsFiles>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Drops the messages `fault` picks (failure tests).
@@ -171,6 +181,7 @@ impl Transport for GrpcTransport {
                 rx,
                 self.reports.clone(),
                 self.snapshots.clone(),
+                self.tls.clone(),
             ));
             peers.insert(
                 id,
@@ -190,6 +201,7 @@ async fn peer_loop(
     mut queue: mpsc::Receiver<Message>,
     reports: Arc<Mutex<Reports>>,
     snapshots: PathBuf,
+    tls: Option<TlsFiles>,
 ) {
     let mut backoff = Duration::from_millis(50);
     let report = |why: &str| {
@@ -199,7 +211,7 @@ async fn peer_loop(
         }
     };
     loop {
-        let channel = match tonic::transport::Endpoint::from_shared(url.clone()) {
+        let channel = match quarry_security::tls::endpoint(&url, tls.as_ref()) {
             Ok(endpoint) => {
                 endpoint
                     .connect_timeout(Duration::from_millis(500))

@@ -9,6 +9,8 @@ use quarry_proto::v1::{
     self, cluster_service_client::ClusterServiceClient, worker_service_client::WorkerServiceClient,
 };
 use quarry_proto::{ModuleDigest, WorkerId};
+use quarry_security::access::AccessLayer;
+use quarry_security::{Role, ServerTls, TlsFiles};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +37,9 @@ pub struct WorkerConfig {
     pub listen: SocketAddr,
     /// Tasks run at once.
     pub slots: u32,
+    /// Mutual TLS to the coordinators and for the worker's own server;
+    /// without it the worker serves plaintext, on a loopback address only.
+    pub tls: Option<TlsFiles>,
 }
 
 /// A running worker.
@@ -190,6 +195,24 @@ impl Worker {
         config: WorkerConfig,
         store: Arc<ShardStore>,
     ) -> Result<Self, WorkerError> {
+        let tls = match &config.tls {
+            Some(files) => {
+                let principal = files.principal()?;
+                if principal.role != Role::Worker || principal.name != config.id.as_str() {
+                    return Err(WorkerError::Runtime(format!(
+                        "{} names {principal}, but this is worker {}: issue it with `quarry certs issue --role worker --name {}`",
+                        files.cert.display(),
+                        config.id,
+                        config.id
+                    )));
+                }
+                Some(ServerTls::load(files.clone())?)
+            }
+            None => {
+                quarry_security::listen::check_plaintext(config.listen, "worker's ingest API")?;
+                None
+            }
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| WorkerError::Serve {
@@ -228,10 +251,13 @@ impl Worker {
             }),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let tasks = vec![
-            tokio::spawn(serve(listener, ingest, shutdown_rx.clone())),
+        let mut tasks = vec![
+            tokio::spawn(serve(listener, tls.clone(), ingest, shutdown_rx.clone())),
             tokio::spawn(session_loop(inner.clone(), addr, shutdown_rx)),
         ];
+        if let Some(tls) = &tls {
+            tasks.push(tls.spawn_reloader());
+        }
         Ok(Self {
             addr,
             shutdown,
@@ -277,6 +303,7 @@ impl Drop for Worker {
 
 async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     ingest: crate::ingest_service::IngestApi,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -288,8 +315,10 @@ async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
         .build_v1();
+    let secure = tls.is_some();
     let mut router = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .layer(AccessLayer::new(secure))
         .add_service(health_service)
         .add_service(
             v1::ingest_service_server::IngestServiceServer::new(ingest)
@@ -299,7 +328,7 @@ async fn serve(
         Ok(reflection) => router = router.add_service(reflection),
         Err(e) => tracing::warn!(error = %e, "serving without reflection"),
     }
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = quarry_security::listen::incoming(listener, tls);
     if let Err(e) = router
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -423,8 +452,8 @@ async fn connect(inner: &Inner) -> Result<WorkerServiceClient<Channel>, WorkerEr
 }
 
 async fn connect_channel(inner: &Inner) -> Result<Channel, WorkerError> {
-    Channel::from_shared(inner.url())
-        .map_err(|e| coordinator_error(inner, format!("invalid URL: {e}")))?
+    quarry_security::tls::endpoint(&inner.url(), inner.config.tls.as_ref())
+        .map_err(|e| coordinator_error(inner, e))?
         .connect_timeout(Duration::from_secs(3))
         .connect()
         .await

@@ -6,6 +6,9 @@ use quarry_proto::ModuleDigest;
 /// What can go wrong in a worker, phrased for the operator or the hunter.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    /// TLS material or an identity cannot be used.
+    #[error(transparent)]
+    Security(#[from] quarry_security::SecurityError),
     /// The shard store failed.
     #[error(transparent)]
     Shard(#[from] ShardError),

@@ -219,6 +219,7 @@ impl Cluster {
                 data_dir: dir.path().to_owned(),
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 slots: 2,
+                tls: None,
             },
             store,
         )

@@ -116,6 +116,7 @@ async fn worker_files_are_private_under_a_permissive_umask() {
         data_dir: data_dir.clone(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         slots: 1,
+        tls: None,
     })
     .await
     .expect("worker starts");

@@ -19,6 +19,7 @@ use quarry_proto::v1::{
     self, cluster_service_client::ClusterServiceClient, hunt_service_client::HuntServiceClient,
     module_service_client::ModuleServiceClient, triage_service_client::TriageServiceClient,
 };
+pub use quarry_security::TlsFiles;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -297,17 +298,29 @@ pub struct Client {
     modules: ModuleServiceClient<Channel>,
     cluster: ClusterServiceClient<Channel>,
     triage: TriageServiceClient<Channel>,
+    /// Kept for following the leader to another coordinator.
+    tls: Option<TlsFiles>,
+}
+
+/// An endpoint for `url`, over mutual TLS when `tls` is given.
+fn endpoint(url: &str, tls: Option<&TlsFiles>) -> Result<tonic::transport::Endpoint, ClientError> {
+    quarry_security::tls::endpoint(url, tls).map_err(|e| ClientError::BadUrl {
+        url: url.to_owned(),
+        detail: e.to_string(),
+    })
 }
 
 impl Client {
-    /// Connects to `url` (for example `http://127.0.0.1:7700`).
+    /// Connects to `url` over plaintext (for example
+    /// `http://127.0.0.1:7700`, a development cluster on loopback).
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let endpoint = Channel::from_shared(url.to_owned())
-            .map_err(|e| ClientError::BadUrl {
-                url: url.to_owned(),
-                detail: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(5));
+        Self::connect_with(url, None).await
+    }
+
+    /// Connects to `url`; with `tls`, over mutual TLS (`https://` URLs),
+    /// presenting the certificate that names the caller.
+    pub async fn connect_with(url: &str, tls: Option<&TlsFiles>) -> Result<Self, ClientError> {
+        let endpoint = endpoint(url, tls)?.connect_timeout(Duration::from_secs(5));
         let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
             url: url.to_owned(),
             detail: source_text(&e),
@@ -320,6 +333,7 @@ impl Client {
                 .max_encoding_message_size(max),
             cluster: ClusterServiceClient::new(channel.clone()),
             triage: TriageServiceClient::new(channel).max_decoding_message_size(max),
+            tls: tls.cloned(),
         })
     }
 
@@ -377,7 +391,7 @@ impl Client {
         match leader {
             Some(url) if status.code() == tonic::Code::Unavailable && *hops < 2 => {
                 *hops += 1;
-                *self = Client::connect(&url).await?;
+                *self = Client::connect_with(&url, self.tls.clone().as_ref()).await?;
                 Ok(())
             }
             _ => Err(status.into()),
@@ -843,12 +857,20 @@ pub async fn ingest_file(
     format: Option<&str>,
     path: &std::path::Path,
 ) -> Result<v1::IngestResponse, ClientError> {
+    ingest_file_with(worker_url, None, shard, labels, format, path).await
+}
+
+/// [`ingest_file`], over mutual TLS when `tls` is given.
+pub async fn ingest_file_with(
+    worker_url: &str,
+    tls: Option<&TlsFiles>,
+    shard: &str,
+    labels: HashMap<String, String>,
+    format: Option<&str>,
+    path: &std::path::Path,
+) -> Result<v1::IngestResponse, ClientError> {
     use tokio::io::AsyncReadExt as _;
-    let channel = Channel::from_shared(worker_url.to_owned())
-        .map_err(|e| ClientError::BadUrl {
-            url: worker_url.to_owned(),
-            detail: e.to_string(),
-        })?
+    let channel = endpoint(worker_url, tls)?
         .connect()
         .await
         .map_err(|e| ClientError::Connect {

@@ -1,0 +1,423 @@
+//! A coordinator on mutual TLS, attacked the ways an unauthenticated
+//! listener allowed: every RPC refused to callers without a certificate or
+//! with the wrong role (state unchanged), a worker certificate from another
+//! CA, a worker acting as another, a report for another worker's task, a
+//! client adding a coordinator, a forged raft message. Real gRPC over
+//! loopback TLS, certificates made by `quarry_security::certs`.
+
+mod common;
+
+use protobuf::Message as _;
+use quarry_coordinator::Coordinator;
+use quarry_coordinator::state::{
+    Assignment, Command, HuntSpec, ModuleSelector, Scope, ShardDescription,
+};
+use quarry_proto::{HuntId, ShardId, TaskId, WorkerId, v1};
+use quarry_security::access::{Access, RULES};
+use quarry_security::{Principal, Role, TlsFiles, certs};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tonic::transport::Channel;
+
+/// A CA in `dir` and certificates for the principals the tests use.
+struct Pki {
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Self {
+        certs::init_ca(dir, "Test CA", 2).expect("CA");
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn files(&self, role: Role, name: &str) -> TlsFiles {
+        let principal = Principal::new(role, name).expect("principal");
+        let issued = certs::issued_paths(&self.dir, &principal);
+        if !issued.cert.exists() {
+            certs::issue(&self.dir, &principal, &["127.0.0.1".into()], 2, &self.dir)
+                .expect("issue");
+        }
+        TlsFiles {
+            ca: self.dir.join(certs::CA_CERT),
+            cert: issued.cert,
+            key: issued.key,
+        }
+    }
+}
+
+/// A TLS channel to `url` trusting `ca`, presenting `files`' certificate
+/// (or none).
+async fn channel(url: &str, ca: &Path, identity: Option<&TlsFiles>) -> Result<Channel, String> {
+    let mut config = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(std::fs::read(ca).expect("ca")),
+    );
+    if let Some(files) = identity {
+        config = config.identity(tonic::transport::Identity::from_pem(
+            std::fs::read(&files.cert).expect("cert"),
+            std::fs::read(&files.key).expect("key"),
+        ));
+    }
+    let endpoint = Channel::from_shared(url.to_owned())
+        .expect("url")
+        .tls_config(config)
+        .expect("tls");
+    endpoint.connect().await.map_err(|e| format!("{e:?}"))
+}
+
+/// Calls `path` with an empty message: enough for the access check, which
+/// runs before anything is decoded.
+async fn call(channel: Channel, path: &str) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let path = path.parse().expect("path");
+    match grpc.unary(tonic::Request::new(()), path, codec).await {
+        Ok(_) => tonic::Status::ok(""),
+        Err(status) => status,
+    }
+}
+
+fn state_of(coordinator: &Coordinator) -> (u64, quarry_coordinator::state::State) {
+    coordinator
+        .node()
+        .read(|replica| (replica.applied_index, replica.state.clone()))
+        .expect("read")
+}
+
+async fn start(dir: &Path, pki: &Pki) -> (Coordinator, String) {
+    let tls = pki.files(Role::Coordinator, "1");
+    let (coordinator, _) = common::start_single_node(dir, |config| config.tls = Some(tls)).await;
+    let url = format!("https://{}", coordinator.addr());
+    (coordinator, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_refuses_callers_without_identity_or_role_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let (coordinator, url) = start(dir.path(), &pki).await;
+    let ca = pki.dir.join(certs::CA_CERT);
+    let before = state_of(&coordinator);
+
+    let anonymous = channel(&url, &ca, None)
+        .await
+        .expect("connect without a certificate");
+    let roles = [
+        Role::Admin,
+        Role::Hunter,
+        Role::Automation,
+        Role::Viewer,
+        Role::Worker,
+        Role::Coordinator,
+    ];
+    let mut callers = Vec::new();
+    for role in roles {
+        let files = pki.files(role, if role == Role::Coordinator { "7" } else { "x" });
+        callers.push((
+            role,
+            channel(&url, &ca, Some(&files)).await.expect("connect"),
+        ));
+    }
+    let mut checked = 0;
+    for (path, access, _) in RULES {
+        let Access::Roles(allowed) = access else {
+            continue;
+        };
+        // The worker's ingest runs on workers, not here.
+        if path.contains("IngestService") {
+            continue;
+        }
+        let status = call(anonymous.clone(), path).await;
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{path}: {status:?}"
+        );
+        assert!(
+            status.message().contains("client certificate"),
+            "{path}: {status:?}"
+        );
+        for (role, channel) in &callers {
+            if allowed.contains(role) {
+                continue;
+            }
+            let status = call(channel.clone(), path).await;
+            assert_eq!(
+                status.code(),
+                tonic::Code::PermissionDenied,
+                "{role} {path}: {status:?}"
+            );
+            assert!(status.message().contains(path), "{role} {path}: {status:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "only {checked} refusals checked");
+    // Health stays open for load balancers.
+    let health = call(anonymous, "/grpc.health.v1.Health/Check").await;
+    assert_ne!(health.code(), tonic::Code::Unauthenticated);
+
+    // A certificate from another CA does not even get a connection.
+    let other = Pki::new(&dir.path().join("other"));
+    let stranger = other.files(Role::Admin, "x");
+    let refused = match channel(&url, &ca, Some(&stranger)).await {
+        Err(e) => e,
+        Ok(channel) => format!(
+            "{:?}",
+            call(channel, "/quarry.v1.ClusterService/Status").await
+        ),
+    };
+    assert!(
+        refused.contains("Unavailable")
+            || refused.contains("transport")
+            || refused.contains("Unknown"),
+        "{refused}"
+    );
+
+    let after = state_of(&coordinator);
+    assert!(before == after, "a refused call changed the state");
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_act_only_as_themselves_and_a_foreign_ca_cannot_register() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let (coordinator, url) = start(dir.path(), &pki).await;
+    let ca = pki.dir.join(certs::CA_CERT);
+    let node = coordinator.node();
+    common::commit_module_m1(node).await;
+    node.propose(Command::RegisterWorker {
+        id: WorkerId::new("w1"),
+        address: "127.0.0.1:1".into(),
+        slots: 2,
+        shards: vec![ShardDescription {
+            name: ShardId::new("a"),
+            labels: Default::default(),
+            event_count: 1,
+            min_ts_ms: 1,
+            max_ts_ms: 2,
+            size_bytes: 1,
+        }],
+        now_ms: common::now_ms(),
+    })
+    .await
+    .expect("commit")
+    .expect("registered");
+    let spec = HuntSpec {
+        module: ModuleSelector::NameVersion {
+            name: "m".into(),
+            version: Some("1".into()),
+        },
+        params: BTreeMap::new(),
+        scope: Scope {
+            shards: vec![ShardId::new("a")],
+            ..Scope::default()
+        },
+        limits: Default::default(),
+        priority: 0,
+        description: String::new(),
+        policy: Default::default(),
+    };
+    let hunt: HuntId = match node
+        .propose(Command::SubmitHunt {
+            spec,
+            now_ms: common::now_ms(),
+        })
+        .await
+        .expect("commit")
+    {
+        Ok(quarry_coordinator::state::Response::Hunt { id, .. }) => id,
+        other => panic!("{other:?}"),
+    };
+    let task = TaskId::for_shard(&hunt, &ShardId::new("a"));
+    node.propose(Command::AssignTasks {
+        assignments: vec![Assignment {
+            task: task.clone(),
+            worker: WorkerId::new("w1"),
+        }],
+        now_ms: common::now_ms(),
+    })
+    .await
+    .expect("commit")
+    .expect("assigned");
+
+    // Worker w2, with its own valid certificate.
+    let w2 = pki.files(Role::Worker, "w2");
+    let mut as_w2 = v1::worker_service_client::WorkerServiceClient::new(
+        channel(&url, &ca, Some(&w2)).await.expect("connect"),
+    );
+    let register = |id: &str| v1::RegisterWorkerRequest {
+        worker_id: id.into(),
+        address: "127.0.0.1:2".into(),
+        slots: 1,
+        shards: Vec::new(),
+    };
+    let denied = as_w2
+        .register_worker(register("w1"))
+        .await
+        .expect_err("w2 cannot register as w1");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert!(
+        denied.message().contains("may not act as worker w1"),
+        "{denied:?}"
+    );
+    as_w2
+        .register_worker(register("w2"))
+        .await
+        .expect("w2 registers as itself");
+
+    let before = state_of(&coordinator);
+    let report = |worker: &str| v1::ReportTaskRequest {
+        task_id: task.as_str().to_owned(),
+        attempt: 1,
+        worker_id: worker.into(),
+        outcome: v1::TaskOutcome::Succeeded as i32,
+        ..Default::default()
+    };
+    let denied = as_w2
+        .report_task(report("w1"))
+        .await
+        .expect_err("w2 cannot report as w1");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    // As itself, its report for w1's task is stale: nothing changes.
+    as_w2.report_task(report("w2")).await.expect("answered");
+    let after = state_of(&coordinator);
+    assert!(
+        before.1.hunts[&hunt] == after.1.hunts[&hunt]
+            && before.1.tasks[&task] == after.1.tasks[&task],
+        "a report for another worker's task changed the hunt"
+    );
+    assert_eq!(
+        after.1.tasks[&task].attempt_on(&WorkerId::new("w1")),
+        Some(1),
+        "the task still runs on w1"
+    );
+
+    // A worker certificate from another CA gets no connection at all.
+    let other = Pki::new(&dir.path().join("other"));
+    let foreign = other.files(Role::Worker, "w3");
+    let registered = match channel(&url, &ca, Some(&foreign)).await {
+        Err(_) => false,
+        Ok(channel) => v1::worker_service_client::WorkerServiceClient::new(channel)
+            .register_worker(register("w3"))
+            .await
+            .is_ok(),
+    };
+    assert!(!registered, "a worker from another CA registered");
+    assert!(
+        !state_of(&coordinator)
+            .1
+            .workers
+            .contains_key(&WorkerId::new("w3")),
+        "w3 is not in the state"
+    );
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_add_coordinators_and_forged_raft_messages_are_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let (coordinator, url) = start(dir.path(), &pki).await;
+    let ca = pki.dir.join(certs::CA_CERT);
+    let before = state_of(&coordinator);
+    let add = v1::AddCoordinatorRequest {
+        node_id: 6,
+        url: "https://127.0.0.1:1".into(),
+    };
+
+    let hunter = pki.files(Role::Hunter, "alice");
+    let mut as_hunter = v1::cluster_service_client::ClusterServiceClient::new(
+        channel(&url, &ca, Some(&hunter)).await.expect("connect"),
+    );
+    let denied = as_hunter
+        .add_coordinator(add.clone())
+        .await
+        .expect_err("hunter");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert!(
+        denied.message().contains("needs the role admin"),
+        "{denied:?}"
+    );
+
+    // A coordinator certificate may add only its own node id.
+    let five = pki.files(Role::Coordinator, "5");
+    let mut as_five = v1::cluster_service_client::ClusterServiceClient::new(
+        channel(&url, &ca, Some(&five)).await.expect("connect"),
+    );
+    let denied = as_five
+        .add_coordinator(add)
+        .await
+        .expect_err("another node");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert!(denied.message().contains("only itself"), "{denied:?}");
+
+    // Raft: a coordinator that is not a member, and a member's connection
+    // carrying a message that claims another sender.
+    let heartbeat = |from: u64| {
+        let mut message = raft::eraftpb::Message::default();
+        message.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+        message.from = from;
+        message.to = 1;
+        message.term = 1_000;
+        v1::RaftMessage {
+            message: message.write_to_bytes().expect("encode"),
+        }
+    };
+    let mut as_nine = v1::raft_service_client::RaftServiceClient::new(
+        channel(&url, &ca, Some(&pki.files(Role::Coordinator, "9")))
+            .await
+            .expect("connect"),
+    );
+    let dropped = as_nine
+        .send(tokio_stream::iter(vec![heartbeat(9)]))
+        .await
+        .expect_err("non-member");
+    assert_eq!(dropped.code(), tonic::Code::PermissionDenied);
+    assert!(dropped.message().contains("not a member"), "{dropped:?}");
+    let mut as_one = v1::raft_service_client::RaftServiceClient::new(
+        channel(&url, &ca, Some(&pki.files(Role::Coordinator, "1")))
+            .await
+            .expect("connect"),
+    );
+    let dropped = as_one
+        .send(tokio_stream::iter(vec![heartbeat(2)]))
+        .await
+        .expect_err("forged sender");
+    assert_eq!(dropped.code(), tonic::Code::PermissionDenied);
+    assert!(dropped.message().contains("dropped"), "{dropped:?}");
+    let status = coordinator.node().status();
+    assert!(
+        status.is_leader && status.term < 1_000,
+        "the forged term reached raft: {status:?}"
+    );
+
+    let after = state_of(&coordinator);
+    assert!(before == after, "a refused call changed the state");
+    coordinator.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_coordinator_without_tls_refuses_any_but_a_loopback_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = quarry_coordinator::CoordinatorConfig::single_node(
+        dir.path().join("c"),
+        std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+    );
+    let err = Coordinator::start(config).await.err().expect("refused");
+    let message = err.to_string();
+    assert!(message.contains("without TLS"), "{message}");
+    assert!(message.contains("quarry certs"), "{message}");
+
+    // And a certificate naming another node is refused at start.
+    let pki = Pki::new(&dir.path().join("pki"));
+    let mut config = quarry_coordinator::CoordinatorConfig::single_node(
+        dir.path().join("c2"),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    );
+    config.tls = Some(pki.files(Role::Worker, "w1"));
+    let err = Coordinator::start(config).await.err().expect("refused");
+    assert!(err.to_string().contains("names worker:w1"), "{err}");
+}

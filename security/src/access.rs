@@ -1,0 +1,420 @@
+//! Which role may call which RPC: one table for every service Quarry
+//! serves, enforced by [`AccessLayer`] before a request reaches its
+//! handler. A path the table does not name is refused, so an RPC added
+//! without a rule fails closed (and `every_rpc_has_a_rule` fails).
+//!
+//! Checks that need the request's contents stay with the handlers: a
+//! worker acts only as the worker its certificate names, a raft message is
+//! accepted only from the member its certificate names, a coordinator may
+//! add only itself.
+
+use crate::identity::{Principal, Role};
+use crate::listen::PeerInfo;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Who may call an RPC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone who can connect (health checks, reflection).
+    Public,
+    /// Principals of these roles.
+    Roles(&'static [Role]),
+}
+
+/// What an RPC does, for the audit trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Reads only.
+    Read,
+    /// Changes replicated state.
+    Write,
+}
+
+use Role::{Admin, Automation, Coordinator, Hunter, Viewer, Worker};
+
+/// Every API role: reading is open to all of them.
+const READERS: &[Role] = &[Admin, Hunter, Automation, Viewer];
+/// Running hunts.
+const HUNTERS: &[Role] = &[Admin, Hunter, Automation];
+/// Writing modules and judging findings.
+const AUTHORS: &[Role] = &[Admin, Hunter];
+/// Running the cluster.
+const ADMINS: &[Role] = &[Admin];
+/// Sending logs to a worker.
+const SHIPPERS: &[Role] = &[Admin, Automation];
+
+/// One rule per gRPC method path.
+pub const RULES: &[(&str, Access, Effect)] = &[
+    // Modules.
+    (
+        "/quarry.v1.ModuleService/UploadModule",
+        Access::Roles(AUTHORS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.ModuleService/GetModule",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.ModuleService/ListModules",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.ModuleService/DeleteModule",
+        Access::Roles(AUTHORS),
+        Effect::Write,
+    ),
+    // Hunts.
+    (
+        "/quarry.v1.HuntService/SubmitHunt",
+        Access::Roles(HUNTERS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.HuntService/GetHunt",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.HuntService/ListHunts",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.HuntService/CancelHunt",
+        Access::Roles(HUNTERS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.HuntService/ResumeHunt",
+        Access::Roles(HUNTERS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.HuntService/WatchHunt",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.HuntService/StreamFindings",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.HuntService/DeleteHunt",
+        Access::Roles(AUTHORS),
+        Effect::Write,
+    ),
+    // The cluster. A coordinator may ask to add itself (`--join`).
+    (
+        "/quarry.v1.ClusterService/ListWorkers",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.ClusterService/ListShards",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    // Workers and coordinators read it to find the leader and the members.
+    (
+        "/quarry.v1.ClusterService/Status",
+        Access::Roles(&[Admin, Hunter, Automation, Viewer, Worker, Coordinator]),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.ClusterService/AddCoordinator",
+        Access::Roles(&[Admin, Coordinator]),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.ClusterService/RemoveCoordinator",
+        Access::Roles(ADMINS),
+        Effect::Write,
+    ),
+    // Workers, as the worker their certificate names.
+    (
+        "/quarry.v1.WorkerService/RegisterWorker",
+        Access::Roles(&[Worker]),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.WorkerService/Heartbeat",
+        Access::Roles(&[Worker]),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.WorkerService/TaskStream",
+        Access::Roles(&[Worker]),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.WorkerService/ReportTask",
+        Access::Roles(&[Worker]),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.WorkerService/FetchModule",
+        Access::Roles(&[Worker]),
+        Effect::Read,
+    ),
+    // A worker's log intake.
+    (
+        "/quarry.v1.IngestService/Ingest",
+        Access::Roles(SHIPPERS),
+        Effect::Write,
+    ),
+    // Raft, between members.
+    (
+        "/quarry.v1.RaftService/Send",
+        Access::Roles(&[Coordinator]),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.RaftService/SendSnapshot",
+        Access::Roles(&[Coordinator]),
+        Effect::Write,
+    ),
+    // Triage.
+    (
+        "/quarry.v1.TriageService/ListCases",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.TriageService/GetCase",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.TriageService/UpdateCase",
+        Access::Roles(AUTHORS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.TriageService/ApplyConfig",
+        Access::Roles(ADMINS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.TriageService/GetConfig",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.TriageService/ListProposals",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.TriageService/DecideProposal",
+        Access::Roles(ADMINS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.TriageService/Summary",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    // Health and reflection, for load balancers and grpcurl.
+    ("/grpc.health.v1.Health/Check", Access::Public, Effect::Read),
+    ("/grpc.health.v1.Health/Watch", Access::Public, Effect::Read),
+    (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        Access::Public,
+        Effect::Read,
+    ),
+];
+
+/// The rule for a method path.
+pub fn rule(path: &str) -> Option<(Access, Effect)> {
+    RULES
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|(_, access, effect)| (*access, *effect))
+}
+
+/// Why a call is refused, or `None` if it may go on. `secure` is false
+/// only for a plaintext loopback server (development), which lets every
+/// call through: anyone who can reach it is on this machine.
+pub fn check(path: &str, principal: Option<&Principal>, secure: bool) -> Option<tonic::Status> {
+    if !secure {
+        return None;
+    }
+    let Some((access, _)) = rule(path) else {
+        return Some(tonic::Status::permission_denied(format!(
+            "{path} has no access rule; nobody may call it"
+        )));
+    };
+    let roles = match access {
+        Access::Public => return None,
+        Access::Roles(roles) => roles,
+    };
+    let Some(principal) = principal else {
+        return Some(tonic::Status::unauthenticated(format!(
+            "{path} needs a caller identity: connect with a client certificate from the cluster's CA (--tls-cert/--tls-key, made with `quarry certs issue`)"
+        )));
+    };
+    if roles.contains(&principal.role) {
+        return None;
+    }
+    Some(tonic::Status::permission_denied(format!(
+        "{principal} may not call {path}: it needs the role {}",
+        roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    )))
+}
+
+/// The principal a request's connection authenticated, if any.
+pub fn principal_of<T>(request: &tonic::Request<T>) -> Option<&Principal> {
+    PeerInfo::of(request).and_then(|peer| peer.principal.as_ref())
+}
+
+/// Whether a request came over TLS (a plaintext server is a loopback
+/// development server, where node identities are not checked).
+pub fn is_secure<T>(request: &tonic::Request<T>) -> bool {
+    PeerInfo::of(request).is_some_and(|peer| peer.tls)
+}
+
+/// Enforces [`RULES`] in front of a tonic server's routes.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessLayer {
+    secure: bool,
+}
+
+impl AccessLayer {
+    /// `secure`: the server is TLS (rules apply) or plaintext on loopback
+    /// (every call goes through).
+    pub fn new(secure: bool) -> Self {
+        Self { secure }
+    }
+}
+
+impl<S> tower::Layer<S> for AccessLayer {
+    type Service = AccessService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessService {
+            inner,
+            secure: self.secure,
+        }
+    }
+}
+
+/// The service [`AccessLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct AccessService<S> {
+    inner: S,
+    secure: bool,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for AccessService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let principal = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|peer| peer.principal.as_ref());
+        let path = request.uri().path();
+        match check(path, principal, self.secure) {
+            None => Box::pin(self.inner.call(request)),
+            Some(status) => {
+                let caller = principal.map_or_else(|| "anonymous".to_owned(), |p| p.to_string());
+                tracing::warn!(%caller, path, code = ?status.code(), "call refused");
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_refuse_anonymous_callers_and_wrong_roles_and_name_what_is_needed() {
+        let viewer = Principal::new(Viewer, "v").expect("principal");
+        let hunter = Principal::new(Hunter, "h").expect("principal");
+        let submit = "/quarry.v1.HuntService/SubmitHunt";
+        assert!(check(submit, Some(&hunter), true).is_none());
+        let denied = check(submit, Some(&viewer), true).expect("denied");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert!(
+            denied.message().contains("admin or hunter or automation"),
+            "{denied:?}"
+        );
+        let anonymous = check(submit, None, true).expect("denied");
+        assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+        let unknown = check("/quarry.v1.HuntService/Nope", Some(&hunter), true).expect("denied");
+        assert!(unknown.message().contains("no access rule"), "{unknown:?}");
+        assert!(check("/grpc.health.v1.Health/Check", None, true).is_none());
+        assert!(check(submit, None, false).is_none(), "loopback development");
+    }
+}
+
+#[cfg(test)]
+mod coverage {
+    use prost::Message as _;
+    use prost_types::FileDescriptorSet;
+
+    /// Every RPC of every Quarry service has a rule, and every rule names
+    /// an RPC that exists: a new RPC without one fails here (and is
+    /// refused at run time).
+    #[test]
+    fn every_rpc_has_a_rule() {
+        let set = FileDescriptorSet::decode(quarry_proto::v1::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let mut paths = Vec::new();
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    paths.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+        assert!(paths.len() > 30, "found only {paths:?}");
+        let missing: Vec<_> = paths
+            .iter()
+            .filter(|path| super::rule(path).is_none())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "RPCs without an access rule: {missing:?}"
+        );
+        let stale: Vec<_> = super::RULES
+            .iter()
+            .map(|(path, _, _)| *path)
+            .filter(|path| path.starts_with("/quarry.") && !paths.iter().any(|p| p == path))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "rules for RPCs that do not exist: {stale:?}"
+        );
+    }
+}
