@@ -54,30 +54,11 @@ async fn seed(coordinator: &Coordinator) {
 }
 
 async fn submit(coordinator: &Coordinator, now_ms: i64) -> HuntId {
-    let spec = HuntSpec {
-        module: ModuleSelector::NameVersion {
-            name: "m".into(),
-            version: Some("1".into()),
-        },
-        params: BTreeMap::new(),
-        scope: Scope {
-            shards: vec![ShardId::new("a"), ShardId::new("b")],
-            ..Scope::default()
-        },
-        limits: Default::default(),
-        priority: 0,
-        description: String::new(),
-        policy: Default::default(),
+    let scope = Scope {
+        shards: vec![ShardId::new("a"), ShardId::new("b")],
+        ..Scope::default()
     };
-    match coordinator
-        .node()
-        .propose(Command::SubmitHunt { spec, now_ms })
-        .await
-        .expect("commit")
-    {
-        Ok(quarry_coordinator::state::Response::Hunt { id, .. }) => id,
-        other => panic!("{other:?}"),
-    }
+    common::submit_m1(coordinator.node(), scope, now_ms).await
 }
 
 /// Wall time: the leader expires hunts past their deadline by it.

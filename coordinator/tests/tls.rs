@@ -9,13 +9,10 @@ mod common;
 
 use protobuf::Message as _;
 use quarry_coordinator::Coordinator;
-use quarry_coordinator::state::{
-    Assignment, Command, HuntSpec, ModuleSelector, Scope, ShardDescription,
-};
-use quarry_proto::{HuntId, ShardId, TaskId, WorkerId, v1};
+use quarry_coordinator::state::{Assignment, Command, Scope, ShardDescription};
+use quarry_proto::{ShardId, TaskId, WorkerId, v1};
 use quarry_security::access::{Access, RULES};
 use quarry_security::{Principal, Role, TlsFiles, certs};
-use std::collections::BTreeMap;
 use std::path::Path;
 use tonic::transport::Channel;
 
@@ -205,32 +202,15 @@ async fn workers_act_only_as_themselves_and_a_foreign_ca_cannot_register() {
     .await
     .expect("commit")
     .expect("registered");
-    let spec = HuntSpec {
-        module: ModuleSelector::NameVersion {
-            name: "m".into(),
-            version: Some("1".into()),
-        },
-        params: BTreeMap::new(),
-        scope: Scope {
+    let hunt = common::submit_m1(
+        node,
+        Scope {
             shards: vec![ShardId::new("a")],
             ..Scope::default()
         },
-        limits: Default::default(),
-        priority: 0,
-        description: String::new(),
-        policy: Default::default(),
-    };
-    let hunt: HuntId = match node
-        .propose(Command::SubmitHunt {
-            spec,
-            now_ms: common::now_ms(),
-        })
-        .await
-        .expect("commit")
-    {
-        Ok(quarry_coordinator::state::Response::Hunt { id, .. }) => id,
-        other => panic!("{other:?}"),
-    };
+        common::now_ms(),
+    )
+    .await;
     let task = TaskId::for_shard(&hunt, &ShardId::new("a"));
     node.propose(Command::AssignTasks {
         assignments: vec![Assignment {

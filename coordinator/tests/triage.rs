@@ -9,11 +9,10 @@ mod common;
 use quarry_client::Client;
 use quarry_coordinator::Coordinator;
 use quarry_coordinator::state::{
-    Assignment, Command, FindingRecord, HuntSpec, ModuleSelector, PartialResult, Scope, Severity,
-    ShardDescription, TaskReport,
+    Assignment, Command, FindingRecord, PartialResult, Scope, Severity, ShardDescription,
+    TaskReport,
 };
 use quarry_proto::{HuntId, ShardId, TaskId, WorkerId, v1};
-use std::collections::BTreeMap;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -70,32 +69,15 @@ fn finding(rule: &str, host: &str, timestamp_ms: i64) -> FindingRecord {
 /// A hunt over shard `web` whose one task reports `findings`.
 async fn run_hunt(coordinator: &Coordinator, findings: Vec<FindingRecord>) -> HuntId {
     let node = coordinator.node();
-    let spec = HuntSpec {
-        module: ModuleSelector::NameVersion {
-            name: "m".into(),
-            version: Some("1".into()),
-        },
-        params: BTreeMap::new(),
-        scope: Scope {
+    let hunt = common::submit_m1(
+        node,
+        Scope {
             shards: vec![ShardId::new("web")],
             ..Scope::default()
         },
-        limits: Default::default(),
-        priority: 0,
-        description: String::new(),
-        policy: Default::default(),
-    };
-    let hunt = match node
-        .propose(Command::SubmitHunt {
-            spec,
-            now_ms: now_ms(),
-        })
-        .await
-        .expect("commit")
-    {
-        Ok(quarry_coordinator::state::Response::Hunt { id, .. }) => id,
-        other => panic!("{other:?}"),
-    };
+        now_ms(),
+    )
+    .await;
     let task = TaskId::for_shard(&hunt, &ShardId::new("web"));
     node.propose(Command::AssignTasks {
         assignments: vec![Assignment {

@@ -1,9 +1,9 @@
 //! Helpers shared by the coordinator's integration tests.
 
 use quarry_coordinator::node::NodeHandle;
-use quarry_coordinator::state::{Command, ModuleRecord};
+use quarry_coordinator::state::{Command, HuntSpec, ModuleRecord, ModuleSelector, Scope};
 use quarry_coordinator::{Coordinator, CoordinatorConfig};
-use quarry_proto::ModuleDigest;
+use quarry_proto::{HuntId, ModuleDigest};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -51,4 +51,30 @@ pub async fn commit_module_m1(node: &NodeHandle) {
     .await
     .expect("commit")
     .expect("module");
+}
+
+/// Submits a hunt of `m@1` (see [`commit_module_m1`]) over `scope` through
+/// raft; returns its id.
+#[allow(dead_code)] // not every test binary that includes this module needs it
+pub async fn submit_m1(node: &NodeHandle, scope: Scope, now_ms: i64) -> HuntId {
+    let spec = HuntSpec {
+        module: ModuleSelector::NameVersion {
+            name: "m".into(),
+            version: Some("1".into()),
+        },
+        params: Default::default(),
+        scope,
+        limits: Default::default(),
+        priority: 0,
+        description: String::new(),
+        policy: Default::default(),
+    };
+    match node
+        .propose(Command::SubmitHunt { spec, now_ms })
+        .await
+        .expect("commit")
+    {
+        Ok(quarry_coordinator::state::Response::Hunt { id, .. }) => id,
+        other => panic!("{other:?}"),
+    }
 }
