@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Run a coordinator (raft + RocksDB) serving the gRPC API.
     #[command(
-        after_help = "Examples:\n  quarry coordinator --data-dir /var/lib/quarry/coordinator --listen 0.0.0.0:7700\n  quarry coordinator --node-id 1 --listen 10.0.0.5:7700 --peer 2=http://10.0.0.6:7700 --peer 3=http://10.0.0.7:7700\n  # a new member, added through any current one (it receives a snapshot):\n  quarry coordinator --node-id 4 --listen 10.0.0.8:7700 --join http://10.0.0.5:7700"
+        after_help = "Examples:\n  quarry coordinator --data-dir ./quarry-data/coordinator   # development: plaintext on 127.0.0.1:7700\n  # production: TLS (certificates from `quarry certs`), one line per host\n  quarry coordinator --node-id 1 --listen 0.0.0.0:7700 --advertise-url https://10.0.0.5:7700 --peer 2=https://10.0.0.6:7700 --peer 3=https://10.0.0.7:7700 --tls-ca ca.pem --tls-cert coordinator-1.pem --tls-key coordinator-1.key\n  # a new member, added through any current one (it receives a snapshot):\n  quarry coordinator --node-id 4 --listen 0.0.0.0:7700 --advertise-url https://10.0.0.8:7700 --join https://10.0.0.5:7700 --tls-ca ca.pem --tls-cert coordinator-4.pem --tls-key coordinator-4.key"
     )]
     Coordinator {
         /// This node's raft id (non-zero, unique in the group).
@@ -77,7 +77,7 @@ enum Command {
     },
     /// Run a worker that holds shards and runs hunt tasks, or ingest logs into its shards.
     #[command(
-        after_help = "Examples:\n  quarry worker --id worker-a --data-dir /var/lib/quarry/worker --coordinator http://10.0.0.5:7700\n  quarry worker ingest --data-dir /var/lib/quarry/worker --shard dc01-security --label env=prod Security.evtx"
+        after_help = "Examples:\n  quarry worker --id worker-a --data-dir /var/lib/quarry/worker --coordinator https://10.0.0.5:7700 --listen 0.0.0.0:7701 --tls-ca ca.pem --tls-cert worker-worker-a.pem --tls-key worker-worker-a.key\n  quarry worker ingest --data-dir /var/lib/quarry/worker --shard dc01-security --label env=prod Security.evtx"
     )]
     Worker(WorkerArgs),
     /// Run a local cluster (one coordinator, two workers) in this process.
@@ -127,7 +127,7 @@ enum Command {
     /// Cluster status, workers and coordinator membership.
     #[command(
         subcommand,
-        after_help = "Examples:\n  quarry cluster status --output json\n  quarry cluster add-coordinator --node-id 4 --url http://10.0.0.8:7700\n  quarry cluster remove-coordinator --node-id 2"
+        after_help = "Examples:\n  quarry cluster status --output json\n  quarry cluster add-coordinator --node-id 4 --url https://10.0.0.8:7700\n  quarry cluster remove-coordinator --node-id 2"
     )]
     Cluster(ClusterCommand),
     /// Certificates for a TLS cluster: a CA, then one certificate per
@@ -595,7 +595,7 @@ enum ClusterCommand {
     /// with an empty data directory: it receives a snapshot. It joins as a
     /// learner and becomes a voter once it has caught up.
     #[command(
-        after_help = "Example:\n  quarry cluster add-coordinator --node-id 4 --url http://10.0.0.8:7700 --coordinator http://10.0.0.5:7700"
+        after_help = "Example:\n  quarry cluster add-coordinator --node-id 4 --url https://10.0.0.8:7700 --coordinator https://10.0.0.5:7700"
     )]
     AddCoordinator {
         /// Raft id of the new coordinator (non-zero, unique in the group).
@@ -611,7 +611,7 @@ enum ClusterCommand {
     /// leader); removing the leader moves leadership first. Stop the removed
     /// process afterwards.
     #[command(
-        after_help = "Example:\n  quarry cluster remove-coordinator --node-id 3 --coordinator http://10.0.0.5:7700"
+        after_help = "Example:\n  quarry cluster remove-coordinator --node-id 3 --coordinator https://10.0.0.5:7700"
     )]
     RemoveCoordinator {
         /// Raft id of the coordinator to remove.
