@@ -3,7 +3,7 @@
 
 use crate::output::Output;
 use clap::{Args, ValueEnum};
-use quarry_client::{Client, TlsFiles};
+use quarry_client::{Client, Credentials, TlsFiles};
 use std::path::PathBuf;
 
 /// `--coordinator`, the TLS files and `--output`, flattened into every
@@ -15,6 +15,10 @@ pub struct ClientArgs {
     pub coordinator: String,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// A bearer token (`quarry token create`), for callers without a
+    /// client certificate; with --tls-ca on a TLS cluster.
+    #[arg(long, global = true, env = "QUARRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Output format: a table for people, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -37,6 +41,21 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// What a client presents: the CA, its certificate if given, and
+    /// `token` if given.
+    pub fn credentials(&self, token: Option<String>) -> anyhow::Result<Credentials> {
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        Ok(Credentials {
+            ca: self.tls_ca.clone(),
+            identity,
+            token,
+        })
+    }
+
     /// The TLS files, if any were named (an error names the missing ones).
     pub fn files(&self) -> anyhow::Result<Option<TlsFiles>> {
         Ok(TlsFiles::from_flags(
@@ -66,6 +85,6 @@ pub fn out(format: Format) -> Output {
 
 /// Connects to the coordinator the flags name.
 pub async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-    let tls = args.tls.files()?;
-    Ok(Client::connect_with(&args.coordinator, tls.as_ref()).await?)
+    let credentials = args.tls.credentials(args.token.clone())?;
+    Ok(Client::connect_as(&args.coordinator, &credentials).await?)
 }

@@ -31,7 +31,7 @@ pub async fn run(
 /// while a worker runs on the data directory: it holds the directory locked.
 pub async fn run_remote(
     worker_url: &str,
-    tls: Option<&quarry_client::TlsFiles>,
+    credentials: &quarry_client::Credentials,
     shard: &str,
     labels: BTreeMap<String, String>,
     format: Option<&str>,
@@ -45,15 +45,21 @@ pub async fn run_remote(
     let started = Instant::now();
     let (mut events, mut malformed, mut shown, mut total) = (0u64, 0u64, 0usize, 0u64);
     for file in files {
-        let response =
-            quarry_client::ingest_file_with(worker_url, tls, shard, labels.clone(), format, file)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "ingesting {} into worker {worker_url} failed: {e}",
-                        file.display()
-                    )
-                })?;
+        let response = quarry_client::ingest_file_with(
+            worker_url,
+            credentials,
+            shard,
+            labels.clone(),
+            format,
+            file,
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "ingesting {} into worker {worker_url} failed: {e}",
+                file.display()
+            )
+        })?;
         println!(
             "{} ({}): {} events stored, {} malformed, {} without a timestamp, {} written",
             escape(&file.display().to_string()),

@@ -15,4 +15,5 @@ pub mod module_tool;
 pub mod output;
 pub mod pivot_cmd;
 pub mod process_group;
+pub mod token_cmd;
 pub mod triage_cmd;

@@ -140,6 +140,13 @@ enum Command {
   quarry certs issue --dir ./pki --role admin --name ops"
     )]
     Certs(quarry_cli::certs_cmd::CertsCommand),
+    /// Bearer tokens for API callers without a client certificate
+    /// (automation, scripts): create, list, revoke. Admins only.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  quarry token create --name nightly-ci --role automation --expires 90d\n  quarry token list\n  quarry token revoke tok-3f9a1c0d5e7b2a41"
+    )]
+    Token(quarry_cli::token_cmd::TokenCommand),
     /// Benchmarks: `quarry bench scan` measures ingest and scan rates,
     /// `quarry bench scheduler` raft commits, task placement and failover,
     /// `quarry bench state` findings at scale and coordinator memory.
@@ -783,10 +790,10 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             let labels = labels.into_iter().collect();
             match worker {
                 Some(url) => {
-                    let tls = run.tls.files()?;
+                    let credentials = run.tls.credentials(std::env::var("QUARRY_TOKEN").ok())?;
                     quarry_cli::ingest::run_remote(
                         &url,
-                        tls.as_ref(),
+                        &credentials,
                         &shard,
                         labels,
                         format.as_deref(),
@@ -873,6 +880,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Demo { output } => return quarry_cli::demo::run(out(output)).await,
         Command::Certs(command) => quarry_cli::certs_cmd::run(command)?,
+        Command::Token(command) => quarry_cli::token_cmd::run(command).await?,
         Command::Hunt(command) => hunt(command).await?,
         Command::Triage(command) => quarry_cli::triage_cmd::run(command).await?,
         Command::Pivot(args) => quarry_cli::pivot_cmd::run(args).await?,
@@ -1227,8 +1235,8 @@ async fn leader_status(args: &ClientArgs) -> anyhow::Result<quarry_proto::v1::St
     else {
         return Ok(status);
     };
-    let tls = args.tls.files()?;
-    Ok(Client::connect_with(&url, tls.as_ref())
+    let credentials = args.tls.credentials(args.token.clone())?;
+    Ok(Client::connect_as(&url, &credentials)
         .await?
         .status()
         .await?)

@@ -24,6 +24,7 @@ pub mod service;
 pub mod snapshot_file;
 pub mod state;
 pub mod storage;
+pub mod token_service;
 pub mod transport;
 pub mod triage_service;
 pub mod triage_state;

@@ -355,6 +355,9 @@ async fn serve(
     health
         .set_serving::<v1::triage_service_server::TriageServiceServer<service::Api>>()
         .await;
+    health
+        .set_serving::<v1::token_service_server::TokenServiceServer<service::Api>>()
+        .await;
     let reflection = match tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -370,43 +373,49 @@ async fn serve(
     let max = quarry_proto::MAX_MESSAGE_BYTES;
     let secure = tls.is_some();
     let incoming = quarry_security::listen::incoming(listener, tls);
-    let result = tonic::transport::Server::builder()
-        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
-        .layer(AccessLayer::new(secure))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(
-            v1::hunt_service_server::HuntServiceServer::new(api.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(
-            v1::module_service_server::ModuleServiceServer::new(api.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(v1::cluster_service_server::ClusterServiceServer::new(
-            api.clone(),
-        ))
-        .add_service(v1::triage_service_server::TriageServiceServer::new(
-            api.clone(),
-        ))
-        .add_service(
-            v1::worker_service_server::WorkerServiceServer::new(api.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(
-            // One raft entry can hold a whole module upload.
-            v1::raft_service_server::RaftServiceServer::new(crate::raft_service::RaftApi::new(
-                shared.node.clone(),
+    let result =
+        tonic::transport::Server::builder()
+            .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+            .layer(AccessLayer::new(secure).with_tokens(Arc::new(
+                crate::token_service::Tokens::new(shared.node.clone(), shared.clock.clone()),
+            )))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                v1::hunt_service_server::HuntServiceServer::new(api.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                v1::module_service_server::ModuleServiceServer::new(api.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(v1::cluster_service_server::ClusterServiceServer::new(
+                api.clone(),
             ))
-            .max_decoding_message_size(crate::transport::MAX_RAFT_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
+            .add_service(v1::triage_service_server::TriageServiceServer::new(
+                api.clone(),
+            ))
+            .add_service(v1::token_service_server::TokenServiceServer::new(
+                api.clone(),
+            ))
+            .add_service(
+                v1::worker_service_server::WorkerServiceServer::new(api.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                // One raft entry can hold a whole module upload.
+                v1::raft_service_server::RaftServiceServer::new(crate::raft_service::RaftApi::new(
+                    shared.node.clone(),
+                ))
+                .max_decoding_message_size(crate::transport::MAX_RAFT_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            })
+            .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "coordinator gRPC server failed");
     }

@@ -745,6 +745,41 @@ pub enum Command {
         /// Leader time, for the dedup window.
         now_ms: i64,
     },
+    /// A new bearer token (hashed by the leader before proposing).
+    CreateToken {
+        /// The record to keep.
+        token: TokenRecord,
+    },
+    /// Revokes a token: it authenticates nobody from then on.
+    RevokeToken {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// Most bearer tokens kept, revoked ones included.
+pub const MAX_TOKENS: usize = 10_000;
+
+/// A bearer token (docs/security.md). Only the argon2id hash of the token
+/// is kept; nobody can read the token back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id, `tok-<hex>`.
+    pub id: String,
+    /// What it is for.
+    pub name: String,
+    /// Its role (an API role: admin, hunter, automation, viewer).
+    pub role: String,
+    /// argon2id PHC string of the whole token.
+    pub hash: String,
+    /// When it was made.
+    pub created_ms: i64,
+    /// When it stops working (0: never).
+    pub expires_ms: i64,
+    /// Revoked by an admin.
+    pub revoked: bool,
+    /// Who made it, `role:name`.
+    pub created_by: String,
 }
 
 /// One run to stop: the attempt of a task on a worker.
@@ -785,6 +820,8 @@ pub enum Touched {
     FindingsOf(HuntId),
     /// A row of the triage state.
     Triage(quarry_triage::RowKey),
+    /// A bearer token.
+    Token(String),
 }
 
 /// Why a command changed nothing. Deterministic, so every replica agrees.
@@ -897,6 +934,8 @@ pub struct State {
     /// Alerts, incidents, entity risk, suppressions and verdicts
     /// (`docs/triage.md`): every committed finding passes through it.
     pub triage: quarry_triage::Triage,
+    /// Bearer tokens by id.
+    pub tokens: BTreeMap<String, TokenRecord>,
     /// Per running hunt, how many of its tasks (in list order) are known to
     /// have ended: ended tasks never run again, so each report resumes the
     /// check for "all ended" there instead of rescanning the list, which
@@ -1055,6 +1094,45 @@ impl State {
                 }
             }
             Command::Triage { op, now_ms } => self.apply_triage(op, now_ms),
+            Command::CreateToken { token } => self.create_token(token),
+            Command::RevokeToken { id } => self.revoke_token(&id),
+        }
+    }
+
+    fn create_token(&mut self, token: TokenRecord) -> Applied {
+        if self.tokens.contains_key(&token.id) {
+            return Applied::rejected(Rejection::Conflict(format!(
+                "token {} exists already",
+                token.id
+            )));
+        }
+        if self.tokens.len() >= MAX_TOKENS {
+            return Applied::rejected(Rejection::Conflict(format!(
+                "the cluster keeps at most {MAX_TOKENS} tokens; revoke and remove old ones first"
+            )));
+        }
+        let id = token.id.clone();
+        self.tokens.insert(id.clone(), token);
+        Applied {
+            outcome: Ok(Response::Done),
+            touched: vec![Touched::Token(id)],
+            findings: Vec::new(),
+            triage: Vec::new(),
+        }
+    }
+
+    fn revoke_token(&mut self, id: &str) -> Applied {
+        let Some(token) = self.tokens.get_mut(id) else {
+            return Applied::rejected(Rejection::NotFound(format!(
+                "token {id} does not exist; `quarry token list` shows the tokens"
+            )));
+        };
+        token.revoked = true;
+        Applied {
+            outcome: Ok(Response::Done),
+            touched: vec![Touched::Token(id.to_owned())],
+            findings: Vec::new(),
+            triage: Vec::new(),
         }
     }
 

@@ -818,6 +818,10 @@ impl Store {
                     state.requests.get(id).map(encode).transpose()?,
                 ),
                 Touched::Clock => (KEY_CLOCK.to_vec(), Some(encode(&state.clock_ms)?)),
+                Touched::Token(id) => (
+                    entity_key(b'k', id),
+                    state.tokens.get(id).map(encode).transpose()?,
+                ),
                 Touched::Triage(row) => {
                     let mut k = TRIAGE_ROW_PREFIX.to_vec();
                     k.extend_from_slice(&row.to_bytes());
@@ -928,6 +932,12 @@ impl Store {
                         definition,
                     ));
                 }
+                Some(b'k') => insert(
+                    &mut state.tokens,
+                    &key,
+                    &value,
+                    |t: &crate::state::TokenRecord| t.id.clone(),
+                )?,
                 Some(b'r') => {
                     let record: crate::state::RequestRecord = decode(&key, &value)?;
                     let request = quarry_proto::RequestId::new(

@@ -66,11 +66,23 @@ async fn channel(url: &str, ca: &Path, identity: Option<&TlsFiles>) -> Result<Ch
 /// Calls `path` with an empty message: enough for the access check, which
 /// runs before anything is decoded.
 async fn call(channel: Channel, path: &str) -> tonic::Status {
+    call_with(channel, path, None).await
+}
+
+/// [`call`], sending `token` as a bearer token.
+async fn call_with(channel: Channel, path: &str, token: Option<&str>) -> tonic::Status {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
     let path = path.parse().expect("path");
-    match grpc.unary(tonic::Request::new(()), path, codec).await {
+    let mut request = tonic::Request::new(());
+    if let Some(token) = token {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+    }
+    match grpc.unary(request, path, codec).await {
         Ok(_) => tonic::Status::ok(""),
         Err(status) => status,
     }
@@ -400,4 +412,160 @@ async fn a_coordinator_without_tls_refuses_any_but_a_loopback_address() {
     config.tls = Some(pki.files(Role::Worker, "w1"));
     let err = Coordinator::start(config).await.err().expect("refused");
     assert!(err.to_string().contains("names worker:w1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_work_until_they_expire_or_are_revoked_and_bad_ones_change_nothing() {
+    use quarry_coordinator::clock::ManualClock;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let clock = Arc::new(ManualClock::new(common::now_ms()));
+    let tls = pki.files(Role::Coordinator, "1");
+    let shared: quarry_coordinator::clock::SharedClock = clock.clone();
+    let (coordinator, _) = common::start_single_node(dir.path(), |config| {
+        config.tls = Some(tls);
+        config.clock = shared;
+    })
+    .await;
+    let url = format!("https://{}", coordinator.addr());
+    let ca = pki.dir.join(certs::CA_CERT);
+
+    // An admin (by certificate) makes tokens.
+    let admin = pki.files(Role::Admin, "ops");
+    let mut as_admin = quarry_client::Client::connect_with(&url, Some(&admin))
+        .await
+        .expect("admin");
+    let hour = std::time::Duration::from_secs(3600);
+    let shipper = as_admin
+        .create_token("shipper", "automation", hour)
+        .await
+        .expect("create");
+    let viewer = as_admin
+        .create_token("dashboards", "viewer", std::time::Duration::ZERO)
+        .await
+        .expect("create");
+    let gone = as_admin
+        .create_token("old-ci", "hunter", hour)
+        .await
+        .expect("create");
+    let info = shipper.token.clone().expect("info");
+    assert_eq!(
+        (info.role.as_str(), info.created_by.as_str()),
+        ("automation", "admin:ops")
+    );
+    assert!(shipper.secret.starts_with(&info.id), "{}", shipper.secret);
+    let refused = as_admin
+        .create_token("node", "worker", hour)
+        .await
+        .expect_err("tokens are not nodes");
+    assert!(refused.to_string().contains("certificates"), "{refused}");
+    as_admin
+        .revoke_token(&gone.token.expect("info").id)
+        .await
+        .expect("revoke");
+    let listed = as_admin.list_tokens().await.expect("list");
+    assert_eq!(listed.len(), 3);
+    assert!(
+        listed.iter().all(|t| !format!("{t:?}").contains("argon2")),
+        "no hash leaves"
+    );
+
+    // A token-only caller: the CA for TLS, no certificate.
+    let anonymous = channel(&url, &ca, None).await.expect("connect");
+    let submit = "/quarry.v1.HuntService/SubmitHunt";
+    let accepted = call_with(anonymous.clone(), submit, Some(&shipper.secret)).await;
+    assert!(
+        !matches!(
+            accepted.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ),
+        "a valid automation token may submit: {accepted:?}"
+    );
+    let mut with_token = quarry_client::Client::connect_as(
+        &url,
+        &quarry_client::Credentials {
+            ca: Some(ca.clone()),
+            identity: None,
+            token: Some(viewer.secret.clone()),
+        },
+    )
+    .await
+    .expect("token client");
+    with_token
+        .list_hunts(10)
+        .await
+        .expect("a viewer token reads");
+
+    // The shipper's token expires an hour later on the cluster's clock.
+    clock.advance_ms(2 * 3_600_000);
+    let before = state_of(&coordinator);
+    let unknown = format!("tok-0000000000000000.{}", "0".repeat(64));
+    let wrong_secret = format!("{}.{}", info.id, "f".repeat(64));
+    let refusals: [(&str, &str); 5] = [
+        (&unknown, "not known"),
+        (&wrong_secret, "does not match"),
+        (&shipper.secret, "expired"),
+        (&gone.secret, "revoked"),
+        ("garbage", "malformed"),
+    ];
+    let mut checked = 0;
+    for (path, access, _) in RULES {
+        let Access::Roles(allowed) = access else {
+            continue;
+        };
+        if path.contains("IngestService") {
+            continue;
+        }
+        for (token, why) in &refusals {
+            let status = call_with(anonymous.clone(), path, Some(token)).await;
+            assert_eq!(
+                status.code(),
+                tonic::Code::Unauthenticated,
+                "{path} {why}: {status:?}"
+            );
+            assert!(status.message().contains(why), "{path} {why}: {status:?}");
+            checked += 1;
+        }
+        if !allowed.contains(&Role::Viewer) {
+            let status = call_with(anonymous.clone(), path, Some(&viewer.secret)).await;
+            assert_eq!(
+                status.code(),
+                tonic::Code::PermissionDenied,
+                "{path}: {status:?}"
+            );
+            assert!(
+                status.message().contains("viewer:dashboards"),
+                "{path}: {status:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 150, "only {checked} refusals checked");
+    let after = state_of(&coordinator);
+    assert!(before == after, "a refused call changed the state");
+
+    // Tokens are replicated state: a restart keeps them, revocations too.
+    coordinator.shutdown().await;
+    let tls = pki.files(Role::Coordinator, "1");
+    let shared: quarry_coordinator::clock::SharedClock = clock.clone();
+    let (coordinator, _) = common::start_single_node(dir.path(), |config| {
+        config.tls = Some(tls);
+        config.clock = shared;
+    })
+    .await;
+    let url = format!("https://{}", coordinator.addr());
+    let anonymous = channel(&url, &ca, None).await.expect("connect");
+    let list = "/quarry.v1.HuntService/ListHunts";
+    let status = call_with(anonymous.clone(), list, Some(&viewer.secret)).await;
+    assert!(
+        !matches!(
+            status.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ),
+        "the viewer token survives a restart: {status:?}"
+    );
+    let status = call_with(anonymous, list, Some(&gone.secret)).await;
+    assert!(status.message().contains("revoked"), "{status:?}");
+    coordinator.shutdown().await;
 }

@@ -12,6 +12,7 @@ use crate::identity::{Principal, Role};
 use crate::listen::PeerInfo;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Who may call an RPC.
@@ -179,6 +180,22 @@ pub const RULES: &[(&str, Access, Effect)] = &[
         Access::Roles(&[Coordinator]),
         Effect::Write,
     ),
+    // Bearer tokens.
+    (
+        "/quarry.v1.TokenService/CreateToken",
+        Access::Roles(ADMINS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.TokenService/ListTokens",
+        Access::Roles(ADMINS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.TokenService/RevokeToken",
+        Access::Roles(ADMINS),
+        Effect::Write,
+    ),
     // Triage.
     (
         "/quarry.v1.TriageService/ListCases",
@@ -256,7 +273,7 @@ pub fn check(path: &str, principal: Option<&Principal>, secure: bool) -> Option<
     };
     let Some(principal) = principal else {
         return Some(tonic::Status::unauthenticated(format!(
-            "{path} needs a caller identity: connect with a client certificate from the cluster's CA (--tls-cert/--tls-key, made with `quarry certs issue`)"
+            "{path} needs a caller identity: connect with a client certificate from the cluster's CA (--tls-cert/--tls-key, made with `quarry certs issue`) or send a bearer token (--token)"
         )));
     };
     if roles.contains(&principal.role) {
@@ -272,9 +289,24 @@ pub fn check(path: &str, principal: Option<&Principal>, secure: bool) -> Option<
     )))
 }
 
-/// The principal a request's connection authenticated, if any.
+/// Who a request authenticated as, by certificate or bearer token; set by
+/// [`AccessLayer`] on every request it lets through.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Option<Principal>);
+
+/// The principal a request authenticated as (certificate or token), if any.
 pub fn principal_of<T>(request: &tonic::Request<T>) -> Option<&Principal> {
-    PeerInfo::of(request).and_then(|peer| peer.principal.as_ref())
+    match request.extensions().get::<Caller>() {
+        Some(caller) => caller.0.as_ref(),
+        None => PeerInfo::of(request).and_then(|peer| peer.principal.as_ref()),
+    }
+}
+
+/// Checks bearer tokens against the cluster's token records.
+pub trait TokenCheck: Send + Sync + 'static {
+    /// The principal `token` authenticates, or why it does not (unknown,
+    /// wrong secret, expired, revoked), phrased for the caller.
+    fn check(&self, token: &str) -> Result<Principal, String>;
 }
 
 /// Whether a request came over TLS (a plaintext server is a loopback
@@ -284,16 +316,27 @@ pub fn is_secure<T>(request: &tonic::Request<T>) -> bool {
 }
 
 /// Enforces [`RULES`] in front of a tonic server's routes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct AccessLayer {
     secure: bool,
+    tokens: Option<Arc<dyn TokenCheck>>,
 }
 
 impl AccessLayer {
     /// `secure`: the server is TLS (rules apply) or plaintext on loopback
     /// (every call goes through).
     pub fn new(secure: bool) -> Self {
-        Self { secure }
+        Self {
+            secure,
+            tokens: None,
+        }
+    }
+
+    /// Also accepts bearer tokens that `tokens` vouches for, from callers
+    /// without a client certificate.
+    pub fn with_tokens(mut self, tokens: Arc<dyn TokenCheck>) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 }
 
@@ -304,15 +347,52 @@ impl<S> tower::Layer<S> for AccessLayer {
         AccessService {
             inner,
             secure: self.secure,
+            tokens: self.tokens.clone(),
         }
     }
 }
 
 /// The service [`AccessLayer`] makes.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AccessService<S> {
     inner: S,
     secure: bool,
+    tokens: Option<Arc<dyn TokenCheck>>,
+}
+
+/// Who `request` is: its certificate's principal, else the principal its
+/// bearer token authenticates. A token that does not authenticate is an
+/// error, not an anonymous call.
+fn caller<B>(
+    request: &http::Request<B>,
+    tokens: Option<&Arc<dyn TokenCheck>>,
+) -> Result<Option<Principal>, tonic::Status> {
+    let certified = request
+        .extensions()
+        .get::<PeerInfo>()
+        .and_then(|peer| peer.principal.clone());
+    if certified.is_some() {
+        return Ok(certified);
+    }
+    let Some(header) = request.headers().get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            tonic::Status::unauthenticated("the authorization header is not `Bearer <token>`")
+        })?;
+    let tokens = tokens.ok_or_else(|| {
+        tonic::Status::unauthenticated(
+            "this server takes no bearer tokens; use a client certificate",
+        )
+    })?;
+    tokens
+        .check(token.trim())
+        .map(Some)
+        .map_err(tonic::Status::unauthenticated)
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -331,17 +411,31 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let principal = request
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|peer| peer.principal.as_ref());
-        let path = request.uri().path();
-        match check(path, principal, self.secure) {
-            None => Box::pin(self.inner.call(request)),
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let verdict = if self.secure {
+            caller(&request, self.tokens.as_ref())
+        } else {
+            Ok(None)
+        };
+        let refused = match &verdict {
+            Ok(principal) => check(&path, principal.as_ref(), self.secure),
+            Err(status) => Some(status.clone()),
+        };
+        match refused {
+            None => {
+                request
+                    .extensions_mut()
+                    .insert(Caller(verdict.ok().flatten()));
+                Box::pin(self.inner.call(request))
+            }
             Some(status) => {
-                let caller = principal.map_or_else(|| "anonymous".to_owned(), |p| p.to_string());
-                tracing::warn!(%caller, path, code = ?status.code(), "call refused");
+                let caller = match &verdict {
+                    Ok(Some(principal)) => principal.to_string(),
+                    Ok(None) => "anonymous".to_owned(),
+                    Err(_) => "bad token".to_owned(),
+                };
+                tracing::warn!(%caller, path, code = ?status.code(), reason = status.message(), "call refused");
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
         }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod identity;
 pub mod listen;
 pub mod tls;
+pub mod token;
 
 pub use error::{Result, SecurityError};
 pub use identity::{Principal, Role};

@@ -32,7 +32,6 @@ struct Material {
     roots: Vec<CertificateDer<'static>>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    pem: (Vec<u8>, Vec<u8>, Vec<u8>),
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
@@ -95,7 +94,6 @@ impl TlsFiles {
             roots,
             chain,
             key: parsed,
-            pem: (ca, cert, key),
         })
     }
 
@@ -104,17 +102,6 @@ impl TlsFiles {
         let loaded = self.load()?;
         Principal::from_certificate(&loaded.chain[0])
             .map_err(|e| SecurityError::Identity(format!("{}: {e}", self.cert.display())))
-    }
-
-    /// The client side for tonic: trust the CA, present this certificate.
-    pub fn client_config(&self) -> Result<tonic::transport::ClientTlsConfig> {
-        let Material {
-            pem: (ca, cert, key),
-            ..
-        } = self.load()?;
-        Ok(tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
-            .identity(tonic::transport::Identity::from_pem(cert, key)))
     }
 
     fn modified(&self) -> Option<[SystemTime; 3]> {
@@ -228,18 +215,44 @@ impl ServerTls {
 /// must be `http://`). A mismatch is named rather than left to fail as a
 /// handshake error.
 pub fn endpoint(url: &str, tls: Option<&TlsFiles>) -> Result<tonic::transport::Endpoint> {
+    client_endpoint(
+        url,
+        tls.map(|files| files.ca.as_path()),
+        tls.map(|files| (files.cert.as_path(), files.key.as_path())),
+    )
+}
+
+/// An endpoint for `url` trusting the CA in `ca` (which makes it TLS) and
+/// presenting `identity` (certificate and key) if given; a caller without
+/// a certificate authenticates with a bearer token instead.
+pub fn client_endpoint(
+    url: &str,
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<tonic::transport::Endpoint> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| SecurityError::Identity(format!("invalid URL {url:?}: {e}")))?;
-    match (tls, url.starts_with("https://")) {
-        (Some(files), true) => endpoint
-            .tls_config(files.client_config()?)
-            .map_err(|e| material("TLS client configuration", e)),
+    match (ca, url.starts_with("https://")) {
+        (Some(ca), true) => {
+            let mut config = tonic::transport::ClientTlsConfig::new().ca_certificate(
+                tonic::transport::Certificate::from_pem(read(ca, "CA bundle")?),
+            );
+            if let Some((cert, key)) = identity {
+                config = config.identity(tonic::transport::Identity::from_pem(
+                    read(cert, "certificate")?,
+                    read(key, "private key")?,
+                ));
+            }
+            endpoint
+                .tls_config(config)
+                .map_err(|e| material("TLS client configuration", e))
+        }
         (None, false) => Ok(endpoint),
         (Some(_), false) => Err(SecurityError::TlsRequired(format!(
             "{url} is plaintext but TLS is configured: use https://"
         ))),
         (None, true) => Err(SecurityError::TlsRequired(format!(
-            "{url} is https but no TLS files are given: pass --tls-ca, --tls-cert and --tls-key"
+            "{url} is https but no CA is given: pass --tls-ca (and --tls-cert/--tls-key, or --token)"
         ))),
     }
 }

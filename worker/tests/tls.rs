@@ -54,8 +54,16 @@ async fn ingest_takes_logs_only_from_shipping_roles() {
     let ingest = |tls: TlsFiles| {
         let (url, input) = (url.clone(), input.clone());
         async move {
-            quarry_client::ingest_file_with(&url, Some(&tls), "logs", HashMap::new(), None, &input)
-                .await
+            let credentials = quarry_client::Credentials::from(Some(&tls));
+            quarry_client::ingest_file_with(
+                &url,
+                &credentials,
+                "logs",
+                HashMap::new(),
+                None,
+                &input,
+            )
+            .await
         }
     };
 

@@ -22,8 +22,10 @@ use quarry_proto::v1::{
 pub use quarry_security::TlsFiles;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio_stream::StreamExt as _;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// Default coordinator address of `quarry dev`.
@@ -294,20 +296,95 @@ pub fn new_request_id() -> String {
 /// A connection to a coordinator.
 #[derive(Clone)]
 pub struct Client {
-    hunts: HuntServiceClient<Channel>,
-    modules: ModuleServiceClient<Channel>,
-    cluster: ClusterServiceClient<Channel>,
-    triage: TriageServiceClient<Channel>,
+    hunts: HuntServiceClient<Svc>,
+    modules: ModuleServiceClient<Svc>,
+    cluster: ClusterServiceClient<Svc>,
+    triage: TriageServiceClient<Svc>,
+    tokens: v1::token_service_client::TokenServiceClient<Svc>,
     /// Kept for following the leader to another coordinator.
-    tls: Option<TlsFiles>,
+    credentials: Credentials,
 }
 
-/// An endpoint for `url`, over mutual TLS when `tls` is given.
-fn endpoint(url: &str, tls: Option<&TlsFiles>) -> Result<tonic::transport::Endpoint, ClientError> {
-    quarry_security::tls::endpoint(url, tls).map_err(|e| ClientError::BadUrl {
+/// What a client presents to a cluster: nothing (a plaintext development
+/// cluster on loopback), the cluster's CA and its own certificate (mutual
+/// TLS), or the CA and a bearer token.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// The CA that signs the cluster's certificates; makes the connection TLS.
+    pub ca: Option<PathBuf>,
+    /// This caller's certificate and private key.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// A bearer token from `quarry token create`.
+    pub token: Option<String>,
+}
+
+impl From<Option<&TlsFiles>> for Credentials {
+    fn from(tls: Option<&TlsFiles>) -> Self {
+        Self {
+            ca: tls.map(|files| files.ca.clone()),
+            identity: tls.map(|files| (files.cert.clone(), files.key.clone())),
+            token: None,
+        }
+    }
+}
+
+/// Sends the bearer token, if any, with every request.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel with the caller's bearer token.
+type Svc = InterceptedService<Channel, Bearer>;
+
+/// A connected channel to `url` with `credentials`.
+async fn channel(url: &str, credentials: &Credentials) -> Result<Svc, ClientError> {
+    let endpoint = quarry_security::tls::client_endpoint(
+        url,
+        credentials.ca.as_deref(),
+        credentials
+            .identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path())),
+    )
+    .map_err(|e| ClientError::BadUrl {
         url: url.to_owned(),
         detail: e.to_string(),
-    })
+    })?;
+    let bearer = match &credentials.token {
+        None => None,
+        Some(token) => {
+            Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| ClientError::BadUrl {
+                        url: url.to_owned(),
+                        detail: "the token has characters a header cannot carry".into(),
+                    })?,
+            )
+        }
+    };
+    let channel = endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| ClientError::Connect {
+            url: url.to_owned(),
+            detail: source_text(&e),
+        })?;
+    Ok(InterceptedService::new(channel, Bearer(bearer)))
 }
 
 impl Client {
@@ -320,11 +397,13 @@ impl Client {
     /// Connects to `url`; with `tls`, over mutual TLS (`https://` URLs),
     /// presenting the certificate that names the caller.
     pub async fn connect_with(url: &str, tls: Option<&TlsFiles>) -> Result<Self, ClientError> {
-        let endpoint = endpoint(url, tls)?.connect_timeout(Duration::from_secs(5));
-        let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
-            url: url.to_owned(),
-            detail: source_text(&e),
-        })?;
+        Self::connect_as(url, &Credentials::from(tls)).await
+    }
+
+    /// Connects to `url` presenting `credentials` (a certificate, a bearer
+    /// token, or nothing on a plaintext development cluster).
+    pub async fn connect_as(url: &str, credentials: &Credentials) -> Result<Self, ClientError> {
+        let channel = channel(url, credentials).await?;
         let max = quarry_proto::MAX_MESSAGE_BYTES;
         Ok(Self {
             hunts: HuntServiceClient::new(channel.clone()).max_decoding_message_size(max),
@@ -332,9 +411,42 @@ impl Client {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
             cluster: ClusterServiceClient::new(channel.clone()),
-            triage: TriageServiceClient::new(channel).max_decoding_message_size(max),
-            tls: tls.cloned(),
+            triage: TriageServiceClient::new(channel.clone()).max_decoding_message_size(max),
+            tokens: v1::token_service_client::TokenServiceClient::new(channel),
+            credentials: credentials.clone(),
         })
+    }
+
+    /// Creates a bearer token (admins); the answer holds the token itself,
+    /// which is never shown again. `expires_in` zero: never expires.
+    pub async fn create_token(
+        &mut self,
+        name: &str,
+        role: &str,
+        expires_in: Duration,
+    ) -> Result<v1::CreateTokenResponse, ClientError> {
+        let request = v1::CreateTokenRequest {
+            name: name.to_owned(),
+            role: role.to_owned(),
+            expires_in_seconds: expires_in.as_secs(),
+        };
+        Ok(self.tokens.create_token(request).await?.into_inner())
+    }
+
+    /// Every bearer token, revoked ones included (admins).
+    pub async fn list_tokens(&mut self) -> Result<Vec<v1::TokenInfo>, ClientError> {
+        Ok(self
+            .tokens
+            .list_tokens(v1::ListTokensRequest {})
+            .await?
+            .into_inner()
+            .tokens)
+    }
+
+    /// Revokes a bearer token (admins).
+    pub async fn revoke_token(&mut self, id: &str) -> Result<v1::TokenInfo, ClientError> {
+        let request = v1::RevokeTokenRequest { id: id.to_owned() };
+        Ok(self.tokens.revoke_token(request).await?.into_inner())
     }
 
     /// Uploads a module in chunks; returns what the coordinator stored.
@@ -391,7 +503,7 @@ impl Client {
         match leader {
             Some(url) if status.code() == tonic::Code::Unavailable && *hops < 2 => {
                 *hops += 1;
-                *self = Client::connect_with(&url, self.tls.clone().as_ref()).await?;
+                *self = Client::connect_as(&url, &self.credentials.clone()).await?;
                 Ok(())
             }
             _ => Err(status.into()),
@@ -857,26 +969,28 @@ pub async fn ingest_file(
     format: Option<&str>,
     path: &std::path::Path,
 ) -> Result<v1::IngestResponse, ClientError> {
-    ingest_file_with(worker_url, None, shard, labels, format, path).await
+    ingest_file_with(
+        worker_url,
+        &Credentials::default(),
+        shard,
+        labels,
+        format,
+        path,
+    )
+    .await
 }
 
-/// [`ingest_file`], over mutual TLS when `tls` is given.
+/// [`ingest_file`], presenting `credentials` to a TLS worker.
 pub async fn ingest_file_with(
     worker_url: &str,
-    tls: Option<&TlsFiles>,
+    credentials: &Credentials,
     shard: &str,
     labels: HashMap<String, String>,
     format: Option<&str>,
     path: &std::path::Path,
 ) -> Result<v1::IngestResponse, ClientError> {
     use tokio::io::AsyncReadExt as _;
-    let channel = endpoint(worker_url, tls)?
-        .connect()
-        .await
-        .map_err(|e| ClientError::Connect {
-            url: worker_url.to_owned(),
-            detail: source_text(&e),
-        })?;
+    let channel = channel(worker_url, credentials).await?;
     let file = tokio::fs::File::open(path).await.map_err(|e| {
         tonic::Status::invalid_argument(format!("cannot open {}: {e}", path.display()))
     })?;
