@@ -790,7 +790,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             let labels = labels.into_iter().collect();
             match worker {
                 Some(url) => {
-                    let credentials = run.tls.credentials(std::env::var("QUARRY_TOKEN").ok())?;
+                    // A worker's ingest takes certificates only.
+                    let credentials = run.tls.credentials(None)?;
                     quarry_cli::ingest::run_remote(
                         &url,
                         &credentials,

@@ -430,7 +430,13 @@ impl Client {
             role: role.to_owned(),
             expires_in_seconds: expires_in.as_secs(),
         };
-        Ok(self.tokens.create_token(request).await?.into_inner())
+        let mut hops = 0;
+        loop {
+            match self.tokens.create_token(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
     }
 
     /// Every bearer token, revoked ones included (admins).
@@ -446,7 +452,13 @@ impl Client {
     /// Revokes a bearer token (admins).
     pub async fn revoke_token(&mut self, id: &str) -> Result<v1::TokenInfo, ClientError> {
         let request = v1::RevokeTokenRequest { id: id.to_owned() };
-        Ok(self.tokens.revoke_token(request).await?.into_inner())
+        let mut hops = 0;
+        loop {
+            match self.tokens.revoke_token(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
     }
 
     /// Uploads a module in chunks; returns what the coordinator stored.
