@@ -69,6 +69,11 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
             days,
             out,
         } => {
+            if role == Role::Coordinator && !name.parse::<u64>().is_ok_and(|id| id > 0) {
+                anyhow::bail!(
+                    "a coordinator's certificate names its raft node id (a number from 1), not {name:?}"
+                );
+            }
             let principal = Principal::new(role, name)?;
             if hosts.is_empty() && role.is_node() {
                 hosts = vec!["localhost".into(), "127.0.0.1".into()];

@@ -10,7 +10,7 @@ use quarry_proto::v1::{
 };
 use quarry_proto::{ModuleDigest, WorkerId};
 use quarry_security::access::AccessLayer;
-use quarry_security::{Role, ServerTls, TlsFiles};
+use quarry_security::{Role, SecurityError, ServerTls, TlsFiles};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -199,12 +199,12 @@ impl Worker {
             Some(files) => {
                 let principal = files.principal()?;
                 if principal.role != Role::Worker || principal.name != config.id.as_str() {
-                    return Err(WorkerError::Runtime(format!(
+                    return Err(WorkerError::Security(SecurityError::Identity(format!(
                         "{} names {principal}, but this is worker {}: issue it with `quarry certs issue --role worker --name {}`",
                         files.cert.display(),
                         config.id,
                         config.id
-                    )));
+                    ))));
                 }
                 Some(ServerTls::load(files.clone())?)
             }
