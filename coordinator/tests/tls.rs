@@ -96,10 +96,48 @@ fn state_of(coordinator: &Coordinator) -> (u64, quarry_coordinator::state::State
 }
 
 async fn start(dir: &Path, pki: &Pki) -> (Coordinator, String) {
+    start_with_clock(dir, pki, None).await
+}
+
+/// Coordinator 1 on TLS with its data under `dir`, on `clock` if given;
+/// returns it and its `https://` URL.
+async fn start_with_clock(
+    dir: &Path,
+    pki: &Pki,
+    clock: Option<quarry_coordinator::clock::SharedClock>,
+) -> (Coordinator, String) {
     let tls = pki.files(Role::Coordinator, "1");
-    let (coordinator, _) = common::start_single_node(dir, |config| config.tls = Some(tls)).await;
+    let (coordinator, _) = common::start_single_node(dir, |config| {
+        config.tls = Some(tls);
+        if let Some(clock) = clock {
+            config.clock = clock;
+        }
+    })
+    .await;
     let url = format!("https://{}", coordinator.addr());
     (coordinator, url)
+}
+
+/// Sends one raft heartbeat `from` to node 1, term 1000, over the
+/// connection of coordinator `as_node`'s certificate; returns the refusal.
+async fn forged_heartbeat(url: &str, pki: &Pki, as_node: &str, from: u64) -> tonic::Status {
+    let mut message = raft::eraftpb::Message::default();
+    message.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    message.from = from;
+    message.to = 1;
+    message.term = 1_000;
+    let message = v1::RaftMessage {
+        message: message.write_to_bytes().expect("encode"),
+    };
+    let ca = pki.dir.join(certs::CA_CERT);
+    let files = pki.files(Role::Coordinator, as_node);
+    let mut client = v1::raft_service_client::RaftServiceClient::new(
+        channel(url, &ca, Some(&files)).await.expect("connect"),
+    );
+    client
+        .send(tokio_stream::iter(vec![message]))
+        .await
+        .expect_err("the message is refused")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,36 +386,10 @@ async fn only_admins_add_coordinators_and_forged_raft_messages_are_dropped() {
 
     // Raft: a coordinator that is not a member, and a member's connection
     // carrying a message that claims another sender.
-    let heartbeat = |from: u64| {
-        let mut message = raft::eraftpb::Message::default();
-        message.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
-        message.from = from;
-        message.to = 1;
-        message.term = 1_000;
-        v1::RaftMessage {
-            message: message.write_to_bytes().expect("encode"),
-        }
-    };
-    let mut as_nine = v1::raft_service_client::RaftServiceClient::new(
-        channel(&url, &ca, Some(&pki.files(Role::Coordinator, "9")))
-            .await
-            .expect("connect"),
-    );
-    let dropped = as_nine
-        .send(tokio_stream::iter(vec![heartbeat(9)]))
-        .await
-        .expect_err("non-member");
+    let dropped = forged_heartbeat(&url, &pki, "9", 9).await;
     assert_eq!(dropped.code(), tonic::Code::PermissionDenied);
     assert!(dropped.message().contains("not a member"), "{dropped:?}");
-    let mut as_one = v1::raft_service_client::RaftServiceClient::new(
-        channel(&url, &ca, Some(&pki.files(Role::Coordinator, "1")))
-            .await
-            .expect("connect"),
-    );
-    let dropped = as_one
-        .send(tokio_stream::iter(vec![heartbeat(2)]))
-        .await
-        .expect_err("forged sender");
+    let dropped = forged_heartbeat(&url, &pki, "1", 2).await;
     assert_eq!(dropped.code(), tonic::Code::PermissionDenied);
     assert!(dropped.message().contains("dropped"), "{dropped:?}");
     let status = coordinator.node().status();
@@ -421,14 +433,7 @@ async fn tokens_work_until_they_expire_or_are_revoked_and_bad_ones_change_nothin
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(&dir.path().join("pki"));
     let clock = Arc::new(ManualClock::new(common::now_ms()));
-    let tls = pki.files(Role::Coordinator, "1");
-    let shared: quarry_coordinator::clock::SharedClock = clock.clone();
-    let (coordinator, _) = common::start_single_node(dir.path(), |config| {
-        config.tls = Some(tls);
-        config.clock = shared;
-    })
-    .await;
-    let url = format!("https://{}", coordinator.addr());
+    let (coordinator, url) = start_with_clock(dir.path(), &pki, Some(clock.clone())).await;
     let ca = pki.dir.join(certs::CA_CERT);
 
     // An admin (by certificate) makes tokens.
@@ -547,14 +552,7 @@ async fn tokens_work_until_they_expire_or_are_revoked_and_bad_ones_change_nothin
 
     // Tokens are replicated state: a restart keeps them, revocations too.
     coordinator.shutdown().await;
-    let tls = pki.files(Role::Coordinator, "1");
-    let shared: quarry_coordinator::clock::SharedClock = clock.clone();
-    let (coordinator, _) = common::start_single_node(dir.path(), |config| {
-        config.tls = Some(tls);
-        config.clock = shared;
-    })
-    .await;
-    let url = format!("https://{}", coordinator.addr());
+    let (coordinator, url) = start_with_clock(dir.path(), &pki, Some(clock.clone())).await;
     let anonymous = channel(&url, &ca, None).await.expect("connect");
     let list = "/quarry.v1.HuntService/ListHunts";
     let status = call_with(anonymous.clone(), list, Some(&viewer.secret)).await;
