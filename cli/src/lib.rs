@@ -2,6 +2,7 @@
 //! `quarry dev`, `quarry demo` and the cluster tests, the demo itself, and
 //! output formatting.
 
+pub mod audit_cmd;
 pub mod bench;
 pub mod bench_scheduler;
 pub mod bench_state;

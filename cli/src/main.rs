@@ -66,6 +66,14 @@ enum Command {
         /// they ended, e.g. 7d (0s: whatever their age).
         #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
         retain_for: Duration,
+        /// Audit records are let go this long after they were made (0s:
+        /// whatever their age); the leader's setting applies.
+        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        audit_retention: Duration,
+        /// Audit records kept at most, the oldest going first (0: no limit).
+        /// Every replica holds them in memory: about 300 bytes each.
+        #[arg(long, default_value_t = quarry_coordinator::audit::DEFAULT_MAX_RECORDS)]
+        audit_max_records: u64,
         /// Directory for RocksDB (raft log and state machine).
         #[arg(long, default_value = "./quarry-data/coordinator")]
         data_dir: PathBuf,
@@ -147,6 +155,12 @@ enum Command {
         after_help = "Examples:\n  quarry token create --name nightly-ci --role automation --expires 90d\n  quarry token list\n  quarry token revoke tok-3f9a1c0d5e7b2a41"
     )]
     Token(quarry_cli::token_cmd::TokenCommand),
+    /// The audit trail: every mutating call, accepted or refused, and
+    /// every refused call (who, role, RPC, target, outcome, time). Admins only.
+    #[command(
+        after_help = "Examples:\n  quarry audit\n  quarry audit --since 7d --principal hunter:alice\n  quarry audit --since 2026-12-01T00:00:00Z --refused --output json"
+    )]
+    Audit(quarry_cli::audit_cmd::AuditArgs),
     /// Benchmarks: `quarry bench scan` measures ingest and scan rates,
     /// `quarry bench scheduler` raft commits, task placement and failover,
     /// `quarry bench state` findings at scale and coordinator memory.
@@ -753,6 +767,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             log_compact_after,
             retain_hunts,
             retain_for,
+            audit_retention,
+            audit_max_records,
             data_dir,
             listen,
             tls,
@@ -766,6 +782,10 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             config.compaction = quarry_coordinator::node::LogCompaction::every(log_compact_after);
             config.retain_hunts = retain_hunts;
             config.retain_for = retain_for;
+            config.audit_retention = quarry_coordinator::audit::AuditRetention {
+                retain_ms: i64::try_from(audit_retention.as_millis()).unwrap_or(i64::MAX),
+                max_records: audit_max_records,
+            };
             config.tls = tls;
             let coordinator = quarry_coordinator::Coordinator::start(config).await?;
             println!("coordinator serving on {scheme}://{}", coordinator.addr());
@@ -882,6 +902,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Demo { output } => return quarry_cli::demo::run(out(output)).await,
         Command::Certs(command) => quarry_cli::certs_cmd::run(command)?,
         Command::Token(command) => quarry_cli::token_cmd::run(command).await?,
+        Command::Audit(args) => quarry_cli::audit_cmd::run(args).await?,
         Command::Hunt(command) => hunt(command).await?,
         Command::Triage(command) => quarry_cli::triage_cmd::run(command).await?,
         Command::Pivot(args) => quarry_cli::pivot_cmd::run(args).await?,

@@ -3,7 +3,8 @@
 //! TLS, an ingest, status, shards, a membership change) is executed by bash
 //! with the `quarry` binary on PATH, in an empty directory holding only the
 //! `auth.log` it ingests. Afterwards a caller without the right certificate
-//! is refused, and every process started by the block is killed.
+//! is refused, the audit trail shows what happened, and every process
+//! started by the block is killed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -163,4 +164,77 @@ fn the_readme_tls_cluster_section_runs_as_written() {
         !plaintext.status.success(),
         "a plaintext caller got an answer"
     );
+
+    // The audit trail holds the worker's ingest (forwarded by the worker),
+    // the token, the hunter's refusal and the plaintext caller's failed
+    // handshake, whichever node saw them.
+    let expected = [
+        (
+            "admin:ops",
+            "/quarry.v1.IngestService/Ingest",
+            "ok",
+            "worker:dc01",
+        ),
+        // Proposed at the leader, whichever it is.
+        ("admin:ops", "/quarry.v1.TokenService/CreateToken", "ok", ""),
+        (
+            "hunter:alice",
+            "/quarry.v1.ClusterService/AddCoordinator",
+            "permission_denied",
+            "coordinator:1",
+        ),
+        (
+            "unknown",
+            "(tls handshake)",
+            "unauthenticated",
+            "coordinator:1",
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let audit = Command::new(&quarry)
+            .current_dir(dir.path())
+            .args([
+                "audit",
+                "--since",
+                "1h",
+                "--output",
+                "json",
+                "--coordinator",
+                "https://127.0.0.1:7711",
+                "--tls-ca",
+                "pki/ca.pem",
+                "--tls-cert",
+                "pki/admin-ops.pem",
+                "--tls-key",
+                "pki/admin-ops.key",
+            ])
+            .output()
+            .expect("quarry audit");
+        let text = String::from_utf8_lossy(&audit.stdout).into_owned();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(who, rpc, outcome, node)| {
+                !records.iter().any(|r| {
+                    r["principal"] == *who
+                        && r["rpc"] == *rpc
+                        && r["outcome"] == *outcome
+                        && (node.is_empty() || r["node"] == *node)
+                })
+            })
+            .collect();
+        if audit.status.success() && missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not in the audit trail: {missing:?}\n{text}\n{}",
+            String::from_utf8_lossy(&audit.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

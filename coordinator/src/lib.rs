@@ -6,6 +6,8 @@
 //! ([`scheduler`]) places one task per shard on a live worker that holds it;
 //! [`service`] serves the public `quarry.v1` API and the worker protocol.
 
+pub mod audit;
+pub mod audit_service;
 pub mod clock;
 pub mod compact;
 pub mod convert;

@@ -76,6 +76,8 @@ pub struct CoordinatorConfig {
     /// Mutual TLS for the server and for connections to peers; without it
     /// the coordinator serves plaintext, on a loopback address only.
     pub tls: Option<TlsFiles>,
+    /// What the audit trail keeps, when this node leads.
+    pub audit_retention: crate::audit::AuditRetention,
 }
 
 impl CoordinatorConfig {
@@ -113,6 +115,7 @@ impl CoordinatorConfig {
             retain_hunts: DEFAULT_RETAIN_HUNTS,
             retain_for: DEFAULT_RETAIN_FOR,
             tls: None,
+            audit_retention: crate::audit::AuditRetention::default(),
         }
     }
 }
@@ -221,6 +224,8 @@ impl Coordinator {
             heartbeat_timeout: config.heartbeat_timeout,
             heartbeat_interval: config.heartbeat_interval,
             leases: crate::lease::Leases::new(config.clock.clone(), config.heartbeat_timeout),
+            audit: crate::audit_service::buffer_for(node_id.0, config.clock.clone()),
+            audit_retention: config.audit_retention,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = vec![
@@ -231,6 +236,11 @@ impl Coordinator {
                     retain_hunts: config.retain_hunts,
                     retain_for_ms: i64::try_from(config.retain_for.as_millis()).unwrap_or(i64::MAX),
                 },
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(crate::audit_service::hand_over(
+                shared.clone(),
+                config.tls.clone(),
                 shutdown_rx.clone(),
             )),
             tokio::spawn(serve(shared.clone(), listener, tls.clone(), shutdown_rx)),
@@ -358,6 +368,9 @@ async fn serve(
     health
         .set_serving::<v1::token_service_server::TokenServiceServer<service::Api>>()
         .await;
+    health
+        .set_serving::<v1::audit_service_server::AuditServiceServer<service::Api>>()
+        .await;
     let reflection = match tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -372,50 +385,58 @@ async fn serve(
     let api = service::Api::new(shared.clone());
     let max = quarry_proto::MAX_MESSAGE_BYTES;
     let secure = tls.is_some();
-    let incoming = quarry_security::listen::incoming(listener, tls);
-    let result =
-        tonic::transport::Server::builder()
-            .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
-            .layer(AccessLayer::new(secure).with_tokens(Arc::new(
-                crate::token_service::Tokens::new(shared.node.clone(), shared.clock.clone()),
-            )))
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(
-                v1::hunt_service_server::HuntServiceServer::new(api.clone())
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
-            .add_service(
-                v1::module_service_server::ModuleServiceServer::new(api.clone())
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
-            .add_service(v1::cluster_service_server::ClusterServiceServer::new(
-                api.clone(),
-            ))
-            .add_service(v1::triage_service_server::TriageServiceServer::new(
-                api.clone(),
-            ))
-            .add_service(v1::token_service_server::TokenServiceServer::new(
-                api.clone(),
-            ))
-            .add_service(
-                v1::worker_service_server::WorkerServiceServer::new(api.clone())
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
-            .add_service(
-                // One raft entry can hold a whole module upload.
-                v1::raft_service_server::RaftServiceServer::new(crate::raft_service::RaftApi::new(
+    let audit: Arc<dyn quarry_security::audit::AuditSink> = shared.audit.clone();
+    let incoming = quarry_security::listen::incoming(listener, tls, Some(audit.clone()));
+    let result = tonic::transport::Server::builder()
+        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .layer(
+            AccessLayer::new(secure)
+                .with_tokens(Arc::new(crate::token_service::Tokens::new(
                     shared.node.clone(),
-                ))
-                .max_decoding_message_size(crate::transport::MAX_RAFT_MESSAGE_BYTES),
-            )
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            })
-            .await;
+                    shared.clock.clone(),
+                )))
+                .with_audit(audit),
+        )
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            v1::hunt_service_server::HuntServiceServer::new(api.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            v1::module_service_server::ModuleServiceServer::new(api.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(v1::cluster_service_server::ClusterServiceServer::new(
+            api.clone(),
+        ))
+        .add_service(v1::triage_service_server::TriageServiceServer::new(
+            api.clone(),
+        ))
+        .add_service(v1::token_service_server::TokenServiceServer::new(
+            api.clone(),
+        ))
+        .add_service(v1::audit_service_server::AuditServiceServer::new(
+            api.clone(),
+        ))
+        .add_service(
+            v1::worker_service_server::WorkerServiceServer::new(api.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            // One raft entry can hold a whole module upload.
+            v1::raft_service_server::RaftServiceServer::new(crate::raft_service::RaftApi::new(
+                shared.node.clone(),
+            ))
+            .max_decoding_message_size(crate::transport::MAX_RAFT_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "coordinator gRPC server failed");
     }

@@ -16,6 +16,7 @@ use quarry_proto::v1::module_service_server::ModuleService;
 use quarry_proto::v1::worker_service_server::WorkerService;
 use quarry_proto::v1::{self, hunt_service_server::HuntService};
 use quarry_proto::{HuntId, ModuleDigest, RequestId, ShardId, TaskId, WorkerId};
+use quarry_security::audit::{AuditTarget, set_target as access_set_target};
 use quarry_security::{Role, access};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeSet, HashMap};
@@ -164,6 +165,10 @@ pub struct Shared {
     pub heartbeat_interval: Duration,
     /// Last heartbeat per worker (leader-local soft state, monotonic).
     pub leases: Leases,
+    /// Audit records this node saw, until the leader appended them.
+    pub audit: Arc<quarry_security::audit::AuditBuffer>,
+    /// What the audit trail keeps (applied by this node's appends as leader).
+    pub audit_retention: crate::audit::AuditRetention,
 }
 
 impl Shared {
@@ -396,6 +401,7 @@ impl HuntService for Api {
         &self,
         request: Request<v1::SubmitHuntRequest>,
     ) -> Result<tonic::Response<v1::SubmitHuntResponse>, Status> {
+        let target = AuditTarget::of(&request);
         let request = request.into_inner();
         let dry_run = request.dry_run;
         let request_id = request.request_id.clone();
@@ -442,6 +448,14 @@ impl HuntService for Api {
         {
             Response::Hunt { id, tasks } => {
                 tracing::Span::current().record("hunt", id.as_str());
+                if let Some(module) = &module {
+                    target.set(format!(
+                        "hunt {id} (module {}@{})",
+                        module.name, module.version
+                    ));
+                } else {
+                    target.set(format!("hunt {id}"));
+                }
                 tracing::info!(tasks, "hunt submitted");
                 Ok(tonic::Response::new(v1::SubmitHuntResponse {
                     hunt_id: id.into_string(),
@@ -534,6 +548,7 @@ impl HuntService for Api {
         &self,
         request: Request<v1::CancelHuntRequest>,
     ) -> Result<tonic::Response<v1::Hunt>, Status> {
+        access_set_target(&request, format!("hunt {}", request.get_ref().hunt_id));
         let request = request.into_inner();
         let id = HuntId::new(request.hunt_id);
         let now_ms = self.shared.clock.now_ms();
@@ -561,6 +576,7 @@ impl HuntService for Api {
         &self,
         request: Request<v1::ResumeHuntRequest>,
     ) -> Result<tonic::Response<v1::Hunt>, Status> {
+        access_set_target(&request, format!("hunt {}", request.get_ref().hunt_id));
         let request = request.into_inner();
         let id = HuntId::new(request.hunt_id);
         self.shared
@@ -579,6 +595,7 @@ impl HuntService for Api {
         &self,
         request: Request<v1::DeleteHuntRequest>,
     ) -> Result<tonic::Response<v1::DeleteHuntResponse>, Status> {
+        access_set_target(&request, format!("hunt {}", request.get_ref().hunt_id));
         let request = request.into_inner();
         let id = HuntId::new(request.hunt_id);
         tracing::Span::current().record("hunt", id.as_str());
@@ -779,6 +796,7 @@ impl ModuleService for Api {
         &self,
         request: Request<Streaming<v1::UploadModuleRequest>>,
     ) -> Result<tonic::Response<v1::ModuleInfo>, Status> {
+        let target = AuditTarget::of(&request);
         let mut stream = request.into_inner();
         let mut header: Option<v1::ModuleUploadHeader> = None;
         let mut bytes = Vec::new();
@@ -818,6 +836,7 @@ impl ModuleService for Api {
             .into());
         }
         tracing::Span::current().record("module", format!("{}@{}", header.name, header.version));
+        target.set(format!("module {}@{}", header.name, header.version));
         let digest = ModuleDigest::new(hex::encode(Sha256::digest(&bytes)));
         if !header.expected_digest.is_empty()
             && header.expected_digest.to_ascii_lowercase() != digest.as_str()
@@ -893,6 +912,7 @@ impl ModuleService for Api {
         &self,
         request: Request<v1::DeleteModuleRequest>,
     ) -> Result<tonic::Response<v1::DeleteModuleResponse>, Status> {
+        let target = AuditTarget::of(&request);
         let selector = convert::module_selector(request.into_inner().module)?;
         if let crate::state::ModuleSelector::NameVersion {
             name,
@@ -921,6 +941,7 @@ impl ModuleService for Api {
             .read(|s| s.resolve_module(&selector).map(convert::module_info))?
             .map_err(rejection_status)?;
         tracing::Span::current().record("module", module.digest.as_str());
+        target.set(format!("module {}@{}", module.name, module.version));
         self.shared
             .propose(Command::DeleteModule {
                 digest: ModuleDigest::new(module.digest.clone()),
@@ -1042,6 +1063,10 @@ impl ClusterService for Api {
         &self,
         request: Request<v1::AddCoordinatorRequest>,
     ) -> Result<tonic::Response<v1::MembershipResponse>, Status> {
+        access_set_target(
+            &request,
+            format!("coordinator {}", request.get_ref().node_id),
+        );
         // The access table lets coordinators in for `--join`; one may add
         // only itself, under the node id its certificate names.
         if let Some(principal) = access::principal_of(&request)
@@ -1062,6 +1087,10 @@ impl ClusterService for Api {
         &self,
         request: Request<v1::RemoveCoordinatorRequest>,
     ) -> Result<tonic::Response<v1::MembershipResponse>, Status> {
+        access_set_target(
+            &request,
+            format!("coordinator {}", request.get_ref().node_id),
+        );
         crate::membership::remove(&self.shared.node, request.into_inner())
             .await
             .map(tonic::Response::new)
@@ -1103,6 +1132,7 @@ impl WorkerService for Api {
         &self,
         request: Request<v1::RegisterWorkerRequest>,
     ) -> Result<tonic::Response<v1::RegisterWorkerResponse>, Status> {
+        access_set_target(&request, format!("worker {}", request.get_ref().worker_id));
         let id = acting_worker(&request, &request.get_ref().worker_id)?;
         let request = request.into_inner();
         tracing::Span::current().record("worker", id.as_str());

@@ -755,6 +755,20 @@ pub enum Command {
         /// Its id.
         id: String,
     },
+    /// A node's batch of audit records (appended once per origin and
+    /// batch number), then the trail's retention as of `now_ms`.
+    AppendAudit {
+        /// The node that collected them, `role:name`.
+        origin: String,
+        /// Its batch number.
+        batch: u64,
+        /// The records.
+        records: Vec<crate::audit::AuditEntry>,
+        /// The leader's retention settings.
+        retention: crate::audit::AuditRetention,
+        /// Leader time.
+        now_ms: i64,
+    },
 }
 
 /// Most bearer tokens kept, revoked ones included.
@@ -822,6 +836,10 @@ pub enum Touched {
     Triage(quarry_triage::RowKey),
     /// A bearer token.
     Token(String),
+    /// An audit record.
+    Audit(u64),
+    /// The audit trail's numbering.
+    AuditMeta,
 }
 
 /// Why a command changed nothing. Deterministic, so every replica agrees.
@@ -936,6 +954,8 @@ pub struct State {
     pub triage: quarry_triage::Triage,
     /// Bearer tokens by id.
     pub tokens: BTreeMap<String, TokenRecord>,
+    /// The audit trail.
+    pub audit: crate::audit::AuditTrail,
     /// Per running hunt, how many of its tasks (in list order) are known to
     /// have ended: ended tasks never run again, so each report resumes the
     /// check for "all ended" there instead of rescanning the list, which
@@ -1096,6 +1116,38 @@ impl State {
             Command::Triage { op, now_ms } => self.apply_triage(op, now_ms),
             Command::CreateToken { token } => self.create_token(token),
             Command::RevokeToken { id } => self.revoke_token(&id),
+            Command::AppendAudit {
+                origin,
+                batch,
+                records,
+                retention,
+                now_ms,
+            } => {
+                if records.len() > crate::audit::MAX_BATCH {
+                    return Applied::rejected(Rejection::Invalid(format!(
+                        "an audit batch holds at most {} records",
+                        crate::audit::MAX_BATCH
+                    )));
+                }
+                let appended = self
+                    .audit
+                    .append(&origin, batch, records, retention, now_ms, index);
+                let mut touched: Vec<Touched> = appended
+                    .added
+                    .into_iter()
+                    .chain(appended.removed)
+                    .map(Touched::Audit)
+                    .collect();
+                if appended.new {
+                    touched.push(Touched::AuditMeta);
+                }
+                Applied {
+                    outcome: Ok(Response::Done),
+                    touched,
+                    findings: Vec::new(),
+                    triage: Vec::new(),
+                }
+            }
         }
     }
 

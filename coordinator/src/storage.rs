@@ -177,6 +177,10 @@ impl Replica {
 
 /// Prefix of the triage state's rows in the state family.
 const TRIAGE_ROW_PREFIX: &[u8] = b"x/";
+/// Audit records: `a/<8-byte big-endian sequence number>`.
+const AUDIT_ROW_PREFIX: &[u8] = b"a/";
+/// The audit trail's numbering.
+const KEY_AUDIT_META: &[u8] = b"audit";
 
 impl Store {
     /// Opens (creating if needed) the database under `dir`.
@@ -822,6 +826,12 @@ impl Store {
                     entity_key(b'k', id),
                     state.tokens.get(id).map(encode).transpose()?,
                 ),
+                Touched::Audit(seq) => {
+                    let mut k = AUDIT_ROW_PREFIX.to_vec();
+                    k.extend_from_slice(&seq.to_be_bytes());
+                    (k, state.audit.entries.get(seq).map(encode).transpose()?)
+                }
+                Touched::AuditMeta => (KEY_AUDIT_META.to_vec(), Some(encode(&state.audit.meta)?)),
                 Touched::Triage(row) => {
                     let mut k = TRIAGE_ROW_PREFIX.to_vec();
                     k.extend_from_slice(&row.to_bytes());
@@ -880,6 +890,22 @@ impl Store {
             }
             if &*key == KEY_CLOCK {
                 replica.state.clock_ms = decode(&key, &value)?;
+                continue;
+            }
+            if &*key == KEY_AUDIT_META {
+                replica.state.audit.meta = decode(&key, &value)?;
+                continue;
+            }
+            if let Some(seq) = key.strip_prefix(AUDIT_ROW_PREFIX) {
+                let seq = <[u8; 8]>::try_from(seq).map_err(|_| CoordinatorError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    detail: "an audit row's key must be a/<8-byte number>".to_owned(),
+                })?;
+                replica
+                    .state
+                    .audit
+                    .entries
+                    .insert(u64::from_be_bytes(seq), decode(&key, &value)?);
                 continue;
             }
             if let Some(row) = key.strip_prefix(TRIAGE_ROW_PREFIX) {

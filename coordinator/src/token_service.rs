@@ -43,6 +43,7 @@ impl v1::token_service_server::TokenService for Api {
     ) -> Result<tonic::Response<v1::CreateTokenResponse>, Status> {
         let creator =
             access::principal_of(&request).map_or_else(|| "local".to_owned(), |p| p.to_string());
+        let target = quarry_security::audit::AuditTarget::of(&request);
         let request = request.into_inner();
         let role: Role = request
             .role
@@ -92,6 +93,10 @@ impl v1::token_service_server::TokenService for Api {
             )
             .await?;
         tracing::info!(token = %record.id, "token created");
+        target.set(format!(
+            "token {} ({}, {})",
+            record.id, record.name, record.role
+        ));
         Ok(tonic::Response::new(v1::CreateTokenResponse {
             token: Some(info(&record)),
             secret: minted.secret,
@@ -113,6 +118,7 @@ impl v1::token_service_server::TokenService for Api {
         &self,
         request: Request<v1::RevokeTokenRequest>,
     ) -> Result<tonic::Response<v1::TokenInfo>, Status> {
+        quarry_security::audit::set_target(&request, format!("token {}", request.get_ref().id));
         let id = request.into_inner().id;
         tracing::Span::current().record("token", id.as_str());
         self.shared

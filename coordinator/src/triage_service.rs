@@ -327,6 +327,7 @@ impl v1::triage_service_server::TriageService for Api {
         request: Request<v1::UpdateCaseRequest>,
     ) -> Result<tonic::Response<v1::TriageCase>, Status> {
         use v1::update_case_request::Action;
+        quarry_security::audit::set_target(&request, format!("case {}", request.get_ref().id));
         let r = request.into_inner();
         let id = case_id(&r.id)?;
         tracing::Span::current().record("case", tracing::field::display(id));
@@ -371,6 +372,7 @@ impl v1::triage_service_server::TriageService for Api {
         &self,
         request: Request<v1::ApplyTriageConfigRequest>,
     ) -> Result<tonic::Response<v1::ApplyTriageConfigResponse>, Status> {
+        quarry_security::audit::set_target(&request, "triage config");
         let r = request.into_inner();
         // Parsed here first so a bad file is refused with its line numbers
         // without a trip through the log.
@@ -489,6 +491,7 @@ impl v1::triage_service_server::TriageService for Api {
         &self,
         request: Request<v1::DecideProposalRequest>,
     ) -> Result<tonic::Response<v1::DecideProposalResponse>, Status> {
+        quarry_security::audit::set_target(&request, format!("proposal {}", request.get_ref().id));
         let r = request.into_inner();
         tracing::Span::current().record("proposal", r.id.as_str());
         let answer = self

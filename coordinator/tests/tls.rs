@@ -2,8 +2,9 @@
 //! listener allowed: every RPC refused to callers without a certificate or
 //! with the wrong role (state unchanged), a worker certificate from another
 //! CA, a worker acting as another, a report for another worker's task, a
-//! client adding a coordinator, a forged raft message. Real gRPC over
-//! loopback TLS, certificates made by `quarry_security::certs`.
+//! client adding a coordinator, a forged raft message; each refusal is in
+//! the replicated audit trail. Real gRPC over loopback TLS, certificates
+//! made by `quarry_security::certs`.
 
 mod common;
 
@@ -95,6 +96,51 @@ fn state_of(coordinator: &Coordinator) -> (u64, quarry_coordinator::state::State
         .expect("read")
 }
 
+/// The replicated state but for the audit trail, which refusals add to.
+fn state_but_audit(coordinator: &Coordinator) -> quarry_coordinator::state::State {
+    let (_, mut state) = state_of(coordinator);
+    state.audit = Default::default();
+    state
+}
+
+/// Waits until the audit trail holds a record of each `(principal, rpc,
+/// outcome)` in `expected` (nodes hand records to the leader every
+/// second); panics naming those still missing after 15 s.
+async fn wait_for_audit(coordinator: &Coordinator, expected: &[(String, String, &str)]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let trail = state_of(coordinator).1.audit;
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(who, rpc, outcome)| {
+                !trail
+                    .entries
+                    .values()
+                    .any(|e| e.principal == *who && e.rpc == *rpc && e.outcome == *outcome)
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} calls are not in the audit trail, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// `(principal, rpc, outcome)` of a refusal, as the audit trail names it.
+fn refusal(principal: &str, rpc: &str, status: &tonic::Status) -> (String, String, &'static str) {
+    (
+        principal.to_owned(),
+        rpc.to_owned(),
+        quarry_security::audit::code_name(status.code()),
+    )
+}
+
 async fn start(dir: &Path, pki: &Pki) -> (Coordinator, String) {
     start_with_clock(dir, pki, None).await
 }
@@ -146,7 +192,8 @@ async fn every_rpc_refuses_callers_without_identity_or_role_and_changes_nothing(
     let pki = Pki::new(&dir.path().join("pki"));
     let (coordinator, url) = start(dir.path(), &pki).await;
     let ca = pki.dir.join(certs::CA_CERT);
-    let before = state_of(&coordinator);
+    let before = state_but_audit(&coordinator);
+    let mut expected = Vec::new();
 
     let anonymous = channel(&url, &ca, None)
         .await
@@ -186,6 +233,7 @@ async fn every_rpc_refuses_callers_without_identity_or_role_and_changes_nothing(
             status.message().contains("client certificate"),
             "{path}: {status:?}"
         );
+        expected.push(refusal("anonymous", path, &status));
         for (role, channel) in &callers {
             if allowed.contains(role) {
                 continue;
@@ -197,6 +245,8 @@ async fn every_rpc_refuses_callers_without_identity_or_role_and_changes_nothing(
                 "{role} {path}: {status:?}"
             );
             assert!(status.message().contains(path), "{role} {path}: {status:?}");
+            let name = if *role == Role::Coordinator { "7" } else { "x" };
+            expected.push(refusal(&format!("{role}:{name}"), path, &status));
             checked += 1;
         }
     }
@@ -221,9 +271,52 @@ async fn every_rpc_refuses_callers_without_identity_or_role_and_changes_nothing(
             || refused.contains("Unknown"),
         "{refused}"
     );
+    expected.push((
+        "unknown".to_owned(),
+        "(tls handshake)".to_owned(),
+        "unauthenticated",
+    ));
 
-    let after = state_of(&coordinator);
-    assert!(before == after, "a refused call changed the state");
+    // Every refusal is in the replicated trail, and nothing else changed.
+    wait_for_audit(&coordinator, &expected).await;
+    assert!(
+        before == state_but_audit(&coordinator),
+        "a refused call changed the state"
+    );
+    // An admin reads the trail through the API; nobody else may.
+    let admin = pki.files(Role::Admin, "ops");
+    let mut as_admin = quarry_client::Client::connect_with(&url, Some(&admin))
+        .await
+        .expect("admin");
+    let page = as_admin
+        .list_audit(v1::ListAuditRequest {
+            principal: "viewer:x".into(),
+            refused_only: true,
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let viewer_refusals = expected
+        .iter()
+        .filter(|(who, ..)| who == "viewer:x")
+        .count();
+    assert_eq!(page.records.len(), viewer_refusals, "{:?}", page.records);
+    let submit = page
+        .records
+        .iter()
+        .find(|r| r.rpc == "/quarry.v1.HuntService/SubmitHunt")
+        .expect("the viewer's refused submit");
+    assert_eq!(
+        (
+            submit.role.as_str(),
+            submit.outcome.as_str(),
+            submit.node.as_str()
+        ),
+        ("viewer", "permission_denied", "coordinator:1")
+    );
+    assert!(submit.detail.contains("needs the role"), "{submit:?}");
+    assert_eq!(submit.remote, "127.0.0.1");
     coordinator.shutdown().await;
 }
 
@@ -293,10 +386,20 @@ async fn workers_act_only_as_themselves_and_a_foreign_ca_cannot_register() {
         denied.message().contains("may not act as worker w1"),
         "{denied:?}"
     );
+    let mut expected = vec![refusal(
+        "worker:w2",
+        "/quarry.v1.WorkerService/RegisterWorker",
+        &denied,
+    )];
     as_w2
         .register_worker(register("w2"))
         .await
         .expect("w2 registers as itself");
+    expected.push((
+        "worker:w2".into(),
+        "/quarry.v1.WorkerService/RegisterWorker".into(),
+        "ok",
+    ));
 
     let before = state_of(&coordinator);
     let report = |worker: &str| v1::ReportTaskRequest {
@@ -311,6 +414,11 @@ async fn workers_act_only_as_themselves_and_a_foreign_ca_cannot_register() {
         .await
         .expect_err("w2 cannot report as w1");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    expected.push(refusal(
+        "worker:w2",
+        "/quarry.v1.WorkerService/ReportTask",
+        &denied,
+    ));
     // As itself, its report for w1's task is stale: nothing changes.
     as_w2.report_task(report("w2")).await.expect("answered");
     let after = state_of(&coordinator);
@@ -343,6 +451,15 @@ async fn workers_act_only_as_themselves_and_a_foreign_ca_cannot_register() {
             .contains_key(&WorkerId::new("w3")),
         "w3 is not in the state"
     );
+    wait_for_audit(&coordinator, &expected).await;
+    let trail = state_of(&coordinator).1.audit;
+    assert!(
+        trail
+            .entries
+            .values()
+            .any(|e| e.outcome == "ok" && e.target == "worker w2"),
+        "the accepted registration names its target"
+    );
     coordinator.shutdown().await;
 }
 
@@ -352,7 +469,7 @@ async fn only_admins_add_coordinators_and_forged_raft_messages_are_dropped() {
     let pki = Pki::new(&dir.path().join("pki"));
     let (coordinator, url) = start(dir.path(), &pki).await;
     let ca = pki.dir.join(certs::CA_CERT);
-    let before = state_of(&coordinator);
+    let before = state_but_audit(&coordinator);
     let add = v1::AddCoordinatorRequest {
         node_id: 6,
         url: "https://127.0.0.1:1".into(),
@@ -371,6 +488,8 @@ async fn only_admins_add_coordinators_and_forged_raft_messages_are_dropped() {
         denied.message().contains("needs the role admin"),
         "{denied:?}"
     );
+    let add_rpc = "/quarry.v1.ClusterService/AddCoordinator";
+    let mut expected = vec![refusal("hunter:alice", add_rpc, &denied)];
 
     // A coordinator certificate may add only its own node id.
     let five = pki.files(Role::Coordinator, "5");
@@ -383,23 +502,30 @@ async fn only_admins_add_coordinators_and_forged_raft_messages_are_dropped() {
         .expect_err("another node");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     assert!(denied.message().contains("only itself"), "{denied:?}");
+    expected.push(refusal("coordinator:5", add_rpc, &denied));
 
     // Raft: a coordinator that is not a member, and a member's connection
     // carrying a message that claims another sender.
+    let raft = "/quarry.v1.RaftService/Send";
     let dropped = forged_heartbeat(&url, &pki, "9", 9).await;
     assert_eq!(dropped.code(), tonic::Code::PermissionDenied);
     assert!(dropped.message().contains("not a member"), "{dropped:?}");
+    expected.push(refusal("coordinator:9", raft, &dropped));
     let dropped = forged_heartbeat(&url, &pki, "1", 2).await;
     assert_eq!(dropped.code(), tonic::Code::PermissionDenied);
     assert!(dropped.message().contains("dropped"), "{dropped:?}");
+    expected.push(refusal("coordinator:1", raft, &dropped));
     let status = coordinator.node().status();
     assert!(
         status.is_leader && status.term < 1_000,
         "the forged term reached raft: {status:?}"
     );
 
-    let after = state_of(&coordinator);
-    assert!(before == after, "a refused call changed the state");
+    wait_for_audit(&coordinator, &expected).await;
+    assert!(
+        before == state_but_audit(&coordinator),
+        "a refused call changed the state"
+    );
     coordinator.shutdown().await;
 }
 
@@ -460,6 +586,11 @@ async fn tokens_work_until_they_expire_or_are_revoked_and_bad_ones_change_nothin
         ("automation", "admin:ops")
     );
     assert!(shipper.secret.starts_with(&info.id), "{}", shipper.secret);
+    let mut expected = vec![(
+        "admin:ops".to_owned(),
+        "/quarry.v1.TokenService/CreateToken".to_owned(),
+        "ok",
+    )];
     let refused = as_admin
         .create_token("node", "worker", hour)
         .await
@@ -487,6 +618,9 @@ async fn tokens_work_until_they_expire_or_are_revoked_and_bad_ones_change_nothin
         ),
         "a valid automation token may submit: {accepted:?}"
     );
+    // Accepted by the access table, refused by the handler (an empty
+    // request): recorded with the token's principal and the outcome.
+    expected.push(refusal("automation:shipper", submit, &accepted));
     let mut with_token = quarry_client::Client::connect_as(
         &url,
         &quarry_client::Credentials {
@@ -504,7 +638,7 @@ async fn tokens_work_until_they_expire_or_are_revoked_and_bad_ones_change_nothin
 
     // The shipper's token expires an hour later on the cluster's clock.
     clock.advance_ms(2 * 3_600_000);
-    let before = state_of(&coordinator);
+    let before = state_but_audit(&coordinator);
     let unknown = format!("tok-0000000000000000.{}", "0".repeat(64));
     let wrong_secret = format!("{}.{}", info.id, "f".repeat(64));
     let refusals: [(&str, &str); 5] = [
@@ -530,6 +664,7 @@ async fn tokens_work_until_they_expire_or_are_revoked_and_bad_ones_change_nothin
                 "{path} {why}: {status:?}"
             );
             assert!(status.message().contains(why), "{path} {why}: {status:?}");
+            expected.push(refusal("bad token", path, &status));
             checked += 1;
         }
         if !allowed.contains(&Role::Viewer) {
@@ -543,12 +678,26 @@ async fn tokens_work_until_they_expire_or_are_revoked_and_bad_ones_change_nothin
                 status.message().contains("viewer:dashboards"),
                 "{path}: {status:?}"
             );
+            expected.push(refusal("viewer:dashboards", path, &status));
             checked += 1;
         }
     }
     assert!(checked > 150, "only {checked} refusals checked");
-    let after = state_of(&coordinator);
-    assert!(before == after, "a refused call changed the state");
+    wait_for_audit(&coordinator, &expected).await;
+    assert!(
+        before == state_but_audit(&coordinator),
+        "a refused call changed the state"
+    );
+    // Every bad-token refusal is counted (identical ones fold into one
+    // record with a count).
+    let trail = state_of(&coordinator).1.audit;
+    let folded: u32 = trail
+        .entries
+        .values()
+        .filter(|e| e.principal == "bad token")
+        .map(|e| e.count)
+        .sum();
+    assert!(folded >= 5 * 35, "{folded} bad-token refusals recorded");
 
     // Tokens are replicated state: a restart keeps them, revocations too.
     coordinator.shutdown().await;
@@ -565,5 +714,126 @@ async fn tokens_work_until_they_expire_or_are_revoked_and_bad_ones_change_nothin
     );
     let status = call_with(anonymous, list, Some(&gone.secret)).await;
     assert!(status.message().contains("revoked"), "{status:?}");
+    // So is the audit trail.
+    let restarted = state_of(&coordinator).1.audit;
+    assert!(
+        trail
+            .entries
+            .iter()
+            .all(|(seq, entry)| restarted.entries.get(seq) == Some(entry)),
+        "the audit trail lost records in a restart"
+    );
     coordinator.shutdown().await;
+}
+
+/// Three TLS coordinators on loopback; returns them by node id.
+async fn start_tls_group(
+    dir: &Path,
+    pki: &Pki,
+) -> std::collections::BTreeMap<u64, (Coordinator, String)> {
+    let listeners: Vec<_> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
+    drop(listeners);
+    let urls: std::collections::BTreeMap<u64, String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i as u64 + 1, format!("https://127.0.0.1:{p}")))
+        .collect();
+    let mut nodes = std::collections::BTreeMap::new();
+    for (i, port) in ports.iter().enumerate() {
+        let id = i as u64 + 1;
+        let peers = urls
+            .iter()
+            .filter(|(p, _)| **p != id)
+            .map(|(p, u)| (*p, u.clone()))
+            .collect();
+        let mut config = quarry_coordinator::CoordinatorConfig::single_node(
+            dir.join(format!("c{id}")),
+            std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+        )
+        .with_peers(id, peers);
+        config.tls = Some(pki.files(Role::Coordinator, &id.to_string()));
+        let coordinator = Coordinator::start(config).await.expect("start");
+        nodes.insert(id, (coordinator, urls[&id].clone()));
+    }
+    nodes
+}
+
+async fn leader_of(nodes: &std::collections::BTreeMap<u64, (Coordinator, String)>) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some((id, _)) = nodes.iter().find(|(_, (c, _))| c.node().status().is_leader) {
+            return *id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_at_a_follower_reach_the_trail_and_outlive_the_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let ca = pki.dir.join(certs::CA_CERT);
+    let mut nodes = start_tls_group(dir.path(), &pki).await;
+    let leader = leader_of(&nodes).await;
+    let follower = *nodes.keys().find(|id| **id != leader).expect("follower");
+    let submit = "/quarry.v1.HuntService/SubmitHunt";
+
+    // A viewer tries to submit at a follower: refused there, recorded by
+    // the follower, forwarded to the leader, replicated.
+    let viewer = pki.files(Role::Viewer, "eve");
+    let at_follower = channel(&nodes[&follower].1, &ca, Some(&viewer))
+        .await
+        .expect("connect");
+    let denied = call(at_follower, submit).await;
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let expected = [refusal("viewer:eve", submit, &denied)];
+    wait_for_audit(&nodes[&leader].0, &expected).await;
+    let recorded = state_of(&nodes[&leader].0)
+        .1
+        .audit
+        .entries
+        .values()
+        .find(|e| e.principal == "viewer:eve")
+        .cloned()
+        .expect("recorded");
+    assert_eq!(recorded.node, format!("coordinator:{follower}"));
+
+    // The leader dies; what was appended is on the others, and a refusal
+    // at the survivors still reaches the new leader's trail.
+    let (old, _) = nodes.remove(&leader).expect("leader");
+    old.shutdown().await;
+    let new_leader = leader_of(&nodes).await;
+    wait_for_audit(&nodes[&new_leader].0, &expected).await;
+    let other = *nodes
+        .keys()
+        .find(|id| **id != new_leader)
+        .expect("follower");
+    let again = channel(
+        &nodes[&other].1,
+        &ca,
+        Some(&pki.files(Role::Hunter, "mallory")),
+    )
+    .await
+    .expect("connect");
+    let denied = call(again, "/quarry.v1.TokenService/CreateToken").await;
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    wait_for_audit(
+        &nodes[&new_leader].0,
+        &[refusal(
+            "hunter:mallory",
+            "/quarry.v1.TokenService/CreateToken",
+            &denied,
+        )],
+    )
+    .await;
+    for (_, (coordinator, _)) in nodes {
+        coordinator.shutdown().await;
+    }
 }

@@ -8,6 +8,7 @@
 //! accepted only from the member its certificate names, a coordinator may
 //! add only itself.
 
+use crate::audit::{AuditEvent, AuditSink, AuditTarget};
 use crate::identity::{Principal, Role};
 use crate::listen::PeerInfo;
 use std::future::Future;
@@ -24,13 +25,17 @@ pub enum Access {
     Roles(&'static [Role]),
 }
 
-/// What an RPC does, for the audit trail.
+/// What an RPC does, for the audit trail (see [`crate::audit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// Reads only.
+    /// Reads only: recorded when refused.
     Read,
-    /// Changes replicated state.
+    /// Changes replicated state: recorded, accepted or refused.
     Write,
+    /// Traffic between cluster nodes (raft, heartbeats, task reports):
+    /// recorded when refused, by the table or by the handler's identity
+    /// checks (a worker reporting as another), not when accepted.
+    Node,
 }
 
 use Role::{Admin, Automation, Coordinator, Hunter, Viewer, Worker};
@@ -146,7 +151,7 @@ pub const RULES: &[(&str, Access, Effect)] = &[
     (
         "/quarry.v1.WorkerService/Heartbeat",
         Access::Roles(&[Worker]),
-        Effect::Write,
+        Effect::Node,
     ),
     (
         "/quarry.v1.WorkerService/TaskStream",
@@ -156,7 +161,7 @@ pub const RULES: &[(&str, Access, Effect)] = &[
     (
         "/quarry.v1.WorkerService/ReportTask",
         Access::Roles(&[Worker]),
-        Effect::Write,
+        Effect::Node,
     ),
     (
         "/quarry.v1.WorkerService/FetchModule",
@@ -173,12 +178,12 @@ pub const RULES: &[(&str, Access, Effect)] = &[
     (
         "/quarry.v1.RaftService/Send",
         Access::Roles(&[Coordinator]),
-        Effect::Write,
+        Effect::Node,
     ),
     (
         "/quarry.v1.RaftService/SendSnapshot",
         Access::Roles(&[Coordinator]),
-        Effect::Write,
+        Effect::Node,
     ),
     // Bearer tokens.
     (
@@ -236,6 +241,17 @@ pub const RULES: &[(&str, Access, Effect)] = &[
         "/quarry.v1.TriageService/Summary",
         Access::Roles(READERS),
         Effect::Read,
+    ),
+    // The audit trail: admins read it; nodes hand their records to the leader.
+    (
+        "/quarry.v1.AuditService/ListAudit",
+        Access::Roles(ADMINS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.AuditService/ForwardAudit",
+        Access::Roles(&[Coordinator, Worker]),
+        Effect::Node,
     ),
     // Health and reflection, for load balancers and grpcurl.
     ("/grpc.health.v1.Health/Check", Access::Public, Effect::Read),
@@ -315,11 +331,13 @@ pub fn is_secure<T>(request: &tonic::Request<T>) -> bool {
     PeerInfo::of(request).is_some_and(|peer| peer.tls)
 }
 
-/// Enforces [`RULES`] in front of a tonic server's routes.
+/// Enforces [`RULES`] in front of a tonic server's routes, and tells an
+/// [`AuditSink`] what the audit trail records (see [`crate::audit`]).
 #[derive(Clone)]
 pub struct AccessLayer {
     secure: bool,
     tokens: Option<Arc<dyn TokenCheck>>,
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl AccessLayer {
@@ -329,6 +347,7 @@ impl AccessLayer {
         Self {
             secure,
             tokens: None,
+            audit: None,
         }
     }
 
@@ -336,6 +355,12 @@ impl AccessLayer {
     /// without a client certificate.
     pub fn with_tokens(mut self, tokens: Arc<dyn TokenCheck>) -> Self {
         self.tokens = Some(tokens);
+        self
+    }
+
+    /// Records refused calls and mutating calls in `audit`.
+    pub fn with_audit(mut self, audit: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(audit);
         self
     }
 }
@@ -346,8 +371,7 @@ impl<S> tower::Layer<S> for AccessLayer {
     fn layer(&self, inner: S) -> Self::Service {
         AccessService {
             inner,
-            secure: self.secure,
-            tokens: self.tokens.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -356,8 +380,7 @@ impl<S> tower::Layer<S> for AccessLayer {
 #[derive(Clone)]
 pub struct AccessService<S> {
     inner: S,
-    secure: bool,
-    tokens: Option<Arc<dyn TokenCheck>>,
+    layer: AccessLayer,
 }
 
 /// Who `request` is: its certificate's principal, else the principal its
@@ -413,33 +436,115 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_owned();
-        let verdict = if self.secure {
-            caller(&request, self.tokens.as_ref())
+        let secure = self.layer.secure;
+        let verdict = if secure {
+            caller(&request, self.layer.tokens.as_ref())
         } else {
             Ok(None)
         };
         let refused = match &verdict {
-            Ok(principal) => check(&path, principal.as_ref(), self.secure),
+            Ok(principal) => check(&path, principal.as_ref(), secure),
             Err(status) => Some(status.clone()),
         };
-        match refused {
-            None => {
-                request
-                    .extensions_mut()
-                    .insert(Caller(verdict.ok().flatten()));
-                Box::pin(self.inner.call(request))
+        let remote = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|peer| peer.remote)
+            .map(|addr| addr.ip().to_string())
+            .unwrap_or_default();
+        let (who, role) = match &verdict {
+            Ok(Some(principal)) => (principal.to_string(), principal.role.as_str().to_owned()),
+            Ok(None) if secure => ("anonymous".to_owned(), String::new()),
+            Ok(None) => ("local".to_owned(), String::new()),
+            Err(_) => ("bad token".to_owned(), String::new()),
+        };
+        let base = AuditEvent {
+            principal: who,
+            role,
+            rpc: path.clone(),
+            target: String::new(),
+            outcome: tonic::Code::Ok,
+            detail: String::new(),
+            remote,
+        };
+        if let Some(status) = refused {
+            tracing::warn!(caller = %base.principal, path, code = ?status.code(), reason = status.message(), "call refused");
+            if let Some(audit) = &self.layer.audit {
+                audit.record(AuditEvent {
+                    outcome: status.code(),
+                    detail: status.message().to_owned(),
+                    ..base
+                });
             }
-            Some(status) => {
-                let caller = match &verdict {
-                    Ok(Some(principal)) => principal.to_string(),
-                    Ok(None) => "anonymous".to_owned(),
-                    Err(_) => "bad token".to_owned(),
-                };
-                tracing::warn!(%caller, path, code = ?status.code(), reason = status.message(), "call refused");
-                Box::pin(std::future::ready(Ok(status.into_http())))
-            }
+            return Box::pin(std::future::ready(Ok(status.into_http())));
         }
+        request
+            .extensions_mut()
+            .insert(Caller(verdict.ok().flatten()));
+        let effect = rule(&path).map(|(_, effect)| effect);
+        let (Some(audit), Some(effect @ (Effect::Write | Effect::Node))) =
+            (self.layer.audit.clone(), effect)
+        else {
+            return Box::pin(self.inner.call(request));
+        };
+        let target = AuditTarget::default();
+        request.extensions_mut().insert(target.clone());
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            let headers = response.headers();
+            // A follower's "ask the leader" is retried there, and recorded there.
+            if headers.contains_key(quarry_proto::LEADER_METADATA_KEY) {
+                return Ok(response);
+            }
+            // An error is a trailers-only response: its status is in the
+            // headers. A success puts `grpc-status: 0` in the trailers.
+            let code = headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+            let refusal = matches!(
+                code,
+                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+            );
+            if effect == Effect::Write || refusal {
+                let detail = headers
+                    .get("grpc-message")
+                    .map(|v| percent_decode(v.as_bytes()))
+                    .unwrap_or_default();
+                audit.record(AuditEvent {
+                    outcome: code,
+                    detail,
+                    target: target.get(),
+                    ..base
+                });
+            }
+            Ok(response)
+        })
     }
+}
+
+/// Decodes a `grpc-message` header (percent-encoded UTF-8).
+fn percent_decode(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(Some(hi)), Some(Some(lo))) = (
+                bytes.get(i + 1).map(|b| hex(*b)),
+                bytes.get(i + 2).map(|b| hex(*b)),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! allowed on loopback addresses only ([`listen::check_plaintext`]).
 
 pub mod access;
+pub mod audit;
 pub mod certs;
 pub mod error;
 pub mod identity;

@@ -2,6 +2,7 @@
 //! only) plaintext, with the caller's identity read once per connection
 //! and handed to every request as a [`PeerInfo`] extension.
 
+use crate::audit::{AuditEvent, AuditSink};
 use crate::error::{Result, SecurityError};
 use crate::identity::Principal;
 use crate::tls::ServerTls;
@@ -163,10 +164,12 @@ async fn handshake(tls: &ServerTls, tcp: TcpStream, remote: SocketAddr) -> io::R
 
 /// The connections a server accepts on `listener`: TLS with `tls`, else
 /// plaintext. Handshakes run on tasks of their own, so a slow or hostile
-/// client holds up nobody else; a failed one is logged and dropped.
+/// client holds up nobody else; a failed one is logged, recorded in
+/// `audit` (a certificate from another CA, a plaintext client) and dropped.
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
+    audit: Option<Arc<dyn AuditSink>>,
 ) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(BACKLOG);
     tokio::spawn(async move {
@@ -200,7 +203,7 @@ pub fn incoming(
                     }
                 }
                 Some(tls) => {
-                    let (tls, tx) = (tls.clone(), tx.clone());
+                    let (tls, tx, audit) = (tls.clone(), tx.clone(), audit.clone());
                     tokio::spawn(async move {
                         match handshake(&tls, tcp, remote).await {
                             Ok(conn) => {
@@ -208,6 +211,20 @@ pub fn incoming(
                             }
                             Err(e) => {
                                 tracing::info!(%remote, error = %e, "TLS handshake failed; connection dropped");
+                                // A client that connected and left says nothing.
+                                if let Some(audit) = audit
+                                    && e.kind() != io::ErrorKind::UnexpectedEof
+                                {
+                                    audit.record(AuditEvent {
+                                        principal: "unknown".to_owned(),
+                                        role: String::new(),
+                                        rpc: "(tls handshake)".to_owned(),
+                                        target: String::new(),
+                                        outcome: tonic::Code::Unauthenticated,
+                                        detail: e.to_string(),
+                                        remote: remote.ip().to_string(),
+                                    });
+                                }
                             }
                         }
                     });

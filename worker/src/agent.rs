@@ -51,7 +51,7 @@ pub struct Worker {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: WorkerConfig,
     store: Arc<ShardStore>,
     runtime: Runtime,
@@ -116,7 +116,7 @@ impl Inner {
     /// coordinators this worker was configured with: a hint is only a
     /// hint, and following one to any URL would let whoever answers as a
     /// coordinator send the worker (and its module downloads) anywhere.
-    fn follow(&self, status: &tonic::Status) {
+    pub(crate) fn follow(&self, status: &tonic::Status) {
         let named = status
             .metadata()
             .get(quarry_proto::LEADER_METADATA_KEY)
@@ -251,8 +251,20 @@ impl Worker {
             }),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let audit = crate::audit::buffer_for(&inner.config.id);
         let mut tasks = vec![
-            tokio::spawn(serve(listener, tls.clone(), ingest, shutdown_rx.clone())),
+            tokio::spawn(serve(
+                listener,
+                tls.clone(),
+                ingest,
+                audit.clone(),
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(crate::audit::hand_over(
+                inner.clone(),
+                audit,
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(session_loop(inner.clone(), addr, shutdown_rx)),
         ];
         if let Some(tls) = &tls {
@@ -285,9 +297,16 @@ impl Worker {
     /// Stops talking to the coordinator and serving.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks.drain(..) {
-            task.abort();
-            let _ = task.await;
+        // Each task ends on the signal (the audit hand-over after one last
+        // try); a stuck one is cut off.
+        for mut task in self.tasks.drain(..) {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
         }
     }
 }
@@ -305,8 +324,10 @@ async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
     ingest: crate::ingest_service::IngestApi,
+    audit: Arc<quarry_security::audit::AuditBuffer>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let audit: Arc<dyn quarry_security::audit::AuditSink> = audit;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -318,7 +339,7 @@ async fn serve(
     let secure = tls.is_some();
     let mut router = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
-        .layer(AccessLayer::new(secure))
+        .layer(AccessLayer::new(secure).with_audit(audit.clone()))
         .add_service(health_service)
         .add_service(
             v1::ingest_service_server::IngestServiceServer::new(ingest)
@@ -328,7 +349,7 @@ async fn serve(
         Ok(reflection) => router = router.add_service(reflection),
         Err(e) => tracing::warn!(error = %e, "serving without reflection"),
     }
-    let incoming = quarry_security::listen::incoming(listener, tls);
+    let incoming = quarry_security::listen::incoming(listener, tls, Some(audit));
     if let Err(e) = router
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -451,7 +472,7 @@ async fn connect(inner: &Inner) -> Result<WorkerServiceClient<Channel>, WorkerEr
     Ok(worker_client(connect_channel(inner).await?))
 }
 
-async fn connect_channel(inner: &Inner) -> Result<Channel, WorkerError> {
+pub(crate) async fn connect_channel(inner: &Inner) -> Result<Channel, WorkerError> {
     quarry_security::tls::endpoint(&inner.url(), inner.config.tls.as_ref())
         .map_err(|e| coordinator_error(inner, e))?
         .connect_timeout(Duration::from_secs(3))

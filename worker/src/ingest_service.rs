@@ -90,6 +90,7 @@ impl IngestService for IngestApi {
                  retry when one has finished, or send files one after another"
             ))
         })?;
+        let audit_target = quarry_security::audit::AuditTarget::of(&request);
         let mut stream = request.into_inner();
         let first = stream.next().await.ok_or_else(|| {
             Status::invalid_argument("empty ingest request: send a header first")
@@ -98,6 +99,7 @@ impl IngestService for IngestApi {
             Status::invalid_argument("the first ingest message must carry the header")
         })?;
         tracing::Span::current().record("shard", header.shard.as_str());
+        audit_target.set(format!("shard {}", header.shard));
         crate::shard::validate_shard_name(&header.shard).map_err(shard_status)?;
         let format: Option<Format> = if header.format.is_empty() {
             None

@@ -6,6 +6,7 @@
 //! ([`agent`]).
 
 pub mod agent;
+pub mod audit;
 pub mod bench;
 pub mod demo;
 pub mod error;

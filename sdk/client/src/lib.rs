@@ -301,6 +301,7 @@ pub struct Client {
     cluster: ClusterServiceClient<Svc>,
     triage: TriageServiceClient<Svc>,
     tokens: v1::token_service_client::TokenServiceClient<Svc>,
+    audit: v1::audit_service_client::AuditServiceClient<Svc>,
     /// Kept for following the leader to another coordinator.
     credentials: Credentials,
 }
@@ -412,7 +413,9 @@ impl Client {
                 .max_encoding_message_size(max),
             cluster: ClusterServiceClient::new(channel.clone()),
             triage: TriageServiceClient::new(channel.clone()).max_decoding_message_size(max),
-            tokens: v1::token_service_client::TokenServiceClient::new(channel),
+            tokens: v1::token_service_client::TokenServiceClient::new(channel.clone()),
+            audit: v1::audit_service_client::AuditServiceClient::new(channel)
+                .max_decoding_message_size(max),
             credentials: credentials.clone(),
         })
     }
@@ -447,6 +450,15 @@ impl Client {
             .await?
             .into_inner()
             .tokens)
+    }
+
+    /// One page of the audit trail, oldest first (admins); page on with
+    /// `after_seq` set to the last record's `seq` while `more` is set.
+    pub async fn list_audit(
+        &mut self,
+        request: v1::ListAuditRequest,
+    ) -> Result<v1::ListAuditResponse, ClientError> {
+        Ok(self.audit.list_audit(request).await?.into_inner())
     }
 
     /// Revokes a bearer token (admins).
