@@ -16,5 +16,6 @@ pub mod module_tool;
 pub mod output;
 pub mod pivot_cmd;
 pub mod process_group;
+pub mod signing_cmd;
 pub mod token_cmd;
 pub mod triage_cmd;

@@ -513,13 +513,17 @@ enum ModuleCommand {
     },
     /// Upload a compiled hunt module (a wasm32-wasip2 component). It is
     /// validated first (instantiated against the WIT world, asked to
-    /// describe itself); the coordinator checks it again.
+    /// describe itself); the coordinator checks it again. The first
+    /// uploader of a name owns it: only it or an admin may publish versions.
     #[command(
-        after_help = "Examples:\n  quarry module upload target/wasm32-wasip2/release/my_hunt.wasm      # name and version from describe()\n  quarry module upload my_hunt.wasm --name my-hunt --version 0.1.0"
+        after_help = "Examples:\n  quarry module upload target/wasm32-wasip2/release/my_hunt.wasm      # name and version from describe()\n  quarry module upload my_hunt.wasm --name my-hunt --version 0.1.0\n  quarry module upload my_hunt.wasm --signature my_hunt.wasm.sig\n\nA signature file FILE.sig beside the module (`quarry module sign`) is sent with it."
     )]
     Upload {
         /// The .wasm file.
         file: PathBuf,
+        /// Its signature (`quarry module sign`; default: FILE.sig if it exists).
+        #[arg(long)]
+        signature: Option<PathBuf>,
         /// Module name (lowercase, `-`/`_`; default: the name it describes).
         #[arg(long)]
         name: Option<String>,
@@ -538,6 +542,16 @@ enum ModuleCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Make an ed25519 key pair for signing modules: NAME.key (private,
+    /// mode 0600) and NAME.pub (what `quarry cluster trust-key` takes).
+    #[command(after_help = "Example:\n  quarry module keygen --name release --dir ~/.quarry-keys")]
+    Keygen(quarry_cli::signing_cmd::KeygenArgs),
+    /// Sign a module file with a signing key; writes FILE.sig, which
+    /// `quarry module upload` sends with the module.
+    #[command(
+        after_help = "Example:\n  quarry module sign target/wasm32-wasip2/release/my_hunt.wasm --key ~/.quarry-keys/release.key\n\nThe signature is ed25519 over `quarry-module-v1:<sha256 of the file, hex>`."
+    )]
+    Sign(quarry_cli::signing_cmd::SignArgs),
     /// Delete an uploaded module that no hunt refers to.
     #[command(
         after_help = "Name the version (or the digest): a bare name is refused. Hunts that\nused the module must be deleted first.\n\nExamples:\n  quarry module delete bruteforce@0.1.0\n  quarry module delete sha256:3f1c...e9"
@@ -641,6 +655,27 @@ enum ClusterCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Trust a module-signing key: modules it signed show it as their
+    /// signer, and may run where signed modules are required. Admins only.
+    #[command(
+        after_help = "Example:\n  quarry cluster trust-key --name release --public-key release.pub"
+    )]
+    TrustKey(quarry_cli::signing_cmd::TrustKeyArgs),
+    /// Stop trusting a module-signing key: the modules it signed count as
+    /// unsigned. Admins only.
+    #[command(after_help = "Example:\n  quarry cluster untrust-key --name release")]
+    UntrustKey(quarry_cli::signing_cmd::UntrustKeyArgs),
+    /// The trusted module-signing keys, and whether signatures are required.
+    #[command(after_help = "Example:\n  quarry cluster trusted-keys --output json")]
+    TrustedKeys {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Require modules signed by a trusted key (`on`), or stop requiring
+    /// them (`off`). With `on`, unsigned uploads are refused and workers
+    /// refuse to run unsigned modules, earlier uploads included. Admins only.
+    #[command(after_help = "Example:\n  quarry cluster require-signed-modules on")]
+    RequireSignedModules(quarry_cli::signing_cmd::PolicyArgs),
 }
 
 /// A canary: a shard count or a percentage.
@@ -1123,6 +1158,7 @@ async fn module(command: ModuleCommand) -> anyhow::Result<std::process::ExitCode
         }
         ModuleCommand::Upload {
             file,
+            signature,
             name,
             version,
             description,
@@ -1146,12 +1182,16 @@ async fn module(command: ModuleCommand) -> anyhow::Result<std::process::ExitCode
                 );
             }
             let description = description.unwrap_or_else(|| described.description.clone());
+            let signature =
+                quarry_cli::signing_cmd::signature_for_upload(&file, signature.as_deref())?;
             let info = connect(&args)
                 .await?
-                .upload_module(&name, &version, &description, &bytes)
+                .upload_signed_module(&name, &version, &description, &bytes, signature.as_deref())
                 .await?;
             output::modules(out(args.output), &[info]);
         }
+        ModuleCommand::Keygen(args) => quarry_cli::signing_cmd::keygen(&args)?,
+        ModuleCommand::Sign(args) => quarry_cli::signing_cmd::sign(&args)?,
         ModuleCommand::List { client: args } => {
             let modules = connect(&args).await?.list_modules().await?;
             output::modules(out(args.output), &modules);
@@ -1237,6 +1277,14 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
         } => {
             let members = connect(&args).await?.remove_coordinator(node_id).await?;
             output::membership(out(args.output), &members);
+        }
+        ClusterCommand::TrustKey(args) => quarry_cli::signing_cmd::trust_key(&args).await?,
+        ClusterCommand::UntrustKey(args) => quarry_cli::signing_cmd::untrust_key(&args).await?,
+        ClusterCommand::TrustedKeys { client } => {
+            quarry_cli::signing_cmd::trusted_keys(&client).await?;
+        }
+        ClusterCommand::RequireSignedModules(args) => {
+            quarry_cli::signing_cmd::require_signed(&args).await?;
         }
     }
     Ok(())

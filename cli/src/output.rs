@@ -648,6 +648,7 @@ pub fn modules(format: Output, modules: &[v1::ModuleInfo]) {
             json_line(json!({
                 "name": m.name, "version": m.version, "digest": m.digest, "size_bytes": m.size_bytes,
                 "description": m.description, "uploaded": time(m.uploaded_ms),
+                "owner": m.owner, "signed_by": m.signed_by,
             }))
         }),
         Output::Table => {
@@ -659,11 +660,20 @@ pub fn modules(format: Output, modules: &[v1::ModuleInfo]) {
                         m.version.clone(),
                         m.digest.chars().take(16).collect(),
                         m.size_bytes.to_string(),
+                        m.owner.clone(),
+                        if m.signed_by.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            m.signed_by.clone()
+                        },
                         m.description.clone(),
                     ]
                 })
                 .collect();
-            table(&["NAME", "VERSION", "DIGEST", "BYTES", "DESCRIPTION"], rows);
+            table(
+                &["NAME", "VERSION", "DIGEST", "BYTES", "OWNER", "SIGNED BY", "DESCRIPTION"],
+                rows,
+            );
         }
     }
 }

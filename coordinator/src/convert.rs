@@ -194,8 +194,9 @@ pub fn policy_proto(p: &Policy) -> v1::HuntPolicy {
     }
 }
 
-/// Module metadata for listings (without the bytes).
-pub fn module_info(module: &ModuleRecord) -> v1::ModuleInfo {
+/// Module metadata for listings (without the bytes), with its name's
+/// owner and signer from `state`.
+pub fn module_info(state: &State, module: &ModuleRecord) -> v1::ModuleInfo {
     v1::ModuleInfo {
         name: module.name.clone(),
         version: module.version.clone(),
@@ -203,6 +204,18 @@ pub fn module_info(module: &ModuleRecord) -> v1::ModuleInfo {
         size_bytes: module.bytes.len() as u64,
         description: module.description.clone(),
         uploaded_ms: module.uploaded_ms,
+        owner: state
+            .trust
+            .owners
+            .get(&module.name)
+            .cloned()
+            .unwrap_or_default(),
+        signed_by: state
+            .trust
+            .signatures
+            .get(&module.digest)
+            .map(|s| s.key.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -348,7 +361,10 @@ pub fn hunt(state: &State, hunt: &HuntRecord, page: &TaskPage) -> v1::Hunt {
     let spec = &hunt.spec;
     v1::Hunt {
         hunt_id: hunt.id.to_string(),
-        module: state.modules.get(&hunt.module).map(module_info),
+        module: state
+            .modules
+            .get(&hunt.module)
+            .map(|m| module_info(state, m)),
         params: spec
             .params
             .iter()

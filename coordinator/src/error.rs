@@ -17,6 +17,9 @@ pub enum CoordinatorError {
     /// The request conflicts with the current state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// This node cannot take writes now.
     #[error(
         "coordinator {node} is not the raft leader (leader: {leader}); retry against the leader"
@@ -93,6 +96,7 @@ impl ServiceError for CoordinatorError {
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::NotLeader { .. } | Self::NodeStopped => ErrorKind::Unavailable,
             Self::OutcomeUnknown { .. } => ErrorKind::OutcomeUnknown,
             Self::ProposalTimeout(_) => ErrorKind::DeadlineExceeded,

@@ -17,6 +17,7 @@ pub mod lease;
 mod local_net;
 pub mod membership;
 pub mod module_check;
+pub mod module_trust;
 pub mod node;
 pub mod raft_log;
 pub mod raft_service;

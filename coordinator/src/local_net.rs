@@ -47,7 +47,7 @@ impl Transport for LocalTransport {
             return;
         };
         for message in messages {
-            let kept = !inner.filter.as_ref().is_some_and(|keep| !keep(&message));
+            let kept = inner.filter.as_ref().is_none_or(|keep| keep(&message));
             let (to, is_snapshot) = (
                 message.to,
                 message.get_msg_type() == MessageType::MsgSnapshot,

@@ -50,6 +50,7 @@ fn rejection(rejection: Rejection) -> CoordinatorError {
         Rejection::NotFound(m) => CoordinatorError::NotFound(m),
         Rejection::Invalid(m) => CoordinatorError::InvalidArgument(m),
         Rejection::Conflict(m) => CoordinatorError::FailedPrecondition(m),
+        Rejection::Denied(m) => CoordinatorError::PermissionDenied(m),
     }
 }
 

@@ -309,6 +309,7 @@ fn rejection_status(rejection: Rejection) -> Status {
         Rejection::NotFound(m) => CoordinatorError::NotFound(m),
         Rejection::Invalid(m) => CoordinatorError::InvalidArgument(m),
         Rejection::Conflict(m) => CoordinatorError::FailedPrecondition(m),
+        Rejection::Denied(m) => CoordinatorError::PermissionDenied(m),
     };
     error.into()
 }
@@ -354,6 +355,15 @@ pub fn assignment(state: &State, task: &TaskRecord, attempt: u32) -> Option<v1::
             end_ms: hunt.spec.scope.end_ms,
         }),
         limits: Some(convert::limits(&hunt.spec.limits)),
+        signature: state
+            .trust
+            .for_workers(&hunt.module)
+            .map(|signed| v1::ModuleSignatureCheck {
+                key: signed.key,
+                public_key: signed.public_key,
+                signature: signed.signature,
+            }),
+        require_signed: state.trust.require_signed,
     })
 }
 
@@ -419,9 +429,11 @@ impl HuntService for Api {
                     .map(convert::shard_info)
                     .collect()
             })?;
-            let module = self
-                .shared
-                .read(|s| s.modules.get(&preview.module).map(convert::module_info))?;
+            let module = self.shared.read(|s| {
+                s.modules
+                    .get(&preview.module)
+                    .map(|m| convert::module_info(s, m))
+            })?;
             return Ok(tonic::Response::new(v1::SubmitHuntResponse {
                 hunt_id: String::new(),
                 task_count: preview.shards.len() as u32,
@@ -437,7 +449,7 @@ impl HuntService for Api {
             .shared
             .read(|s| {
                 s.validate_submit(&spec)
-                    .map(|(digest, _)| s.modules.get(&digest).map(convert::module_info))
+                    .map(|(digest, _)| s.modules.get(&digest).map(|m| convert::module_info(s, m)))
             })?
             .map_err(rejection_status)?;
         let now_ms = self.shared.clock.now_ms();
@@ -797,6 +809,7 @@ impl ModuleService for Api {
         request: Request<Streaming<v1::UploadModuleRequest>>,
     ) -> Result<tonic::Response<v1::ModuleInfo>, Status> {
         let target = AuditTarget::of(&request);
+        let (uploader, admin) = caller_of(&request);
         let mut stream = request.into_inner();
         let mut header: Option<v1::ModuleUploadHeader> = None;
         let mut bytes = Vec::new();
@@ -848,6 +861,17 @@ impl ModuleService for Api {
             .into());
         }
         module_check::check_component(&bytes)?;
+        let signature = match header.signature.len() {
+            0 => None,
+            quarry_security::module_sign::SIGNATURE_BYTES => Some(header.signature.clone()),
+            n => {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "a module signature is {} bytes (ed25519), not {n}",
+                    quarry_security::module_sign::SIGNATURE_BYTES
+                ))
+                .into());
+            }
+        };
         let module = ModuleRecord {
             digest: digest.clone(),
             name: header.name,
@@ -857,11 +881,16 @@ impl ModuleService for Api {
             bytes,
         };
         self.shared
-            .propose(Command::UploadModule { module })
+            .propose(Command::UploadModuleAs {
+                module,
+                uploader,
+                admin,
+                signature,
+            })
             .await?;
         let info = self
             .shared
-            .read(|s| s.modules.get(&digest).map(convert::module_info))?;
+            .read(|s| s.modules.get(&digest).map(|m| convert::module_info(s, m)))?;
         info.map(tonic::Response::new)
             .ok_or_else(|| Status::internal("uploaded module vanished"))
     }
@@ -872,9 +901,10 @@ impl ModuleService for Api {
     ) -> Result<tonic::Response<v1::ModuleInfo>, Status> {
         self.shared.node.read_index().await?;
         let selector = convert::module_selector(request.into_inner().module)?;
-        let info = self
-            .shared
-            .read(|s| s.resolve_module(&selector).map(convert::module_info))?;
+        let info = self.shared.read(|s| {
+            s.resolve_module(&selector)
+                .map(|m| convert::module_info(s, m))
+        })?;
         info.map(tonic::Response::new).map_err(rejection_status)
     }
 
@@ -897,7 +927,7 @@ impl ModuleService for Api {
             take_page(
                 keyed
                     .into_iter()
-                    .map(|(key, m)| (key, convert::module_info(m))),
+                    .map(|(key, m)| (key, convert::module_info(s, m))),
                 size,
             )
         })?;
@@ -913,6 +943,7 @@ impl ModuleService for Api {
         request: Request<v1::DeleteModuleRequest>,
     ) -> Result<tonic::Response<v1::DeleteModuleResponse>, Status> {
         let target = AuditTarget::of(&request);
+        let (caller, admin) = caller_of(&request);
         let selector = convert::module_selector(request.into_inner().module)?;
         if let crate::state::ModuleSelector::NameVersion {
             name,
@@ -938,10 +969,17 @@ impl ModuleService for Api {
         }
         let module = self
             .shared
-            .read(|s| s.resolve_module(&selector).map(convert::module_info))?
+            .read(|s| {
+                s.resolve_module(&selector)
+                    .map(|m| convert::module_info(s, m))
+            })?
             .map_err(rejection_status)?;
         tracing::Span::current().record("module", module.digest.as_str());
         target.set(format!("module {}@{}", module.name, module.version));
+        // Owners never change once set, so this check cannot race a write.
+        self.shared
+            .read(|s| s.trust.may_publish(&module.name, &caller, admin, true))?
+            .map_err(|why| Status::from(CoordinatorError::PermissionDenied(why)))?;
         self.shared
             .propose(Command::DeleteModule {
                 digest: ModuleDigest::new(module.digest.clone()),
@@ -1095,6 +1133,86 @@ impl ClusterService for Api {
             .await
             .map(tonic::Response::new)
     }
+
+    #[tracing::instrument(skip_all, fields(key))]
+    async fn trust_key(
+        &self,
+        request: Request<v1::TrustKeyRequest>,
+    ) -> Result<tonic::Response<v1::TrustedKeysResponse>, Status> {
+        let (added_by, _) = caller_of(&request);
+        access_set_target(&request, format!("signing key {}", request.get_ref().name));
+        let request = request.into_inner();
+        tracing::Span::current().record("key", request.name.as_str());
+        convert::validate_module_name(&request.name)?;
+        let public_key = quarry_security::module_sign::parse_public_key(&request.public_key)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let command = Command::TrustKey {
+            name: request.name,
+            public_key,
+            added_by,
+            now_ms: self.shared.clock.now_ms(),
+        };
+        self.shared.propose_write("", command).await?;
+        tracing::info!("module-signing key trusted");
+        self.trusted_keys()
+    }
+
+    async fn untrust_key(
+        &self,
+        request: Request<v1::UntrustKeyRequest>,
+    ) -> Result<tonic::Response<v1::TrustedKeysResponse>, Status> {
+        access_set_target(&request, format!("signing key {}", request.get_ref().name));
+        let name = request.into_inner().name;
+        self.shared
+            .propose_write("", Command::UntrustKey { name })
+            .await?;
+        self.trusted_keys()
+    }
+
+    async fn list_trusted_keys(
+        &self,
+        _request: Request<v1::ListTrustedKeysRequest>,
+    ) -> Result<tonic::Response<v1::TrustedKeysResponse>, Status> {
+        self.shared.node.read_index().await?;
+        self.trusted_keys()
+    }
+
+    async fn set_module_policy(
+        &self,
+        request: Request<v1::SetModulePolicyRequest>,
+    ) -> Result<tonic::Response<v1::TrustedKeysResponse>, Status> {
+        let require_signed = request.get_ref().require_signed;
+        access_set_target(
+            &request,
+            format!("module policy: require signed modules {require_signed}"),
+        );
+        self.shared
+            .propose_write("", Command::SetModulePolicy { require_signed })
+            .await?;
+        tracing::info!(require_signed, "module-signing policy set");
+        self.trusted_keys()
+    }
+}
+
+impl Api {
+    /// The trusted keys and the signing policy, as this replica has them.
+    fn trusted_keys(&self) -> Result<tonic::Response<v1::TrustedKeysResponse>, Status> {
+        let response = self.shared.read(|s| v1::TrustedKeysResponse {
+            keys: s
+                .trust
+                .keys
+                .iter()
+                .map(|(name, key)| v1::TrustedKeyInfo {
+                    name: name.clone(),
+                    public_key: hex::encode(&key.public_key),
+                    added_by: key.added_by.clone(),
+                    added_ms: key.added_ms,
+                })
+                .collect(),
+            require_signed: s.trust.require_signed,
+        })?;
+        Ok(tonic::Response::new(response))
+    }
 }
 
 fn worker_id(id: &str) -> Result<WorkerId, Status> {
@@ -1107,6 +1225,16 @@ fn worker_id(id: &str) -> Result<WorkerId, Status> {
 /// The worker a request acts as: the one it names, which over TLS must be
 /// the worker its certificate names (the access table has checked the
 /// role). A plaintext loopback server (development) trusts the name.
+/// Who `request` comes from, `role:name` (`local` on a plaintext
+/// development server, where every caller may do everything), and whether
+/// that is an admin.
+pub(crate) fn caller_of<T>(request: &Request<T>) -> (String, bool) {
+    match access::principal_of(request) {
+        Some(principal) => (principal.to_string(), principal.role == Role::Admin),
+        None => ("local".to_owned(), !access::is_secure(request)),
+    }
+}
+
 fn acting_worker<T>(request: &Request<T>, id: &str) -> Result<WorkerId, Status> {
     let id = worker_id(id)?;
     if !access::is_secure(request) {

@@ -769,6 +769,40 @@ pub enum Command {
         /// Leader time.
         now_ms: i64,
     },
+    /// A module upload by `uploader`: checked against the name's owner and
+    /// the signing policy, then stored like [`Command::UploadModule`]; the
+    /// first upload of a name makes `uploader` its owner.
+    UploadModuleAs {
+        /// The module.
+        module: ModuleRecord,
+        /// `role:name` of the caller (`local` on a development server).
+        uploader: String,
+        /// Whether the caller is an admin (may publish under any name).
+        admin: bool,
+        /// An ed25519 signature of the module, to verify with a trusted key.
+        signature: Option<Vec<u8>>,
+    },
+    /// Adds (or replaces) a trusted module-signing key.
+    TrustKey {
+        /// Its name.
+        name: String,
+        /// The ed25519 public key.
+        public_key: Vec<u8>,
+        /// The admin adding it.
+        added_by: String,
+        /// Leader time.
+        now_ms: i64,
+    },
+    /// Removes a trusted key: modules it signed count as unsigned.
+    UntrustKey {
+        /// Its name.
+        name: String,
+    },
+    /// Whether modules must be signed by a trusted key.
+    SetModulePolicy {
+        /// Refuse unsigned uploads; workers refuse to run unsigned modules.
+        require_signed: bool,
+    },
 }
 
 /// Most bearer tokens kept, revoked ones included.
@@ -840,6 +874,14 @@ pub enum Touched {
     Audit(u64),
     /// The audit trail's numbering.
     AuditMeta,
+    /// A module name's owner.
+    ModuleOwner(String),
+    /// A trusted signing key.
+    TrustedKey(String),
+    /// A module's signature.
+    ModuleSignature(ModuleDigest),
+    /// The module-signing policy.
+    ModulePolicy,
 }
 
 /// Why a command changed nothing. Deterministic, so every replica agrees.
@@ -854,6 +896,10 @@ pub enum Rejection {
     /// The state does not allow it.
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not do it (a module name it does not own, an
+    /// unsigned module where signatures are required).
+    #[error("{0}")]
+    Denied(String),
 }
 
 /// A dry run's answer ([`State::preview`]).
@@ -922,6 +968,15 @@ pub struct NewFinding {
 }
 
 impl Applied {
+    fn done(touched: Vec<Touched>) -> Self {
+        Self {
+            outcome: Ok(Response::Done),
+            touched,
+            findings: Vec::new(),
+            triage: Vec::new(),
+        }
+    }
+
     fn rejected(rejection: Rejection) -> Self {
         Self {
             outcome: Err(rejection),
@@ -956,6 +1011,8 @@ pub struct State {
     pub tokens: BTreeMap<String, TokenRecord>,
     /// The audit trail.
     pub audit: crate::audit::AuditTrail,
+    /// Module name owners, trusted signing keys, module signatures.
+    pub trust: crate::module_trust::ModuleTrust,
     /// Per running hunt, how many of its tasks (in list order) are known to
     /// have ended: ended tasks never run again, so each report resumes the
     /// check for "all ended" there instead of rescanning the list, which
@@ -1148,7 +1205,123 @@ impl State {
                     triage: Vec::new(),
                 }
             }
+            Command::UploadModuleAs {
+                module,
+                uploader,
+                admin,
+                signature,
+            } => self.upload_module_as(module, uploader, admin, signature),
+            Command::TrustKey {
+                name,
+                public_key,
+                added_by,
+                now_ms,
+            } => self.trust_key(name, public_key, added_by, now_ms),
+            Command::UntrustKey { name } => {
+                if self.trust.keys.remove(&name).is_none() {
+                    return Applied::rejected(Rejection::NotFound(format!(
+                        "no trusted key is named {name}; `quarry cluster trusted-keys` lists them"
+                    )));
+                }
+                Applied::done(vec![Touched::TrustedKey(name)])
+            }
+            Command::SetModulePolicy { require_signed } => {
+                self.trust.require_signed = require_signed;
+                Applied::done(vec![Touched::ModulePolicy])
+            }
         }
+    }
+
+    fn upload_module_as(
+        &mut self,
+        module: ModuleRecord,
+        uploader: String,
+        admin: bool,
+        signature: Option<Vec<u8>>,
+    ) -> Applied {
+        let name = module.name.clone();
+        let digest = module.digest.clone();
+        let has_versions = self.modules.values().any(|m| m.name == name);
+        if let Err(why) = self
+            .trust
+            .may_publish(&name, &uploader, admin, has_versions)
+        {
+            return Applied::rejected(Rejection::Denied(why));
+        }
+        let signer = match &signature {
+            None => None,
+            Some(signature) => match self.trust.signer(&digest, signature) {
+                Some(key) => Some(key.to_owned()),
+                None => {
+                    return Applied::rejected(Rejection::Denied(format!(
+                        "the signature of {name}@{} does not verify with any trusted key ({}); sign it with `quarry module sign` using a key an admin added with `quarry cluster trust-key`",
+                        module.version,
+                        if self.trust.keys.is_empty() {
+                            "the cluster trusts none".to_owned()
+                        } else {
+                            self.trust
+                                .keys
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    )));
+                }
+            },
+        };
+        if self.trust.require_signed && signer.is_none() {
+            return Applied::rejected(Rejection::Denied(format!(
+                "this cluster runs signed modules only and {name}@{} is unsigned: sign it with `quarry module sign --key KEY.key {name}.wasm` and upload the .sig beside it",
+                module.version
+            )));
+        }
+        let mut applied = self.upload_module(module);
+        if applied.outcome.is_ok() {
+            if !self.trust.owners.contains_key(&name) {
+                self.trust.owners.insert(name.clone(), uploader);
+                applied.touched.push(Touched::ModuleOwner(name));
+            }
+            if let (Some(key), Some(signature)) = (signer, signature) {
+                self.trust.signatures.insert(
+                    digest.clone(),
+                    crate::module_trust::ModuleSignature { key, signature },
+                );
+                applied.touched.push(Touched::ModuleSignature(digest));
+            }
+        }
+        applied
+    }
+
+    fn trust_key(
+        &mut self,
+        name: String,
+        public_key: Vec<u8>,
+        added_by: String,
+        now_ms: i64,
+    ) -> Applied {
+        if public_key.len() != quarry_security::module_sign::PUBLIC_KEY_BYTES {
+            return Applied::rejected(Rejection::Invalid(
+                "an ed25519 public key is 32 bytes".to_owned(),
+            ));
+        }
+        if !self.trust.keys.contains_key(&name)
+            && self.trust.keys.len() >= crate::module_trust::MAX_TRUSTED_KEYS
+        {
+            return Applied::rejected(Rejection::Conflict(format!(
+                "the cluster trusts at most {} keys; remove one first",
+                crate::module_trust::MAX_TRUSTED_KEYS
+            )));
+        }
+        self.trust.keys.insert(
+            name.clone(),
+            crate::module_trust::TrustedKey {
+                public_key,
+                added_by,
+                added_ms: now_ms,
+            },
+        );
+        Applied::done(vec![Touched::TrustedKey(name)])
     }
 
     fn create_token(&mut self, token: TokenRecord) -> Applied {
@@ -2170,9 +2343,13 @@ impl State {
             )));
         }
         self.modules.remove(digest);
+        let mut touched = vec![Touched::Module(digest.clone())];
+        if self.trust.signatures.remove(digest).is_some() {
+            touched.push(Touched::ModuleSignature(digest.clone()));
+        }
         Applied {
             outcome: Ok(Response::Done),
-            touched: vec![Touched::Module(digest.clone())],
+            touched,
             findings: Vec::new(),
             triage: Vec::new(),
         }
@@ -3705,6 +3882,81 @@ pub(crate) mod tests {
         );
         assert_eq!(gone.outcome, Ok(Response::Done));
         assert!(!s.modules.contains_key(&digest));
+    }
+
+    #[test]
+    fn the_first_upload_of_a_name_owns_it_and_the_signing_policy_applies_at_apply_time() {
+        let mut s = State::default();
+        let upload = |module: ModuleRecord, who: &str, admin: bool| Command::UploadModuleAs {
+            module,
+            uploader: who.into(),
+            admin,
+            signature: None,
+        };
+        // Two first uploads race: the first applied owns the name.
+        let first = s.apply(1, upload(module("m", "1", 1), "hunter:alice", false));
+        assert!(first.outcome.is_ok());
+        assert!(first.touched.contains(&Touched::ModuleOwner("m".into())));
+        let second = s.apply(2, upload(module("m", "2", 2), "hunter:mallory", false));
+        assert!(
+            matches!(&second.outcome, Err(Rejection::Denied(m)) if m.contains("belongs to hunter:alice")),
+            "{second:?}"
+        );
+        assert!(
+            s.apply(3, upload(module("m", "2", 2), "hunter:alice", false))
+                .outcome
+                .is_ok()
+        );
+        assert!(
+            s.apply(4, upload(module("m", "3", 3), "admin:ops", true))
+                .outcome
+                .is_ok()
+        );
+        assert_eq!(
+            s.trust.owners["m"], "hunter:alice",
+            "an admin does not take the name"
+        );
+        // Legacy rows: versions without an owner take admins only.
+        s.apply(
+            5,
+            Command::UploadModule {
+                module: module("old", "1", 9),
+            },
+        );
+        let legacy = s.apply(6, upload(module("old", "2", 10), "hunter:alice", false));
+        assert!(
+            matches!(legacy.outcome, Err(Rejection::Denied(_))),
+            "{legacy:?}"
+        );
+        // Signatures required: an unsigned upload is refused; a bad one always.
+        s.apply(
+            7,
+            Command::SetModulePolicy {
+                require_signed: true,
+            },
+        );
+        let unsigned = s.apply(8, upload(module("n", "1", 11), "hunter:bob", false));
+        assert!(
+            matches!(&unsigned.outcome, Err(Rejection::Denied(m)) if m.contains("signed modules only")),
+            "{unsigned:?}"
+        );
+        let bad = s.apply(
+            9,
+            Command::UploadModuleAs {
+                module: module("n", "1", 11),
+                uploader: "hunter:bob".into(),
+                admin: false,
+                signature: Some(vec![0; 64]),
+            },
+        );
+        assert!(
+            matches!(&bad.outcome, Err(Rejection::Denied(m)) if m.contains("does not verify")),
+            "{bad:?}"
+        );
+        assert!(
+            !s.trust.owners.contains_key("n"),
+            "a refused upload claims nothing"
+        );
     }
 
     #[test]

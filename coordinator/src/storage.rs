@@ -29,7 +29,7 @@ use crate::snapshot_file::{
 };
 use crate::state::{Command, NewFinding, State, Touched};
 use protobuf::Message as _;
-use quarry_proto::HuntId;
+use quarry_proto::{HuntId, ModuleDigest};
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
@@ -181,6 +181,8 @@ const TRIAGE_ROW_PREFIX: &[u8] = b"x/";
 const AUDIT_ROW_PREFIX: &[u8] = b"a/";
 /// The audit trail's numbering.
 const KEY_AUDIT_META: &[u8] = b"audit";
+/// Whether modules must be signed.
+const KEY_MODULE_POLICY: &[u8] = b"module-policy";
 
 impl Store {
     /// Opens (creating if needed) the database under `dir`.
@@ -832,6 +834,22 @@ impl Store {
                     (k, state.audit.entries.get(seq).map(encode).transpose()?)
                 }
                 Touched::AuditMeta => (KEY_AUDIT_META.to_vec(), Some(encode(&state.audit.meta)?)),
+                Touched::ModuleOwner(name) => (
+                    entity_key(b'o', name),
+                    state.trust.owners.get(name).map(encode).transpose()?,
+                ),
+                Touched::TrustedKey(name) => (
+                    entity_key(b'y', name),
+                    state.trust.keys.get(name).map(encode).transpose()?,
+                ),
+                Touched::ModuleSignature(digest) => (
+                    entity_key(b'g', digest.as_str()),
+                    state.trust.signatures.get(digest).map(encode).transpose()?,
+                ),
+                Touched::ModulePolicy => (
+                    KEY_MODULE_POLICY.to_vec(),
+                    Some(encode(&state.trust.require_signed)?),
+                ),
                 Touched::Triage(row) => {
                     let mut k = TRIAGE_ROW_PREFIX.to_vec();
                     k.extend_from_slice(&row.to_bytes());
@@ -896,6 +914,10 @@ impl Store {
                 replica.state.audit.meta = decode(&key, &value)?;
                 continue;
             }
+            if &*key == KEY_MODULE_POLICY {
+                replica.state.trust.require_signed = decode(&key, &value)?;
+                continue;
+            }
             if let Some(seq) = key.strip_prefix(AUDIT_ROW_PREFIX) {
                 let seq = <[u8; 8]>::try_from(seq).map_err(|_| CoordinatorError::Corrupt {
                     key: String::from_utf8_lossy(&key).into_owned(),
@@ -957,6 +979,24 @@ impl Store {
                         HuntId::new(String::from_utf8_lossy(&key[2..]).into_owned()),
                         definition,
                     ));
+                }
+                Some(b'o' | b'y' | b'g') => {
+                    let name =
+                        String::from_utf8_lossy(key.get(2..).unwrap_or_default()).into_owned();
+                    let trust = &mut state.trust;
+                    match key[0] {
+                        b'o' => {
+                            trust.owners.insert(name, decode(&key, &value)?);
+                        }
+                        b'y' => {
+                            trust.keys.insert(name, decode(&key, &value)?);
+                        }
+                        _ => {
+                            trust
+                                .signatures
+                                .insert(ModuleDigest::new(name), decode(&key, &value)?);
+                        }
+                    }
                 }
                 Some(b'k') => insert(
                     &mut state.tokens,
@@ -1664,6 +1704,87 @@ mod tests {
             .persist_applied(&mut replica, &touched, &[], &[])
             .expect("persist");
         (store, replica)
+    }
+
+    /// The audit trail, module owners, trusted keys, signatures and the
+    /// signing policy are rows like the rest of the state: a reopened store
+    /// loads exactly what was applied, and retention deletes rows.
+    #[test]
+    fn audit_and_module_trust_rows_survive_a_reopen() {
+        use crate::audit::{AuditEntry, AuditRetention};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, mut replica) = applied_store(dir.path(), 3);
+        let record = |time_ms: i64| AuditEntry {
+            time_ms,
+            principal: "viewer:v".into(),
+            role: "viewer".into(),
+            rpc: "/quarry.v1.HuntService/SubmitHunt".into(),
+            target: String::new(),
+            outcome: "permission_denied".into(),
+            detail: "no".into(),
+            node: "coordinator:1".into(),
+            remote: "127.0.0.1".into(),
+            count: 2,
+        };
+        let keep_two = AuditRetention {
+            retain_ms: 0,
+            max_records: 2,
+        };
+        let mut touched = Vec::new();
+        let commands = [
+            Command::AppendAudit {
+                origin: "coordinator:1".into(),
+                batch: 7,
+                records: vec![record(1), record(2), record(3)],
+                retention: keep_two,
+                now_ms: 10,
+            },
+            Command::TrustKey {
+                name: "release".into(),
+                public_key: vec![7; 32],
+                added_by: "admin:ops".into(),
+                now_ms: 10,
+            },
+            Command::SetModulePolicy {
+                require_signed: true,
+            },
+        ];
+        for (i, command) in commands.into_iter().enumerate() {
+            let applied = replica.state.apply(4 + i as u64, command);
+            assert!(applied.outcome.is_ok(), "{applied:?}");
+            touched.extend(applied.touched);
+        }
+        let owner = crate::state::Touched::ModuleOwner("m".into());
+        replica
+            .state
+            .trust
+            .owners
+            .insert("m".into(), "hunter:a".into());
+        let digest = module(2).digest;
+        replica.state.trust.signatures.insert(
+            digest.clone(),
+            crate::module_trust::ModuleSignature {
+                key: "release".into(),
+                signature: vec![1; 64],
+            },
+        );
+        touched.extend([owner, crate::state::Touched::ModuleSignature(digest)]);
+        store
+            .persist_applied(&mut replica, &touched, &[], &[])
+            .expect("persist");
+        drop(store);
+        let loaded = Store::open(dir.path())
+            .expect("reopen")
+            .load_replica()
+            .expect("load");
+        assert_eq!(
+            loaded.state.audit.entries.len(),
+            2,
+            "the oldest record went"
+        );
+        assert_eq!(loaded.state.audit, replica.state.audit);
+        assert_eq!(loaded.state.trust, replica.state.trust);
+        assert!(loaded.state.trust.require_signed);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::node::NodeHandle;
 use crate::service::Api;
 use crate::state::{Command, TokenRecord};
 use quarry_proto::v1;
-use quarry_security::access::{self, TokenCheck};
+use quarry_security::access::TokenCheck;
 use quarry_security::{Principal, Role, token};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -41,8 +41,7 @@ impl v1::token_service_server::TokenService for Api {
         &self,
         request: Request<v1::CreateTokenRequest>,
     ) -> Result<tonic::Response<v1::CreateTokenResponse>, Status> {
-        let creator =
-            access::principal_of(&request).map_or_else(|| "local".to_owned(), |p| p.to_string());
+        let (creator, _) = crate::service::caller_of(&request);
         let target = quarry_security::audit::AuditTarget::of(&request);
         let request = request.into_inner();
         let role: Role = request

@@ -14,6 +14,8 @@ pub enum ErrorKind {
     AlreadyExists,
     /// The request conflicts with the current state (e.g. cancelling a finished hunt).
     FailedPrecondition,
+    /// The caller may not do this (not the owner, an unsigned module).
+    PermissionDenied,
     /// This node cannot serve now (no leader, shutting down); retry elsewhere or later.
     Unavailable,
     /// The operation did not finish in time.
@@ -41,6 +43,7 @@ pub fn to_status<E: ServiceError + ?Sized>(err: &E) -> tonic::Status {
         ErrorKind::NotFound => tonic::Status::not_found(message),
         ErrorKind::AlreadyExists => tonic::Status::already_exists(message),
         ErrorKind::FailedPrecondition => tonic::Status::failed_precondition(message),
+        ErrorKind::PermissionDenied => tonic::Status::permission_denied(message),
         ErrorKind::Unavailable => tonic::Status::unavailable(message),
         ErrorKind::DeadlineExceeded => tonic::Status::deadline_exceeded(message),
         ErrorKind::Internal => tonic::Status::internal(message),

@@ -142,6 +142,27 @@ pub const RULES: &[(&str, Access, Effect)] = &[
         Access::Roles(ADMINS),
         Effect::Write,
     ),
+    // Module-signing keys and policy.
+    (
+        "/quarry.v1.ClusterService/TrustKey",
+        Access::Roles(ADMINS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.ClusterService/UntrustKey",
+        Access::Roles(ADMINS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.ClusterService/ListTrustedKeys",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.ClusterService/SetModulePolicy",
+        Access::Roles(ADMINS),
+        Effect::Write,
+    ),
     // Workers, as the worker their certificate names.
     (
         "/quarry.v1.WorkerService/RegisterWorker",

@@ -43,7 +43,7 @@ fn validity(params: &mut CertificateParams, days: u32) {
     params.not_after = now + Duration::days(i64::from(days));
 }
 
-fn write_new(path: &Path, contents: &str, private: bool) -> Result<()> {
+pub(crate) fn write_new(path: &Path, contents: &str, private: bool) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut options = std::fs::OpenOptions::new();

@@ -13,6 +13,7 @@ pub mod certs;
 pub mod error;
 pub mod identity;
 pub mod listen;
+pub mod module_sign;
 pub mod tls;
 pub mod token;
 

@@ -766,6 +766,47 @@ async fn module_for(
         .map_err(|e| WorkerError::Runtime(format!("module compile task failed: {e}")))?
 }
 
+/// Refuses a module the cluster's signing policy does not let run: a
+/// signature that does not verify (always), or no valid signature from a
+/// trusted key while the cluster requires one. The digest is what the
+/// worker runs: downloads are checked against it.
+fn check_signature(
+    digest: &ModuleDigest,
+    assignment: &v1::TaskAssignment,
+) -> Result<(), WorkerError> {
+    let refuse = |detail: String| {
+        Err(WorkerError::InvalidModule {
+            digest: digest.clone(),
+            detail,
+        })
+    };
+    let Some(signed) = &assignment.signature else {
+        if assignment.require_signed {
+            return refuse(
+                "the cluster runs signed modules only and this module is unsigned; upload a version signed with `quarry module sign`".to_owned(),
+            );
+        }
+        return Ok(());
+    };
+    if signed.public_key.is_empty() {
+        if assignment.require_signed {
+            return refuse(format!(
+                "it was signed with key {}, which the cluster no longer trusts, and the cluster runs signed modules only",
+                signed.key
+            ));
+        }
+        return Ok(());
+    }
+    if !quarry_security::module_sign::verify(&signed.public_key, digest.as_str(), &signed.signature)
+    {
+        return refuse(format!(
+            "its signature does not verify with trusted key {}; the module or its signature was altered",
+            signed.key
+        ));
+    }
+    Ok(())
+}
+
 async fn run_task(
     inner: &Arc<Inner>,
     client: WorkerServiceClient<Channel>,
@@ -773,6 +814,7 @@ async fn run_task(
     cancel: Arc<AtomicBool>,
 ) -> Result<TaskOutput, WorkerError> {
     let digest = ModuleDigest::new(assignment.module_digest.clone());
+    check_signature(&digest, assignment)?;
     let module = module_for(inner, client, &digest).await?;
     let limits = assignment.limits.unwrap_or_default();
     let limits = TaskLimits {

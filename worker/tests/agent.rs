@@ -152,6 +152,9 @@ struct Cluster {
     reports: mpsc::UnboundedReceiver<v1::ReportTaskRequest>,
     worker: Option<Worker>,
     next_task: u32,
+    /// What the next assignments say of their module's signature.
+    signature: Option<v1::ModuleSignatureCheck>,
+    require_signed: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -231,8 +234,25 @@ impl Cluster {
             reports,
             worker: Some(worker),
             next_task: 0,
+            signature: None,
+            require_signed: false,
             _dir: dir,
         }
+    }
+
+    /// Runs `digest` with an assignment saying `signature` and
+    /// `require_signed`; returns the report.
+    async fn run_signed(
+        &mut self,
+        digest: &str,
+        signature: Option<v1::ModuleSignatureCheck>,
+        require_signed: bool,
+    ) -> v1::ReportTaskRequest {
+        self.signature = signature;
+        self.require_signed = require_signed;
+        self.run(digest, &[], Duration::from_millis(300), COMPILE)
+            .await
+            .0
     }
 
     /// Serves `bytes` when the worker asks for `digest`.
@@ -267,6 +287,8 @@ impl Cluster {
                 .map(|&(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
             time_range: None,
+            signature: self.signature.clone(),
+            require_signed: self.require_signed,
             limits: Some(v1::HuntLimits {
                 cpu_ms: cpu.as_millis() as u64,
                 memory_bytes: 64 * 1024 * 1024,
@@ -396,6 +418,74 @@ async fn a_download_with_the_wrong_bytes_is_refused() {
         report.outcome,
         v1::TaskOutcome::Succeeded as i32,
         "{report:?}"
+    );
+    cluster.stop().await;
+}
+
+/// The worker checks the module's signature before it fetches or runs
+/// anything: a forged one is refused whatever the policy, an unsigned or
+/// no-longer-trusted one only where the cluster requires signatures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_run_only_with_a_valid_signature_where_the_cluster_requires_one() {
+    use quarry_security::module_sign;
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key, public) = module_sign::keygen(keys.path(), "release").expect("keygen");
+    let public =
+        module_sign::parse_public_key(&std::fs::read_to_string(public).expect("pub")).expect("hex");
+    let mut cluster = Cluster::start().await;
+    let noop = digest(&test_modules::NOOP);
+    cluster.serve(&noop, test_modules::NOOP.wasm.to_vec());
+    let sign = |digest: &str| {
+        module_sign::parse_signature(&module_sign::sign(&key, digest).expect("sign")).expect("hex")
+    };
+    let check = |signature: Vec<u8>, public_key: Vec<u8>| v1::ModuleSignatureCheck {
+        key: "release".into(),
+        public_key,
+        signature,
+    };
+    let ok = v1::TaskOutcome::Succeeded as i32;
+    let failed = v1::TaskOutcome::Failed as i32;
+
+    // Unsigned: runs unless signatures are required.
+    assert_eq!(cluster.run_signed(&noop, None, false).await.outcome, ok);
+    let refused = cluster.run_signed(&noop, None, true).await;
+    assert_eq!(refused.outcome, failed);
+    assert!(
+        refused.error.contains("signed modules only"),
+        "{}",
+        refused.error
+    );
+    // Signed by a trusted key: runs under the policy.
+    let valid = check(sign(&noop), public.clone());
+    assert_eq!(
+        cluster.run_signed(&noop, Some(valid), true).await.outcome,
+        ok
+    );
+    // A signature of another module: refused even without the policy.
+    let forged = check(sign(&"ab".repeat(32)), public.clone());
+    let refused = cluster.run_signed(&noop, Some(forged), false).await;
+    assert_eq!(refused.outcome, failed);
+    assert!(
+        refused.error.contains("does not verify"),
+        "{}",
+        refused.error
+    );
+    // Signed with a key the cluster stopped trusting.
+    let untrusted = check(sign(&noop), Vec::new());
+    let refused = cluster
+        .run_signed(&noop, Some(untrusted.clone()), true)
+        .await;
+    assert!(
+        refused.error.contains("no longer trusts"),
+        "{}",
+        refused.error
+    );
+    assert_eq!(
+        cluster
+            .run_signed(&noop, Some(untrusted), false)
+            .await
+            .outcome,
+        ok
     );
     cluster.stop().await;
 }

@@ -452,6 +452,66 @@ impl Client {
             .tokens)
     }
 
+    /// Adds a module-signing key to the cluster's trusted set (admins).
+    pub async fn trust_key(
+        &mut self,
+        name: &str,
+        public_key_hex: &str,
+    ) -> Result<v1::TrustedKeysResponse, ClientError> {
+        let request = v1::TrustKeyRequest {
+            name: name.to_owned(),
+            public_key: public_key_hex.to_owned(),
+        };
+        let mut hops = 0;
+        loop {
+            match self.cluster.trust_key(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// Removes a trusted module-signing key (admins).
+    pub async fn untrust_key(
+        &mut self,
+        name: &str,
+    ) -> Result<v1::TrustedKeysResponse, ClientError> {
+        let request = v1::UntrustKeyRequest {
+            name: name.to_owned(),
+        };
+        let mut hops = 0;
+        loop {
+            match self.cluster.untrust_key(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// The trusted module-signing keys and whether signatures are required.
+    pub async fn trusted_keys(&mut self) -> Result<v1::TrustedKeysResponse, ClientError> {
+        Ok(self
+            .cluster
+            .list_trusted_keys(v1::ListTrustedKeysRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Requires (or stops requiring) signed modules (admins).
+    pub async fn set_module_policy(
+        &mut self,
+        require_signed: bool,
+    ) -> Result<v1::TrustedKeysResponse, ClientError> {
+        let request = v1::SetModulePolicyRequest { require_signed };
+        let mut hops = 0;
+        loop {
+            match self.cluster.set_module_policy(request).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
     /// One page of the audit trail, oldest first (admins); page on with
     /// `after_seq` set to the last record's `seq` while `more` is set.
     pub async fn list_audit(
@@ -481,11 +541,27 @@ impl Client {
         description: &str,
         bytes: &[u8],
     ) -> Result<v1::ModuleInfo, ClientError> {
+        self.upload_signed_module(name, version, description, bytes, None)
+            .await
+    }
+
+    /// [`Client::upload_module`] with an ed25519 signature of the module
+    /// (`quarry module sign`), which the cluster checks against its trusted
+    /// keys.
+    pub async fn upload_signed_module(
+        &mut self,
+        name: &str,
+        version: &str,
+        description: &str,
+        bytes: &[u8],
+        signature: Option<&[u8]>,
+    ) -> Result<v1::ModuleInfo, ClientError> {
         let header = v1::ModuleUploadHeader {
             name: name.to_owned(),
             version: version.to_owned(),
             description: description.to_owned(),
             expected_digest: hex::encode(Sha256::digest(bytes)),
+            signature: signature.map(<[u8]>::to_vec).unwrap_or_default(),
         };
         let mut chunks: Vec<v1::UploadModuleRequest> = bytes
             .chunks(quarry_proto::MODULE_CHUNK_BYTES)
