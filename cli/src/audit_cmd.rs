@@ -179,7 +179,7 @@ mod tests {
         );
         assert_eq!(
             parse_since("2026-12-01T00:00:00Z"),
-            Ok(Since::At(1_764_547_200_000))
+            Ok(Since::At(1_796_083_200_000))
         );
         let bad = parse_since("yesterday").expect_err("refused");
         assert!(bad.contains("neither a duration"), "{bad}");

@@ -96,6 +96,11 @@ impl LocalCluster {
             .unwrap_or_default()
     }
 
+    /// The coordinator, while it runs.
+    pub fn coordinator(&self) -> Option<&Coordinator> {
+        self.coordinator.as_ref()
+    }
+
     /// The workers.
     pub fn workers(&self) -> &[Worker] {
         &self.workers

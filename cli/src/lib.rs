@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod demo;
 pub mod ingest;
 pub mod intel;
+pub mod intel_cmd;
 pub mod module_tool;
 pub mod output;
 pub mod pivot_cmd;

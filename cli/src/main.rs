@@ -161,6 +161,14 @@ enum Command {
         after_help = "Examples:\n  quarry audit\n  quarry audit --since 7d --principal hunter:alice\n  quarry audit --since 2026-12-01T00:00:00Z --refused --output json"
     )]
     Audit(quarry_cli::audit_cmd::AuditArgs),
+    /// The cluster's intel store: import STIX 2.1 bundles, MISP events,
+    /// CSV columns or plain lists as named, versioned indicator sets; hunts
+    /// use them with `--intel-set NAME`.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  quarry intel import apt-x --format stix apt-x-bundle.json\n  quarry intel list\n  quarry hunt submit ioc-sweep --selector env=prod --intel-set apt-x"
+    )]
+    Intel(quarry_cli::intel_cmd::IntelCommand),
     /// Benchmarks: `quarry bench scan` measures ingest and scan rates,
     /// `quarry bench scheduler` raft commits, task placement and failover,
     /// `quarry bench state` findings at scale and coordinator memory.
@@ -279,7 +287,7 @@ enum WorkerAction {
 enum HuntCommand {
     /// Submit a hunt: run MODULE over the shards in scope.
     #[command(
-        after_help = "Examples:\n  quarry hunt submit bruteforce --selector env=demo --wait\n  quarry hunt submit bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit bruteforce --selector env=prod --dry-run\n  quarry hunt submit bruteforce --selector env=prod --canary 5% --failure-threshold 3\n  quarry hunt submit bruteforce --selector env=prod --deadline 30m --max-attempts 5\n  quarry hunt submit bruteforce --selector env=prod --max-concurrency 20\n  quarry hunt submit bruteforce --selector env=prod --max-hunt-findings 100000\n  quarry hunt submit ioc-sweep --selector env=prod --intel hashes=bad-hashes.txt --intel domains=c2-domains.txt"
+        after_help = "Examples:\n  quarry hunt submit bruteforce --selector env=demo --wait\n  quarry hunt submit bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit bruteforce --selector env=prod --dry-run\n  quarry hunt submit bruteforce --selector env=prod --canary 5% --failure-threshold 3\n  quarry hunt submit bruteforce --selector env=prod --deadline 30m --max-attempts 5\n  quarry hunt submit bruteforce --selector env=prod --max-concurrency 20\n  quarry hunt submit bruteforce --selector env=prod --max-hunt-findings 100000\n  quarry hunt submit ioc-sweep --selector env=prod --intel hashes=bad-hashes.txt --intel domains=c2-domains.txt\n  quarry hunt submit ioc-sweep --selector env=prod --intel-set feodo-ips --intel-set misp-phishing"
     )]
     Submit(Box<SubmitArgs>),
     /// Show a hunt's state, its task counts and its per-shard tasks.
@@ -368,6 +376,10 @@ struct SubmitArgs {
     /// ioc-sweep.
     #[arg(long = "intel", value_parser = quarry_cli::intel::intel_param)]
     intel: Vec<(String, String)>,
+    /// A stored intel set (`quarry intel import`) to look values up in, by
+    /// name (repeatable): the hunt uses its latest version.
+    #[arg(long = "intel-set")]
+    intel_sets: Vec<String>,
     /// Only events at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
     #[arg(long, value_parser = parse_time)]
     since: Option<i64>,
@@ -938,6 +950,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Certs(command) => quarry_cli::certs_cmd::run(command)?,
         Command::Token(command) => quarry_cli::token_cmd::run(command).await?,
         Command::Audit(args) => quarry_cli::audit_cmd::run(args).await?,
+        Command::Intel(command) => quarry_cli::intel_cmd::run(command).await?,
         Command::Hunt(command) => hunt(command).await?,
         Command::Triage(command) => quarry_cli::triage_cmd::run(command).await?,
         Command::Pivot(args) => quarry_cli::pivot_cmd::run(args).await?,
@@ -958,6 +971,7 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
                 shards,
                 params,
                 intel,
+                intel_sets,
                 since,
                 until,
                 cpu,
@@ -990,6 +1004,9 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             }
             for (k, v) in params.iter().chain(&intel) {
                 request = request.param(k, v);
+            }
+            for set in &intel_sets {
+                request = request.intel_set(set);
             }
             if since.is_some() || until.is_some() {
                 request = request.time_range(since.unwrap_or(0), until.unwrap_or(0));

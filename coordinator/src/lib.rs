@@ -12,6 +12,8 @@ pub mod clock;
 pub mod compact;
 pub mod convert;
 pub mod error;
+pub mod intel_service;
+pub mod intel_store;
 pub mod lease;
 #[cfg(test)]
 mod local_net;

@@ -371,6 +371,9 @@ async fn serve(
     health
         .set_serving::<v1::audit_service_server::AuditServiceServer<service::Api>>()
         .await;
+    health
+        .set_serving::<v1::intel_service_server::IntelServiceServer<service::Api>>()
+        .await;
     let reflection = match tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -421,6 +424,11 @@ async fn serve(
         .add_service(v1::audit_service_server::AuditServiceServer::new(
             api.clone(),
         ))
+        .add_service(
+            v1::intel_service_server::IntelServiceServer::new(api.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
         .add_service(
             v1::worker_service_server::WorkerServiceServer::new(api.clone())
                 .max_decoding_message_size(max)

@@ -379,6 +379,37 @@ impl Api {
         Self { shared }
     }
 
+    /// Binds the hunt to the latest version of each stored intel set it
+    /// names (`intel-ref.<set>` parameters); checks that `intel-ref`
+    /// parameters given directly name stored versions.
+    fn bind_intel(&self, spec: &mut crate::state::HuntSpec, sets: &[String]) -> Result<(), Status> {
+        use crate::intel_store::REF_PREFIX;
+        self.shared.read(|s| {
+            for name in sets {
+                let latest = s.intel.latest(name).ok_or_else(|| {
+                    Status::not_found(format!(
+                        "no intel set is named {name}; `quarry intel list` shows the sets, `quarry intel import` adds one"
+                    ))
+                })?;
+                if spec.params.contains_key(&format!("intel.{name}")) {
+                    return Err(Status::invalid_argument(format!(
+                        "intel set {name} is given twice: as a stored set and as --intel {name}=FILE"
+                    )));
+                }
+                spec.params
+                    .insert(format!("{REF_PREFIX}{name}"), latest.version.to_string());
+            }
+            for (name, version) in crate::intel_store::refs(&spec.params) {
+                if s.intel.get(&name, version).is_none() {
+                    return Err(Status::not_found(format!(
+                        "intel set {name} version {version} is not stored"
+                    )));
+                }
+            }
+            Ok(())
+        })?
+    }
+
     fn hunt_exists(&self, id: &HuntId) -> Result<(), Status> {
         if self.shared.read(|s| s.hunts.contains_key(id))? {
             Ok(())
@@ -415,8 +446,11 @@ impl HuntService for Api {
         let request = request.into_inner();
         let dry_run = request.dry_run;
         let request_id = request.request_id.clone();
-        let spec = convert::hunt_spec(request)?;
+        let intel_sets = request.intel_sets.clone();
+        let mut spec = convert::hunt_spec(request)?;
+        self.bind_intel(&mut spec, &intel_sets)?;
         if dry_run {
+            target.set("dry run (nothing stored)");
             let preview = self
                 .shared
                 .read(|s| s.preview(&spec))?
@@ -1433,6 +1467,13 @@ impl WorkerService for Api {
     }
 
     type FetchModuleStream = Stream<v1::ModuleChunk>;
+
+    async fn fetch_intel(
+        &self,
+        request: Request<v1::FetchIntelRequest>,
+    ) -> Result<tonic::Response<v1::FetchIntelResponse>, Status> {
+        crate::intel_service::fetch(self, request.into_inner()).map(tonic::Response::new)
+    }
 
     async fn fetch_module(
         &self,

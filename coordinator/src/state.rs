@@ -803,6 +803,17 @@ pub enum Command {
         /// Refuse unsigned uploads; workers refuse to run unsigned modules.
         require_signed: bool,
     },
+    /// A new version of an intel set (parsed by the coordinator that took
+    /// the import; the version is given at apply).
+    ImportIntel {
+        /// The set.
+        record: crate::intel_store::IntelSetRecord,
+    },
+    /// Deletes every version of an intel set no running hunt uses.
+    DeleteIntel {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// Most bearer tokens kept, revoked ones included.
@@ -882,6 +893,8 @@ pub enum Touched {
     ModuleSignature(ModuleDigest),
     /// The module-signing policy.
     ModulePolicy,
+    /// One version of an intel set.
+    IntelSet(String, u32),
 }
 
 /// Why a command changed nothing. Deterministic, so every replica agrees.
@@ -1013,6 +1026,8 @@ pub struct State {
     pub audit: crate::audit::AuditTrail,
     /// Module name owners, trusted signing keys, module signatures.
     pub trust: crate::module_trust::ModuleTrust,
+    /// The intel store.
+    pub intel: crate::intel_store::IntelStore,
     /// Per running hunt, how many of its tasks (in list order) are known to
     /// have ended: ended tasks never run again, so each report resumes the
     /// check for "all ended" there instead of rescanning the list, which
@@ -1229,7 +1244,43 @@ impl State {
                 self.trust.require_signed = require_signed;
                 Applied::done(vec![Touched::ModulePolicy])
             }
+            Command::ImportIntel { record } => {
+                let name = record.name.clone();
+                let bound = self.bound_intel();
+                match self.intel.import(record, &bound) {
+                    Ok((version, gone)) => Applied::done(
+                        std::iter::once(version)
+                            .chain(gone)
+                            .map(|v| Touched::IntelSet(name.clone(), v))
+                            .collect(),
+                    ),
+                    Err(why) => Applied::rejected(Rejection::Invalid(why)),
+                }
+            }
+            Command::DeleteIntel { name } => {
+                let bound = self.bound_intel();
+                match self.intel.delete(&name, &bound) {
+                    Ok(gone) => Applied::done(
+                        gone.into_iter()
+                            .map(|v| Touched::IntelSet(name.clone(), v))
+                            .collect(),
+                    ),
+                    Err(why) if why.contains("running hunts") => {
+                        Applied::rejected(Rejection::Conflict(why))
+                    }
+                    Err(why) => Applied::rejected(Rejection::NotFound(why)),
+                }
+            }
         }
+    }
+
+    /// The intel-set versions hunts that have not ended are bound to.
+    pub fn bound_intel(&self) -> BTreeSet<(String, u32)> {
+        self.hunts
+            .values()
+            .filter(|h| !h.state.is_terminal())
+            .flat_map(|h| crate::intel_store::refs(&h.spec.params))
+            .collect()
     }
 
     fn upload_module_as(

@@ -846,6 +846,10 @@ impl Store {
                     entity_key(b'g', digest.as_str()),
                     state.trust.signatures.get(digest).map(encode).transpose()?,
                 ),
+                Touched::IntelSet(name, version) => (
+                    entity_key(b'n', &format!("{name}/{version:010}")),
+                    state.intel.get(name, *version).map(encode).transpose()?,
+                ),
                 Touched::ModulePolicy => (
                     KEY_MODULE_POLICY.to_vec(),
                     Some(encode(&state.trust.require_signed)?),
@@ -979,6 +983,15 @@ impl Store {
                         HuntId::new(String::from_utf8_lossy(&key[2..]).into_owned()),
                         definition,
                     ));
+                }
+                Some(b'n') => {
+                    let record: crate::intel_store::IntelSetRecord = decode(&key, &value)?;
+                    state
+                        .intel
+                        .sets
+                        .entry(record.name.clone())
+                        .or_default()
+                        .insert(record.version, record);
                 }
                 Some(b'o' | b'y' | b'g') => {
                     let name =

@@ -142,6 +142,32 @@ pub const RULES: &[(&str, Access, Effect)] = &[
         Access::Roles(ADMINS),
         Effect::Write,
     ),
+    // The intel store.
+    (
+        "/quarry.v1.IntelService/ImportIntel",
+        Access::Roles(HUNTERS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.IntelService/ListIntel",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.IntelService/GetIntel",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.IntelService/DeleteIntel",
+        Access::Roles(HUNTERS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.WorkerService/FetchIntel",
+        Access::Roles(&[Worker]),
+        Effect::Read,
+    ),
     // Module-signing keys and policy.
     (
         "/quarry.v1.ClusterService/TrustKey",

@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     /// added to the group after this worker started. `true` until the next
     /// [`Inner::rotate`], which keeps a fresh hint and drops a stale one.
     leader_hint: Mutex<Option<(String, bool)>>,
+    /// Intel sets fetched by version (see [`crate::intel_fetch`]).
+    pub(crate) intel: crate::intel_fetch::IntelCache,
     /// The group's coordinators as a coordinator this worker trusts listed
     /// them (its replicated address book): a hint naming one of them is
     /// followed even if it joined after the worker was configured.
@@ -239,6 +241,7 @@ impl Worker {
             shards_changed,
             current: std::sync::atomic::AtomicUsize::new(0),
             leader_hint: Mutex::new(None),
+            intel: crate::intel_fetch::IntelCache::default(),
             members: Mutex::new(Vec::new()),
             config,
             store: store.clone(),
@@ -815,6 +818,7 @@ async fn run_task(
 ) -> Result<TaskOutput, WorkerError> {
     let digest = ModuleDigest::new(assignment.module_digest.clone());
     check_signature(&digest, assignment)?;
+    let intel = crate::intel_fetch::resolve(inner, client.clone(), &assignment.params).await?;
     let module = module_for(inner, client, &digest).await?;
     let limits = assignment.limits.unwrap_or_default();
     let limits = TaskLimits {
@@ -831,7 +835,9 @@ async fn run_task(
     let mut params: Vec<(String, String)> = assignment
         .params
         .iter()
+        .filter(|(k, _)| !k.starts_with(crate::intel_fetch::REF_PREFIX))
         .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(intel)
         .collect();
     params.sort();
     let range = assignment.time_range.unwrap_or_default();

@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod ingest;
 pub mod ingest_service;
+pub mod intel_fetch;
 pub mod memory;
 pub mod module_cache;
 pub mod prefilter;

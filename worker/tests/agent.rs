@@ -119,6 +119,17 @@ impl worker_service_server::WorkerService for FakeService {
         Ok(Response::new(v1::ReportTaskResponse {}))
     }
 
+    async fn fetch_intel(
+        &self,
+        request: Request<v1::FetchIntelRequest>,
+    ) -> Result<Response<v1::FetchIntelResponse>, Status> {
+        let request = request.into_inner();
+        Err(Status::not_found(format!(
+            "the fake stores no intel set {}@{}",
+            request.name, request.version
+        )))
+    }
+
     type FetchModuleStream = BoxStream<v1::ModuleChunk>;
 
     async fn fetch_module(

@@ -112,6 +112,13 @@ impl HuntRequest {
         }
     }
 
+    /// Looks values up in the stored intel set `name` (its latest version
+    /// when the hunt is submitted).
+    pub fn intel_set(mut self, name: &str) -> Self {
+        self.inner.intel_sets.push(name.to_owned());
+        self
+    }
+
     fn scope(&mut self) -> &mut v1::HuntScope {
         self.inner.scope.get_or_insert_with(Default::default)
     }
@@ -301,6 +308,7 @@ pub struct Client {
     cluster: ClusterServiceClient<Svc>,
     triage: TriageServiceClient<Svc>,
     tokens: v1::token_service_client::TokenServiceClient<Svc>,
+    intel: v1::intel_service_client::IntelServiceClient<Svc>,
     audit: v1::audit_service_client::AuditServiceClient<Svc>,
     /// Kept for following the leader to another coordinator.
     credentials: Credentials,
@@ -414,6 +422,9 @@ impl Client {
             cluster: ClusterServiceClient::new(channel.clone()),
             triage: TriageServiceClient::new(channel.clone()).max_decoding_message_size(max),
             tokens: v1::token_service_client::TokenServiceClient::new(channel.clone()),
+            intel: v1::intel_service_client::IntelServiceClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
             audit: v1::audit_service_client::AuditServiceClient::new(channel)
                 .max_decoding_message_size(max),
             credentials: credentials.clone(),
@@ -507,6 +518,74 @@ impl Client {
         loop {
             match self.cluster.set_module_policy(request).await {
                 Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// Imports an intel set (a new version if the name exists): `format`
+    /// is `stix`, `misp`, `csv:COLUMN` or `lines`. The answer lists the
+    /// entries that could not be used, with their positions.
+    pub async fn import_intel(
+        &mut self,
+        name: &str,
+        format: &str,
+        data: Vec<u8>,
+        source: &str,
+    ) -> Result<v1::ImportIntelResponse, ClientError> {
+        let request = v1::ImportIntelRequest {
+            name: name.to_owned(),
+            format: format.to_owned(),
+            data,
+            source: source.to_owned(),
+            request_id: new_request_id(),
+        };
+        let mut hops = 0;
+        loop {
+            match self.intel.import_intel(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// The latest version of every stored intel set.
+    pub async fn list_intel(&mut self) -> Result<Vec<v1::IntelSetInfo>, ClientError> {
+        Ok(self
+            .intel
+            .list_intel(v1::ListIntelRequest {})
+            .await?
+            .into_inner()
+            .sets)
+    }
+
+    /// One version of a set (0: the latest) with its first `limit` indicators.
+    pub async fn get_intel(
+        &mut self,
+        name: &str,
+        version: u32,
+        limit: u32,
+    ) -> Result<v1::IntelSetInfo, ClientError> {
+        Ok(self
+            .intel
+            .get_intel(v1::GetIntelRequest {
+                name: name.to_owned(),
+                version,
+                limit,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Deletes every version of a set; returns the versions deleted.
+    pub async fn delete_intel(&mut self, name: &str) -> Result<Vec<u32>, ClientError> {
+        let request = v1::DeleteIntelRequest {
+            name: name.to_owned(),
+        };
+        let mut hops = 0;
+        loop {
+            match self.intel.delete_intel(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner().versions),
                 Err(status) => self.follow_leader(status, &mut hops).await?,
             }
         }

@@ -15,6 +15,7 @@
 //! `[.]` → `.`), as intel feeds often publish defanged indicators.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 
 /// Parameter-name prefix of an intel set.
 pub const PARAM_PREFIX: &str = "intel.";
@@ -25,7 +26,79 @@ pub const MAX_INDICATORS: usize = 1_000_000;
 /// The intel sets of one task.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IntelSets {
-    sets: BTreeMap<String, HashSet<String>>,
+    sets: BTreeMap<String, Set>,
+}
+
+/// One set: exact values, address ranges (`198.51.100.0/24`) and wildcard
+/// domains (`*.evil.example`: any subdomain of evil.example).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Set {
+    exact: HashSet<String>,
+    ranges: Vec<(IpAddr, u8)>,
+    wildcards: HashSet<String>,
+}
+
+impl Set {
+    fn new<'a>(indicators: impl Iterator<Item = &'a str>) -> Self {
+        let mut set = Set::default();
+        for indicator in indicators.map(normalise) {
+            if let Some(range) = cidr(&indicator) {
+                set.ranges.push(range);
+            } else if let Some(parent) = indicator.strip_prefix("*.") {
+                set.wildcards.insert(parent.to_owned());
+            } else {
+                set.exact.insert(indicator);
+            }
+        }
+        set
+    }
+
+    fn len(&self) -> usize {
+        self.exact.len() + self.ranges.len() + self.wildcards.len()
+    }
+
+    fn contains(&self, value: &str) -> bool {
+        if self.exact.contains(value) {
+            return true;
+        }
+        if !self.ranges.is_empty()
+            && let Ok(address) = value.parse::<IpAddr>()
+            && self.ranges.iter().any(|range| in_range(address, *range))
+        {
+            return true;
+        }
+        // `*.evil.example` holds a.evil.example and a.b.evil.example.
+        !self.wildcards.is_empty()
+            && value
+                .match_indices('.')
+                .any(|(at, _)| self.wildcards.contains(&value[at + 1..]))
+    }
+}
+
+/// `address/len` as a range, if it is one.
+fn cidr(text: &str) -> Option<(IpAddr, u8)> {
+    let (address, len) = text.split_once('/')?;
+    let address: IpAddr = address.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((address, len))
+}
+
+fn in_range(address: IpAddr, (network, len): (IpAddr, u8)) -> bool {
+    match (address, network) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V4(_)) => a
+            .to_ipv4_mapped()
+            .is_some_and(|a| in_range(IpAddr::V4(a), (network, len))),
+        (IpAddr::V4(_), IpAddr::V6(_)) => false,
+    }
 }
 
 impl IntelSets {
@@ -57,7 +130,7 @@ impl IntelSets {
                 "intel set `{name}` is given twice; merge the lists into one"
             ));
         }
-        let indicators: HashSet<String> = indicators(text).map(normalise).collect();
+        let indicators = Set::new(indicators(text));
         let total = self.len() + indicators.len();
         if total > MAX_INDICATORS {
             return Err(format!(
@@ -68,8 +141,9 @@ impl IntelSets {
         Ok(())
     }
 
-    /// Whether the set `set` holds `value` (after [`normalise`]). An unknown
-    /// set holds nothing.
+    /// Whether the set `set` holds `value` (after [`normalise`]): listed as
+    /// it is, inside a listed address range, or a subdomain of a listed
+    /// `*.domain`. An unknown set holds nothing.
     pub fn contains(&self, set: &str, value: &str) -> bool {
         self.sets
             .get(set)
@@ -86,7 +160,7 @@ impl IntelSets {
 
     /// Total number of indicators.
     pub fn len(&self) -> usize {
-        self.sets.values().map(HashSet::len).sum()
+        self.sets.values().map(Set::len).sum()
     }
 
     /// Whether there are no indicators (no sets, or only empty ones).
@@ -185,6 +259,35 @@ mod tests {
         assert!(!sets.contains("domains", "10.0.0.1"));
         assert!(!sets.contains("nope", "10.0.0.1"));
         assert_eq!(sets.len(), 4);
+    }
+
+    #[test]
+    fn ranges_and_wildcard_domains_match_what_they_cover() {
+        let mut sets = IntelSets::new();
+        sets.add(
+            "feed",
+            "198.51.100.0/24\n2001:db8::/32\n*.c2.example\n10.1.2.3\n0.0.0.0/0x\n",
+        )
+        .unwrap();
+        assert!(sets.contains("feed", "198.51.100.77"));
+        assert!(!sets.contains("feed", "198.51.101.1"));
+        assert!(sets.contains("feed", "2001:db8:1::5"));
+        assert!(sets.contains("feed", "::ffff:198.51.100.9"), "IPv4-mapped");
+        assert!(sets.contains("feed", "a.c2.example"));
+        assert!(sets.contains("feed", "x.y.C2[.]example"));
+        assert!(
+            !sets.contains("feed", "c2.example"),
+            "the wildcard is for subdomains"
+        );
+        assert!(!sets.contains("feed", "notc2.example"));
+        assert!(sets.contains("feed", "10.1.2.3"));
+        assert!(
+            sets.contains("feed", "0.0.0.0/0x"),
+            "not a range: kept as written"
+        );
+        let mut everything = IntelSets::new();
+        everything.add("all", "0.0.0.0/0").unwrap();
+        assert!(everything.contains("all", "203.0.113.1"));
     }
 
     #[test]
