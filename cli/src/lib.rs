@@ -10,6 +10,7 @@ pub mod certs_cmd;
 pub mod client_args;
 pub mod cluster;
 pub mod demo;
+pub mod hunt_transfer;
 pub mod ingest;
 pub mod intel;
 pub mod intel_cmd;

@@ -336,6 +336,30 @@ enum HuntCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Write a hunt as portable JSON (module name, version and digest,
+    /// parameters, scope, limits, policy) for `quarry hunt import` on
+    /// another cluster.
+    #[command(after_help = "Example:\n  quarry hunt export h-12 > weekly-sweep.json")]
+    Export {
+        /// Hunt id.
+        hunt: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Submit a hunt written by `quarry hunt export`, after checking that
+    /// this cluster has the same module build (same sha256).
+    #[command(
+        after_help = "Examples:\n  quarry hunt import weekly-sweep.json\n  quarry hunt import weekly-sweep.json --dry-run\n\nStored intel sets travel by name: this cluster's set of that name is used."
+    )]
+    Import {
+        /// The exported hunt.
+        file: PathBuf,
+        /// Only check and preview the scope; submit nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Delete a finished hunt with its tasks and findings.
     #[command(
         after_help = "A running hunt is refused: cancel it first. Coordinators also delete\nfinished hunts by themselves (see `quarry coordinator --retain-hunts\n--retain-for`).\n\nExample:\n  quarry hunt delete h-12"
@@ -1080,6 +1104,39 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
         HuntCommand::Results { hunt, client: args } => {
             let findings = connect(&args).await?.findings(&hunt).await?;
             output::findings(out(args.output), &findings);
+        }
+        HuntCommand::Export { hunt, client: args } => {
+            let hunt = connect(&args).await?.hunt_tasks(&hunt, 1, &[]).await?;
+            let doc = quarry_cli::hunt_transfer::export(&hunt)?;
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        HuntCommand::Import {
+            file,
+            dry_run,
+            client: args,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let mut imported = quarry_cli::hunt_transfer::import(&text)
+                .with_context(|| format!("{} is not an exported hunt", file.display()))?;
+            let mut client = connect(&args).await?;
+            let here = client
+                .list_modules()
+                .await?
+                .into_iter()
+                .find(|m| format!("{}@{}", m.name, m.version) == imported.module)
+                .with_context(|| {
+                    format!(
+                        "module {} is not uploaded here; upload the same build first (sha256 {})",
+                        imported.module, imported.digest
+                    )
+                })?;
+            quarry_cli::hunt_transfer::check_module(&imported, &here)?;
+            imported.request.dry_run = dry_run;
+            let submitted = client
+                .submit_hunt(quarry_client::HuntRequest::from(imported.request))
+                .await?;
+            output::submitted(out(args.output), &submitted);
         }
         HuntCommand::Delete { hunt, client: args } => {
             connect(&args).await?.delete_hunt(&hunt).await?;

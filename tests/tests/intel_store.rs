@@ -230,11 +230,56 @@ async fn sets_imported_from_stix_misp_and_csv_are_swept_by_name() {
         assert!(!text.contains(absent), "{absent} matched: {matched:?}");
     }
     // The hunt's parameters hold the binding, not the indicators.
-    let params = hunt.params;
+    let params = &hunt.params;
     assert_eq!(
         params.get("intel-ref.ips").map(String::as_str),
         Some("1"),
         "{params:?}"
+    );
+
+    // The hunt exported and imported again (as onto another cluster with
+    // the same module build) binds to the set's latest version by name.
+    let again = client
+        .import_intel("ips", "stix", stix_bundle().into_bytes(), "feed-2.json")
+        .await
+        .expect("a second version");
+    assert_eq!(again.set.map(|s| s.version), Some(2));
+    let exported = quarry_cli::hunt_transfer::export(&hunt).expect("export");
+    assert_eq!(
+        exported["module"]["digest"],
+        hunt.module.as_ref().expect("module").digest
+    );
+    let imported = quarry_cli::hunt_transfer::import(&exported.to_string()).expect("import");
+    let here = client
+        .list_modules()
+        .await
+        .expect("modules")
+        .into_iter()
+        .find(|m| format!("{}@{}", m.name, m.version) == imported.module)
+        .expect("the module is here");
+    quarry_cli::hunt_transfer::check_module(&imported, &here).expect("same build");
+    let resubmitted = client
+        .submit_hunt(HuntRequest::from(imported.request))
+        .await
+        .expect("submit the import");
+    let rerun = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.wait(&resubmitted.hunt_id, |_| {}),
+    )
+    .await
+    .expect("the hunt ends")
+    .expect("wait");
+    assert_eq!(
+        rerun.params.get("intel-ref.ips").map(String::as_str),
+        Some("2")
+    );
+    assert_eq!(
+        client
+            .findings(&resubmitted.hunt_id)
+            .await
+            .expect("findings")
+            .len(),
+        findings.len()
     );
 
     // A set a hunt names must exist.

@@ -12,10 +12,12 @@
 //!
 //! - hashes: Sysmon `Hashes`/`Hash` (`SHA256=…,MD5=…,IMPHASH=…`), Zeek
 //!   `files` `md5`, `sha1`, `sha256`;
-//! - IP addresses: Sysmon `SourceIp`, `DestinationIp`, Security
-//!   `IpAddress`, Zeek `id.orig_h`, `id.resp_h` (or `id_orig_h`,
-//!   `id_resp_h`);
-//! - domains: Sysmon `QueryName`, `DestinationHostname`, Zeek `dns`
+//! - IP addresses: Sysmon `SourceIp`, `DestinationIp`, the addresses in
+//!   Sysmon 22 `QueryResults`, Security `IpAddress`, Zeek `id.orig_h`,
+//!   `id.resp_h` (or `id_orig_h`, `id_resp_h`), Zeek `files` `tx_hosts`
+//!   and `rx_hosts`;
+//! - domains: Sysmon `QueryName`, the CNAMEs in `QueryResults`,
+//!   `DestinationHostname`, Zeek `dns`
 //!   `query`, `http` `host`, `ssl` `server_name`, and the host of every URL;
 //!   a subdomain of a listed domain matches (each parent is looked up);
 //! - URLs: Zeek `http` `host` + `uri` (and `id.resp_p`), proxy and ECS
@@ -113,6 +115,12 @@ quarry_sdk::fields! {
         ZEEK_RESP_P_FLAT = "id_resp_p",
         /// Sysmon 22: the name queried.
         QUERY_NAME = "EventData.QueryName",
+        /// Sysmon 22: the answers, `type:  5 alias.example;::ffff:192.0.2.1;…`.
+        QUERY_RESULTS = "EventData.QueryResults",
+        /// Zeek files: the hosts that sent the file (a set).
+        ZEEK_TX_HOSTS = "tx_hosts",
+        /// Zeek files: the hosts that received the file (a set).
+        ZEEK_RX_HOSTS = "rx_hosts",
         /// Sysmon 3: the remote host's name.
         DESTINATION_HOSTNAME = "EventData.DestinationHostname",
         /// Zeek dns: the name queried.
@@ -151,7 +159,7 @@ quarry_sdk::fields! {
 
 /// The fields whose presence means an event may hold an indicator: the
 /// prefilter's any-of group.
-const INDICATOR_FIELDS: [Field; 20] = [
+const INDICATOR_FIELDS: [Field; 23] = [
     field::HASHES,
     field::HASH,
     field::ZEEK_MD5,
@@ -165,6 +173,9 @@ const INDICATOR_FIELDS: [Field; 20] = [
     field::ZEEK_ORIG_H_FLAT,
     field::ZEEK_RESP_H_FLAT,
     field::QUERY_NAME,
+    field::QUERY_RESULTS,
+    field::ZEEK_TX_HOSTS,
+    field::ZEEK_RX_HOSTS,
     field::DESTINATION_HOSTNAME,
     field::ZEEK_QUERY,
     field::ZEEK_SERVER_NAME,
@@ -268,6 +279,18 @@ fn meaningful(event: &Event, field: Field) -> Option<&str> {
         .filter(|v| !v.is_empty() && *v != "-" && *v != "(empty)")
 }
 
+/// The items of a list field: a JSON array of strings, or comma-separated.
+fn list_items(text: &str) -> impl Iterator<Item = &str> {
+    let inner = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    inner
+        .split(',')
+        .map(|item| item.trim().trim_matches('"').trim())
+        .filter(|item| !item.is_empty())
+}
+
 /// The candidates a domain name gives: the name and its parents.
 fn domain_candidate(text: &str, field: Field) -> Option<Candidate> {
     let name = domain(text)?;
@@ -346,6 +369,38 @@ pub fn candidates(event: &Event) -> (Vec<Candidate>, Context) {
     ] {
         if let Some(address) = meaningful(event, f).and_then(ip) {
             out.push(Candidate::exact(Kind::Ip, address, shown(f)));
+        }
+    }
+    // Zeek sets: a JSON array (`["10.0.0.1","10.0.0.2"]`) or, from TSV
+    // logs, comma-separated.
+    for f in [field::ZEEK_TX_HOSTS, field::ZEEK_RX_HOSTS] {
+        if let Some(text) = meaningful(event, f) {
+            for item in list_items(text) {
+                if let Some(address) = ip(item) {
+                    out.push(Candidate::exact(Kind::Ip, address, shown(f)));
+                }
+            }
+        }
+    }
+    // Sysmon 22 answers: addresses, and `type: N name` records (CNAMEs).
+    if let Some(text) = meaningful(event, field::QUERY_RESULTS) {
+        for answer in text.split(';').map(str::trim).filter(|a| !a.is_empty()) {
+            match answer.strip_prefix("type:") {
+                Some(record) => {
+                    if let Some(name) = record.split_whitespace().last() {
+                        out.extend(domain_candidate(name, field::QUERY_RESULTS));
+                    }
+                }
+                None => {
+                    if let Some(address) = ip(answer) {
+                        out.push(Candidate::exact(
+                            Kind::Ip,
+                            address,
+                            shown(field::QUERY_RESULTS),
+                        ));
+                    }
+                }
+            }
         }
     }
     for f in [
@@ -606,6 +661,50 @@ mod tests {
         assert_eq!(
             config.max_findings_per_indicator,
             DEFAULT_MAX_FINDINGS_PER_INDICATOR
+        );
+    }
+
+    #[test]
+    fn dns_answers_and_zeek_file_hosts_are_swept() {
+        let mut task = task(&[]);
+        // Sysmon 22: the C2 answer hides behind a CNAME and an IPv4-mapped address.
+        let query = event(
+            1,
+            &[
+                (field::QUERY_NAME, "cdn.benign.example"),
+                (
+                    field::QUERY_RESULTS,
+                    "type:  5 edge.evil.example;::ffff:203.0.113.66;198.51.100.1;",
+                ),
+                (field::COMPUTER, "WS07"),
+            ],
+        );
+        let files = event(
+            2,
+            &[
+                (field::ZEEK_TX_HOSTS, r#"["192.0.2.10","203.0.113.66"]"#),
+                (field::ZEEK_RX_HOSTS, "10.0.0.5"),
+            ],
+        );
+        let tsv = event(3, &[(field::ZEEK_RX_HOSTS, "10.0.0.6,203.0.113.66")]);
+        let clean = event(
+            4,
+            &[(
+                field::QUERY_RESULTS,
+                "type:  5 cdn.benign.example;192.0.2.1;",
+            )],
+        );
+        let findings = task.scan(vec![query, files, tsv, clean]).unwrap();
+        let offsets: Vec<u64> = findings.iter().flat_map(|f| f.offsets.clone()).collect();
+        assert_eq!(offsets, [1, 2, 3], "{findings:#?}");
+        let fields: Vec<_> = findings
+            .iter()
+            .filter_map(|f| f.evidence_value("field"))
+            .collect();
+        assert!(fields.contains(&"QueryResults"), "{fields:?}");
+        assert!(
+            fields.contains(&"tx_hosts") && fields.contains(&"rx_hosts"),
+            "{fields:?}"
         );
     }
 

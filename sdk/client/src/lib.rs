@@ -93,6 +93,13 @@ pub struct HuntRequest {
     inner: v1::SubmitHuntRequest,
 }
 
+impl From<v1::SubmitHuntRequest> for HuntRequest {
+    /// A request as the API spells it (an imported hunt, say).
+    fn from(inner: v1::SubmitHuntRequest) -> Self {
+        Self { inner }
+    }
+}
+
 impl HuntRequest {
     /// A hunt running `module` (`name`, `name@version` or `sha256:<hex>`).
     pub fn new(module: &str) -> Self {
