@@ -169,6 +169,14 @@ enum Command {
         after_help = "Examples:\n  quarry intel import apt-x --format stix apt-x-bundle.json\n  quarry intel list\n  quarry hunt submit ioc-sweep --selector env=prod --intel-set apt-x"
     )]
     Intel(quarry_cli::intel_cmd::IntelCommand),
+    /// Share results with other tools: a hunt's findings as JSON lines,
+    /// CSV, or a STIX 2.1 bundle (sightings of matched indicators and
+    /// ATT&CK techniques, observed data for the entities).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  quarry export findings h-12 --format stix > h-12.stix.json\n  quarry export findings h-12 --format csv > h-12.csv"
+    )]
+    Export(quarry_cli::share::ExportCommand),
     /// Benchmarks: `quarry bench scan` measures ingest and scan rates,
     /// `quarry bench scheduler` raft commits, task placement and failover,
     /// `quarry bench state` findings at scale and coordinator memory.
@@ -975,6 +983,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Token(command) => quarry_cli::token_cmd::run(command).await?,
         Command::Audit(args) => quarry_cli::audit_cmd::run(args).await?,
         Command::Intel(command) => quarry_cli::intel_cmd::run(command).await?,
+        Command::Export(command) => quarry_cli::share::run(command).await?,
         Command::Hunt(command) => hunt(command).await?,
         Command::Triage(command) => quarry_cli::triage_cmd::run(command).await?,
         Command::Pivot(args) => quarry_cli::pivot_cmd::run(args).await?,
