@@ -5,9 +5,10 @@
 //! not once per hunt and task. Deterministic: versions are numbered in
 //! apply order.
 
-use quarry_intel::Indicator;
+use quarry_intel::{Indicator, Kind};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 /// Parameter-name prefix binding a hunt to a stored set's version:
 /// `intel-ref.<set>` = `<version>`.
@@ -47,9 +48,122 @@ pub struct IntelSetRecord {
 pub struct IntelStore {
     /// Name -> version -> record.
     pub sets: BTreeMap<String, BTreeMap<u32, IntelSetRecord>>,
+    /// Lookups over the latest versions (derived: rebuilt after a change).
+    #[serde(skip)]
+    index: Index,
+}
+
+/// Where each indicator of the sets' latest versions is: exact values,
+/// address ranges, wildcard domains, each with its set.
+#[derive(Clone, Debug, Default)]
+struct Index {
+    built: bool,
+    exact: HashMap<String, Vec<String>>,
+    ranges: Vec<(IpAddr, u8, String, String)>,
+    wildcards: HashMap<String, Vec<String>>,
+}
+
+/// Equal whatever it holds: it caches what the sets say.
+impl PartialEq for Index {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Index {}
+
+impl Index {
+    fn build(sets: &BTreeMap<String, BTreeMap<u32, IntelSetRecord>>) -> Self {
+        let mut index = Index {
+            built: true,
+            ..Index::default()
+        };
+        for record in sets.values().filter_map(|v| v.values().next_back()) {
+            for i in &record.indicators {
+                match i.kind {
+                    Kind::Cidr => {
+                        if let Some((address, len)) = i.value.split_once('/')
+                            && let (Ok(address), Ok(len)) = (address.parse(), len.parse())
+                        {
+                            index
+                                .ranges
+                                .push((address, len, i.value.clone(), record.name.clone()));
+                        }
+                    }
+                    Kind::WildcardDomain => index
+                        .wildcards
+                        .entry(i.value.trim_start_matches("*.").to_owned())
+                        .or_default()
+                        .push(record.name.clone()),
+                    _ => index
+                        .exact
+                        .entry(i.value.clone())
+                        .or_default()
+                        .push(record.name.clone()),
+                }
+            }
+        }
+        index
+    }
+}
+
+fn in_range(address: IpAddr, network: IpAddr, len: u8) -> bool {
+    match (address, network) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
 }
 
 impl IntelStore {
+    /// The stored indicators `value` matches, as `(set, indicator)`, over
+    /// the latest version of every set: listed as it is, inside a listed
+    /// range, or a subdomain of a listed `*.` domain.
+    pub fn matches(&mut self, value: &str) -> Vec<(String, String)> {
+        if self.sets.is_empty() {
+            return Vec::new();
+        }
+        if !self.index.built {
+            self.index = Index::build(&self.sets);
+        }
+        let value = quarry_contract::intel::normalise(value);
+        let index = &self.index;
+        let mut out: Vec<(String, String)> = index
+            .exact
+            .get(&value)
+            .into_iter()
+            .flatten()
+            .map(|set| (set.clone(), value.clone()))
+            .collect();
+        if let Ok(address) = value.parse::<IpAddr>() {
+            for (network, len, text, set) in &index.ranges {
+                if in_range(address, *network, *len) {
+                    out.push((set.clone(), text.clone()));
+                }
+            }
+        }
+        for (at, _) in value.match_indices('.') {
+            if let Some(sets) = index.wildcards.get(&value[at + 1..]) {
+                for set in sets {
+                    out.push((set.clone(), format!("*.{}", &value[at + 1..])));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The latest version of `name`.
     pub fn latest(&self, name: &str) -> Option<&IntelSetRecord> {
         self.sets.get(name)?.values().next_back()
@@ -85,6 +199,7 @@ impl IntelStore {
         record.version = version;
         let name = record.name.clone();
         versions.insert(version, record);
+        self.index = Index::default();
         let mut old: Vec<u32> = versions
             .keys()
             .rev()
@@ -118,6 +233,7 @@ impl IntelStore {
         }
         let gone = versions.keys().copied().collect();
         self.sets.remove(name);
+        self.index = Index::default();
         Ok(gone)
     }
 }
@@ -191,6 +307,35 @@ mod tests {
         assert!(refused.expect_err("bound").contains("running hunts"));
         assert_eq!(store.delete("ips", &none), Ok(vec![3, 4]));
         assert!(store.delete("ips", &none).is_err());
+    }
+
+    #[test]
+    fn values_match_exact_indicators_ranges_and_wildcards_of_the_latest_versions() {
+        let mut store = IntelStore::default();
+        let none = BTreeSet::new();
+        store
+            .import(record("feed", &["10.9.9.9"]), &none)
+            .expect("v1");
+        assert_eq!(
+            store.matches("10.9.9.9"),
+            [("feed".to_owned(), "10.9.9.9".to_owned())]
+        );
+        store
+            .import(
+                record("feed", &["198.51.100.0/24", "*.c2.example", "EVIL.example"]),
+                &none,
+            )
+            .expect("v2");
+        assert!(
+            store.matches("10.9.9.9").is_empty(),
+            "only the latest version counts"
+        );
+        assert_eq!(store.matches("198.51.100.7")[0].1, "198.51.100.0/24");
+        assert_eq!(store.matches("a.b.c2.example")[0].1, "*.c2.example");
+        assert!(store.matches("c2.example").is_empty());
+        assert_eq!(store.matches("evil[.]example").len(), 1);
+        store.delete("feed", &none).expect("delete");
+        assert!(store.matches("198.51.100.7").is_empty());
     }
 
     #[test]

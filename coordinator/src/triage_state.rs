@@ -192,7 +192,60 @@ fn severity(severity: crate::state::Severity) -> TriageSeverity {
     }
 }
 
+/// Values of one finding looked up in the intel store, at most.
+const MAX_INTEL_LOOKUPS: usize = 32;
+/// Matches one finding is enriched with, at most.
+const MAX_INTEL_MATCHES: usize = 8;
+
 impl State {
+    /// The intel-store matches of a finding's entities and evidence values
+    /// that are addresses, domains, URLs or hashes: `intel_match` evidence
+    /// (`indicator in set`) and their count, which feeds the alert's intel
+    /// score. A finding whose module matched intel itself (`intel_set`
+    /// evidence or `intel:` tags, as ioc-sweep's) is left as it is.
+    fn intel_enrichment(
+        &mut self,
+        entity: &str,
+        evidence: &[(String, String)],
+        tags: &[String],
+    ) -> (Vec<(String, String)>, u32) {
+        let own = evidence.iter().any(|(k, _)| k == "intel_set")
+            || tags
+                .iter()
+                .any(|t| t.to_ascii_lowercase().starts_with("intel:"));
+        if own || self.intel.sets.is_empty() {
+            return (Vec::new(), 0);
+        }
+        let values = entity
+            .split_whitespace()
+            .map(|part| part.split_once(':').map_or(part, |(_, v)| v))
+            .chain(evidence.iter().map(|(_, v)| v.as_str()))
+            .filter(|v| {
+                let v = quarry_contract::intel::normalise(v);
+                quarry_intel::indicator::classify(&v).is_some_and(|k| {
+                    !matches!(
+                        k,
+                        quarry_intel::Kind::Cidr | quarry_intel::Kind::WildcardDomain
+                    )
+                })
+            })
+            .take(MAX_INTEL_LOOKUPS)
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        let mut found = Vec::new();
+        for value in values {
+            for (set, indicator) in self.intel.matches(&value) {
+                let text = format!("{indicator} in {set}");
+                if !found.iter().any(|(_, t): &(String, String)| *t == text) {
+                    found.push(("intel_match".to_owned(), text));
+                }
+            }
+        }
+        found.truncate(MAX_INTEL_MATCHES);
+        let count = u32::try_from(found.len()).unwrap_or(0);
+        (found, count)
+    }
+
     /// Passes a command's committed findings through triage; returns what
     /// triage asks of the coordinator and starts the follow-up hunts it asks
     /// for (adding what they touched). A finding triage refuses (no rule, a
@@ -226,6 +279,10 @@ impl State {
                 .get(&record.shard)
                 .map(|s| s.description.labels.to_map())
                 .unwrap_or_default();
+            let (enrichment, intel_matches) =
+                self.intel_enrichment(&record.entity, &record.evidence, &record.tags);
+            let mut evidence = record.evidence.clone();
+            evidence.extend(enrichment);
             let input = TriageFinding {
                 hunt: finding.hunt.to_string(),
                 seq: finding.seq,
@@ -242,10 +299,10 @@ impl State {
                 entity: record.entity.clone(),
                 entities: Vec::new(),
                 timestamp_ms: record.timestamp_ms,
-                evidence: record.evidence.clone(),
+                evidence,
                 techniques: record.techniques.clone(),
                 tags: record.tags.clone(),
-                intel_matches: 0,
+                intel_matches,
             };
             match self.triage.ingest(input, now_ms) {
                 Ok(more) => effects.extend(more),
@@ -606,6 +663,46 @@ mod tests {
         assert_eq!(s.modules[&hunt.module].name, PIVOT_MODULE);
         // Its own findings are context: the pivot hunt is not triaged.
         assert_eq!(s.triage.summary().findings, 1);
+    }
+
+    #[test]
+    fn alerts_whose_entities_match_a_stored_set_carry_the_set_and_indicator() {
+        let mut s = State::default();
+        let indicators = ["198.51.100.0/24", "evil.example"]
+            .iter()
+            .map(|v| quarry_intel::Indicator::parse(v).expect("indicator"))
+            .collect();
+        let record = crate::intel_store::IntelSetRecord {
+            name: "apt-x".into(),
+            version: 0,
+            format: "lines".into(),
+            source: "test".into(),
+            imported_by: "hunter:a".into(),
+            imported_ms: 1,
+            indicators,
+            problems: 0,
+            skipped: 0,
+        };
+        assert!(s.apply(1, Command::ImportIntel { record }).outcome.is_ok());
+        let (evidence, count) = s.intel_enrichment(
+            "ip:198.51.100.9",
+            &[
+                ("QueryName".into(), "cdn.evil.example".into()),
+                ("CommandLine".into(), "ping 198.51.100.9".into()),
+            ],
+            &[],
+        );
+        assert_eq!(count, 1, "{evidence:?}");
+        assert_eq!(
+            evidence,
+            [(
+                "intel_match".to_owned(),
+                "198.51.100.0/24 in apt-x".to_owned()
+            )]
+        );
+        // A module that matched intel itself is not counted twice.
+        let own = s.intel_enrichment("ip:198.51.100.9", &[], &["intel:apt-x".into()]);
+        assert_eq!(own.1, 0);
     }
 
     #[test]
