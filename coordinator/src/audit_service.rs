@@ -10,7 +10,7 @@ use crate::audit::{AuditEntry, MAX_BATCH};
 use crate::service::{Api, Shared};
 use crate::state::Command;
 use quarry_proto::v1::{self, audit_service_client::AuditServiceClient};
-use quarry_security::audit::{AuditBuffer, Batch, Stamped};
+use quarry_security::audit::{AuditBuffer, Batch, Deliver, Stamped};
 use quarry_security::{TlsFiles, access};
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,97 +189,67 @@ impl v1::audit_service_server::AuditService for Api {
     }
 }
 
-/// Hands this coordinator's buffered records over every
-/// [`HAND_OVER_EVERY`] (or when many wait) until `shutdown`, then once
-/// more. A batch that cannot be delivered (no leader, a network failure)
-/// stays buffered and goes next time.
+/// Hands this coordinator's buffered records to the raft log (see
+/// [`quarry_security::audit::hand_over`]) until `shutdown`.
 pub async fn hand_over(
     shared: Arc<Shared>,
     tls: Option<TlsFiles>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut forwarder = Forwarder::default();
-    let mut ticker = tokio::time::interval(HAND_OVER_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let stopping = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => true,
-            _ = ticker.tick() => false,
-            () = shared.audit.filled() => false,
-        };
-        deliver_all(&shared, tls.as_ref(), &mut forwarder).await;
-        if stopping {
-            return;
-        }
-    }
+    let buffer = shared.audit.clone();
+    let to = ToLeader {
+        shared,
+        tls,
+        leader: None,
+    };
+    quarry_security::audit::hand_over(&buffer, HAND_OVER_EVERY, shutdown, to).await;
 }
 
-/// Delivers batches until the buffer is empty or one fails.
-async fn deliver_all(shared: &Shared, tls: Option<&TlsFiles>, forwarder: &mut Forwarder) {
-    while let Some(batch) = shared.audit.batch() {
-        match deliver(shared, tls, forwarder, &batch).await {
-            Ok(()) => shared.audit.acknowledge(batch.number),
-            Err(why) => {
-                tracing::debug!(
-                    %why,
-                    waiting = shared.audit.len(),
-                    "audit records not handed over yet; retrying"
-                );
-                return;
-            }
-        }
-    }
-}
-
-/// A connection to the leader, kept while it leads.
-#[derive(Default)]
-struct Forwarder {
+/// Proposes batches on the leader; forwards them to it from a follower,
+/// over a connection kept while it leads.
+struct ToLeader {
+    shared: Arc<Shared>,
+    tls: Option<TlsFiles>,
     leader: Option<(String, AuditServiceClient<tonic::transport::Channel>)>,
 }
 
-async fn deliver(
-    shared: &Shared,
-    tls: Option<&TlsFiles>,
-    forwarder: &mut Forwarder,
-    batch: &Batch,
-) -> Result<(), String> {
-    let status = shared.node.status();
-    if status.is_leader {
-        return append(
-            shared,
-            batch.origin.clone(),
-            batch.number,
-            batch_entries(batch),
-        )
-        .await
-        .map_err(|s| s.message().to_owned());
-    }
-    let url = shared
-        .node
-        .peer_url(status.leader)
-        .ok_or_else(|| "no leader known".to_owned())?;
-    let client = match &mut forwarder.leader {
-        Some((known, client)) if *known == url => client,
-        slot => {
-            let endpoint = quarry_security::tls::endpoint(&url, tls)
-                .map_err(|e| e.to_string())?
-                .connect_timeout(Duration::from_secs(3))
-                .timeout(Duration::from_secs(10));
-            let client = AuditServiceClient::new(endpoint.connect_lazy());
-            &mut slot.insert((url, client)).1
+impl Deliver for ToLeader {
+    async fn deliver(&mut self, batch: &Batch) -> Result<(), String> {
+        let shared = &self.shared;
+        let status = shared.node.status();
+        if status.is_leader {
+            return append(
+                shared,
+                batch.origin.clone(),
+                batch.number,
+                batch_entries(batch),
+            )
+            .await
+            .map_err(|s| s.message().to_owned());
         }
-    };
-    let request = v1::ForwardAuditRequest {
-        origin: batch.origin.clone(),
-        batch: batch.number,
-        records: batch.records.iter().map(Stamped::to_proto).collect(),
-    };
-    let sent = client.forward_audit(request).await;
-    if let Err(status) = sent {
-        forwarder.leader = None;
-        return Err(status.message().to_owned());
+        let url = shared
+            .node
+            .peer_url(status.leader)
+            .ok_or_else(|| "no leader known".to_owned())?;
+        let client = match &mut self.leader {
+            Some((known, client)) if *known == url => client,
+            slot => {
+                let endpoint = quarry_security::tls::endpoint(&url, self.tls.as_ref())
+                    .map_err(|e| e.to_string())?
+                    .connect_timeout(Duration::from_secs(3))
+                    .timeout(Duration::from_secs(10));
+                let client = AuditServiceClient::new(endpoint.connect_lazy());
+                &mut slot.insert((url, client)).1
+            }
+        };
+        let request = batch.to_request();
+        let sent = client.forward_audit(request).await;
+        if let Err(status) = sent {
+            self.leader = None;
+            return Err(status.message().to_owned());
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A new buffer for coordinator `node`'s records.

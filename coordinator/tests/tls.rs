@@ -731,14 +731,7 @@ async fn start_tls_group(
     dir: &Path,
     pki: &Pki,
 ) -> std::collections::BTreeMap<u64, (Coordinator, String)> {
-    let listeners: Vec<_> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    let ports: Vec<u16> = listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect();
-    drop(listeners);
+    let ports = common::free_ports(3);
     let urls: std::collections::BTreeMap<u64, String> = ports
         .iter()
         .enumerate()

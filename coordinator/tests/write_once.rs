@@ -27,18 +27,8 @@ struct Group {
     starve: Arc<AtomicU64>,
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
-}
-
 async fn start_group(dir: &std::path::Path) -> Group {
-    let ports = free_ports(3);
+    let ports = common::free_ports(3);
     let urls: BTreeMap<u64, String> = ports
         .iter()
         .enumerate()

@@ -172,6 +172,17 @@ pub struct Batch {
     pub records: Vec<Stamped>,
 }
 
+impl Batch {
+    /// The batch as `AuditService.ForwardAudit` sends it.
+    pub fn to_request(&self) -> quarry_proto::v1::ForwardAuditRequest {
+        quarry_proto::v1::ForwardAuditRequest {
+            origin: self.origin.clone(),
+            batch: self.number,
+            records: self.records.iter().map(Stamped::to_proto).collect(),
+        }
+    }
+}
+
 /// Events a node collected and has not yet seen appended.
 pub struct AuditBuffer {
     origin: String,
@@ -287,6 +298,51 @@ impl AuditBuffer {
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Where a node's batches go: the raft log on a leader, a forwarding call
+/// elsewhere.
+pub trait Deliver {
+    /// Hands `batch` over; an error says why it must be tried again.
+    fn deliver(&mut self, batch: &Batch) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Hands `buffer`'s batches to `to` every `every` (sooner when many
+/// records wait) until `shutdown`, then once more. A batch that cannot be
+/// delivered stays buffered and goes next time, so a leader change or a
+/// network failure loses nothing the node recorded.
+pub async fn hand_over(
+    buffer: &AuditBuffer,
+    every: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut to: impl Deliver,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => true,
+            _ = ticker.tick() => false,
+            () = buffer.filled() => false,
+        };
+        while let Some(batch) = buffer.batch() {
+            match to.deliver(&batch).await {
+                Ok(()) => buffer.acknowledge(batch.number),
+                Err(why) => {
+                    tracing::debug!(
+                        %why,
+                        waiting = buffer.len(),
+                        origin = buffer.origin(),
+                        "audit records not handed over yet; retrying"
+                    );
+                    break;
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
     }
 }
 

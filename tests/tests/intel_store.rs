@@ -5,14 +5,9 @@
 //! a `*.` wildcard. A real worker on loopback fetches each set version once.
 
 use quarry_client::{Client, HuntRequest};
-use quarry_coordinator::{Coordinator, CoordinatorConfig};
 use quarry_hunt_modules::IOC_SWEEP;
 use quarry_proto::v1;
-use quarry_worker::shard::ShardStore;
-use quarry_worker::{Worker, WorkerConfig};
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 const SHA256: &str = "5b3e1a4f6c2d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f50617";
@@ -137,31 +132,8 @@ fn validate_stix(path: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sets_imported_from_stix_misp_and_csv_are_swept_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config =
-        CoordinatorConfig::single_node(dir.path().join("c"), SocketAddr::from(([127, 0, 0, 1], 0)));
-    let coordinator = Coordinator::start(config).await.expect("coordinator");
-    coordinator
-        .wait_for_leadership(Duration::from_secs(10))
-        .await
-        .expect("leader");
-    let url = format!("http://{}", coordinator.addr());
-    let store = Arc::new(ShardStore::open(&dir.path().join("w1/shards")).expect("store"));
-    store
-        .ingest_jsonl("sysmon", BTreeMap::new(), events().as_bytes())
-        .expect("ingest");
-    let worker = Worker::start_with_store(
-        WorkerConfig {
-            id: quarry_proto::WorkerId::new("w1".to_owned()),
-            coordinator: url.clone(),
-            data_dir: dir.path().join("w1"),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            slots: 1,
-            tls: None,
-        },
-        store,
-    )
-    .await
-    .expect("worker");
+    let cluster = quarry_tests::one_worker(dir.path(), "sysmon", &events(), None).await;
+    let url = cluster.url.clone();
     let mut client = Client::connect(&url).await.expect("client");
     client
         .upload_module(IOC_SWEEP.name, IOC_SWEEP.version, "", IOC_SWEEP.wasm)
@@ -357,6 +329,5 @@ async fn sets_imported_from_stix_misp_and_csv_are_swept_by_name() {
     );
     let deleted = client.delete_intel("hashes").await.expect("delete");
     assert_eq!(deleted, [1]);
-    worker.shutdown().await;
-    coordinator.shutdown().await;
+    cluster.shutdown().await;
 }

@@ -6,16 +6,10 @@
 //! unsigned module once signatures are required, even one uploaded before.
 
 use quarry_client::{Client, HuntRequest};
-use quarry_coordinator::{Coordinator, CoordinatorConfig};
 use quarry_hunt_modules::test_modules::NOOP;
 use quarry_proto::v1;
 use quarry_security::{Principal, Role, TlsFiles, certs, module_sign};
-use quarry_worker::shard::ShardStore;
-use quarry_worker::{Worker, WorkerConfig};
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 fn files(pki: &Path, role: Role, name: &str) -> TlsFiles {
@@ -59,36 +53,17 @@ async fn names_have_owners_and_signed_modules_are_enforced_up_to_the_worker() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = dir.path().join("pki");
     certs::init_ca(&pki, "Test CA", 2).expect("CA");
-    let mut config =
-        CoordinatorConfig::single_node(dir.path().join("c"), SocketAddr::from(([127, 0, 0, 1], 0)));
-    config.tls = Some(files(&pki, Role::Coordinator, "1"));
-    let coordinator = Coordinator::start(config).await.expect("coordinator");
-    coordinator
-        .wait_for_leadership(Duration::from_secs(10))
-        .await
-        .expect("leader");
-    let url = format!("https://{}", coordinator.addr());
-    let store = Arc::new(ShardStore::open(&dir.path().join("w1/shards")).expect("store"));
-    store
-        .ingest_jsonl(
-            "logs",
-            BTreeMap::new(),
-            &b"{\"@timestamp\":\"2024-03-01T10:00:00Z\",\"EventID\":4624}\n"[..],
-        )
-        .expect("ingest");
-    let worker = Worker::start_with_store(
-        WorkerConfig {
-            id: quarry_proto::WorkerId::new("w1".to_owned()),
-            coordinator: url.clone(),
-            data_dir: dir.path().join("w1"),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            slots: 1,
-            tls: Some(files(&pki, Role::Worker, "w1")),
-        },
-        store,
+    let cluster = quarry_tests::one_worker(
+        dir.path(),
+        "logs",
+        "{\"@timestamp\":\"2024-03-01T10:00:00Z\",\"EventID\":4624}\n",
+        Some((
+            files(&pki, Role::Coordinator, "1"),
+            files(&pki, Role::Worker, "w1"),
+        )),
     )
-    .await
-    .expect("worker");
+    .await;
+    let url = cluster.url.clone();
 
     let mut alice = client(&url, &pki, Role::Hunter, "alice").await;
     let mut mallory = client(&url, &pki, Role::Hunter, "mallory").await;
@@ -244,8 +219,7 @@ async fn names_have_owners_and_signed_modules_are_enforced_up_to_the_worker() {
         assert!(std::time::Instant::now() < deadline, "{:?}", page.records);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    worker.shutdown().await;
-    coordinator.shutdown().await;
+    cluster.shutdown().await;
 }
 
 /// `bytes` with a custom section appended: the same component, another digest.

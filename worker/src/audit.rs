@@ -5,8 +5,8 @@
 //! once (docs/security.md, "Audit trail").
 
 use crate::agent::Inner;
-use quarry_proto::v1::{self, audit_service_client::AuditServiceClient};
-use quarry_security::audit::{AuditBuffer, Stamped};
+use quarry_proto::v1::audit_service_client::AuditServiceClient;
+use quarry_security::audit::{AuditBuffer, Batch, Deliver};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -23,48 +23,35 @@ pub fn buffer_for(id: &quarry_proto::WorkerId) -> Arc<AuditBuffer> {
     }))
 }
 
-/// Hands buffered records to the coordinator the worker talks to until
-/// `shutdown`, then once more.
+/// Hands buffered records to the coordinator the worker talks to (see
+/// [`quarry_security::audit::hand_over`]) until `shutdown`.
 pub(crate) async fn hand_over(
     inner: Arc<Inner>,
     buffer: Arc<AuditBuffer>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(HAND_OVER_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let stopping = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => true,
-            _ = ticker.tick() => false,
-            () = buffer.filled() => false,
-        };
-        while let Some(batch) = buffer.batch() {
-            let request = v1::ForwardAuditRequest {
-                origin: batch.origin.clone(),
-                batch: batch.number,
-                records: batch.records.iter().map(Stamped::to_proto).collect(),
-            };
-            let sent = match crate::agent::connect_channel(&inner).await {
-                Ok(channel) => AuditServiceClient::new(channel)
-                    .forward_audit(request)
-                    .await
-                    .map_err(|status| {
-                        // "Not the leader" names it: the next try goes there.
-                        inner.follow(&status);
-                        status.message().to_owned()
-                    }),
-                Err(e) => Err(e.to_string()),
-            };
-            match sent {
-                Ok(_) => buffer.acknowledge(batch.number),
-                Err(why) => {
-                    tracing::debug!(%why, waiting = buffer.len(), "audit records not handed over yet; retrying");
-                    break;
-                }
-            }
-        }
-        if stopping {
-            return;
-        }
+    quarry_security::audit::hand_over(&buffer, HAND_OVER_EVERY, shutdown, ToCoordinator(inner))
+        .await;
+}
+
+/// Forwards batches to the coordinator in use; "not the leader" names the
+/// leader, where the next try goes.
+struct ToCoordinator(Arc<Inner>);
+
+impl Deliver for ToCoordinator {
+    async fn deliver(&mut self, batch: &Batch) -> Result<(), String> {
+        let inner = &self.0;
+        let channel = crate::agent::connect_channel(inner)
+            .await
+            .map_err(|e| e.to_string())?;
+        let request = batch.to_request();
+        AuditServiceClient::new(channel)
+            .forward_audit(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| {
+                inner.follow(&status);
+                status.message().to_owned()
+            })
     }
 }

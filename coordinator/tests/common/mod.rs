@@ -27,6 +27,18 @@ pub async fn start_single_node(
     (coordinator, url)
 }
 
+/// `n` free loopback ports (bound, read, released).
+#[allow(dead_code)] // not every test binary that includes this module needs it
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
 /// Wall time, as the leader stamps commands with it.
 #[allow(dead_code)] // not every test binary that includes this module needs it
 pub fn now_ms() -> i64 {
