@@ -3,6 +3,7 @@
 //! into the set a module looks values up in (see `quarry_contract::intel`).
 
 use quarry_contract::intel::{IntelSets, PARAM_PREFIX};
+use sha2::{Digest as _, Sha256};
 
 /// Reads `NAME=FILE` into the parameter `(intel.NAME, contents)`, checking
 /// the name and the contents as a worker will, so a mistake shows here
@@ -23,6 +24,51 @@ pub fn intel_param(spec: &str) -> Result<(String, String), String> {
         ));
     }
     Ok((format!("{PARAM_PREFIX}{name}"), text))
+}
+
+/// Stores the text of `--intel NAME=FILE` (parameter `key` = `intel.NAME`)
+/// as a one-off set named after its content (`oneoff-<12 hex of its
+/// sha256>`; the same file again reuses it) and returns `NAME` and the
+/// binding `oneoff-…@VERSION` for the hunt's `intel-ref.NAME` parameter.
+pub async fn upload_one_off(
+    client: &mut quarry_client::Client,
+    key: &str,
+    text: String,
+) -> anyhow::Result<(String, String)> {
+    let name = key.strip_prefix(PARAM_PREFIX).unwrap_or(key).to_owned();
+    let digest = hex_prefix(&Sha256::digest(text.as_bytes()));
+    let stored = format!("oneoff-{digest}");
+    let existing = client
+        .list_intel()
+        .await?
+        .into_iter()
+        .find(|s| s.name == stored)
+        .map(|s| s.version);
+    let version = match existing {
+        Some(version) => version,
+        None => {
+            let imported = client
+                .import_intel(
+                    &stored,
+                    "lines",
+                    text.into_bytes(),
+                    &format!("--intel {name}"),
+                )
+                .await?;
+            for problem in &imported.problems {
+                eprintln!(
+                    "intel set {name}: skipped {}: {}",
+                    problem.position, problem.message
+                );
+            }
+            imported.set.map_or(1, |s| s.version)
+        }
+    };
+    Ok((name, format!("{stored}@{version}")))
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

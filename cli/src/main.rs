@@ -403,9 +403,9 @@ struct SubmitArgs {
     /// Module parameter `key=value` (repeatable).
     #[arg(long = "param", value_parser = parse_pair)]
     params: Vec<(String, String)>,
-    /// Intel set `NAME=FILE`, one indicator per line (repeatable): shipped
-    /// with every task as the parameter `intel.NAME`, for modules such as
-    /// ioc-sweep.
+    /// Intel set `NAME=FILE`, one indicator per line (repeatable): stored
+    /// once as a one-off set (`oneoff-<hash>` in `quarry intel list`) and
+    /// seen by modules such as ioc-sweep as the set NAME.
     #[arg(long = "intel", value_parser = quarry_cli::intel::intel_param)]
     intel: Vec<(String, String)>,
     /// A stored intel set (`quarry intel import`) to look values up in, by
@@ -1035,7 +1035,7 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             for shard in &shards {
                 request = request.shard(shard);
             }
-            for (k, v) in params.iter().chain(&intel) {
+            for (k, v) in &params {
                 request = request.param(k, v);
             }
             for set in &intel_sets {
@@ -1071,8 +1071,21 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
             let mut client = connect(&args).await?;
             let format = out(args.output);
             if dry_run {
+                for (k, v) in &intel {
+                    request = request.param(k, v);
+                }
                 output::dry_run(format, &client.submit_hunt(request.dry_run(true)).await?);
                 return Ok(());
+            }
+            // Each --intel file goes to the intel store once, as a one-off
+            // set named after its content; the hunt is bound to it.
+            for (key, text) in intel {
+                let (name, binding) =
+                    quarry_cli::intel::upload_one_off(&mut client, &key, text).await?;
+                request = request.param(
+                    &format!("{}{name}", quarry_contract::intel::REF_PREFIX),
+                    &binding,
+                );
             }
             let submitted = client.submit_hunt(request).await?;
             if !wait {

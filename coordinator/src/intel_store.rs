@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-/// Parameter-name prefix binding a hunt to a stored set's version:
-/// `intel-ref.<set>` = `<version>`.
-pub const REF_PREFIX: &str = "intel-ref.";
+pub use quarry_contract::intel::REF_PREFIX;
 /// Most indicators one set holds.
 pub const MAX_SET_INDICATORS: usize = 500_000;
 /// Most sets (names) the store keeps.
@@ -238,13 +236,12 @@ impl IntelStore {
     }
 }
 
-/// The `(set, version)` pairs hunt parameters `params` are bound to.
+/// The stored `(set, version)` pairs hunt parameters `params` are bound to.
 pub fn refs<'a>(params: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<(String, u32)> {
     params
         .into_iter()
         .filter_map(|(key, value)| {
-            let name = key.strip_prefix(REF_PREFIX)?;
-            Some((name.to_owned(), value.parse().ok()?))
+            quarry_contract::intel::parse_ref(key.strip_prefix(REF_PREFIX)?, value)
         })
         .collect()
 }

@@ -599,6 +599,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grpc_messages_are_percent_decoded_for_the_audit_trail() {
+        assert_eq!(
+            percent_decode(b"worker:w2 may not act as worker w1%3A a worker%E2%80%A6"),
+            "worker:w2 may not act as worker w1: a worker…"
+        );
+        assert_eq!(percent_decode(b"100% sure %zz"), "100% sure %zz");
+    }
+
+    #[test]
     fn rules_refuse_anonymous_callers_and_wrong_roles_and_name_what_is_needed() {
         let viewer = Principal::new(Viewer, "v").expect("principal");
         let hunter = Principal::new(Hunter, "h").expect("principal");

@@ -17,24 +17,14 @@ const SHA256: &str = "5b3e1a4f6c2d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4
 /// look-alikes that must not match.
 fn events() -> String {
     let lines = [
-        format!(
-            r#"{{"@timestamp":"2026-11-20T10:00:00Z","EventID":3,"Computer":"ws1","Image":"C:\\x.exe","DestinationIp":"198.51.100.77"}}"#
-        ),
-        format!(
-            r#"{{"@timestamp":"2026-11-20T10:01:00Z","EventID":3,"Computer":"ws2","Image":"C:\\y.exe","DestinationIp":"198.51.101.1"}}"#
-        ),
-        format!(
-            r#"{{"@timestamp":"2026-11-20T10:02:00Z","EventID":22,"Computer":"ws1","Image":"C:\\x.exe","QueryName":"beacon.c2.example"}}"#
-        ),
-        format!(
-            r#"{{"@timestamp":"2026-11-20T10:03:00Z","EventID":22,"Computer":"ws3","Image":"C:\\z.exe","QueryName":"notc2.example"}}"#
-        ),
+        r#"{{"@timestamp":"2026-11-20T10:00:00Z","EventID":3,"Computer":"ws1","Image":"C:\\x.exe","DestinationIp":"198.51.100.77"}}"#.to_owned(),
+        r#"{{"@timestamp":"2026-11-20T10:01:00Z","EventID":3,"Computer":"ws2","Image":"C:\\y.exe","DestinationIp":"198.51.101.1"}}"#.to_owned(),
+        r#"{{"@timestamp":"2026-11-20T10:02:00Z","EventID":22,"Computer":"ws1","Image":"C:\\x.exe","QueryName":"beacon.c2.example"}}"#.to_owned(),
+        r#"{{"@timestamp":"2026-11-20T10:03:00Z","EventID":22,"Computer":"ws3","Image":"C:\\z.exe","QueryName":"notc2.example"}}"#.to_owned(),
         format!(
             r#"{{"@timestamp":"2026-11-20T10:04:00Z","EventID":1,"Computer":"ws2","Image":"C:\\drop.exe","Hashes":"SHA256={SHA256}"}}"#
         ),
-        format!(
-            r#"{{"@timestamp":"2026-11-20T10:05:00Z","EventID":3,"Computer":"ws4","Image":"C:\\w.exe","DestinationIp":"203.0.113.66"}}"#
-        ),
+        r#"{{"@timestamp":"2026-11-20T10:05:00Z","EventID":3,"Computer":"ws4","Image":"C:\\w.exe","DestinationIp":"203.0.113.66"}}"#.to_owned(),
     ];
     lines.join("\n") + "\n"
 }
@@ -312,6 +302,43 @@ async fn sets_imported_from_stix_misp_and_csv_are_swept_by_name() {
             .expect("findings")
             .len(),
         findings.len()
+    );
+
+    // `--intel NAME=FILE`: the file goes to the store once, as a one-off
+    // set named after its content, and the hunt is bound to it as NAME.
+    let text = format!("# one-off\n{SHA256}\n");
+    let (name, binding) =
+        quarry_cli::intel::upload_one_off(&mut client, "intel.hashes", text.clone())
+            .await
+            .expect("one-off");
+    assert_eq!(name, "hashes");
+    assert!(
+        binding.starts_with("oneoff-") && binding.ends_with("@1"),
+        "{binding}"
+    );
+    let (_, again) = quarry_cli::intel::upload_one_off(&mut client, "intel.hashes", text)
+        .await
+        .expect("the same file again");
+    assert_eq!(again, binding, "reused, not imported twice");
+    let one_off = client
+        .submit_hunt(
+            HuntRequest::new("ioc-sweep")
+                .shard("sysmon")
+                .param("intel-ref.hashes", &binding),
+        )
+        .await
+        .expect("submit");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        client.wait(&one_off.hunt_id, |_| {}),
+    )
+    .await
+    .expect("the hunt ends")
+    .expect("wait");
+    let found = client.findings(&one_off.hunt_id).await.expect("findings");
+    assert_eq!(
+        found.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>(),
+        ["ioc-sweep/hash-match"]
     );
 
     // A set a hunt names must exist.

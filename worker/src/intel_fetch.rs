@@ -12,19 +12,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-/// Parameter-name prefix of a stored set's binding (the coordinator's
-/// `intel_store::REF_PREFIX`).
-pub const REF_PREFIX: &str = "intel-ref.";
+pub use quarry_contract::intel::REF_PREFIX;
 /// How long a fetched set is used before it is fetched again (indicators
 /// expire: the coordinator sends those valid when asked).
 const FRESH_FOR: Duration = Duration::from_secs(600);
 /// Sets kept at once.
 const KEPT: usize = 16;
 
+/// A fetched set's text, by stored set name and version, with when it came.
+type Fetched = HashMap<(String, u32), (Instant, Arc<String>)>;
+
 /// Fetched sets by name and version.
 #[derive(Default)]
 pub struct IntelCache {
-    sets: Mutex<HashMap<(String, u32), (Instant, Arc<String>)>>,
+    sets: Mutex<Fetched>,
 }
 
 impl IntelCache {
@@ -64,25 +65,25 @@ pub(crate) async fn resolve(
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix(REF_PREFIX)?, v.as_str())))
         .collect();
-    for (name, version) in refs {
-        let version: u32 = version.parse().map_err(|_| {
+    for (name, value) in refs {
+        let (set, version) = quarry_contract::intel::parse_ref(name, value).ok_or_else(|| {
             WorkerError::Task(format!(
-                "parameter {REF_PREFIX}{name} must be an intel set version, not `{version}`"
+                "parameter {REF_PREFIX}{name} must name a stored intel set version (`3` or `set@3`), not `{value}`"
             ))
         })?;
-        let key = (name.to_owned(), version);
+        let key = (set.clone(), version);
         let text = match inner.intel.get(&key) {
             Some(text) => text,
             None => {
                 let fetched = client
                     .fetch_intel(v1::FetchIntelRequest {
-                        name: name.to_owned(),
+                        name: set.clone(),
                         version,
                     })
                     .await
                     .map_err(|s| {
                         WorkerError::Task(format!(
-                            "cannot fetch intel set {name} version {version}: {}",
+                            "cannot fetch intel set {set} version {version}: {}",
                             s.message()
                         ))
                     })?

@@ -20,6 +20,22 @@ use std::net::IpAddr;
 /// Parameter-name prefix of an intel set.
 pub const PARAM_PREFIX: &str = "intel.";
 
+/// Parameter-name prefix binding a hunt to a stored set of the cluster's
+/// intel store: `intel-ref.<name>` = `<version>` (the stored set `<name>`)
+/// or `<set>@<version>` (stored set `<set>`, seen by the module as
+/// `<name>`). Workers turn it into `intel.<name>`.
+pub const REF_PREFIX: &str = "intel-ref.";
+
+/// The stored set and version an `intel-ref.<name>` parameter's `value`
+/// names, if it is one.
+pub fn parse_ref(name: &str, value: &str) -> Option<(String, u32)> {
+    match value.rsplit_once('@') {
+        Some((set, version)) if !set.is_empty() => Some((set.to_owned(), version.parse().ok()?)),
+        Some(_) => None,
+        None => Some((name.to_owned(), value.parse().ok()?)),
+    }
+}
+
 /// Largest number of indicators across all sets of one task.
 pub const MAX_INDICATORS: usize = 1_000_000;
 
@@ -288,6 +304,17 @@ mod tests {
         let mut everything = IntelSets::new();
         everything.add("all", "0.0.0.0/0").unwrap();
         assert!(everything.contains("all", "203.0.113.1"));
+    }
+
+    #[test]
+    fn stored_set_references_name_a_set_and_a_version() {
+        assert_eq!(parse_ref("ips", "3"), Some(("ips".to_owned(), 3)));
+        assert_eq!(
+            parse_ref("ips", "oneoff-ab12@1"),
+            Some(("oneoff-ab12".to_owned(), 1))
+        );
+        assert_eq!(parse_ref("ips", "x"), None);
+        assert_eq!(parse_ref("ips", "@1"), None);
     }
 
     #[test]
