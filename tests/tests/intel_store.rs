@@ -17,14 +17,14 @@ const SHA256: &str = "5b3e1a4f6c2d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4
 /// look-alikes that must not match.
 fn events() -> String {
     let lines = [
-        r#"{{"@timestamp":"2026-11-20T10:00:00Z","EventID":3,"Computer":"ws1","Image":"C:\\x.exe","DestinationIp":"198.51.100.77"}}"#.to_owned(),
-        r#"{{"@timestamp":"2026-11-20T10:01:00Z","EventID":3,"Computer":"ws2","Image":"C:\\y.exe","DestinationIp":"198.51.101.1"}}"#.to_owned(),
-        r#"{{"@timestamp":"2026-11-20T10:02:00Z","EventID":22,"Computer":"ws1","Image":"C:\\x.exe","QueryName":"beacon.c2.example"}}"#.to_owned(),
-        r#"{{"@timestamp":"2026-11-20T10:03:00Z","EventID":22,"Computer":"ws3","Image":"C:\\z.exe","QueryName":"notc2.example"}}"#.to_owned(),
+        r#"{"@timestamp":"2026-11-20T10:00:00Z","EventID":3,"Computer":"ws1","Image":"C:\\x.exe","DestinationIp":"198.51.100.77"}"#.to_owned(),
+        r#"{"@timestamp":"2026-11-20T10:01:00Z","EventID":3,"Computer":"ws2","Image":"C:\\y.exe","DestinationIp":"198.51.101.1"}"#.to_owned(),
+        r#"{"@timestamp":"2026-11-20T10:02:00Z","EventID":22,"Computer":"ws1","Image":"C:\\x.exe","QueryName":"beacon.c2.example"}"#.to_owned(),
+        r#"{"@timestamp":"2026-11-20T10:03:00Z","EventID":22,"Computer":"ws3","Image":"C:\\z.exe","QueryName":"notc2.example"}"#.to_owned(),
         format!(
             r#"{{"@timestamp":"2026-11-20T10:04:00Z","EventID":1,"Computer":"ws2","Image":"C:\\drop.exe","Hashes":"SHA256={SHA256}"}}"#
         ),
-        r#"{{"@timestamp":"2026-11-20T10:05:00Z","EventID":3,"Computer":"ws4","Image":"C:\\w.exe","DestinationIp":"203.0.113.66"}}"#.to_owned(),
+        r#"{"@timestamp":"2026-11-20T10:05:00Z","EventID":3,"Computer":"ws4","Image":"C:\\w.exe","DestinationIp":"203.0.113.66"}"#.to_owned(),
     ];
     lines.join("\n") + "\n"
 }
