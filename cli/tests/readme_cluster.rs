@@ -151,6 +151,29 @@ fn the_readme_tls_cluster_section_runs_as_written() {
     let text = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "a hunter added a coordinator");
     assert!(text.contains("needs the role admin"), "{text}");
+    // A hunter may not send logs to a worker: refused there, and recorded.
+    let ingest = Command::new(&quarry)
+        .current_dir(dir.path())
+        .args([
+            "worker",
+            "ingest",
+            "--worker",
+            "https://127.0.0.1:7721",
+            "--shard",
+            "dc01-auth",
+            "--tls-ca",
+            "pki/ca.pem",
+            "--tls-cert",
+            "pki/hunter-alice.pem",
+            "--tls-key",
+            "pki/hunter-alice.key",
+            "auth.log",
+        ])
+        .output()
+        .expect("quarry");
+    let text = String::from_utf8_lossy(&ingest.stderr);
+    assert!(!ingest.status.success(), "a hunter ingested");
+    assert!(text.contains("may not call"), "{text}");
     let plaintext = Command::new(&quarry)
         .args([
             "cluster",
@@ -173,6 +196,12 @@ fn the_readme_tls_cluster_section_runs_as_written() {
             "admin:ops",
             "/quarry.v1.IngestService/Ingest",
             "ok",
+            "worker:dc01",
+        ),
+        (
+            "hunter:alice",
+            "/quarry.v1.IngestService/Ingest",
+            "permission_denied",
             "worker:dc01",
         ),
         // Proposed at the leader, whichever it is.
