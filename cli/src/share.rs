@@ -114,12 +114,13 @@ impl Bundle {
             "type": "extension-definition", "id": extension_id(),
             "name": "Quarry finding",
             "description": "What Quarry knows of the finding an object stands for.",
-            "schema": "x_quarry_rule (the detection rule), x_quarry_title, x_quarry_severity (info, low, medium, high, critical), x_quarry_confidence (0-100), x_quarry_hunt (hunt id), x_quarry_finding (finding id), x_quarry_shard (log shard); see Quarry's docs/intel.md",
+            "schema": "x_quarry_rule (the detection rule), x_quarry_title, x_quarry_severity (info, low, medium, high, critical), x_quarry_confidence (0-100), x_quarry_hunt (hunt id), x_quarry_finding (finding id), x_quarry_shard (log shard), x_quarry_alert (triage case id), x_quarry_score (0-100), x_quarry_state (triage state); see Quarry's docs/intel.md",
             "version": "1.0.0",
             "extension_types": ["toplevel-property-extension"],
             "extension_properties": [
                 "x_quarry_rule", "x_quarry_title", "x_quarry_severity", "x_quarry_confidence",
                 "x_quarry_hunt", "x_quarry_finding", "x_quarry_shard",
+                "x_quarry_alert", "x_quarry_score", "x_quarry_state",
             ],
         }));
         bundle
@@ -312,6 +313,109 @@ pub fn stix(findings: &[v1::Finding], now_ms: i64) -> (Value, usize) {
     )
 }
 
+/// The STIX 2.1 bundle of triage alerts and incidents: each one's hosts as
+/// `identity` objects, its entity as observed data (`number_observed` its
+/// finding count), and each ATT&CK technique as an `attack-pattern` with a
+/// `sighting` over the case's first and last time seen.
+pub fn stix_alerts(cases: &[v1::TriageCase], now_ms: i64) -> Value {
+    let mut bundle = Bundle::new(stix_time(now_ms));
+    for case in cases {
+        let (first, last) = (
+            stix_time(case.first_seen_ms),
+            stix_time(case.last_seen_ms.max(case.first_seen_ms)),
+        );
+        let hosts: Vec<String> = case
+            .hosts
+            .iter()
+            .map(|name| {
+                let id = bundle.id("identity", &format!("host/{name}"));
+                bundle.add(
+                    json!({"type": "identity", "id": id, "name": name, "identity_class": "system"}),
+                )
+            })
+            .collect();
+        let quarry = json!({
+            "x_quarry_alert": case.id, "x_quarry_title": case.title, "x_quarry_rule": case.rule,
+            "x_quarry_severity": severity(case.severity), "x_quarry_score": case.score,
+            "x_quarry_state": case.state,
+            "extensions": {extension_id(): {"extension_type": "toplevel-property-extension"}},
+        });
+        let count = case.count.clamp(1, 999_999_999);
+        let observed = entity_observable(&mut bundle, &case.entity).map(|sco| {
+            let mut object = json!({
+                "type": "observed-data", "id": bundle.id("observed-data", &format!("case/{}", case.id)),
+                "first_observed": first, "last_observed": last, "number_observed": count,
+                "object_refs": [sco],
+            });
+            merge(&mut object, &quarry);
+            bundle.add(object)
+        });
+        for technique in &case.techniques {
+            let pattern = bundle.id("attack-pattern", &technique.id);
+            let name = if technique.name.is_empty() {
+                &technique.id
+            } else {
+                &technique.name
+            };
+            bundle.add(json!({
+                "type": "attack-pattern", "id": pattern, "name": name,
+                "external_references": [{
+                    "source_name": "mitre-attack", "external_id": technique.id,
+                    "url": format!("https://attack.mitre.org/techniques/{}/", technique.id.replace('.', "/")),
+                }],
+            }));
+            let mut sighting = json!({
+                "type": "sighting", "id": bundle.id("sighting", &format!("case/{}/{}", case.id, technique.id)),
+                "sighting_of_ref": pattern, "first_seen": first, "last_seen": last, "count": count,
+            });
+            if let Some(observed) = &observed {
+                sighting["observed_data_refs"] = json!([observed]);
+            }
+            if !hosts.is_empty() {
+                sighting["where_sighted_refs"] = json!(hosts);
+            }
+            merge(&mut sighting, &quarry);
+            bundle.add(sighting);
+        }
+    }
+    let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    let objects: Vec<Value> = bundle.objects.into_values().collect();
+    json!({"type": "bundle", "id": format!("bundle--{}", v4_of(ids.join(",").as_bytes())), "objects": objects})
+}
+
+/// Triage cases as CSV: a header row, then one row per case.
+pub fn csv_alerts(cases: &[v1::TriageCase]) -> String {
+    let mut out = String::from(
+        "id,kind,state,score,severity,title,rule,entity,count,first_seen,last_seen,hosts,techniques,intel_matches\n",
+    );
+    for c in cases {
+        let fields = [
+            c.id.clone(),
+            c.kind.clone(),
+            c.state.clone(),
+            format!("{:.1}", c.score),
+            severity(c.severity).to_owned(),
+            c.title.clone(),
+            c.rule.clone(),
+            c.entity.clone(),
+            c.count.to_string(),
+            stix_time(c.first_seen_ms),
+            stix_time(c.last_seen_ms),
+            c.hosts.join(" "),
+            c.techniques
+                .iter()
+                .map(|t| t.id.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            c.intel_matches.to_string(),
+        ];
+        let row: Vec<String> = fields.iter().map(|v| csv_field(v)).collect();
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
 fn merge(object: &mut Value, extra: &Value) {
     if let (Some(object), Some(extra)) = (object.as_object_mut(), extra.as_object()) {
         for (k, v) in extra {
@@ -323,6 +427,21 @@ fn merge(object: &mut Value, extra: &Value) {
 /// `quarry export` subcommands.
 #[derive(clap::Subcommand)]
 pub enum ExportCommand {
+    /// Triage alerts and incidents (open ones, or all) as JSON lines, CSV,
+    /// or a STIX 2.1 bundle.
+    #[command(
+        after_help = "Examples:\n  quarry export alerts --format stix > alerts.stix.json\n  quarry export alerts --state all --format csv > alerts.csv"
+    )]
+    Alerts {
+        /// open, closed or all.
+        #[arg(long, default_value = "open")]
+        state: String,
+        /// jsonl, csv or stix.
+        #[arg(long, value_enum, default_value_t = ShareFormat::Jsonl)]
+        format: ShareFormat,
+        #[command(flatten)]
+        client: crate::client_args::ClientArgs,
+    },
     /// A hunt's findings as JSON lines, CSV, or a STIX 2.1 bundle.
     #[command(
         after_help = "Examples:\n  quarry export findings h-12 --format stix > h-12.stix.json\n  quarry export findings h-12 --format csv > h-12.csv\n  quarry export findings h-12 --format jsonl"
@@ -351,7 +470,40 @@ pub enum ShareFormat {
 
 /// Runs a `quarry export` command.
 pub async fn run(command: ExportCommand) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
     match command {
+        ExportCommand::Alerts {
+            state,
+            format,
+            client,
+        } => {
+            let request = v1::ListCasesRequest {
+                state,
+                page_size: 1000,
+                ..Default::default()
+            };
+            let cases = crate::client_args::connect(&client)
+                .await?
+                .all_cases(request, 0)
+                .await?
+                .cases;
+            match format {
+                ShareFormat::Jsonl => {
+                    for c in &cases {
+                        println!("{}", crate::output::triage::case_json(c));
+                    }
+                }
+                ShareFormat::Csv => print!("{}", csv_alerts(&cases)),
+                ShareFormat::Stix => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&stix_alerts(&cases, now))?
+                    );
+                }
+            }
+        }
         ExportCommand::Findings {
             hunt,
             format,
@@ -369,9 +521,6 @@ pub async fn run(command: ExportCommand) -> anyhow::Result<()> {
                 }
                 ShareFormat::Csv => print!("{}", csv(&findings)),
                 ShareFormat::Stix => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
                     let (bundle, left_out) = stix(&findings, now);
                     println!("{}", serde_json::to_string_pretty(&bundle)?);
                     if left_out > 0 {

@@ -251,6 +251,27 @@ async fn sets_imported_from_stix_misp_and_csv_are_swept_by_name() {
     std::fs::write(&path, serde_json::to_string_pretty(&bundle).expect("json")).expect("write");
     validate_stix(&path);
 
+    // The alerts the findings opened, shared the same way.
+    let cases = client
+        .all_cases(
+            v1::ListCasesRequest {
+                state: "all".into(),
+                page_size: 1000,
+                ..Default::default()
+            },
+            0,
+        )
+        .await
+        .expect("cases")
+        .cases;
+    assert!(!cases.is_empty(), "the matches opened alerts");
+    let alerts = quarry_cli::share::stix_alerts(&cases, common_now_ms());
+    let path = dir.path().join("alerts.stix.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&alerts).expect("json")).expect("write");
+    validate_stix(&path);
+    let csv = quarry_cli::share::csv_alerts(&cases);
+    assert_eq!(csv.lines().count(), cases.len() + 1, "{csv}");
+
     // The hunt's parameters hold the binding, not the indicators.
     let params = &hunt.params;
     assert_eq!(
