@@ -55,29 +55,8 @@ pub fn set_info(record: &IntelSetRecord, shown: usize) -> v1::IntelSetInfo {
     }
 }
 
-/// Parses an import: `lines` is the plain one-indicator-per-line text of
-/// `--intel NAME=FILE`.
+/// Parses an import in `format` (`stix`, `misp`, `csv:COLUMN`, `lines`).
 fn parse(format: &str, data: &[u8], now_ms: i64) -> Result<quarry_intel::Import, Status> {
-    if format.is_empty() || format == "lines" {
-        let text = std::str::from_utf8(data)
-            .map_err(|_| Status::invalid_argument("an intel list must be UTF-8 text"))?;
-        let mut import = quarry_intel::Import::default();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            match Indicator::parse(line) {
-                Ok(found) if !import.indicators.contains(&found) => import.indicators.push(found),
-                Ok(_) => {}
-                Err(message) => import.problems.push(quarry_intel::Problem {
-                    position: format!("line {}", n + 1),
-                    message,
-                }),
-            }
-        }
-        return Ok(import);
-    }
     let format: Format = format
         .parse()
         .map_err(|e: quarry_intel::IntelError| Status::invalid_argument(e.to_string()))?;

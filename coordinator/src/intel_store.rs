@@ -57,7 +57,7 @@ pub struct IntelStore {
 struct Index {
     built: bool,
     exact: HashMap<String, Vec<String>>,
-    ranges: Vec<(IpAddr, u8, String, String)>,
+    ranges: Vec<((IpAddr, u8), String, String)>,
     wildcards: HashMap<String, Vec<String>>,
 }
 
@@ -80,12 +80,10 @@ impl Index {
             for i in &record.indicators {
                 match i.kind {
                     Kind::Cidr => {
-                        if let Some((address, len)) = i.value.split_once('/')
-                            && let (Ok(address), Ok(len)) = (address.parse(), len.parse())
-                        {
+                        if let Some(range) = quarry_contract::intel::cidr(&i.value) {
                             index
                                 .ranges
-                                .push((address, len, i.value.clone(), record.name.clone()));
+                                .push((range, i.value.clone(), record.name.clone()));
                         }
                     }
                     Kind::WildcardDomain => index
@@ -102,24 +100,6 @@ impl Index {
             }
         }
         index
-    }
-}
-
-fn in_range(address: IpAddr, network: IpAddr, len: u8) -> bool {
-    match (address, network) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
     }
 }
 
@@ -144,8 +124,8 @@ impl IntelStore {
             .map(|set| (set.clone(), value.clone()))
             .collect();
         if let Ok(address) = value.parse::<IpAddr>() {
-            for (network, len, text, set) in &index.ranges {
-                if in_range(address, *network, *len) {
+            for (range, text, set) in &index.ranges {
+                if quarry_contract::intel::in_range(address, *range) {
                     out.push((set.clone(), text.clone()));
                 }
             }

@@ -731,25 +731,10 @@ async fn start_tls_group(
     dir: &Path,
     pki: &Pki,
 ) -> std::collections::BTreeMap<u64, (Coordinator, String)> {
-    let ports = common::free_ports(3);
-    let urls: std::collections::BTreeMap<u64, String> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (i as u64 + 1, format!("https://127.0.0.1:{p}")))
-        .collect();
+    let urls = common::group_urls(&common::free_ports(3), "https");
     let mut nodes = std::collections::BTreeMap::new();
-    for (i, port) in ports.iter().enumerate() {
-        let id = i as u64 + 1;
-        let peers = urls
-            .iter()
-            .filter(|(p, _)| **p != id)
-            .map(|(p, u)| (*p, u.clone()))
-            .collect();
-        let mut config = quarry_coordinator::CoordinatorConfig::single_node(
-            dir.join(format!("c{id}")),
-            std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
-        )
-        .with_peers(id, peers);
+    for &id in urls.keys() {
+        let mut config = common::group_config(dir, &urls, id);
         config.tls = Some(pki.files(Role::Coordinator, &id.to_string()));
         let coordinator = Coordinator::start(config).await.expect("start");
         nodes.insert(id, (coordinator, urls[&id].clone()));

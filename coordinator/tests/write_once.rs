@@ -9,13 +9,12 @@
 mod common;
 
 use quarry_client::{Client, HuntRequest};
+use quarry_coordinator::Coordinator;
 use quarry_coordinator::state::{Command, ShardDescription};
 use quarry_coordinator::transport::RaftFault;
-use quarry_coordinator::{Coordinator, CoordinatorConfig};
 use quarry_proto::{ShardId, WorkerId, v1};
 use raft::eraftpb::{Message, MessageType};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,26 +27,11 @@ struct Group {
 }
 
 async fn start_group(dir: &std::path::Path) -> Group {
-    let ports = common::free_ports(3);
-    let urls: BTreeMap<u64, String> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (i as u64 + 1, format!("http://127.0.0.1:{p}")))
-        .collect();
+    let urls = common::group_urls(&common::free_ports(3), "http");
     let starve = Arc::new(AtomicU64::new(0));
     let mut nodes = BTreeMap::new();
-    for (i, port) in ports.iter().enumerate() {
-        let id = i as u64 + 1;
-        let peers = urls
-            .iter()
-            .filter(|(p, _)| **p != id)
-            .map(|(p, u)| (*p, u.clone()))
-            .collect();
-        let mut config = CoordinatorConfig::single_node(
-            dir.join(format!("c{id}")),
-            SocketAddr::from(([127, 0, 0, 1], *port)),
-        )
-        .with_peers(id, peers);
+    for &id in urls.keys() {
+        let mut config = common::group_config(dir, &urls, id);
         let starve = starve.clone();
         let fault: RaftFault = Arc::new(move |m: &Message| {
             m.get_msg_type() == MessageType::MsgAppendResponse

@@ -77,6 +77,8 @@ pub enum Format {
         /// The column's header.
         column: String,
     },
+    /// One indicator per line; blank lines and `#` comments skipped.
+    Lines,
 }
 
 impl std::str::FromStr for Format {
@@ -86,12 +88,13 @@ impl std::str::FromStr for Format {
         match s {
             "stix" => Ok(Format::Stix),
             "misp" => Ok(Format::Misp),
+            "" | "lines" => Ok(Format::Lines),
             _ => match s.strip_prefix("csv:") {
                 Some(column) if !column.is_empty() => Ok(Format::Csv {
                     column: column.to_owned(),
                 }),
                 _ => Err(IntelError::Format(format!(
-                    "unknown intel format `{s}`: use stix, misp or csv:COLUMN (the header of the column holding the indicators)"
+                    "unknown intel format `{s}`: use stix, misp, csv:COLUMN (the header of the column holding the indicators) or lines"
                 ))),
             },
         }
@@ -105,7 +108,26 @@ pub fn import(format: &Format, bytes: &[u8], now_ms: i64) -> Result<Import, Inte
         Format::Stix => stix::import(bytes, now_ms),
         Format::Misp => misp::import(bytes),
         Format::Csv { column } => csv_column(bytes, column),
+        Format::Lines => lines(bytes),
     }
+}
+
+/// Indicators one per line.
+pub fn lines(bytes: &[u8]) -> Result<Import, IntelError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| IntelError::Format("an intel list must be UTF-8 text".into()))?;
+    let mut import = Import::default();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match Indicator::parse(line) {
+            Ok(found) => import.push(found),
+            Err(message) => import.problem(format!("line {}", n + 1), message),
+        }
+    }
+    Ok(import)
 }
 
 /// Indicators from the column `column` of a CSV file with a header row.

@@ -39,6 +39,41 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// The URLs (by node id, from 1) of a group listening on `ports`.
+#[allow(dead_code)] // not every test binary that includes this module needs it
+pub fn group_urls(ports: &[u16], scheme: &str) -> std::collections::BTreeMap<u64, String> {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i as u64 + 1, format!("{scheme}://127.0.0.1:{p}")))
+        .collect()
+}
+
+/// The config of node `id` of the group at `urls` (data under `dir/c<id>`),
+/// its peers being the other nodes.
+#[allow(dead_code)] // not every test binary that includes this module needs it
+pub fn group_config(
+    dir: &std::path::Path,
+    urls: &std::collections::BTreeMap<u64, String>,
+    id: u64,
+) -> CoordinatorConfig {
+    let port = urls[&id]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("a port");
+    let peers = urls
+        .iter()
+        .filter(|(p, _)| **p != id)
+        .map(|(p, u)| (*p, u.clone()))
+        .collect();
+    CoordinatorConfig::single_node(
+        dir.join(format!("c{id}")),
+        SocketAddr::from(([127, 0, 0, 1], port)),
+    )
+    .with_peers(id, peers)
+}
+
 /// Wall time, as the leader stamps commands with it.
 #[allow(dead_code)] // not every test binary that includes this module needs it
 pub fn now_ms() -> i64 {

@@ -92,7 +92,7 @@ impl Set {
 }
 
 /// `address/len` as a range, if it is one.
-fn cidr(text: &str) -> Option<(IpAddr, u8)> {
+pub fn cidr(text: &str) -> Option<(IpAddr, u8)> {
     let (address, len) = text.split_once('/')?;
     let address: IpAddr = address.parse().ok()?;
     let len: u8 = len.parse().ok()?;
@@ -100,7 +100,9 @@ fn cidr(text: &str) -> Option<(IpAddr, u8)> {
     (len <= max).then_some((address, len))
 }
 
-fn in_range(address: IpAddr, (network, len): (IpAddr, u8)) -> bool {
+/// Whether `address` is in the range `(network, len)` (an IPv4-mapped IPv6
+/// address counts as its IPv4 address).
+pub fn in_range(address: IpAddr, (network, len): (IpAddr, u8)) -> bool {
     match (address, network) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
