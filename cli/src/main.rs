@@ -177,6 +177,13 @@ enum Command {
         after_help = "Examples:\n  quarry export findings h-12 --format stix > h-12.stix.json\n  quarry export findings h-12 --format csv > h-12.csv"
     )]
     Export(quarry_cli::share::ExportCommand),
+    /// ATT&CK coverage: per tactic and technique, the modules and Sigma
+    /// rules that can detect it, which ran in the last N days and on what
+    /// share of the shards (table, JSON, or an ATT&CK Navigator layer).
+    #[command(
+        after_help = "Examples:\n  quarry coverage\n  quarry coverage --days 7 --sigma-rules ./sigma/rules\n  quarry coverage --format navigator > coverage-layer.json"
+    )]
+    Coverage(quarry_cli::coverage::CoverageArgs),
     /// Benchmarks: `quarry bench scan` measures ingest and scan rates,
     /// `quarry bench scheduler` raft commits, task placement and failover,
     /// `quarry bench state` findings at scale and coordinator memory.
@@ -984,6 +991,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Audit(args) => quarry_cli::audit_cmd::run(args).await?,
         Command::Intel(command) => quarry_cli::intel_cmd::run(command).await?,
         Command::Export(command) => quarry_cli::share::run(command).await?,
+        Command::Coverage(args) => quarry_cli::coverage::run(args).await?,
         Command::Hunt(command) => hunt(command).await?,
         Command::Triage(command) => quarry_cli::triage_cmd::run(command).await?,
         Command::Pivot(args) => quarry_cli::pivot_cmd::run(args).await?,

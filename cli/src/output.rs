@@ -137,7 +137,7 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 /// Aligned table lines: a header line, then one per row. Cells are escaped
 /// ([`escape`]) before they are measured, so a cell can neither move the
 /// cursor nor break the alignment.
-fn render_table(headers: &[&str], rows: Vec<Vec<String>>) -> Vec<String> {
+pub(crate) fn render_table(headers: &[&str], rows: Vec<Vec<String>>) -> Vec<String> {
     let rows: Vec<Vec<String>> = rows
         .into_iter()
         .map(|row| row.iter().map(|c| escape(c).into_owned()).collect())

@@ -36,6 +36,9 @@ pub struct TacticEntry {
 pub struct AttackCatalog {
     techniques: BTreeMap<String, TechniqueEntry>,
     tactics: BTreeMap<String, TacticEntry>,
+    /// Tactic shortnames in the order of the table, which is the matrix's
+    /// kill-chain order (reconnaissance first): reports list tactics so.
+    tactic_order: Vec<String>,
 }
 
 /// A technique of a finding with what the catalog says about it.
@@ -108,8 +111,12 @@ impl AttackCatalog {
             {
                 continue;
             }
+            let short = short.trim().to_ascii_lowercase();
+            if !catalog.tactics.contains_key(&short) {
+                catalog.tactic_order.push(short.clone());
+            }
             catalog.tactics.insert(
-                short.trim().to_ascii_lowercase(),
+                short,
                 TacticEntry {
                     id: id.to_owned(),
                     name: name.trim().to_owned(),
@@ -127,6 +134,14 @@ impl AttackCatalog {
     /// How many tactics are known.
     pub fn tactic_count(&self) -> usize {
         self.tactics.len()
+    }
+
+    /// Every tactic as `(shortname, entry)`, in the matrix's order.
+    pub fn tactics(&self) -> impl Iterator<Item = (&str, &TacticEntry)> {
+        self.tactic_order
+            .iter()
+            .filter_map(|short| self.tactics.get_key_value(short))
+            .map(|(k, v)| (k.as_str(), v))
     }
 
     /// A technique by id (any case); `None` when the id is malformed.
@@ -201,6 +216,10 @@ mod tests {
         let c = catalog();
         assert_eq!(c.technique_count(), 691);
         assert_eq!(c.tactic_count(), 14);
+        let order: Vec<&str> = c.tactics().map(|(short, _)| short).collect();
+        assert_eq!(order.len(), 14);
+        assert_eq!(order.first(), Some(&"reconnaissance"));
+        assert_eq!(order.last(), Some(&"impact"));
     }
 
     #[test]
