@@ -19,6 +19,7 @@ pub mod module_tool;
 pub mod output;
 pub mod pivot_cmd;
 pub mod process_group;
+pub mod schedule_cmd;
 pub mod share;
 pub mod signing_cmd;
 pub mod token_cmd;

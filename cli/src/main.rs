@@ -177,6 +177,17 @@ enum Command {
         after_help = "Examples:\n  quarry export findings h-12 --format stix > h-12.stix.json\n  quarry export findings h-12 --format csv > h-12.csv"
     )]
     Export(quarry_cli::share::ExportCommand),
+    /// Recurring hunts: a hunt template plus a cron expression or an
+    /// interval; each run scans only the events ingested since the last.
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  quarry schedule create nightly-rare rare-process --selector env=prod --cron '0 3 * * *' --tz Europe/Berlin
+  quarry schedule create sweep ioc-sweep --selector env=prod --intel-set apt-x --every 15m
+  quarry schedule list
+  quarry schedule runs nightly-rare"
+    )]
+    Schedule(ScheduleCommand),
     /// ATT&CK coverage: per tactic and technique, the modules and Sigma
     /// rules that can detect it, which ran in the last N days and on what
     /// share of the shards (table, JSON, or an ATT&CK Navigator layer).
@@ -299,6 +310,32 @@ enum WorkerAction {
 }
 
 #[derive(Subcommand)]
+enum ScheduleCommand {
+    /// Create a recurring hunt: the hunt flags of `quarry hunt submit` plus
+    /// a trigger. Each run scans, per shard, only the events ingested since
+    /// the previous successful run (a failed shard is scanned again next
+    /// time); findings go to triage like any hunt's.
+    #[command(after_help = "Examples:
+  quarry schedule create nightly-rare rare-process --selector env=prod --cron '0 3 * * *' --tz Europe/Berlin
+  quarry schedule create sweep ioc-sweep --selector env=prod --intel-set apt-x --every 15m --missed skip
+  quarry schedule create brute bruteforce --selector os=windows --every 1h --overlap-events 1000")]
+    Create(Box<CreateScheduleArgs>),
+    #[command(flatten)]
+    Other(quarry_cli::schedule_cmd::ScheduleCommand),
+}
+
+/// `quarry schedule create` flags.
+#[derive(Args)]
+struct CreateScheduleArgs {
+    #[command(flatten)]
+    schedule: quarry_cli::schedule_cmd::ScheduleArgs,
+    #[command(flatten)]
+    template: HuntTemplateArgs,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Subcommand)]
 enum HuntCommand {
     /// Submit a hunt: run MODULE over the shards in scope.
     #[command(
@@ -399,6 +436,23 @@ enum HuntCommand {
 /// `quarry hunt submit` flags (boxed: they outweigh every other command).
 #[derive(Args)]
 struct SubmitArgs {
+    #[command(flatten)]
+    template: HuntTemplateArgs,
+    /// Follow progress until the hunt ends, then print its findings.
+    #[arg(long)]
+    wait: bool,
+    /// Only preview: the shards, events and bytes in scope and an
+    /// estimate from past runs of the module; nothing is submitted.
+    #[arg(long, conflicts_with = "wait")]
+    dry_run: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// What a hunt runs: the module, its scope, parameters, limits and policy
+/// (`quarry hunt submit`, and each run of `quarry schedule create`).
+#[derive(Args)]
+struct HuntTemplateArgs {
     /// Module: `name`, `name@version` or `sha256:<digest>`.
     module: String,
     /// Shard label selector `key=value` (repeatable; all must match).
@@ -477,15 +531,6 @@ struct SubmitArgs {
     /// Free-text description.
     #[arg(long, default_value = "")]
     description: String,
-    /// Follow progress until the hunt ends, then print its findings.
-    #[arg(long)]
-    wait: bool,
-    /// Only preview: the shards, events and bytes in scope and an
-    /// estimate from past runs of the module; nothing is submitted.
-    #[arg(long, conflicts_with = "wait")]
-    dry_run: bool,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 #[derive(Subcommand)]
@@ -992,6 +1037,22 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Intel(command) => quarry_cli::intel_cmd::run(command).await?,
         Command::Export(command) => quarry_cli::share::run(command).await?,
         Command::Coverage(args) => quarry_cli::coverage::run(args).await?,
+        Command::Schedule(ScheduleCommand::Create(args)) => {
+            let CreateScheduleArgs {
+                schedule,
+                template,
+                client: args,
+            } = *args;
+            let intel = template.intel.clone();
+            let mut client = connect(&args).await?;
+            let request = bind_one_off_intel(&mut client, template.request(), intel).await?;
+            let request =
+                quarry_cli::schedule_cmd::create_request(&schedule, request.into_proto())?;
+            quarry_cli::schedule_cmd::create(&args, &mut client, request).await?;
+        }
+        Command::Schedule(ScheduleCommand::Other(command)) => {
+            quarry_cli::schedule_cmd::run(command).await?;
+        }
         Command::Hunt(command) => hunt(command).await?,
         Command::Triage(command) => quarry_cli::triage_cmd::run(command).await?,
         Command::Pivot(args) => quarry_cli::pivot_cmd::run(args).await?,
@@ -1003,79 +1064,86 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+impl HuntTemplateArgs {
+    /// The hunt request these flags describe (`--intel` files not yet
+    /// uploaded: see [`bind_one_off_intel`]).
+    fn request(&self) -> HuntRequest {
+        let mut request = HuntRequest::new(&self.module)
+            .priority(self.priority)
+            .description(&self.description);
+        for (k, v) in &self.selectors {
+            request = request.selector(k, v);
+        }
+        for shard in &self.shards {
+            request = request.shard(shard);
+        }
+        for (k, v) in &self.params {
+            request = request.param(k, v);
+        }
+        for set in &self.intel_sets {
+            request = request.intel_set(set);
+        }
+        if self.since.is_some() || self.until.is_some() {
+            request = request.time_range(self.since.unwrap_or(0), self.until.unwrap_or(0));
+        }
+        let cpu_ms = self.cpu.map(|d| d.as_millis() as u64).unwrap_or(0);
+        request = request
+            .limits(
+                cpu_ms,
+                self.memory_mib.unwrap_or(0) * 1024 * 1024,
+                self.max_findings.unwrap_or(0),
+            )
+            .max_output_bytes(self.max_task_bytes.unwrap_or(0))
+            .hunt_result_limits(
+                self.max_hunt_findings.unwrap_or(0),
+                self.max_hunt_bytes.unwrap_or(0),
+            )
+            .retries(
+                self.max_attempts.unwrap_or(0),
+                self.retry_backoff.map_or(0, |d| d.as_millis() as u64),
+            )
+            .failure_threshold(self.failure_threshold.unwrap_or(0))
+            .max_concurrency(self.max_concurrency.unwrap_or(0))
+            .max_tasks_per_second(self.max_tasks_per_second.unwrap_or(0));
+        if let Some(deadline) = self.deadline {
+            request = request.deadline(deadline);
+        }
+        match self.canary {
+            Some(Canary::Shards(n)) => request.canary_shards(n),
+            Some(Canary::Percent(p)) => request.canary_percent(p),
+            None => request,
+        }
+    }
+}
+
+/// Each `--intel` file goes to the intel store once, as a one-off set named
+/// after its content; the hunt is bound to it.
+async fn bind_one_off_intel(
+    client: &mut Client,
+    mut request: HuntRequest,
+    intel: Vec<(String, String)>,
+) -> anyhow::Result<HuntRequest> {
+    for (key, text) in intel {
+        let (name, binding) = quarry_cli::intel::upload_one_off(client, &key, text).await?;
+        request = request.param(
+            &format!("{}{name}", quarry_contract::intel::REF_PREFIX),
+            &binding,
+        );
+    }
+    Ok(request)
+}
+
 async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
     match command {
         HuntCommand::Submit(args) => {
             let SubmitArgs {
-                module,
-                selectors,
-                shards,
-                params,
-                intel,
-                intel_sets,
-                since,
-                until,
-                cpu,
-                memory_mib,
-                max_findings,
-                max_task_bytes,
-                max_hunt_findings,
-                max_hunt_bytes,
-                max_attempts,
-                retry_backoff,
-                deadline,
-                canary,
-                failure_threshold,
-                max_concurrency,
-                max_tasks_per_second,
-                priority,
-                description,
+                template,
                 wait,
                 dry_run,
                 client: args,
             } = *args;
-            let mut request = HuntRequest::new(&module)
-                .priority(priority)
-                .description(&description);
-            for (k, v) in &selectors {
-                request = request.selector(k, v);
-            }
-            for shard in &shards {
-                request = request.shard(shard);
-            }
-            for (k, v) in &params {
-                request = request.param(k, v);
-            }
-            for set in &intel_sets {
-                request = request.intel_set(set);
-            }
-            if since.is_some() || until.is_some() {
-                request = request.time_range(since.unwrap_or(0), until.unwrap_or(0));
-            }
-            let cpu_ms = cpu.map(|d| d.as_millis() as u64).unwrap_or(0);
-            request = request
-                .limits(
-                    cpu_ms,
-                    memory_mib.unwrap_or(0) * 1024 * 1024,
-                    max_findings.unwrap_or(0),
-                )
-                .max_output_bytes(max_task_bytes.unwrap_or(0))
-                .hunt_result_limits(max_hunt_findings.unwrap_or(0), max_hunt_bytes.unwrap_or(0))
-                .retries(
-                    max_attempts.unwrap_or(0),
-                    retry_backoff.map_or(0, |d| d.as_millis() as u64),
-                )
-                .failure_threshold(failure_threshold.unwrap_or(0))
-                .max_concurrency(max_concurrency.unwrap_or(0))
-                .max_tasks_per_second(max_tasks_per_second.unwrap_or(0));
-            if let Some(deadline) = deadline {
-                request = request.deadline(deadline);
-            }
-            request = match canary {
-                Some(Canary::Shards(n)) => request.canary_shards(n),
-                Some(Canary::Percent(p)) => request.canary_percent(p),
-                None => request,
-            };
+            let intel = template.intel.clone();
+            let mut request = template.request();
             let mut client = connect(&args).await?;
             let format = out(args.output);
             if dry_run {
@@ -1085,16 +1153,7 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
                 output::dry_run(format, &client.submit_hunt(request.dry_run(true)).await?);
                 return Ok(());
             }
-            // Each --intel file goes to the intel store once, as a one-off
-            // set named after its content; the hunt is bound to it.
-            for (key, text) in intel {
-                let (name, binding) =
-                    quarry_cli::intel::upload_one_off(&mut client, &key, text).await?;
-                request = request.param(
-                    &format!("{}{name}", quarry_contract::intel::REF_PREFIX),
-                    &binding,
-                );
-            }
+            request = bind_one_off_intel(&mut client, request, intel).await?;
             let submitted = client.submit_hunt(request).await?;
             if !wait {
                 output::submitted(format, &submitted);

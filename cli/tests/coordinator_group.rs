@@ -336,3 +336,165 @@ async fn a_worker_that_knows_only_a_follower_follows_it_to_the_leader() -> anyho
     worker.shutdown().await;
     Ok(())
 }
+
+/// Polls `name` until `done` holds for it.
+async fn wait_schedule(
+    client: &mut Client,
+    name: &str,
+    what: &str,
+    done: impl Fn(&v1::Schedule, &[v1::ScheduleRun]) -> bool,
+) -> anyhow::Result<(v1::Schedule, Vec<v1::ScheduleRun>)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let schedule = client.schedule(name).await?;
+        let runs = client.schedule_runs(name, 0).await?;
+        if done(&schedule, &runs) {
+            return Ok((schedule, runs));
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{what}: {schedule:?} {runs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_during_a_scheduled_run_runs_it_once_and_the_next_starts_at_the_watermarks()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut nodes, _) = start_group(dir.path())?;
+    let urls = nodes
+        .iter()
+        .map(|n| n.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (_, mut client) = leader(&nodes).await?;
+    let module = quarry_hunt_modules::BRUTEFORCE;
+    client
+        .upload_module(module.name, module.version, "", module.wasm)
+        .await?;
+    let workers = vec![
+        start_worker(&dir.path().join("w0"), 0, &urls).await?,
+        start_worker(&dir.path().join("w1"), 1, &urls).await?,
+    ];
+    wait_live_workers(&mut client, 2).await?;
+
+    let name = "brute-every-second";
+    client
+        .create_schedule(v1::CreateScheduleRequest {
+            name: name.into(),
+            template: Some(
+                HuntRequest::new("bruteforce")
+                    .selector("env", "demo")
+                    .into_proto(),
+            ),
+            trigger: Some(v1::ScheduleTrigger {
+                trigger: Some(v1::schedule_trigger::Trigger::EveryMs(1_000)),
+            }),
+            missed: v1::MissedRunPolicy::RunOnce as i32,
+            ..Default::default()
+        })
+        .await?;
+    // The first run starts: kill the leader while its hunt runs.
+    let (schedule, _) = wait_schedule(&mut client, name, "the first run did not start", |s, _| {
+        !s.active_hunt_id.is_empty()
+    })
+    .await?;
+    let first = schedule.active_hunt_id.clone();
+    let (old_leader, mut old_client) = leader(&nodes).await?;
+    assert_eq!(
+        old_client.hunt(&first).await?.state,
+        v1::HuntState::Running as i32,
+        "the leader must die mid-run"
+    );
+    let node = nodes
+        .iter_mut()
+        .find(|n| n.id == old_leader)
+        .expect("leader is a node");
+    if let Some(mut child) = node.process.take() {
+        child.kill()?;
+        child.wait()?;
+    }
+    let (new_leader, mut client) = leader(&nodes).await?;
+    assert_ne!(new_leader, old_leader);
+    let (_, runs) = wait_schedule(&mut client, name, "the first run did not end", |_, runs| {
+        runs.iter()
+            .any(|r| r.hunt_id == first && r.outcome != "running")
+    })
+    .await?;
+    client.set_schedule_paused(name, true).await?;
+    let (schedule, runs_after) = wait_schedule(&mut client, name, "a run did not end", |s, _| {
+        s.active_hunt_id.is_empty()
+    })
+    .await?;
+    let run = runs.iter().find(|r| r.hunt_id == first).expect("run 1");
+    assert_eq!(
+        (run.number, run.outcome.as_str()),
+        (1, "completed"),
+        "{run:?}"
+    );
+    assert_eq!(run.shards_scanned as usize, SHARDS);
+    // Once per due time: no due time twice, no hunt twice, and every hunt
+    // in the cluster is one run's.
+    let dues: BTreeSet<i64> = runs_after.iter().map(|r| r.due_ms).collect();
+    assert_eq!(dues.len(), runs_after.len(), "{runs_after:?}");
+    let run_hunts: BTreeSet<&str> = runs_after.iter().map(|r| r.hunt_id.as_str()).collect();
+    let hunts: BTreeSet<String> = client
+        .list_hunts(0)
+        .await?
+        .into_iter()
+        .map(|h| h.hunt_id)
+        .collect();
+    assert_eq!(
+        hunts.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        run_hunts
+    );
+    // The watermarks are where every shard's scan ended: its ingest offset.
+    let offsets = |workers: &[Worker]| -> BTreeMap<String, u64> {
+        workers
+            .iter()
+            .flat_map(|w| w.store().list())
+            .map(|meta| (meta.name, meta.next_offset))
+            .collect()
+    };
+    let watermarks = |s: &v1::Schedule| -> BTreeMap<String, u64> {
+        s.watermarks
+            .iter()
+            .map(|w| (w.shard.clone(), w.offset))
+            .collect()
+    };
+    assert_eq!(watermarks(&schedule), offsets(&workers));
+
+    // New events on one shard: the next run scans those and nothing else.
+    let store = workers[0].store().clone();
+    let shard = store.list().into_iter().next().expect("a shard");
+    let fresh: String = (0..7)
+        .map(|i| {
+            format!(
+                "{{\"@timestamp\":\"2026-12-01T10:00:0{i}Z\",\"EventID\":4625,\"Computer\":\"dc01\",\"TargetUserName\":\"late{i}\",\"IpAddress\":\"192.0.2.{i}\"}}\n"
+            )
+        })
+        .collect();
+    store.ingest_jsonl(&shard.name, shard.labels.clone(), fresh.as_bytes())?;
+    let last = schedule.runs;
+    client.set_schedule_paused(name, false).await?;
+    let (schedule, runs) =
+        wait_schedule(&mut client, name, "the next run did not end", |s, runs| {
+            s.active_hunt_id.is_empty() && runs.iter().any(|r| r.number > last)
+        })
+        .await?;
+    let next = runs
+        .iter()
+        .find(|r| r.number == last + 1)
+        .expect("the next run");
+    assert_eq!(next.outcome, "completed", "{next:?}");
+    assert_eq!(next.events_scanned, 7, "{next:?}");
+    assert_eq!(
+        watermarks(&schedule)[&shard.name],
+        shard.next_offset + 7,
+        "{schedule:?}"
+    );
+    client.delete_schedule(name).await?;
+    for worker in workers {
+        worker.shutdown().await;
+    }
+    Ok(())
+}

@@ -370,21 +370,7 @@ pub fn hunt(state: &State, hunt: &HuntRecord, page: &TaskPage) -> v1::Hunt {
             .iter()
             .map(|(k, v)| (k.clone(), quarry_contract::intel::shown_param(k, v)))
             .collect(),
-        scope: Some(v1::HuntScope {
-            selector: Some(v1::LabelSelector {
-                match_labels: spec
-                    .scope
-                    .selector
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            }),
-            shards: spec.scope.shards.iter().map(ToString::to_string).collect(),
-            time_range: Some(v1::TimeRange {
-                start_ms: spec.scope.start_ms,
-                end_ms: spec.scope.end_ms,
-            }),
-        }),
+        scope: Some(scope(&spec.scope)),
         limits: Some(limits(&spec.limits)),
         priority: spec.priority,
         description: spec.description.clone(),
@@ -413,6 +399,59 @@ pub fn hunt(state: &State, hunt: &HuntRecord, page: &TaskPage) -> v1::Hunt {
             .iter()
             .map(|(name, reason)| (name.clone(), reason.clone()))
             .collect(),
+    }
+}
+
+/// A hunt's scope as protobuf.
+pub fn scope(scope: &crate::state::Scope) -> v1::HuntScope {
+    v1::HuntScope {
+        selector: Some(v1::LabelSelector {
+            match_labels: scope
+                .selector
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }),
+        shards: scope.shards.iter().map(ToString::to_string).collect(),
+        time_range: Some(v1::TimeRange {
+            start_ms: scope.start_ms,
+            end_ms: scope.end_ms,
+        }),
+    }
+}
+
+/// A module selector as protobuf.
+pub fn module_ref(selector: &crate::state::ModuleSelector) -> v1::ModuleRef {
+    use crate::state::ModuleSelector;
+    let reference = match selector {
+        ModuleSelector::NameVersion { name, version } => {
+            v1::module_ref::Ref::NameVersion(match version {
+                Some(version) => format!("{name}@{version}"),
+                None => name.clone(),
+            })
+        }
+        ModuleSelector::Digest(digest) => v1::module_ref::Ref::Digest(digest.to_string()),
+    };
+    v1::ModuleRef {
+        r#ref: Some(reference),
+    }
+}
+
+/// What a hunt spec would be submitted as (a schedule's template).
+pub fn submit_request(spec: &HuntSpec) -> v1::SubmitHuntRequest {
+    v1::SubmitHuntRequest {
+        module: Some(module_ref(&spec.module)),
+        params: spec
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), quarry_contract::intel::shown_param(k, v)))
+            .collect(),
+        scope: Some(scope(&spec.scope)),
+        limits: Some(limits(&spec.limits)),
+        priority: spec.priority,
+        description: spec.description.clone(),
+        policy: Some(policy_proto(&spec.policy)),
+        ..Default::default()
     }
 }
 
@@ -575,6 +614,7 @@ pub fn partial_result(report: &mut v1::ReportTaskRequest) -> Result<PartialResul
         aggregates,
         events_scanned: report.events_scanned,
         findings_truncated: report.findings_truncated,
+        end_offset: report.end_offset,
     })
 }
 

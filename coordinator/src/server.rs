@@ -374,6 +374,9 @@ async fn serve(
     health
         .set_serving::<v1::intel_service_server::IntelServiceServer<service::Api>>()
         .await;
+    health
+        .set_serving::<v1::schedule_service_server::ScheduleServiceServer<service::Api>>()
+        .await;
     let reflection = match tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -426,6 +429,11 @@ async fn serve(
         ))
         .add_service(
             v1::intel_service_server::IntelServiceServer::new(api.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            v1::schedule_service_server::ScheduleServiceServer::new(api.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
@@ -506,6 +514,36 @@ async fn expire_hunts(shared: &Shared, now_ms: i64) {
         }
         Ok(_) => tracing::info!("hunts reached their deadline"),
         Err(e) => tracing::warn!(error = %e, "cannot expire hunts past their deadline; will retry"),
+    }
+}
+
+/// Starts the runs of schedules that are due. Applying the proposal starts
+/// a run only if the due time is still the schedule's next one, so a
+/// proposal repeated (by this leader or the next) fires nothing twice.
+async fn fire_schedules(shared: &Shared, now_ms: i64) {
+    let due = shared
+        .node
+        .read(|r| r.state.schedules.due(now_ms))
+        .unwrap_or_default();
+    for (id, due_ms) in due {
+        let span = tracing::info_span!("schedule_run", schedule = %id, due_ms);
+        let _entered = span.enter();
+        match shared
+            .node
+            .propose(Command::FireSchedule {
+                id: id.clone(),
+                due_ms,
+                now_ms,
+            })
+            .await
+        {
+            Ok(Ok(Response::Hunt { id: hunt, tasks })) => {
+                tracing::info!(%hunt, tasks, "scheduled run started");
+            }
+            Ok(Ok(_)) => tracing::info!("scheduled due time recorded without a run"),
+            Ok(Err(rejection)) => tracing::warn!(%rejection, "scheduled run not started"),
+            Err(e) => tracing::debug!(error = %e, "cannot start a scheduled run; will retry"),
+        }
     }
 }
 
@@ -630,6 +668,7 @@ async fn leader_duties(shared: Arc<Shared>, duties: Duties, mut shutdown: watch:
             record_hunt_time(&shared, hunt_now).await;
         }
         expire_hunts(&shared, hunt_now).await;
+        fire_schedules(&shared, now_ms).await;
         if tokio::time::Instant::now() >= retention_due {
             retention_due = tokio::time::Instant::now() + RETENTION_EVERY;
             apply_retention(&shared, &duties, hunt_now).await;

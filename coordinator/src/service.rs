@@ -46,7 +46,7 @@ enum Queued {
     /// by the time it is read (a cancel, a reassignment).
     Run { task: TaskId, attempt: u32 },
     /// Sent as it is.
-    Command(v1::task_command::Command),
+    Command(Box<v1::task_command::Command>),
     /// Ends the stream with this status.
     End(Status),
 }
@@ -330,7 +330,7 @@ pub fn send_stops(shared: &Shared, stops: Vec<StopRun>) {
         };
         shared.dispatcher.send(
             &worker,
-            Queued::Command(v1::task_command::Command::Cancel(cancel)),
+            Queued::Command(Box::new(v1::task_command::Command::Cancel(cancel))),
         );
     }
 }
@@ -364,6 +364,12 @@ pub fn assignment(state: &State, task: &TaskRecord, attempt: u32) -> Option<v1::
                 signature: signed.signature,
             }),
         require_signed: state.trust.require_signed,
+        from_offset: task.from_offset,
+        schedule_id: hunt
+            .schedule
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
     })
 }
 
@@ -382,7 +388,11 @@ impl Api {
     /// Binds the hunt to the latest version of each stored intel set it
     /// names (`intel-ref.<set>` parameters); checks that `intel-ref`
     /// parameters given directly name stored versions.
-    fn bind_intel(&self, spec: &mut crate::state::HuntSpec, sets: &[String]) -> Result<(), Status> {
+    pub(crate) fn bind_intel(
+        &self,
+        spec: &mut crate::state::HuntSpec,
+        sets: &[String],
+    ) -> Result<(), Status> {
         use crate::intel_store::REF_PREFIX;
         self.shared.read(|s| {
             for name in sets {
@@ -1386,7 +1396,7 @@ impl WorkerService for Api {
                         .ok()
                         .flatten()?,
                 ),
-                Queued::Command(command) => command,
+                Queued::Command(command) => *command,
                 Queued::End(status) => return Some(Err(status)),
             };
             Some(Ok(v1::TaskCommand {
@@ -1473,6 +1483,14 @@ impl WorkerService for Api {
         request: Request<v1::FetchIntelRequest>,
     ) -> Result<tonic::Response<v1::FetchIntelResponse>, Status> {
         crate::intel_service::fetch(self, request.into_inner()).map(tonic::Response::new)
+    }
+
+    async fn fetch_baseline(
+        &self,
+        request: Request<v1::FetchBaselineRequest>,
+    ) -> Result<tonic::Response<v1::FetchBaselineResponse>, Status> {
+        crate::schedule_service::fetch_baseline(self, request.into_inner())
+            .map(tonic::Response::new)
     }
 
     async fn fetch_module(

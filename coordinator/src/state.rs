@@ -339,6 +339,8 @@ pub struct HuntRecord {
     pub findings_dropped: u64,
     /// Which result limit the hunt hit, if any.
     pub result_limit: Option<String>,
+    /// The schedule this hunt is a run of.
+    pub schedule: Option<quarry_proto::ScheduleId>,
 }
 
 /// One failed attempt, for a hunt's status.
@@ -436,6 +438,11 @@ pub struct TaskRecord {
     pub duration_ms: i64,
     /// Why some of its findings were not kept.
     pub truncated: Option<String>,
+    /// The first ingest offset it scans (a scheduled run's watermark).
+    pub from_offset: u64,
+    /// Where the winning scan ended: the shard's next ingest offset when
+    /// it started.
+    pub scanned_to: u64,
 }
 
 impl TaskRecord {
@@ -609,6 +616,8 @@ pub struct PartialResult {
     pub events_scanned: u64,
     /// The worker kept only the task's maximum of findings.
     pub findings_truncated: bool,
+    /// The shard's next ingest offset when the scan started.
+    pub end_offset: u64,
 }
 
 /// One task placement decided by the scheduler.
@@ -814,6 +823,32 @@ pub enum Command {
         /// Its name.
         name: String,
     },
+    /// A new recurring hunt (built and checked by the leader).
+    CreateSchedule {
+        /// The schedule.
+        record: Box<crate::schedules::ScheduleRecord>,
+    },
+    /// Pauses or resumes a schedule.
+    SetSchedulePaused {
+        /// The schedule.
+        id: quarry_proto::ScheduleId,
+        /// Paused or not.
+        paused: bool,
+    },
+    /// Deletes a schedule (a run going on ends as a plain hunt).
+    DeleteSchedule {
+        /// The schedule.
+        id: quarry_proto::ScheduleId,
+    },
+    /// The leader saw a schedule due: starts its run for `due_ms`, once.
+    FireSchedule {
+        /// The schedule.
+        id: quarry_proto::ScheduleId,
+        /// The due time fired (must still be the schedule's next one).
+        due_ms: i64,
+        /// Leader time.
+        now_ms: i64,
+    },
 }
 
 /// Most bearer tokens kept, revoked ones included.
@@ -895,6 +930,8 @@ pub enum Touched {
     ModulePolicy,
     /// One version of an intel set.
     IntelSet(String, u32),
+    /// A schedule (gone when it was deleted).
+    Schedule(quarry_proto::ScheduleId),
 }
 
 /// Why a command changed nothing. Deterministic, so every replica agrees.
@@ -981,7 +1018,7 @@ pub struct NewFinding {
 }
 
 impl Applied {
-    fn done(touched: Vec<Touched>) -> Self {
+    pub(crate) fn done(touched: Vec<Touched>) -> Self {
         Self {
             outcome: Ok(Response::Done),
             touched,
@@ -990,7 +1027,7 @@ impl Applied {
         }
     }
 
-    fn rejected(rejection: Rejection) -> Self {
+    pub(crate) fn rejected(rejection: Rejection) -> Self {
         Self {
             outcome: Err(rejection),
             touched: Vec::new(),
@@ -1028,6 +1065,8 @@ pub struct State {
     pub trust: crate::module_trust::ModuleTrust,
     /// The intel store.
     pub intel: crate::intel_store::IntelStore,
+    /// Recurring hunts.
+    pub schedules: crate::schedules::Schedules,
     /// Per running hunt, how many of its tasks (in list order) are known to
     /// have ended: ended tasks never run again, so each report resumes the
     /// check for "all ended" there instead of rescanning the list, which
@@ -1122,6 +1161,11 @@ impl State {
     /// Applies `command`, committed at raft `index`.
     pub fn apply(&mut self, index: u64, command: Command) -> Applied {
         let mut applied = self.apply_command(index, command);
+        // Whatever ended a scheduled run's hunt, the run ends with it.
+        if self.schedules.by_id.values().any(|s| s.active.is_some()) {
+            let clock = self.clock_ms;
+            applied.touched.extend(self.settle_schedules(clock));
+        }
         // Whatever path changed triage, its rows are written with the rest.
         applied
             .touched
@@ -1256,6 +1300,12 @@ impl State {
                     ),
                     Err(why) => Applied::rejected(Rejection::Invalid(why)),
                 }
+            }
+            Command::CreateSchedule { record } => self.create_schedule(*record),
+            Command::SetSchedulePaused { id, paused } => self.set_schedule_paused(&id, paused),
+            Command::DeleteSchedule { id } => self.delete_schedule(&id),
+            Command::FireSchedule { id, due_ms, now_ms } => {
+                self.fire_schedule(index, &id, due_ms, now_ms)
             }
             Command::DeleteIntel { name } => {
                 let bound = self.bound_intel();
@@ -1759,6 +1809,8 @@ impl State {
                     not_before_ms: 0,
                     duration_ms: 0,
                     truncated: None,
+                    from_offset: 0,
+                    scanned_to: 0,
                 },
             );
             touched.push(Touched::Task(task.clone()));
@@ -1791,6 +1843,7 @@ impl State {
                 result_bytes: 0,
                 findings_dropped: 0,
                 result_limit: None,
+                schedule: None,
             },
         );
         Applied {
@@ -1958,6 +2011,7 @@ impl State {
                 task.waiting = None;
                 task.duration_ms = now_ms.saturating_sub(task.started_ms);
                 task.events_scanned = partial.events_scanned;
+                task.scanned_to = partial.end_offset;
                 let kept = Self::keep_findings(
                     hunt,
                     task,
@@ -2685,6 +2739,7 @@ pub(crate) mod tests {
                     aggregates,
                     events_scanned: 10,
                     findings_truncated: false,
+                    end_offset: 100,
                 }),
             },
             now_ms: 30,

@@ -846,6 +846,10 @@ impl Store {
                     entity_key(b'g', digest.as_str()),
                     state.trust.signatures.get(digest).map(encode).transpose()?,
                 ),
+                Touched::Schedule(id) => (
+                    entity_key(b'e', id.as_str()),
+                    state.schedules.by_id.get(id).map(encode).transpose()?,
+                ),
                 Touched::IntelSet(name, version) => (
                     entity_key(b'n', &format!("{name}/{version:010}")),
                     state.intel.get(name, *version).map(encode).transpose()?,
@@ -984,6 +988,12 @@ impl Store {
                         definition,
                     ));
                 }
+                Some(b'e') => insert(
+                    &mut state.schedules.by_id,
+                    &key,
+                    &value,
+                    |s: &crate::schedules::ScheduleRecord| s.id.clone(),
+                )?,
                 Some(b'n') => {
                     let record: crate::intel_store::IntelSetRecord = decode(&key, &value)?;
                     state
@@ -2066,6 +2076,77 @@ mod tests {
         carry(&rebuilt, dir.path(), other.path());
         let decoded = follower.install_snapshot(&rebuilt).expect("install");
         assert_eq!(decoded.state, replica.state);
+    }
+
+    #[test]
+    fn schedules_and_their_runs_survive_a_restart() {
+        use crate::schedules::{ScheduleRecord, Trigger};
+        use crate::state::tests::{cluster, spec};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let peers = AddressBook::from([(1, "http://127.0.0.1:1".to_owned())]);
+        store.bootstrap(&[1], &peers).expect("bootstrap");
+        let mut replica = store.load_replica().expect("load");
+        replica.state = cluster();
+        let st = &replica.state;
+        let mut everything: Vec<Touched> = Vec::new();
+        everything.extend(st.modules.keys().cloned().map(Touched::Module));
+        everything.extend(st.workers.keys().cloned().map(Touched::Worker));
+        everything.extend(st.shards.keys().cloned().map(Touched::Shard));
+        store
+            .persist_applied(&mut replica, &everything, &[], &[])
+            .expect("persist");
+        let id = quarry_proto::ScheduleId::new("nightly");
+        let record = ScheduleRecord::new(
+            id.clone(),
+            spec(&[("env", "demo")]),
+            Trigger::Every {
+                interval_ms: 1_000,
+                anchor_ms: 0,
+            },
+            0,
+            "local".into(),
+        );
+        let commands = [
+            Command::CreateSchedule {
+                record: Box::new(record),
+            },
+            Command::FireSchedule {
+                id: id.clone(),
+                due_ms: 1_000,
+                now_ms: 1_000,
+            },
+        ];
+        for (n, command) in commands.into_iter().enumerate() {
+            let index = 10 + n as u64;
+            let applied = replica.state.apply(index, command);
+            assert!(applied.outcome.is_ok(), "{:?}", applied.outcome);
+            replica.applied_index = index;
+            store
+                .persist_applied(&mut replica, &applied.touched, &[], &applied.triage)
+                .expect("persist");
+        }
+        let run = replica.state.schedules.by_id[&id].active.clone();
+        assert!(run.is_some());
+        drop(store);
+        let reopened = Store::open(dir.path()).expect("reopen");
+        let loaded = reopened.load_replica().expect("load");
+        assert_eq!(loaded.state.schedules, replica.state.schedules);
+        let hunt = run.expect("a run");
+        assert_eq!(loaded.state.hunts[&hunt].schedule, Some(id.clone()));
+        // Deleting it removes its row.
+        let mut replica = loaded;
+        let applied = replica.state.apply(20, Command::DeleteSchedule { id });
+        replica.applied_index = 20;
+        reopened
+            .persist_applied(&mut replica, &applied.touched, &[], &applied.triage)
+            .expect("persist");
+        drop(reopened);
+        let loaded = Store::open(dir.path())
+            .expect("reopen")
+            .load_replica()
+            .expect("load");
+        assert!(loaded.state.schedules.by_id.is_empty());
     }
 
     #[test]

@@ -70,6 +70,11 @@ string_id!(
 );
 
 string_id!(
+    /// A recurring hunt, named by its creator (`nightly-rare-process`).
+    ScheduleId
+);
+
+string_id!(
     /// A client-chosen id of one logical write (submit, cancel, resume):
     /// retries of the write carry the same id, and the coordinator applies
     /// it at most once.

@@ -17,7 +17,7 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("quarry_descriptor");
 }
 
-pub use ids::{HuntId, ModuleDigest, NodeId, RequestId, ShardId, TaskId, WorkerId};
+pub use ids::{HuntId, ModuleDigest, NodeId, RequestId, ScheduleId, ShardId, TaskId, WorkerId};
 
 /// gRPC metadata key on an `UNAVAILABLE` answer from a follower: the URL of
 /// the raft leader, which clients retry against.

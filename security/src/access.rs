@@ -168,6 +168,42 @@ pub const RULES: &[(&str, Access, Effect)] = &[
         Access::Roles(&[Worker]),
         Effect::Read,
     ),
+    (
+        "/quarry.v1.WorkerService/FetchBaseline",
+        Access::Roles(&[Worker]),
+        Effect::Read,
+    ),
+    // Recurring hunts: automation and hunters manage them.
+    (
+        "/quarry.v1.ScheduleService/CreateSchedule",
+        Access::Roles(HUNTERS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.ScheduleService/ListSchedules",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.ScheduleService/GetSchedule",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.ScheduleService/SetSchedulePaused",
+        Access::Roles(HUNTERS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.ScheduleService/DeleteSchedule",
+        Access::Roles(HUNTERS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.ScheduleService/ListRuns",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
     // Module-signing keys and policy.
     (
         "/quarry.v1.ClusterService/TrustKey",

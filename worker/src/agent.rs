@@ -72,6 +72,7 @@ pub(crate) struct Inner {
     leader_hint: Mutex<Option<(String, bool)>>,
     /// Intel sets fetched by version (see [`crate::intel_fetch`]).
     pub(crate) intel: crate::intel_fetch::IntelCache,
+    pub(crate) baselines: crate::baseline_fetch::BaselineCache,
     /// The group's coordinators as a coordinator this worker trusts listed
     /// them (its replicated address book): a hint naming one of them is
     /// followed even if it joined after the worker was configured.
@@ -242,6 +243,7 @@ impl Worker {
             current: std::sync::atomic::AtomicUsize::new(0),
             leader_hint: Mutex::new(None),
             intel: crate::intel_fetch::IntelCache::default(),
+            baselines: crate::baseline_fetch::BaselineCache::default(),
             members: Mutex::new(Vec::new()),
             config,
             store: store.clone(),
@@ -819,7 +821,16 @@ async fn run_task(
     let digest = ModuleDigest::new(assignment.module_digest.clone());
     check_signature(&digest, assignment)?;
     let intel = crate::intel_fetch::resolve(inner, client.clone(), &assignment.params).await?;
-    let module = module_for(inner, client, &digest).await?;
+    let module = module_for(inner, client.clone(), &digest).await?;
+    let baseline = if !assignment.schedule_id.is_empty() && module.uses_history() {
+        Some(crate::baseline_fetch::resolve(inner, client, &assignment.hunt_id).await?)
+    } else {
+        None
+    };
+    let incremental = runtime::Incremental {
+        from_offset: assignment.from_offset,
+        baseline,
+    };
     let limits = assignment.limits.unwrap_or_default();
     let limits = TaskLimits {
         cpu: Duration::from_millis(limits.cpu_ms.max(1)),
@@ -868,7 +879,7 @@ async fn run_task(
         };
         inner
             .runtime
-            .run_task(&module, &task, &inner.store, &cancel)
+            .run_task(&module, &task, &incremental, &inner.store, &cancel)
     })
     .await
     .map_err(|e| WorkerError::Runtime(format!("task thread failed: {e}")))?
@@ -897,6 +908,7 @@ async fn report(
             request.outcome = v1::TaskOutcome::Succeeded as i32;
             request.events_scanned = output.events_scanned;
             request.events_matched = output.events_matched;
+            request.end_offset = output.end_offset;
             request.findings_truncated = output.findings_truncated;
             request.log = output.log;
             request.findings = output.findings.into_iter().map(finding).collect();

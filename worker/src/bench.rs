@@ -344,10 +344,7 @@ pub fn scan_bench(
     memory::reset_peak();
     let started = Instant::now();
     let mut touched = 0u64;
-    let filter = ScanFilter {
-        time_range: None,
-        block_filter: None,
-    };
+    let filter = ScanFilter::default();
     let stats = store.scan_with(
         SHARD,
         &filter,
@@ -403,7 +400,8 @@ pub fn scan_bench(
         progress(&format!("{name} module over the shard ..."));
         memory::reset_peak();
         let started = Instant::now();
-        let output: TaskOutput = runtime.run_task(module, &task, &store, &cancel)?;
+        let output: TaskOutput =
+            runtime.run_task(module, &task, &Default::default(), &store, &cancel)?;
         let elapsed = started.elapsed();
         let p = pass(
             elapsed,

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod baseline_fetch;
 pub mod bench;
 pub mod demo;
 pub mod error;

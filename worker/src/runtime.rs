@@ -378,9 +378,16 @@ pub struct LoadedModule {
     description: ModuleDescription,
     /// The declared fields, deduplicated for projecting events.
     projection: Projection,
+    /// It imports `quarry:hunt/history`: scheduled runs fetch its baseline.
+    uses_history: bool,
 }
 
 impl LoadedModule {
+    /// Whether the module reads its schedule's history.
+    pub fn uses_history(&self) -> bool {
+        self.uses_history
+    }
+
     /// The module's digest.
     pub fn digest(&self) -> &ModuleDigest {
         &self.digest
@@ -405,9 +412,32 @@ pub struct TaskInput<'a> {
     pub time_range: Option<(i64, i64)>,
 }
 
+/// What a scheduled run adds to a task (docs/schedules.md).
+#[derive(Clone, Debug, Default)]
+pub struct Incremental {
+    /// Scan only events at or after this ingest offset (the shard's
+    /// watermark); 0: all.
+    pub from_offset: u64,
+    /// The schedule's history (`quarry:hunt/history`); `None` for a
+    /// one-off hunt.
+    pub baseline: Option<Arc<Baseline>>,
+}
+
+/// The merged aggregates of a schedule's earlier runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Baseline {
+    /// Runs merged.
+    pub runs: u32,
+    /// Their aggregates by name.
+    pub aggregates: quarry_contract::aggregate::Merged,
+}
+
 /// The result of a task that ran to the end.
 #[derive(Debug, Default)]
 pub struct TaskOutput {
+    /// The shard's next ingest offset when the scan started (where the
+    /// next scheduled run starts).
+    pub end_offset: u64,
     /// Findings (at most the limit).
     pub findings: Vec<wit::Finding>,
     /// Aggregates from `finish`, checked and normalised.
@@ -453,6 +483,8 @@ struct TaskData {
     refused: Option<Refusal>,
     /// The intel sets shipped with the task.
     intel: IntelSets,
+    /// The schedule's history, for a scheduled run.
+    baseline: Option<Arc<Baseline>>,
     /// What wasmtime may copy of the value the current guest export returns
     /// (its hostcall fuel outside host calls; see [`bound_copies`]).
     result_bound: usize,
@@ -577,6 +609,8 @@ impl HasData for IoTable {
 ///
 /// - `quarry:hunt/host`: `log` (lines and fields capped), `intel-contains`,
 ///   `intel-sets`;
+/// - `quarry:hunt/history` (0.2.1): the schedule's baseline, empty for a
+///   one-off hunt;
 /// - `wasi:io/{error,poll,streams}` and `wasi:cli/{stdin,stdout,stderr}`:
 ///   stdin is closed and stdout/stderr are bounded in-memory pipes, so every
 ///   pollable a guest can get is ready at once and neither `poll` nor a
@@ -662,6 +696,17 @@ impl quarry::hunt::host::Host for TaskData {
 
     fn intel_sets(&mut self) -> Vec<(String, u64)> {
         self.intel.sizes()
+    }
+}
+
+impl quarry::hunt::history::Host for TaskData {
+    fn baseline_runs(&mut self) -> u32 {
+        self.baseline.as_ref().map_or(0, |b| b.runs)
+    }
+
+    fn baseline(&mut self, name: String) -> Option<wit::AggregateValue> {
+        let value = self.baseline.as_ref()?.aggregates.get(&name)?.clone();
+        Some(quarry_contract::aggregate_value_to_wit!(value, wit))
     }
 }
 
@@ -943,8 +988,13 @@ impl Runtime {
                 invalid(explain(Call::Describe, e, &store, &limits).to_string())
             })?;
         let description = describe(descriptor).map_err(invalid)?;
+        let uses_history = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with("quarry:hunt/history@"));
         let module = Arc::new(LoadedModule {
             digest: digest.clone(),
+            uses_history,
             pre,
             projection: Projection::new(&description.fields),
             description,
@@ -985,6 +1035,7 @@ impl Runtime {
             cancelled: false,
             refused: None,
             intel: IntelSets::new(),
+            baseline: None,
             // Instantiation and `init()` return at most an error string.
             result_bound: MAX_HOSTCALL_BYTES,
         };
@@ -1002,10 +1053,12 @@ impl Runtime {
         &self,
         module: &LoadedModule,
         task: &TaskInput<'_>,
+        incremental: &Incremental,
         shards: &ShardStore,
         cancel: &Arc<AtomicBool>,
     ) -> Result<TaskOutput, WorkerError> {
-        self.run(module, task, shards, cancel).map_err(Into::into)
+        self.run_incremental(module, task, incremental, shards, cancel)
+            .map_err(Into::into)
     }
 
     /// Runs `module` over one shard: a fresh instance, `init(params)`, the
@@ -1015,6 +1068,19 @@ impl Runtime {
         &self,
         module: &LoadedModule,
         task: &TaskInput<'_>,
+        shards: &ShardStore,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<TaskOutput, TaskFailure> {
+        self.run_incremental(module, task, &Incremental::default(), shards, cancel)
+    }
+
+    /// As [`Runtime::run`], for a scheduled run: only the events from the
+    /// shard's watermark, with the schedule's history.
+    pub fn run_incremental(
+        &self,
+        module: &LoadedModule,
+        task: &TaskInput<'_>,
+        incremental: &Incremental,
         shards: &ShardStore,
         cancel: &Arc<AtomicBool>,
     ) -> Result<TaskOutput, TaskFailure> {
@@ -1045,6 +1111,7 @@ impl Runtime {
         let mut params = params.to_vec();
         store.data_mut().intel =
             IntelSets::take_from_params(&mut params).map_err(TaskFailure::BadIntel)?;
+        store.data_mut().baseline = incremental.baseline.clone();
         budget.arm(&mut store, Call::Init)?;
         let init = exports.call_init(&mut store, &params);
         budget.spent();
@@ -1071,6 +1138,7 @@ impl Runtime {
         let filter = crate::shard::ScanFilter {
             time_range,
             block_filter: (!description.prefilter.is_empty()).then_some(&block_filter as _),
+            min_offset: incremental.from_offset,
         };
         let stats = shards.scan_with(
             shard,
@@ -1113,6 +1181,7 @@ impl Runtime {
         )?;
         output.blocks_read = stats.blocks_read;
         output.blocks_skipped = stats.blocks_skipped;
+        output.end_offset = stats.end_offset;
         if !batch.is_empty() {
             output.events_matched += batch.len() as u64;
             let found = scan(

@@ -493,6 +493,9 @@ pub struct ScanStats {
     /// True when the shard's time bounds showed that no event could be in
     /// range, so nothing was read at all.
     pub pruned: bool,
+    /// The shard's next ingest offset when the scan started: every event
+    /// before it was considered (a later scan from here misses nothing).
+    pub end_offset: u64,
     /// Blocks decompressed and decoded.
     pub blocks_read: u64,
     /// Blocks skipped from their headers alone (time range or block filter).
@@ -508,6 +511,9 @@ pub struct ScanFilter<'a> {
     /// undecoded. It must only return `false` for blocks that cannot hold an
     /// event the scan wants (a prefilter ruled out by the field values).
     pub block_filter: Option<&'a dyn Fn(&BlockStats) -> bool>,
+    /// Only events at or after this ingest offset (a scheduled run's
+    /// watermark); 0: all.
+    pub min_offset: u64,
 }
 
 impl std::fmt::Debug for ScanFilter<'_> {
@@ -515,6 +521,7 @@ impl std::fmt::Debug for ScanFilter<'_> {
         f.debug_struct("ScanFilter")
             .field("time_range", &self.time_range)
             .field("block_filter", &self.block_filter.is_some())
+            .field("min_offset", &self.min_offset)
             .finish()
     }
 }
@@ -1081,7 +1088,7 @@ impl ShardStore {
     {
         let filter = ScanFilter {
             time_range,
-            block_filter: None,
+            ..ScanFilter::default()
         };
         self.scan_with(name, &filter, batch_size, f)
     }
@@ -1121,10 +1128,14 @@ impl ShardStore {
             .get(name)
             .cloned()
             .ok_or_else(|| self.not_found(name))?;
-        let mut stats = ScanStats::default();
+        let mut stats = ScanStats {
+            end_offset: state.meta.next_offset,
+            ..ScanStats::default()
+        };
         let time_range = filter.time_range;
-        if let Some((start, end)) = time_range
-            && !state.meta.may_overlap(start, end)
+        let min_offset = filter.min_offset;
+        if (min_offset > 0 && min_offset >= state.meta.next_offset)
+            || time_range.is_some_and(|(start, end)| !state.meta.may_overlap(start, end))
         {
             stats.pruned = true;
             return Ok(stats);
@@ -1146,7 +1157,8 @@ impl ShardStore {
             };
             for (block_no, entry) in index.blocks.iter().enumerate() {
                 let block = &entry.header.stats;
-                let in_range = time_range.is_none_or(|(s, e)| block.may_overlap(s, e));
+                let in_range = time_range.is_none_or(|(s, e)| block.may_overlap(s, e))
+                    && block.first_offset + u64::from(block.event_count) > min_offset;
                 if !in_range || filter.block_filter.is_some_and(|keep| !keep(block)) {
                     stats.blocks_skipped += 1;
                     continue;
@@ -1178,14 +1190,17 @@ impl ShardStore {
                 stats.blocks_read += 1;
                 for (i, (timestamp_ms, doc)) in events.into_iter().enumerate() {
                     stats.events_read += 1;
-                    if let Some((start, end)) = time_range
-                        && !(start <= timestamp_ms && timestamp_ms < end)
+                    let offset = block.first_offset + i as u64;
+                    if offset < min_offset
+                        || time_range.is_some_and(|(start, end)| {
+                            !(start <= timestamp_ms && timestamp_ms < end)
+                        })
                     {
                         stats.events_skipped += 1;
                         continue;
                     }
                     batch.push(StoredEvent {
-                        offset: block.first_offset + i as u64,
+                        offset,
                         timestamp_ms,
                         doc,
                     });
@@ -2787,6 +2802,45 @@ mod tests {
     }
 
     #[test]
+    fn scans_from_an_ingest_offset_see_only_later_events_and_say_where_they_ended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ShardStore::open(dir.path()).expect("open");
+        let per = segment::BLOCK_MAX_EVENTS;
+        append(&store, "inc", events(BASE, per + 10, 0));
+        let scan_from = |from: u64| {
+            let filter = ScanFilter {
+                min_offset: from,
+                ..ScanFilter::default()
+            };
+            let mut offsets = Vec::new();
+            let stats = store
+                .scan_with::<ShardError, _>("inc", &filter, 512, |batch| {
+                    offsets.extend(batch.iter().map(|e| e.offset));
+                    Ok(())
+                })
+                .expect("scan");
+            (offsets, stats)
+        };
+        let (all, stats) = scan_from(0);
+        assert_eq!(all.len(), per + 10);
+        assert_eq!(stats.end_offset, (per + 10) as u64);
+        // From inside the second block: the first block is skipped undecoded.
+        let from = per as u64 + 4;
+        let (later, stats) = scan_from(from);
+        assert_eq!(later, (from..(per + 10) as u64).collect::<Vec<_>>());
+        assert_eq!(stats.blocks_skipped, 1);
+        // Events ingested later, whatever their timestamps (older here),
+        // are after the end of the last scan.
+        append(&store, "inc", events(BASE - 3_600_000, 3, 0));
+        let (late, stats) = scan_from((per + 10) as u64);
+        assert_eq!(late.len(), 3);
+        assert_eq!(stats.end_offset, (per + 13) as u64);
+        // Nothing new: nothing read.
+        let (none, stats) = scan_from(stats.end_offset);
+        assert!(none.is_empty() && stats.pruned);
+    }
+
+    #[test]
     fn scans_skip_blocks_by_time_range_and_block_filter() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ShardStore::open(dir.path()).expect("open");
@@ -2806,8 +2860,8 @@ mod tests {
 
         let only_4625 = |b: &BlockStats| b.may_equal("EventID", "4625");
         let filter = ScanFilter {
-            time_range: None,
             block_filter: Some(&only_4625),
+            ..ScanFilter::default()
         };
         let mut seen = 0;
         let stats = store
@@ -2822,8 +2876,8 @@ mod tests {
 
         let none = |b: &BlockStats| b.has_field("NoSuchField");
         let filter = ScanFilter {
-            time_range: None,
             block_filter: Some(&none),
+            ..ScanFilter::default()
         };
         let stats = store
             .scan_with::<ShardError, _>("skip", &filter, 512, |_| Ok(()))

@@ -119,6 +119,16 @@ impl worker_service_server::WorkerService for FakeService {
         Ok(Response::new(v1::ReportTaskResponse {}))
     }
 
+    async fn fetch_baseline(
+        &self,
+        request: Request<v1::FetchBaselineRequest>,
+    ) -> Result<Response<v1::FetchBaselineResponse>, Status> {
+        Err(Status::not_found(format!(
+            "the fake runs no schedule (hunt {})",
+            request.into_inner().hunt_id
+        )))
+    }
+
     async fn fetch_intel(
         &self,
         request: Request<v1::FetchIntelRequest>,
@@ -300,6 +310,8 @@ impl Cluster {
             time_range: None,
             signature: self.signature.clone(),
             require_signed: self.require_signed,
+            from_offset: 0,
+            schedule_id: String::new(),
             limits: Some(v1::HuntLimits {
                 cpu_ms: cpu.as_millis() as u64,
                 memory_bytes: 64 * 1024 * 1024,

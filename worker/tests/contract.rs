@@ -168,3 +168,55 @@ fn a_bad_intel_set_fails_the_task_before_the_module_runs() {
         "{failure}"
     );
 }
+
+/// A module built for contract 0.2.0 (the `rare-match` test module as built
+/// before `history` was added in 0.2.1) loads and runs on this worker: its
+/// `@0.2.0` imports and exports link to the 0.2.1 host by semver.
+#[test]
+fn a_module_built_for_contract_0_2_0_still_runs() {
+    let wasm = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/contract-0.2.0/rare_match.wasm"),
+    )
+    .expect("the 0.2.0 fixture");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = ShardStore::open(&dir.path().join("shards")).expect("shard store");
+    let events = [
+        r#"{"@timestamp":"2024-03-01T10:00:00Z","Image":"C:\\Windows\\System32\\rundll32.exe","CommandLine":"rundll32 comsvcs.dll,MiniDump 624 out.dmp full"}"#,
+        r#"{"@timestamp":"2024-03-01T10:01:00Z","Image":"C:\\Windows\\System32\\cmd.exe","CommandLine":"cmd /c dir"}"#,
+    ]
+    .join("\n");
+    store
+        .ingest_jsonl("old", BTreeMap::new(), events.as_bytes())
+        .expect("ingest");
+    let runtime = Runtime::new(1, RuntimeConfig::default(), None).expect("runtime");
+    let module = runtime
+        .load(&module_digest(&wasm), &wasm)
+        .expect("a 0.2.0 module loads");
+    assert!(!module.uses_history());
+    let task = TaskInput {
+        params: &[],
+        limits: TaskLimits {
+            cpu: Duration::from_secs(10),
+            memory_bytes: 64 * 1024 * 1024,
+            max_findings: 100,
+            max_output_bytes: 1024 * 1024,
+        },
+        shard: "old",
+        time_range: None,
+    };
+    let output = runtime
+        .run(&module, &task, &store, &Arc::new(AtomicBool::new(false)))
+        .expect("a 0.2.0 module runs");
+    assert_eq!(
+        value(&output, "rare-match"),
+        &AggregateValue::counts_from([("matched".to_owned(), 1u64)])
+    );
+    // The modules of this build read their schedule's history where they
+    // use it.
+    let rare = quarry_hunt_modules::RARE_PROCESS;
+    let rare = runtime
+        .load(&module_digest(rare.wasm), rare.wasm)
+        .expect("rare-process loads");
+    assert!(rare.uses_history());
+}

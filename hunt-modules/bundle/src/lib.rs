@@ -2,7 +2,7 @@
 //!
 //! `build.rs` compiles each module crate of `hunt-modules/` for
 //! `wasm32-wasip2` (a component implementing the WIT world
-//! `quarry:hunt/hunt@0.2.0` from `sdk/wit`) and this crate embeds the bytes,
+//! `quarry:hunt/hunt@0.2.1` from `sdk/wit`) and this crate embeds the bytes,
 //! so a worker or the CLI can register the modules without a separate build
 //! step.
 
@@ -288,7 +288,7 @@ mod tests {
     fn components_implement_the_hunt_world() {
         for module in all().iter().chain(&test_modules::ALL) {
             let (imports, exports) = interface(module.wasm);
-            assert_eq!(exports, ["quarry:hunt/module@0.2.0"], "{}", module.name);
+            assert_eq!(exports, ["quarry:hunt/module@0.2.1"], "{}", module.name);
             // The host interface plus the WASI interfaces Rust's std pulls in,
             // which the worker links with a deny-all context.
             for import in &imports {
@@ -301,7 +301,7 @@ mod tests {
             // Test modules that never log need not import it.
             let is_test_module = test_modules::ALL.contains(module);
             assert!(
-                is_test_module || imports.iter().any(|i| i == "quarry:hunt/host@0.2.0"),
+                is_test_module || imports.iter().any(|i| i == "quarry:hunt/host@0.2.1"),
                 "{} does not import the host interface: {imports:?}",
                 module.name
             );

@@ -20,8 +20,15 @@
 //! AppData, Public, a temporary directory, ProgramData, the recycle bin),
 //! when the shard holds at least three hosts.
 //!
+//! Run by a schedule (`quarry schedule create`), the module also reports
+//! `rare-process/first-seen-on-fleet`: an image that none of the
+//! schedule's earlier runs in its baseline window saw on any host (from the
+//! merged `rare_process_images` stacks of those runs, `quarry:hunt/history`).
+//! A schedule's first run has no history and reports none.
+//!
 //! Parameters: `max_hosts` (1–10000, default 2), `report_user_writable`
-//! (default true). See [`stacker`] for the logic.
+//! (default true), `report_first_seen` (default true). See [`stacker`] for
+//! the logic.
 
 #![warn(missing_docs)]
 
@@ -30,7 +37,7 @@ pub mod stacker;
 
 use paths::{normalise_host, normalise_image};
 use quarry_sdk::{Descriptor, Emitter, Event, Field, Hunt, Output, Params, Predicate};
-use stacker::{Config, ProcessStart, Stacker, TECHNIQUES};
+use stacker::{Config, KnownImages, ProcessStart, Stacker, TECHNIQUES};
 
 /// The module's name in the registry.
 pub const NAME: &str = "rare-process";
@@ -41,8 +48,14 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const PARAM_MAX_HOSTS: &str = "max_hosts";
 /// Parameter: whether per-task findings are reported.
 pub const PARAM_REPORT_USER_WRITABLE: &str = "report_user_writable";
+/// Parameter: whether images a schedule's history never saw are reported.
+pub const PARAM_REPORT_FIRST_SEEN: &str = "report_first_seen";
 
-const PARAMS: [&str; 2] = [PARAM_MAX_HOSTS, PARAM_REPORT_USER_WRITABLE];
+const PARAMS: [&str; 3] = [
+    PARAM_MAX_HOSTS,
+    PARAM_REPORT_USER_WRITABLE,
+    PARAM_REPORT_FIRST_SEEN,
+];
 
 quarry_sdk::fields! {
     /// The event fields this module reads. Event data is declared with its
@@ -98,8 +111,27 @@ impl RareProcess {
                 .map_err(|_| format!("parameter `{PARAM_MAX_HOSTS}` is out of range"))?,
             report_user_writable: params
                 .bool_or(PARAM_REPORT_USER_WRITABLE, defaults.report_user_writable)?,
+            report_first_seen: params
+                .bool_or(PARAM_REPORT_FIRST_SEEN, defaults.report_first_seen)?,
         })
     }
+}
+
+/// The images the schedule's earlier runs saw, when the task is a
+/// scheduled run with history (`quarry:hunt/history`); `None` for a one-off
+/// hunt or a schedule's first run, which have nothing to compare with.
+pub fn known_images() -> Option<KnownImages> {
+    let runs = quarry_sdk::history::runs();
+    if runs == 0 {
+        return None;
+    }
+    let images = match quarry_sdk::history::baseline(stacker::AGGREGATE_IMAGES) {
+        Some(quarry_sdk::contract::AggregateValue::Stack(stack)) => {
+            stack.entries.into_keys().collect()
+        }
+        _ => Default::default(),
+    };
+    Some(KnownImages { runs, images })
 }
 
 /// `field` unless absent, blank or `-`.
@@ -172,8 +204,12 @@ impl Hunt for RareProcess {
     }
 
     fn new(params: &Params) -> Result<Self, String> {
+        let mut stacker = Stacker::new(Self::config(params)?);
+        if let Some(known) = known_images() {
+            stacker = stacker.with_history(known);
+        }
         Ok(RareProcess {
-            stacker: Stacker::new(Self::config(params)?),
+            stacker,
             skipped_without_host: 0,
         })
     }
@@ -216,7 +252,7 @@ quarry_sdk::export_hunt!(RareProcess);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quarry_sdk::contract::AggregateValue;
+    use quarry_sdk::contract::{self, AggregateValue};
     use quarry_sdk::{MatchOp, Task, merge};
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -296,7 +332,8 @@ mod tests {
             RareProcess::config(&p),
             Ok(Config {
                 max_hosts: 5,
-                report_user_writable: false
+                report_user_writable: false,
+                report_first_seen: true,
             })
         );
         let mut task = Task::<RareProcess>::new();
@@ -311,7 +348,7 @@ mod tests {
         );
         assert_eq!(
             task.init(params(&[("hosts", "5")])).unwrap_err(),
-            "unknown parameter `hosts`; this module accepts `max_hosts`, `report_user_writable`"
+            "unknown parameter `hosts`; this module accepts `max_hosts`, `report_user_writable`, `report_first_seen`"
         );
     }
 
@@ -398,5 +435,53 @@ mod tests {
             stack.entries["c:\\windows\\system32\\svchost.exe"].events,
             24
         );
+    }
+
+    #[test]
+    fn a_scheduled_run_reports_images_its_history_never_saw() {
+        let run = |history: Option<contract::aggregate::Merged>, batch: Vec<Event>| {
+            match history {
+                Some(merged) => quarry_sdk::history::install_for_tests(2, merged),
+                None => quarry_sdk::history::clear_for_tests(),
+            }
+            let mut task = Task::<RareProcess>::new();
+            task.init(params(&[("report_user_writable", "false")]))
+                .unwrap();
+            task.scan(batch).unwrap();
+            task.finish().unwrap()
+        };
+        // Day 1: no history, nothing is "first seen".
+        let day1 = run(
+            None,
+            vec![
+                sysmon(0, "H1", "C:\\Windows\\System32\\svchost.exe"),
+                sysmon(1, "H2", "C:\\Windows\\System32\\cmd.exe"),
+            ],
+        );
+        assert!(day1.findings.is_empty(), "{:#?}", day1.findings);
+        let history = merge(day1.aggregates).unwrap();
+        // Day 3: one binary new to the fleet (spelt differently from the
+        // known ones would not matter: paths are normalised first).
+        let day3 = run(
+            Some(history),
+            vec![
+                security(5, "H1", "C:\\WINDOWS\\system32\\cmd.exe"),
+                sysmon(6, "H3", "C:\\Users\\dave\\Downloads\\tool.exe"),
+            ],
+        );
+        quarry_sdk::history::clear_for_tests();
+        let rules: Vec<(&str, &str)> = day3
+            .findings
+            .iter()
+            .map(|f| (f.rule.as_str(), f.entity.as_str()))
+            .collect();
+        assert_eq!(rules, [(stacker::RULE_FIRST_SEEN, "host:h3")]);
+        let evidence: std::collections::BTreeMap<_, _> = day3.findings[0]
+            .evidence
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(evidence["image"], "c:\\users\\*\\downloads\\tool.exe");
+        assert_eq!(evidence["baseline_runs"], "2");
     }
 }

@@ -19,6 +19,8 @@ use crate::paths::{file_name, user_writable_location};
 
 /// Rule id of the per-task finding.
 pub const RULE_SINGLE_HOST_USER_WRITABLE: &str = "rare-process/single-host-user-writable";
+/// Rule of the finding for an image no earlier run of the schedule saw.
+pub const RULE_FIRST_SEEN: &str = "rare-process/first-seen-on-fleet";
 /// Name of the stack aggregate.
 pub const AGGREGATE_IMAGES: &str = "rare_process_images";
 /// ATT&CK: User Execution: Malicious File; Masquerading.
@@ -45,6 +47,8 @@ pub struct Config {
     pub max_hosts: u32,
     /// Whether per-task findings are reported.
     pub report_user_writable: bool,
+    /// Whether images the schedule's history never saw are reported.
+    pub report_first_seen: bool,
 }
 
 impl Default for Config {
@@ -52,8 +56,19 @@ impl Default for Config {
         Config {
             max_hosts: 2,
             report_user_writable: true,
+            report_first_seen: true,
         }
     }
+}
+
+/// The images a schedule's earlier runs saw (from the merged
+/// [`AGGREGATE_IMAGES`] stack of its history).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KnownImages {
+    /// Earlier runs merged.
+    pub runs: u32,
+    /// Normalised image paths.
+    pub images: BTreeSet<String>,
 }
 
 /// One process start, as read from an event, already normalised.
@@ -115,6 +130,7 @@ pub struct Report {
 #[derive(Debug)]
 pub struct Stacker {
     config: Config,
+    known: Option<KnownImages>,
     stack: Stack,
     images: BTreeMap<String, Seen>,
     hosts: BTreeSet<String>,
@@ -132,11 +148,19 @@ impl Stacker {
         Stacker {
             stack: Stack::new(AGGREGATE_IMAGES, config.max_hosts),
             config,
+            known: None,
             images: BTreeMap::new(),
             hosts: BTreeSet::new(),
             starts: 0,
             images_truncated: false,
         }
+    }
+
+    /// Compares this task's images with what a schedule's earlier runs
+    /// saw: images outside `known` are reported as first seen.
+    pub fn with_history(mut self, known: KnownImages) -> Self {
+        self.known = Some(known);
+        self
     }
 
     /// Records one process start.
@@ -198,6 +222,18 @@ impl Stacker {
                 findings.push(finding(image, seen, location, task_hosts));
             }
         }
+        if self.config.report_first_seen
+            && let Some(known) = &self.known
+        {
+            for (image, seen) in &self.images {
+                if findings.len() >= MAX_FINDINGS {
+                    break;
+                }
+                if !known.images.contains(image) {
+                    findings.push(first_seen(image, seen, known.runs));
+                }
+            }
+        }
         Report {
             findings,
             stack: self.stack,
@@ -206,6 +242,49 @@ impl Stacker {
             images_truncated: self.images_truncated,
         }
     }
+}
+
+/// An image no earlier run of the schedule saw on any host.
+fn first_seen(image: &str, seen: &Seen, runs: u32) -> Finding {
+    let hosts: Vec<&str> = seen.hosts.iter().map(String::as_str).collect();
+    let host = hosts.first().copied().unwrap_or("unknown");
+    let mut finding = Finding::builder(
+        RULE_FIRST_SEEN,
+        format!(
+            "{} ran for the first time on the fleet (not in {runs} earlier run(s) of the schedule), on {host}",
+            file_name(image)
+        ),
+    )
+    // New software lands every day; a binary new to the whole fleet is
+    // still worth a look, more so from a user-writable place.
+    .severity(if user_writable_location(image).is_some() {
+        Severity::Medium
+    } else {
+        Severity::Low
+    })
+    .confidence(50)
+    .entity(format!("host:{host}"))
+    .timestamp_ms(seen.first_ms)
+    .evidence("image", image)
+    .evidence("logged_image", &seen.raw_image)
+    .evidence("host", host)
+    .evidence("hosts", hosts.join(","))
+    .evidence("baseline_runs", runs)
+    .evidence("starts", seen.events)
+    .evidence("first_seen", format_rfc3339_ms(seen.first_ms));
+    if let Some(command_line) = &seen.command_line {
+        finding = finding.evidence("command_line", command_line);
+    }
+    if let Some(parent) = &seen.parent_image {
+        finding = finding.evidence("parent_image", parent);
+    }
+    if let Some(user) = &seen.user {
+        finding = finding.evidence("user", user);
+    }
+    finding
+        .techniques(TECHNIQUES)
+        .offsets(seen.offsets.iter().copied())
+        .build()
 }
 
 fn finding(image: &str, seen: &Seen, location: &str, task_hosts: usize) -> Finding {

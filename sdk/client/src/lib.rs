@@ -317,6 +317,7 @@ pub struct Client {
     tokens: v1::token_service_client::TokenServiceClient<Svc>,
     intel: v1::intel_service_client::IntelServiceClient<Svc>,
     audit: v1::audit_service_client::AuditServiceClient<Svc>,
+    schedules: v1::schedule_service_client::ScheduleServiceClient<Svc>,
     /// Kept for following the leader to another coordinator.
     credentials: Credentials,
 }
@@ -432,8 +433,11 @@ impl Client {
             intel: v1::intel_service_client::IntelServiceClient::new(channel.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            audit: v1::audit_service_client::AuditServiceClient::new(channel)
+            audit: v1::audit_service_client::AuditServiceClient::new(channel.clone())
                 .max_decoding_message_size(max),
+            schedules: v1::schedule_service_client::ScheduleServiceClient::new(channel)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
             credentials: credentials.clone(),
         })
     }
@@ -554,6 +558,95 @@ impl Client {
                 Err(status) => self.follow_leader(status, &mut hops).await?,
             }
         }
+    }
+
+    /// Creates a recurring hunt (docs/schedules.md): `template` is the hunt
+    /// each run submits; `trigger` a cron expression or an interval.
+    pub async fn create_schedule(
+        &mut self,
+        mut request: v1::CreateScheduleRequest,
+    ) -> Result<v1::Schedule, ClientError> {
+        if request.request_id.is_empty() {
+            request.request_id = new_request_id();
+        }
+        let mut hops = 0;
+        loop {
+            match self.schedules.create_schedule(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// Every schedule of the cluster.
+    pub async fn list_schedules(&mut self) -> Result<Vec<v1::Schedule>, ClientError> {
+        Ok(self
+            .schedules
+            .list_schedules(v1::ListSchedulesRequest {})
+            .await?
+            .into_inner()
+            .schedules)
+    }
+
+    /// One schedule.
+    pub async fn schedule(&mut self, name: &str) -> Result<v1::Schedule, ClientError> {
+        Ok(self
+            .schedules
+            .get_schedule(v1::GetScheduleRequest {
+                name: name.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Pauses (`true`) or resumes a schedule.
+    pub async fn set_schedule_paused(
+        &mut self,
+        name: &str,
+        paused: bool,
+    ) -> Result<v1::Schedule, ClientError> {
+        let request = v1::SetSchedulePausedRequest {
+            name: name.to_owned(),
+            paused,
+        };
+        let mut hops = 0;
+        loop {
+            match self.schedules.set_schedule_paused(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// Deletes a schedule (a run going on finishes as a plain hunt).
+    pub async fn delete_schedule(&mut self, name: &str) -> Result<(), ClientError> {
+        let request = v1::DeleteScheduleRequest {
+            name: name.to_owned(),
+        };
+        let mut hops = 0;
+        loop {
+            match self.schedules.delete_schedule(request.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// A schedule's runs, newest first (`limit` 0: all kept).
+    pub async fn schedule_runs(
+        &mut self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<v1::ScheduleRun>, ClientError> {
+        Ok(self
+            .schedules
+            .list_runs(v1::ListScheduleRunsRequest {
+                name: name.to_owned(),
+                limit,
+            })
+            .await?
+            .into_inner()
+            .runs)
     }
 
     /// The latest version of every stored intel set.

@@ -432,6 +432,70 @@ macro_rules! aggregate_from_wit {
     }};
 }
 
+/// Converts an [`AggregateValue`] into the WIT `aggregate-value` variant:
+/// `aggregate_value_to_wit!(value, path::to::wit::types)`, the inverse of
+/// [`aggregate_from_wit!`] for the guest's and the host's generated types.
+#[macro_export]
+macro_rules! aggregate_value_to_wit {
+    ($value:expr, $($wit:ident)::+) => {{
+        use $crate::aggregate::{AggregateValue as Value, DistinctValues};
+        match $value {
+            Value::Counts(counts) => $($wit)::+::AggregateValue::Counts(counts.into_iter().collect()),
+            Value::Distinct(keys) => $($wit)::+::AggregateValue::Distinct(
+                keys.into_iter()
+                    .map(|(key, values)| {
+                        let values = match values {
+                            DistinctValues::Exact(values) => {
+                                $($wit)::+::DistinctValues::Exact(values.into_iter().collect())
+                            }
+                            DistinctValues::Sketch(sketch) => {
+                                $($wit)::+::DistinctValues::Sketch(sketch.into_registers())
+                            }
+                        };
+                        (key, values)
+                    })
+                    .collect(),
+            ),
+            Value::TopK(top) => $($wit)::+::AggregateValue::TopK($($wit)::+::TopK {
+                k: top.k,
+                entries: top
+                    .entries
+                    .into_iter()
+                    .map(|(key, entry)| $($wit)::+::TopEntry {
+                        key,
+                        count: entry.count,
+                        error: entry.error,
+                    })
+                    .collect(),
+                floor: top.floor,
+            }),
+            Value::Range(keys) => $($wit)::+::AggregateValue::Range(
+                keys.into_iter()
+                    .map(|(key, stats)| $($wit)::+::Range {
+                        key,
+                        min: stats.min,
+                        max: stats.max,
+                        count: stats.count,
+                    })
+                    .collect(),
+            ),
+            Value::Stack(stack) => $($wit)::+::AggregateValue::Stack($($wit)::+::Stack {
+                max_hosts: stack.max_hosts,
+                entries: stack
+                    .entries
+                    .into_iter()
+                    .map(|(value, entry)| $($wit)::+::StackEntry {
+                        value,
+                        hosts: entry.hosts.into_iter().collect(),
+                        common: entry.common,
+                        events: entry.events,
+                    })
+                    .collect(),
+            }),
+        }
+    }};
+}
+
 /// An aggregate value's records, borrowed (see [`AggregateValue::parts`]).
 #[derive(Debug)]
 pub enum Parts<'a> {

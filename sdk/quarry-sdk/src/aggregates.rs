@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 
 use quarry_contract::aggregate::{self as contract, DistinctValues, RangeStats};
 
-use crate::bindings::quarry::hunt::types as wit;
 use crate::{Aggregate, AggregateValue};
 
 /// Distinct values per key, for example destination addresses per source.
@@ -271,66 +270,15 @@ pub fn merge(aggregates: impl IntoIterator<Item = Aggregate>) -> Result<contract
 
 /// The WIT form of a contract aggregate.
 pub fn to_wit(aggregate: contract::Aggregate) -> Aggregate {
-    let value = match aggregate.value {
-        contract::AggregateValue::Counts(counts) => {
-            AggregateValue::Counts(counts.into_iter().collect())
-        }
-        contract::AggregateValue::Distinct(keys) => AggregateValue::Distinct(
-            keys.into_iter()
-                .map(|(key, values)| {
-                    let values = match values {
-                        DistinctValues::Exact(values) => {
-                            wit::DistinctValues::Exact(values.into_iter().collect())
-                        }
-                        DistinctValues::Sketch(sketch) => {
-                            wit::DistinctValues::Sketch(sketch.into_registers())
-                        }
-                    };
-                    (key, values)
-                })
-                .collect(),
-        ),
-        contract::AggregateValue::TopK(top) => AggregateValue::TopK(wit::TopK {
-            k: top.k,
-            entries: top
-                .entries
-                .into_iter()
-                .map(|(key, entry)| wit::TopEntry {
-                    key,
-                    count: entry.count,
-                    error: entry.error,
-                })
-                .collect(),
-            floor: top.floor,
-        }),
-        contract::AggregateValue::Range(keys) => AggregateValue::Range(
-            keys.into_iter()
-                .map(|(key, stats)| wit::Range {
-                    key,
-                    min: stats.min,
-                    max: stats.max,
-                    count: stats.count,
-                })
-                .collect(),
-        ),
-        contract::AggregateValue::Stack(stack) => AggregateValue::Stack(wit::Stack {
-            max_hosts: stack.max_hosts,
-            entries: stack
-                .entries
-                .into_iter()
-                .map(|(value, entry)| wit::StackEntry {
-                    value,
-                    hosts: entry.hosts.into_iter().collect(),
-                    common: entry.common,
-                    events: entry.events,
-                })
-                .collect(),
-        }),
-    };
     Aggregate {
         name: aggregate.name,
-        value,
+        value: value_to_wit(aggregate.value),
     }
+}
+
+/// The WIT form of a contract aggregate's value.
+pub fn value_to_wit(value: contract::AggregateValue) -> AggregateValue {
+    quarry_contract::aggregate_value_to_wit!(value, crate::bindings::quarry::hunt::types)
 }
 
 /// The contract form of a WIT aggregate, normalised; refuses what no SDK
@@ -343,6 +291,7 @@ pub fn from_wit(aggregate: Aggregate) -> Result<contract::Aggregate, String> {
 mod tests {
     use super::*;
     use crate::Counts;
+    use crate::bindings::quarry::hunt::types as wit;
 
     #[test]
     fn every_kind_survives_the_wit_round_trip() {

@@ -1,7 +1,7 @@
 //! The guest library for Quarry hunt modules.
 //!
 //! A hunt module is a WebAssembly component implementing the WIT world
-//! `quarry:hunt/hunt@0.2.0` (`sdk/wit/hunt.wit`). The worker instantiates one
+//! `quarry:hunt/hunt@0.2.1` (`sdk/wit/hunt.wit`). The worker instantiates one
 //! fresh instance per task (one shard scanned by one hunt), asks it to
 //! [describe](Hunt::describe) itself, [initialises](Hunt::new) it with the
 //! hunt's parameters, feeds it every batch of events that passed its
@@ -29,6 +29,7 @@
 //!   hosts they were seen on, with a post-merge threshold). [`merge`]
 //!   merges task outputs as the coordinator does, for tests.
 //! - [`intel`] looks values up in the intel sets shipped with the task.
+//! - [`history`] reads the merged aggregates of a schedule's earlier runs.
 //! - [`log`] writes to the task's log; [`time`] converts timestamps.
 //! - [`Task`] drives a [`Hunt`] exactly as the worker does, for unit tests on
 //!   the build machine.
@@ -181,6 +182,7 @@ mod counts;
 mod descriptor;
 mod event;
 mod finding;
+pub mod history;
 pub mod intel;
 pub mod log;
 mod params;
@@ -188,7 +190,7 @@ pub mod time;
 
 use std::fmt;
 
-pub use aggregates::{Distinct, MinMax, Stack, TopK, from_wit, merge, to_wit};
+pub use aggregates::{Distinct, MinMax, Stack, TopK, from_wit, merge, to_wit, value_to_wit};
 pub use bindings::quarry::hunt::types::{
     Aggregate, AggregateValue, Descriptor, Event, Finding, LogLevel, MatchOp, Output, Predicate,
     Severity,

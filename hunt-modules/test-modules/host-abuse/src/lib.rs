@@ -32,7 +32,7 @@ mod wasi {
         pub fn get_random_bytes(len: i64, ret: *mut [usize; 2]);
     }
 
-    #[link(wasm_import_module = "quarry:hunt/host@0.2.0")]
+    #[link(wasm_import_module = "quarry:hunt/host@0.2.1")]
     unsafe extern "C" {
         /// `log(level, message: string, fields: list<tuple<string, string>>)`.
         #[link_name = "log"]
