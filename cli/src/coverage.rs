@@ -854,8 +854,14 @@ pub async fn gather(
                 .or_insert_with(|| info.clone());
         }
     }
+    // Modules uploaded with their declared techniques (`quarry module
+    // upload` sends them) need no local describe.
     let mut techniques = describe(
-        infos.keys().cloned().collect(),
+        infos
+            .values()
+            .filter(|info| info.techniques.is_empty())
+            .map(|info| info.digest.clone())
+            .collect(),
         shipped_builds(),
         module_files,
     )
@@ -863,7 +869,11 @@ pub async fn gather(
     let described: Vec<DescribedModule> = infos
         .into_values()
         .map(|info| DescribedModule {
-            techniques: techniques.remove(&info.digest),
+            techniques: if info.techniques.is_empty() {
+                techniques.remove(&info.digest)
+            } else {
+                Some(info.techniques.clone())
+            },
             info,
         })
         .collect();

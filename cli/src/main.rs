@@ -879,12 +879,39 @@ async fn cli_main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if is_client_command(&cli.command) {
+        restore_sigpipe();
+    }
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Commands that only talk to a cluster and print (no server of their own).
+fn is_client_command(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Coordinator { .. }
+            | Command::Worker(_)
+            | Command::Dev(_)
+            | Command::Demo { .. }
+            | Command::Bench(_)
+    )
+}
+
+/// `quarry hunt list | head` ends quietly, as other command-line tools do,
+/// instead of panicking on the closed pipe. Only for client commands:
+/// servers keep Rust's default of ignoring SIGPIPE, so a peer that hangs up
+/// is an error on that connection, not the end of the process.
+fn restore_sigpipe() {
+    // SAFETY: resets one signal's disposition to the default; no handler
+    // runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -1349,7 +1376,14 @@ async fn module(command: ModuleCommand) -> anyhow::Result<std::process::ExitCode
                 quarry_cli::signing_cmd::signature_for_upload(&file, signature.as_deref())?;
             let info = connect(&args)
                 .await?
-                .upload_signed_module(&name, &version, &description, &bytes, signature.as_deref())
+                .upload_signed_module(
+                    &name,
+                    &version,
+                    &description,
+                    &bytes,
+                    signature.as_deref(),
+                    &described.techniques,
+                )
                 .await?;
             output::modules(out(args.output), &[info]);
         }

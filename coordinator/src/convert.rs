@@ -216,6 +216,7 @@ pub fn module_info(state: &State, module: &ModuleRecord) -> v1::ModuleInfo {
             .get(&module.digest)
             .map(|s| s.key.clone())
             .unwrap_or_default(),
+        techniques: module.techniques.clone(),
     }
 }
 
@@ -365,11 +366,7 @@ pub fn hunt(state: &State, hunt: &HuntRecord, page: &TaskPage) -> v1::Hunt {
             .modules
             .get(&hunt.module)
             .map(|m| module_info(state, m)),
-        params: spec
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), quarry_contract::intel::shown_param(k, v)))
-            .collect(),
+        params: shown_params(&spec.params),
         scope: Some(scope(&spec.scope)),
         limits: Some(limits(&spec.limits)),
         priority: spec.priority,
@@ -400,6 +397,16 @@ pub fn hunt(state: &State, hunt: &HuntRecord, page: &TaskPage) -> v1::Hunt {
             .map(|(name, reason)| (name.clone(), reason.clone()))
             .collect(),
     }
+}
+
+/// A hunt's parameters as shown to users (intel sets by name and size).
+fn shown_params(
+    params: &std::collections::BTreeMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    params
+        .iter()
+        .map(|(k, v)| (k.clone(), quarry_contract::intel::shown_param(k, v)))
+        .collect()
 }
 
 /// A hunt's scope as protobuf.
@@ -441,11 +448,7 @@ pub fn module_ref(selector: &crate::state::ModuleSelector) -> v1::ModuleRef {
 pub fn submit_request(spec: &HuntSpec) -> v1::SubmitHuntRequest {
     v1::SubmitHuntRequest {
         module: Some(module_ref(&spec.module)),
-        params: spec
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), quarry_contract::intel::shown_param(k, v)))
-            .collect(),
+        params: shown_params(&spec.params),
         scope: Some(scope(&spec.scope)),
         limits: Some(limits(&spec.limits)),
         priority: spec.priority,

@@ -1213,6 +1213,7 @@ mod tests {
                 version: "1".into(),
                 description: String::new(),
                 uploaded_ms: 1,
+                techniques: Vec::new(),
                 bytes: n.to_be_bytes().repeat(4),
             },
         }

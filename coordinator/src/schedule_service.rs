@@ -56,7 +56,7 @@ pub fn run_proto(run: &RunRecord) -> v1::ScheduleRun {
 
 /// A schedule as protobuf.
 pub fn schedule_proto(record: &ScheduleRecord) -> v1::Schedule {
-    let (baseline_runs, _) = record.baseline(record.next_due_ms.min(i64::MAX / 2));
+    let baseline_runs = record.baseline_runs(record.next_due_ms);
     v1::Schedule {
         name: record.id.to_string(),
         template: Some(crate::convert::submit_request(&record.template)),

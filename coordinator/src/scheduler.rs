@@ -295,6 +295,7 @@ mod tests {
                     version: "1".into(),
                     description: String::new(),
                     uploaded_ms: 0,
+                    techniques: Vec::new(),
                     bytes: vec![],
                 },
             },

@@ -126,8 +126,12 @@ impl Trigger {
                 if *interval_ms <= 0 {
                     return None;
                 }
-                let periods = (after_ms - anchor_ms).div_euclid(*interval_ms) + 1;
-                Some(anchor_ms + periods.max(1) * interval_ms)
+                let periods = after_ms
+                    .checked_sub(*anchor_ms)?
+                    .div_euclid(*interval_ms)
+                    .checked_add(1)?
+                    .max(1);
+                anchor_ms.checked_add(periods.checked_mul(*interval_ms)?)
             }
         }
     }
@@ -346,11 +350,9 @@ impl ScheduleRecord {
     /// before it (its own day included; the run itself is not in the
     /// history until it ends).
     pub fn baseline(&self, due_ms: i64) -> (u32, Merged) {
-        let day = due_ms.div_euclid(DAY_MS);
-        let first = day - i64::from(self.baseline_days);
         let mut runs = 0;
         let mut merged = Merged::new();
-        for days in self.history.range(first..=day).map(|(_, d)| d) {
+        for days in self.window(due_ms) {
             runs += days.runs;
             for (name, value) in &days.aggregates {
                 // Each day's partials were merged with the same kinds; a
@@ -363,6 +365,19 @@ impl ScheduleRecord {
             }
         }
         (runs, merged)
+    }
+
+    /// Earlier runs in the baseline of a run due at `due_ms` (as
+    /// [`ScheduleRecord::baseline`] counts them, without merging).
+    pub fn baseline_runs(&self, due_ms: i64) -> u32 {
+        self.window(due_ms).map(|d| d.runs).sum()
+    }
+
+    /// The days of history in the baseline window of a run due at `due_ms`.
+    fn window(&self, due_ms: i64) -> impl Iterator<Item = &DayAggregates> {
+        let day = due_ms.div_euclid(DAY_MS);
+        let first = day.saturating_sub(i64::from(self.baseline_days));
+        self.history.range(first..=day).map(|(_, d)| d)
     }
 
     fn push_run(&mut self, run: RunRecord) {
@@ -433,13 +448,6 @@ impl Schedules {
             .filter(|s| !s.paused && s.active.is_none() && s.next_due_ms <= now_ms)
             .map(|s| (s.id.clone(), s.next_due_ms))
             .collect()
-    }
-
-    /// The schedule whose run `hunt` is.
-    pub fn of_hunt(&self, hunt: &HuntId) -> Option<&ScheduleRecord> {
-        self.by_id.values().find(|s| {
-            s.active.as_ref() == Some(hunt) || s.runs.iter().any(|r| r.hunt.as_ref() == Some(hunt))
-        })
     }
 }
 

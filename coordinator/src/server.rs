@@ -527,16 +527,17 @@ async fn fire_schedules(shared: &Shared, now_ms: i64) {
         .unwrap_or_default();
     for (id, due_ms) in due {
         let span = tracing::info_span!("schedule_run", schedule = %id, due_ms);
-        let _entered = span.enter();
-        match shared
+        let proposed = shared
             .node
             .propose(Command::FireSchedule {
                 id: id.clone(),
                 due_ms,
                 now_ms,
             })
-            .await
-        {
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        match proposed {
             Ok(Ok(Response::Hunt { id: hunt, tasks })) => {
                 tracing::info!(%hunt, tasks, "scheduled run started");
             }

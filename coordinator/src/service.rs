@@ -304,6 +304,40 @@ impl Shared {
     }
 }
 
+/// Most technique ids an upload may declare.
+const MAX_DECLARED_TECHNIQUES: usize = 200;
+
+/// The ATT&CK technique ids an upload declares, checked (`T1110`,
+/// `T1003.001`), upper-cased, sorted and deduplicated.
+fn declared_techniques(ids: &[String]) -> Result<Vec<String>, Status> {
+    if ids.len() > MAX_DECLARED_TECHNIQUES {
+        return Err(Status::invalid_argument(format!(
+            "an upload declares at most {MAX_DECLARED_TECHNIQUES} ATT&CK techniques, not {}",
+            ids.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = id.trim().to_ascii_uppercase();
+        let (main, sub) = id.split_once('.').unwrap_or((&id, ""));
+        let ok = main.len() == 5
+            && main.starts_with('T')
+            && main[1..].bytes().all(|b| b.is_ascii_digit())
+            && (sub.is_empty() || (sub.len() == 3 && sub.bytes().all(|b| b.is_ascii_digit())))
+            && !(id.contains('.') && sub.is_empty());
+        if !ok {
+            return Err(Status::invalid_argument(format!(
+                "`{}` is not an ATT&CK technique id (`T1110`, `T1003.001`)",
+                id.escape_debug()
+            )));
+        }
+        out.push(id);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 fn rejection_status(rejection: Rejection) -> Status {
     let error = match rejection {
         Rejection::NotFound(m) => CoordinatorError::NotFound(m),
@@ -922,6 +956,7 @@ impl ModuleService for Api {
             version: header.version,
             description: header.description,
             uploaded_ms: self.shared.clock.now_ms(),
+            techniques: declared_techniques(&header.techniques)?,
             bytes,
         };
         self.shared

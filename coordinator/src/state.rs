@@ -55,6 +55,8 @@ pub struct ModuleRecord {
     pub description: String,
     /// Upload time.
     pub uploaded_ms: i64,
+    /// ATT&CK techniques its descriptor declares, as the uploader read them.
+    pub techniques: Vec<String>,
     /// The component's bytes.
     #[serde(with = "crate::storage::raw_bytes")]
     pub bytes: Vec<u8>,
@@ -2632,6 +2634,7 @@ pub(crate) mod tests {
             version: version.into(),
             description: String::new(),
             uploaded_ms: 5,
+            techniques: Vec::new(),
             bytes: vec![byte],
         }
     }

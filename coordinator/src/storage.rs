@@ -1696,6 +1696,7 @@ mod tests {
             version: "1".into(),
             description: "d".into(),
             uploaded_ms: 1,
+            techniques: Vec::new(),
             bytes: vec![0, 97, 115, 109, n],
         }
     }
@@ -2342,6 +2343,7 @@ mod tests {
             version: String,
             description: String,
             uploaded_ms: i64,
+            techniques: Vec<String>,
             bytes: Vec<u8>,
         }
         let mut record = module(7);
@@ -2352,6 +2354,7 @@ mod tests {
             version: record.version.clone(),
             description: record.description.clone(),
             uploaded_ms: record.uploaded_ms,
+            techniques: record.techniques.clone(),
             bytes: record.bytes.clone(),
         };
         let fast = encode(&record).expect("encode");
@@ -2448,6 +2451,7 @@ mod tests {
                     version: "1".into(),
                     description: "d".into(),
                     uploaded_ms: 1,
+                    techniques: Vec::new(),
                     bytes: vec![0, 97, 115, 109],
                 },
             },

@@ -378,6 +378,7 @@ async fn a_submission_names_the_module_version_it_resolved() {
                 version: "2".into(),
                 description: String::new(),
                 uploaded_ms: 2,
+                techniques: Vec::new(),
                 bytes: vec![2],
             },
         })
@@ -450,6 +451,7 @@ async fn modules_workers_and_shards_list_a_page_at_a_time() {
                 version: n.to_string(),
                 description: String::new(),
                 uploaded_ms: i64::from(n),
+                techniques: Vec::new(),
                 bytes: n.to_be_bytes().to_vec(),
             },
         })

@@ -90,6 +90,30 @@ async fn coverage_reports_what_ran_and_what_could_detect() {
             .await
             .expect("upload");
     }
+    // A module of the team's own, not shipped with quarry: its techniques
+    // come with the upload (as `quarry module upload` sends them), and an
+    // id that is no technique is refused.
+    let own = quarry_hunt_modules::test_modules::NOOP;
+    let err = client
+        .upload_signed_module("own-hunt", "1.0.0", "", own.wasm, None, &["T99".into()])
+        .await
+        .expect_err("not a technique id");
+    assert!(
+        err.to_string().contains("not an ATT&CK technique id"),
+        "{err}"
+    );
+    let uploaded = client
+        .upload_signed_module(
+            "own-hunt",
+            "1.0.0",
+            "",
+            own.wasm,
+            None,
+            &["t1059.001".into(), "T1059.001".into()],
+        )
+        .await
+        .expect("upload with techniques");
+    assert_eq!(uploaded.techniques, ["T1059.001"]);
     run_hunt(
         &mut client,
         HuntRequest::new("bruteforce").shard("dc1-security"),
@@ -149,6 +173,12 @@ async fn coverage_reports_what_ran_and_what_could_detect() {
     assert_eq!(whoami.detections[0].kind, DetectionKind::SigmaRule);
     assert_eq!(whoami.detections[0].runs, 1);
     assert_eq!(whoami.share, 1.0);
+    // The team's module, known by what its upload declared.
+    let own = technique("T1059.001");
+    assert!(
+        own.detections.iter().any(|d| d.name == "own-hunt@1.0.0"),
+        "{own:?}"
+    );
     // The rule of the directory only: can detect, did not run.
     assert_eq!(technique("T1021.002").detections[0].runs, 0);
 

@@ -137,14 +137,21 @@ async fn names_have_owners_and_signed_modules_are_enforced_up_to_the_worker() {
             .expect("hex")
     };
     let forged = alice
-        .upload_signed_module("noop-signed", "1.0.0", "", NOOP.wasm, Some(&sign(&rogue)))
+        .upload_signed_module(
+            "noop-signed",
+            "1.0.0",
+            "",
+            NOOP.wasm,
+            Some(&sign(&rogue)),
+            &[],
+        )
         .await
         .expect_err("a key the cluster does not trust");
     assert!(forged.to_string().contains("does not verify"), "{forged}");
     // The same bytes as noop@1.0.0 keep that name; signing them records
     // the signer for that digest.
     let signed = alice
-        .upload_signed_module("noop", "1.0.0", "", NOOP.wasm, Some(&sign(&key)))
+        .upload_signed_module("noop", "1.0.0", "", NOOP.wasm, Some(&sign(&key)), &[])
         .await
         .expect("signed upload");
     assert_eq!(signed.signed_by, "release");

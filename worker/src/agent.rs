@@ -91,7 +91,7 @@ impl Inner {
     }
 
     /// The coordinator in use.
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         if let Some((hint, _)) = self.hint().as_ref() {
             return hint.clone();
         }

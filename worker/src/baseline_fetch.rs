@@ -49,11 +49,12 @@ pub(crate) async fn resolve(
             hunt_id: hunt.to_owned(),
         })
         .await
-        .map_err(|s| {
-            WorkerError::Task(format!(
+        .map_err(|s| WorkerError::Coordinator {
+            url: inner.url(),
+            detail: format!(
                 "cannot fetch the schedule baseline of hunt {hunt}: {}",
                 s.message()
-            ))
+            ),
         })?
         .into_inner();
     let mut aggregates = quarry_contract::aggregate::Merged::new();

@@ -92,6 +92,7 @@ pub async fn commit_module_m1(node: &NodeHandle) {
             version: "1".into(),
             description: String::new(),
             uploaded_ms: 1,
+            techniques: Vec::new(),
             bytes: vec![1],
         },
     })

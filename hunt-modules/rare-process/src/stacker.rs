@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use quarry_sdk::time::format_rfc3339_ms;
-use quarry_sdk::{Finding, Severity, Stack};
+use quarry_sdk::{Finding, FindingBuilder, Severity, Stack};
 
 use crate::paths::{file_name, user_writable_location};
 
@@ -244,11 +244,29 @@ impl Stacker {
     }
 }
 
+/// The start's details (when logged), techniques and offsets, then the
+/// finding.
+fn finish_finding(mut finding: FindingBuilder, seen: &Seen) -> Finding {
+    if let Some(command_line) = &seen.command_line {
+        finding = finding.evidence("command_line", command_line);
+    }
+    if let Some(parent) = &seen.parent_image {
+        finding = finding.evidence("parent_image", parent);
+    }
+    if let Some(user) = &seen.user {
+        finding = finding.evidence("user", user);
+    }
+    finding
+        .techniques(TECHNIQUES)
+        .offsets(seen.offsets.iter().copied())
+        .build()
+}
+
 /// An image no earlier run of the schedule saw on any host.
 fn first_seen(image: &str, seen: &Seen, runs: u32) -> Finding {
     let hosts: Vec<&str> = seen.hosts.iter().map(String::as_str).collect();
     let host = hosts.first().copied().unwrap_or("unknown");
-    let mut finding = Finding::builder(
+    let finding = Finding::builder(
         RULE_FIRST_SEEN,
         format!(
             "{} ran for the first time on the fleet (not in {runs} earlier run(s) of the schedule), on {host}",
@@ -272,24 +290,12 @@ fn first_seen(image: &str, seen: &Seen, runs: u32) -> Finding {
     .evidence("baseline_runs", runs)
     .evidence("starts", seen.events)
     .evidence("first_seen", format_rfc3339_ms(seen.first_ms));
-    if let Some(command_line) = &seen.command_line {
-        finding = finding.evidence("command_line", command_line);
-    }
-    if let Some(parent) = &seen.parent_image {
-        finding = finding.evidence("parent_image", parent);
-    }
-    if let Some(user) = &seen.user {
-        finding = finding.evidence("user", user);
-    }
-    finding
-        .techniques(TECHNIQUES)
-        .offsets(seen.offsets.iter().copied())
-        .build()
+    finish_finding(finding, seen)
 }
 
 fn finding(image: &str, seen: &Seen, location: &str, task_hosts: usize) -> Finding {
     let host = seen.hosts.first().map_or("unknown", String::as_str);
-    let mut finding = Finding::builder(
+    let finding = Finding::builder(
         RULE_SINGLE_HOST_USER_WRITABLE,
         format!(
             "{} ran from {location} on {host} only ({task_hosts} hosts in the shard)",
@@ -310,19 +316,7 @@ fn finding(image: &str, seen: &Seen, location: &str, task_hosts: usize) -> Findi
     .evidence("starts", seen.events)
     .evidence("first_seen", format_rfc3339_ms(seen.first_ms))
     .evidence("last_seen", format_rfc3339_ms(seen.last_ms));
-    if let Some(command_line) = &seen.command_line {
-        finding = finding.evidence("command_line", command_line);
-    }
-    if let Some(parent) = &seen.parent_image {
-        finding = finding.evidence("parent_image", parent);
-    }
-    if let Some(user) = &seen.user {
-        finding = finding.evidence("user", user);
-    }
-    finding
-        .techniques(TECHNIQUES)
-        .offsets(seen.offsets.iter().copied())
-        .build()
+    finish_finding(finding, seen)
 }
 
 #[cfg(test)]

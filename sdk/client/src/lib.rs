@@ -720,13 +720,14 @@ impl Client {
         description: &str,
         bytes: &[u8],
     ) -> Result<v1::ModuleInfo, ClientError> {
-        self.upload_signed_module(name, version, description, bytes, None)
+        self.upload_signed_module(name, version, description, bytes, None, &[])
             .await
     }
 
     /// [`Client::upload_module`] with an ed25519 signature of the module
     /// (`quarry module sign`), which the cluster checks against its trusted
-    /// keys.
+    /// keys, and the ATT&CK techniques its descriptor declares (for
+    /// `quarry coverage`; empty if unknown).
     pub async fn upload_signed_module(
         &mut self,
         name: &str,
@@ -734,6 +735,7 @@ impl Client {
         description: &str,
         bytes: &[u8],
         signature: Option<&[u8]>,
+        techniques: &[String],
     ) -> Result<v1::ModuleInfo, ClientError> {
         let header = v1::ModuleUploadHeader {
             name: name.to_owned(),
@@ -741,6 +743,7 @@ impl Client {
             description: description.to_owned(),
             expected_digest: hex::encode(Sha256::digest(bytes)),
             signature: signature.map(<[u8]>::to_vec).unwrap_or_default(),
+            techniques: techniques.to_vec(),
         };
         let mut chunks: Vec<v1::UploadModuleRequest> = bytes
             .chunks(quarry_proto::MODULE_CHUNK_BYTES)
