@@ -74,24 +74,37 @@ impl Group {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let status = self.nodes[&old].node().status();
         assert!(status.is_leader, "the old leader kept its role: {status:?}");
-        let target = *self
-            .nodes
-            .keys()
-            .find(|id| **id != old)
-            .expect("a follower");
-        let mut timeout_now = Message::default();
-        timeout_now.set_msg_type(MessageType::MsgTimeoutNow);
-        timeout_now.from = old;
-        timeout_now.to = target;
-        timeout_now.term = status.term;
-        self.nodes[&target].node().step(timeout_now).expect("step");
+        // A follower whose log lacks the entry the other one has cannot win
+        // the election (on a loaded machine the entry may not have reached
+        // it yet): ask each follower in turn until one takes over.
+        let followers: Vec<u64> = self.nodes.keys().copied().filter(|id| *id != old).collect();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.nodes[&target].node().status().is_leader {
-            assert!(Instant::now() < deadline, "node {target} did not take over");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        for target in followers.iter().copied().cycle() {
+            let mut timeout_now = Message::default();
+            timeout_now.set_msg_type(MessageType::MsgTimeoutNow);
+            timeout_now.from = old;
+            timeout_now.to = target;
+            // The first candidate may have moved the others' term on.
+            timeout_now.term = self.nodes[&target].node().status().term.max(status.term);
+            self.nodes[&target].node().step(timeout_now).expect("step");
+            let turn = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < turn {
+                if let Some(leader) = followers
+                    .iter()
+                    .copied()
+                    .find(|id| self.nodes[id].node().status().is_leader)
+                {
+                    self.starve.store(0, Ordering::SeqCst);
+                    return (leader, write);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no follower took over from node {old}"
+            );
         }
-        self.starve.store(0, Ordering::SeqCst);
-        (target, write)
+        unreachable!("the loop returns or fails")
     }
 
     async fn hunt_count(&self, on: u64) -> usize {

@@ -1,10 +1,13 @@
-//! Hunt module `bruteforce`: many failed Windows logons for an account or
-//! from a source, then a success (ATT&CK T1110, T1110.001, T1110.003).
+//! Hunt module `bruteforce`: many failed logons for an account or from a
+//! source, then a success (ATT&CK T1110, T1110.001, T1110.003).
 //!
-//! Reads Security events 4625 ("An account failed to log on") and 4624 ("An
-//! account was successfully logged on"), flat (`TargetUserName`) or with the
-//! event data nested (`EventData.TargetUserName`; evtx records are
-//! flattened by the worker's ingest).
+//! Reads Windows Security events 4625 ("An account failed to log on"), 4624
+//! ("An account was successfully logged on"), 4768 and 4771 (Kerberos) and
+//! 4776 (NTLM), flat (`TargetUserName`) or with the event data nested
+//! (`EventData.TargetUserName`; evtx records are flattened by the worker's
+//! ingest); sshd's `Failed`/`Accepted` lines of auth.log (as the worker's
+//! syslog ingest fields them); and auditd `USER_AUTH`/`USER_LOGIN` records.
+//! See [`logon`] for what counts.
 //!
 //! Findings:
 //!
@@ -90,18 +93,118 @@ quarry_sdk::fields! {
         COMPUTER = "Computer",
         /// The machine that logged the event, as some shippers name it.
         HOSTNAME = "Hostname",
+        /// 4768, 4771, 4776: the result code (`0x0` is success).
+        STATUS = "EventData.Status",
+        /// 4776: the client machine's name.
+        WORKSTATION = "EventData.Workstation",
+        /// auth.log: what sshd said (`failed_password`, `accepted_publickey`,
+        /// ...), as the worker's syslog ingest names it.
+        SSHD_EVENT = "sshd_event",
+        /// auth.log: the account.
+        USER = "user",
+        /// auth.log: the client's address.
+        SOURCE_IP = "source_ip",
+        /// auth.log: `message repeated N times: [ ... ]`.
+        REPEAT_COUNT = "repeat_count",
+        /// auditd: the record type (`USER_AUTH`, `USER_LOGIN`).
+        AUDIT_TYPE = "type",
+        /// auditd: `success` or `failed`.
+        AUDIT_RESULT = "res",
+        /// auditd: the account.
+        AUDIT_ACCOUNT = "acct",
+        /// auditd: the client's address (`?` when none).
+        AUDIT_ADDRESS = "addr",
+        /// The canonical host the worker's ingest sets (syslog, auditd).
+        HOST = "host",
     }
 }
 
 const EVENT_LOGON_SUCCESS: u64 = 4624;
 const EVENT_LOGON_FAILURE: u64 = 4625;
+const EVENT_KERBEROS_TGT: u64 = 4768;
+const EVENT_KERBEROS_PREAUTH_FAILED: u64 = 4771;
+const EVENT_NTLM_VALIDATION: u64 = 4776;
+/// Most times one `message repeated N times` line counts (sshd repeats a
+/// message a few times; a forged huge N must not stall the task).
+const MAX_REPEAT: u64 = 1_000;
 
 /// The hunt: a [`Detector`] fed from events.
 pub struct Bruteforce {
     detector: Detector,
+    /// Kerberos and NTLM validation failures held for [`SAME_ATTEMPT_MS`]:
+    /// see [`Bruteforce::scan`].
+    pending: std::collections::VecDeque<Held>,
+}
+
+/// Two records of one failed attempt (the validation, 4768/4771/4776, and
+/// the logon, 4625, on the machine that did both) are at most this far
+/// apart.
+const SAME_ATTEMPT_MS: i64 = 2_000;
+/// Validation failures held at once; beyond, the oldest is counted.
+const MAX_HELD: usize = 10_000;
+
+/// A validation failure waiting to see whether a 4625 repeats it.
+#[derive(Clone, Debug)]
+struct Held {
+    timestamp_ms: i64,
+    offset: u64,
+    user: String,
+    source_ip: Option<String>,
+    workstation: Option<String>,
+    host: Option<String>,
+}
+
+impl Held {
+    fn of(logon: &Logon<'_>) -> Self {
+        Held {
+            timestamp_ms: logon.timestamp_ms,
+            offset: logon.offset,
+            user: logon.user.to_owned(),
+            source_ip: logon.source_ip.map(str::to_owned),
+            workstation: logon.workstation.map(str::to_owned),
+            host: logon.host.map(str::to_owned),
+        }
+    }
+
+    fn logon(&self) -> Logon<'_> {
+        Logon {
+            outcome: Outcome::Failure,
+            timestamp_ms: self.timestamp_ms,
+            offset: self.offset,
+            domain: "",
+            user: &self.user,
+            source_ip: self.source_ip.as_deref(),
+            logon_type: None,
+            workstation: self.workstation.as_deref(),
+            host: self.host.as_deref(),
+        }
+    }
+
+    /// Whether the 4625 `logon` records the same attempt.
+    fn repeated_by(&self, logon: &Logon<'_>) -> bool {
+        self.user.eq_ignore_ascii_case(logon.user)
+            && self.host.as_deref() == logon.host
+            && (logon.timestamp_ms - self.timestamp_ms).abs() <= SAME_ATTEMPT_MS
+    }
 }
 
 impl Bruteforce {
+    /// Counts the held validation failures from before `before_ms`.
+    fn release(&mut self, before_ms: i64, emit: &mut dyn FnMut(quarry_sdk::Finding)) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|held| held.timestamp_ms < before_ms || before_ms == i64::MAX)
+        {
+            let Some(held) = self.pending.pop_front() else {
+                break;
+            };
+            if let Some(finding) = self.detector.observe(&held.logon()) {
+                emit(finding);
+            }
+        }
+    }
+
     /// The detection configuration for the hunt's parameters.
     pub fn config(params: &Params) -> Result<Config, String> {
         params.ensure_known(&PARAMS)?;
@@ -138,26 +241,146 @@ impl Bruteforce {
     }
 }
 
-/// Reads the logon attempt an event describes; `None` for other events.
-pub fn logon(event: &Event) -> Option<Logon<'_>> {
-    let outcome = match event.get_u64(field::EVENT_ID)? {
-        EVENT_LOGON_SUCCESS => Outcome::Success,
-        EVENT_LOGON_FAILURE => Outcome::Failure,
+/// Reads the logon attempt an event describes, and how many attempts it
+/// stands for (sshd's `message repeated N times`); `None` for other events.
+///
+/// - Windows: 4624/4625 (logon), 4768 (Kerberos TGT: `Status` 0x0 is a
+///   success), 4771 (Kerberos pre-authentication failed), 4776 (NTLM
+///   validation: `Status` 0x0 is a success). 4648 (explicit credentials)
+///   says nothing of the outcome and is not read.
+/// - auth.log: sshd `Failed <method>` (password, keyboard-interactive,
+///   publickey, none) and `Accepted <method>`. sshd's `Invalid user` and PAM
+///   `authentication failure` lines repeat what the `Failed` line of the
+///   same attempt says, so they are not counted again.
+/// - auditd: `USER_AUTH` with `res=failed` (a failed authentication, PAM
+///   or sshd) and `USER_LOGIN` with `res=success`.
+///
+/// Linux accounts are per host: their account is `host\user`, as local
+/// Windows accounts are `MACHINE\user`.
+pub fn logon(event: &Event) -> Option<(Logon<'_>, u64)> {
+    if let Some(id) = event.get_u64(field::EVENT_ID) {
+        return windows_logon(event, id).map(|logon| (logon, 1));
+    }
+    if let Some(what) = meaningful(event, field::SSHD_EVENT) {
+        return sshd_logon(event, what);
+    }
+    audit_logon(event).map(|logon| (logon, 1))
+}
+
+/// Whether `event` is a Kerberos or NTLM credential validation (4768,
+/// 4771, 4776), which a 4625 on the same machine may repeat.
+fn is_validation(event: &Event) -> bool {
+    matches!(
+        event.get_u64(field::EVENT_ID),
+        Some(EVENT_KERBEROS_TGT | EVENT_KERBEROS_PREAUTH_FAILED | EVENT_NTLM_VALIDATION)
+    )
+}
+
+fn windows_logon(event: &Event, id: u64) -> Option<Logon<'_>> {
+    let meaningful = |f| meaningful(event, f);
+    let status_ok = || {
+        meaningful(field::STATUS).map(|s| {
+            s.trim()
+                .trim_start_matches("0x")
+                .trim_start_matches('0')
+                .is_empty()
+        })
+    };
+    let (outcome, domain, workstation) = match id {
+        EVENT_LOGON_SUCCESS => (
+            Outcome::Success,
+            meaningful(field::TARGET_DOMAIN_NAME),
+            meaningful(field::WORKSTATION_NAME),
+        ),
+        EVENT_LOGON_FAILURE => (
+            Outcome::Failure,
+            meaningful(field::TARGET_DOMAIN_NAME),
+            meaningful(field::WORKSTATION_NAME),
+        ),
+        // Kerberos names the account without its domain (4771 has none):
+        // both events key it by name alone, so they count together.
+        EVENT_KERBEROS_TGT => (outcome_of(status_ok()?), None, None),
+        EVENT_KERBEROS_PREAUTH_FAILED => (Outcome::Failure, None, None),
+        EVENT_NTLM_VALIDATION => (
+            outcome_of(status_ok()?),
+            None,
+            meaningful(field::WORKSTATION),
+        ),
         _ => return None,
     };
-    let meaningful = |f| meaningful(event, f);
     Some(Logon {
         outcome,
         timestamp_ms: event.timestamp_ms,
         offset: event.offset,
-        domain: meaningful(field::TARGET_DOMAIN_NAME).unwrap_or(""),
+        domain: domain.unwrap_or(""),
         user: meaningful(field::TARGET_USER_NAME)?,
         source_ip: meaningful(field::IP_ADDRESS),
         logon_type: event
             .get_u64(field::LOGON_TYPE)
             .and_then(|t| u32::try_from(t).ok()),
-        workstation: meaningful(field::WORKSTATION_NAME),
+        workstation,
         host: meaningful(field::COMPUTER).or_else(|| meaningful(field::HOSTNAME)),
+    })
+}
+
+fn outcome_of(success: bool) -> Outcome {
+    if success {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    }
+}
+
+/// The machine of a Linux record: the canonical `host`, else `Hostname`.
+fn linux_host(event: &Event) -> Option<&str> {
+    meaningful(event, field::HOST).or_else(|| meaningful(event, field::HOSTNAME))
+}
+
+fn sshd_logon<'a>(event: &'a Event, what: &str) -> Option<(Logon<'a>, u64)> {
+    let outcome = if what.starts_with("failed_") {
+        Outcome::Failure
+    } else if what.starts_with("accepted_") {
+        Outcome::Success
+    } else {
+        return None;
+    };
+    let host = linux_host(event);
+    let times = event
+        .get_u64(field::REPEAT_COUNT)
+        .unwrap_or(1)
+        .clamp(1, MAX_REPEAT);
+    let logon = Logon {
+        outcome,
+        timestamp_ms: event.timestamp_ms,
+        offset: event.offset,
+        domain: host.unwrap_or(""),
+        user: meaningful(event, field::USER)?,
+        source_ip: meaningful(event, field::SOURCE_IP),
+        logon_type: None,
+        workstation: None,
+        host,
+    };
+    Some((logon, times))
+}
+
+fn audit_logon(event: &Event) -> Option<Logon<'_>> {
+    let result = meaningful(event, field::AUDIT_RESULT)?;
+    let outcome = match (meaningful(event, field::AUDIT_TYPE)?, result) {
+        ("USER_AUTH", "failed" | "no") => Outcome::Failure,
+        ("USER_LOGIN", "success" | "yes") => Outcome::Success,
+        _ => return None,
+    };
+    let host = linux_host(event);
+    Some(Logon {
+        outcome,
+        timestamp_ms: event.timestamp_ms,
+        offset: event.offset,
+        domain: host.unwrap_or(""),
+        user: meaningful(event, field::AUDIT_ACCOUNT).filter(|a| *a != "?")?,
+        source_ip: meaningful(event, field::AUDIT_ADDRESS).filter(|a| *a != "?"),
+        logon_type: None,
+        workstation: None,
+        host,
     })
 }
 
@@ -170,31 +393,67 @@ impl Hunt for Bruteforce {
     fn describe() -> Descriptor {
         Descriptor::new(NAME, VERSION)
             .with_description(
-                "Many failed Windows logons (4625) for an account or from a source, then a success (4624).",
+                "Many failed logons for an account or from a source, then a success: Windows 4625/4624, Kerberos 4768/4771, NTLM 4776, sshd in auth.log, auditd USER_AUTH/USER_LOGIN.",
             )
             .with_fields(field::NAMES)
-            .with_predicate(Predicate::equals("EventID", &["4624", "4625"]))
+            .with_any_of(vec![
+                Predicate::equals("EventID", &["4624", "4625", "4768", "4771", "4776"]),
+                Predicate::exists("sshd_event"),
+                Predicate::equals("type", &["USER_AUTH", "USER_LOGIN"]),
+            ])
             .with_techniques(&TECHNIQUES)
     }
 
     fn new(params: &Params) -> Result<Self, String> {
         Ok(Bruteforce {
             detector: Detector::new(Self::config(params)?),
+            pending: std::collections::VecDeque::new(),
         })
     }
 
     fn scan(&mut self, batch: &[Event], out: &mut Emitter) -> Result<(), String> {
+        // A failed logon to the machine that validated the credentials is
+        // logged twice, as a 4776 or 4771 and as a 4625: validation
+        // failures wait a moment, and one a 4625 repeats is counted once,
+        // as the 4625 (which says more: logon type, address).
         for event in batch {
-            if let Some(logon) = logon(event)
-                && let Some(finding) = self.detector.observe(&logon)
+            let Some((logon, times)) = logon(event) else {
+                continue;
+            };
+            if logon.outcome == Outcome::Failure && is_validation(event) {
+                self.release(logon.timestamp_ms - SAME_ATTEMPT_MS, &mut |f| out.emit(f));
+                if self.pending.len() >= MAX_HELD
+                    && let Some(oldest) = self.pending.pop_front()
+                    && let Some(finding) = self.detector.observe(&oldest.logon())
+                {
+                    out.emit(finding);
+                }
+                self.pending.push_back(Held::of(&logon));
+                continue;
+            }
+            if logon.outcome == Outcome::Failure
+                && let Some(same) = self.pending.iter().position(|h| h.repeated_by(&logon))
             {
-                out.emit(finding);
+                self.pending.remove(same);
+            }
+            // Held failures came before this attempt: a success is judged
+            // with them counted.
+            let release_before = match logon.outcome {
+                Outcome::Success => i64::MAX,
+                Outcome::Failure => logon.timestamp_ms - SAME_ATTEMPT_MS,
+            };
+            self.release(release_before, &mut |f| out.emit(f));
+            for _ in 0..times {
+                if let Some(finding) = self.detector.observe(&logon) {
+                    out.emit(finding);
+                }
             }
         }
         Ok(())
     }
 
-    fn finish(self, out: &mut Output) {
+    fn finish(mut self, out: &mut Output) {
+        self.release(i64::MAX, &mut |f| out.emit(f));
         let report = self.detector.finish();
         quarry_sdk::log::debug(&format!(
             "{} failed logons over {} accounts and {} sources; {} unresolved bursts",
@@ -251,12 +510,28 @@ mod tests {
                 "EventData.LogonType",
                 "EventData.WorkstationName",
                 "Computer",
-                "Hostname"
+                "Hostname",
+                "EventData.Status",
+                "EventData.Workstation",
+                "sshd_event",
+                "user",
+                "source_ip",
+                "repeat_count",
+                "type",
+                "res",
+                "acct",
+                "addr",
+                "host",
             ]
         );
-        assert_eq!(d.prefilter.len(), 1);
-        assert_eq!(d.prefilter[0].field, "EventID");
-        assert_eq!(d.prefilter[0].values, ["4624", "4625"]);
+        assert!(d.prefilter.is_empty());
+        assert_eq!(d.any_of.len(), 1);
+        let fields: Vec<&str> = d.any_of[0].iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["EventID", "sshd_event", "type"]);
+        assert_eq!(
+            d.any_of[0][0].values,
+            ["4624", "4625", "4768", "4771", "4776"]
+        );
         assert_eq!(d.techniques, ["T1110", "T1110.001", "T1110.003"]);
     }
 
@@ -324,7 +599,8 @@ mod tests {
                 Some("ws01.corp.example"),
             ],
         );
-        let logon = logon(&failure).expect("a 4625 is a logon");
+        let (logon, times) = logon(&failure).expect("a 4625 is a logon");
+        assert_eq!(times, 1);
         assert_eq!(logon.outcome, Outcome::Failure);
         assert_eq!((logon.domain, logon.user), ("WIN", "Admin"));
         assert_eq!(logon.source_ip, None);
@@ -420,6 +696,168 @@ mod tests {
         assert_eq!(
             (times["10.20.30.40"].min, times["10.20.30.40"].max),
             (1_700_000_000_000, 1_700_000_002_000)
+        );
+    }
+
+    /// An event with `values` at the given fields, the rest absent.
+    fn with(offset: u64, at_ms: i64, values: &[(Field, &str)]) -> Event {
+        let mut all = vec![None; field::NAMES.len()];
+        for (f, v) in values {
+            all[f.index()] = Some((*v).to_owned());
+        }
+        Event::new(at_ms, offset, all)
+    }
+
+    fn sshd(offset: u64, what: &str, user: &str, ip: &str, repeat: Option<&str>) -> Event {
+        let mut values = vec![
+            (field::SSHD_EVENT, what),
+            (field::USER, user),
+            (field::SOURCE_IP, ip),
+            (field::HOST, "web01"),
+        ];
+        if let Some(n) = repeat {
+            values.push((field::REPEAT_COUNT, n));
+        }
+        with(offset, 1_700_000_000_000 + offset as i64 * 2_000, &values)
+    }
+
+    #[test]
+    fn an_ssh_password_guessing_burst_is_found_and_a_mistyping_user_is_not() {
+        let mut task = Task::<Bruteforce>::new();
+        task.init(vec![]).unwrap();
+        let batch = vec![
+            // alice mistypes twice, then gets in: quiet.
+            sshd(0, "failed_password", "alice", "10.0.0.8", None),
+            sshd(1, "failed_password", "alice", "10.0.0.8", None),
+            sshd(2, "accepted_password", "alice", "10.0.0.8", None),
+            // A guessing burst on root, one line standing for three tries.
+            sshd(3, "failed_password", "root", "203.0.113.5", None),
+            sshd(4, "failed_password", "root", "203.0.113.5", Some("3")),
+            // Lines that repeat what the `Failed` line says are not counted.
+            sshd(5, "invalid_user", "root", "203.0.113.5", None),
+            sshd(6, "auth_failure", "root", "203.0.113.5", None),
+            sshd(
+                7,
+                "failed_keyboard_interactive",
+                "root",
+                "203.0.113.5",
+                None,
+            ),
+        ];
+        let found = task.scan(batch).unwrap();
+        assert!(found.is_empty(), "{found:#?}");
+        let found = task
+            .scan(vec![sshd(
+                8,
+                "accepted_password",
+                "root",
+                "203.0.113.5",
+                None,
+            )])
+            .unwrap();
+        let summary: Vec<(&str, &str, Option<&str>)> = found
+            .iter()
+            .map(|f| {
+                (
+                    f.rule.as_str(),
+                    f.entity.as_str(),
+                    f.evidence_value("failures"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [(
+                detector::RULE_SUCCESS_AFTER_FAILURES,
+                "user:WEB01\\root",
+                Some("5")
+            )]
+        );
+        assert!(task.finish().unwrap().findings.is_empty());
+    }
+
+    #[test]
+    fn kerberos_ntlm_and_auditd_attempts_count() {
+        let windows = |offset: u64, id: &str, user: &str, status: &str| {
+            with(
+                offset,
+                1_700_000_000_000 + offset as i64 * 1_000,
+                &[
+                    (field::EVENT_ID, id),
+                    (field::TARGET_USER_NAME, user),
+                    (field::STATUS, status),
+                    (field::IP_ADDRESS, "::ffff:10.23.123.11"),
+                    (field::COMPUTER, "DC01"),
+                ],
+            )
+        };
+        fn outcome(e: &Event) -> Option<(Outcome, String, String)> {
+            logon(e).map(|(l, _)| (l.outcome, l.domain.to_owned(), l.user.to_owned()))
+        }
+        let expect = |outcome: Outcome, domain: &str, user: &str| {
+            Some((outcome, domain.to_owned(), user.to_owned()))
+        };
+        assert_eq!(
+            outcome(&windows(0, "4771", "svc", "0x18")),
+            expect(Outcome::Failure, "", "svc")
+        );
+        assert_eq!(
+            outcome(&windows(1, "4768", "svc", "0x0")),
+            expect(Outcome::Success, "", "svc")
+        );
+        assert_eq!(
+            outcome(&windows(2, "4768", "svc", "0x6")),
+            expect(Outcome::Failure, "", "svc")
+        );
+        assert_eq!(
+            outcome(&windows(3, "4776", "bob", "0xC000006A")),
+            expect(Outcome::Failure, "", "bob")
+        );
+        assert_eq!(
+            outcome(&windows(4, "4776", "bob", "0x0")),
+            expect(Outcome::Success, "", "bob")
+        );
+        // 4648 says nothing of the outcome.
+        assert_eq!(outcome(&windows(5, "4648", "bob", "0x0")), None);
+
+        let audit = |offset: u64, kind: &str, res: &str| {
+            with(
+                offset,
+                1_700_000_000_000 + offset as i64 * 1_000,
+                &[
+                    (field::AUDIT_TYPE, kind),
+                    (field::AUDIT_RESULT, res),
+                    (field::AUDIT_ACCOUNT, "root"),
+                    (field::AUDIT_ADDRESS, "203.0.113.9"),
+                    (field::HOST, "db01"),
+                ],
+            )
+        };
+        let mut task = Task::<Bruteforce>::new();
+        task.init(vec![]).unwrap();
+        let mut batch: Vec<Event> = (0..6).map(|i| audit(i, "USER_AUTH", "failed")).collect();
+        // The login record of the failed attempts and an unrelated type.
+        batch.push(audit(6, "USER_LOGIN", "failed"));
+        batch.push(audit(7, "USER_ACCT", "success"));
+        batch.push(audit(8, "USER_LOGIN", "success"));
+        let found = task.scan(batch).unwrap();
+        let summary: Vec<(&str, &str, Option<&str>)> = found
+            .iter()
+            .map(|f| {
+                (
+                    f.rule.as_str(),
+                    f.entity.as_str(),
+                    f.evidence_value("failures"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [(
+                detector::RULE_SUCCESS_AFTER_FAILURES,
+                "user:DB01\\root",
+                Some("6")
+            )]
         );
     }
 }

@@ -174,9 +174,10 @@ fn recorded_failures_then_a_success_is_a_high_finding() {
 /// The wasm build over a recorded `.evtx` file read by the worker's own
 /// ingest (nested `Event.EventData` flattened there): OpenSSH on Windows
 /// refusing five passwords for a user that does not exist, from the local
-/// machine (no address, the workstation `FS01`). Five failures reach the
-/// account threshold; one account is not a spray, so the source rules stay
-/// quiet.
+/// machine (no address, the workstation `FS01`). Each try is logged twice,
+/// as the NTLM validation (4776) and the failed logon (4625), and counts
+/// once. Five failures reach the account threshold; one account is not a
+/// spray, so the source rules stay quiet.
 #[test]
 fn recorded_openssh_guessing_is_one_account_finding_in_the_sandbox() {
     use quarry_hunt_modules::BRUTEFORCE;
@@ -189,7 +190,10 @@ fn recorded_openssh_guessing_is_one_account_finding_in_the_sandbox() {
     };
     let shard = testkit::shard_of_files("fs01-security", "evtx", &files);
     let output = testkit::run(BRUTEFORCE.wasm, &shard, &[]);
-    assert_eq!(output.events_matched, 6, "five 4625s and one 4624");
+    assert_eq!(
+        output.events_matched, 11,
+        "five 4625s, the five 4776s that validated them, and one 4624"
+    );
     let summary: Vec<(&str, &str, Option<&str>)> = output
         .findings
         .iter()
@@ -206,5 +210,43 @@ fn recorded_openssh_guessing_is_one_account_finding_in_the_sandbox() {
     assert_eq!(
         evidence(&output.findings[0], "logon_types"),
         Some("8 (NetworkCleartext)")
+    );
+}
+
+/// Recorded Kerberos password guessing against a domain controller: 54
+/// pre-authentication failures (4771, status 0x18, wrong password) for one
+/// valid account from one address, never followed by a ticket. The account
+/// is reported; a single account is not a spray.
+#[test]
+fn recorded_kerberos_guessing_is_an_account_finding() {
+    let Some(log) = read_log("logs/windows/evtx/T1110_kerberos_bruteforce_valid_user_4771.jsonl")
+    else {
+        return;
+    };
+    let events = events(&log);
+    assert_eq!(events.len(), 54);
+    let mut task = Task::<Bruteforce>::new();
+    task.init(vec![]).unwrap();
+    assert!(task.scan(events).unwrap().is_empty());
+    let output = task.finish().unwrap();
+    let summary: Vec<(&str, &str)> = output
+        .findings
+        .iter()
+        .map(|f| (f.rule.as_str(), f.entity.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [(RULE_FAILURES_WITHOUT_SUCCESS, "user:admin-hacker")],
+        "{:#?}",
+        output.findings
+    );
+    let failures: u64 = output.findings[0]
+        .evidence_value("failures")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(failures >= 5, "{failures}");
+    assert_eq!(
+        output.findings[0].evidence_value("failure_source_ips"),
+        Some("::ffff:10.23.123.11")
     );
 }

@@ -319,3 +319,88 @@ fn the_mail_gateway_is_quiet_because_of_the_window_not_by_chance() {
         output.findings
     );
 }
+
+/// An OpenSSH server's auth.log, read by the worker's own syslog ingest:
+/// a guessing burst against root and invented users from one address (with
+/// the `Invalid user` and PAM lines sshd writes around each try, and a
+/// `message repeated` line), which then gets in; alice mistyping her
+/// password twice before logging in; a deploy key accepted. Only the burst
+/// is reported.
+#[test]
+fn an_ssh_brute_force_in_auth_log_is_found_and_a_mistyped_password_is_not() {
+    let mut lines = vec![
+        "Mar  4 08:00:01 web01 sshd[900]: Server listening on 0.0.0.0 port 22.".to_owned(),
+        "Mar  4 08:01:10 web01 sshd[1001]: Failed password for alice from 10.0.0.8 port 50022 ssh2".to_owned(),
+        "Mar  4 08:01:14 web01 sshd[1001]: Failed password for alice from 10.0.0.8 port 50022 ssh2".to_owned(),
+        "Mar  4 08:01:19 web01 sshd[1001]: Accepted password for alice from 10.0.0.8 port 50022 ssh2".to_owned(),
+        "Mar  4 08:01:20 web01 sshd[1001]: pam_unix(sshd:session): session opened for user alice(uid=1000) by (uid=0)".to_owned(),
+        "Mar  4 08:02:00 web01 sshd[1010]: Accepted publickey for deploy from 10.0.0.9 port 40100 ssh2: ED25519 SHA256:Zm9vYmFy".to_owned(),
+    ];
+    let mut pid = 2000;
+    for (i, user) in ["admin", "oracle", "test", "ubuntu", "postgres", "git"]
+        .iter()
+        .enumerate()
+    {
+        pid += 1;
+        let t = format!("08:10:{:02}", i * 3);
+        lines.push(format!(
+            "Mar  4 {t} web01 sshd[{pid}]: Invalid user {user} from 203.0.113.5 port {}",
+            40000 + i
+        ));
+        lines.push(format!(
+            "Mar  4 {t} web01 sshd[{pid}]: pam_unix(sshd:auth): check pass; user unknown"
+        ));
+        lines.push(format!("Mar  4 {t} web01 sshd[{pid}]: Failed password for invalid user {user} from 203.0.113.5 port {} ssh2", 40000 + i));
+        lines.push(format!("Mar  4 {t} web01 sshd[{pid}]: Connection closed by invalid user {user} 203.0.113.5 port {} [preauth]", 40000 + i));
+    }
+    for i in 0..3 {
+        pid += 1;
+        let t = format!("08:11:{:02}", i * 4);
+        lines.push(format!("Mar  4 {t} web01 sshd[{pid}]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=203.0.113.5  user=root"));
+        lines.push(format!(
+            "Mar  4 {t} web01 sshd[{pid}]: Failed password for root from 203.0.113.5 port {} ssh2",
+            41000 + i
+        ));
+    }
+    lines.push("Mar  4 08:11:20 web01 sshd[2999]: message repeated 3 times: [ Failed password for root from 203.0.113.5 port 41010 ssh2]".to_owned());
+    lines.push("Mar  4 08:11:40 web01 sshd[3000]: Accepted password for root from 203.0.113.5 port 41020 ssh2".to_owned());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("auth.log");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write auth.log");
+
+    let shard = testkit::shard_of_files("web01-auth", "syslog", &[file]);
+    let output = testkit::run(BRUTEFORCE.wasm, &shard, &[]);
+    let summary: Vec<(&str, &str, Option<&str>)> = output
+        .findings
+        .iter()
+        .map(|f| (f.rule.as_str(), f.entity.as_str(), ev(f, "failures")))
+        .collect();
+    // root: three `Failed` lines and one standing for three more; the
+    // source tried nine accounts and 12 times, then got in.
+    assert_eq!(
+        summary,
+        [(
+            "bruteforce/success-after-failures",
+            "user:WEB01\\root",
+            Some("6")
+        )],
+        "{:#?}",
+        output.findings
+    );
+    let root = &output.findings[0];
+    assert_eq!(ev(root, "success_source_ip"), Some("203.0.113.5"));
+    assert_eq!(root.severity, Severity::High);
+    // The source rule did not repeat it: the account rule reported that success.
+    let by_source = output
+        .aggregates
+        .iter()
+        .find(|a| a.name == "failures_by_source")
+        .expect("failures_by_source");
+    assert_eq!(
+        by_source.value,
+        AggregateValue::counts_from([
+            ("10.0.0.8".to_owned(), 2u64),
+            ("203.0.113.5".to_owned(), 12),
+        ])
+    );
+}
