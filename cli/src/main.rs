@@ -473,6 +473,10 @@ struct HuntTemplateArgs {
     /// name (repeatable): the hunt uses its latest version.
     #[arg(long = "intel-set")]
     intel_sets: Vec<String>,
+    /// Sigma rules for the `sigma` module: a rule file or a directory of
+    /// `.yml`/`.yaml` files (repeatable), sent as `rule.<path>` parameters.
+    #[arg(long = "rules", value_name = "PATH")]
+    rules: Vec<PathBuf>,
     /// Only events at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
     #[arg(long, value_parser = parse_time)]
     since: Option<i64>,
@@ -594,6 +598,11 @@ enum ModuleCommand {
         /// `quarry hunt submit --intel` ships it.
         #[arg(long = "intel", value_parser = quarry_cli::intel::intel_param)]
         intel: Vec<(String, String)>,
+        /// Sigma rules for the `sigma` module: a rule file or a directory
+        /// of `.yml`/`.yaml` files (repeatable), passed as `rule.<path>`
+        /// parameters.
+        #[arg(long = "rules", value_name = "PATH")]
+        rules: Vec<PathBuf>,
         /// CPU budget, e.g. 30s (default: the cluster's, 60s).
         #[arg(long, value_parser = humantime::parse_duration)]
         cpu: Option<Duration>,
@@ -1072,7 +1081,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             } = *args;
             let intel = template.intel.clone();
             let mut client = connect(&args).await?;
-            let request = bind_one_off_intel(&mut client, template.request(), intel).await?;
+            let request = bind_one_off_intel(&mut client, template.request()?, intel).await?;
             let request =
                 quarry_cli::schedule_cmd::create_request(&schedule, request.into_proto())?;
             quarry_cli::schedule_cmd::create(&args, &mut client, request).await?;
@@ -1091,10 +1100,23 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// The `rule.<path>` parameters of the Sigma rule files and directories
+/// `paths` (as the `sigma` module reads them).
+fn rule_params(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut params = Vec::new();
+    for path in paths {
+        params.extend(
+            sigma::loader::rule_params(path)
+                .with_context(|| format!("cannot load Sigma rules from {}", path.display()))?,
+        );
+    }
+    Ok(params)
+}
+
 impl HuntTemplateArgs {
     /// The hunt request these flags describe (`--intel` files not yet
     /// uploaded: see [`bind_one_off_intel`]).
-    fn request(&self) -> HuntRequest {
+    fn request(&self) -> anyhow::Result<HuntRequest> {
         let mut request = HuntRequest::new(&self.module)
             .priority(self.priority)
             .description(&self.description);
@@ -1109,6 +1131,9 @@ impl HuntTemplateArgs {
         }
         for set in &self.intel_sets {
             request = request.intel_set(set);
+        }
+        for (name, text) in rule_params(&self.rules)? {
+            request = request.param(&name, &text);
         }
         if self.since.is_some() || self.until.is_some() {
             request = request.time_range(self.since.unwrap_or(0), self.until.unwrap_or(0));
@@ -1135,11 +1160,11 @@ impl HuntTemplateArgs {
         if let Some(deadline) = self.deadline {
             request = request.deadline(deadline);
         }
-        match self.canary {
+        Ok(match self.canary {
             Some(Canary::Shards(n)) => request.canary_shards(n),
             Some(Canary::Percent(p)) => request.canary_percent(p),
             None => request,
-        }
+        })
     }
 }
 
@@ -1170,7 +1195,7 @@ async fn hunt(command: HuntCommand) -> anyhow::Result<()> {
                 client: args,
             } = *args;
             let intel = template.intel.clone();
-            let mut request = template.request();
+            let mut request = template.request()?;
             let mut client = connect(&args).await?;
             let format = out(args.output);
             if dry_run {
@@ -1317,6 +1342,7 @@ async fn module(command: ModuleCommand) -> anyhow::Result<std::process::ExitCode
             format,
             params,
             intel,
+            rules,
             cpu,
             memory_mib,
             max_findings,
@@ -1327,6 +1353,7 @@ async fn module(command: ModuleCommand) -> anyhow::Result<std::process::ExitCode
                 .transpose()?;
             let mut params = module_tool::parse_params(&params)?;
             params.extend(intel);
+            params.extend(rule_params(&rules)?);
             let mut limits = module_tool::default_limits();
             if let Some(cpu) = cpu {
                 limits.cpu = cpu;

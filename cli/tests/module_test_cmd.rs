@@ -133,3 +133,57 @@ fn failing_modules_exit_non_zero_with_the_named_reason() {
         );
     }
 }
+
+/// `--rules DIR` loads a directory of Sigma rules for the `sigma` module
+/// (as `quarry hunt submit sigma --rules DIR` sends them); a path that does
+/// not exist is refused with its name.
+#[test]
+fn sigma_rules_come_from_a_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = dir.path().join("rules/process_creation");
+    std::fs::create_dir_all(&rules).expect("mkdir");
+    std::fs::write(
+        rules.join("whoami.yml"),
+        "title: Whoami Execution\nid: 7e4c1b1a-2f0e-4c4b-9a55-0c2d3e4f5a61\nstatus: test\nlogsource:\n  product: windows\n  category: process_creation\ndetection:\n  selection:\n    Image|endswith: '\\whoami.exe'\n  condition: selection\nlevel: medium\ntags:\n  - attack.t1033\n",
+    )
+    .expect("write rule");
+    let logs = dir.path().join("sysmon.jsonl");
+    std::fs::write(
+        &logs,
+        concat!(
+            r#"{"@timestamp":"2024-03-01T10:00:00Z","EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","Computer":"ws1","Image":"C:\\Windows\\System32\\whoami.exe","CommandLine":"whoami /all"}"#,
+            "\n",
+            r#"{"@timestamp":"2024-03-01T10:01:00Z","EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","Computer":"ws1","Image":"C:\\Windows\\System32\\cmd.exe","CommandLine":"cmd"}"#,
+            "\n"
+        ),
+    )
+    .expect("write logs");
+    let rules_dir = dir.path().join("rules").display().to_string();
+    let (ok, report) = module_test(
+        dir.path(),
+        &quarry_hunt_modules::SIGMA,
+        &["--logs", &logs.display().to_string(), "--rules", &rules_dir],
+    );
+    assert!(ok, "{report}");
+    let findings = report["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(
+        findings[0]["rule"],
+        "sigma/7e4c1b1a-2f0e-4c4b-9a55-0c2d3e4f5a61"
+    );
+
+    let wasm = dir.path().join("sigma.wasm");
+    let output = Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .args(["module", "test"])
+        .arg(&wasm)
+        .args(["--logs", &logs.display().to_string(), "--rules"])
+        .arg(dir.path().join("no-such-rules"))
+        .output()
+        .expect("run quarry");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot load Sigma rules from") && stderr.contains("no-such-rules"),
+        "{stderr}"
+    );
+}

@@ -60,6 +60,26 @@ async fn wait_for_run(client: &mut Client, name: &str, run: u64) -> v1::Schedule
     }
 }
 
+/// Resumes the paused schedule until it has run once more (it runs at
+/// once: its due times passed while paused), pauses it again; returns it
+/// and the runs after run `before`.
+async fn next_runs(
+    client: &mut Client,
+    name: &str,
+    before: u64,
+) -> (v1::Schedule, Vec<v1::ScheduleRun>) {
+    client
+        .set_schedule_paused(name, false)
+        .await
+        .expect("resume");
+    wait_for_run(client, name, before + 1).await;
+    client.set_schedule_paused(name, true).await.expect("pause");
+    let schedule = wait_for_run(client, name, before + 1).await;
+    let runs = client.schedule_runs(name, 0).await.expect("runs");
+    let after = runs.into_iter().filter(|r| r.number > before).collect();
+    (schedule, after)
+}
+
 /// Findings of a run by rule, with the image each names.
 async fn findings_of(client: &mut Client, hunt: &str) -> Vec<(String, String)> {
     let mut found: Vec<(String, String)> = client
@@ -159,16 +179,7 @@ async fn a_scheduled_rare_process_reports_the_binary_first_seen_on_day_three() {
             .expect("ingest");
     };
     ingest(day(2, &[("ws3", "C:\\Tools\\inventory.exe")]));
-    let before = schedule.runs;
-    client
-        .set_schedule_paused(name, false)
-        .await
-        .expect("resume");
-    wait_for_run(&mut client, name, before + 1).await;
-    client.set_schedule_paused(name, true).await.expect("pause");
-    let schedule = wait_for_run(&mut client, name, before + 1).await;
-    let runs = client.schedule_runs(name, 0).await.expect("runs");
-    let day2: Vec<_> = runs.iter().filter(|r| r.number > before).collect();
+    let (schedule, day2) = next_runs(&mut client, name, schedule.runs).await;
     assert_eq!(
         day2.iter().map(|r| r.events_scanned).sum::<u64>(),
         10,
@@ -190,17 +201,9 @@ async fn a_scheduled_rare_process_reports_the_binary_first_seen_on_day_three() {
             ("ws1", "C:\\Users\\eve\\AppData\\Local\\Temp\\updater.exe"),
         ],
     ));
-    let before = schedule.runs;
-    client
-        .set_schedule_paused(name, false)
-        .await
-        .expect("resume");
-    wait_for_run(&mut client, name, before + 1).await;
-    client.set_schedule_paused(name, true).await.expect("pause");
-    let schedule = wait_for_run(&mut client, name, before + 1).await;
-    let runs = client.schedule_runs(name, 0).await.expect("runs");
+    let (schedule, runs) = next_runs(&mut client, name, schedule.runs).await;
     let mut day3 = Vec::new();
-    for run in runs.iter().filter(|r| r.number > before) {
+    for run in &runs {
         day3.extend(findings_of(&mut client, &run.hunt_id).await);
     }
     assert_eq!(

@@ -62,13 +62,17 @@ pub const PARAM_SPRAY_ACCOUNTS: &str = "spray_accounts";
 pub const PARAM_WINDOW_MINUTES: &str = "window_minutes";
 /// Parameter: sources the source rules leave out (comma-separated).
 pub const PARAM_IGNORE_SOURCES: &str = "ignore_sources";
+/// Parameter: whether failures only from internet addresses, never followed
+/// by a success, are reported.
+pub const PARAM_REPORT_INTERNET_FAILURES: &str = "report_internet_failures";
 
-const PARAMS: [&str; 5] = [
+const PARAMS: [&str; 6] = [
     PARAM_THRESHOLD,
     PARAM_SOURCE_THRESHOLD,
     PARAM_SPRAY_ACCOUNTS,
     PARAM_WINDOW_MINUTES,
     PARAM_IGNORE_SOURCES,
+    PARAM_REPORT_INTERNET_FAILURES,
 ];
 
 quarry_sdk::fields! {
@@ -131,6 +135,8 @@ const MAX_REPEAT: u64 = 1_000;
 /// The hunt: a [`Detector`] fed from events.
 pub struct Bruteforce {
     detector: Detector,
+    /// Report failures without success from internet addresses only.
+    report_internet_failures: bool,
     /// Kerberos and NTLM validation failures held for [`SAME_ATTEMPT_MS`]:
     /// see [`Bruteforce::scan`].
     pending: std::collections::VecDeque<Held>,
@@ -265,6 +271,56 @@ pub fn logon(event: &Event) -> Option<(Logon<'_>, u64)> {
         return sshd_logon(event, what);
     }
     audit_logon(event).map(|logon| (logon, 1))
+}
+
+/// Whether `finding` is failures without a success that came only from
+/// internet addresses (not private, loopback, link-local or shared
+/// address space). A truncated or empty list of sources is not.
+fn only_from_internet(finding: &quarry_sdk::Finding) -> bool {
+    let sources = match finding.rule.as_str() {
+        detector::RULE_FAILURES_WITHOUT_SUCCESS => finding.evidence_value("failure_source_ips"),
+        detector::RULE_SOURCE_FAILURES_WITHOUT_SUCCESS => finding.evidence_value("source"),
+        _ => None,
+    };
+    let Some(sources) = sources else {
+        return false;
+    };
+    let mut any = false;
+    for source in sources.split(", ") {
+        match source.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) if is_internet(ip) => any = true,
+            _ => return false,
+        }
+    }
+    any
+}
+
+/// An address routed on the internet: not private, loopback, link-local,
+/// unspecified, broadcast or shared (CGNAT) space. Documentation ranges
+/// count as internet: they stand for it in examples and tests.
+fn is_internet(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let v4 = match ip {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4,
+            None => {
+                let first = v6.segments()[0];
+                return !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80);
+            }
+        },
+    };
+    let [a, b, ..] = v4.octets();
+    !(v4.is_private()
+        || v4.is_loopback()
+        || v4.is_link_local()
+        || v4.is_unspecified()
+        || v4.is_broadcast()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)))
 }
 
 /// Whether `event` is a Kerberos or NTLM credential validation (4768,
@@ -407,6 +463,7 @@ impl Hunt for Bruteforce {
     fn new(params: &Params) -> Result<Self, String> {
         Ok(Bruteforce {
             detector: Detector::new(Self::config(params)?),
+            report_internet_failures: params.bool_or(PARAM_REPORT_INTERNET_FAILURES, false)?,
             pending: std::collections::VecDeque::new(),
         })
     }
@@ -462,8 +519,22 @@ impl Hunt for Bruteforce {
             report.failures_by_source.len(),
             report.findings.len(),
         ));
+        // Every service reachable from the internet is guessed at all day;
+        // what matters there is a success, which the success rules report
+        // whatever the source. Guessing only from internet addresses that
+        // never got in stays in the aggregates.
+        let mut background = 0u64;
         for finding in report.findings {
+            if !self.report_internet_failures && only_from_internet(&finding) {
+                background += 1;
+                continue;
+            }
             out.emit(finding);
+        }
+        if background > 0 {
+            quarry_sdk::log::info(&format!(
+                "{background} bursts of failures from internet addresses without a success not reported (report_internet_failures=true reports them)"
+            ));
         }
         out.aggregate(report.failures_by_account);
         out.aggregate(report.failures_by_source);
@@ -579,7 +650,7 @@ mod tests {
         );
         assert_eq!(
             task.init(params(&[("window", "5")])).unwrap_err(),
-            "unknown parameter `window`; this module accepts `threshold`, `source_threshold`, `spray_accounts`, `window_minutes`, `ignore_sources`"
+            "unknown parameter `window`; this module accepts `threshold`, `source_threshold`, `spray_accounts`, `window_minutes`, `ignore_sources`, `report_internet_failures`"
         );
     }
 
@@ -699,6 +770,20 @@ mod tests {
         );
     }
 
+    /// Rule, entity and failures of each finding.
+    fn summary(found: &[quarry_sdk::Finding]) -> Vec<(&str, &str, Option<&str>)> {
+        found
+            .iter()
+            .map(|f| {
+                (
+                    f.rule.as_str(),
+                    f.entity.as_str(),
+                    f.evidence_value("failures"),
+                )
+            })
+            .collect()
+    }
+
     /// An event with `values` at the given fields, the rest absent.
     fn with(offset: u64, at_ms: i64, values: &[(Field, &str)]) -> Event {
         let mut all = vec![None; field::NAMES.len()];
@@ -755,18 +840,8 @@ mod tests {
                 None,
             )])
             .unwrap();
-        let summary: Vec<(&str, &str, Option<&str>)> = found
-            .iter()
-            .map(|f| {
-                (
-                    f.rule.as_str(),
-                    f.entity.as_str(),
-                    f.evidence_value("failures"),
-                )
-            })
-            .collect();
         assert_eq!(
-            summary,
+            summary(&found),
             [(
                 detector::RULE_SUCCESS_AFTER_FAILURES,
                 "user:WEB01\\root",
@@ -841,23 +916,49 @@ mod tests {
         batch.push(audit(7, "USER_ACCT", "success"));
         batch.push(audit(8, "USER_LOGIN", "success"));
         let found = task.scan(batch).unwrap();
-        let summary: Vec<(&str, &str, Option<&str>)> = found
-            .iter()
-            .map(|f| {
-                (
-                    f.rule.as_str(),
-                    f.entity.as_str(),
-                    f.evidence_value("failures"),
-                )
-            })
-            .collect();
         assert_eq!(
-            summary,
+            summary(&found),
             [(
                 detector::RULE_SUCCESS_AFTER_FAILURES,
                 "user:DB01\\root",
                 Some("6")
             )]
         );
+    }
+
+    #[test]
+    fn guessing_only_from_the_internet_without_success_is_background() {
+        let burst = |task: &mut Task<Bruteforce>, ip: &str, base: u64| {
+            let batch: Vec<Event> = (0..12)
+                .map(|i| {
+                    let user = format!("guess{}", i % 6);
+                    sshd(base + i, "failed_password", &user, ip, None)
+                })
+                .collect();
+            task.scan(batch).unwrap()
+        };
+        // A scanner on the internet: quiet by default.
+        let mut task = Task::<Bruteforce>::new();
+        task.init(vec![]).unwrap();
+        assert!(burst(&mut task, "198.51.100.99", 0).is_empty());
+        assert!(task.finish().unwrap().findings.is_empty());
+        // The same from inside the network is reported.
+        let mut task = Task::<Bruteforce>::new();
+        task.init(vec![]).unwrap();
+        burst(&mut task, "10.1.2.3", 0);
+        let found = task.finish().unwrap().findings;
+        assert_eq!(
+            found.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>(),
+            [detector::RULE_SOURCE_FAILURES_WITHOUT_SUCCESS]
+        );
+        // And from the internet when asked for.
+        let mut task = Task::<Bruteforce>::new();
+        task.init(params(&[("report_internet_failures", "true")]))
+            .unwrap();
+        burst(&mut task, "198.51.100.99", 0);
+        assert_eq!(task.finish().unwrap().findings.len(), 1);
+        assert!(is_internet("::ffff:203.0.113.5".parse().unwrap()));
+        assert!(!is_internet("100.72.1.1".parse().unwrap()));
+        assert!(!is_internet("fd00::1".parse().unwrap()));
     }
 }
