@@ -137,6 +137,8 @@ pub struct Bruteforce {
     detector: Detector,
     /// Report failures without success from internet addresses only.
     report_internet_failures: bool,
+    /// Sources of failed Linux logins (sshd, auditd), normalised.
+    linux_sources: std::collections::BTreeSet<String>,
     /// Kerberos and NTLM validation failures held for [`SAME_ATTEMPT_MS`]:
     /// see [`Bruteforce::scan`].
     pending: std::collections::VecDeque<Held>,
@@ -148,6 +150,9 @@ pub struct Bruteforce {
 const SAME_ATTEMPT_MS: i64 = 2_000;
 /// Validation failures held at once; beyond, the oldest is counted.
 const MAX_HELD: usize = 10_000;
+/// Linux login sources remembered; beyond, later ones are not treated as
+/// background (they are reported).
+const MAX_LINUX_SOURCES: usize = 100_000;
 
 /// A validation failure waiting to see whether a 4625 repeats it.
 #[derive(Clone, Debug)]
@@ -275,8 +280,12 @@ pub fn logon(event: &Event) -> Option<(Logon<'_>, u64)> {
 
 /// Whether `finding` is failures without a success that came only from
 /// internet addresses (not private, loopback, link-local or shared
-/// address space). A truncated or empty list of sources is not.
-fn only_from_internet(finding: &quarry_sdk::Finding) -> bool {
+/// address space) against Linux logins (`linux_sources`: the sources of
+/// sshd and auditd failures). A truncated or empty list of sources is not.
+fn only_from_internet(
+    finding: &quarry_sdk::Finding,
+    linux_sources: &std::collections::BTreeSet<String>,
+) -> bool {
     let sources = match finding.rule.as_str() {
         detector::RULE_FAILURES_WITHOUT_SUCCESS => finding.evidence_value("failure_source_ips"),
         detector::RULE_SOURCE_FAILURES_WITHOUT_SUCCESS => finding.evidence_value("source"),
@@ -288,7 +297,9 @@ fn only_from_internet(finding: &quarry_sdk::Finding) -> bool {
     let mut any = false;
     for source in sources.split(", ") {
         match source.trim().parse::<std::net::IpAddr>() {
-            Ok(ip) if is_internet(ip) => any = true,
+            Ok(ip) if is_internet(ip) && linux_sources.contains(&normalise_source(source)) => {
+                any = true;
+            }
             _ => return false,
         }
     }
@@ -464,6 +475,7 @@ impl Hunt for Bruteforce {
         Ok(Bruteforce {
             detector: Detector::new(Self::config(params)?),
             report_internet_failures: params.bool_or(PARAM_REPORT_INTERNET_FAILURES, false)?,
+            linux_sources: std::collections::BTreeSet::new(),
             pending: std::collections::VecDeque::new(),
         })
     }
@@ -477,6 +489,13 @@ impl Hunt for Bruteforce {
             let Some((logon, times)) = logon(event) else {
                 continue;
             };
+            if logon.outcome == Outcome::Failure
+                && event.get(field::EVENT_ID).is_none()
+                && self.linux_sources.len() < MAX_LINUX_SOURCES
+                && let Some(ip) = logon.source_ip
+            {
+                self.linux_sources.insert(normalise_source(ip));
+            }
             if logon.outcome == Outcome::Failure && is_validation(event) {
                 self.release(logon.timestamp_ms - SAME_ATTEMPT_MS, &mut |f| out.emit(f));
                 if self.pending.len() >= MAX_HELD
@@ -519,13 +538,15 @@ impl Hunt for Bruteforce {
             report.failures_by_source.len(),
             report.findings.len(),
         ));
-        // Every service reachable from the internet is guessed at all day;
+        // An SSH server reachable from the internet is guessed at all day;
         // what matters there is a success, which the success rules report
-        // whatever the source. Guessing only from internet addresses that
-        // never got in stays in the aggregates.
+        // whatever the source. Guessing of Linux logins only from internet
+        // addresses that never got in stays in the aggregates. (Windows
+        // logons from the internet stay reported: RDP or SMB open to it is
+        // itself worth a look.)
         let mut background = 0u64;
         for finding in report.findings {
-            if !self.report_internet_failures && only_from_internet(&finding) {
+            if !self.report_internet_failures && only_from_internet(&finding, &self.linux_sources) {
                 background += 1;
                 continue;
             }
@@ -956,6 +977,25 @@ mod tests {
         task.init(params(&[("report_internet_failures", "true")]))
             .unwrap();
         burst(&mut task, "198.51.100.99", 0);
+        assert_eq!(task.finish().unwrap().findings.len(), 1);
+        // Windows logons guessed from the internet stay reported.
+        let mut task = Task::<Bruteforce>::new();
+        task.init(vec![]).unwrap();
+        let batch: Vec<Event> = (0..12)
+            .map(|i| {
+                let user = format!("guess{}", i % 6);
+                with(
+                    i,
+                    1_700_000_000_000 + i as i64 * 1_000,
+                    &[
+                        (field::EVENT_ID, "4625"),
+                        (field::TARGET_USER_NAME, &user),
+                        (field::IP_ADDRESS, "198.51.100.99"),
+                    ],
+                )
+            })
+            .collect();
+        task.scan(batch).unwrap();
         assert_eq!(task.finish().unwrap().findings.len(), 1);
         assert!(is_internet("::ffff:203.0.113.5".parse().unwrap()));
         assert!(!is_internet("100.72.1.1".parse().unwrap()));
