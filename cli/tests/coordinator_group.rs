@@ -150,10 +150,12 @@ async fn wait_live_workers(client: &mut Client, n: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_leader_mid_hunt_loses_nothing() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (mut nodes, group) = start_group(dir.path())?;
+/// The group, with bruteforce uploaded and two workers live: the nodes,
+/// their URLs by id, a client of the leader and the workers.
+async fn start_bruteforce_cluster(
+    dir: &Path,
+) -> anyhow::Result<(Vec<Node>, BTreeMap<u64, String>, Client, Vec<Worker>)> {
+    let (nodes, group) = start_group(dir)?;
     let urls = nodes
         .iter()
         .map(|n| n.url.clone())
@@ -165,10 +167,17 @@ async fn killing_the_leader_mid_hunt_loses_nothing() -> anyhow::Result<()> {
         .upload_module(module.name, module.version, "", module.wasm)
         .await?;
     let workers = vec![
-        start_worker(&dir.path().join("w0"), 0, &urls).await?,
-        start_worker(&dir.path().join("w1"), 1, &urls).await?,
+        start_worker(&dir.join("w0"), 0, &urls).await?,
+        start_worker(&dir.join("w1"), 1, &urls).await?,
     ];
     wait_live_workers(&mut client, 2).await?;
+    Ok((nodes, group, client, workers))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_mid_hunt_loses_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut nodes, group, mut client, workers) = start_bruteforce_cluster(dir.path()).await?;
 
     // The undisturbed run.
     let request = || HuntRequest::new("bruteforce").selector("env", "demo");
@@ -360,22 +369,7 @@ async fn wait_schedule(
 async fn killing_the_leader_during_a_scheduled_run_runs_it_once_and_the_next_starts_at_the_watermarks()
 -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (mut nodes, _) = start_group(dir.path())?;
-    let urls = nodes
-        .iter()
-        .map(|n| n.url.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    let (_, mut client) = leader(&nodes).await?;
-    let module = quarry_hunt_modules::BRUTEFORCE;
-    client
-        .upload_module(module.name, module.version, "", module.wasm)
-        .await?;
-    let workers = vec![
-        start_worker(&dir.path().join("w0"), 0, &urls).await?,
-        start_worker(&dir.path().join("w1"), 1, &urls).await?,
-    ];
-    wait_live_workers(&mut client, 2).await?;
+    let (mut nodes, _, mut client, workers) = start_bruteforce_cluster(dir.path()).await?;
 
     let name = "brute-every-second";
     client

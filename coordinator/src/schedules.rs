@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{TimeZone, Utc};
-use quarry_contract::aggregate::{Merged, merge_into_measured};
+use quarry_contract::aggregate::{AggregateValue, Merged};
 use quarry_proto::{HuntId, ScheduleId, ShardId};
 use serde::{Deserialize, Serialize};
 
@@ -355,13 +355,7 @@ impl ScheduleRecord {
         for days in self.window(due_ms) {
             runs += days.runs;
             for (name, value) in &days.aggregates {
-                // Each day's partials were merged with the same kinds; a
-                // mismatch (a module changed an aggregate's kind) keeps
-                // the newer day's value.
-                let aggregate = quarry_contract::Aggregate::new(name.clone(), value.clone());
-                if merge_into_measured(&mut merged, aggregate.clone()).is_err() {
-                    merged.insert(aggregate.name, aggregate.value);
-                }
+                merge_newest(&mut merged, name, value);
             }
         }
         (runs, merged)
@@ -394,14 +388,8 @@ impl ScheduleRecord {
         let entry = self.history.entry(day).or_default();
         entry.runs += 1;
         for (name, value) in aggregates {
-            let aggregate = quarry_contract::Aggregate::new(name.clone(), value.clone());
-            match merge_into_measured(&mut entry.aggregates, aggregate.clone()) {
-                Ok(change) => entry.bytes = entry.bytes.saturating_add_signed(change),
-                Err(_) => {
-                    entry.bytes = entry.bytes.saturating_add(aggregate.approx_bytes() as u64);
-                    entry.aggregates.insert(aggregate.name, aggregate.value);
-                }
-            }
+            let change = merge_newest(&mut entry.aggregates, name, value);
+            entry.bytes = entry.bytes.saturating_add_signed(change);
         }
         let first = day - i64::from(self.baseline_days);
         self.history.retain(|d, _| *d >= first);
@@ -409,6 +397,30 @@ impl ScheduleRecord {
             && self.history.len() > 1
         {
             self.history.pop_first();
+        }
+    }
+}
+
+/// Merges `value` into `merged` under `name` and returns by how much the
+/// merged size grew. Runs of one schedule return an aggregate with the same
+/// kind; when a module changed one's kind, the newer value replaces the
+/// older.
+fn merge_newest(merged: &mut Merged, name: &str, value: &AggregateValue) -> i64 {
+    let grown = || {
+        let bytes = quarry_contract::Aggregate::new(name, value.clone()).approx_bytes();
+        i64::try_from(bytes).unwrap_or(i64::MAX)
+    };
+    match merged.get_mut(name) {
+        Some(into) => match into.merge_measured(value.clone()) {
+            Ok(change) => change,
+            Err(_) => {
+                *into = value.clone();
+                grown()
+            }
+        },
+        None => {
+            merged.insert(name.to_owned(), value.clone());
+            grown()
         }
     }
 }
@@ -589,11 +601,10 @@ impl State {
                 }
             }
         }
-        let schedule = self
-            .schedules
-            .by_id
-            .get_mut(id)
-            .expect("the schedule was found above and nothing removed it");
+        // Creating the hunt touched no schedule: it is still there.
+        let Some(schedule) = self.schedules.by_id.get_mut(id) else {
+            return Applied::rejected(no_schedule(id));
+        };
         schedule.run_count = number;
         schedule.next_due_ms = next_due_ms;
         schedule.active = run

@@ -11,7 +11,6 @@
 //! to (shared infrastructure) and ignored ports or destinations are left out.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use quarry_sdk::time::{SECOND_MS, format_rfc3339_ms};
 use quarry_sdk::{Finding, Severity};
@@ -192,35 +191,7 @@ pub fn interval_stats(times: &[i64], band_fraction: f64) -> Option<IntervalStats
     })
 }
 
-/// Whether `address` is private, loopback, link-local, unspecified or
-/// otherwise not on the internet (RFC 1918, RFC 6598, fc00::/7, fe80::/10).
-/// Host names and unparsable text are not private.
-pub fn is_private_address(address: &str) -> bool {
-    match address.trim().parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || (a == 100 && (64..128).contains(&b))
-        }
-        Ok(IpAddr::V6(v6)) => {
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_private_address(&v4.to_string()))
-        }
-        Err(_) => false,
-    }
-}
+pub use quarry_sdk::net::is_private_address;
 
 /// Whether `value` (an address or host name) is covered by `pattern`: equal
 /// ignoring ASCII case, or under the domain when `pattern` starts with `.`.

@@ -306,32 +306,11 @@ fn only_from_internet(
     any
 }
 
-/// An address routed on the internet: not private, loopback, link-local,
-/// unspecified, broadcast or shared (CGNAT) space. Documentation ranges
-/// count as internet: they stand for it in examples and tests.
+/// An address routed on the internet ([`quarry_sdk::net::is_private_ip`]
+/// says which are not). Documentation ranges count as internet: they stand
+/// for it in examples and tests.
 fn is_internet(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    let v4 = match ip {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4,
-            None => {
-                let first = v6.segments()[0];
-                return !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80);
-            }
-        },
-    };
-    let [a, b, ..] = v4.octets();
-    !(v4.is_private()
-        || v4.is_loopback()
-        || v4.is_link_local()
-        || v4.is_unspecified()
-        || v4.is_broadcast()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)))
+    !quarry_sdk::net::is_private_ip(ip)
 }
 
 /// Whether `event` is a Kerberos or NTLM credential validation (4768,

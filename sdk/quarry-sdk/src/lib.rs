@@ -185,6 +185,7 @@ mod finding;
 pub mod history;
 pub mod intel;
 pub mod log;
+pub mod net;
 mod params;
 pub mod time;
 
