@@ -5,6 +5,7 @@
 pub mod audit_cmd;
 pub mod bench;
 pub mod bench_scheduler;
+pub mod bench_sigma;
 pub mod bench_state;
 pub mod certs_cmd;
 pub mod client_args;

@@ -197,10 +197,11 @@ enum Command {
     Coverage(quarry_cli::coverage::CoverageArgs),
     /// Benchmarks: `quarry bench scan` measures ingest and scan rates,
     /// `quarry bench scheduler` raft commits, task placement and failover,
-    /// `quarry bench state` findings at scale and coordinator memory.
+    /// `quarry bench state` findings at scale and coordinator memory,
+    /// `quarry bench sigma` the sigma module's rate over real logs.
     #[command(
         subcommand,
-        after_help = "Examples:\n  quarry bench scan --events 500000\n  quarry bench scheduler"
+        after_help = "Examples:\n  quarry bench scan --events 500000\n  quarry bench scheduler\n  quarry bench sigma --rules ./rules --logs ./logs --replicate 5"
     )]
     Bench(quarry_cli::bench::BenchCommand),
 }
