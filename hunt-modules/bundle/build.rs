@@ -123,6 +123,10 @@ const TEST_MODULES: &[Module] = &[
         package: "test-empty-flood",
         dir: "hunt-modules/test-modules/empty-flood",
     },
+    Module {
+        package: "test-planner",
+        dir: "hunt-modules/test-modules/planner",
+    },
 ];
 
 /// Inputs of the modules besides their own crates. Directories are scanned

@@ -146,6 +146,37 @@ pub fn value_text(v: &Value) -> Option<Cow<'_, str>> {
     }
 }
 
+/// The pseudo-field a module declares to read every value of an event at
+/// once (contract 0.2.2): keyword searches ("this text anywhere in the
+/// event") without declaring every field an event might have. Only
+/// projected; a prefilter clause cannot name it.
+pub const ALL_VALUES_FIELD: &str = "@values";
+
+/// The text of [`ALL_VALUES_FIELD`]: every scalar value of `doc` (strings
+/// as they are, numbers and booleans as JSON text; nested objects and
+/// arrays walked in document order, keys left out, nulls and empty strings
+/// skipped), one per line. `None` when the event has no value.
+pub fn all_values_text(doc: &Value) -> Option<String> {
+    fn walk(value: &Value, out: &mut String) {
+        match value {
+            Value::Null => {}
+            Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
+            Value::Object(map) => map.values().for_each(|item| walk(item, out)),
+            scalar => {
+                if let Some(text) = value_text(scalar).filter(|t| !t.is_empty()) {
+                    if !out.is_empty() {
+                        out.push('\n');
+                    }
+                    out.push_str(&text);
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(doc, &mut out);
+    (!out.is_empty()).then_some(out)
+}
+
 // ---------------------------------------------------------------------------
 // EVTX normalisation
 // ---------------------------------------------------------------------------
@@ -828,6 +859,21 @@ mod tests {
             lookup(&nested, "EventData.TargetUserName"),
             Some(&json!("nested"))
         );
+    }
+
+    #[test]
+    fn all_values_text_lists_every_scalar_once_per_line() {
+        let doc = json!({
+            "message": "Failed password for root",
+            "pid": 4242,
+            "nested": {"ok": true, "none": null, "list": ["a", {"b": "c"}]},
+            "empty": "",
+        });
+        assert_eq!(
+            all_values_text(&doc).as_deref(),
+            Some("Failed password for root\n4242\ntrue\na\nc")
+        );
+        assert_eq!(all_values_text(&json!({"x": null})), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use crate::event::{lookup, value_text};
+use crate::event::{ALL_VALUES_FIELD, all_values_text, lookup, value_text};
 
 /// How a clause compares an event field with its values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -270,10 +270,18 @@ fn text_matches(op: MatchOp, hay: &str, needles: &[String]) -> bool {
 /// Projects an event onto a module's declared fields: one entry per field, in
 /// order, holding the field's text ([`value_text`]) or `None` when the event
 /// does not have it.
+///
+/// The pseudo-field [`ALL_VALUES_FIELD`] (`@values`) holds every value of
+/// the event, one per line ([`all_values_text`]).
 pub fn project(doc: &Value, fields: &[String]) -> Vec<Option<String>> {
     fields
         .iter()
-        .map(|field| lookup(doc, field).and_then(value_text).map(Cow::into_owned))
+        .map(|field| {
+            if field == ALL_VALUES_FIELD {
+                return all_values_text(doc);
+            }
+            lookup(doc, field).and_then(value_text).map(Cow::into_owned)
+        })
         .collect()
 }
 

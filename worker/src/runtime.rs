@@ -35,7 +35,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasData, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::component::{
+    Component, ComponentExportIndex, HasData, HasSelf, Linker, Resource, ResourceTable,
+};
 use wasmtime::{
     CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
     WasmBacktrace,
@@ -110,6 +112,11 @@ pub const MAX_GROUP_CLAUSES: usize = 64;
 pub const MAX_PREFILTER_VALUES: usize = 16 * 1024;
 /// Longest field name (a dotted path) in `fields` or a clause.
 pub const MAX_FIELD_NAME_BYTES: usize = 256;
+/// The optional export through which a module plans a task's projection
+/// from its parameters (contract 0.2.2). Looked up by name, so modules
+/// without it (0.2.0, 0.2.1, or the plain `hunt` world) still load; the
+/// lookup matches any semver-compatible version.
+const PLANNER_INTERFACE: &str = "quarry:hunt/planner@0.2.2";
 /// Why clocks are refused, for the hunter.
 const NO_CLOCK: &str = "the sandbox offers no clock (a module must not sleep, wait or read the time; use event timestamps)";
 
@@ -185,6 +192,8 @@ pub enum Call {
     Instantiate,
     /// `describe()`.
     Describe,
+    /// `plan(params)` (the optional `planner` export).
+    Plan,
     /// `init(params)`.
     Init,
     /// `scan(batch)`.
@@ -198,6 +207,7 @@ impl fmt::Display for Call {
         f.write_str(match self {
             Call::Instantiate => "instantiation",
             Call::Describe => "describe()",
+            Call::Plan => "plan()",
             Call::Init => "init()",
             Call::Scan => "scan()",
             Call::Finish => "finish()",
@@ -380,6 +390,8 @@ pub struct LoadedModule {
     projection: Projection,
     /// It imports `quarry:hunt/history`: scheduled runs fetch its baseline.
     uses_history: bool,
+    /// Its `planner.plan` export, if it has one.
+    planner: Option<ComponentExportIndex>,
 }
 
 impl LoadedModule {
@@ -450,6 +462,9 @@ pub struct TaskOutput {
     pub blocks_skipped: u64,
     /// Events that passed the prefilter.
     pub events_matched: u64,
+    /// Fields projected for each of them: the module's declared fields, or
+    /// those its `plan` chose for this task.
+    pub fields_projected: usize,
     /// Whether findings beyond the limit were dropped.
     pub findings_truncated: bool,
     /// How many findings beyond the limit were dropped.
@@ -992,9 +1007,13 @@ impl Runtime {
             .component_type()
             .imports(&self.engine)
             .any(|(name, _)| name.starts_with("quarry:hunt/history@"));
+        let planner = component
+            .get_export_index(None, PLANNER_INTERFACE)
+            .and_then(|interface| component.get_export_index(Some(&interface), "plan"));
         let module = Arc::new(LoadedModule {
             digest: digest.clone(),
             uses_history,
+            planner,
             pre,
             projection: Projection::new(&description.fields),
             description,
@@ -1099,9 +1118,12 @@ impl Runtime {
         let _permit = self.gate.acquire();
         let mut store = self.store(&limits);
         watch_cancel(&mut store, cancel.clone(), limits.cpu);
-        let hunt = module
+        let instance = module
             .pre
+            .instance_pre()
             .instantiate(&mut store)
+            .map_err(|e| explain(Call::Instantiate, e, &store, &limits))?;
+        let hunt = Hunt::new(&mut store, &instance)
             .map_err(|e| explain(Call::Instantiate, e, &store, &limits))?;
         let exports = hunt.quarry_hunt_module();
         let mut budget = Guest::new(limits.cpu);
@@ -1112,6 +1134,18 @@ impl Runtime {
         store.data_mut().intel =
             IntelSets::take_from_params(&mut params).map_err(TaskFailure::BadIntel)?;
         store.data_mut().baseline = incremental.baseline.clone();
+        let planned = match module.planner {
+            Some(planner) => plan(
+                module,
+                &instance,
+                planner,
+                &mut store,
+                &params,
+                &mut budget,
+                &limits,
+            )?,
+            None => None,
+        };
         budget.arm(&mut store, Call::Init)?;
         let init = exports.call_init(&mut store, &params);
         budget.spent();
@@ -1121,9 +1155,14 @@ impl Runtime {
             Err(e) => return Err(explain(Call::Init, e, &store, &limits)),
         }
 
-        let description = &module.description;
-        let projection = &module.projection;
-        let mut output = TaskOutput::default();
+        let (description, projection) = match &planned {
+            Some((description, projection)) => (description, projection),
+            None => (&module.description, &module.projection),
+        };
+        let mut output = TaskOutput {
+            fields_projected: description.fields.len(),
+            ..TaskOutput::default()
+        };
         let mut batch: Vec<wit::Event> = Vec::with_capacity(BATCH_SIZE);
         let mut kept = Kept {
             limits,
@@ -1222,6 +1261,60 @@ impl Runtime {
         }
         Ok(output)
     }
+}
+
+/// Asks the module to plan this task (`planner.plan(params)`): `Some` with
+/// the task's own description and projection, `None` to keep the module's.
+fn plan(
+    module: &LoadedModule,
+    instance: &wasmtime::component::Instance,
+    planner: ComponentExportIndex,
+    store: &mut Store<TaskData>,
+    params: &[(String, String)],
+    budget: &mut Guest,
+    limits: &TaskLimits,
+) -> Result<Option<(ModuleDescription, Projection)>, TaskFailure> {
+    type PlanFn = wasmtime::component::TypedFunc<
+        (Vec<(String, String)>,),
+        (Result<Option<wit::Descriptor>, String>,),
+    >;
+    let invalid = |detail: String| TaskFailure::InvalidModule {
+        digest: module.digest.clone(),
+        detail: format!("invalid module: its plan(): {detail}"),
+    };
+    let func: PlanFn = instance.get_typed_func(&mut *store, planner).map_err(|e| {
+        invalid(format!(
+            "has the wrong signature for {PLANNER_INTERFACE}: {e:#}"
+        ))
+    })?;
+    budget.arm(store, Call::Plan)?;
+    store.data_mut().result_bound = MAX_DESCRIPTOR_BYTES;
+    let planned = func.call(&mut *store, (params.to_vec(),));
+    budget.spent();
+    store.data_mut().result_bound = MAX_HOSTCALL_BYTES;
+    let (planned,) = planned.map_err(|e| {
+        if is_hostcall_fuel(&e) && !in_host_call(&e) {
+            return invalid(format!(
+                "returned a descriptor larger than {MAX_DESCRIPTOR_BYTES} bytes; declare fewer fields and prefilter clauses"
+            ));
+        }
+        explain(Call::Plan, e, store, limits)
+    })?;
+    let descriptor = match planned {
+        Ok(Some(descriptor)) => descriptor,
+        Ok(None) => return Ok(None),
+        Err(message) => return Err(TaskFailure::Rejected(message)),
+    };
+    let declared = &module.description;
+    if descriptor.name != declared.name || descriptor.version != declared.version {
+        return Err(invalid(format!(
+            "planned as {} {} but describes itself as {} {}; a plan must keep the name and version",
+            descriptor.name, descriptor.version, declared.name, declared.version
+        )));
+    }
+    let description = describe(descriptor).map_err(invalid)?;
+    let projection = Projection::new(&description.fields);
+    Ok(Some((description, projection)))
 }
 
 /// The findings a task keeps, and the output bytes it has used.
@@ -1671,6 +1764,12 @@ fn check_descriptor(descriptor: &wit::Descriptor) -> Result<(), String> {
         MAX_PREFILTER_VALUES,
         "match long lists in scan(), or ship them as an intel set",
     )?;
+    if let Some(clause) = clauses().find(|clause| clause.field == crate::event::ALL_VALUES_FIELD) {
+        return Err(format!(
+            "has a prefilter clause on `{}`, which can only be projected (declare it as a field and test it in scan())",
+            clause.field
+        ));
+    }
     let names = descriptor
         .fields
         .iter()

@@ -1,9 +1,11 @@
 //! The contract's aggregate kinds, intel-set host calls and any-of
 //! prefilter groups, through the real sandbox with the `aggregates` test
-//! module (built from hunt-modules/test-modules/aggregates by the bundle).
+//! module (built from hunt-modules/test-modules/aggregates by the bundle);
+//! per-task plans (0.2.2) with the `planner` test module; and a module
+//! built for 0.2.0.
 
 use quarry_contract::aggregate::{AggregateValue, DistinctValues};
-use quarry_hunt_modules::test_modules::AGGREGATES;
+use quarry_hunt_modules::test_modules::{AGGREGATES, PLANNER};
 use quarry_worker::runtime::{
     Runtime, RuntimeConfig, TaskFailure, TaskInput, TaskLimits, TaskOutput, module_digest,
 };
@@ -41,6 +43,10 @@ fn events() -> String {
 }
 
 fn run(params: &[(&str, &str)]) -> Result<TaskOutput, TaskFailure> {
+    run_module(AGGREGATES.wasm, params)
+}
+
+fn run_module(wasm: &[u8], params: &[(&str, &str)]) -> Result<TaskOutput, TaskFailure> {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = ShardStore::open(&dir.path().join("shards")).expect("shard store");
     store
@@ -48,8 +54,8 @@ fn run(params: &[(&str, &str)]) -> Result<TaskOutput, TaskFailure> {
         .expect("ingest");
     let runtime = Runtime::new(1, RuntimeConfig::default(), None).expect("runtime");
     let module = runtime
-        .load(&module_digest(AGGREGATES.wasm), AGGREGATES.wasm)
-        .expect("the aggregates module loads");
+        .load(&module_digest(wasm), wasm)
+        .expect("the test module loads");
     let params: Vec<(String, String)> = params
         .iter()
         .map(|&(k, v)| (k.to_owned(), v.to_owned()))
@@ -219,4 +225,81 @@ fn a_module_built_for_contract_0_2_0_still_runs() {
         .load(&module_digest(rare.wasm), rare.wasm)
         .expect("rare-process loads");
     assert!(rare.uses_history());
+}
+
+/// A module that exports `planner` (0.2.2) gets each task projected and
+/// prefiltered by the descriptor its `plan(params)` returns: only the
+/// fields it planned, only the events its planned prefilter lets through.
+#[test]
+fn a_planned_task_projects_and_prefilters_by_its_plan() {
+    let output = run_module(
+        PLANNER.wasm,
+        &[
+            ("fields", "host,value"),
+            ("match_field", "host"),
+            ("match_value", "H1"),
+        ],
+    )
+    .expect("a planned task runs");
+    assert_eq!(output.fields_projected, 2);
+    assert_eq!(output.events_scanned, 10);
+    assert_eq!(output.events_matched, 4, "the planned prefilter: host h1");
+    assert_eq!(
+        value(&output, "present"),
+        &AggregateValue::counts_from([("host".to_owned(), 4u64), ("value".to_owned(), 3)])
+    );
+    // `@values` carries every value of each event: all 10 have one.
+    let output = run_module(PLANNER.wasm, &[("fields", "@values")]).expect("@values projects");
+    assert_eq!(
+        value(&output, "present"),
+        &AggregateValue::counts_from([("@values".to_owned(), 10u64)])
+    );
+    // `none` keeps describe()'s descriptor: no field, no prefilter.
+    let output = run_module(PLANNER.wasm, &[("plan_none", "true"), ("fields", "host")])
+        .expect("an unplanned task runs");
+    assert_eq!(output.fields_projected, 0);
+    assert_eq!(output.events_matched, 10);
+}
+
+/// Every way a plan can be wrong fails the task, naming the cause: the
+/// module's own error, a plan that renames the module, a plan over the
+/// descriptor limits.
+#[test]
+fn a_bad_plan_fails_the_task_naming_the_cause() {
+    match run_module(PLANNER.wasm, &[("plan_error", "rule 7 does not parse")]) {
+        Err(TaskFailure::Rejected(message)) => assert_eq!(message, "rule 7 does not parse"),
+        other => panic!("expected the plan's error, got {other:?}"),
+    }
+    let renamed = run_module(PLANNER.wasm, &[("plan_name", "someone-else")])
+        .expect_err("a renaming plan fails");
+    assert!(
+        matches!(renamed, TaskFailure::InvalidModule { .. }),
+        "{renamed:?}"
+    );
+    let text = renamed.to_string();
+    assert!(
+        text.contains("plan()") && text.contains("someone-else"),
+        "{text}"
+    );
+    assert!(text.contains("must keep the name"), "{text}");
+    let on_values = run_module(
+        PLANNER.wasm,
+        &[
+            ("fields", "@values"),
+            ("match_field", "@values"),
+            ("match_value", "x"),
+        ],
+    )
+    .expect_err("a clause on @values fails");
+    assert!(
+        on_values.to_string().contains("can only be projected"),
+        "{on_values}"
+    );
+    let wide = run_module(PLANNER.wasm, &[("plan_fields", "2000")])
+        .expect_err("a plan over the field limit fails");
+    let text = wide.to_string();
+    assert!(
+        text.contains("2000 fields") && text.contains("at most 1024"),
+        "{text}"
+    );
 }

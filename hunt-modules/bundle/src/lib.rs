@@ -2,7 +2,7 @@
 //!
 //! `build.rs` compiles each module crate of `hunt-modules/` for
 //! `wasm32-wasip2` (a component implementing the WIT world
-//! `quarry:hunt/hunt@0.2.1` from `sdk/wit`) and this crate embeds the bytes,
+//! `quarry:hunt/planned-hunt@0.2.2` from `sdk/wit`) and this crate embeds the bytes,
 //! so a worker or the CLI can register the modules without a separate build
 //! step.
 
@@ -212,13 +212,21 @@ pub mod test_modules {
         /// empty evidence items each, with empty strings throughout.
         EMPTY_FLOOD, "empty-flood", "test_empty_flood.wasm"
     );
+    test_module!(
+        /// Plans each task from its parameters (contract 0.2.2): declares
+        /// the `fields` (comma-separated) or `plan_fields` (a count) given,
+        /// fails its plan with `plan_error`, renames itself with
+        /// `plan_name`, keeps `describe()`'s with `plan_none=true`; counts
+        /// the events carrying each field.
+        PLANNER, "planner", "test_planner.wasm"
+    );
 
     /// The message `trap-panic` panics with.
     pub const TRAP_PANIC_MESSAGE: &str =
         "trap-panic: deliberate panic in scan (quarry sandbox test)";
 
     /// Every test module.
-    pub const ALL: [ShippedModule; 13] = [
+    pub const ALL: [ShippedModule; 14] = [
         NOOP,
         RUNAWAY_LOOP,
         MEMORY_HOG,
@@ -232,6 +240,7 @@ pub mod test_modules {
         HOST_ABUSE,
         WIDE_DESCRIPTOR,
         EMPTY_FLOOD,
+        PLANNER,
     ];
 }
 
@@ -287,8 +296,14 @@ mod tests {
     #[test]
     fn components_implement_the_hunt_world() {
         for module in all().iter().chain(&test_modules::ALL) {
-            let (imports, exports) = interface(module.wasm);
-            assert_eq!(exports, ["quarry:hunt/module@0.2.1"], "{}", module.name);
+            let (imports, mut exports) = interface(module.wasm);
+            exports.sort();
+            assert_eq!(
+                exports,
+                ["quarry:hunt/module@0.2.2", "quarry:hunt/planner@0.2.2"],
+                "{}",
+                module.name
+            );
             // The host interface plus the WASI interfaces Rust's std pulls in,
             // which the worker links with a deny-all context.
             for import in &imports {
@@ -301,7 +316,7 @@ mod tests {
             // Test modules that never log need not import it.
             let is_test_module = test_modules::ALL.contains(module);
             assert!(
-                is_test_module || imports.iter().any(|i| i == "quarry:hunt/host@0.2.1"),
+                is_test_module || imports.iter().any(|i| i == "quarry:hunt/host@0.2.2"),
                 "{} does not import the host interface: {imports:?}",
                 module.name
             );

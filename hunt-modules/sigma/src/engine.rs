@@ -3,7 +3,8 @@
 //! [`RuleSet::compile`] parses each rule, maps its log source to
 //! [alternatives](crate::logsource::Alternative), and compiles one variant of
 //! the rule per alternative with every field resolved to its index in the
-//! [field catalogue](crate::fields) and every value to a
+//! set's [field table](crate::fields::FieldTable) (planned: every field the
+//! rules name; or the static catalogue) and every value to a
 //! [`ValueTest`]. Variants are grouped by their log-source constraints
 //! ("gates"): an event is checked against each distinct gate once, and only
 //! the rules behind the gates it passes are evaluated. Rules that cannot be
@@ -12,7 +13,7 @@
 use std::collections::HashMap;
 
 use crate::condition::{self, Cond};
-use crate::fields;
+use crate::fields::{self, FieldTable};
 use crate::logsource::{self, Alternative, Constraint};
 use crate::matcher::{FieldSource, Modifiers, RawValue, ValueTest, expand_placeholders};
 use crate::rule::{Level, Rule, RuleError};
@@ -42,7 +43,8 @@ pub struct RuleMeta {
 
 #[derive(Debug)]
 struct Item {
-    /// `None`: keywords, searched in every projected field.
+    /// `None`: keywords, searched in every projected field (against the
+    /// catalogue; a planned table reads `@values` instead).
     field: Option<usize>,
     /// Read when the event does not have `field` (see [`fields::ALIASES`]).
     fallbacks: Vec<usize>,
@@ -71,6 +73,21 @@ struct CompiledRule {
 enum Gate {
     Equals(usize, Vec<String>),
     AnyExists(Vec<usize>),
+}
+
+/// Clauses in one any-of group of a module's prefilter (the worker's
+/// `MAX_GROUP_CLAUSES`).
+const MAX_GROUP_CLAUSES: usize = 64;
+/// Values over all prefilter clauses (the worker's `MAX_PREFILTER_VALUES`).
+const MAX_PREFILTER_VALUES: usize = 16 * 1024;
+
+/// How a clause of [`RuleSet::any_of_prefilter`] compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PrefilterOp {
+    /// The field equals one of the values (ASCII case-insensitive).
+    Equals,
+    /// The field is present and not empty.
+    Exists,
 }
 
 /// How rules are compiled.
@@ -131,7 +148,8 @@ pub struct EventView<'a> {
 }
 
 impl<'a> EventView<'a> {
-    /// A view of `values`, projected onto [`fields::FIELDS`].
+    /// A view of `values`, projected onto the rule set's
+    /// [fields](RuleSet::fields).
     pub fn new(values: &'a [Option<String>]) -> Self {
         let lower = values
             .iter()
@@ -157,6 +175,7 @@ impl FieldSource for EventView<'_> {
 /// A compiled set of Sigma rules.
 #[derive(Debug, Default)]
 pub struct RuleSet {
+    fields: FieldTable,
     rules: Vec<CompiledRule>,
     gates: Vec<Vec<Gate>>,
     /// Per gate: (rule, variant) pairs behind it.
@@ -167,13 +186,28 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// Compiles rules given as `(source, YAML text)`. Rules below
+    /// Compiles rules given as `(source, YAML text)` into a planned field
+    /// table: every field a rule reads is projected. Rules below
     /// `options.min_level` are left out (not rejected).
     pub fn compile<'a>(
         texts: impl IntoIterator<Item = (&'a str, &'a str)>,
         options: &CompileOptions,
     ) -> RuleSet {
-        let mut set = RuleSet::default();
+        RuleSet::compile_onto(texts, options, FieldTable::planned())
+    }
+
+    /// As [`RuleSet::compile`], resolving fields in `fields`: a
+    /// [planned](FieldTable::planned) table grows, the
+    /// [catalogue](FieldTable::catalogue) refuses rules reading other fields.
+    pub fn compile_onto<'a>(
+        texts: impl IntoIterator<Item = (&'a str, &'a str)>,
+        options: &CompileOptions,
+        fields: FieldTable,
+    ) -> RuleSet {
+        let mut set = RuleSet {
+            fields,
+            ..RuleSet::default()
+        };
         let mut gate_ids: HashMap<Vec<Constraint>, usize> = HashMap::new();
         for (source, text) in texts {
             let rule = match Rule::parse(text) {
@@ -190,7 +224,8 @@ impl RuleSet {
             if rule.level < options.min_level {
                 continue;
             }
-            match compile_rule(&rule, source, options) {
+            let mark = set.fields.len();
+            match compile_rule(&rule, source, options, &mut set.fields) {
                 Ok((compiled, gates)) => {
                     let index = set.rules.len();
                     set.gates_of.push(Vec::new());
@@ -198,7 +233,7 @@ impl RuleSet {
                         let next = set.gates.len();
                         let gate = *gate_ids.entry(constraints.clone()).or_insert(next);
                         if gate == next {
-                            set.gates.push(compile_gate(&constraints));
+                            set.gates.push(compile_gate(&constraints, &set.fields));
                             set.behind.push(Vec::new());
                         }
                         set.behind[gate].push((index, variant));
@@ -206,14 +241,84 @@ impl RuleSet {
                     }
                     set.rules.push(compiled);
                 }
-                Err(error) => set.rejected.push(Rejected {
-                    source: source.to_owned(),
-                    title: Some(rule.title.clone()),
-                    error,
-                }),
+                Err(error) => {
+                    // Nothing of a rule that failed stays projected.
+                    set.fields.truncate(mark);
+                    set.rejected.push(Rejected {
+                        source: source.to_owned(),
+                        title: Some(rule.title.clone()),
+                        error,
+                    })
+                }
             }
         }
         set
+    }
+
+    /// The fields the rules read, in the order events carry them.
+    pub fn fields(&self) -> &FieldTable {
+        &self.fields
+    }
+
+    /// Indexes of `names` for the module's own use (finding entities and
+    /// evidence), added to a planned table; names the table cannot take
+    /// are left out.
+    pub fn project_also(&mut self, names: &[&str]) -> Vec<usize> {
+        names
+            .iter()
+            .filter_map(|name| self.fields.intern(name))
+            .collect()
+    }
+
+    /// A host prefilter no stricter than the rules' log sources: one any-of
+    /// group with, per log-source gate, its EventID constraint (or its
+    /// first), merged by field. `None` when some rule applies to every
+    /// event or the group would exceed the contract's limits; the guest's
+    /// gates still decide exactly.
+    pub fn any_of_prefilter(&self) -> Option<Vec<(String, PrefilterOp, Vec<String>)>> {
+        use std::collections::{BTreeMap, BTreeSet};
+        if self.gates.is_empty() {
+            return None;
+        }
+        let mut clauses: BTreeMap<(usize, PrefilterOp), BTreeSet<String>> = BTreeMap::new();
+        for gate in &self.gates {
+            let pick = gate
+                .iter()
+                .find(|g| matches!(g, Gate::Equals(field, _) if self.fields.name(*field) == "EventID"))
+                .or_else(|| gate.first())?;
+            match pick {
+                Gate::Equals(field, values) => {
+                    clauses
+                        .entry((*field, PrefilterOp::Equals))
+                        .or_default()
+                        .extend(values.iter().cloned());
+                }
+                Gate::AnyExists(fields) => {
+                    if fields.is_empty() {
+                        return None;
+                    }
+                    for &field in fields {
+                        clauses.entry((field, PrefilterOp::Exists)).or_default();
+                    }
+                }
+            }
+        }
+        let values: usize = clauses.values().map(BTreeSet::len).sum();
+        if clauses.len() > MAX_GROUP_CLAUSES || values > MAX_PREFILTER_VALUES {
+            return None;
+        }
+        Some(
+            clauses
+                .into_iter()
+                .map(|((field, op), values)| {
+                    (
+                        self.fields.name(field).to_owned(),
+                        op,
+                        values.into_iter().collect(),
+                    )
+                })
+                .collect(),
+        )
     }
 
     /// Number of compiled (evaluable) rules.
@@ -280,19 +385,34 @@ impl RuleSet {
     }
 }
 
-fn compile_gate(constraints: &[Constraint]) -> Vec<Gate> {
+/// The gate of `constraints`, whose fields [`compile_rule`] has already
+/// added to a planned `table`; against the catalogue, a constraint on a
+/// field it lacks is left out.
+fn compile_gate(constraints: &[Constraint], table: &FieldTable) -> Vec<Gate> {
     constraints
         .iter()
         .filter_map(|c| match c {
             Constraint::Equals(field, values) => Some(Gate::Equals(
-                fields::index(field)?,
+                table.index(field)?,
                 values.iter().map(|v| v.to_lowercase()).collect(),
             )),
             Constraint::AnyExists(names) => Some(Gate::AnyExists(
-                names.iter().filter_map(|n| fields::index(n)).collect(),
+                names.iter().filter_map(|n| table.index(n)).collect(),
             )),
         })
         .collect()
+}
+
+/// Adds `name` to `table` for a rule: a growing table that cannot take it
+/// is full; the catalogue lacks it.
+fn resolve_field(table: &mut FieldTable, name: &str) -> Result<usize, RuleError> {
+    table.intern(name).ok_or_else(|| {
+        if table.is_growing() {
+            RuleError::TooManyFields(name.to_owned())
+        } else {
+            RuleError::FieldNotProjected(name.to_owned())
+        }
+    })
 }
 
 fn gate_passes(gate: &[Gate], event: &EventView<'_>) -> bool {
@@ -370,8 +490,25 @@ fn compile_rule(
     rule: &Rule,
     source: &str,
     options: &CompileOptions,
+    table: &mut FieldTable,
 ) -> Result<Compiled, RuleError> {
     let alternatives = logsource::alternatives(&rule.logsource)?;
+    if table.is_growing() {
+        for alternative in &alternatives {
+            for constraint in &alternative.constraints {
+                match constraint {
+                    Constraint::Equals(field, _) => {
+                        resolve_field(table, field)?;
+                    }
+                    Constraint::AnyExists(names) => {
+                        for name in names {
+                            resolve_field(table, name)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
     let names: Vec<String> = rule.searches.iter().map(|(n, _)| n.clone()).collect();
     let conditions = rule
         .conditions
@@ -381,7 +518,13 @@ fn compile_rule(
     let mut variants = Vec::new();
     let mut gates = Vec::new();
     for alternative in &alternatives {
-        variants.push(compile_variant(rule, alternative, &conditions, options)?);
+        variants.push(compile_variant(
+            rule,
+            alternative,
+            &conditions,
+            options,
+            table,
+        )?);
         gates.push(alternative.constraints.clone());
     }
     Ok((
@@ -408,10 +551,20 @@ fn compile_variant(
     alternative: &Alternative,
     conditions: &[Cond],
     options: &CompileOptions,
+    table: &mut FieldTable,
 ) -> Result<Variant, RuleError> {
-    let mut resolve = |name: &str| -> Result<usize, RuleError> {
-        let event_field = alternative.event_field(name);
-        fields::index(&event_field).ok_or(RuleError::FieldNotProjected(event_field))
+    // Keywords search every value of the event: a planned table reads them
+    // all at once from the host's `@values` (one value per line); against
+    // the catalogue they search every projected field.
+    let has_keywords = rule
+        .searches
+        .iter()
+        .flat_map(|(_, search)| search.any_of.iter().flatten())
+        .any(|item| item.field.is_none());
+    let all_values = if has_keywords && table.is_growing() {
+        Some(resolve_field(table, fields::ALL_VALUES)?)
+    } else {
+        None
     };
     let mut searches = Vec::new();
     for (_, search) in &rule.searches {
@@ -422,17 +575,25 @@ fn compile_variant(
                 let names: Vec<&str> = item.modifiers.iter().map(String::as_str).collect();
                 let mut modifiers = Modifiers::parse(&names)?;
                 if item.field.is_none() {
-                    modifiers = modifiers.for_keywords();
+                    modifiers = match all_values {
+                        Some(_) => modifiers.for_keywords_over_lines(),
+                        None => modifiers.for_keywords(),
+                    };
                 }
                 let (field, fallbacks) = match &item.field {
                     Some(name) => {
-                        let fallbacks = fields::aliases(&alternative.event_field(name))
+                        let event_field = alternative.event_field(name);
+                        let field = resolve_field(table, &event_field)?;
+                        let fallbacks = fields::aliases(&event_field)
                             .iter()
-                            .filter_map(|alias| fields::index(alias))
+                            .filter_map(|alias| table.intern(alias))
                             .collect();
-                        (Some(resolve(name)?), fallbacks)
+                        (Some(field), fallbacks)
                     }
-                    None => (None, Vec::new()),
+                    None => (all_values, Vec::new()),
+                };
+                let mut resolve = |name: &str| -> Result<usize, RuleError> {
+                    resolve_field(table, &alternative.event_field(name))
                 };
                 let mut tests = Vec::with_capacity(item.values.len());
                 for value in &item.values {
@@ -467,17 +628,28 @@ fn compile_variant(
 mod tests {
     use super::*;
 
-    fn event(pairs: &[(&str, &str)]) -> Vec<Option<String>> {
-        let mut values = vec![None; fields::FIELDS.len()];
+    /// `pairs` projected onto the fields of `set`, as the host projects an
+    /// event; fields the rules do not read are not projected.
+    fn event(set: &RuleSet, pairs: &[(&str, &str)]) -> Vec<Option<String>> {
+        let mut values = vec![None; set.fields().len()];
         for (name, value) in pairs {
-            let index = fields::index(name).unwrap_or_else(|| panic!("{name} not in catalogue"));
-            values[index] = Some((*value).to_owned());
+            if let Some(index) = set.fields().index(name) {
+                values[index] = Some((*value).to_owned());
+            }
+        }
+        if let Some(index) = set.fields().index(fields::ALL_VALUES) {
+            let all: Vec<&str> = pairs
+                .iter()
+                .map(|(_, v)| *v)
+                .filter(|v| !v.is_empty())
+                .collect();
+            values[index] = (!all.is_empty()).then(|| all.join("\n"));
         }
         values
     }
 
     fn titles(set: &RuleSet, pairs: &[(&str, &str)]) -> Vec<String> {
-        let values = event(pairs);
+        let values = event(set, pairs);
         set.matches(&EventView::new(&values))
             .iter()
             .map(|m| m.rule.title.clone())
@@ -525,9 +697,9 @@ detection:
         let mut other = sysmon.to_vec();
         other[1] = ("EventID", "3");
         assert!(titles(&set, &other).is_empty());
-        let values = event(&other);
+        let values = event(&set, &other);
         assert!(!set.applies(0, &EventView::new(&values)));
-        let values = event(&filtered);
+        let values = event(&set, &filtered);
         assert!(
             set.applies(0, &EventView::new(&values)),
             "filtered, but in scope"
@@ -540,9 +712,13 @@ detection:
             ("CommandLine", "powershell -enc AAAA"),
         ];
         assert_eq!(titles(&set, &security), ["Encoded PowerShell"]);
-        let values = event(&security);
+        let values = event(&set, &security);
         let hits = set.matches(&EventView::new(&values));
-        let names: Vec<&str> = hits[0].fields.iter().map(|&i| fields::FIELDS[i]).collect();
+        let names: Vec<&str> = hits[0]
+            .fields
+            .iter()
+            .map(|&i| set.fields().name(i))
+            .collect();
         assert_eq!(names, ["CommandLine", "NewProcessName"]);
     }
 
@@ -575,6 +751,32 @@ detection:
             ["Keywords"]
         );
         assert!(titles(&set, &[("program", "cron"), ("message", "Bad protocol")]).is_empty());
+        // A wildcard match lies within one value, as searching field by
+        // field: `Bad` in one and `protocol` in another is no match.
+        assert!(
+            titles(
+                &set,
+                &[
+                    ("program", "sshd"),
+                    ("message", "Bad"),
+                    ("detail", "protocol")
+                ]
+            )
+            .is_empty()
+        );
+        // Against the catalogue, keywords search each projected field.
+        let set = RuleSet::compile_onto(
+            [("k", rule)],
+            &CompileOptions::default(),
+            FieldTable::catalogue(),
+        );
+        assert_eq!(
+            titles(
+                &set,
+                &[("program", "sshd"), ("message", "Bad packet protocol")]
+            ),
+            ["Keywords"]
+        );
     }
 
     #[test]
@@ -582,7 +784,7 @@ detection:
         let unmapped = "title: U\nlogsource: {product: macos, category: process_creation}\ndetection:\n  s: {Image: x}\n  condition: s\n";
         let unknown_field = "title: F\nlogsource: {product: windows, service: security}\ndetection:\n  s: {NoSuchField: x}\n  condition: s\n";
         let low = "title: L\nlevel: low\nlogsource: {product: windows, service: security}\ndetection:\n  s: {EventID: 1}\n  condition: s\n";
-        let set = RuleSet::compile(
+        let set = RuleSet::compile_onto(
             [
                 ("u", unmapped),
                 ("f", unknown_field),
@@ -590,17 +792,87 @@ detection:
                 ("bad", "x: ["),
             ],
             &CompileOptions::with_min_level(Level::Medium),
+            FieldTable::catalogue(),
         );
         assert!(set.is_empty());
         let reasons: Vec<String> = set.rejected().iter().map(|r| r.error.reason()).collect();
-        assert_eq!(
-            reasons,
-            [
-                "unmapped logsource [product:macos category:process_creation]",
-                "field not in the module's projection",
-                "not valid YAML"
-            ]
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with("unmapped logsource [product:macos category:process_creation]"),
+            "{reasons:?}"
         );
+        assert_eq!(
+            reasons[1..],
+            ["field not in the module's projection", "not valid YAML"]
+        );
+    }
+
+    /// A planned table projects exactly what the rules read (their fields,
+    /// log-source fields and aliases), any field name included, and
+    /// nothing of a rule that failed.
+    #[test]
+    fn planned_tables_hold_exactly_the_rules_fields() {
+        let unusual = "title: F\nlogsource: {product: windows, service: security}\ndetection:\n  s: {EventID: 4662, NoSuchFieldYet: x}\n  condition: s\n";
+        let broken = "title: B\nlogsource: {product: windows, service: security}\ndetection:\n  s: {OnlyInBroken|nosuchmodifier: x}\n  condition: s\n";
+        let set = RuleSet::compile([("f", unusual), ("b", broken)], &CompileOptions::default());
+        assert_eq!(set.len(), 1, "{:?}", set.rejected());
+        assert_eq!(set.rejected().len(), 1);
+        let mut names = set.fields().names().to_vec();
+        names.sort();
+        assert_eq!(names, ["Channel", "EventID", "NoSuchFieldYet"]);
+        assert_eq!(
+            titles(
+                &set,
+                &[
+                    ("Channel", "Security"),
+                    ("EventID", "4662"),
+                    ("NoSuchFieldYet", "X")
+                ]
+            ),
+            ["F"]
+        );
+        // The same rule against the catalogue is refused, naming the field.
+        let set = RuleSet::compile_onto(
+            [("f", unusual)],
+            &CompileOptions::default(),
+            FieldTable::catalogue(),
+        );
+        assert!(
+            set.rejected()[0]
+                .error
+                .to_string()
+                .contains("NoSuchFieldYet")
+        );
+    }
+
+    /// The prefilter lets through every event some rule's log source takes
+    /// (a superset: EventID where a gate has one, presence where it asks
+    /// for it).
+    #[test]
+    fn any_of_prefilter_covers_every_log_source() {
+        let set = RuleSet::compile([("p", PROC)], &CompileOptions::default());
+        let clauses = set.any_of_prefilter().expect("a prefilter");
+        let eventid = clauses
+            .iter()
+            .find(|(field, _, _)| field == "EventID")
+            .expect("EventID clause");
+        assert_eq!(eventid.1, PrefilterOp::Equals);
+        assert!(
+            eventid.2.contains(&"1".to_owned()) && eventid.2.contains(&"4688".to_owned()),
+            "{eventid:?}"
+        );
+        let everything =
+            "title: K\nlogsource: {product: linux}\ndetection:\n  k: [evil]\n  condition: k\n";
+        let set = RuleSet::compile([("p", PROC), ("k", everything)], &CompileOptions::default());
+        assert_eq!(set.len(), 2, "{:?}", set.rejected());
+        let clauses = set.any_of_prefilter().expect("a prefilter");
+        assert!(
+            clauses.contains(&("program".to_owned(), PrefilterOp::Exists, vec![])),
+            "{clauses:?}"
+        );
+        // Keywords read every value at once, not the whole catalogue.
+        assert!(set.fields().index(fields::ALL_VALUES).is_some());
+        assert!(set.fields().len() < 16, "{:?}", set.fields().names());
     }
 
     /// NXLog/Winlogbeat-era exports (the OTRF captures) name the provider
@@ -630,9 +902,13 @@ detection:
             ("SourceName", "Microsoft-Windows-Eventlog"),
         ];
         assert_eq!(titles(&set, &nxlog), ["Security Eventlog Cleared"]);
-        let values = event(&nxlog);
+        let values = event(&set, &nxlog);
         let hits = set.matches(&EventView::new(&values));
-        let names: Vec<&str> = hits[0].fields.iter().map(|&i| fields::FIELDS[i]).collect();
+        let names: Vec<&str> = hits[0]
+            .fields
+            .iter()
+            .map(|&i| set.fields().name(i))
+            .collect();
         assert_eq!(names, ["EventID", "SourceName"]);
         // The primary name wins when both are present.
         let both = [

@@ -1,17 +1,131 @@
-//! The field catalogue: every event field the module asks the host to
-//! project.
+//! The fields a rule set reads, and the static catalogue.
 //!
-//! The module contract fixes a module's fields in `describe`, which the host
-//! calls before `init` and without parameters, so the fields cannot depend
-//! on the rules a hunt passes. The catalogue is therefore static: the field
-//! names of the Sigma taxonomy for the log sources [`crate::logsource`]
-//! maps (Sysmon, Windows Security/System/PowerShell event data, Linux
-//! auditd/syslog, Zeek, web proxy/server, DNS, firewall, AWS CloudTrail),
-//! the fields the log-source constraints and finding entities read, and the
-//! fields the SigmaHQ rules in use reference. A rule that reads a field
-//! outside the catalogue is rejected with
+//! On a worker that speaks contract 0.2.2 the module *plans* each task
+//! (`planner.plan(params)`): it compiles the hunt's rules first and declares
+//! exactly the fields they read, in a growing [`FieldTable`], so any field a
+//! rule names is projected and nothing else is. A host that does not plan
+//! projects what `describe()` declares, which cannot depend on the rules:
+//! the static [`FIELDS`] catalogue, the field names of the Sigma taxonomy
+//! for the log sources [`crate::logsource`] maps and of the SigmaHQ rules in
+//! use. Against the catalogue, a rule that reads a field outside it is
+//! rejected with
 //! [`RuleError::FieldNotProjected`](crate::rule::RuleError::FieldNotProjected)
 //! rather than silently never matching.
+
+use std::collections::HashMap;
+
+/// Most fields a planned table holds: the worker's limit on the fields a
+/// module may declare (`MAX_FIELDS` in the worker's runtime).
+pub const MAX_PLANNED_FIELDS: usize = 1024;
+
+/// Longest field name a planned table accepts: the worker's limit on a
+/// declared field name (`MAX_FIELD_NAME_BYTES`).
+pub const MAX_FIELD_NAME_BYTES: usize = 256;
+
+/// The host's pseudo-field holding every value of an event, one per line
+/// (contract 0.2.2): what keyword searches read in a planned task.
+pub const ALL_VALUES: &str = "@values";
+
+/// The event fields a rule set reads, in projection order: `event.values`
+/// carries them in this order.
+#[derive(Clone, Debug)]
+pub struct FieldTable {
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+    growing: bool,
+}
+
+impl FieldTable {
+    /// The static catalogue ([`FIELDS`]): what a host that does not plan
+    /// projects. [`FieldTable::intern`] only looks names up.
+    pub fn catalogue() -> Self {
+        let names: Vec<String> = FIELDS.iter().map(|&f| f.to_owned()).collect();
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), i))
+            .collect();
+        FieldTable {
+            names,
+            index,
+            growing: false,
+        }
+    }
+
+    /// An empty table that takes every field a rule names, up to
+    /// [`MAX_PLANNED_FIELDS`].
+    pub fn planned() -> Self {
+        FieldTable {
+            names: Vec::new(),
+            index: HashMap::new(),
+            growing: true,
+        }
+    }
+
+    /// Whether fields are added as rules name them (a planned task).
+    pub fn is_growing(&self) -> bool {
+        self.growing
+    }
+
+    /// Index of `name` (exact, case-sensitive: Sigma field names are
+    /// case-sensitive, and so are event keys).
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// Index of `name`, adding it to a growing table. `None`: the catalogue
+    /// lacks it, or a growing table is full or the name too long.
+    pub fn intern(&mut self, name: &str) -> Option<usize> {
+        if let Some(&index) = self.index.get(name) {
+            return Some(index);
+        }
+        if !self.growing
+            || self.names.len() >= MAX_PLANNED_FIELDS
+            || name.is_empty()
+            || name.len() > MAX_FIELD_NAME_BYTES
+        {
+            return None;
+        }
+        let index = self.names.len();
+        self.names.push(name.to_owned());
+        self.index.insert(name.to_owned(), index);
+        Some(index)
+    }
+
+    /// Forgets the fields added after the table had `len` of them (a rule
+    /// that failed to compile leaves nothing projected behind).
+    pub fn truncate(&mut self, len: usize) {
+        for name in self.names.drain(len.min(self.names.len())..) {
+            self.index.remove(&name);
+        }
+    }
+
+    /// The names, in projection order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Name of field `index`.
+    pub fn name(&self, index: usize) -> &str {
+        self.names.get(index).map_or("", String::as_str)
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether the table has no field.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+impl Default for FieldTable {
+    fn default() -> Self {
+        FieldTable::planned()
+    }
+}
 
 /// The projected fields, in projection order.
 pub const FIELDS: &[&str] = &[
@@ -542,5 +656,26 @@ mod tests {
                 assert!(index(alias).is_some(), "{alias}");
             }
         }
+    }
+
+    #[test]
+    fn catalogue_tables_look_up_and_planned_tables_grow_within_limits() {
+        let mut catalogue = FieldTable::catalogue();
+        assert_eq!(catalogue.len(), FIELDS.len());
+        assert_eq!(catalogue.intern("CommandLine"), index("CommandLine"));
+        assert_eq!(catalogue.intern("NotInTheCatalogue"), None);
+
+        let mut planned = FieldTable::planned();
+        assert_eq!(planned.intern("NotInTheCatalogue"), Some(0));
+        assert_eq!(planned.intern("CommandLine"), Some(1));
+        assert_eq!(planned.intern("NotInTheCatalogue"), Some(0));
+        assert_eq!(planned.intern(&"x".repeat(MAX_FIELD_NAME_BYTES + 1)), None);
+        planned.truncate(1);
+        assert_eq!(planned.names(), ["NotInTheCatalogue"]);
+        assert_eq!(planned.index("CommandLine"), None);
+        for i in 1..MAX_PLANNED_FIELDS {
+            assert_eq!(planned.intern(&format!("f{i}")), Some(i));
+        }
+        assert_eq!(planned.intern("one.too.many"), None);
     }
 }

@@ -37,11 +37,16 @@ pub mod logsource;
 pub mod matcher;
 pub mod rule;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
-use quarry_sdk::{Counts, Descriptor, Emitter, Event, Finding, Hunt, Output, Params, Severity};
+use quarry_sdk::{
+    Counts, Descriptor, Emitter, Event, Finding, Hunt, MatchOp, Output, Params, Predicate, Severity,
+};
 
-pub use engine::{CompileOptions, EventView, Match, Rejected, RuleMeta, RuleSet};
+pub use engine::{CompileOptions, EventView, Match, PrefilterOp, Rejected, RuleMeta, RuleSet};
+pub use fields::FieldTable;
 pub use rule::{Level, Rule, RuleError};
 
 /// The module's name, as its descriptor reports it.
@@ -80,6 +85,97 @@ pub const PLACEHOLDER_PARAM_PREFIX: &str = "placeholder.";
 
 /// The module's options (everything but the rules and placeholders).
 const OPTIONS: [&str; 3] = ["min_level", "max_findings_per_rule", "strict"];
+
+thread_local! {
+    /// The rule set `plan` compiled, keyed by a hash of its parameters, for
+    /// `init` to take instead of compiling the rules twice.
+    static PLANNED: RefCell<Option<(u64, RuleSet)>> = const { RefCell::new(None) };
+}
+
+fn params_key(params: &Params) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for name in params.names() {
+        name.hash(&mut hasher);
+        params.get(name).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// The module's options and its rules compiled onto `fields`.
+fn compile(params: &Params, fields: FieldTable) -> Result<(RuleSet, u64), String> {
+    if let Some(unknown) = params.names().find(|n| {
+        !n.starts_with(loader::RULE_PARAM_PREFIX)
+            && !n.starts_with(PLACEHOLDER_PARAM_PREFIX)
+            && !OPTIONS.contains(n)
+    }) {
+        return Err(format!(
+            "unknown parameter `{unknown}`; this module accepts `rule.<name>` (one Sigma rule each), `placeholder.<name>`, {}",
+            OPTIONS.map(|o| format!("`{o}`")).join(", ")
+        ));
+    }
+    let min_level = match params.get("min_level") {
+        None => Level::Informational,
+        Some(text) => Level::parse(text).ok_or_else(|| {
+            format!(
+                "parameter `min_level` must be informational, low, medium, high or critical, got `{text}`"
+            )
+        })?,
+    };
+    let max_findings_per_rule =
+        params.u64_in_range_or("max_findings_per_rule", 100, 0..=1_000_000)?;
+    let strict = params.bool_or("strict", false)?;
+    let texts: Vec<(&str, &str)> = params
+        .names()
+        .filter(|n| n.starts_with(loader::RULE_PARAM_PREFIX))
+        .filter_map(|n| Some((n, params.get(n)?)))
+        .collect();
+    if texts.is_empty() {
+        return Err(
+            "no rules: pass each Sigma rule file as a parameter `rule.<name>` holding its YAML"
+                .to_owned(),
+        );
+    }
+    let mut options = CompileOptions::with_min_level(min_level);
+    for name in params.names() {
+        if let Some(placeholder) = name.strip_prefix(PLACEHOLDER_PARAM_PREFIX) {
+            let values = params
+                .get(name)
+                .unwrap_or_default()
+                .lines()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect();
+            options.placeholders.insert(placeholder.to_owned(), values);
+        }
+    }
+    let mut rules = RuleSet::compile_onto(texts, &options, fields);
+    for rejected in rules.rejected() {
+        quarry_sdk::log::warn(&format!(
+            "skipping Sigma rule {}: {}",
+            rejected.source, rejected.error
+        ));
+    }
+    if strict && let Some(first) = rules.rejected().first() {
+        return Err(format!(
+            "{} Sigma rules cannot be evaluated (strict); first: {}: {}",
+            rules.rejected().len(),
+            first.source,
+            first.error
+        ));
+    }
+    // Findings name the host and carry the event's who and where.
+    rules.project_also(&HOST_FIELDS);
+    rules.project_also(&CONTEXT_FIELDS);
+    quarry_sdk::log::info(&format!(
+        "{} Sigma rules compiled into {} log-source groups reading {} fields, {} skipped",
+        rules.len(),
+        rules.gate_count(),
+        rules.fields().len(),
+        rules.rejected().len()
+    ));
+    Ok((rules, max_findings_per_rule))
+}
 
 /// The hunt: a compiled rule set and per-rule match counts.
 pub struct SigmaHunt {
@@ -135,7 +231,7 @@ impl Hunt for SigmaHunt {
     fn describe() -> Descriptor {
         // No prefilter: the rules arrive with the parameters, after the
         // host has read the descriptor, so any static prefilter could hide
-        // events a rule needs.
+        // events a rule needs. A host that plans gets the rules' own.
         Descriptor::new(NAME, VERSION)
             .with_description(
                 "Evaluates Sigma detection rules, passed as `rule.<name>` parameters, against events.",
@@ -143,82 +239,49 @@ impl Hunt for SigmaHunt {
             .with_fields(fields::FIELDS)
     }
 
+    /// Compiles the rules and declares exactly the fields they read, and
+    /// an any-of prefilter of their log sources (see
+    /// [`RuleSet::any_of_prefilter`]).
+    fn plan(params: &Params) -> Result<Option<Descriptor>, String> {
+        let (rules, _) = compile(params, FieldTable::planned())?;
+        let mut descriptor = Self::describe();
+        descriptor.fields = rules.fields().names().to_vec();
+        if let Some(clauses) = rules.any_of_prefilter() {
+            let group = clauses
+                .iter()
+                .map(|(field, op, values)| {
+                    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                    match op {
+                        PrefilterOp::Equals => {
+                            Predicate::new(field.as_str(), MatchOp::Equals, &values)
+                        }
+                        PrefilterOp::Exists => Predicate::exists(field.as_str()),
+                    }
+                })
+                .collect();
+            descriptor = descriptor.with_any_of(group);
+        }
+        let key = params_key(params);
+        PLANNED.with_borrow_mut(|planned| *planned = Some((key, rules)));
+        Ok(Some(descriptor))
+    }
+
     fn new(params: &Params) -> Result<Self, String> {
-        if let Some(unknown) = params.names().find(|n| {
-            !n.starts_with(loader::RULE_PARAM_PREFIX)
-                && !n.starts_with(PLACEHOLDER_PARAM_PREFIX)
-                && !OPTIONS.contains(n)
-        }) {
-            return Err(format!(
-                "unknown parameter `{unknown}`; this module accepts `rule.<name>` (one Sigma rule each), `placeholder.<name>`, {}",
-                OPTIONS.map(|o| format!("`{o}`")).join(", ")
-            ));
-        }
-        let min_level = match params.get("min_level") {
-            None => Level::Informational,
-            Some(text) => Level::parse(text).ok_or_else(|| {
-                format!(
-                    "parameter `min_level` must be informational, low, medium, high or critical, got `{text}`"
-                )
-            })?,
+        let key = params_key(params);
+        let planned = PLANNED
+            .with_borrow_mut(Option::take)
+            .filter(|(planned_for, _)| *planned_for == key);
+        let (mut rules, max_findings_per_rule) = match planned {
+            // `plan` has checked the options; only the cap is read again.
+            Some((_, rules)) => (
+                rules,
+                params.u64_in_range_or("max_findings_per_rule", 100, 0..=1_000_000)?,
+            ),
+            // A host that does not plan projects the catalogue.
+            None => compile(params, FieldTable::catalogue())?,
         };
-        let max_findings_per_rule =
-            params.u64_in_range_or("max_findings_per_rule", 100, 0..=1_000_000)?;
-        let strict = params.bool_or("strict", false)?;
-        let texts: Vec<(&str, &str)> = params
-            .names()
-            .filter(|n| n.starts_with(loader::RULE_PARAM_PREFIX))
-            .filter_map(|n| Some((n, params.get(n)?)))
-            .collect();
-        if texts.is_empty() {
-            return Err(
-                "no rules: pass each Sigma rule file as a parameter `rule.<name>` holding its YAML"
-                    .to_owned(),
-            );
-        }
-        let mut options = CompileOptions::with_min_level(min_level);
-        for name in params.names() {
-            if let Some(placeholder) = name.strip_prefix(PLACEHOLDER_PARAM_PREFIX) {
-                let values = params
-                    .get(name)
-                    .unwrap_or_default()
-                    .lines()
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                options.placeholders.insert(placeholder.to_owned(), values);
-            }
-        }
-        let rules = RuleSet::compile(texts, &options);
-        for rejected in rules.rejected() {
-            quarry_sdk::log::warn(&format!(
-                "skipping Sigma rule {}: {}",
-                rejected.source, rejected.error
-            ));
-        }
-        if strict && let Some(first) = rules.rejected().first() {
-            return Err(format!(
-                "{} Sigma rules cannot be evaluated (strict); first: {}: {}",
-                rules.rejected().len(),
-                first.source,
-                first.error
-            ));
-        }
-        quarry_sdk::log::info(&format!(
-            "{} Sigma rules compiled into {} log-source groups, {} skipped",
-            rules.len(),
-            rules.gate_count(),
-            rules.rejected().len()
-        ));
-        let hosts = HOST_FIELDS
-            .iter()
-            .filter_map(|name| fields::index(name))
-            .collect();
-        let context = CONTEXT_FIELDS
-            .iter()
-            .filter_map(|name| fields::index(name))
-            .collect();
+        let hosts = rules.project_also(&HOST_FIELDS);
+        let context = rules.project_also(&CONTEXT_FIELDS);
         Ok(SigmaHunt {
             matches: vec![0; rules.len()],
             rules,
@@ -239,7 +302,14 @@ impl Hunt for SigmaHunt {
                 if self.matches[hit.index] > self.max_findings_per_rule {
                     continue;
                 }
-                out.emit(finding(hit, &view, event, &self.hosts, &self.context));
+                out.emit(finding(
+                    hit,
+                    &view,
+                    event,
+                    self.rules.fields(),
+                    &self.hosts,
+                    &self.context,
+                ));
             }
         }
         for (index, n) in counted {
@@ -268,6 +338,7 @@ fn finding(
     hit: Match<'_>,
     view: &EventView<'_>,
     event: &Event,
+    table: &FieldTable,
     hosts: &[usize],
     context: &[usize],
 ) -> Finding {
@@ -295,12 +366,12 @@ fn finding(
     builder = builder.tag("sigma").tags(meta.other_tags.iter().cloned());
     for &field in &hit.fields {
         if let Some(value) = view.get(field) {
-            builder = builder.evidence(fields::FIELDS[field], cut(value));
+            builder = builder.evidence(table.name(field), cut(value));
         }
     }
     for &field in context.iter().filter(|f| !hit.fields.contains(f)) {
         if let Some(value) = view.get(field).filter(|v| !v.is_empty()) {
-            builder = builder.evidence(fields::FIELDS[field], cut(value));
+            builder = builder.evidence(table.name(field), cut(value));
         }
     }
     builder.build()
@@ -327,6 +398,8 @@ detection:
     condition: selection
 "#;
 
+    /// An event projected onto the static catalogue, as a host that does
+    /// not plan projects it.
     fn event(offset: u64, image: &str) -> Event {
         let mut values = vec![None; fields::FIELDS.len()];
         let mut set = |name: &str, value: &str| {
@@ -384,6 +457,55 @@ detection:
                 1
             )]
         );
+    }
+
+    /// A planned task reads only the rule's fields plus the finding's
+    /// host and context fields, prefilters by the rule's log source, and
+    /// finds the same as an unplanned one.
+    #[test]
+    fn planned_tasks_project_only_what_the_rules_read() {
+        let mut task = Task::<SigmaHunt>::new();
+        let descriptor = task
+            .plan(params(&[]))
+            .unwrap()
+            .expect("a planned descriptor");
+        assert_eq!(descriptor.name, NAME);
+        assert!(descriptor.fields.len() < 20, "{:?}", descriptor.fields);
+        for name in [
+            "Image",
+            "Channel",
+            "EventID",
+            "Computer",
+            "User",
+            "ParentImage",
+        ] {
+            assert!(descriptor.fields.iter().any(|f| f == name), "{name}");
+        }
+        assert_eq!(descriptor.any_of.len(), 1, "{:?}", descriptor.any_of);
+        task.init(params(&[])).unwrap();
+        let project = |offset: u64, image: &str| {
+            let catalogue = event(offset, image);
+            let values = descriptor
+                .fields
+                .iter()
+                .map(|name| fields::index(name).and_then(|i| catalogue.values[i].clone()))
+                .collect();
+            Event::new(catalogue.timestamp_ms, offset, values)
+        };
+        let found = task
+            .scan(vec![
+                project(0, r"C:\Windows\System32\whoami.exe"),
+                project(1, r"C:\x\cmd.exe"),
+            ])
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].entity, "host:WS01");
+        assert_eq!(found[0].evidence_value("User"), Some(r"CORP\alice"));
+        // Bad parameters fail the plan, as they would fail init.
+        let err = Task::<SigmaHunt>::new()
+            .plan(params(&[("rules", "x")]))
+            .unwrap_err();
+        assert!(err.contains("unknown parameter `rules`"), "{err}");
     }
 
     #[test]

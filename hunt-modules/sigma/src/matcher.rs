@@ -130,6 +130,13 @@ impl StrMatcher {
     /// Compiles wildcard pieces (already wrapped in `*` for contains and
     /// friends) into the cheapest matcher.
     pub fn compile(pieces: &[Piece], cased: bool) -> Result<Self, RuleError> {
+        StrMatcher::compile_in(pieces, cased, false)
+    }
+
+    /// As [`StrMatcher::compile`]; with `lines`, the subject holds one
+    /// value per line and the pieces must match one whole line (a
+    /// substring test stays one: a keyword has no line break).
+    pub fn compile_in(pieces: &[Piece], cased: bool, lines: bool) -> Result<Self, RuleError> {
         let norm = |s: &str| {
             if cased {
                 s.to_owned()
@@ -137,34 +144,19 @@ impl StrMatcher {
                 s.to_lowercase()
             }
         };
+        let plain_substring =
+            matches!(pieces, [Piece::Star, Piece::Lit(s), Piece::Star] if !s.contains('\n'));
         let op = match pieces {
+            _ if lines && !plain_substring => {
+                StrOp::Regex(build_regex(&anchored_pattern(pieces), !cased, true, false)?)
+            }
             [] => StrOp::Equals(String::new()),
             [Piece::Star] => StrOp::StartsWith(String::new()),
             [Piece::Lit(s)] => StrOp::Equals(norm(s)),
             [Piece::Lit(s), Piece::Star] => StrOp::StartsWith(norm(s)),
             [Piece::Star, Piece::Lit(s)] => StrOp::EndsWith(norm(s)),
             [Piece::Star, Piece::Lit(s), Piece::Star] => StrOp::Contains(norm(s)),
-            _ => {
-                let mut pattern = String::from("^");
-                for piece in pieces {
-                    match piece {
-                        Piece::Lit(s) => pattern.push_str(&regex::escape(s)),
-                        Piece::Star => pattern.push_str(".*"),
-                        Piece::One => pattern.push('.'),
-                        Piece::Class(chars) => {
-                            pattern.push_str("(?:");
-                            let alternatives: Vec<String> = chars
-                                .iter()
-                                .map(|c| regex::escape(&c.to_string()))
-                                .collect();
-                            pattern.push_str(&alternatives.join("|"));
-                            pattern.push(')');
-                        }
-                    }
-                }
-                pattern.push('$');
-                StrOp::Regex(build_regex(&pattern, !cased, false, true)?)
-            }
+            _ => StrOp::Regex(build_regex(&anchored_pattern(pieces), !cased, false, true)?),
         };
         Ok(StrMatcher { op, cased })
     }
@@ -191,6 +183,29 @@ impl StrMatcher {
             StrOp::Regex(_) => None,
         }
     }
+}
+
+/// The regex of wildcard `pieces`, anchored at both ends.
+fn anchored_pattern(pieces: &[Piece]) -> String {
+    let mut pattern = String::from("^");
+    for piece in pieces {
+        match piece {
+            Piece::Lit(s) => pattern.push_str(&regex::escape(s)),
+            Piece::Star => pattern.push_str(".*"),
+            Piece::One => pattern.push('.'),
+            Piece::Class(chars) => {
+                pattern.push_str("(?:");
+                let alternatives: Vec<String> = chars
+                    .iter()
+                    .map(|c| regex::escape(&c.to_string()))
+                    .collect();
+                pattern.push_str(&alternatives.join("|"));
+                pattern.push(')');
+            }
+        }
+    }
+    pattern.push('$');
+    pattern
 }
 
 fn build_regex(
@@ -418,6 +433,9 @@ pub struct Modifiers {
     fieldref: bool,
     /// `expand`: `%name%` placeholders are replaced by the hunt's values.
     pub expand: bool,
+    /// The tested text holds one value per line (the host's `@values`):
+    /// anchors and wildcards stay within a line.
+    lines: bool,
 }
 
 impl Modifiers {
@@ -498,6 +516,16 @@ impl Modifiers {
     /// For keyword searches: a value without a comparison modifier is
     /// searched for anywhere in a field (full-text semantics), as Sigma
     /// backends do.
+    /// As [`Modifiers::for_keywords`], for a search of the `@values`
+    /// pseudo-field (every value of the event, one per line): a match must
+    /// lie within one value, as it would searching the fields one by one.
+    pub fn for_keywords_over_lines(mut self) -> Self {
+        self.lines = true;
+        self.for_keywords()
+    }
+
+    /// For a keyword search (no field): a plain value is a substring
+    /// match, as Sigma's full-text keywords are.
     pub fn for_keywords(mut self) -> Self {
         let special =
             self.re.is_some() || self.cidr || self.num.is_some() || self.exists || self.fieldref;
@@ -530,7 +558,12 @@ impl Modifiers {
                     "`re` needs a string, got {value:?}"
                 )));
             };
-            return Ok(ValueTest::Regex(build_regex(pattern, i, m, s)?));
+            return Ok(ValueTest::Regex(build_regex(
+                pattern,
+                i,
+                m || self.lines,
+                s && !self.lines,
+            )?));
         }
         if self.cidr {
             let text = value.text();
@@ -663,7 +696,7 @@ impl Modifiers {
                 {
                     pieces.push(Piece::Star);
                 }
-                StrMatcher::compile(&pieces, cased)
+                StrMatcher::compile_in(&pieces, cased, self.lines)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ValueTest::Str(matchers))

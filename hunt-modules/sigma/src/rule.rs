@@ -40,6 +40,8 @@ pub enum RuleError {
     UnmappedLogsource(String),
     /// The rule reads a field the module does not project.
     FieldNotProjected(String),
+    /// The rules of the hunt read more fields than a module may declare.
+    TooManyFields(String),
 }
 
 impl RuleError {
@@ -60,6 +62,10 @@ impl RuleError {
             }
             RuleError::UnmappedLogsource(ls) => format!("unmapped logsource {ls}"),
             RuleError::FieldNotProjected(_) => "field not in the module's projection".to_owned(),
+            RuleError::TooManyFields(_) => format!(
+                "the rules read more than {} fields",
+                crate::fields::MAX_PLANNED_FIELDS
+            ),
         }
     }
 }
@@ -92,7 +98,15 @@ impl fmt::Display for RuleError {
             ),
             RuleError::FieldNotProjected(field) => write!(
                 f,
-                "field `{field}` is not in the module's field catalogue, so events never carry it"
+                "field `{field}` is not in the module's field catalogue, so events never carry it \
+                 (a worker that plans tasks, contract 0.2.2, projects any field)"
+            ),
+            RuleError::TooManyFields(field) => write!(
+                f,
+                "field `{field}` would be field number {} the rules read, more than a module may \
+                 declare (or its name is longer than {} bytes); split the rules over several hunts",
+                crate::fields::MAX_PLANNED_FIELDS + 1,
+                crate::fields::MAX_FIELD_NAME_BYTES
             ),
         }
     }

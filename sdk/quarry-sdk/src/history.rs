@@ -14,8 +14,8 @@
 //!
 //! # #[cfg(not(target_arch = "wasm32"))]
 //! # {
-//! let mut seen = contract::Merged::new();
-//! seen.insert("images".into(), contract::AggregateValue::counts_from([("c:\\windows\\system32\\cmd.exe".to_owned(), 3)]));
+//! let mut seen = contract::aggregate::Merged::new();
+//! seen.insert("images".into(), contract::aggregate::AggregateValue::counts_from([("c:\\windows\\system32\\cmd.exe".to_owned(), 3)]));
 //! history::install_for_tests(2, seen);
 //! assert_eq!(history::runs(), 2);
 //! assert!(history::baseline("images").is_some());

@@ -1,9 +1,10 @@
 //! The guest library for Quarry hunt modules.
 //!
 //! A hunt module is a WebAssembly component implementing the WIT world
-//! `quarry:hunt/hunt@0.2.1` (`sdk/wit/hunt.wit`). The worker instantiates one
+//! `quarry:hunt/planned-hunt@0.2.2` (`sdk/wit/hunt.wit`). The worker instantiates one
 //! fresh instance per task (one shard scanned by one hunt), asks it to
-//! [describe](Hunt::describe) itself, [initialises](Hunt::new) it with the
+//! [describe](Hunt::describe) itself, lets it [plan](Hunt::plan) the task's
+//! projection from the parameters, [initialises](Hunt::new) it with the
 //! hunt's parameters, feeds it every batch of events that passed its
 //! prefilter ([`Hunt::scan`]) and finally collects its findings and
 //! aggregates ([`Hunt::finish`]).
@@ -216,6 +217,21 @@ pub trait Hunt: Sized + 'static {
     /// return the same value every time.
     fn describe() -> Descriptor;
 
+    /// The descriptor of one task, when what the module reads depends on
+    /// its parameters (contract 0.2.2): a rule engine declares the fields
+    /// and prefilter of the rules it was given instead of every field it
+    /// might ever read. Called once per task, before [`Hunt::new`] and with
+    /// the same parameters. `Ok(None)` (the default) keeps
+    /// [`Hunt::describe`]'s; a returned descriptor must keep its name and
+    /// version. An error fails the task with that message.
+    ///
+    /// A worker older than 0.2.2 never calls it and projects by
+    /// `describe()`, so [`Hunt::new`] must also work with that projection.
+    fn plan(params: &Params) -> Result<Option<Descriptor>, String> {
+        let _ = params;
+        Ok(None)
+    }
+
     /// Creates the per-task state from the hunt's parameters. An error fails
     /// the task with that message, so say what to change
     /// ([`Params`] getters do).
@@ -276,6 +292,25 @@ impl<H: Hunt> Task<H> {
     /// The module's descriptor (WIT `describe`).
     pub fn describe() -> Descriptor {
         H::describe()
+    }
+
+    /// WIT `plan` (interface `planner`): the task's descriptor for
+    /// `params`, or `None` to keep [`Task::describe`]'s.
+    pub fn plan(&self, params: Vec<(String, String)>) -> Result<Option<Descriptor>, String> {
+        if !matches!(self.state, State::Created) {
+            return Err(
+                "quarry-sdk: `plan` called after `init`; the host plans a task before initialising it"
+                    .to_owned(),
+            );
+        }
+        // On a worker the host has already taken the intel sets out.
+        #[cfg(not(target_arch = "wasm32"))]
+        let params = {
+            let mut params = params;
+            quarry_contract::intel::IntelSets::take_from_params(&mut params)?;
+            params
+        };
+        H::plan(&Params::from_pairs(params)?)
     }
 
     /// WIT `init`: parses `params` and creates the hunt state.
@@ -409,6 +444,17 @@ macro_rules! export_hunt {
                         // the reason rather than a made-up empty result.
                         ::core::result::Result::Err(violation) => ::core::panic!("{violation}"),
                     }
+                }
+            }
+
+            impl $crate::bindings::exports::quarry::hunt::planner::Guest for QuarryHuntExports {
+                fn plan(
+                    params: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::core::result::Result<
+                    ::core::option::Option<$crate::Descriptor>,
+                    ::std::string::String,
+                > {
+                    QUARRY_TASK.with_borrow(|task| task.plan(params))
                 }
             }
 
