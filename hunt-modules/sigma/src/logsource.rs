@@ -573,24 +573,6 @@ const PROXY_TO_ZEEK_HTTP: &[(&str, &str)] = &[
     ("sc-bytes", "response_body_len"),
 ];
 
-/// Web proxy taxonomy → Suricata EVE `http` events.
-const PROXY_TO_SURICATA_HTTP: &[(&str, &str)] = &[
-    ("c-uri", "http.url"),
-    ("c-uri-query", "http.url"),
-    ("c-uri-stem", "http.url"),
-    ("c-useragent", "http.http_user_agent"),
-    ("cs-method", "http.http_method"),
-    ("cs-host", "http.hostname"),
-    ("cs-referrer", "http.http_refer"),
-    ("cs-referer", "http.http_refer"),
-    ("sc-status", "http.status"),
-    ("r-dns", "http.hostname"),
-    ("cs-version", "http.protocol"),
-    ("c-ip", "src_ip"),
-    ("dst-ip", "dest_ip"),
-    ("dst_ip", "dest_ip"),
-];
-
 /// DNS taxonomy → Zeek `dns.log`.
 const DNS_TO_ZEEK: &[(&str, &str)] = &[
     ("record_type", "qtype_name"),
@@ -600,15 +582,6 @@ const DNS_TO_ZEEK: &[(&str, &str)] = &[
     ("response_code", "rcode_name"),
 ];
 
-/// DNS taxonomy → Suricata EVE `dns` events.
-const DNS_TO_SURICATA: &[(&str, &str)] = &[
-    ("query", "dns.rrname"),
-    ("record_type", "dns.rrtype"),
-    ("answer", "dns.answers"),
-    ("response_code", "dns.rcode"),
-    ("dst_ip", "dest_ip"),
-];
-
 /// Firewall taxonomy → Zeek `conn.log`.
 const FIREWALL_TO_ZEEK: &[(&str, &str)] = &[
     ("src_ip", "id.orig_h"),
@@ -616,9 +589,6 @@ const FIREWALL_TO_ZEEK: &[(&str, &str)] = &[
     ("dst_ip", "id.resp_h"),
     ("dst_port", "id.resp_p"),
 ];
-
-/// Firewall taxonomy → Suricata EVE `flow` / `netflow` events.
-const FIREWALL_TO_SURICATA: &[(&str, &str)] = &[("dst_ip", "dest_ip"), ("dst_port", "dest_port")];
 
 /// Generic `network` / `connection` (ECS names) → Zeek `conn.log`.
 const CONNECTION_TO_ZEEK: &[(&str, &str)] = &[
@@ -723,6 +693,12 @@ fn suricata(event_types: &[&'static str], renames: &[(&'static str, &'static str
 
 /// The product-less categories: `proxy`, `webserver`, `dns`, `firewall`,
 /// `antivirus`.
+///
+/// The first four read only fields of the static catalogue: a worker older
+/// than contract 0.2.2 projects nothing else, and one alternative renaming
+/// to a field outside it (Suricata's `http.url`, say) would refuse the whole
+/// rule there. Suricata EVE events are therefore mapped under the newer
+/// `network` category only.
 fn generic_category(category: &str) -> Option<Vec<Alternative>> {
     Some(match category {
         "proxy" => {
@@ -733,7 +709,6 @@ fn generic_category(category: &str) -> Option<Vec<Alternative>> {
                 "c-useragent",
                 "cs-method",
             ])]));
-            alts.push(suricata(&["http"], PROXY_TO_SURICATA_HTTP));
             alts
         }
         "webserver" => vec![Alternative::new(vec![Constraint::AnyExists(vec![
@@ -749,7 +724,6 @@ fn generic_category(category: &str) -> Option<Vec<Alternative>> {
                 Constraint::AnyExists(vec!["query"]),
                 Constraint::AnyExists(vec!["record_type", "answer"]),
             ]));
-            alts.push(suricata(&["dns"], DNS_TO_SURICATA));
             alts
         }
         "firewall" => {
@@ -757,7 +731,6 @@ fn generic_category(category: &str) -> Option<Vec<Alternative>> {
             alts.push(Alternative::new(vec![Constraint::AnyExists(vec![
                 "dst_ip", "src_ip",
             ])]));
-            alts.push(suricata(&["flow", "netflow"], FIREWALL_TO_SURICATA));
             alts
         }
         // Vendor-neutral antivirus fields on Microsoft Defender's detection
@@ -1653,7 +1626,6 @@ mod tests {
         assert_eq!(proxy[0].event_field("c-useragent"), "user_agent");
         assert_eq!(proxy[0].event_field("c-ip"), "id_orig_h");
         assert_eq!(proxy[2].event_field("c-useragent"), "c-useragent");
-        assert_eq!(proxy[3].event_field("c-useragent"), "http.http_user_agent");
 
         // Zeek JSON conn.log line (apt29 day 1 capture).
         let conn = json!({"@stream": "conn", "@system": "bobs.bigwheel.local", "ts": 1588205199.8, "uid": "C1", "id_orig_h": "10.0.1.6", "id_orig_p": 54243, "id_resp_h": "10.0.0.4", "id_resp_p": 53, "proto": "udp", "service": "dns", "conn_state": "SF"});
@@ -1668,14 +1640,14 @@ mod tests {
             connection[2].event_field("source.bytes"),
             "flow.bytes_toserver"
         );
-        let firewall = resolve((None, Some("firewall"), None));
-        assert!(holds(&firewall[3], &flow) && !holds(&firewall[3], &alert));
-        assert_eq!(firewall[3].event_field("dst_port"), "dest_port");
         assert!(!passes((None, Some("network"), Some("dns")), &conn));
         assert!(!passes((None, Some("network"), Some("dns")), &flow));
         let dns = json!({"event_type": "dns", "src_ip": "10.0.0.5", "dest_ip": "8.8.8.8", "dns": {"type": "query", "rrname": "evil.example", "rrtype": "TXT"}});
-        assert!(passes((None, Some("dns"), None), &dns));
         assert!(passes((None, Some("network"), Some("dns")), &dns));
+        assert_eq!(
+            resolve((None, Some("network"), Some("dns")))[2].event_field("dns.question.name"),
+            "dns.rrname"
+        );
     }
 
     /// Cloud and SaaS records in the shapes their services export, one of
@@ -1851,6 +1823,53 @@ mod tests {
                             "{source:?}: {field}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// The sources mapped before contract 0.2.2 (Windows, Linux, Zeek, the
+    /// product-less categories, CloudTrail) gate on and rename to catalogue
+    /// fields only, so their rules still compile for a worker that does not
+    /// plan tasks.
+    #[test]
+    fn older_sources_stay_within_the_catalogue() {
+        let mut sources: Vec<Source> = vec![
+            (WIN, None, None),
+            (LINUX, None, None),
+            (None, Some("proxy"), None),
+            (None, Some("webserver"), None),
+            (None, Some("dns"), None),
+            (None, Some("firewall"), None),
+            (Some("aws"), None, Some("cloudtrail")),
+        ];
+        sources.extend(WINDOWS_SERVICES.iter().map(|&(s, _)| (WIN, None, Some(s))));
+        sources.extend(
+            TAXONOMY_WINDOWS_CATEGORIES
+                .iter()
+                .map(|&(c, ..)| (WIN, Some(c), None)),
+        );
+        sources.extend(LINUX_SERVICES.iter().map(|&(s, _)| (LINUX, None, Some(s))));
+        sources.extend(["auditd", "syslog", "sysmon"].map(|s| (LINUX, None, Some(s))));
+        sources.extend(
+            LINUX_SYSMON_CATEGORIES
+                .iter()
+                .map(|&(c, _)| (LINUX, Some(c), None)),
+        );
+        sources.extend(ZEEK_LOGS.iter().map(|&log| (Some("zeek"), None, Some(log))));
+        for source in sources {
+            for alt in resolve(source) {
+                for c in &alt.constraints {
+                    let names = match c {
+                        Constraint::Equals(field, _) => vec![*field],
+                        Constraint::AnyExists(fields) => fields.clone(),
+                    };
+                    for name in names {
+                        assert!(crate::fields::index(name).is_some(), "{source:?}: {name}");
+                    }
+                }
+                for (_, to) in &alt.renames {
+                    assert!(crate::fields::index(to).is_some(), "{source:?}: {to}");
                 }
             }
         }
