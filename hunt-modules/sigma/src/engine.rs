@@ -7,8 +7,12 @@
 //! rules name; or the static catalogue) and every value to a
 //! [`ValueTest`]. Variants are grouped by their log-source constraints
 //! ("gates"): an event is checked against each distinct gate once, and only
-//! the rules behind the gates it passes are evaluated. Rules that cannot be
-//! compiled are kept aside with their [`RuleError`].
+//! the rules behind the gates it passes are evaluated. Of those, a variant
+//! whose condition can only hold if some literal occurs in the event (most
+//! Sigma rules: `CommandLine|contains: ...`) is evaluated only when one
+//! Aho-Corasick pass over the event's lowercased values found one of its
+//! literals ([`LiteralIndex`]). Rules that cannot be compiled are kept
+//! aside with their [`RuleError`].
 
 use std::collections::HashMap;
 
@@ -61,6 +65,114 @@ struct Search {
 struct Variant {
     searches: Vec<Search>,
     conditions: Vec<Cond>,
+    /// Ids in the set's [`LiteralIndex`] one of which the event must
+    /// contain for the variant to match; `None`: always evaluated.
+    required: Option<Vec<u32>>,
+}
+
+/// The literals some variants require, searched in one pass per event.
+#[derive(Debug)]
+struct LiteralIndex {
+    automaton: aho_corasick::AhoCorasick,
+    count: usize,
+}
+
+impl LiteralIndex {
+    /// Which literals occur in the event's lowercased values. With
+    /// `@values` projected (at `all_values`), it holds the text of every
+    /// scalar value, so only it and the values that are JSON objects or
+    /// arrays (whose text, keys included, it does not hold) are searched.
+    fn present(&self, event: &EventView<'_>, all_values: Option<usize>) -> Vec<bool> {
+        let mut present = vec![false; self.count];
+        let has_all = all_values.is_some_and(|i| event.lower.get(i).is_some_and(Option::is_some));
+        for (i, text) in event.lower.iter().enumerate() {
+            let Some(text) = text else { continue };
+            if has_all && Some(i) != all_values && !text.starts_with(['{', '[']) {
+                continue;
+            }
+            for found in self.automaton.find_overlapping_iter(text.as_str()) {
+                present[found.pattern().as_usize()] = true;
+            }
+        }
+        present
+    }
+}
+
+/// The literal sets of a variant's parts, while it is compiled.
+type Literals = Option<Vec<String>>;
+
+/// Of two sets one of which must occur, the more selective: the one whose
+/// shortest literal is longest, then the smaller.
+fn best(a: Literals, b: Literals) -> Literals {
+    let score = |set: &Vec<String>| {
+        let shortest = set.iter().map(String::len).min().unwrap_or(0);
+        (shortest.min(8), std::cmp::Reverse(set.len()))
+    };
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if score(&b) > score(&a) { b } else { a }),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Either set may be what occurs: their union, unknown if either is.
+fn union(a: Literals, b: Literals) -> Literals {
+    let (mut a, b) = (a?, b?);
+    a.extend(b);
+    Some(a)
+}
+
+fn item_literals(item: &Item) -> Literals {
+    let mut sets = item.tests.iter().map(ValueTest::required_literals);
+    if item.all {
+        sets.fold(None, best)
+    } else {
+        let first = sets.next()?;
+        sets.fold(first, union)
+    }
+}
+
+fn search_literals(search: &Search) -> Literals {
+    let mut groups = search
+        .any_of
+        .iter()
+        .map(|items| items.iter().map(item_literals).fold(None, best));
+    let first = groups.next()?;
+    groups.fold(first, union)
+}
+
+fn cond_literals(cond: &Cond, searches: &[Literals]) -> Literals {
+    match cond {
+        Cond::Search(i) => searches.get(*i).cloned().flatten(),
+        Cond::Not(_) => None,
+        Cond::And(parts) => parts
+            .iter()
+            .map(|c| cond_literals(c, searches))
+            .fold(None, best),
+        Cond::Or(parts) => {
+            let mut sets = parts.iter().map(|c| cond_literals(c, searches));
+            let first = sets.next()?;
+            sets.fold(first, union)
+        }
+        // At least one of them must match.
+        Cond::AtLeast(n, ids) if *n >= 1 => {
+            let mut sets = ids.iter().map(|&i| searches.get(i).cloned().flatten());
+            let first = sets.next()?;
+            sets.fold(first, union)
+        }
+        Cond::AtLeast(..) => None,
+    }
+}
+
+/// Literals one of which an event matching `variant` contains.
+fn variant_literals(variant: &Variant) -> Literals {
+    let searches: Vec<Literals> = variant.searches.iter().map(search_literals).collect();
+    let mut sets = variant
+        .conditions
+        .iter()
+        .map(|c| cond_literals(c, &searches));
+    let first = sets.next()?;
+    sets.fold(first, union)
 }
 
 #[derive(Debug)]
@@ -177,6 +289,7 @@ impl FieldSource for EventView<'_> {
 pub struct RuleSet {
     fields: FieldTable,
     rules: Vec<CompiledRule>,
+    literals: Option<LiteralIndex>,
     gates: Vec<Vec<Gate>>,
     /// Per gate: (rule, variant) pairs behind it.
     behind: Vec<Vec<(usize, usize)>>,
@@ -252,7 +365,49 @@ impl RuleSet {
                 }
             }
         }
+        set.index_literals();
         set
+    }
+
+    /// Builds the [`LiteralIndex`] of the variants' required literals.
+    fn index_literals(&mut self) {
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        let mut literals: Vec<String> = Vec::new();
+        for rule in &mut self.rules {
+            for variant in &mut rule.variants {
+                variant.required = variant_literals(variant).map(|set| {
+                    let mut required: Vec<u32> = set
+                        .into_iter()
+                        .map(|literal| {
+                            *ids.entry(literal.clone()).or_insert_with(|| {
+                                literals.push(literal);
+                                (literals.len() - 1) as u32
+                            })
+                        })
+                        .collect();
+                    required.sort_unstable();
+                    required.dedup();
+                    required
+                });
+            }
+        }
+        // A DFA: the fastest search, and the memory of a few thousand
+        // short literals is small.
+        self.literals = aho_corasick::AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&literals)
+            .ok()
+            .filter(|_| !literals.is_empty())
+            .map(|automaton| LiteralIndex {
+                automaton,
+                count: literals.len(),
+            });
+        if self.literals.is_none() {
+            // Without an automaton every variant is evaluated.
+            for variant in self.rules.iter_mut().flat_map(|r| &mut r.variants) {
+                variant.required = None;
+            }
+        }
     }
 
     /// The fields the rules read, in the order events carry them.
@@ -361,7 +516,30 @@ impl RuleSet {
 
     /// Every rule that matches `event`, in rule order, each once.
     pub fn matches<'s>(&'s self, event: &EventView<'_>) -> Vec<Match<'s>> {
+        self.evaluate(event, true)
+    }
+
+    /// As [`RuleSet::matches`], evaluating every rule behind the passing
+    /// gates without the literal index (to check the index against).
+    pub fn matches_unindexed<'s>(&'s self, event: &EventView<'_>) -> Vec<Match<'s>> {
+        self.evaluate(event, false)
+    }
+
+    /// Literals in the index, and variants the index can skip.
+    pub fn indexed(&self) -> (usize, usize) {
+        let variants = self
+            .rules
+            .iter()
+            .flat_map(|r| &r.variants)
+            .filter(|v| v.required.is_some())
+            .count();
+        (self.literals.as_ref().map_or(0, |l| l.count), variants)
+    }
+
+    fn evaluate<'s>(&'s self, event: &EventView<'_>, indexed: bool) -> Vec<Match<'s>> {
         let mut hits: Vec<Match<'s>> = Vec::new();
+        let mut present: Option<Vec<bool>> = None;
+        let all_values = self.fields.index(fields::ALL_VALUES);
         for (gate, pairs) in self.gates.iter().zip(&self.behind) {
             if !gate_passes(gate, event) {
                 continue;
@@ -371,6 +549,15 @@ impl RuleSet {
                     continue;
                 }
                 let variant = &self.rules[index].variants[variant];
+                if indexed
+                    && let (Some(required), Some(literals)) = (&variant.required, &self.literals)
+                {
+                    let present =
+                        present.get_or_insert_with(|| literals.present(event, all_values));
+                    if !required.iter().any(|&id| present[id as usize]) {
+                        continue;
+                    }
+                }
                 if let Some(fields) = eval_variant(variant, event) {
                     hits.push(Match {
                         rule: &self.rules[index].meta,
@@ -621,6 +808,7 @@ fn compile_variant(
     Ok(Variant {
         searches,
         conditions: conditions.to_vec(),
+        required: None,
     })
 }
 

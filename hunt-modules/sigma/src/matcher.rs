@@ -226,6 +226,135 @@ fn build_regex(
         })
 }
 
+/// Most literals a [`LiteralSet`] takes.
+const MAX_SET_LITERALS: usize = 1 << 20;
+
+/// A regex that is only an alternation of literals (`(?i)(evil\.com|bad\.org|…)`),
+/// as an unanchored multi-literal search. The regex engine refuses such a
+/// pattern once its compiled form outgrows its size budget (a rule listing
+/// thousands of indicators); Aho-Corasick matches the same set in time
+/// linear in the value, with memory linear in the literals.
+#[derive(Clone, Debug)]
+pub struct LiteralSet {
+    automaton: aho_corasick::AhoCorasick,
+    /// Compare with the lowercased value (the literals are lowercased).
+    case_insensitive: bool,
+    literals: usize,
+}
+
+impl LiteralSet {
+    /// The set `pattern` is, if it is one: optional flags, then an
+    /// alternation of plain literals, possibly inside one group. Anchors,
+    /// classes, repetitions or any other syntax: `None` (the pattern is a
+    /// real regex). `case_insensitive` is the `re|i` modifier; a `(?i)` flag
+    /// has the same effect.
+    pub fn from_pattern(pattern: &str, case_insensitive: bool) -> Option<LiteralSet> {
+        use regex_syntax::ast::Ast;
+        let ast = regex_syntax::ast::parse::Parser::new()
+            .parse(pattern)
+            .ok()?;
+        let mut case_insensitive = case_insensitive;
+        let mut node = &ast;
+        loop {
+            match node {
+                Ast::Concat(concat) => {
+                    let mut rest = concat.asts.iter().filter(|item| match item {
+                        Ast::Flags(set) => {
+                            case_insensitive |= flags_ask_case_insensitive(&set.flags);
+                            false
+                        }
+                        _ => true,
+                    });
+                    let (Some(only), None) = (rest.next(), rest.next()) else {
+                        return None;
+                    };
+                    node = only;
+                }
+                Ast::Group(group) => {
+                    if let regex_syntax::ast::GroupKind::NonCapturing(flags) = &group.kind {
+                        case_insensitive |= flags_ask_case_insensitive(flags);
+                    }
+                    node = &group.ast;
+                }
+                Ast::Alternation(alternation) => {
+                    let mut literals = Vec::with_capacity(alternation.asts.len());
+                    for branch in &alternation.asts {
+                        let literal = literal_text(branch)?;
+                        if literal.is_empty() {
+                            // An empty branch matches everywhere.
+                            return None;
+                        }
+                        literals.push(if case_insensitive {
+                            literal.to_lowercase()
+                        } else {
+                            literal
+                        });
+                    }
+                    if literals.len() > MAX_SET_LITERALS {
+                        return None;
+                    }
+                    let automaton = aho_corasick::AhoCorasick::new(&literals).ok()?;
+                    return Some(LiteralSet {
+                        automaton,
+                        case_insensitive,
+                        literals: literals.len(),
+                    });
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Whether `value` (with `lower` its lowercase form) contains one of the
+    /// literals.
+    pub fn is_match(&self, value: &str, lower: &str) -> bool {
+        self.automaton
+            .is_match(if self.case_insensitive { lower } else { value })
+    }
+
+    /// Number of literals.
+    pub fn len(&self) -> usize {
+        self.literals
+    }
+
+    /// Whether the set is empty (never: an alternation has branches).
+    pub fn is_empty(&self) -> bool {
+        self.literals == 0
+    }
+}
+
+/// Whether `flags` turn case-insensitivity on (`(?i)`, not `(?-i)`).
+fn flags_ask_case_insensitive(flags: &regex_syntax::ast::Flags) -> bool {
+    use regex_syntax::ast::{Flag, FlagsItemKind};
+    let mut negated = false;
+    let mut on = false;
+    for item in &flags.items {
+        match &item.kind {
+            FlagsItemKind::Negation => negated = true,
+            FlagsItemKind::Flag(Flag::CaseInsensitive) => on = !negated,
+            FlagsItemKind::Flag(_) => {}
+        }
+    }
+    on
+}
+
+/// The text of a branch made only of literal characters.
+fn literal_text(ast: &regex_syntax::ast::Ast) -> Option<String> {
+    use regex_syntax::ast::Ast;
+    match ast {
+        Ast::Literal(literal) => Some(literal.c.to_string()),
+        Ast::Concat(concat) => concat
+            .asts
+            .iter()
+            .map(|item| match item {
+                Ast::Literal(literal) => Some(literal.c),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
 /// Comparison of a numeric field with a number (`lt`, `lte`, `gt`, `gte`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NumOp {
@@ -291,6 +420,9 @@ pub enum ValueTest {
     Str(Vec<StrMatcher>),
     /// A Sigma `re` value (case-sensitive unless `re|i`).
     Regex(Regex),
+    /// A Sigma `re` value that is only an alternation of literals and too
+    /// big for the regex engine's budget, as a literal set.
+    Literals(LiteralSet),
     /// `cidr`: the field is an IP address inside the network.
     Cidr(Cidr),
     /// `lt`/`lte`/`gt`/`gte`: the field is a number compared with this one.
@@ -342,6 +474,7 @@ impl ValueTest {
                 match self {
                     ValueTest::Str(matchers) => matchers.iter().any(|m| m.matches(value, lower)),
                     ValueTest::Regex(re) => re.is_match(value),
+                    ValueTest::Literals(set) => set.is_match(value, lower),
                     ValueTest::Cidr(net) => value
                         .trim()
                         .parse::<IpAddr>()
@@ -360,6 +493,36 @@ impl ValueTest {
                     }
                 }
             }
+        }
+    }
+}
+
+impl ValueTest {
+    /// Lowercase literals one of which the lowercased value contains
+    /// whenever this test matches; `None` when no such set is known (a
+    /// regex, a number, a presence test). Only ASCII literals: Unicode
+    /// lowercasing is context-dependent (a final sigma), so a non-ASCII
+    /// substring of a value need not stay one in its lowercase form.
+    pub fn required_literals(&self) -> Option<Vec<String>> {
+        match self {
+            ValueTest::Str(matchers) => {
+                let mut literals = Vec::with_capacity(matchers.len());
+                for matcher in matchers {
+                    let literal = matcher
+                        .literal()
+                        .filter(|l| !l.is_empty() && l.is_ascii())?;
+                    literals.push(literal.to_ascii_lowercase());
+                }
+                Some(literals)
+            }
+            ValueTest::AnyOf(tests) => {
+                let mut literals = Vec::new();
+                for test in tests {
+                    literals.extend(test.required_literals()?);
+                }
+                Some(literals)
+            }
+            _ => None,
         }
     }
 }
@@ -558,12 +721,13 @@ impl Modifiers {
                     "`re` needs a string, got {value:?}"
                 )));
             };
-            return Ok(ValueTest::Regex(build_regex(
-                pattern,
-                i,
-                m || self.lines,
-                s && !self.lines,
-            )?));
+            return match build_regex(pattern, i, m || self.lines, s && !self.lines) {
+                Ok(re) => Ok(ValueTest::Regex(re)),
+                Err(error) => match LiteralSet::from_pattern(pattern, i) {
+                    Some(set) => Ok(ValueTest::Literals(set)),
+                    None => Err(error),
+                },
+            };
         }
         if self.cidr {
             let text = value.text();
@@ -917,6 +1081,66 @@ mod tests {
                 .compile(&s("a*b"), &mut |_| Ok(0))
                 .is_err()
         );
+    }
+
+    /// An indicator list as one `re` value outgrows the regex engine's
+    /// budget; it becomes a literal set with the same meaning (unanchored,
+    /// case-insensitive under `(?i)` or `re|i`), while a real regex of that
+    /// size is still refused with the engine's reason.
+    #[test]
+    fn huge_literal_alternations_become_literal_sets() {
+        let domains: Vec<String> = (0..30_000)
+            .map(|i| format!("host{i}\\.evil\\.example"))
+            .collect();
+        let pattern = format!("(?i)({})", domains.join("|"));
+        assert!(
+            build_regex(&pattern, false, false, false).is_err(),
+            "the pattern must be over the regex budget for this test to mean anything"
+        );
+        let t = test(&["re"], s(&pattern));
+        let ValueTest::Literals(set) = &t else {
+            panic!("expected a literal set")
+        };
+        assert_eq!(set.len(), 30_000);
+        assert!(check(&t, "GET http://HOST29999.evil.example/x"));
+        assert!(check(&t, "host0.evil.example"));
+        assert!(!check(&t, "host0Xevil.example"), "the dots are literal");
+        assert!(!check(&t, "host30000.evil.exampl"));
+        // Case-sensitive without `(?i)` or `re|i`.
+        let set = |pattern: &str, i: bool| LiteralSet::from_pattern(pattern, i);
+        let cased = set("(?:host7|HOST8)", false).expect("a literal set");
+        assert!(cased.is_match("x host7 y", "x host7 y"));
+        assert!(!cased.is_match("HOST7", "host7"));
+        assert!(cased.is_match("HOST8", "host8"));
+        assert!(
+            set("(?i-s)(?:Host7|x)", false)
+                .expect("set")
+                .is_match("HOST7", "host7")
+        );
+        assert!(
+            set("host7|x", true)
+                .expect("set")
+                .is_match("HOST7", "host7")
+        );
+        assert!(
+            !set("(?-i:host7|x)", false)
+                .expect("set")
+                .is_match("HOST7", "host7")
+        );
+        // Anything but literals is a real regex.
+        for pattern in ["^(a|b)", "(a|b+)", "(a||b)", "(a|[bc])", "a", "(a|b)(c|d)"] {
+            assert!(set(pattern, false).is_none(), "{pattern}");
+        }
+        // Not a pure alternation (a class in a branch): still refused, with
+        // the regex engine's reason.
+        let classes = format!("(?i)({}|[a-z]+\\d{{3}})", domains.join("|"));
+        let err = Modifiers::parse(&["re"])
+            .unwrap()
+            .compile(&s(&classes), &mut |_| Ok(0))
+            .unwrap_err();
+        assert!(err.to_string().contains("size limit"), "{err}");
+        // Small alternations stay regexes.
+        assert!(matches!(test(&["re"], s("(?i)(a|b)")), ValueTest::Regex(_)));
     }
 
     #[test]
