@@ -6,6 +6,10 @@
 //!   which the coordinator merges partial results of many tasks without
 //!   running guest code (counts, distinct counts with a HyperLogLog sketch,
 //!   top-k, ranges, stacking);
+//! - [`correlation`]: conditions over windows of events across shards
+//!   (event counts, distinct values, sequences per group), whose partial
+//!   state merges as counts and which the coordinator evaluates after the
+//!   merge;
 //! - [`intel`]: named indicator sets shipped with a task, how they are parsed
 //!   from hunt parameters and how values are compared with them.
 //!
@@ -15,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+pub mod correlation;
 mod hll;
 pub mod intel;
 

@@ -281,6 +281,18 @@ pub fn value_to_wit(value: contract::AggregateValue) -> AggregateValue {
     quarry_contract::aggregate_value_to_wit!(value, crate::bindings::quarry::hunt::types)
 }
 
+/// A correlation's partial state (see [`crate::correlation`]) as the
+/// task's aggregate: `out.aggregate(correlation)` in `finish`.
+impl From<quarry_contract::correlation::Correlation> for Aggregate {
+    fn from(correlation: quarry_contract::correlation::Correlation) -> Self {
+        let (name, value) = correlation.into_counts();
+        Aggregate {
+            name,
+            value: value_to_wit(value),
+        }
+    }
+}
+
 /// The contract form of a WIT aggregate, normalised; refuses what no SDK
 /// builds (a malformed sketch, k out of range), as the worker does.
 pub fn from_wit(aggregate: Aggregate) -> Result<contract::Aggregate, String> {

@@ -29,6 +29,9 @@
 //!   [`MinMax`] (min/max, first/last seen) and [`Stack`] (values by the
 //!   hosts they were seen on, with a post-merge threshold). [`merge`]
 //!   merges task outputs as the coordinator does, for tests.
+//! - [`correlation`] records events for conditions the coordinator
+//!   evaluates over all shards after the merge (event counts, distinct
+//!   values, sequences in a time window, per group).
 //! - [`intel`] looks values up in the intel sets shipped with the task.
 //! - [`history`] reads the merged aggregates of a schedule's earlier runs.
 //! - [`log`] writes to the task's log; [`time`] converts timestamps.
@@ -179,6 +182,14 @@ extern crate self as quarry_sdk;
 
 mod aggregates;
 pub mod bindings;
+/// Conditions over windows of events across shards (Sigma correlation
+/// rules): a module records, per group, the events of each series it
+/// correlates, returns the partial state as an aggregate
+/// (`out.aggregate(correlation)`), and the coordinator evaluates the
+/// condition after merging every task's. See `quarry_contract::correlation`.
+pub mod correlation {
+    pub use quarry_contract::correlation::*;
+}
 mod counts;
 mod descriptor;
 mod event;
