@@ -7,6 +7,7 @@
 
 use crate::compact::{Labels, SmallSet};
 use quarry_contract::aggregate::{Aggregate, Merged, merge_into_measured};
+use quarry_contract::correlation;
 use quarry_proto::{HuntId, ModuleDigest, RequestId, ShardId, TaskId, WorkerId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -520,6 +521,10 @@ pub fn is_module_fault(error: &str) -> bool {
     PREFIXES.iter().any(|p| error.starts_with(p)) || error.contains("is not a usable hunt module")
 }
 
+/// The shard named by findings that come out of the merge of all shards
+/// (correlations), which no single shard produced.
+pub const MERGED_SHARD: &str = "*";
+
 /// Severity of a finding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Severity {
@@ -533,6 +538,20 @@ pub enum Severity {
     High,
     /// Critical.
     Critical,
+}
+
+impl Severity {
+    /// The severity of its lowercase name (`high`).
+    pub fn from_name(name: &str) -> Option<Severity> {
+        Some(match name {
+            "informational" => Severity::Informational,
+            "low" => Severity::Low,
+            "medium" => Severity::Medium,
+            "high" => Severity::High,
+            "critical" => Severity::Critical,
+            _ => return None,
+        })
+    }
 }
 
 /// A finding as committed.
@@ -1194,7 +1213,7 @@ impl State {
                 assignments,
                 now_ms,
             } => self.speculate(assignments, now_ms),
-            Command::ExpireHunts { now_ms } => self.expire_hunts(now_ms),
+            Command::ExpireHunts { now_ms } => self.expire_hunts(index, now_ms),
             Command::ResumeHunt { hunt } => self.resume_hunt(&hunt),
             Command::RecordResult { report, now_ms } => {
                 self.record_result(index, report, 0, now_ms)
@@ -2103,7 +2122,11 @@ impl State {
             }
         }
         Self::maybe_widen(hunt, &self.tasks);
+        let was_terminal = hunt.state.is_terminal();
         Self::settle_hunt(hunt, &self.tasks, &mut self.settle_cursors, now_ms);
+        if !was_terminal {
+            findings.extend(Self::correlate(hunt));
+        }
         let outcome = if stop.is_empty() {
             Response::Done
         } else {
@@ -2495,10 +2518,11 @@ impl State {
             .collect()
     }
 
-    fn expire_hunts(&mut self, now_ms: i64) -> Applied {
+    fn expire_hunts(&mut self, index: u64, now_ms: i64) -> Applied {
         let expired: Vec<HuntId> = self.expired_hunts(now_ms).into_iter().cloned().collect();
         let mut touched = Vec::new();
         let mut stop = Vec::new();
+        let mut findings = Vec::new();
         for id in expired {
             let Some(hunt) = self.hunts.get_mut(&id) else {
                 continue;
@@ -2535,7 +2559,9 @@ impl State {
             touched.push(Touched::Hunt(id.clone()));
             Self::settle_hunt(hunt, &self.tasks, &mut self.settle_cursors, now_ms);
             hunt.reason = format!("deadline reached; {}", hunt.reason);
+            findings.extend(Self::correlate(hunt));
         }
+        let triage = self.triage_findings(index, &findings, now_ms, &mut touched);
         Applied {
             outcome: Ok(if stop.is_empty() {
                 Response::Done
@@ -2543,9 +2569,106 @@ impl State {
                 Response::Stop(stop)
             }),
             touched,
-            findings: Vec::new(),
-            triage: Vec::new(),
+            findings,
+            triage,
         }
+    }
+
+    /// The findings of a hunt's correlations (aggregates named
+    /// `correlation:<id>`, see `quarry_contract::correlation`), evaluated
+    /// once, when the hunt ends with results: every task's partial state is
+    /// merged by then, so a group whose events fell on several shards is
+    /// judged on all of them. They count against the hunt's result limits
+    /// like any finding; a correlation that cannot be evaluated is named in
+    /// the hunt's aggregate errors.
+    fn correlate(hunt: &mut HuntRecord) -> Vec<NewFinding> {
+        if !matches!(
+            hunt.state,
+            HuntState::Completed | HuntState::PartiallyCompleted
+        ) {
+            return Vec::new();
+        }
+        let limits = hunt.spec.limits;
+        let mut out = Vec::new();
+        let names: Vec<String> = hunt
+            .aggregates
+            .keys()
+            .filter(|name| name.starts_with(correlation::NAME_PREFIX))
+            .cloned()
+            .collect();
+        for name in names {
+            let Some(Some(result)) = hunt
+                .aggregates
+                .get(&name)
+                .map(|value| correlation::evaluate(&name, value))
+            else {
+                continue;
+            };
+            let outcome = match result {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    if hunt.aggregate_errors.len() < MAX_AGGREGATE_ERRORS {
+                        hunt.aggregate_errors.insert(name, error);
+                    }
+                    continue;
+                }
+            };
+            let dropped_partials = hunt.aggregate_errors.get(&name).cloned();
+            if outcome.more > 0 && hunt.aggregate_errors.len() < MAX_AGGREGATE_ERRORS {
+                hunt.aggregate_errors.insert(
+                    name.clone(),
+                    format!(
+                        "{} more groups met the correlation than the {} reported",
+                        outcome.more,
+                        correlation::MAX_HITS
+                    ),
+                );
+            }
+            let spec = &outcome.spec;
+            for (n, hit) in outcome.hits.iter().enumerate() {
+                let mut evidence = outcome.evidence(hit);
+                if let Some(error) = &dropped_partials {
+                    evidence.push(("correlation.incomplete".into(), error.clone()));
+                }
+                let task = TaskId::new(format!("{}/{MERGED_SHARD}", hunt.id));
+                let record = FindingRecord {
+                    id: format!("{task}#correlation.{}.{n}", spec.id),
+                    task,
+                    shard: ShardId::new(MERGED_SHARD),
+                    rule: spec.rule.clone(),
+                    title: spec.title.clone(),
+                    severity: Severity::from_name(&spec.severity).unwrap_or(Severity::Medium),
+                    confidence: spec.confidence.min(100),
+                    entity: outcome.entity(hit),
+                    timestamp_ms: hit.last_ms,
+                    evidence,
+                    techniques: spec.techniques.clone(),
+                    tags: spec.tags.clone(),
+                    offsets: Vec::new(),
+                };
+                let bytes = finding_bytes(&record);
+                if hunt.findings >= limits.max_findings_per_hunt
+                    || hunt.result_bytes + bytes > limits.max_result_bytes_per_hunt
+                {
+                    let left = (outcome.hits.len() - n) as u64;
+                    hunt.findings_dropped += left;
+                    hunt.result_limit = Some(format!(
+                        "result limit reached: {left} findings of correlation `{}` dropped; raise --max-hunt-findings / --max-hunt-bytes",
+                        spec.id
+                    ));
+                    break;
+                }
+                hunt.result_bytes += bytes;
+                let seq = hunt.findings;
+                hunt.findings += 1;
+                out.push(NewFinding {
+                    hunt: hunt.id.clone(),
+                    seq,
+                    record,
+                });
+            }
+        }
+        out
     }
 
     fn resume_hunt(&mut self, id: &HuntId) -> Applied {
@@ -2804,6 +2927,75 @@ pub(crate) mod tests {
                 ("h-10", 2, "h-10/b#1.0")
             ]
         );
+    }
+
+    /// A correlation whose events fell on two shards is met only by the
+    /// merge: each task's partial state alone is under the condition, and
+    /// the finding comes out when the hunt completes, once, naming the
+    /// merged shards; it goes to triage like any finding.
+    #[test]
+    fn correlations_are_evaluated_over_every_shard_when_the_hunt_ends() {
+        use quarry_contract::correlation::{Cmp, Correlation, Kind, Spec};
+        let spec = Spec {
+            id: "spray".into(),
+            rule: "sigma/spray".into(),
+            title: "Failed logons for one account".into(),
+            kind: Kind::EventCount,
+            timespan_ms: 60_000,
+            condition: vec![(Cmp::Gte, 5)],
+            series: vec!["failed logon".into()],
+            group_by: vec!["TargetUserName".into()],
+            value_field: None,
+            severity: "high".into(),
+            confidence: 70,
+            techniques: vec!["T1110".into()],
+            tags: vec!["sigma".into()],
+            evidence: vec![],
+        };
+        let partial = |times: std::ops::Range<i64>| {
+            let mut c = Correlation::new(spec.clone());
+            for t in times {
+                c.observe(&["alice"], 0, t * 1_000, None);
+            }
+            let (name, value) = c.into_counts();
+            Aggregate::new(name, value)
+        };
+        let with = |command: Command, aggregate: Aggregate| match command {
+            Command::RecordResult { mut report, now_ms } => {
+                if let Ok(partial) = &mut report.outcome {
+                    partial.aggregates = vec![aggregate];
+                }
+                Command::RecordResult { report, now_ms }
+            }
+            other => other,
+        };
+        let mut s = cluster();
+        let hunt = submit(&mut s, 10);
+        assign_all(&mut s, &hunt);
+        let tasks = s.hunts[&hunt].tasks.clone();
+        let first = s.apply(101, with(report(&tasks[0], "w0", 1, 0), partial(0..3)));
+        assert!(first.findings.is_empty());
+        let second = s.apply(102, with(report(&tasks[1], "w1", 1, 0), partial(3..5)));
+        let h = &s.hunts[&hunt];
+        assert_eq!(h.state, HuntState::Completed);
+        assert_eq!(h.findings, 1);
+        assert_eq!(second.findings.len(), 1, "{:?}", h.aggregate_errors);
+        let f = &second.findings[0].record;
+        assert_eq!(f.rule, "sigma/spray");
+        assert_eq!(f.shard.as_str(), MERGED_SHARD);
+        assert_eq!(f.entity, "targetusername:alice");
+        assert_eq!(f.severity, Severity::High);
+        assert_eq!(f.timestamp_ms, 4_000);
+        assert!(f.evidence.contains(&("correlation.events".into(), "5".into())));
+        assert!(!second.triage.is_empty(), "the finding is triaged");
+        // Replaying the log gives the same state: the evaluation is a pure
+        // function of the merged aggregates.
+        let mut again = cluster();
+        let hunt_again = submit(&mut again, 10);
+        assign_all(&mut again, &hunt_again);
+        again.apply(101, with(report(&tasks[0], "w0", 1, 0), partial(0..3)));
+        let replayed = again.apply(102, with(report(&tasks[1], "w1", 1, 0), partial(3..5)));
+        assert_eq!(replayed.findings, second.findings);
     }
 
     #[test]
