@@ -861,6 +861,7 @@ pub fn local_run(format: Output, run: &crate::module_tool::LocalRun) {
             };
             json_line(json!({
                 "module": d.name, "version": d.version, "sha256": run.digest,
+                "compiled_from_cache": matches!(run.compiled, crate::module_tool::Compiled::FromCache(_)),
                 "params": run.params.iter().map(|(k, v)| (k.clone(), json!(quarry_contract::intel::shown_param(k, v)))).collect::<serde_json::Map<_, _>>(),
                 "files": run.files.iter().map(|f| json!({
                     "path": f.path.display().to_string(), "format": f.format.name(),
@@ -883,6 +884,18 @@ pub fn local_run(format: Output, run: &crate::module_tool::LocalRun) {
         }
         Output::Table => {
             out_line!("module {}@{} (sha256 {})", d.name, d.version, run.digest);
+            match &run.compiled {
+                crate::module_tool::Compiled::FromCache(dir) => {
+                    out_line!("  compiled module from the cache {}", dir.display())
+                }
+                crate::module_tool::Compiled::Now { seconds, cache } => out_line!(
+                    "  compiled in {seconds:.1} s{}",
+                    cache.as_ref().map_or(String::new(), |dir| format!(
+                        " (kept in {} for the next run)",
+                        dir.display()
+                    ))
+                ),
+            }
             for f in &run.files {
                 out_line!(
                     "  {} ({}): {} events, {} malformed, {} without a timestamp",

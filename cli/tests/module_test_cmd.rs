@@ -9,11 +9,28 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Writes `module` to `dir` and runs `quarry module test` on it with
-/// `--output json`; the exit status and the parsed report.
+/// `--output json`, its compiled-module cache in `dir`; the exit status and
+/// the parsed report.
 fn module_test(dir: &Path, module: &ShippedModule, extra: &[&str]) -> (bool, Value) {
+    module_test_cached(
+        dir,
+        module,
+        extra,
+        &dir.join("module-cache").display().to_string(),
+    )
+}
+
+/// As [`module_test`], with `QUARRY_MODULE_CACHE` set to `cache`.
+fn module_test_cached(
+    dir: &Path,
+    module: &ShippedModule,
+    extra: &[&str],
+    cache: &str,
+) -> (bool, Value) {
     let wasm = dir.join(format!("{}.wasm", module.name));
     std::fs::write(&wasm, module.wasm).expect("write module");
     let output = Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .env("QUARRY_MODULE_CACHE", cache)
         .args(["module", "test"])
         .arg(&wasm)
         .args(extra)
@@ -186,4 +203,27 @@ fn sigma_rules_come_from_a_directory() {
         stderr.contains("cannot load Sigma rules from") && stderr.contains("no-such-rules"),
         "{stderr}"
     );
+}
+
+/// The hunter's loop compiles a module once: the second `module test` of
+/// the same build loads it from the per-user cache and finds the same;
+/// `QUARRY_MODULE_CACHE=off` compiles every time.
+#[test]
+fn a_second_run_loads_the_compiled_module_from_the_cache() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = bruteforce_logs(dir.path());
+    let logs = logs.to_str().expect("utf-8 path");
+    let cache = dir.path().join("cache").display().to_string();
+    let (ok, first) = module_test_cached(dir.path(), &BRUTEFORCE, &["--logs", logs], &cache);
+    assert!(ok, "{first}");
+    assert_eq!(first["compiled_from_cache"], false);
+    let (ok, second) = module_test_cached(dir.path(), &BRUTEFORCE, &["--logs", logs], &cache);
+    assert!(ok, "{second}");
+    assert_eq!(second["compiled_from_cache"], true);
+    assert_eq!(first["findings"], second["findings"]);
+    for _ in 0..2 {
+        let (ok, off) = module_test_cached(dir.path(), &BRUTEFORCE, &["--logs", logs], "off");
+        assert!(ok, "{off}");
+        assert_eq!(off["compiled_from_cache"], false);
+    }
 }

@@ -8,8 +8,8 @@ mod template;
 use quarry_proto::v1;
 use quarry_worker::ingest::{self, Format};
 use quarry_worker::runtime::{
-    ModuleDescription, Runtime, RuntimeConfig, TaskFailure, TaskInput, TaskLimits, TaskOutput,
-    module_digest,
+    ModuleCacheConfig, ModuleDescription, Runtime, RuntimeConfig, TaskFailure, TaskInput,
+    TaskLimits, TaskOutput, module_digest,
 };
 use quarry_worker::shard::ShardStore;
 use std::io::{BufRead as _, BufReader};
@@ -396,9 +396,55 @@ pub fn validate(path: &Path, bytes: &[u8]) -> Result<ModuleDescription, ModuleTo
 
 /// A runtime with a worker's default maximums and a single slot; no disk
 /// cache (a local run compiles once).
+/// Environment variable naming the per-user compiled-module cache
+/// directory; `off` disables it.
+pub const MODULE_CACHE_ENV: &str = "QUARRY_MODULE_CACHE";
+/// Bytes of compiled modules the per-user cache keeps.
+const MODULE_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Where `quarry module test` and `module check` keep compiled modules, so
+/// a hunter's edit-test loop compiles a module once per build of it:
+/// `$QUARRY_MODULE_CACHE`, else `$XDG_CACHE_HOME/quarry/compiled-modules`,
+/// else `~/.cache/quarry/compiled-modules`. `None` when disabled
+/// (`QUARRY_MODULE_CACHE=off`) or no home is known.
+pub fn module_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(MODULE_CACHE_ENV) {
+        if dir == "off" || dir.is_empty() {
+            return None;
+        }
+        return Some(PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("quarry").join("compiled-modules"))
+}
+
+/// Whether the compiled form of module `digest` is in the cache `dir`.
+fn cached_artifact(dir: &Path, digest: &str) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|entry| entry.file_name().to_string_lossy().starts_with(digest))
+    })
+}
+
 fn local_runtime() -> Result<Runtime, ModuleToolError> {
-    Runtime::new(1, RuntimeConfig::default(), None)
-        .map_err(|e| ModuleToolError::Runtime(e.to_string()))
+    let cache = module_cache_dir().map(|dir| ModuleCacheConfig {
+        max_disk_bytes: MODULE_CACHE_BYTES,
+        ..ModuleCacheConfig::in_dir(&dir)
+    });
+    match Runtime::with_cache(1, RuntimeConfig::default(), cache) {
+        Ok(runtime) => Ok(runtime),
+        // An unusable cache directory costs speed, not the run.
+        Err(error) if module_cache_dir().is_some() => {
+            tracing::warn!(%error, "compiled-module cache unusable; compiling without it");
+            Runtime::new(1, RuntimeConfig::default(), None)
+                .map_err(|e| ModuleToolError::Runtime(e.to_string()))
+        }
+        Err(error) => Err(ModuleToolError::Runtime(error.to_string())),
+    }
 }
 
 // ---------------------------------------------------------------- test
@@ -497,6 +543,22 @@ pub struct LocalRun {
     pub malformed: Vec<MalformedAt>,
     /// The task's output, or why it failed.
     pub outcome: Result<TaskOutput, TaskFailure>,
+    /// How the module was compiled: from the per-user cache, or now.
+    pub compiled: Compiled,
+}
+
+/// Where a local run's compiled module came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Compiled {
+    /// Loaded from the per-user cache ([`module_cache_dir`]).
+    FromCache(PathBuf),
+    /// Compiled now, in this long, and kept in the cache for the next run.
+    Now {
+        /// Compile time.
+        seconds: f64,
+        /// The cache it was written to, if any.
+        cache: Option<PathBuf>,
+    },
 }
 
 /// The limits a worker gives a task of a hunt submitted without limits (the
@@ -581,12 +643,24 @@ pub fn run_local(
         .collect();
 
     let runtime = local_runtime()?;
+    let cache = module_cache_dir();
+    let was_cached = cache
+        .as_deref()
+        .is_some_and(|dir| cached_artifact(dir, digest.as_str()));
+    let started = std::time::Instant::now();
     let module = runtime
         .load(&digest, &bytes)
         .map_err(|e| ModuleToolError::Invalid {
             path: module_path.to_owned(),
             detail: e.to_string(),
         })?;
+    let compiled = match cache {
+        Some(dir) if was_cached => Compiled::FromCache(dir),
+        cache => Compiled::Now {
+            seconds: started.elapsed().as_secs_f64(),
+            cache,
+        },
+    };
     let outcome = if store.get(LOCAL_SHARD).is_some() {
         let task = TaskInput {
             params: &params,
@@ -606,6 +680,7 @@ pub fn run_local(
         files,
         malformed,
         outcome,
+        compiled,
     })
 }
 
