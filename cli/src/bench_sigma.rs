@@ -31,13 +31,11 @@ use crate::module_tool::{default_limits, failure_kind};
 use anyhow::Context;
 use quarry_hunt_modules::SIGMA;
 use quarry_hunt_modules::test_modules::NOOP;
-use quarry_worker::event::{StoredEvent, lookup};
 use quarry_worker::ingest;
 use quarry_worker::runtime::{
-    BATCH_SIZE, LoadedModule, Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput,
-    module_digest,
+    LoadedModule, Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput, module_digest,
 };
-use quarry_worker::shard::{ScanFilter, ShardError, ShardStore};
+use quarry_worker::shard::ShardStore;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -595,21 +593,7 @@ pub fn sigma_bench(
     // Host only.
     progress("host-only scan (decode every event, touch one field) ...");
     let started = Instant::now();
-    let mut touched = 0u64;
-    store.scan_with(
-        SHARD,
-        &ScanFilter::default(),
-        BATCH_SIZE,
-        |batch: &[StoredEvent]| -> Result<(), ShardError> {
-            for event in batch {
-                if lookup(&event.doc, "EventID").is_some() {
-                    touched += 1;
-                }
-            }
-            Ok(())
-        },
-    )?;
-    std::hint::black_box(touched);
+    quarry_worker::bench::host_only_scan(&store, SHARD)?;
     let host_only_events_per_sec = rate(events_scanned, started.elapsed());
 
     progress("no-op module over the shard ...");

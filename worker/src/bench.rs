@@ -48,7 +48,7 @@ use crate::rng::SplitMix64 as Rng;
 use crate::runtime::{
     BATCH_SIZE, Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput, module_digest,
 };
-use crate::shard::{ScanFilter, ShardError, ShardStore};
+use crate::shard::{ScanFilter, ScanStats, ShardError, ShardStore};
 
 /// Goal for no-op module rate / host-only rate.
 pub const NOOP_RATIO_GOAL: f64 = 0.80;
@@ -343,22 +343,7 @@ pub fn scan_bench(
     progress("host-only scan (decode every event, touch one field) ...");
     memory::reset_peak();
     let started = Instant::now();
-    let mut touched = 0u64;
-    let filter = ScanFilter::default();
-    let stats = store.scan_with(
-        SHARD,
-        &filter,
-        BATCH_SIZE,
-        |batch: &[StoredEvent]| -> Result<(), ShardError> {
-            for event in batch {
-                if lookup(&event.doc, "EventID").is_some() {
-                    touched += 1;
-                }
-            }
-            Ok(())
-        },
-    )?;
-    std::hint::black_box(touched);
+    let stats = host_only_scan(&store, SHARD)?;
     let host = pass(
         started.elapsed(),
         events,
@@ -474,6 +459,28 @@ fn pass(
         blocks_skipped,
         peak_rss_bytes: memory::peak_resident_bytes(),
     }
+}
+
+/// The host-only baseline of a scan benchmark: every event of `shard`
+/// decoded and one field looked up, as a module's projection would at the
+/// least. Timed by the caller.
+pub fn host_only_scan(store: &ShardStore, shard: &str) -> Result<ScanStats, ShardError> {
+    let mut touched = 0u64;
+    let stats = store.scan_with(
+        shard,
+        &ScanFilter::default(),
+        BATCH_SIZE,
+        |batch: &[StoredEvent]| -> Result<(), ShardError> {
+            for event in batch {
+                if lookup(&event.doc, "EventID").is_some() {
+                    touched += 1;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    std::hint::black_box(touched);
+    Ok(stats)
 }
 
 fn dir_size(dir: &Path) -> Result<u64, WorkerError> {
