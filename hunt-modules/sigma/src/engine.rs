@@ -14,13 +14,21 @@
 //! literals ([`LiteralIndex`]). Rules that cannot be compiled are kept
 //! aside with their [`RuleError`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use quarry_sdk::correlation::{self as contract, Spec};
 
 use crate::condition::{self, Cond};
 use crate::fields::{self, FieldTable};
 use crate::logsource::{self, Alternative, Constraint};
 use crate::matcher::{FieldSource, Modifiers, RawValue, ValueTest, expand_placeholders};
-use crate::rule::{Level, Rule, RuleError};
+use crate::rule::{self, Correlation, Document, Level, Rule, RuleError};
+
+/// Longest group or counted value a correlation records, in bytes: every
+/// distinct one is a key of the task's partial state (up to the contract's
+/// `MAX_KEYS_PER_TASK`), so an unbounded command line would make the state
+/// unbounded too. Hosts, accounts and addresses are far shorter.
+const MAX_CORRELATION_VALUE: usize = 256;
 
 /// What a finding needs to know about a rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,7 +292,35 @@ impl FieldSource for EventView<'_> {
     }
 }
 
-/// A compiled set of Sigma rules.
+/// One base rule of a compiled correlation.
+#[derive(Debug)]
+struct Series {
+    /// Per group-by field, the event fields that may hold it (one per
+    /// log-source rename of the base rule, then fallbacks); the first
+    /// present wins.
+    group: Vec<Vec<usize>>,
+    /// The same for `value_count`'s field.
+    value: Option<Vec<usize>>,
+}
+
+/// A correlation whose base rules compiled in the same set.
+#[derive(Debug)]
+struct CompiledCorrelation {
+    spec: Spec,
+    /// In `spec.series` order.
+    series: Vec<Series>,
+}
+
+/// One document of the texts being compiled.
+struct Doc {
+    /// The parameter name, `#N` appended for the Nth of several documents.
+    source: String,
+    /// Index of the text (file) it came from.
+    file: usize,
+    parsed: Result<Document, RuleError>,
+}
+
+/// A compiled set of Sigma rules and the correlations over them.
 #[derive(Debug, Default)]
 pub struct RuleSet {
     fields: FieldTable,
@@ -295,6 +331,12 @@ pub struct RuleSet {
     behind: Vec<Vec<(usize, usize)>>,
     /// Per rule: its gates.
     gates_of: Vec<Vec<usize>>,
+    /// Per rule: whether its matches become findings (see
+    /// [`RuleSet::reports`]).
+    reports: Vec<bool>,
+    correlations: Vec<CompiledCorrelation>,
+    /// Per rule: the (correlation, series) pairs its matches feed.
+    feeds: Vec<Vec<(usize, usize)>>,
     rejected: Vec<Rejected>,
 }
 
@@ -312,6 +354,12 @@ impl RuleSet {
     /// As [`RuleSet::compile`], resolving fields in `fields`: a
     /// [planned](FieldTable::planned) table grows, the
     /// [catalogue](FieldTable::catalogue) refuses rules reading other fields.
+    ///
+    /// A text may hold several YAML documents, each compiled on its own
+    /// under the source `<source>#<N>` (1-based). Correlations reference
+    /// detection rules of any text by `name` or `id` (those of their own
+    /// text first); a base rule below `options.min_level` is still compiled
+    /// for a correlation that is not, and reports no findings of its own.
     pub fn compile_onto<'a>(
         texts: impl IntoIterator<Item = (&'a str, &'a str)>,
         options: &CompileOptions,
@@ -321,24 +369,71 @@ impl RuleSet {
             fields,
             ..RuleSet::default()
         };
+        // Every document first: a correlation may reference rules of a
+        // later text, and its base rules are compiled whatever their level.
+        let mut docs: Vec<Doc> = Vec::new();
+        for (file, (source, text)) in texts.into_iter().enumerate() {
+            match rule::parse_documents(text) {
+                Ok(list) => {
+                    let many = list.len() > 1;
+                    for (n, parsed) in list.into_iter().enumerate() {
+                        docs.push(Doc {
+                            source: if many {
+                                format!("{source}#{}", n + 1)
+                            } else {
+                                source.to_owned()
+                            },
+                            file,
+                            parsed,
+                        });
+                    }
+                }
+                Err(error) => docs.push(Doc {
+                    source: source.to_owned(),
+                    file,
+                    parsed: Err(error),
+                }),
+            }
+        }
+        // Each correlation in scope, with its references resolved to
+        // document indexes (or why not).
+        let mut wanted: Vec<(usize, Result<Resolved, RuleError>)> = Vec::new();
+        for (at, doc) in docs.iter().enumerate() {
+            if let Ok(Document::Correlation(c)) = &doc.parsed
+                && c.level >= options.min_level
+            {
+                wanted.push((at, resolve_references(c, doc.file, &docs)));
+            }
+        }
+        let needed: HashSet<usize> = wanted
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .flat_map(|r| r.series.iter().copied())
+            .collect();
+
         let mut gate_ids: HashMap<Vec<Constraint>, usize> = HashMap::new();
-        for (source, text) in texts {
-            let rule = match Rule::parse(text) {
-                Ok(rule) => rule,
+        // Per document: the compiled rule, or why it was rejected.
+        let mut compiled_as: HashMap<usize, Result<usize, RuleError>> = HashMap::new();
+        let mut below_level: Vec<bool> = Vec::new();
+        for (at, doc) in docs.iter().enumerate() {
+            let rule = match &doc.parsed {
+                Ok(Document::Rule(rule)) => rule,
+                Ok(Document::Correlation(_)) => continue,
                 Err(error) => {
                     set.rejected.push(Rejected {
-                        source: source.to_owned(),
+                        source: doc.source.clone(),
                         title: None,
-                        error,
+                        error: error.clone(),
                     });
                     continue;
                 }
             };
-            if rule.level < options.min_level {
+            let below = rule.level < options.min_level;
+            if below && !needed.contains(&at) {
                 continue;
             }
             let mark = set.fields.len();
-            match compile_rule(&rule, source, options, &mut set.fields) {
+            match compile_rule(rule, &doc.source, options, &mut set.fields) {
                 Ok((compiled, gates)) => {
                     let index = set.rules.len();
                     set.gates_of.push(Vec::new());
@@ -353,20 +448,215 @@ impl RuleSet {
                         set.gates_of[index].push(gate);
                     }
                     set.rules.push(compiled);
+                    below_level.push(below);
+                    compiled_as.insert(at, Ok(index));
                 }
                 Err(error) => {
                     // Nothing of a rule that failed stays projected.
                     set.fields.truncate(mark);
+                    compiled_as.insert(at, Err(error.clone()));
                     set.rejected.push(Rejected {
-                        source: source.to_owned(),
+                        source: doc.source.clone(),
                         title: Some(rule.title.clone()),
                         error,
                     })
                 }
             }
         }
+
+        set.feeds = vec![Vec::new(); set.rules.len()];
+        let mut silenced = vec![false; set.rules.len()];
+        let mut generated = vec![false; set.rules.len()];
+        let mut ids: HashSet<String> = HashSet::new();
+        for (at, resolved) in wanted {
+            let doc = &docs[at];
+            let Ok(Document::Correlation(correlation)) = &doc.parsed else {
+                continue;
+            };
+            let mark = set.fields.len();
+            let compiled = resolved.and_then(|resolved| {
+                if !ids.insert(correlation.id.clone()) {
+                    return Err(RuleError::Invalid(format!(
+                        "another correlation of the hunt has the id `{}`",
+                        correlation.id
+                    )));
+                }
+                set.compile_correlation(correlation, &resolved, &docs, &compiled_as)
+            });
+            match compiled {
+                Ok((compiled, rules)) => {
+                    let index = set.correlations.len();
+                    for (series, &rule) in rules.iter().enumerate() {
+                        set.feeds[rule].push((index, series));
+                        if correlation.generate {
+                            generated[rule] = true;
+                        } else {
+                            silenced[rule] = true;
+                        }
+                    }
+                    set.correlations.push(compiled);
+                }
+                Err(error) => {
+                    set.fields.truncate(mark);
+                    set.rejected.push(Rejected {
+                        source: doc.source.clone(),
+                        title: Some(correlation.title.clone()),
+                        error,
+                    });
+                }
+            }
+        }
+        // A base rule reports its own matches unless a correlation that
+        // uses it says not to (`generate: false`, the default) and none
+        // asks for them (`generate: true`): see docs/sigma.md.
+        set.reports = (0..set.rules.len())
+            .map(|i| !below_level[i] && (generated[i] || !silenced[i]))
+            .collect();
         set.index_literals();
         set
+    }
+
+    /// Compiles `correlation`, whose references `resolved` found: its spec
+    /// and, per series, the rule index in the set and the event fields of
+    /// its group and value (projected into the table).
+    fn compile_correlation(
+        &mut self,
+        correlation: &Correlation,
+        resolved: &Resolved,
+        docs: &[Doc],
+        compiled_as: &HashMap<usize, Result<usize, RuleError>>,
+    ) -> Result<(CompiledCorrelation, Vec<usize>), RuleError> {
+        let mut rules = Vec::new();
+        let mut series = Vec::new();
+        for (position, &at) in resolved.series.iter().enumerate() {
+            let reference = &correlation.rules[position];
+            let index = match compiled_as.get(&at) {
+                Some(Ok(index)) => *index,
+                Some(Err(error)) => {
+                    return Err(RuleError::BaseRuleRejected {
+                        reference: reference.clone(),
+                        reason: error.to_string(),
+                    });
+                }
+                None => {
+                    return Err(RuleError::BaseRuleRejected {
+                        reference: reference.clone(),
+                        reason: "it was not compiled".to_owned(),
+                    });
+                }
+            };
+            let Ok(Document::Rule(rule)) = &docs[at].parsed else {
+                return Err(RuleError::ChainedCorrelation(reference.clone()));
+            };
+            let alternatives = logsource::alternatives(&rule.logsource)?;
+            // The field a group-by name stands for in this rule's events:
+            // an alias's mapping for the rule, or the name itself.
+            let field_of = |name: &str| -> Result<String, RuleError> {
+                match resolved.aliases.iter().find(|(alias, _)| alias == name) {
+                    Some((_, mapping)) => mapping
+                        .iter()
+                        .find(|(doc, _)| *doc == at)
+                        .map(|(_, field)| field.clone())
+                        .ok_or_else(|| {
+                            RuleError::Invalid(format!(
+                                "correlation alias `{name}` maps no field for rule `{reference}`"
+                            ))
+                        }),
+                    None => Ok(name.to_owned()),
+                }
+            };
+            let mut group = Vec::with_capacity(correlation.group_by.len());
+            for name in &correlation.group_by {
+                group.push(event_fields(
+                    &alternatives,
+                    &field_of(name)?,
+                    &mut self.fields,
+                )?);
+            }
+            let value = match &correlation.field {
+                Some(name) => Some(event_fields(
+                    &alternatives,
+                    &field_of(name)?,
+                    &mut self.fields,
+                )?),
+                None => None,
+            };
+            rules.push(index);
+            series.push(Series { group, value });
+        }
+        let level = correlation.level;
+        let base: Vec<&RuleMeta> = rules.iter().map(|&i| &self.rules[i].meta).collect();
+        // The techniques of the correlation and of its base rules: the
+        // specification lets only the outermost rule carry meta data, but
+        // base rules keep their ATT&CK tags, and coverage should count them.
+        let mut techniques = correlation.techniques();
+        techniques.extend(base.iter().flat_map(|m| m.techniques.iter().cloned()));
+        techniques.sort();
+        techniques.dedup();
+        let mut tags = vec!["sigma".to_owned(), "correlation".to_owned()];
+        tags.extend(
+            rule::other_tags(&correlation.tags)
+                .into_iter()
+                .map(str::to_owned),
+        );
+        let mut evidence = vec![
+            ("sigma.id".to_owned(), correlation.id.clone()),
+            ("sigma.title".to_owned(), correlation.title.clone()),
+            ("sigma.level".to_owned(), level.name().to_owned()),
+            (
+                "sigma.status".to_owned(),
+                correlation
+                    .status
+                    .clone()
+                    .unwrap_or_else(|| "unknown".to_owned()),
+            ),
+            (
+                "sigma.author".to_owned(),
+                correlation
+                    .author
+                    .clone()
+                    .unwrap_or_else(|| "unknown".to_owned()),
+            ),
+            ("sigma.license".to_owned(), "DRL-1.1".to_owned()),
+            (
+                "sigma.correlation".to_owned(),
+                correlation.kind.name().to_owned(),
+            ),
+            ("sigma.timespan".to_owned(), correlation.timespan.clone()),
+            (
+                "sigma.rule_ids".to_owned(),
+                base.iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        ];
+        // The Detection Rule License asks for every author's attribution,
+        // the base rules' included.
+        let mut authors: Vec<&str> = base.iter().filter_map(|m| m.author.as_deref()).collect();
+        authors.sort_unstable();
+        authors.dedup();
+        authors.retain(|a| Some(*a) != correlation.author.as_deref());
+        if !authors.is_empty() {
+            evidence.push(("sigma.base_authors".to_owned(), authors.join("; ")));
+        }
+        let spec = Spec {
+            id: correlation.id.clone(),
+            rule: format!("sigma/{}", correlation.id),
+            title: correlation.title.clone(),
+            kind: correlation.kind,
+            timespan_ms: correlation.timespan_ms,
+            condition: correlation.condition.clone(),
+            series: base.iter().map(|m| m.title.clone()).collect(),
+            group_by: correlation.group_by.clone(),
+            value_field: correlation.field.clone(),
+            severity: level.name().to_owned(),
+            confidence: crate::confidence(correlation.status.as_deref()),
+            techniques,
+            tags,
+            evidence,
+        };
+        Ok((CompiledCorrelation { spec, series }, rules))
     }
 
     /// Builds the [`LiteralIndex`] of the variants' required literals.
@@ -476,6 +766,77 @@ impl RuleSet {
         )
     }
 
+    /// Whether matches of rule `index` become findings: not when it is
+    /// below the minimum level and compiled only for a correlation, nor
+    /// when it is a base rule of correlations none of which has
+    /// `generate: true`.
+    pub fn reports(&self, index: usize) -> bool {
+        self.reports.get(index).copied().unwrap_or(true)
+    }
+
+    /// The compiled correlations' specs, in rule order.
+    pub fn correlations(&self) -> impl Iterator<Item = &Spec> {
+        self.correlations.iter().map(|c| &c.spec)
+    }
+
+    /// Number of compiled correlations.
+    pub fn correlation_count(&self) -> usize {
+        self.correlations.len()
+    }
+
+    /// An empty partial state per compiled correlation, in order: what
+    /// [`RuleSet::observe`] records into.
+    pub fn correlation_states(&self) -> Vec<contract::Correlation> {
+        self.correlations
+            .iter()
+            .map(|c| contract::Correlation::new(c.spec.clone()))
+            .collect()
+    }
+
+    /// Records a match of rule `index` on `event` (at `timestamp_ms`) in
+    /// every correlation that uses the rule (`states` from
+    /// [`RuleSet::correlation_states`]). An event without a value for
+    /// every group-by field (or, for `value_count`, the counted field) is
+    /// left out of that correlation, as SIEM backends leave out events
+    /// with a null group-by field: otherwise every event lacking, say, a
+    /// user would fall into one fleet-wide group.
+    pub fn observe(
+        &self,
+        index: usize,
+        event: &EventView<'_>,
+        timestamp_ms: i64,
+        states: &mut [contract::Correlation],
+    ) {
+        let Some(feeds) = self.feeds.get(index) else {
+            return;
+        };
+        for &(correlation, series) in feeds {
+            let (Some(compiled), Some(state)) = (
+                self.correlations.get(correlation),
+                states.get_mut(correlation),
+            ) else {
+                continue;
+            };
+            let Some(fields) = compiled.series.get(series) else {
+                continue;
+            };
+            let group: Option<Vec<&str>> = fields
+                .group
+                .iter()
+                .map(|candidates| first_value(candidates, event))
+                .collect();
+            let Some(group) = group else { continue };
+            let value = match &fields.value {
+                Some(candidates) => match first_value(candidates, event) {
+                    Some(value) => Some(value),
+                    None => continue,
+                },
+                None => None,
+            };
+            state.observe(&group, series, timestamp_ms, value);
+        }
+    }
+
     /// Number of compiled (evaluable) rules.
     pub fn len(&self) -> usize {
         self.rules.len()
@@ -570,6 +931,104 @@ impl RuleSet {
         hits.sort_by_key(|m| m.index);
         hits
     }
+}
+
+/// A correlation's references, resolved to documents.
+struct Resolved {
+    /// Per entry of `rules:`, the document of the base rule.
+    series: Vec<usize>,
+    /// Per alias, (document of a base rule, its field).
+    aliases: Vec<(String, Vec<(usize, String)>)>,
+}
+
+/// The document a correlation in text `file` means by `reference`: the
+/// rule or correlation with that `name` or `id` in its own text, else in
+/// the whole hunt, if exactly one.
+fn resolve_reference(reference: &str, file: usize, docs: &[Doc]) -> Result<usize, RuleError> {
+    let named = |doc: &Doc| match &doc.parsed {
+        Ok(Document::Rule(r)) => r.id == reference || r.name.as_deref() == Some(reference),
+        Ok(Document::Correlation(c)) => c.id == reference || c.name.as_deref() == Some(reference),
+        Err(_) => false,
+    };
+    let candidates: Vec<usize> = (0..docs.len()).filter(|&i| named(&docs[i])).collect();
+    let local: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&i| docs[i].file == file)
+        .collect();
+    match (local.as_slice(), candidates.as_slice()) {
+        ([one], _) | ([], [one]) => Ok(*one),
+        (_, []) => Err(RuleError::UnknownReference(reference.to_owned())),
+        _ => Err(RuleError::AmbiguousReference(reference.to_owned())),
+    }
+}
+
+/// Resolves the `rules:` and `aliases:` references of `correlation` (in
+/// text `file`); a reference to a correlation is a chain, refused.
+fn resolve_references(
+    correlation: &Correlation,
+    file: usize,
+    docs: &[Doc],
+) -> Result<Resolved, RuleError> {
+    let mut series = Vec::with_capacity(correlation.rules.len());
+    for reference in &correlation.rules {
+        let at = resolve_reference(reference, file, docs)?;
+        if let Ok(Document::Correlation(_)) = &docs[at].parsed {
+            return Err(RuleError::ChainedCorrelation(reference.clone()));
+        }
+        series.push(at);
+    }
+    let mut aliases = Vec::with_capacity(correlation.aliases.len());
+    for (alias, mapping) in &correlation.aliases {
+        let mut fields = Vec::with_capacity(mapping.len());
+        for (reference, field) in mapping {
+            let at = resolve_reference(reference, file, docs)?;
+            if !series.contains(&at) {
+                return Err(RuleError::Invalid(format!(
+                    "correlation alias `{alias}` maps rule `{reference}`, which is not in the \
+                     correlation's `rules`"
+                )));
+            }
+            fields.push((at, field.clone()));
+        }
+        aliases.push((alias.clone(), fields));
+    }
+    Ok(Resolved { series, aliases })
+}
+
+/// The event fields Sigma field `name` is read from in events of a rule
+/// with log-source `alternatives` (one per distinct rename, then the
+/// fields' fallbacks), projected into `table`.
+fn event_fields(
+    alternatives: &[Alternative],
+    name: &str,
+    table: &mut FieldTable,
+) -> Result<Vec<usize>, RuleError> {
+    let mut found = Vec::new();
+    for alternative in alternatives {
+        let field = alternative.event_field(name);
+        let index = resolve_field(table, &field)?;
+        if !found.contains(&index) {
+            found.push(index);
+        }
+        for alias in fields::aliases(&field) {
+            if let Some(index) = table.intern(alias)
+                && !found.contains(&index)
+            {
+                found.push(index);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The first non-empty value of `candidates` in `event`, cut to
+/// [`MAX_CORRELATION_VALUE`].
+fn first_value<'e>(candidates: &[usize], event: &'e EventView<'_>) -> Option<&'e str> {
+    candidates
+        .iter()
+        .find_map(|&f| event.get(f).filter(|v| !v.is_empty()))
+        .map(|v| crate::cut_to(v, MAX_CORRELATION_VALUE))
 }
 
 /// The gate of `constraints`, whose fields [`compile_rule`] has already
@@ -1222,5 +1681,321 @@ detection:
         assert_eq!(titles(&set, &with_ip), ["Refs"]);
         with_ip[3] = ("SubjectUserName", "other");
         assert!(titles(&set, &with_ip).is_empty());
+    }
+
+    const FAILED: &str = r#"
+title: Failed logon
+id: 11111111-0000-0000-0000-000000000001
+name: failed_logon
+author: Base Author
+level: low
+tags: [attack.t1110]
+logsource: {product: windows, service: security}
+detection:
+    selection:
+        EventID: 4625
+    condition: selection
+"#;
+
+    const SUCCESS: &str = r#"
+title: Successful logon
+id: 11111111-0000-0000-0000-000000000002
+name: successful_logon
+level: informational
+logsource: {product: windows, service: security}
+detection:
+    selection:
+        EventID: 4624
+    condition: selection
+"#;
+
+    fn many_failures(rules: &str, extra: &str) -> String {
+        format!(
+            "title: Many failed logons\nid: c-many\nlevel: high\nauthor: Corr Author\ncorrelation:\n  type: event_count\n  rules: {rules}\n  group-by: [TargetUserName]\n  timespan: 1m\n  condition: {{gte: 3}}\n{extra}"
+        )
+    }
+
+    /// Feeds `events` (`(timestamp, fields)`) through `set` as the module
+    /// does and evaluates each correlation's partial state as the
+    /// coordinator does after the merge: per correlation, its hits'
+    /// groups.
+    fn correlate(set: &RuleSet, events: &[(i64, Vec<(&str, &str)>)]) -> Vec<Vec<Vec<String>>> {
+        let mut states = set.correlation_states();
+        for (at, pairs) in events {
+            let values = event(set, pairs);
+            let view = EventView::new(&values);
+            for hit in set.matches(&view) {
+                set.observe(hit.index, &view, *at, &mut states);
+            }
+        }
+        states
+            .into_iter()
+            .map(|state| {
+                let (name, value) = state.into_counts();
+                let outcome = contract::evaluate(&name, &value)
+                    .expect("a correlation aggregate")
+                    .expect("evaluates");
+                outcome.hits.into_iter().map(|hit| hit.group).collect()
+            })
+            .collect()
+    }
+
+    fn logon(id: &'static str, user: &'static str) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("Channel", "Security"),
+            ("EventID", id),
+            ("TargetUserName", user),
+        ]
+    }
+
+    /// References resolve by `name` and by `id`, in the correlation's own
+    /// file first and then across the hunt; base rules report nothing of
+    /// their own unless `generate: true`, and are compiled below the
+    /// minimum level for a correlation that is not.
+    #[test]
+    fn correlations_resolve_references_by_name_and_id() {
+        let pack = format!("{}---\n{FAILED}", many_failures("[failed_logon]", ""));
+        let options = CompileOptions::with_min_level(Level::Medium);
+        let set = RuleSet::compile([("pack.yml", pack.as_str())], &options);
+        assert!(set.rejected().is_empty(), "{:?}", set.rejected());
+        assert_eq!((set.len(), set.correlation_count()), (1, 1));
+        assert!(!set.reports(0), "a base rule without generate is silent");
+        let spec = set.correlations().next().unwrap();
+        assert_eq!(spec.id, "c-many");
+        assert_eq!(spec.rule, "sigma/c-many");
+        assert_eq!(spec.series, ["Failed logon"]);
+        assert_eq!(spec.severity, "high");
+        assert_eq!(spec.techniques, ["T1110"]);
+        assert!(
+            spec.evidence
+                .contains(&("sigma.base_authors".into(), "Base Author".into()))
+        );
+        assert!(set.fields().index("TargetUserName").is_some());
+
+        // By id, from another file; `generate: true` keeps the base
+        // rule's own findings.
+        let by_id = many_failures(
+            "['11111111-0000-0000-0000-000000000001']",
+            "  generate: true\n",
+        );
+        let set = RuleSet::compile(
+            [("c.yml", by_id.as_str()), ("failed.yml", FAILED)],
+            &CompileOptions::default(),
+        );
+        assert!(set.rejected().is_empty(), "{:?}", set.rejected());
+        assert!(set.reports(0));
+        let groups = correlate(
+            &set,
+            &[
+                (0, logon("4625", "alice")),
+                (10_000, logon("4625", "alice")),
+                (20_000, logon("4625", "bob")),
+                (30_000, logon("4625", "alice")),
+                (40_000, logon("4624", "alice")),
+            ],
+        );
+        assert_eq!(groups, [[["alice"]]]);
+
+        // Below the minimum level, the correlation and its base rule are
+        // both left out.
+        let set = RuleSet::compile(
+            [("pack.yml", pack.as_str())],
+            &CompileOptions::with_min_level(Level::Critical),
+        );
+        assert_eq!((set.len(), set.correlation_count()), (0, 0));
+        assert!(set.rejected().is_empty());
+
+        // The same name in two files: the correlation's own file wins; in
+        // neither, the reference is ambiguous.
+        let renamed = FAILED.replace("id: 11111111-0000-0000-0000-000000000001", "id: other");
+        let set = RuleSet::compile(
+            [("other.yml", renamed.as_str()), ("pack.yml", pack.as_str())],
+            &CompileOptions::default(),
+        );
+        assert!(set.rejected().is_empty(), "{:?}", set.rejected());
+        assert!(set.reports(0), "the other file's rule is not a base rule");
+        assert!(!set.reports(1));
+        let alone = many_failures("[failed_logon]", "");
+        let set = RuleSet::compile(
+            [
+                ("a.yml", FAILED),
+                ("b.yml", renamed.as_str()),
+                ("c.yml", alone.as_str()),
+            ],
+            &CompileOptions::default(),
+        );
+        assert_eq!(
+            set.rejected()[0].error,
+            RuleError::AmbiguousReference("failed_logon".into())
+        );
+        assert!(set.reports(0) && set.reports(1));
+    }
+
+    #[test]
+    fn correlations_that_cannot_run_are_refused_with_a_reason() {
+        let chained = format!(
+            "{}---\n{}---\n{FAILED}",
+            "title: Outer\ncorrelation:\n  type: temporal\n  rules: [many, failed_logon]\n  group-by: [TargetUserName]\n  timespan: 5m\n",
+            many_failures("[failed_logon]", "name: many\n"),
+        );
+        let set = RuleSet::compile(
+            [("chain.yml", chained.as_str())],
+            &CompileOptions::default(),
+        );
+        // The inner correlation runs; the outer is refused, by its
+        // document's source.
+        assert_eq!(set.correlation_count(), 1);
+        assert_eq!(set.rejected().len(), 1, "{:?}", set.rejected());
+        assert_eq!(set.rejected()[0].source, "chain.yml#1");
+        assert_eq!(
+            set.rejected()[0].error,
+            RuleError::ChainedCorrelation("many".into())
+        );
+
+        let unknown = many_failures("[nobody]", "");
+        let set = RuleSet::compile([("u.yml", unknown.as_str())], &CompileOptions::default());
+        assert_eq!(
+            set.rejected()[0].error,
+            RuleError::UnknownReference("nobody".into())
+        );
+
+        // A base rule that cannot be evaluated takes its correlation with
+        // it; both are listed.
+        let broken = FAILED.replace("EventID: 4625", "EventID|nosuch: 4625");
+        let pack = format!("{}---\n{broken}", many_failures("[failed_logon]", ""));
+        let set = RuleSet::compile([("p.yml", pack.as_str())], &CompileOptions::default());
+        let reasons: Vec<String> = set.rejected().iter().map(|r| r.error.reason()).collect();
+        assert_eq!(set.rejected()[0].source, "p.yml#2");
+        assert_eq!(reasons[1], "correlation's base rule cannot be evaluated");
+
+        // Against the catalogue, a group-by field outside it is refused
+        // (a planned task would project it).
+        let odd =
+            many_failures("[failed_logon]", "").replace("[TargetUserName]", "[NoSuchGroupField]");
+        let pack = format!("{odd}---\n{FAILED}");
+        let set = RuleSet::compile_onto(
+            [("p.yml", pack.as_str())],
+            &CompileOptions::default(),
+            FieldTable::catalogue(),
+        );
+        assert_eq!(
+            set.rejected()[0].error,
+            RuleError::FieldNotProjected("NoSuchGroupField".into())
+        );
+        // ...and then its base rule reports again.
+        assert!(set.reports(0));
+
+        // Two correlations with one id would merge into one aggregate.
+        let twice = format!(
+            "{}---\n{}---\n{FAILED}",
+            many_failures("[failed_logon]", ""),
+            many_failures("[failed_logon]", "")
+        );
+        let set = RuleSet::compile([("t.yml", twice.as_str())], &CompileOptions::default());
+        assert_eq!(set.correlation_count(), 1);
+        assert!(set.rejected()[0].error.to_string().contains("c-many"));
+
+        // An alias must map every rule it is used for.
+        let alias = "title: A\ncorrelation:\n  type: temporal\n  rules: [failed_logon, successful_logon]\n  group-by: [account]\n  timespan: 5m\n  aliases:\n    account:\n      failed_logon: TargetUserName\n";
+        let pack = format!("{alias}---\n{FAILED}---\n{SUCCESS}");
+        let set = RuleSet::compile([("a.yml", pack.as_str())], &CompileOptions::default());
+        assert!(
+            set.rejected()[0]
+                .error
+                .to_string()
+                .contains("maps no field for rule `successful_logon`"),
+            "{:?}",
+            set.rejected()
+        );
+    }
+
+    /// Each base rule's events give the group from its own fields (an
+    /// alias, a log-source rename), value counts count distinct values,
+    /// temporal_ordered follows the rules' order, and events without a
+    /// group value are left out.
+    #[test]
+    fn matches_feed_their_correlations() {
+        // Logon failures, then a process started by the same account
+        // (Sysmon names it `User`, Security 4688 `SubjectUserName`, by the
+        // alias), in order within a minute.
+        let process = r#"
+title: Whoami
+name: whoami
+logsource: {product: windows, category: process_creation}
+detection:
+    selection:
+        Image|endswith: '\whoami.exe'
+    condition: selection
+"#;
+        let ordered = "title: Fail then whoami\nid: c-ordered\ncorrelation:\n  type: temporal_ordered\n  rules: [failed_logon, whoami]\n  group-by: [account]\n  timespan: 1m\n  aliases:\n    account:\n      failed_logon: TargetUserName\n      whoami: User\n";
+        let spray = "title: Spray\nid: c-spray\ncorrelation:\n  type: value_count\n  rules: [failed_logon]\n  group-by: [IpAddress]\n  timespan: 1m\n  condition: {field: TargetUserName, gte: 3}\n";
+        let pack = format!("{ordered}---\n{spray}---\n{FAILED}---\n{process}");
+        let set = RuleSet::compile([("p.yml", pack.as_str())], &CompileOptions::default());
+        assert!(set.rejected().is_empty(), "{:?}", set.rejected());
+        assert_eq!(set.correlation_count(), 2);
+        let failed = |user: &'static str, ip: &'static str| {
+            let mut e = logon("4625", user);
+            e.push(("IpAddress", ip));
+            e
+        };
+        let sysmon_whoami = |user: &'static str| {
+            vec![
+                ("Channel", "Microsoft-Windows-Sysmon/Operational"),
+                ("EventID", "1"),
+                ("Image", r"C:\Windows\System32\whoami.exe"),
+                ("User", user),
+            ]
+        };
+        let groups = correlate(
+            &set,
+            &[
+                // bob runs whoami before failing: not in order.
+                (0, sysmon_whoami("bob")),
+                (1_000, failed("bob", "10.0.0.9")),
+                (2_000, failed("alice", "10.0.0.9")),
+                (3_000, failed("carol", "10.0.0.9")),
+                // No IpAddress: no group for the spray, still alice's.
+                (4_000, logon("4625", "alice")),
+                (50_000, sysmon_whoami("alice")),
+                // dave from another address.
+                (5_000, failed("dave", "10.0.0.7")),
+            ],
+        );
+        assert_eq!(groups[0], [["alice"]], "ordered by account");
+        assert_eq!(groups[1], [["10.0.0.9"]], "three accounts from .9");
+
+        // Security 4688 carries the alias's field under its own name: the
+        // rule's log-source rename decides which event field is read.
+        let by_image = "title: Images\nid: c-images\ncorrelation:\n  type: value_count\n  rules: [whoami]\n  group-by: [Computer]\n  timespan: 1m\n  condition: {field: Image, gte: 2}\n";
+        let pack = format!("{by_image}---\n{process}");
+        let set = RuleSet::compile([("p.yml", pack.as_str())], &CompileOptions::default());
+        assert!(set.rejected().is_empty(), "{:?}", set.rejected());
+        for name in ["Image", "NewProcessName", "Computer"] {
+            assert!(set.fields().index(name).is_some(), "{name} projected");
+        }
+        let groups = correlate(
+            &set,
+            &[
+                (
+                    0,
+                    vec![
+                        ("Channel", "Microsoft-Windows-Sysmon/Operational"),
+                        ("EventID", "1"),
+                        ("Image", r"C:\a\whoami.exe"),
+                        ("Computer", "WS1"),
+                    ],
+                ),
+                (
+                    1_000,
+                    vec![
+                        ("Channel", "Security"),
+                        ("EventID", "4688"),
+                        ("NewProcessName", r"C:\b\whoami.exe"),
+                        ("Computer", "WS1"),
+                    ],
+                ),
+            ],
+        );
+        assert_eq!(groups, [[["WS1"]]]);
     }
 }

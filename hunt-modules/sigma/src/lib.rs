@@ -10,7 +10,7 @@
 //!
 //! | name | value |
 //! | --- | --- |
-//! | `rule.<name>` | the YAML text of one rule file; any number of them ([`loader::rule_params`] builds them from files and directories) |
+//! | `rule.<name>` | the YAML text of one rule file (one or several documents: detection rules and correlations); any number of them ([`loader::rule_params`] builds them from files and directories) |
 //! | `min_level` | skip rules below this level: `informational` (default), `low`, `medium`, `high`, `critical` |
 //! | `max_findings_per_rule` | findings per rule and task (default 100); further matches are only counted in the `sigma_matches_by_rule` aggregate |
 //! | `strict` | `true`: fail the task when any rule cannot be evaluated (default `false`: skip it and log why) |
@@ -26,6 +26,18 @@
 //! the event fields of the searches that matched, and the event's who and
 //! where when it has them (accounts, source address and workstation,
 //! process and parent: `CONTEXT_FIELDS`).
+//!
+//! # Correlations
+//!
+//! A Sigma 2 correlation rule among the parameters references base rules
+//! of the hunt by `name` or `id`. Each task records every match of a base
+//! rule, with its group-by values and time, in the correlation's partial
+//! state (`quarry_sdk::correlation`), returned as the aggregate
+//! `correlation:<id>`; the coordinator merges the tasks' states and
+//! evaluates the condition, so the findings (rule `sigma/<correlation
+//! id>`) come out of the merge, across hosts and shards. Base rules report
+//! no findings of their own unless a correlation using them has
+//! `generate: true`.
 
 #![warn(missing_docs)]
 
@@ -168,8 +180,9 @@ fn compile(params: &Params, fields: FieldTable) -> Result<(RuleSet, u64), String
     rules.project_also(&HOST_FIELDS);
     rules.project_also(&CONTEXT_FIELDS);
     quarry_sdk::log::info(&format!(
-        "{} Sigma rules compiled into {} log-source groups reading {} fields, {} skipped",
+        "{} Sigma rules and {} correlations compiled into {} log-source groups reading {} fields, {} skipped",
         rules.len(),
+        rules.correlation_count(),
         rules.gate_count(),
         rules.fields().len(),
         rules.rejected().len()
@@ -177,7 +190,8 @@ fn compile(params: &Params, fields: FieldTable) -> Result<(RuleSet, u64), String
     Ok((rules, max_findings_per_rule))
 }
 
-/// The hunt: a compiled rule set and per-rule match counts.
+/// The hunt: a compiled rule set, per-rule match counts and the partial
+/// state of each correlation.
 pub struct SigmaHunt {
     rules: RuleSet,
     max_findings_per_rule: u64,
@@ -185,6 +199,7 @@ pub struct SigmaHunt {
     by_rule: Counts,
     hosts: Vec<usize>,
     context: Vec<usize>,
+    correlations: Vec<quarry_sdk::correlation::Correlation>,
 }
 
 impl SigmaHunt {
@@ -217,10 +232,15 @@ fn confidence(status: Option<&str>) -> u8 {
 }
 
 fn cut(value: &str) -> &str {
-    if value.len() <= MAX_EVIDENCE_VALUE {
+    cut_to(value, MAX_EVIDENCE_VALUE)
+}
+
+/// `value` cut to at most `max` bytes, at a character boundary.
+fn cut_to(value: &str, max: usize) -> &str {
+    if value.len() <= max {
         return value;
     }
-    let mut end = MAX_EVIDENCE_VALUE;
+    let mut end = max;
     while !value.is_char_boundary(end) {
         end -= 1;
     }
@@ -284,6 +304,7 @@ impl Hunt for SigmaHunt {
         let context = rules.project_also(&CONTEXT_FIELDS);
         Ok(SigmaHunt {
             matches: vec![0; rules.len()],
+            correlations: rules.correlation_states(),
             rules,
             max_findings_per_rule,
             by_rule: Counts::new("sigma_matches_by_rule"),
@@ -298,6 +319,13 @@ impl Hunt for SigmaHunt {
             let view = EventView::new(&event.values);
             for hit in self.rules.matches(&view) {
                 *counted.entry(hit.index).or_default() += 1;
+                // Correlations see every match, whether or not the rule
+                // reports it or has reached its findings cap.
+                self.rules
+                    .observe(hit.index, &view, event.timestamp_ms, &mut self.correlations);
+                if !self.rules.reports(hit.index) {
+                    continue;
+                }
                 self.matches[hit.index] += 1;
                 if self.matches[hit.index] > self.max_findings_per_rule {
                     continue;
@@ -331,6 +359,11 @@ impl Hunt for SigmaHunt {
             }
         }
         out.aggregate(self.by_rule);
+        // Every correlation's partial state, even empty, so the coordinator
+        // knows it ran; it evaluates them after the merge.
+        for correlation in self.correlations {
+            out.aggregate(correlation);
+        }
     }
 }
 
@@ -542,5 +575,90 @@ detection:
         assert!(err.contains("rule.b.yml"), "{err}");
         // Not strict: the bad rule is skipped.
         task.init(bad).unwrap();
+    }
+
+    /// A correlation and its base rule in one file: "three failed logons
+    /// for one account within a minute".
+    const CORRELATION_PACK: &str = r#"
+title: Many failed logons
+id: c-many
+level: high
+correlation:
+    type: event_count
+    rules: [failed_logon]
+    group-by: [TargetUserName]
+    timespan: 1m
+    condition:
+        gte: 3
+---
+title: Failed logon
+id: f-1
+name: failed_logon
+level: low
+logsource: {product: windows, service: security}
+detection:
+    selection:
+        EventID: 4625
+    condition: selection
+"#;
+
+    fn failed_logon(offset: u64, at: i64, user: &str) -> Event {
+        let mut values = vec![None; fields::FIELDS.len()];
+        let mut set = |name: &str, value: &str| {
+            values[fields::index(name).unwrap()] = Some(value.to_owned());
+        };
+        set("Channel", "Security");
+        set("EventID", "4625");
+        set("TargetUserName", user);
+        set("Computer", "DC01");
+        Event::new(at, offset, values)
+    }
+
+    /// Each task (shard) emits its partial state; the condition holds
+    /// only across both, after the merge, as the coordinator evaluates it.
+    /// The base rule reports no findings of its own (no `generate`).
+    #[test]
+    fn correlations_emit_partial_state_that_meets_the_condition_after_the_merge() {
+        let params = vec![("rule.pack.yml".to_owned(), CORRELATION_PACK.to_owned())];
+        let shard = |events: Vec<Event>| {
+            let mut task = Task::<SigmaHunt>::new();
+            task.init(params.clone()).unwrap();
+            assert_eq!(task.scan(events).unwrap(), [], "no base-rule findings");
+            task.finish().unwrap().aggregates
+        };
+        let a = shard(vec![
+            failed_logon(0, 1_000, "alice"),
+            failed_logon(1, 2_000, "alice"),
+        ]);
+        let b = shard(vec![
+            failed_logon(0, 30_000, "alice"),
+            failed_logon(1, 31_000, "bob"),
+        ]);
+        let evaluate = |aggregates: Vec<quarry_sdk::Aggregate>| {
+            let merged = quarry_sdk::merge(aggregates).unwrap();
+            let name = "correlation:c-many";
+            quarry_sdk::correlation::evaluate(name, &merged[name])
+                .expect("a correlation")
+                .expect("evaluates")
+        };
+        assert!(
+            evaluate(a.clone()).hits.is_empty(),
+            "one shard is not enough"
+        );
+        let outcome = evaluate(a.into_iter().chain(b).collect());
+        assert_eq!(outcome.hits.len(), 1, "{outcome:?}");
+        assert_eq!(outcome.hits[0].group, ["alice"]);
+        assert_eq!(outcome.hits[0].events, 3);
+        assert_eq!(outcome.spec.rule, "sigma/c-many");
+        assert_eq!(outcome.spec.severity, "high");
+        assert_eq!(outcome.spec.series, ["Failed logon"]);
+        // A planned task declares the group-by field (planned last: `init`
+        // on this thread would take the planned rule set, whose fields are
+        // not the catalogue these events are projected on).
+        let descriptor = Task::<SigmaHunt>::new()
+            .plan(params)
+            .unwrap()
+            .expect("a planned descriptor");
+        assert!(descriptor.fields.iter().any(|f| f == "TargetUserName"));
     }
 }
