@@ -23,6 +23,8 @@ pub mod module_trust;
 pub mod node;
 pub mod raft_log;
 pub mod raft_service;
+pub mod rule_pack_service;
+pub mod rule_packs;
 pub mod schedule_service;
 pub mod scheduler;
 pub mod schedules;

@@ -148,12 +148,20 @@ impl v1::schedule_service_server::ScheduleService for Api {
             Status::invalid_argument("a schedule needs a hunt template (module, scope, params)")
         })?;
         let intel_sets = template.intel_sets.clone();
+        let rule_packs = template.rule_packs.clone();
         let mut spec = crate::convert::hunt_spec(template)?;
         self.bind_intel(&mut spec, &intel_sets)?;
+        // A pack named without a version is pinned to today's latest;
+        // `NAME@latest` follows the pack (bound again at each run).
+        self.bind_rule_packs(&mut spec, &rule_packs, true)?;
         // Refuse a template that could not run now (unknown module, empty
         // scope) before it reaches the log.
         self.shared
-            .read(|s| s.validate_submit(&spec).map(|_| ()))?
+            .read(|s| {
+                let mut run = spec.clone();
+                s.rebind_rule_packs(&mut run);
+                s.validate_submit(&run).map(|_| ())
+            })?
             .map_err(|r| Status::invalid_argument(r.to_string()))?;
         let now_ms = self.shared.clock.now_ms();
         let trigger = trigger_from(request.trigger, now_ms)?;

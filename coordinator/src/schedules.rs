@@ -567,6 +567,7 @@ impl State {
                 format!("{} (schedule {id}, run {number})", spec.description)
             };
             self.rebind_intel(&mut spec);
+            self.rebind_rule_packs(&mut spec);
             let mut created = self.create_hunt(hunt.clone(), spec, now_ms);
             match created.outcome {
                 Ok(_) => {

@@ -375,6 +375,9 @@ async fn serve(
         .set_serving::<v1::intel_service_server::IntelServiceServer<service::Api>>()
         .await;
     health
+        .set_serving::<v1::rule_pack_service_server::RulePackServiceServer<service::Api>>()
+        .await;
+    health
         .set_serving::<v1::schedule_service_server::ScheduleServiceServer<service::Api>>()
         .await;
     let reflection = match tonic_reflection::server::Builder::configure()
@@ -429,6 +432,11 @@ async fn serve(
         ))
         .add_service(
             v1::intel_service_server::IntelServiceServer::new(api.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            v1::rule_pack_service_server::RulePackServiceServer::new(api.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

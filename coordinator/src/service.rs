@@ -338,7 +338,7 @@ fn declared_techniques(ids: &[String]) -> Result<Vec<String>, Status> {
     Ok(out)
 }
 
-fn rejection_status(rejection: Rejection) -> Status {
+pub(crate) fn rejection_status(rejection: Rejection) -> Status {
     let error = match rejection {
         Rejection::NotFound(m) => CoordinatorError::NotFound(m),
         Rejection::Invalid(m) => CoordinatorError::InvalidArgument(m),
@@ -491,8 +491,10 @@ impl HuntService for Api {
         let dry_run = request.dry_run;
         let request_id = request.request_id.clone();
         let intel_sets = request.intel_sets.clone();
+        let rule_packs = request.rule_packs.clone();
         let mut spec = convert::hunt_spec(request)?;
         self.bind_intel(&mut spec, &intel_sets)?;
+        self.bind_rule_packs(&mut spec, &rule_packs, false)?;
         if dry_run {
             target.set("dry run (nothing stored)");
             let preview = self
@@ -1518,6 +1520,13 @@ impl WorkerService for Api {
         request: Request<v1::FetchIntelRequest>,
     ) -> Result<tonic::Response<v1::FetchIntelResponse>, Status> {
         crate::intel_service::fetch(self, request.into_inner()).map(tonic::Response::new)
+    }
+
+    async fn fetch_rule_pack(
+        &self,
+        request: Request<v1::FetchRulePackRequest>,
+    ) -> Result<tonic::Response<v1::FetchRulePackResponse>, Status> {
+        crate::rule_pack_service::fetch(self, request.into_inner()).map(tonic::Response::new)
     }
 
     async fn fetch_baseline(

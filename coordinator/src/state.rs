@@ -870,6 +870,21 @@ pub enum Command {
         /// Leader time.
         now_ms: i64,
     },
+    /// A new version of a rule pack (checked and digested by the
+    /// coordinator that took the import; the version is given at apply).
+    ImportRulePack {
+        /// The pack (boxed: up to 16 MiB of rules).
+        record: Box<crate::rule_packs::RulePackRecord>,
+    },
+    /// Deletes one version of a rule pack, or all of them.
+    DeleteRulePack {
+        /// Its name.
+        name: String,
+        /// The version (`None`: every version).
+        version: Option<u32>,
+        /// Even while hunts or schedules use it.
+        force: bool,
+    },
 }
 
 /// Most bearer tokens kept, revoked ones included.
@@ -951,6 +966,8 @@ pub enum Touched {
     ModulePolicy,
     /// One version of an intel set.
     IntelSet(String, u32),
+    /// One version of a rule pack.
+    RulePack(String, u32),
     /// A schedule (gone when it was deleted).
     Schedule(quarry_proto::ScheduleId),
 }
@@ -1010,6 +1027,13 @@ pub enum Response {
     Stop(Vec<StopRun>),
     /// What a triage action did.
     Triage(crate::triage_state::TriageAnswer),
+    /// The version holding an imported rule pack's content.
+    RulePack {
+        /// The version.
+        version: u32,
+        /// It was already the latest version's content.
+        unchanged: bool,
+    },
 }
 
 /// The result of one `apply`.
@@ -1086,6 +1110,8 @@ pub struct State {
     pub trust: crate::module_trust::ModuleTrust,
     /// The intel store.
     pub intel: crate::intel_store::IntelStore,
+    /// Sigma rule packs.
+    pub rule_packs: crate::rule_packs::RulePackStore,
     /// Recurring hunts.
     pub schedules: crate::schedules::Schedules,
     /// Per running hunt, how many of its tasks (in list order) are known to
@@ -1328,6 +1354,12 @@ impl State {
             Command::FireSchedule { id, due_ms, now_ms } => {
                 self.fire_schedule(index, &id, due_ms, now_ms)
             }
+            Command::ImportRulePack { record } => self.import_rule_pack(*record),
+            Command::DeleteRulePack {
+                name,
+                version,
+                force,
+            } => self.delete_rule_pack(&name, version, force),
             Command::DeleteIntel { name } => {
                 let bound = self.bound_intel();
                 match self.intel.delete(&name, &bound) {
@@ -1763,6 +1795,7 @@ impl State {
     ) -> Result<(ModuleDigest, Vec<ShardId>), Rejection> {
         let module = self.resolve_module(&spec.module)?.digest.clone();
         let shards = self.expand_scope(&spec.scope)?;
+        self.check_rule_pack_refs(spec)?;
         if spec.policy.max_attempts == 0 {
             return Err(Rejection::Invalid(
                 "max attempts must be at least 1 (the first run counts)".to_owned(),

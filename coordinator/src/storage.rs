@@ -854,6 +854,14 @@ impl Store {
                     entity_key(b'n', &format!("{name}/{version:010}")),
                     state.intel.get(name, *version).map(encode).transpose()?,
                 ),
+                Touched::RulePack(name, version) => (
+                    entity_key(b'u', &format!("{name}/{version:010}")),
+                    state
+                        .rule_packs
+                        .get(name, *version)
+                        .map(encode)
+                        .transpose()?,
+                ),
                 Touched::ModulePolicy => (
                     KEY_MODULE_POLICY.to_vec(),
                     Some(encode(&state.trust.require_signed)?),
@@ -999,6 +1007,15 @@ impl Store {
                     state
                         .intel
                         .sets
+                        .entry(record.name.clone())
+                        .or_default()
+                        .insert(record.version, record);
+                }
+                Some(b'u') => {
+                    let record: crate::rule_packs::RulePackRecord = decode(&key, &value)?;
+                    state
+                        .rule_packs
+                        .packs
                         .entry(record.name.clone())
                         .or_default()
                         .insert(record.version, record);

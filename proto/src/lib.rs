@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod ids;
+pub mod rule_pack;
 pub mod status;
 
 /// Generated code for the `quarry.v1` package.

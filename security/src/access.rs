@@ -173,6 +173,32 @@ pub const RULES: &[(&str, Access, Effect)] = &[
         Access::Roles(&[Worker]),
         Effect::Read,
     ),
+    // Sigma rule packs: as the intel store.
+    (
+        "/quarry.v1.RulePackService/ImportRulePack",
+        Access::Roles(HUNTERS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.RulePackService/ListRulePacks",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.RulePackService/GetRulePack",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
+        "/quarry.v1.RulePackService/DeleteRulePack",
+        Access::Roles(HUNTERS),
+        Effect::Write,
+    ),
+    (
+        "/quarry.v1.WorkerService/FetchRulePack",
+        Access::Roles(&[Worker]),
+        Effect::Read,
+    ),
     // Recurring hunts: automation and hunters manage them.
     (
         "/quarry.v1.ScheduleService/CreateSchedule",

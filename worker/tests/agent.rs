@@ -140,6 +140,17 @@ impl worker_service_server::WorkerService for FakeService {
         )))
     }
 
+    async fn fetch_rule_pack(
+        &self,
+        request: Request<v1::FetchRulePackRequest>,
+    ) -> Result<Response<v1::FetchRulePackResponse>, Status> {
+        let request = request.into_inner();
+        Err(Status::not_found(format!(
+            "the fake stores no rule pack {}@{}",
+            request.name, request.version
+        )))
+    }
+
     type FetchModuleStream = BoxStream<v1::ModuleChunk>;
 
     async fn fetch_module(

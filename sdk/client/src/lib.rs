@@ -126,6 +126,15 @@ impl HuntRequest {
         self
     }
 
+    /// Takes Sigma rules from the stored rule pack `pack` (`NAME`, its
+    /// latest version now; `NAME@VERSION`; `NAME@sha256:DIGEST`; in a
+    /// schedule's template `NAME@latest` follows the pack). The hunt is
+    /// bound to one version by digest, not sent the rules.
+    pub fn rule_pack(mut self, pack: &str) -> Self {
+        self.inner.rule_packs.push(pack.to_owned());
+        self
+    }
+
     fn scope(&mut self) -> &mut v1::HuntScope {
         self.inner.scope.get_or_insert_with(Default::default)
     }
@@ -316,6 +325,7 @@ pub struct Client {
     triage: TriageServiceClient<Svc>,
     tokens: v1::token_service_client::TokenServiceClient<Svc>,
     intel: v1::intel_service_client::IntelServiceClient<Svc>,
+    rule_packs: v1::rule_pack_service_client::RulePackServiceClient<Svc>,
     audit: v1::audit_service_client::AuditServiceClient<Svc>,
     schedules: v1::schedule_service_client::ScheduleServiceClient<Svc>,
     /// Kept for following the leader to another coordinator.
@@ -431,6 +441,9 @@ impl Client {
             triage: TriageServiceClient::new(channel.clone()).max_decoding_message_size(max),
             tokens: v1::token_service_client::TokenServiceClient::new(channel.clone()),
             intel: v1::intel_service_client::IntelServiceClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            rule_packs: v1::rule_pack_service_client::RulePackServiceClient::new(channel.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
             audit: v1::audit_service_client::AuditServiceClient::new(channel.clone())
@@ -555,6 +568,82 @@ impl Client {
         loop {
             match self.intel.import_intel(request.clone()).await {
                 Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// Imports Sigma rule files (relative path -> YAML text) as the next
+    /// version of rule pack `name`; content equal to the latest version's
+    /// keeps that version (`unchanged`).
+    pub async fn import_rule_pack(
+        &mut self,
+        name: &str,
+        files: Vec<v1::RuleFile>,
+        source: &str,
+    ) -> Result<v1::ImportRulePackResponse, ClientError> {
+        let request = v1::ImportRulePackRequest {
+            name: name.to_owned(),
+            files,
+            source: source.to_owned(),
+            request_id: new_request_id(),
+        };
+        let mut hops = 0;
+        loop {
+            match self.rule_packs.import_rule_pack(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => self.follow_leader(status, &mut hops).await?,
+            }
+        }
+    }
+
+    /// The latest version of every rule pack.
+    pub async fn list_rule_packs(&mut self) -> Result<Vec<v1::RulePackInfo>, ClientError> {
+        Ok(self
+            .rule_packs
+            .list_rule_packs(v1::ListRulePacksRequest {})
+            .await?
+            .into_inner()
+            .packs)
+    }
+
+    /// One version of a rule pack (0: the latest), with its files if
+    /// `with_rules`.
+    pub async fn get_rule_pack(
+        &mut self,
+        name: &str,
+        version: u32,
+        with_rules: bool,
+    ) -> Result<v1::GetRulePackResponse, ClientError> {
+        Ok(self
+            .rule_packs
+            .get_rule_pack(v1::GetRulePackRequest {
+                name: name.to_owned(),
+                version,
+                with_rules,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Deletes one version of a rule pack (0: every version); refused
+    /// while hunts or schedules use it unless `force`. Returns the
+    /// versions deleted.
+    pub async fn delete_rule_pack(
+        &mut self,
+        name: &str,
+        version: u32,
+        force: bool,
+    ) -> Result<Vec<u32>, ClientError> {
+        let request = v1::DeleteRulePackRequest {
+            name: name.to_owned(),
+            version,
+            force,
+        };
+        let mut hops = 0;
+        loop {
+            match self.rule_packs.delete_rule_pack(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner().versions),
                 Err(status) => self.follow_leader(status, &mut hops).await?,
             }
         }
