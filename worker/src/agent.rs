@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     /// Intel sets fetched by version (see [`crate::intel_fetch`]).
     pub(crate) intel: crate::intel_fetch::IntelCache,
     pub(crate) baselines: crate::baseline_fetch::BaselineCache,
+    /// Sigma rule packs fetched by digest (see [`crate::rule_pack_fetch`]).
+    pub(crate) rule_packs: crate::rule_pack_fetch::RulePackCache,
     /// The group's coordinators as a coordinator this worker trusts listed
     /// them (its replicated address book): a hint naming one of them is
     /// followed even if it joined after the worker was configured.
@@ -244,6 +246,7 @@ impl Worker {
             leader_hint: Mutex::new(None),
             intel: crate::intel_fetch::IntelCache::default(),
             baselines: crate::baseline_fetch::BaselineCache::default(),
+            rule_packs: crate::rule_pack_fetch::RulePackCache::default(),
             members: Mutex::new(Vec::new()),
             config,
             store: store.clone(),
@@ -297,6 +300,13 @@ impl Worker {
     /// Tasks executing now (holding a slot), as heartbeats report them.
     pub fn running_tasks(&self) -> u32 {
         self.inner.running.load(Ordering::Relaxed)
+    }
+
+    /// Rule packs fetched from a coordinator since the worker started:
+    /// each pack is fetched once and then served from the cache, so this
+    /// counts distinct packs (less any evicted and fetched again).
+    pub fn rule_packs_fetched(&self) -> u64 {
+        self.inner.rule_packs.fetched()
     }
 
     /// Stops talking to the coordinator and serving.
@@ -821,6 +831,9 @@ async fn run_task(
     let digest = ModuleDigest::new(assignment.module_digest.clone());
     check_signature(&digest, assignment)?;
     let intel = crate::intel_fetch::resolve(inner, client.clone(), &assignment.params).await?;
+    // Before the module plans or initialises: it reads its rules from the
+    // parameters.
+    let rules = crate::rule_pack_fetch::resolve(inner, client.clone(), &assignment.params).await?;
     let module = module_for(inner, client.clone(), &digest).await?;
     let baseline = if !assignment.schedule_id.is_empty() && module.uses_history() {
         Some(crate::baseline_fetch::resolve(inner, client, &assignment.hunt_id).await?)
@@ -846,9 +859,13 @@ async fn run_task(
     let mut params: Vec<(String, String)> = assignment
         .params
         .iter()
-        .filter(|(k, _)| !k.starts_with(crate::intel_fetch::REF_PREFIX))
+        .filter(|(k, _)| {
+            !k.starts_with(crate::intel_fetch::REF_PREFIX)
+                && !k.starts_with(quarry_proto::rule_pack::REF_PREFIX)
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .chain(intel)
+        .chain(rules)
         .collect();
     params.sort();
     let range = assignment.time_range.unwrap_or_default();
@@ -929,9 +946,9 @@ async fn report(
             // `Task` carries the sandbox's named failures (deadline, memory,
             // trap, output limit, module error): the module's fault.
             request.failure_kind = match e {
-                WorkerError::Task(_) | WorkerError::InvalidModule { .. } => {
-                    v1::FailureKind::Module as i32
-                }
+                WorkerError::Task(_)
+                | WorkerError::InvalidModule { .. }
+                | WorkerError::RulePack { .. } => v1::FailureKind::Module as i32,
                 _ => v1::FailureKind::Host as i32,
             };
         }

@@ -35,6 +35,17 @@ pub enum WorkerError {
     /// A task failed; the message names the cause (deadline, memory, trap, guest error).
     #[error("{0}")]
     Task(String),
+    /// The rule pack a task is bound to cannot be used: deleted from the
+    /// store, or its content does not have the bound digest.
+    #[error("rule pack {name} version {version}: {detail}")]
+    RulePack {
+        /// The pack.
+        name: String,
+        /// The version the hunt is bound to.
+        version: u32,
+        /// What is wrong.
+        detail: String,
+    },
     /// The task was cancelled.
     #[error("task cancelled")]
     Cancelled,

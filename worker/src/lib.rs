@@ -19,6 +19,7 @@ pub mod memory;
 pub mod module_cache;
 pub mod prefilter;
 mod rng;
+pub mod rule_pack_fetch;
 pub mod runtime;
 pub mod scenario;
 pub mod shard;
