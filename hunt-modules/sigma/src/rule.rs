@@ -461,8 +461,8 @@ pub fn other_tags(tags: &[String]) -> Vec<&str> {
 /// One document of a rule file.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Document {
-    /// A detection rule (boxed: it is much larger than a correlation).
-    Rule(Box<Rule>),
+    /// A detection rule.
+    Rule(Rule),
     /// A Sigma 2 correlation rule.
     Correlation(Correlation),
 }
@@ -477,7 +477,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Result<Document, RuleError>>, R
         .iter()
         .map(|doc| {
             if doc["correlation"].is_badvalue() {
-                Rule::from_yaml(doc).map(|rule| Document::Rule(Box::new(rule)))
+                Rule::from_yaml(doc).map(Document::Rule)
             } else {
                 Correlation::from_yaml(doc).map(Document::Correlation)
             }
@@ -537,7 +537,7 @@ pub struct Correlation {
     /// `correlation.condition.field`: what `value_count` counts.
     pub field: Option<String>,
     /// `correlation.aliases`: per alias, `(rule reference, field)` pairs.
-    pub aliases: Vec<(String, Vec<(String, String)>)>,
+    pub aliases: Aliases,
     /// `correlation.generate` (or a top-level `generate`): whether the base
     /// rules also report their own matches. Default `false`.
     pub generate: bool,
@@ -647,6 +647,13 @@ impl Correlation {
     }
 }
 
+/// Correlation field aliases: per alias name, `(rule reference, field)`
+/// pairs.
+pub type Aliases = Vec<(String, Vec<(String, String)>)>;
+
+/// The comparisons of a correlation condition and its `field`.
+type Condition = (Vec<(Cmp, u64)>, Option<String>);
+
 /// A Sigma timespan (`30s`, `5m`, `1h`, `1d`, `1w`) in milliseconds.
 pub fn parse_timespan(text: &str) -> Result<i64, RuleError> {
     let bad = || RuleError::BadTimespan(text.to_owned());
@@ -674,9 +681,7 @@ pub fn parse_timespan(text: &str) -> Result<i64, RuleError> {
 }
 
 /// A correlation condition map: comparisons (all must hold) and `field`.
-fn parse_condition(
-    map: &yaml_rust2::yaml::Hash,
-) -> Result<(Vec<(Cmp, u64)>, Option<String>), RuleError> {
+fn parse_condition(map: &yaml_rust2::yaml::Hash) -> Result<Condition, RuleError> {
     let mut condition = Vec::new();
     let mut field = None;
     for (key, value) in map {
@@ -731,9 +736,7 @@ fn temporal_condition(
 }
 
 /// `aliases: {alias: {rule reference: field}}`.
-fn parse_aliases(
-    map: &yaml_rust2::yaml::Hash,
-) -> Result<Vec<(String, Vec<(String, String)>)>, RuleError> {
+fn parse_aliases(map: &yaml_rust2::yaml::Hash) -> Result<Aliases, RuleError> {
     let bad = |what: String| RuleError::Invalid(format!("correlation alias {what}"));
     let mut aliases = Vec::new();
     for (alias, mapping) in map {
