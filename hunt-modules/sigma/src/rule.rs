@@ -168,7 +168,7 @@ impl fmt::Display for RuleError {
             RuleError::UnknownReference(r) => write!(
                 f,
                 "the correlation references `{r}`, which is the `name` or `id` of no rule of the \
-                 hunt; pass its base rules with it (in the same file or as other `rule.` \
+                 hunt that parses; pass its base rules with it (in the same file or as other `rule.` \
                  parameters)"
             ),
             RuleError::AmbiguousReference(r) => write!(
