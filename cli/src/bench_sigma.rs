@@ -305,10 +305,29 @@ pub fn replicate_rules(params: &[(String, String)], times: usize) -> Vec<(String
                 .unwrap_or(name);
             out.push((
                 format!("{}replica-{copy}/{rest}", sigma::loader::RULE_PARAM_PREFIX),
-                suffix_rule_id(text, &format!("-replica-{copy}")),
+                suffix_document_ids(text, &format!("-replica-{copy}")),
             ));
         }
     }
+    out
+}
+
+/// [`suffix_rule_id`] for every document of a multi-document file (`---`
+/// lines between them): a correlation and its base rules each get their
+/// own replica id, so replicas neither collide nor refer across copies.
+pub fn suffix_document_ids(text: &str, suffix: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4 * suffix.len());
+    let mut document = String::new();
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "---" {
+            out.push_str(&suffix_rule_id(&document, suffix));
+            out.push_str(line);
+            document.clear();
+        } else {
+            document.push_str(line);
+        }
+    }
+    out.push_str(&suffix_rule_id(&document, suffix));
     out
 }
 
@@ -717,6 +736,13 @@ mod tests {
             "title: T\nid: 5f3c-01-replica-2\nlevel: high\n"
         );
         assert_eq!(suffix_rule_id("id: 'a1'\r\n", s), "id: 'a1-replica-2'\r\n");
+        assert_eq!(
+            suffix_document_ids(
+                "id: a\nname: n\n---\nid: c\ncorrelation: {}\n---\ntitle: t\n",
+                s
+            ),
+            "id: a-replica-2\nname: n\n---\nid: c-replica-2\ncorrelation: {}\n---\ntitle: t-replica-2\n"
+        );
         assert_eq!(
             suffix_rule_id("id: \"a1\" # x\n", s),
             "id: \"a1-replica-2\" # x\n"
