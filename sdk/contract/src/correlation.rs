@@ -53,6 +53,10 @@ pub const NAME_PREFIX: &str = "correlation:";
 /// Observations one task keeps per correlation; more are counted in the
 /// `\0truncated` key and the finding says the result may be incomplete.
 pub const MAX_KEYS_PER_TASK: usize = 100_000;
+/// Bytes of observation keys one task keeps per correlation (long group
+/// values would otherwise fill the task's output limit first); past it, as
+/// past [`MAX_KEYS_PER_TASK`].
+pub const MAX_BYTES_PER_TASK: usize = 8 * 1024 * 1024;
 /// Groups reported per correlation and hunt.
 pub const MAX_HITS: usize = 1_000;
 
@@ -319,6 +323,7 @@ impl Spec {
 pub struct Correlation {
     spec: Spec,
     keys: BTreeMap<String, u64>,
+    bytes: usize,
     truncated: u64,
 }
 
@@ -328,6 +333,7 @@ impl Correlation {
         Correlation {
             spec,
             keys: BTreeMap::new(),
+            bytes: 0,
             truncated: 0,
         }
     }
@@ -346,7 +352,8 @@ impl Correlation {
     /// the group of values `group` (in [`Spec::group_by`] order, `""` for
     /// a missing field), at `timestamp_ms`, with `value` the value field's
     /// value (value counts). Past [`MAX_KEYS_PER_TASK`] distinct
-    /// observations, new ones are only counted as dropped.
+    /// observations or [`MAX_BYTES_PER_TASK`] of them, new ones are only
+    /// counted as dropped.
     pub fn observe(
         &mut self,
         group: &[&str],
@@ -362,7 +369,10 @@ impl Correlation {
         );
         if let Some(count) = self.keys.get_mut(&key) {
             *count = count.saturating_add(1);
-        } else if self.keys.len() < MAX_KEYS_PER_TASK {
+        } else if self.keys.len() < MAX_KEYS_PER_TASK
+            && self.bytes + key.len() <= MAX_BYTES_PER_TASK
+        {
+            self.bytes += key.len();
             self.keys.insert(key, 1);
         } else {
             self.truncated = self.truncated.saturating_add(1);
@@ -847,6 +857,12 @@ mod tests {
             full.observe(&["g"], 0, i, None);
         }
         assert_eq!(full.len(), MAX_KEYS_PER_TASK);
+        let mut wide = Correlation::new(spec(Kind::EventCount, vec![(Cmp::Gte, 2)], &["x"]));
+        let long = "v".repeat(64 * 1024);
+        for i in 0..200 {
+            wide.observe(&[&long], 0, i, None);
+        }
+        assert!(wide.len() < 200 && wide.len() >= 120, "{}", wide.len());
         let result = outcome(vec![full]);
         assert_eq!(result.truncated, 5);
         assert!(
