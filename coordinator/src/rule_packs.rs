@@ -16,7 +16,7 @@ use crate::state::{HuntSpec, Rejection, State};
 use quarry_proto::rule_pack::{self, Binding, REF_PREFIX, Ref};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Most packs (names) the store keeps.
 pub const MAX_PACKS: usize = 100;
@@ -311,8 +311,15 @@ impl RulePackStore {
         let using = users.of(name, version, follows_latest);
         if !using.is_empty() && !force {
             let more = using.len().saturating_sub(USERS_NAMED);
+            let mut advice = Vec::new();
+            if using.iter().any(|u| u.starts_with("hunt ")) {
+                advice.push("cancel those hunts or wait for them to end");
+            }
+            if using.iter().any(|u| u.starts_with("schedule ")) {
+                advice.push("delete those schedules or create them with another pack");
+            }
             return Err(Rejection::Conflict(format!(
-                "rule pack {name}{} is in use by {}{}; cancel or wait for those hunts and delete or change those schedules, or delete with --force (their tasks and runs then fail, naming the pack)",
+                "rule pack {name}{} is in use by {}{}; {}, or delete with --force (their tasks and runs then fail, naming the pack)",
                 version.map(|v| format!("@{v}")).unwrap_or_default(),
                 using
                     .iter()
@@ -324,7 +331,8 @@ impl RulePackStore {
                     format!(" and {more} more")
                 } else {
                     String::new()
-                }
+                },
+                advice.join(" and ")
             )));
         }
         if let Some(versions) = self.packs.get_mut(name) {
@@ -352,6 +360,42 @@ pub fn refs<'a>(
         let name = key.strip_prefix(REF_PREFIX)?;
         Some((name, rule_pack::parse_ref(value).ok()?))
     })
+}
+
+/// Refuses a hunt that gets the same rule (the same text) from two
+/// sources: a rule parameter (`--rules`) and a pack, or two packs. Each
+/// copy would report every match again. Only looked for when rules come
+/// from more than one source.
+fn duplicate_rules(spec: &HuntSpec, packs: &[&RulePackRecord]) -> Result<(), Rejection> {
+    let params: Vec<(&str, &str)> = spec
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with(rule_pack::RULE_PARAM_PREFIX))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if packs.len() + usize::from(!params.is_empty()) < 2 {
+        return Ok(());
+    }
+    let mut seen: HashMap<&str, String> = HashMap::new();
+    let sources = params
+        .into_iter()
+        .map(|(key, text)| (format!("parameter {key}"), text))
+        .chain(packs.iter().flat_map(|pack| {
+            pack.files.iter().map(move |(path, text)| {
+                (
+                    format!("{path} of rule pack {}", pack.label()),
+                    text.as_str(),
+                )
+            })
+        }));
+    for (source, text) in sources {
+        if let Some(first) = seen.insert(text, source.clone()) {
+            return Err(Rejection::Invalid(format!(
+                "the same rule is given twice: {first} and {source} hold the same text; leave one of them out"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// How a hunt names a pack to be bound to (`SubmitHuntRequest.rule_packs`).
@@ -494,6 +538,7 @@ impl State {
     /// Checks a hunt's rule-pack bindings: each names a stored version with
     /// that digest, and no rule of a pack is also given as a parameter.
     pub(crate) fn check_rule_pack_refs(&self, spec: &HuntSpec) -> Result<(), Rejection> {
+        let mut packs: Vec<&RulePackRecord> = Vec::new();
         for (key, value) in &spec.params {
             let Some(name) = key.strip_prefix(REF_PREFIX) else {
                 continue;
@@ -534,12 +579,13 @@ impl State {
                 })
             {
                 return Err(Rejection::Invalid(format!(
-                    "rule {clash} is given twice: in rule pack {} and as a rule parameter (--rules or --param); leave one of them out",
+                    "{clash} is given twice: as a parameter (--rules or --param) and in rule pack {}; leave one of them out",
                     record.label()
                 )));
             }
+            packs.push(record);
         }
-        Ok(())
+        duplicate_rules(spec, &packs)
     }
 
     pub(crate) fn import_rule_pack(&mut self, record: RulePackRecord) -> crate::state::Applied {
@@ -900,6 +946,23 @@ mod tests {
             );
             assert!(
                 matches!(&refused.outcome, Err(Rejection::Invalid(m)) if m.contains("rule.win/b/c.yml is given twice") && m.contains("win@1")),
+                "{refused:?}"
+            );
+            // The same rule under another name is refused too.
+            let mut same = spec(&[("env", "demo")]);
+            same.params
+                .insert("rule.local/c.yml".into(), "title: c".into());
+            s.bind_rule_packs(&mut same, &["win".to_owned()], false)
+                .expect("bind");
+            let refused = s.apply(
+                6,
+                Command::SubmitHunt {
+                    spec: same,
+                    now_ms: 20,
+                },
+            );
+            assert!(
+                matches!(&refused.outcome, Err(Rejection::Invalid(m)) if m.contains("parameter rule.local/c.yml and b/c.yml of rule pack win@1")),
                 "{refused:?}"
             );
             // Another rule under the pack's prefix is no clash.
