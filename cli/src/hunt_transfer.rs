@@ -3,10 +3,12 @@
 //! and `quarry hunt import hunt.json` submits it on another cluster after
 //! checking that the same module (same digest) is there. Stored intel sets
 //! the hunt was bound to travel by name: the importing cluster's set of
-//! that name is used.
+//! that name is used. Rule packs travel by name and content
+//! (`NAME@sha256:DIGEST`): the importing cluster must hold a version of
+//! that pack with the same rules, since they decide what the hunt finds.
 
 use anyhow::{Context as _, bail};
-use quarry_proto::v1;
+use quarry_proto::{rule_pack, v1};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -23,15 +25,23 @@ pub fn export(hunt: &v1::Hunt) -> anyhow::Result<Value> {
         .context("the coordinator did not say which module the hunt ran")?;
     let mut params = BTreeMap::new();
     let mut intel_sets = Vec::new();
+    let mut rule_packs = Vec::new();
     for (key, value) in &hunt.params {
-        match key.strip_prefix(INTEL_REF) {
-            Some(set) => intel_sets.push(set.to_owned()),
-            None => {
-                params.insert(key.clone(), value.clone());
+        if let Some(set) = key.strip_prefix(INTEL_REF) {
+            intel_sets.push(set.to_owned());
+        } else if let Some(pack) = key.strip_prefix(rule_pack::REF_PREFIX) {
+            match rule_pack::parse_ref(value) {
+                Ok(rule_pack::Binding::Pinned(bound)) => {
+                    rule_packs.push(format!("{pack}@sha256:{}", bound.digest));
+                }
+                _ => bail!("the hunt's binding to rule pack {pack} (`{value}`) is not one version"),
             }
+        } else {
+            params.insert(key.clone(), value.clone());
         }
     }
     intel_sets.sort();
+    rule_packs.sort();
     let scope = hunt.scope.clone().unwrap_or_default();
     let range = scope.time_range.unwrap_or_default();
     let labels: BTreeMap<_, _> = scope
@@ -46,6 +56,7 @@ pub fn export(hunt: &v1::Hunt) -> anyhow::Result<Value> {
         "module": {"name": module.name, "version": module.version, "digest": module.digest},
         "params": params,
         "intel_sets": intel_sets,
+        "rule_packs": rule_packs,
         "scope": {
             "selector": labels,
             "shards": scope.shards,
@@ -196,6 +207,7 @@ pub fn import(text_json: &str) -> anyhow::Result<Imported> {
             .unwrap_or_default()
             .to_owned(),
         intel_sets: strings(&doc, "/intel_sets")?,
+        rule_packs: strings(&doc, "/rule_packs")?,
         // quarry-client gives a submission one.
         request_id: String::new(),
         dry_run: false,
@@ -237,6 +249,10 @@ mod tests {
             params: [
                 ("ip_sets".to_owned(), "apt-x".to_owned()),
                 ("intel-ref.apt-x".to_owned(), "4".to_owned()),
+                (
+                    "rule-pack-ref.windows".to_owned(),
+                    format!("3:{}", "ef".repeat(32)),
+                ),
             ]
             .into(),
             scope: Some(v1::HuntScope {
@@ -272,6 +288,13 @@ mod tests {
         let r = imported.request;
         assert_eq!(r.params.get("ip_sets").map(String::as_str), Some("apt-x"));
         assert_eq!(r.intel_sets, ["apt-x"]);
+        // A rule pack travels by name and content, not by this cluster's
+        // version number.
+        assert_eq!(
+            r.rule_packs,
+            [format!("windows@sha256:{}", "ef".repeat(32))]
+        );
+        assert!(!r.params.contains_key("rule-pack-ref.windows"));
         let scope = r.scope.expect("scope");
         assert_eq!(scope.shards, ["dc01"]);
         assert_eq!(

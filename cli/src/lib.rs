@@ -22,6 +22,7 @@ pub mod pivot_cmd;
 pub mod process_group;
 pub mod schedule_cmd;
 pub mod share;
+pub mod sigma_cmd;
 pub mod signing_cmd;
 pub mod token_cmd;
 pub mod triage_cmd;

@@ -169,6 +169,14 @@ enum Command {
         after_help = "Examples:\n  quarry intel import apt-x --format stix apt-x-bundle.json\n  quarry intel list\n  quarry hunt submit ioc-sweep --selector env=prod --intel-set apt-x"
     )]
     Intel(quarry_cli::intel_cmd::IntelCommand),
+    /// Sigma rule packs: rule directories imported as named, versioned
+    /// packs in the cluster's store; hunts and schedules name a pack with
+    /// `--rule-pack` and carry a reference to it, not the rules.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  quarry sigma import sigma/rules/windows --name windows\n  quarry sigma list\n  quarry sigma show windows --rules\n  quarry hunt submit sigma --selector os=windows --rule-pack windows"
+    )]
+    Sigma(quarry_cli::sigma_cmd::SigmaCommand),
     /// Share results with other tools: a hunt's findings as JSON lines,
     /// CSV, or a STIX 2.1 bundle (sightings of matched indicators and
     /// ATT&CK techniques, observed data for the entities).
@@ -319,7 +327,8 @@ enum ScheduleCommand {
     #[command(after_help = "Examples:
   quarry schedule create nightly-rare rare-process --selector env=prod --cron '0 3 * * *' --tz Europe/Berlin
   quarry schedule create sweep ioc-sweep --selector env=prod --intel-set apt-x --every 15m --missed skip
-  quarry schedule create brute bruteforce --selector os=windows --every 1h --overlap-events 1000")]
+  quarry schedule create brute bruteforce --selector os=windows --every 1h --overlap-events 1000
+  quarry schedule create nightly-sigma sigma --selector os=windows --rule-pack windows@latest --cron '0 3 * * *'")]
     Create(Box<CreateScheduleArgs>),
     #[command(flatten)]
     Other(quarry_cli::schedule_cmd::ScheduleCommand),
@@ -340,7 +349,7 @@ struct CreateScheduleArgs {
 enum HuntCommand {
     /// Submit a hunt: run MODULE over the shards in scope.
     #[command(
-        after_help = "Examples:\n  quarry hunt submit bruteforce --selector env=demo --wait\n  quarry hunt submit bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit bruteforce --selector env=prod --dry-run\n  quarry hunt submit bruteforce --selector env=prod --canary 5% --failure-threshold 3\n  quarry hunt submit bruteforce --selector env=prod --deadline 30m --max-attempts 5\n  quarry hunt submit bruteforce --selector env=prod --max-concurrency 20\n  quarry hunt submit bruteforce --selector env=prod --max-hunt-findings 100000\n  quarry hunt submit ioc-sweep --selector env=prod --intel hashes=bad-hashes.txt --intel domains=c2-domains.txt\n  quarry hunt submit ioc-sweep --selector env=prod --intel-set feodo-ips --intel-set misp-phishing"
+        after_help = "Examples:\n  quarry hunt submit bruteforce --selector env=demo --wait\n  quarry hunt submit bruteforce@0.1.0 --shard win-dc01-security --param threshold=10\n  quarry hunt submit bruteforce --selector env=prod --dry-run\n  quarry hunt submit bruteforce --selector env=prod --canary 5% --failure-threshold 3\n  quarry hunt submit bruteforce --selector env=prod --deadline 30m --max-attempts 5\n  quarry hunt submit bruteforce --selector env=prod --max-concurrency 20\n  quarry hunt submit bruteforce --selector env=prod --max-hunt-findings 100000\n  quarry hunt submit ioc-sweep --selector env=prod --intel hashes=bad-hashes.txt --intel domains=c2-domains.txt\n  quarry hunt submit ioc-sweep --selector env=prod --intel-set feodo-ips --intel-set misp-phishing\n  quarry hunt submit sigma --selector os=windows --rule-pack windows\n  quarry hunt submit sigma --selector os=windows --rule-pack windows@2 --rules ./extra-rules"
     )]
     Submit(Box<SubmitArgs>),
     /// Show a hunt's state, its task counts and its per-shard tasks.
@@ -402,7 +411,7 @@ enum HuntCommand {
     /// Submit a hunt written by `quarry hunt export`, after checking that
     /// this cluster has the same module build (same sha256).
     #[command(
-        after_help = "Examples:\n  quarry hunt import weekly-sweep.json\n  quarry hunt import weekly-sweep.json --dry-run\n\nStored intel sets travel by name: this cluster's set of that name is used."
+        after_help = "Examples:\n  quarry hunt import weekly-sweep.json\n  quarry hunt import weekly-sweep.json --dry-run\n\nStored intel sets travel by name: this cluster's set of that name is used.\nRule packs travel by name and content: this cluster needs a version of the\npack holding the same rules (`quarry sigma import DIR --name NAME`)."
     )]
     Import {
         /// The exported hunt.
@@ -476,8 +485,19 @@ struct HuntTemplateArgs {
     intel_sets: Vec<String>,
     /// Sigma rules for the `sigma` module: a rule file or a directory of
     /// `.yml`/`.yaml` files (repeatable), sent as `rule.<path>` parameters.
+    /// For many rules, or rules used again, import them once as a pack
+    /// and use --rule-pack.
     #[arg(long = "rules", value_name = "PATH")]
     rules: Vec<PathBuf>,
+    /// A stored Sigma rule pack (`quarry sigma import`) for the `sigma`
+    /// module (repeatable): NAME (its latest version now) or NAME@VERSION.
+    /// The hunt carries a reference (version and sha256), not the rules;
+    /// workers fetch the pack once and give the module its files as
+    /// `rule.NAME/PATH`. A schedule keeps the version current when it is
+    /// created; NAME@latest makes each run take the latest. Combines with
+    /// --rules; a rule given both ways is refused.
+    #[arg(long = "rule-pack", value_name = "NAME[@VERSION]")]
+    rule_packs: Vec<String>,
     /// Only events at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
     #[arg(long, value_parser = parse_time)]
     since: Option<i64>,
@@ -1072,6 +1092,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Token(command) => quarry_cli::token_cmd::run(command).await?,
         Command::Audit(args) => quarry_cli::audit_cmd::run(args).await?,
         Command::Intel(command) => quarry_cli::intel_cmd::run(command).await?,
+        Command::Sigma(command) => quarry_cli::sigma_cmd::run(command).await?,
         Command::Export(command) => quarry_cli::share::run(command).await?,
         Command::Coverage(args) => quarry_cli::coverage::run(args).await?,
         Command::Schedule(ScheduleCommand::Create(args)) => {
@@ -1132,6 +1153,9 @@ impl HuntTemplateArgs {
         }
         for set in &self.intel_sets {
             request = request.intel_set(set);
+        }
+        for pack in &self.rule_packs {
+            request = request.rule_pack(pack);
         }
         for (name, text) in rule_params(&self.rules)? {
             request = request.param(&name, &text);
