@@ -653,7 +653,7 @@ pub fn sigma_bench(
     let module_says = output
         .log
         .iter()
-        .find(|line| line.contains("Sigma rules compiled"))
+        .find(|line| line.contains("compiled into") && line.contains("Sigma rules"))
         .map(|line| line.trim().to_owned());
     let ratio = |a: f64, b: f64| a / b.max(f64::MIN_POSITIVE);
     Ok(SigmaBenchReport {
