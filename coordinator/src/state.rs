@@ -3019,7 +3019,10 @@ pub(crate) mod tests {
         assert_eq!(f.entity, "targetusername:alice");
         assert_eq!(f.severity, Severity::High);
         assert_eq!(f.timestamp_ms, 4_000);
-        assert!(f.evidence.contains(&("correlation.events".into(), "5".into())));
+        assert!(
+            f.evidence
+                .contains(&("correlation.events".into(), "5".into()))
+        );
         assert!(!second.triage.is_empty(), "the finding is triaged");
         // Replaying the log gives the same state: the evaluation is a pure
         // function of the merged aggregates.

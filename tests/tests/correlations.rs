@@ -198,7 +198,10 @@ async fn wait_for_shards(client: &mut Client, set: &str, n: usize) -> anyhow::Re
     let selector = HashMap::from([("set".to_owned(), set.to_owned())]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.shards(selector.clone()).await?.len() < n {
-        anyhow::ensure!(Instant::now() < deadline, "shards of {set} never registered");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "shards of {set} never registered"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
@@ -249,8 +252,7 @@ async fn hunt(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn correlations_over_two_workers_equal_one_shard_holding_every_event() -> anyhow::Result<()>
-{
+async fn correlations_over_two_workers_equal_one_shard_holding_every_event() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cluster = LocalCluster::start(LocalClusterConfig::demo(
         dir.path(),
@@ -292,7 +294,10 @@ async fn correlations_over_two_workers_equal_one_shard_holding_every_event() -> 
     ]
     .into_iter()
     .collect();
-    assert_eq!(split, expected, "correlations over three shards on two workers");
+    assert_eq!(
+        split, expected,
+        "correlations over three shards on two workers"
+    );
     assert_eq!(one, split, "the same as over one shard holding every event");
     // Bob (5 failures), the slow prober (4 accounts in 6 minutes) and
     // WS02's out-of-order pair are not reported; the base rules report
