@@ -53,6 +53,9 @@ pub const DEFAULT_LOGS: &str = "../shared/data/logs/windows";
 pub const GOAL_EVENTS_PER_SEC: f64 = 20_000.0;
 /// …with about this many Windows rules, in the release build.
 pub const GOAL_RULES: usize = 2_400;
+/// A scan shorter than this is reported as too short to time.
+const MIN_TIMED_SECONDS: f64 = 0.05;
+
 /// Most copies `--replicate` and `--repeat` accept.
 pub const MAX_COPIES: usize = 1_000;
 
@@ -105,6 +108,9 @@ pub struct SigmaBenchReport {
     pub rules_given: usize,
     /// Rules that compiled.
     pub rules_loaded: usize,
+    /// Correlation rules that compiled (evaluated by the coordinator after
+    /// the merge; a single task only records their partial state).
+    pub correlations_loaded: usize,
     /// Rules refused.
     pub rules_refused: usize,
     /// Refused rules by reason, most first.
@@ -191,7 +197,15 @@ impl fmt::Display for SigmaBenchReport {
                 self.replicate, self.replicate, self.rules_given
             )?;
         }
-        writeln!(f, "  rules loaded     {}", self.rules_loaded)?;
+        if self.correlations_loaded > 0 {
+            writeln!(
+                f,
+                "  rules loaded     {} (and {} correlations)",
+                self.rules_loaded, self.correlations_loaded
+            )?;
+        } else {
+            writeln!(f, "  rules loaded     {}", self.rules_loaded)?;
+        }
         writeln!(f, "  rules refused    {}", self.rules_refused)?;
         for refused in &self.refused_by_reason {
             writeln!(
@@ -233,6 +247,13 @@ impl fmt::Display for SigmaBenchReport {
             "  scan             {:.3} s (the task over {} events, {:.3} s, less init)",
             self.scan_seconds, self.events_scanned, self.task_seconds
         )?;
+        if self.scan_seconds < MIN_TIMED_SECONDS {
+            writeln!(
+                f,
+                "  (the scan took under {} ms: too short for its rates to mean anything; give more events or --repeat)",
+                MIN_TIMED_SECONDS * 1000.0
+            )?;
+        }
         writeln!(
             f,
             "  sigma            {:>12.0} events/s ({:.0} events/s with init)   goal >= {:.0} events/s per core with ~{} rules, release build: {}{}",
@@ -484,6 +505,7 @@ pub fn sigma_bench(
         &sigma::CompileOptions::default(),
     );
     let rules_loaded = set.len();
+    let correlations_loaded = set.correlation_count();
     let mut by_reason: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for rejected in set.rejected() {
         let entry = by_reason
@@ -664,6 +686,7 @@ pub fn sigma_bench(
         replicate: config.replicate,
         rules_given: params.len(),
         rules_loaded,
+        correlations_loaded,
         rules_refused,
         refused_by_reason,
         module_says,
