@@ -15,7 +15,6 @@
 use crate::state::{HuntSpec, Rejection, State};
 use quarry_proto::rule_pack::{self, Binding, REF_PREFIX, Ref};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, HashMap};
 
 /// Most packs (names) the store keeps.
@@ -47,16 +46,7 @@ pub struct RulePackRecord {
     pub files: BTreeMap<String, String>,
 }
 
-/// The digest of a pack's content (see [`rule_pack::canonical_parts`]).
-pub fn digest(files: &BTreeMap<String, String>) -> String {
-    let mut hasher = Sha256::new();
-    rule_pack::canonical_parts(files, |part| hasher.update(part));
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use rule_pack::digest;
 
 impl RulePackRecord {
     /// A checked pack with its digest (version 0 until it is stored).

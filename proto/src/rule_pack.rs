@@ -106,18 +106,7 @@ pub fn check_digest(digest: &str) -> Result<(), String> {
 /// A pack name: 1 to 64 of `a-z 0-9 _ -` (it becomes part of parameter
 /// names and of every rule's name, so nothing that needs quoting).
 pub fn check_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "rule pack name `{name}` must be 1 to 64 characters of a-z, 0-9, `_` and `-`"
-        ))
-    }
+    quarry_contract::check_name("rule pack", name)
 }
 
 /// A rule file's path inside a pack: relative, `/`-separated, no empty,
@@ -169,6 +158,19 @@ pub fn canonical_parts(files: &BTreeMap<String, String>, mut feed: impl FnMut(&[
         feed(&(text.len() as u64).to_be_bytes());
         feed(text.as_bytes());
     }
+}
+
+/// The digest of a pack's content: hex SHA-256 of [`canonical_parts`], as
+/// the coordinator stores it and workers check it.
+pub fn digest(files: &BTreeMap<String, String>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    canonical_parts(files, |part| hasher.update(part));
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Bytes of rule text in `files`.

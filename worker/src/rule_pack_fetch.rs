@@ -11,7 +11,6 @@ use crate::agent::Inner;
 use crate::error::WorkerError;
 use quarry_proto::rule_pack::{self, Binding, REF_PREFIX};
 use quarry_proto::v1::{self, worker_service_client::WorkerServiceClient};
-use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,16 +76,7 @@ impl RulePackCache {
     }
 }
 
-/// The digest of a pack's files, as the coordinator computes it.
-pub fn digest(files: &BTreeMap<String, String>) -> String {
-    let mut hasher = Sha256::new();
-    rule_pack::canonical_parts(files, |part| hasher.update(part));
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use rule_pack::digest;
 
 /// Checks fetched files against the bound digest and the pack limits.
 fn verify(

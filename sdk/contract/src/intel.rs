@@ -142,7 +142,7 @@ impl IntelSets {
 
     /// Adds the set `name` from its text (see the module docs).
     pub fn add(&mut self, name: &str, text: &str) -> Result<(), String> {
-        check_name(name)?;
+        crate::check_name("intel set", name)?;
         if self.sets.contains_key(name) {
             return Err(format!(
                 "intel set `{name}` is given twice; merge the lists into one"
@@ -195,22 +195,6 @@ pub fn shown_param(key: &str, value: &str) -> String {
         format!("(intel set: {count} indicators, {} bytes)", value.len())
     } else {
         value.to_owned()
-    }
-}
-
-/// A set name: 1 to 64 of `a-z 0-9 _ -`.
-fn check_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "intel set name `{name}` must be 1 to 64 characters of a-z, 0-9, `_` and `-`"
-        ))
     }
 }
 

@@ -27,3 +27,21 @@ pub use aggregate::{
     Aggregate, AggregateValue, DistinctValues, RangeStats, Stack, StackEntry, TopEntry, TopK,
 };
 pub use hll::Sketch;
+
+/// Checks the name of a named cluster object travelling in parameter names
+/// (an intel set, a rule pack): 1 to 64 of `a-z 0-9 _ -`, so nothing in it
+/// needs quoting. `what` names the kind in the error.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} name `{name}` must be 1 to 64 characters of a-z, 0-9, `_` and `-`"
+        ))
+    }
+}
