@@ -288,6 +288,12 @@ pub fn project(doc: &Value, fields: &[String]) -> Vec<Option<String>> {
 /// A module's declared fields, ready to project events onto: a field
 /// declared more than once is looked up once per event, and its value
 /// copied to each position it was declared at.
+///
+/// A plain top-level name (no dot, not `@values`) resolves to the event's
+/// member of that name and nothing else ([`lookup`]), so when a module
+/// declares more such names than the event has members (a rule engine
+/// declaring hundreds), the event's members are walked once and matched by
+/// hash instead of looking every declared name up.
 #[derive(Debug, Clone, Default)]
 pub struct Projection {
     /// Each distinct field, in first-declared order.
@@ -295,6 +301,11 @@ pub struct Projection {
     /// For each declared field, its index in `unique`; `None` when no field
     /// repeats (the projection is then `unique` itself).
     slots: Option<Vec<usize>>,
+    /// The plain top-level names among `unique`, by their index there.
+    plain: std::collections::HashMap<String, usize>,
+    /// The other names' indexes in `unique` (dotted paths, EVTX paths,
+    /// `@values`), looked up one by one.
+    other: Vec<usize>,
 }
 
 impl Projection {
@@ -312,10 +323,46 @@ impl Projection {
             })
             .collect();
         let repeats = unique.len() < fields.len();
+        let mut plain = std::collections::HashMap::new();
+        let mut other = Vec::new();
+        for (i, name) in unique.iter().enumerate() {
+            if name.contains('.') || name == ALL_VALUES_FIELD || name.is_empty() {
+                other.push(i);
+            } else {
+                plain.insert(name.clone(), i);
+            }
+        }
         Self {
             unique,
             slots: repeats.then_some(slots),
+            plain,
+            other,
         }
+    }
+
+    /// `doc`'s values, one per distinct field.
+    fn project_unique(&self, doc: &Value) -> Vec<Option<String>> {
+        let Value::Object(members) = doc else {
+            return project(doc, &self.unique);
+        };
+        if self.plain.len() <= members.len() {
+            return project(doc, &self.unique);
+        }
+        let mut values = vec![None; self.unique.len()];
+        for (key, value) in members {
+            if let Some(&i) = self.plain.get(key.as_str()) {
+                values[i] = value_text(value).map(Cow::into_owned);
+            }
+        }
+        for &i in &self.other {
+            let field = &self.unique[i];
+            values[i] = if field == ALL_VALUES_FIELD {
+                all_values_text(doc)
+            } else {
+                lookup(doc, field).and_then(value_text).map(Cow::into_owned)
+            };
+        }
+        values
     }
 
     /// Distinct fields looked up per event.
@@ -325,7 +372,7 @@ impl Projection {
 
     /// `doc`'s values, one per declared field (as [`project`]).
     pub fn project(&self, doc: &Value) -> Vec<Option<String>> {
-        let values = project(doc, &self.unique);
+        let values = self.project_unique(doc);
         match &self.slots {
             None => values,
             Some(slots) => slots
@@ -499,6 +546,47 @@ mod tests {
             vec![vec![Clause::new("x", MatchOp::Regex, ["("])]],
         );
         assert!(bad.unwrap_err().contains("invalid regular expression"));
+    }
+
+    #[test]
+    fn a_projection_wider_than_the_event_walks_its_members_and_gives_the_same_values() {
+        let doc = json!({
+            "EventID": 4625,
+            "TargetUserName": "svc",
+            "IpAddress": null,
+            "Event": {"EventData": {"SubjectUserName": "nested"}},
+            "id.orig_h": "10.0.0.1",
+            "flag": true,
+            "list": ["a", "b"],
+        });
+        let mut fields: Vec<String> = (0..50).map(|i| format!("Absent{i}")).collect();
+        fields.extend(
+            [
+                "EventID",
+                "TargetUserName",
+                "IpAddress",
+                "Event.EventData.SubjectUserName",
+                "EventData.SubjectUserName",
+                "id.orig_h",
+                "flag",
+                "list",
+                "@values",
+                "EventID",
+            ]
+            .map(str::to_owned),
+        );
+        let projection = Projection::new(&fields);
+        assert!(projection.plain.len() > 7, "the member walk is taken");
+        let projected = projection.project(&doc);
+        assert_eq!(projected, project(&doc, &fields));
+        assert_eq!(projected[50].as_deref(), Some("4625"));
+        assert_eq!(projected[53].as_deref(), Some("nested"));
+        assert_eq!(projected[57].as_deref(), Some(r#"["a","b"]"#));
+        // Not an object: every name is looked up as before.
+        assert_eq!(
+            projection.project(&json!([1, 2])),
+            project(&json!([1, 2]), &fields)
+        );
     }
 
     #[test]
