@@ -470,11 +470,17 @@ async fn killing_the_leader_during_a_scheduled_run_runs_it_once_and_the_next_sta
     store.ingest_jsonl(&shard.name, shard.labels.clone(), fresh.as_bytes())?;
     let last = schedule.runs;
     client.set_schedule_paused(name, false).await?;
-    let (schedule, runs) =
-        wait_schedule(&mut client, name, "the next run did not end", |s, runs| {
-            s.active_hunt_id.is_empty() && runs.iter().any(|r| r.number > last)
-        })
-        .await?;
+    let (_, runs) = wait_schedule(&mut client, name, "the next run did not end", |s, runs| {
+        // The schedule and its runs are read by two calls: a run can start
+        // between them, so wait for the run itself to have ended, then read
+        // the schedule's watermarks after it.
+        s.active_hunt_id.is_empty()
+            && runs
+                .iter()
+                .any(|r| r.number > last && r.outcome != "running")
+    })
+    .await?;
+    let schedule = client.schedule(name).await?;
     let next = runs
         .iter()
         .find(|r| r.number == last + 1)
