@@ -1274,8 +1274,9 @@ fn plan(
     budget: &mut Guest,
     limits: &TaskLimits,
 ) -> Result<Option<(ModuleDescription, Projection)>, TaskFailure> {
-    type PlanFn = wasmtime::component::TypedFunc<
-        (Vec<(String, String)>,),
+    // Parameters go in by reference: a rule pack's can be megabytes.
+    type PlanFn<'a> = wasmtime::component::TypedFunc<
+        (&'a [(String, String)],),
         (Result<Option<wit::Descriptor>, String>,),
     >;
     let invalid = |detail: String| TaskFailure::InvalidModule {
@@ -1289,7 +1290,7 @@ fn plan(
     })?;
     budget.arm(store, Call::Plan)?;
     store.data_mut().result_bound = MAX_DESCRIPTOR_BYTES;
-    let planned = func.call(&mut *store, (params.to_vec(),));
+    let planned = func.call(&mut *store, (params,));
     budget.spent();
     store.data_mut().result_bound = MAX_HOSTCALL_BYTES;
     let (planned,) = planned.map_err(|e| {

@@ -83,14 +83,18 @@ struct Variant {
 struct LiteralIndex {
     automaton: aho_corasick::AhoCorasick,
     count: usize,
+    /// Where `@values` is projected, if it is (fixed once the rules are
+    /// compiled: only keyword searches add it).
+    all_values: Option<usize>,
 }
 
 impl LiteralIndex {
     /// Which literals occur in the event's lowercased values. With
-    /// `@values` projected (at `all_values`), it holds the text of every
+    /// `@values` projected, it holds the text of every
     /// scalar value, so only it and the values that are JSON objects or
     /// arrays (whose text, keys included, it does not hold) are searched.
-    fn present(&self, event: &EventView<'_>, all_values: Option<usize>) -> Vec<bool> {
+    fn present(&self, event: &EventView<'_>) -> Vec<bool> {
+        let all_values = self.all_values;
         let mut present = vec![false; self.count];
         let has_all = all_values.is_some_and(|i| event.lower.get(i).is_some_and(Option::is_some));
         for (i, text) in event.lower.iter().enumerate() {
@@ -691,6 +695,7 @@ impl RuleSet {
             .map(|automaton| LiteralIndex {
                 automaton,
                 count: literals.len(),
+                all_values: self.fields.index(fields::ALL_VALUES),
             });
         if self.literals.is_none() {
             // Without an automaton every variant is evaluated.
@@ -900,7 +905,6 @@ impl RuleSet {
     fn evaluate<'s>(&'s self, event: &EventView<'_>, indexed: bool) -> Vec<Match<'s>> {
         let mut hits: Vec<Match<'s>> = Vec::new();
         let mut present: Option<Vec<bool>> = None;
-        let all_values = self.fields.index(fields::ALL_VALUES);
         for (gate, pairs) in self.gates.iter().zip(&self.behind) {
             if !gate_passes(gate, event) {
                 continue;
@@ -913,8 +917,7 @@ impl RuleSet {
                 if indexed
                     && let (Some(required), Some(literals)) = (&variant.required, &self.literals)
                 {
-                    let present =
-                        present.get_or_insert_with(|| literals.present(event, all_values));
+                    let present = present.get_or_insert_with(|| literals.present(event));
                     if !required.iter().any(|&id| present[id as usize]) {
                         continue;
                     }
