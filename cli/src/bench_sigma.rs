@@ -134,6 +134,9 @@ pub struct SigmaBenchReport {
     /// A sigma task over one event: instantiation, `init` (the rules
     /// compiled in the guest), one event, `finish`.
     pub module_init_seconds: f64,
+    /// The same task on the instance the hunt's previous task used
+    /// (contract 0.2.3): the rules are already compiled.
+    pub module_init_reused_seconds: f64,
     /// The sigma task over the whole shard.
     pub task_seconds: f64,
     /// `task_seconds - module_init_seconds`.
@@ -241,6 +244,11 @@ impl fmt::Display for SigmaBenchReport {
             f,
             "  module init      {:.3} s (a task over one event: instantiate, init compiles the rules in the guest, finish)",
             self.module_init_seconds
+        )?;
+        writeln!(
+            f,
+            "  reused instance  {:.3} s (the same task on the instance the hunt's previous task on this worker used: rules already compiled)",
+            self.module_init_reused_seconds
         )?;
         writeln!(
             f,
@@ -638,19 +646,38 @@ pub fn sigma_bench(
     let host_only_events_per_sec = rate(events_scanned, started.elapsed());
 
     progress("no-op module over the shard ...");
-    let (noop_elapsed, _) = run(&runtime, &noop_module, "no-op", &[], limits, SHARD, &store)?;
+    let (noop_elapsed, _) = run(
+        &runtime,
+        &noop_module,
+        "no-op",
+        &[],
+        limits,
+        SHARD,
+        &store,
+        None,
+    )?;
     let noop_events_per_sec = rate(events_scanned, noop_elapsed);
 
-    progress("sigma module over one event (init) ...");
-    let (init_elapsed, _) = run(
-        &runtime,
-        &sigma_module,
-        "sigma",
-        &params,
-        limits,
-        INIT_SHARD,
-        &store,
-    )?;
+    progress("sigma module over one event (init), on a fresh and on a reused instance ...");
+    let init = |hunt| {
+        run(
+            &runtime,
+            &sigma_module,
+            "sigma",
+            &params,
+            limits,
+            INIT_SHARD,
+            &store,
+            hunt,
+        )
+    };
+    let (init_elapsed, _) = init(None)?;
+    // Two tasks of one hunt: the second runs on the first's instance.
+    init(Some("bench-sigma"))?;
+    let (reused_elapsed, reused) = init(Some("bench-sigma"))?;
+    if !reused.reused_instance {
+        anyhow::bail!("the sigma module's second task of one hunt did not reuse its instance");
+    }
     progress(&format!("sigma module over {events_scanned} events ..."));
     let (task_elapsed, output) = run(
         &runtime,
@@ -660,6 +687,7 @@ pub fn sigma_bench(
         limits,
         SHARD,
         &store,
+        None,
     )?;
     let scan = task_elapsed.saturating_sub(init_elapsed);
     let events_per_sec = rate(events_scanned, scan);
@@ -697,6 +725,7 @@ pub fn sigma_bench(
         events_scanned,
         module_compile_seconds,
         module_init_seconds: init_elapsed.as_secs_f64(),
+        module_init_reused_seconds: reused_elapsed.as_secs_f64(),
         task_seconds: task_elapsed.as_secs_f64(),
         scan_seconds: scan.as_secs_f64(),
         events_per_sec,
@@ -719,7 +748,9 @@ fn rate(events: u64, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-/// One task of `module` over `shard`, timed.
+/// One task of `module` over `shard`, timed: on a fresh instance, or with
+/// `hunt`, on the instance of the hunt's previous task if there is one.
+#[allow(clippy::too_many_arguments)]
 fn run(
     runtime: &Runtime,
     module: &LoadedModule,
@@ -728,12 +759,14 @@ fn run(
     limits: TaskLimits,
     shard: &str,
     store: &ShardStore,
+    hunt: Option<&str>,
 ) -> anyhow::Result<(Duration, TaskOutput)> {
     let task = TaskInput {
         params,
         limits,
         shard,
         time_range: None,
+        hunt,
     };
     let started = Instant::now();
     let output = runtime

@@ -887,12 +887,14 @@ async fn run_task(
     };
     let inner = inner.clone();
     let shard = assignment.shard.clone();
+    let hunt_id = assignment.hunt_id.clone();
     tokio::task::spawn_blocking(move || {
         let task = runtime::TaskInput {
             params: &params,
             limits,
             shard: &shard,
             time_range,
+            hunt: Some(&hunt_id),
         };
         inner
             .runtime

@@ -379,6 +379,7 @@ pub fn scan_bench(
         limits,
         shard: SHARD,
         time_range: None,
+        hunt: None,
     };
     let cancel = std::sync::Arc::new(AtomicBool::new(false));
     let run = |module, name: &str, progress: &mut dyn FnMut(&str)| {

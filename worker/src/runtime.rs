@@ -117,11 +117,18 @@ pub const MAX_FIELD_NAME_BYTES: usize = 256;
 /// without it (0.2.0, 0.2.1, or the plain `hunt` world) still load; the
 /// lookup matches any semver-compatible version.
 const PLANNER_INTERFACE: &str = "quarry:hunt/planner@0.2.2";
+/// The optional export through which a module lets the host run another
+/// task of the same hunt on its instance (contract 0.2.3).
+const REUSE_INTERFACE: &str = "quarry:hunt/reuse@0.2.3";
+/// How long an instance kept for its hunt's next task waits for it before
+/// it is dropped. A hunt's tasks on one worker follow each other within
+/// milliseconds while it has shards left there.
+pub const WARM_IDLE: Duration = Duration::from_secs(30);
 /// Why clocks are refused, for the hunter.
 const NO_CLOCK: &str = "the sandbox offers no clock (a module must not sleep, wait or read the time; use event timestamps)";
 
 /// What a task may use.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskLimits {
     /// Guest CPU time (wall time inside guest calls).
     pub cpu: Duration,
@@ -392,6 +399,8 @@ pub struct LoadedModule {
     uses_history: bool,
     /// Its `planner.plan` export, if it has one.
     planner: Option<ComponentExportIndex>,
+    /// Its `reuse.reset` export, if it has one.
+    reuse: Option<ComponentExportIndex>,
 }
 
 impl LoadedModule {
@@ -422,6 +431,12 @@ pub struct TaskInput<'a> {
     pub shard: &'a str,
     /// Only events in `[start, end)`.
     pub time_range: Option<(i64, i64)>,
+    /// The hunt the task belongs to. Tasks of one hunt with the same
+    /// module, parameters and limits run one after another on one instance
+    /// when the module allows it (contract 0.2.3's `reuse`), which spares
+    /// them instantiation, `plan` and most of `init`. `None`: a fresh
+    /// instance.
+    pub hunt: Option<&'a str>,
 }
 
 /// What a scheduled run adds to a task (docs/schedules.md).
@@ -475,6 +490,9 @@ pub struct TaskOutput {
     pub output_bytes: u64,
     /// Module log lines and captured stdout/stderr.
     pub log: Vec<String>,
+    /// The task ran on an instance an earlier task of its hunt had used
+    /// (see [`TaskInput::hunt`]).
+    pub reused_instance: bool,
 }
 
 /// Per-task host state.
@@ -482,6 +500,9 @@ struct TaskData {
     wasi: WasiCtx,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+    /// Bytes of stdout and stderr that earlier tasks on this instance have
+    /// already reported.
+    stdio_reported: [usize; 2],
     table: ResourceTable,
     limits: MemoryLimiter,
     log: Vec<String>,
@@ -503,6 +524,19 @@ struct TaskData {
     /// What wasmtime may copy of the value the current guest export returns
     /// (its hostcall fuel outside host calls; see [`bound_copies`]).
     result_bound: usize,
+}
+
+impl TaskData {
+    /// Clears what one task left behind, before the next task of the same
+    /// hunt runs on this instance.
+    fn next_task(&mut self) {
+        self.log.clear();
+        self.log_dropped = 0;
+        self.cancelled = false;
+        self.refused = None;
+        self.cpu_deadline = None;
+        self.result_bound = MAX_HOSTCALL_BYTES;
+    }
 }
 
 impl WasiView for TaskData {
@@ -793,6 +827,15 @@ struct InstanceGate {
 }
 
 impl InstanceGate {
+    fn try_acquire(self: &Arc<Self>) -> Option<InstancePermit> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if *free == 0 {
+            return None;
+        }
+        *free -= 1;
+        Some(InstancePermit(self.clone()))
+    }
+
     fn acquire(self: &Arc<Self>) -> InstancePermit {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         while *free == 0 {
@@ -815,6 +858,106 @@ impl Drop for InstancePermit {
     }
 }
 
+/// An instance kept after a task of a hunt whose module allows reuse
+/// (contract 0.2.3), for that hunt's next task on this worker.
+struct Warm {
+    hunt: String,
+    digest: ModuleDigest,
+    /// What `init` got (the intel sets taken out) and the clamped limits:
+    /// only a task with the same may take the instance.
+    params: Vec<(String, String)>,
+    limits: TaskLimits,
+    /// The first task's plan, which holds for the hunt.
+    planned: Option<(ModuleDescription, Projection)>,
+    instance: wasmtime::component::Instance,
+    live: Live,
+    idle_since: Instant,
+}
+
+/// A store and its place in the instance pool, dropped in that order.
+struct Live {
+    store: Store<TaskData>,
+    _permit: InstancePermit,
+}
+
+/// Instances waiting for their hunt's next task, at most one per slot.
+#[derive(Default)]
+struct WarmPool {
+    idle: Mutex<Vec<Warm>>,
+}
+
+impl WarmPool {
+    fn take(
+        &self,
+        hunt: &str,
+        digest: &ModuleDigest,
+        params: &[(String, String)],
+        limits: &TaskLimits,
+    ) -> Option<Warm> {
+        let mut idle = self.idle.lock().ok()?;
+        let at = idle.iter().position(|warm| {
+            warm.hunt == hunt
+                && warm.digest == *digest
+                && warm.limits == *limits
+                && warm.params == params
+        })?;
+        Some(idle.swap_remove(at))
+    }
+
+    /// Keeps `warm`, dropping expired instances and, past `max`, the one
+    /// idle longest.
+    fn keep(&self, warm: Warm, max: usize) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        idle.retain(|warm| warm.idle_since.elapsed() < WARM_IDLE);
+        while idle.len() >= max.max(1) {
+            if Self::take_oldest(&mut idle).is_none() {
+                break;
+            }
+        }
+        idle.push(warm);
+    }
+
+    /// Drops the instance idle longest; `false` if none was idle.
+    fn drop_oldest(&self) -> bool {
+        let oldest = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| Self::take_oldest(&mut idle));
+        oldest.is_some()
+    }
+
+    fn take_oldest(idle: &mut Vec<Warm>) -> Option<Warm> {
+        let at = idle
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, warm)| warm.idle_since)
+            .map(|(at, _)| at)?;
+        Some(idle.swap_remove(at))
+    }
+
+    fn drop_expired(&self) {
+        let expired: Vec<Warm> = match self.idle.lock() {
+            Ok(mut idle) => {
+                let (expired, kept) = std::mem::take(&mut *idle)
+                    .into_iter()
+                    .partition(|warm| warm.idle_since.elapsed() >= WARM_IDLE);
+                *idle = kept;
+                expired
+            }
+            Err(_) => return,
+        };
+        // Dropped outside the lock.
+        drop(expired);
+    }
+
+    fn len(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+}
+
 /// The worker's wasm engine and module cache.
 pub struct Runtime {
     engine: Engine,
@@ -825,6 +968,10 @@ pub struct Runtime {
     cache: Mutex<MemoryCache<Arc<LoadedModule>>>,
     disk_cache: Option<DiskCache>,
     gate: Arc<InstanceGate>,
+    /// Instances kept for their hunt's next task (contract 0.2.3).
+    warm: Arc<WarmPool>,
+    /// Most instances kept warm: one per slot.
+    max_warm: usize,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -887,15 +1034,24 @@ impl Runtime {
             .map(|cache| DiskCache::open(&cache, &engine))
             .transpose()?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
+        let warm = Arc::new(WarmPool::default());
         {
             let engine = engine.clone();
             let stop = stop_ticker.clone();
+            let warm = warm.clone();
             std::thread::Builder::new()
                 .name("wasm-epoch".into())
                 .spawn(move || {
+                    let mut ticks = 0u32;
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
                         engine.increment_epoch();
+                        // About once a second: instances whose hunt has
+                        // moved on give their memory back.
+                        ticks = ticks.wrapping_add(1);
+                        if ticks.is_multiple_of(100) {
+                            warm.drop_expired();
+                        }
                     }
                 })
                 .map_err(|e| WorkerError::Runtime(format!("cannot start the epoch thread: {e}")))?;
@@ -912,6 +1068,8 @@ impl Runtime {
                 free: Mutex::new(instances),
                 freed: Condvar::new(),
             }),
+            warm,
+            max_warm: slots.max(1) as usize,
             stop_ticker,
         })
     }
@@ -919,6 +1077,25 @@ impl Runtime {
     /// The worker's maximums.
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// Instances kept for their hunt's next task right now.
+    pub fn warm_instances(&self) -> usize {
+        self.warm.len()
+    }
+
+    /// A place in the instance pool. Instances kept warm hold places too:
+    /// when none is free the one idle longest gives its place up, so a
+    /// waiting task never waits for a hunt that has moved on.
+    fn permit(&self) -> InstancePermit {
+        loop {
+            if let Some(permit) = self.gate.try_acquire() {
+                return permit;
+            }
+            if !self.warm.drop_oldest() {
+                return self.gate.acquire();
+            }
+        }
     }
 
     /// A module from the cache, if compiled already.
@@ -981,7 +1158,7 @@ impl Runtime {
             max_findings: 0,
             max_output_bytes: 0,
         });
-        let _permit = self.gate.acquire();
+        let _permit = self.permit();
         let mut store = self.store(&limits);
         let hunt = pre.instantiate(&mut store).map_err(|e| {
             invalid(format!(
@@ -1010,10 +1187,14 @@ impl Runtime {
         let planner = component
             .get_export_index(None, PLANNER_INTERFACE)
             .and_then(|interface| component.get_export_index(Some(&interface), "plan"));
+        let reuse = component
+            .get_export_index(None, REUSE_INTERFACE)
+            .and_then(|interface| component.get_export_index(Some(&interface), "reset"));
         let module = Arc::new(LoadedModule {
             digest: digest.clone(),
             uses_history,
             planner,
+            reuse,
             pre,
             projection: Projection::new(&description.fields),
             description,
@@ -1041,6 +1222,7 @@ impl Runtime {
             wasi,
             stdout,
             stderr,
+            stdio_reported: [0, 0],
             table: ResourceTable::new(),
             limits: MemoryLimiter {
                 memory_bytes: usize::try_from(limits.memory_bytes.min(MAX_MEMORY_BYTES))
@@ -1108,51 +1290,68 @@ impl Runtime {
             limits,
             shard,
             time_range,
+            hunt: hunt_id,
         } = *task;
         let limits = self.config.clamp(limits);
         // Cancelled while it waited for a slot or its module: do not start.
         if cancel.load(Ordering::Relaxed) {
             return Err(TaskFailure::Cancelled);
         }
-        // Declared before the store, so dropped after it.
-        let _permit = self.gate.acquire();
-        let mut store = self.store(&limits);
-        watch_cancel(&mut store, cancel.clone(), limits.cpu);
-        let instance = module
-            .pre
-            .instance_pre()
-            .instantiate(&mut store)
-            .map_err(|e| explain(Call::Instantiate, e, &store, &limits))?;
-        let hunt = Hunt::new(&mut store, &instance)
-            .map_err(|e| explain(Call::Instantiate, e, &store, &limits))?;
-        let exports = hunt.quarry_hunt_module();
-        let mut budget = Guest::new(limits.cpu);
-
         // The intel sets travel as `intel.<set>` parameters; the module sees
         // them through the host calls, not in its parameters.
         let mut params = params.to_vec();
-        store.data_mut().intel =
-            IntelSets::take_from_params(&mut params).map_err(TaskFailure::BadIntel)?;
-        store.data_mut().baseline = incremental.baseline.clone();
-        let planned = match module.planner {
-            Some(planner) => plan(
-                module,
-                &instance,
-                planner,
-                &mut store,
-                &params,
-                &mut budget,
-                &limits,
-            )?,
-            None => None,
+        let intel = IntelSets::take_from_params(&mut params).map_err(TaskFailure::BadIntel)?;
+        let hunt_id = hunt_id.filter(|_| module.reuse.is_some());
+        let warm = hunt_id.and_then(|id| self.warm.take(id, &module.digest, &params, &limits));
+        let reused_instance = warm.is_some();
+        let mut budget = Guest::new(limits.cpu);
+        let (mut live, instance, planned) = match warm {
+            Some(warm) => {
+                let mut live = warm.live;
+                live.store.data_mut().next_task();
+                watch_cancel(&mut live.store, cancel.clone(), limits.cpu);
+                (live, warm.instance, warm.planned)
+            }
+            None => {
+                let mut live = Live {
+                    _permit: self.permit(),
+                    store: self.store(&limits),
+                };
+                let store = &mut live.store;
+                watch_cancel(store, cancel.clone(), limits.cpu);
+                let instance = module
+                    .pre
+                    .instance_pre()
+                    .instantiate(&mut *store)
+                    .map_err(|e| explain(Call::Instantiate, e, store, &limits))?;
+                let planned = match module.planner {
+                    Some(planner) => plan(
+                        module,
+                        &instance,
+                        planner,
+                        store,
+                        &params,
+                        &mut budget,
+                        &limits,
+                    )?,
+                    None => None,
+                };
+                (live, instance, planned)
+            }
         };
-        budget.arm(&mut store, Call::Init)?;
-        let init = exports.call_init(&mut store, &params);
+        let store = &mut live.store;
+        let hunt = Hunt::new(&mut *store, &instance)
+            .map_err(|e| explain(Call::Instantiate, e, store, &limits))?;
+        let exports = hunt.quarry_hunt_module();
+        store.data_mut().intel = intel;
+        store.data_mut().baseline = incremental.baseline.clone();
+        budget.arm(store, Call::Init)?;
+        let init = exports.call_init(&mut *store, &params);
         budget.spent();
         match init {
             Ok(Ok(())) => {}
             Ok(Err(message)) => return Err(TaskFailure::Rejected(message)),
-            Err(e) => return Err(explain(Call::Init, e, &store, &limits)),
+            Err(e) => return Err(explain(Call::Init, e, &*store, &limits)),
         }
 
         let (description, projection) = match &planned {
@@ -1206,7 +1405,7 @@ impl Runtime {
                     output.events_matched += batch.len() as u64;
                     let found = scan(
                         exports,
-                        &mut store,
+                        &mut *store,
                         &batch,
                         &mut budget,
                         &limits,
@@ -1225,7 +1424,7 @@ impl Runtime {
             output.events_matched += batch.len() as u64;
             let found = scan(
                 exports,
-                &mut store,
+                &mut *store,
                 &batch,
                 &mut budget,
                 &limits,
@@ -1233,11 +1432,11 @@ impl Runtime {
             )?;
             kept.add(found, Call::Scan)?;
         }
-        budget.arm(&mut store, Call::Finish)?;
+        budget.arm(&mut *store, Call::Finish)?;
         store.data_mut().result_bound = kept.result_bound();
-        let finished = exports.call_finish(&mut store);
+        let finished = exports.call_finish(&mut *store);
         budget.spent();
-        let finished = finished.map_err(|e| explain(Call::Finish, e, &store, &limits))?;
+        let finished = finished.map_err(|e| explain(Call::Finish, e, &*store, &limits))?;
         kept.add(finished.findings, Call::Finish)?;
         for aggregate in finished.aggregates {
             let elements = aggregate_elements(&aggregate);
@@ -1252,14 +1451,61 @@ impl Runtime {
         output.findings_truncated = kept.dropped > 0;
         output.findings_dropped = kept.dropped;
         output.output_bytes = kept.bytes;
-        output.log = task_log(&mut store);
+        output.log = task_log(&mut *store);
         if kept.dropped > 0 {
             output.log.push(format!(
                 "({} findings beyond the limit of {} dropped)",
                 kept.dropped, limits.max_findings
             ));
         }
+        output.reused_instance = reused_instance;
+        if let (Some(hunt_id), Some(reset)) = (hunt_id, module.reuse)
+            && reset_for_reuse(&instance, reset, store, &mut budget)
+        {
+            self.warm.keep(
+                Warm {
+                    hunt: hunt_id.to_owned(),
+                    digest: module.digest.clone(),
+                    params,
+                    limits,
+                    planned,
+                    instance,
+                    live,
+                    idle_since: Instant::now(),
+                },
+                self.max_warm,
+            );
+        }
         Ok(output)
+    }
+}
+
+/// Asks a finished task's module whether its instance may run the hunt's
+/// next task (`reuse.reset`, contract 0.2.3). Not when the task's CPU
+/// budget is spent, when half its stdio capture is used (a later task
+/// could not print), or when `reset` fails: the instance is dropped then.
+fn reset_for_reuse(
+    instance: &wasmtime::component::Instance,
+    reset: ComponentExportIndex,
+    store: &mut Store<TaskData>,
+    budget: &mut Guest,
+) -> bool {
+    let data = store.data();
+    if data.stdout.contents().len() > STDIO_CAPTURE_BYTES / 2
+        || data.stderr.contents().len() > STDIO_CAPTURE_BYTES / 2
+        || budget.arm(store, Call::Finish).is_err()
+    {
+        return false;
+    }
+    let reset = instance.get_typed_func::<(), (bool,)>(&mut *store, reset);
+    let reusable = reset.and_then(|reset| reset.call(&mut *store, ()));
+    budget.spent();
+    match reusable {
+        Ok((reusable,)) => reusable,
+        Err(e) => {
+            tracing::debug!(error = %e, "the module's reset() failed; its instance is dropped");
+            false
+        }
     }
 }
 
@@ -1701,10 +1947,15 @@ impl TaskData {
 fn task_log(store: &mut Store<TaskData>) -> Vec<String> {
     let data = store.data_mut();
     let mut log = std::mem::take(&mut data.log);
-    for (stream, pipe) in [("stdout", &data.stdout), ("stderr", &data.stderr)] {
+    let streams = [("stdout", &data.stdout), ("stderr", &data.stderr)];
+    for ((stream, pipe), reported) in streams.into_iter().zip(&mut data.stdio_reported) {
+        // An instance reused by the hunt's next task keeps its pipes: only
+        // what this task printed is its log.
         let bytes = pipe.contents();
+        let new = bytes.get(*reported..).unwrap_or_default();
+        *reported = bytes.len();
         log.extend(
-            String::from_utf8_lossy(&bytes)
+            String::from_utf8_lossy(new)
                 .lines()
                 .map(|line| format!("[{stream}] {line}")),
         );

@@ -1,8 +1,8 @@
 //! The contract's aggregate kinds, intel-set host calls and any-of
 //! prefilter groups, through the real sandbox with the `aggregates` test
 //! module (built from hunt-modules/test-modules/aggregates by the bundle);
-//! per-task plans (0.2.2) with the `planner` test module; and a module
-//! built for 0.2.0.
+//! per-task plans (0.2.2) and instance reuse (0.2.3) with the `planner`
+//! test module; and a module built for 0.2.0.
 
 use quarry_contract::aggregate::{AggregateValue, DistinctValues};
 use quarry_hunt_modules::test_modules::{AGGREGATES, PLANNER};
@@ -70,6 +70,7 @@ fn run_module(wasm: &[u8], params: &[(&str, &str)]) -> Result<TaskOutput, TaskFa
         },
         shard: SHARD,
         time_range: None,
+        hunt: None,
     };
     runtime.run(&module, &task, &store, &Arc::new(AtomicBool::new(false)))
 }
@@ -210,6 +211,7 @@ fn a_module_built_for_contract_0_2_0_still_runs() {
         },
         shard: "old",
         time_range: None,
+        hunt: None,
     };
     let output = runtime
         .run(&module, &task, &store, &Arc::new(AtomicBool::new(false)))
@@ -302,4 +304,223 @@ fn a_bad_plan_fails_the_task_naming_the_cause() {
         text.contains("2000 fields") && text.contains("at most 1024"),
         "{text}"
     );
+}
+
+/// Tasks of one hunt run (contract 0.2.3) one after another on one
+/// instance when the module exports `reuse` and says yes, without a new
+/// plan, with fresh per-task state and a log of their own; another hunt,
+/// or no hunt, gets a fresh instance, and one slot keeps one instance.
+#[test]
+fn a_hunts_tasks_reuse_one_instance_when_the_module_allows_it() {
+    let worker = OneSlot::new();
+    let params = pairs(&[("fields", "host,value"), ("print", "true")]);
+    let first = worker.task(Some("h1"), SHARD, &params).expect("first task");
+    assert!(!first.reused_instance);
+    assert_eq!(on_instance(&first), (1, 1));
+    assert_eq!(first.log, ["[stdout] task 1 on this instance"]);
+    let second = worker
+        .task(Some("h1"), SHARD, &params)
+        .expect("second task");
+    assert!(second.reused_instance);
+    assert_eq!(on_instance(&second), (2, 1), "planned once, for the first");
+    assert_eq!(second.fields_projected, 2, "the first task's plan holds");
+    assert_eq!(value(&second, "events"), value(&first, "events"));
+    assert_eq!(value(&second, "present"), value(&first, "present"));
+    assert_eq!(second.log, ["[stdout] task 2 on this instance"]);
+    assert_eq!(worker.runtime.warm_instances(), 1);
+
+    // Another hunt, or the same hunt with other parameters, does not take
+    // it; with one slot, the newest hunt's instance is the one kept.
+    let other = worker.task(Some("h2"), SHARD, &params).expect("other hunt");
+    assert!(!other.reused_instance);
+    assert_eq!(on_instance(&other), (1, 1));
+    assert_eq!(worker.runtime.warm_instances(), 1);
+    let again = worker.task(Some("h1"), SHARD, &params).expect("h1 again");
+    assert!(!again.reused_instance, "h2's instance replaced h1's");
+    let changed = pairs(&[("fields", "host"), ("print", "true")]);
+    let changed = worker
+        .task(Some("h1"), SHARD, &changed)
+        .expect("other params");
+    assert!(!changed.reused_instance);
+    assert_eq!(changed.fields_projected, 1);
+    let alone = worker.task(None, SHARD, &params).expect("no hunt");
+    assert!(!alone.reused_instance);
+}
+
+/// A task that fails on a reused instance takes it down with it: the
+/// hunt's next task starts afresh. Modules that do not allow reuse (built
+/// with the SDK but not reusable, or built for 0.2.0) never share one.
+#[test]
+fn a_failed_task_hands_no_instance_on_and_other_modules_never_share() {
+    let worker = OneSlot::new();
+    let params = pairs(&[("fields", "host,value"), ("fail_on", "poison")]);
+    let first = worker.task(Some("h1"), SHARD, &params).expect("first task");
+    assert!(!first.reused_instance);
+    let failure = worker
+        .task(Some("h1"), POISONED, &params)
+        .expect_err("the poisoned shard fails the task");
+    assert!(failure.to_string().contains("poison"), "{failure}");
+    assert_eq!(worker.runtime.warm_instances(), 0);
+    let after = worker
+        .task(Some("h1"), SHARD, &params)
+        .expect("after the failure");
+    assert!(!after.reused_instance);
+    assert_eq!(on_instance(&after), (1, 1));
+
+    let aggregates = worker.load(AGGREGATES.wasm);
+    let old = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/contract-0.2.0/rare_match.wasm"),
+    )
+    .expect("the 0.2.0 fixture");
+    let old = worker.load(&old);
+    for module in [aggregates, old] {
+        for _ in 0..2 {
+            let output = worker
+                .run(&module, Some("h3"), SHARD, &[])
+                .expect("a task runs");
+            assert!(!output.reused_instance);
+        }
+    }
+    assert_eq!(worker.runtime.warm_instances(), 1, "only the planner's");
+}
+
+/// An instance kept warm holds a place in the instance pool; a task that
+/// finds the pool full takes that place at once rather than waiting for the
+/// kept instance to expire (30 s).
+#[test]
+fn a_waiting_task_takes_the_place_of_an_instance_kept_warm() {
+    let worker = OneSlot::new();
+    let params = pairs(&[("fields", "host")]);
+    worker.task(Some("h1"), SHARD, &params).expect("h1");
+    assert_eq!(worker.runtime.warm_instances(), 1);
+    // One slot: two places. The warm instance holds one, a runaway task
+    // the other.
+    let runaway = worker.load(quarry_hunt_modules::test_modules::RUNAWAY_LOOP.wasm);
+    let cancel = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        let running = scope.spawn(|| {
+            let task = TaskInput {
+                params: &[],
+                limits: TaskLimits {
+                    cpu: Duration::from_secs(120),
+                    memory_bytes: 64 * 1024 * 1024,
+                    max_findings: 100,
+                    max_output_bytes: 1024 * 1024,
+                },
+                shard: SHARD,
+                time_range: None,
+                hunt: None,
+            };
+            worker.runtime.run(&runaway, &task, &worker.store, &cancel)
+        });
+        // Give the runaway task time to take its place.
+        std::thread::sleep(Duration::from_millis(500));
+        let started = std::time::Instant::now();
+        let other = worker.task(Some("h2"), SHARD, &params).expect("h2");
+        let waited = started.elapsed();
+        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        let stopped = running.join().expect("the runaway thread");
+        assert!(
+            matches!(stopped, Err(TaskFailure::Cancelled)),
+            "{stopped:?}"
+        );
+        assert!(!other.reused_instance);
+        assert!(
+            waited < Duration::from_secs(15),
+            "h2 waited {waited:?}: for h1's instance to expire instead of taking its place"
+        );
+    });
+    assert_eq!(worker.runtime.warm_instances(), 1, "h2's");
+}
+
+const POISONED: &str = "poisoned";
+
+/// A runtime with one slot, the `planner` module and two shards.
+struct OneSlot {
+    _dir: tempfile::TempDir,
+    store: ShardStore,
+    runtime: Runtime,
+    planner: Arc<quarry_worker::runtime::LoadedModule>,
+}
+
+impl OneSlot {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ShardStore::open(&dir.path().join("shards")).expect("shard store");
+        store
+            .ingest_jsonl(SHARD, BTreeMap::new(), events().as_bytes())
+            .expect("ingest");
+        let poisoned = r#"{"@timestamp":"2024-03-01T11:00:00.000Z","host":"h9","value":"poison"}"#;
+        store
+            .ingest_jsonl(POISONED, BTreeMap::new(), poisoned.as_bytes())
+            .expect("ingest");
+        let runtime = Runtime::new(1, RuntimeConfig::default(), None).expect("runtime");
+        let planner = runtime
+            .load(&module_digest(PLANNER.wasm), PLANNER.wasm)
+            .expect("planner loads");
+        OneSlot {
+            _dir: dir,
+            store,
+            runtime,
+            planner,
+        }
+    }
+
+    fn load(&self, wasm: &[u8]) -> Arc<quarry_worker::runtime::LoadedModule> {
+        self.runtime
+            .load(&module_digest(wasm), wasm)
+            .expect("the module loads")
+    }
+
+    fn task(
+        &self,
+        hunt: Option<&str>,
+        shard: &str,
+        params: &[(String, String)],
+    ) -> Result<TaskOutput, TaskFailure> {
+        self.run(&self.planner, hunt, shard, params)
+    }
+
+    fn run(
+        &self,
+        module: &quarry_worker::runtime::LoadedModule,
+        hunt: Option<&str>,
+        shard: &str,
+        params: &[(String, String)],
+    ) -> Result<TaskOutput, TaskFailure> {
+        let task = TaskInput {
+            params,
+            limits: TaskLimits {
+                cpu: Duration::from_secs(10),
+                memory_bytes: 64 * 1024 * 1024,
+                max_findings: 100,
+                max_output_bytes: 1024 * 1024,
+            },
+            shard,
+            time_range: None,
+            hunt,
+        };
+        self.runtime.run(
+            module,
+            &task,
+            &self.store,
+            &Arc::new(AtomicBool::new(false)),
+        )
+    }
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The planner's `instance` counts: tasks and plans on its instance.
+fn on_instance(output: &TaskOutput) -> (u64, u64) {
+    let AggregateValue::Counts(counts) = value(output, "instance") else {
+        panic!("`instance` is not counts");
+    };
+    let get = |key: &str| counts.get(key).copied().unwrap_or(0);
+    (get("tasks"), get("plans"))
 }

@@ -154,6 +154,7 @@ impl Sandbox {
             limits,
             shard: SHARD,
             time_range: None,
+            hunt: None,
         };
         self.runtime.run(
             &loaded,
@@ -235,6 +236,7 @@ fn a_cancelled_runaway_loop_stops_within_a_second() {
         },
         shard: SHARD,
         time_range: None,
+        hunt: None,
     };
     let failure = sandbox
         .runtime
@@ -465,6 +467,7 @@ fn compiled_modules_are_cached_on_disk() {
         limits: limits(),
         shard: SHARD,
         time_range: None,
+        hunt: None,
     };
     let output = runtime
         .run(
@@ -1048,6 +1051,7 @@ fn the_memory_cap_is_per_task_across_memories() {
         },
         shard: SHARD,
         time_range: None,
+        hunt: None,
     };
     let failure = sandbox
         .runtime
@@ -1097,6 +1101,7 @@ fn a_tampered_cache_file_is_refused_and_recompiled() {
             limits: limits(),
             shard: SHARD,
             time_range: None,
+            hunt: None,
         };
         let output = runtime
             .run(
@@ -1195,6 +1200,7 @@ fn host_prefilter_work_counts_against_the_cpu_deadline() {
         limits: TaskLimits { cpu, ..limits() },
         shard: "busy",
         time_range: None,
+        hunt: None,
     };
     let started = Instant::now();
     let failure = sandbox

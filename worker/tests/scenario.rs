@@ -187,6 +187,7 @@ fn shipped_modules_and_sigma_raise_plenty_of_mostly_routine_findings() {
                         limits: LIMITS,
                         shard: &shards[s].name,
                         time_range: None,
+                        hunt: None,
                     };
                     let output = runtime
                         .run(&loaded[m], &task, &store, &cancel)

@@ -667,6 +667,7 @@ pub fn run_local(
             limits,
             shard: LOCAL_SHARD,
             time_range: None,
+            hunt: None,
         };
         runtime.run(&module, &task, &store, &Arc::new(AtomicBool::new(false)))
     } else {

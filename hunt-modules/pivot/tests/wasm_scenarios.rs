@@ -393,6 +393,7 @@ fn a_missing_or_malformed_entity_fails_the_task_with_the_accepted_forms() {
             limits: testkit::LIMITS,
             shard: &s.shard.name,
             time_range: None,
+            hunt: None,
         };
         module
             .run(

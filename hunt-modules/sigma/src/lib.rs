@@ -99,9 +99,19 @@ pub const PLACEHOLDER_PARAM_PREFIX: &str = "placeholder.";
 const OPTIONS: [&str; 3] = ["min_level", "max_findings_per_rule", "strict"];
 
 thread_local! {
-    /// The rule set `plan` compiled, keyed by a hash of its parameters, for
-    /// `init` to take instead of compiling the rules twice.
-    static PLANNED: RefCell<Option<(u64, RuleSet)>> = const { RefCell::new(None) };
+    /// The rule set `plan` compiled, or the one the last task on this
+    /// instance used (contract 0.2.3's reuse: the hunt's next task), keyed
+    /// by a hash of its parameters, for `init` to take instead of
+    /// compiling the rules again.
+    static PLANNED: RefCell<Option<Compiled>> = const { RefCell::new(None) };
+}
+
+/// A compiled rule set kept between calls.
+struct Compiled {
+    key: u64,
+    rules: RuleSet,
+    /// An earlier task ran with it (rather than `plan` for this one).
+    used: bool,
 }
 
 fn params_key(params: &Params) -> u64 {
@@ -193,6 +203,8 @@ fn compile(params: &Params, fields: FieldTable) -> Result<(RuleSet, u64), String
 /// The hunt: a compiled rule set, per-rule match counts and the partial
 /// state of each correlation.
 pub struct SigmaHunt {
+    /// Its parameters' hash, under which `finish` keeps the rules.
+    key: u64,
     rules: RuleSet,
     max_findings_per_rule: u64,
     matches: Vec<u64>,
@@ -248,6 +260,10 @@ fn cut_to(value: &str, max: usize) -> &str {
 }
 
 impl Hunt for SigmaHunt {
+    /// Compiling thousands of rules is most of a task's set-up: the hunt's
+    /// next task on this instance takes them from `finish`.
+    const REUSABLE: bool = true;
+
     fn describe() -> Descriptor {
         // No prefilter: the rules arrive with the parameters, after the
         // host has read the descriptor, so any static prefilter could hide
@@ -282,7 +298,13 @@ impl Hunt for SigmaHunt {
             descriptor = descriptor.with_any_of(group);
         }
         let key = params_key(params);
-        PLANNED.with_borrow_mut(|planned| *planned = Some((key, rules)));
+        PLANNED.with_borrow_mut(|planned| {
+            *planned = Some(Compiled {
+                key,
+                rules,
+                used: false,
+            })
+        });
         Ok(Some(descriptor))
     }
 
@@ -290,19 +312,30 @@ impl Hunt for SigmaHunt {
         let key = params_key(params);
         let planned = PLANNED
             .with_borrow_mut(Option::take)
-            .filter(|(planned_for, _)| *planned_for == key);
+            .filter(|compiled| compiled.key == key);
         let (mut rules, max_findings_per_rule) = match planned {
-            // `plan` has checked the options; only the cap is read again.
-            Some((_, rules)) => (
-                rules,
-                params.u64_in_range_or("max_findings_per_rule", 100, 0..=1_000_000)?,
-            ),
+            // `plan` (or the first task) has checked the options; only the
+            // cap is read again.
+            Some(Compiled { rules, used, .. }) => {
+                if used {
+                    quarry_sdk::log::info(&format!(
+                        "{} Sigma rules and {} correlations reused from this hunt's previous task on this instance",
+                        rules.len(),
+                        rules.correlation_count()
+                    ));
+                }
+                (
+                    rules,
+                    params.u64_in_range_or("max_findings_per_rule", 100, 0..=1_000_000)?,
+                )
+            }
             // A host that does not plan projects the catalogue.
             None => compile(params, FieldTable::catalogue())?,
         };
         let hosts = rules.project_also(&HOST_FIELDS);
         let context = rules.project_also(&CONTEXT_FIELDS);
         Ok(SigmaHunt {
+            key,
             matches: vec![0; rules.len()],
             correlations: rules.correlation_states(),
             rules,
@@ -364,6 +397,15 @@ impl Hunt for SigmaHunt {
         for correlation in self.correlations {
             out.aggregate(correlation);
         }
+        // For the hunt's next task, if the host reuses this instance; the
+        // per-task state (matches, counts, correlations) is gone with self.
+        PLANNED.with_borrow_mut(|planned| {
+            *planned = Some(Compiled {
+                key: self.key,
+                rules: self.rules,
+                used: true,
+            })
+        });
     }
 }
 
@@ -539,6 +581,46 @@ detection:
             .plan(params(&[("rules", "x")]))
             .unwrap_err();
         assert!(err.contains("unknown parameter `rules`"), "{err}");
+    }
+
+    /// The hunt's next task on the same instance (contract 0.2.3) runs on
+    /// the rules the first compiled, with fresh counts: the same events
+    /// give the same findings and aggregates, and the plan's projection
+    /// still fits.
+    #[test]
+    fn a_reused_instance_keeps_its_rules_and_starts_counting_afresh() {
+        let mut task = Task::<SigmaHunt>::new();
+        let descriptor = task.plan(params(&[])).unwrap().expect("planned");
+        let project = |offset: u64, image: &str| {
+            let catalogue = event(offset, image);
+            let values = descriptor
+                .fields
+                .iter()
+                .map(|name| fields::index(name).and_then(|i| catalogue.values[i].clone()))
+                .collect();
+            Event::new(catalogue.timestamp_ms, offset, values)
+        };
+        let run = |task: &mut Task<SigmaHunt>| {
+            task.init(params(&[])).unwrap();
+            let found = task
+                .scan(vec![
+                    project(0, r"C:\Windows\System32\whoami.exe"),
+                    project(1, r"C:\x\cmd.exe"),
+                ])
+                .unwrap();
+            (found, task.finish().unwrap().aggregates)
+        };
+        let first = run(&mut task);
+        assert!(task.reset());
+        let fields_before = PLANNED.with_borrow(|p| p.as_ref().map(|c| c.rules.fields().len()));
+        let second = run(&mut task);
+        assert_eq!(first, second);
+        assert_eq!(first.0.len(), 1);
+        assert_eq!(first.1[0].counts()[0].1, 1);
+        // Taking the rules again interns no new fields.
+        let fields_after = PLANNED.with_borrow(|p| p.as_ref().map(|c| c.rules.fields().len()));
+        assert_eq!(fields_before, fields_after);
+        assert!(PLANNED.with_borrow(|p| p.as_ref().is_some_and(|c| c.used)));
     }
 
     #[test]

@@ -298,6 +298,7 @@ fn sigmahq_rules_over_every_dataset() {
             limits,
             shard: &shard,
             time_range: None,
+            hunt: None,
         };
         let task_started = Instant::now();
         let output = runtime

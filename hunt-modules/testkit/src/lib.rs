@@ -128,6 +128,7 @@ pub fn run(wasm: &[u8], shard: &TestShard, params: &[(&str, &str)]) -> TaskOutpu
         limits: LIMITS,
         shard: &shard.name,
         time_range: None,
+        hunt: None,
     };
     runtime
         .run(

@@ -1,13 +1,15 @@
 //! The guest library for Quarry hunt modules.
 //!
 //! A hunt module is a WebAssembly component implementing the WIT world
-//! `quarry:hunt/planned-hunt@0.2.2` (`sdk/wit/hunt.wit`). The worker instantiates one
+//! `quarry:hunt/planned-hunt@0.2.3` (`sdk/wit/hunt.wit`). The worker instantiates one
 //! fresh instance per task (one shard scanned by one hunt), asks it to
 //! [describe](Hunt::describe) itself, lets it [plan](Hunt::plan) the task's
 //! projection from the parameters, [initialises](Hunt::new) it with the
 //! hunt's parameters, feeds it every batch of events that passed its
 //! prefilter ([`Hunt::scan`]) and finally collects its findings and
-//! aggregates ([`Hunt::finish`]).
+//! aggregates ([`Hunt::finish`]). A module whose set-up is expensive may
+//! let the worker run the hunt's next task on the same instance
+//! ([`Hunt::REUSABLE`]).
 //!
 //! This crate turns that contract into a Rust trait: implement [`Hunt`] and
 //! invoke [`export_hunt!`]. The SDK keeps the per-task state in a guest
@@ -243,6 +245,17 @@ pub trait Hunt: Sized + 'static {
         Ok(None)
     }
 
+    /// Whether the worker may run another task of the same hunt (same
+    /// parameters and limits, another shard) on this instance once this
+    /// one has finished (contract 0.2.3): [`Hunt::new`] is then called
+    /// again on the same instance, skipping its instantiation and
+    /// [`Hunt::plan`]. Worth it when [`Hunt::new`] is expensive (a rule
+    /// engine compiling thousands of rules): keep what it built in a guest
+    /// global (a `thread_local`) in [`Hunt::finish`] and take it back in
+    /// [`Hunt::new`]. Everything else in guest globals must be per task.
+    /// `false` (the default): a fresh instance per task.
+    const REUSABLE: bool = false;
+
     /// Creates the per-task state from the hunt's parameters. An error fails
     /// the task with that message, so say what to change
     /// ([`Params`] getters do).
@@ -338,7 +351,7 @@ impl<H: Hunt> Task<H> {
             }
             State::Finished => {
                 return Err(
-                    "quarry-sdk: `init` called after `finish`; use a fresh instance per task"
+                    "quarry-sdk: `init` called after `finish` without a `reset`; use a fresh instance per task"
                         .to_owned(),
                 );
             }
@@ -381,6 +394,18 @@ impl<H: Hunt> Task<H> {
         }
     }
 
+    /// WIT `reset` (interface `reuse`): after [`Task::finish`], makes the
+    /// task ready for another [`Task::init`] when the hunt is
+    /// [`Hunt::REUSABLE`]; `false` (the host drops the instance) otherwise,
+    /// or when the task has not finished.
+    pub fn reset(&mut self) -> bool {
+        if !H::REUSABLE || !matches!(self.state, State::Finished) {
+            return false;
+        }
+        self.state = State::Created;
+        true
+    }
+
     fn not_running(&self, call: &'static str) -> ContractViolation {
         ContractViolation(match (&self.state, call) {
             (State::Finished, "scan") => "quarry-sdk: `scan` called after `finish`",
@@ -413,7 +438,7 @@ impl<H: Hunt> Default for Task<H> {
 /// ```
 ///
 /// The task state lives in a `thread_local` (the guest is single-threaded and
-/// the worker creates one instance per task). The component exports are only
+/// an instance runs one task at a time). The component exports are only
 /// generated for `wasm32` targets, so the same crate can be linked into host
 /// test binaries.
 #[macro_export]
@@ -466,6 +491,12 @@ macro_rules! export_hunt {
                     ::std::string::String,
                 > {
                     QUARRY_TASK.with_borrow(|task| task.plan(params))
+                }
+            }
+
+            impl $crate::bindings::exports::quarry::hunt::reuse::Guest for QuarryHuntExports {
+                fn reset() -> bool {
+                    QUARRY_TASK.with_borrow_mut(|task| task.reset())
                 }
             }
 
@@ -598,5 +629,58 @@ mod tests {
         );
         assert!(task.scan(vec![]).unwrap_err().contains("after `finish`"));
         assert!(task.init(vec![]).unwrap_err().contains("after `finish`"));
+        // Not reusable: `reset` refuses and the task stays finished.
+        assert!(!task.reset());
+        assert!(task.init(vec![]).unwrap_err().contains("without a `reset`"));
+    }
+
+    /// Counts its events per task.
+    struct Tally(u64);
+
+    impl Hunt for Tally {
+        const REUSABLE: bool = true;
+
+        fn describe() -> Descriptor {
+            Descriptor::new("tally", "0.1.0")
+        }
+
+        fn new(_: &Params) -> Result<Self, String> {
+            Ok(Tally(0))
+        }
+
+        fn scan(&mut self, batch: &[Event], _: &mut Emitter) -> Result<(), String> {
+            self.0 += batch.len() as u64;
+            Ok(())
+        }
+
+        fn finish(self, out: &mut Output) {
+            let mut counts = Counts::new("events");
+            counts.add("all", self.0);
+            out.aggregate(counts);
+        }
+    }
+
+    #[test]
+    fn a_reusable_task_runs_again_after_reset_with_fresh_state() {
+        let mut task = Task::<Tally>::new();
+        // Only a finished task resets.
+        assert!(!task.reset());
+        task.init(vec![]).unwrap();
+        assert!(!task.reset());
+        task.scan(vec![event(0, None), event(1, None)]).unwrap();
+        let first = task.finish().unwrap();
+        assert!(task.reset());
+        task.init(vec![]).unwrap();
+        task.scan(vec![event(2, None)]).unwrap();
+        let second = task.finish().unwrap();
+        let total = |output: &Output| output.aggregates[0].value.clone();
+        assert_eq!(
+            total(&first),
+            AggregateValue::Counts(vec![("all".to_owned(), 2)])
+        );
+        assert_eq!(
+            total(&second),
+            AggregateValue::Counts(vec![("all".to_owned(), 1)])
+        );
     }
 }
