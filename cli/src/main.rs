@@ -903,21 +903,46 @@ fn main() -> std::process::ExitCode {
 
 async fn cli_main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry = match quarry_telemetry::init(service_name(&cli.command), &cli.log) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     if is_client_command(&cli.command) {
         restore_sigpipe();
     }
-    match run(cli.command).await {
+    let span = command_span(&cli.command);
+    let code = match tracing::Instrument::instrument(run(cli.command), span).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    };
+    // Client commands end within a batch delay: flush their spans.
+    telemetry.shutdown().await;
+    code
+}
+
+/// The `service.name` of this process's traces (unless OTEL_SERVICE_NAME
+/// or OTEL_RESOURCE_ATTRIBUTES name one).
+fn service_name(command: &Command) -> &'static str {
+    match command {
+        Command::Coordinator { .. } => quarry_telemetry::COORDINATOR_SERVICE,
+        Command::Worker(WorkerArgs { action: None, .. }) => quarry_telemetry::WORKER_SERVICE,
+        _ => quarry_telemetry::CLIENT_SERVICE,
+    }
+}
+
+/// The span a client command's calls run in (their root span when traces
+/// are exported); servers trace each request instead.
+fn command_span(command: &Command) -> tracing::Span {
+    match command {
+        Command::Hunt(HuntCommand::Submit(_)) => tracing::info_span!("hunt submit"),
+        command if is_client_command(command) => tracing::info_span!("quarry"),
+        _ => tracing::Span::none(),
     }
 }
 

@@ -397,7 +397,12 @@ async fn serve(
     let audit: Arc<dyn quarry_security::audit::AuditSink> = shared.audit.clone();
     let incoming = quarry_security::listen::incoming(listener, tls, Some(audit.clone()));
     let result = tonic::transport::Server::builder()
-        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .trace_fn(|request| {
+            let span = tracing::info_span!("grpc", path = %request.uri().path());
+            // A traced caller's context: this request's spans join its trace.
+            quarry_telemetry::set_parent_from_headers(&span, request.headers());
+            span
+        })
         .layer(
             AccessLayer::new(secure)
                 .with_tokens(Arc::new(crate::token_service::Tokens::new(
@@ -691,7 +696,9 @@ async fn leader_duties(shared: Arc<Shared>, duties: Duties, mut shutdown: watch:
             Err(_) => return,
         };
         if !plan.is_empty() {
-            let span = tracing::info_span!("schedule", tasks = plan.len());
+            let span =
+                tracing::info_span!("schedule", tasks = plan.len(), hunt = tracing::field::Empty);
+            trace_schedule(&shared, &span, &plan);
             let planned = plan.clone();
             commit_and_send(
                 &shared,
@@ -722,6 +729,38 @@ async fn leader_duties(shared: Arc<Shared>, duties: Duties, mut shutdown: watch:
             )
             .instrument(span)
             .await;
+        }
+    }
+}
+
+/// Puts the leader's placement of tasks into their hunts' traces: the child
+/// of the hunt's submission when all the tasks are one hunt's (the usual
+/// case), else linked to each traced hunt.
+fn trace_schedule(shared: &Shared, span: &tracing::Span, plan: &[crate::state::Assignment]) {
+    let traces: std::collections::BTreeMap<quarry_proto::HuntId, String> = shared
+        .node
+        .read(|r| {
+            plan.iter()
+                .filter_map(|a| r.state.tasks.get(&a.task))
+                .filter_map(|task| {
+                    let hunt = r.state.hunts.get(&task.hunt)?;
+                    Some((
+                        hunt.id.clone(),
+                        hunt.traceparent.clone().unwrap_or_default(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match traces.iter().next() {
+        Some((hunt, traceparent)) if traces.len() == 1 => {
+            span.record("hunt", hunt.as_str());
+            quarry_telemetry::set_parent_from_traceparent(span, traceparent);
+        }
+        _ => {
+            for traceparent in traces.values() {
+                quarry_telemetry::link_traceparent(span, traceparent);
+            }
         }
     }
 }

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
+use tracing::Instrument as _;
 
 /// Largest module accepted.
 pub const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
@@ -404,6 +405,7 @@ pub fn assignment(state: &State, task: &TaskRecord, attempt: u32) -> Option<v1::
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default(),
+        traceparent: hunt.traceparent.clone().unwrap_or_default(),
     })
 }
 
@@ -533,11 +535,16 @@ impl HuntService for Api {
             })?
             .map_err(rejection_status)?;
         let now_ms = self.shared.clock.now_ms();
-        match self
-            .shared
-            .propose_write(&request_id, Command::SubmitHunt { spec, now_ms })
-            .await?
-        {
+        // A traced submission: the hunt's tasks join this request's trace.
+        let command = match quarry_telemetry::current_traceparent() {
+            Some(traceparent) => Command::SubmitTracedHunt {
+                spec,
+                now_ms,
+                traceparent,
+            },
+            None => Command::SubmitHunt { spec, now_ms },
+        };
+        match self.shared.propose_write(&request_id, command).await? {
             Response::Hunt { id, tasks } => {
                 tracing::Span::current().record("hunt", id.as_str());
                 if let Some(module) = &module {
@@ -1488,6 +1495,10 @@ impl WorkerService for Api {
             }
             Err(_) => 0,
         };
+        let findings = match &report.outcome {
+            Ok(partial) => partial.findings.len(),
+            Err(_) => 0,
+        };
         let now_ms = self.shared.clock.now_ms();
         let command = if trimmed > 0 {
             tracing::info!(
@@ -1502,7 +1513,14 @@ impl WorkerService for Api {
         } else {
             Command::RecordResult { report, now_ms }
         };
-        match self.shared.propose(command).await? {
+        // Committing the result is where it is merged into the hunt and its
+        // findings are triaged (on apply, on every replica).
+        let response = self
+            .shared
+            .propose(command)
+            .instrument(tracing::info_span!("triage", findings))
+            .await?;
+        match response {
             Response::StaleReport => tracing::info!("stale or duplicate report ignored"),
             Response::Stop(losers) => {
                 tracing::info!("task result committed; stopping the other run");

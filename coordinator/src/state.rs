@@ -344,6 +344,12 @@ pub struct HuntRecord {
     pub result_limit: Option<String>,
     /// The schedule this hunt is a run of.
     pub schedule: Option<quarry_proto::ScheduleId>,
+    /// The W3C trace context of the request that submitted the hunt, when
+    /// it was traced: its tasks' spans join that trace. Not in the status
+    /// row: stored with the definition (`storage`), so that rows written
+    /// before it existed read back unchanged.
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 /// One failed attempt, for a hunt's status.
@@ -885,6 +891,17 @@ pub enum Command {
         /// Even while hunts or schedules use it.
         force: bool,
     },
+    /// [`Command::SubmitHunt`] from a traced request: the hunt keeps the
+    /// request's trace context (a variant of its own, so that log entries
+    /// written before it existed read back unchanged).
+    SubmitTracedHunt {
+        /// The hunt.
+        spec: HuntSpec,
+        /// Leader time.
+        now_ms: i64,
+        /// The submit request's W3C `traceparent`.
+        traceparent: String,
+    },
 }
 
 /// Most bearer tokens kept, revoked ones included.
@@ -1231,6 +1248,19 @@ impl State {
                 now_ms,
             } => self.register_worker(id, address, slots, shards, now_ms),
             Command::SubmitHunt { spec, now_ms } => self.submit_hunt(index, spec, now_ms),
+            Command::SubmitTracedHunt {
+                spec,
+                now_ms,
+                traceparent,
+            } => {
+                let applied = self.submit_hunt(index, spec, now_ms);
+                if let Ok(Response::Hunt { id, .. }) = &applied.outcome
+                    && let Some(hunt) = self.hunts.get_mut(id)
+                {
+                    hunt.traceparent = Some(traceparent);
+                }
+                applied
+            }
             Command::AssignTasks {
                 assignments,
                 now_ms,
@@ -1898,6 +1928,7 @@ impl State {
                 findings_dropped: 0,
                 result_limit: None,
                 schedule: None,
+                traceparent: None,
             },
         );
         Applied {

@@ -812,7 +812,11 @@ impl Store {
                     state
                         .hunts
                         .get(id)
-                        .map(|h| encode(&(&h.spec.params, &h.tasks)))
+                        .map(|h| match &h.traceparent {
+                            // Untraced hunts keep the row as it always was.
+                            None => encode(&(&h.spec.params, &h.tasks)),
+                            Some(traceparent) => encode(&(&h.spec.params, &h.tasks, traceparent)),
+                        })
                         .transpose()?,
                 ),
                 Touched::Task(id) => (
@@ -989,8 +993,7 @@ impl Store {
                     |t: &crate::state::TaskRecord| t.id.clone(),
                 )?,
                 Some(b'p') => {
-                    let definition: (BTreeMap<String, String>, Vec<quarry_proto::TaskId>) =
-                        decode(&key, &value)?;
+                    let definition = decode_definition(&key, &value)?;
                     definitions.push((
                         HuntId::new(String::from_utf8_lossy(&key[2..]).into_owned()),
                         definition,
@@ -1059,11 +1062,12 @@ impl Store {
                 }
             }
         }
-        for (id, (params, tasks)) in definitions {
+        for (id, (params, tasks, traceparent)) in definitions {
             match replica.state.hunts.get_mut(&id) {
                 Some(hunt) => {
                     hunt.spec.params = params;
                     hunt.tasks = tasks;
+                    hunt.traceparent = traceparent;
                 }
                 None => {
                     return Err(CoordinatorError::Corrupt {
@@ -1610,6 +1614,28 @@ pub mod raw_bytes {
             Ok(out)
         }
     }
+}
+
+/// A hunt's definition row: its parameters, its tasks and, for a traced
+/// hunt, its trace context (a third element only traced hunts have, so rows
+/// written before it existed read back unchanged).
+type Definition = (
+    BTreeMap<String, String>,
+    Vec<quarry_proto::TaskId>,
+    Option<String>,
+);
+
+fn decode_definition(key: &[u8], bytes: &[u8]) -> Result<Definition> {
+    // bincode is not self-describing: a row without the trace context ends
+    // where the triple's third element would start.
+    if let Ok((params, tasks, traceparent)) =
+        bincode::deserialize::<(BTreeMap<String, String>, Vec<quarry_proto::TaskId>, String)>(bytes)
+    {
+        return Ok((params, tasks, Some(traceparent)));
+    }
+    let (params, tasks): (BTreeMap<String, String>, Vec<quarry_proto::TaskId>) =
+        decode(key, bytes)?;
+    Ok((params, tasks, None))
 }
 
 /// Encodes a state-machine value (bincode).
@@ -2452,6 +2478,69 @@ mod tests {
             loaded.state.hunts[&id].tasks.len(),
             2,
             "the task list comes back"
+        );
+    }
+
+    #[test]
+    fn a_hunts_trace_context_is_kept_with_its_definition() {
+        use crate::state::tests::{cluster, spec};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut replica = Replica {
+            state: cluster(),
+            ..Replica::default()
+        };
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for (index, command) in [
+            (
+                10,
+                Command::SubmitTracedHunt {
+                    spec: spec(&[("env", "demo")]),
+                    now_ms: 20,
+                    traceparent: traceparent.to_owned(),
+                },
+            ),
+            (
+                11,
+                Command::SubmitHunt {
+                    spec: spec(&[("env", "demo")]),
+                    now_ms: 21,
+                },
+            ),
+        ] {
+            let applied = replica.state.apply(index, command);
+            assert!(applied.outcome.is_ok(), "{:?}", applied.outcome);
+            store
+                .persist_applied(&mut replica, &applied.touched, &applied.findings, &[])
+                .expect("persist");
+        }
+        let traced = HuntId::new("h-10");
+        let plain = HuntId::new("h-11");
+        assert_eq!(
+            replica.state.hunts[&traced].traceparent.as_deref(),
+            Some(traceparent)
+        );
+        assert_eq!(replica.state.hunts[&plain].traceparent, None);
+        // An untraced hunt's definition row is what it was before trace
+        // contexts existed.
+        let row = store
+            .get(CF_STATE, &entity_key(b'p', plain.as_str()))
+            .expect("read")
+            .expect("row");
+        let hunt = &replica.state.hunts[&plain];
+        assert_eq!(
+            row,
+            encode(&(&hunt.spec.params, &hunt.tasks)).expect("encode")
+        );
+        drop(store);
+        let loaded = Store::open(dir.path())
+            .expect("reopen")
+            .load_replica()
+            .expect("load");
+        assert_eq!(loaded.state.hunts, replica.state.hunts);
+        assert_eq!(
+            loaded.state.hunts[&traced].traceparent.as_deref(),
+            Some(traceparent)
         );
     }
 

@@ -52,7 +52,8 @@ pub enum TelemetryError {
     /// A global subscriber was already installed in this process.
     #[error("cannot install the log subscriber: {0}")]
     Subscriber(String),
-    /// The OTLP exporter could not be built (for example a malformed endpoint).
+    /// The OTLP exporter could not be built (for example a malformed
+    /// endpoint); [`init`] warns and goes on without it.
     #[error("cannot set up the OpenTelemetry trace exporter: {0}")]
     Exporter(String),
 }
@@ -95,9 +96,7 @@ impl Drop for TelemetryGuard {
             return;
         };
         match tokio::runtime::Handle::try_current() {
-            Ok(handle)
-                if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
-            {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(|| shutdown_provider(&provider));
             }
             // A current-thread runtime cannot run the export task while this
@@ -123,10 +122,9 @@ pub fn exporter_requested(var: impl Fn(&str) -> Option<String>) -> bool {
     if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
         return false;
     }
-    if var("OTEL_TRACES_EXPORTER").is_some_and(|v| {
-        v.split(',')
-            .all(|e| e.trim().eq_ignore_ascii_case("none"))
-    }) {
+    if var("OTEL_TRACES_EXPORTER")
+        .is_some_and(|v| v.split(',').all(|e| e.trim().eq_ignore_ascii_case("none")))
+    {
         return false;
     }
     set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -137,21 +135,33 @@ pub fn exporter_requested(var: impl Fn(&str) -> Option<String>) -> bool {
 /// [`exporter_requested`], OpenTelemetry spans exported over OTLP/gRPC with
 /// `service.name` from `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES`, or
 /// `service` if neither names one. Must be called within a tokio runtime
-/// when exporting.
+/// when exporting. An exporter that cannot be set up (a malformed endpoint)
+/// is a warning: the process runs on without traces.
 pub fn init(service: &str, log_filter: &str) -> Result<TelemetryGuard, TelemetryError> {
     let filter = tracing_subscriber::EnvFilter::try_new(log_filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter);
-    if !exporter_requested(|name| std::env::var(name).ok()) {
-        tracing_subscriber::registry()
-            .with(fmt)
-            .try_init()
-            .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
-        return Ok(TelemetryGuard { provider: None });
-    }
-    let provider = provider(service)?;
+    let provider = if exporter_requested(|name| std::env::var(name).ok()) {
+        provider(service)
+    } else {
+        Ok(None)
+    };
+    let provider = match provider {
+        Ok(Some(provider)) => provider,
+        Ok(None) | Err(_) => {
+            tracing_subscriber::registry()
+                .with(fmt)
+                .try_init()
+                .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+            // A misconfigured exporter costs the traces, not the process.
+            if let Err(e) = provider {
+                tracing::warn!(error = %e, "traces are not exported");
+            }
+            return Ok(TelemetryGuard { provider: None });
+        }
+    };
     let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "quarry");
     let exported = EXPORTED_TARGETS.iter().fold(
         tracing_subscriber::filter::Targets::new(),
@@ -172,20 +182,23 @@ pub fn init(service: &str, log_filter: &str) -> Result<TelemetryGuard, Telemetry
     Ok(guard)
 }
 
-fn provider(service: &str) -> Result<SdkTracerProvider, TelemetryError> {
+fn provider(service: &str) -> Result<Option<SdkTracerProvider>, TelemetryError> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-    let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
-        WarnOnce::new(exporter),
-        opentelemetry_sdk::runtime::Tokio,
-    )
-    .build();
-    Ok(SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_resource(resource(service))
-        .build())
+    let processor =
+        opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+            WarnOnce::new(exporter),
+            opentelemetry_sdk::runtime::Tokio,
+        )
+        .build();
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_resource(resource(service))
+            .build(),
+    ))
 }
 
 /// The standard environment's resource (`OTEL_SERVICE_NAME`,
@@ -381,7 +394,10 @@ mod tests {
     fn export_only_when_an_endpoint_is_set() {
         assert!(!exporter_requested(env(&[])));
         assert!(!exporter_requested(env(&[("OTEL_SERVICE_NAME", "x")])));
-        assert!(!exporter_requested(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "")])));
+        assert!(!exporter_requested(env(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ""
+        )])));
         assert!(exporter_requested(env(&[(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "http://127.0.0.1:4317"

@@ -353,7 +353,12 @@ async fn serve(
         .build_v1();
     let secure = tls.is_some();
     let mut router = tonic::transport::Server::builder()
-        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .trace_fn(|request| {
+            let span = tracing::info_span!("grpc", path = %request.uri().path());
+            // A traced caller's context: this request's spans join its trace.
+            quarry_telemetry::set_parent_from_headers(&span, request.headers());
+            span
+        })
         .layer(AccessLayer::new(secure).with_audit(audit.clone()))
         .add_service(health_service)
         .add_service(
@@ -712,7 +717,16 @@ fn start_task(
     };
     let inner = inner.clone();
     let client = client.clone();
-    let span = tracing::info_span!("task", task = %assignment.task_id, attempt = assignment.attempt, shard = %assignment.shard);
+    let span = tracing::info_span!(
+        "task",
+        hunt = %assignment.hunt_id,
+        task = %assignment.task_id,
+        attempt = assignment.attempt,
+        shard = %assignment.shard,
+        module = %assignment.module_digest,
+    );
+    // The hunt's trace (its submission's context, carried by the assignment).
+    quarry_telemetry::set_parent_from_traceparent(&span, &assignment.traceparent);
     tokio::spawn(tracing::Instrument::instrument(
         async move {
             run_and_report(&inner, client, &assignment, cancel).await;
@@ -888,7 +902,9 @@ async fn run_task(
     let inner = inner.clone();
     let shard = assignment.shard.clone();
     let hunt_id = assignment.hunt_id.clone();
+    let span = tracing::info_span!("module.run", module = %digest);
     tokio::task::spawn_blocking(move || {
+        let _run = span.enter();
         let task = runtime::TaskInput {
             params: &params,
             limits,
@@ -906,7 +922,7 @@ async fn run_task(
 
 async fn report(
     inner: &Arc<Inner>,
-    mut client: WorkerServiceClient<Channel>,
+    client: WorkerServiceClient<Channel>,
     assignment: &v1::TaskAssignment,
     outcome: Result<TaskOutput, WorkerError>,
 ) {
@@ -955,10 +971,25 @@ async fn report(
             };
         }
     }
+    tracing::Instrument::instrument(
+        send_report(inner, client, request),
+        tracing::info_span!("report"),
+    )
+    .await;
+}
+
+async fn send_report(
+    inner: &Arc<Inner>,
+    mut client: WorkerServiceClient<Channel>,
+    request: v1::ReportTaskRequest,
+) {
     // The coordinator dedupes by (task, attempt), so retrying is safe.
     let mut backoff = Duration::from_millis(200);
     for _ in 0..8 {
-        match client.report_task(request.clone()).await {
+        // The report joins the task's trace.
+        let mut traced = tonic::Request::new(request.clone());
+        quarry_telemetry::inject(traced.metadata_mut());
+        match client.report_task(traced).await {
             Ok(_) => return,
             Err(status) => {
                 tracing::warn!(error = %status.message(), "report failed; retrying in {backoff:?}");

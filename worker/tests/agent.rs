@@ -323,6 +323,7 @@ impl Cluster {
             require_signed: self.require_signed,
             from_offset: 0,
             schedule_id: String::new(),
+            traceparent: String::new(),
             limits: Some(v1::HuntLimits {
                 cpu_ms: cpu.as_millis() as u64,
                 memory_bytes: 64 * 1024 * 1024,

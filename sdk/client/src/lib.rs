@@ -355,7 +355,8 @@ impl From<Option<&TlsFiles>> for Credentials {
     }
 }
 
-/// Sends the bearer token, if any, with every request.
+/// Sends the bearer token, if any, with every request, and the caller's
+/// trace context (`traceparent`) when traces are exported.
 #[derive(Clone)]
 pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
@@ -369,6 +370,7 @@ impl tonic::service::Interceptor for Bearer {
                 .metadata_mut()
                 .insert("authorization", value.clone());
         }
+        quarry_telemetry::inject(request.metadata_mut());
         Ok(request)
     }
 }

@@ -1,0 +1,297 @@
+//! One hunt is one trace across processes: a coordinator, a worker and the
+//! `quarry hunt submit --wait` client run as separate `quarry` processes
+//! exporting to an in-process OTLP receiver on loopback, and every span of
+//! the hunt (submission, scheduling, the task, the module run, the report
+//! and its triage) lands in the client's trace, from three services.
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use quarry_client::Client;
+use quarry_worker::shard::ShardStore;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One exported span, flattened.
+#[derive(Clone, Debug)]
+struct Exported {
+    service: String,
+    name: String,
+    trace_id: Vec<u8>,
+    attributes: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Exported>>>,
+}
+
+fn text(attributes: &[KeyValue]) -> BTreeMap<String, String> {
+    attributes
+        .iter()
+        .filter_map(|kv| {
+            let value = match kv.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(s) => s.clone(),
+                Value::IntValue(i) => i.to_string(),
+                Value::BoolValue(b) => b.to_string(),
+                other => format!("{other:?}"),
+            };
+            Some((kv.key.clone(), value))
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().expect("lock");
+        for resource_spans in request.into_inner().resource_spans {
+            let resource = resource_spans
+                .resource
+                .map(|r| text(&r.attributes))
+                .unwrap_or_default();
+            let service = resource.get("service.name").cloned().unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push(Exported {
+                        service: service.clone(),
+                        name: span.name,
+                        trace_id: span.trace_id,
+                        attributes: text(&span.attributes),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// A child process killed and reaped when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `quarry ARGS` exporting traces to `endpoint`, whatever the environment
+/// of the test says about OpenTelemetry.
+fn quarry(endpoint: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(Path::new(env!("CARGO_BIN_EXE_quarry")));
+    command
+        .args(args)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env("QUARRY_LOG", "warn")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+        .env_remove("OTEL_SDK_DISABLED")
+        .env_remove("OTEL_TRACES_EXPORTER")
+        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .stdin(Stdio::null());
+    command
+}
+
+async fn until<T>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hunt_is_one_trace_across_client_coordinator_and_worker() -> anyhow::Result<()> {
+    // The OTLP receiver.
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+
+    // A coordinator and a worker holding the demo shards, as processes.
+    let dir = tempfile::tempdir()?;
+    let port = quarry_cli::process_group::free_ports(1)?[0];
+    let url = format!("http://127.0.0.1:{port}");
+    let _coordinator = Process(
+        quarry(
+            &endpoint,
+            &["coordinator", "--listen", &format!("127.0.0.1:{port}")],
+        )
+        .arg("--data-dir")
+        .arg(dir.path().join("coordinator"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?,
+    );
+    let mut client = until("the coordinator", Duration::from_secs(30), async || {
+        let mut client = Client::connect(&url).await.ok()?;
+        client.status().await.ok()?;
+        Some(client)
+    })
+    .await?;
+    let module = quarry_hunt_modules::BRUTEFORCE;
+    until("the module upload", Duration::from_secs(30), async || {
+        client
+            .upload_module(module.name, module.version, "", module.wasm)
+            .await
+            .ok()
+    })
+    .await?;
+    let worker_dir = dir.path().join("worker");
+    let store = ShardStore::open(&worker_dir.join("shards"))?;
+    quarry_worker::demo::generate_demo_shards(&store, 0)?;
+    drop(store);
+    let _worker = Process(
+        quarry(
+            &endpoint,
+            &["worker", "--id", "worker-0", "--coordinator", &url],
+        )
+        .arg("--data-dir")
+        .arg(&worker_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?,
+    );
+    until("a live worker", Duration::from_secs(30), async || {
+        (client.status().await.ok()?.live_workers == 1).then_some(())
+    })
+    .await?;
+
+    // The client submits and waits, exporting its own spans.
+    let mut submit = quarry(
+        &endpoint,
+        &[
+            "hunt",
+            "submit",
+            "bruteforce",
+            "--selector",
+            "env=demo",
+            "--wait",
+            "--coordinator",
+            &url,
+            "--output",
+            "json",
+        ],
+    );
+    submit.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::task::spawn_blocking(move || submit.output()),
+    )
+    .await???;
+    assert!(output.status.success(), "hunt submit failed: {output:?}");
+
+    // The client flushed at exit; the servers export within their batch
+    // delay. Every span of the hunt lands in the client's trace.
+    let expected = [
+        ("hunt submit", "quarry"),
+        ("submit_hunt", "quarry-coordinator"),
+        ("schedule", "quarry-coordinator"),
+        ("task", "quarry-worker"),
+        ("module.run", "quarry-worker"),
+        ("report", "quarry-worker"),
+        ("report_task", "quarry-coordinator"),
+        ("triage", "quarry-coordinator"),
+    ];
+    let spans = until("the hunt's spans", Duration::from_secs(30), async || {
+        let spans = receiver.spans.lock().expect("lock").clone();
+        let root = spans
+            .iter()
+            .find(|s| s.name == "hunt submit" && s.service == "quarry")?
+            .trace_id
+            .clone();
+        let trace: Vec<Exported> = spans
+            .iter()
+            .filter(|s| s.trace_id == root)
+            .cloned()
+            .collect();
+        expected
+            .iter()
+            .all(|(name, service)| {
+                trace
+                    .iter()
+                    .any(|s| s.name == *name && s.service == *service)
+            })
+            .then_some((spans, root))
+    })
+    .await;
+    let (spans, trace_id) = match spans {
+        Ok(found) => found,
+        Err(e) => {
+            let seen: BTreeSet<(String, String)> = receiver
+                .spans
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|s| (s.service.clone(), s.name.clone()))
+                .collect();
+            panic!("{e}; spans seen (service, name): {seen:?}");
+        }
+    };
+    let _ = stop.send(());
+    let _ = server.await;
+
+    // One trace for the whole hunt: every task of it, and everything done
+    // for those tasks, is in the client's trace, and only one hunt ran.
+    let tasks: Vec<&Exported> = spans.iter().filter(|s| s.name == "task").collect();
+    assert!(!tasks.is_empty());
+    let hunts: BTreeSet<&str> = tasks
+        .iter()
+        .filter_map(|s| s.attributes.get("hunt").map(String::as_str))
+        .collect();
+    assert_eq!(hunts.len(), 1, "{tasks:#?}");
+    for name in ["task", "module.run", "report", "report_task", "triage"] {
+        for span in spans.iter().filter(|s| s.name == name) {
+            assert_eq!(
+                span.trace_id, trace_id,
+                "{span:#?} is not in the hunt's trace"
+            );
+        }
+    }
+    let in_trace: Vec<&Exported> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+    let services: BTreeSet<&str> = in_trace.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(
+        services,
+        BTreeSet::from(["quarry", "quarry-coordinator", "quarry-worker"]),
+        "the trace spans the client, the coordinator and the worker"
+    );
+    let task = tasks[0];
+    for field in ["hunt", "task", "shard", "module"] {
+        assert!(task.attributes.contains_key(field), "{task:#?}");
+    }
+    Ok(())
+}
