@@ -62,12 +62,7 @@ fn run_module(wasm: &[u8], params: &[(&str, &str)]) -> Result<TaskOutput, TaskFa
         .collect();
     let task = TaskInput {
         params: &params,
-        limits: TaskLimits {
-            cpu: Duration::from_secs(10),
-            memory_bytes: 64 * 1024 * 1024,
-            max_findings: 100,
-            max_output_bytes: 1024 * 1024,
-        },
+        limits: limits(),
         shard: SHARD,
         time_range: None,
         hunt: None,
@@ -203,12 +198,7 @@ fn a_module_built_for_contract_0_2_0_still_runs() {
     assert!(!module.uses_history());
     let task = TaskInput {
         params: &[],
-        limits: TaskLimits {
-            cpu: Duration::from_secs(10),
-            memory_bytes: 64 * 1024 * 1024,
-            max_findings: 100,
-            max_output_bytes: 1024 * 1024,
-        },
+        limits: limits(),
         shard: "old",
         time_range: None,
         hunt: None,
@@ -404,9 +394,7 @@ fn a_waiting_task_takes_the_place_of_an_instance_kept_warm() {
                 params: &[],
                 limits: TaskLimits {
                     cpu: Duration::from_secs(120),
-                    memory_bytes: 64 * 1024 * 1024,
-                    max_findings: 100,
-                    max_output_bytes: 1024 * 1024,
+                    ..limits()
                 },
                 shard: SHARD,
                 time_range: None,
@@ -491,12 +479,7 @@ impl OneSlot {
     ) -> Result<TaskOutput, TaskFailure> {
         let task = TaskInput {
             params,
-            limits: TaskLimits {
-                cpu: Duration::from_secs(10),
-                memory_bytes: 64 * 1024 * 1024,
-                max_findings: 100,
-                max_output_bytes: 1024 * 1024,
-            },
+            limits: limits(),
             shard,
             time_range: None,
             hunt,
@@ -523,4 +506,14 @@ fn on_instance(output: &TaskOutput) -> (u64, u64) {
     };
     let get = |key: &str| counts.get(key).copied().unwrap_or(0);
     (get("tasks"), get("plans"))
+}
+
+/// What the tests' tasks may use.
+fn limits() -> TaskLimits {
+    TaskLimits {
+        cpu: Duration::from_secs(10),
+        memory_bytes: 64 * 1024 * 1024,
+        max_findings: 100,
+        max_output_bytes: 1024 * 1024,
+    }
 }

@@ -489,6 +489,18 @@ detection:
         Event::new(1_000 + offset as i64, offset, values)
     }
 
+    /// [`event`] projected onto a planned descriptor's fields, as the host
+    /// does for a planned task.
+    fn planned_event(descriptor: &Descriptor, offset: u64, image: &str) -> Event {
+        let catalogue = event(offset, image);
+        let values = descriptor
+            .fields
+            .iter()
+            .map(|name| fields::index(name).and_then(|i| catalogue.values[i].clone()))
+            .collect();
+        Event::new(catalogue.timestamp_ms, offset, values)
+    }
+
     fn params(extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut list = vec![("rule.whoami.yml".to_owned(), RULE.to_owned())];
         list.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -558,15 +570,7 @@ detection:
         }
         assert_eq!(descriptor.any_of.len(), 1, "{:?}", descriptor.any_of);
         task.init(params(&[])).unwrap();
-        let project = |offset: u64, image: &str| {
-            let catalogue = event(offset, image);
-            let values = descriptor
-                .fields
-                .iter()
-                .map(|name| fields::index(name).and_then(|i| catalogue.values[i].clone()))
-                .collect();
-            Event::new(catalogue.timestamp_ms, offset, values)
-        };
+        let project = |offset: u64, image: &str| planned_event(&descriptor, offset, image);
         let found = task
             .scan(vec![
                 project(0, r"C:\Windows\System32\whoami.exe"),
@@ -591,15 +595,7 @@ detection:
     fn a_reused_instance_keeps_its_rules_and_starts_counting_afresh() {
         let mut task = Task::<SigmaHunt>::new();
         let descriptor = task.plan(params(&[])).unwrap().expect("planned");
-        let project = |offset: u64, image: &str| {
-            let catalogue = event(offset, image);
-            let values = descriptor
-                .fields
-                .iter()
-                .map(|name| fields::index(name).and_then(|i| catalogue.values[i].clone()))
-                .collect();
-            Event::new(catalogue.timestamp_ms, offset, values)
-        };
+        let project = |offset: u64, image: &str| planned_event(&descriptor, offset, image);
         let run = |task: &mut Task<SigmaHunt>| {
             task.init(params(&[])).unwrap();
             let found = task
