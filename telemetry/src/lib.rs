@@ -108,8 +108,9 @@ impl Drop for TelemetryGuard {
 }
 
 fn shutdown_provider(provider: &SdkTracerProvider) {
+    // A failed final export was already warned about (once) by the exporter.
     if let Err(e) = provider.shutdown() {
-        eprintln!("warning: flushing traces at exit failed: {e}");
+        tracing::debug!(error = %e, "flushing traces at exit failed");
     }
 }
 
