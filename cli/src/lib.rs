@@ -10,6 +10,7 @@ pub mod bench_state;
 pub mod certs_cmd;
 pub mod client_args;
 pub mod cluster;
+pub mod config;
 pub mod coverage;
 pub mod demo;
 pub mod hunt_transfer;

@@ -2,7 +2,7 @@
 //! the logic lives in the library crates.
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use quarry_cli::client_args::{ClientArgs, Format, TlsArgs, connect, out};
 use quarry_cli::cluster::{LocalCluster, LocalClusterConfig, upload_shipped_modules};
 use quarry_cli::output::{self, Output};
@@ -37,51 +37,57 @@ enum Command {
     )]
     Coordinator {
         /// This node's raft id (non-zero, unique in the group).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, env = "QUARRY_NODE_ID", default_value_t = 1)]
         node_id: u64,
         /// Another founding coordinator of the group, `ID=URL` (repeatable),
-        /// e.g. `--peer 2=http://10.0.0.6:7700`. Without peers or --join: a
-        /// single-node group.
-        #[arg(long = "peer", value_parser = parse_peer)]
+        /// e.g. `--peer 2=http://10.0.0.6:7700` (comma-separated in
+        /// QUARRY_PEER). Without peers or --join: a single-node group.
+        #[arg(long = "peer", value_name = "ID=URL", env = "QUARRY_PEER", value_delimiter = ',', value_parser = parse_peer)]
         peers: Vec<(u64, String)>,
         /// Join an existing group through the URL of any of its coordinators
         /// (only when the data directory is empty; a restarted member is
         /// already in the group).
-        #[arg(long, conflicts_with = "peers", value_parser = parse_url)]
+        #[arg(long, value_name = "URL", env = "QUARRY_JOIN", conflicts_with = "peers", value_parser = parse_url)]
         join: Option<String>,
         /// The URL other coordinators and clients reach this one at
         /// (default: http://LISTEN; required when listening on 0.0.0.0).
-        #[arg(long, value_parser = parse_url)]
+        #[arg(long, value_name = "URL", env = "QUARRY_ADVERTISE_URL", value_parser = parse_url)]
         advertise_url: Option<String>,
         /// Compact the raft log after this many applied entries (the state
         /// machine in RocksDB is the snapshot; lagging followers get it
         /// streamed).
-        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, env = "QUARRY_LOG_COMPACT_AFTER", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
         log_compact_after: u64,
         /// Finished hunts kept, newest first: older ones are deleted with
         /// their findings (0: no count limit).
-        #[arg(long, default_value_t = quarry_coordinator::server::DEFAULT_RETAIN_HUNTS)]
+        #[arg(long, env = "QUARRY_RETAIN_HUNTS", default_value_t = quarry_coordinator::server::DEFAULT_RETAIN_HUNTS)]
         retain_hunts: usize,
         /// Finished hunts are deleted with their findings this long after
         /// they ended, e.g. 7d (0s: whatever their age).
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        #[arg(long, env = "QUARRY_RETAIN_FOR", default_value = "30d", value_parser = humantime::parse_duration)]
         retain_for: Duration,
         /// Audit records are let go this long after they were made (0s:
         /// whatever their age); the leader's setting applies.
-        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        #[arg(long, env = "QUARRY_AUDIT_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
         audit_retention: Duration,
         /// Audit records kept at most, the oldest going first (0: no limit).
         /// Every replica holds them in memory: about 300 bytes each.
-        #[arg(long, default_value_t = quarry_coordinator::audit::DEFAULT_MAX_RECORDS)]
+        #[arg(long, env = "QUARRY_AUDIT_MAX_RECORDS", default_value_t = quarry_coordinator::audit::DEFAULT_MAX_RECORDS)]
         audit_max_records: u64,
         /// Directory for RocksDB (raft log and state machine).
-        #[arg(long, default_value = "./quarry-data/coordinator")]
+        #[arg(
+            long,
+            env = "QUARRY_DATA_DIR",
+            default_value = "./quarry-data/coordinator"
+        )]
         data_dir: PathBuf,
         /// Address to serve gRPC on (any but a loopback address needs TLS).
-        #[arg(long, default_value = "127.0.0.1:7700")]
+        #[arg(long, env = "QUARRY_LISTEN", default_value = "127.0.0.1:7700")]
         listen: SocketAddr,
         #[command(flatten)]
         tls: TlsArgs,
+        #[command(flatten)]
+        config: quarry_cli::config::ConfigArgs,
     },
     /// Run a worker that holds shards and runs hunt tasks, or ingest logs into its shards.
     #[command(
@@ -203,6 +209,13 @@ enum Command {
         after_help = "Examples:\n  quarry coverage\n  quarry coverage --days 7 --sigma-rules ./sigma/rules\n  quarry coverage --format navigator > coverage-layer.json"
     )]
     Coverage(quarry_cli::coverage::CoverageArgs),
+    /// Configuration files of the servers: `quarry coordinator --config
+    /// FILE` and `quarry worker --config FILE` read one TOML format.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  quarry config example coordinator > coordinator.toml\n  quarry config check coordinator.toml\n  quarry coordinator --config coordinator.toml --print-config"
+    )]
+    Config(quarry_cli::config::ConfigCommand),
     /// Benchmarks: `quarry bench scan` measures ingest and scan rates,
     /// `quarry bench scheduler` raft commits, task placement and failover,
     /// `quarry bench state` findings at scale and coordinator memory,
@@ -265,23 +278,25 @@ struct WorkerArgs {
 #[derive(Args)]
 struct WorkerRun {
     /// Worker id, unique in the cluster.
-    #[arg(long, required = true)]
+    #[arg(long, env = "QUARRY_ID", required = true)]
     id: Option<String>,
     /// Directory holding `shards/` and the compiled-module cache.
-    #[arg(long, default_value = "./quarry-data/worker")]
+    #[arg(long, env = "QUARRY_DATA_DIR", default_value = "./quarry-data/worker")]
     data_dir: PathBuf,
     /// Coordinator URL.
     #[arg(long, env = "QUARRY_COORDINATOR", default_value = quarry_client::DEFAULT_COORDINATOR)]
     coordinator: String,
     /// Address of the worker's own gRPC server (ingest, health,
     /// reflection; any but a loopback address needs TLS).
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, env = "QUARRY_LISTEN", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// Tasks to run at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "QUARRY_SLOTS", default_value_t = 4)]
     slots: u32,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    config: quarry_cli::config::ConfigArgs,
 }
 
 #[derive(Subcommand)]
@@ -902,7 +917,21 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn cli_main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match quarry_cli::config::parse::<Cli>(std::env::args_os().collect()) {
+        Ok(parsed) => match parsed.print_config {
+            Some(settings) => {
+                print!("{settings}");
+                return std::process::ExitCode::SUCCESS;
+            }
+            None => parsed.cli,
+        },
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let telemetry = match quarry_telemetry::init(service_name(&cli.command), &cli.log) {
         Ok(telemetry) => telemetry,
         Err(e) => {
@@ -985,6 +1014,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             data_dir,
             listen,
             tls,
+            config: _,
         } => {
             let tls = tls.files()?;
             let scheme = if tls.is_some() { "https" } else { "http" };
@@ -1142,6 +1172,9 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Module(command) => return module(command).await,
         Command::Shard(command) => shard(command).await?,
         Command::Cluster(command) => cluster(command).await?,
+        Command::Config(command) => {
+            return Ok(quarry_cli::config::run(command, &Cli::command())?);
+        }
         Command::Bench(command) => return quarry_cli::bench::run(command).await,
     }
     Ok(std::process::ExitCode::SUCCESS)
