@@ -1619,8 +1619,26 @@ async fn leader_status(args: &ClientArgs) -> anyhow::Result<quarry_proto::v1::St
         .await?)
 }
 
+/// Ctrl-C (SIGINT) or SIGTERM, which systemd, Kubernetes and `kill` send
+/// to stop a service: either stops the server cleanly.
 async fn shutdown_signal() {
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        eprintln!("cannot listen for Ctrl-C ({e}); stopping");
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(e) => {
+            eprintln!("cannot listen for SIGTERM ({e}); only Ctrl-C stops this server cleanly");
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                eprintln!("cannot listen for Ctrl-C ({e}); stopping");
+            }
+            return;
+        }
+    };
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => {
+            if let Err(e) = interrupted {
+                eprintln!("cannot listen for Ctrl-C ({e}); stopping");
+            }
+        }
+        _ = terminate.recv() => eprintln!("SIGTERM: stopping"),
     }
 }

@@ -1,6 +1,7 @@
 //! The coordinator as a real process: killed with SIGKILL mid-life and
 //! started again on the same data directory, it still has every committed
-//! hunt, task and finding, and keeps scheduling.
+//! hunt, task and finding, and keeps scheduling; stopped with SIGTERM (what
+//! systemd and Kubernetes send), it shuts down cleanly.
 
 use quarry_client::{Client, HuntRequest};
 use quarry_proto::{WorkerId, v1};
@@ -137,6 +138,41 @@ async fn killed_coordinator_process_restarts_with_every_committed_result() -> an
     for worker in workers {
         worker.shutdown().await;
     }
+    process.kill()?;
+    process.wait()?;
+    Ok(())
+}
+
+/// SIGTERM stops the coordinator the way Ctrl-C does: a clean exit (status
+/// 0, not death by the signal), and the same data directory opens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_coordinator_cleanly() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let data = dir.path().join("coordinator");
+    let mut process = spawn_coordinator(&data, port)?;
+    connect_leader(&url).await?;
+    let pid = i32::try_from(process.id())?;
+    // SAFETY: sends a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = process.try_wait()? {
+            break status;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "SIGTERM did not stop the coordinator"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        status.success(),
+        "the coordinator died of SIGTERM: {status}"
+    );
+    let mut process = spawn_coordinator(&data, port)?;
+    connect_leader(&url).await?;
     process.kill()?;
     process.wait()?;
     Ok(())
