@@ -286,19 +286,22 @@ tls_flags() {
 
 # Lowercase letters, digits, `.`, `_`, `-`: a shard name from a path.
 shard_name() {
-  echo "$1" | tr '[:upper:]' '[:lower:]' | sed 's/\.[a-z]*$//; s/[^a-z0-9._-]/-/g; s/--*/-/g; s/^-//'
+  echo "$1" | tr '[:upper:]' '[:lower:]' | sed 's/[^a-z0-9._-]/-/g; s/--*/-/g; s/^[-.]*//'
 }
 
-# Ingests file $2 into worker $1's data directory as shard $3, with labels $4...
+# Ingests file $2 into worker $1's data directory as shard $3, with labels
+# $4...; a file that does not ingest (say, of no format quarry reads) is
+# skipped with a warning.
 ingest() {
   local worker="$1" file="$2" shard="$3"
   shift 3
   local labels=(--label env=local)
   local label
   for label in "$@"; do labels+=(--label "$label"); done
-  "$QUARRY" worker ingest --data-dir "$DIR/worker-$worker" --shard "$shard" "${labels[@]}" "$file" \
-    >>"$LOGDIR/ingest-worker-$worker.log" 2>&1 ||
-    die "ingesting $file failed; see $LOGDIR/ingest-worker-$worker.log"
+  if ! "$QUARRY" worker ingest --data-dir "$DIR/worker-$worker" --shard "$shard" "${labels[@]}" "$file" \
+    >>"$LOGDIR/ingest-worker-$worker.log" 2>&1; then
+    say "warning: $file did not ingest (skipped); see $LOGDIR/ingest-worker-$worker.log"
+  fi
 }
 
 needs_shards=0
@@ -312,10 +315,13 @@ if ((needs_shards)); then
   if ((${#LOGS[@]})); then
     for path in "${LOGS[@]}"; do
       [ -e "$path" ] || die "--logs $path does not exist"
+      path="$(cd "$(dirname "$path")" && pwd)/$(basename "$path")"
       while IFS= read -r file; do
-        plan+=("$((i % NODES + 1))|$file|$(shard_name "$(basename "$file")")|source=file")
+        # The shard is named after the file's path below the directory given.
+        relative="${file#"$(dirname "$path")"/}"
+        plan+=("$((i % NODES + 1))|$file|$(shard_name "$relative")|source=file")
         i=$((i + 1))
-      done < <(find "$path" -type f ! -name '.*' ! -name '*.yaml' ! -name '*.md' ! -name '*.txt' | sort)
+      done < <(find "$path" -type f ! -name '.*' ! -name '*.yaml' ! -name '*.yml' ! -name '*.md' ! -name '*.txt' | sort)
     done
   else
     SCENARIO="$DIR/scenario"
@@ -440,9 +446,23 @@ client() {
   "$QUARRY" "$@" --coordinator "$(coord_url 1)" "${TLS[@]}"
 }
 
-say "waiting for a leader and $NODES live workers (up to ${TIMEOUT} s)"
+# The shards on the workers' disks, which the cluster must know before a
+# hunt covers them all.
+SHARDS=0
+for ((n = 1; n <= NODES; n++)); do
+  for shard in "$DIR/worker-$n"/shards/*/; do
+    if [ -d "$shard" ]; then SHARDS=$((SHARDS + 1)); fi
+  done
+done
+
+say "waiting for a leader, $NODES live workers and $SHARDS shards (up to ${TIMEOUT} s)"
 deadline=$((SECONDS + TIMEOUT))
-until client cluster status --wait 2s --live-workers "$NODES" >"$RUN/status.txt" 2>"$RUN/status.err"; do
+while true; do
+  if client cluster status --wait 2s --live-workers "$NODES" --output json >"$RUN/status.json" 2>"$RUN/status.err"; then
+    known="$(sed -n 's/.*"shards":\([0-9]*\).*/\1/p' "$RUN/status.json")"
+    if ((${known:-0} >= SHARDS)); then break; fi
+    echo "${known:-0} of $SHARDS shards registered" >"$RUN/status.err"
+  fi
   if dead="$(dead_process)"; then
     report_dead "$dead"
     die "the cluster did not start"
