@@ -85,6 +85,8 @@ enum Command {
         #[arg(long, env = "QUARRY_LISTEN", default_value = "127.0.0.1:7700")]
         listen: SocketAddr,
         #[command(flatten)]
+        metrics: MetricsArgs,
+        #[command(flatten)]
         tls: TlsArgs,
         #[command(flatten)]
         config: quarry_cli::config::ConfigArgs,
@@ -266,6 +268,32 @@ enum DevAction {
     },
 }
 
+/// Metrics of the server commands.
+#[derive(Args)]
+struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g.
+    /// `127.0.0.1:9700` (plain HTTP, no credentials: bind it where only
+    /// your Prometheus reaches). Off when unset. OTLP export is separate:
+    /// it follows OTEL_EXPORTER_OTLP_ENDPOINT (docs/observability.md).
+    #[arg(long, value_name = "ADDR", env = "QUARRY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Installs the process's meter provider, telling the operator where
+    /// the endpoint is.
+    async fn start(
+        &self,
+        service: &str,
+    ) -> anyhow::Result<quarry_telemetry::metrics::MetricsGuard> {
+        let metrics = quarry_telemetry::metrics::init_metrics(service, self.metrics_listen).await?;
+        if let Some(addr) = metrics.endpoint() {
+            println!("metrics at http://{addr}/metrics");
+        }
+        Ok(metrics)
+    }
+}
+
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct WorkerArgs {
@@ -293,6 +321,8 @@ struct WorkerRun {
     /// Tasks to run at once.
     #[arg(long, env = "QUARRY_SLOTS", default_value_t = 4)]
     slots: u32,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -1013,9 +1043,13 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             audit_max_records,
             data_dir,
             listen,
+            metrics,
             tls,
             config: _,
         } => {
+            // Before the coordinator starts: its instruments bind to the
+            // provider installed here.
+            let metrics = metrics.start(quarry_telemetry::COORDINATOR_SERVICE).await?;
             let tls = tls.files()?;
             let scheme = if tls.is_some() { "https" } else { "http" };
             let mut config = quarry_coordinator::CoordinatorConfig::single_node(data_dir, listen)
@@ -1037,6 +1071,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             }
             shutdown_signal().await;
             coordinator.shutdown().await;
+            metrics.shutdown().await;
         }
         Command::Worker(WorkerArgs {
             action:
@@ -1073,6 +1108,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Worker(WorkerArgs { action: None, run }) => {
             let id = run.id.context("--id is required to run a worker")?;
+            let metrics = run.metrics.start(quarry_telemetry::WORKER_SERVICE).await?;
             let config = quarry_worker::WorkerConfig {
                 id: quarry_proto::WorkerId::new(id),
                 coordinator: run.coordinator,
@@ -1089,6 +1125,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             );
             shutdown_signal().await;
             worker.shutdown().await;
+            metrics.shutdown().await;
         }
         Command::Dev(DevArgs {
             action:

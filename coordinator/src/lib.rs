@@ -18,6 +18,7 @@ pub mod lease;
 #[cfg(test)]
 mod local_net;
 pub mod membership;
+mod metrics;
 pub mod module_check;
 pub mod module_trust;
 pub mod node;

@@ -338,7 +338,17 @@ impl NodeHandle {
                 reply,
             })
             .map_err(|_| CoordinatorError::NodeStopped)?;
-        wait(rx, PROPOSAL_TIMEOUT).await?
+        let started = std::time::Instant::now();
+        let result = wait(rx, PROPOSAL_TIMEOUT).await.and_then(|r| r);
+        let applied = matches!(result, Ok(Ok(_)));
+        crate::metrics::instruments().proposal_done(started.elapsed(), applied);
+        result
+    }
+
+    /// The replicated state, weakly: for observers that must not keep a
+    /// stopped node's state alive.
+    pub(crate) fn weak_replica(&self) -> std::sync::Weak<RwLock<Replica>> {
+        Arc::downgrade(&self.replica)
     }
 
     /// Proposes a membership change (a raft conf change) and waits until it
@@ -981,6 +991,8 @@ impl Driver {
         let mut triage = Vec::new();
         let mut replies = Vec::new();
         let mut peers_changed = false;
+        // The cluster's counters are the leader's (see crate::metrics).
+        let leading = self.raw.raft.state == StateRole::Leader;
         let applied = self
             .replica
             .read()
@@ -1003,9 +1015,15 @@ impl Driver {
                 EntryType::EntryNormal => {
                     match crate::storage::decode::<Command>(b"log entry", &entry.data) {
                         Ok(command) => {
+                            let kind = leading.then(|| crate::metrics::CommandKind::of(&command));
                             let mut replica = self.replica_mut()?;
                             let applied = replica.state.apply(entry.index, command);
                             replica.advance_applied(&entry);
+                            if let (Some(kind), Ok(response)) = (&kind, &applied.outcome) {
+                                let metrics = crate::metrics::instruments();
+                                metrics.applied(kind, response);
+                                metrics.triage(&applied.triage);
+                            }
                             touched.extend(applied.touched);
                             findings.extend(applied.findings);
                             triage.extend(applied.triage);
@@ -1134,6 +1152,7 @@ impl Driver {
         }
         self.status.send_if_modified(|old| {
             if *old != status {
+                crate::metrics::instruments().leader_changed(old, &status);
                 *old = status;
                 true
             } else {

@@ -128,6 +128,8 @@ pub struct Coordinator {
     handle: NodeHandle,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The node's observable gauges (see crate::metrics).
+    _gauges: Vec<quarry_telemetry::metrics::ObservableGauge<u64>>,
 }
 
 impl Coordinator {
@@ -266,6 +268,7 @@ impl Coordinator {
             addr,
             shared,
             node: Some(node),
+            _gauges: crate::metrics::observe(&handle),
             handle,
             shutdown,
             tasks,

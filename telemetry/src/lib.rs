@@ -13,6 +13,8 @@
 //! or as a plain string inside a protobuf message ([`traceparent`],
 //! [`set_parent_from_traceparent`]). Without an exporter they do nothing.
 
+pub mod metrics;
+
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -56,6 +58,16 @@ pub enum TelemetryError {
     /// endpoint); [`init`] warns and goes on without it.
     #[error("cannot set up the OpenTelemetry trace exporter: {0}")]
     Exporter(String),
+    /// The metrics endpoint's address cannot be bound.
+    #[error(
+        "cannot serve metrics on {addr}: {reason}; pick a free address with --metrics-listen (or QUARRY_METRICS_LISTEN)"
+    )]
+    MetricsListen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why it cannot be bound.
+        reason: String,
+    },
 }
 
 /// Keeps the trace pipeline alive; [`TelemetryGuard::shutdown`] (or drop)
@@ -119,16 +131,23 @@ fn shutdown_provider(provider: &SdkTracerProvider) {
 /// disabled (`OTEL_SDK_DISABLED=true`) and `OTEL_TRACES_EXPORTER` is not
 /// `none`.
 pub fn exporter_requested(var: impl Fn(&str) -> Option<String>) -> bool {
+    signal_requested(&var, "TRACES")
+}
+
+/// Whether OTLP export of `signal` (`TRACES`, `METRICS`) is asked for: an
+/// endpoint (general or the signal's own) is set, the SDK is not disabled
+/// and `OTEL_<signal>_EXPORTER` is not `none`.
+fn signal_requested(var: &impl Fn(&str) -> Option<String>, signal: &str) -> bool {
     let set = |name: &str| var(name).is_some_and(|v| !v.trim().is_empty());
     if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
         return false;
     }
-    if var("OTEL_TRACES_EXPORTER")
+    if var(&format!("OTEL_{signal}_EXPORTER"))
         .is_some_and(|v| v.split(',').all(|e| e.trim().eq_ignore_ascii_case("none")))
     {
         return false;
     }
-    set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    set("OTEL_EXPORTER_OTLP_ENDPOINT") || set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
 }
 
 /// Installs the global `tracing` subscriber: logs to stderr filtered by

@@ -49,6 +49,8 @@ pub struct Worker {
     tasks: Vec<JoinHandle<()>>,
     store: Arc<ShardStore>,
     inner: Arc<Inner>,
+    /// The worker's observable gauges (see crate::metrics).
+    _gauges: Vec<quarry_telemetry::metrics::ObservableGauge<u64>>,
 }
 
 pub(crate) struct Inner {
@@ -82,6 +84,16 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Tasks this worker runs at once.
+    pub(crate) fn slots_configured(&self) -> u32 {
+        self.config.slots
+    }
+
+    /// Tasks running now.
+    pub(crate) fn tasks_running(&self) -> u32 {
+        self.running.load(Ordering::Relaxed)
+    }
+
     /// Coordinator URLs (`WorkerConfig::coordinator` is comma-separated).
     fn urls(&self) -> Vec<&str> {
         self.config
@@ -283,6 +295,7 @@ impl Worker {
             shutdown,
             tasks,
             store,
+            _gauges: crate::metrics::observe(&inner),
             inner,
         })
     }

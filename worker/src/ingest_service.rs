@@ -187,6 +187,7 @@ impl IngestService for IngestApi {
                 let report = store
                     .append_from(&shard, labels, &source, records, &mut |_| {})
                     .map_err(shard_status)?;
+                crate::metrics::instruments().ingested(report.events_stored, report.malformed);
                 Ok(v1::IngestResponse {
                     shard: shard.clone(),
                     format: format.name().to_owned(),

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod ingest_service;
 pub mod intel_fetch;
 pub mod memory;
+mod metrics;
 pub mod module_cache;
 pub mod prefilter;
 mod rng;

@@ -475,6 +475,8 @@ pub struct TaskOutput {
     pub blocks_read: u64,
     /// Shard blocks skipped undecoded (time range or prefilter ruled them out).
     pub blocks_skipped: u64,
+    /// Compressed bytes of the blocks read from disk.
+    pub bytes_read: u64,
     /// Events that passed the prefilter.
     pub events_matched: u64,
     /// Fields projected for each of them: the module's declared fields, or
@@ -1258,8 +1260,14 @@ impl Runtime {
         shards: &ShardStore,
         cancel: &Arc<AtomicBool>,
     ) -> Result<TaskOutput, WorkerError> {
-        self.run_incremental(module, task, incremental, shards, cancel)
-            .map_err(Into::into)
+        let started = std::time::Instant::now();
+        let result = self.run_incremental(module, task, incremental, shards, cancel);
+        crate::metrics::instruments().task_ran(
+            &module.description.name,
+            started.elapsed(),
+            &result,
+        );
+        result.map_err(Into::into)
     }
 
     /// Runs `module` over one shard: a fresh instance, `init(params)`, the
@@ -1419,6 +1427,7 @@ impl Runtime {
         )?;
         output.blocks_read = stats.blocks_read;
         output.blocks_skipped = stats.blocks_skipped;
+        output.bytes_read = stats.bytes_read;
         output.end_offset = stats.end_offset;
         if !batch.is_empty() {
             output.events_matched += batch.len() as u64;

@@ -500,6 +500,8 @@ pub struct ScanStats {
     pub blocks_read: u64,
     /// Blocks skipped from their headers alone (time range or block filter).
     pub blocks_skipped: u64,
+    /// Compressed bytes of the blocks read, as stored on disk.
+    pub bytes_read: u64,
 }
 
 /// What a scan reads: a time range and a block filter over block statistics.
@@ -1188,6 +1190,7 @@ impl ShardStore {
                     .into());
                 }
                 stats.blocks_read += 1;
+                stats.bytes_read += u64::from(entry.header.payload_len);
                 for (i, (timestamp_ms, doc)) in events.into_iter().enumerate() {
                     stats.events_read += 1;
                     let offset = block.first_offset + i as u64;
