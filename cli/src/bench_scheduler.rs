@@ -419,6 +419,7 @@ async fn heartbeats(channels: Vec<Channel>, workers: usize) {
                         .heartbeat(v1::HeartbeatRequest {
                             worker_id: worker_name(i),
                             running_tasks: 0,
+                            draining: false,
                         })
                         .await;
                 }

@@ -292,6 +292,7 @@ async fn heartbeats(channels: Vec<Channel>, names: Vec<String>) {
                 .heartbeat(v1::HeartbeatRequest {
                     worker_id: name.clone(),
                     running_tasks: 0,
+                    draining: false,
                 })
                 .await;
         }

@@ -6,7 +6,7 @@
 
 use crate::clock::SharedClock;
 use quarry_proto::WorkerId;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -22,6 +22,9 @@ pub struct Leases {
     clock: SharedClock,
     timeout_ms: i64,
     beats: Mutex<HashMap<WorkerId, Beat>>,
+    /// Workers shutting down gracefully, as their heartbeats say: they keep
+    /// their lease (their running tasks may finish) but get no new tasks.
+    draining: Mutex<BTreeSet<WorkerId>>,
 }
 
 impl Leases {
@@ -31,7 +34,27 @@ impl Leases {
             clock,
             timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
             beats: Mutex::default(),
+            draining: Mutex::default(),
         }
+    }
+
+    /// Records whether `worker` is draining, as its heartbeat says.
+    pub fn set_draining(&self, worker: &WorkerId, draining: bool) {
+        if let Ok(mut set) = self.draining.lock() {
+            let changed = if draining {
+                set.insert(worker.clone())
+            } else {
+                set.remove(worker)
+            };
+            if changed && draining {
+                tracing::info!(%worker, "worker is draining: no new tasks for it");
+            }
+        }
+    }
+
+    /// Whether `worker` said it is draining (and has not registered since).
+    pub fn is_draining(&self, worker: &WorkerId) -> bool {
+        self.draining.lock().is_ok_and(|set| set.contains(worker))
     }
 
     /// Records a heartbeat of `worker` now.

@@ -4,7 +4,7 @@
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{CoordinatorError, Result};
-use crate::node::{LogCompaction, NodeHandle, NodeOptions, NodeThread};
+use crate::node::{HandOff, LogCompaction, NodeHandle, NodeOptions, NodeThread};
 use crate::scheduler;
 use crate::service::{self, Dispatcher, Shared};
 use crate::state::{Assignment, Command, Response};
@@ -308,8 +308,12 @@ impl Coordinator {
         }
     }
 
-    /// Stops serving, stops raft and releases the data directory.
+    /// Stops serving, stops raft and releases the data directory. A leader
+    /// of a group with other voters first hands leadership to the most
+    /// caught-up one (see [`NodeHandle::hand_off_leadership`]), so the
+    /// group does not sit an election timeout without a leader.
     pub async fn shutdown(mut self) {
+        self.hand_off_leadership().await;
         let _ = self.shutdown.send(true);
         // Task streams to workers never end by themselves; close them so the
         // graceful shutdown can finish, and bound it for other open streams.
@@ -329,6 +333,52 @@ impl Coordinator {
         tracing::info!(addr = %self.addr, "coordinator stopped");
     }
 }
+
+impl Coordinator {
+    /// Moves leadership away before stopping, while this node still serves
+    /// raft (the transfer needs its messages), bounded by
+    /// [`LEADER_HAND_OFF_WAIT`].
+    async fn hand_off_leadership(&self) {
+        let span = tracing::info_span!("leader hand-off", node = self.handle.status().id);
+        let outcome = self
+            .handle
+            .hand_off_leadership(LEADER_HAND_OFF_WAIT)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        match outcome {
+            HandOff::NotLeader | HandOff::Alone => {}
+            HandOff::Moved { leader, term } => {
+                // Workers streaming from this node follow the new leader now
+                // rather than when the connection drops.
+                let closed = self
+                    .shared
+                    .dispatcher
+                    .close_all_with(&self.shared.not_leader_status());
+                tracing::info!(
+                    leader,
+                    term,
+                    streams = closed,
+                    "leadership handed off before stopping"
+                );
+            }
+            HandOff::TimedOut { target } => tracing::warn!(
+                target,
+                wait = ?LEADER_HAND_OFF_WAIT,
+                "no other coordinator took over the leadership in time; the group elects a leader after this one stops"
+            ),
+            HandOff::Failed(error) => tracing::warn!(
+                %error,
+                "cannot hand off the leadership; the group elects a leader after this one stops"
+            ),
+        }
+    }
+}
+
+/// How long a stopping leader waits for another node to take over: about
+/// two election timeouts, after which raft-rs gives up the transfer anyway.
+pub const LEADER_HAND_OFF_WAIT: Duration =
+    Duration::from_millis(2 * crate::node::ELECTION_TIMEOUT.as_millis() as u64);
 
 /// Loads a coordinator's TLS files, checking that its certificate names
 /// this coordinator, so a misplaced file fails at start, not at the first
@@ -690,7 +740,8 @@ async fn leader_duties(shared: Arc<Shared>, duties: Duties, mut shutdown: watch:
             retention_due = tokio::time::Instant::now() + RETENTION_EVERY;
             apply_retention(&shared, &duties, hunt_now).await;
         }
-        let live = shared.live_workers();
+        // Draining workers finish what they run but get nothing new.
+        let live = shared.schedulable_workers();
         let plan = match shared
             .node
             .read(|r| scheduler::plan(&r.state, &live, now_ms))

@@ -204,6 +204,14 @@ impl Shared {
             .unwrap_or_default()
     }
 
+    /// Live workers that take new tasks: not the ones draining (shutting
+    /// down gracefully), which still finish what they run.
+    pub fn schedulable_workers(&self) -> BTreeSet<WorkerId> {
+        let mut live = self.live_workers();
+        live.retain(|w| !self.leases.is_draining(w));
+        live
+    }
+
     async fn propose(&self, command: Command) -> Result<Response, Status> {
         match self.node.propose(command).await {
             Ok(Ok(response)) => Ok(response),
@@ -1369,6 +1377,9 @@ impl WorkerService for Api {
             })
             .await?;
         self.shared.heartbeat(&id);
+        // A (re)started worker takes tasks; one still draining says so
+        // again in its next heartbeat, and hands back what it gets meanwhile.
+        self.shared.leases.set_draining(&id, false);
         tracing::info!(shards = count, "worker registered");
         Ok(tonic::Response::new(v1::RegisterWorkerResponse {
             heartbeat_interval_ms: self.shared.heartbeat_interval.as_millis() as u64,
@@ -1389,6 +1400,12 @@ impl WorkerService for Api {
             )));
         }
         self.shared.heartbeat(&id);
+        // Sticky until the worker registers again: a heartbeat sent just
+        // before the worker began draining may arrive after the one that
+        // says so.
+        if request.get_ref().draining {
+            self.shared.leases.set_draining(&id, true);
+        }
         Ok(tonic::Response::new(v1::HeartbeatResponse {}))
     }
 
@@ -1470,9 +1487,29 @@ impl WorkerService for Api {
                 })?)
             }
             Ok(v1::TaskOutcome::Failed) => Err(convert::task_error(&request)),
+            Ok(v1::TaskOutcome::HandedBack) => {
+                let command = Command::HandBackTask {
+                    task: TaskId::new(request.task_id),
+                    attempt: request.attempt,
+                    reason: format!(
+                        "worker {worker} shut down and handed the attempt back; placed again on another holder of the shard"
+                    ),
+                    worker,
+                };
+                return match self.shared.propose(command).await? {
+                    Response::StaleReport => {
+                        tracing::info!("hand-back of an attempt no longer running ignored");
+                        Ok(tonic::Response::new(v1::ReportTaskResponse {}))
+                    }
+                    _ => {
+                        tracing::info!("task handed back by a draining worker; placing it again");
+                        Ok(tonic::Response::new(v1::ReportTaskResponse {}))
+                    }
+                };
+            }
             _ => {
                 return Err(Status::invalid_argument(
-                    "task outcome must be SUCCEEDED or FAILED",
+                    "task outcome must be SUCCEEDED, FAILED or HANDED_BACK",
                 ));
             }
         };

@@ -902,6 +902,21 @@ pub enum Command {
         /// The submit request's W3C `traceparent`.
         traceparent: String,
     },
+    /// A worker shutting down gracefully gave back an attempt it had not
+    /// finished: the task is placed again at once on another holder of its
+    /// shard. Not a failure (no retry backoff, no failed attempt): nothing
+    /// went wrong with the task. A hand-back of an attempt the worker no
+    /// longer runs (finished, replaced, cancelled) changes nothing.
+    HandBackTask {
+        /// The task.
+        task: TaskId,
+        /// The attempt given back.
+        attempt: u32,
+        /// The worker that ran it.
+        worker: WorkerId,
+        /// Why, shown with the task while it waits.
+        reason: String,
+    },
 }
 
 /// Most bearer tokens kept, revoked ones included.
@@ -1285,6 +1300,12 @@ impl State {
                 now_ms,
             } => self.cancel_hunt(&hunt, reason, now_ms),
             Command::ReleaseWorker { worker, reason } => self.release_worker(&worker, reason),
+            Command::HandBackTask {
+                task,
+                attempt,
+                worker,
+                reason,
+            } => self.hand_back_task(&task, attempt, &worker, reason),
             Command::Once {
                 request,
                 command,
@@ -2425,6 +2446,51 @@ impl State {
         }
     }
 
+    fn hand_back_task(
+        &mut self,
+        id: &TaskId,
+        attempt: u32,
+        worker: &WorkerId,
+        reason: String,
+    ) -> Applied {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return Applied::rejected(Rejection::NotFound(format!("task {id} does not exist")));
+        };
+        let stale = Applied {
+            outcome: Ok(Response::StaleReport),
+            touched: Vec::new(),
+            findings: Vec::new(),
+            triage: Vec::new(),
+        };
+        if task
+            .backup
+            .as_ref()
+            .is_some_and(|b| b.worker == *worker && b.attempt == attempt)
+        {
+            // The primary run goes on.
+            task.backup = None;
+        } else if matches!(&task.state, TaskState::Assigned { worker: w } if w == worker)
+            && task.attempt == attempt
+        {
+            if !task.promote_backup() {
+                // As for a lost worker: the attempt number stays and the
+                // next placement issues a new one, so a late report of the
+                // given-back attempt is stale. `not_before_ms` is left as
+                // it was (in the past): it is placed at the next turn.
+                task.state = TaskState::Pending;
+                task.waiting = Some(reason);
+            }
+        } else {
+            return stale;
+        }
+        Applied {
+            outcome: Ok(Response::Done),
+            touched: vec![Touched::Task(id.clone())],
+            findings: Vec::new(),
+            triage: Vec::new(),
+        }
+    }
+
     fn cancel_hunt(&mut self, id: &HuntId, reason: String, now_ms: i64) -> Applied {
         let Some(hunt) = self.hunts.get_mut(id) else {
             return Applied::rejected(Rejection::NotFound(format!("hunt {id} does not exist")));
@@ -3505,6 +3571,62 @@ pub(crate) mod tests {
         assert_ne!(now_on, lost);
         assert_eq!(attempt, 2);
         assert!(s.shards[&s.tasks[&task].shard].holders.contains(&now_on));
+    }
+
+    #[test]
+    fn a_handed_back_task_is_placed_again_at_once_and_not_counted_as_failed() {
+        let mut s = replicated(3, false);
+        let hunt = submit_spec(&mut s, 10, spec(&[("env", "demo")]), 0);
+        schedule(&mut s, 11, &live(&["w0", "w1", "w2"]), 0);
+        let task = s.hunts[&hunt].tasks[0].clone();
+        let (draining, attempt) = at(&s, &task);
+        let hand_back = |attempt| Command::HandBackTask {
+            task: task.clone(),
+            attempt,
+            worker: draining.clone(),
+            reason: format!("worker {draining} shut down"),
+        };
+        // An attempt the worker does not run is not given back.
+        assert_eq!(
+            s.apply(12, hand_back(attempt + 7)).outcome,
+            Ok(Response::StaleReport)
+        );
+        assert_eq!(at(&s, &task), (draining.clone(), attempt));
+
+        assert_eq!(s.apply(13, hand_back(attempt)).outcome, Ok(Response::Done));
+        let record = &s.tasks[&task];
+        assert_eq!(record.state, TaskState::Pending);
+        assert_eq!(record.failed_attempts, 0, "a hand-back is no failure");
+        assert!(record.not_before_ms <= 100, "no retry backoff");
+        assert!(
+            record
+                .waiting
+                .as_deref()
+                .unwrap_or_default()
+                .contains("shut down")
+        );
+        let others: BTreeSet<WorkerId> = live(&["w0", "w1", "w2"])
+            .into_iter()
+            .filter(|w| *w != draining)
+            .collect();
+        schedule(&mut s, 14, &others, 100);
+        let (now_on, next) = at(&s, &task);
+        assert_ne!(now_on, draining);
+        assert!(next > attempt);
+        // The given-back attempt reporting late is stale; the new one counts.
+        assert_eq!(
+            s.apply(15, report(&task, draining.as_str(), attempt, 1))
+                .outcome,
+            Ok(Response::StaleReport)
+        );
+        assert_eq!(
+            s.apply(16, hand_back(attempt)).outcome,
+            Ok(Response::StaleReport),
+            "a repeated hand-back changes nothing"
+        );
+        s.apply(17, report(&task, now_on.as_str(), next, 1));
+        assert_eq!(s.tasks[&task].state, TaskState::Succeeded);
+        assert_eq!(s.tasks[&task].failed_attempts, 0);
     }
 
     #[test]

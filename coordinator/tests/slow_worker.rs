@@ -118,6 +118,7 @@ async fn a_worker_that_stops_reading_does_not_stall_the_leader() {
                 let beat = v1::HeartbeatRequest {
                     worker_id: "good".to_owned(),
                     running_tasks: 0,
+                    draining: false,
                 };
                 let _ = good.heartbeat(beat).await;
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -184,6 +185,7 @@ async fn a_worker_reconnecting_with_more_assignments_than_the_queue_gets_them_al
         .heartbeat(v1::HeartbeatRequest {
             worker_id: "big".to_owned(),
             running_tasks: 0,
+            draining: false,
         })
         .await;
     assert!(beat.is_ok(), "{beat:?}");

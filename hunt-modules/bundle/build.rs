@@ -127,6 +127,10 @@ const TEST_MODULES: &[Module] = &[
         package: "test-planner",
         dir: "hunt-modules/test-modules/planner",
     },
+    Module {
+        package: "test-spinner",
+        dir: "hunt-modules/test-modules/spinner",
+    },
 ];
 
 /// Inputs of the modules besides their own crates. Directories are scanned

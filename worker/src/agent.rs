@@ -77,13 +77,89 @@ pub(crate) struct Inner {
     pub(crate) baselines: crate::baseline_fetch::BaselineCache,
     /// Sigma rule packs fetched by digest (see [`crate::rule_pack_fetch`]).
     pub(crate) rule_packs: crate::rule_pack_fetch::RulePackCache,
+    /// Graceful shutdown (see [`Worker::shutdown_gracefully`]).
+    drain: Drain,
     /// The group's coordinators as a coordinator this worker trusts listed
     /// them (its replicated address book): a hint naming one of them is
     /// followed even if it joined after the worker was configured.
     members: Mutex<Vec<String>>,
 }
 
+/// A graceful shutdown's progress, shared with the session and the tasks.
+#[derive(Default)]
+struct Drain {
+    /// Heartbeats say "draining" (the leader places nothing new here).
+    announced: AtomicBool,
+    /// Tasks not started yet go back instead of starting.
+    started: watch::Sender<bool>,
+    /// The grace period ended: a task stopped by its cancel flag goes back
+    /// rather than ending silently.
+    handing_back: AtomicBool,
+    /// Attempts the coordinator took back.
+    handed_back: AtomicU32,
+    /// A task ended (reported, handed back or dropped).
+    task_ended: Notify,
+}
+
+/// How long a worker whose grace period ended waits for its hand-backs (and
+/// reports in flight) to reach the coordinator before it stops anyway.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long announcing "draining" to the coordinator may take before the
+/// worker goes on without (a lost heartbeat: the next one says it again).
+const ANNOUNCE_WAIT: Duration = Duration::from_secs(3);
+
 impl Inner {
+    /// Tasks held: running, waiting for a slot, or reporting.
+    fn tasks_held(&self) -> usize {
+        self.started.lock().map(|s| s.held).unwrap_or(0)
+    }
+
+    /// Waits until no task is held, up to `timeout`; whether none is.
+    async fn wait_idle(&self, timeout: Duration) -> bool {
+        let idle = async {
+            loop {
+                let ended = self.drain.task_ended.notified();
+                tokio::pin!(ended);
+                // Registered before the check, so an end between the check
+                // and the wait is not missed.
+                ended.as_mut().enable();
+                if self.tasks_held() == 0 {
+                    return;
+                }
+                ended.await;
+            }
+        };
+        tokio::time::timeout(timeout, idle).await.is_ok()
+    }
+
+    /// Tells the leader at once that this worker drains, before the
+    /// heartbeats (which say so from now on) would.
+    async fn announce_draining(&self) {
+        self.drain.announced.store(true, Ordering::Relaxed);
+        let announce = async {
+            let mut client = connect(self).await?;
+            client
+                .heartbeat(v1::HeartbeatRequest {
+                    worker_id: self.config.id.to_string(),
+                    running_tasks: self.running.load(Ordering::Relaxed),
+                    draining: true,
+                })
+                .await
+                .map_err(|s| coordinator_error(self, s.message()))?;
+            Ok::<_, WorkerError>(())
+        };
+        match tokio::time::timeout(ANNOUNCE_WAIT, announce).await {
+            Ok(Ok(())) => tracing::info!("the coordinator knows this worker is draining"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot tell the coordinator this worker is draining; the next heartbeat says it")
+            }
+            Err(_) => tracing::warn!(
+                "the coordinator did not answer in {ANNOUNCE_WAIT:?}; the next heartbeat says this worker is draining"
+            ),
+        }
+    }
+
     /// Tasks this worker runs at once.
     pub(crate) fn slots_configured(&self) -> u32 {
         self.config.slots
@@ -260,6 +336,7 @@ impl Worker {
             baselines: crate::baseline_fetch::BaselineCache::default(),
             rule_packs: crate::rule_pack_fetch::RulePackCache::default(),
             members: Mutex::new(Vec::new()),
+            drain: Drain::default(),
             config,
             store: store.clone(),
             runtime,
@@ -322,7 +399,58 @@ impl Worker {
         self.inner.rule_packs.fetched()
     }
 
-    /// Stops talking to the coordinator and serving.
+    /// Stops gracefully (SIGTERM): takes no new tasks (the coordinator is
+    /// told, and places nothing more here), lets the running ones finish
+    /// and report for up to `grace`, then stops those still running and
+    /// hands them back to the coordinator, which places them on another
+    /// holder of their shard at once (not counted as failed attempts, no
+    /// wait for this worker's lease to expire). Tasks waiting for a slot
+    /// are handed back at the start. Then stops as [`Worker::shutdown`].
+    /// Returns how many attempts the coordinator took back.
+    pub async fn shutdown_gracefully(self, grace: Duration) -> u32 {
+        let span = tracing::info_span!("drain", worker = %self.inner.config.id);
+        let handed_back = tracing::Instrument::instrument(self.drain(grace), span).await;
+        self.shutdown().await;
+        handed_back
+    }
+
+    async fn drain(&self, grace: Duration) -> u32 {
+        let inner = &self.inner;
+        let running = inner.running.load(Ordering::Relaxed);
+        let queued = inner.tasks_held().saturating_sub(running as usize);
+        tracing::info!(
+            running,
+            queued,
+            "draining: {running} tasks running, waiting up to {grace:?}"
+        );
+        inner.announce_draining().await;
+        inner.drain.started.send_replace(true);
+        if !inner.wait_idle(grace).await {
+            inner.drain.handing_back.store(true, Ordering::Relaxed);
+            let stopping = inner
+                .started
+                .lock()
+                .map(|s| s.cancel_all())
+                .unwrap_or_default();
+            tracing::info!(
+                tasks = stopping,
+                "grace period over: stopping the tasks still running to hand them back"
+            );
+            if !inner.wait_idle(HAND_BACK_WAIT).await {
+                tracing::warn!(
+                    tasks = inner.tasks_held(),
+                    "tasks still not handed back after {HAND_BACK_WAIT:?}; the coordinator moves them when this worker's lease expires"
+                );
+            }
+        }
+        let handed_back = inner.drain.handed_back.load(Ordering::Relaxed);
+        tracing::info!(handed_back, "handed back {handed_back} tasks");
+        handed_back
+    }
+
+    /// Stops talking to the coordinator and serving at once (tasks still
+    /// running are left to the coordinator's lease expiry; see
+    /// [`Worker::shutdown_gracefully`]).
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         // Each task ends on the signal (the audit hand-over after one last
@@ -579,6 +707,7 @@ async fn run_session(inner: Arc<Inner>, addr: SocketAddr) -> Result<Session, Wor
                 let request = v1::HeartbeatRequest {
                     worker_id: inner.config.id.to_string(),
                     running_tasks: inner.running.load(Ordering::Relaxed),
+                    draining: inner.drain.announced.load(Ordering::Relaxed),
                 };
                 if let Err(status) = client.heartbeat(request).await {
                     tracing::warn!(error = %status.message(), "heartbeat failed");
@@ -680,6 +809,14 @@ impl StartedTasks {
         Some(cancel)
     }
 
+    /// Sets the cancel flag of every task held; returns how many are held.
+    fn cancel_all(&self) -> usize {
+        for (_, cancel) in self.tasks.values() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        self.held
+    }
+
     /// Records `attempt` of `task` as finished, forgetting the oldest
     /// finished ones past [`MAX_FINISHED_REMEMBERED`] (not a later attempt
     /// that may be running).
@@ -746,6 +883,7 @@ fn start_task(
             if let Ok(mut started) = inner.started.lock() {
                 started.finish(&assignment.task_id, assignment.attempt);
             }
+            inner.drain.task_ended.notify_waiters();
         },
         span,
     ));
@@ -757,9 +895,24 @@ async fn run_and_report(
     assignment: &v1::TaskAssignment,
     cancel: Arc<AtomicBool>,
 ) {
-    let Ok(_permit) = inner.slots.clone().acquire_owned().await else {
+    // A draining worker starts nothing new: a task waiting for a slot, or
+    // assigned while the leader did not know yet, goes back at once.
+    let mut draining = inner.drain.started.subscribe();
+    let permit = tokio::select! {
+        permit = inner.slots.clone().acquire_owned() => Some(permit),
+        // (The watch's guard must not live across an await.)
+        _ = async { draining.wait_for(|d| *d).await.map(|_| ()) } => None,
+    };
+    let Some(Ok(_permit)) = permit else {
+        if permit.is_none() {
+            hand_back(inner, client, assignment).await;
+        }
         return;
     };
+    if *inner.drain.started.borrow() {
+        hand_back(inner, client, assignment).await;
+        return;
+    }
     if cancel.load(Ordering::Relaxed) {
         tracing::info!("task cancelled before it started");
         return;
@@ -767,7 +920,41 @@ async fn run_and_report(
     inner.running.fetch_add(1, Ordering::Relaxed);
     let outcome = run_task(inner, client.clone(), assignment, cancel).await;
     inner.running.fetch_sub(1, Ordering::Relaxed);
+    if matches!(outcome, Err(WorkerError::Cancelled))
+        && inner.drain.handing_back.load(Ordering::Relaxed)
+    {
+        // Stopped because the grace period ended, not because the hunt
+        // was cancelled: another worker runs it.
+        hand_back(inner, client, assignment).await;
+        return;
+    }
     report(inner, client, assignment, outcome).await;
+}
+
+/// Gives an attempt back to the coordinator unfinished (the worker is
+/// shutting down): it is placed again elsewhere at once, not counted as
+/// failed.
+async fn hand_back(
+    inner: &Arc<Inner>,
+    client: WorkerServiceClient<Channel>,
+    assignment: &v1::TaskAssignment,
+) {
+    let request = v1::ReportTaskRequest {
+        worker_id: inner.config.id.to_string(),
+        task_id: assignment.task_id.clone(),
+        attempt: assignment.attempt,
+        outcome: v1::TaskOutcome::HandedBack as i32,
+        ..Default::default()
+    };
+    let sent = tracing::Instrument::instrument(
+        send_report(inner, client, request),
+        tracing::info_span!("hand back"),
+    )
+    .await;
+    if sent {
+        tracing::info!("task handed back to the coordinator");
+        inner.drain.handed_back.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 async fn module_for(
@@ -991,11 +1178,12 @@ async fn report(
     .await;
 }
 
+/// Sends a task report, following the leader; whether it was taken.
 async fn send_report(
     inner: &Arc<Inner>,
     mut client: WorkerServiceClient<Channel>,
     request: v1::ReportTaskRequest,
-) {
+) -> bool {
     // The coordinator dedupes by (task, attempt), so retrying is safe.
     let mut backoff = Duration::from_millis(200);
     for _ in 0..8 {
@@ -1003,7 +1191,13 @@ async fn send_report(
         let mut traced = tonic::Request::new(request.clone());
         quarry_telemetry::inject(traced.metadata_mut());
         match client.report_task(traced).await {
-            Ok(_) => return,
+            Ok(_) => return true,
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                // The same report would be refused again (a coordinator
+                // older than a hand-back, say): stop here.
+                tracing::warn!(error = %status.message(), "the coordinator refused the report");
+                return false;
+            }
             Err(status) => {
                 tracing::warn!(error = %status.message(), "report failed; retrying in {backoff:?}");
                 inner.follow(&status);
@@ -1018,6 +1212,7 @@ async fn send_report(
         }
     }
     tracing::error!("giving up on reporting the task; the coordinator will reassign it");
+    false
 }
 
 /// A module's finding as the worker reports it to the coordinator (also

@@ -84,6 +84,7 @@ pub fn now_ms() -> i64 {
 /// Commits module `m@1` through raft. Its bytes are a placeholder (the
 /// upload check is an API concern): these tests schedule and report tasks
 /// themselves and never run the module.
+#[allow(dead_code)] // not every test binary that includes this module needs it
 pub async fn commit_module_m1(node: &NodeHandle) {
     node.propose(Command::UploadModule {
         module: ModuleRecord {

@@ -221,12 +221,19 @@ pub mod test_modules {
         PLANNER, "planner", "test_planner.wasm"
     );
 
+    test_module!(
+        /// Turns a loop `spins` times in `finish` (a task that takes a
+        /// while, then succeeds) and reports one finding, `spinner/done`,
+        /// whose entity is the first event's `host`.
+        SPINNER, "spinner", "test_spinner.wasm"
+    );
+
     /// The message `trap-panic` panics with.
     pub const TRAP_PANIC_MESSAGE: &str =
         "trap-panic: deliberate panic in scan (quarry sandbox test)";
 
     /// Every test module.
-    pub const ALL: [ShippedModule; 14] = [
+    pub const ALL: [ShippedModule; 15] = [
         NOOP,
         RUNAWAY_LOOP,
         MEMORY_HOG,
@@ -241,6 +248,7 @@ pub mod test_modules {
         WIDE_DESCRIPTOR,
         EMPTY_FLOOD,
         PLANNER,
+        SPINNER,
     ];
 }
 
