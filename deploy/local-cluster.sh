@@ -66,6 +66,7 @@ Options:
   --modules DIR        directory of module .wasm files to upload (default: the
                        shipped modules built with quarry)
   --module NAME        upload only this shipped module (repeatable)
+  --slots N            task slots per worker (default 4)
   --timeout SECONDS    how long to wait for the cluster to be ready (default 120)
   -h, --help           this help
 
@@ -89,6 +90,7 @@ NOISE=5
 MODULES_DIR=""
 ONLY_MODULES=()
 TIMEOUT=120
+SLOTS=4
 while (($#)); do
   case "$1" in
   --dir) DIR="${2:?--dir needs a directory}"; shift 2 ;;
@@ -100,6 +102,7 @@ while (($#)); do
   --modules) MODULES_DIR="${2:?--modules needs a directory}"; shift 2 ;;
   --module) ONLY_MODULES+=("${2:?--module needs a name}"); shift 2 ;;
   --timeout) TIMEOUT="${2:?--timeout needs seconds}"; shift 2 ;;
+  --slots) SLOTS="${2:?--slots needs a number}"; shift 2 ;;
   -h | --help) usage; exit 0 ;;
   *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -109,6 +112,7 @@ if ! [[ "$BASE_PORT" =~ ^[0-9]+$ ]] || ((BASE_PORT < 1024 || BASE_PORT > 65500))
 fi
 [[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
 [[ "$NOISE" =~ ^[0-9]+$ ]] || die "--noise-percent must be a number"
+[[ "$SLOTS" =~ ^[1-9][0-9]*$ ]] || die "--slots must be a number from 1"
 
 LAST="${TMPDIR:-/tmp}/quarry-local-cluster.last"
 
@@ -406,7 +410,7 @@ done
 COORDINATORS="$(coord_url 1),$(coord_url 2),$(coord_url 3)"
 for ((n = 1; n <= NODES; n++)); do
   args=(worker --id "worker-$n" --data-dir "$DIR/worker-$n" --coordinator "$COORDINATORS"
-    --listen "127.0.0.1:$(worker_port "$n")")
+    --listen "127.0.0.1:$(worker_port "$n")" --slots "$SLOTS")
   tls_flags "worker-worker-$n"
   args+=("${TLS[@]}")
   if ((WORKER_METRICS)); then args+=(--metrics-listen "127.0.0.1:$(worker_metrics "$n")"); fi

@@ -215,13 +215,17 @@ fn local_cluster_script_runs_a_tls_cluster_a_hunt_and_stops() {
 
     // Start: the shipped modules are found next to this build's binary;
     // only bruteforce is uploaded (each upload compiles the module first).
+    // One slot per worker: a worker compiles a new module in every slot
+    // that starts a task of it before the first compile is cached, which on
+    // two cores and a debug build makes the first hunt take a minute with
+    // the default four slots and seconds with one.
     let mut command = Command::new("bash");
     command
         .arg(script())
         .arg("--dir")
         .arg(&dir)
         .args(["--base-port", &base.to_string()])
-        .args(["--module", "bruteforce", "--timeout", "180"])
+        .args(["--module", "bruteforce", "--slots", "1", "--timeout", "180"])
         .env("QUARRY", quarry)
         .env("TMPDIR", tmp.path())
         .env("QUARRY_LOG", "info")
