@@ -377,6 +377,17 @@ check(c["command"] == ["/usr/local/bin/quarry"] and expanded[0] == "worker"
 flags_known(expanded, "worker args")
 parses(expanded, "worker args")
 
+# A worker drains on SIGTERM for --shutdown-grace (default 30s), then hands
+# back what still runs, and needs about 20 s more: the kubelet must not kill
+# it sooner.
+def seconds(text):
+    m = re.fullmatch(r"(\d+)(s|m)?", text.strip())
+    return None if not m else int(m.group(1)) * (60 if m.group(2) == "m" else 1)
+grace = next((a.split("=", 1)[1] for a in expanded if a.startswith("--shutdown-grace=")), "30s")
+period = ds["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+check(seconds(grace) is not None and period >= seconds(grace) + 20,
+      f"worker: terminationGracePeriodSeconds ({period}) is at least --shutdown-grace ({grace}) + 20 s")
+
 sys.exit(1 if failed else 0)
 EOF
   :
@@ -415,6 +426,16 @@ for unit in quarry-coordinator.service quarry-worker.service; do
     fail "$unit: systemd-analyze security rates it above 2.5"
   fi
 done
+
+# The worker drains on SIGTERM for --shutdown-grace, then hands back what
+# still runs: systemd must wait longer before it kills it.
+unit_grace="$(grep -o -- '--shutdown-grace [0-9]*s' "$UNITS/quarry-worker.service" | grep -o '[0-9]*' || echo 30)"
+stop_sec="$(sed -n 's/^TimeoutStopSec=\([0-9]*\)$/\1/p' "$UNITS/quarry-worker.service")"
+if [ -n "$stop_sec" ] && [ "$stop_sec" -ge $((unit_grace + 20)) ]; then
+  ok "quarry-worker.service: TimeoutStopSec=$stop_sec is at least --shutdown-grace ${unit_grace}s + 20 s"
+else
+  fail "quarry-worker.service: TimeoutStopSec (${stop_sec:-unset}) must be at least --shutdown-grace (${unit_grace}s) + 20 s"
+fi
 
 # The command lines: the coordinator's with the variables of
 # coordinator.env.example, expanded as systemd does (${VAR} one word, $VAR

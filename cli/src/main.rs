@@ -321,6 +321,15 @@ struct WorkerRun {
     /// Tasks to run at once.
     #[arg(long, env = "QUARRY_SLOTS", default_value_t = 4)]
     slots: u32,
+    /// On SIGTERM or Ctrl-C the worker takes no new tasks and lets the
+    /// running ones finish for up to this long (e.g. `30s`, `2m`); it then
+    /// stops those still running and hands them back to the coordinator,
+    /// which runs them on another worker holding the shard at once (not
+    /// counted as failed). Give the service manager more time than this
+    /// to stop the worker (systemd TimeoutStopSec, Kubernetes
+    /// terminationGracePeriodSeconds): about 20 s more.
+    #[arg(long, env = "QUARRY_SHUTDOWN_GRACE", default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
     #[command(flatten)]
     metrics: MetricsArgs,
     #[command(flatten)]
@@ -1124,7 +1133,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 worker.store().list().len()
             );
             shutdown_signal().await;
-            worker.shutdown().await;
+            worker.shutdown_gracefully(run.shutdown_grace).await;
             metrics.shutdown().await;
         }
         Command::Dev(DevArgs {

@@ -170,7 +170,7 @@ fn example_files_pass_check_alone_and_together() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(
         stdout(&output),
-        format!("{path}: ok (coordinator: 9 keys, worker: 5 keys)\n")
+        format!("{path}: ok (coordinator: 9 keys, worker: 6 keys)\n")
     );
 }
 
