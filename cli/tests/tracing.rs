@@ -26,6 +26,7 @@ struct Exported {
     service: String,
     name: String,
     trace_id: Vec<u8>,
+    start_ns: u64,
     attributes: BTreeMap<String, String>,
 }
 
@@ -68,6 +69,7 @@ impl TraceService for Receiver {
                         service: service.clone(),
                         name: span.name,
                         trace_id: span.trace_id,
+                        start_ns: span.start_time_unix_nano,
                         attributes: text(&span.attributes),
                     });
                 }
@@ -282,7 +284,18 @@ async fn one_hunt_is_one_trace_across_client_coordinator_and_worker() -> anyhow:
             );
         }
     }
-    let in_trace: Vec<&Exported> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+    let mut in_trace: Vec<&Exported> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+    // The trace as a hunter's tracing UI lists it (shown with --no-capture).
+    in_trace.sort_by_key(|s| s.start_ns);
+    let first = in_trace.first().map_or(0, |s| s.start_ns);
+    for span in &in_trace {
+        eprintln!(
+            "+{:>8.3} ms  {:<20} {}",
+            span.start_ns.saturating_sub(first) as f64 / 1e6,
+            span.service,
+            span.name
+        );
+    }
     let services: BTreeSet<&str> = in_trace.iter().map(|s| s.service.as_str()).collect();
     assert_eq!(
         services,
