@@ -50,7 +50,11 @@ fn documented_metrics() -> BTreeMap<String, String> {
             "{name} is listed twice"
         );
     }
-    assert!(metrics.len() >= 20, "only {} metrics documented", metrics.len());
+    assert!(
+        metrics.len() >= 20,
+        "only {} metrics documented",
+        metrics.len()
+    );
     metrics
 }
 
@@ -223,16 +227,30 @@ fn the_dashboard_uses_only_documented_metrics_and_covers_them() {
         .collect();
     assert_eq!(
         rows,
-        ["Cluster health", "Hunts & tasks", "Workers & modules", "Triage"]
+        [
+            "Cluster health",
+            "Hunts & tasks",
+            "Workers & modules",
+            "Triage"
+        ]
     );
     let mut ids = BTreeSet::new();
     let mut exprs: Vec<String> = Vec::new();
     for panel in &panels {
         let title = panel["title"].as_str().unwrap_or_default();
-        assert!(ids.insert(panel["id"].as_u64().expect("panel id")), "{title}: id reused");
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("panel id")),
+            "{title}: id reused"
+        );
         let grid = &panel["gridPos"];
-        let (x, w) = (grid["x"].as_u64().unwrap_or(99), grid["w"].as_u64().unwrap_or(99));
-        assert!(x + w <= 24 && grid["h"].as_u64().is_some(), "{title}: gridPos {grid}");
+        let (x, w) = (
+            grid["x"].as_u64().unwrap_or(99),
+            grid["w"].as_u64().unwrap_or(99),
+        );
+        assert!(
+            x + w <= 24 && grid["h"].as_u64().is_some(),
+            "{title}: gridPos {grid}"
+        );
         if panel["type"] == "row" {
             continue;
         }
@@ -284,7 +302,10 @@ fn the_dashboard_uses_only_documented_metrics_and_covers_them() {
         undocumented.join("\n")
     );
     let covered: BTreeSet<String> = used.keys().filter_map(|n| base(n)).collect();
-    let missing: Vec<&String> = documented.keys().filter(|n| !covered.contains(*n)).collect();
+    let missing: Vec<&String> = documented
+        .keys()
+        .filter(|n| !covered.contains(*n))
+        .collect();
     assert!(
         missing.is_empty(),
         "documented metrics without a panel: {missing:?}"
@@ -367,6 +388,10 @@ fn the_sample_scrape_config_matches_the_local_cluster_ports() {
             .map(|n| format!("127.0.0.1:{}", 7700 + offset + n))
             .collect()
     };
-    assert_eq!(jobs.get("quarry-coordinator"), Some(&expect(20)), "{jobs:?}");
+    assert_eq!(
+        jobs.get("quarry-coordinator"),
+        Some(&expect(20)),
+        "{jobs:?}"
+    );
     assert_eq!(jobs.get("quarry-worker"), Some(&expect(30)), "{jobs:?}");
 }

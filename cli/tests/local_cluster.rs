@@ -147,7 +147,8 @@ fn run(mut command: Command, what: &str, timeout: Duration) -> Output {
 }
 
 /// A base port whose twelve ports of the script's layout (B+1..3, B+11..13,
-/// B+21..23, B+31..33) are free now.
+/// B+21..23, B+31..33) are free now: below Linux's ephemeral range
+/// (32768 and up), where the ports other tests bind to port 0 come from.
 fn free_base_port() -> u16 {
     let seed = std::process::id() as u64
         ^ std::time::SystemTime::now()
@@ -155,7 +156,7 @@ fn free_base_port() -> u16 {
             .map(|d| d.subsec_nanos() as u64)
             .unwrap_or(0);
     for attempt in 0..200u64 {
-        let base = 20_000 + ((seed + attempt * 7919) % 4_000) as u16 * 10;
+        let base = 20_000 + ((seed + attempt * 7919) % 1_200) as u16 * 10;
         let ports = [1, 2, 3, 11, 12, 13, 21, 22, 23, 31, 32, 33].map(|o| base + o);
         let held: Vec<_> = ports
             .iter()
@@ -259,9 +260,7 @@ fn local_cluster_script_runs_a_tls_cluster_a_hunt_and_stops() {
             );
         }
         let out = std::fs::read_to_string(&stdout_path).unwrap_or_default();
-        out.lines()
-            .any(|l| l.starts_with("Stop:"))
-            .then_some(out)
+        out.lines().any(|l| l.starts_with("Stop:")).then_some(out)
     });
     let ready_after = started.elapsed();
     println!("ready after {ready_after:.1?}:\n{printed}");
@@ -284,7 +283,10 @@ fn local_cluster_script_runs_a_tls_cluster_a_hunt_and_stops() {
         .find_map(|l| l.strip_prefix("export QUARRY_COORDINATOR="))
         .expect("client.env names the coordinator")
         .to_owned();
-    assert!(coordinator.starts_with("https://127.0.0.1:"), "{coordinator}");
+    assert!(
+        coordinator.starts_with("https://127.0.0.1:"),
+        "{coordinator}"
+    );
 
     // A hunt over TLS, as the hunter whose certificate the script made.
     let hunt_started = Instant::now();
@@ -375,10 +377,16 @@ fn local_cluster_script_runs_a_tls_cluster_a_hunt_and_stops() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let status = within("the script ends after --stop", Duration::from_secs(30), || {
-        cluster.script.try_wait().expect("wait")
-    });
-    assert!(status.success(), "the script ended with {status}:\n{}", script_output());
+    let status = within(
+        "the script ends after --stop",
+        Duration::from_secs(30),
+        || cluster.script.try_wait().expect("wait"),
+    );
+    assert!(
+        status.success(),
+        "the script ended with {status}:\n{}",
+        script_output()
+    );
     for (name, pid) in &pids {
         assert!(!running(*pid), "{name} (pid {pid}) still runs after --stop");
     }
