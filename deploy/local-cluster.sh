@@ -23,10 +23,11 @@
 #                 quarry client commands (as admin:ops)
 #   prometheus.yml  a scrape configuration for every node's /metrics
 #   cluster.txt   what is printed once the cluster is ready
-# then uploads the shipped hunt modules (those not uploaded yet) and waits
-# until the group has a leader and every worker is live before it prints
-# "ready" and how to reach everything. Running it again on the same --dir
-# restarts the cluster on its existing state.
+# It waits until the group has a leader, every worker is live and every
+# shard is registered, uploads the shipped hunt modules not uploaded yet, and
+# only then prints "ready" and how to reach everything. Running it again on
+# the same --dir restarts the cluster on its existing state. A quarry without
+# --metrics-listen runs with metrics off (the script says so).
 #
 # Ports (--base-port B, default 7700): coordinator N serves gRPC on B+N and
 # metrics on B+20+N; worker N gRPC on B+10+N and metrics on B+30+N.
