@@ -58,7 +58,7 @@ Options:
   --detach             exit once ready, leaving the cluster running (stop it
                        with --stop --dir DIR); default: run until Ctrl-C
   --stop               stop the cluster of --dir (default: the last one this
-                       script started): SIGTERM, then SIGKILL after 30 s
+                       script started): SIGTERM, then SIGKILL after 60 s
   --logs PATH          log file or directory to ingest (repeatable; every file
                        becomes a shard, round-robin over the workers) instead
                        of the generated scenario data
@@ -141,7 +141,8 @@ pid_of() {
 }
 
 # SIGTERM to every process of the cluster in $1 (workers first), then wait
-# for them to exit; SIGKILL whatever is left after 30 s.
+# for them to exit; SIGKILL whatever is left after 60 s (a worker drains its
+# running tasks for up to its --shutdown-grace, 30 s by default).
 stop_cluster() {
   local run="$1/run" pids=() names=() pid file i
   [ -d "$run" ] || return 0
@@ -156,7 +157,7 @@ stop_cluster() {
   done
   ((${#pids[@]})) || return 0
   say "stopping ${names[*]} (SIGTERM)"
-  for ((i = 0; i < 300; i++)); do
+  for ((i = 0; i < 600; i++)); do
     local left=0
     for pid in "${pids[@]}"; do
       if alive "$pid"; then left=1; fi
@@ -166,7 +167,7 @@ stop_cluster() {
   done
   for pid in "${pids[@]}"; do
     if alive "$pid"; then
-      say "process $pid did not stop within 30 s: SIGKILL"
+      say "process $pid did not stop within 60 s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
     fi
   done

@@ -370,7 +370,7 @@ fn local_cluster_script_runs_a_tls_cluster_a_hunt_and_stops() {
     let stop_started = Instant::now();
     let mut stop = Command::new("bash");
     stop.arg(script()).arg("--stop").arg("--dir").arg(&dir);
-    let output = run(stop, "local-cluster.sh --stop", Duration::from_secs(60));
+    let output = run(stop, "local-cluster.sh --stop", Duration::from_secs(90));
     assert!(
         output.status.success(),
         "--stop failed:\n{}\n{}",
