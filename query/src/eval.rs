@@ -94,7 +94,8 @@ fn any_text(value: &Value, test: &dyn Fn(&str) -> bool) -> bool {
 /// A comparison. A list holds when one element does (`!=` when none is
 /// equal); null equals only null, and every other comparison with null is
 /// false. Two numbers (or numeric texts) compare as numbers, anything else
-/// as text, case-insensitively except for the `_cs` forms and `===`.
+/// as text, case-insensitively except for the `_cs` forms and `===`; a
+/// number is never less or greater than non-numeric text.
 pub(crate) fn compare_op(op: CmpOp, left: &Value, right: &Value) -> bool {
     match op {
         CmpOp::Ne => return !compare_op(CmpOp::Eq, left, right),
@@ -110,11 +111,18 @@ pub(crate) fn compare_op(op: CmpOp, left: &Value, right: &Value) -> bool {
     if left.is_null() || right.is_null() {
         return matches!(op, CmpOp::Eq | CmpOp::EqCs) && left.is_null() && right.is_null();
     }
-    if let (Some(a), Some(b)) = (left.as_number(), right.as_number())
-        && !matches!(
-            op,
-            CmpOp::Contains { .. } | CmpOp::StartsWith { .. } | CmpOp::EndsWith { .. }
-        )
+    let text_op = matches!(
+        op,
+        CmpOp::Contains { .. } | CmpOp::StartsWith { .. } | CmpOp::EndsWith { .. }
+    );
+    let ordering = matches!(op, CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge);
+    let (x, y) = (left.as_number(), right.as_number());
+    // `Bytes > 100` never holds for text that is not a number.
+    if ordering && x.is_some() != y.is_some() {
+        return false;
+    }
+    if let (Some(a), Some(b)) = (x, y)
+        && !text_op
     {
         return match op {
             CmpOp::Eq | CmpOp::EqCs => a == b,

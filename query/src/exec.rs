@@ -279,7 +279,7 @@ const FIXED_ONE: f64 = 4_294_967_296.0;
 impl SumState {
     fn add(&mut self, x: f64) {
         self.count += 1;
-        if !x.is_finite() || x.abs() >= 9.223_372_036_854_775_807e18 {
+        if !x.is_finite() || x.abs() >= 9.223_372_036_854_776e18 {
             self.overflow = true;
             return;
         }
@@ -435,11 +435,9 @@ fn observe_agg(
 ) {
     let present = value.as_ref().is_none_or(|v| !v.is_null());
     match partial {
-        AggPartial::Count(AggregateValue::Counts(counts)) => {
-            if present {
-                let n = counts.entry(key.to_owned()).or_insert(0);
-                *n = n.saturating_add(1);
-            }
+        AggPartial::Count(AggregateValue::Counts(counts)) if present => {
+            let n = counts.entry(key.to_owned()).or_insert(0);
+            *n = n.saturating_add(1);
         }
         AggPartial::Dc(AggregateValue::Distinct(keys)) => {
             if let Some(text) = value.and_then(|v| v.text()) {
@@ -483,7 +481,7 @@ fn observe_agg(
                 }
             }
         }
-        // Built by `GroupSpec::empty` with the matching kinds.
+        // `count(f)` of an absent value; other pairs `GroupSpec::empty` never builds.
         _ => {}
     }
 }

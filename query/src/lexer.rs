@@ -181,10 +181,12 @@ pub(crate) fn lex(query: &str) -> Result<Vec<Token>, Error> {
             end: at + sym.len(),
         });
     }
+    // The end points just past the last character, not past trailing space.
+    let end = query.trim_end().len();
     tokens.push(Token {
         tok: Tok::End,
-        at: query.len(),
-        end: query.len(),
+        at: end,
+        end,
     });
     Ok(tokens)
 }

@@ -75,7 +75,7 @@ pub(crate) fn closest<'a>(
     candidates
         .into_iter()
         .map(|c| (edit_distance(&word, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .filter(|(d, c)| *d <= 2.max(c.len().div_ceil(3)))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -228,7 +228,7 @@ impl Parser<'_> {
     fn optional_count(&mut self, stage: &str) -> Result<usize, Error> {
         match self.peek().clone() {
             Tok::Num(n, text) => {
-                if n.fract() != 0.0 || n < 1.0 || n > 1_000_000.0 {
+                if n.fract() != 0.0 || !(1.0..=1_000_000.0).contains(&n) {
                     return Err(self.error(
                         format!("`{stage}` needs a whole number from 1 to 1000000, got {text}"),
                         None,
