@@ -1392,3 +1392,23 @@ fn a_shard_keeps_only_the_rows_its_bound_allows() {
     };
     assert_eq!(rows.len(), 5_000, "no bound: every row");
 }
+
+#[test]
+fn every_query_in_the_language_reference_compiles() {
+    let doc = include_str!("../../docs/queries.md");
+    let mut in_block = false;
+    let mut queries = 0;
+    for line in doc.lines() {
+        match line.trim() {
+            "```query" => in_block = true,
+            "```" => in_block = false,
+            query if in_block && !query.is_empty() => {
+                let plan = compile(query).unwrap_or_else(|e| panic!("docs/queries.md: {e}"));
+                assert!(Plan::from_json(&plan.to_json()).is_ok(), "{query}");
+                queries += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(queries >= 13, "found {queries} queries");
+}
