@@ -722,7 +722,7 @@ pub fn workers(format: Output, workers: &[v1::WorkerInfo]) {
     match format {
         Output::Json => workers.iter().for_each(|w| {
             json_line(json!({
-                "worker_id": w.worker_id, "address": w.address, "live": w.live, "slots": w.slots,
+                "worker_id": w.worker_id, "address": w.address, "live": w.live, "draining": w.draining, "slots": w.slots,
                 "running_tasks": w.running_tasks, "shards": w.shards, "last_heartbeat": time(w.last_heartbeat_ms),
             }))
         }),
@@ -733,7 +733,12 @@ pub fn workers(format: Output, workers: &[v1::WorkerInfo]) {
                     vec![
                         w.worker_id.clone(),
                         w.address.clone(),
-                        if w.live { "live" } else { "silent" }.to_owned(),
+                        match (w.live, w.draining) {
+                            (true, true) => "draining",
+                            (true, false) => "live",
+                            (false, _) => "silent",
+                        }
+                        .to_owned(),
                         format!("{}/{}", w.running_tasks, w.slots),
                         w.shards.join(","),
                     ]

@@ -1114,6 +1114,7 @@ impl ClusterService for Api {
                         running_tasks: running.get(&w.id).copied().unwrap_or(0),
                         live: self.shared.is_live(&w.id),
                         last_heartbeat_ms: self.shared.last_heartbeat(&w.id).unwrap_or(0),
+                        draining: self.shared.leases.is_draining(&w.id),
                     },
                 )
             });

@@ -162,7 +162,20 @@ async fn a_draining_worker_finishes_what_fits_the_grace_period_and_hands_back_th
     live_workers(&mut client, 2).await;
 
     let draining = Instant::now();
-    let handed_back = a.shutdown_gracefully(GRACE).await;
+    let drain = tokio::spawn(a.shutdown_gracefully(GRACE));
+    // The leader knows at once, and shows it.
+    loop {
+        let workers = client.workers().await.expect("workers");
+        if workers.iter().any(|w| w.worker_id == "a" && w.draining) {
+            break;
+        }
+        assert!(
+            draining.elapsed() < GRACE,
+            "the leader did not learn that a drains: {workers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let handed_back = drain.await.expect("drain");
     let drained = draining.elapsed();
     assert_eq!(
         handed_back, 1,
