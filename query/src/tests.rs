@@ -1412,3 +1412,49 @@ fn every_query_in_the_language_reference_compiles() {
     }
     assert!(queries >= 13, "found {queries} queries");
 }
+
+#[test]
+fn mangled_queries_fail_cleanly_and_whatever_compiles_runs() {
+    let seeds = [
+        "where EventID == 4688 and CommandLine contains \"nltest\" | stats count() by Computer, User",
+        "where `Process Name` matches_cs \"x+\" or cidr(Ip, \"10.0.0.0/8\") | eval a = if(b > 1, lower(c) || \"é\", -2.5 % 0) | top 3 a by c",
+        "timechart span=15m avg(Bytes), values(User) by Computer | sort -_time | dedup DC01 | head 3",
+        "where Tags in_cs ('a', -1) | fields \"x y\", z | rare 2 z | where count !== 'ü'",
+    ];
+    let events = fixture();
+    let mut compiled = 0;
+    for seed in seeds {
+        let chars: Vec<(usize, char)> = seed.char_indices().collect();
+        let mut variants: Vec<String> = Vec::new();
+        for &(i, c) in &chars {
+            variants.push(seed[..i].to_owned());
+            variants.push(format!("{}{}", &seed[..i], &seed[i + c.len_utf8()..]));
+            variants.push(format!("{}|{}", &seed[..i], &seed[i..]));
+            variants.push(format!("{}\"{}", &seed[..i], &seed[i..]));
+        }
+        for query in variants {
+            match compile(&query) {
+                Ok(plan) => {
+                    compiled += 1;
+                    let views: Vec<JsonEvent<'_>> = events
+                        .iter()
+                        .map(|(t, map)| JsonEvent {
+                            map,
+                            time_ms: Some(*t),
+                        })
+                        .collect();
+                    plan.run(views.iter())
+                        .unwrap_or_else(|e| panic!("{query}: {e}"));
+                }
+                Err(err) => {
+                    let text = err.to_string();
+                    assert!(
+                        text.contains('^') && err.position().is_some(),
+                        "{query}: {text}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(compiled > 50, "some variants still compile: {compiled}");
+}
