@@ -77,6 +77,10 @@ pub(crate) struct Inner {
     pub(crate) baselines: crate::baseline_fetch::BaselineCache,
     /// Sigma rule packs fetched by digest (see [`crate::rule_pack_fetch`]).
     pub(crate) rule_packs: crate::rule_pack_fetch::RulePackCache,
+    /// One download and compile per module at a time: the tasks of a new
+    /// hunt that start together in every slot wait for the first one's
+    /// compile instead of each compiling the same module.
+    module_loads: Mutex<HashMap<ModuleDigest, Arc<tokio::sync::Mutex<()>>>>,
     /// Graceful shutdown (see [`Worker::shutdown_gracefully`]).
     drain: Drain,
     /// The group's coordinators as a coordinator this worker trusts listed
@@ -335,6 +339,7 @@ impl Worker {
             intel: crate::intel_fetch::IntelCache::default(),
             baselines: crate::baseline_fetch::BaselineCache::default(),
             rule_packs: crate::rule_pack_fetch::RulePackCache::default(),
+            module_loads: Mutex::default(),
             members: Mutex::new(Vec::new()),
             drain: Drain::default(),
             config,
@@ -383,6 +388,12 @@ impl Worker {
     }
 
     /// The shard store.
+    /// Modules this worker loaded (downloaded and compiled, or read from
+    /// its compiled-module cache) since it started.
+    pub fn modules_loaded(&self) -> u64 {
+        self.inner.runtime.modules_loaded()
+    }
+
     pub fn store(&self) -> &Arc<ShardStore> {
         &self.store
     }
@@ -959,12 +970,33 @@ async fn hand_back(
 
 async fn module_for(
     inner: &Arc<Inner>,
-    mut client: WorkerServiceClient<Channel>,
+    client: WorkerServiceClient<Channel>,
     digest: &ModuleDigest,
 ) -> Result<Arc<LoadedModule>, WorkerError> {
     if let Some(module) = inner.runtime.cached(digest) {
         return Ok(module);
     }
+    let gate = match inner.module_loads.lock() {
+        Ok(mut loads) => loads.entry(digest.clone()).or_default().clone(),
+        Err(_) => Arc::default(),
+    };
+    let _loading = gate.lock().await;
+    // Loaded by the task this one waited for (a failed load is tried again).
+    if let Some(module) = inner.runtime.cached(digest) {
+        return Ok(module);
+    }
+    let loaded = download_and_load(inner, client, digest).await;
+    if let Ok(mut loads) = inner.module_loads.lock() {
+        loads.remove(digest);
+    }
+    loaded
+}
+
+async fn download_and_load(
+    inner: &Arc<Inner>,
+    mut client: WorkerServiceClient<Channel>,
+    digest: &ModuleDigest,
+) -> Result<Arc<LoadedModule>, WorkerError> {
     let mut download = ModuleDownload::new(digest, MAX_MODULE_BYTES)?;
     let mut stream = client
         .fetch_module(v1::FetchModuleRequest {

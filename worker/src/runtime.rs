@@ -975,6 +975,8 @@ pub struct Runtime {
     /// Most instances kept warm: one per slot.
     max_warm: usize,
     stop_ticker: Arc<AtomicBool>,
+    /// Modules loaded (compiled, or read from the disk cache) since start.
+    loads: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Runtime {
@@ -1073,6 +1075,7 @@ impl Runtime {
             warm,
             max_warm: slots.max(1) as usize,
             stop_ticker,
+            loads: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -1098,6 +1101,12 @@ impl Runtime {
                 return self.gate.acquire();
             }
         }
+    }
+
+    /// Modules loaded (compiled, or read from the disk cache) since start;
+    /// a module already in memory is not loaded again.
+    pub fn modules_loaded(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 
     /// A module from the cache, if compiled already.
@@ -1143,6 +1152,7 @@ impl Runtime {
         if let Some(module) = self.cached(digest) {
             return Ok(module);
         }
+        self.loads.fetch_add(1, Ordering::Relaxed);
         let invalid = |detail: String| WorkerError::InvalidModule {
             digest: digest.clone(),
             detail: format!("invalid module: {detail}"),
