@@ -375,8 +375,9 @@ impl Coordinator {
     }
 }
 
-/// How long a stopping leader waits for another node to take over: about
-/// two election timeouts, after which raft-rs gives up the transfer anyway.
+/// How long a stopping leader waits for another node to take over: two
+/// election timeouts. raft-rs abandons a transfer not done within one; the
+/// second leaves time for the new leader's first message to arrive here.
 pub const LEADER_HAND_OFF_WAIT: Duration =
     Duration::from_millis(2 * crate::node::ELECTION_TIMEOUT.as_millis() as u64);
 
