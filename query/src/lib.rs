@@ -37,7 +37,7 @@ pub use exec::{
     AggPartial, Event, GroupsPartial, JsonEvent, MAX_BUCKETS, MAX_ROWS, MAX_VALUES, Partial,
     PartialData, Row, Runner, SumState, Table, TextEvent, TimedValue, ValuesState,
 };
-pub use plan::{Clause, MatchOp, Plan, Pushdown, compile};
+pub use plan::{Clause, MatchOp, Plan, Pushdown, UnknownField, compile};
 pub use value::Value;
 
 #[cfg(test)]

@@ -34,8 +34,9 @@ const WORD_OPS: [(&str, CmpOp); 6] = [
     ("endswith_cs", CmpOp::EndsWith { cs: true }),
 ];
 
-/// Parses a query into its stages.
-pub fn parse(query: &str) -> Result<Vec<Stage>, Error> {
+/// Parses a query into its stages, each with the byte offset of its
+/// keyword (for errors found later).
+pub fn parse(query: &str) -> Result<Vec<(usize, Stage)>, Error> {
     let tokens = lex(query)?;
     let mut parser = Parser {
         query,
@@ -44,7 +45,8 @@ pub fn parse(query: &str) -> Result<Vec<Stage>, Error> {
     };
     let mut stages = Vec::new();
     loop {
-        stages.push(parser.stage()?);
+        let at = parser.at();
+        stages.push((at, parser.stage()?));
         match parser.peek() {
             Tok::Sym("|") => parser.pos += 1,
             Tok::End => break,
@@ -80,7 +82,7 @@ pub(crate) fn closest<'a>(
         .map(|(_, c)| c)
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

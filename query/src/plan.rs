@@ -97,16 +97,18 @@ impl Pushdown {
 
 /// Parses and compiles `query`.
 pub fn compile(query: &str) -> Result<Plan, Error> {
-    let stages = crate::parser::parse(query)?;
+    let (offsets, stages): (Vec<usize>, Vec<Stage>) =
+        crate::parser::parse(query)?.into_iter().unzip();
     let first_agg = stages.iter().position(Stage::is_aggregation);
     let (per_event, aggregation, shard_bound, after) = match first_agg {
         Some(i) => {
-            if let Some(bad) = stages[..i].iter().find(|s| !s.is_per_event()) {
+            if let Some(j) = stages[..i].iter().position(|s| !s.is_per_event()) {
+                let bad = &stages[j];
                 let name = stage_name(bad);
                 let agg = stage_name(&stages[i]);
                 return Err(Error::parse(
                     query,
-                    stage_offset(query, bad),
+                    offsets[j],
                     format!("`{name}` before `{agg}` is not supported: shards aggregate their events independently"),
                     Some(match bad {
                         Stage::Dedup(_) => "count distinct values with `dc(field)`, or move `dedup` after the aggregation".to_owned(),
@@ -214,6 +216,67 @@ impl Plan {
     }
 }
 
+/// A field the query reads that the shards do not have, with the known
+/// names closest to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnknownField {
+    /// The field as the query names it.
+    pub field: String,
+    /// Up to three known names, closest first (a different case counts as
+    /// closest).
+    pub closest: Vec<String>,
+}
+
+impl Plan {
+    /// The fields the query reads that are not among `known` (the field
+    /// names in the shards' statistics), each with the closest known names:
+    /// warnings for the hunter, not errors, since a field may just be absent
+    /// from the shards in scope. A name with an EVTX prefix is known when
+    /// the name without it is.
+    pub fn unknown_fields<'a>(
+        &self,
+        known: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<UnknownField> {
+        let known: BTreeSet<&str> = known.into_iter().collect();
+        let is_known = |field: &str| {
+            const EVTX: [&str; 5] = [
+                "Event.EventData.",
+                "Event.System.",
+                "Event.UserData.",
+                "EventData.",
+                "System.",
+            ];
+            known.contains(field)
+                || EVTX.iter().any(|p| {
+                    field
+                        .strip_prefix(p)
+                        .is_some_and(|rest| known.contains(rest))
+                })
+        };
+        self.fields
+            .iter()
+            .filter(|field| field.as_str() != "@values" && !is_known(field))
+            .map(|field| {
+                let lower = field.to_lowercase();
+                let mut ranked: Vec<(usize, &str)> = known
+                    .iter()
+                    .map(|k| (crate::parser::edit_distance(&lower, &k.to_lowercase()), *k))
+                    .filter(|(d, k)| *d <= 2.max(k.chars().count().div_ceil(3)))
+                    .collect();
+                ranked.sort();
+                UnknownField {
+                    field: field.clone(),
+                    closest: ranked
+                        .into_iter()
+                        .take(3)
+                        .map(|(_, k)| k.to_owned())
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+}
+
 fn check_expr(expr: &Expr, problem: &mut Option<String>) {
     match expr {
         Expr::Matches {
@@ -260,21 +323,6 @@ pub(crate) fn stage_name(stage: &Stage) -> &'static str {
         Stage::Head(_) => "head",
         Stage::Dedup(_) => "dedup",
     }
-}
-
-/// Where a stage's keyword is in the query (its first occurrence at a
-/// stage position), for errors found after parsing.
-fn stage_offset(query: &str, stage: &Stage) -> usize {
-    let name = stage_name(stage);
-    let mut at = 0;
-    for part in query.split('|') {
-        let trimmed = part.trim_start();
-        if trimmed.len() >= name.len() && trimmed[..name.len()].eq_ignore_ascii_case(name) {
-            return at + (part.len() - trimmed.len());
-        }
-        at += part.len() + 1;
-    }
-    0
 }
 
 /// The leading row stages a shard can apply and still give the same rows

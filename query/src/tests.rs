@@ -1458,3 +1458,40 @@ fn mangled_queries_fail_cleanly_and_whatever_compiles_runs() {
     }
     assert!(compiled > 50, "some variants still compile: {compiled}");
 }
+
+#[test]
+fn unknown_fields_come_with_the_closest_known_names() {
+    let plan = compile("where EventId == 4688 and commandline contains \"x\" | stats count() by Computer, Event.EventData.User, Nothing_like_it").unwrap();
+    let known = [
+        "EventID",
+        "CommandLine",
+        "Computer",
+        "User",
+        "EventType",
+        "Image",
+    ];
+    let unknown = plan.unknown_fields(known);
+    let pairs: Vec<(&str, Vec<&str>)> = unknown
+        .iter()
+        .map(|u| {
+            (
+                u.field.as_str(),
+                u.closest.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("EventId", vec!["EventID"]),
+            ("commandline", vec!["CommandLine"]),
+            ("Nothing_like_it", vec![])
+        ]
+    );
+    assert!(
+        compile("where `@values` contains \"x\"")
+            .unwrap()
+            .unknown_fields(known)
+            .is_empty()
+    );
+}
