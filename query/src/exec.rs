@@ -704,6 +704,10 @@ impl<'p> Runner<'p> {
     fn compact(&mut self) {
         if let PartialData::Rows { rows, truncated } = &mut self.state {
             bound_rows(self.plan, rows, truncated);
+            // Compact again only once as many rows again have arrived, so
+            // a shard with more rows than the cap costs O(n log n), not a
+            // sort per event.
+            self.compact_at = self.compact_at.max(rows.len().saturating_mul(2));
         }
     }
 

@@ -1495,3 +1495,40 @@ fn unknown_fields_come_with_the_closest_known_names() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_shard_with_more_rows_than_the_cap_keeps_the_earliest_without_sorting_per_event() {
+    // Regression: past the cap, every further event re-sorted the rows.
+    let values: Vec<Vec<Option<String>>> = (0..crate::MAX_ROWS + 20_000)
+        .map(|i| vec![Some(format!("u{}", i % 7))])
+        .collect();
+    let events: Vec<TextEvent<'_>> = values
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, v)| TextEvent {
+            time_ms: Some(i as i64),
+            values: v,
+        })
+        .collect();
+    let plan = compile("fields _time, User").unwrap();
+    let started = std::time::Instant::now();
+    let partial = plan.run_shard(events.iter());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let crate::PartialData::Rows { rows, truncated } = &partial.data else {
+        panic!("rows")
+    };
+    assert!(*truncated);
+    assert_eq!(rows.len(), crate::MAX_ROWS);
+    assert_eq!(rows.first().and_then(|r| r.time), Some(0));
+    assert_eq!(
+        rows.last().and_then(|r| r.time),
+        Some(crate::MAX_ROWS as i64 - 1)
+    );
+    let table = plan.finish(partial).unwrap();
+    assert!(table.truncated);
+}
