@@ -2,8 +2,15 @@
 //! `quarry hunt submit --wait` client run as separate `quarry` processes
 //! exporting to an in-process OTLP receiver on loopback, and every span of
 //! the hunt (submission, scheduling, the task, the module run, the report
-//! and its triage) lands in the client's trace, from three services.
+//! and its triage) lands in the client's trace, from three services. The
+//! servers' metrics reach the same receiver over OTLP.
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -33,6 +40,33 @@ struct Exported {
 #[derive(Clone, Default)]
 struct Receiver {
     spans: Arc<Mutex<Vec<Exported>>>,
+    /// (service.name, metric name) of every metric exported.
+    metrics: Arc<Mutex<BTreeSet<(String, String)>>>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut metrics = self.metrics.lock().expect("lock");
+        for resource_metrics in request.into_inner().resource_metrics {
+            let resource = resource_metrics
+                .resource
+                .map(|r| text(&r.attributes))
+                .unwrap_or_default();
+            let service = resource.get("service.name").cloned().unwrap_or_default();
+            for scope in resource_metrics.scope_metrics {
+                for metric in scope.metrics {
+                    metrics.insert((service.clone(), metric.name));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
 }
 
 fn text(attributes: &[KeyValue]) -> BTreeMap<String, String> {
@@ -99,6 +133,9 @@ fn quarry(endpoint: &str, args: &[&str]) -> Command {
         .args(args)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        .env_remove("OTEL_METRICS_EXPORTER")
         .env("QUARRY_LOG", "warn")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("OTEL_SERVICE_NAME")
@@ -136,6 +173,7 @@ async fn one_hunt_is_one_trace_across_client_coordinator_and_worker() -> anyhow:
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(receiver.clone()))
+            .add_service(MetricsServiceServer::new(receiver.clone()))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
                 async {
@@ -264,6 +302,32 @@ async fn one_hunt_is_one_trace_across_client_coordinator_and_worker() -> anyhow:
             panic!("{e}; spans seen (service, name): {seen:?}");
         }
     };
+    // The servers' metrics arrive over OTLP too (every 300 ms here).
+    let wanted = [
+        ("quarry-coordinator", "quarry.raft.term"),
+        ("quarry-coordinator", "quarry.raft.proposal.duration"),
+        ("quarry-coordinator", "quarry.tasks.finished"),
+        ("quarry-worker", "quarry.module.run.duration"),
+        ("quarry-worker", "quarry.module.events_scanned"),
+    ];
+    let metrics = until(
+        "the servers' metrics",
+        Duration::from_secs(30),
+        async || {
+            let metrics = receiver.metrics.lock().expect("lock").clone();
+            wanted
+                .iter()
+                .all(|(service, name)| {
+                    metrics.contains(&((*service).to_owned(), (*name).to_owned()))
+                })
+                .then_some(metrics)
+        },
+    )
+    .await;
+    if let Err(e) = metrics {
+        let seen = receiver.metrics.lock().expect("lock").clone();
+        panic!("{e}; metrics seen (service, name): {seen:?}");
+    }
     let _ = stop.send(());
     let _ = server.await;
 

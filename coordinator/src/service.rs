@@ -785,6 +785,19 @@ impl HuntService for Api {
                     Ok(Some(ended)) => ended,
                     _ => return,
                 };
+                if ended {
+                    // The end shows in the state as soon as its entry
+                    // applies, but the findings committed in the same batch
+                    // reach RocksDB only when the batch is persisted, after
+                    // which the node publishes its applied index: the final
+                    // read waits for that (it stopped short under load).
+                    let applied = shared.node.read(|r| r.applied_index).unwrap_or(0);
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        changes.wait_for(|status| status.applied >= applied),
+                    )
+                    .await;
+                }
                 // Only what is new since the last read: findings are numbered
                 // in commit order and read from RocksDB a page at a time.
                 loop {
