@@ -21,6 +21,7 @@ pub mod module_tool;
 pub mod output;
 pub mod pivot_cmd;
 pub mod process_group;
+pub mod query_cmd;
 pub mod schedule_cmd;
 pub mod share;
 pub mod sigma_cmd;

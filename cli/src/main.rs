@@ -128,6 +128,12 @@ enum Command {
     /// Every event that mentions one entity around a time or an alert,
     /// across hosts and sources, in time order (table, JSON lines or CSV).
     Pivot(quarry_cli::pivot_cmd::PivotArgs),
+    /// Ask a question in the hunt query language (docs/queries.md) over
+    /// log files, or show its compiled plan.
+    #[command(
+        after_help = "Examples:\n  quarry query 'where EventID == 4625 | stats count() by TargetUserName' --logs Security.evtx\n  quarry query 'where Image endswith \"\\\\rundll32.exe\" | rare ParentImage' --logs sysmon.evtx --output csv\n  quarry query 'where EventID == 4624 and LogonType == 3 | stats dc(Computer) as hosts by TargetUserName' --dry-run"
+    )]
+    Query(quarry_cli::query_cmd::QueryArgs),
     /// Write, build, test locally, upload and list hunt modules.
     #[command(
         subcommand,
@@ -1215,6 +1221,9 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Hunt(command) => hunt(command).await?,
         Command::Triage(command) => quarry_cli::triage_cmd::run(command).await?,
         Command::Pivot(args) => quarry_cli::pivot_cmd::run(args).await?,
+        Command::Query(args) => {
+            tokio::task::spawn_blocking(move || quarry_cli::query_cmd::run(args)).await??;
+        }
         Command::Module(command) => return module(command).await,
         Command::Shard(command) => shard(command).await?,
         Command::Cluster(command) => cluster(command).await?,
