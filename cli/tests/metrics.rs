@@ -11,22 +11,15 @@
 //! `scripts/dev test` installs Debian's `prometheus` package. Without it
 //! the test is skipped with a message, except under `CI=true`.
 
+mod common;
+
+use common::{Process, until};
 use quarry_client::Client;
 use quarry_worker::shard::ShardStore;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// A child process killed and reaped when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -71,21 +64,6 @@ fn quarry(args: &[&str]) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     command
-}
-
-async fn until<T>(
-    what: &str,
-    limit: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return Ok(value);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// A plain HTTP/1.1 GET on loopback: (status, body).

@@ -5,6 +5,9 @@
 //! and its triage) lands in the client's trace, from three services. The
 //! servers' metrics reach the same receiver over OTLP.
 
+mod common;
+
+use common::{Process, until};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -23,9 +26,9 @@ use quarry_client::Client;
 use quarry_worker::shard::ShardStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One exported span, flattened.
 #[derive(Clone, Debug)]
@@ -115,16 +118,6 @@ impl TraceService for Receiver {
     }
 }
 
-/// A child process killed and reaped when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `quarry ARGS` exporting traces to `endpoint`, whatever the environment
 /// of the test says about OpenTelemetry.
 fn quarry(endpoint: &str, args: &[&str]) -> Command {
@@ -146,21 +139,6 @@ fn quarry(endpoint: &str, args: &[&str]) -> Command {
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .stdin(Stdio::null());
     command
-}
-
-async fn until<T>(
-    what: &str,
-    limit: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return Ok(value);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
