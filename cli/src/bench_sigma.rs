@@ -673,8 +673,9 @@ pub fn sigma_bench(
     };
     let (init_elapsed, _) = init(None)?;
     // Two tasks of one hunt: the second runs on the first's instance.
-    init(Some("bench-sigma"))?;
-    let (reused_elapsed, reused) = init(Some("bench-sigma"))?;
+    let hunt = quarry_proto::HuntId::new("bench-sigma");
+    init(Some(&hunt))?;
+    let (reused_elapsed, reused) = init(Some(&hunt))?;
     if !reused.reused_instance {
         anyhow::bail!("the sigma module's second task of one hunt did not reuse its instance");
     }
@@ -759,7 +760,7 @@ fn run(
     limits: TaskLimits,
     shard: &str,
     store: &ShardStore,
-    hunt: Option<&str>,
+    hunt: Option<&quarry_proto::HuntId>,
 ) -> anyhow::Result<(Duration, TaskOutput)> {
     let task = TaskInput {
         params,

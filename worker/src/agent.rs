@@ -1133,7 +1133,7 @@ async fn run_task(
     };
     let inner = inner.clone();
     let shard = assignment.shard.clone();
-    let hunt_id = assignment.hunt_id.clone();
+    let hunt_id = quarry_proto::HuntId::new(assignment.hunt_id.clone());
     let span = tracing::info_span!("module.run", module = %digest);
     tokio::task::spawn_blocking(move || {
         let _run = span.enter();

@@ -28,7 +28,7 @@ use crate::module_cache::{DiskCache, MemoryCache};
 use crate::prefilter::{Clause, MatchOp, Prefilter, Projection};
 use crate::shard::ShardStore;
 use quarry_contract::intel::IntelSets;
-use quarry_proto::ModuleDigest;
+use quarry_proto::{HuntId, ModuleDigest};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::Path;
@@ -436,7 +436,7 @@ pub struct TaskInput<'a> {
     /// when the module allows it (contract 0.2.3's `reuse`), which spares
     /// them instantiation, `plan` and most of `init`. `None`: a fresh
     /// instance.
-    pub hunt: Option<&'a str>,
+    pub hunt: Option<&'a HuntId>,
 }
 
 /// What a scheduled run adds to a task (docs/schedules.md).
@@ -863,7 +863,7 @@ impl Drop for InstancePermit {
 /// An instance kept after a task of a hunt whose module allows reuse
 /// (contract 0.2.3), for that hunt's next task on this worker.
 struct Warm {
-    hunt: String,
+    hunt: HuntId,
     digest: ModuleDigest,
     /// What `init` got (the intel sets taken out) and the clamped limits:
     /// only a task with the same may take the instance.
@@ -891,14 +891,14 @@ struct WarmPool {
 impl WarmPool {
     fn take(
         &self,
-        hunt: &str,
+        hunt: &HuntId,
         digest: &ModuleDigest,
         params: &[(String, String)],
         limits: &TaskLimits,
     ) -> Option<Warm> {
         let mut idle = self.idle.lock().ok()?;
         let at = idle.iter().position(|warm| {
-            warm.hunt == hunt
+            warm.hunt == *hunt
                 && warm.digest == *digest
                 && warm.limits == *limits
                 && warm.params == params
@@ -1483,7 +1483,7 @@ impl Runtime {
         {
             self.warm.keep(
                 Warm {
-                    hunt: hunt_id.to_owned(),
+                    hunt: hunt_id.clone(),
                     digest: module.digest.clone(),
                     params,
                     limits,

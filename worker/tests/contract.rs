@@ -477,12 +477,13 @@ impl OneSlot {
         shard: &str,
         params: &[(String, String)],
     ) -> Result<TaskOutput, TaskFailure> {
+        let hunt = hunt.map(quarry_proto::HuntId::new);
         let task = TaskInput {
             params,
             limits: limits(),
             shard,
             time_range: None,
-            hunt,
+            hunt: hunt.as_ref(),
         };
         self.runtime.run(
             module,
