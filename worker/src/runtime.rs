@@ -909,16 +909,27 @@ impl WarmPool {
     /// Keeps `warm`, dropping expired instances and, past `max`, the one
     /// idle longest.
     fn keep(&self, warm: Warm, max: usize) {
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
-        };
-        idle.retain(|warm| warm.idle_since.elapsed() < WARM_IDLE);
-        while idle.len() >= max.max(1) {
-            if Self::take_oldest(&mut idle).is_none() {
-                break;
+        // Instances given up here are dropped after the lock is released,
+        // as in `drop_expired`: dropping a store frees its pool slot.
+        let mut given_up = Vec::new();
+        {
+            let Ok(mut idle) = self.idle.lock() else {
+                return;
+            };
+            let (expired, kept): (Vec<Warm>, Vec<Warm>) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|warm| warm.idle_since.elapsed() >= WARM_IDLE);
+            *idle = kept;
+            given_up.extend(expired);
+            while idle.len() >= max.max(1) {
+                match Self::take_oldest(&mut idle) {
+                    Some(oldest) => given_up.push(oldest),
+                    None => break,
+                }
             }
+            idle.push(warm);
         }
-        idle.push(warm);
+        drop(given_up);
     }
 
     /// Drops the instance idle longest; `false` if none was idle.
