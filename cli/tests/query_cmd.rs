@@ -1,7 +1,8 @@
 //! `quarry query` over local log files: the table in each output format,
 //! the plan of `--dry-run`, a parse error pointing at its column, the
-//! unknown-field warning, and a hunt over real logs from ../shared/data
-//! whose answer was counted independently (Python over the same JSON).
+//! unknown-field warning, and ten hunts over real attack recordings from
+//! ../shared/data whose answers were counted independently (Python over
+//! the recordings' JSON exports).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -121,19 +122,78 @@ fn a_field_no_event_has_is_a_warning_with_the_closest_names() {
     );
 }
 
-#[test]
-fn failed_logons_in_a_real_recording_are_counted_by_account() {
-    let Some(evtx) = quarry_testdata::shared_file(
-        "logs/windows/evtx/T1110_openssh_bruteforce_nonexistent_users_4625.evtx",
-    ) else {
-        return;
-    };
-    // The same count over the recording's JSON export, by Python: NOUSER 5.
-    let table = stdout(&quarry(&[
-        "query",
+/// The example hunts of docs/queries.md over real attack recordings
+/// (../shared/data/logs/windows/evtx): each answer was counted
+/// independently, by a Python script over the recordings' JSON exports,
+/// while these queries read the EVTX files.
+const REAL_HUNTS: &[(&str, &str, &str)] = &[
+    (
+        "T1110_openssh_bruteforce_nonexistent_users_4625",
         "where EventID == 4625 | stats count() by TargetUserName",
-        "--logs",
-        &evtx.display().to_string(),
-    ]));
-    assert_eq!(table, "TargetUserName  count\nNOUSER          5\n");
+        "TargetUserName  count\nNOUSER          5\n",
+    ),
+    (
+        "T1078_failed_logon_account_restriction_4625",
+        "where EventID == 4625 | stats count() by SubStatus, TargetUserName",
+        "SubStatus  TargetUserName  count\n0x0        -               2\n",
+    ),
+    (
+        "T1558.003_kerberoast_rc4_ticket_4769",
+        r#"where EventID == 4769 and TicketEncryptionType == "0x17" | stats count() by ServiceName"#,
+        "ServiceName   count\nSvc-SQL-DB01  1\n",
+    ),
+    (
+        "T1558.004_asrep_roasting_4768",
+        "where EventID == 4768 and PreAuthType == 0 | fields TargetUserName, TicketEncryptionType",
+        "TargetUserName  TicketEncryptionType\nadmin-test      0x17\n",
+    ),
+    (
+        "T1021.002_psexec_admin_share_4688_4697_5140_5145",
+        "where EventID == 5145 | stats count() by ShareName | sort -count",
+        "ShareName   count\n\\\\*\\ADMIN$  5\n\\\\*\\IPC$    4\n",
+    ),
+    (
+        "T1021.002_psexec_admin_share_4688_4697_5140_5145",
+        "where EventID == 4697 | fields ServiceName, ServiceFileName",
+        "ServiceName  ServiceFileName\nPSEXESVC     %SystemRoot%\\PSEXESVC.exe\n",
+    ),
+    (
+        "T1003.006_mimikatz_dcsync_4662",
+        r#"where EventID == 4662 and Properties contains "1131f6aa-9c07-11d1-f79f-00c04fc2dcd2" | stats count() by SubjectUserName | sort -count"#,
+        "SubjectUserName  count\nadmmig           2\nROOTDC2$         1\n",
+    ),
+    (
+        "T1110_kerbrute_user_enumeration_4768_4771",
+        "where EventID == 4768 | stats dc(TargetUserName) as users, count() by IpAddress",
+        "IpAddress            users  count\n::ffff:10.23.123.11  20     20\n",
+    ),
+    (
+        "T1110_kerberos_bruteforce_valid_user_4771",
+        r#"where EventID == 4771 and Status == "0x18" | stats count() by TargetUserName"#,
+        "TargetUserName  count\nadmin-hacker    54\n",
+    ),
+    (
+        "T1550.002_mimikatz_pass_the_hash_4624",
+        "where EventID == 4624 and LogonType == 9 | stats count() by LogonProcessName, AuthenticationPackageName",
+        "LogonProcessName  AuthenticationPackageName  count\nseclogo           Negotiate                  1\n",
+    ),
+];
+
+#[test]
+fn ten_hunts_over_real_recordings_give_the_independently_counted_answers() {
+    for (recording, query, expected) in REAL_HUNTS {
+        let Some(evtx) =
+            quarry_testdata::shared_file(&format!("logs/windows/evtx/{recording}.evtx"))
+        else {
+            eprintln!("SKIPPED: ../shared/data is missing");
+            return;
+        };
+        let table = stdout(&quarry(&[
+            "query",
+            query,
+            "--logs",
+            &evtx.display().to_string(),
+        ]));
+        assert_eq!(table, *expected, "{query} over {recording}");
+    }
 }
