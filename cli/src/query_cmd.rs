@@ -8,7 +8,7 @@
 
 use clap::{Args, ValueEnum};
 use quarry_query::{JsonEvent, Plan, Runner, Table, Value};
-use quarry_worker::ingest::{self, Format};
+use quarry_worker::ingest::Format;
 use quarry_worker::shard::ShardStore;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -65,16 +65,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     let store = ShardStore::open(&scratch.path().join("shards"))?;
     let mut events = 0u64;
     for path in &args.logs {
-        let (format, records) = ingest::open(path, args.format)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let report = store
-            .append_from(
-                SHARD,
-                Default::default(),
-                &path.display().to_string(),
-                records,
-                &mut |_| {},
-            )
+        let (format, report) = crate::module_tool::ingest_file(&store, SHARD, path, args.format)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         events += report.events_stored;
         eprintln!(
@@ -89,12 +80,13 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         );
     }
     let mut known = std::collections::BTreeSet::new();
+    let mut path = String::new();
     let mut runner = Runner::new(&plan);
     if store.get(SHARD).is_some() {
         store.scan::<anyhow::Error, _>(SHARD, None, 4096, |batch| {
             for event in batch {
                 if let Some(map) = event.doc.as_object() {
-                    field_names(map, "", 0, &mut known);
+                    field_names(map, &mut path, 0, &mut known);
                     runner.observe(&JsonEvent {
                         map,
                         time_ms: (event.timestamp_ms != 0).then_some(event.timestamp_ms),
@@ -130,23 +122,28 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
 const MAX_FIELD_NAMES: usize = 10_000;
 
 /// Adds the names of `map`'s fields, nested ones as dotted paths (three
-/// levels deep), to `names`.
+/// levels deep), to `names`. `path` is a scratch buffer holding the prefix:
+/// a name already known costs a lookup, not an allocation (this runs for
+/// every event).
 fn field_names(
     map: &serde_json::Map<String, serde_json::Value>,
-    prefix: &str,
+    path: &mut String,
     depth: usize,
     names: &mut std::collections::BTreeSet<String>,
 ) {
+    let prefix = path.len();
     for (key, value) in map {
-        if names.len() >= MAX_FIELD_NAMES {
-            return;
+        path.truncate(prefix);
+        path.push_str(key);
+        if names.len() < MAX_FIELD_NAMES && !names.contains(path.as_str()) {
+            names.insert(path.clone());
         }
-        let name = format!("{prefix}{key}");
         if let (serde_json::Value::Object(inner), true) = (value, depth < 3) {
-            field_names(inner, &format!("{name}."), depth + 1, names);
+            path.push('.');
+            field_names(inner, path, depth + 1, names);
         }
-        names.insert(name);
     }
+    path.truncate(prefix);
 }
 
 fn print_plan(plan: &Plan) {

@@ -13,9 +13,8 @@
 
 mod common;
 
-use common::{Process, until};
+use common::{Process, demo_worker_dir, until, upload_bruteforce};
 use quarry_client::Client;
-use quarry_worker::shard::ShardStore;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -281,20 +280,10 @@ async fn prometheus_scrapes_every_node_and_promtool_accepts_the_exposition() -> 
         None
     })
     .await?;
-    let module = quarry_hunt_modules::BRUTEFORCE;
-    until("the module upload", Duration::from_secs(30), async || {
-        client
-            .upload_module(module.name, module.version, "", module.wasm)
-            .await
-            .ok()
-    })
-    .await?;
+    upload_bruteforce(&mut client).await?;
 
     // A worker with the demo shards and its own endpoint.
-    let worker_dir = dir.path().join("worker");
-    let store = ShardStore::open(&worker_dir.join("shards"))?;
-    quarry_worker::demo::generate_demo_shards(&store, 0)?;
-    drop(store);
+    let worker_dir = demo_worker_dir(dir.path())?;
     let mut worker = quarry(&[
         "worker",
         "--id",

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Process, until};
+use common::{Process, demo_worker_dir, until, upload_bruteforce};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -23,7 +23,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use quarry_client::Client;
-use quarry_worker::shard::ShardStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -181,18 +180,8 @@ async fn one_hunt_is_one_trace_across_client_coordinator_and_worker() -> anyhow:
         Some(client)
     })
     .await?;
-    let module = quarry_hunt_modules::BRUTEFORCE;
-    until("the module upload", Duration::from_secs(30), async || {
-        client
-            .upload_module(module.name, module.version, "", module.wasm)
-            .await
-            .ok()
-    })
-    .await?;
-    let worker_dir = dir.path().join("worker");
-    let store = ShardStore::open(&worker_dir.join("shards"))?;
-    quarry_worker::demo::generate_demo_shards(&store, 0)?;
-    drop(store);
+    upload_bruteforce(&mut client).await?;
+    let worker_dir = demo_worker_dir(dir.path())?;
     let _worker = Process(
         quarry(
             &endpoint,

@@ -581,6 +581,28 @@ const MALFORMED_SHOWN: usize = 20;
 /// runs a task, with `limits` (see [`default_limits`]). A failing module is
 /// a `LocalRun` whose outcome is the failure; an `Err` means the run could
 /// not happen (unreadable module or log, invalid module).
+/// Reads the log file `path` (in `format`, or the detected one) into
+/// `shard` of a scratch store, the way a worker ingests it; the error says
+/// what went wrong with the file.
+pub fn ingest_file(
+    store: &ShardStore,
+    shard: &str,
+    path: &Path,
+    format: Option<Format>,
+) -> Result<(Format, quarry_worker::shard::IngestReport), String> {
+    let (format, records) = ingest::open(path, format).map_err(|e| e.to_string())?;
+    let report = store
+        .append_from(
+            shard,
+            Default::default(),
+            &path.display().to_string(),
+            records,
+            &mut |_| {},
+        )
+        .map_err(|e| e.to_string())?;
+    Ok((format, report))
+}
+
 pub fn run_local(
     module_path: &Path,
     logs: &[PathBuf],
@@ -609,16 +631,7 @@ pub fn run_local(
             path: path.clone(),
             detail,
         };
-        let (format, records) = ingest::open(path, format).map_err(|e| failed(e.to_string()))?;
-        let report = store
-            .append_from(
-                LOCAL_SHARD,
-                Default::default(),
-                &path.display().to_string(),
-                records,
-                &mut |_| {},
-            )
-            .map_err(|e| failed(e.to_string()))?;
+        let (format, report) = ingest_file(&store, LOCAL_SHARD, path, format).map_err(failed)?;
         files.push(IngestedFile {
             path: path.clone(),
             format,
