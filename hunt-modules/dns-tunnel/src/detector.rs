@@ -1,15 +1,28 @@
 //! The detection logic, in plain Rust: no host calls, so it is unit-tested on
 //! the build machine.
 //!
-//! Queries are grouped by registered domain (the public suffix plus one
-//! label; multi-label suffixes such as `co.uk` are known, see
-//! [`registered_domain`]). Per domain the detector counts queries whose
-//! subdomain looks encoded (a long label, high Shannon entropy, digits mixed
-//! in) and distinct subdomains per client. At the end of the task a domain
-//! with enough encoded-looking queries, or one client asking for an unusual
-//! number of distinct subdomains of it, is reported once. Per client, because
-//! CDNs give every client a few of their countless hashed names, while a
-//! tunnel gives one client hundreds.
+//! Queries are grouped by registered domain: the public suffix plus one
+//! label, from the Public Suffix List (the `psl` crate, ICANN and private
+//! sections), so that a cloud platform's host names under its private
+//! suffixes (`ec2-1-2-3-4.compute-1.amazonaws.com`,
+//! `d111111abcdef8.cloudfront.net`) are each their own registered domain
+//! rather than thousands of subdomains of `amazonaws.com`. Names that never
+//! leave the site are left out before grouping (see [`local_reason`]):
+//! link-local and private namespaces (`.local`, `.internal`, `.localhost`),
+//! reverse lookups (`.arpa`), DNS service discovery (`_tcp` and `_udp`
+//! labels) and the organisation's own domains (a parameter).
+//!
+//! Per domain the detector counts queries whose subdomain looks encoded (a
+//! long label, high Shannon entropy, digits mixed in), the clients that ask
+//! for it and the distinct subdomains per client. At the end of the task a
+//! domain with enough encoded-looking queries, or one client asking for an
+//! unusual number of distinct subdomains of it, is reported once. Per
+//! client, because CDNs give every client a few of their countless hashed
+//! names, while a tunnel gives one client hundreds. How severe and how
+//! confident a finding is follows from volume, encoded share and how many
+//! clients ask for the domain (see [`Assessment`]): a tunnel is one host
+//! sending hundreds of encoded names to a domain nothing else uses, a
+//! vendor's telemetry is many hosts asking for the same kind of names.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,23 +44,11 @@ pub const MAX_DOMAINS: usize = 200_000;
 const MAX_DISTINCT: usize = 100_000;
 /// Clients tracked per domain for distinct counting; a domain asked for by
 /// more clients is popular, and the first ones are as good a sample.
-const MAX_SOURCES_PER_DOMAIN: usize = 64;
+pub const MAX_SOURCES_PER_DOMAIN: usize = 64;
 /// Examples of encoded-looking names kept per domain.
 const MAX_EXAMPLES: usize = 5;
 /// Offsets attached to a finding.
 const MAX_OFFSETS: usize = 50;
-
-/// Public suffixes of more than one label that are common enough to matter.
-/// Not the whole Public Suffix List: a registered domain under a suffix not
-/// listed here is taken one label too short (`example.city.state.us` groups
-/// as `state.us`), which merges domains but never splits one.
-const MULTI_LABEL_SUFFIXES: &[&str] = &[
-    "ac.jp", "ac.nz", "ac.uk", "ac.za", "co.id", "co.il", "co.in", "co.jp", "co.kr", "co.nz",
-    "co.th", "co.uk", "co.za", "com.ar", "com.au", "com.br", "com.cn", "com.co", "com.hk",
-    "com.mx", "com.my", "com.pl", "com.sg", "com.tr", "com.tw", "com.ua", "edu.au", "gov.au",
-    "gov.uk", "ltd.uk", "me.uk", "ne.jp", "net.au", "net.br", "net.cn", "or.jp", "org.au",
-    "org.br", "org.cn", "org.nz", "org.uk", "plc.uk", "sch.uk",
-];
 
 /// Tuning of the detection, from the hunt's parameters.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +64,14 @@ pub struct Config {
     pub max_distinct_subdomains: usize,
     /// Domains never reported (`example.com` covers its subdomains).
     pub ignore_domains: Vec<String>,
+    /// The organisation's own DNS domains (its Active Directory domain,
+    /// internal zones): resolved by its own servers, never a tunnel, left
+    /// out like `.local` names.
+    pub own_domains: Vec<String>,
+    /// Clients asking for a domain that make it popular: a finding about a
+    /// domain this many clients ask for is low severity (a vendor's
+    /// telemetry or a CDN, rather than one compromised host).
+    pub popular_clients: usize,
 }
 
 impl Default for Config {
@@ -73,9 +82,22 @@ impl Default for Config {
             min_encoded_queries: 10,
             max_distinct_subdomains: 300,
             ignore_domains: Vec::new(),
+            own_domains: Vec::new(),
+            popular_clients: 10,
         }
     }
 }
+
+/// Encoded-looking queries, in multiples of `min_encoded_queries`, that a
+/// high finding needs: a tunnel moves data, so it sends many.
+const HIGH_VOLUME_FACTOR: u64 = 3;
+/// Smallest share of a domain's queries that look encoded for a high
+/// finding: a tunnel's domain exists for the tunnel, while a vendor's
+/// domain also serves ordinary names.
+const HIGH_ENCODED_SHARE: f64 = 0.5;
+/// Most clients sending encoded-looking names for a high finding: a tunnel
+/// runs on one compromised host (two, counting a NAT or a second interface).
+const HIGH_MAX_ENCODED_CLIENTS: usize = 2;
 
 /// One DNS query, as read from an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,27 +116,65 @@ pub struct Query<'a> {
 
 /// The registered domain of a (lowercase, dot-trimmed) name and the
 /// subdomain part before it: `("example.co.uk", "a.b")` for
-/// `a.b.example.co.uk`. `None` for names with a single label.
+/// `a.b.example.co.uk`, by the Public Suffix List (the `psl` crate, private
+/// suffixes included). A name that is itself a public suffix (`co.uk`, or
+/// `ec2-1-2-3-4.compute-1.amazonaws.com` under the private wildcard
+/// `*.compute-1.amazonaws.com`) is its own registered domain with no
+/// subdomain. Names under a top-level domain the list does not know
+/// (`corp.example`) take the last label as the suffix, as the list's `*`
+/// rule says. `None` for names with a single label or an empty label.
 pub fn registered_domain(name: &str) -> Option<(&str, &str)> {
-    let labels: Vec<&str> = name.split('.').collect();
-    if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
+    if !name.contains('.') || name.split('.').any(str::is_empty) {
         return None;
     }
-    let n = labels.len();
-    let last_two = &name[name.len() - labels[n - 2].len() - labels[n - 1].len() - 1..];
-    let keep = if MULTI_LABEL_SUFFIXES.contains(&last_two) {
-        3
-    } else {
-        2
-    };
-    if n < keep {
-        // A bare public suffix.
+    let Some(domain) = psl::domain_str(name) else {
+        // The whole name is a public suffix.
         return Some((name, ""));
+    };
+    let sub = name[..name.len() - domain.len()].trim_end_matches('.');
+    Some((&name[name.len() - domain.len()..], sub))
+}
+
+/// Top-level names that never leave the site: multicast DNS (`.local`,
+/// RFC 6762), the loopback name (`.localhost`), private namespaces
+/// (`.internal`, reserved for private use in 2024; cloud providers' own
+/// resolvers answer `ec2.internal` and the like) and reverse lookups
+/// (`.arpa`, including `home.arpa`).
+const LOCAL_TLDS: [&str; 4] = ["local", "localhost", "internal", "arpa"];
+
+/// Why a (lowercase, dot-trimmed) name cannot be a tunnel, or `None` when
+/// it may be: a link-local or private namespace ([`LOCAL_TLDS`]), a DNS
+/// service discovery or SRV name (a `_tcp` or `_udp` label, as in
+/// `_ipp._tcp.local` or `_ldap._tcp.dc._msdcs.corp.example`), or one of
+/// the organisation's own domains (`own_domains`; `corp.example` covers its
+/// subdomains). A tunnel needs an authoritative server on the internet that
+/// the attacker runs; none of these is resolved by one.
+pub fn local_reason(name: &str, own_domains: &[String]) -> Option<&'static str> {
+    let tld = name.rsplit('.').next().unwrap_or(name);
+    if LOCAL_TLDS.contains(&tld) {
+        return Some(if tld == "arpa" {
+            "reverse lookup"
+        } else {
+            "link-local or private namespace"
+        });
     }
-    let domain_len: usize = labels[n - keep..].iter().map(|l| l.len()).sum::<usize>() + keep - 1;
-    let domain = &name[name.len() - domain_len..];
-    let sub = name[..name.len() - domain_len].trim_end_matches('.');
-    Some((domain, sub))
+    if name.split('.').any(|l| l == "_tcp" || l == "_udp") {
+        return Some("service discovery");
+    }
+    if own_domains.iter().any(|d| under(name, d)) {
+        return Some("own domain");
+    }
+    None
+}
+
+/// Whether `name` is `domain` or one of its subdomains.
+fn under(name: &str, domain: &str) -> bool {
+    let domain = domain.trim_matches('.');
+    !domain.is_empty()
+        && (name == domain
+            || name
+                .strip_suffix(domain)
+                .is_some_and(|rest| rest.ends_with('.')))
 }
 
 /// Shannon entropy of `text`'s characters, in bits per character.
@@ -161,6 +221,30 @@ fn fnv1a(text: &str) -> u64 {
     })
 }
 
+#[derive(Debug, Default)]
+struct Domain {
+    queries: u64,
+    encoded: u64,
+    distinct: BTreeSet<u64>,
+    distinct_truncated: bool,
+    /// Distinct subdomains per client (hashes), for the first
+    /// [`MAX_SOURCES_PER_DOMAIN`] clients.
+    per_source: BTreeMap<String, BTreeSet<u64>>,
+    /// Clients that asked for the domain (the first
+    /// [`MAX_SOURCES_PER_DOMAIN`]); `sources_truncated` when more did.
+    sources: BTreeSet<String>,
+    sources_truncated: bool,
+    /// Clients that sent encoded-looking names (bounded likewise).
+    encoded_sources: BTreeSet<String>,
+    subdomain_chars: u64,
+    max_label: usize,
+    qtypes: BTreeMap<String, u64>,
+    examples: Vec<String>,
+    offsets: Vec<u64>,
+    first_ms: i64,
+    last_ms: i64,
+}
+
 impl Domain {
     fn max_distinct_per_source(&self) -> usize {
         self.per_source
@@ -169,24 +253,95 @@ impl Domain {
             .max()
             .unwrap_or(0)
     }
+
+    /// Clients that asked (at least one: a query without a known client
+    /// still came from somewhere).
+    fn clients(&self) -> usize {
+        self.sources.len().max(1)
+    }
 }
 
-#[derive(Debug, Default)]
-struct Domain {
-    queries: u64,
-    encoded: u64,
-    distinct: BTreeSet<u64>,
-    distinct_truncated: bool,
-    /// Distinct subdomains per client (hashes).
-    per_source: BTreeMap<String, BTreeSet<u64>>,
-    subdomain_chars: u64,
-    max_label: usize,
-    qtypes: BTreeMap<String, u64>,
-    sources: BTreeSet<String>,
-    examples: Vec<String>,
-    offsets: Vec<u64>,
-    first_ms: i64,
-    last_ms: i64,
+/// Inserts `value` into a set of at most [`MAX_SOURCES_PER_DOMAIN`],
+/// remembering when one was left out.
+fn insert_source(set: &mut BTreeSet<String>, truncated: &mut bool, value: &str) {
+    if set.contains(value) {
+        return;
+    }
+    if set.len() < MAX_SOURCES_PER_DOMAIN {
+        set.insert(value.to_owned());
+    } else {
+        *truncated = true;
+    }
+}
+
+/// How suspicious a reported domain is, from what the detector counted.
+///
+/// - **High**: encoded-looking names make up at least half of the domain's
+///   queries, there are at least three times `min_encoded_queries` of them,
+///   and at most two clients sent them (fewer than `popular_clients` asked
+///   for the domain at all): data moving through one host's lookups.
+/// - **Low**: at least `popular_clients` clients asked for the domain: many
+///   hosts doing the same is what vendors' telemetry, anti-virus cloud
+///   lookups and CDNs look like, not one compromised host.
+/// - **Medium**: the rest (encoded names in small numbers or as a minority
+///   of the domain's queries, or one client's unusual number of distinct
+///   subdomains without encoded names).
+///
+/// Confidence (0–100) weighs the same three things continuously: the
+/// encoded share (35 %), one over the number of clients (35 %) and the
+/// volume (30 %: the encoded queries, or for volume alone the one client's
+/// distinct subdomains, on a log scale reaching 1 at 1,000).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assessment {
+    /// Finding severity.
+    pub severity: Severity,
+    /// Finding confidence, 0–100.
+    pub confidence: u8,
+    /// Why this severity, for the evidence.
+    pub why: &'static str,
+}
+
+impl Assessment {
+    fn of(d: &Domain, config: &Config, encoded_hit: bool) -> Assessment {
+        let share = d.encoded as f64 / d.queries.max(1) as f64;
+        let clients = d.clients();
+        let popular = clients >= config.popular_clients.max(1) || d.sources_truncated;
+        let volume = if encoded_hit {
+            d.encoded
+        } else {
+            d.max_distinct_per_source() as u64
+        };
+        let volume_term = ((volume.max(1) as f64).log10() / 3.0).min(1.0);
+        let score = 0.35 * share + 0.35 / clients as f64 + 0.30 * volume_term;
+        let confidence = (score * 100.0).round().clamp(10.0, 95.0) as u8;
+        let (severity, why) = if popular {
+            (Severity::Low, "many clients ask for this domain")
+        } else if encoded_hit
+            && share >= HIGH_ENCODED_SHARE
+            && d.encoded >= HIGH_VOLUME_FACTOR * config.min_encoded_queries
+            && d.encoded_sources.len() <= HIGH_MAX_ENCODED_CLIENTS
+        {
+            (
+                Severity::High,
+                "most queries encoded-looking, in volume, from one or two clients",
+            )
+        } else if encoded_hit {
+            (
+                Severity::Medium,
+                "encoded-looking names, but few or a minority of the domain's queries, or from several clients",
+            )
+        } else {
+            (
+                Severity::Medium,
+                "volume of distinct names from one client without encoded-looking names",
+            )
+        };
+        Assessment {
+            severity,
+            confidence,
+            why,
+        }
+    }
 }
 
 /// What a task saw, for its log.
@@ -194,6 +349,9 @@ struct Domain {
 pub struct Summary {
     /// Queries observed.
     pub queries: u64,
+    /// Queries left out as link-local, reverse, service discovery or the
+    /// organisation's own ([`local_reason`]), or ignored by parameter.
+    pub local: u64,
     /// Registered domains tracked.
     pub domains: usize,
     /// Queries of domains beyond [`MAX_DOMAINS`].
@@ -218,13 +376,9 @@ impl Detector {
         }
     }
 
-    fn ignored(&self, domain: &str) -> bool {
-        domain.ends_with(".arpa")
-            || domain == "arpa"
-            || self.config.ignore_domains.iter().any(|i| {
-                let i = i.trim_start_matches('.');
-                domain == i || domain.ends_with(&format!(".{i}"))
-            })
+    fn ignored(&self, name: &str) -> bool {
+        local_reason(name, &self.config.own_domains).is_some()
+            || self.config.ignore_domains.iter().any(|i| under(name, i))
     }
 
     /// Feeds one query.
@@ -233,10 +387,11 @@ impl Detector {
         let Some((domain, sub)) = registered_domain(&name) else {
             return;
         };
-        if self.ignored(domain) || self.ignored(&name) {
+        self.summary.queries += 1;
+        if self.ignored(&name) {
+            self.summary.local += 1;
             return;
         }
-        self.summary.queries += 1;
         if !self.domains.contains_key(domain) && self.domains.len() >= MAX_DOMAINS {
             self.summary.dropped += 1;
             return;
@@ -250,6 +405,10 @@ impl Detector {
         d.queries += 1;
         d.first_ms = d.first_ms.min(q.timestamp_ms);
         d.last_ms = d.last_ms.max(q.timestamp_ms);
+        let source = q.source.unwrap_or("");
+        if !source.is_empty() {
+            insert_source(&mut d.sources, &mut d.sources_truncated, source);
+        }
         if !sub.is_empty() {
             let hash = fnv1a(sub);
             if d.distinct.len() < MAX_DISTINCT {
@@ -257,7 +416,6 @@ impl Detector {
             } else {
                 d.distinct_truncated = true;
             }
-            let source = q.source.unwrap_or("");
             let tracked =
                 d.per_source.len() < MAX_SOURCES_PER_DOMAIN || d.per_source.contains_key(source);
             if tracked {
@@ -276,13 +434,10 @@ impl Detector {
         {
             *d.qtypes.entry(qtype.to_ascii_uppercase()).or_default() += 1;
         }
-        if let Some(source) = q.source
-            && d.sources.len() < 10
-        {
-            d.sources.insert(source.to_owned());
-        }
         if encoded {
             d.encoded += 1;
+            let mut ignored = false;
+            insert_source(&mut d.encoded_sources, &mut ignored, source);
             if d.examples.len() < MAX_EXAMPLES {
                 d.examples.push(name.clone());
             }
@@ -312,37 +467,46 @@ impl Detector {
         } else {
             d.distinct.len().to_string()
         };
+        let clients = if d.sources_truncated {
+            format!("{}+", d.sources.len())
+        } else {
+            d.sources.len().to_string()
+        };
         let reason = match (encoded, volume) {
             (true, true) => "encoded-looking subdomains and unusual volume",
             (true, false) => "encoded-looking subdomains",
             _ => "unusual number of distinct subdomains from one client",
         };
-        let (severity, confidence) = match (encoded, volume) {
-            (true, true) => (Severity::High, 85),
-            (true, false) => (Severity::High, 70),
-            _ => (Severity::Medium, 50),
-        };
+        let assessment = Assessment::of(d, &self.config, encoded);
         let qtypes = d
             .qtypes
             .iter()
             .map(|(t, n)| format!("{t}={n}"))
             .collect::<Vec<_>>()
             .join(", ");
+        let listed: Vec<&str> = d.sources.iter().take(10).map(String::as_str).collect();
         Finding::builder(
             RULE_DNS_TUNNEL,
             format!(
-                "Possible DNS tunnel via {name}: {reason} ({} queries, {distinct} distinct subdomains)",
+                "Possible DNS tunnel via {name}: {reason} ({} queries, {distinct} distinct subdomains, {clients} clients)",
                 d.queries
             ),
         )
-        .severity(severity)
-        .confidence(confidence)
+        .severity(assessment.severity)
+        .confidence(assessment.confidence)
         .entity(format!("domain:{name}"))
         .timestamp_ms(d.last_ms)
         .evidence("registered_domain", name)
         .evidence("reason", reason)
+        .evidence("severity_reason", assessment.why)
         .evidence("queries", d.queries)
         .evidence("encoded_queries", d.encoded)
+        .evidence(
+            "encoded_share",
+            format!("{:.2}", d.encoded as f64 / d.queries.max(1) as f64),
+        )
+        .evidence("clients", clients)
+        .evidence("encoded_clients", d.encoded_sources.len())
         .evidence("distinct_subdomains", distinct)
         .evidence(
             "max_distinct_subdomains_per_source",
@@ -354,7 +518,7 @@ impl Detector {
         )
         .evidence("max_label_length", d.max_label)
         .evidence("query_types", qtypes)
-        .evidence("sources", d.sources.iter().cloned().collect::<Vec<_>>().join(", "))
+        .evidence("sources", listed.join(", "))
         .evidence("examples", d.examples.join(" "))
         .evidence("first_seen", format_rfc3339_ms(d.first_ms))
         .evidence("last_seen", format_rfc3339_ms(d.last_ms))
@@ -399,7 +563,7 @@ mod tests {
     }
 
     #[test]
-    fn registered_domains_handle_multi_label_suffixes() {
+    fn registered_domains_follow_the_public_suffix_list() {
         assert_eq!(
             registered_domain("a.b.example.com"),
             Some(("example.com", "a.b"))
@@ -418,8 +582,67 @@ mod tests {
             registered_domain("a.shop.com.au"),
             Some(("shop.com.au", "a"))
         );
+        // A suffix the hand-written list did not know.
+        assert_eq!(
+            registered_domain("www.example.gov.br"),
+            Some(("example.gov.br", "www"))
+        );
+        // Private section: cloud platforms' host names are their own
+        // registered domains, not subdomains of the platform's.
+        assert_eq!(
+            registered_domain("ec2-54-12-3-4.compute-1.amazonaws.com"),
+            Some(("ec2-54-12-3-4.compute-1.amazonaws.com", ""))
+        );
+        assert_eq!(
+            registered_domain("a.b.my-lb-1234567890.us-east-1.elb.amazonaws.com"),
+            Some(("my-lb-1234567890.us-east-1.elb.amazonaws.com", "a.b"))
+        );
+        assert_eq!(
+            registered_domain("d111111abcdef8.cloudfront.net"),
+            Some(("d111111abcdef8.cloudfront.net", ""))
+        );
+        assert_eq!(
+            registered_domain("www.myapp.azurewebsites.net"),
+            Some(("myapp.azurewebsites.net", "www"))
+        );
+        // Unknown top-level domains: the last label is the suffix.
+        assert_eq!(
+            registered_domain("wpad.corp.example"),
+            Some(("corp.example", "wpad"))
+        );
         assert_eq!(registered_domain("localhost"), None);
         assert_eq!(registered_domain("a..b"), None);
+    }
+
+    #[test]
+    fn local_and_service_discovery_names_are_recognised() {
+        let own = ["corp.example".to_owned()];
+        let reason = |n| local_reason(n, &own);
+        assert_eq!(
+            reason("_googlecast._tcp.local"),
+            Some("link-local or private namespace")
+        );
+        assert_eq!(
+            reason("printer.local"),
+            Some("link-local or private namespace")
+        );
+        assert_eq!(
+            reason("ip-10-1-2-3.ec2.internal"),
+            Some("link-local or private namespace")
+        );
+        assert_eq!(reason("4.3.2.10.in-addr.arpa"), Some("reverse lookup"));
+        assert_eq!(reason("nas.home.arpa"), Some("reverse lookup"));
+        assert_eq!(
+            reason("_ldap._tcp.dc._msdcs.example.org"),
+            Some("service discovery")
+        );
+        assert_eq!(reason("_sip._udp.example.net"), Some("service discovery"));
+        assert_eq!(reason("wpad.corp.example"), Some("own domain"));
+        assert_eq!(reason("corp.example"), Some("own domain"));
+        assert_eq!(reason("notcorp.example"), None);
+        assert_eq!(reason("www.example.com"), None);
+        assert_eq!(reason("local.example.com"), None);
+        assert_eq!(reason("_dmarc.example.com"), None);
     }
 
     #[test]
@@ -531,6 +754,155 @@ mod tests {
         };
         assert!(run(ignore, &av).is_empty());
         assert_eq!(run(Config::default(), &av).len(), 1);
+    }
+
+    /// Queries of `names` from each of `clients`, in turn.
+    fn run_from(config: Config, names: &[String], clients: &[&str]) -> Vec<Finding> {
+        let mut d = Detector::new(config);
+        let mut offset = 0;
+        for name in names {
+            for client in clients {
+                d.observe(&Query {
+                    source: Some(client),
+                    ..q(name, offset)
+                });
+                offset += 1;
+            }
+        }
+        d.finish().0
+    }
+
+    #[test]
+    fn mdns_service_discovery_reverse_and_cloud_host_names_are_quiet() {
+        let mut names = Vec::new();
+        for i in 0..200 {
+            // mDNS / DNS-SD: service instances named after a device id.
+            names.push(format!(
+                "chromecast-{}._googlecast._tcp.local",
+                hex_label(i, 32)
+            ));
+            names.push(format!("{}._airplay._tcp.local", hex_label(i + 500, 40)));
+            names.push("_services._dns-sd._udp.local".to_owned());
+            names.push(format!("{}.local", hex_label(i + 900, 30)));
+            // AD service records under a domain that is not `.local`.
+            names.push(format!(
+                "_ldap._tcp.{}._sites.dc._msdcs.ad.example.org",
+                hex_label(i + 1300, 30)
+            ));
+            // Reverse lookups, IPv6 nibbles and IPv4.
+            let nibbles: Vec<String> = hex_label(i + 1700, 32)
+                .chars()
+                .map(|c| c.to_string())
+                .collect();
+            names.push(format!("{}.ip6.arpa", nibbles.join(".")));
+            names.push(format!("{}.{}.16.172.in-addr.arpa", i % 250, i / 250));
+            // Cloud host names that encode addresses, under private suffixes.
+            names.push(format!(
+                "ec2-{}-{}-{}-{}.compute-1.amazonaws.com",
+                54 + i % 3,
+                i % 250,
+                (i * 7) % 250,
+                (i * 13) % 250
+            ));
+            names.push(format!(
+                "internal-{}-{}.eu-west-1.elb.amazonaws.com",
+                hex_label(i + 2100, 24),
+                1_000_000_000 + i * 7919
+            ));
+            names.push(format!("ip-10-0-{}-{}.ec2.internal", i % 250, i / 250));
+            names.push(format!("d{}.cloudfront.net", hex_label(i + 2500, 13)));
+            // The organisation's own zone, given as a parameter.
+            names.push(format!("{}.dyn.corp.example", hex_label(i + 2900, 40)));
+        }
+        let config = Config {
+            own_domains: vec!["corp.example".to_owned()],
+            ..Config::default()
+        };
+        let found = run(config.clone(), &names);
+        assert!(found.is_empty(), "{found:#?}");
+        let found = run_from(config, &names, &["10.0.0.5", "10.0.0.6"]);
+        assert!(found.is_empty(), "{found:#?}");
+        // Without the parameter, the own zone is a domain like any other.
+        let found = run(Config::default(), &names);
+        let entities: Vec<&str> = found.iter().map(|f| f.entity.as_str()).collect();
+        assert_eq!(entities, ["domain:corp.example"]);
+    }
+
+    /// `len` characters of base32 (`a-z2-7`), as iodine encodes upstream
+    /// data.
+    fn base32_label(seed: u64, len: usize) -> String {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+        let mut x = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ALPHABET[(x % 32) as usize] as char
+            })
+            .collect()
+    }
+
+    #[test]
+    fn iodine_style_tunnel_from_one_client_is_high() {
+        let names: Vec<String> = (0..300)
+            .map(|i| {
+                format!(
+                    "p{}.{}.t.exfil-example.net",
+                    base32_label(i, 60),
+                    base32_label(i + 10_000, 50)
+                )
+            })
+            .collect();
+        let found = run(Config::default(), &names);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let f = &found[0];
+        assert_eq!(f.entity, "domain:exfil-example.net");
+        assert_eq!(f.severity, Severity::High);
+        assert!(f.confidence >= 85, "{}", f.confidence);
+        assert_eq!(f.evidence_value("clients"), Some("1"));
+        assert_eq!(f.evidence_value("encoded_clients"), Some("1"));
+        assert_eq!(f.evidence_value("encoded_share"), Some("1.00"));
+    }
+
+    #[test]
+    fn popularity_volume_and_share_set_the_severity() {
+        let encoded: Vec<String> = (0..40)
+            .map(|i| format!("{}.probe.vendor-telemetry.example", hex_label(i, 40)))
+            .collect();
+        // One client: a tunnel shape.
+        let one = run(Config::default(), &encoded);
+        assert_eq!(one[0].severity, Severity::High);
+        // The same names asked for by twelve clients: a vendor's probes.
+        let clients: Vec<String> = (0..12).map(|i| format!("10.0.3.{i}")).collect();
+        let clients: Vec<&str> = clients.iter().map(String::as_str).collect();
+        let many = run_from(Config::default(), &encoded, &clients);
+        assert_eq!(many.len(), 1);
+        assert_eq!(many[0].severity, Severity::Low);
+        assert_eq!(many[0].evidence_value("clients"), Some("12"));
+        assert!(many[0].confidence < one[0].confidence);
+        // Three clients: fewer than popular, more than a tunnel's one or two.
+        let three = run_from(Config::default(), &encoded, &clients[..3]);
+        assert_eq!(three[0].severity, Severity::Medium);
+        // A popularity threshold of 3 makes them low.
+        let popular3 = Config {
+            popular_clients: 3,
+            ..Config::default()
+        };
+        assert_eq!(
+            run_from(popular3, &encoded, &clients[..3])[0].severity,
+            Severity::Low
+        );
+        // Few encoded names (above the reporting threshold, below the
+        // volume of a high finding): medium.
+        let few = run(Config::default(), &encoded[..12]);
+        assert_eq!(few[0].severity, Severity::Medium);
+        // Encoded names as a minority of a busy domain's queries: medium.
+        let mut mixed = encoded.clone();
+        mixed.extend((0..100).map(|i| format!("www{}.vendor-telemetry.example", i % 5)));
+        let mixed = run(Config::default(), &mixed);
+        assert_eq!(mixed[0].severity, Severity::Medium);
+        assert_eq!(mixed[0].evidence_value("encoded_share"), Some("0.29"));
     }
 
     #[test]

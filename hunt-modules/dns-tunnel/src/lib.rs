@@ -33,6 +33,12 @@ pub const PARAM_MIN_ENCODED_QUERIES: &str = "min_encoded_queries";
 pub const PARAM_MAX_DISTINCT_SUBDOMAINS: &str = "max_distinct_subdomains";
 /// Parameter: comma-separated domains never reported.
 pub const PARAM_IGNORE_DOMAINS: &str = "ignore_domains";
+/// Parameter: comma-separated domains of the organisation itself (its
+/// Active Directory domain, internal zones): never tunnels.
+pub const PARAM_OWN_DOMAINS: &str = "own_domains";
+/// Parameter: clients asking for a domain that make a finding about it low
+/// severity.
+pub const PARAM_POPULAR_CLIENTS: &str = "popular_clients";
 
 quarry_sdk::fields! {
     /// The event fields this module reads.
@@ -73,6 +79,8 @@ impl DnsTunnel {
             PARAM_MIN_ENCODED_QUERIES,
             PARAM_MAX_DISTINCT_SUBDOMAINS,
             PARAM_IGNORE_DOMAINS,
+            PARAM_OWN_DOMAINS,
+            PARAM_POPULAR_CLIENTS,
         ])?;
         let d = Config::default();
         let min_entropy = params.f64_or(PARAM_MIN_ENTROPY, d.min_entropy)?;
@@ -98,13 +106,29 @@ impl DnsTunnel {
                 d.max_distinct_subdomains as u64,
                 1..=100_000,
             )? as usize,
-            ignore_domains: params
-                .list(PARAM_IGNORE_DOMAINS)
-                .into_iter()
-                .map(str::to_ascii_lowercase)
-                .collect(),
+            ignore_domains: domains(params, PARAM_IGNORE_DOMAINS),
+            own_domains: domains(params, PARAM_OWN_DOMAINS),
+            popular_clients: params.u64_in_range_or(
+                PARAM_POPULAR_CLIENTS,
+                d.popular_clients as u64,
+                2..=MAX_POPULAR_CLIENTS,
+            )? as usize,
         })
     }
+}
+
+/// Largest `popular_clients`: the detector tracks this many clients per
+/// domain.
+const MAX_POPULAR_CLIENTS: u64 = detector::MAX_SOURCES_PER_DOMAIN as u64;
+
+/// A comma-separated list of domains, lowercase, without surrounding dots.
+fn domains(params: &Params, name: &str) -> Vec<String> {
+    params
+        .list(name)
+        .into_iter()
+        .map(|d| d.trim_matches('.').to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
+        .collect()
 }
 
 /// Reads the DNS query an event describes; `None` for other events.
@@ -166,8 +190,9 @@ impl Hunt for DnsTunnel {
     fn finish(self, out: &mut Output) {
         let (findings, summary) = self.detector.finish();
         quarry_sdk::log::debug(&format!(
-            "{} DNS queries over {} registered domains ({} beyond the domain limit); {} suspicious",
+            "{} DNS queries ({} link-local, reverse, service discovery, own or ignored) over {} registered domains ({} beyond the domain limit); {} suspicious",
             summary.queries,
+            summary.local,
             summary.domains,
             summary.dropped,
             findings.len()
@@ -212,6 +237,16 @@ mod tests {
             ["vendor.example", "b.example"]
         );
         let p = Params::from_pairs([("min_label_length", "64")]).unwrap();
+        assert!(DnsTunnel::config(&p).is_err());
+        let p = Params::from_pairs([
+            ("own_domains", ".Corp.Example,lab.test"),
+            ("popular_clients", "5"),
+        ])
+        .unwrap();
+        let c = DnsTunnel::config(&p).unwrap();
+        assert_eq!(c.own_domains, ["corp.example", "lab.test"]);
+        assert_eq!(c.popular_clients, 5);
+        let p = Params::from_pairs([("popular_clients", "65")]).unwrap();
         assert!(DnsTunnel::config(&p).is_err());
     }
 

@@ -2,8 +2,9 @@
 //! sandbox over generated shards: a working day of Zeek `dns` (and `conn`)
 //! records from an office (web browsing, Microsoft 365, CDNs with hashed
 //! host names, reverse lookups, AD service records, a few long cloud-storage
-//! names, Sysmon DNS events), with and without a planted dnscat2-style
-//! tunnel under a `co.uk` domain.
+//! names, mDNS / DNS-SD service discovery, cloud host names under the
+//! platforms' private public suffixes, Sysmon DNS events), with and without
+//! a planted dnscat2-style tunnel under a `co.uk` domain.
 
 use quarry_hunt_modules::DNS_TUNNEL;
 use quarry_module_testkit::{self as testkit, Rng, evidence as ev};
@@ -68,6 +69,22 @@ fn office(rng: &mut Rng) -> Vec<Value> {
                 1 => format!("e{}.dscb.akamaiedge.net", rng.below(99_999)),
                 // Reverse lookups.
                 2 => format!("{}.{}.20.10.in-addr.arpa", rng.below(255), rng.below(4)),
+                // mDNS / DNS-SD: casting devices announce hex instance names.
+                4 => format!("chromecast-{}._googlecast._tcp.local", rng.hex(32)),
+                // Cloud host names that encode addresses and load balancers'
+                // generated names, under private suffixes.
+                5 => format!(
+                    "ec2-{}-{}-{}-{}.compute-1.amazonaws.com",
+                    rng.below(255),
+                    rng.below(255),
+                    rng.below(255),
+                    rng.below(255)
+                ),
+                6 => format!(
+                    "internal-{}-{}.eu-west-1.elb.amazonaws.com",
+                    rng.hex(28),
+                    1_000_000_000 + rng.below(1_000_000_000)
+                ),
                 // Microsoft 365 tenants and regions: many but bounded names.
                 3 => format!(
                     "{}-{}.res.office365.com",
@@ -76,7 +93,7 @@ fn office(rng: &mut Rng) -> Vec<Value> {
                 ),
                 _ => sites[rng.below(sites.len() as u64) as usize].to_owned(),
             };
-            let qtype = if query.starts_with('_') {
+            let qtype = if query.starts_with('_') || query.contains("._tcp.") {
                 "SRV"
             } else if query.ends_with(".arpa") {
                 "PTR"
@@ -176,6 +193,8 @@ fn planted_tunnel_is_found_under_its_registered_domain() {
     assert_eq!(ev(f, "distinct_subdomains"), Some("250"));
     assert_eq!(ev(f, "max_label_length"), Some("60"));
     assert_eq!(ev(f, "sources"), Some(TUNNEL_CLIENT));
+    assert_eq!(ev(f, "clients"), Some("1"));
+    assert_eq!(ev(f, "encoded_share"), Some("1.00"));
     assert_eq!(ev(f, "query_types"), Some("CNAME=84, TXT=166"));
     assert!(
         ev(f, "examples")
@@ -195,8 +214,12 @@ fn office_dns_is_quiet() {
 #[test]
 fn lower_thresholds_surface_the_benign_look_alikes() {
     // With hunters' thresholds lowered, the long cloud-storage names (5
-    // queries) and the CDN with many hashed names show up: the defaults are
-    // what keep them quiet, not blindness.
+    // queries, under the public suffix `googleapis.com`, so grouped as
+    // `storage.googleapis.com`) and the CDN edge with many hashed names show
+    // up: the defaults are what keep them quiet, not blindness. CloudFront
+    // distributions and EC2 host names are each their own registered domain
+    // (private public suffixes), and mDNS never counts, whatever the
+    // thresholds.
     let output = run(
         &shard(false),
         &[
@@ -205,6 +228,26 @@ fn lower_thresholds_surface_the_benign_look_alikes() {
         ],
     );
     let entities: Vec<&str> = output.findings.iter().map(|f| f.entity.as_str()).collect();
-    assert!(entities.contains(&"domain:googleapis.com"), "{entities:?}");
-    assert!(entities.contains(&"domain:cloudfront.net"), "{entities:?}");
+    assert!(
+        entities.contains(&"domain:storage.googleapis.com"),
+        "{entities:?}"
+    );
+    assert!(
+        entities.contains(&"domain:dscb.akamaiedge.net"),
+        "{entities:?}"
+    );
+    assert!(
+        !entities.iter().any(|e| e.ends_with("cloudfront.net")
+            || e.contains("amazonaws")
+            || e.ends_with("local")),
+        "{entities:?}"
+    );
+    // The CDN edge is asked for by every office client: popular, so low.
+    let edge = output
+        .findings
+        .iter()
+        .find(|f| f.entity == "domain:dscb.akamaiedge.net")
+        .unwrap();
+    assert_eq!(edge.severity, Severity::Low, "{edge:#?}");
+    assert_eq!(ev(edge, "clients"), Some("30"));
 }
