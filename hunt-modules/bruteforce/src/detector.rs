@@ -19,6 +19,18 @@
 //!   are never followed by a success from it are reported once per source by
 //!   [`Detector::finish`]; a burst against one account is the account rule's.
 //!
+//! - Fast spray, per source: at least `fast_spray_accounts` distinct
+//!   accounts failing from one source at `spray_rate` accounts per minute or
+//!   faster (distinct accounts over the time between their first and last
+//!   failure, at least a second) start the source's burst whatever
+//!   `source_threshold` says, so seven accounts failing within a second are
+//!   a spray while ten failures of three accounts over ten minutes are not
+//!   yet. Only failures that say a password was tried count here (wrong
+//!   password, unknown account, or a status the module does not know);
+//!   failures for the account's state (locked out, disabled, expired,
+//!   outside its hours) are what stale saved credentials and old services
+//!   produce, and are left out of the rate. See [`FailureKind`].
+//!
 //! One success is reported once: when the account rule fires, the source of
 //! the success starts over too.
 
@@ -72,6 +84,17 @@ const CONFIDENCE_SOURCE_SUCCESS: u8 = 75;
 const CONFIDENCE_SOURCE_SUCCESS_FAILED_ACCOUNT: u8 = 85;
 /// Confidence of a spray without success.
 const CONFIDENCE_SPRAY_ONLY: u8 = 65;
+/// Added to a spray's confidence when it was fast (see [`Config::spray_rate`]).
+const CONFIDENCE_FAST_BONUS: u8 = 10;
+/// Added when most of the spray's failures were wrong passwords for
+/// existing accounts: the sprayer holds a list of real accounts.
+const CONFIDENCE_WRONG_PASSWORD_BONUS: u8 = 10;
+/// Taken off when most failures were about the accounts' state (locked,
+/// disabled, expired): more like stale credentials than guessing.
+const CONFIDENCE_ACCOUNT_STATE_PENALTY: u8 = 15;
+/// Most failures looked at, newest first, when checking a source for a fast
+/// spray: bounds the work per failure under a flood.
+const MAX_FAST_WALK: usize = 512;
 
 /// Shard order and timestamps may disagree by this much (clock skew between
 /// sources, events written late). Failures are kept this much longer than
@@ -112,6 +135,14 @@ pub struct Config {
     /// Sources (normalised by [`normalise_source`]) the source rules leave
     /// out: gateways that relay many users' logons.
     pub ignore_sources: BTreeSet<String>,
+    /// Distinct accounts failing from one source at [`Config::spray_rate`]
+    /// or faster that are a spray on their own, whatever
+    /// `source_threshold` says.
+    pub fast_spray_accounts: usize,
+    /// Accounts per minute that make a source's failures a fast spray:
+    /// distinct accounts divided by the time from their first failure to
+    /// their last (at least one second).
+    pub spray_rate: u64,
 }
 
 impl Default for Config {
@@ -122,6 +153,8 @@ impl Default for Config {
             spray_accounts: 3,
             window_ms: 10 * MINUTE_MS,
             ignore_sources: BTreeSet::new(),
+            fast_spray_accounts: 5,
+            spray_rate: 60,
         }
     }
 }
@@ -156,7 +189,77 @@ pub struct Logon<'a> {
     pub workstation: Option<&'a str>,
     /// The machine that logged the event (`Computer` or `Hostname`).
     pub host: Option<&'a str>,
+    /// Why a failure failed: the event's status code (`0xC000006A`,
+    /// Kerberos `0x18`, …), when it says; see [`FailureKind::of`].
+    pub status: Option<&'a str>,
 }
+
+/// What a failed attempt's status says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FailureKind {
+    /// A wrong password for an account that exists (NTSTATUS `0xC000006A`,
+    /// Kerberos `0x18` KDC_ERR_PREAUTH_FAILED).
+    WrongPassword,
+    /// No such account (`0xC0000064`, Kerberos `0x6`
+    /// KDC_ERR_C_PRINCIPAL_UNKNOWN): guessing names, or a list with stale
+    /// ones.
+    UnknownAccount,
+    /// The account's state refused the logon before or whatever the
+    /// password: locked out, disabled, expired, password expired or to be
+    /// changed, outside its hours or workstations, logon type not granted
+    /// (`0xC0000234`, `0xC0000072`, `0xC0000193`, `0xC0000071`,
+    /// `0xC0000224`, `0xC000006F`, `0xC0000070`, `0xC000015B`,
+    /// `0xC0000413`; Kerberos `0x12` KDC_ERR_CLIENT_REVOKED, `0x17`
+    /// KDC_ERR_KEY_EXPIRED).
+    AccountState,
+    /// Anything else, or no status (sshd, auditd, `0xC000006D` without a
+    /// sub-status).
+    Other,
+}
+
+impl FailureKind {
+    /// The kind of a status code, as Windows writes it (`0xc000006a`,
+    /// `0x18`, `0x6`), case-insensitive.
+    pub fn of(status: Option<&str>) -> FailureKind {
+        let Some(status) = status else {
+            return FailureKind::Other;
+        };
+        let hex = status.trim();
+        let hex = hex
+            .strip_prefix("0x")
+            .or_else(|| hex.strip_prefix("0X"))
+            .unwrap_or(hex);
+        match u32::from_str_radix(hex, 16) {
+            Ok(0xC000_006A | 0x18) => FailureKind::WrongPassword,
+            Ok(0xC000_0064 | 0x6) => FailureKind::UnknownAccount,
+            Ok(
+                0xC000_0234 | 0xC000_0072 | 0xC000_0193 | 0xC000_0071 | 0xC000_0224 | 0xC000_006F
+                | 0xC000_0070 | 0xC000_015B | 0xC000_0413 | 0x12 | 0x17,
+            ) => FailureKind::AccountState,
+            _ => FailureKind::Other,
+        }
+    }
+
+    /// Whether the failure says a password (or an account name) was tried:
+    /// what a spray's rate counts.
+    pub fn is_guess(self) -> bool {
+        self != FailureKind::AccountState
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FailureKind::WrongPassword => "wrong_password",
+            FailureKind::UnknownAccount => "unknown_account",
+            FailureKind::AccountState => "account_state",
+            FailureKind::Other => "other",
+        }
+    }
+}
+
+/// Logon types that happen on the machine that logs them (interactive,
+/// batch, service, unlock, cached interactive and unlock): with no address
+/// and no workstation name, that machine is the source.
+const LOCAL_LOGON_TYPES: [u32; 6] = [2, 4, 5, 7, 11, 13];
 
 /// The name Windows uses for a logon type, for evidence.
 pub fn logon_type_name(logon_type: u32) -> &'static str {
@@ -238,6 +341,20 @@ pub fn source_key(source_ip: Option<&str>, workstation: Option<&str>) -> Option<
     workstation.filter(usable).map(normalise_source)
 }
 
+/// The source of `logon` ([`source_key`]), or for a local logon (see
+/// [`LOCAL_LOGON_TYPES`]) with neither address nor workstation, the machine
+/// that logged it: `LogonUser` on a server names no client.
+pub fn logon_source(logon: &Logon<'_>) -> Option<String> {
+    source_key(logon.source_ip, logon.workstation).or_else(|| {
+        logon
+            .logon_type
+            .filter(|t| LOCAL_LOGON_TYPES.contains(t))
+            .and(logon.host)
+            .filter(|h| !h.trim().is_empty() && h.trim() != "-")
+            .map(normalise_source)
+    })
+}
+
 /// The entity of a source: `ip:` for an address, `host:` for a name.
 fn source_entity(source: &str) -> String {
     if source.parse::<IpAddr>().is_ok() {
@@ -255,6 +372,7 @@ struct Failure {
     source_ip: Option<String>,
     logon_type: Option<u32>,
     host: Option<String>,
+    kind: FailureKind,
     /// Already counted in the tracker's unresolved burst.
     in_burst: bool,
 }
@@ -275,6 +393,44 @@ struct Burst {
     hosts: BTreeSet<String>,
     /// The latest offsets, at most `MAX_FINDING_OFFSETS`.
     offsets: BTreeSet<u64>,
+    /// Failures by [`FailureKind`].
+    kinds: BTreeMap<FailureKind, u64>,
+    /// Accounts with a wrong password among the failures (bounded).
+    wrong_password_accounts: BTreeSet<String>,
+    wrong_password_truncated: bool,
+    /// The fastest spray seen, when the failures were one.
+    fast: Option<FastSpray>,
+}
+
+/// A fast spray: distinct accounts tried over a short span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FastSpray {
+    /// Distinct accounts (guesses only, see [`FailureKind::is_guess`]).
+    accounts: usize,
+    /// From their first failure to their last, in ms.
+    span_ms: i64,
+}
+
+impl FastSpray {
+    /// Accounts per minute, the span taken as at least a second.
+    fn per_minute(self) -> u64 {
+        (self.accounts as u64 * 60_000) / self.span_ms.max(1_000) as u64
+    }
+
+    /// Accounts per second, for evidence.
+    fn per_second(self) -> String {
+        format!(
+            "{:.1}",
+            self.accounts as f64 * 1_000.0 / self.span_ms.max(1_000) as f64
+        )
+    }
+}
+
+/// The fast-spray rule of the source trackers.
+#[derive(Clone, Copy, Debug)]
+struct FastRule {
+    accounts: usize,
+    per_minute: u64,
 }
 
 /// Inserts `value` into a bounded set, remembering when it had to leave one
@@ -314,6 +470,28 @@ impl Burst {
         if self.offsets.len() > MAX_FINDING_OFFSETS {
             self.offsets.pop_first();
         }
+        *self.kinds.entry(failure.kind).or_default() += 1;
+        if failure.kind == FailureKind::WrongPassword {
+            insert_bounded(
+                &mut self.wrong_password_accounts,
+                &mut self.wrong_password_truncated,
+                &failure.account,
+            );
+        }
+    }
+
+    /// Keeps the faster of the known and the `seen` spray.
+    fn note_fast(&mut self, seen: Option<FastSpray>) {
+        if let Some(seen) = seen
+            && self.fast.is_none_or(|f| seen.per_minute() > f.per_minute())
+        {
+            self.fast = Some(seen);
+        }
+    }
+
+    /// The share of failures of `kind`.
+    fn share(&self, kind: FailureKind) -> f64 {
+        self.kinds.get(&kind).copied().unwrap_or(0) as f64 / self.failures.max(1) as f64
     }
 
     /// Whether a failure at `timestamp_ms` is part of the same attack.
@@ -371,9 +549,47 @@ impl Tracker {
         self.failures.partition_point(|f| f.timestamp_ms < start)
     }
 
+    /// The fastest spray among the latest failures (at most
+    /// [`MAX_FAST_WALK`], within the window): going back from the newest,
+    /// the first set of at least `rule.accounts` distinct guessed accounts
+    /// whose rate reaches `rule.per_minute`, or `None`.
+    fn fast_spray(&self, rule: FastRule, window_ms: i64) -> Option<FastSpray> {
+        let newest = self.newest_ms()?;
+        let mut accounts: BTreeSet<&str> = BTreeSet::new();
+        let mut best: Option<FastSpray> = None;
+        for failure in self.failures.iter().rev().take(MAX_FAST_WALK) {
+            let span_ms = newest - failure.timestamp_ms;
+            if span_ms > window_ms {
+                break;
+            }
+            if !failure.kind.is_guess() {
+                continue;
+            }
+            accounts.insert(&failure.account);
+            let spray = FastSpray {
+                accounts: accounts.len(),
+                span_ms,
+            };
+            if spray.accounts >= rule.accounts
+                && spray.per_minute() >= rule.per_minute
+                && best.is_none_or(|b| spray.accounts > b.accounts)
+            {
+                best = Some(spray);
+            }
+        }
+        best
+    }
+
     /// Records a failure; once `threshold` failures fall within the window,
-    /// they and every later failure of the same attack join the burst.
-    fn record(&mut self, mut failure: Failure, threshold: usize, window_ms: i64) {
+    /// or the failures are a fast spray by `fast` (source trackers), they
+    /// and every later failure of the same attack join the burst.
+    fn record(
+        &mut self,
+        mut failure: Failure,
+        threshold: usize,
+        window_ms: i64,
+        fast: Option<FastRule>,
+    ) {
         match self
             .burst
             .as_mut()
@@ -384,12 +600,20 @@ impl Tracker {
                 burst.add(&failure);
                 failure.in_burst = true;
                 self.insert(failure);
+                if let Some(rule) = fast {
+                    let seen = self.fast_spray(rule, window_ms);
+                    if let Some(burst) = self.burst.as_mut() {
+                        burst.note_fast(seen);
+                    }
+                }
             }
             None => {
                 self.insert(failure);
                 let start = self.window_start(window_ms);
-                if self.failures.len() - start >= threshold {
+                let seen = fast.and_then(|rule| self.fast_spray(rule, window_ms));
+                if self.failures.len() - start >= threshold || seen.is_some() {
                     let burst = self.burst.get_or_insert_with(Burst::default);
+                    burst.note_fast(seen);
                     for failure in self.failures.range_mut(start..) {
                         if !failure.in_burst {
                             burst.add(failure);
@@ -410,6 +634,16 @@ impl Tracker {
             .iter()
             .filter(|f| (from..=to).contains(&f.timestamp_ms))
             .collect()
+    }
+
+    /// Whether a fast spray from this source ended within the window
+    /// before `timestamp_ms`.
+    fn fast_before(&self, timestamp_ms: i64, window_ms: i64) -> bool {
+        self.burst.as_ref().is_some_and(|b| {
+            b.fast.is_some()
+                && b.first_ms <= timestamp_ms.saturating_add(REORDER_TOLERANCE_MS)
+                && b.last_ms >= timestamp_ms.saturating_sub(window_ms)
+        })
     }
 
     /// Whether a sweep at `keep_from` may drop it.
@@ -461,6 +695,8 @@ impl Detector {
                 spray_accounts: config.spray_accounts.max(1),
                 window_ms: config.window_ms.max(0),
                 ignore_sources: config.ignore_sources,
+                fast_spray_accounts: config.fast_spray_accounts.max(2),
+                spray_rate: config.spray_rate.max(1),
             },
             accounts: BTreeMap::new(),
             sources: BTreeMap::new(),
@@ -485,7 +721,7 @@ impl Detector {
             self.sweep(logon.timestamp_ms);
         }
         let account = account_key(logon.domain, logon.user)?;
-        let source = source_key(logon.source_ip, logon.workstation);
+        let source = logon_source(logon);
         match logon.outcome {
             Outcome::Failure => {
                 self.failure(account, source, logon);
@@ -518,19 +754,27 @@ impl Detector {
             source_ip: logon.source_ip.map(str::to_owned),
             logon_type: logon.logon_type,
             host: logon.host.map(str::to_owned),
+            kind: FailureKind::of(logon.status),
             in_burst: false,
+        };
+        let fast = FastRule {
+            accounts: self.config.fast_spray_accounts,
+            per_minute: self.config.spray_rate,
         };
         if let Some(source) = source.filter(|s| self.tracks_source(s)) {
             self.sources.entry(source).or_default().record(
                 failure.clone(),
                 self.config.source_threshold,
                 window_ms,
+                Some(fast),
             );
         }
-        self.accounts
-            .entry(account)
-            .or_default()
-            .record(failure, self.config.threshold, window_ms);
+        self.accounts.entry(account).or_default().record(
+            failure,
+            self.config.threshold,
+            window_ms,
+            None,
+        );
     }
 
     fn success(
@@ -561,10 +805,14 @@ impl Detector {
         let source = source?;
         let tracker = self.sources.get(source)?;
         let failures = tracker.before(logon.timestamp_ms, window_ms);
-        if failures.len() < self.config.source_threshold {
+        let fast = tracker
+            .fast_before(logon.timestamp_ms, window_ms)
+            .then(|| tracker.burst.as_ref().and_then(|b| b.fast))
+            .flatten();
+        if failures.len() < self.config.source_threshold && fast.is_none() {
             return None;
         }
-        let finding = source_success_finding(source, account, logon, &failures, window_ms);
+        let finding = source_success_finding(source, account, logon, &failures, window_ms, fast);
         self.sources.remove(source);
         Some(finding)
     }
@@ -604,7 +852,7 @@ impl Detector {
             // A burst against fewer accounts is guessing, which the account
             // rule reports per account.
             let accounts = burst.accounts.len();
-            (accounts >= config.spray_accounts.max(2))
+            (accounts >= config.spray_accounts.max(2) || burst.fast.is_some())
                 .then(|| spray_only_finding(source, burst, config))
         }));
         Report {
@@ -691,6 +939,7 @@ fn source_success_finding(
     success: &Logon<'_>,
     failures: &[&Failure],
     window_ms: i64,
+    fast: Option<FastSpray>,
 ) -> Finding {
     let accounts: BTreeSet<&str> = failures.iter().map(|f| f.account.as_str()).collect();
     let hosts: BTreeSet<&str> = failures.iter().filter_map(|f| f.host.as_deref()).collect();
@@ -736,6 +985,20 @@ fn source_success_finding(
             .evidence("first_failure", format_rfc3339_ms(first))
             .evidence("last_failure", format_rfc3339_ms(last));
     }
+    if let Some(fast) = fast {
+        finding = finding
+            .evidence("fast_spray_accounts", fast.accounts)
+            .evidence(
+                "fast_spray_seconds",
+                format!("{:.3}", fast.span_ms as f64 / 1_000.0),
+            )
+            .evidence("accounts_per_second", fast.per_second());
+    }
+    let mut kinds: BTreeMap<FailureKind, usize> = BTreeMap::new();
+    for failure in failures {
+        *kinds.entry(failure.kind).or_default() += 1;
+    }
+    finding = finding.evidence("failure_kinds", kinds_text(kinds.into_iter()));
     let techniques = if accounts.len() > 1 {
         TECHNIQUES_SPRAYING
     } else {
@@ -804,8 +1067,48 @@ impl WithBurst for quarry_sdk::FindingBuilder {
     }
 }
 
+/// `wrong_password=7, unknown_account=2`: failures per kind, in kind order.
+fn kinds_text<N: std::fmt::Display>(kinds: impl Iterator<Item = (FailureKind, N)>) -> String {
+    let parts: Vec<String> = kinds.map(|(k, n)| format!("{}={n}", k.name())).collect();
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Severity and confidence of a spray that never got in.
+///
+/// High when it was fast (see [`Config::spray_rate`]) and at least
+/// `fast_spray_accounts` of its accounts failed with a wrong password: many
+/// real accounts tried within seconds, which no user and no stale setting
+/// does. Medium otherwise. Confidence starts at 65; +10 when fast, +10 when
+/// most failures were wrong passwords, −15 when most were about the
+/// accounts' state (locked, disabled, expired).
+fn spray_assessment(burst: &Burst, config: &Config) -> (Severity, u8) {
+    let fast = burst.fast.is_some();
+    let wrong = burst.wrong_password_accounts.len();
+    let severity = if fast && wrong >= config.fast_spray_accounts {
+        Severity::High
+    } else {
+        Severity::Medium
+    };
+    let mut confidence = CONFIDENCE_SPRAY_ONLY;
+    if fast {
+        confidence += CONFIDENCE_FAST_BONUS;
+    }
+    if burst.share(FailureKind::WrongPassword) > 0.5 {
+        confidence += CONFIDENCE_WRONG_PASSWORD_BONUS;
+    }
+    if burst.share(FailureKind::AccountState) > 0.5 {
+        confidence -= CONFIDENCE_ACCOUNT_STATE_PENALTY;
+    }
+    (severity, confidence)
+}
+
 fn spray_only_finding(source: &str, burst: &Burst, config: &Config) -> Finding {
-    Finding::builder(
+    let (severity, confidence) = spray_assessment(burst, config);
+    let mut finding = Finding::builder(
         RULE_SOURCE_FAILURES_WITHOUT_SUCCESS,
         format!(
             "{} failed logons for {} accounts from {source} without a success",
@@ -813,8 +1116,8 @@ fn spray_only_finding(source: &str, burst: &Burst, config: &Config) -> Finding {
             bounded_count(&burst.accounts, burst.accounts_truncated)
         ),
     )
-    .severity(Severity::Medium)
-    .confidence(CONFIDENCE_SPRAY_ONLY)
+    .severity(severity)
+    .confidence(confidence)
     .entity(source_entity(source))
     .timestamp_ms(burst.last_ms)
     .evidence("source", source)
@@ -827,10 +1130,29 @@ fn spray_only_finding(source: &str, burst: &Burst, config: &Config) -> Finding {
         "accounts",
         list(burst.accounts.iter(), burst.accounts_truncated),
     )
+    .evidence(
+        "failure_kinds",
+        kinds_text(burst.kinds.iter().map(|(k, n)| (*k, n))),
+    )
+    .evidence(
+        "wrong_password_accounts",
+        bounded_count(
+            &burst.wrong_password_accounts,
+            burst.wrong_password_truncated,
+        ),
+    )
     .evidence("source_threshold", config.source_threshold)
-    .evidence("window_minutes", config.window_ms / MINUTE_MS)
-    .techniques(TECHNIQUES_SPRAYING)
-    .with_burst(burst)
+    .evidence("window_minutes", config.window_ms / MINUTE_MS);
+    if let Some(fast) = burst.fast {
+        finding = finding
+            .evidence("fast_spray_accounts", fast.accounts)
+            .evidence(
+                "fast_spray_seconds",
+                format!("{:.3}", fast.span_ms as f64 / 1_000.0),
+            )
+            .evidence("accounts_per_second", fast.per_second());
+    }
+    finding.techniques(TECHNIQUES_SPRAYING).with_burst(burst)
 }
 
 /// The size of a bounded set: `more than N` once something was left out.
@@ -913,6 +1235,7 @@ mod tests {
                 logon_type: Some(a.logon_type),
                 workstation: Some("KALI"),
                 host: Some("DC01.corp.example"),
+                status: None,
             };
             findings.extend(detector.observe(&logon));
         }
@@ -1149,6 +1472,7 @@ mod tests {
                 logon_type: None,
                 workstation: None,
                 host: None,
+                status: None,
             });
         }
         let account = &detector.accounts["CORP\\judy"];
@@ -1178,6 +1502,7 @@ mod tests {
             logon_type: None,
             workstation: None,
             host: None,
+            status: None,
         };
         detector.observe(&logon("old", 0, t0()));
         for i in 1..u64::from(SWEEP_EVERY) {
@@ -1368,6 +1693,7 @@ mod tests {
                 logon_type: Some(2),
                 workstation: Some("win"),
                 host: Some("WIN"),
+                status: None,
             }));
         }
         findings.extend(detector.observe(&Logon {
@@ -1380,6 +1706,7 @@ mod tests {
             logon_type: Some(2),
             workstation: Some("WIN"),
             host: Some("WIN"),
+            status: None,
         }));
         assert_eq!(findings.len(), 1, "{findings:#?}");
         assert_eq!(findings[0].entity, "host:WIN");
@@ -1388,5 +1715,194 @@ mod tests {
             findings[0].evidence_value("success_account_failed"),
             Some("false")
         );
+    }
+
+    /// A failed NTLM validation (4776) on a domain controller: no address,
+    /// only the client's workstation name, and the status.
+    fn ntlm_failure(
+        offset: u64,
+        at_ms: i64,
+        user: &'static str,
+        status: &'static str,
+    ) -> Logon<'static> {
+        Logon {
+            outcome: Outcome::Failure,
+            timestamp_ms: at_ms,
+            offset,
+            domain: "",
+            user,
+            source_ip: None,
+            logon_type: None,
+            workstation: Some("WS-FIN-07"),
+            host: Some("DC01.corp.example"),
+            status: Some(status),
+        }
+    }
+
+    const SEVEN: [&str; 7] = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"];
+
+    fn observe_all(detector: &mut Detector, logons: &[Logon<'_>]) -> Vec<Finding> {
+        logons.iter().filter_map(|l| detector.observe(l)).collect()
+    }
+
+    #[test]
+    fn seven_accounts_failing_within_a_second_from_a_workstation_are_a_spray() {
+        let logons: Vec<Logon<'static>> = SEVEN
+            .iter()
+            .enumerate()
+            .map(|(i, &user)| ntlm_failure(i as u64, t0() + i as i64 * 140, user, "0xC000006A"))
+            .collect();
+        let mut detector = Detector::new(Config::default());
+        assert!(observe_all(&mut detector, &logons).is_empty());
+        let report = detector.finish();
+        assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+        let f = &report.findings[0];
+        assert_eq!(f.rule, RULE_SOURCE_FAILURES_WITHOUT_SUCCESS);
+        assert_eq!(f.entity, "host:WS-FIN-07");
+        assert_eq!(f.severity, Severity::High);
+        assert_eq!(
+            f.confidence,
+            CONFIDENCE_SPRAY_ONLY + CONFIDENCE_FAST_BONUS + CONFIDENCE_WRONG_PASSWORD_BONUS
+        );
+        assert_eq!(f.evidence_value("distinct_accounts"), Some("7"));
+        assert_eq!(f.evidence_value("fast_spray_accounts"), Some("7"));
+        assert_eq!(f.evidence_value("fast_spray_seconds"), Some("0.840"));
+        assert_eq!(f.evidence_value("accounts_per_second"), Some("7.0"));
+        assert_eq!(f.evidence_value("failure_kinds"), Some("wrong_password=7"));
+        assert_eq!(f.techniques, ["T1110", "T1110.003"]);
+        // Then one of them logs on from that workstation: the spray got in.
+        let mut detector = Detector::new(Config::default());
+        observe_all(&mut detector, &logons);
+        let found = detector.observe(&Logon {
+            outcome: Outcome::Success,
+            status: None,
+            ..ntlm_failure(7, t0() + 5_000, "erin", "0x0")
+        });
+        let found = found.expect("a success after a fast spray");
+        assert_eq!(found.rule, RULE_SOURCE_SUCCESS_AFTER_FAILURES);
+        assert_eq!(found.severity, Severity::High);
+        assert_eq!(found.evidence_value("accounts_per_second"), Some("7.0"));
+        assert!(detector.finish().findings.is_empty());
+    }
+
+    #[test]
+    fn a_user_mistyping_and_slow_or_few_accounts_are_not_a_spray() {
+        let mut detector = Detector::new(Config {
+            window_ms: 60 * MINUTE_MS,
+            ..Config::default()
+        });
+        // One user mistypes three times in an hour, then gets in.
+        let mut logons: Vec<Logon<'static>> = (0..3)
+            .map(|i| ntlm_failure(i, t0() + i as i64 * 20 * MINUTE_MS, "alice", "0xC000006A"))
+            .collect();
+        logons.push(Logon {
+            outcome: Outcome::Success,
+            ..ntlm_failure(3, t0() + 61 * MINUTE_MS, "alice", "0x0")
+        });
+        assert!(observe_all(&mut detector, &logons).is_empty());
+        assert!(detector.finish().findings.is_empty());
+        // Four users behind one gateway within a second: fewer than
+        // `fast_spray_accounts`.
+        let mut detector = Detector::new(Config::default());
+        let four: Vec<Logon<'static>> = SEVEN[..4]
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| ntlm_failure(i as u64, t0() + i as i64 * 200, u, "0xC000006A"))
+            .collect();
+        observe_all(&mut detector, &four);
+        assert!(detector.finish().findings.is_empty());
+        // Seven accounts over seven minutes: slower than `spray_rate`, and
+        // fewer failures than `source_threshold`.
+        let mut detector = Detector::new(Config::default());
+        let slow: Vec<Logon<'static>> = SEVEN
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| ntlm_failure(i as u64, t0() + i as i64 * MINUTE_MS, u, "0xC000006A"))
+            .collect();
+        observe_all(&mut detector, &slow);
+        assert!(detector.finish().findings.is_empty());
+        // A faster rate setting finds them.
+        let mut detector = Detector::new(Config {
+            spray_rate: 1,
+            ..Config::default()
+        });
+        observe_all(&mut detector, &slow);
+        assert_eq!(detector.finish().findings.len(), 1);
+    }
+
+    #[test]
+    fn the_failure_status_weighs_in() {
+        // Locked-out and disabled accounts within a second: a server's stale
+        // credentials, not guesses.
+        let locked: Vec<Logon<'static>> = SEVEN
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| ntlm_failure(i as u64, t0() + i as i64 * 100, u, "0xc0000234"))
+            .collect();
+        let mut detector = Detector::new(Config::default());
+        observe_all(&mut detector, &locked);
+        assert!(detector.finish().findings.is_empty());
+        // Unknown accounts (a guessed user list): a spray, but medium.
+        let unknown: Vec<Logon<'static>> = SEVEN
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| ntlm_failure(i as u64, t0() + i as i64 * 100, u, "0xC0000064"))
+            .collect();
+        let mut detector = Detector::new(Config::default());
+        observe_all(&mut detector, &unknown);
+        let report = detector.finish();
+        assert_eq!(report.findings.len(), 1);
+        assert_eq!(report.findings[0].severity, Severity::Medium);
+        assert_eq!(
+            report.findings[0].confidence,
+            CONFIDENCE_SPRAY_ONLY + CONFIDENCE_FAST_BONUS
+        );
+        assert_eq!(
+            report.findings[0].evidence_value("failure_kinds"),
+            Some("unknown_account=7")
+        );
+        assert_eq!(FailureKind::of(Some("0x18")), FailureKind::WrongPassword);
+        assert_eq!(
+            FailureKind::of(Some("0xc000006a")),
+            FailureKind::WrongPassword
+        );
+        assert_eq!(FailureKind::of(Some("0x6")), FailureKind::UnknownAccount);
+        assert_eq!(FailureKind::of(Some("0x12")), FailureKind::AccountState);
+        assert_eq!(
+            FailureKind::of(Some("0xC0000072")),
+            FailureKind::AccountState
+        );
+        assert_eq!(FailureKind::of(Some("0xC000006D")), FailureKind::Other);
+        assert_eq!(FailureKind::of(Some("garbage")), FailureKind::Other);
+        assert_eq!(FailureKind::of(None), FailureKind::Other);
+    }
+
+    #[test]
+    fn a_local_logon_without_address_or_workstation_comes_from_its_host() {
+        let logon = Logon {
+            outcome: Outcome::Failure,
+            timestamp_ms: t0(),
+            offset: 0,
+            domain: "SRV01",
+            user: "admin",
+            source_ip: Some("-"),
+            logon_type: Some(2),
+            workstation: None,
+            host: Some("srv01.corp.example"),
+            status: None,
+        };
+        assert_eq!(logon_source(&logon).as_deref(), Some("SRV01.CORP.EXAMPLE"));
+        // A network logon names no client: its source stays unknown.
+        let network = Logon {
+            logon_type: Some(3),
+            ..logon
+        };
+        assert_eq!(logon_source(&network), None);
+        // The workstation, when named, wins.
+        let named = Logon {
+            workstation: Some("ws01"),
+            ..logon
+        };
+        assert_eq!(logon_source(&named).as_deref(), Some("WS01"));
     }
 }

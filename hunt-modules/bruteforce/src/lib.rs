@@ -24,6 +24,17 @@
 //! - `bruteforce/source-failures-without-success` (medium, at the end of the
 //!   task): at least `source_threshold` failures from one source over at
 //!   least `spray_accounts` accounts, never followed by a success from it.
+//!   High when the spray was fast and at least `fast_spray_accounts` of its
+//!   accounts failed with a wrong password.
+//!
+//! A fast spray also starts a source's burst whatever `source_threshold`
+//! says: at least `fast_spray_accounts` distinct accounts failing from one
+//! source at `spray_rate` accounts per minute or faster (the status of each
+//! failure read from `Status`, or a 4625's `SubStatus`; failures for a
+//! locked, disabled or expired account do not count towards the rate). A
+//! source is the client's address, else its workstation name (NTLM 4776 on
+//! a domain controller, local `LogonUser`), else, for a local logon type,
+//! the machine that logged the event.
 //!
 //! Aggregates: `failures_by_account` and `failures_by_source` (counts),
 //! `failed_accounts_by_source` (distinct accounts per source) and
@@ -33,7 +44,10 @@
 //! Parameters (see `docs/modules.md`): `threshold` (1–100000, default 5),
 //! `source_threshold` (1–100000, default 10), `spray_accounts` (2–100000,
 //! default 3), `window_minutes` (1–10080, default 10), `ignore_sources`
-//! (addresses or workstation names, comma-separated).
+//! (addresses or workstation names, comma-separated),
+//! `report_internet_failures` (default false), `fast_spray_accounts`
+//! (2–100000, default 5), `spray_rate` (accounts per minute, 1–1000000,
+//! default 60).
 //!
 //! The detection itself lives in [`detector`], independent of the component
 //! glue.
@@ -65,14 +79,21 @@ pub const PARAM_IGNORE_SOURCES: &str = "ignore_sources";
 /// Parameter: whether failures only from internet addresses, never followed
 /// by a success, are reported.
 pub const PARAM_REPORT_INTERNET_FAILURES: &str = "report_internet_failures";
+/// Parameter: distinct accounts failing fast from one source that are a
+/// spray whatever their number of failures.
+pub const PARAM_FAST_SPRAY_ACCOUNTS: &str = "fast_spray_accounts";
+/// Parameter: accounts per minute that make a source's failures fast.
+pub const PARAM_SPRAY_RATE: &str = "spray_rate";
 
-const PARAMS: [&str; 6] = [
+const PARAMS: [&str; 8] = [
     PARAM_THRESHOLD,
     PARAM_SOURCE_THRESHOLD,
     PARAM_SPRAY_ACCOUNTS,
     PARAM_WINDOW_MINUTES,
     PARAM_IGNORE_SOURCES,
     PARAM_REPORT_INTERNET_FAILURES,
+    PARAM_FAST_SPRAY_ACCOUNTS,
+    PARAM_SPRAY_RATE,
 ];
 
 quarry_sdk::fields! {
@@ -120,6 +141,10 @@ quarry_sdk::fields! {
         AUDIT_ADDRESS = "addr",
         /// The canonical host the worker's ingest sets (syslog, auditd).
         HOST = "host",
+        /// 4625: why the logon failed, when `Status` is the generic
+        /// `0xC000006D` (`0xC000006A` wrong password, `0xC0000064` no such
+        /// user, …).
+        SUB_STATUS = "EventData.SubStatus",
     }
 }
 
@@ -163,6 +188,7 @@ struct Held {
     source_ip: Option<String>,
     workstation: Option<String>,
     host: Option<String>,
+    status: Option<String>,
 }
 
 impl Held {
@@ -174,6 +200,7 @@ impl Held {
             source_ip: logon.source_ip.map(str::to_owned),
             workstation: logon.workstation.map(str::to_owned),
             host: logon.host.map(str::to_owned),
+            status: logon.status.map(str::to_owned),
         }
     }
 
@@ -188,6 +215,7 @@ impl Held {
             logon_type: None,
             workstation: self.workstation.as_deref(),
             host: self.host.as_deref(),
+            status: self.status.as_deref(),
         }
     }
 
@@ -248,6 +276,12 @@ impl Bruteforce {
             window_ms: i64::try_from(window_minutes).map_err(|_| overflow(PARAM_WINDOW_MINUTES))?
                 * MINUTE_MS,
             ignore_sources,
+            fast_spray_accounts: count(PARAM_FAST_SPRAY_ACCOUNTS, defaults.fast_spray_accounts, 2)?,
+            spray_rate: params.u64_in_range_or(
+                PARAM_SPRAY_RATE,
+                defaults.spray_rate,
+                1..=1_000_000,
+            )?,
         })
     }
 }
@@ -366,7 +400,25 @@ fn windows_logon(event: &Event, id: u64) -> Option<Logon<'_>> {
             .and_then(|t| u32::try_from(t).ok()),
         workstation,
         host: meaningful(field::COMPUTER).or_else(|| meaningful(field::HOSTNAME)),
+        status: failure_status(event, id),
     })
+}
+
+/// The status that says why a Windows logon failed: `SubStatus` of a 4625
+/// when it is set (the `Status` of a wrong password or unknown user is the
+/// generic `0xC000006D`), else `Status`.
+fn failure_status(event: &Event, id: u64) -> Option<&str> {
+    let sub = meaningful(event, field::SUB_STATUS).filter(|s| {
+        !s.trim()
+            .trim_start_matches("0x")
+            .trim_start_matches('0')
+            .is_empty()
+    });
+    match id {
+        EVENT_LOGON_FAILURE => sub.or_else(|| meaningful(event, field::STATUS)),
+        EVENT_LOGON_SUCCESS => None,
+        _ => meaningful(event, field::STATUS),
+    }
 }
 
 fn outcome_of(success: bool) -> Outcome {
@@ -405,6 +457,7 @@ fn sshd_logon<'a>(event: &'a Event, what: &str) -> Option<(Logon<'a>, u64)> {
         logon_type: None,
         workstation: None,
         host,
+        status: None,
     };
     Some((logon, times))
 }
@@ -427,6 +480,7 @@ fn audit_logon(event: &Event) -> Option<Logon<'_>> {
         logon_type: None,
         workstation: None,
         host,
+        status: None,
     })
 }
 
@@ -593,6 +647,7 @@ mod tests {
                 "acct",
                 "addr",
                 "host",
+                "EventData.SubStatus",
             ]
         );
         assert!(d.prefilter.is_empty());
@@ -628,6 +683,7 @@ mod tests {
                 spray_accounts: 4,
                 window_ms: 60 * MINUTE_MS,
                 ignore_sources: ["10.0.0.25".to_owned(), "MAIL01".to_owned()].into(),
+                ..Config::default()
             })
         );
         let mut task = Task::<Bruteforce>::new();
@@ -650,7 +706,7 @@ mod tests {
         );
         assert_eq!(
             task.init(params(&[("window", "5")])).unwrap_err(),
-            "unknown parameter `window`; this module accepts `threshold`, `source_threshold`, `spray_accounts`, `window_minutes`, `ignore_sources`, `report_internet_failures`"
+            "unknown parameter `window`; this module accepts `threshold`, `source_threshold`, `spray_accounts`, `window_minutes`, `ignore_sources`, `report_internet_failures`, `fast_spray_accounts`, `spray_rate`"
         );
     }
 
@@ -891,6 +947,33 @@ mod tests {
         assert_eq!(
             outcome(&windows(4, "4776", "bob", "0x0")),
             expect(Outcome::Success, "", "bob")
+        );
+        // The reason of a failure: a 4625's sub-status when set.
+        let with_sub = with(
+            6,
+            1_700_000_000_000,
+            &[
+                (field::EVENT_ID, "4625"),
+                (field::TARGET_USER_NAME, "carol"),
+                (field::STATUS, "0xC000006D"),
+                (field::SUB_STATUS, "0xC0000064"),
+            ],
+        );
+        assert_eq!(logon(&with_sub).unwrap().0.status, Some("0xC0000064"));
+        let no_sub = with(
+            7,
+            1_700_000_000_000,
+            &[
+                (field::EVENT_ID, "4625"),
+                (field::TARGET_USER_NAME, "carol"),
+                (field::STATUS, "0xC0000234"),
+                (field::SUB_STATUS, "0x0"),
+            ],
+        );
+        assert_eq!(logon(&no_sub).unwrap().0.status, Some("0xC0000234"));
+        assert_eq!(
+            logon(&windows(8, "4771", "svc", "0x18")).unwrap().0.status,
+            Some("0x18")
         );
         // 4648 says nothing of the outcome.
         assert_eq!(outcome(&windows(5, "4648", "bob", "0x0")), None);

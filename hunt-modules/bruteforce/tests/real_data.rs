@@ -9,7 +9,10 @@
 use std::collections::HashMap;
 
 use bruteforce::Bruteforce;
-use bruteforce::detector::{RULE_FAILURES_WITHOUT_SUCCESS, RULE_SUCCESS_AFTER_FAILURES};
+use bruteforce::detector::{
+    RULE_FAILURES_WITHOUT_SUCCESS, RULE_SOURCE_FAILURES_WITHOUT_SUCCESS,
+    RULE_SOURCE_SUCCESS_AFTER_FAILURES, RULE_SUCCESS_AFTER_FAILURES,
+};
 use quarry_sdk::time::parse_rfc3339_ms;
 use quarry_sdk::{AggregateValue, Event, Hunt, Severity, Task};
 use serde_json::Value;
@@ -249,4 +252,86 @@ fn recorded_kerberos_guessing_is_an_account_finding() {
         output.findings[0].evidence_value("failure_source_ips"),
         Some("::ffff:10.23.123.11")
     );
+}
+
+/// Runs the wasm build over a recorded `.evtx` file of the shared data set
+/// (read by the worker's own ingest) with `params`; `None` without the data.
+fn run_recording(
+    relative: &str,
+    params: &[(&str, &str)],
+) -> Option<quarry_worker::runtime::TaskOutput> {
+    use quarry_hunt_modules::BRUTEFORCE;
+    use quarry_module_testkit as testkit;
+    let files = testkit::shared_files(relative)?;
+    let shard = testkit::shard_of_files("dc-security", "evtx", &files);
+    Some(testkit::run(BRUTEFORCE.wasm, &shard, params))
+}
+
+/// The spray in the recorded kerbrute run against a domain controller
+/// (4768/4771 from one address: wrong passwords for valid accounts at about
+/// three a second, disabled accounts in between, then a ticket for `hack1`)
+/// is found by its rate alone: with `source_threshold` at its maximum, no
+/// count of failures can start the source's burst, and before the rate rule
+/// this recording raised nothing at that setting.
+#[test]
+fn recorded_kerbrute_spray_is_found_by_its_rate_alone() {
+    use quarry_module_testkit::evidence;
+    let Some(output) = run_recording(
+        "logs/windows/evtx/T1110_kerbrute_user_enumeration_4768_4771.evtx",
+        &[("source_threshold", "100000")],
+    ) else {
+        return;
+    };
+    let summary: Vec<(&str, &str)> = output
+        .findings
+        .iter()
+        .map(|f| (f.rule.as_str(), f.entity.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [(RULE_SOURCE_SUCCESS_AFTER_FAILURES, "ip:10.23.123.11")],
+        "{:#?}",
+        output.findings
+    );
+    let f = &output.findings[0];
+    assert_eq!(f.severity, quarry_worker::runtime::types::Severity::High);
+    assert_eq!(evidence(f, "success_account"), Some("hack1"));
+    let rate: f64 = evidence(f, "accounts_per_second")
+        .and_then(|r| r.parse().ok())
+        .expect("a fast spray says its rate");
+    assert!(rate >= 1.0, "{rate}");
+    // Disabled accounts (0x12) are in the failures, but not what made it fast.
+    let kinds = evidence(f, "failure_kinds").unwrap();
+    assert!(
+        kinds.contains("wrong_password=") && kinds.contains("account_state="),
+        "{kinds}"
+    );
+}
+
+/// The recorded Kerberos user enumeration (4768 status 0x6: 46 names that
+/// do not exist, tried by one address within a second and a half) is a
+/// fast spray of unknown accounts: reported whatever `source_threshold`,
+/// and medium, because the accounts it tried do not exist.
+#[test]
+fn recorded_kerberos_user_enumeration_is_a_medium_fast_spray() {
+    use quarry_module_testkit::evidence;
+    for params in [&[][..], &[("source_threshold", "100000")][..]] {
+        let Some(output) = run_recording(
+            "logs/windows/evtx/T1110_kerberos_bruteforce_nonexistent_users_4768_4771.evtx",
+            params,
+        ) else {
+            return;
+        };
+        assert_eq!(output.findings.len(), 1, "{:#?}", output.findings);
+        let f = &output.findings[0];
+        assert_eq!(f.rule, RULE_SOURCE_FAILURES_WITHOUT_SUCCESS);
+        assert_eq!(f.entity, "ip:10.23.123.11");
+        assert_eq!(f.severity, quarry_worker::runtime::types::Severity::Medium);
+        let kinds = evidence(f, "failure_kinds").unwrap();
+        assert!(kinds.contains("unknown_account=46"), "{kinds}");
+        let rate: f64 = evidence(f, "accounts_per_second")
+            .and_then(|r| r.parse().ok())
+            .expect("a fast spray says its rate");
+        assert!(rate >= 10.0, "{rate}");
+    }
 }

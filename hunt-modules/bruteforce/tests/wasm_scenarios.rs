@@ -289,6 +289,80 @@ fn planted_brute_force_and_sprays_are_found_once_each() {
     assert_eq!(spray_times.max - spray_times.min, 24 * 3_000);
 }
 
+/// A failed NTLM validation (4776) as a domain controller logs it: the
+/// client's workstation name, no address.
+fn ntlm_failure(t: i64, user: &str, workstation: &str, status: &str) -> Value {
+    json!({
+        "@timestamp": format_rfc3339_ms(t),
+        "EventID": 4776,
+        "Channel": "Security",
+        "Computer": "DC01.corp.example",
+        "EventData": {
+            "PackageName": "MICROSOFT_AUTHENTICATION_PACKAGE_V1_0",
+            "TargetUserName": user,
+            "Workstation": workstation,
+            "Status": status,
+        },
+    })
+}
+
+/// Issue 19's miss: seven domain accounts failing within one second from
+/// one workstation (NTLM, so only its name), in the middle of the busy day.
+/// Fewer than `source_threshold` failures, one per account: only the rate
+/// finds it. The same seven failures spread over an afternoon, or seven
+/// locked-out accounts, stay quiet.
+#[test]
+fn seven_accounts_in_a_second_from_a_workstation_are_found_in_a_busy_day() {
+    let t = START_MS + 4 * 60 * MINUTE_MS;
+    let with = |failures: Vec<Value>| {
+        let mut events = day(false);
+        events.extend(failures);
+        events.sort_by_key(|e| e["@timestamp"].as_str().map(str::to_owned));
+        run(&events, &[])
+    };
+    let spray: Vec<Value> = (0..7)
+        .map(|k| ntlm_failure(t + k * 130, &user(k as usize), "WS-FIN-07", "0xc000006a"))
+        .collect();
+    let output = with(spray);
+    let found: Vec<(&str, &str)> = output
+        .findings
+        .iter()
+        .map(|f| (f.rule.as_str(), f.entity.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            "bruteforce/source-failures-without-success",
+            "host:WS-FIN-07"
+        )],
+        "{:#?}",
+        output.findings
+    );
+    let f = &output.findings[0];
+    assert_eq!(f.severity, Severity::High);
+    assert_eq!(ev(f, "distinct_accounts"), Some("7"));
+    assert_eq!(ev(f, "failure_kinds"), Some("wrong_password=7"));
+    assert_eq!(ev(f, "accounts_per_second"), Some("7.0"));
+
+    let slow: Vec<Value> = (0..7)
+        .map(|k| {
+            ntlm_failure(
+                t + k * 30 * MINUTE_MS,
+                &user(k as usize),
+                "WS-FIN-07",
+                "0xc000006a",
+            )
+        })
+        .collect();
+    let output = with(slow);
+    assert!(output.findings.is_empty(), "{:#?}", output.findings);
+    let locked: Vec<Value> = (0..7)
+        .map(|k| ntlm_failure(t + k * 130, &user(k as usize), "WS-FIN-07", "0xc0000234"))
+        .collect();
+    let output = with(locked);
+    assert!(output.findings.is_empty(), "{:#?}", output.findings);
+}
+
 #[test]
 fn benign_day_is_quiet() {
     let events = day(false);
