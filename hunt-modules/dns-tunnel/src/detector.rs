@@ -88,9 +88,16 @@ impl Default for Config {
     }
 }
 
-/// Encoded-looking queries, in multiples of `min_encoded_queries`, that a
-/// high finding needs: a tunnel moves data, so it sends many.
+/// Encoded-looking queries within one clock hour, in multiples of
+/// `min_encoded_queries`, that a high finding needs: a tunnel moves data,
+/// so it sends many at a time, while software that looks hashes up in DNS
+/// (anti-virus reputation) sends a few an hour all week.
 const HIGH_VOLUME_FACTOR: u64 = 3;
+/// Length of the buckets encoded-looking queries are counted in.
+const HOUR_MS: i64 = 3_600_000;
+/// Most hourly buckets kept per domain (a month); later hours still count
+/// towards the domain's totals.
+const MAX_HOURS: usize = 24 * 31;
 /// Smallest share of a domain's queries that look encoded for a high
 /// finding: a tunnel's domain exists for the tunnel, while a vendor's
 /// domain also serves ordinary names.
@@ -236,6 +243,8 @@ struct Domain {
     sources_truncated: bool,
     /// Clients that sent encoded-looking names (bounded likewise).
     encoded_sources: BTreeSet<String>,
+    /// Encoded-looking queries per clock hour (hour index since the epoch).
+    encoded_per_hour: BTreeMap<i64, u64>,
     subdomain_chars: u64,
     max_label: usize,
     qtypes: BTreeMap<String, u64>,
@@ -252,6 +261,11 @@ impl Domain {
             .map(BTreeSet::len)
             .max()
             .unwrap_or(0)
+    }
+
+    /// Most encoded-looking queries in one clock hour.
+    fn peak_encoded_per_hour(&self) -> u64 {
+        self.encoded_per_hour.values().copied().max().unwrap_or(0)
     }
 
     /// Clients that asked (at least one: a query without a known client
@@ -277,9 +291,10 @@ fn insert_source(set: &mut BTreeSet<String>, truncated: &mut bool, value: &str) 
 /// How suspicious a reported domain is, from what the detector counted.
 ///
 /// - **High**: encoded-looking names make up at least half of the domain's
-///   queries, there are at least three times `min_encoded_queries` of them,
-///   and at most two clients sent them (fewer than `popular_clients` asked
-///   for the domain at all): data moving through one host's lookups.
+///   queries, at least three times `min_encoded_queries` of them fell within
+///   one clock hour, and at most two clients sent them (fewer than
+///   `popular_clients` asked for the domain at all): data moving through
+///   one host's lookups.
 /// - **Low**: at least `popular_clients` clients asked for the domain: many
 ///   hosts doing the same is what vendors' telemetry, anti-virus cloud
 ///   lookups and CDNs look like, not one compromised host.
@@ -289,8 +304,9 @@ fn insert_source(set: &mut BTreeSet<String>, truncated: &mut bool, value: &str) 
 ///
 /// Confidence (0–100) weighs the same three things continuously: the
 /// encoded share (35 %), one over the number of clients (35 %) and the
-/// volume (30 %: the encoded queries, or for volume alone the one client's
-/// distinct subdomains, on a log scale reaching 1 at 1,000).
+/// volume (30 %: the most encoded queries in one hour, or for volume alone
+/// the one client's distinct subdomains, on a log scale reaching 1 at
+/// 1,000).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Assessment {
     /// Finding severity.
@@ -307,7 +323,7 @@ impl Assessment {
         let clients = d.clients();
         let popular = clients >= config.popular_clients.max(1) || d.sources_truncated;
         let volume = if encoded_hit {
-            d.encoded
+            d.peak_encoded_per_hour()
         } else {
             d.max_distinct_per_source() as u64
         };
@@ -318,17 +334,17 @@ impl Assessment {
             (Severity::Low, "many clients ask for this domain")
         } else if encoded_hit
             && share >= HIGH_ENCODED_SHARE
-            && d.encoded >= HIGH_VOLUME_FACTOR * config.min_encoded_queries
+            && d.peak_encoded_per_hour() >= HIGH_VOLUME_FACTOR * config.min_encoded_queries
             && d.encoded_sources.len() <= HIGH_MAX_ENCODED_CLIENTS
         {
             (
                 Severity::High,
-                "most queries encoded-looking, in volume, from one or two clients",
+                "most queries encoded-looking, many within an hour, from one or two clients",
             )
         } else if encoded_hit {
             (
                 Severity::Medium,
-                "encoded-looking names, but few or a minority of the domain's queries, or from several clients",
+                "encoded-looking names, but few an hour, a minority of the domain's queries, or from several clients",
             )
         } else {
             (
@@ -436,6 +452,10 @@ impl Detector {
         }
         if encoded {
             d.encoded += 1;
+            let hour = q.timestamp_ms.div_euclid(HOUR_MS);
+            if d.encoded_per_hour.len() < MAX_HOURS || d.encoded_per_hour.contains_key(&hour) {
+                *d.encoded_per_hour.entry(hour).or_default() += 1;
+            }
             let mut ignored = false;
             insert_source(&mut d.encoded_sources, &mut ignored, source);
             if d.examples.len() < MAX_EXAMPLES {
@@ -507,6 +527,7 @@ impl Detector {
         )
         .evidence("clients", clients)
         .evidence("encoded_clients", d.encoded_sources.len())
+        .evidence("peak_encoded_per_hour", d.peak_encoded_per_hour())
         .evidence("distinct_subdomains", distinct)
         .evidence(
             "max_distinct_subdomains_per_source",
@@ -893,6 +914,18 @@ mod tests {
             run_from(popular3, &encoded, &clients[..3])[0].severity,
             Severity::Low
         );
+        // The same 40 names from one client, one every two hours (software
+        // looking hashes up all week): few an hour, medium.
+        let mut d = Detector::new(Config::default());
+        for (i, name) in encoded.iter().enumerate() {
+            d.observe(&Query {
+                timestamp_ms: 1_700_000_000_000 + i as i64 * 2 * HOUR_MS,
+                ..q(name, i as u64)
+            });
+        }
+        let slow = d.finish().0;
+        assert_eq!(slow[0].severity, Severity::Medium);
+        assert_eq!(slow[0].evidence_value("peak_encoded_per_hour"), Some("1"));
         // Few encoded names (above the reporting threshold, below the
         // volume of a high finding): medium.
         let few = run(Config::default(), &encoded[..12]);
