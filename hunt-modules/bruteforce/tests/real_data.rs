@@ -335,3 +335,35 @@ fn recorded_kerberos_user_enumeration_is_a_medium_fast_spray() {
         assert!(rate >= 10.0, "{rate}");
     }
 }
+
+/// Benign-heavy data: the 13 Mordor attack simulations hold a few thousand
+/// events of ordinary Windows activity each (logons of users, services and
+/// machine accounts among them) and no password guessing. Each recording is
+/// a shard; none may raise a high or critical finding (issue 19: a module
+/// that says "high" for routine activity teaches hunters to ignore it).
+#[test]
+fn mordor_recordings_raise_no_high_finding() {
+    use quarry_module_testkit as testkit;
+    let Some(files) = testkit::shared_files("logs/windows/mordor") else {
+        return;
+    };
+    let mut events = 0;
+    for file in &files {
+        let shard = testkit::shard_of_files("mordor", "windows", std::slice::from_ref(file));
+        let output = testkit::run(quarry_hunt_modules::BRUTEFORCE.wasm, &shard, &[]);
+        events += output.events_scanned;
+        let loud: Vec<_> = output
+            .findings
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.severity,
+                    quarry_worker::runtime::types::Severity::High
+                        | quarry_worker::runtime::types::Severity::Critical
+                )
+            })
+            .collect();
+        assert!(loud.is_empty(), "{}: {loud:#?}", file.display());
+    }
+    assert!(events > 1_000, "the recordings were read: {events} events");
+}
