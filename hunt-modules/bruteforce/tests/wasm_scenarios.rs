@@ -478,3 +478,40 @@ fn an_ssh_brute_force_in_auth_log_is_found_and_a_mistyped_password_is_not() {
         ])
     );
 }
+
+/// The demo shards (`quarry demo`, `quarry dev`): one finding per planted
+/// attack and nothing else (the cluster tests count on exactly that), so
+/// the rate rule finds no spray in the demo's benign typos.
+#[test]
+fn demo_shards_raise_exactly_the_planted_attacks() {
+    use quarry_worker::demo::{PLANTED, demo_events, demo_shard_names};
+    for shard in demo_shard_names(0).into_iter().chain(demo_shard_names(1)) {
+        let events = demo_events(shard).expect("a demo shard");
+        let output = testkit::run(
+            BRUTEFORCE.wasm,
+            &testkit::shard_of_events(shard, "windows", &events),
+            &[],
+        );
+        let planted: Vec<&str> = PLANTED
+            .iter()
+            .filter(|a| a.shard == shard)
+            .map(|a| a.account)
+            .collect();
+        assert_eq!(
+            output.findings.len(),
+            planted.len(),
+            "{shard}: {:#?}",
+            output.findings
+        );
+        for account in planted {
+            assert!(
+                output
+                    .findings
+                    .iter()
+                    .any(|f| f.entity.to_ascii_lowercase().contains(account)),
+                "{shard}: {account} not found: {:#?}",
+                output.findings
+            );
+        }
+    }
+}
