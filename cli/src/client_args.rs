@@ -10,6 +10,18 @@ use std::path::PathBuf;
 /// client command.
 #[derive(Args, Clone)]
 pub struct ClientArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Output format: a table for people, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+/// `--coordinator`, the TLS files and `--token`: which coordinator, and how
+/// to prove who is calling (commands with an output of their own, such as
+/// `quarry query`, flatten only these).
+#[derive(Args, Clone)]
+pub struct ConnectArgs {
     /// Coordinator URL (`https://…` on a TLS cluster).
     #[arg(long, global = true, env = "QUARRY_COORDINATOR", default_value = quarry_client::DEFAULT_COORDINATOR)]
     pub coordinator: String,
@@ -19,9 +31,6 @@ pub struct ClientArgs {
     /// client certificate; with --tls-ca on a TLS cluster.
     #[arg(long, global = true, env = "QUARRY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Output format: a table for people, or one JSON object per line.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
-    pub output: Format,
 }
 
 /// `--tls-ca`, `--tls-cert`, `--tls-key`: the cluster's CA and this
@@ -85,6 +94,32 @@ pub fn out(format: Format) -> Output {
 
 /// Connects to the coordinator the flags name.
 pub async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-    let credentials = args.tls.credentials(args.token.clone())?;
-    Ok(Client::connect_as(&args.coordinator, &credentials).await?)
+    args.connect.connect().await
+}
+
+impl ConnectArgs {
+    /// Connects to the coordinator the flags name.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let credentials = self.tls.credentials(self.token.clone())?;
+        Ok(Client::connect_as(&self.coordinator, &credentials).await?)
+    }
+}
+
+/// A `key=value` flag value.
+pub fn parse_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected key=value, got `{text}`")),
+    }
+}
+
+/// An RFC 3339 time flag value, as milliseconds since the Unix epoch.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    let time = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("`{text}` is not an RFC 3339 time like 2026-11-20T00:00:00Z: {e}"))?;
+    let ms = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_millis();
+    i64::try_from(ms).map_err(|e| e.to_string())
 }

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use quarry_cli::client_args::{ClientArgs, Format, TlsArgs, connect, out};
+use quarry_cli::client_args::{ClientArgs, Format, TlsArgs, connect, out, parse_pair, parse_time};
 use quarry_cli::cluster::{LocalCluster, LocalClusterConfig, upload_shipped_modules};
 use quarry_cli::output::{self, Output};
 use quarry_client::{Client, HuntRequest};
@@ -128,10 +128,11 @@ enum Command {
     /// Every event that mentions one entity around a time or an alert,
     /// across hosts and sources, in time order (table, JSON lines or CSV).
     Pivot(quarry_cli::pivot_cmd::PivotArgs),
-    /// Ask a question in the hunt query language (docs/queries.md) over
-    /// log files, or show its compiled plan.
+    /// Ask a question in the hunt query language (docs/queries.md): on the
+    /// cluster's shards as a hunt of the `query` module, over local log
+    /// files (--logs), or show its compiled plan (--dry-run).
     #[command(
-        after_help = "Examples:\n  quarry query 'where EventID == 4625 | stats count() by TargetUserName' --logs Security.evtx\n  quarry query 'where Image endswith \"\\\\rundll32.exe\" | rare ParentImage' --logs sysmon.evtx --output csv\n  quarry query 'where EventID == 4624 and LogonType == 3 | stats dc(Computer) as hosts by TargetUserName' --dry-run"
+        after_help = "Examples:\n  quarry query 'where EventID == 4625 | stats count() by TargetUserName'\n  quarry query 'where EventID == 4688 and CommandLine contains \"nltest\" | stats count() by Computer, User' --selector env=prod --since 2026-11-20T00:00:00Z\n  quarry query 'where Image endswith \"\\\\rundll32.exe\" | rare ParentImage' --logs sysmon.evtx --output csv\n  quarry query 'where EventID == 4624 and LogonType == 3 | stats dc(Computer) as hosts by TargetUserName' --dry-run"
     )]
     Query(quarry_cli::query_cmd::QueryArgs),
     /// Write, build, test locally, upload and list hunt modules.
@@ -885,13 +886,6 @@ fn parse_canary(text: &str) -> Result<Canary, String> {
     }
 }
 
-fn parse_pair(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("expected key=value, got `{text}`")),
-    }
-}
-
 fn parse_peer(text: &str) -> Result<(u64, String), String> {
     let (id, url) = text
         .split_once('=')
@@ -917,16 +911,6 @@ fn parse_url(text: &str) -> Result<String, String> {
             "expected a URL like http://10.0.0.8:7700, got `{text}`"
         )),
     }
-}
-
-fn parse_time(text: &str) -> Result<i64, String> {
-    let time = humantime::parse_rfc3339_weak(text)
-        .map_err(|e| format!("`{text}` is not an RFC 3339 time like 2026-11-20T00:00:00Z: {e}"))?;
-    let ms = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_millis();
-    i64::try_from(ms).map_err(|e| e.to_string())
 }
 
 /// glibc's malloc arenas a process keeps, unless `MALLOC_ARENA_MAX` says.
@@ -1222,7 +1206,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Triage(command) => quarry_cli::triage_cmd::run(command).await?,
         Command::Pivot(args) => quarry_cli::pivot_cmd::run(args).await?,
         Command::Query(args) => {
-            tokio::task::spawn_blocking(move || quarry_cli::query_cmd::run(args)).await??;
+            quarry_cli::query_cmd::run(args).await?;
         }
         Command::Module(command) => return module(command).await,
         Command::Shard(command) => shard(command).await?,
@@ -1613,7 +1597,7 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 if std::time::Instant::now() >= deadline {
                     anyhow::bail!(
                         "the cluster at {} was not ready within {} ({why})",
-                        args.coordinator,
+                        args.connect.coordinator,
                         humantime::format_duration(wait)
                     );
                 }
@@ -1667,7 +1651,7 @@ async fn leader_status(args: &ClientArgs) -> anyhow::Result<quarry_proto::v1::St
     else {
         return Ok(status);
     };
-    let credentials = args.tls.credentials(args.token.clone())?;
+    let credentials = args.connect.tls.credentials(args.connect.token.clone())?;
     Ok(Client::connect_as(&url, &credentials)
         .await?
         .status()

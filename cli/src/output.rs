@@ -58,7 +58,8 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-fn hunt_state(value: i32) -> &'static str {
+/// A hunt state's name, as the tables print it.
+pub fn hunt_state(value: i32) -> &'static str {
     match v1::HuntState::try_from(value) {
         Ok(v1::HuntState::Running) => "running",
         Ok(v1::HuntState::Paused) => "paused",

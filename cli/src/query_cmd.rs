@@ -1,44 +1,71 @@
-//! `quarry query`: a question in the hunt query language (docs/queries.md)
-//! over local log files, or its compiled plan with `--dry-run`.
+//! `quarry query`: a question in the hunt query language (docs/queries.md),
+//! run on the cluster as a hunt of the shipped `query` module, over local
+//! log files (`--logs`), or only compiled (`--dry-run`).
 //!
-//! The files are read the way a worker ingests them (format detection,
-//! EVTX flattening, timestamps) into a scratch shard, and the plan runs
-//! over it as one shard with the `quarry-query` engine the `query` hunt
-//! module will run beside the shards.
+//! On the cluster each shard's task runs the per-event stages beside the
+//! shard and returns a mergeable partial; the coordinator merges them and
+//! finishes the table (`QueryResult`). With `--logs` the files are read the
+//! way a worker ingests them (format detection, EVTX flattening,
+//! timestamps) into a scratch shard, and the same engine runs over it as
+//! one shard.
 
+use crate::client_args::{ConnectArgs, parse_pair, parse_time};
+use crate::output::Output;
 use clap::{Args, ValueEnum};
+use quarry_client::{Client, HuntRequest};
+use quarry_hunt_modules::QUERY;
+use quarry_proto::v1;
 use quarry_query::{JsonEvent, Plan, Runner, Table, Value};
 use quarry_worker::ingest::Format;
 use quarry_worker::shard::ShardStore;
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The scratch shard's name.
 const SHARD: &str = "query";
 
 /// `quarry query`.
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct QueryArgs {
     /// The query, e.g. `where EventID == 4625 | stats count() by
     /// TargetUserName` (the language: docs/queries.md).
     pub query: String,
-    /// Log files to run it over (formats as `quarry worker ingest`:
-    /// detected per file, or --format). Running a query on the cluster's
-    /// shards comes with the `query` hunt module.
-    #[arg(long, num_args = 1.., value_name = "FILE", required_unless_present = "dry_run")]
+    /// Run over these log files instead of the cluster's shards (formats as
+    /// `quarry worker ingest`: detected per file, or --format).
+    #[arg(long, num_args = 1.., value_name = "FILE")]
     pub logs: Vec<PathBuf>,
-    /// Input format (jsonl, evtx, syslog, zeek-json, zeek-tsv, auditd);
-    /// detected per file when omitted.
-    #[arg(long, value_parser = parse_format)]
+    /// Input format of --logs (jsonl, evtx, syslog, zeek-json, zeek-tsv,
+    /// auditd); detected per file when omitted.
+    #[arg(long, value_parser = parse_format, requires = "logs")]
     pub format: Option<Format>,
+    /// Shard label selector `key=value` (repeatable; all must match).
+    #[arg(long = "selector", value_parser = parse_pair, conflicts_with = "logs")]
+    pub selectors: Vec<(String, String)>,
+    /// Shard name (repeatable); default: every shard the selectors match.
+    #[arg(long = "shard", conflicts_with = "logs")]
+    pub shards: Vec<String>,
+    /// Only events at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<i64>,
+    /// Only events before this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<i64>,
+    /// Time after which unfinished shards are given up and the table is
+    /// made of the others, saying so (default 1h).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "logs")]
+    pub deadline: Option<Duration>,
     /// Output: an aligned table, JSON lines (one object per row) or CSV.
     #[arg(long, value_enum, default_value_t = QueryOutput::Table)]
     pub output: QueryOutput,
     /// Print the compiled plan (fields read, the clauses pushed down to the
     /// shards' block index, the stages run per shard and after the merge)
-    /// and run nothing.
+    /// and, on the cluster, the shards, events and bytes in scope; run
+    /// nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// How `quarry query` prints its table.
@@ -54,13 +81,172 @@ fn parse_format(text: &str) -> Result<Format, String> {
 }
 
 /// Runs `quarry query`.
-pub fn run(args: QueryArgs) -> anyhow::Result<()> {
+pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     // A parse error renders the query with a caret under the column.
     let plan = quarry_query::compile(&args.query).map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.dry_run {
         print_plan(&plan);
+        if args.logs.is_empty() {
+            // The plan stands on its own; the scope needs the cluster.
+            match preview(&args).await {
+                Ok(preview) => crate::output::dry_run(Output::Table, &preview),
+                Err(e) => eprintln!("shards in scope: unknown ({e:#})"),
+            }
+        }
         return Ok(());
     }
+    if !args.logs.is_empty() {
+        return tokio::task::spawn_blocking(move || run_local(&plan, &args)).await?;
+    }
+    run_on_cluster(&plan, &args).await
+}
+
+/// What the query would cover on the cluster: shards, events and bytes.
+/// A dry run changes nothing, so it does not upload the `query` module.
+async fn preview(args: &QueryArgs) -> anyhow::Result<v1::SubmitHuntResponse> {
+    let mut client = args.connect.connect().await?;
+    Ok(client.submit_hunt(hunt_request(args).dry_run(true)).await?)
+}
+
+fn hunt_request(args: &QueryArgs) -> HuntRequest {
+    let module = format!("{}@{}", QUERY.name, QUERY.version);
+    let mut request = HuntRequest::new(&module)
+        .param("query", &args.query)
+        .description(&format!("quarry query: {}", args.query));
+    for (k, v) in &args.selectors {
+        request = request.selector(k, v);
+    }
+    for shard in &args.shards {
+        request = request.shard(shard);
+    }
+    if args.since.is_some() || args.until.is_some() {
+        request = request.time_range(args.since.unwrap_or(0), args.until.unwrap_or(0));
+    }
+    if let Some(deadline) = args.deadline {
+        request = request.deadline(deadline);
+    }
+    request
+}
+
+async fn run_on_cluster(plan: &Plan, args: &QueryArgs) -> anyhow::Result<()> {
+    let mut client = args.connect.connect().await.map_err(|e| {
+        anyhow::anyhow!("{e:#}\n  (to query log files without a cluster: --logs FILE...)")
+    })?;
+    let submitted = submit(&mut client, hunt_request(args)).await?;
+    let id = submitted.hunt_id.clone();
+    eprintln!(
+        "query hunt {id} submitted: {} shards; reading {}",
+        submitted.task_count,
+        plan.fields_read().join(", ")
+    );
+    let waited = tokio::select! {
+        hunt = client.wait(&id, |p| crate::output::progress(Output::Table, p)) => hunt?,
+        _ = tokio::signal::ctrl_c() => {
+            client.cancel_hunt(&id, "quarry query was interrupted").await?;
+            anyhow::bail!("interrupted: query hunt {id} cancelled");
+        }
+    };
+    let state = v1::HuntState::try_from(waited.state).unwrap_or_default();
+    match state {
+        v1::HuntState::Completed => {}
+        v1::HuntState::PartiallyCompleted => eprintln!(
+            "warning: the table covers only the shards that finished: {}",
+            waited.reason
+        ),
+        _ => anyhow::bail!(
+            "query hunt {id} ended {}: {}{}",
+            crate::output::hunt_state(waited.state),
+            waited.reason,
+            waited
+                .recent_failures
+                .last()
+                .map(|f| format!(" (latest failure on shard {}: {})", f.shard, f.error))
+                .unwrap_or_default()
+        ),
+    }
+    let result = client.query_result(&id).await?;
+    let table = table_of(&result)?;
+    eprintln!(
+        "{} events scanned on {} shards, {} rows",
+        result.events_scanned,
+        result.tasks_done,
+        table.rows.len()
+    );
+    finish_output(&table, args.output)
+}
+
+/// Submits the query hunt; uploads the `query` module this binary ships
+/// first if the cluster does not have that version yet.
+async fn submit(
+    client: &mut Client,
+    request: HuntRequest,
+) -> anyhow::Result<v1::SubmitHuntResponse> {
+    match client.submit_hunt(request.clone()).await {
+        Err(e)
+            if e.code() == Some(tonic::Code::NotFound)
+                && e.to_string().contains("is not uploaded") =>
+        {
+            eprintln!(
+                "uploading the `query` module {} (shipped with this quarry; once per cluster)",
+                QUERY.version
+            );
+            client
+                .upload_module(QUERY.name, QUERY.version, "shipped with Quarry", QUERY.wasm)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "the cluster does not have the `query` module {} and uploading it failed: {e}; \
+                         an author can upload it (`quarry dev` and deploy/local-cluster.sh do)",
+                        QUERY.version
+                    )
+                })?;
+            Ok(client.submit_hunt(request).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The coordinator's answer as a table.
+pub fn table_of(result: &v1::QueryResultResponse) -> anyhow::Result<Table> {
+    let rows = result
+        .rows
+        .iter()
+        .map(|row| match serde_json::from_str(row)? {
+            serde_json::Value::Array(cells) => Ok(cells.iter().map(json_value).collect()),
+            other => anyhow::bail!("a result row is not a JSON array: {other}"),
+        })
+        .collect::<anyhow::Result<Vec<Vec<Value>>>>()?;
+    Ok(Table {
+        columns: result.columns.clone(),
+        rows,
+        truncated: result.truncated,
+    })
+}
+
+/// A result cell as the query engine's value (numbers stay numbers).
+fn json_value(json: &serde_json::Value) -> Value {
+    match json {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => n.as_f64().map_or(Value::Null, Value::Num),
+        serde_json::Value::String(s) => Value::Str(s.clone()),
+        serde_json::Value::Array(items) => Value::List(items.iter().map(json_value).collect()),
+        serde_json::Value::Object(_) => Value::Str(json.to_string()),
+    }
+}
+
+fn finish_output(table: &Table, output: QueryOutput) -> anyhow::Result<()> {
+    print_table(table, output)?;
+    if table.truncated {
+        eprintln!(
+            "warning: rows were cut at a row limit (docs/queries.md, \"Limits\"); \
+             add `head N` or aggregate"
+        );
+    }
+    Ok(())
+}
+
+fn run_local(plan: &Plan, args: &QueryArgs) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let store = ShardStore::open(&scratch.path().join("shards"))?;
     let mut events = 0u64;
@@ -79,18 +265,21 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
             }
         );
     }
+    let in_range = |t: i64| args.since.is_none_or(|s| t >= s) && args.until.is_none_or(|u| t < u);
     let mut known = std::collections::BTreeSet::new();
     let mut path = String::new();
-    let mut runner = Runner::new(&plan);
+    let mut runner = Runner::new(plan);
     if store.get(SHARD).is_some() {
         store.scan::<anyhow::Error, _>(SHARD, None, 4096, |batch| {
             for event in batch {
                 if let Some(map) = event.doc.as_object() {
                     field_names(map, &mut path, 0, &mut known);
-                    runner.observe(&JsonEvent {
-                        map,
-                        time_ms: (event.timestamp_ms != 0).then_some(event.timestamp_ms),
-                    });
+                    if in_range(event.timestamp_ms) {
+                        runner.observe(&JsonEvent {
+                            map,
+                            time_ms: (event.timestamp_ms != 0).then_some(event.timestamp_ms),
+                        });
+                    }
                 }
             }
             Ok(())
@@ -108,14 +297,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         .finish(runner.finish())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!("{events} events scanned, {} rows", table.rows.len());
-    print_table(&table, args.output)?;
-    if table.truncated {
-        eprintln!(
-            "warning: rows were cut at {} (add `head N` or aggregate)",
-            quarry_query::MAX_ROWS
-        );
-    }
-    Ok(())
+    finish_output(&table, args.output)
 }
 
 /// Most field names collected for the unknown-field warnings.

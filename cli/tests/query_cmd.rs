@@ -2,7 +2,9 @@
 //! the plan of `--dry-run`, a parse error pointing at its column, the
 //! unknown-field warning, and ten hunts over real attack recordings from
 //! ../shared/data whose answers were counted independently (Python over
-//! the recordings' JSON exports).
+//! the recordings' JSON exports). And on a local cluster: the same
+//! recordings ingested into two workers' shards give, through the `query`
+//! hunt module and the coordinator's merge, the tables `--logs` prints.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -97,10 +99,21 @@ fn a_parse_error_points_at_its_column_and_fails() {
         "caret under `=`: {stderr}"
     );
     assert!(stderr.contains("=="), "the hint names `==`: {stderr}");
-    // Without --logs a query has nothing to run over.
-    let output = quarry(&["query", "where EventID == 1"]);
+    // Without --logs a query runs on the cluster; with none there, the
+    // error says so and names --logs.
+    let output = quarry(&[
+        "query",
+        "where EventID == 1",
+        "--coordinator",
+        "http://127.0.0.1:9",
+    ]);
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--logs"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach the coordinator at http://127.0.0.1:9"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--logs"), "{stderr}");
 }
 
 #[test]
@@ -196,4 +209,138 @@ fn ten_hunts_over_real_recordings_give_the_independently_counted_answers() {
         ]));
         assert_eq!(table, *expected, "{query} over {recording}");
     }
+}
+
+/// Runs `quarry ARGS` on a blocking thread (the cluster runs on this one).
+async fn quarry_async(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        quarry(&args)
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_query_module_gives_the_tables_of_local_files() {
+    let recordings = [
+        "logs/windows/mordor/T1003.004_psexec_reg_lsa_secrets_dump.jsonl",
+        "logs/windows/mordor/T1053.005_remote_scheduled_task_create.jsonl",
+    ];
+    let mut files = Vec::new();
+    for relative in recordings {
+        let Some(path) = quarry_testdata::shared_file(relative) else {
+            return;
+        };
+        files.push(path.display().to_string());
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster_dir = dir.path().join("cluster");
+    // One recording per worker, through `quarry worker ingest`.
+    for (i, file) in files.iter().enumerate() {
+        let data_dir = cluster_dir
+            .join(format!("worker-{i}"))
+            .display()
+            .to_string();
+        let shard = format!("rec-{i}");
+        stdout(&quarry(&[
+            "worker",
+            "ingest",
+            "--data-dir",
+            &data_dir,
+            "--shard",
+            &shard,
+            "--label",
+            "env=lab",
+            file,
+        ]));
+    }
+    let cluster =
+        quarry_cli::cluster::LocalCluster::start(quarry_cli::cluster::LocalClusterConfig {
+            data_dir: cluster_dir,
+            coordinator_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: 2,
+            slots: 2,
+            demo_data: false,
+        })
+        .await
+        .expect("cluster");
+    cluster
+        .wait_for_workers(std::time::Duration::from_secs(30))
+        .await
+        .expect("workers");
+    let url = cluster.url();
+
+    // The dry run shows the plan and the shards in scope, and uploads nothing.
+    let query = "where EventID == 4624 | stats count(), dc(IpAddress) as sources by LogonType | sort LogonType";
+    let dry = quarry_async(vec![
+        "query".into(),
+        query.into(),
+        "--dry-run".into(),
+        "--selector".into(),
+        "env=lab".into(),
+        "--coordinator".into(),
+        url.clone(),
+    ])
+    .await;
+    let dry_text =
+        String::from_utf8_lossy(&dry.stdout).into_owned() + &String::from_utf8_lossy(&dry.stderr);
+    assert!(dry.status.success(), "{dry_text}");
+    assert!(
+        dry_text.contains("fields read: EventID, LogonType, IpAddress"),
+        "{dry_text}"
+    );
+    assert!(
+        dry_text.contains("is not uploaded"),
+        "before the first query the cluster has no `query` module: {dry_text}"
+    );
+
+    let queries = [
+        query,
+        "stats count() by EventID | sort -count, EventID | head 8",
+        r#"where EventID == 4688 or EventID == 1 | rare 4 Image"#,
+        r#"where CommandLine contains "reg" | fields _time, Hostname, CommandLine | head 5"#,
+    ];
+    for (n, query) in queries.iter().enumerate() {
+        let mut local = vec!["query".to_owned(), (*query).to_owned(), "--logs".to_owned()];
+        local.extend(files.iter().cloned());
+        let want = stdout(&quarry_async(local).await);
+        let on_cluster = quarry_async(vec![
+            "query".into(),
+            (*query).into(),
+            "--selector".into(),
+            "env=lab".into(),
+            "--coordinator".into(),
+            url.clone(),
+        ])
+        .await;
+        let stderr = String::from_utf8_lossy(&on_cluster.stderr).into_owned();
+        let got = stdout(&on_cluster);
+        assert_eq!(got, want, "{query}: cluster vs --logs\n{stderr}");
+        assert!(stderr.contains("2 shards"), "{stderr}");
+        if n == 0 {
+            assert!(stderr.contains("uploading the `query` module"), "{stderr}");
+        } else {
+            assert!(!stderr.contains("uploading"), "uploaded once: {stderr}");
+        }
+    }
+
+    // After the first query the dry run shows the shards in scope.
+    let dry = quarry_async(vec![
+        "query".into(),
+        query.into(),
+        "--dry-run".into(),
+        "--selector".into(),
+        "env=lab".into(),
+        "--coordinator".into(),
+        url.clone(),
+    ])
+    .await;
+    let dry_text = stdout(&dry);
+    assert!(dry_text.contains("dry run: 2 shards"), "{dry_text}");
+    assert!(
+        dry_text.contains("rec-0") && dry_text.contains("rec-1"),
+        "{dry_text}"
+    );
+    cluster.shutdown().await;
 }

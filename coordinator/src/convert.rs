@@ -220,7 +220,8 @@ pub fn module_info(state: &State, module: &ModuleRecord) -> v1::ModuleInfo {
     }
 }
 
-fn hunt_state(state: HuntState) -> v1::HuntState {
+/// The protobuf form of a hunt state.
+pub fn hunt_state(state: HuntState) -> v1::HuntState {
     match state {
         HuntState::Running => v1::HuntState::Running,
         HuntState::Paused => v1::HuntState::Paused,

@@ -22,6 +22,7 @@ mod metrics;
 pub mod module_check;
 pub mod module_trust;
 pub mod node;
+pub mod query_result;
 pub mod raft_log;
 pub mod raft_service;
 pub mod rule_pack_service;

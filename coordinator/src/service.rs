@@ -718,6 +718,25 @@ impl HuntService for Api {
         Ok(tonic::Response::new(v1::DeleteHuntResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(hunt))]
+    async fn query_result(
+        &self,
+        request: Request<v1::QueryResultRequest>,
+    ) -> Result<tonic::Response<v1::QueryResultResponse>, Status> {
+        self.shared.node.read_index().await?;
+        let id = HuntId::new(request.into_inner().hunt_id);
+        tracing::Span::current().record("hunt", id.as_str());
+        let result = self.shared.read(|s| {
+            s.hunts
+                .get(&id)
+                .map(|h| crate::query_result::query_result(s, h))
+        })?;
+        match result {
+            Some(table) => Ok(tonic::Response::new(table?)),
+            None => Err(hunt_not_found(&id)),
+        }
+    }
+
     type WatchHuntStream = Stream<v1::HuntProgress>;
 
     async fn watch_hunt(

@@ -57,6 +57,10 @@ const MODULES: &[Module] = &[
         dir: "hunt-modules/pivot",
     },
     Module {
+        package: "query",
+        dir: "hunt-modules/query",
+    },
+    Module {
         package: "rare-process",
         dir: "hunt-modules/rare-process",
     },

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use quarry_contract::AggregateValue;
 use quarry_contract::aggregate::{DistinctValues, RangeStats};
-use quarry_contract::{Aggregate, AggregateValue};
 use serde::{Deserialize, Serialize};
 
 use crate::ast::{Agg, AggFunc, Stage, TIME_FIELD};
@@ -317,7 +317,7 @@ pub struct ValuesState {
 }
 
 impl ValuesState {
-    fn bound(&mut self) {
+    pub(crate) fn bound(&mut self) {
         while self.values.len() > MAX_VALUES {
             self.values.pop_last();
             self.truncated = true;
@@ -537,20 +537,6 @@ impl GroupsPartial {
         Ok(())
     }
 
-    /// The parts that are the contract's aggregates, named
-    /// `query:events` and `query:<position>:<column>`: what the
-    /// coordinator's existing merge combines. `sum`/`avg`, `values`,
-    /// `earliest` and `latest` are not among them (see [`AggPartial`]).
-    pub fn contract_aggregates(&self, aggs: &[Agg]) -> Vec<Aggregate> {
-        let mut out = vec![Aggregate::new("query:events", self.events.clone())];
-        for (i, (partial, agg)) in self.aggs.iter().zip(aggs).enumerate() {
-            if let AggPartial::Count(v) | AggPartial::Dc(v) | AggPartial::Range(v) = partial {
-                out.push(Aggregate::new(format!("query:{i}:{}", agg.name), v.clone()));
-            }
-        }
-        out
-    }
-
     /// The value of aggregate `i` for group `key`.
     fn result(&self, i: usize, func: AggFunc, key: &str) -> Value {
         let Some(partial) = self.aggs.get(i) else {
@@ -584,6 +570,14 @@ impl GroupsPartial {
                 .get(key)
                 .map_or(Value::Null, |t| Value::Str(t.value.clone())),
             _ => Value::Null,
+        }
+    }
+
+    /// Groups seen.
+    pub fn group_count(&self) -> usize {
+        match &self.events {
+            AggregateValue::Counts(c) => c.len(),
+            _ => 0,
         }
     }
 
@@ -785,6 +779,11 @@ impl Plan {
                 "row and aggregate partials do not mix".to_owned(),
             )),
         }
+    }
+
+    /// Bounds rows merged from many shards as [`Plan::merge`] does.
+    pub(crate) fn bound_merged_rows(&self, rows: &mut Vec<Row>, truncated: &mut bool) {
+        bound_rows(self, rows, truncated);
     }
 
     /// An empty partial of this plan (the merge of no shards).

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod ast;
+mod carry;
 mod error;
 mod eval;
 mod exec;

@@ -1187,25 +1187,27 @@ fn partitioned(
     plan.finish(merged).unwrap()
 }
 
+/// Queries over [`synthetic`] events that cover every stage and aggregate.
+const SPLIT_QUERIES: &[&str] = &[
+    "where EventID == 4688 and Image contains \"nltest\" | stats count() by Computer",
+    "stats count(), count(Computer), dc(Computer), sum(Bytes), avg(Bytes), min(Bytes), max(Bytes) by EventID",
+    "stats values(Image), earliest(User), latest(User), earliest(_time), latest(Bytes) by Image",
+    "where Image endswith \"exe\" | top 3 Computer",
+    "rare 5 Image by EventID",
+    "timechart span=4h count(), avg(Bytes) by EventID",
+    "eval kb = Bytes / 1024 | where kb > 1 | stats sum(kb) as total by Computer | sort -total | head 5",
+    "where EventID == 4625 | sort -Bytes, User | head 25 | fields User, Bytes",
+    "where Image == \"cmd.exe\" | dedup Computer | fields Computer, User",
+    "sort User | dedup Computer | head 7 | fields Computer, User",
+    "where Bytes > 12000 | fields _time, User, Bytes | head 40",
+    "head 100 | dedup Computer | fields Computer",
+    "stats dc(User) as users by Computer | where users > 100 | sort -users",
+];
+
 #[test]
 fn one_partition_and_many_merged_give_identical_results() {
     let events = synthetic(6_000);
-    let queries = [
-        "where EventID == 4688 and Image contains \"nltest\" | stats count() by Computer",
-        "stats count(), count(Computer), dc(Computer), sum(Bytes), avg(Bytes), min(Bytes), max(Bytes) by EventID",
-        "stats values(Image), earliest(User), latest(User), earliest(_time), latest(Bytes) by Image",
-        "where Image endswith \"exe\" | top 3 Computer",
-        "rare 5 Image by EventID",
-        "timechart span=4h count(), avg(Bytes) by EventID",
-        "eval kb = Bytes / 1024 | where kb > 1 | stats sum(kb) as total by Computer | sort -total | head 5",
-        "where EventID == 4625 | sort -Bytes, User | head 25 | fields User, Bytes",
-        "where Image == \"cmd.exe\" | dedup Computer | fields Computer, User",
-        "sort User | dedup Computer | head 7 | fields Computer, User",
-        "where Bytes > 12000 | fields _time, User, Bytes | head 40",
-        "head 100 | dedup Computer | fields Computer",
-        "stats dc(User) as users by Computer | where users > 100 | sort -users",
-    ];
-    for query in queries {
+    for query in SPLIT_QUERIES {
         let plan = compile(query).unwrap();
         let whole = partitioned(&plan, &events, 1, false);
         assert!(!whole.rows.is_empty(), "{query} returns rows");
@@ -1297,65 +1299,117 @@ fn projected_text_events_give_the_same_results_as_json_events() {
     }
 }
 
-#[test]
-fn contract_aggregates_merge_in_the_coordinator_as_in_this_crate() {
-    let events = synthetic(3_000);
-    let plan =
-        compile("stats count(), dc(User), min(Bytes), max(Bytes), sum(Bytes) by EventID").unwrap();
-    let Some(crate::Stage::Stats { aggs, .. }) = &plan.aggregation else {
-        panic!("stats")
-    };
-    let shards: Vec<Partial> = [0, 1, 2]
-        .iter()
-        .map(|p| {
-            let shard: Vec<JsonEvent<'_>> = events
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % 3 == *p)
-                .map(|(_, (t, map))| JsonEvent {
-                    map,
-                    time_ms: Some(*t),
-                })
-                .collect();
-            plan.run_shard(shard.iter())
-        })
-        .collect();
+/// The query over `events` split into `parts` shards, each shard's partial
+/// sent as the contract's aggregates and merged by the contract's rules
+/// (as the coordinator merges a hunt's task results), then read back.
+fn through_contract_merge(plan: &Plan, events: &[(i64, Map<String, Json>)], parts: usize) -> Table {
     let mut coordinator = quarry_contract::aggregate::Merged::new();
-    let mut merged = plan.empty_partial();
-    for partial in shards {
-        let crate::PartialData::Groups(groups) = &partial.data else {
-            panic!("groups")
-        };
-        let contract = groups.contract_aggregates(aggs);
-        // count, dc, min and max travel as the contract's kinds; sum does not.
-        assert_eq!(
-            contract
-                .iter()
-                .map(|a| (a.name.as_str(), a.value.kind()))
-                .collect::<Vec<_>>(),
-            [
-                ("query:events", "counts"),
-                ("query:0:count", "counts"),
-                ("query:1:dc(User)", "distinct"),
-                ("query:2:min(Bytes)", "range"),
-                ("query:3:max(Bytes)", "range"),
-            ]
-        );
-        for aggregate in contract {
+    for p in 0..parts {
+        let shard: Vec<JsonEvent<'_>> = events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % parts == p)
+            .map(|(_, (t, map))| JsonEvent {
+                map,
+                time_ms: Some(*t),
+            })
+            .collect();
+        for aggregate in plan.partial_to_aggregates(&plan.run_shard(shard.iter())) {
+            assert!(aggregate.name.starts_with("query:"), "{}", aggregate.name);
             quarry_contract::aggregate::merge_into(&mut coordinator, aggregate).unwrap();
         }
-        plan.merge(&mut merged, partial).unwrap();
     }
-    let crate::PartialData::Groups(groups) = &merged.data else {
-        panic!("groups")
-    };
-    for aggregate in groups.contract_aggregates(aggs) {
+    let partial = plan.partial_from_merged(&coordinator).unwrap();
+    plan.finish(partial).unwrap()
+}
+
+#[test]
+fn partials_merged_as_contract_aggregates_give_the_same_results() {
+    let events = synthetic(6_000);
+    for query in SPLIT_QUERIES {
+        let plan = compile(query).unwrap();
+        let whole = partitioned(&plan, &events, 1, false);
+        for parts in [1, 3, 16] {
+            assert_eq!(
+                through_contract_merge(&plan, &events, parts),
+                whole,
+                "{query} over {parts} shards through the contract merge"
+            );
+        }
+    }
+}
+
+#[test]
+fn sums_travel_exactly_whatever_their_sign_and_size() {
+    // Integers of any size and decimals to 15 digits are numbers.
+    let values = [
+        "1000000000000000",
+        "-3.25",
+        "0.5",
+        "-1000000000000000",
+        "7",
+        "2000000000000000000",
+        "-2000000000000000000",
+        "0.333333333333333",
+        "-9000000000000000000",
+        "9000000000000000000",
+    ];
+    let events: Vec<(i64, Map<String, Json>)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let event = json!({"G": if i % 2 == 0 { "a" } else { "b" }, "X": v});
+            (i as i64, event.as_object().cloned().unwrap_or_default())
+        })
+        .collect();
+    let plan = compile("stats sum(X), avg(X), count(X) by G").unwrap();
+    let whole = partitioned(&plan, &events, 1, false);
+    let sums = col(&whole, "sum(X)");
+    // Beyond 2^53 a double keeps 15 or 16 digits; the exact sums, rounded once.
+    assert_eq!(
+        sums,
+        [
+            n(-10_998_999_999_999_999_992.5),
+            n(10_998_999_999_999_999_997.083_333_333_333_333)
+        ]
+    );
+    for parts in [2, 3, 5, 10] {
         assert_eq!(
-            coordinator[&aggregate.name], aggregate.value,
-            "{}",
-            aggregate.name
+            through_contract_merge(&plan, &events, parts),
+            whole,
+            "{parts}"
         );
     }
+    // Nothing summed: no groups, and `stats sum(X)` alone is one null row.
+    let empty = compile("stats sum(X)").unwrap();
+    let table = through_contract_merge(&empty, &[], 1);
+    assert_eq!(table, partitioned(&empty, &[], 1, false));
+}
+
+#[test]
+fn merged_aggregates_of_another_query_or_kind_are_refused() {
+    let a = compile("stats count() by User").unwrap();
+    let b = compile("stats count() by Computer").unwrap();
+    let mut merged = quarry_contract::aggregate::Merged::new();
+    for aggregate in b.partial_to_aggregates(&b.empty_partial()) {
+        quarry_contract::aggregate::merge_into(&mut merged, aggregate).unwrap();
+    }
+    let err = a.partial_from_merged(&merged).unwrap_err();
+    assert!(err.to_string().contains("another query"), "{err}");
+    // No aggregates at all: the merge of no shards.
+    let none = quarry_contract::aggregate::Merged::new();
+    assert_eq!(a.partial_from_merged(&none).unwrap(), a.empty_partial());
+    // A count carried as another kind.
+    let mut wrong = quarry_contract::aggregate::Merged::new();
+    for aggregate in a.partial_to_aggregates(&a.empty_partial()) {
+        quarry_contract::aggregate::merge_into(&mut wrong, aggregate).unwrap();
+    }
+    wrong.insert(
+        "query:0:count".to_owned(),
+        quarry_contract::AggregateValue::Distinct(Default::default()),
+    );
+    let err = a.partial_from_merged(&wrong).unwrap_err();
+    assert!(err.to_string().contains("query:0:count"), "{err}");
 }
 
 #[test]

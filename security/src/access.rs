@@ -111,6 +111,11 @@ pub const RULES: &[(&str, Access, Effect)] = &[
         Effect::Read,
     ),
     (
+        "/quarry.v1.HuntService/QueryResult",
+        Access::Roles(READERS),
+        Effect::Read,
+    ),
+    (
         "/quarry.v1.HuntService/DeleteHunt",
         Access::Roles(AUTHORS),
         Effect::Write,

@@ -88,6 +88,14 @@ pub const PIVOT: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/pivot.wasm")),
 };
 
+/// `query`: runs a `quarry query` pipeline beside each shard and returns
+/// its mergeable partial result (see `docs/queries.md`).
+pub const QUERY: ShippedModule = ShippedModule {
+    name: "query",
+    version: env!("QUARRY_MODULE_VERSION_QUERY"),
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/query.wasm")),
+};
+
 /// `rare-process`: process images stacked by host across the hunt; the
 /// binaries seen on at most `max_hosts` hosts.
 pub const RARE_PROCESS: ShippedModule = ShippedModule {
@@ -104,7 +112,7 @@ pub const SIGMA: ShippedModule = ShippedModule {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sigma.wasm")),
 };
 
-static ALL: [ShippedModule; 9] = [
+static ALL: [ShippedModule; 10] = [
     BEACONING,
     BRUTEFORCE,
     DNS_TUNNEL,
@@ -112,6 +120,7 @@ static ALL: [ShippedModule; 9] = [
     IOC_SWEEP,
     LATERAL_MOVEMENT,
     PIVOT,
+    QUERY,
     RARE_PROCESS,
     SIGMA,
 ];
@@ -358,6 +367,9 @@ mod tests {
         assert_eq!(PIVOT.name, pivot::NAME);
         assert_eq!(PIVOT.version, pivot::VERSION);
         assert_eq!(find("pivot"), Some(&PIVOT));
+        assert_eq!(QUERY.name, query::NAME);
+        assert_eq!(QUERY.version, query::VERSION);
+        assert_eq!(find("query"), Some(&QUERY));
         assert_eq!(RARE_PROCESS.name, rare_process::NAME);
         assert_eq!(RARE_PROCESS.version, rare_process::VERSION);
         assert_eq!(find("rare-process"), Some(&RARE_PROCESS));

@@ -1229,6 +1229,17 @@ impl Client {
         self.hunt(hunt_id).await
     }
 
+    /// The result table of a `query` hunt (`quarry query`), as merged so far.
+    pub async fn query_result(
+        &mut self,
+        hunt_id: &str,
+    ) -> Result<v1::QueryResultResponse, ClientError> {
+        let request = v1::QueryResultRequest {
+            hunt_id: hunt_id.to_owned(),
+        };
+        Ok(self.hunts.query_result(request).await?.into_inner())
+    }
+
     /// All findings committed for a hunt so far.
     pub async fn findings(&mut self, hunt_id: &str) -> Result<Vec<v1::Finding>, ClientError> {
         let request = v1::StreamFindingsRequest {
