@@ -94,7 +94,7 @@ const CONFIDENCE_WRONG_PASSWORD_BONUS: u8 = 10;
 const CONFIDENCE_ACCOUNT_STATE_PENALTY: u8 = 15;
 /// Most failures looked at, newest first, when checking a source for a fast
 /// spray: bounds the work per failure under a flood.
-const MAX_FAST_WALK: usize = 512;
+const MAX_FAST_WALK: usize = 256;
 
 /// Shard order and timestamps may disagree by this much (clock skew between
 /// sources, events written late). Failures are kept this much longer than
@@ -557,9 +557,12 @@ impl Tracker {
         let newest = self.newest_ms()?;
         let mut accounts: BTreeSet<&str> = BTreeSet::new();
         let mut best: Option<FastSpray> = None;
-        for failure in self.failures.iter().rev().take(MAX_FAST_WALK) {
+        for (walked, failure) in self.failures.iter().rev().take(MAX_FAST_WALK).enumerate() {
             let span_ms = newest - failure.timestamp_ms;
-            if span_ms > window_ms {
+            // Even if every failure left to look at were a new account, the
+            // rate could not be reached any more.
+            let reachable = (accounts.len() + MAX_FAST_WALK - walked) as u64 * 60_000;
+            if span_ms > window_ms || reachable < rule.per_minute * span_ms.max(1_000) as u64 {
                 break;
             }
             if !failure.kind.is_guess() {
@@ -590,6 +593,17 @@ impl Tracker {
         window_ms: i64,
         fast: Option<FastRule>,
     ) {
+        // A failure after the newest that adds no account to the latest
+        // ones (not a guess, or the same account as the newest guess) only
+        // lengthens every span ending at it: no spray can be faster than
+        // the last check found, so the check is skipped (a flood against
+        // one account costs nothing here).
+        let adds_nothing = self.failures.back().is_some_and(|last| {
+            last.timestamp_ms <= failure.timestamp_ms
+                && (!failure.kind.is_guess()
+                    || (last.kind.is_guess() && last.account == failure.account))
+        });
+        let fast = fast.filter(|_| !adds_nothing);
         match self
             .burst
             .as_mut()
@@ -1904,5 +1918,41 @@ mod tests {
             ..logon
         };
         assert_eq!(logon_source(&named).as_deref(), Some("WS01"));
+    }
+
+    #[test]
+    fn a_flood_from_one_source_stays_cheap_and_is_not_a_spray() {
+        // 200,000 failures for two accounts from one address, 5 ms apart:
+        // the rate check walks at most a bounded number of failures, and
+        // mostly none (a repeat of the newest account adds nothing).
+        let mut detector = Detector::new(Config::default());
+        let started = std::time::Instant::now();
+        for i in 0..200_000u64 {
+            let user = if i % 1_000 == 0 { "bob" } else { "judy" };
+            detector.observe(&Logon {
+                outcome: Outcome::Failure,
+                timestamp_ms: t0() + i as i64 * 5,
+                offset: i,
+                domain: "CORP",
+                user,
+                source_ip: Some("10.9.9.9"),
+                logon_type: Some(3),
+                workstation: None,
+                host: None,
+                status: Some("0xC000006A"),
+            });
+        }
+        let elapsed = started.elapsed();
+        let report = detector.finish();
+        // Two accounts are guessing (the account rule's), not a spray.
+        assert!(
+            report
+                .findings
+                .iter()
+                .all(|f| f.rule == RULE_FAILURES_WITHOUT_SUCCESS),
+            "{:#?}",
+            report.findings
+        );
+        assert!(elapsed.as_secs() < 30, "{elapsed:?}");
     }
 }
