@@ -226,6 +226,7 @@ fn scan(
     let modules = BenchModules {
         noop: NOOP.wasm,
         rare_match: RARE_MATCH.wasm,
+        query: Some(quarry_hunt_modules::QUERY.wasm),
     };
     let report = scan_bench(&dir, events, pad_bytes, modules, |line| eprintln!("{line}"))?;
     print_report(&report, output)

@@ -16,6 +16,12 @@
 //!   prefilter selects ~1% of the events) and its ratio to host-only
 //!   (goal ≥ 3.0), with the blocks its prefilter skipped.
 //!
+//! - with the shipped `query` module: a selective query (the rare events'
+//!   `where`, `| stats count() by Computer`) with its clauses pushed down to
+//!   the host prefilter and without (`pushdown=false`), and the ratio of the
+//!   two (goal ≥ 3.0); and `stats count() by EventID` over every event, as a
+//!   ratio to the no-op module (goal ≥ 0.7).
+//!
 //! The rare events are an LSASS dump through `rundll32.exe
 //! comsvcs.dll,MiniDump` (Sysmon event 1). They come in bursts, as an
 //! attack does: in every window of 65,536 events one run of 1/50 of the
@@ -54,6 +60,14 @@ use crate::shard::{ScanFilter, ScanStats, ShardError, ShardStore};
 pub const NOOP_RATIO_GOAL: f64 = 0.80;
 /// Goal for rare-match module rate / host-only rate.
 pub const RARE_RATIO_GOAL: f64 = 3.0;
+/// Goal for the selective query's rate with pushdown / without.
+pub const QUERY_PUSHDOWN_GOAL: f64 = 3.0;
+/// Goal for the `stats count() by` query's rate / the no-op module's.
+pub const QUERY_STATS_GOAL: f64 = 0.7;
+/// The selective query: the rare events' conditions, pushed down or not.
+pub const SELECTIVE_QUERY: &str = r#"where Image endswith "\rundll32.exe" and CommandLine contains "comsvcs" | stats count() by Computer"#;
+/// The aggregation over every event.
+pub const STATS_QUERY: &str = "stats count() by EventID";
 /// Goal for the peak RSS of a scan pass (issue 3: a 5 GB shard scans in under
 /// 300 MB).
 pub const SCAN_RSS_GOAL_BYTES: u64 = 300 * 1_000_000;
@@ -80,6 +94,30 @@ pub struct BenchModules<'a> {
     /// Prefilter selecting the rare events; reports their count as the
     /// aggregate `rare-match` (key `matched`).
     pub rare_match: &'a [u8],
+    /// The shipped `query` module, for the query passes (skipped without).
+    pub query: Option<&'a [u8]>,
+}
+
+/// The passes of the `query` module.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryPasses {
+    /// [`SELECTIVE_QUERY`] with its `where` pushed down to the prefilter.
+    pub selective: Pass,
+    /// The same with `pushdown=false`.
+    pub selective_unpushed: Pass,
+    /// Events the selective query counted (from its partial), pushed down
+    /// and not: both must be the rare events.
+    pub selective_counted: (u64, u64),
+    /// [`STATS_QUERY`] over every event.
+    pub stats: Pass,
+    /// `selective.events_per_sec / selective_unpushed.events_per_sec`.
+    pub pushdown_ratio: f64,
+    /// `stats.events_per_sec / noop.events_per_sec`.
+    pub stats_ratio: f64,
+    /// Goal for `pushdown_ratio`.
+    pub pushdown_goal: f64,
+    /// Goal for `stats_ratio`.
+    pub stats_goal: f64,
 }
 
 /// One timed pass.
@@ -136,6 +174,8 @@ pub struct ScanBenchReport {
     pub rare: Pass,
     /// Events the rare-match module counted (its aggregate).
     pub rare_matched_by_module: u64,
+    /// The `query` module's passes, when it was given.
+    pub query: Option<QueryPasses>,
     /// `noop.events_per_sec / host.events_per_sec`.
     pub noop_ratio: f64,
     /// `rare.events_per_sec / host.events_per_sec`.
@@ -158,6 +198,9 @@ impl ScanBenchReport {
     pub fn goals_met(&self) -> bool {
         self.noop_ratio >= self.noop_ratio_goal
             && self.rare_ratio >= self.rare_ratio_goal
+            && self.query.as_ref().is_none_or(|q| {
+                q.pushdown_ratio >= q.pushdown_goal && q.stats_ratio >= q.stats_goal
+            })
             && self.scan_rss_met().unwrap_or(true)
     }
 
@@ -262,6 +305,30 @@ impl fmt::Display for ScanBenchReport {
             self.rare_ratio_goal,
             verdict(self.rare_ratio >= self.rare_ratio_goal)
         )?;
+        if let Some(q) = &self.query {
+            line(f, "query, pushdown", &q.selective)?;
+            line(f, "query, no pushdwn", &q.selective_unpushed)?;
+            line(f, "query stats by", &q.stats)?;
+            writeln!(
+                f,
+                "  selective query counted {} events pushed down, {} not (rare events: {})",
+                q.selective_counted.0, q.selective_counted.1, self.rare_events
+            )?;
+            writeln!(
+                f,
+                "  pushdown / none  {:>12.2}   goal >= {:.2}: {}",
+                q.pushdown_ratio,
+                q.pushdown_goal,
+                verdict(q.pushdown_ratio >= q.pushdown_goal)
+            )?;
+            writeln!(
+                f,
+                "  stats / no-op    {:>12.2}   goal >= {:.2}: {}",
+                q.stats_ratio,
+                q.stats_goal,
+                verdict(q.stats_ratio >= q.stats_goal)
+            )?;
+        }
         if let Some(met) = self.scan_rss_met() {
             writeln!(
                 f,
@@ -374,37 +441,40 @@ pub fn scan_bench(
         max_findings: 1000,
         max_output_bytes: 16 * 1024 * 1024,
     };
-    let task = TaskInput {
-        params: &[],
-        limits,
-        shard: SHARD,
-        time_range: None,
-        hunt: None,
-    };
     let cancel = std::sync::Arc::new(AtomicBool::new(false));
-    let run = |module, name: &str, progress: &mut dyn FnMut(&str)| {
-        progress(&format!("{name} module over the shard ..."));
-        memory::reset_peak();
-        let started = Instant::now();
-        let output: TaskOutput =
-            runtime.run_task(module, &task, &Default::default(), &store, &cancel)?;
-        let elapsed = started.elapsed();
-        let p = pass(
-            elapsed,
-            events,
-            output.events_scanned,
-            output.events_matched,
-            output.blocks_read,
-            output.blocks_skipped,
-        );
-        progress(&format!(
-            "  {:.0} events/s ({:.1} s)",
-            p.events_per_sec, p.seconds
-        ));
-        Ok::<_, WorkerError>((p, output))
-    };
-    let (noop, _) = run(&noop_module, "no-op", &mut progress)?;
-    let (rare, rare_output) = run(&rare_module, "rare-match", &mut progress)?;
+    let run_with =
+        |module, params: &[(String, String)], name: &str, progress: &mut dyn FnMut(&str)| {
+            progress(&format!("{name} over the shard ..."));
+            let task = TaskInput {
+                params,
+                limits,
+                shard: SHARD,
+                time_range: None,
+                hunt: None,
+            };
+            memory::reset_peak();
+            let started = Instant::now();
+            let output: TaskOutput =
+                runtime.run_task(module, &task, &Default::default(), &store, &cancel)?;
+            let elapsed = started.elapsed();
+            let p = pass(
+                elapsed,
+                events,
+                output.events_scanned,
+                output.events_matched,
+                output.blocks_read,
+                output.blocks_skipped,
+            );
+            progress(&format!(
+                "  {:.0} events/s ({:.1} s)",
+                p.events_per_sec, p.seconds
+            ));
+            Ok::<_, WorkerError>((p, output))
+        };
+    let run =
+        |module, name: &str, progress: &mut dyn FnMut(&str)| run_with(module, &[], name, progress);
+    let (noop, _) = run(&noop_module, "no-op module", &mut progress)?;
+    let (rare, rare_output) = run(&rare_module, "rare-match module", &mut progress)?;
     let rare_matched_by_module = rare_output
         .aggregates
         .iter()
@@ -414,6 +484,50 @@ pub fn scan_bench(
             _ => None,
         })
         .sum();
+
+    let query = match modules.query {
+        None => None,
+        Some(wasm) => {
+            progress("compiling the query module ...");
+            let module = runtime.load(&module_digest(wasm), wasm)?;
+            let params = |query: &str, pushdown: bool| {
+                vec![
+                    ("query".to_owned(), query.to_owned()),
+                    ("pushdown".to_owned(), pushdown.to_string()),
+                ]
+            };
+            let (selective, pushed) = run_with(
+                &module,
+                &params(SELECTIVE_QUERY, true),
+                "selective query, pushed down",
+                &mut progress,
+            )?;
+            let (selective_unpushed, unpushed) = run_with(
+                &module,
+                &params(SELECTIVE_QUERY, false),
+                "selective query, not pushed down",
+                &mut progress,
+            )?;
+            let (stats, _) = run_with(
+                &module,
+                &params(STATS_QUERY, true),
+                "stats query",
+                &mut progress,
+            )?;
+            let per =
+                |a: &Pass, b: &Pass| a.events_per_sec / b.events_per_sec.max(f64::MIN_POSITIVE);
+            Some(QueryPasses {
+                pushdown_ratio: per(&selective, &selective_unpushed),
+                stats_ratio: per(&stats, &noop),
+                selective_counted: (query_events(&pushed), query_events(&unpushed)),
+                selective,
+                selective_unpushed,
+                stats,
+                pushdown_goal: QUERY_PUSHDOWN_GOAL,
+                stats_goal: QUERY_STATS_GOAL,
+            })
+        }
+    };
 
     let ratio = |p: &Pass| p.events_per_sec / host.events_per_sec.max(f64::MIN_POSITIVE);
     Ok(ScanBenchReport {
@@ -434,12 +548,26 @@ pub fn scan_bench(
         noop,
         rare,
         rare_matched_by_module,
+        query,
         noop_ratio_goal: NOOP_RATIO_GOAL,
         rare_ratio_goal: RARE_RATIO_GOAL,
         scan_rss_goal_bytes: SCAN_RSS_GOAL_BYTES,
         module_load_seconds,
         optimized_build: !cfg!(debug_assertions),
     })
+}
+
+/// Events a `query` task kept (the sum of its `query:events` counts).
+fn query_events(output: &TaskOutput) -> u64 {
+    output
+        .aggregates
+        .iter()
+        .filter(|a| a.name == "query:events")
+        .filter_map(|a| match &a.value {
+            quarry_contract::AggregateValue::Counts(counts) => Some(counts.values().sum::<u64>()),
+            _ => None,
+        })
+        .sum()
 }
 
 fn pass(
@@ -1255,6 +1383,7 @@ mod tests {
         let modules = BenchModules {
             noop: NOOP.wasm,
             rare_match: RARE_MATCH.wasm,
+            query: Some(quarry_hunt_modules::QUERY.wasm),
         };
         let mut lines = Vec::new();
         let report = scan_bench(dir.path(), events, 0, modules, |l| lines.push(l.to_owned()))
@@ -1298,9 +1427,23 @@ mod tests {
         ] {
             assert!(x.is_finite() && x > 0.0, "{report:?}");
         }
+        // The selective query counts the rare events either way; pushed
+        // down, the host hands it only those and skips the same blocks.
+        let query = report.query.as_ref().expect("query passes");
+        assert_eq!(
+            query.selective_counted,
+            (report.rare_events, report.rare_events)
+        );
+        assert_eq!(query.selective.events_delivered, report.rare_events);
+        assert_eq!(query.selective.blocks_skipped, report.rare.blocks_skipped);
+        assert_eq!(query.selective_unpushed.events_delivered, events);
+        assert_eq!(query.stats.events_delivered, events);
         let text = report.to_string();
         assert!(
-            text.contains("no-op / host") && text.contains("goal >= 3.00"),
+            text.contains("no-op / host")
+                && text.contains("goal >= 3.00")
+                && text.contains("pushdown / none")
+                && text.contains("stats / no-op"),
             "{text}"
         );
         let json = serde_json::to_value(&report).expect("json");

@@ -1,7 +1,9 @@
 //! Hunt module `query`: runs a `quarry query` pipeline (docs/queries.md)
 //! beside each shard.
 //!
-//! Parameter `query`: the query text. Each task compiles it
+//! Parameters: `query`, the query text; `pushdown=false` keeps the host
+//! prefilter off (to measure what it saves, or to rule it out while
+//! debugging a query; the answer is the same). Each task compiles it
 //! ([`quarry_query::compile`]) and plans its projection from it (contract
 //! 0.2.2's `planner`): it declares exactly the fields the query reads, and
 //! the `where` conditions the host prefilter understands become the task's
@@ -43,7 +45,7 @@ pub struct Query {
 
 fn compile(params: &Params) -> Result<Plan, String> {
     params
-        .ensure_known(&["query"])
+        .ensure_known(&["query", "pushdown"])
         .map_err(|e| e.message().to_owned())?;
     let text = params
         .get("query")
@@ -65,10 +67,14 @@ fn predicate(clause: &Clause) -> Predicate {
     Predicate::new(clause.field.clone(), op, &values)
 }
 
-/// The task's descriptor for `plan`: its fields and pushed-down prefilter.
-pub fn descriptor(plan: &Plan) -> Descriptor {
+/// The task's descriptor for `plan`: its fields and, with `pushdown`, the
+/// prefilter of its pushed-down clauses.
+pub fn descriptor(plan: &Plan, pushdown: bool) -> Descriptor {
     let mut descriptor = Query::describe();
     descriptor.fields = plan.fields.clone();
+    if !pushdown {
+        return descriptor;
+    }
     for clause in &plan.pushdown.clauses {
         descriptor = descriptor.with_predicate(predicate(clause));
     }
@@ -117,7 +123,16 @@ impl Hunt for Query {
     }
 
     fn plan(params: &Params) -> Result<Option<Descriptor>, String> {
-        Ok(Some(descriptor(&compile(params)?)))
+        let pushdown = match params.get("pushdown") {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(format!(
+                    "parameter `pushdown` is `{other}`; use true (the default) or false"
+                ));
+            }
+        };
+        Ok(Some(descriptor(&compile(params)?, pushdown)))
     }
 
     fn new(params: &Params) -> Result<Self, String> {
