@@ -4,6 +4,7 @@
 
 pub mod audit_cmd;
 pub mod bench;
+pub mod bench_precision;
 pub mod bench_scheduler;
 pub mod bench_sigma;
 pub mod bench_state;

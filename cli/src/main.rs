@@ -228,10 +228,11 @@ enum Command {
     /// Benchmarks: `quarry bench scan` measures ingest and scan rates,
     /// `quarry bench scheduler` raft commits, task placement and failover,
     /// `quarry bench state` findings at scale and coordinator memory,
-    /// `quarry bench sigma` the sigma module's rate over real logs.
+    /// `quarry bench sigma` the sigma module's rate over real logs,
+    /// `quarry bench precision` the shipped modules' findings on real data.
     #[command(
         subcommand,
-        after_help = "Examples:\n  quarry bench scan --events 500000\n  quarry bench scheduler\n  quarry bench sigma --rules ./rules --logs ./logs --replicate 5"
+        after_help = "Examples:\n  quarry bench scan --events 500000\n  quarry bench scheduler\n  quarry bench sigma --rules ./rules --logs ./logs --replicate 5\n  quarry bench precision"
     )]
     Bench(quarry_cli::bench::BenchCommand),
 }

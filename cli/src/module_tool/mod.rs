@@ -400,7 +400,7 @@ pub fn validate(path: &Path, bytes: &[u8]) -> Result<ModuleDescription, ModuleTo
 /// directory; `off` disables it.
 pub const MODULE_CACHE_ENV: &str = "QUARRY_MODULE_CACHE";
 /// Bytes of compiled modules the per-user cache keeps.
-const MODULE_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
+pub const MODULE_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Where `quarry module test` and `module check` keep compiled modules, so
 /// a hunter's edit-test loop compiles a module once per build of it:
