@@ -390,7 +390,8 @@ enum ScheduleCommand {
   quarry schedule create nightly-rare rare-process --selector env=prod --cron '0 3 * * *' --tz Europe/Berlin
   quarry schedule create sweep ioc-sweep --selector env=prod --intel-set apt-x --every 15m --missed skip
   quarry schedule create brute bruteforce --selector os=windows --every 1h --overlap-events 1000
-  quarry schedule create nightly-sigma sigma --selector os=windows --rule-pack windows@latest --cron '0 3 * * *'")]
+  quarry schedule create nightly-sigma sigma --selector os=windows --rule-pack windows@latest --cron '0 3 * * *'
+  quarry schedule create dc-from-new-hosts --query 'where EventID == 4624 and LogonType == 3 | stats dc(Computer) as hosts by TargetUserName | where hosts > 20' --selector role=dc --every 1h --severity high")]
     Create(Box<CreateScheduleArgs>),
     #[command(flatten)]
     Other(quarry_cli::schedule_cmd::ScheduleCommand),
@@ -525,8 +526,9 @@ struct SubmitArgs {
 /// (`quarry hunt submit`, and each run of `quarry schedule create`).
 #[derive(Args)]
 struct HuntTemplateArgs {
-    /// Module: `name`, `name@version` or `sha256:<digest>`.
-    module: String,
+    /// Module: `name`, `name@version` or `sha256:<digest>` (a schedule
+    /// may give --query instead).
+    module: Option<String>,
     /// Shard label selector `key=value` (repeatable; all must match).
     #[arg(long = "selector", value_parser = parse_pair)]
     selectors: Vec<(String, String)>,
@@ -1193,8 +1195,26 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 template,
                 client: args,
             } = *args;
-            let intel = template.intel.clone();
+            let mut template = template;
             let mut client = connect(&args).await?;
+            if let Some(query) = &schedule.query {
+                // A question made a recurring detection: the `query`
+                // module, its rows reported as findings.
+                quarry_query::compile(query).map_err(|e| anyhow::anyhow!("{e}"))?;
+                if let Some(module) = &template.module {
+                    anyhow::bail!(
+                        "give a module or --query, not both (the query runs as the `query` module, not `{module}`)"
+                    );
+                }
+                quarry_cli::query_cmd::ensure_query_module(&mut client).await?;
+                template.module = Some(quarry_cli::query_cmd::query_module());
+                template.params.extend([
+                    ("query".to_owned(), query.clone()),
+                    ("findings".to_owned(), schedule.severity.clone()),
+                    ("name".to_owned(), schedule.name.clone()),
+                ]);
+            }
+            let intel = template.intel.clone();
             let request = bind_one_off_intel(&mut client, template.request()?, intel).await?;
             let request =
                 quarry_cli::schedule_cmd::create_request(&schedule, request.into_proto())?;
@@ -1237,7 +1257,12 @@ impl HuntTemplateArgs {
     /// The hunt request these flags describe (`--intel` files not yet
     /// uploaded: see [`bind_one_off_intel`]).
     fn request(&self) -> anyhow::Result<HuntRequest> {
-        let mut request = HuntRequest::new(&self.module)
+        let module = self.module.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "name the module to run, for example `bruteforce` (`quarry module list` shows them)"
+            )
+        })?;
+        let mut request = HuntRequest::new(module)
             .priority(self.priority)
             .description(&self.description);
         for (k, v) in &self.selectors {

@@ -109,8 +109,7 @@ async fn preview(args: &QueryArgs) -> anyhow::Result<v1::SubmitHuntResponse> {
 }
 
 fn hunt_request(args: &QueryArgs) -> HuntRequest {
-    let module = format!("{}@{}", QUERY.name, QUERY.version);
-    let mut request = HuntRequest::new(&module)
+    let mut request = HuntRequest::new(&query_module())
         .param("query", &args.query)
         .description(&format!("quarry query: {}", args.query));
     for (k, v) in &args.selectors {
@@ -175,35 +174,46 @@ async fn run_on_cluster(plan: &Plan, args: &QueryArgs) -> anyhow::Result<()> {
     finish_output(&table, args.output)
 }
 
-/// Submits the query hunt; uploads the `query` module this binary ships
-/// first if the cluster does not have that version yet.
+/// Submits the query hunt, after [`ensure_query_module`].
 async fn submit(
     client: &mut Client,
     request: HuntRequest,
 ) -> anyhow::Result<v1::SubmitHuntResponse> {
-    match client.submit_hunt(request.clone()).await {
-        Err(e)
-            if e.code() == Some(tonic::Code::NotFound)
-                && e.to_string().contains("is not uploaded") =>
-        {
-            eprintln!(
-                "uploading the `query` module {} (shipped with this quarry; once per cluster)",
-                QUERY.version
-            );
-            client
-                .upload_module(QUERY.name, QUERY.version, "shipped with Quarry", QUERY.wasm)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "the cluster does not have the `query` module {} and uploading it failed: {e}; \
-                         an author can upload it (`quarry dev` and deploy/local-cluster.sh do)",
-                        QUERY.version
-                    )
-                })?;
-            Ok(client.submit_hunt(request).await?)
-        }
-        other => Ok(other?),
+    ensure_query_module(client).await?;
+    Ok(client.submit_hunt(request).await?)
+}
+
+/// The `query` module this binary ships, as hunts name it (`query@VERSION`).
+pub fn query_module() -> String {
+    format!("{}@{}", QUERY.name, QUERY.version)
+}
+
+/// Uploads the `query` module this binary ships if the cluster does not
+/// have that version yet (once per cluster; uploading needs the author
+/// role, running queries only the hunter's).
+pub async fn ensure_query_module(client: &mut Client) -> anyhow::Result<()> {
+    let modules = client.list_modules().await?;
+    if modules
+        .iter()
+        .any(|m| m.name == QUERY.name && m.version == QUERY.version)
+    {
+        return Ok(());
     }
+    eprintln!(
+        "uploading the `query` module {} (shipped with this quarry; once per cluster)",
+        QUERY.version
+    );
+    client
+        .upload_module(QUERY.name, QUERY.version, "shipped with Quarry", QUERY.wasm)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the cluster does not have the `query` module {} and uploading it failed: {e}; \
+                 an author can upload it (`quarry dev` and deploy/local-cluster.sh do)",
+                QUERY.version
+            )
+        })?;
+    Ok(())
 }
 
 /// The coordinator's answer as a table.

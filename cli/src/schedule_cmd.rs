@@ -45,6 +45,14 @@ pub struct ScheduleArgs {
     /// Days of earlier runs a module's baseline covers (1-400, default 30).
     #[arg(long)]
     pub baseline_days: Option<u32>,
+    /// Instead of a module: a query (docs/queries.md) run on every due time
+    /// over the new events, each row of its table reported as a finding
+    /// (rule `query/NAME`) that triage takes up.
+    #[arg(long)]
+    pub query: Option<String>,
+    /// Severity of the findings a --query reports.
+    #[arg(long, requires = "query", default_value = "medium", value_parser = ["informational", "low", "medium", "high", "critical"])]
+    pub severity: String,
 }
 
 /// `quarry schedule` subcommands other than `create`.

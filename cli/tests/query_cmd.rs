@@ -342,5 +342,81 @@ async fn on_a_cluster_the_query_module_gives_the_tables_of_local_files() {
         dry_text.contains("rec-0") && dry_text.contains("rec-1"),
         "{dry_text}"
     );
+
+    // A question made a recurring detection: each row of a run's table is
+    // a finding (rule `query/NAME`) for triage. (The first run is due one
+    // interval after the schedule is made.)
+    let detection = "where EventID == 4624 | stats count() as logons by LogonType";
+    let created = quarry_async(vec![
+        "schedule".into(),
+        "create".into(),
+        "logon-types".into(),
+        "--query".into(),
+        detection.into(),
+        "--severity".into(),
+        "low".into(),
+        "--every".into(),
+        "2s".into(),
+        "--selector".into(),
+        "env=lab".into(),
+        "--coordinator".into(),
+        url.clone(),
+    ])
+    .await;
+    stdout(&created);
+    let mut client = quarry_client::Client::connect(&url).await.expect("client");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let run = loop {
+        // The first run scans every event; later ones only new events.
+        let runs = client.schedule_runs("logon-types", 0).await.expect("runs");
+        match runs.iter().find(|r| r.number == 1) {
+            Some(run) if run.outcome == "completed" => break run.clone(),
+            other => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no completed run: {other:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let table = stdout(
+        &quarry_async(vec![
+            "query".into(),
+            detection.into(),
+            "--logs".into(),
+            files[0].clone(),
+            files[1].clone(),
+        ])
+        .await,
+    );
+    let rows = table.lines().count() - 1;
+    assert!(rows > 0, "{table}");
+    let findings = client.findings(&run.hunt_id).await.expect("findings");
+    assert_eq!(findings.len(), rows, "one finding per row of\n{table}");
+    for finding in &findings {
+        assert_eq!(finding.rule, "query/logon-types");
+        assert!(
+            finding.entity.starts_with("logontype:"),
+            "{}",
+            finding.entity
+        );
+    }
+    // Both ways of naming what to run is refused, before anything is made.
+    let both = quarry_async(vec![
+        "schedule".into(),
+        "create".into(),
+        "x".into(),
+        "bruteforce".into(),
+        "--query".into(),
+        detection.into(),
+        "--every".into(),
+        "1h".into(),
+        "--coordinator".into(),
+        url.clone(),
+    ])
+    .await;
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("not both"));
     cluster.shutdown().await;
 }

@@ -6,7 +6,8 @@
 use quarry_proto::v1;
 
 use crate::error::CoordinatorError;
-use crate::state::{HuntRecord, State, TaskState};
+use crate::state::{FindingRecord, HuntRecord, MERGED_SHARD, Severity, State, TaskState};
+use quarry_proto::{ShardId, TaskId};
 
 /// The module that runs queries beside the shards.
 pub const QUERY_MODULE: &str = "query";
@@ -76,4 +77,89 @@ pub fn query_result(
         tasks_total: u32::try_from(hunt.tasks.len()).unwrap_or(u32::MAX),
         events_scanned: hunt.events_scanned,
     })
+}
+
+/// The parameter that makes a query hunt's rows findings (`quarry schedule
+/// create --query`): the findings' severity.
+pub const FINDINGS_PARAM: &str = "findings";
+/// The detection's name, in the findings' rule (`query/<name>`).
+pub const NAME_PARAM: &str = "name";
+/// Findings one query hunt's rows become at most; beyond, the hunt's
+/// aggregate errors say how many rows were left out.
+pub const MAX_ROW_FINDINGS: usize = 1_000;
+
+/// The rows of a finished query hunt whose parameters ask for findings,
+/// as findings of the merged shard: a pure function of the hunt's merged
+/// aggregates and parameters, so replaying the log gives the same ones.
+/// With them, a note when rows were left out; `Err` names why the table
+/// could not be made.
+pub fn row_findings(hunt: &HuntRecord) -> Result<(Vec<FindingRecord>, Option<String>), String> {
+    let params = &hunt.spec.params;
+    let (Some(text), Some(severity)) = (params.get(QUERY_PARAM), params.get(FINDINGS_PARAM)) else {
+        return Ok((Vec::new(), None));
+    };
+    let severity = Severity::from_name(severity).ok_or_else(|| {
+        format!("`{FINDINGS_PARAM}` is `{severity}`, not a severity (informational, low, medium, high, critical)")
+    })?;
+    let name = params.get(NAME_PARAM).map_or("query", String::as_str);
+    let plan = quarry_query::compile(text).map_err(|e| e.to_string())?;
+    let partial = plan
+        .partial_from_merged(&hunt.aggregates)
+        .map_err(|e| e.to_string())?;
+    let table = plan.finish(partial).map_err(|e| e.to_string())?;
+    let time_column = table.columns.iter().position(|c| c == "_time");
+    let task = TaskId::new(format!("{}/{MERGED_SHARD}", hunt.id));
+    let mut out = Vec::with_capacity(table.rows.len().min(MAX_ROW_FINDINGS));
+    for (n, row) in table.rows.iter().take(MAX_ROW_FINDINGS).enumerate() {
+        let cells: Vec<(String, String)> = table
+            .columns
+            .iter()
+            .zip(row)
+            .map(|(c, v)| (c.clone(), v.text().unwrap_or_default()))
+            .collect();
+        let shown: Vec<String> = cells
+            .iter()
+            .filter(|(c, _)| c != "_time")
+            .take(4)
+            .map(|(c, v)| format!("{c}={v}"))
+            .collect();
+        let entity = cells
+            .iter()
+            .find(|(c, v)| c != "_time" && !v.is_empty())
+            .map(|(c, v)| format!("{}:{v}", c.to_lowercase()))
+            .unwrap_or_default();
+        let timestamp_ms = time_column
+            .and_then(|i| row.get(i))
+            .and_then(quarry_query::Value::as_number)
+            .map_or(hunt.finished_ms, |t| t as i64);
+        let mut evidence = cells;
+        evidence.push(("query".to_owned(), text.clone()));
+        out.push(FindingRecord {
+            id: format!("{task}#query.{n}"),
+            task: task.clone(),
+            shard: ShardId::new(MERGED_SHARD),
+            rule: format!("query/{name}"),
+            title: format!("{name}: {}", shown.join(", ")),
+            severity,
+            confidence: params
+                .get("confidence")
+                .and_then(|c| c.parse::<u8>().ok())
+                .unwrap_or(50)
+                .min(100),
+            entity,
+            timestamp_ms,
+            evidence,
+            techniques: Vec::new(),
+            tags: vec!["query".to_owned(), format!("query:{name}")],
+            offsets: Vec::new(),
+        });
+    }
+    let note = (table.rows.len() > MAX_ROW_FINDINGS).then(|| {
+        format!(
+            "{} more rows than the {MAX_ROW_FINDINGS} findings a query hunt reports were left out; \
+             narrow the query (a `where`, or `| head N`)",
+            table.rows.len() - MAX_ROW_FINDINGS
+        )
+    });
+    Ok((out, note))
 }

@@ -2711,6 +2711,9 @@ impl State {
     /// judged on all of them. They count against the hunt's result limits
     /// like any finding; a correlation that cannot be evaluated is named in
     /// the hunt's aggregate errors.
+    /// The findings a hunt makes once it has ended, from its merged
+    /// aggregates: correlations met over every shard, and the rows of a
+    /// query hunt asked to report them ([`crate::query_result`]).
     fn correlate(hunt: &mut HuntRecord) -> Vec<NewFinding> {
         if !matches!(
             hunt.state,
@@ -2718,7 +2721,63 @@ impl State {
         ) {
             return Vec::new();
         }
+        let mut out = Self::correlation_findings(hunt);
+        match crate::query_result::row_findings(hunt) {
+            Ok((rows, note)) => {
+                if let Some(note) = note {
+                    Self::note_aggregate_error(hunt, "query:rows", note);
+                }
+                let total = rows.len();
+                for (n, record) in rows.into_iter().enumerate() {
+                    if !Self::admit_merged_finding(hunt, record, &mut out, "query rows") {
+                        hunt.findings_dropped += (total - n - 1) as u64;
+                        break;
+                    }
+                }
+            }
+            Err(error) => Self::note_aggregate_error(hunt, "query", error),
+        }
+        out
+    }
+
+    fn note_aggregate_error(hunt: &mut HuntRecord, name: &str, error: String) {
+        if hunt.aggregate_errors.len() < MAX_AGGREGATE_ERRORS {
+            hunt.aggregate_errors.insert(name.to_owned(), error);
+        }
+    }
+
+    /// Adds a finding of the merged shard to `out` if the hunt's result
+    /// limits have room; otherwise records the limit (naming `what` was
+    /// dropped) and says no.
+    fn admit_merged_finding(
+        hunt: &mut HuntRecord,
+        record: FindingRecord,
+        out: &mut Vec<NewFinding>,
+        what: &str,
+    ) -> bool {
         let limits = hunt.spec.limits;
+        let bytes = finding_bytes(&record);
+        if hunt.findings >= limits.max_findings_per_hunt
+            || hunt.result_bytes + bytes > limits.max_result_bytes_per_hunt
+        {
+            hunt.findings_dropped += 1;
+            hunt.result_limit = Some(format!(
+                "result limit reached: findings of {what} dropped; raise --max-hunt-findings / --max-hunt-bytes"
+            ));
+            return false;
+        }
+        hunt.result_bytes += bytes;
+        let seq = hunt.findings;
+        hunt.findings += 1;
+        out.push(NewFinding {
+            hunt: hunt.id.clone(),
+            seq,
+            record,
+        });
+        true
+    }
+
+    fn correlation_findings(hunt: &mut HuntRecord) -> Vec<NewFinding> {
         let mut out = Vec::new();
         let names: Vec<String> = hunt
             .aggregates
@@ -2776,26 +2835,15 @@ impl State {
                     tags: spec.tags.clone(),
                     offsets: Vec::new(),
                 };
-                let bytes = finding_bytes(&record);
-                if hunt.findings >= limits.max_findings_per_hunt
-                    || hunt.result_bytes + bytes > limits.max_result_bytes_per_hunt
-                {
-                    let left = (outcome.hits.len() - n) as u64;
-                    hunt.findings_dropped += left;
-                    hunt.result_limit = Some(format!(
-                        "result limit reached: {left} findings of correlation `{}` dropped; raise --max-hunt-findings / --max-hunt-bytes",
-                        spec.id
-                    ));
+                if !Self::admit_merged_finding(
+                    hunt,
+                    record,
+                    &mut out,
+                    &format!("correlation `{}`", spec.id),
+                ) {
+                    hunt.findings_dropped += (outcome.hits.len() - n - 1) as u64;
                     break;
                 }
-                hunt.result_bytes += bytes;
-                let seq = hunt.findings;
-                hunt.findings += 1;
-                out.push(NewFinding {
-                    hunt: hunt.id.clone(),
-                    seq,
-                    record,
-                });
             }
         }
         out
@@ -3129,6 +3177,99 @@ pub(crate) mod tests {
         again.apply(101, with(report(&tasks[0], "w0", 1, 0), partial(0..3)));
         let replayed = again.apply(102, with(report(&tasks[1], "w1", 1, 0), partial(3..5)));
         assert_eq!(replayed.findings, second.findings);
+    }
+
+    /// A query hunt with `findings=SEVERITY` (what `quarry schedule create
+    /// --query` submits) turns the rows of its merged table into findings
+    /// when it ends: the `where` after the aggregation is only true over
+    /// both shards' partials, so only the merge finds the row.
+    #[test]
+    fn a_query_hunt_asked_for_findings_reports_its_merged_rows() {
+        let text =
+            "where EventID == 4625 | stats count() as failures by IpAddress | where failures >= 4";
+        let plan = quarry_query::compile(text).expect("query");
+        let shard_partial = |events: &[(&str, i64)]| {
+            let docs: Vec<serde_json::Value> = events
+                .iter()
+                .map(|(ip, id)| serde_json::json!({"EventID": id, "IpAddress": ip}))
+                .collect();
+            let json: Vec<quarry_query::JsonEvent<'_>> = docs
+                .iter()
+                .filter_map(|d| d.as_object())
+                .map(|map| quarry_query::JsonEvent {
+                    map,
+                    time_ms: Some(1_000),
+                })
+                .collect();
+            plan.partial_to_aggregates(&plan.run_shard(json.iter()))
+        };
+        let with = |command: Command, aggregates: Vec<Aggregate>| match command {
+            Command::RecordResult { mut report, now_ms } => {
+                if let Ok(partial) = &mut report.outcome {
+                    partial.aggregates = aggregates;
+                    partial.findings.clear();
+                }
+                Command::RecordResult { report, now_ms }
+            }
+            other => other,
+        };
+        let run = |findings_param: Option<&str>| {
+            let mut s = cluster();
+            let mut spec = spec(&[("env", "demo")]);
+            spec.params.insert("query".into(), text.into());
+            if let Some(severity) = findings_param {
+                spec.params.insert("findings".into(), severity.into());
+                spec.params.insert("name".into(), "ssh-spray".into());
+            }
+            let hunt = submit_spec(&mut s, 10, spec, 20);
+            assign_all(&mut s, &hunt);
+            let tasks = s.hunts[&hunt].tasks.clone();
+            let a = shard_partial(&[
+                ("10.0.0.9", 4625),
+                ("10.0.0.9", 4625),
+                ("10.0.0.7", 4625),
+                ("10.0.0.9", 4624),
+            ]);
+            let b = shard_partial(&[("10.0.0.9", 4625), ("10.0.0.9", 4625), ("10.0.0.7", 4625)]);
+            let first = s.apply(101, with(report(&tasks[0], "w0", 1, 0), a));
+            assert!(first.findings.is_empty());
+            let second = s.apply(102, with(report(&tasks[1], "w1", 1, 0), b));
+            assert_eq!(s.hunts[&hunt].state, HuntState::Completed);
+            (s, hunt, second)
+        };
+        let (s, hunt, applied) = run(Some("high"));
+        assert_eq!(
+            applied.findings.len(),
+            1,
+            "{:?}",
+            s.hunts[&hunt].aggregate_errors
+        );
+        let f = &applied.findings[0].record;
+        assert_eq!(f.rule, "query/ssh-spray");
+        assert_eq!(f.severity, Severity::High);
+        assert_eq!(f.entity, "ipaddress:10.0.0.9");
+        assert_eq!(f.shard.as_str(), MERGED_SHARD);
+        assert!(
+            f.evidence.contains(&("failures".into(), "4".into())),
+            "{f:?}"
+        );
+        assert!(f.title.contains("IpAddress=10.0.0.9"), "{}", f.title);
+        assert_eq!(s.hunts[&hunt].findings, 1);
+        assert!(!applied.triage.is_empty(), "the finding is triaged");
+        // Replaying gives the same findings.
+        let (_, _, again) = run(Some("high"));
+        assert_eq!(again.findings, applied.findings);
+        // Without `findings` a query hunt only keeps its table.
+        let (_, _, quiet) = run(None);
+        assert!(quiet.findings.is_empty());
+        // A bad severity is named in the hunt's aggregate errors.
+        let (s, hunt, bad) = run(Some("urgent"));
+        assert!(bad.findings.is_empty());
+        assert!(
+            s.hunts[&hunt].aggregate_errors["query"].contains("not a severity"),
+            "{:?}",
+            s.hunts[&hunt].aggregate_errors
+        );
     }
 
     #[test]

@@ -307,7 +307,7 @@ impl fmt::Display for ScanBenchReport {
         )?;
         if let Some(q) = &self.query {
             line(f, "query, pushdown", &q.selective)?;
-            line(f, "query, no pushdwn", &q.selective_unpushed)?;
+            line(f, "query, unpushed", &q.selective_unpushed)?;
             line(f, "query stats by", &q.stats)?;
             writeln!(
                 f,

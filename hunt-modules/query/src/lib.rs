@@ -3,7 +3,10 @@
 //!
 //! Parameters: `query`, the query text; `pushdown=false` keeps the host
 //! prefilter off (to measure what it saves, or to rule it out while
-//! debugging a query; the answer is the same). Each task compiles it
+//! debugging a query; the answer is the same); `findings` (a severity),
+//! `name` and `confidence` are read by the coordinator, which turns the
+//! rows of the finished query into findings (`quarry schedule create
+//! --query`). Each task compiles it
 //! ([`quarry_query::compile`]) and plans its projection from it (contract
 //! 0.2.2's `planner`): it declares exactly the fields the query reads, and
 //! the `where` conditions the host prefilter understands become the task's
@@ -45,7 +48,7 @@ pub struct Query {
 
 fn compile(params: &Params) -> Result<Plan, String> {
     params
-        .ensure_known(&["query", "pushdown"])
+        .ensure_known(&["query", "pushdown", "findings", "name", "confidence"])
         .map_err(|e| e.message().to_owned())?;
     let text = params
         .get("query")
