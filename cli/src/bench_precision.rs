@@ -535,11 +535,11 @@ impl fmt::Display for PrecisionReport {
         writeln!(
             f,
             "  {:<28} | {:<53} | ATTACK RECORDINGS",
-            "", "BENIGN DATA (per million events)"
+            "", "BENIGN DATA (per million events)",
         )?;
         writeln!(
             f,
-            "  {:<20} {:>7} | {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} | {:>6} {:>6}  {}",
+            "  {:<20} {:>7} | {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} | {:>6} {:>6}  FINDINGS",
             "MODULE",
             "SCANNED",
             "FILES",
@@ -551,7 +551,6 @@ impl fmt::Display for PrecisionReport {
             "INFO/M",
             "FILES",
             "EVENTS",
-            "FINDINGS"
         )?;
         for m in &self.modules {
             let r = &m.benign_per_million;
@@ -902,7 +901,7 @@ pub fn precision_bench(
                     };
                     *results[i].lock().expect("not poisoned") = Some(result);
                     let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if finished % datasets.len() == 0 || finished == jobs.len() {
+                    if finished.is_multiple_of(datasets.len()) || finished == jobs.len() {
                         progress(&format!("  {finished}/{} tasks", jobs.len()));
                     }
                 }
