@@ -828,13 +828,19 @@ pub fn precision_bench(
     ));
     let loaded: Vec<Mutex<Option<anyhow::Result<Arc<LoadedModule>>>>> =
         planned.iter().map(|_| Mutex::new(None)).collect();
+    // Largest first: compiling is most of a cold run (sigma and dns-tunnel
+    // take longest), and the threads then finish together.
+    let mut order: Vec<usize> = (0..planned.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(planned[i].shipped.wasm.len()));
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..threads.min(planned.len()) {
             scope.spawn(|| {
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(plan) = planned.get(i) else { break };
+                    let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    let plan = &planned[i];
                     let started = Instant::now();
                     let result = runtime
                         .load(&module_digest(plan.shipped.wasm), plan.shipped.wasm)
