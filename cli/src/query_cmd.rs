@@ -131,7 +131,9 @@ async fn run_on_cluster(plan: &Plan, args: &QueryArgs) -> anyhow::Result<()> {
     let mut client = args.connect.connect().await.map_err(|e| {
         anyhow::anyhow!("{e:#}\n  (to query log files without a cluster: --logs FILE...)")
     })?;
-    let submitted = submit(&mut client, hunt_request(args)).await?;
+    ensure_query_module(&mut client).await?;
+    warn_unknown_fields(&mut client, plan, args).await;
+    let submitted = client.submit_hunt(hunt_request(args)).await?;
     let id = submitted.hunt_id.clone();
     eprintln!(
         "query hunt {id} submitted: {} shards; reading {}",
@@ -174,13 +176,45 @@ async fn run_on_cluster(plan: &Plan, args: &QueryArgs) -> anyhow::Result<()> {
     finish_output(&table, args.output)
 }
 
-/// Submits the query hunt, after [`ensure_query_module`].
-async fn submit(
-    client: &mut Client,
-    request: HuntRequest,
-) -> anyhow::Result<v1::SubmitHuntResponse> {
-    ensure_query_module(client).await?;
-    Ok(client.submit_hunt(request).await?)
+/// Warns about each field the query reads that no shard in scope has,
+/// with the closest names they have, from the field statistics workers
+/// report (kept by the leader: a follower's answer has none, and then
+/// nothing is said).
+async fn warn_unknown_fields(client: &mut Client, plan: &Plan, args: &QueryArgs) {
+    let Ok(preview) = client.submit_hunt(hunt_request(args).dry_run(true)).await else {
+        return;
+    };
+    let in_scope: std::collections::HashSet<&str> =
+        preview.shards.iter().map(|s| s.name.as_str()).collect();
+    let Ok(shards) = client.shards(Default::default()).await else {
+        return;
+    };
+    let mut known = std::collections::BTreeSet::new();
+    let mut described = 0;
+    for shard in shards.iter().filter(|s| in_scope.contains(s.name.as_str())) {
+        if !shard.field_counts.is_empty() {
+            described += 1;
+            known.extend(shard.field_counts.keys().cloned());
+        }
+    }
+    if described > 0 {
+        print_unknown_fields(plan, &known, &format!("in the {described} shards in scope"));
+    }
+}
+
+/// One warning per field of `plan` not in `known`, with the closest names.
+fn print_unknown_fields(plan: &Plan, known: &std::collections::BTreeSet<String>, where_: &str) {
+    for unknown in plan.unknown_fields(known.iter().map(String::as_str)) {
+        let hint = if unknown.closest.is_empty() {
+            String::new()
+        } else {
+            format!("; did you mean {}?", unknown.closest.join(", "))
+        };
+        eprintln!(
+            "warning: no event {where_} has the field `{}`{hint}",
+            unknown.field
+        );
+    }
 }
 
 /// The `query` module this binary ships, as hunts name it (`query@VERSION`).
@@ -295,14 +329,7 @@ fn run_local(plan: &Plan, args: &QueryArgs) -> anyhow::Result<()> {
             Ok(())
         })?;
     }
-    for unknown in plan.unknown_fields(known.iter().map(String::as_str)) {
-        let hint = if unknown.closest.is_empty() {
-            String::new()
-        } else {
-            format!("; did you mean {}?", unknown.closest.join(", "))
-        };
-        eprintln!("warning: no event has the field `{}`{hint}", unknown.field);
-    }
+    print_unknown_fields(plan, &known, "in the files");
     let table = plan
         .finish(runner.finish())
         .map_err(|e| anyhow::anyhow!("{e}"))?;

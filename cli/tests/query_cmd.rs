@@ -130,7 +130,7 @@ fn a_field_no_event_has_is_a_warning_with_the_closest_names() {
     assert_eq!(table, "count\n0\n");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("no event has the field `EventId`; did you mean EventID"),
+        stderr.contains("no event in the files has the field `EventId`; did you mean EventID"),
         "{stderr}"
     );
 }
@@ -324,6 +324,24 @@ async fn on_a_cluster_the_query_module_gives_the_tables_of_local_files() {
             assert!(!stderr.contains("uploading"), "uploaded once: {stderr}");
         }
     }
+
+    // A misspelt field: the workers' field statistics name the closest.
+    let misspelt = quarry_async(vec![
+        "query".into(),
+        "stats count() by Hostnme".into(),
+        "--selector".into(),
+        "env=lab".into(),
+        "--coordinator".into(),
+        url.clone(),
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&misspelt.stderr).into_owned();
+    assert!(
+        stderr.contains(
+            "warning: no event in the 2 shards in scope has the field `Hostnme`; did you mean Hostname"
+        ),
+        "{stderr}"
+    );
 
     // After the first query the dry run shows the shards in scope.
     let dry = quarry_async(vec![

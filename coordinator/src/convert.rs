@@ -640,6 +640,8 @@ pub fn shard_info(shard: &crate::state::ShardRecord) -> v1::ShardInfo {
         }),
         worker_ids: shard.holders.iter().map(ToString::to_string).collect(),
         size_bytes: d.size_bytes,
+        // Leader-local: `ListShards` adds them.
+        field_counts: Default::default(),
     }
 }
 

@@ -228,6 +228,7 @@ impl Coordinator {
             leases: crate::lease::Leases::new(config.clock.clone(), config.heartbeat_timeout),
             audit: crate::audit_service::buffer_for(node_id.0, config.clock.clone()),
             audit_retention: config.audit_retention,
+            field_counts: Default::default(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = vec![

@@ -170,6 +170,9 @@ pub struct Shared {
     pub audit: Arc<quarry_security::audit::AuditBuffer>,
     /// What the audit trail keeps (applied by this node's appends as leader).
     pub audit_retention: crate::audit::AuditRetention,
+    /// Events per field of each shard, as its workers last registered it
+    /// (leader-local soft state, like `leases`: not worth a raft entry).
+    pub field_counts: std::sync::Mutex<HashMap<ShardId, HashMap<String, u64>>>,
 }
 
 impl Shared {
@@ -1183,6 +1186,18 @@ impl ClusterService for Api {
                 .map(|(name, shard)| (name.to_string(), convert::shard_info(shard)));
             take_page(page, size)
         })?;
+        let mut shards = shards;
+        let counts = self
+            .shared
+            .field_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for shard in &mut shards {
+            if let Some(fields) = counts.get(&ShardId::new(shard.name.clone())) {
+                shard.field_counts = fields.clone();
+            }
+        }
+        drop(counts);
         Ok(tonic::Response::new(v1::ListShardsResponse {
             shards,
             next_page_token,
@@ -1391,8 +1406,18 @@ impl WorkerService for Api {
     ) -> Result<tonic::Response<v1::RegisterWorkerResponse>, Status> {
         access_set_target(&request, format!("worker {}", request.get_ref().worker_id));
         let id = acting_worker(&request, &request.get_ref().worker_id)?;
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         tracing::Span::current().record("worker", id.as_str());
+        let field_counts: Vec<(ShardId, HashMap<String, u64>)> = request
+            .shards
+            .iter_mut()
+            .map(|s| {
+                (
+                    ShardId::new(s.name.clone()),
+                    std::mem::take(&mut s.field_counts),
+                )
+            })
+            .collect();
         let shards = request
             .shards
             .into_iter()
@@ -1409,6 +1434,11 @@ impl WorkerService for Api {
                 now_ms,
             })
             .await?;
+        self.shared
+            .field_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(field_counts);
         self.shared.heartbeat(&id);
         // A (re)started worker takes tasks; one still draining says so
         // again in its next heartbeat, and hands back what it gets meanwhile.

@@ -42,6 +42,7 @@ async fn register(url: &str, id: &str, shards: usize, slots: u32) -> WorkerServi
             }),
             size_bytes: 1,
             worker_ids: Vec::new(),
+            ..Default::default()
         })
         .collect();
     worker

@@ -673,6 +673,7 @@ fn shard_infos(store: &ShardStore) -> Vec<v1::ShardInfo> {
                 end_ms: meta.max_ts_ms.unwrap_or(0),
             }),
             worker_ids: Vec::new(),
+            field_counts: meta.fields.into_iter().collect(),
         })
         .collect()
 }

@@ -355,6 +355,40 @@ pub struct ShardMeta {
     /// the shard's life.
     #[serde(default)]
     pub recovered_bytes: u64,
+    /// Events that have each field (dotted paths as the block index keeps
+    /// them), at most [`MAX_SHARD_FIELDS`] fields, the most present: what
+    /// `quarry query` suggests a misspelt field from.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, u64>,
+}
+
+/// Most field names a shard's metadata keeps (the most present).
+pub const MAX_SHARD_FIELDS: usize = 2_000;
+
+/// Adds each field's presence in a block to `fields`.
+fn count_fields(fields: &mut BTreeMap<String, u64>, stats: &BlockStats) {
+    for (name, field) in &stats.fields {
+        match fields.get_mut(name.as_str()) {
+            Some(n) => *n += u64::from(field.present),
+            None => {
+                fields.insert(name.clone(), u64::from(field.present));
+            }
+        }
+    }
+}
+
+/// Keeps the [`MAX_SHARD_FIELDS`] most present fields (ties by name).
+fn bound_fields(fields: &mut BTreeMap<String, u64>) {
+    if fields.len() <= MAX_SHARD_FIELDS {
+        return;
+    }
+    let mut ranked: Vec<(u64, String)> = std::mem::take(fields)
+        .into_iter()
+        .map(|(name, n)| (n, name))
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    ranked.truncate(MAX_SHARD_FIELDS);
+    *fields = ranked.into_iter().map(|(n, name)| (name, n)).collect();
 }
 
 impl ShardMeta {
@@ -576,12 +610,14 @@ struct Summary {
     max_ts_ms: Option<i64>,
     untimed_count: u64,
     end_offset: u64,
+    fields: BTreeMap<String, u64>,
 }
 
 impl Summary {
     fn add(&mut self, index: &SegmentIndex) {
         for block in &index.blocks {
             let s = &block.header.stats;
+            count_fields(&mut self.fields, s);
             self.event_count += u64::from(s.event_count);
             self.untimed_count += u64::from(s.untimed);
             self.min_ts_ms = min_opt(self.min_ts_ms, s.min_ts_ms);
@@ -593,6 +629,8 @@ impl Summary {
     }
 
     fn apply(&self, meta: &mut ShardMeta, segments: usize) {
+        meta.fields = self.fields.clone();
+        bound_fields(&mut meta.fields);
         meta.event_count = self.event_count;
         meta.min_ts_ms = self.min_ts_ms;
         meta.max_ts_ms = self.max_ts_ms;
@@ -885,6 +923,10 @@ impl ShardStore {
         meta.min_ts_ms = min_opt(meta.min_ts_ms, summary.min_ts_ms);
         meta.max_ts_ms = max_opt(meta.max_ts_ms, summary.max_ts_ms);
         meta.next_offset = meta.next_offset.max(summary.end_offset);
+        for (name, n) in summary.fields {
+            *meta.fields.entry(name).or_insert(0) += n;
+        }
+        bound_fields(&mut meta.fields);
         meta.malformed_count += done.malformed;
         // A shard from before the bounded sample may hold up to all its
         // malformed records in the file.
@@ -960,6 +1002,7 @@ impl ShardStore {
             segment_count: 0,
             next_offset: 0,
             recovered_bytes: 0,
+            fields: BTreeMap::new(),
         };
         let seq = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
         let temp_dir = self
@@ -1457,6 +1500,7 @@ impl AppendRun<'_> {
         self.summary.min_ts_ms = min_opt(self.summary.min_ts_ms, stats.min_ts_ms);
         self.summary.max_ts_ms = max_opt(self.summary.max_ts_ms, stats.max_ts_ms);
         self.summary.end_offset = stats.first_offset + events;
+        count_fields(&mut self.summary.fields, &stats);
         self.progress.events_acknowledged += events;
         self.progress.events_pending = self.progress.events_pending.saturating_sub(events);
         self.progress.blocks_written += 1;
@@ -2694,6 +2738,7 @@ mod tests {
             segment_count: 1,
             next_offset: 3,
             recovered_bytes: 0,
+            fields: BTreeMap::new(),
         };
         let text = serde_json::to_string(&meta).expect("encode");
         let back: ShardMeta = serde_json::from_str(&text).expect("decode");
@@ -2742,6 +2787,45 @@ mod tests {
         assert!(acked.windows(2).all(|w| w[0] <= w[1]), "{acked:?}");
         assert_eq!(acked.last().copied(), Some(report.events_stored));
         report
+    }
+
+    /// The metadata counts the events per field (what `quarry query`
+    /// suggests misspelt fields from), across appends, and the same again
+    /// when recomputed from the segment indexes on open.
+    #[test]
+    fn shard_metadata_counts_events_per_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ShardStore::open(dir.path()).expect("open");
+        let first = "{\"EventID\":4625,\"TargetUserName\":\"alice\",\"net\":{\"src\":\"10.0.0.1\"}}\n{\"EventID\":4624}\n";
+        store
+            .ingest_jsonl("s", BTreeMap::new(), first.as_bytes())
+            .expect("ingest");
+        store
+            .ingest_jsonl(
+                "s",
+                BTreeMap::new(),
+                &b"{\"EventID\":1,\"Image\":\"x.exe\"}\n"[..],
+            )
+            .expect("ingest");
+        let fields = store.get("s").expect("shard").fields;
+        assert_eq!(fields.get("EventID"), Some(&3), "{fields:?}");
+        assert_eq!(fields.get("TargetUserName"), Some(&1));
+        assert_eq!(fields.get("Image"), Some(&1));
+        assert_eq!(
+            fields.get("net.src"),
+            Some(&1),
+            "nested fields by path: {fields:?}"
+        );
+        drop(store);
+        let again = ShardStore::open(dir.path()).expect("reopen");
+        assert_eq!(again.get("s").expect("shard").fields, fields);
+
+        let mut many: BTreeMap<String, u64> = (0..MAX_SHARD_FIELDS as u64 + 10)
+            .map(|i| (format!("f{i:05}"), i))
+            .collect();
+        bound_fields(&mut many);
+        assert_eq!(many.len(), MAX_SHARD_FIELDS);
+        assert!(!many.contains_key("f00000"), "the least present go first");
     }
 
     #[test]
