@@ -836,10 +836,7 @@ pub fn precision_bench(
     std::thread::scope(|scope| {
         for _ in 0..threads.min(planned.len()) {
             scope.spawn(|| {
-                loop {
-                    let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                        break;
-                    };
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let plan = &planned[i];
                     let started = Instant::now();
                     let result = runtime
