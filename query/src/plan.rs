@@ -45,35 +45,7 @@ pub struct Plan {
     pub pushdown: Pushdown,
 }
 
-/// How a pushed-down clause compares, as the module contract's `match-op`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MatchOp {
-    /// The field equals one of the values.
-    Equals,
-    /// The field contains one of the values.
-    Contains,
-    /// The field starts with one of the values.
-    StartsWith,
-    /// The field ends with one of the values.
-    EndsWith,
-    /// The field is present and non-empty.
-    Exists,
-    /// The field matches one of the patterns.
-    Regex,
-}
-
-/// One clause for the host prefilter: `field op any-of(values)`, compared
-/// ASCII case-insensitively, as the contract's `predicate`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Clause {
-    /// The event field.
-    pub field: String,
-    /// How to compare.
-    pub op: MatchOp,
-    /// Any one may match (ignored for `exists`).
-    pub values: Vec<String>,
-}
+pub use quarry_contract::predicate::{Clause, MatchOp};
 
 /// The `where` conditions the host prefilter can evaluate (and, for
 /// `equals`/`contains`/`starts-with`/`ends-with`/`exists`, skip whole

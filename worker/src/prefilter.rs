@@ -15,50 +15,7 @@ use serde_json::Value;
 
 use crate::event::{ALL_VALUES_FIELD, all_values_text, lookup, value_text};
 
-/// How a clause compares an event field with its values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MatchOp {
-    /// The field equals one of the values.
-    Equals,
-    /// The field contains one of the values.
-    Contains,
-    /// The field starts with one of the values.
-    StartsWith,
-    /// The field ends with one of the values.
-    EndsWith,
-    /// The field is present and non-empty; the values are ignored.
-    Exists,
-    /// The field matches one of the values as a regular expression (Rust
-    /// `regex` syntax, unanchored, case-insensitive).
-    Regex,
-}
-
-/// One prefilter clause: `field <op> any-of(values)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Clause {
-    /// Field path, resolved with [`lookup`] (dotted paths reach into objects).
-    pub field: String,
-    /// The comparison.
-    pub op: MatchOp,
-    /// Candidate values; the clause holds when any of them matches. A clause
-    /// with no values (other than [`MatchOp::Exists`]) matches nothing.
-    pub values: Vec<String>,
-}
-
-impl Clause {
-    /// A clause from its parts.
-    pub fn new(
-        field: impl Into<String>,
-        op: MatchOp,
-        values: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Self {
-        Self {
-            field: field.into(),
-            op,
-            values: values.into_iter().map(Into::into).collect(),
-        }
-    }
-}
+pub use quarry_contract::predicate::{Clause, MatchOp};
 
 /// A compiled prefilter: the AND of its clauses and of its any-of groups.
 ///

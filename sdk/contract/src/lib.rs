@@ -11,7 +11,9 @@
 //!   state merges as counts and which the coordinator evaluates after the
 //!   merge;
 //! - [`intel`]: named indicator sets shipped with a task, how they are parsed
-//!   from hunt parameters and how values are compared with them.
+//!   from hunt parameters and how values are compared with them;
+//! - [`predicate`]: the prefilter clauses a host checks before the guest
+//!   sees an event (a module's descriptor, a query's pushdown).
 //!
 //! The crate has no dependencies (serde is optional, for the coordinator's
 //! state) and builds for `wasm32-wasip2`.
@@ -22,6 +24,7 @@ pub mod aggregate;
 pub mod correlation;
 mod hll;
 pub mod intel;
+pub mod predicate;
 
 pub use aggregate::{
     Aggregate, AggregateValue, DistinctValues, RangeStats, Stack, StackEntry, TopEntry, TopK,
