@@ -211,6 +211,17 @@ fn ten_hunts_over_real_recordings_give_the_independently_counted_answers() {
     }
 }
 
+/// `quarry query QUERY` (with `--dry-run` if `dry`) over the `env=lab`
+/// shards of the cluster at `url`.
+async fn query_on_lab(url: &str, query: &str, dry: bool) -> Output {
+    let mut args = vec!["query".to_owned(), query.to_owned()];
+    if dry {
+        args.push("--dry-run".to_owned());
+    }
+    args.extend(["--selector", "env=lab", "--coordinator", url].map(str::to_owned));
+    quarry_async(args).await
+}
+
 /// Runs `quarry ARGS` on a blocking thread (the cluster runs on this one).
 async fn quarry_async(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
@@ -273,16 +284,7 @@ async fn on_a_cluster_the_query_module_gives_the_tables_of_local_files() {
 
     // The dry run shows the plan and the shards in scope, and uploads nothing.
     let query = "where EventID == 4624 | stats count(), dc(IpAddress) as sources by LogonType | sort LogonType";
-    let dry = quarry_async(vec![
-        "query".into(),
-        query.into(),
-        "--dry-run".into(),
-        "--selector".into(),
-        "env=lab".into(),
-        "--coordinator".into(),
-        url.clone(),
-    ])
-    .await;
+    let dry = query_on_lab(&url, query, true).await;
     let dry_text =
         String::from_utf8_lossy(&dry.stdout).into_owned() + &String::from_utf8_lossy(&dry.stderr);
     assert!(dry.status.success(), "{dry_text}");
@@ -305,15 +307,7 @@ async fn on_a_cluster_the_query_module_gives_the_tables_of_local_files() {
         let mut local = vec!["query".to_owned(), (*query).to_owned(), "--logs".to_owned()];
         local.extend(files.iter().cloned());
         let want = stdout(&quarry_async(local).await);
-        let on_cluster = quarry_async(vec![
-            "query".into(),
-            (*query).into(),
-            "--selector".into(),
-            "env=lab".into(),
-            "--coordinator".into(),
-            url.clone(),
-        ])
-        .await;
+        let on_cluster = query_on_lab(&url, query, false).await;
         let stderr = String::from_utf8_lossy(&on_cluster.stderr).into_owned();
         let got = stdout(&on_cluster);
         assert_eq!(got, want, "{query}: cluster vs --logs\n{stderr}");
@@ -326,15 +320,7 @@ async fn on_a_cluster_the_query_module_gives_the_tables_of_local_files() {
     }
 
     // A misspelt field: the workers' field statistics name the closest.
-    let misspelt = quarry_async(vec![
-        "query".into(),
-        "stats count() by Hostnme".into(),
-        "--selector".into(),
-        "env=lab".into(),
-        "--coordinator".into(),
-        url.clone(),
-    ])
-    .await;
+    let misspelt = query_on_lab(&url, "stats count() by Hostnme", false).await;
     let stderr = String::from_utf8_lossy(&misspelt.stderr).into_owned();
     assert!(
         stderr.contains(
@@ -344,16 +330,7 @@ async fn on_a_cluster_the_query_module_gives_the_tables_of_local_files() {
     );
 
     // After the first query the dry run shows the shards in scope.
-    let dry = quarry_async(vec![
-        "query".into(),
-        query.into(),
-        "--dry-run".into(),
-        "--selector".into(),
-        "env=lab".into(),
-        "--coordinator".into(),
-        url.clone(),
-    ])
-    .await;
+    let dry = query_on_lab(&url, query, true).await;
     let dry_text = stdout(&dry);
     assert!(dry_text.contains("dry run: 2 shards"), "{dry_text}");
     assert!(

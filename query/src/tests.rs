@@ -1153,6 +1153,19 @@ fn synthetic(count: usize) -> Vec<(i64, Map<String, Json>)> {
         .collect()
 }
 
+/// Shard `p` of `events` split round-robin into `parts`.
+fn shard_of(events: &[(i64, Map<String, Json>)], parts: usize, p: usize) -> Vec<JsonEvent<'_>> {
+    events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % parts == p)
+        .map(|(_, (t, map))| JsonEvent {
+            map,
+            time_ms: Some(*t),
+        })
+        .collect()
+}
+
 /// The query over `events` split into `parts` shards (round-robin), each
 /// partial sent through its JSON form, merged in the given order.
 fn partitioned(
@@ -1163,16 +1176,7 @@ fn partitioned(
 ) -> Table {
     let mut partials: Vec<Partial> = (0..parts)
         .map(|p| {
-            let shard: Vec<JsonEvent<'_>> = events
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % parts == p)
-                .map(|(_, (t, map))| JsonEvent {
-                    map,
-                    time_ms: Some(*t),
-                })
-                .collect();
-            let partial = plan.run_shard(shard.iter());
+            let partial = plan.run_shard(shard_of(events, parts, p).iter());
             let wire = serde_json::to_string(&partial).unwrap();
             serde_json::from_str(&wire).unwrap()
         })
@@ -1305,15 +1309,7 @@ fn projected_text_events_give_the_same_results_as_json_events() {
 fn through_contract_merge(plan: &Plan, events: &[(i64, Map<String, Json>)], parts: usize) -> Table {
     let mut coordinator = quarry_contract::aggregate::Merged::new();
     for p in 0..parts {
-        let shard: Vec<JsonEvent<'_>> = events
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % parts == p)
-            .map(|(_, (t, map))| JsonEvent {
-                map,
-                time_ms: Some(*t),
-            })
-            .collect();
+        let shard = shard_of(events, parts, p);
         for aggregate in plan.partial_to_aggregates(&plan.run_shard(shard.iter())) {
             assert!(aggregate.name.starts_with("query:"), "{}", aggregate.name);
             quarry_contract::aggregate::merge_into(&mut coordinator, aggregate).unwrap();

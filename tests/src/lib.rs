@@ -21,6 +21,23 @@ pub struct OneWorker {
     pub url: String,
 }
 
+/// Starts a single-node coordinator with data under `dir/c` on a loopback
+/// port, once it leads; returns it and its URL.
+pub async fn coordinator(dir: &Path) -> (Coordinator, String) {
+    let coordinator = Coordinator::start(CoordinatorConfig::single_node(
+        dir.join("c"),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    ))
+    .await
+    .expect("coordinator");
+    coordinator
+        .wait_for_leadership(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    let url = format!("http://{}", coordinator.addr());
+    (coordinator, url)
+}
+
 /// Starts a coordinator (data under `dir/c`) and worker `w1` (under
 /// `dir/w1`) holding shard `shard` with the JSON-lines `events`; on mutual
 /// TLS when `tls` gives the coordinator's and the worker's files.

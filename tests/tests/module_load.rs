@@ -5,7 +5,6 @@
 //! coordinator, worker, gRPC and wasm.
 
 use quarry_client::{Client, HuntRequest};
-use quarry_coordinator::{Coordinator, CoordinatorConfig};
 use quarry_hunt_modules::test_modules::NOOP;
 use quarry_proto::{WorkerId, v1};
 use quarry_worker::shard::ShardStore;
@@ -20,17 +19,7 @@ const SLOTS: u32 = 4;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_starting_together_load_their_module_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let coordinator = Coordinator::start(CoordinatorConfig::single_node(
-        dir.path().join("c"),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    ))
-    .await
-    .expect("coordinator");
-    coordinator
-        .wait_for_leadership(Duration::from_secs(10))
-        .await
-        .expect("leader");
-    let url = format!("http://{}", coordinator.addr());
+    let (coordinator, url) = quarry_tests::coordinator(dir.path()).await;
     let mut client = Client::connect(&url).await.expect("client");
     client
         .upload_module(NOOP.name, NOOP.version, "", NOOP.wasm)

@@ -8,7 +8,6 @@
 //! module, in hunt-modules/query/tests.)
 
 use quarry_client::{Client, HuntRequest};
-use quarry_coordinator::{Coordinator, CoordinatorConfig};
 use quarry_hunt_modules::QUERY;
 use quarry_proto::{WorkerId, v1};
 use quarry_query::{JsonEvent, Table, Value};
@@ -166,17 +165,7 @@ fn assert_same(text: &str, got: &Table, want: &Table) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_split_across_shards_on_two_workers_gives_the_one_shard_table() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let coordinator = Coordinator::start(CoordinatorConfig::single_node(
-        dir.path().join("c"),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    ))
-    .await
-    .expect("coordinator");
-    coordinator
-        .wait_for_leadership(Duration::from_secs(10))
-        .await
-        .expect("leader");
-    let url = format!("http://{}", coordinator.addr());
+    let (coordinator, url) = quarry_tests::coordinator(dir.path()).await;
     let mut client = Client::connect(&url).await.expect("client");
     client
         .upload_module(QUERY.name, QUERY.version, "", QUERY.wasm)
