@@ -140,8 +140,21 @@ async fn run_on_cluster(plan: &Plan, args: &QueryArgs) -> anyhow::Result<()> {
         submitted.task_count,
         plan.fields_read().join(", ")
     );
+    // A paused hunt (its circuit breaker tripped) waits for a person to
+    // resume it; a question asked once is better cancelled, saying why.
+    let (paused_tx, mut paused_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = client.clone();
     let waited = tokio::select! {
-        hunt = client.wait(&id, |p| crate::output::progress(Output::Table, p)) => hunt?,
+        hunt = watcher.wait(&id, |p| {
+            crate::output::progress(Output::Table, p);
+            if p.state == v1::HuntState::Paused as i32 {
+                let _ = paused_tx.send(p.paused_reason.clone());
+            }
+        }) => hunt?,
+        Some(reason) = paused_rx.recv() => {
+            client.cancel_hunt(&id, "quarry query: the hunt paused").await?;
+            anyhow::bail!("query hunt {id} paused and was cancelled: {reason}");
+        }
         _ = tokio::signal::ctrl_c() => {
             client.cancel_hunt(&id, "quarry query was interrupted").await?;
             anyhow::bail!("interrupted: query hunt {id} cancelled");
