@@ -23,6 +23,7 @@
 //! many destinations is one fan-out finding.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use quarry_sdk::time::{MINUTE_MS, format_rfc3339_ms};
 use quarry_sdk::{Finding, Severity};
@@ -189,11 +190,25 @@ pub fn suspicious_service(name: &str, image: &str) -> Option<&'static str> {
     None
 }
 
-/// Whether `address` is a loopback or empty address, which says nothing
-/// about a remote source.
+/// Whether `address` is empty, `-`, a loopback address (all of
+/// 127.0.0.0/8 and `::1`) or the unspecified address, in any spelling the
+/// standard library's `IpAddr` reads (`0:0:0:0:0:0:0:1`, IPv4-mapped
+/// `::ffff:127.0.0.2`, a `%zone` suffix): none of them says anything about a
+/// remote source. Host names and other text are not local.
 pub fn is_local_address(address: &str) -> bool {
-    matches!(address, "" | "-" | "127.0.0.1" | "::1" | "0.0.0.0" | "::")
-        || address.starts_with("::ffff:127.")
+    let address = address.trim();
+    if address.is_empty() || address == "-" {
+        return true;
+    }
+    let unzoned = address.split('%').next().unwrap_or(address);
+    let Ok(ip) = unzoned.parse::<IpAddr>() else {
+        return false;
+    };
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    ip.is_loopback() || ip.is_unspecified()
 }
 
 #[derive(Debug, Default)]
@@ -624,6 +639,62 @@ mod tests {
             .is_none()
         );
         assert!(is_local_address("::1") && is_local_address("-") && !is_local_address("10.0.0.1"));
+    }
+
+    /// The list of spellings this check used to compare against missed
+    /// loopback addresses other than 127.0.0.1 and other spellings of the
+    /// same addresses, so a logon from one of them became a "remote" source.
+    #[test]
+    fn loopback_and_unspecified_addresses_are_local_in_every_spelling() {
+        for local in [
+            "",
+            "-",
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.255.255.254",
+            "::1",
+            "0:0:0:0:0:0:0:1",
+            "::ffff:127.0.0.1",
+            "::FFFF:127.0.0.1",
+            "::ffff:7f00:2",
+            "0.0.0.0",
+            "::",
+            "0:0:0:0:0:0:0:0",
+            " ::1 ",
+            "::1%1",
+        ] {
+            assert!(is_local_address(local), "{local:?} is local");
+        }
+        for remote in [
+            "10.0.0.1",
+            "::ffff:10.0.0.5",
+            "fe80::1%12",
+            "128.0.0.1",
+            "126.255.255.255",
+            "2001:db8::1",
+            "localhost",
+            "WS01",
+            "127.0.0.1.example",
+        ] {
+            assert!(!is_local_address(remote), "{remote:?} is not local");
+        }
+    }
+
+    #[test]
+    fn a_logon_from_another_loopback_address_is_not_a_source() {
+        let mut d = Detector::new(Config::default());
+        for (at, source) in [(0, "127.0.0.2"), (10, "0:0:0:0:0:0:0:1")] {
+            d.observe(&obs(at, "srv01", Some(source), logon("CORP\\admin", 3)));
+            d.observe(&obs(
+                at + 1,
+                "srv01",
+                Some(source),
+                share("ADMIN$", Some("PSEXESVC.exe")),
+            ));
+        }
+        // Loopback share access says nothing about another machine.
+        let findings = d.finish();
+        assert!(findings.is_empty(), "{findings:#?}");
     }
 
     #[test]
