@@ -16,6 +16,7 @@
 use std::net::IpAddr;
 
 use base64::Engine as _;
+use quarry_sdk::contract::intel;
 use regex::{Regex, RegexBuilder};
 
 use crate::rule::RuleError;
@@ -368,7 +369,9 @@ pub enum NumOp {
     Gte,
 }
 
-/// An IPv4 or IPv6 network (`cidr` modifier).
+/// An IPv4 or IPv6 network (`cidr` modifier). Parsed and tested by the
+/// functions intel sets use for their ranges (`quarry_contract::intel`), so
+/// a rule's `cidr` value and an intel range cover the same addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
     network: IpAddr,
@@ -378,37 +381,23 @@ pub struct Cidr {
 impl Cidr {
     /// Parses `a.b.c.d/n` or `v6::/n` (a bare address is a host network).
     pub fn parse(text: &str) -> Option<Cidr> {
-        let (addr, prefix) = match text.trim().split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix.parse::<u8>().ok()?)),
-            None => (text.trim(), None),
+        let text = text.trim();
+        let (network, prefix) = match intel::cidr(text) {
+            Some(range) => range,
+            None if !text.contains('/') => {
+                let address: IpAddr = text.parse().ok()?;
+                (address, if address.is_ipv4() { 32 } else { 128 })
+            }
+            None => return None,
         };
-        let network: IpAddr = addr.parse().ok()?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Cidr { network, prefix })
+        Some(Cidr { network, prefix })
     }
 
-    /// Whether `addr` lies in the network (IPv4-mapped IPv6 counts as IPv4).
+    /// Whether `addr` lies in the network. An IPv4-mapped IPv6 address is
+    /// in an IPv4 network that holds its IPv4 address, and in the IPv6
+    /// networks that hold it as written (`::ffff:0:0/96`).
     pub fn contains(&self, addr: IpAddr) -> bool {
-        let addr = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.network, addr) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
+        intel::in_range(addr, (self.network, self.prefix))
     }
 }
 
@@ -1162,6 +1151,27 @@ mod tests {
         assert!(check(&t, "10.1.2.3"));
         assert!(!check(&t, "11.1.2.3"));
         assert!(check(&t, "::ffff:10.0.0.1"));
+        // The module's own copy of the mask test turned every IPv4-mapped
+        // address into IPv4 first, so an IPv6 network written for mapped
+        // addresses held none of them.
+        let t = test(&["cidr"], s("::ffff:0:0/96"));
+        assert!(check(&t, "::ffff:10.0.0.1"));
+        assert!(!check(&t, "10.0.0.1"));
+        assert!(!check(&t, "2001:db8::1"));
+        let t = test(&["cidr"], s(" 192.0.2.7 "));
+        assert!(check(&t, "192.0.2.7"));
+        assert!(!check(&t, "192.0.2.8"));
+        let t = test(&["cidr"], s("0.0.0.0/0"));
+        assert!(check(&t, "203.0.113.1") && !check(&t, "2001:db8::1"));
+        for bad in [
+            "10.0.0.0/33",
+            "fe80::/129",
+            "10.0.0.0/",
+            "010.0.0.0/8",
+            "host/8",
+        ] {
+            assert!(Cidr::parse(bad).is_none(), "{bad}");
+        }
         let t = test(&["cidr"], s("fe80::/10"));
         assert!(check(&t, "fe80::1"));
         assert!(!check(&t, "not an ip"));
@@ -1183,6 +1193,45 @@ mod tests {
         let t = test(&[], s(""));
         assert!(check(&t, ""));
         assert!(!check(&t, "x"));
+    }
+
+    /// `Cidr::contains` against a bit-by-bit reference (the first `prefix`
+    /// bits are equal) for every prefix length and addresses near each
+    /// network's edges.
+    #[test]
+    fn cidr_containment_agrees_with_comparing_the_leading_bits() {
+        fn leading_bits_equal(a: u128, b: u128, width: u32, prefix: u32) -> bool {
+            (0..prefix).all(|i| (a >> (width - 1 - i)) & 1 == (b >> (width - 1 - i)) & 1)
+        }
+        let v4_bases = [0xc633_6400_u32, 0x0a00_0000, 0xffff_ffff, 0];
+        for base in v4_bases {
+            for prefix in 0..=32u32 {
+                let net =
+                    Cidr::parse(&format!("{}/{prefix}", std::net::Ipv4Addr::from(base))).unwrap();
+                for delta in [0u32, 1, 255, 256, 1 << 16, 1 << 24, 1 << 31, u32::MAX] {
+                    for addr in [base.wrapping_add(delta), base.wrapping_sub(delta)] {
+                        let want =
+                            leading_bits_equal(u128::from(addr), u128::from(base), 32, prefix);
+                        let v4 = std::net::Ipv4Addr::from(addr);
+                        assert_eq!(net.contains(IpAddr::V4(v4)), want, "{v4} in /{prefix}");
+                        let mapped = IpAddr::V6(v4.to_ipv6_mapped());
+                        assert_eq!(net.contains(mapped), want, "{mapped} in /{prefix}");
+                    }
+                }
+            }
+        }
+        let v6_base = 0x2001_0db8_0000_0000_0000_0000_0000_0001_u128;
+        for prefix in 0..=128u32 {
+            let net =
+                Cidr::parse(&format!("{}/{prefix}", std::net::Ipv6Addr::from(v6_base))).unwrap();
+            for shift in [0u32, 1, 16, 63, 64, 96, 127] {
+                for addr in [v6_base ^ (1 << shift), v6_base.wrapping_add(1 << shift)] {
+                    let want = leading_bits_equal(addr, v6_base, 128, prefix);
+                    let v6 = std::net::Ipv6Addr::from(addr);
+                    assert_eq!(net.contains(IpAddr::V6(v6)), want, "{v6} in /{prefix}");
+                }
+            }
+        }
     }
 
     #[test]
