@@ -157,6 +157,13 @@ pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
 /// A child process that is SIGKILLed and reaped when dropped.
 pub struct KillOnDrop(Child);
 
+impl KillOnDrop {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -91,17 +91,22 @@ async fn prewarm(dirs: &[PathBuf]) -> anyhow::Result<()> {
     .await?
 }
 
-/// A coordinator with short leases (and `speculation`), the module uploaded.
+/// The lease of the tests that kill workers: they are declared dead soon.
+const SHORT_LEASE: Duration = Duration::from_millis(1500);
+
+/// A coordinator with `heartbeat_timeout` leases (and `speculation`), the
+/// module uploaded.
 async fn coordinator(
     dir: &Path,
     speculation: Speculation,
+    heartbeat_timeout: Duration,
 ) -> anyhow::Result<(Coordinator, String, Client)> {
     let mut config = CoordinatorConfig::single_node(
         dir.join("coordinator"),
         SocketAddr::from(([127, 0, 0, 1], 0)),
     );
     config.heartbeat_interval = Duration::from_millis(250);
-    config.heartbeat_timeout = Duration::from_millis(1500);
+    config.heartbeat_timeout = heartbeat_timeout;
     config.speculation = speculation;
     let coordinator = Coordinator::start(config).await?;
     coordinator
@@ -140,7 +145,8 @@ fn keys(findings: &[v1::Finding]) -> Vec<String> {
 async fn killed_worker_with_replicas_loses_nothing_and_a_lone_shard_ends_partial_at_the_deadline()
 -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (coordinator, url, mut client) = coordinator(dir.path(), Speculation::default()).await?;
+    let (coordinator, url, mut client) =
+        coordinator(dir.path(), Speculation::default(), SHORT_LEASE).await?;
 
     // Shard rK lives on workers K%3 and (K+1)%3; `lonely` on the victim only.
     let dirs: Vec<_> = (0..3).map(|w| dir.path().join(format!("w{w}"))).collect();
@@ -303,10 +309,13 @@ async fn killed_worker_with_replicas_loses_nothing_and_a_lone_shard_ends_partial
     Ok(())
 }
 
-/// A straggler: one worker has the module compiled, the other compiles it
-/// (seconds in this build), so the slow worker's tasks run far longer than
-/// the hunt's median. Each gets a backup run on the fast replica; the first
-/// result wins and the hunt's findings are those of an undisturbed run.
+/// A straggler: one worker is stopped (SIGSTOP) once the hunt is submitted,
+/// as a worker stalls on a slow disk or a starved CPU, while its lease has
+/// not run out, so its tasks run far longer than the hunt's median. Each
+/// gets a backup run on the other replica (seen in the hunt's status while
+/// the slow worker is still stopped); the first result wins and the hunt's
+/// findings are those of an undisturbed run. The stopped worker then
+/// resumes, and its late results are ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stragglers_get_a_backup_on_another_replica_and_the_first_result_wins() -> anyhow::Result<()>
 {
@@ -317,7 +326,10 @@ async fn stragglers_get_a_backup_on_another_replica_and_the_first_result_wins() 
         factor: 3,
         min_excess_ms: 300,
     };
-    let (coordinator, url, mut client) = coordinator(dir.path(), speculation).await?;
+    // A lease long enough that the stopped worker is never declared dead:
+    // its tasks move by speculation, not by failover.
+    let (coordinator, url, mut client) =
+        coordinator(dir.path(), speculation, Duration::from_secs(20)).await?;
     let dirs: Vec<_> = (0..2).map(|w| dir.path().join(format!("w{w}"))).collect();
     let mut expected = 0;
     for worker_dir in &dirs {
@@ -329,7 +341,7 @@ async fn stragglers_get_a_backup_on_another_replica_and_the_first_result_wins() 
             store.ingest_jsonl(&format!("r{k:02}"), BTreeMap::new(), events.as_bytes())?;
         }
     }
-    prewarm(&dirs[..1]).await?; // worker-0 is fast, worker-1 compiles
+    prewarm(&dirs).await?;
     let spawn = |w: usize| -> anyhow::Result<KillOnDrop> {
         let binary = Path::new(env!("CARGO_BIN_EXE_quarry"));
         process_group::spawn_worker(
@@ -347,6 +359,10 @@ async fn stragglers_get_a_backup_on_another_replica_and_the_first_result_wins() 
     .await?;
 
     let started = Instant::now();
+    // SAFETY: sends SIGSTOP to a child process this test started.
+    let stop = |pid: u32, signal: i32| unsafe { libc::kill(pid as i32, signal) };
+    let slow = _workers[1].pid();
+    anyhow::ensure!(stop(slow, libc::SIGSTOP) == 0, "cannot stop worker-1");
     let hunt = client
         .submit_hunt(
             HuntRequest::new("bruteforce")
@@ -360,6 +376,28 @@ async fn stragglers_get_a_backup_on_another_replica_and_the_first_result_wins() 
                 .shard("r07"),
         )
         .await?;
+    let backups = until(
+        "backup runs on worker-0",
+        Duration::from_secs(15),
+        async || {
+            let h = client.hunt(&hunt.hunt_id).await?;
+            let backed: Vec<String> = h
+                .tasks
+                .iter()
+                .filter(|t| {
+                    t.backup_worker_id == "worker-0"
+                        || (t.attempt == 2 && t.worker_id == "worker-0")
+                })
+                .map(|t| t.shard.clone())
+                .collect();
+            Ok((!backed.is_empty()).then_some(backed))
+        },
+    )
+    .await;
+    // Resume the slow worker whatever happened, before asserting.
+    anyhow::ensure!(stop(slow, libc::SIGCONT) == 0, "cannot resume worker-1");
+    let backups = backups?;
+    eprintln!("backups started for {backups:?}");
     let done =
         tokio::time::timeout(Duration::from_secs(90), client.wait(&hunt.hunt_id, |_| {})).await??;
     eprintln!("hunt ended at {:?}", started.elapsed());
