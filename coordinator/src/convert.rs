@@ -119,9 +119,11 @@ pub fn hunt_spec(request: v1::SubmitHuntRequest) -> Result<HuntSpec, Coordinator
             limits.memory_bytes
         )));
     }
+    let params = request.params.into_iter().collect();
+    crate::query_result::check_params(&module, &params)?;
     Ok(HuntSpec {
         module,
-        params: request.params.into_iter().collect(),
+        params,
         scope: Scope {
             selector: scope
                 .selector

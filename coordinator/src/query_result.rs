@@ -14,6 +14,38 @@ pub const QUERY_MODULE: &str = "query";
 /// Its parameter holding the query text.
 pub const QUERY_PARAM: &str = "query";
 
+/// Refuses a hunt of the `query` module (named so) whose query does not
+/// compile or whose `findings` is not a severity, when it is submitted or
+/// scheduled, rather than in every task (or every scheduled run).
+pub fn check_params(
+    module: &crate::state::ModuleSelector,
+    params: &std::collections::BTreeMap<String, String>,
+) -> Result<(), CoordinatorError> {
+    let crate::state::ModuleSelector::NameVersion { name, .. } = module else {
+        return Ok(());
+    };
+    if name != QUERY_MODULE {
+        return Ok(());
+    }
+    let text = params.get(QUERY_PARAM).ok_or_else(|| {
+        CoordinatorError::InvalidArgument(format!(
+            "a `{QUERY_MODULE}` hunt needs the parameter `{QUERY_PARAM}` (the query text); \
+             `quarry query` sets it"
+        ))
+    })?;
+    quarry_query::compile(text).map_err(|e| {
+        CoordinatorError::InvalidArgument(format!("the query does not compile: {e}"))
+    })?;
+    if let Some(severity) = params.get(FINDINGS_PARAM)
+        && Severity::from_name(severity).is_none()
+    {
+        return Err(CoordinatorError::InvalidArgument(format!(
+            "`{FINDINGS_PARAM}` is `{severity}`; give a severity: informational, low, medium, high or critical"
+        )));
+    }
+    Ok(())
+}
+
 /// The table of `hunt` as merged so far.
 pub fn query_result(
     state: &State,

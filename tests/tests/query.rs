@@ -241,10 +241,41 @@ async fn a_query_split_across_shards_on_two_workers_gives_the_one_shard_table() 
     let err = client.query_result("no-such-hunt").await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
 
-    // A query the module cannot compile fails its tasks with the parse error.
-    let bad = client
+    // A query that does not compile is refused when it is submitted, with
+    // the caret under its column ...
+    let refused = client
         .submit_hunt(
             HuntRequest::new(QUERY.name)
+                .param("query", "where EventID ==")
+                .shard("whole"),
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::InvalidArgument),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("column 17"), "{refused}");
+    let refused = client
+        .submit_hunt(
+            HuntRequest::new(QUERY.name)
+                .param("query", "stats count()")
+                .param("findings", "urgent")
+                .shard("whole"),
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        refused.to_string().contains("`findings` is `urgent`"),
+        "{refused}"
+    );
+    // ... and a hunt naming the module by digest, which the coordinator
+    // does not take for a query, fails its tasks with the same error.
+    let digest = quarry_worker::runtime::module_digest(QUERY.wasm);
+    let bad = client
+        .submit_hunt(
+            HuntRequest::new(&format!("sha256:{digest}"))
                 .param("query", "where EventID ==")
                 .shard("whole")
                 .retries(1, 0),
