@@ -887,7 +887,7 @@ const DOMAINS: &[&str] = &[
 const QTYPES: &[&str] = &["A", "A", "A", "AAAA", "AAAA", "PTR", "SRV", "TXT", "CNAME"];
 
 /// The generated events, as records for [`ShardStore::append`].
-struct Generator {
+pub(crate) struct Generator {
     rng: Rng,
     total: u64,
     index: u64,
@@ -907,7 +907,7 @@ struct Generator {
 }
 
 impl Generator {
-    fn new(total: u64) -> Self {
+    pub(crate) fn new(total: u64) -> Self {
         Self {
             rng: Rng(0x0051_5541_5252_5921),
             total,

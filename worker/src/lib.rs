@@ -9,6 +9,7 @@ pub mod agent;
 pub mod audit;
 pub mod baseline_fetch;
 pub mod bench;
+pub mod columnar;
 pub mod demo;
 pub mod error;
 pub mod event;
