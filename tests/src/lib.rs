@@ -38,6 +38,24 @@ pub async fn coordinator(dir: &Path) -> (Coordinator, String) {
     (coordinator, url)
 }
 
+/// Starts worker `id` (data under `dir/ID`, on a loopback port, 2 slots,
+/// no TLS) serving `store`, talking to the coordinator at `url`.
+pub async fn worker(dir: &Path, id: &str, url: &str, store: ShardStore) -> Worker {
+    Worker::start_with_store(
+        WorkerConfig {
+            id: quarry_proto::WorkerId::new(id),
+            coordinator: url.to_owned(),
+            data_dir: dir.join(id),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            slots: 2,
+            tls: None,
+        },
+        Arc::new(store),
+    )
+    .await
+    .expect("worker")
+}
+
 /// Starts a coordinator (data under `dir/c`) and worker `w1` (under
 /// `dir/w1`) holding shard `shard` with the JSON-lines `events`; on mutual
 /// TLS when `tls` gives the coordinator's and the worker's files.

@@ -10,13 +10,12 @@
 use quarry_client::{Client, HuntRequest};
 use quarry_coordinator::{Coordinator, CoordinatorConfig};
 use quarry_hunt_modules::test_modules::SPINNER;
-use quarry_proto::{WorkerId, v1};
+use quarry_proto::v1;
+use quarry_worker::Worker;
 use quarry_worker::shard::ShardStore;
-use quarry_worker::{Worker, WorkerConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The draining worker's grace period.
@@ -43,19 +42,7 @@ async fn start_worker(dir: &Path, url: &str, id: &str, shards: &[&str]) -> Worke
             .ingest_jsonl(shard, BTreeMap::new(), events.as_bytes())
             .expect("ingest");
     }
-    Worker::start_with_store(
-        WorkerConfig {
-            id: WorkerId::new(id),
-            coordinator: url.to_owned(),
-            data_dir: dir.join(id),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            slots: 2,
-            tls: None,
-        },
-        Arc::new(store),
-    )
-    .await
-    .expect("worker")
+    quarry_tests::worker(dir, id, url, store).await
 }
 
 async fn submit(client: &mut Client, shard: &str, spins: u64) -> String {

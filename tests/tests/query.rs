@@ -9,13 +9,11 @@
 
 use quarry_client::{Client, HuntRequest};
 use quarry_hunt_modules::QUERY;
-use quarry_proto::{WorkerId, v1};
+use quarry_proto::v1;
 use quarry_query::{JsonEvent, Table, Value};
+use quarry_worker::Worker;
 use quarry_worker::shard::ShardStore;
-use quarry_worker::{Worker, WorkerConfig};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 const EVENTS: usize = 4_000;
@@ -87,19 +85,7 @@ async fn worker(
             .ingest_jsonl(shard, labels, lines.as_bytes())
             .expect("ingest");
     }
-    Worker::start_with_store(
-        WorkerConfig {
-            id: WorkerId::new(name),
-            coordinator: url.to_owned(),
-            data_dir: dir.join(name),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            slots: 2,
-            tls: None,
-        },
-        Arc::new(store),
-    )
-    .await
-    .expect("worker")
+    quarry_tests::worker(dir, name, url, store).await
 }
 
 async fn query(client: &mut Client, text: &str, layout: &str) -> (Table, v1::QueryResultResponse) {

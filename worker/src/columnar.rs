@@ -770,28 +770,21 @@ impl<'a> ColumnBlock<'a> {
     /// One column as text per event (`None`: absent or null), as
     /// [`value_text`] gives it.
     fn column_texts(&self, name: &str) -> Result<Vec<Option<String>>, BlockError> {
-        let Some(&index) = self.by_name.get(name) else {
-            return Ok(vec![None; self.event_count]);
-        };
-        let data = self.column(index)?;
-        let DecodedColumn { present, cells } = data.decode(name)?;
-        let mut cells = cells.into_iter();
-        let mut out = Vec::with_capacity(self.event_count);
-        for row in 0..self.event_count {
-            out.push(if has(present, row) {
-                cells
-                    .next()
-                    .ok_or_else(|| invalid(format!("column `{name}`: fewer values than rows")))?
-                    .into_text(name)?
-            } else {
-                None
-            });
-        }
-        Ok(out)
+        self.column_rows(name, |cell| cell.into_text(name))
     }
 
     /// One column as values per event (`None`: absent).
     fn column_values(&self, name: &str) -> Result<Vec<Option<Value>>, BlockError> {
+        self.column_rows(name, |cell| cell.into_value(name).map(Some))
+    }
+
+    /// One column per event through `convert` (`None` where the event has
+    /// no such member).
+    fn column_rows<T: Clone>(
+        &self,
+        name: &str,
+        mut convert: impl FnMut(Cell<'_>) -> Result<Option<T>, BlockError>,
+    ) -> Result<Vec<Option<T>>, BlockError> {
         let Some(&index) = self.by_name.get(name) else {
             return Ok(vec![None; self.event_count]);
         };
@@ -801,12 +794,11 @@ impl<'a> ColumnBlock<'a> {
         let mut out = Vec::with_capacity(self.event_count);
         for row in 0..self.event_count {
             out.push(if has(present, row) {
-                Some(
-                    cells
-                        .next()
-                        .ok_or_else(|| invalid(format!("column `{name}`: fewer values than rows")))?
-                        .into_value(name)?,
-                )
+                convert(
+                    cells.next().ok_or_else(|| {
+                        invalid(format!("column `{name}`: fewer values than rows"))
+                    })?,
+                )?
             } else {
                 None
             });
@@ -1130,32 +1122,15 @@ mod tests {
     /// member, plus dotted and EVTX paths, projects as on the JSON.
     #[test]
     fn columnar_round_trips_and_projects_the_shared_data_set() {
-        let Some(root) = quarry_testdata::shared_data() else {
+        let Some(files) = quarry_testdata::shared_json_logs() else {
             return;
         };
-        let mut stack = vec![root.join("logs")];
         let mut events = Vec::new();
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let name = path.to_string_lossy();
-                if !(name.ends_with(".jsonl")
-                    || (name.contains("zeek_json") && name.ends_with(".log")))
-                {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&path).expect("readable");
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    let doc: Value = serde_json::from_str(line).expect("JSON line");
-                    events.push(crate::event::normalize(doc));
-                }
+        for path in files {
+            let text = std::fs::read_to_string(&path).expect("readable");
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let doc: Value = serde_json::from_str(line).expect("JSON line");
+                events.push(crate::event::normalize(doc));
             }
         }
         assert!(events.len() > 1000, "only {} events", events.len());

@@ -1229,59 +1229,41 @@ mod tests {
     /// after normalisation.
     #[test]
     fn every_shared_corpus_record_has_a_timestamp() {
-        let Some(root) = quarry_testdata::shared_data() else {
+        let Some(files) = quarry_testdata::shared_json_logs() else {
             return;
         };
-        let logs = root.join("logs");
-        let mut stack = vec![logs];
         let (mut checked, mut evtx) = (0usize, 0usize);
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let name = path.to_string_lossy();
-                let jsonish = name.ends_with(".jsonl")
-                    || (name.contains("zeek_json") && name.ends_with(".log"));
-                if !jsonish {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&path).expect("readable corpus file");
-                for (i, line) in text
-                    .lines()
-                    .enumerate()
-                    .filter(|(_, l)| !l.trim().is_empty())
-                {
-                    let doc: Value = serde_json::from_str(line).expect("corpus line is JSON");
-                    let was_evtx = doc.get("Event").is_some_and(|e| e.get("System").is_some());
-                    let doc = normalize(doc);
-                    if was_evtx {
-                        // Flattened: the Sigma names are at top level.
-                        for field in ["EventID", "Channel", "Computer", "Provider_Name"] {
-                            assert!(
-                                doc.get(field).is_some(),
-                                "{}:{}: no {field} after normalize",
-                                path.display(),
-                                i + 1
-                            );
-                        }
-                        assert!(doc.get("Event").is_none());
-                        evtx += 1;
+        for path in files {
+            let text = std::fs::read_to_string(&path).expect("readable corpus file");
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let doc: Value = serde_json::from_str(line).expect("corpus line is JSON");
+                let was_evtx = doc.get("Event").is_some_and(|e| e.get("System").is_some());
+                let doc = normalize(doc);
+                if was_evtx {
+                    // Flattened: the Sigma names are at top level.
+                    for field in ["EventID", "Channel", "Computer", "Provider_Name"] {
+                        assert!(
+                            doc.get(field).is_some(),
+                            "{}:{}: no {field} after normalize",
+                            path.display(),
+                            i + 1
+                        );
                     }
-                    let ts = event_timestamp_ms(&doc);
-                    assert!(
-                        ts.is_some_and(|t| t > 1_400_000_000_000 && t < 1_800_000_000_000),
-                        "{}:{}: no plausible timestamp ({ts:?})",
-                        path.display(),
-                        i + 1
-                    );
-                    checked += 1;
+                    assert!(doc.get("Event").is_none());
+                    evtx += 1;
                 }
+                let ts = event_timestamp_ms(&doc);
+                assert!(
+                    ts.is_some_and(|t| t > 1_400_000_000_000 && t < 1_800_000_000_000),
+                    "{}:{}: no plausible timestamp ({ts:?})",
+                    path.display(),
+                    i + 1
+                );
+                checked += 1;
             }
         }
         assert!(checked > 1000, "only {checked} records checked");

@@ -69,6 +69,33 @@ pub fn shared_file(relative: &str) -> Option<PathBuf> {
     Some(path)
 }
 
+/// The JSON-lines log files of the data set (`logs/**/*.jsonl` and the Zeek
+/// JSON `.log` files), in path order, or `None` when the folder is missing.
+///
+/// # Panics
+/// Under `CI=true` when the folder is missing.
+pub fn shared_json_logs() -> Option<Vec<PathBuf>> {
+    let mut stack = vec![shared_data()?.join("logs")];
+    let mut files = Vec::new();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            let name = path.to_string_lossy();
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.ends_with(".jsonl")
+                || (name.contains("zeek_json") && name.ends_with(".log"))
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Some(files)
+}
+
 /// The Sigma rule files under `dir` as the sigma module's parameters, the
 /// way its host-side loader builds them: `rule.<path relative to dir>` (with
 /// `/` separators) and the file's text, in path order.
