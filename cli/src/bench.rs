@@ -1,6 +1,7 @@
 //! `quarry bench scan`: the worker's scan benchmark
 //! ([`quarry_worker::bench::scan_bench`]) with the no-op and rare-match test
-//! modules of the bundle; `quarry bench scheduler`: the coordinator's
+//! modules of the bundle, the shipped `query` module, and `rare-process` as
+//! its wasm module and compiled into this binary ([`NativeRareProcess`]); `quarry bench scheduler`: the coordinator's
 //! ([`crate::bench_scheduler`]); `quarry bench sigma`: the shipped `sigma`
 //! module over real logs ([`crate::bench_sigma`]); `quarry bench precision`:
 //! every shipped detection module over the shared real data, findings per
@@ -14,7 +15,10 @@ use crate::bench_sigma::{SigmaBenchConfig, sigma_bench};
 use crate::bench_state::{StateBenchConfig, state_bench};
 use clap::{Subcommand, ValueEnum};
 use quarry_hunt_modules::test_modules::{NOOP, RARE_MATCH};
-use quarry_worker::bench::{BenchModules, DEFAULT_EVENTS, scan_bench};
+use quarry_worker::bench::{
+    BenchModules, DEFAULT_EVENTS, DetectionModule, DetectionOutput, FindingRecord, NativeTask,
+    ProjectedEvent, scan_bench,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,8 +26,9 @@ use std::process::ExitCode;
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Build a shard of generated security events (Windows Security, Sysmon,
-    /// auth.log, DNS), then measure ingest, host-only scan, the no-op module
-    /// and a module whose prefilter selects ~1% of the events.
+    /// auth.log, DNS), then measure ingest, host-only scan, the no-op module,
+    /// a module whose prefilter selects ~1% of the events, the `query`
+    /// module, and `rare-process` as wasm against compiled natively.
     #[command(
         after_help = "Examples:\n  quarry bench scan\n  quarry bench scan --events 500000 --dir /var/tmp/quarry-bench --output json\n  # a shard of ~5 GB on disk, to check the scan's peak RSS:\n  quarry bench scan --events 4000000 --pad-bytes 1200 --dir /var/tmp/quarry-bench"
     )]
@@ -274,9 +279,97 @@ fn scan(
         noop: NOOP.wasm,
         rare_match: RARE_MATCH.wasm,
         query: Some(quarry_hunt_modules::QUERY.wasm),
+        detection: Some(rare_process_detection(&[])),
     };
     let report = scan_bench(&dir, events, pad_bytes, modules, |line| eprintln!("{line}"))?;
     print_report(&report, output)
+}
+
+/// `rare-process` for the wasm / native passes: the shipped module and the
+/// same crate compiled in, with `params`.
+pub fn rare_process_detection(params: &[(String, String)]) -> DetectionModule<'_> {
+    DetectionModule {
+        name: rare_process::NAME,
+        wasm: quarry_hunt_modules::RARE_PROCESS.wasm,
+        params,
+        native: &native_rare_process,
+    }
+}
+
+fn native_rare_process(params: &[(String, String)]) -> Result<Box<dyn NativeTask>, String> {
+    Ok(Box::new(NativeRareProcess::new(params)?))
+}
+
+/// A `rare-process` task compiled natively, driven through the SDK's
+/// [`quarry_sdk::Task`]: the state machine the wasm exports forward to, so
+/// both builds run the same code from `init` to `finish`.
+pub struct NativeRareProcess {
+    task: quarry_sdk::Task<rare_process::RareProcess>,
+    findings: Vec<quarry_sdk::Finding>,
+}
+
+impl NativeRareProcess {
+    /// A task initialised with `params`, as the worker calls `init`.
+    ///
+    /// # Errors
+    ///
+    /// The module's refusal of the parameters.
+    pub fn new(params: &[(String, String)]) -> Result<Self, String> {
+        let mut task = quarry_sdk::Task::new();
+        task.init(params.to_vec())?;
+        Ok(NativeRareProcess {
+            task,
+            findings: Vec::new(),
+        })
+    }
+}
+
+impl NativeTask for NativeRareProcess {
+    fn scan(&mut self, batch: Vec<ProjectedEvent>) -> Result<(), String> {
+        // Moves the projected values: no copy, unlike the wasm call.
+        let batch = batch
+            .into_iter()
+            .map(|e| quarry_sdk::Event::new(e.timestamp_ms, e.offset, e.values))
+            .collect();
+        self.findings.extend(self.task.scan(batch)?);
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<DetectionOutput, String> {
+        let output = self.task.finish()?;
+        let findings = self.findings.drain(..).chain(output.findings);
+        Ok(DetectionOutput {
+            findings: findings.map(finding_record).collect(),
+            aggregates: output
+                .aggregates
+                .into_iter()
+                .map(quarry_sdk::from_wit)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// The SDK's finding as the worker's benchmark compares findings.
+fn finding_record(f: quarry_sdk::Finding) -> FindingRecord {
+    use quarry_sdk::Severity;
+    FindingRecord {
+        rule: f.rule,
+        title: f.title,
+        severity: match f.severity {
+            Severity::Informational => "informational",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        },
+        confidence: f.confidence,
+        entity: f.entity,
+        timestamp_ms: f.timestamp_ms,
+        evidence: f.evidence,
+        techniques: f.techniques,
+        tags: f.tags,
+        offsets: f.offsets,
+    }
 }
 
 /// The directory a benchmark works in: `dir` (created if needed), or a
@@ -306,4 +399,120 @@ fn print_report<R: std::fmt::Display + serde::Serialize>(
         BenchOutput::Json => println!("{}", serde_json::to_string(report)?),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quarry_worker::bench::detection_passes;
+    use quarry_worker::runtime::{Runtime, RuntimeConfig};
+    use quarry_worker::shard::ShardStore;
+    use rare_process::stacker::{AGGREGATE_IMAGES, RULE_SINGLE_HOST_USER_WRITABLE};
+    use serde_json::{Value, json};
+
+    /// Process starts on four hosts in both logs and both shapes (flat and
+    /// evtx-nested), every common image on every host, two user-writable
+    /// images on one host each, and other events the prefilter drops.
+    fn events() -> Vec<Value> {
+        const HOSTS: [&str; 4] = ["WS01", "WS02", "WS03", "WS04"];
+        const COMMON: [&str; 3] = [
+            r"C:\Windows\System32\svchost.exe",
+            r"C:\Windows\System32\cmd.exe",
+            r"C:\Program Files\Git\cmd\git.exe",
+        ];
+        let mut events = Vec::new();
+        for i in 0..9000u64 {
+            let timestamp = format!(
+                "2026-11-20T{:02}:{:02}:{:02}Z",
+                i / 3600 % 24,
+                i / 60 % 60,
+                i % 60
+            );
+            let host = HOSTS[(i % 4) as usize];
+            let image = COMMON[(i / 4 % 3) as usize];
+            events.push(match i % 5 {
+                0 | 1 => json!({"@timestamp": timestamp, "EventID": 1, "Computer": host,
+                    "Image": image, "User": "CORP\\alice", "CommandLine": image}),
+                2 => json!({"@timestamp": timestamp, "EventID": 4688, "Computer": host,
+                    "EventData": {"NewProcessName": image, "SubjectUserName": "bob",
+                        "SubjectDomainName": "CORP"}}),
+                3 => json!({"@timestamp": timestamp, "EventID": 4624, "Computer": host,
+                    "TargetUserName": "carol"}),
+                _ => json!({"@timestamp": timestamp, "_path": "dns", "query": "example.com"}),
+            });
+            if i == 4321 {
+                events.push(
+                    json!({"@timestamp": timestamp, "EventID": 1, "Computer": "WS02",
+                    "Image": r"C:\Users\dave\AppData\Local\Temp\payload.exe",
+                    "User": "CORP\\dave", "CommandLine": "payload.exe -q"}),
+                );
+            }
+            if i == 7777 {
+                events.push(
+                    json!({"@timestamp": timestamp, "EventID": 4688, "Computer": "WS04",
+                    "EventData": {"NewProcessName": r"C:\ProgramData\upd\upd.exe",
+                        "SubjectUserName": "SYSTEM", "SubjectDomainName": "NT AUTHORITY"}}),
+                );
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn rare_process_gives_the_same_findings_as_wasm_and_natively() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ShardStore::open(&dir.path().join("shards")).expect("store");
+        let events = events();
+        let count = events.len() as u64;
+        let report = store
+            .append(
+                "native",
+                Default::default(),
+                events.into_iter().map(Ok),
+                &mut |_| {},
+            )
+            .expect("append");
+        assert_eq!(report.events_stored, count);
+        let runtime = Runtime::new(1, RuntimeConfig::default(), None).expect("runtime");
+        let run = detection_passes(
+            &runtime,
+            &store,
+            "native",
+            count,
+            rare_process_detection(&[]),
+            &mut |_| {},
+        )
+        .expect("both passes run");
+
+        let findings = |output: &DetectionOutput| {
+            output
+                .findings
+                .iter()
+                .map(|f| (f.rule.clone(), f.entity.clone(), f.offsets.clone()))
+                .collect::<Vec<_>>()
+        };
+        let wasm = findings(&run.wasm_output);
+        assert_eq!(wasm.len(), 2, "{:#?}", run.wasm_output.findings);
+        assert!(
+            wasm.iter()
+                .all(|(rule, ..)| rule == RULE_SINGLE_HOST_USER_WRITABLE)
+        );
+        let entities: Vec<&str> = wasm.iter().map(|(_, e, _)| e.as_str()).collect();
+        // In image order: c:\programdata\... before c:\users\....
+        assert_eq!(entities, ["host:ws04", "host:ws02"]);
+        assert_eq!(findings(&run.native_output), wasm);
+        // Every field of every finding, and the images stack, agree.
+        assert_eq!(run.native_output, run.wasm_output);
+        assert_eq!(run.wasm_output.aggregates.len(), 1);
+        assert_eq!(run.wasm_output.aggregates[0].name, AGGREGATE_IMAGES);
+
+        let passes = &run.passes;
+        assert!(passes.same_output);
+        assert_eq!((passes.wasm_findings, passes.native_findings), (2, 2));
+        // Process starts only (3 of 5, and the two extra), in both passes.
+        assert_eq!(passes.wasm.events_delivered, 9000 / 5 * 3 + 2);
+        assert_eq!(passes.native.events_delivered, passes.wasm.events_delivered);
+        assert_eq!(passes.native.events_decoded, passes.wasm.events_decoded);
+        assert!(passes.ratio.is_finite() && passes.ratio > 0.0);
+    }
 }

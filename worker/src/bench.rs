@@ -22,6 +22,15 @@
 //!   two (goal ≥ 3.0); and `stats count() by EventID` over every event, as a
 //!   ratio to the no-op module (goal ≥ 0.7).
 //!
+//! - when given a [`DetectionModule`] (the CLI gives `rare-process`): one
+//!   realistic detection run twice over the same shard, as its shipped wasm
+//!   module and compiled natively into the benchmark, and the ratio
+//!   wasm / native (goal ≥ 0.85). The native pass does the host's work for
+//!   the module the way a worker does ([`scan_for_module`]: the declared
+//!   prefilter, block skipping and projection) and hands the same batches
+//!   to the native code; both passes must give the same findings and
+//!   aggregates.
+//!
 //! The rare events are an LSASS dump through `rundll32.exe
 //! comsvcs.dll,MiniDump` (Sysmon event 1). They come in bursts, as an
 //! attack does: in every window of 65,536 events one run of 1/50 of the
@@ -35,7 +44,9 @@
 //! rate would then only gain from not crossing into the guest.
 //!
 //! The modules are passed in as bytes ([`BenchModules`]): the worker crate
-//! does not depend on the module bundle (the CLI and the tests do).
+//! does not depend on the module bundle (the CLI and the tests do), nor on
+//! the module crates (they dev-depend on it), so the native detection is
+//! passed in as a [`NativeTask`] factory.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -50,9 +61,11 @@ use crate::error::WorkerError;
 use crate::event::{StoredEvent, format_rfc3339_ms, lookup};
 use crate::ingest::RecordResult;
 use crate::memory;
+use crate::prefilter::Projection;
 use crate::rng::SplitMix64 as Rng;
 use crate::runtime::{
-    BATCH_SIZE, Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput, module_digest,
+    BATCH_SIZE, ModuleDescription, Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput,
+    module_digest, types,
 };
 use crate::shard::{ScanFilter, ScanStats, ShardError, ShardStore};
 
@@ -64,6 +77,8 @@ pub const RARE_RATIO_GOAL: f64 = 3.0;
 pub const QUERY_PUSHDOWN_GOAL: f64 = 3.0;
 /// Goal for the `stats count() by` query's rate / the no-op module's.
 pub const QUERY_STATS_GOAL: f64 = 0.7;
+/// Goal for a detection's rate as its wasm module / compiled natively.
+pub const WASM_NATIVE_GOAL: f64 = 0.85;
 /// The selective query: the rare events' conditions, pushed down or not.
 pub const SELECTIVE_QUERY: &str = r#"where Image endswith "\rundll32.exe" and CommandLine contains "comsvcs" | stats count() by Computer"#;
 /// The aggregation over every event.
@@ -96,6 +111,146 @@ pub struct BenchModules<'a> {
     pub rare_match: &'a [u8],
     /// The shipped `query` module, for the query passes (skipped without).
     pub query: Option<&'a [u8]>,
+    /// A detection as wasm and native, for the wasm / native passes
+    /// (skipped without).
+    pub detection: Option<DetectionModule<'a>>,
+}
+
+/// Makes one task's native detection from the task's parameters.
+pub type NativeFactory<'a> = &'a dyn Fn(&[(String, String)]) -> Result<Box<dyn NativeTask>, String>;
+
+/// One detection module twice: its shipped wasm component and the same
+/// crate's logic compiled into the benchmark binary.
+#[derive(Clone, Copy)]
+pub struct DetectionModule<'a> {
+    /// The module's name, for the report.
+    pub name: &'a str,
+    /// The shipped component.
+    pub wasm: &'a [u8],
+    /// Parameters of both tasks.
+    pub params: &'a [(String, String)],
+    /// A fresh native task, initialised with the parameters.
+    pub native: NativeFactory<'a>,
+}
+
+/// One task of a detection compiled natively: the calls a worker makes on
+/// its wasm instance after `init`.
+pub trait NativeTask {
+    /// One batch of projected events, as the wasm `scan` gets it.
+    ///
+    /// # Errors
+    ///
+    /// The module's own error for the batch.
+    fn scan(&mut self, batch: Vec<ProjectedEvent>) -> Result<(), String>;
+
+    /// The end of the task: every finding (from `scan` and `finish`) and
+    /// the aggregates.
+    ///
+    /// # Errors
+    ///
+    /// A call out of order, or an aggregate the contract refuses.
+    fn finish(self: Box<Self>) -> Result<DetectionOutput, String>;
+}
+
+/// One event as the host hands it to a module (the WIT `event`): its
+/// values projected onto the module's declared fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectedEvent {
+    /// Event time, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// Shard offset.
+    pub offset: u64,
+    /// One value per declared field.
+    pub values: Vec<Option<String>>,
+}
+
+/// A finding, every field of the WIT record, comparable across the wasm
+/// and the native build.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct FindingRecord {
+    /// Rule id.
+    pub rule: String,
+    /// Title.
+    pub title: String,
+    /// Severity, lower-case.
+    pub severity: &'static str,
+    /// Confidence, 0..=100.
+    pub confidence: u8,
+    /// Entity.
+    pub entity: String,
+    /// Time of the completing event.
+    pub timestamp_ms: i64,
+    /// Evidence pairs, in order.
+    pub evidence: Vec<(String, String)>,
+    /// ATT&CK ids.
+    pub techniques: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Shard offsets.
+    pub offsets: Vec<u64>,
+}
+
+impl From<types::Finding> for FindingRecord {
+    fn from(f: types::Finding) -> Self {
+        FindingRecord {
+            rule: f.rule,
+            title: f.title,
+            severity: match f.severity {
+                types::Severity::Informational => "informational",
+                types::Severity::Low => "low",
+                types::Severity::Medium => "medium",
+                types::Severity::High => "high",
+                types::Severity::Critical => "critical",
+            },
+            confidence: f.confidence,
+            entity: f.entity,
+            timestamp_ms: f.timestamp_ms,
+            evidence: f.evidence,
+            techniques: f.techniques,
+            tags: f.tags,
+            offsets: f.offsets,
+        }
+    }
+}
+
+/// What one task of a detection returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DetectionOutput {
+    /// Findings in the order returned.
+    pub findings: Vec<FindingRecord>,
+    /// Aggregates, checked and normalised as the worker does.
+    pub aggregates: Vec<quarry_contract::Aggregate>,
+}
+
+/// The wasm / native passes of one detection.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectionPasses {
+    /// The module.
+    pub module: String,
+    /// The shipped wasm module, run by the worker's runtime.
+    pub wasm: Pass,
+    /// The same logic compiled natively, after the same host scan.
+    pub native: Pass,
+    /// Findings of the wasm task (kept and dropped).
+    pub wasm_findings: u64,
+    /// Findings of the native task.
+    pub native_findings: u64,
+    /// Aggregates of the wasm task.
+    pub aggregates: usize,
+    /// Whether both gave the same findings, in the same order, and the same
+    /// aggregates.
+    pub same_output: bool,
+    /// `wasm.events_per_sec / native.events_per_sec`.
+    pub ratio: f64,
+    /// Goal for `ratio`.
+    pub goal: f64,
+}
+
+impl DetectionPasses {
+    /// Whether the ratio goal is met by passes that agree.
+    pub fn met(&self) -> bool {
+        self.same_output && self.ratio >= self.goal
+    }
 }
 
 /// The passes of the `query` module.
@@ -176,6 +331,8 @@ pub struct ScanBenchReport {
     pub rare_matched_by_module: u64,
     /// The `query` module's passes, when it was given.
     pub query: Option<QueryPasses>,
+    /// The detection's wasm / native passes, when it was given.
+    pub detection: Option<DetectionPasses>,
     /// `noop.events_per_sec / host.events_per_sec`.
     pub noop_ratio: f64,
     /// `rare.events_per_sec / host.events_per_sec`.
@@ -201,6 +358,7 @@ impl ScanBenchReport {
             && self.query.as_ref().is_none_or(|q| {
                 q.pushdown_ratio >= q.pushdown_goal && q.stats_ratio >= q.stats_goal
             })
+            && self.detection.as_ref().is_none_or(DetectionPasses::met)
             && self.scan_rss_met().unwrap_or(true)
     }
 
@@ -329,6 +487,26 @@ impl fmt::Display for ScanBenchReport {
                 verdict(q.stats_ratio >= q.stats_goal)
             )?;
         }
+        if let Some(d) = &self.detection {
+            line(f, "detection, wasm", &d.wasm)?;
+            line(f, "detection, native", &d.native)?;
+            writeln!(
+                f,
+                "  detection: {}; findings {} wasm, {} native; {} aggregates; outputs {}",
+                d.module,
+                d.wasm_findings,
+                d.native_findings,
+                d.aggregates,
+                if d.same_output { "identical" } else { "DIFFER" }
+            )?;
+            writeln!(
+                f,
+                "  wasm / native    {:>12.2}   goal >= {:.2}: {}",
+                d.ratio,
+                d.goal,
+                verdict(d.met())
+            )?;
+        }
         if let Some(met) = self.scan_rss_met() {
             writeln!(
                 f,
@@ -435,12 +613,7 @@ pub fn scan_bench(
     let noop_module = runtime.load(&module_digest(modules.noop), modules.noop)?;
     let rare_module = runtime.load(&module_digest(modules.rare_match), modules.rare_match)?;
     let module_load_seconds = started.elapsed().as_secs_f64();
-    let limits = TaskLimits {
-        cpu: TASK_CPU,
-        memory_bytes: 256 * 1024 * 1024,
-        max_findings: 1000,
-        max_output_bytes: 16 * 1024 * 1024,
-    };
+    let limits = task_limits();
     let cancel = std::sync::Arc::new(AtomicBool::new(false));
     let run_with =
         |module, params: &[(String, String)], name: &str, progress: &mut dyn FnMut(&str)| {
@@ -529,6 +702,14 @@ pub fn scan_bench(
         }
     };
 
+    let detection = match modules.detection {
+        None => None,
+        Some(detection) => {
+            let run = detection_passes(&runtime, &store, SHARD, events, detection, &mut progress)?;
+            Some(run.passes)
+        }
+    };
+
     let ratio = |p: &Pass| p.events_per_sec / host.events_per_sec.max(f64::MIN_POSITIVE);
     Ok(ScanBenchReport {
         events,
@@ -549,12 +730,202 @@ pub fn scan_bench(
         rare,
         rare_matched_by_module,
         query,
+        detection,
         noop_ratio_goal: NOOP_RATIO_GOAL,
         rare_ratio_goal: RARE_RATIO_GOAL,
         scan_rss_goal_bytes: SCAN_RSS_GOAL_BYTES,
         module_load_seconds,
         optimized_build: !cfg!(debug_assertions),
     })
+}
+
+/// Limits of the benchmark's tasks: generous, so that they measure.
+fn task_limits() -> TaskLimits {
+    TaskLimits {
+        cpu: TASK_CPU,
+        memory_bytes: 256 * 1024 * 1024,
+        max_findings: 1000,
+        max_output_bytes: 16 * 1024 * 1024,
+    }
+}
+
+/// Both passes of a detection and what each returned.
+#[derive(Debug, Clone)]
+pub struct DetectionRun {
+    /// The timed passes and their comparison.
+    pub passes: DetectionPasses,
+    /// What the wasm task returned.
+    pub wasm_output: DetectionOutput,
+    /// What the native task returned.
+    pub native_output: DetectionOutput,
+}
+
+/// Runs `detection` over `shard` as its wasm module in `runtime` (a task as
+/// a worker runs it) and then natively: [`scan_for_module`] with the
+/// description the wasm module declared, each batch handed to a
+/// [`NativeTask`]. `events` (the shard's) is what the rates count. A module
+/// whose `plan` changes its descriptor is refused: the native pass would
+/// not project the same fields.
+///
+/// # Errors
+///
+/// A module that does not load, a task that fails either way, or a store
+/// failure.
+pub fn detection_passes(
+    runtime: &Runtime,
+    store: &ShardStore,
+    shard: &str,
+    events: u64,
+    detection: DetectionModule<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<DetectionRun, WorkerError> {
+    let name = detection.name;
+    progress(&format!("compiling the {name} module ..."));
+    let module = runtime.load(&module_digest(detection.wasm), detection.wasm)?;
+    let description = module.description();
+
+    progress(&format!("{name} as wasm over the shard ..."));
+    let task = TaskInput {
+        params: detection.params,
+        limits: task_limits(),
+        shard,
+        time_range: None,
+        hunt: None,
+    };
+    let cancel = std::sync::Arc::new(AtomicBool::new(false));
+    memory::reset_peak();
+    let started = Instant::now();
+    let output = runtime.run_task(&module, &task, &Default::default(), store, &cancel)?;
+    let wasm = pass(
+        started.elapsed(),
+        events,
+        output.events_scanned,
+        output.events_matched,
+        output.blocks_read,
+        output.blocks_skipped,
+    );
+    progress(&format!(
+        "  {:.0} events/s ({:.1} s)",
+        wasm.events_per_sec, wasm.seconds
+    ));
+    if output.fields_projected != description.fields.len() {
+        return Err(WorkerError::Task(format!(
+            "{name} planned {} fields instead of its {} declared ones; the native pass cannot follow a plan",
+            output.fields_projected,
+            description.fields.len()
+        )));
+    }
+    let wasm_findings = output.findings.len() as u64 + output.findings_dropped;
+    let wasm_truncated = output.findings_truncated;
+    let wasm_output = DetectionOutput {
+        findings: output
+            .findings
+            .into_iter()
+            .map(FindingRecord::from)
+            .collect(),
+        aggregates: output.aggregates,
+    };
+
+    progress(&format!("{name} compiled natively over the shard ..."));
+    let native_error = |e: String| WorkerError::Task(format!("native {name}: {e}"));
+    memory::reset_peak();
+    let started = Instant::now();
+    let mut native = (detection.native)(detection.params).map_err(native_error)?;
+    let (stats, delivered) = scan_for_module(store, shard, description, |batch| {
+        native.scan(batch).map_err(native_error)
+    })?;
+    let native_output = native.finish().map_err(native_error)?;
+    let native = pass(
+        started.elapsed(),
+        events,
+        stats.events_emitted,
+        delivered,
+        stats.blocks_read,
+        stats.blocks_skipped,
+    );
+    progress(&format!(
+        "  {:.0} events/s ({:.1} s)",
+        native.events_per_sec, native.seconds
+    ));
+
+    let passes = DetectionPasses {
+        module: name.to_owned(),
+        wasm_findings,
+        native_findings: native_output.findings.len() as u64,
+        aggregates: wasm_output.aggregates.len(),
+        same_output: !wasm_truncated && wasm_output == native_output,
+        ratio: wasm.events_per_sec / native.events_per_sec.max(f64::MIN_POSITIVE),
+        goal: WASM_NATIVE_GOAL,
+        wasm,
+        native,
+    };
+    Ok(DetectionRun {
+        passes,
+        wasm_output,
+        native_output,
+    })
+}
+
+/// The host's work for one task of a module, as a worker does it
+/// (`Runtime::run_incremental`): `shard` scanned whole, blocks that the
+/// block index rules out of the module's prefilter skipped undecoded, each
+/// event tested with [`Prefilter::matches`](crate::prefilter::Prefilter::matches)
+/// and projected onto the declared fields with [`Projection::project`], in
+/// batches of at least [`BATCH_SIZE`] (the last one smaller) cut where
+/// the worker cuts them. Returns the scan's statistics and the events
+/// handed to `consume`. The same calls as `run_incremental`'s, in step by
+/// hand until that function is built on this one.
+///
+/// # Errors
+///
+/// A store failure, or `consume`'s error, which stops the scan.
+pub fn scan_for_module<E: From<ShardError>>(
+    store: &ShardStore,
+    shard: &str,
+    description: &ModuleDescription,
+    mut consume: impl FnMut(Vec<ProjectedEvent>) -> Result<(), E>,
+) -> Result<(ScanStats, u64), E> {
+    let projection = Projection::new(&description.fields);
+    let block_filter = |stats: &crate::shard::BlockStats| {
+        stats.may_match_prefilter(&description.clauses, &description.any_of)
+    };
+    let filter = ScanFilter {
+        time_range: None,
+        block_filter: (!description.prefilter.is_empty()).then_some(&block_filter as _),
+        min_offset: 0,
+    };
+    let mut batch = Vec::with_capacity(BATCH_SIZE);
+    let mut delivered = 0u64;
+    let stats = store.scan_with(
+        shard,
+        &filter,
+        BATCH_SIZE,
+        |events: &[StoredEvent]| -> Result<(), E> {
+            for event in events {
+                if !description.prefilter.matches(&event.doc) {
+                    continue;
+                }
+                batch.push(ProjectedEvent {
+                    timestamp_ms: event.timestamp_ms,
+                    offset: event.offset,
+                    values: projection.project(&event.doc),
+                });
+            }
+            if batch.len() >= BATCH_SIZE {
+                delivered += batch.len() as u64;
+                consume(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(BATCH_SIZE),
+                ))?;
+            }
+            Ok(())
+        },
+    )?;
+    if !batch.is_empty() {
+        delivered += batch.len() as u64;
+        consume(batch)?;
+    }
+    Ok((stats, delivered))
 }
 
 /// Events a `query` task kept (the sum of its `query:events` counts).
@@ -1376,6 +1747,42 @@ mod tests {
         assert!(compressed.len() > 500, "{}", compressed.len());
     }
 
+    /// The `rare-match` test module's logic, natively (its crate is not a
+    /// dependency of this one): checks the native pass's plumbing.
+    struct NativeRareMatch(u64);
+
+    impl NativeTask for NativeRareMatch {
+        fn scan(&mut self, batch: Vec<ProjectedEvent>) -> Result<(), String> {
+            for event in batch {
+                let [image, command_line] = &event.values[..] else {
+                    return Err(format!("{} values, not 2", event.values.len()));
+                };
+                let (image, command_line) = (
+                    image.as_deref().unwrap_or_default().to_ascii_lowercase(),
+                    command_line
+                        .as_deref()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase(),
+                );
+                if image.ends_with("\\rundll32.exe") && command_line.contains("comsvcs") {
+                    self.0 += 1;
+                }
+            }
+            Ok(())
+        }
+
+        fn finish(self: Box<Self>) -> Result<DetectionOutput, String> {
+            let counts = BTreeMap::from([("matched".to_owned(), self.0)]);
+            Ok(DetectionOutput {
+                findings: Vec::new(),
+                aggregates: vec![quarry_contract::Aggregate {
+                    name: "rare-match".to_owned(),
+                    value: quarry_contract::AggregateValue::Counts(counts),
+                }],
+            })
+        }
+    }
+
     #[test]
     fn small_bench_is_consistent() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1384,6 +1791,12 @@ mod tests {
             noop: NOOP.wasm,
             rare_match: RARE_MATCH.wasm,
             query: Some(quarry_hunt_modules::QUERY.wasm),
+            detection: Some(DetectionModule {
+                name: "rare-match",
+                wasm: RARE_MATCH.wasm,
+                params: &[],
+                native: &|_| Ok(Box::new(NativeRareMatch(0))),
+            }),
         };
         let mut lines = Vec::new();
         let report = scan_bench(dir.path(), events, 0, modules, |l| lines.push(l.to_owned()))
@@ -1438,16 +1851,31 @@ mod tests {
         assert_eq!(query.selective.blocks_skipped, report.rare.blocks_skipped);
         assert_eq!(query.selective_unpushed.events_delivered, events);
         assert_eq!(query.stats.events_delivered, events);
+        // The native pass gets the events and blocks the wasm task got,
+        // and the same result.
+        let detection = report.detection.as_ref().expect("detection passes");
+        assert!(detection.same_output, "{detection:?}");
+        for pass in [&detection.wasm, &detection.native] {
+            assert_eq!(pass.events_delivered, report.rare_events);
+            assert_eq!(pass.blocks_skipped, report.rare.blocks_skipped);
+            assert_eq!(pass.events_decoded, report.rare.events_decoded);
+        }
+        assert!(detection.ratio.is_finite() && detection.ratio > 0.0);
+        assert_eq!(detection.goal, WASM_NATIVE_GOAL);
         let text = report.to_string();
         assert!(
             text.contains("no-op / host")
                 && text.contains("goal >= 3.00")
                 && text.contains("pushdown / none")
-                && text.contains("stats / no-op"),
+                && text.contains("stats / no-op")
+                && text.contains("wasm / native")
+                && text.contains("outputs identical"),
             "{text}"
         );
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["events"], events);
+        assert_eq!(json["detection"]["goal"], WASM_NATIVE_GOAL);
+        assert_eq!(json["detection"]["same_output"], true);
         // A second run in the same directory is refused, not appended.
         assert!(scan_bench(dir.path(), 10, 0, modules, |_| {}).is_err());
     }
