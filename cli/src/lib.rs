@@ -18,6 +18,7 @@ pub mod hunt_transfer;
 pub mod ingest;
 pub mod intel;
 pub mod intel_cmd;
+pub mod migrate_cmd;
 pub mod module_tool;
 pub mod output;
 pub mod pivot_cmd;

@@ -378,6 +378,23 @@ enum WorkerAction {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Rewrite shards stored by older versions in the current block format
+    /// (column blocks: smaller, and scans decode only the fields a module
+    /// reads). Old blocks stay readable without it. Runs on the data
+    /// directory of a stopped worker; crash-safe, segment by segment, and a
+    /// second run changes nothing.
+    #[command(
+        after_help = "Examples:\n  quarry worker migrate --data-dir ./quarry-data/worker\n  quarry worker migrate --data-dir /var/lib/quarry/worker --shard dc01-security"
+    )]
+    Migrate {
+        /// The worker's data directory (the worker must be stopped: it
+        /// holds the directory locked).
+        #[arg(long, default_value = "./quarry-data/worker")]
+        data_dir: PathBuf,
+        /// Only this shard (repeatable); every shard when omitted.
+        #[arg(long = "shard")]
+        shards: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1108,6 +1125,10 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
+        Command::Worker(WorkerArgs {
+            action: Some(WorkerAction::Migrate { data_dir, shards }),
+            ..
+        }) => quarry_cli::migrate_cmd::run(&data_dir, &shards).await?,
         Command::Worker(WorkerArgs { action: None, run }) => {
             let id = run.id.context("--id is required to run a worker")?;
             let metrics = run.metrics.start(quarry_telemetry::WORKER_SERVICE).await?;

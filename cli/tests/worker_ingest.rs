@@ -1,6 +1,8 @@
 //! `quarry worker ingest` beside a running worker: writing the worker's data
 //! directory is refused (naming the process that holds it), and `--worker
 //! URL` streams the files into the running worker's shard instead.
+//! `quarry worker migrate` rewrites a shard of the old block format once the
+//! worker is stopped.
 
 use quarry_worker::{Worker, WorkerConfig};
 use std::net::SocketAddr;
@@ -95,4 +97,68 @@ async fn ingest_beside_a_running_worker_is_refused_and_goes_through_worker_url()
     assert_eq!((meta.event_count, meta.malformed_count), (2, 1));
     assert_eq!(meta.labels.get("env").map(String::as_str), Some("test"));
     worker.shutdown().await;
+}
+
+/// Events read back whole: offset, timestamp, JSON text.
+fn stored_events(store: &quarry_worker::shard::ShardStore, shard: &str) -> Vec<(u64, i64, String)> {
+    let mut out = Vec::new();
+    store
+        .scan(shard, None, 1000, |events| {
+            out.extend(events.iter().map(|e| (e.offset, e.timestamp_ms, e.doc.to_string())));
+            Ok::<_, quarry_worker::shard::ShardError>(())
+        })
+        .expect("scan");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::result_large_err)] // the store's record type, as ingest takes it
+async fn migrate_rewrites_an_old_format_shard_once_the_worker_is_stopped() {
+    use quarry_worker::shard::{BlockFormat, ShardStore};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("worker");
+    let data = data_dir.display().to_string();
+    let original = {
+        // A shard as older versions wrote it: rows blocks.
+        let store = ShardStore::open(&data_dir.join("shards")).expect("store");
+        let records = (0..20_000u64).map(|i| {
+            Ok(serde_json::json!({
+                "@timestamp": 1_795_161_600_000u64 + i,
+                "EventID": 4624 + i % 3,
+                "Computer": format!("HOST{}", i % 9),
+                "CommandLine": format!("cmd.exe /c echo {i}"),
+            }))
+        });
+        store
+            .append("old", std::collections::BTreeMap::new(), records, &mut |_| {})
+            .expect("append");
+        store.migrate("old", BlockFormat::Rows, &mut |_| {}).expect("as rows");
+        stored_events(&store, "old")
+    };
+
+    let worker = worker(&data_dir).await;
+    assert_eq!(stored_events(worker.store(), "old"), original, "a running worker reads it");
+    let refused = quarry(args(&["worker", "migrate", "--data-dir", &data])).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "refused: {stderr}");
+    assert!(stderr.contains("stop the worker"), "says what to do: {stderr}");
+    worker.shutdown().await;
+
+    let migrated = quarry(args(&["worker", "migrate", "--data-dir", &data])).await;
+    let stdout = String::from_utf8_lossy(&migrated.stdout);
+    let stderr = String::from_utf8_lossy(&migrated.stderr);
+    assert!(migrated.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("old: segment 1/1"), "progress: {stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("old "))
+        .unwrap_or_else(|| panic!("a row for the shard: {stdout}"));
+    let cells: Vec<u64> = row.split_whitespace().skip(1).map(|c| c.parse().expect("number")).collect();
+    assert!(cells[0] >= 2 && cells[1] == 0 && cells[2] == 20_000, "{row}");
+    assert!(cells[4] < cells[3], "smaller: {row}");
+
+    let store = ShardStore::open(&data_dir.join("shards")).expect("reopen");
+    assert_eq!(stored_events(&store, "old"), original, "nothing lost");
+    let again = store.migrate("old", BlockFormat::CURRENT, &mut |_| {}).expect("probe");
+    assert_eq!(again.blocks_rewritten, 0, "every block is columns now");
 }

@@ -67,6 +67,7 @@ use crate::runtime::{
     BATCH_SIZE, ModuleDescription, Runtime, RuntimeConfig, TaskInput, TaskLimits, TaskOutput,
     module_digest, types,
 };
+pub use crate::shard::ProjectedEvent;
 use crate::shard::{ScanFilter, ScanStats, ShardError, ShardStore};
 
 /// Goal for no-op module rate / host-only rate.
@@ -150,18 +151,6 @@ pub trait NativeTask {
     ///
     /// A call out of order, or an aggregate the contract refuses.
     fn finish(self: Box<Self>) -> Result<DetectionOutput, String>;
-}
-
-/// One event as the host hands it to a module (the WIT `event`): its
-/// values projected onto the module's declared fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProjectedEvent {
-    /// Event time, ms since the epoch.
-    pub timestamp_ms: i64,
-    /// Shard offset.
-    pub offset: u64,
-    /// One value per declared field.
-    pub values: Vec<Option<String>>,
 }
 
 /// A finding, every field of the WIT record, comparable across the wasm
@@ -838,7 +827,8 @@ pub fn detection_passes(
     let native = pass(
         started.elapsed(),
         events,
-        stats.events_emitted,
+        // In range, before the prefilter: what a task counts as scanned.
+        stats.events_read - stats.events_skipped,
         delivered,
         stats.blocks_read,
         stats.blocks_skipped,
@@ -867,14 +857,11 @@ pub fn detection_passes(
 }
 
 /// The host's work for one task of a module, as a worker does it
-/// (`Runtime::run_incremental`): `shard` scanned whole, blocks that the
-/// block index rules out of the module's prefilter skipped undecoded, each
-/// event tested with [`Prefilter::matches`](crate::prefilter::Prefilter::matches)
-/// and projected onto the declared fields with [`Projection::project`], in
-/// batches of at least [`BATCH_SIZE`] (the last one smaller) cut where
-/// the worker cuts them. Returns the scan's statistics and the events
-/// handed to `consume`. The same calls as `run_incremental`'s, in step by
-/// hand until that function is built on this one.
+/// (`Runtime::run_incremental`): `shard` scanned whole with
+/// [`ShardStore::scan_projected`], blocks that the block index rules out of
+/// the module's prefilter skipped undecoded, in batches of [`BATCH_SIZE`]
+/// (the last one smaller) cut where the worker cuts them. Returns the
+/// scan's statistics and the events handed to `consume`.
 ///
 /// # Errors
 ///
@@ -896,27 +883,21 @@ pub fn scan_for_module<E: From<ShardError>>(
     };
     let mut batch = Vec::with_capacity(BATCH_SIZE);
     let mut delivered = 0u64;
-    let stats = store.scan_with(
+    let stats = store.scan_projected(
         shard,
         &filter,
-        BATCH_SIZE,
-        |events: &[StoredEvent]| -> Result<(), E> {
+        &description.prefilter,
+        &projection,
+        |_, events| -> Result<(), E> {
             for event in events {
-                if !description.prefilter.matches(&event.doc) {
-                    continue;
+                batch.push(event);
+                if batch.len() >= BATCH_SIZE {
+                    delivered += batch.len() as u64;
+                    consume(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(BATCH_SIZE),
+                    ))?;
                 }
-                batch.push(ProjectedEvent {
-                    timestamp_ms: event.timestamp_ms,
-                    offset: event.offset,
-                    values: projection.project(&event.doc),
-                });
-            }
-            if batch.len() >= BATCH_SIZE {
-                delivered += batch.len() as u64;
-                consume(std::mem::replace(
-                    &mut batch,
-                    Vec::with_capacity(BATCH_SIZE),
-                ))?;
             }
             Ok(())
         },

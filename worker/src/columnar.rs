@@ -481,7 +481,13 @@ struct ColumnData {
 struct DecodedColumn<'d> {
     present: &'d [u8],
     cells: Vec<Cell<'d>>,
+    /// For a dictionary-encoded column, each cell's dictionary code
+    /// ([`NO_CODE`] for a cell that is not text); empty otherwise.
+    codes: Vec<u32>,
 }
+
+/// The code of a cell that has none.
+const NO_CODE: u32 = u32::MAX;
 
 /// Whether bit `row` of a presence bitmap is set.
 fn has(present: &[u8], row: usize) -> bool {
@@ -547,6 +553,7 @@ impl ColumnData {
         } else {
             0
         };
+        let mut codes = Vec::new();
         let text_at = |cell: &mut Cell<'d>, tag: u8, text: Cow<'d, str>| {
             *cell = if tag == TAG_STRING {
                 Cell::Str(text)
@@ -563,12 +570,16 @@ impl ColumnData {
                 }
             }
             1 => {
-                let len = r.bounded(r.remaining() as u64, "dictionary length")?;
+                let len = r.bounded(
+                    (r.remaining() as u64).min(u64::from(NO_CODE - 1)),
+                    "dictionary length",
+                )?;
                 let mut dict = Vec::with_capacity(len);
                 for _ in 0..len {
                     dict.push(r.text()?);
                 }
-                for (cell, &tag) in cells.iter_mut().zip(tags) {
+                codes = vec![NO_CODE; cells.len()];
+                for ((cell, &tag), slot) in cells.iter_mut().zip(tags).zip(&mut codes) {
                     if tag == TAG_STRING || tag == TAG_JSON {
                         let code = r.varint()?;
                         let text = usize::try_from(code)
@@ -581,13 +592,19 @@ impl ColumnData {
                                 ))
                             })?;
                         text_at(cell, tag, Cow::Borrowed(text));
+                        // In range of the dictionary, whose length is a u32.
+                        *slot = u32::try_from(code).unwrap_or(NO_CODE);
                     }
                 }
             }
             other => return Err(invalid(format!("{what}: unknown text mode {other}"))),
         }
         r.expect_end()?;
-        Ok(DecodedColumn { present, cells })
+        Ok(DecodedColumn {
+            present,
+            cells,
+            codes,
+        })
     }
 }
 
@@ -767,54 +784,68 @@ impl<'a> ColumnBlock<'a> {
         Ok(out)
     }
 
-    /// One column as text per event (`None`: absent or null), as
+    /// One column as text per selected event (`None`: absent or null), as
     /// [`value_text`] gives it.
-    fn column_texts(&self, name: &str) -> Result<Vec<Option<String>>, BlockError> {
-        self.column_rows(name, |cell| cell.into_text(name))
+    fn column_texts(
+        &self,
+        name: &str,
+        rows: Option<&[bool]>,
+    ) -> Result<Vec<Option<String>>, BlockError> {
+        self.column_rows(name, rows, |cell| cell.into_text(name))
     }
 
-    /// One column as values per event (`None`: absent).
-    fn column_values(&self, name: &str) -> Result<Vec<Option<Value>>, BlockError> {
-        self.column_rows(name, |cell| cell.into_value(name).map(Some))
+    /// One column as values per selected event (`None`: absent).
+    fn column_values(
+        &self,
+        name: &str,
+        rows: Option<&[bool]>,
+    ) -> Result<Vec<Option<Value>>, BlockError> {
+        self.column_rows(name, rows, |cell| cell.into_value(name).map(Some))
     }
 
-    /// One column per event through `convert` (`None` where the event has
-    /// no such member).
+    /// One column through `convert`, one entry per event that `rows`
+    /// selects (every event without `rows`), `None` where the event has no
+    /// such member. Unselected values are decoded but not converted.
     fn column_rows<T: Clone>(
         &self,
         name: &str,
+        rows: Option<&[bool]>,
         mut convert: impl FnMut(Cell<'_>) -> Result<Option<T>, BlockError>,
     ) -> Result<Vec<Option<T>>, BlockError> {
+        let selected = |row: usize| rows.is_none_or(|rows| rows.get(row) == Some(&true));
         let Some(&index) = self.by_name.get(name) else {
-            return Ok(vec![None; self.event_count]);
+            let count = (0..self.event_count).filter(|&row| selected(row)).count();
+            return Ok(vec![None; count]);
         };
         let data = self.column(index)?;
-        let DecodedColumn { present, cells } = data.decode(name)?;
+        let DecodedColumn { present, cells, .. } = data.decode(name)?;
         let mut cells = cells.into_iter();
         let mut out = Vec::with_capacity(self.event_count);
         for row in 0..self.event_count {
-            out.push(if has(present, row) {
-                convert(
-                    cells.next().ok_or_else(|| {
-                        invalid(format!("column `{name}`: fewer values than rows"))
-                    })?,
-                )?
+            let cell = if has(present, row) {
+                Some(cells.next().ok_or_else(|| {
+                    invalid(format!("column `{name}`: fewer values than rows"))
+                })?)
             } else {
                 None
-            });
+            };
+            if selected(row) {
+                out.push(match cell {
+                    Some(cell) => convert(cell)?,
+                    None => None,
+                });
+            }
         }
         Ok(out)
     }
 
-    /// The texts of one field path (as [`crate::event::lookup`] resolves it
-    /// in each event), decoding only the columns the path can reach.
-    fn field_texts(&self, field: &str) -> Result<Vec<Option<String>>, BlockError> {
+    /// The top-level members [`crate::event::lookup`] can touch resolving
+    /// `field`: the path itself and each prefix before a dot, and the same
+    /// for the path without an EVTX prefix; only those the block has.
+    fn reach<'f>(&self, field: &'f str) -> Reach<'f> {
         if field.is_empty() {
-            return Ok(vec![None; self.event_count]);
+            return Reach::Nothing;
         }
-        // The top-level members lookup can touch: the path itself and each
-        // prefix before a dot, and the same for the path without an EVTX
-        // prefix.
         let mut candidates: Vec<&str> = Vec::new();
         for path in std::iter::once(field).chain(without_evtx_prefix(field)) {
             candidates.push(path);
@@ -824,34 +855,144 @@ impl<'a> ColumnBlock<'a> {
         candidates.dedup();
         candidates.retain(|name| self.by_name.contains_key(name));
         match candidates.as_slice() {
-            [] => Ok(vec![None; self.event_count]),
-            [only] if *only == field => self.column_texts(field),
-            _ => {
-                // Rebuild, per event, an object of just those members and
-                // let lookup resolve the path in it: the same answer as on
-                // the whole event, since lookup reads no other member.
-                let columns: Vec<(&str, Vec<Option<Value>>)> = candidates
-                    .iter()
-                    .map(|name| Ok((*name, self.column_values(name)?)))
-                    .collect::<Result<_, BlockError>>()?;
-                let mut out = Vec::with_capacity(self.event_count);
-                for row in 0..self.event_count {
-                    let mut members = Map::new();
-                    for (name, values) in &columns {
-                        if let Some(Some(v)) = values.get(row) {
-                            members.insert((*name).to_owned(), v.clone());
-                        }
-                    }
-                    let doc = Value::Object(members);
-                    out.push(
-                        lookup(&doc, field)
-                            .and_then(value_text)
-                            .map(Cow::into_owned),
-                    );
+            [] => Reach::Nothing,
+            [only] if *only == field => Reach::Column(field),
+            _ => Reach::Members(candidates),
+        }
+    }
+
+    /// Rebuilds, per selected event, an object of just `members` and passes
+    /// it to `f`: [`crate::event::lookup`] on it resolves a path as on the
+    /// whole event, since lookup reads no other member.
+    fn with_members(
+        &self,
+        members: &[&str],
+        rows: Option<&[bool]>,
+        mut f: impl FnMut(usize, &Value),
+    ) -> Result<(), BlockError> {
+        let columns: Vec<(&str, Vec<Option<Value>>)> = members
+            .iter()
+            .map(|name| Ok((*name, self.column_values(name, rows)?)))
+            .collect::<Result<_, BlockError>>()?;
+        let mut at = 0;
+        for row in 0..self.event_count {
+            if rows.is_some_and(|rows| rows.get(row) != Some(&true)) {
+                continue;
+            }
+            let mut object = Map::new();
+            for (name, values) in &columns {
+                if let Some(Some(v)) = values.get(at) {
+                    object.insert((*name).to_owned(), v.clone());
                 }
+            }
+            f(row, &Value::Object(object));
+            at += 1;
+        }
+        Ok(())
+    }
+
+    /// The texts of one field path (as [`crate::event::lookup`] resolves it
+    /// in each event), for the events `rows` selects, decoding only the
+    /// columns the path can reach.
+    fn field_texts(
+        &self,
+        field: &str,
+        rows: Option<&[bool]>,
+    ) -> Result<Vec<Option<String>>, BlockError> {
+        match self.reach(field) {
+            Reach::Nothing => self.column_texts("", rows),
+            Reach::Column(name) => self.column_texts(name, rows),
+            Reach::Members(members) => {
+                let mut out = Vec::new();
+                self.with_members(&members, rows, |_, doc| {
+                    out.push(lookup(doc, field).and_then(value_text).map(Cow::into_owned));
+                })?;
                 Ok(out)
             }
         }
+    }
+
+    /// Calls `f` with each selected event's non-null value of `field` (as
+    /// [`crate::event::lookup`] resolves it), without building the event:
+    /// scalars as their text ([`value_text`]), with the dictionary code of
+    /// a dictionary-encoded string (equal codes, equal texts, so a caller
+    /// can decide once per code), arrays and objects as values.
+    ///
+    /// # Errors
+    /// [`BlockError::Invalid`] naming the damage.
+    pub fn for_each_found(
+        &self,
+        field: &str,
+        rows: &[bool],
+        mut f: impl FnMut(usize, Found<'_>, Option<u32>),
+    ) -> Result<(), BlockError> {
+        let name = match self.reach(field) {
+            Reach::Nothing => return Ok(()),
+            Reach::Column(name) => name,
+            Reach::Members(members) => {
+                return self.with_members(&members, Some(rows), |row, doc| {
+                    match lookup(doc, field) {
+                        None | Some(Value::Null) => {}
+                        Some(v @ (Value::Array(_) | Value::Object(_))) => {
+                            f(row, Found::Value(v), None);
+                        }
+                        Some(scalar) => {
+                            if let Some(text) = value_text(scalar) {
+                                f(row, Found::Text(&text), None);
+                            }
+                        }
+                    }
+                });
+            }
+        };
+        let Some(&index) = self.by_name.get(name) else {
+            return Ok(());
+        };
+        let data = self.column(index)?;
+        let DecodedColumn {
+            present,
+            cells,
+            codes,
+        } = data.decode(name)?;
+        let mut cells = cells.into_iter().zip(
+            codes
+                .into_iter()
+                .map(|c| (c != NO_CODE).then_some(c))
+                .chain(std::iter::repeat(None)),
+        );
+        let mut scratch = String::new();
+        for (row, &wanted) in rows.iter().enumerate().take(self.event_count) {
+            if !has(present, row) {
+                continue;
+            }
+            let (cell, code) = cells
+                .next()
+                .ok_or_else(|| invalid(format!("column `{name}`: fewer values than rows")))?;
+            if !wanted {
+                continue;
+            }
+            use std::fmt::Write as _;
+            scratch.clear();
+            match cell {
+                Cell::Null => {}
+                Cell::Bool(b) => f(row, Found::Text(if b { "true" } else { "false" }), None),
+                Cell::Int(i) => {
+                    let _ = write!(scratch, "{i}");
+                    f(row, Found::Text(&scratch), None);
+                }
+                Cell::UInt(u) => {
+                    let _ = write!(scratch, "{u}");
+                    f(row, Found::Text(&scratch), None);
+                }
+                Cell::Float(x) => {
+                    let _ = write!(scratch, "{}", float(x, name)?);
+                    f(row, Found::Text(&scratch), None);
+                }
+                Cell::Str(text) => f(row, Found::Text(&text), code),
+                json @ Cell::Json(_) => f(row, Found::Value(&json.into_value(name)?), None),
+            }
+        }
+        Ok(())
     }
 
     /// The declared `fields` of every event, one entry per declared field
@@ -862,6 +1003,22 @@ impl<'a> ColumnBlock<'a> {
     /// # Errors
     /// [`BlockError::Invalid`] naming the damage.
     pub fn project(&self, fields: &[String]) -> Result<Vec<Vec<Option<String>>>, BlockError> {
+        self.project_rows(fields, None)
+    }
+
+    /// As [`ColumnBlock::project`], for the events `rows` selects only (in
+    /// order): the others' values are never turned into text.
+    ///
+    /// # Errors
+    /// [`BlockError::Invalid`] naming the damage.
+    pub fn project_rows(
+        &self,
+        fields: &[String],
+        rows: Option<&[bool]>,
+    ) -> Result<Vec<Vec<Option<String>>>, BlockError> {
+        let selected = rows.map_or(self.event_count, |rows| {
+            rows.iter().take(self.event_count).filter(|&&r| r).count()
+        });
         let mut distinct: HashMap<&str, usize> = HashMap::new();
         let mut per_field: Vec<Vec<Option<String>>> = Vec::new();
         let mut slots = Vec::with_capacity(fields.len());
@@ -877,10 +1034,12 @@ impl<'a> ColumnBlock<'a> {
                         whole
                             .iter()
                             .flatten()
-                            .map(|(_, doc)| crate::event::all_values_text(doc))
+                            .enumerate()
+                            .filter(|(row, _)| rows.is_none_or(|r| r.get(*row) == Some(&true)))
+                            .map(|(_, (_, doc))| crate::event::all_values_text(doc))
                             .collect()
                     } else {
-                        self.field_texts(field)?
+                        self.field_texts(field, rows)?
                     };
                     per_field.push(texts);
                     distinct.insert(field, per_field.len() - 1);
@@ -892,19 +1051,38 @@ impl<'a> ColumnBlock<'a> {
         let mut iters: Vec<std::vec::IntoIter<Option<String>>> =
             per_field.into_iter().map(Vec::into_iter).collect();
         let repeats = slots.len() > iters.len();
-        let mut rows = Vec::with_capacity(self.event_count);
-        for _ in 0..self.event_count {
+        let mut out = Vec::with_capacity(selected);
+        for _ in 0..selected {
             let distinct_row: Vec<Option<String>> =
                 iters.iter_mut().map(|it| it.next().flatten()).collect();
-            rows.push(if repeats {
+            out.push(if repeats {
                 slots.iter().map(|&s| distinct_row[s].clone()).collect()
             } else {
                 // Distinct fields in declared order: the row as it is.
                 distinct_row
             });
         }
-        Ok(rows)
+        Ok(out)
     }
+}
+
+/// Which columns a field path can reach in a block.
+enum Reach<'f> {
+    /// None: no event has it.
+    Nothing,
+    /// Exactly the top-level member of that name.
+    Column(&'f str),
+    /// Several members (dotted paths, EVTX prefixes): resolved per event.
+    Members(Vec<&'f str>),
+}
+
+/// One event's non-null value of a field ([`ColumnBlock::for_each_found`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Found<'v> {
+    /// A scalar, as its text ([`value_text`]).
+    Text(&'v str),
+    /// An array or an object.
+    Value(&'v Value),
 }
 
 #[cfg(test)]

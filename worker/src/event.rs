@@ -146,6 +146,25 @@ pub fn value_text(v: &Value) -> Option<Cow<'_, str>> {
     }
 }
 
+/// About the size of `v` as compact JSON, without serialising it: exact
+/// for keys, strings without escapes, booleans and null; numbers count 8
+/// bytes. Enough to size a block.
+pub fn approx_json_len(v: &Value) -> usize {
+    match v {
+        Value::Null => 4,
+        Value::Bool(b) => 4 + usize::from(!b),
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|i| approx_json_len(i) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() + 4 + approx_json_len(v))
+                .sum::<usize>()
+        }
+    }
+}
+
 /// The pseudo-field a module declares to read every value of an event at
 /// once (contract 0.2.2): keyword searches ("this text anywhere in the
 /// event") without declaring every field an event might have. Only

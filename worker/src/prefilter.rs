@@ -13,7 +13,9 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use crate::columnar::{ColumnBlock, Found};
 use crate::event::{ALL_VALUES_FIELD, all_values_text, lookup, value_text};
+use crate::shard::segment::BlockError;
 
 pub use quarry_contract::predicate::{Clause, MatchOp};
 
@@ -145,6 +147,40 @@ impl Prefilter {
     }
 }
 
+impl Prefilter {
+    /// Narrows `rows` (one flag per event of `block`) to the events that
+    /// pass, deciding exactly as [`Prefilter::matches`] on each whole event
+    /// but reading only the clauses' columns, and a dictionary-encoded
+    /// string once per distinct value.
+    ///
+    /// # Errors
+    /// [`BlockError::Invalid`] when a column is damaged.
+    pub fn retain_columns(&self, block: &ColumnBlock<'_>, rows: &mut [bool]) -> Result<(), BlockError> {
+        for clause in &self.clauses {
+            if !rows.contains(&true) {
+                return Ok(());
+            }
+            let mut hits = vec![false; rows.len()];
+            clause.mark(block, rows, &mut hits)?;
+            rows.copy_from_slice(&hits);
+        }
+        for group in &self.any_of {
+            let mut passed = vec![false; rows.len()];
+            for clause in group {
+                let open: Vec<bool> = rows.iter().zip(&passed).map(|(r, p)| *r && !*p).collect();
+                if !open.contains(&true) {
+                    break;
+                }
+                clause.mark(block, &open, &mut passed)?;
+            }
+            for (row, passed) in rows.iter_mut().zip(passed) {
+                *row &= passed;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl From<Vec<Clause>> for Prefilter {
     fn from(clauses: Vec<Clause>) -> Self {
         Self::new(clauses)
@@ -162,6 +198,43 @@ impl CompiledClause {
         match value {
             Value::Array(items) => items.iter().any(|item| self.matches_scalar(item)),
             _ => self.matches_scalar(value),
+        }
+    }
+
+    /// Sets `hits[row]` for each event `rows` selects whose value passes.
+    fn mark(&self, block: &ColumnBlock<'_>, rows: &[bool], hits: &mut [bool]) -> Result<(), BlockError> {
+        // Per dictionary code: 0 not decided yet, 1 fails, 2 passes.
+        let mut decided: Vec<u8> = Vec::new();
+        block.for_each_found(&self.field, rows, |row, found, code| {
+            let pass = match code.map(|c| c as usize) {
+                Some(code) => {
+                    if decided.len() <= code {
+                        decided.resize(code + 1, 0);
+                    }
+                    if decided[code] == 0 {
+                        decided[code] = 1 + u8::from(self.matches_found(found));
+                    }
+                    decided[code] == 2
+                }
+                None => self.matches_found(found),
+            };
+            if pass && let Some(hit) = hits.get_mut(row) {
+                *hit = true;
+            }
+        })
+    }
+
+    /// As [`CompiledClause::matches`] on the value lookup found.
+    fn matches_found(&self, found: Found<'_>) -> bool {
+        match found {
+            Found::Text(text) => match self.op {
+                MatchOp::Exists => !text.is_empty(),
+                MatchOp::Regex => self.regex.as_ref().is_some_and(|regex| regex.is_match(text)),
+                op => text_matches(op, text, &self.needles),
+            },
+            Found::Value(value) if self.op == MatchOp::Exists => is_present(value),
+            Found::Value(Value::Array(items)) => items.iter().any(|item| self.matches_scalar(item)),
+            Found::Value(value) => self.matches_scalar(value),
         }
     }
 
@@ -329,7 +402,29 @@ impl Projection {
 
     /// `doc`'s values, one per declared field (as [`project`]).
     pub fn project(&self, doc: &Value) -> Vec<Option<String>> {
-        let values = self.project_unique(doc);
+        self.to_declared(self.project_unique(doc))
+    }
+
+    /// The values of the events `rows` selects in `block`, one per declared
+    /// field, as [`Projection::project`] gives them on each whole event;
+    /// only the columns the fields reach are decompressed.
+    ///
+    /// # Errors
+    /// [`BlockError::Invalid`] when a column is damaged.
+    pub fn project_columns(
+        &self,
+        block: &ColumnBlock<'_>,
+        rows: &[bool],
+    ) -> Result<Vec<Vec<Option<String>>>, BlockError> {
+        Ok(block
+            .project_rows(&self.unique, Some(rows))?
+            .into_iter()
+            .map(|values| self.to_declared(values))
+            .collect())
+    }
+
+    /// One value per distinct field to one per declared field.
+    fn to_declared(&self, values: Vec<Option<String>>) -> Vec<Option<String>> {
         match &self.slots {
             None => values,
             Some(slots) => slots

@@ -22,7 +22,6 @@
 //! module's own errors and cancellation.
 
 use crate::error::WorkerError;
-use crate::event::StoredEvent;
 pub use crate::module_cache::ModuleCacheConfig;
 use crate::module_cache::{DiskCache, MemoryCache};
 use crate::prefilter::{Clause, MatchOp, Prefilter, Projection};
@@ -1407,42 +1406,42 @@ impl Runtime {
             block_filter: (!description.prefilter.is_empty()).then_some(&block_filter as _),
             min_offset: incremental.from_offset,
         };
-        let stats = shards.scan_with(
+        // Decoding, the prefilter and the projection run on the host for
+        // the guest: their time (from the end of one block's guest work to
+        // the next block's delivery) counts against the task's CPU budget.
+        let mut host_work = Instant::now();
+        let stats = shards.scan_projected(
             shard,
             &filter,
-            BATCH_SIZE,
-            |events: &[StoredEvent]| -> Result<(), TaskFailure> {
+            &description.prefilter,
+            projection,
+            |in_range, events| -> Result<(), TaskFailure> {
                 if cancel.load(Ordering::Relaxed) {
                     return Err(TaskFailure::Cancelled);
                 }
-                output.events_scanned += events.len() as u64;
-                // The prefilter and the projection run on the host for the
-                // guest: their time counts against the task's CPU budget.
-                let host_work = Instant::now();
+                budget.charge(host_work.elapsed(), Call::Scan)?;
+                output.events_scanned += in_range;
                 for event in events {
-                    if !description.prefilter.matches(&event.doc) {
-                        continue;
-                    }
                     batch.push(wit::Event {
                         timestamp_ms: event.timestamp_ms,
                         offset: event.offset,
-                        values: projection.project(&event.doc),
+                        values: event.values,
                     });
+                    if batch.len() >= BATCH_SIZE {
+                        output.events_matched += batch.len() as u64;
+                        let found = scan(
+                            exports,
+                            &mut *store,
+                            &batch,
+                            &mut budget,
+                            &limits,
+                            kept.result_bound(),
+                        )?;
+                        kept.add(found, Call::Scan)?;
+                        batch.clear();
+                    }
                 }
-                budget.charge(host_work.elapsed(), Call::Scan)?;
-                if batch.len() >= BATCH_SIZE {
-                    output.events_matched += batch.len() as u64;
-                    let found = scan(
-                        exports,
-                        &mut *store,
-                        &batch,
-                        &mut budget,
-                        &limits,
-                        kept.result_bound(),
-                    )?;
-                    kept.add(found, Call::Scan)?;
-                    batch.clear();
-                }
+                host_work = Instant::now();
                 Ok(())
             },
         )?;

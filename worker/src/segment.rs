@@ -4,8 +4,11 @@
 //! segment file (seg-00000001.qseg) = block*
 //! block  = magic "QBK1" | header_len u32 LE | header_crc u32 LE
 //!        | header (header_len bytes, JSON BlockHeader)
-//!        | payload (header.payload_len bytes, zstd level 3)
-//! payload (decompressed) = event*
+//!        | payload (header.payload_len bytes)
+//! payload, header.format 2 (columns, written since issue 18):
+//!          a column block (see crate::columnar), each column its own zstd frame
+//! payload, header.format 1 (rows; a header without `format`):
+//!          zstd level 3 of event*
 //! event  = timestamp_ms i64 LE | doc_len u32 LE | doc (JSON object, doc_len bytes)
 //! index  (seg-00000001.qidx, JSON SegmentIndex) = segment length + every
 //!        block's offset and header; written atomically once the segment is
@@ -17,6 +20,10 @@
 //! and fsynced before its events count as acknowledged; a torn or corrupt
 //! tail (a crash mid-write) is found by [`recover_segment`], which keeps every
 //! complete, checksummed block before it and cuts the rest.
+//!
+//! Blocks of both formats may share a segment: shards written before column
+//! blocks stay readable as they are, and `quarry worker migrate` rewrites
+//! them ([`crate::shard::ShardStore::migrate`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -212,17 +219,89 @@ pub enum FieldKnowledge<'a> {
     Field(&'a FieldStats),
 }
 
+/// How a block's payload holds its events ([`BlockHeader::format`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BlockFormat {
+    /// Format 1: one JSON document per event, the payload zstd-compressed
+    /// whole. Written before column blocks; read, never written by ingest.
+    Rows,
+    /// Format 2: a column block ([`crate::columnar`]), each column its own
+    /// zstd frame so a scan decompresses only the columns it reads.
+    #[default]
+    Columns,
+}
+
+impl BlockFormat {
+    /// The format new blocks are written in.
+    pub const CURRENT: Self = Self::Columns;
+
+    /// The number stored in block headers.
+    pub fn number(self) -> u32 {
+        match self {
+            Self::Rows => 1,
+            Self::Columns => 2,
+        }
+    }
+
+    /// The format of a stored number; `None` for one this build does not
+    /// know (a block written by a newer version).
+    pub fn from_number(number: u32) -> Option<Self> {
+        match number {
+            1 => Some(Self::Rows),
+            2 => Some(Self::Columns),
+            _ => None,
+        }
+    }
+
+    /// Short name, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rows => "rows",
+            Self::Columns => "columns",
+        }
+    }
+}
+
+fn rows_format() -> u32 {
+    BlockFormat::Rows.number()
+}
+
+fn is_rows_format(format: &u32) -> bool {
+    *format == rows_format()
+}
+
 /// A block's header as stored before its payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHeader {
+    /// The payload's format number ([`BlockFormat::number`]); absent in
+    /// blocks written before column blocks existed, which are rows.
+    #[serde(default = "rows_format", skip_serializing_if = "is_rows_format")]
+    pub format: u32,
     /// Compressed payload length.
     pub payload_len: u32,
     /// CRC-32 of the compressed payload.
     pub payload_crc: u32,
-    /// Uncompressed payload length.
+    /// Uncompressed payload length (rows); the payload length (columns,
+    /// whose chunks record their own).
     pub raw_len: u32,
     /// What the block holds.
     pub stats: BlockStats,
+}
+
+impl BlockHeader {
+    /// The payload's format.
+    ///
+    /// # Errors
+    /// [`BlockError::Invalid`] for a format this build cannot read.
+    pub fn block_format(&self) -> Result<BlockFormat, BlockError> {
+        BlockFormat::from_number(self.format).ok_or_else(|| {
+            BlockError::Invalid(format!(
+                "block format {} is newer than this build reads (1 and 2); upgrade Quarry to \
+                 read this shard",
+                self.format
+            ))
+        })
+    }
 }
 
 /// One block in a segment index.
@@ -285,22 +364,40 @@ pub fn index_path(seg: &Path) -> PathBuf {
 /// Accumulates events into one block.
 #[derive(Debug)]
 pub struct BlockBuilder {
+    format: BlockFormat,
+    /// Rows: the encoded events so far.
     raw: Vec<u8>,
+    /// Columns: the events so far and their timestamps (0 when untimed).
+    events: Vec<Value>,
+    timestamps: Vec<i64>,
+    /// The events' size as JSON, which closes a block at
+    /// [`BLOCK_MAX_BYTES`] whatever its format.
+    json_bytes: usize,
     stats: BlockStats,
-    /// Fields whose value sets overflowed (kept out of `stats.values`).
     doc_buf: Vec<u8>,
 }
 
 impl BlockBuilder {
-    /// An empty block whose first event has shard offset `first_offset`.
+    /// An empty block, in the current format, whose first event has shard
+    /// offset `first_offset`.
     pub fn new(first_offset: u64) -> Self {
+        Self::with_format(first_offset, BlockFormat::CURRENT)
+    }
+
+    /// An empty block in `format` (rows only to write shards as older
+    /// versions did, in tests).
+    pub fn with_format(first_offset: u64, format: BlockFormat) -> Self {
         Self {
-            raw: Vec::with_capacity(BLOCK_MAX_BYTES + (64 << 10)),
+            format,
+            raw: Vec::new(),
+            events: Vec::new(),
+            timestamps: Vec::new(),
+            json_bytes: 0,
             stats: BlockStats {
                 first_offset,
                 ..BlockStats::default()
             },
-            doc_buf: Vec::with_capacity(4096),
+            doc_buf: Vec::new(),
         }
     }
 
@@ -316,7 +413,7 @@ impl BlockBuilder {
 
     /// Whether the block is full and should be written.
     pub fn is_full(&self) -> bool {
-        self.len() >= BLOCK_MAX_EVENTS || self.raw.len() >= BLOCK_MAX_BYTES
+        self.len() >= BLOCK_MAX_EVENTS || self.json_bytes >= BLOCK_MAX_BYTES
     }
 
     /// Shard offset the next event gets.
@@ -326,10 +423,27 @@ impl BlockBuilder {
 
     /// Adds one event (`timestamp_ms` is `None` when it has none).
     pub fn push(&mut self, timestamp_ms: Option<i64>, doc: &Value) -> io::Result<()> {
-        self.doc_buf.clear();
-        serde_json::to_writer(&mut self.doc_buf, doc)?;
-        let len = u32::try_from(self.doc_buf.len())
-            .map_err(|_| io::Error::other("event larger than 4 GiB"))?;
+        self.push_owned(timestamp_ms, doc.clone())
+    }
+
+    /// As [`BlockBuilder::push`], taking the event.
+    pub fn push_owned(&mut self, timestamp_ms: Option<i64>, doc: Value) -> io::Result<()> {
+        let doc_len = match self.format {
+            BlockFormat::Rows => {
+                self.doc_buf.clear();
+                serde_json::to_writer(&mut self.doc_buf, &doc)?;
+                let len = u32::try_from(self.doc_buf.len())
+                    .map_err(|_| io::Error::other("event larger than 4 GiB"))?;
+                self.raw
+                    .extend_from_slice(&timestamp_ms.unwrap_or(0).to_le_bytes());
+                self.raw.extend_from_slice(&len.to_le_bytes());
+                self.raw.extend_from_slice(&self.doc_buf);
+                self.doc_buf.len()
+            }
+            // Estimated, not serialised: only the block's size depends on it.
+            BlockFormat::Columns => crate::event::approx_json_len(&doc),
+        };
+        self.json_bytes += 12 + doc_len;
         let stats = &mut self.stats;
         match timestamp_ms {
             Some(ts) => {
@@ -338,77 +452,153 @@ impl BlockBuilder {
             }
             None => stats.untimed += 1,
         }
-        self.raw
-            .extend_from_slice(&timestamp_ms.unwrap_or(0).to_le_bytes());
-        self.raw.extend_from_slice(&len.to_le_bytes());
-        self.raw.extend_from_slice(&self.doc_buf);
         stats.event_count += 1;
-        if let Value::Object(map) = doc {
+        if let Value::Object(map) = &doc {
             for (key, value) in map {
-                if value.is_null() {
-                    continue;
-                }
-                let field = match stats.fields.get_mut(key.as_str()) {
-                    Some(field) => field,
-                    None => stats.fields.entry(key.clone()).or_insert(FieldStats {
-                        present: 0,
-                        values: Some(BTreeSet::new()),
-                    }),
-                };
-                field.present += 1;
-                if let Some(values) = &mut field.values {
-                    let text = match value {
-                        Value::Array(_) | Value::Object(_) => None,
-                        other => value_text(other).filter(|t| t.len() <= MAX_STAT_VALUE_BYTES),
-                    };
-                    match text {
-                        Some(text) => {
-                            // Most values are lowercase already (or digits):
-                            // no allocation for them when already known.
-                            let lower = if text.bytes().any(|b| b.is_ascii_uppercase()) {
-                                std::borrow::Cow::Owned(text.to_ascii_lowercase())
-                            } else {
-                                text
-                            };
-                            if !values.contains(lower.as_ref()) {
-                                if values.len() >= MAX_DISTINCT_VALUES {
-                                    field.values = None;
-                                } else {
-                                    values.insert(lower.into_owned());
-                                }
-                            }
-                        }
-                        None => field.values = None,
-                    }
-                }
+                add_field_stats(stats, key, value);
             }
+        }
+        if self.format == BlockFormat::Columns {
+            self.timestamps.push(timestamp_ms.unwrap_or(0));
+            self.events.push(doc);
         }
         Ok(())
     }
 
-    /// Compresses the block into its on-disk bytes and resets the builder
-    /// for the next block.
+    /// Encodes the block into its on-disk bytes and resets the builder for
+    /// the next block.
     pub fn finish(&mut self) -> io::Result<(BlockHeader, Vec<u8>)> {
-        let payload = zstd::bulk::compress(&self.raw, ZSTD_LEVEL)?;
-        let header = BlockHeader {
-            payload_len: u32::try_from(payload.len())
-                .map_err(|_| io::Error::other("block payload larger than 4 GiB"))?,
-            payload_crc: crc32fast::hash(&payload),
-            raw_len: u32::try_from(self.raw.len())
-                .map_err(|_| io::Error::other("block larger than 4 GiB"))?,
-            stats: std::mem::take(&mut self.stats),
+        let (payload, raw_len) = match self.format {
+            BlockFormat::Rows => {
+                let payload = zstd::bulk::compress(&self.raw, ZSTD_LEVEL)?;
+                (payload, self.raw.len())
+            }
+            BlockFormat::Columns => {
+                let payload = encode_columns(&self.events, &self.timestamps)?;
+                let len = payload.len();
+                (payload, len)
+            }
         };
-        let header_bytes = serde_json::to_vec(&header)?;
-        let mut bytes =
-            Vec::with_capacity(PREFIX_LEN as usize + header_bytes.len() + payload.len());
-        bytes.extend_from_slice(&BLOCK_MAGIC);
-        bytes.extend_from_slice(&(header_bytes.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&header_bytes).to_le_bytes());
-        bytes.extend_from_slice(&header_bytes);
-        bytes.extend_from_slice(&payload);
+        let (header, bytes) = frame(
+            self.format,
+            &payload,
+            raw_len,
+            std::mem::take(&mut self.stats),
+        )?;
         self.stats.first_offset = header.stats.first_offset + u64::from(header.stats.event_count);
         self.raw.clear();
+        self.events.clear();
+        self.timestamps.clear();
+        self.json_bytes = 0;
         Ok((header, bytes))
+    }
+}
+
+fn encode_columns(events: &[Value], timestamps: &[i64]) -> io::Result<Vec<u8>> {
+    crate::columnar::ColumnBlock::encode(events, timestamps).map_err(|e| match e {
+        BlockError::Io(e) => e,
+        BlockError::Invalid(reason) => io::Error::new(io::ErrorKind::InvalidInput, reason),
+    })
+}
+
+/// A block's on-disk bytes: prefix, header, payload.
+fn frame(
+    format: BlockFormat,
+    payload: &[u8],
+    raw_len: usize,
+    stats: BlockStats,
+) -> io::Result<(BlockHeader, Vec<u8>)> {
+    let header = BlockHeader {
+        format: format.number(),
+        payload_len: u32::try_from(payload.len())
+            .map_err(|_| io::Error::other("block payload larger than 4 GiB"))?,
+        payload_crc: crc32fast::hash(payload),
+        raw_len: u32::try_from(raw_len).map_err(|_| io::Error::other("block larger than 4 GiB"))?,
+        stats,
+    };
+    let header_bytes = serde_json::to_vec(&header)?;
+    let mut bytes = Vec::with_capacity(PREFIX_LEN as usize + header_bytes.len() + payload.len());
+    bytes.extend_from_slice(&BLOCK_MAGIC);
+    bytes.extend_from_slice(&(header_bytes.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&header_bytes).to_le_bytes());
+    bytes.extend_from_slice(&header_bytes);
+    bytes.extend_from_slice(payload);
+    Ok((header, bytes))
+}
+
+/// Re-encodes a block's `events` (as [`Payload::decode_all`] gave them) in
+/// `format`, keeping its statistics as they are: the events are the same,
+/// and the stored timestamps (0 when untimed) cannot say which events had
+/// none.
+///
+/// # Errors
+/// When encoding fails (an event that is not an object, a block over 4 GiB).
+pub fn reencode_block(
+    stats: BlockStats,
+    events: Vec<(i64, Value)>,
+    format: BlockFormat,
+) -> io::Result<(BlockHeader, Vec<u8>)> {
+    let (payload, raw_len) = match format {
+        BlockFormat::Rows => {
+            let mut raw = Vec::new();
+            for (ts, doc) in &events {
+                let start = raw.len() + 12;
+                raw.extend_from_slice(&ts.to_le_bytes());
+                raw.extend_from_slice(&[0; 4]);
+                serde_json::to_writer(&mut raw, doc)?;
+                let len = u32::try_from(raw.len() - start)
+                    .map_err(|_| io::Error::other("event larger than 4 GiB"))?;
+                raw[start - 4..start].copy_from_slice(&len.to_le_bytes());
+            }
+            (zstd::bulk::compress(&raw, ZSTD_LEVEL)?, raw.len())
+        }
+        BlockFormat::Columns => {
+            let (timestamps, docs): (Vec<i64>, Vec<Value>) = events.into_iter().unzip();
+            let payload = encode_columns(&docs, &timestamps)?;
+            let len = payload.len();
+            (payload, len)
+        }
+    };
+    frame(format, &payload, raw_len, stats)
+}
+
+/// Counts one top-level member of an event into the block's statistics.
+fn add_field_stats(stats: &mut BlockStats, key: &str, value: &Value) {
+    if value.is_null() {
+        return;
+    }
+    let field = match stats.fields.get_mut(key) {
+        Some(field) => field,
+        None => stats.fields.entry(key.to_owned()).or_insert(FieldStats {
+            present: 0,
+            values: Some(BTreeSet::new()),
+        }),
+    };
+    field.present += 1;
+    let Some(values) = &mut field.values else {
+        return;
+    };
+    let text = match value {
+        Value::Array(_) | Value::Object(_) => None,
+        other => value_text(other).filter(|t| t.len() <= MAX_STAT_VALUE_BYTES),
+    };
+    let Some(text) = text else {
+        field.values = None;
+        return;
+    };
+    // Most values are lowercase already (or digits): no allocation for
+    // them when already known.
+    let lower = if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        text
+    };
+    if !values.contains(lower.as_ref()) {
+        if values.len() >= MAX_DISTINCT_VALUES {
+            field.values = None;
+        } else {
+            values.insert(lower.into_owned());
+        }
     }
 }
 
@@ -461,6 +651,14 @@ impl SegmentWriter {
         });
         self.index.segment_len = end;
         Ok(())
+    }
+
+    /// Makes the segment durable without writing its index (a segment
+    /// written under another name, renamed into place before its index is
+    /// written). Returns the index.
+    pub fn finish_unindexed(self) -> io::Result<SegmentIndex> {
+        self.file.sync_all()?;
+        Ok(self.index)
     }
 
     /// Seals the segment: writes its index atomically. Returns the index.
@@ -687,8 +885,31 @@ pub fn recover_segment(seg: &Path) -> io::Result<Recovery> {
     })
 }
 
-/// Reads, checks and decompresses the payload of `entry`.
-pub fn read_payload(file: &mut File, entry: &IndexEntry) -> Result<Vec<u8>, BlockError> {
+/// A block's payload, read and checked against its checksum.
+#[derive(Debug)]
+pub enum Payload {
+    /// Format 1: the decompressed events.
+    Rows(Vec<u8>),
+    /// Format 2: the column block, whose columns are decompressed when read.
+    Columns(Vec<u8>),
+}
+
+impl Payload {
+    /// Every event, whole: `(timestamp_ms, doc)`.
+    ///
+    /// # Errors
+    /// [`BlockError::Invalid`] naming the damage.
+    pub fn decode_all(&self) -> Result<Vec<(i64, Value)>, BlockError> {
+        match self {
+            Self::Rows(raw) => decode_events(raw),
+            Self::Columns(bytes) => crate::columnar::ColumnBlock::parse(bytes)?.decode_all(),
+        }
+    }
+}
+
+/// Reads and checks the payload of `entry`, decompressing a rows block.
+pub fn read_payload(file: &mut File, entry: &IndexEntry) -> Result<Payload, BlockError> {
+    let format = entry.header.block_format()?;
     file.seek(SeekFrom::Start(entry.payload_offset))?;
     let mut payload = vec![0u8; entry.header.payload_len as usize];
     file.read_exact(&mut payload)?;
@@ -697,6 +918,9 @@ pub fn read_payload(file: &mut File, entry: &IndexEntry) -> Result<Vec<u8>, Bloc
             "block payload at offset {} fails its checksum",
             entry.payload_offset
         )));
+    }
+    if format == BlockFormat::Columns {
+        return Ok(Payload::Columns(payload));
     }
     let raw = zstd::bulk::decompress(&payload, entry.header.raw_len as usize)
         .map_err(|e| BlockError::Invalid(format!("block payload does not decompress: {e}")))?;
@@ -707,7 +931,7 @@ pub fn read_payload(file: &mut File, entry: &IndexEntry) -> Result<Vec<u8>, Bloc
             entry.header.raw_len
         )));
     }
-    Ok(raw)
+    Ok(Payload::Rows(raw))
 }
 
 /// Decodes the events of a decompressed payload: `(timestamp_ms, doc)`.
@@ -837,11 +1061,64 @@ mod tests {
         let len = fs::metadata(&seg).expect("meta").len();
         assert_eq!(read_index(&seg, len), Some(index.clone()));
         let mut file = File::open(&seg).expect("open");
-        let raw = read_payload(&mut file, &index.blocks[0]).expect("payload");
-        let events = decode_events(&raw).expect("decode");
+        let payload = read_payload(&mut file, &index.blocks[0]).expect("payload");
+        assert!(matches!(payload, Payload::Columns(_)), "written as columns");
+        let events = payload.decode_all().expect("decode");
         assert_eq!(events.len(), 100);
         assert_eq!(events[5].0, 5000);
         assert_eq!(events[5].1["User"], "u5");
+    }
+
+    /// A block as versions before column blocks wrote it: no `format` in
+    /// its header, the JSON rows zstd-compressed whole. It is read as it is,
+    /// beside column blocks in the same segment, and an unknown format is
+    /// refused naming the upgrade.
+    #[test]
+    fn rows_blocks_of_older_versions_stay_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seg = dir.path().join(segment_file_name(1));
+        let mut writer = SegmentWriter::create(&seg).expect("create");
+        let docs: Vec<Value> = (0..50)
+            .map(|i| json!({"n": i, "User": format!("u{}", i % 3), "list": [i, "x"]}))
+            .collect();
+        let mut rows = BlockBuilder::with_format(0, BlockFormat::Rows);
+        let mut columns = BlockBuilder::with_format(50, BlockFormat::Columns);
+        for (i, doc) in docs.iter().enumerate() {
+            rows.push(Some(i as i64), doc).expect("push");
+            columns.push(Some(i as i64), doc).expect("push");
+        }
+        let (rows_header, rows_bytes) = rows.finish().expect("finish");
+        let (columns_header, columns_bytes) = columns.finish().expect("finish");
+        // The rows block is byte for byte the old layout: its header has no
+        // format, and the payload is one zstd frame of the event records.
+        let header_len = u32::from_le_bytes(rows_bytes[4..8].try_into().expect("len")) as usize;
+        let header_text = std::str::from_utf8(&rows_bytes[12..12 + header_len]).expect("utf8");
+        assert!(!header_text.contains("format"), "{header_text}");
+        assert!(header_text.starts_with(r#"{"payload_len":"#), "{header_text}");
+        let raw = zstd::decode_all(&rows_bytes[12 + header_len..]).expect("zstd");
+        assert_eq!(decode_events(&raw).expect("records").len(), 50);
+        assert_eq!(rows_header.stats, {
+            let mut s = columns_header.stats.clone();
+            s.first_offset = 0;
+            s
+        });
+        writer.write_block(rows_header, &rows_bytes).expect("write");
+        writer.write_block(columns_header, &columns_bytes).expect("write");
+        let index = writer.seal().expect("seal");
+        let mut file = File::open(&seg).expect("open");
+        let read = |file: &mut File, entry: &IndexEntry| {
+            read_payload(file, entry).expect("payload").decode_all().expect("decode")
+        };
+        let expected: Vec<(i64, Value)> = docs.iter().cloned().enumerate().map(|(i, d)| (i as i64, d)).collect();
+        assert_eq!(read(&mut file, &index.blocks[0]), expected);
+        assert_eq!(read(&mut file, &index.blocks[1]), expected);
+        let reread = read_block_at(&mut file, 0, index.segment_len).expect("block");
+        assert_eq!(reread.header.block_format().expect("format"), BlockFormat::Rows);
+
+        let mut newer = index.blocks[1].clone();
+        newer.header.format = 3;
+        let error = read_payload(&mut file, &newer).expect_err("newer format");
+        assert!(error.to_string().contains("upgrade Quarry"), "{error}");
     }
 
     #[test]

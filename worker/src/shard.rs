@@ -67,11 +67,13 @@ use serde_json::{Map, Value};
 
 use crate::event::{StoredEvent, event_timestamp_ms, format_rfc3339_ms, normalize};
 use crate::ingest::{Malformed, Position, RecordResult};
+use crate::columnar::ColumnBlock;
+use crate::prefilter::{Prefilter, Projection};
 use segment::{
-    BlockBuilder, BlockError, SegmentIndex, SegmentWriter, index_path, list_segments,
+    BlockBuilder, BlockError, Payload, SegmentIndex, SegmentWriter, index_path, list_segments,
     read_block_at, read_index, read_payload, recover_segment, segment_file_name,
 };
-pub use segment::{BlockStats, FieldKnowledge, FieldStats};
+pub use segment::{BlockFormat, BlockStats, FieldKnowledge, FieldStats};
 
 /// File holding a shard's events in the old format ([`FORMAT_JSONL_V1`]).
 pub const EVENTS_FILE: &str = "events.jsonl";
@@ -550,6 +552,53 @@ pub struct ScanFilter<'a> {
     /// Only events at or after this ingest offset (a scheduled run's
     /// watermark); 0: all.
     pub min_offset: u64,
+}
+
+impl ScanFilter<'_> {
+    /// Whether the event at `offset` with `timestamp_ms` is in the scan's
+    /// offset and time range.
+    fn wants(&self, offset: u64, timestamp_ms: i64) -> bool {
+        offset >= self.min_offset
+            && self
+                .time_range
+                .is_none_or(|(start, end)| start <= timestamp_ms && timestamp_ms < end)
+    }
+}
+
+/// Where a [`ShardStore::migrate`] stands, and what it did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrateReport {
+    /// The shard.
+    pub shard: String,
+    /// The format its blocks are now in.
+    pub format: BlockFormat,
+    /// Segments in the shard.
+    pub segments_total: u64,
+    /// Segments handled so far.
+    pub segments_done: u64,
+    /// Segments rewritten (the others were in the format already).
+    pub segments_rewritten: u64,
+    /// Blocks rewritten.
+    pub blocks_rewritten: u64,
+    /// Blocks already in the format, kept as they were.
+    pub blocks_kept: u64,
+    /// Events in the rewritten segments.
+    pub events: u64,
+    /// Segment bytes before.
+    pub bytes_before: u64,
+    /// Segment bytes after.
+    pub bytes_after: u64,
+}
+
+/// One event as a module's scan reads it ([`ShardStore::scan_projected`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectedEvent {
+    /// Its shard offset.
+    pub offset: u64,
+    /// Its timestamp (ms; 0 when untimed).
+    pub timestamp_ms: i64,
+    /// Its values, one per declared field.
+    pub values: Vec<Option<String>>,
 }
 
 impl std::fmt::Debug for ScanFilter<'_> {
@@ -1113,6 +1162,137 @@ impl ShardStore {
         Ok(report)
     }
 
+    /// Rewrites the blocks of shard `name` that are not in `format` (the
+    /// current format, [`BlockFormat::CURRENT`], but for tests), segment by
+    /// segment, keeping every event, offset and block statistic. Appends
+    /// wait meanwhile; run it with no scan in flight (`quarry worker
+    /// migrate` opens the store itself, so the worker must be stopped).
+    ///
+    /// Crash-safe like ingest: a segment is rewritten under a temporary
+    /// name and fsynced, its old index removed, and the new file renamed
+    /// over the old one before its index is written. A crash at any point
+    /// leaves the old segment or the new one, and opening the store rebuilds
+    /// a missing index and removes the temporary file.
+    /// `progress` is called after each segment.
+    ///
+    /// # Errors
+    ///
+    /// [`ShardError::NotFound`]; [`ShardError::Io`] when a file cannot be
+    /// read or written; [`ShardError::Corrupt`] when a block does not hold
+    /// what its header says. Segments migrated before stay migrated.
+    pub fn migrate(
+        &self,
+        name: &str,
+        format: BlockFormat,
+        progress: &mut dyn FnMut(&MigrateReport),
+    ) -> Result<MigrateReport, ShardError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self
+            .read_shards()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.not_found(name))?;
+        let mut report = MigrateReport {
+            shard: name.to_owned(),
+            format,
+            segments_total: state.segments.len() as u64,
+            ..MigrateReport::default()
+        };
+        for seg in &state.segments {
+            let index = self.load_index(name, seg)?;
+            report.bytes_before += index.segment_len;
+            let pending = index
+                .blocks
+                .iter()
+                .filter(|b| b.header.format != format.number())
+                .count();
+            if pending == 0 {
+                report.blocks_kept += index.blocks.len() as u64;
+                report.bytes_after += index.segment_len;
+                report.segments_done += 1;
+                progress(&report);
+                continue;
+            }
+            let rewritten = self.rewrite_segment(name, seg, &index, format)?;
+            report.blocks_rewritten += pending as u64;
+            report.blocks_kept += (index.blocks.len() - pending) as u64;
+            report.events += index.event_count();
+            report.bytes_after += rewritten.segment_len;
+            report.segments_rewritten += 1;
+            report.segments_done += 1;
+            progress(&report);
+        }
+        Ok(report)
+    }
+
+    /// One segment of [`ShardStore::migrate`]; returns its new index.
+    fn rewrite_segment(
+        &self,
+        name: &str,
+        seg: &Path,
+        index: &SegmentIndex,
+        format: BlockFormat,
+    ) -> Result<SegmentIndex, ShardError> {
+        let mut temp = seg.as_os_str().to_owned();
+        temp.push(".migrate.tmp");
+        let temp = PathBuf::from(temp);
+        match fs::remove_file(&temp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &temp)(e)),
+        }
+        let mut file = File::open(seg).map_err(io_err("open", seg))?;
+        let mut writer = SegmentWriter::create(&temp).map_err(io_err("create", &temp))?;
+        for (block_no, entry) in index.blocks.iter().enumerate() {
+            let corrupt = |reason: String| ShardError::Corrupt {
+                shard: name.to_owned(),
+                path: seg.to_path_buf(),
+                line: 0,
+                reason: format!("block {} at offset {}: {reason}", block_no + 1, entry.offset),
+            };
+            let payload = read_payload(&mut file, entry).map_err(|e| match e {
+                BlockError::Io(e) => io_err("read", seg)(e),
+                BlockError::Invalid(reason) => corrupt(reason),
+            })?;
+            let (header, bytes) = if entry.header.format == format.number() {
+                // Already in the format: copied as it is.
+                let mut bytes = vec![0u8; (entry.end() - entry.offset) as usize];
+                use std::io::{Read as _, Seek as _, SeekFrom};
+                file.seek(SeekFrom::Start(entry.offset))
+                    .and_then(|_| file.read_exact(&mut bytes))
+                    .map_err(io_err("read", seg))?;
+                (entry.header.clone(), bytes)
+            } else {
+                let events = payload.decode_all().map_err(|e| corrupt(e.to_string()))?;
+                if events.len() != entry.header.stats.event_count as usize {
+                    return Err(corrupt(format!(
+                        "holds {} events, its header says {}",
+                        events.len(),
+                        entry.header.stats.event_count
+                    )));
+                }
+                segment::reencode_block(entry.header.stats.clone(), events, format)
+                    .map_err(|e| corrupt(format!("cannot be re-encoded: {e}")))?
+            };
+            writer
+                .write_block(header, &bytes)
+                .map_err(io_err("write", &temp))?;
+        }
+        let new_index = writer.finish_unindexed().map_err(io_err("write", &temp))?;
+        let dir = seg.parent().unwrap_or(Path::new("."));
+        let old_index = index_path(seg);
+        match fs::remove_file(&old_index) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &old_index)(e)),
+        }
+        segment::sync_dir(dir).map_err(io_err("sync", dir))?;
+        fs::rename(&temp, seg).map_err(io_err("replace", seg))?;
+        segment::sync_dir(dir).map_err(io_err("sync", dir))?;
+        segment::write_index(seg, &new_index).map_err(io_err("write the index of", seg))?;
+        Ok(new_index)
+    }
+
     /// Streams the events of shard `name` to `f` in batches of up to
     /// `batch_size` (at least 1), in offset order: [`ShardStore::scan_with`]
     /// with only a time range.
@@ -1168,6 +1348,155 @@ impl ShardStore {
         E: From<ShardError>,
         F: FnMut(&[StoredEvent]) -> Result<(), E>,
     {
+        let batch_size = batch_size.max(1);
+        let mut batch: Vec<StoredEvent> = Vec::with_capacity(batch_size.min(65_536));
+        let mut stats = self.scan_blocks(name, filter, |block, payload, stats, corrupt| -> Result<(), E> {
+            let events = payload.decode_all().map_err(|e| corrupt(e.to_string()))?;
+            for (i, (timestamp_ms, doc)) in events.into_iter().enumerate() {
+                stats.events_read += 1;
+                let offset = block.first_offset + i as u64;
+                if !filter.wants(offset, timestamp_ms) {
+                    stats.events_skipped += 1;
+                    continue;
+                }
+                batch.push(StoredEvent {
+                    offset,
+                    timestamp_ms,
+                    doc,
+                });
+                if batch.len() >= batch_size {
+                    stats.events_emitted += batch.len() as u64;
+                    stats.batches += 1;
+                    f(&batch)?;
+                    batch.clear();
+                }
+            }
+            Ok(())
+        })?;
+        if !batch.is_empty() {
+            stats.events_emitted += batch.len() as u64;
+            stats.batches += 1;
+            f(&batch)?;
+        }
+        Ok(stats)
+    }
+
+    /// Streams, block by block, the events of shard `name` that pass
+    /// `prefilter`, each projected onto `projection`'s fields, in offset
+    /// order: what a module's scan reads. `f` gets, per block read, the
+    /// number of its events in range (before the prefilter) and the
+    /// projected events that pass.
+    ///
+    /// In a column block only the columns of the prefilter's clauses are
+    /// decoded for every event in range, strings compared once per
+    /// dictionary value, and the projected columns only for the events that
+    /// pass; nothing is parsed as JSON but nested values. Blocks in the rows
+    /// format (written before column blocks) are decoded whole, as
+    /// [`ShardStore::scan_with`] does. Either way the events and values are
+    /// those of [`Prefilter::matches`] and [`Projection::project`] on the
+    /// whole events.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShardStore::scan_with`].
+    pub fn scan_projected<E, F>(
+        &self,
+        name: &str,
+        filter: &ScanFilter<'_>,
+        prefilter: &Prefilter,
+        projection: &Projection,
+        mut f: F,
+    ) -> Result<ScanStats, E>
+    where
+        E: From<ShardError>,
+        F: FnMut(u64, Vec<ProjectedEvent>) -> Result<(), E>,
+    {
+        self.scan_blocks(name, filter, |block, payload, stats, corrupt| -> Result<(), E> {
+            let mut in_range = 0u64;
+            let mut decoded = u64::from(block.event_count);
+            let events = match payload {
+                Payload::Rows(_) => {
+                    let events = payload.decode_all().map_err(|e| corrupt(e.to_string()))?;
+                    decoded = events.len() as u64;
+                    let mut out = Vec::new();
+                    for (i, (timestamp_ms, doc)) in events.into_iter().enumerate() {
+                        let offset = block.first_offset + i as u64;
+                        if !filter.wants(offset, timestamp_ms) {
+                            continue;
+                        }
+                        in_range += 1;
+                        if prefilter.matches(&doc) {
+                            out.push(ProjectedEvent {
+                                offset,
+                                timestamp_ms,
+                                values: projection.project(&doc),
+                            });
+                        }
+                    }
+                    out
+                }
+                Payload::Columns(bytes) => {
+                    let damaged = |e: BlockError| corrupt(e.to_string());
+                    let columns = ColumnBlock::parse(&bytes).map_err(damaged)?;
+                    if columns.len() != block.event_count as usize {
+                        return Err(corrupt(format!(
+                            "holds {} events, its header says {}",
+                            columns.len(),
+                            block.event_count
+                        ))
+                        .into());
+                    }
+                    let timestamps = columns.timestamps().map_err(damaged)?;
+                    let mut rows: Vec<bool> = timestamps
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &ts)| filter.wants(block.first_offset + i as u64, ts))
+                        .collect();
+                    in_range = rows.iter().filter(|&&r| r).count() as u64;
+                    prefilter
+                        .retain_columns(&columns, &mut rows)
+                        .map_err(damaged)?;
+                    let values = projection
+                        .project_columns(&columns, &rows)
+                        .map_err(damaged)?;
+                    rows.iter()
+                        .enumerate()
+                        .filter(|(_, keep)| **keep)
+                        .zip(values)
+                        .map(|((i, _), values)| ProjectedEvent {
+                            offset: block.first_offset + i as u64,
+                            timestamp_ms: timestamps[i],
+                            values,
+                        })
+                        .collect()
+                }
+            };
+            stats.events_read += decoded;
+            stats.events_skipped += decoded - in_range;
+            stats.events_emitted += events.len() as u64;
+            stats.batches += 1;
+            f(in_range, events)
+        })
+    }
+
+    /// Reads the blocks of shard `name` that `filter` may want, in offset
+    /// order, one in memory at a time, and hands each to `on_block` with
+    /// its statistics, the scan's counters and a maker of corruption errors
+    /// naming the block. Counts blocks read and skipped and bytes read.
+    fn scan_blocks<E>(
+        &self,
+        name: &str,
+        filter: &ScanFilter<'_>,
+        mut on_block: impl FnMut(
+            &BlockStats,
+            Payload,
+            &mut ScanStats,
+            &dyn Fn(String) -> ShardError,
+        ) -> Result<(), E>,
+    ) -> Result<ScanStats, E>
+    where
+        E: From<ShardError>,
+    {
         let state = self
             .read_shards()
             .get(name)
@@ -1185,8 +1514,6 @@ impl ShardStore {
             stats.pruned = true;
             return Ok(stats);
         }
-        let batch_size = batch_size.max(1);
-        let mut batch: Vec<StoredEvent> = Vec::with_capacity(batch_size.min(65_536));
         for seg in &state.segments {
             let mut file = match File::open(seg) {
                 Ok(file) => file,
@@ -1218,51 +1545,23 @@ impl ShardStore {
                         entry.offset
                     ),
                 };
-                let raw = read_payload(&mut file, entry).map_err(|e| match e {
+                let payload = read_payload(&mut file, entry).map_err(|e| match e {
                     BlockError::Io(e) => io_err("read", seg)(e),
                     BlockError::Invalid(reason) => corrupt(reason),
                 })?;
-                let events = segment::decode_events(&raw).map_err(|e| corrupt(e.to_string()))?;
-                drop(raw);
-                if events.len() != block.event_count as usize {
+                stats.blocks_read += 1;
+                stats.bytes_read += u64::from(entry.header.payload_len);
+                let events_before = stats.events_read;
+                on_block(block, payload, &mut stats, &corrupt)?;
+                if stats.events_read - events_before != u64::from(block.event_count) {
                     return Err(corrupt(format!(
                         "holds {} events, its header says {}",
-                        events.len(),
+                        stats.events_read - events_before,
                         block.event_count
                     ))
                     .into());
                 }
-                stats.blocks_read += 1;
-                stats.bytes_read += u64::from(entry.header.payload_len);
-                for (i, (timestamp_ms, doc)) in events.into_iter().enumerate() {
-                    stats.events_read += 1;
-                    let offset = block.first_offset + i as u64;
-                    if offset < min_offset
-                        || time_range.is_some_and(|(start, end)| {
-                            !(start <= timestamp_ms && timestamp_ms < end)
-                        })
-                    {
-                        stats.events_skipped += 1;
-                        continue;
-                    }
-                    batch.push(StoredEvent {
-                        offset,
-                        timestamp_ms,
-                        doc,
-                    });
-                    if batch.len() >= batch_size {
-                        stats.events_emitted += batch.len() as u64;
-                        stats.batches += 1;
-                        f(&batch)?;
-                        batch.clear();
-                    }
-                }
             }
-        }
-        if !batch.is_empty() {
-            stats.events_emitted += batch.len() as u64;
-            stats.batches += 1;
-            f(&batch)?;
         }
         Ok(stats)
     }
@@ -1400,7 +1699,7 @@ impl AppendRun<'_> {
                 Ok(Value::Object(doc)) => {
                     let (ts, doc) = prepare_event(doc, source);
                     self.builder
-                        .push(ts, &doc)
+                        .push_owned(ts, doc)
                         .map_err(io_err("encode an event for", self.dir))?;
                     self.progress.events_pending += 1;
                     if self.builder.is_full() {
