@@ -104,7 +104,11 @@ fn stored_events(store: &quarry_worker::shard::ShardStore, shard: &str) -> Vec<(
     let mut out = Vec::new();
     store
         .scan(shard, None, 1000, |events| {
-            out.extend(events.iter().map(|e| (e.offset, e.timestamp_ms, e.doc.to_string())));
+            out.extend(
+                events
+                    .iter()
+                    .map(|e| (e.offset, e.timestamp_ms, e.doc.to_string())),
+            );
             Ok::<_, quarry_worker::shard::ShardError>(())
         })
         .expect("scan");
@@ -130,18 +134,32 @@ async fn migrate_rewrites_an_old_format_shard_once_the_worker_is_stopped() {
             }))
         });
         store
-            .append("old", std::collections::BTreeMap::new(), records, &mut |_| {})
+            .append(
+                "old",
+                std::collections::BTreeMap::new(),
+                records,
+                &mut |_| {},
+            )
             .expect("append");
-        store.migrate("old", BlockFormat::Rows, &mut |_| {}).expect("as rows");
+        store
+            .migrate("old", BlockFormat::Rows, &mut |_| {})
+            .expect("as rows");
         stored_events(&store, "old")
     };
 
     let worker = worker(&data_dir).await;
-    assert_eq!(stored_events(worker.store(), "old"), original, "a running worker reads it");
+    assert_eq!(
+        stored_events(worker.store(), "old"),
+        original,
+        "a running worker reads it"
+    );
     let refused = quarry(args(&["worker", "migrate", "--data-dir", &data])).await;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "refused: {stderr}");
-    assert!(stderr.contains("stop the worker"), "says what to do: {stderr}");
+    assert!(
+        stderr.contains("stop the worker"),
+        "says what to do: {stderr}"
+    );
     worker.shutdown().await;
 
     let migrated = quarry(args(&["worker", "migrate", "--data-dir", &data])).await;
@@ -153,12 +171,21 @@ async fn migrate_rewrites_an_old_format_shard_once_the_worker_is_stopped() {
         .lines()
         .find(|l| l.starts_with("old "))
         .unwrap_or_else(|| panic!("a row for the shard: {stdout}"));
-    let cells: Vec<u64> = row.split_whitespace().skip(1).map(|c| c.parse().expect("number")).collect();
-    assert!(cells[0] >= 2 && cells[1] == 0 && cells[2] == 20_000, "{row}");
+    let cells: Vec<u64> = row
+        .split_whitespace()
+        .skip(1)
+        .map(|c| c.parse().expect("number"))
+        .collect();
+    assert!(
+        cells[0] >= 2 && cells[1] == 0 && cells[2] == 20_000,
+        "{row}"
+    );
     assert!(cells[4] < cells[3], "smaller: {row}");
 
     let store = ShardStore::open(&data_dir.join("shards")).expect("reopen");
     assert_eq!(stored_events(&store, "old"), original, "nothing lost");
-    let again = store.migrate("old", BlockFormat::CURRENT, &mut |_| {}).expect("probe");
+    let again = store
+        .migrate("old", BlockFormat::CURRENT, &mut |_| {})
+        .expect("probe");
     assert_eq!(again.blocks_rewritten, 0, "every block is columns now");
 }

@@ -71,9 +71,19 @@ pub use crate::shard::ProjectedEvent;
 use crate::shard::{ScanFilter, ScanStats, ShardError, ShardStore};
 
 /// Goal for no-op module rate / host-only rate.
-pub const NOOP_RATIO_GOAL: f64 = 0.80;
+pub const NOOP_RATIO_GOAL: f64 = 0.90;
 /// Goal for rare-match module rate / host-only rate.
 pub const RARE_RATIO_GOAL: f64 = 3.0;
+/// Goal for the host-only decode of every field (issue 18), events/s on one
+/// core of the release build.
+pub const FULL_DECODE_GOAL: f64 = 500_000.0;
+/// Goal for a module reading three fields with no prefilter (issue 18),
+/// events/s on one core of the release build.
+pub const THREE_FIELDS_GOAL: f64 = 2_000_000.0;
+/// Goal for the shard's bytes on disk per event (issue 18).
+pub const BYTES_PER_EVENT_GOAL: f64 = 60.0;
+/// The three fields of the three-field pass.
+pub const THREE_FIELDS: &str = "EventID,Computer,TargetUserName";
 /// Goal for the selective query's rate with pushdown / without.
 pub const QUERY_PUSHDOWN_GOAL: f64 = 3.0;
 /// Goal for the `stats count() by` query's rate / the no-op module's.
@@ -310,8 +320,18 @@ pub struct ScanBenchReport {
     pub blocks: u64,
     /// Highest resident set size during the ingest, when the platform tells.
     pub ingest_peak_rss_bytes: Option<u64>,
-    /// Host-only scan: decode every event, touch one field.
+    /// Host-only scan: every field of every event decoded into the text a
+    /// module would get (the shard's columns, no module).
     pub host: Pass,
+    /// Every event rebuilt whole as a JSON value (what pivots and evidence
+    /// read), one field touched.
+    pub whole_events: Pass,
+    /// The no-op module reading the three fields of [`THREE_FIELDS`], no
+    /// prefilter.
+    pub three_fields: Pass,
+    /// The no-op module with batches through `scan` instead of by column
+    /// (contract 0.2.4's `columnar` turned off).
+    pub noop_by_event: Pass,
     /// The no-op module.
     pub noop: Pass,
     /// The rare-match module.
@@ -348,15 +368,35 @@ impl ScanBenchReport {
                 q.pushdown_ratio >= q.pushdown_goal && q.stats_ratio >= q.stats_goal
             })
             && self.detection.as_ref().is_none_or(DetectionPasses::met)
+            && self.bytes_per_event <= BYTES_PER_EVENT_GOAL
+            && (!self.optimized_build
+                || (self.host.events_per_sec >= FULL_DECODE_GOAL
+                    && self.three_fields.events_per_sec >= THREE_FIELDS_GOAL))
             && self.scan_rss_met().unwrap_or(true)
     }
 
     /// Highest peak RSS of the three scan passes.
     pub fn scan_peak_rss_bytes(&self) -> Option<u64> {
-        [&self.host, &self.noop, &self.rare]
-            .iter()
-            .filter_map(|p| p.peak_rss_bytes)
-            .max()
+        [
+            &self.host,
+            &self.whole_events,
+            &self.noop,
+            &self.noop_by_event,
+            &self.three_fields,
+            &self.rare,
+        ]
+        .iter()
+        .filter_map(|p| p.peak_rss_bytes)
+        .max()
+    }
+
+    /// Absolute rates are goals of the release build only.
+    fn build_note(&self) -> &'static str {
+        if self.optimized_build {
+            ""
+        } else {
+            " (release build)"
+        }
     }
 
     fn scan_rss_met(&self) -> Option<bool> {
@@ -430,7 +470,10 @@ impl fmt::Display for ScanBenchReport {
             )
         };
         line(f, "host-only", &self.host)?;
+        line(f, "whole events", &self.whole_events)?;
         line(f, "no-op module", &self.noop)?;
+        line(f, "no-op, by event", &self.noop_by_event)?;
+        line(f, "three fields", &self.three_fields)?;
         line(f, "rare-match", &self.rare)?;
         writeln!(
             f,
@@ -444,6 +487,34 @@ impl fmt::Display for ScanBenchReport {
             self.noop_ratio,
             self.noop_ratio_goal,
             verdict(self.noop_ratio >= self.noop_ratio_goal)
+        )?;
+        writeln!(
+            f,
+            "  full decode      {:>12.0}   goal >= {:.0} events/s{}: {}",
+            self.host.events_per_sec,
+            FULL_DECODE_GOAL,
+            self.build_note(),
+            verdict(self.host.events_per_sec >= FULL_DECODE_GOAL)
+        )?;
+        writeln!(
+            f,
+            "  three fields     {:>12.0}   goal >= {:.0} events/s{}: {}",
+            self.three_fields.events_per_sec,
+            THREE_FIELDS_GOAL,
+            self.build_note(),
+            verdict(self.three_fields.events_per_sec >= THREE_FIELDS_GOAL)
+        )?;
+        writeln!(
+            f,
+            "  bytes/event      {:>12.1}   goal <= {:.0}: {}",
+            self.bytes_per_event,
+            BYTES_PER_EVENT_GOAL,
+            verdict(self.bytes_per_event <= BYTES_PER_EVENT_GOAL)
+        )?;
+        writeln!(
+            f,
+            "  by column / by event {:>8.2}   (the no-op module: batches by column over batches through `scan`)",
+            self.noop.events_per_sec / self.noop_by_event.events_per_sec.max(f64::MIN_POSITIVE)
         )?;
         writeln!(
             f,
@@ -574,22 +645,36 @@ pub fn scan_bench(
     ));
 
     // Host only.
-    progress("host-only scan (decode every event, touch one field) ...");
-    memory::reset_peak();
-    let started = Instant::now();
-    let stats = host_only_scan(&store, SHARD)?;
-    let host = pass(
-        started.elapsed(),
-        events,
-        stats.events_read,
-        stats.events_emitted,
-        stats.blocks_read,
-        stats.blocks_skipped,
-    );
-    progress(&format!(
-        "  {:.0} events/s ({:.1} s)",
-        host.events_per_sec, host.seconds
-    ));
+    let host_pass = |name: &str,
+                     progress: &mut dyn FnMut(&str),
+                     scan: &dyn Fn() -> Result<ScanStats, ShardError>|
+     -> Result<Pass, WorkerError> {
+        progress(&format!("{name} ..."));
+        memory::reset_peak();
+        let started = Instant::now();
+        let stats = scan()?;
+        let p = pass(
+            started.elapsed(),
+            events,
+            stats.events_read,
+            stats.events_emitted,
+            stats.blocks_read,
+            stats.blocks_skipped,
+        );
+        progress(&format!(
+            "  {:.0} events/s ({:.1} s)",
+            p.events_per_sec, p.seconds
+        ));
+        Ok(p)
+    };
+    let host = host_pass(
+        "host-only scan (every field decoded)",
+        &mut progress,
+        &|| host_decode_every_field(&store, SHARD),
+    )?;
+    let whole_events = host_pass("whole events as JSON values", &mut progress, &|| {
+        host_only_scan(&store, SHARD)
+    })?;
 
     // Modules.
     progress("compiling the no-op and rare-match modules ...");
@@ -636,6 +721,44 @@ pub fn scan_bench(
     let run =
         |module, name: &str, progress: &mut dyn FnMut(&str)| run_with(module, &[], name, progress);
     let (noop, _) = run(&noop_module, "no-op module", &mut progress)?;
+    let three_params = vec![("fields".to_owned(), THREE_FIELDS.to_owned())];
+    let (three_fields, _) = run_with(
+        &noop_module,
+        &three_params,
+        "three-field module",
+        &mut progress,
+    )?;
+    let by_event = Runtime::new(
+        1,
+        RuntimeConfig {
+            max_cpu: TASK_CPU,
+            column_batches: false,
+            ..RuntimeConfig::default()
+        },
+        None,
+    )?;
+    let noop_by_event = {
+        let module = by_event.load(&module_digest(modules.noop), modules.noop)?;
+        progress("no-op module, batches by event ...");
+        let task = TaskInput {
+            params: &[],
+            limits,
+            shard: SHARD,
+            time_range: None,
+            hunt: None,
+        };
+        memory::reset_peak();
+        let started = Instant::now();
+        let output = by_event.run_task(&module, &task, &Default::default(), &store, &cancel)?;
+        pass(
+            started.elapsed(),
+            events,
+            output.events_scanned,
+            output.events_matched,
+            output.blocks_read,
+            output.blocks_skipped,
+        )
+    };
     let (rare, rare_output) = run(&rare_module, "rare-match module", &mut progress)?;
     let rare_matched_by_module = rare_output
         .aggregates
@@ -715,6 +838,9 @@ pub fn scan_bench(
         noop_ratio: ratio(&noop),
         rare_ratio: ratio(&rare),
         host,
+        whole_events,
+        three_fields,
+        noop_by_event,
         noop,
         rare,
         rare_matched_by_module,
@@ -940,6 +1066,38 @@ fn pass(
         blocks_skipped,
         peak_rss_bytes: memory::peak_resident_bytes(),
     }
+}
+
+/// The host-only decode of every field: each event of `shard` projected
+/// onto every field the shard's statistics name (at most
+/// [`crate::shard::MAX_SHARD_FIELDS`]), as a module declaring them all
+/// would get them, with no module.
+///
+/// # Errors
+///
+/// As [`ShardStore::scan_projected`].
+pub fn host_decode_every_field(store: &ShardStore, shard: &str) -> Result<ScanStats, ShardError> {
+    let fields: Vec<String> = store
+        .get(shard)
+        .map(|meta| meta.fields.into_keys().collect())
+        .unwrap_or_default();
+    let projection = Projection::new(&fields);
+    let mut values = 0u64;
+    let stats = store.scan_projected(
+        shard,
+        &ScanFilter::default(),
+        &crate::prefilter::Prefilter::match_all(),
+        &projection,
+        |_, events| -> Result<(), ShardError> {
+            values += events
+                .iter()
+                .map(|e| e.values.iter().flatten().count() as u64)
+                .sum::<u64>();
+            Ok(())
+        },
+    )?;
+    std::hint::black_box(values);
+    Ok(stats)
 }
 
 /// The host-only baseline of a scan benchmark: every event of `shard`

@@ -822,13 +822,14 @@ impl<'a> ColumnBlock<'a> {
         let mut cells = cells.into_iter();
         let mut out = Vec::with_capacity(self.event_count);
         for row in 0..self.event_count {
-            let cell = if has(present, row) {
-                Some(cells.next().ok_or_else(|| {
-                    invalid(format!("column `{name}`: fewer values than rows"))
-                })?)
-            } else {
-                None
-            };
+            let cell =
+                if has(present, row) {
+                    Some(cells.next().ok_or_else(|| {
+                        invalid(format!("column `{name}`: fewer values than rows"))
+                    })?)
+                } else {
+                    None
+                };
             if selected(row) {
                 out.push(match cell {
                     Some(cell) => convert(cell)?,

@@ -155,7 +155,11 @@ impl Prefilter {
     ///
     /// # Errors
     /// [`BlockError::Invalid`] when a column is damaged.
-    pub fn retain_columns(&self, block: &ColumnBlock<'_>, rows: &mut [bool]) -> Result<(), BlockError> {
+    pub fn retain_columns(
+        &self,
+        block: &ColumnBlock<'_>,
+        rows: &mut [bool],
+    ) -> Result<(), BlockError> {
         for clause in &self.clauses {
             if !rows.contains(&true) {
                 return Ok(());
@@ -202,7 +206,12 @@ impl CompiledClause {
     }
 
     /// Sets `hits[row]` for each event `rows` selects whose value passes.
-    fn mark(&self, block: &ColumnBlock<'_>, rows: &[bool], hits: &mut [bool]) -> Result<(), BlockError> {
+    fn mark(
+        &self,
+        block: &ColumnBlock<'_>,
+        rows: &[bool],
+        hits: &mut [bool],
+    ) -> Result<(), BlockError> {
         // Per dictionary code: 0 not decided yet, 1 fails, 2 passes.
         let mut decided: Vec<u8> = Vec::new();
         block.for_each_found(&self.field, rows, |row, found, code| {
@@ -229,7 +238,10 @@ impl CompiledClause {
         match found {
             Found::Text(text) => match self.op {
                 MatchOp::Exists => !text.is_empty(),
-                MatchOp::Regex => self.regex.as_ref().is_some_and(|regex| regex.is_match(text)),
+                MatchOp::Regex => self
+                    .regex
+                    .as_ref()
+                    .is_some_and(|regex| regex.is_match(text)),
                 op => text_matches(op, text, &self.needles),
             },
             Found::Value(value) if self.op == MatchOp::Exists => is_present(value),

@@ -119,6 +119,15 @@ const PLANNER_INTERFACE: &str = "quarry:hunt/planner@0.2.2";
 /// The optional export through which a module lets the host run another
 /// task of the same hunt on its instance (contract 0.2.3).
 const REUSE_INTERFACE: &str = "quarry:hunt/reuse@0.2.3";
+/// The optional export through which a module takes its batches by column
+/// (contract 0.2.4): a few copies into guest memory per batch instead of
+/// an allocation per value.
+const COLUMNAR_INTERFACE: &str = "quarry:hunt/columnar@0.2.4";
+/// `columnar.scan-columns`.
+type ScanColumnsFn =
+    wasmtime::component::TypedFunc<(wit::EventColumns,), (Result<Vec<wit::Finding>, String>,)>;
+/// Marks an absent value in [`wit::EventColumns::lengths`].
+const ABSENT_VALUE: u32 = u32::MAX;
 /// How long an instance kept for its hunt's next task waits for it before
 /// it is dropped. A hunt's tasks on one worker follow each other within
 /// milliseconds while it has shards left there.
@@ -157,6 +166,10 @@ pub struct RuntimeConfig {
     /// Compiled modules kept loaded in memory (about their code size); the
     /// least recently used are dropped beyond it and reloaded when needed.
     pub max_loaded_module_bytes: u64,
+    /// Hand batches by column to modules that export `columnar` (contract
+    /// 0.2.4); `false` uses `scan` for every module (to measure the
+    /// difference: the events a module sees are the same).
+    pub column_batches: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -167,6 +180,7 @@ impl Default for RuntimeConfig {
             max_findings: 100_000,
             max_output_bytes: 64 * 1024 * 1024,
             max_loaded_module_bytes: 512 * 1024 * 1024,
+            column_batches: true,
         }
     }
 }
@@ -400,6 +414,8 @@ pub struct LoadedModule {
     planner: Option<ComponentExportIndex>,
     /// Its `reuse.reset` export, if it has one.
     reuse: Option<ComponentExportIndex>,
+    /// Its `columnar.scan-columns` export, if it has one.
+    columnar: Option<ComponentExportIndex>,
 }
 
 impl LoadedModule {
@@ -494,6 +510,9 @@ pub struct TaskOutput {
     /// The task ran on an instance an earlier task of its hunt had used
     /// (see [`TaskInput::hunt`]).
     pub reused_instance: bool,
+    /// The batches went to the module by column (`columnar.scan-columns`,
+    /// contract 0.2.4) rather than through `scan`.
+    pub batches_by_column: bool,
 }
 
 /// Per-task host state.
@@ -1212,11 +1231,15 @@ impl Runtime {
         let reuse = component
             .get_export_index(None, REUSE_INTERFACE)
             .and_then(|interface| component.get_export_index(Some(&interface), "reset"));
+        let columnar = component
+            .get_export_index(None, COLUMNAR_INTERFACE)
+            .and_then(|interface| component.get_export_index(Some(&interface), "scan-columns"));
         let module = Arc::new(LoadedModule {
             digest: digest.clone(),
             uses_history,
             planner,
             reuse,
+            columnar,
             pre,
             projection: Projection::new(&description.fields),
             description,
@@ -1371,6 +1394,23 @@ impl Runtime {
         let hunt = Hunt::new(&mut *store, &instance)
             .map_err(|e| explain(Call::Instantiate, e, store, &limits))?;
         let exports = hunt.quarry_hunt_module();
+        let columnar = module.columnar.filter(|_| self.config.column_batches);
+        let scan_columns: Option<ScanColumnsFn> = match columnar {
+            Some(index) => Some(instance.get_typed_func(&mut *store, index).map_err(|e| {
+                TaskFailure::InvalidModule {
+                    digest: module.digest.clone(),
+                    detail: format!(
+                        "invalid module: its scan-columns has the wrong signature for \
+                         {COLUMNAR_INTERFACE}: {e:#}"
+                    ),
+                }
+            })?),
+            None => None,
+        };
+        let guest_scan = GuestScan {
+            exports,
+            columns: scan_columns.as_ref(),
+        };
         store.data_mut().intel = intel;
         store.data_mut().baseline = incremental.baseline.clone();
         budget.arm(store, Call::Init)?;
@@ -1430,7 +1470,7 @@ impl Runtime {
                     if batch.len() >= BATCH_SIZE {
                         output.events_matched += batch.len() as u64;
                         let found = scan(
-                            exports,
+                            &guest_scan,
                             &mut *store,
                             &batch,
                             &mut budget,
@@ -1452,7 +1492,7 @@ impl Runtime {
         if !batch.is_empty() {
             output.events_matched += batch.len() as u64;
             let found = scan(
-                exports,
+                &guest_scan,
                 &mut *store,
                 &batch,
                 &mut budget,
@@ -1488,6 +1528,7 @@ impl Runtime {
             ));
         }
         output.reused_instance = reused_instance;
+        output.batches_by_column = scan_columns.is_some();
         if let (Some(hunt_id), Some(reset)) = (hunt_id, module.reuse)
             && reset_for_reuse(&instance, reset, store, &mut budget)
         {
@@ -1692,17 +1733,59 @@ fn aggregate_elements(aggregate: &wit::Aggregate) -> usize {
     }
 }
 
+/// How a task hands batches to its module: `module.scan`, or
+/// `columnar.scan-columns` when the module exports it.
+struct GuestScan<'a> {
+    exports: &'a guest::Guest,
+    columns: Option<&'a ScanColumnsFn>,
+}
+
+/// `batch` by column (contract 0.2.4's `event-columns`): field by field,
+/// event by event, each value's length and its text.
+fn to_columns(batch: &[wit::Event]) -> wit::EventColumns {
+    let fields = batch.first().map_or(0, |e| e.values.len());
+    let bytes: usize = batch
+        .iter()
+        .flat_map(|e| e.values.iter().flatten())
+        .map(String::len)
+        .sum();
+    let mut lengths = Vec::with_capacity(batch.len() * fields);
+    let mut text = String::with_capacity(bytes);
+    for field in 0..fields {
+        for event in batch {
+            match event.values.get(field).and_then(Option::as_deref) {
+                Some(value) => {
+                    // Values are far below 4 GiB (a task's memory bounds them).
+                    lengths.push(u32::try_from(value.len()).unwrap_or(ABSENT_VALUE - 1));
+                    text.push_str(value);
+                }
+                None => lengths.push(ABSENT_VALUE),
+            }
+        }
+    }
+    wit::EventColumns {
+        timestamps: batch.iter().map(|e| e.timestamp_ms).collect(),
+        offsets: batch.iter().map(|e| e.offset).collect(),
+        lengths,
+        text,
+    }
+}
+
 fn scan(
-    exports: &guest::Guest,
+    guest_scan: &GuestScan<'_>,
     store: &mut Store<TaskData>,
     batch: &[wit::Event],
     budget: &mut Guest,
     limits: &TaskLimits,
     result_bound: usize,
 ) -> Result<Vec<wit::Finding>, TaskFailure> {
+    let columns = guest_scan.columns.map(|_| to_columns(batch));
     budget.arm(store, Call::Scan)?;
     store.data_mut().result_bound = result_bound;
-    let result = exports.call_scan(&mut *store, batch);
+    let result = match (guest_scan.columns, columns) {
+        (Some(func), Some(columns)) => func.call(&mut *store, (columns,)).map(|(r,)| r),
+        _ => guest_scan.exports.call_scan(&mut *store, batch),
+    };
     budget.spent();
     match result {
         Ok(Ok(findings)) => Ok(findings),

@@ -40,8 +40,10 @@ use crate::prefilter::{Clause, MatchOp};
 pub const BLOCK_MAGIC: [u8; 4] = *b"QBK1";
 /// Most events in one block.
 pub const BLOCK_MAX_EVENTS: usize = 4096;
-/// A block is closed once its uncompressed events reach this size.
-pub const BLOCK_MAX_BYTES: usize = 1 << 20;
+/// A block is closed once its events reach this size as JSON. Column
+/// blocks compress better and carry their statistics header once for more
+/// events when big; a scan holds one block at a time.
+pub const BLOCK_MAX_BYTES: usize = 4 << 20;
 /// A segment is sealed and a new one started past this size on disk.
 pub const SEGMENT_MAX_BYTES: u64 = 64 << 20;
 /// Fields with at most this many distinct values in a block keep the values.
@@ -669,11 +671,16 @@ impl SegmentWriter {
     }
 }
 
-/// Writes the index of segment `seg` atomically (temp, fsync, rename, dir fsync).
+/// The first bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Writes the index of segment `seg` atomically (temp, fsync, rename, dir
+/// fsync), zstd-compressed: it repeats every block header, statistics
+/// included, and is read once per scan of the segment.
 pub fn write_index(seg: &Path, index: &SegmentIndex) -> io::Result<()> {
     let path = index_path(seg);
-    let bytes = serde_json::to_vec(index)?;
-    write_atomic(&path, &bytes)
+    let json = serde_json::to_vec(index)?;
+    write_atomic(&path, &zstd::bulk::compress(&json, ZSTD_LEVEL)?)
 }
 
 /// Options that create a file readable and writable by its owner only (0600,
@@ -748,7 +755,18 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// the segment's length.
 pub fn read_index(seg: &Path, segment_len: u64) -> Option<SegmentIndex> {
     let bytes = fs::read(index_path(seg)).ok()?;
-    let index: SegmentIndex = serde_json::from_slice(&bytes).ok()?;
+    // Written zstd-compressed since column blocks; plain JSON before.
+    let index: SegmentIndex = if bytes.starts_with(&ZSTD_MAGIC) {
+        let mut json = Vec::new();
+        zstd::stream::read::Decoder::new(bytes.as_slice())
+            .ok()?
+            .take(u64::from(MAX_HEADER_BYTES))
+            .read_to_end(&mut json)
+            .ok()?;
+        serde_json::from_slice(&json).ok()?
+    } else {
+        serde_json::from_slice(&bytes).ok()?
+    };
     (index.segment_len == segment_len && index.blocks.last().is_none_or(|b| b.end() == segment_len))
         .then_some(index)
 }
@@ -1094,7 +1112,10 @@ mod tests {
         let header_len = u32::from_le_bytes(rows_bytes[4..8].try_into().expect("len")) as usize;
         let header_text = std::str::from_utf8(&rows_bytes[12..12 + header_len]).expect("utf8");
         assert!(!header_text.contains("format"), "{header_text}");
-        assert!(header_text.starts_with(r#"{"payload_len":"#), "{header_text}");
+        assert!(
+            header_text.starts_with(r#"{"payload_len":"#),
+            "{header_text}"
+        );
         let raw = zstd::decode_all(&rows_bytes[12 + header_len..]).expect("zstd");
         assert_eq!(decode_events(&raw).expect("records").len(), 50);
         assert_eq!(rows_header.stats, {
@@ -1103,17 +1124,30 @@ mod tests {
             s
         });
         writer.write_block(rows_header, &rows_bytes).expect("write");
-        writer.write_block(columns_header, &columns_bytes).expect("write");
+        writer
+            .write_block(columns_header, &columns_bytes)
+            .expect("write");
         let index = writer.seal().expect("seal");
         let mut file = File::open(&seg).expect("open");
         let read = |file: &mut File, entry: &IndexEntry| {
-            read_payload(file, entry).expect("payload").decode_all().expect("decode")
+            read_payload(file, entry)
+                .expect("payload")
+                .decode_all()
+                .expect("decode")
         };
-        let expected: Vec<(i64, Value)> = docs.iter().cloned().enumerate().map(|(i, d)| (i as i64, d)).collect();
+        let expected: Vec<(i64, Value)> = docs
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, d)| (i as i64, d))
+            .collect();
         assert_eq!(read(&mut file, &index.blocks[0]), expected);
         assert_eq!(read(&mut file, &index.blocks[1]), expected);
         let reread = read_block_at(&mut file, 0, index.segment_len).expect("block");
-        assert_eq!(reread.header.block_format().expect("format"), BlockFormat::Rows);
+        assert_eq!(
+            reread.header.block_format().expect("format"),
+            BlockFormat::Rows
+        );
 
         let mut newer = index.blocks[1].clone();
         newer.header.format = 3;

@@ -65,9 +65,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::columnar::ColumnBlock;
 use crate::event::{StoredEvent, event_timestamp_ms, format_rfc3339_ms, normalize};
 use crate::ingest::{Malformed, Position, RecordResult};
-use crate::columnar::ColumnBlock;
 use crate::prefilter::{Prefilter, Projection};
 use segment::{
     BlockBuilder, BlockError, Payload, SegmentIndex, SegmentWriter, index_path, list_segments,
@@ -1248,7 +1248,11 @@ impl ShardStore {
                 shard: name.to_owned(),
                 path: seg.to_path_buf(),
                 line: 0,
-                reason: format!("block {} at offset {}: {reason}", block_no + 1, entry.offset),
+                reason: format!(
+                    "block {} at offset {}: {reason}",
+                    block_no + 1,
+                    entry.offset
+                ),
             };
             let payload = read_payload(&mut file, entry).map_err(|e| match e {
                 BlockError::Io(e) => io_err("read", seg)(e),
@@ -1350,29 +1354,33 @@ impl ShardStore {
     {
         let batch_size = batch_size.max(1);
         let mut batch: Vec<StoredEvent> = Vec::with_capacity(batch_size.min(65_536));
-        let mut stats = self.scan_blocks(name, filter, |block, payload, stats, corrupt| -> Result<(), E> {
-            let events = payload.decode_all().map_err(|e| corrupt(e.to_string()))?;
-            for (i, (timestamp_ms, doc)) in events.into_iter().enumerate() {
-                stats.events_read += 1;
-                let offset = block.first_offset + i as u64;
-                if !filter.wants(offset, timestamp_ms) {
-                    stats.events_skipped += 1;
-                    continue;
+        let mut stats = self.scan_blocks(
+            name,
+            filter,
+            |block, payload, stats, corrupt| -> Result<(), E> {
+                let events = payload.decode_all().map_err(|e| corrupt(e.to_string()))?;
+                for (i, (timestamp_ms, doc)) in events.into_iter().enumerate() {
+                    stats.events_read += 1;
+                    let offset = block.first_offset + i as u64;
+                    if !filter.wants(offset, timestamp_ms) {
+                        stats.events_skipped += 1;
+                        continue;
+                    }
+                    batch.push(StoredEvent {
+                        offset,
+                        timestamp_ms,
+                        doc,
+                    });
+                    if batch.len() >= batch_size {
+                        stats.events_emitted += batch.len() as u64;
+                        stats.batches += 1;
+                        f(&batch)?;
+                        batch.clear();
+                    }
                 }
-                batch.push(StoredEvent {
-                    offset,
-                    timestamp_ms,
-                    doc,
-                });
-                if batch.len() >= batch_size {
-                    stats.events_emitted += batch.len() as u64;
-                    stats.batches += 1;
-                    f(&batch)?;
-                    batch.clear();
-                }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         if !batch.is_empty() {
             stats.events_emitted += batch.len() as u64;
             stats.batches += 1;
@@ -1411,72 +1419,76 @@ impl ShardStore {
         E: From<ShardError>,
         F: FnMut(u64, Vec<ProjectedEvent>) -> Result<(), E>,
     {
-        self.scan_blocks(name, filter, |block, payload, stats, corrupt| -> Result<(), E> {
-            let mut in_range = 0u64;
-            let mut decoded = u64::from(block.event_count);
-            let events = match payload {
-                Payload::Rows(_) => {
-                    let events = payload.decode_all().map_err(|e| corrupt(e.to_string()))?;
-                    decoded = events.len() as u64;
-                    let mut out = Vec::new();
-                    for (i, (timestamp_ms, doc)) in events.into_iter().enumerate() {
-                        let offset = block.first_offset + i as u64;
-                        if !filter.wants(offset, timestamp_ms) {
-                            continue;
+        self.scan_blocks(
+            name,
+            filter,
+            |block, payload, stats, corrupt| -> Result<(), E> {
+                let mut in_range = 0u64;
+                let mut decoded = u64::from(block.event_count);
+                let events = match payload {
+                    Payload::Rows(_) => {
+                        let events = payload.decode_all().map_err(|e| corrupt(e.to_string()))?;
+                        decoded = events.len() as u64;
+                        let mut out = Vec::new();
+                        for (i, (timestamp_ms, doc)) in events.into_iter().enumerate() {
+                            let offset = block.first_offset + i as u64;
+                            if !filter.wants(offset, timestamp_ms) {
+                                continue;
+                            }
+                            in_range += 1;
+                            if prefilter.matches(&doc) {
+                                out.push(ProjectedEvent {
+                                    offset,
+                                    timestamp_ms,
+                                    values: projection.project(&doc),
+                                });
+                            }
                         }
-                        in_range += 1;
-                        if prefilter.matches(&doc) {
-                            out.push(ProjectedEvent {
-                                offset,
-                                timestamp_ms,
-                                values: projection.project(&doc),
-                            });
+                        out
+                    }
+                    Payload::Columns(bytes) => {
+                        let damaged = |e: BlockError| corrupt(e.to_string());
+                        let columns = ColumnBlock::parse(&bytes).map_err(damaged)?;
+                        if columns.len() != block.event_count as usize {
+                            return Err(corrupt(format!(
+                                "holds {} events, its header says {}",
+                                columns.len(),
+                                block.event_count
+                            ))
+                            .into());
                         }
+                        let timestamps = columns.timestamps().map_err(damaged)?;
+                        let mut rows: Vec<bool> = timestamps
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &ts)| filter.wants(block.first_offset + i as u64, ts))
+                            .collect();
+                        in_range = rows.iter().filter(|&&r| r).count() as u64;
+                        prefilter
+                            .retain_columns(&columns, &mut rows)
+                            .map_err(damaged)?;
+                        let values = projection
+                            .project_columns(&columns, &rows)
+                            .map_err(damaged)?;
+                        rows.iter()
+                            .enumerate()
+                            .filter(|(_, keep)| **keep)
+                            .zip(values)
+                            .map(|((i, _), values)| ProjectedEvent {
+                                offset: block.first_offset + i as u64,
+                                timestamp_ms: timestamps[i],
+                                values,
+                            })
+                            .collect()
                     }
-                    out
-                }
-                Payload::Columns(bytes) => {
-                    let damaged = |e: BlockError| corrupt(e.to_string());
-                    let columns = ColumnBlock::parse(&bytes).map_err(damaged)?;
-                    if columns.len() != block.event_count as usize {
-                        return Err(corrupt(format!(
-                            "holds {} events, its header says {}",
-                            columns.len(),
-                            block.event_count
-                        ))
-                        .into());
-                    }
-                    let timestamps = columns.timestamps().map_err(damaged)?;
-                    let mut rows: Vec<bool> = timestamps
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &ts)| filter.wants(block.first_offset + i as u64, ts))
-                        .collect();
-                    in_range = rows.iter().filter(|&&r| r).count() as u64;
-                    prefilter
-                        .retain_columns(&columns, &mut rows)
-                        .map_err(damaged)?;
-                    let values = projection
-                        .project_columns(&columns, &rows)
-                        .map_err(damaged)?;
-                    rows.iter()
-                        .enumerate()
-                        .filter(|(_, keep)| **keep)
-                        .zip(values)
-                        .map(|((i, _), values)| ProjectedEvent {
-                            offset: block.first_offset + i as u64,
-                            timestamp_ms: timestamps[i],
-                            values,
-                        })
-                        .collect()
-                }
-            };
-            stats.events_read += decoded;
-            stats.events_skipped += decoded - in_range;
-            stats.events_emitted += events.len() as u64;
-            stats.batches += 1;
-            f(in_range, events)
-        })
+                };
+                stats.events_read += decoded;
+                stats.events_skipped += decoded - in_range;
+                stats.events_emitted += events.len() as u64;
+                stats.batches += 1;
+                f(in_range, events)
+            },
+        )
     }
 
     /// Reads the blocks of shard `name` that `filter` may want, in offset

@@ -43,15 +43,27 @@ fn synthetic(n: u64) -> Vec<Value> {
                     map.insert("CommandLine".into(), json!(format!("cmd /c echo {i}")));
                 }
                 1 => {
-                    map.insert("answers".into(), json!(["10.0.0.1", format!("host{i}.corp")]));
+                    map.insert(
+                        "answers".into(),
+                        json!(["10.0.0.1", format!("host{i}.corp")]),
+                    );
                     map.insert("TTLs".into(), json!([60, 3600.5]));
                 }
                 2 => {
-                    map.insert("userIdentity".into(), json!({"userName": users[(i % 5) as usize], "type": "IAMUser"}));
-                    map.insert("id.orig_h".into(), json!(format!("10.1.{}.{}", i % 3, i % 250)));
+                    map.insert(
+                        "userIdentity".into(),
+                        json!({"userName": users[(i % 5) as usize], "type": "IAMUser"}),
+                    );
+                    map.insert(
+                        "id.orig_h".into(),
+                        json!(format!("10.1.{}.{}", i % 3, i % 250)),
+                    );
                 }
                 3 => {
-                    map.insert("Event".into(), json!({"EventData": {"LogonType": (i % 11).to_string()}}));
+                    map.insert(
+                        "Event".into(),
+                        json!({"EventData": {"LogonType": (i % 11).to_string()}}),
+                    );
                     map.insert("LogonType".into(), Value::Null);
                 }
                 4 => {
@@ -101,23 +113,77 @@ fn prefilters() -> Vec<(&'static str, Prefilter)> {
     let one = |c: Clause| Prefilter::compile(vec![c]).expect("compile");
     vec![
         ("none", Prefilter::match_all()),
-        ("equals int", one(clause("EventID", MatchOp::Equals, &["4625", "1"]))),
-        ("equals text", one(clause("TargetUserName", MatchOp::Equals, &["bob", "ADMINISTRATOR"]))),
-        ("contains", one(clause("Image", MatchOp::Contains, &["powershell", "\\TEMP\\"]))),
-        ("starts", one(clause("Computer", MatchOp::StartsWith, &["host0"]))),
-        ("ends", one(clause("CommandLine", MatchOp::EndsWith, &["7"]))),
+        (
+            "equals int",
+            one(clause("EventID", MatchOp::Equals, &["4625", "1"])),
+        ),
+        (
+            "equals text",
+            one(clause(
+                "TargetUserName",
+                MatchOp::Equals,
+                &["bob", "ADMINISTRATOR"],
+            )),
+        ),
+        (
+            "contains",
+            one(clause(
+                "Image",
+                MatchOp::Contains,
+                &["powershell", "\\TEMP\\"],
+            )),
+        ),
+        (
+            "starts",
+            one(clause("Computer", MatchOp::StartsWith, &["host0"])),
+        ),
+        (
+            "ends",
+            one(clause("CommandLine", MatchOp::EndsWith, &["7"])),
+        ),
         ("exists empty", one(clause("Image", MatchOp::Exists, &[]))),
-        ("exists nested", one(clause("empty_list", MatchOp::Exists, &[]))),
-        ("regex", one(clause("CommandLine", MatchOp::Regex, &[r"echo \d*3$"]))),
-        ("array", one(clause("answers", MatchOp::EndsWith, &[".corp"]))),
-        ("float array", one(clause("TTLs", MatchOp::Equals, &["3600.5"]))),
-        ("dotted", one(clause("userIdentity.userName", MatchOp::Equals, &["alice"]))),
-        ("dotted name", one(clause("id.orig_h", MatchOp::StartsWith, &["10.1.2."]))),
-        ("evtx", one(clause("Event.EventData.LogonType", MatchOp::Equals, &["3", "10"]))),
+        (
+            "exists nested",
+            one(clause("empty_list", MatchOp::Exists, &[])),
+        ),
+        (
+            "regex",
+            one(clause("CommandLine", MatchOp::Regex, &[r"echo \d*3$"])),
+        ),
+        (
+            "array",
+            one(clause("answers", MatchOp::EndsWith, &[".corp"])),
+        ),
+        (
+            "float array",
+            one(clause("TTLs", MatchOp::Equals, &["3600.5"])),
+        ),
+        (
+            "dotted",
+            one(clause("userIdentity.userName", MatchOp::Equals, &["alice"])),
+        ),
+        (
+            "dotted name",
+            one(clause("id.orig_h", MatchOp::StartsWith, &["10.1.2."])),
+        ),
+        (
+            "evtx",
+            one(clause(
+                "Event.EventData.LogonType",
+                MatchOp::Equals,
+                &["3", "10"],
+            )),
+        ),
         ("null", one(clause("LogonType", MatchOp::Exists, &[]))),
         ("bool", one(clause("ok", MatchOp::Equals, &["TRUE"]))),
-        ("u64", one(clause("big", MatchOp::StartsWith, &["1844674407370955"]))),
-        ("mordor", one(clause("Channel", MatchOp::Contains, &["sysmon"]))),
+        (
+            "u64",
+            one(clause("big", MatchOp::StartsWith, &["1844674407370955"])),
+        ),
+        (
+            "mordor",
+            one(clause("Channel", MatchOp::Contains, &["sysmon"])),
+        ),
         (
             "and with groups",
             Prefilter::compile_with_groups(
@@ -206,7 +272,9 @@ fn projected(
 fn block_formats(store: &ShardStore) -> MigrateReport {
     // Migrating to the current format changes nothing on a shard in it,
     // and says how many blocks were not.
-    let mut probe = store.migrate(SHARD, BlockFormat::Columns, &mut |_| {}).expect("probe");
+    let mut probe = store
+        .migrate(SHARD, BlockFormat::Columns, &mut |_| {})
+        .expect("probe");
     probe.segments_done = 0;
     probe
 }
@@ -249,7 +317,10 @@ fn assert_scans_agree(store: &ShardStore, what: &str) {
             }
         }
     }
-    assert!(matched_any >= 30, "{what}: prefilters select something ({matched_any})");
+    assert!(
+        matched_any >= 30,
+        "{what}: prefilters select something ({matched_any})"
+    );
 }
 
 #[test]
@@ -261,7 +332,9 @@ fn projected_scans_equal_whole_event_scans_on_both_formats() {
     assert!(formats.blocks_kept >= 3, "{formats:?}");
     assert_scans_agree(&store, "column blocks");
 
-    let report = store.migrate(SHARD, BlockFormat::Rows, &mut |_| {}).expect("to rows");
+    let report = store
+        .migrate(SHARD, BlockFormat::Rows, &mut |_| {})
+        .expect("to rows");
     assert_eq!(report.blocks_rewritten, formats.blocks_kept);
     assert_scans_agree(&store, "rows blocks");
 }
@@ -284,7 +357,12 @@ fn whole_events(store: &ShardStore) -> Vec<(u64, i64, String)> {
 /// Equal event lists, or a panic naming the first difference (not both lists).
 #[track_caller]
 fn assert_same(got: &[(u64, i64, String)], expected: &[(u64, i64, String)], what: &str) {
-    if let Some((i, (g, e))) = got.iter().zip(expected).enumerate().find(|(_, (g, e))| g != e) {
+    if let Some((i, (g, e))) = got
+        .iter()
+        .zip(expected)
+        .enumerate()
+        .find(|(_, (g, e))| g != e)
+    {
         panic!("{what}: event {i} differs:\n got      {g:?}\n expected {e:?}");
     }
     assert_eq!(got.len(), expected.len(), "{what}: event count");
@@ -311,18 +389,33 @@ fn migrate_rewrites_an_old_shard_as_columns_and_loses_nothing() {
     {
         let store = store_with_events(dir.path());
         original = whole_events(&store);
-        store.migrate(SHARD, BlockFormat::Rows, &mut |_| {}).expect("to rows");
+        store
+            .migrate(SHARD, BlockFormat::Rows, &mut |_| {})
+            .expect("to rows");
         meta = store.get(SHARD).expect("meta");
     }
     let store = ShardStore::open(dir.path()).expect("reopen");
-    assert_same(&whole_events(&store), &original, "the old format reads back");
+    assert_same(
+        &whole_events(&store),
+        &original,
+        "the old format reads back",
+    );
     let mut seen = Vec::new();
     let report = store
-        .migrate(SHARD, BlockFormat::CURRENT, &mut |p| seen.push(p.segments_done))
+        .migrate(SHARD, BlockFormat::CURRENT, &mut |p| {
+            seen.push(p.segments_done)
+        })
         .expect("migrate");
-    assert!(report.blocks_rewritten >= 3 && report.blocks_kept == 0, "{report:?}");
+    assert!(
+        report.blocks_rewritten >= 3 && report.blocks_kept == 0,
+        "{report:?}"
+    );
     assert_eq!(report.events, meta.event_count);
-    assert_eq!(seen, (1..=report.segments_total).collect::<Vec<_>>(), "progress per segment");
+    assert_eq!(
+        seen,
+        (1..=report.segments_total).collect::<Vec<_>>(),
+        "progress per segment"
+    );
     assert!(
         report.bytes_after < report.bytes_before,
         "columns are smaller: {report:?}"
@@ -331,13 +424,21 @@ fn migrate_rewrites_an_old_shard_as_columns_and_loses_nothing() {
     drop(store);
     let store = ShardStore::open(dir.path()).expect("reopen");
     assert_same(&whole_events(&store), &original, "after");
-    assert_eq!(store.get(SHARD).expect("meta"), meta, "statistics unchanged");
+    assert_eq!(
+        store.get(SHARD).expect("meta"),
+        meta,
+        "statistics unchanged"
+    );
     assert!(store.recovered().is_empty());
-    let again = store.migrate(SHARD, BlockFormat::CURRENT, &mut |_| {}).expect("again");
+    let again = store
+        .migrate(SHARD, BlockFormat::CURRENT, &mut |_| {})
+        .expect("again");
     assert_eq!((again.blocks_rewritten, again.segments_rewritten), (0, 0));
     assert_eq!(again.bytes_after, report.bytes_after);
     assert!(
-        !shard_dir_files(dir.path()).iter().any(|f| f.ends_with(".tmp")),
+        !shard_dir_files(dir.path())
+            .iter()
+            .any(|f| f.ends_with(".tmp")),
         "{:?}",
         shard_dir_files(dir.path())
     );
@@ -355,7 +456,9 @@ fn a_migration_cut_short_at_any_step_loses_nothing() {
     {
         let store = store_with_events(dir.path());
         original = whole_events(&store);
-        store.migrate(SHARD, BlockFormat::Rows, &mut |_| {}).expect("to rows");
+        store
+            .migrate(SHARD, BlockFormat::Rows, &mut |_| {})
+            .expect("to rows");
         seg = dir.path().join(SHARD).join("seg-00000001.qseg");
         assert!(seg.exists());
     }
@@ -370,17 +473,25 @@ fn a_migration_cut_short_at_any_step_loses_nothing() {
         let store = ShardStore::open(dir.path()).expect("reopen");
         assert_same(&whole_events(&store), &original, "after");
         assert!(
-            !shard_dir_files(dir.path()).iter().any(|f| f.ends_with(".tmp")),
+            !shard_dir_files(dir.path())
+                .iter()
+                .any(|f| f.ends_with(".tmp")),
             "the temporary file is removed on open"
         );
         // Crash after the rename, before the index: migrate, then drop the
         // new index.
-        store.migrate(SHARD, BlockFormat::CURRENT, &mut |_| {}).expect("migrate");
+        store
+            .migrate(SHARD, BlockFormat::CURRENT, &mut |_| {})
+            .expect("migrate");
     }
     fs::remove_file(seg.with_extension("qidx")).expect("remove index");
     let store = ShardStore::open(dir.path()).expect("reopen");
     assert_same(&whole_events(&store), &original, "after");
-    assert!(store.recovered().is_empty(), "nothing cut: {:?}", store.recovered());
+    assert!(
+        store.recovered().is_empty(),
+        "nothing cut: {:?}",
+        store.recovered()
+    );
     assert_eq!(block_formats(&store).blocks_rewritten, 0, "all columns");
 }
 

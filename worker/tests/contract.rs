@@ -518,3 +518,93 @@ fn limits() -> TaskLimits {
         max_output_bytes: 1024 * 1024,
     }
 }
+
+/// Batches by column (contract 0.2.4): every shipped module, built with the
+/// SDK that exports `columnar`, gets its batches through `scan-columns`,
+/// and gives exactly the output it gives through `scan` over the same
+/// shard (the shared data's recordings when here, else the contract's own
+/// events), failures included.
+#[test]
+fn batches_by_column_give_what_scan_gives_for_every_shipped_module() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = ShardStore::open(&dir.path().join("shards")).expect("shard store");
+    store
+        .ingest_jsonl(SHARD, BTreeMap::new(), events().as_bytes())
+        .expect("ingest");
+    for log in quarry_testdata::shared_json_logs().unwrap_or_default() {
+        let file = std::fs::File::open(&log).expect("open log");
+        store
+            .ingest_jsonl(SHARD, BTreeMap::new(), std::io::BufReader::new(file))
+            .expect("ingest log");
+    }
+    let run = |wasm: &[u8], params: &[(String, String)], column_batches: bool| {
+        let runtime = Runtime::new(
+            1,
+            RuntimeConfig {
+                column_batches,
+                ..RuntimeConfig::default()
+            },
+            None,
+        )
+        .expect("runtime");
+        let module = runtime.load(&module_digest(wasm), wasm).expect("loads");
+        let task = TaskInput {
+            params,
+            limits: limits(),
+            shard: SHARD,
+            time_range: None,
+            hunt: None,
+        };
+        runtime.run(&module, &task, &store, &Arc::new(AtomicBool::new(false)))
+    };
+    let rules = quarry_testdata::shared_data()
+        .map(|data| quarry_testdata::sigma_rule_params(&data.join("sigma")))
+        .unwrap_or_default();
+    let mut with_findings = 0;
+    for module in quarry_hunt_modules::all() {
+        let params: Vec<(String, String)> = match module.name {
+            "sigma" => rules.clone(),
+            "query" => vec![(
+                "query".to_owned(),
+                "stats count() as n, dc(host) as hosts by EventID | sort -n".to_owned(),
+            )],
+            _ => Vec::new(),
+        };
+        let by_column = run(module.wasm, &params, true);
+        let by_event = run(module.wasm, &params, false);
+        match (by_column, by_event) {
+            (Ok(columns), Ok(events)) => {
+                assert!(columns.batches_by_column, "{} takes columns", module.name);
+                assert!(!events.batches_by_column);
+                assert_eq!(
+                    columns.events_matched, events.events_matched,
+                    "{}",
+                    module.name
+                );
+                assert_eq!(
+                    format!("{:?}", columns.findings),
+                    format!("{:?}", events.findings),
+                    "{}",
+                    module.name
+                );
+                assert_eq!(columns.aggregates, events.aggregates, "{}", module.name);
+                with_findings += usize::from(!columns.findings.is_empty());
+            }
+            (Err(columns), Err(events)) => {
+                assert_eq!(columns.to_string(), events.to_string(), "{}", module.name);
+            }
+            (columns, events) => panic!(
+                "{}: by column {:?}, by event {:?}",
+                module.name,
+                columns.map(|o| o.findings.len()),
+                events.map(|o| o.findings.len())
+            ),
+        }
+    }
+    if quarry_testdata::shared_json_logs().is_some() {
+        assert!(
+            with_findings >= 3,
+            "modules found something: {with_findings}"
+        );
+    }
+}

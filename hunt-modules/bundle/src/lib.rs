@@ -2,7 +2,7 @@
 //!
 //! `build.rs` compiles each module crate of `hunt-modules/` for
 //! `wasm32-wasip2` (a component implementing the WIT world
-//! `quarry:hunt/planned-hunt@0.2.3` from `sdk/wit`) and this crate embeds the bytes,
+//! `quarry:hunt/planned-hunt@0.2.4` from `sdk/wit`) and this crate embeds the bytes,
 //! so a worker or the CLI can register the modules without a separate build
 //! step.
 
@@ -318,9 +318,10 @@ mod tests {
             assert_eq!(
                 exports,
                 [
-                    "quarry:hunt/module@0.2.3",
-                    "quarry:hunt/planner@0.2.3",
-                    "quarry:hunt/reuse@0.2.3"
+                    "quarry:hunt/columnar@0.2.4",
+                    "quarry:hunt/module@0.2.4",
+                    "quarry:hunt/planner@0.2.4",
+                    "quarry:hunt/reuse@0.2.4"
                 ],
                 "{}",
                 module.name
@@ -337,7 +338,7 @@ mod tests {
             // Test modules that never log need not import it.
             let is_test_module = test_modules::ALL.contains(module);
             assert!(
-                is_test_module || imports.iter().any(|i| i == "quarry:hunt/host@0.2.3"),
+                is_test_module || imports.iter().any(|i| i == "quarry:hunt/host@0.2.4"),
                 "{} does not import the host interface: {imports:?}",
                 module.name
             );

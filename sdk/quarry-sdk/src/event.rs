@@ -1,6 +1,90 @@
 //! Typed access to the fields of an [`Event`].
 
-use crate::Event;
+use crate::{Event, EventColumns};
+
+/// Marks, in [`EventColumns::lengths`], an event without the field.
+pub const ABSENT: u32 = u32::MAX;
+
+impl EventColumns {
+    /// The events of `batch`, by column (what the host sends a module that
+    /// exports `columnar`, contract 0.2.4); `fields` is the number of
+    /// declared fields.
+    pub fn from_events(batch: &[Event], fields: usize) -> Self {
+        let mut lengths = Vec::with_capacity(batch.len() * fields);
+        let mut text = String::new();
+        for field in 0..fields {
+            for event in batch {
+                match event.values.get(field).and_then(Option::as_deref) {
+                    Some(value) => {
+                        lengths.push(u32::try_from(value.len()).unwrap_or(ABSENT - 1));
+                        text.push_str(value);
+                    }
+                    None => lengths.push(ABSENT),
+                }
+            }
+        }
+        EventColumns {
+            timestamps: batch.iter().map(|e| e.timestamp_ms).collect(),
+            offsets: batch.iter().map(|e| e.offset).collect(),
+            lengths,
+            text,
+        }
+    }
+
+    /// The events, one [`Event`] per row with its values in declaration
+    /// order, as `scan` would have received them.
+    ///
+    /// # Errors
+    /// A batch whose lists disagree in length, or whose lengths do not cut
+    /// `text` at character boundaries: a host bug, named.
+    pub fn to_events(&self) -> Result<Vec<Event>, String> {
+        let rows = self.timestamps.len();
+        if self.offsets.len() != rows {
+            return Err(format!(
+                "a batch by column has {rows} timestamps but {} offsets",
+                self.offsets.len()
+            ));
+        }
+        let fields = self.lengths.len().checked_div(rows).unwrap_or(0);
+        if fields * rows != self.lengths.len() {
+            return Err(format!(
+                "a batch by column has {} lengths, not a multiple of its {rows} events",
+                self.lengths.len()
+            ));
+        }
+        let mut events: Vec<Event> = self
+            .timestamps
+            .iter()
+            .zip(&self.offsets)
+            .map(|(&timestamp_ms, &offset)| Event {
+                timestamp_ms,
+                offset,
+                values: Vec::with_capacity(fields),
+            })
+            .collect();
+        let mut at = 0usize;
+        for (i, &len) in self.lengths.iter().enumerate() {
+            let value = if len == ABSENT {
+                None
+            } else {
+                let end = at.saturating_add(len as usize);
+                let value = self.text.get(at..end).ok_or_else(|| {
+                    format!("a batch by column cuts its text at byte {at}..{end}")
+                })?;
+                at = end;
+                Some(value.to_owned())
+            };
+            events[i % rows].values.push(value);
+        }
+        if at != self.text.len() {
+            return Err(format!(
+                "a batch by column leaves {} bytes of text unused",
+                self.text.len() - at
+            ));
+        }
+        Ok(events)
+    }
+}
 
 /// The position of a declared field in [`Event::values`].
 ///
@@ -249,5 +333,45 @@ mod tests {
         assert_eq!(e.get_u64(f::WHEN), None);
         assert_eq!(e.first_of(&[f::COMPUTER, f::HOSTNAME]), None);
         assert!(!e.eq_ignore_case(f::USER, ""));
+    }
+}
+
+#[cfg(test)]
+mod column_tests {
+    use super::*;
+
+    #[test]
+    fn batches_by_column_round_trip_and_refuse_damage() {
+        let events = vec![
+            Event::new(
+                5,
+                10,
+                vec![Some("4625".into()), None, Some("ünïcode ✓".into())],
+            ),
+            Event::new(-3, 11, vec![None, Some(String::new()), Some("b".into())]),
+            Event::new(7, 19, vec![Some("x".into()), Some("yz".into()), None]),
+        ];
+        let columns = EventColumns::from_events(&events, 3);
+        // Field by field: EventID of the three events first.
+        assert_eq!(&columns.lengths[..3], &[4, ABSENT, 1]);
+        assert_eq!(columns.text, "4625xyzünïcode ✓b");
+        assert_eq!(columns.to_events(), Ok(events.clone()));
+        assert_eq!(
+            EventColumns::from_events(&[], 3).to_events(),
+            Ok(Vec::new())
+        );
+
+        let mut cut = columns.clone();
+        cut.lengths[6] = 1; // inside the two-byte `ü`
+        assert!(cut.to_events().is_err_and(|e| e.contains("cuts its text")));
+        let mut short = columns.clone();
+        short.offsets.pop();
+        assert!(short.to_events().is_err_and(|e| e.contains("offsets")));
+        let mut odd = columns.clone();
+        odd.lengths.pop();
+        assert!(odd.to_events().is_err_and(|e| e.contains("multiple")));
+        let mut spare = columns;
+        spare.text.push('!');
+        assert!(spare.to_events().is_err_and(|e| e.contains("unused")));
     }
 }

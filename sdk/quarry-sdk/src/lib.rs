@@ -1,7 +1,7 @@
 //! The guest library for Quarry hunt modules.
 //!
 //! A hunt module is a WebAssembly component implementing the WIT world
-//! `quarry:hunt/planned-hunt@0.2.3` (`sdk/wit/hunt.wit`). The worker instantiates one
+//! `quarry:hunt/planned-hunt@0.2.4` (`sdk/wit/hunt.wit`). The worker instantiates one
 //! fresh instance per task (one shard scanned by one hunt), asks it to
 //! [describe](Hunt::describe) itself, lets it [plan](Hunt::plan) the task's
 //! projection from the parameters, [initialises](Hunt::new) it with the
@@ -207,8 +207,8 @@ use std::fmt;
 
 pub use aggregates::{Distinct, MinMax, Stack, TopK, from_wit, merge, to_wit, value_to_wit};
 pub use bindings::quarry::hunt::types::{
-    Aggregate, AggregateValue, Descriptor, Event, Finding, LogLevel, MatchOp, Output, Predicate,
-    Severity,
+    Aggregate, AggregateValue, Descriptor, Event, EventColumns, Finding, LogLevel, MatchOp, Output,
+    Predicate, Severity,
 };
 pub use counts::Counts;
 pub use event::Field;
@@ -375,6 +375,13 @@ impl<H: Hunt> Task<H> {
         Ok(emitter.into_findings())
     }
 
+    /// WIT `scan-columns` (interface `columnar`, 0.2.4): the batch by
+    /// column, rebuilt into the events [`Hunt::scan`] reads.
+    pub fn scan_columns(&mut self, batch: EventColumns) -> Result<Vec<Finding>, String> {
+        let events = batch.to_events()?;
+        self.scan(events)
+    }
+
     /// WIT `finish`: consumes the hunt and returns its output.
     ///
     /// The WIT `finish` cannot return an error; the export traps with this
@@ -491,6 +498,15 @@ macro_rules! export_hunt {
                     ::std::string::String,
                 > {
                     QUARRY_TASK.with_borrow(|task| task.plan(params))
+                }
+            }
+
+            impl $crate::bindings::exports::quarry::hunt::columnar::Guest for QuarryHuntExports {
+                fn scan_columns(
+                    batch: $crate::EventColumns,
+                ) -> ::core::result::Result<::std::vec::Vec<$crate::Finding>, ::std::string::String>
+                {
+                    QUARRY_TASK.with_borrow_mut(|task| task.scan_columns(batch))
                 }
             }
 
