@@ -784,6 +784,23 @@ impl<'a> ColumnBlock<'a> {
         Ok(out)
     }
 
+    /// Decompresses and decodes every column (and the timestamps) into
+    /// typed values, texts borrowed from the decompressed chunk or its
+    /// dictionary, without building events: the full decode of every field
+    /// that `quarry bench scan` measures. Returns the values decoded.
+    ///
+    /// # Errors
+    /// [`BlockError::Invalid`] naming the damage.
+    pub fn decode_columns(&self) -> Result<u64, BlockError> {
+        let mut values = self.timestamps()?.len() as u64;
+        for (index, (name, _, _)) in self.columns.iter().enumerate() {
+            let data = self.column(index)?;
+            let column = data.decode(name)?;
+            values += std::hint::black_box(&column.cells).len() as u64;
+        }
+        Ok(values)
+    }
+
     /// One column as text per selected event (`None`: absent or null), as
     /// [`value_text`] gives it.
     fn column_texts(

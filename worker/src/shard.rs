@@ -70,10 +70,10 @@ use crate::event::{StoredEvent, event_timestamp_ms, format_rfc3339_ms, normalize
 use crate::ingest::{Malformed, Position, RecordResult};
 use crate::prefilter::{Prefilter, Projection};
 use segment::{
-    BlockBuilder, BlockError, Payload, SegmentIndex, SegmentWriter, index_path, list_segments,
+    BlockBuilder, BlockError, SegmentIndex, SegmentWriter, index_path, list_segments,
     read_block_at, read_index, read_payload, recover_segment, segment_file_name,
 };
-pub use segment::{BlockFormat, BlockStats, FieldKnowledge, FieldStats};
+pub use segment::{BlockFormat, BlockStats, FieldKnowledge, FieldStats, Payload};
 
 /// File holding a shard's events in the old format ([`FORMAT_JSONL_V1`]).
 pub const EVENTS_FILE: &str = "events.jsonl";
@@ -1489,6 +1489,33 @@ impl ShardStore {
                 f(in_range, events)
             },
         )
+    }
+
+    /// Hands each block of shard `name` that `filter` may want to `f`, with
+    /// its statistics, read and checked but not decoded (one in memory at a
+    /// time): for tools that decode blocks their own way (the benchmark's
+    /// decode of every column). Offsets and times inside a block are not
+    /// filtered.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShardStore::scan_with`].
+    pub fn scan_payloads<E>(
+        &self,
+        name: &str,
+        filter: &ScanFilter<'_>,
+        mut f: impl FnMut(&BlockStats, &Payload) -> Result<u64, E>,
+    ) -> Result<ScanStats, E>
+    where
+        E: From<ShardError>,
+    {
+        self.scan_blocks(name, filter, |block, payload, stats, _| -> Result<(), E> {
+            let events = f(block, &payload)?;
+            stats.events_read += events;
+            stats.events_emitted += events;
+            stats.batches += 1;
+            Ok(())
+        })
     }
 
     /// Reads the blocks of shard `name` that `filter` may want, in offset
