@@ -238,16 +238,6 @@ fn build() -> Result<(), String> {
         command.args(["-p", module.package]);
     }
     scrub_environment(&mut command);
-    // Modules run hot in every scan: whole-program optimisation is worth
-    // its build time here (and only here). A setting in the environment wins.
-    for (name, value) in [
-        ("CARGO_PROFILE_RELEASE_LTO", "true"),
-        ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1"),
-    ] {
-        if env::var_os(name).is_none() {
-            command.env(name, value);
-        }
-    }
 
     let reproduce = format!(
         "cargo build --release --target {WASM_TARGET} --manifest-path {} --target-dir {} {}",

@@ -38,6 +38,24 @@ impl EventColumns {
     /// A batch whose lists disagree in length, or whose lengths do not cut
     /// `text` at character boundaries: a host bug, named.
     pub fn to_events(&self) -> Result<Vec<Event>, String> {
+        let mut events = Vec::new();
+        let rows = self.fill(&mut events, &mut Vec::new())?;
+        events.truncate(rows);
+        Ok(events)
+    }
+
+    /// As [`EventColumns::to_events`], into `events[..rows]` (returns
+    /// `rows`; entries past it are left as they are), reusing the events,
+    /// their value lists and the strings of `spare` (where the values of
+    /// the previous batch go), so a task's batches after the first allocate
+    /// almost nothing.
+    ///
+    /// # Errors
+    /// As [`EventColumns::to_events`].
+    pub fn fill(&self, events: &mut Vec<Event>, spare: &mut Vec<String>) -> Result<usize, String> {
+        /// Longer strings are freed, not kept: a few long values must not
+        /// pin their size in every slot of the pool.
+        const MAX_SPARE_CAPACITY: usize = 256;
         let rows = self.timestamps.len();
         if self.offsets.len() != rows {
             return Err(format!(
@@ -52,27 +70,41 @@ impl EventColumns {
                 self.lengths.len()
             ));
         }
-        let mut events: Vec<Event> = self
-            .timestamps
-            .iter()
-            .zip(&self.offsets)
-            .map(|(&timestamp_ms, &offset)| Event {
-                timestamp_ms,
-                offset,
-                values: Vec::with_capacity(fields),
-            })
-            .collect();
+        if events.len() < rows {
+            events.resize_with(rows, || Event {
+                timestamp_ms: 0,
+                offset: 0,
+                values: Vec::new(),
+            });
+        }
+        for ((event, &timestamp_ms), &offset) in
+            events.iter_mut().zip(&self.timestamps).zip(&self.offsets)
+        {
+            event.timestamp_ms = timestamp_ms;
+            event.offset = offset;
+            spare.extend(
+                event
+                    .values
+                    .drain(..)
+                    .flatten()
+                    .filter(|s| s.capacity() <= MAX_SPARE_CAPACITY),
+            );
+            event.values.reserve(fields);
+        }
         let mut at = 0usize;
         for (i, &len) in self.lengths.iter().enumerate() {
             let value = if len == ABSENT {
                 None
             } else {
                 let end = at.saturating_add(len as usize);
-                let value = self.text.get(at..end).ok_or_else(|| {
+                let text = self.text.get(at..end).ok_or_else(|| {
                     format!("a batch by column cuts its text at byte {at}..{end}")
                 })?;
                 at = end;
-                Some(value.to_owned())
+                let mut value = spare.pop().unwrap_or_default();
+                value.clear();
+                value.push_str(text);
+                Some(value)
             };
             events[i % rows].values.push(value);
         }
@@ -82,7 +114,7 @@ impl EventColumns {
                 self.text.len() - at
             ));
         }
-        Ok(events)
+        Ok(rows)
     }
 }
 
@@ -373,5 +405,37 @@ mod column_tests {
         let mut spare = columns;
         spare.text.push('!');
         assert!(spare.to_events().is_err_and(|e| e.contains("unused")));
+    }
+
+    /// Filling reuses the previous batch's events and strings and gives
+    /// exactly the new batch: values absent now and present before, fewer
+    /// events, more fields, long values that are not pooled.
+    #[test]
+    fn filling_reuses_the_previous_batch_without_leaking_it() {
+        let long = "x".repeat(1000);
+        let first = vec![
+            Event::new(1, 1, vec![Some("aaaa".into()), Some(long.clone())]),
+            Event::new(2, 2, vec![Some("b".into()), None]),
+            Event::new(3, 3, vec![None, Some("cc".into())]),
+        ];
+        let second = vec![
+            Event::new(4, 4, vec![None, Some("d".into()), Some("e".into())]),
+            Event::new(5, 5, vec![Some(long), None, Some(String::new())]),
+        ];
+        let mut events = Vec::new();
+        let mut spare = Vec::new();
+        let columns = EventColumns::from_events(&first, 2);
+        assert_eq!(columns.fill(&mut events, &mut spare), Ok(3));
+        assert_eq!(events, first);
+        let columns = EventColumns::from_events(&second, 3);
+        assert_eq!(columns.fill(&mut events, &mut spare), Ok(2));
+        assert_eq!(&events[..2], second.as_slice());
+        assert!(
+            spare.iter().all(|s| s.capacity() <= 256),
+            "long strings are not pooled"
+        );
+        let again = EventColumns::from_events(&first, 2);
+        assert_eq!(again.fill(&mut events, &mut spare), Ok(3));
+        assert_eq!(events, first);
     }
 }

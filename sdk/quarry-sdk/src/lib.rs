@@ -279,6 +279,10 @@ pub trait Hunt: Sized + 'static {
 /// finish) are errors, never undefined behaviour.
 pub struct Task<H> {
     state: State<H>,
+    /// The events of the last batch by column, reused by the next.
+    events: Vec<Event>,
+    /// Strings of values no event holds now, reused by the next batch.
+    spare: Vec<String>,
 }
 
 enum State<H> {
@@ -310,6 +314,8 @@ impl<H: Hunt> Task<H> {
     pub const fn new() -> Self {
         Task {
             state: State::Created,
+            events: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -378,8 +384,13 @@ impl<H: Hunt> Task<H> {
     /// WIT `scan-columns` (interface `columnar`, 0.2.4): the batch by
     /// column, rebuilt into the events [`Hunt::scan`] reads.
     pub fn scan_columns(&mut self, batch: EventColumns) -> Result<Vec<Finding>, String> {
-        let events = batch.to_events()?;
-        self.scan(events)
+        let State::Running(hunt) = &mut self.state else {
+            return Err(self.not_running("scan").into());
+        };
+        let rows = batch.fill(&mut self.events, &mut self.spare)?;
+        let mut emitter = Emitter::new();
+        hunt.scan(&self.events[..rows], &mut emitter)?;
+        Ok(emitter.into_findings())
     }
 
     /// WIT `finish`: consumes the hunt and returns its output.
@@ -390,6 +401,9 @@ impl<H: Hunt> Task<H> {
     pub fn finish(&mut self) -> Result<Output, ContractViolation> {
         match std::mem::replace(&mut self.state, State::Finished) {
             State::Running(hunt) => {
+                // The batch scratch goes with the task's events.
+                self.events = Vec::new();
+                self.spare = Vec::new();
                 let mut output = Output::new();
                 hunt.finish(&mut output);
                 Ok(output)
