@@ -874,7 +874,12 @@ impl<'a> ColumnBlock<'a> {
         candidates.retain(|name| self.by_name.contains_key(name));
         match candidates.as_slice() {
             [] => Reach::Nothing,
-            [only] if *only == field => Reach::Column(field),
+            // The member itself, or (an EVTX path like `EventData.Image`
+            // over flat events) the member its prefix-less name is, with
+            // no other member the path could reach: lookup returns it as is.
+            [only] if *only == field || without_evtx_prefix(field) == Some(*only) => {
+                Reach::Column(only)
+            }
             _ => Reach::Members(candidates),
         }
     }

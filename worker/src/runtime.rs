@@ -126,6 +126,10 @@ const COLUMNAR_INTERFACE: &str = "quarry:hunt/columnar@0.2.4";
 /// `columnar.scan-columns`.
 type ScanColumnsFn =
     wasmtime::component::TypedFunc<(wit::EventColumns,), (Result<Vec<wit::Finding>, String>,)>;
+/// Set to `1`, the engine writes a perf map naming the compiled guest
+/// functions, so `perf record` / `perf report` show where a module spends
+/// its time (docs/module-contract.md).
+pub const PERFMAP_ENV: &str = "QUARRY_WASM_PERFMAP";
 /// Marks an absent value in [`wit::EventColumns::lengths`].
 const ABSENT_VALUE: u32 = u32::MAX;
 /// How long an instance kept for its hunt's next task waits for it before
@@ -1058,6 +1062,10 @@ impl Runtime {
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(MAX_BACKTRACE_FRAMES))
             .max_wasm_stack(1024 * 1024)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os(PERFMAP_ENV).is_some_and(|v| v == "1") {
+            // Names compiled guest functions for `perf` (/tmp/perf-<pid>.map).
+            wasm_config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm_config)
             .map_err(|e| WorkerError::Runtime(format!("cannot create the wasm engine: {e}")))?;
         let mut linker = Linker::new(&engine);

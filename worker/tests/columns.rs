@@ -174,6 +174,18 @@ fn prefilters() -> Vec<(&'static str, Prefilter)> {
                 &["3", "10"],
             )),
         ),
+        (
+            "evtx flat",
+            one(clause(
+                "EventData.TargetUserName",
+                MatchOp::Equals,
+                &["bob"],
+            )),
+        ),
+        (
+            "evtx system",
+            one(clause("System.Computer", MatchOp::EndsWith, &["3"])),
+        ),
         ("null", one(clause("LogonType", MatchOp::Exists, &[]))),
         ("bool", one(clause("ok", MatchOp::Equals, &["TRUE"]))),
         (
@@ -216,6 +228,9 @@ fn projection() -> (Vec<String>, Projection) {
         "Missing",
         "empty_obj",
         "CommandLine",
+        "EventData.Image",
+        "Event.System.Computer",
+        "System.big",
     ]
     .iter()
     .map(|s| (*s).to_owned())
