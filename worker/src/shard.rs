@@ -1244,20 +1244,8 @@ impl ShardStore {
         let mut file = File::open(seg).map_err(io_err("open", seg))?;
         let mut writer = SegmentWriter::create(&temp).map_err(io_err("create", &temp))?;
         for (block_no, entry) in index.blocks.iter().enumerate() {
-            let corrupt = |reason: String| ShardError::Corrupt {
-                shard: name.to_owned(),
-                path: seg.to_path_buf(),
-                line: 0,
-                reason: format!(
-                    "block {} at offset {}: {reason}",
-                    block_no + 1,
-                    entry.offset
-                ),
-            };
-            let payload = read_payload(&mut file, entry).map_err(|e| match e {
-                BlockError::Io(e) => io_err("read", seg)(e),
-                BlockError::Invalid(reason) => corrupt(reason),
-            })?;
+            let corrupt = |reason: String| block_corrupt(name, seg, block_no, entry, reason);
+            let payload = read_block_payload(&mut file, entry, seg, &corrupt)?;
             let (header, bytes) = if entry.header.format == format.number() {
                 // Already in the format: copied as it is.
                 let mut bytes = vec![0u8; (entry.end() - entry.offset) as usize];
@@ -1574,20 +1562,8 @@ impl ShardStore {
                     stats.blocks_skipped += 1;
                     continue;
                 }
-                let corrupt = |reason: String| ShardError::Corrupt {
-                    shard: name.to_owned(),
-                    path: seg.clone(),
-                    line: 0,
-                    reason: format!(
-                        "block {} at offset {}: {reason}",
-                        block_no + 1,
-                        entry.offset
-                    ),
-                };
-                let payload = read_payload(&mut file, entry).map_err(|e| match e {
-                    BlockError::Io(e) => io_err("read", seg)(e),
-                    BlockError::Invalid(reason) => corrupt(reason),
-                })?;
+                let corrupt = |reason: String| block_corrupt(name, seg, block_no, entry, reason);
+                let payload = read_block_payload(&mut file, entry, seg, &corrupt)?;
                 stats.blocks_read += 1;
                 stats.bytes_read += u64::from(entry.header.payload_len);
                 let events_before = stats.events_read;
@@ -2281,6 +2257,41 @@ fn load_shard_dir(dir: &Path, dir_name: &str) -> Result<(ShardState, Vec<Recover
 /// The index of one segment: its sealed index when that matches the file and
 /// the last block checks out, otherwise rebuilt by verifying every block and
 /// cutting a torn or corrupt tail.
+/// Block `block_no` (from 0) of segment `seg` of shard `shard` does not hold
+/// what was stored.
+fn block_corrupt(
+    shard: &str,
+    seg: &Path,
+    block_no: usize,
+    entry: &segment::IndexEntry,
+    reason: String,
+) -> ShardError {
+    ShardError::Corrupt {
+        shard: shard.to_owned(),
+        path: seg.to_path_buf(),
+        line: 0,
+        reason: format!(
+            "block {} at offset {}: {reason}",
+            block_no + 1,
+            entry.offset
+        ),
+    }
+}
+
+/// Reads and checks the payload of `entry` in `seg`; damage goes through
+/// `corrupt`.
+fn read_block_payload(
+    file: &mut File,
+    entry: &segment::IndexEntry,
+    seg: &Path,
+    corrupt: &dyn Fn(String) -> ShardError,
+) -> Result<Payload, ShardError> {
+    read_payload(file, entry).map_err(|e| match e {
+        BlockError::Io(e) => io_err("read", seg)(e),
+        BlockError::Invalid(reason) => corrupt(reason),
+    })
+}
+
 fn load_segment(shard: &str, seg: &Path) -> io::Result<(SegmentIndex, Option<RecoveredTail>)> {
     let len = fs::metadata(seg)?.len();
     if let Some(index) = read_index(seg, len) {
