@@ -695,36 +695,10 @@ pub fn scan_bench(
     let noop_module = runtime.load(&module_digest(modules.noop), modules.noop)?;
     let rare_module = runtime.load(&module_digest(modules.rare_match), modules.rare_match)?;
     let module_load_seconds = started.elapsed().as_secs_f64();
-    let limits = task_limits();
-    let cancel = std::sync::Arc::new(AtomicBool::new(false));
     let run_with =
         |module, params: &[(String, String)], name: &str, progress: &mut dyn FnMut(&str)| {
             progress(&format!("{name} over the shard ..."));
-            let task = TaskInput {
-                params,
-                limits,
-                shard: SHARD,
-                time_range: None,
-                hunt: None,
-            };
-            memory::reset_peak();
-            let started = Instant::now();
-            let output: TaskOutput =
-                runtime.run_task(module, &task, &Default::default(), &store, &cancel)?;
-            let elapsed = started.elapsed();
-            let p = pass(
-                elapsed,
-                events,
-                output.events_scanned,
-                output.events_matched,
-                output.blocks_read,
-                output.blocks_skipped,
-            );
-            progress(&format!(
-                "  {:.0} events/s ({:.1} s)",
-                p.events_per_sec, p.seconds
-            ));
-            Ok::<_, WorkerError>((p, output))
+            timed_task(&runtime, module, params, &store, SHARD, events, progress)
         };
     let run =
         |module, name: &str, progress: &mut dyn FnMut(&str)| run_with(module, &[], name, progress);
@@ -748,24 +722,16 @@ pub fn scan_bench(
     let noop_by_event = {
         let module = by_event.load(&module_digest(modules.noop), modules.noop)?;
         progress("no-op module, batches by event ...");
-        let task = TaskInput {
-            params: &[],
-            limits,
-            shard: SHARD,
-            time_range: None,
-            hunt: None,
-        };
-        memory::reset_peak();
-        let started = Instant::now();
-        let output = by_event.run_task(&module, &task, &Default::default(), &store, &cancel)?;
-        pass(
-            started.elapsed(),
+        timed_task(
+            &by_event,
+            &module,
+            &[],
+            &store,
+            SHARD,
             events,
-            output.events_scanned,
-            output.events_matched,
-            output.blocks_read,
-            output.blocks_skipped,
-        )
+            &mut progress,
+        )?
+        .0
     };
     let (rare, rare_output) = run(&rare_module, "rare-match module", &mut progress)?;
     let rare_matched_by_module = rare_output
@@ -909,29 +875,15 @@ pub fn detection_passes(
     let description = module.description();
 
     progress(&format!("{name} as wasm over the shard ..."));
-    let task = TaskInput {
-        params: detection.params,
-        limits: task_limits(),
+    let (wasm, output) = timed_task(
+        runtime,
+        &module,
+        detection.params,
+        store,
         shard,
-        time_range: None,
-        hunt: None,
-    };
-    let cancel = std::sync::Arc::new(AtomicBool::new(false));
-    memory::reset_peak();
-    let started = Instant::now();
-    let output = runtime.run_task(&module, &task, &Default::default(), store, &cancel)?;
-    let wasm = pass(
-        started.elapsed(),
         events,
-        output.events_scanned,
-        output.events_matched,
-        output.blocks_read,
-        output.blocks_skipped,
-    );
-    progress(&format!(
-        "  {:.0} events/s ({:.1} s)",
-        wasm.events_per_sec, wasm.seconds
-    ));
+        progress,
+    )?;
     if output.fields_projected != description.fields.len() {
         return Err(WorkerError::Task(format!(
             "{name} planned {} fields instead of its {} declared ones; the native pass cannot follow a plan",
@@ -989,6 +941,43 @@ pub fn detection_passes(
         wasm_output,
         native_output,
     })
+}
+
+/// Runs one task of `module` over `shard` with the benchmark's limits and
+/// times it (peak RSS reset first); reports the rate through `progress`.
+fn timed_task(
+    runtime: &Runtime,
+    module: &crate::runtime::LoadedModule,
+    params: &[(String, String)],
+    store: &ShardStore,
+    shard: &str,
+    events: u64,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Pass, TaskOutput), WorkerError> {
+    let task = TaskInput {
+        params,
+        limits: task_limits(),
+        shard,
+        time_range: None,
+        hunt: None,
+    };
+    let cancel = std::sync::Arc::new(AtomicBool::new(false));
+    memory::reset_peak();
+    let started = Instant::now();
+    let output = runtime.run_task(module, &task, &Default::default(), store, &cancel)?;
+    let p = pass(
+        started.elapsed(),
+        events,
+        output.events_scanned,
+        output.events_matched,
+        output.blocks_read,
+        output.blocks_skipped,
+    );
+    progress(&format!(
+        "  {:.0} events/s ({:.1} s)",
+        p.events_per_sec, p.seconds
+    ));
+    Ok((p, output))
 }
 
 /// The host's work for one task of a module, as a worker does it
