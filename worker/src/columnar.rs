@@ -801,6 +801,13 @@ impl<'a> ColumnBlock<'a> {
         Ok(values)
     }
 
+    /// Events `rows` selects (every event without `rows`).
+    fn selected(&self, rows: Option<&[bool]>) -> usize {
+        rows.map_or(self.event_count, |rows| {
+            rows.iter().take(self.event_count).filter(|&&r| r).count()
+        })
+    }
+
     /// One column as text per selected event (`None`: absent or null), as
     /// [`value_text`] gives it.
     fn column_texts(
@@ -831,8 +838,7 @@ impl<'a> ColumnBlock<'a> {
     ) -> Result<Vec<Option<T>>, BlockError> {
         let selected = |row: usize| rows.is_none_or(|rows| rows.get(row) == Some(&true));
         let Some(&index) = self.by_name.get(name) else {
-            let count = (0..self.event_count).filter(|&row| selected(row)).count();
-            return Ok(vec![None; count]);
+            return Ok(vec![None; self.selected(rows)]);
         };
         let data = self.column(index)?;
         let DecodedColumn { present, cells, .. } = data.decode(name)?;
@@ -923,7 +929,7 @@ impl<'a> ColumnBlock<'a> {
         rows: Option<&[bool]>,
     ) -> Result<Vec<Option<String>>, BlockError> {
         match self.reach(field) {
-            Reach::Nothing => self.column_texts("", rows),
+            Reach::Nothing => Ok(vec![None; self.selected(rows)]),
             Reach::Column(name) => self.column_texts(name, rows),
             Reach::Members(members) => {
                 let mut out = Vec::new();
@@ -1039,9 +1045,7 @@ impl<'a> ColumnBlock<'a> {
         fields: &[String],
         rows: Option<&[bool]>,
     ) -> Result<Vec<Vec<Option<String>>>, BlockError> {
-        let selected = rows.map_or(self.event_count, |rows| {
-            rows.iter().take(self.event_count).filter(|&&r| r).count()
-        });
+        let selected = self.selected(rows);
         let mut distinct: HashMap<&str, usize> = HashMap::new();
         let mut per_field: Vec<Vec<Option<String>>> = Vec::new();
         let mut slots = Vec::with_capacity(fields.len());
@@ -1210,6 +1214,8 @@ mod tests {
             json!({"Computer": "PC2", "EventID": "4624", "unicode": "Jörg \u{1F600} \"q\"\n"}),
             json!({"a": [1, 2], "b": {"c": "d"}, "Computer": 7}),
             json!({"b": null, "a": null}),
+            // An empty member name: no path (not even "") reaches it.
+            json!({"": "empty name", "Computer": "PC3"}),
         ]
     }
 

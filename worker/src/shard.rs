@@ -1187,11 +1187,7 @@ impl ShardStore {
         progress: &mut dyn FnMut(&MigrateReport),
     ) -> Result<MigrateReport, ShardError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let state = self
-            .read_shards()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| self.not_found(name))?;
+        let state = self.state(name)?;
         let mut report = MigrateReport {
             shard: name.to_owned(),
             format,
@@ -1236,25 +1232,26 @@ impl ShardStore {
         let mut temp = seg.as_os_str().to_owned();
         temp.push(".migrate.tmp");
         let temp = PathBuf::from(temp);
-        match fs::remove_file(&temp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("remove", &temp)(e)),
-        }
+        remove_if_exists(&temp)?;
         let mut file = File::open(seg).map_err(io_err("open", seg))?;
         let mut writer = SegmentWriter::create(&temp).map_err(io_err("create", &temp))?;
         for (block_no, entry) in index.blocks.iter().enumerate() {
             let corrupt = |reason: String| block_corrupt(name, seg, block_no, entry, reason);
-            let payload = read_block_payload(&mut file, entry, seg, &corrupt)?;
             let (header, bytes) = if entry.header.format == format.number() {
-                // Already in the format: copied as it is.
+                // Already in the format: copied as it is, once its payload
+                // checks out.
                 let mut bytes = vec![0u8; (entry.end() - entry.offset) as usize];
                 use std::io::{Read as _, Seek as _, SeekFrom};
                 file.seek(SeekFrom::Start(entry.offset))
                     .and_then(|_| file.read_exact(&mut bytes))
                     .map_err(io_err("read", seg))?;
+                let payload = &bytes[(entry.payload_offset - entry.offset) as usize..];
+                if crc32fast::hash(payload) != entry.header.payload_crc {
+                    return Err(corrupt("its payload fails its checksum".to_owned()));
+                }
                 (entry.header.clone(), bytes)
             } else {
+                let payload = read_block_payload(&mut file, entry, seg, &corrupt)?;
                 let events = payload.decode_all().map_err(|e| corrupt(e.to_string()))?;
                 if events.len() != entry.header.stats.event_count as usize {
                     return Err(corrupt(format!(
@@ -1273,11 +1270,7 @@ impl ShardStore {
         let new_index = writer.finish_unindexed().map_err(io_err("write", &temp))?;
         let dir = seg.parent().unwrap_or(Path::new("."));
         let old_index = index_path(seg);
-        match fs::remove_file(&old_index) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("remove", &old_index)(e)),
-        }
+        remove_if_exists(&old_index)?;
         segment::sync_dir(dir).map_err(io_err("sync", dir))?;
         fs::rename(&temp, seg).map_err(io_err("replace", seg))?;
         segment::sync_dir(dir).map_err(io_err("sync", dir))?;
@@ -1524,11 +1517,7 @@ impl ShardStore {
     where
         E: From<ShardError>,
     {
-        let state = self
-            .read_shards()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| self.not_found(name))?;
+        let state = self.state(name)?;
         let mut stats = ScanStats {
             end_offset: state.meta.next_offset,
             ..ScanStats::default()
@@ -1648,6 +1637,14 @@ impl ShardStore {
                  segment; restart the worker to rebuild it"
             ),
         })
+    }
+
+    /// A copy of shard `name`'s state (its segments as they are now).
+    fn state(&self, name: &str) -> Result<ShardState, ShardError> {
+        self.read_shards()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.not_found(name))
     }
 
     fn not_found(&self, name: &str) -> ShardError {
@@ -2257,6 +2254,14 @@ fn load_shard_dir(dir: &Path, dir_name: &str) -> Result<(ShardState, Vec<Recover
 /// The index of one segment: its sealed index when that matches the file and
 /// the last block checks out, otherwise rebuilt by verifying every block and
 /// cutting a torn or corrupt tail.
+/// Removes `path`; one already gone is fine.
+fn remove_if_exists(path: &Path) -> Result<(), ShardError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Block `block_no` (from 0) of segment `seg` of shard `shard` does not hold
 /// what was stored.
 fn block_corrupt(
