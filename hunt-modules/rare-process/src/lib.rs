@@ -35,9 +35,9 @@
 pub mod paths;
 pub mod stacker;
 
-use paths::{normalise_host, normalise_image};
+use paths::{Memo, names_a_host, normalise_host, normalise_image};
 use quarry_sdk::{Descriptor, Emitter, Event, Field, Hunt, Output, Params, Predicate};
-use stacker::{Config, KnownImages, ProcessStart, Stacker, TECHNIQUES};
+use stacker::{Config, KnownImages, ProcessStart, Stacker, TECHNIQUES, User};
 
 /// The module's name in the registry.
 pub const NAME: &str = "rare-process";
@@ -96,6 +96,7 @@ const EVENT_SECURITY_PROCESS: u64 = 4688;
 #[derive(Debug)]
 pub struct RareProcess {
     stacker: Stacker,
+    normalisers: Normalisers,
     skipped_without_host: u64,
 }
 
@@ -150,31 +151,48 @@ pub enum Reading<'a> {
     WithoutHost,
 }
 
+/// The task's image and host normalisations, cached by what was logged.
+#[derive(Debug)]
+pub struct Normalisers {
+    images: Memo,
+    hosts: Memo,
+}
+
+impl Default for Normalisers {
+    fn default() -> Self {
+        Normalisers {
+            images: Memo::new(normalise_image),
+            hosts: Memo::new(normalise_host),
+        }
+    }
+}
+
 /// The process start an event describes; `None` for other events and for
 /// starts without an image.
-pub fn process_start(event: &Event) -> Option<Reading<'_>> {
+pub fn process_start<'a>(
+    event: &'a Event,
+    normalisers: &'a mut Normalisers,
+) -> Option<Reading<'a>> {
     let (image_field, parent_field) = match event.get_u64(field::EVENT_ID)? {
         EVENT_SYSMON_PROCESS => (field::IMAGE, field::PARENT_IMAGE),
         EVENT_SECURITY_PROCESS => (field::NEW_PROCESS_NAME, field::PARENT_PROCESS_NAME),
         _ => return None,
     };
     let raw_image = meaningful(event, image_field)?;
-    let image = normalise_image(raw_image)?;
-    let host = [field::COMPUTER, field::HOSTNAME, field::HOST]
+    let image = normalisers.images.get(raw_image)?;
+    let raw_host = [field::COMPUTER, field::HOSTNAME, field::HOST]
         .into_iter()
-        .find_map(|f| meaningful(event, f).and_then(normalise_host));
-    let Some(host) = host else {
+        .find_map(|f| meaningful(event, f).filter(|raw| names_a_host(raw)));
+    let Some(host) = raw_host.and_then(|raw| normalisers.hosts.get(raw)) else {
         return Some(Reading::WithoutHost);
     };
-    let user = meaningful(event, field::USER)
-        .map(str::to_owned)
-        .or_else(|| {
-            let name = meaningful(event, field::SUBJECT_USER_NAME)?;
-            Some(match meaningful(event, field::SUBJECT_DOMAIN_NAME) {
-                Some(domain) => format!("{domain}\\{name}"),
-                None => name.to_owned(),
-            })
-        });
+    let user = meaningful(event, field::USER).map(User::Name).or_else(|| {
+        let name = meaningful(event, field::SUBJECT_USER_NAME)?;
+        Some(match meaningful(event, field::SUBJECT_DOMAIN_NAME) {
+            Some(domain) => User::InDomain { domain, name },
+            None => User::Name(name),
+        })
+    });
     Some(Reading::Start(ProcessStart {
         image,
         raw_image,
@@ -210,13 +228,14 @@ impl Hunt for RareProcess {
         }
         Ok(RareProcess {
             stacker,
+            normalisers: Normalisers::default(),
             skipped_without_host: 0,
         })
     }
 
     fn scan(&mut self, batch: &[Event], _out: &mut Emitter) -> Result<(), String> {
         for event in batch {
-            match process_start(event) {
+            match process_start(event, &mut self.normalisers) {
                 Some(Reading::Start(start)) => self.stacker.observe(&start),
                 Some(Reading::WithoutHost) => self.skipped_without_host += 1,
                 None => {}
@@ -355,34 +374,44 @@ mod tests {
     #[test]
     fn reads_sysmon_and_security_process_starts() {
         let first = sysmon(1, "WS01.corp.example", "%windir%\\System32\\cmd.exe");
-        let Some(Reading::Start(start)) = process_start(&first) else {
+        let mut normalisers = Normalisers::default();
+        let Some(Reading::Start(start)) = process_start(&first, &mut normalisers) else {
             panic!("a process start with a host")
         };
         assert_eq!(start.image, "c:\\windows\\system32\\cmd.exe");
         assert_eq!(start.host, "ws01");
-        assert_eq!(start.user.as_deref(), Some("CORP\\alice"));
+        assert_eq!(
+            start.user.map(|u| u.to_string()).as_deref(),
+            Some("CORP\\alice")
+        );
         let second = security(2, "WS02", "C:\\Windows\\System32\\cmd.exe");
-        let Some(Reading::Start(start)) = process_start(&second) else {
+        let Some(Reading::Start(start)) = process_start(&second, &mut normalisers) else {
             panic!("a process start with a host")
         };
         assert_eq!(start.image, "c:\\windows\\system32\\cmd.exe");
         assert_eq!(start.host, "ws02");
-        assert_eq!(start.user.as_deref(), Some("CORP\\bob"));
+        assert_eq!(
+            start.user.map(|u| u.to_string()).as_deref(),
+            Some("CORP\\bob")
+        );
         assert_eq!(start.parent_image, Some("C:\\Windows\\explorer.exe"));
         // Another event id, or no image: not a start. No host: skipped.
         assert_eq!(
-            process_start(&event(
-                3,
-                &[(field::EVENT_ID, "3"), (field::IMAGE, "x.exe")]
-            )),
+            process_start(
+                &event(3, &[(field::EVENT_ID, "3"), (field::IMAGE, "x.exe")]),
+                &mut normalisers
+            ),
             None
         );
-        assert_eq!(process_start(&event(4, &[(field::EVENT_ID, "1")])), None);
         assert_eq!(
-            process_start(&event(
-                5,
-                &[(field::EVENT_ID, "1"), (field::IMAGE, "x.exe")]
-            )),
+            process_start(&event(4, &[(field::EVENT_ID, "1")]), &mut normalisers),
+            None
+        );
+        assert_eq!(
+            process_start(
+                &event(5, &[(field::EVENT_ID, "1"), (field::IMAGE, "x.exe")]),
+                &mut normalisers
+            ),
             Some(Reading::WithoutHost)
         );
     }

@@ -7,6 +7,10 @@
 //! names), and per-user installs differ only in the user name.
 //! [`normalise_image`] removes those differences and nothing else.
 
+use std::borrow::Cow;
+
+use hashbrown::HashMap;
+
 /// The system directories assumed on the system drive `c:`. Environment
 /// variables and device paths of the system volume are rewritten onto it:
 /// Windows is installed on `C:` on practically every managed machine, and a
@@ -225,13 +229,12 @@ pub fn file_name(image: &str) -> &str {
 /// A host name in the form hosts are compared in: lowercase, the DNS
 /// domain removed (`WS01.corp.example` and `ws01` are one host; Sysmon and
 /// Security logs do not agree on which they write). Addresses are kept
-/// whole. `None` for an empty or `-` name.
+/// whole. `None` for a name that [`names_a_host`] refuses.
 pub fn normalise_host(raw: &str) -> Option<String> {
-    let host = raw.trim().trim_end_matches('.');
-    if host.is_empty() || host == "-" {
+    if !names_a_host(raw) {
         return None;
     }
-    let host = host.to_lowercase();
+    let host = raw.trim().trim_end_matches('.').to_lowercase();
     if host.parse::<std::net::IpAddr>().is_ok() {
         return Some(host);
     }
@@ -239,6 +242,66 @@ pub fn normalise_host(raw: &str) -> Option<String> {
         Some((short, _)) if !short.is_empty() => short.to_owned(),
         _ => host,
     })
+}
+
+/// Whether `raw` names a host at all: not empty, `-` or only dots once
+/// trimmed. [`normalise_host`] gives a name exactly for these.
+pub fn names_a_host(raw: &str) -> bool {
+    let host = raw.trim().trim_end_matches('.');
+    !host.is_empty() && host != "-"
+}
+
+/// Most entries a [`Memo`] keeps; later inputs are normalised every time.
+pub const MAX_MEMO_ENTRIES: usize = 50_000;
+
+/// A normalisation cached by its input. Logs repeat a few thousand image
+/// and host spellings millions of times, and normalising (lowercasing,
+/// prefix rewrites) costs far more than a hash lookup; the bound keeps a
+/// shard of unique spellings from growing the cache without limit.
+pub struct Memo {
+    normalise: fn(&str) -> Option<String>,
+    cache: HashMap<String, Option<Box<str>>>,
+}
+
+impl Memo {
+    /// A memo of `normalise`, empty.
+    pub fn new(normalise: fn(&str) -> Option<String>) -> Self {
+        Memo {
+            normalise,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// `normalise(raw)`, from the cache when it was seen before.
+    pub fn get(&mut self, raw: &str) -> Option<Cow<'_, str>> {
+        let normalise = self.normalise;
+        if self.cache.len() >= MAX_MEMO_ENTRIES && !self.cache.contains_key(raw) {
+            return normalise(raw).map(Cow::Owned);
+        }
+        self.cache
+            .entry_ref(raw)
+            .or_insert_with(|| normalise(raw).map(String::into_boxed_str))
+            .as_deref()
+            .map(Cow::Borrowed)
+    }
+
+    /// Inputs cached.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo")
+            .field("entries", &self.cache.len())
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]
@@ -383,5 +446,37 @@ mod tests {
         assert_eq!(normalise_host("10.1.2.3").as_deref(), Some("10.1.2.3"));
         assert_eq!(normalise_host(" - "), None);
         assert_eq!(normalise_host(""), None);
+        assert_eq!(normalise_host(" .. "), None);
+        for raw in ["ws01", " - ", "", "..", "-.", "WS01.corp."] {
+            assert_eq!(names_a_host(raw), normalise_host(raw).is_some(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_memo_gives_what_normalising_gives_and_stays_bounded() {
+        let mut memo = Memo::new(normalise_image);
+        for raw in [
+            "%windir%\\System32\\cmd.exe",
+            "  ",
+            "C:/Tools/x.exe",
+            "%windir%\\System32\\cmd.exe",
+        ] {
+            assert_eq!(
+                memo.get(raw).map(Cow::into_owned),
+                normalise_image(raw),
+                "{raw:?}"
+            );
+        }
+        assert_eq!(memo.len(), 3, "one entry per input, misses included");
+        for i in 0..MAX_MEMO_ENTRIES + 10 {
+            let raw = format!("C:\\Temp\\{i}.exe");
+            assert_eq!(memo.get(&raw).map(Cow::into_owned), normalise_image(&raw));
+        }
+        assert_eq!(memo.len(), MAX_MEMO_ENTRIES);
+        // Cached inputs are still answered from the full cache.
+        assert!(matches!(
+            memo.get("C:/Tools/x.exe"),
+            Some(Cow::Borrowed("c:\\tools\\x.exe"))
+        ));
     }
 }

@@ -10,7 +10,10 @@
 //! location, when the task saw enough hosts for "one host" to mean
 //! something.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
 
 use quarry_sdk::time::format_rfc3339_ms;
 use quarry_sdk::{Finding, FindingBuilder, Severity, Stack};
@@ -75,11 +78,11 @@ pub struct KnownImages {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessStart<'a> {
     /// Normalised image path ([`crate::paths::normalise_image`]).
-    pub image: String,
+    pub image: Cow<'a, str>,
     /// The image as logged.
     pub raw_image: &'a str,
     /// Normalised host ([`crate::paths::normalise_host`]).
-    pub host: String,
+    pub host: Cow<'a, str>,
     /// Event time, ms since the epoch.
     pub timestamp_ms: i64,
     /// Shard offset.
@@ -88,15 +91,54 @@ pub struct ProcessStart<'a> {
     pub command_line: Option<&'a str>,
     /// Parent image, when logged.
     pub parent_image: Option<&'a str>,
-    /// User (`DOMAIN\\name` for 4688), when logged.
-    pub user: Option<String>,
+    /// User, when logged.
+    pub user: Option<User<'a>>,
 }
 
-/// What the task knows of one image besides the stack.
+/// The user of a process start, as logged. Kept in pieces: only the first
+/// start of an image needs it as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum User<'a> {
+    /// Sysmon's `User` (already `DOMAIN\name`).
+    Name(&'a str),
+    /// 4688's subject, `DOMAIN\name`.
+    InDomain {
+        /// `SubjectDomainName`.
+        domain: &'a str,
+        /// `SubjectUserName`.
+        name: &'a str,
+    },
+}
+
+impl std::fmt::Display for User<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            User::Name(name) => f.write_str(name),
+            User::InDomain { domain, name } => write!(f, "{domain}\\{name}"),
+        }
+    }
+}
+
+/// A host of the task, by its index in [`Stacker::host_names`].
+type HostId = usize;
+
+/// What the task knows of one image: its stack entry, counted here and
+/// stacked in [`Stacker::finish`] (one map lookup per start instead of
+/// the stack's ordered maps), and the details findings need.
+#[derive(Debug, Default)]
+struct Image {
+    events: u64,
+    /// Its hosts, sorted, up to `max_hosts + 1`: one more is common.
+    hosts: Vec<HostId>,
+    /// `None` for an image beyond [`MAX_TRACKED_IMAGES`].
+    seen: Option<Box<Seen>>,
+}
+
+/// Per-task details of a tracked image.
 #[derive(Clone, Debug)]
 struct Seen {
     /// Hosts of this task; at most two are kept (one is all that matters).
-    hosts: BTreeSet<String>,
+    hosts: Vec<HostId>,
     events: u64,
     first_ms: i64,
     last_ms: i64,
@@ -131,85 +173,118 @@ pub struct Report {
 pub struct Stacker {
     config: Config,
     known: Option<KnownImages>,
-    stack: Stack,
-    images: BTreeMap<String, Seen>,
-    hosts: BTreeSet<String>,
+    images: HashMap<String, Image>,
+    /// Images with details ([`Image::seen`]).
+    tracked: usize,
+    hosts: HashMap<String, HostId>,
+    host_names: Vec<Box<str>>,
     starts: u64,
     images_truncated: bool,
 }
 
 impl Stacker {
-    /// An empty stacker; a `max_hosts` of 0 is treated as 1.
+    /// An empty stacker.
     pub fn new(config: Config) -> Self {
         let config = Config {
             max_hosts: config.max_hosts.max(1),
             ..config
         };
         Stacker {
-            stack: Stack::new(AGGREGATE_IMAGES, config.max_hosts),
             config,
             known: None,
-            images: BTreeMap::new(),
-            hosts: BTreeSet::new(),
+            images: HashMap::new(),
+            tracked: 0,
+            hosts: HashMap::new(),
+            host_names: Vec::new(),
             starts: 0,
             images_truncated: false,
         }
     }
 
-    /// Compares this task's images with what a schedule's earlier runs
-    /// saw: images outside `known` are reported as first seen.
+    /// Compares with the images of a schedule's earlier runs: those not
+    /// among them are reported as first seen.
     pub fn with_history(mut self, known: KnownImages) -> Self {
         self.known = Some(known);
         self
     }
 
-    /// Records one process start.
+    /// Adds one process start.
     pub fn observe(&mut self, start: &ProcessStart<'_>) {
         self.starts += 1;
-        self.stack.observe(&start.image, &start.host);
-        if !self.hosts.contains(&start.host) {
-            self.hosts.insert(start.host.clone());
-        }
-        if let Some(seen) = self.images.get_mut(&start.image) {
-            if seen.hosts.len() < 2 && !seen.hosts.contains(&start.host) {
-                seen.hosts.insert(start.host.clone());
+        let host = match self.hosts.get(&*start.host) {
+            Some(&id) => id,
+            None => {
+                let id = self.host_names.len();
+                self.host_names.push(start.host.as_ref().into());
+                self.hosts.insert(start.host.as_ref().into(), id);
+                id
             }
-            seen.events += 1;
-            seen.first_ms = seen.first_ms.min(start.timestamp_ms);
-            seen.last_ms = seen.last_ms.max(start.timestamp_ms);
-            if seen.offsets.len() < MAX_OFFSETS {
-                seen.offsets.push(start.offset);
+        };
+        let image = self.images.entry_ref(&*start.image).or_default();
+        image.events += 1;
+        if image.hosts.len() <= self.config.max_hosts as usize
+            && let Err(at) = image.hosts.binary_search(&host)
+        {
+            image.hosts.insert(at, host);
+        }
+        match &mut image.seen {
+            Some(seen) => {
+                if seen.hosts.len() < 2 && !seen.hosts.contains(&host) {
+                    seen.hosts.push(host);
+                }
+                seen.events += 1;
+                seen.first_ms = seen.first_ms.min(start.timestamp_ms);
+                seen.last_ms = seen.last_ms.max(start.timestamp_ms);
+                if seen.offsets.len() < MAX_OFFSETS {
+                    seen.offsets.push(start.offset);
+                }
             }
-            return;
+            // An image first seen once the tracking was full.
+            None if image.events > 1 => {}
+            None if self.tracked >= MAX_TRACKED_IMAGES => self.images_truncated = true,
+            None => {
+                self.tracked += 1;
+                image.seen = Some(Box::new(Seen {
+                    hosts: vec![host],
+                    events: 1,
+                    first_ms: start.timestamp_ms,
+                    last_ms: start.timestamp_ms,
+                    raw_image: start.raw_image.to_owned(),
+                    command_line: start
+                        .command_line
+                        .map(|c| c.chars().take(MAX_COMMAND_LINE_CHARS).collect()),
+                    parent_image: start.parent_image.map(str::to_owned),
+                    user: start.user.map(|u| u.to_string()),
+                    offsets: vec![start.offset],
+                }));
+            }
         }
-        if self.images.len() >= MAX_TRACKED_IMAGES {
-            self.images_truncated = true;
-            return;
-        }
-        self.images.insert(
-            start.image.clone(),
-            Seen {
-                hosts: BTreeSet::from([start.host.clone()]),
-                events: 1,
-                first_ms: start.timestamp_ms,
-                last_ms: start.timestamp_ms,
-                raw_image: start.raw_image.to_owned(),
-                command_line: start
-                    .command_line
-                    .map(|c| c.chars().take(MAX_COMMAND_LINE_CHARS).collect()),
-                parent_image: start.parent_image.map(str::to_owned),
-                user: start.user.clone(),
-                offsets: vec![start.offset],
-            },
-        );
     }
 
-    /// Ends the task: the stack, and the per-task findings.
+    /// The stack and the per-task findings.
     pub fn finish(self) -> Report {
-        let task_hosts = self.hosts.len();
+        let task_hosts = self.host_names.len();
+        let host_names = &self.host_names;
+        let mut images: Vec<(String, Image)> = self.images.into_iter().collect();
+        images.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut stack = Stack::new(AGGREGATE_IMAGES, self.config.max_hosts);
+        for (name, image) in &images {
+            let hosts = image.hosts.iter().map(|&h| &*host_names[h]);
+            stack.observe_many(name, hosts, image.events);
+        }
+        let tracked = || {
+            images
+                .iter()
+                .filter_map(|(name, image)| Some((&**name, image.seen.as_deref()?)))
+        };
+        let hosts_of = |seen: &Seen| {
+            let mut hosts: Vec<&str> = seen.hosts.iter().map(|&h| &*host_names[h]).collect();
+            hosts.sort_unstable();
+            hosts
+        };
         let mut findings = Vec::new();
         if self.config.report_user_writable && task_hosts >= MIN_TASK_HOSTS_FOR_FINDINGS {
-            for (image, seen) in &self.images {
+            for (image, seen) in tracked() {
                 if findings.len() >= MAX_FINDINGS {
                     break;
                 }
@@ -219,24 +294,24 @@ impl Stacker {
                 let Some(location) = user_writable_location(image) else {
                     continue;
                 };
-                findings.push(finding(image, seen, location, task_hosts));
+                findings.push(finding(image, seen, &hosts_of(seen), location, task_hosts));
             }
         }
         if self.config.report_first_seen
             && let Some(known) = &self.known
         {
-            for (image, seen) in &self.images {
+            for (image, seen) in tracked() {
                 if findings.len() >= MAX_FINDINGS {
                     break;
                 }
                 if !known.images.contains(image) {
-                    findings.push(first_seen(image, seen, known.runs));
+                    findings.push(first_seen(image, seen, &hosts_of(seen), known.runs));
                 }
             }
         }
         Report {
             findings,
-            stack: self.stack,
+            stack,
             hosts: task_hosts,
             starts: self.starts,
             images_truncated: self.images_truncated,
@@ -244,8 +319,6 @@ impl Stacker {
     }
 }
 
-/// The start's details (when logged), techniques and offsets, then the
-/// finding.
 fn finish_finding(mut finding: FindingBuilder, seen: &Seen) -> Finding {
     if let Some(command_line) = &seen.command_line {
         finding = finding.evidence("command_line", command_line);
@@ -263,8 +336,7 @@ fn finish_finding(mut finding: FindingBuilder, seen: &Seen) -> Finding {
 }
 
 /// An image no earlier run of the schedule saw on any host.
-fn first_seen(image: &str, seen: &Seen, runs: u32) -> Finding {
-    let hosts: Vec<&str> = seen.hosts.iter().map(String::as_str).collect();
+fn first_seen(image: &str, seen: &Seen, hosts: &[&str], runs: u32) -> Finding {
     let host = hosts.first().copied().unwrap_or("unknown");
     let finding = Finding::builder(
         RULE_FIRST_SEEN,
@@ -293,8 +365,8 @@ fn first_seen(image: &str, seen: &Seen, runs: u32) -> Finding {
     finish_finding(finding, seen)
 }
 
-fn finding(image: &str, seen: &Seen, location: &str, task_hosts: usize) -> Finding {
-    let host = seen.hosts.first().map_or("unknown", String::as_str);
+fn finding(image: &str, seen: &Seen, hosts: &[&str], location: &str, task_hosts: usize) -> Finding {
+    let host = hosts.first().copied().unwrap_or("unknown");
     let finding = Finding::builder(
         RULE_SINGLE_HOST_USER_WRITABLE,
         format!(
@@ -327,14 +399,14 @@ mod tests {
 
     fn start(image: &str, host: &str, offset: u64) -> ProcessStart<'static> {
         ProcessStart {
-            image: image.to_owned(),
+            image: image.to_owned().into(),
             raw_image: "logged",
-            host: host.to_owned(),
+            host: host.to_owned().into(),
             timestamp_ms: 1_700_000_000_000 + offset as i64,
             offset,
             command_line: Some("x.exe /run"),
             parent_image: Some("c:\\windows\\explorer.exe"),
-            user: Some("CORP\\alice".to_owned()),
+            user: Some(User::Name("CORP\\alice")),
         }
     }
 
@@ -433,7 +505,7 @@ mod tests {
         for i in 0..(MAX_TRACKED_IMAGES + 10) {
             stacker.observe(&start(&format!("c:\\temp\\{i}.exe"), "h", i as u64));
         }
-        assert_eq!(stacker.images.len(), MAX_TRACKED_IMAGES);
+        assert_eq!(stacker.tracked, MAX_TRACKED_IMAGES);
         let report = stacker.finish();
         assert!(report.images_truncated);
         assert_eq!(report.stack.len(), MAX_TRACKED_IMAGES + 10);

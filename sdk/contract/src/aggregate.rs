@@ -800,17 +800,34 @@ impl Stack {
 
     /// Records that `value` was seen on `host`.
     pub fn observe(&mut self, value: &str, host: &str) {
+        self.observe_many(value, [host], 1);
+    }
+
+    /// Records that `value` was seen in `events` events on `hosts`: what
+    /// that many [`Stack::observe`] calls over those hosts record, for a
+    /// producer that counts per value first and stacks once at the end.
+    pub fn observe_many<'h>(
+        &mut self,
+        value: &str,
+        hosts: impl IntoIterator<Item = &'h str>,
+        events: u64,
+    ) {
         let max_hosts = self.max_hosts as usize;
         let entry = match self.entries.get_mut(value) {
             Some(entry) => entry,
             None => self.entries.entry(value.to_owned()).or_default(),
         };
-        entry.events = entry.events.saturating_add(1);
-        if !entry.common && !entry.hosts.contains(host) {
-            entry.hosts.insert(host.to_owned());
-            if entry.hosts.len() > max_hosts {
-                entry.common = true;
-                entry.hosts.clear();
+        entry.events = entry.events.saturating_add(events);
+        for host in hosts {
+            if entry.common {
+                break;
+            }
+            if !entry.hosts.contains(host) {
+                entry.hosts.insert(host.to_owned());
+                if entry.hosts.len() > max_hosts {
+                    entry.common = true;
+                    entry.hosts.clear();
+                }
             }
         }
     }
@@ -1182,6 +1199,33 @@ mod tests {
         assert_eq!(a.max_hosts, 2);
         assert!(a.entries["x"].common);
         assert_eq!(a.rare().len(), 1);
+    }
+
+    #[test]
+    fn observing_many_events_at_once_records_what_one_by_one_does() {
+        let seen = [
+            ("x", "h1"),
+            ("x", "h1"),
+            ("x", "h2"),
+            ("y", "h1"),
+            ("z", "h1"),
+            ("z", "h2"),
+            ("z", "h3"),
+            ("z", "h3"),
+        ];
+        let one_by_one = stack(2, &seen);
+        let mut at_once = Stack::new(2);
+        at_once.observe_many("x", ["h2", "h1"], 3);
+        at_once.observe_many("y", ["h1"], 1);
+        at_once.observe_many("z", ["h3", "h1", "h2"], 4);
+        assert_eq!(at_once, one_by_one);
+        assert!(at_once.entries["z"].common);
+        assert!(at_once.entries["z"].hosts.is_empty());
+        assert_eq!(at_once.entries["x"].events, 3);
+        // Adding to an existing value keeps counting from it.
+        at_once.observe_many("y", ["h1", "h4"], 2);
+        assert_eq!(at_once.entries["y"].events, 3);
+        assert_eq!(at_once.entries["y"].hosts.len(), 2);
     }
 
     #[test]

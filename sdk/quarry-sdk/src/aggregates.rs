@@ -224,6 +224,18 @@ impl Stack {
         self.stack.observe(value, host);
     }
 
+    /// Records that `value` was seen in `events` events on `hosts`, as
+    /// that many [`Stack::observe`] calls would: for a module that counts
+    /// per value while it scans and stacks once in `finish`.
+    pub fn observe_many<'h>(
+        &mut self,
+        value: &str,
+        hosts: impl IntoIterator<Item = &'h str>,
+        events: u64,
+    ) {
+        self.stack.observe_many(value, hosts, events);
+    }
+
     /// Number of distinct values.
     pub fn len(&self) -> usize {
         self.stack.entries.len()
