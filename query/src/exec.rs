@@ -1,7 +1,10 @@
 //! Running a plan: per shard over events into a partial, merging partials,
 //! and finishing the merged partial into a table on the coordinator.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hasher, RandomState};
 
 use quarry_contract::AggregateValue;
 use quarry_contract::aggregate::{DistinctValues, RangeStats};
@@ -11,7 +14,7 @@ use crate::ast::{Agg, AggFunc, Stage, TIME_FIELD};
 use crate::error::Error;
 use crate::eval::{Scope, eval};
 use crate::plan::Plan;
-use crate::value::{Value, compare, f64_to_ordered, ordered_to_f64};
+use crate::value::{Value, compare, f64_to_ordered, format_number, ordered_to_f64, parse_number};
 
 /// Most rows a partial or a result holds; beyond, it is cut and marked
 /// truncated. Bounds a worker's and the coordinator's memory.
@@ -32,6 +35,19 @@ pub trait Event {
     /// The field at `slot` of the plan's fields (named `name`); null when
     /// the event does not have it.
     fn field(&self, slot: usize, name: &str) -> Value;
+
+    /// The field's text, as `field(slot, name).text()`. Groupings read key
+    /// and aggregated fields through it: an event that holds the text can
+    /// lend it rather than build a [`Value`] to copy it from.
+    fn field_text(&self, slot: usize, name: &str) -> Option<Cow<'_, str>> {
+        self.field(slot, name).text().map(Cow::Owned)
+    }
+
+    /// The field as a number, as `field(slot, name).as_number()` (for
+    /// `sum`, `avg`, `min`, `max`); an event may parse its text in place.
+    fn field_number(&self, slot: usize, name: &str) -> Option<f64> {
+        self.field(slot, name).as_number()
+    }
 }
 
 /// An event as a JSON object. Fields are found by exact name, then as a
@@ -51,21 +67,39 @@ impl Event for JsonEvent<'_> {
     }
 
     fn field(&self, _slot: usize, name: &str) -> Value {
-        lookup(self.map, name)
-            .or_else(|| {
-                const EVTX: [&str; 5] = [
-                    "Event.EventData.",
-                    "Event.System.",
-                    "Event.UserData.",
-                    "EventData.",
-                    "System.",
-                ];
-                EVTX.iter()
-                    .find_map(|p| name.strip_prefix(p))
-                    .filter(|r| !r.is_empty())
-                    .and_then(|r| lookup(self.map, r))
-            })
-            .map_or(Value::Null, Value::from_json)
+        self.find(name).map_or(Value::Null, Value::from_json)
+    }
+
+    fn field_text(&self, _slot: usize, name: &str) -> Option<Cow<'_, str>> {
+        match self.find(name)? {
+            serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
+            other => Value::from_json(other).text().map(Cow::Owned),
+        }
+    }
+
+    fn field_number(&self, _slot: usize, name: &str) -> Option<f64> {
+        match self.find(name)? {
+            serde_json::Value::String(s) => parse_number(s),
+            other => Value::from_json(other).as_number(),
+        }
+    }
+}
+
+impl<'a> JsonEvent<'a> {
+    fn find(&self, name: &str) -> Option<&'a serde_json::Value> {
+        lookup(self.map, name).or_else(|| {
+            const EVTX: [&str; 5] = [
+                "Event.EventData.",
+                "Event.System.",
+                "Event.UserData.",
+                "EventData.",
+                "System.",
+            ];
+            EVTX.iter()
+                .find_map(|p| name.strip_prefix(p))
+                .filter(|r| !r.is_empty())
+                .and_then(|r| lookup(self.map, r))
+        })
     }
 }
 
@@ -109,6 +143,27 @@ impl Event for TextEvent<'_> {
         match self.values.get(slot) {
             Some(Some(text)) => Value::from_text(text),
             _ => Value::Null,
+        }
+    }
+
+    fn field_text(&self, slot: usize, _name: &str) -> Option<Cow<'_, str>> {
+        match self.values.get(slot) {
+            // Only text starting with `[` can read as a list (whose text is
+            // its compact JSON); any other reads as itself.
+            Some(Some(text)) if text.starts_with('[') => {
+                Value::from_text(text).text().map(Cow::Owned)
+            }
+            Some(Some(text)) => Some(Cow::Borrowed(text)),
+            _ => None,
+        }
+    }
+
+    fn field_number(&self, slot: usize, _name: &str) -> Option<f64> {
+        match self.values.get(slot) {
+            // A list is no number, and neither is any text starting with
+            // `[`, so the text parses the same whether it reads as a list.
+            Some(Some(text)) => parse_number(text),
+            _ => None,
         }
     }
 }
@@ -169,6 +224,102 @@ impl Scope for EventScope<'_> {
         match self.slots.get(name) {
             Some(&slot) => self.event.field(slot, name),
             None => Value::Null,
+        }
+    }
+}
+
+/// A field a grouping reads: its name, and where [`EventScope`] finds it,
+/// resolved once per plan rather than looked up by name per event.
+#[derive(Clone, Copy, Debug)]
+struct FieldRef<'p> {
+    name: &'p str,
+    at: Slot,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    /// `_time`, the event's time.
+    Time,
+    /// Position in the plan's fields.
+    Field(usize),
+    /// Not a field the plan reads: null.
+    Missing,
+}
+
+impl<'p> FieldRef<'p> {
+    /// `name` resolved as [`EventScope::get`] resolves it.
+    fn resolve(name: &'p str, slots: &HashMap<String, usize>) -> FieldRef<'p> {
+        let at = if name == TIME_FIELD {
+            Slot::Time
+        } else if let Some(&slot) = slots.get(name) {
+            Slot::Field(slot)
+        } else {
+            Slot::Missing
+        };
+        FieldRef { name, at }
+    }
+}
+
+/// What a grouping reads of a field, borrowing where the scope can: the
+/// same as [`Value::text`], [`Value::as_number`] and "not null" of
+/// [`Scope::get`].
+trait GroupScope {
+    fn text(&self, field: &FieldRef) -> Option<Cow<'_, str>>;
+    fn number(&self, field: &FieldRef) -> Option<f64>;
+    fn present(&self, field: &FieldRef) -> bool;
+}
+
+impl Row {
+    fn value(&self, name: &str) -> Cow<'_, Value> {
+        match self.cols.iter().find(|(n, _)| n == name) {
+            Some((_, v)) => Cow::Borrowed(v),
+            None => Cow::Owned(self.get(name)),
+        }
+    }
+}
+
+impl GroupScope for Row {
+    fn text(&self, field: &FieldRef) -> Option<Cow<'_, str>> {
+        match self.value(field.name) {
+            Cow::Borrowed(Value::Str(s)) => Some(Cow::Borrowed(s)),
+            value => value.text().map(Cow::Owned),
+        }
+    }
+
+    fn number(&self, field: &FieldRef) -> Option<f64> {
+        self.value(field.name).as_number()
+    }
+
+    fn present(&self, field: &FieldRef) -> bool {
+        !self.value(field.name).is_null()
+    }
+}
+
+impl GroupScope for EventScope<'_> {
+    fn text(&self, field: &FieldRef) -> Option<Cow<'_, str>> {
+        match field.at {
+            Slot::Time => self
+                .event
+                .time_ms()
+                .map(|t| Cow::Owned(format_number(t as f64))),
+            Slot::Field(slot) => self.event.field_text(slot, field.name),
+            Slot::Missing => None,
+        }
+    }
+
+    fn number(&self, field: &FieldRef) -> Option<f64> {
+        match field.at {
+            Slot::Time => self.event.time_ms().map(|t| t as f64),
+            Slot::Field(slot) => self.event.field_number(slot, field.name),
+            Slot::Missing => None,
+        }
+    }
+
+    fn present(&self, field: &FieldRef) -> bool {
+        match field.at {
+            Slot::Time => self.event.time_ms().is_some(),
+            Slot::Field(slot) => self.event.field_text(slot, field.name).is_some(),
+            Slot::Missing => false,
         }
     }
 }
@@ -340,32 +491,43 @@ pub struct TimedValue {
 struct GroupSpec<'p> {
     keys: Vec<KeyPart<'p>>,
     aggs: &'p [Agg],
+    /// The field each of `aggs` reads.
+    agg_fields: Vec<Option<FieldRef<'p>>>,
 }
 
 enum KeyPart<'p> {
-    Field(&'p str),
+    Field(FieldRef<'p>),
     Bucket(i64),
 }
 
 impl<'p> GroupSpec<'p> {
-    fn of(stage: &'p Stage) -> Option<GroupSpec<'p>> {
-        match stage {
-            Stage::Stats { aggs, by } => Some(GroupSpec {
-                keys: by.iter().map(|f| KeyPart::Field(f)).collect(),
-                aggs,
-            }),
-            Stage::Top { field, by, .. } => {
-                let mut keys: Vec<KeyPart<'p>> = by.iter().map(|f| KeyPart::Field(f)).collect();
-                keys.push(KeyPart::Field(field));
-                Some(GroupSpec { keys, aggs: &[] })
+    /// The grouping of `stage`, its fields resolved against `slots` (the
+    /// plan's fields; rows find fields by name and ignore them).
+    fn of(stage: &'p Stage, slots: &HashMap<String, usize>) -> Option<GroupSpec<'p>> {
+        let field = |f: &'p String| KeyPart::Field(FieldRef::resolve(f, slots));
+        let (keys, aggs) = match stage {
+            Stage::Stats { aggs, by } => (by.iter().map(field).collect(), aggs.as_slice()),
+            Stage::Top { field: top, by, .. } => {
+                let mut keys: Vec<KeyPart<'p>> = by.iter().map(field).collect();
+                keys.push(field(top));
+                (keys, &[][..])
             }
             Stage::Timechart { span_ms, aggs, by } => {
                 let mut keys = vec![KeyPart::Bucket(*span_ms)];
-                keys.extend(by.iter().map(|f| KeyPart::Field(f)));
-                Some(GroupSpec { keys, aggs })
+                keys.extend(by.iter().map(field));
+                (keys, aggs.as_slice())
             }
-            _ => None,
-        }
+            _ => return None,
+        };
+        let agg_fields = aggs
+            .iter()
+            .map(|agg| agg.field.as_deref().map(|f| FieldRef::resolve(f, slots)))
+            .collect();
+        Some(GroupSpec {
+            keys,
+            aggs,
+            agg_fields,
+        })
     }
 
     fn empty(&self) -> GroupsPartial {
@@ -390,99 +552,399 @@ impl<'p> GroupSpec<'p> {
         }
     }
 
-    /// Adds one event or row to `state`.
-    fn observe(&self, state: &mut GroupsPartial, scope: &dyn Scope, time: Option<i64>) {
-        let mut parts = Vec::with_capacity(self.keys.len());
-        for key in &self.keys {
-            match key {
-                KeyPart::Field(f) => match scope.get(f).text() {
-                    Some(text) => parts.push(text),
+    /// The state of a group not seen before.
+    fn new_group(&self) -> GroupState {
+        let aggs = self
+            .aggs
+            .iter()
+            .map(|agg| match agg.func {
+                AggFunc::Count => AggState::Count(None),
+                AggFunc::Dc => AggState::Dc(None),
+                AggFunc::Min | AggFunc::Max => AggState::Range(None),
+                AggFunc::Sum | AggFunc::Avg => AggState::Sum(None),
+                AggFunc::Values => AggState::Values(None),
+                AggFunc::Earliest | AggFunc::Latest => AggState::Timed(None),
+            })
+            .collect();
+        GroupState { events: 0, aggs }
+    }
+
+    /// Adds one event or row to `groups`.
+    fn observe<S: GroupScope>(&self, groups: &mut Groups, scope: &S, time: Option<i64>) {
+        let Groups { map, key, seeds } = groups;
+        // The key's hash is taken from its parts as they are read (equal
+        // keys have equal parts), not from the key text just written.
+        let mut hash = seeds.hasher();
+        let text = &mut key.text;
+        text.clear();
+        text.push('[');
+        for part in &self.keys {
+            if text.len() > 1 {
+                text.push(',');
+            }
+            match part {
+                KeyPart::Field(f) => match scope.text(f) {
+                    Some(value) => {
+                        hash.write(value.as_bytes());
+                        push_json_str(text, &value);
+                    }
                     // Like SPL: an event without a `by` field is in no group.
                     None => return,
                 },
                 KeyPart::Bucket(span) => match time {
-                    Some(t) => parts.push((t.div_euclid(*span) * span).to_string()),
+                    Some(t) => {
+                        let bucket = t.div_euclid(*span) * span;
+                        hash.write_i64(bucket);
+                        // Digits and `-` need no escaping; writing to a
+                        // String cannot fail.
+                        let _ = write!(text, "\"{bucket}\"");
+                    }
                     None => return,
                 },
             }
         }
-        let key = group_key(&parts);
-        if let AggregateValue::Counts(events) = &mut state.events {
-            let n = events.entry(key.clone()).or_insert(0);
-            *n = n.saturating_add(1);
+        text.push(']');
+        key.hash = hash.finish();
+        // One lookup finds the whole group; its key is copied only when new.
+        match map.get_mut(key) {
+            Some(group) => self.add(group, scope, time),
+            None => {
+                let mut group = self.new_group();
+                self.add(&mut group, scope, time);
+                map.insert(key.clone(), group);
+            }
         }
-        for (agg, partial) in self.aggs.iter().zip(&mut state.aggs) {
-            let value = agg.field.as_deref().map(|f| scope.get(f));
-            observe_agg(agg.func, partial, &key, value, time);
+    }
+
+    fn add<S: GroupScope>(&self, group: &mut GroupState, scope: &S, time: Option<i64>) {
+        group.events = group.events.saturating_add(1);
+        for ((agg, field), state) in self.aggs.iter().zip(&self.agg_fields).zip(&mut group.aggs) {
+            observe_agg(agg.func, state, field.as_ref(), scope, time);
+        }
+    }
+
+    /// The partial of the groups observed.
+    fn partial(&self, groups: Groups) -> GroupsPartial {
+        let mut partial = self.empty();
+        let mut events = BTreeMap::new();
+        for (GroupKey { text: key, .. }, group) in groups.map {
+            for (state, into) in group.aggs.into_iter().zip(&mut partial.aggs) {
+                match (state, into) {
+                    (AggState::Count(Some(n)), AggPartial::Count(AggregateValue::Counts(m))) => {
+                        m.insert(key.clone(), n);
+                    }
+                    (AggState::Dc(Some(d)), AggPartial::Dc(AggregateValue::Distinct(m))) => {
+                        m.insert(key.clone(), d);
+                    }
+                    (AggState::Range(Some(r)), AggPartial::Range(AggregateValue::Range(m))) => {
+                        m.insert(key.clone(), r);
+                    }
+                    (AggState::Sum(Some(sum)), AggPartial::Sum(m)) => {
+                        m.insert(key.clone(), sum);
+                    }
+                    (AggState::Values(Some(v)), AggPartial::Values(m)) => {
+                        m.insert(key.clone(), v);
+                    }
+                    (AggState::Timed(Some(t)), AggPartial::Earliest(m) | AggPartial::Latest(m)) => {
+                        m.insert(key.clone(), t);
+                    }
+                    // Never observed in this group (or pairs never built).
+                    _ => {}
+                }
+            }
+            events.insert(key, group.events);
+        }
+        partial.events = AggregateValue::Counts(events);
+        partial
+    }
+}
+
+/// The groups of a stage while events or rows are observed: each group's
+/// whole state under one key, turned into a [`GroupsPartial`] at the end.
+#[derive(Default)]
+struct Groups {
+    map: HashMap<GroupKey, GroupState, BuildPassHasher>,
+    /// Scratch space for the key of the event being observed.
+    key: GroupKey,
+    seeds: KeyHashing,
+}
+
+/// A group key ([`group_key`]) and its hash under the map's [`KeyHashing`].
+#[derive(Clone, Default, PartialEq, Eq)]
+struct GroupKey {
+    hash: u64,
+    text: String,
+}
+
+impl std::hash::Hash for GroupKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The map's hasher: passes on [`GroupKey::hash`], taken beforehand.
+#[derive(Clone, Copy, Default)]
+struct BuildPassHasher;
+
+impl BuildHasher for BuildPassHasher {
+    type Hasher = PassHasher;
+
+    fn build_hasher(&self) -> PassHasher {
+        PassHasher(0)
+    }
+}
+
+struct PassHasher(u64);
+
+impl Hasher for PassHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; any other input still hashes.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Hashes group key parts: a folded multiply per 8 bytes (the construction of
+/// foldhash and of ahash's fallback), several times cheaper than std's
+/// SipHash on short keys. Keyed per map from std's random keys, as the
+/// keys come from the logs and must not be aimable at one bucket.
+#[derive(Clone, Copy)]
+struct KeyHashing {
+    k0: u64,
+    k1: u64,
+}
+
+impl Default for KeyHashing {
+    fn default() -> Self {
+        let random = RandomState::new();
+        KeyHashing {
+            k0: random.hash_one(0u64),
+            k1: random.hash_one(1u64),
         }
     }
 }
 
+impl KeyHashing {
+    fn hasher(&self) -> KeyHasher {
+        KeyHasher {
+            acc: self.k0,
+            k: self.k1,
+        }
+    }
+}
+
+struct KeyHasher {
+    acc: u64,
+    k: u64,
+}
+
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // With the length known, the words below (the last overlapping
+        // the one before) determine the bytes.
+        self.acc = self.acc.wrapping_add(bytes.len() as u64);
+        let mut rest = bytes;
+        while rest.len() > 8
+            && let Some((word, tail)) = rest.split_first_chunk::<8>()
+        {
+            self.acc = folded_multiply(self.acc ^ u64::from_le_bytes(*word), self.k);
+            rest = tail;
+        }
+        // The last bytes, read in place rather than copied into a word
+        // first (which stalls the read on the copy).
+        let last = if let Some(word) = bytes.last_chunk::<8>() {
+            u64::from_le_bytes(*word)
+        } else if let (Some(low), Some(high)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>())
+        {
+            u64::from(u32::from_le_bytes(*low)) | (u64::from(u32::from_le_bytes(*high)) << 32)
+        } else {
+            match *bytes {
+                [a] => u64::from(a),
+                [a, b] => u64::from(a) | (u64::from(b) << 8),
+                [a, b, c] => u64::from(a) | (u64::from(b) << 8) | (u64::from(c) << 16),
+                _ => 0,
+            }
+        };
+        self.acc = folded_multiply(self.acc ^ last, self.k);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.acc = folded_multiply(self.acc ^ n, self.k);
+    }
+
+    fn finish(&self) -> u64 {
+        folded_multiply(self.acc, self.k)
+    }
+}
+
+/// One group: its events, and one state per aggregate (`None` until a
+/// value counts, as the group then has no entry in that aggregate).
+struct GroupState {
+    events: u64,
+    aggs: Vec<AggState>,
+}
+
+enum AggState {
+    Count(Option<u64>),
+    Dc(Option<DistinctValues>),
+    Range(Option<RangeStats>),
+    Sum(Option<SumState>),
+    Values(Option<ValuesState>),
+    /// `earliest`, `latest`.
+    Timed(Option<TimedValue>),
+}
+
+/// A group's key: the JSON array of its key values' texts, exactly as
+/// `serde_json::to_string` writes a `Vec<String>` (partials from shards
+/// running other versions merge by it; a test pins the two together).
 fn group_key(parts: &[String]) -> String {
-    serde_json::to_string(parts).unwrap_or_default()
+    let mut key = String::from("[");
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        push_json_str(&mut key, part);
+    }
+    key.push(']');
+    key
+}
+
+/// Appends `text` as a JSON string the way serde_json escapes it: `"` and
+/// `\\`, the control characters below U+0020 as `\b`, `\t`, `\n`, `\f`, `\r`
+/// or `\u00xx` (lowercase hex), everything else as is.
+fn push_json_str(out: &mut String, text: &str) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            0x0c => "\\f",
+            b'\r' => "\\r",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so a character boundary.
+        out.push_str(&text[plain..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + 1;
+    }
+    out.push_str(&text[plain..]);
+    out.push('"');
 }
 
 fn parse_key(key: &str) -> Vec<String> {
     serde_json::from_str(key).unwrap_or_default()
 }
 
-fn observe_agg(
+/// Updates `state` with `update`, or sets it to `new()` if it has none.
+fn upsert<V>(state: &mut Option<V>, new: impl FnOnce() -> V, update: impl FnOnce(&mut V)) {
+    match state {
+        Some(state) => update(state),
+        None => *state = Some(new()),
+    }
+}
+
+fn observe_agg<S: GroupScope>(
     func: AggFunc,
-    partial: &mut AggPartial,
-    key: &str,
-    value: Option<Value>,
+    state: &mut AggState,
+    field: Option<&FieldRef>,
+    scope: &S,
     time: Option<i64>,
 ) {
-    let present = value.as_ref().is_none_or(|v| !v.is_null());
-    match partial {
-        AggPartial::Count(AggregateValue::Counts(counts)) if present => {
-            let n = counts.entry(key.to_owned()).or_insert(0);
-            *n = n.saturating_add(1);
-        }
-        AggPartial::Dc(AggregateValue::Distinct(keys)) => {
-            if let Some(text) = value.and_then(|v| v.text()) {
-                keys.entry(key.to_owned()).or_default().insert(&text);
+    let text = || field.and_then(|f| scope.text(f));
+    let number = || field.and_then(|f| scope.number(f));
+    match state {
+        AggState::Count(count) => {
+            // `count()` counts every event, `count(f)` those with `f`.
+            if field.is_none_or(|f| scope.present(f)) {
+                upsert(count, || 1, |n| *n = n.saturating_add(1));
             }
         }
-        AggPartial::Range(AggregateValue::Range(ranges)) => {
-            if let Some(n) = value.and_then(|v| v.as_number()) {
+        AggState::Dc(distinct) => {
+            if let Some(text) = text() {
+                let new = || {
+                    let mut values = DistinctValues::default();
+                    values.insert(&text);
+                    values
+                };
+                upsert(distinct, new, |values| values.insert(&text));
+            }
+        }
+        AggState::Range(range) => {
+            if let Some(n) = number() {
                 let ordered = f64_to_ordered(n);
-                ranges
-                    .entry(key.to_owned())
-                    .and_modify(|r| r.observe(ordered))
-                    .or_insert(RangeStats::of(ordered));
+                upsert(range, || RangeStats::of(ordered), |r| r.observe(ordered));
             }
         }
-        AggPartial::Sum(sums) => {
-            if let Some(n) = value.and_then(|v| v.as_number()) {
-                sums.entry(key.to_owned()).or_default().add(n);
+        AggState::Sum(sum) => {
+            if let Some(n) = number() {
+                let new = || {
+                    let mut sum = SumState::default();
+                    sum.add(n);
+                    sum
+                };
+                upsert(sum, new, |sum| sum.add(n));
             }
         }
-        AggPartial::Values(values) => {
-            if let Some(text) = value.and_then(|v| v.text()) {
-                let state = values.entry(key.to_owned()).or_default();
-                state.values.insert(text);
-                state.bound();
+        AggState::Values(values) => {
+            if let Some(text) = text() {
+                let add = |state: &mut ValuesState| {
+                    // Copied only when new; a kept set is already bounded.
+                    if !state.values.contains(text.as_ref()) {
+                        state.values.insert(text.as_ref().to_owned());
+                        state.bound();
+                    }
+                };
+                let new = || {
+                    let mut state = ValuesState::default();
+                    add(&mut state);
+                    state
+                };
+                upsert(values, new, add);
             }
         }
-        AggPartial::Earliest(firsts) | AggPartial::Latest(firsts) => {
-            let (Some(time), Some(text)) = (time, value.and_then(|v| v.text())) else {
+        AggState::Timed(kept) => {
+            let (Some(time), Some(text)) = (time, text()) else {
                 return;
             };
-            let seen = TimedValue { time, value: text };
             let earliest = func == AggFunc::Earliest;
-            match firsts.get_mut(key) {
-                Some(kept) if (earliest && seen < *kept) || (!earliest && seen > *kept) => {
-                    *kept = seen
+            let seen = || TimedValue {
+                time,
+                value: text.as_ref().to_owned(),
+            };
+            upsert(kept, seen, |kept| {
+                // `TimedValue`'s order, without building one per event.
+                let order = (time, text.as_ref()).cmp(&(kept.time, kept.value.as_str()));
+                if (earliest && order.is_lt()) || (!earliest && order.is_gt()) {
+                    *kept = seen();
                 }
-                Some(_) => {}
-                None => {
-                    firsts.insert(key.to_owned(), seen);
-                }
-            }
+            });
         }
-        // `count(f)` of an absent value; other pairs `GroupSpec::empty` never builds.
-        _ => {}
     }
 }
 
@@ -598,6 +1060,8 @@ pub struct Runner<'p> {
     spec: Option<GroupSpec<'p>>,
     state: PartialData,
     compact_at: usize,
+    /// With `spec`: the groups so far (`state` stays empty until `finish`).
+    groups: Groups,
 }
 
 impl<'p> Runner<'p> {
@@ -609,7 +1073,10 @@ impl<'p> Runner<'p> {
             .enumerate()
             .map(|(i, f)| (f.clone(), i))
             .collect();
-        let spec = plan.aggregation.as_ref().and_then(GroupSpec::of);
+        let spec = plan
+            .aggregation
+            .as_ref()
+            .and_then(|stage| GroupSpec::of(stage, &slots));
         let state = match &spec {
             Some(spec) => PartialData::Groups(spec.empty()),
             None => PartialData::Rows {
@@ -628,6 +1095,7 @@ impl<'p> Runner<'p> {
             spec,
             state,
             compact_at,
+            groups: Groups::default(),
         }
     }
 
@@ -662,14 +1130,14 @@ impl<'p> Runner<'p> {
                 _ => {}
             }
         }
-        let row = match (&self.state, row) {
-            (PartialData::Rows { .. }, None) => Some(self.materialize(event)),
-            (_, row) => row,
-        };
+        // Filled in place: moving the row through a match costs a copy.
+        if row.is_none() && matches!(self.state, PartialData::Rows { .. }) {
+            row = Some(self.materialize(event));
+        }
         match (&mut self.state, &self.spec) {
-            (PartialData::Groups(state), Some(spec)) => match &row {
-                Some(row) => spec.observe(state, row, event.time_ms()),
-                None => spec.observe(state, &scope, event.time_ms()),
+            (PartialData::Groups(_), Some(spec)) => match &row {
+                Some(row) => spec.observe(&mut self.groups, row, event.time_ms()),
+                None => spec.observe(&mut self.groups, &scope, event.time_ms()),
             },
             (PartialData::Rows { rows, .. }, _) => {
                 rows.extend(row);
@@ -708,6 +1176,9 @@ impl<'p> Runner<'p> {
     /// The shard's partial.
     pub fn finish(mut self) -> Partial {
         self.compact();
+        if let (PartialData::Groups(state), Some(spec)) = (&mut self.state, &self.spec) {
+            *state = spec.partial(std::mem::take(&mut self.groups));
+        }
         Partial {
             plan: self.plan.fingerprint(),
             data: self.state,
@@ -1048,15 +1519,17 @@ fn run_stages(stages: &[Stage], mut rows: Vec<Row>) -> Vec<Row> {
                     })
                     .collect()
             }
-            aggregation => match GroupSpec::of(aggregation) {
+            // Rows find fields by name: no slots.
+            aggregation => match GroupSpec::of(aggregation, &HashMap::new()) {
                 Some(spec) => {
-                    let mut state = spec.empty();
+                    let mut groups = Groups::default();
                     for row in &rows {
                         let time = row
                             .time
                             .or_else(|| row.get(TIME_FIELD).as_number().map(|t| t as i64));
-                        spec.observe(&mut state, row, time);
+                        spec.observe(&mut groups, row, time);
                     }
+                    let state = spec.partial(groups);
                     group_rows(aggregation, &state)
                 }
                 None => rows,
@@ -1064,4 +1537,152 @@ fn run_stages(stages: &[Stage], mut rows: Vec<Row>) -> Vec<Row> {
         };
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Texts that need escaping or might read as something else.
+    fn awkward() -> Vec<String> {
+        let mut texts: Vec<String> = [
+            "",
+            "plain",
+            "a\"b",
+            "back\\slash\\",
+            "\\\"",
+            "tab\tnl\ncr\rff\u{c}bs\u{8}",
+            "\u{0}\u{1}\u{1f}\u{7f}",
+            "ünïcødé ✓ 🦀 \u{2028}\u{2029}",
+            "/slash/",
+            "[1, \"x\"]",
+            "[ 1 , [2], {\"k\": \"\\u0041\"} ]",
+            "[]",
+            "[not json",
+            "[1,",
+            "-3.25",
+            "\"quoted\"",
+        ]
+        .map(String::from)
+        .to_vec();
+        // Every ASCII character alone, and one long text of them all.
+        texts.extend((0u8..0x80).map(|b| char::from(b).to_string()));
+        texts.push((0u8..0x80).map(char::from).collect());
+        texts
+    }
+
+    #[test]
+    fn group_keys_are_serde_json_of_the_texts() {
+        let texts = awkward();
+        let mut cases: Vec<Vec<String>> = vec![Vec::new()];
+        cases.extend(texts.iter().map(|t| vec![t.clone()]));
+        cases.extend(texts.windows(3).map(<[String]>::to_vec));
+        for parts in &cases {
+            let old = serde_json::to_string(parts).expect("strings serialise");
+            assert_eq!(group_key(parts), old, "{parts:?}");
+            assert_eq!(parse_key(&group_key(parts)), *parts);
+        }
+    }
+
+    #[test]
+    fn events_lend_the_text_and_number_they_would_give() {
+        let texts = awkward();
+        let values: Vec<Option<String>> = texts.iter().cloned().map(Some).chain([None]).collect();
+        let event = TextEvent {
+            time_ms: None,
+            values: &values,
+        };
+        let json: serde_json::Map<String, serde_json::Value> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("f{i}"), serde_json::Value::String(t.clone())))
+            .chain([
+                ("n".to_owned(), serde_json::json!(4688)),
+                ("x".to_owned(), serde_json::json!(0.5)),
+                ("a".to_owned(), serde_json::json!([1, "x", null])),
+                ("o".to_owned(), serde_json::json!({"k": [1]})),
+                ("b".to_owned(), serde_json::json!(true)),
+                ("z".to_owned(), serde_json::Value::Null),
+            ])
+            .collect();
+        let json_event = JsonEvent {
+            map: &json,
+            time_ms: None,
+        };
+        for slot in 0..=values.len() {
+            let name = format!("f{slot}");
+            assert_eq!(
+                event.field_text(slot, &name).map(Cow::into_owned),
+                event.field(slot, &name).text(),
+                "{slot}"
+            );
+            assert_eq!(
+                event.field_number(slot, &name),
+                event.field(slot, &name).as_number()
+            );
+        }
+        for name in json.keys().map(String::as_str).chain(["absent"]) {
+            assert_eq!(
+                json_event.field_text(0, name).map(Cow::into_owned),
+                json_event.field(0, name).text(),
+                "{name}"
+            );
+            assert_eq!(
+                json_event.field_number(0, name),
+                json_event.field(0, name).as_number()
+            );
+        }
+    }
+
+    /// The keys a shard's partial holds are the `serde_json` encoding of
+    /// the key values' texts, whichever path read them, and equal keys
+    /// make one group.
+    #[test]
+    fn partial_keys_of_awkward_events_are_unchanged() {
+        let texts = awkward();
+        let plan = crate::compile("stats count(), values(B) by A, B").expect("compiles");
+        assert_eq!(plan.fields_read(), ["A", "B"]);
+        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        let mut runner = Runner::new(&plan);
+        for (i, a) in texts.iter().enumerate() {
+            let b = &texts[(i * 7) % texts.len()];
+            // Every pair twice; a missing key field puts the event in no group.
+            for values in [
+                vec![Some(a.clone()), Some(b.clone())],
+                vec![Some(a.clone()), Some(b.clone())],
+                vec![Some(a.clone()), None],
+                vec![None, Some(b.clone())],
+            ] {
+                runner.observe(&TextEvent {
+                    time_ms: Some(0),
+                    values: &values,
+                });
+            }
+            let parts: Vec<String> = [a, b]
+                .iter()
+                .filter_map(|t| Value::from_text(t).text())
+                .collect();
+            let key = serde_json::to_string(&parts).expect("strings serialise");
+            *expected.entry(key).or_default() += 2;
+        }
+        let PartialData::Groups(groups) = runner.finish().data else {
+            panic!("a stats plan has groups");
+        };
+        assert_eq!(groups.events, AggregateValue::Counts(expected.clone()));
+        assert_eq!(
+            groups.aggs[0],
+            AggPartial::Count(AggregateValue::Counts(expected))
+        );
+        // A text that is a JSON array groups by its compact JSON.
+        let AggPartial::Values(values) = &groups.aggs[1] else {
+            panic!("values(B) keeps values");
+        };
+        let i = texts
+            .iter()
+            .position(|t| t == "[1, \"x\"]")
+            .expect("listed");
+        let b = serde_json::to_string(&texts[(i * 7) % texts.len()]).expect("serialises");
+        let key = format!(r#"["[\"1\",\"x\"]",{b}]"#);
+        assert!(values.contains_key(&key), "{key} in {:?}", values.keys());
+    }
 }
