@@ -37,7 +37,7 @@ pub mod stacker;
 
 use paths::{Memo, names_a_host, normalise_host, normalise_image};
 use quarry_sdk::{Descriptor, Emitter, Event, Field, Hunt, Output, Params, Predicate};
-use stacker::{Config, KnownImages, ProcessStart, Stacker, TECHNIQUES, User};
+use stacker::{Config, Details, KnownImages, ProcessStart, Stacker, TECHNIQUES, User};
 
 /// The module's name in the registry.
 pub const NAME: &str = "rare-process";
@@ -137,9 +137,10 @@ pub fn known_images() -> Option<KnownImages> {
 
 /// `field` unless absent, blank or `-`.
 fn meaningful(event: &Event, field: Field) -> Option<&str> {
-    event
-        .get_nonempty(field)
-        .filter(|v| !v.trim().is_empty() && v.trim() != "-")
+    event.get_nonempty(field).filter(|v| {
+        let v = v.trim();
+        !v.is_empty() && v != "-"
+    })
 }
 
 /// What an event says about process starts.
@@ -173,9 +174,9 @@ pub fn process_start<'a>(
     event: &'a Event,
     normalisers: &'a mut Normalisers,
 ) -> Option<Reading<'a>> {
-    let (image_field, parent_field) = match event.get_u64(field::EVENT_ID)? {
-        EVENT_SYSMON_PROCESS => (field::IMAGE, field::PARENT_IMAGE),
-        EVENT_SECURITY_PROCESS => (field::NEW_PROCESS_NAME, field::PARENT_PROCESS_NAME),
+    let image_field = match event.get_u64(field::EVENT_ID)? {
+        EVENT_SYSMON_PROCESS => field::IMAGE,
+        EVENT_SECURITY_PROCESS => field::NEW_PROCESS_NAME,
         _ => return None,
     };
     let raw_image = meaningful(event, image_field)?;
@@ -186,6 +187,22 @@ pub fn process_start<'a>(
     let Some(host) = raw_host.and_then(|raw| normalisers.hosts.get(raw)) else {
         return Some(Reading::WithoutHost);
     };
+    Some(Reading::Start(ProcessStart {
+        image,
+        raw_image,
+        host,
+        timestamp_ms: event.timestamp_ms,
+        offset: event.offset,
+    }))
+}
+
+/// The evidence of a process start ([`process_start`]): command line,
+/// parent image and user.
+pub fn details(event: &Event) -> Details<'_> {
+    let parent_field = match event.get_u64(field::EVENT_ID) {
+        Some(EVENT_SECURITY_PROCESS) => field::PARENT_PROCESS_NAME,
+        _ => field::PARENT_IMAGE,
+    };
     let user = meaningful(event, field::USER).map(User::Name).or_else(|| {
         let name = meaningful(event, field::SUBJECT_USER_NAME)?;
         Some(match meaningful(event, field::SUBJECT_DOMAIN_NAME) {
@@ -193,16 +210,11 @@ pub fn process_start<'a>(
             None => User::Name(name),
         })
     });
-    Some(Reading::Start(ProcessStart {
-        image,
-        raw_image,
-        host,
-        timestamp_ms: event.timestamp_ms,
-        offset: event.offset,
+    Details {
         command_line: meaningful(event, field::COMMAND_LINE),
         parent_image: meaningful(event, parent_field),
         user,
-    }))
+    }
 }
 
 impl Hunt for RareProcess {
@@ -236,7 +248,7 @@ impl Hunt for RareProcess {
     fn scan(&mut self, batch: &[Event], _out: &mut Emitter) -> Result<(), String> {
         for event in batch {
             match process_start(event, &mut self.normalisers) {
-                Some(Reading::Start(start)) => self.stacker.observe(&start),
+                Some(Reading::Start(start)) => self.stacker.observe(&start, || details(event)),
                 Some(Reading::WithoutHost) => self.skipped_without_host += 1,
                 None => {}
             }
@@ -380,21 +392,18 @@ mod tests {
         };
         assert_eq!(start.image, "c:\\windows\\system32\\cmd.exe");
         assert_eq!(start.host, "ws01");
-        assert_eq!(
-            start.user.map(|u| u.to_string()).as_deref(),
-            Some("CORP\\alice")
-        );
+        let user = details(&first).user.map(|u| u.to_string());
+        assert_eq!(user.as_deref(), Some("CORP\\alice"));
         let second = security(2, "WS02", "C:\\Windows\\System32\\cmd.exe");
         let Some(Reading::Start(start)) = process_start(&second, &mut normalisers) else {
             panic!("a process start with a host")
         };
         assert_eq!(start.image, "c:\\windows\\system32\\cmd.exe");
         assert_eq!(start.host, "ws02");
-        assert_eq!(
-            start.user.map(|u| u.to_string()).as_deref(),
-            Some("CORP\\bob")
-        );
-        assert_eq!(start.parent_image, Some("C:\\Windows\\explorer.exe"));
+        let user = details(&second).user.map(|u| u.to_string());
+        assert_eq!(user.as_deref(), Some("CORP\\bob"));
+        let parent = details(&second).parent_image;
+        assert_eq!(parent, Some("C:\\Windows\\explorer.exe"));
         // Another event id, or no image: not a start. No host: skipped.
         assert_eq!(
             process_start(

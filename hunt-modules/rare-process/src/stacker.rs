@@ -87,6 +87,12 @@ pub struct ProcessStart<'a> {
     pub timestamp_ms: i64,
     /// Shard offset.
     pub offset: u64,
+}
+
+/// What else a process start logged: evidence for an image's first start,
+/// so read only for that one ([`Stacker::observe`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Details<'a> {
     /// Command line, when logged.
     pub command_line: Option<&'a str>,
     /// Parent image, when logged.
@@ -208,8 +214,9 @@ impl Stacker {
         self
     }
 
-    /// Adds one process start.
-    pub fn observe(&mut self, start: &ProcessStart<'_>) {
+    /// Adds one process start; `details` is called for an image's first
+    /// start only.
+    pub fn observe<'d>(&mut self, start: &ProcessStart<'_>, details: impl FnOnce() -> Details<'d>) {
         self.starts += 1;
         let host = match self.hosts.get(&*start.host) {
             Some(&id) => id,
@@ -244,17 +251,18 @@ impl Stacker {
             None if self.tracked >= MAX_TRACKED_IMAGES => self.images_truncated = true,
             None => {
                 self.tracked += 1;
+                let details = details();
                 image.seen = Some(Box::new(Seen {
                     hosts: vec![host],
                     events: 1,
                     first_ms: start.timestamp_ms,
                     last_ms: start.timestamp_ms,
                     raw_image: start.raw_image.to_owned(),
-                    command_line: start
+                    command_line: details
                         .command_line
                         .map(|c| c.chars().take(MAX_COMMAND_LINE_CHARS).collect()),
-                    parent_image: start.parent_image.map(str::to_owned),
-                    user: start.user.map(|u| u.to_string()),
+                    parent_image: details.parent_image.map(str::to_owned),
+                    user: details.user.map(|u| u.to_string()),
                     offsets: vec![start.offset],
                 }));
             }
@@ -404,6 +412,11 @@ mod tests {
             host: host.to_owned().into(),
             timestamp_ms: 1_700_000_000_000 + offset as i64,
             offset,
+        }
+    }
+
+    fn details() -> Details<'static> {
+        Details {
             command_line: Some("x.exe /run"),
             parent_image: Some("c:\\windows\\explorer.exe"),
             user: Some(User::Name("CORP\\alice")),
@@ -419,17 +432,20 @@ mod tests {
         let mut offset = 0;
         for host in ["ws01", "ws02", "ws03"] {
             for _ in 0..3 {
-                stacker.observe(&start(COMMON, host, offset));
+                stacker.observe(&start(COMMON, host, offset), details);
                 offset += 1;
             }
         }
-        stacker.observe(&start(DROPPED, "ws02", 100));
-        stacker.observe(&start(DROPPED, "ws02", 101));
+        stacker.observe(&start(DROPPED, "ws02", 100), details);
+        stacker.observe(&start(DROPPED, "ws02", 101), details);
         // On one host, but not user-writable: the stack shows it, no finding.
-        stacker.observe(&start("c:\\program files\\odd\\odd.exe", "ws03", 102));
+        stacker.observe(
+            &start("c:\\program files\\odd\\odd.exe", "ws03", 102),
+            details,
+        );
         // User-writable, but on two hosts of the task.
-        stacker.observe(&start("c:\\users\\public\\a.exe", "ws01", 103));
-        stacker.observe(&start("c:\\users\\public\\a.exe", "ws02", 104));
+        stacker.observe(&start("c:\\users\\public\\a.exe", "ws01", 103), details);
+        stacker.observe(&start("c:\\users\\public\\a.exe", "ws02", 104), details);
         let report = stacker.finish();
         assert_eq!(report.hosts, 3);
         assert_eq!(report.starts, 14);
@@ -446,10 +462,27 @@ mod tests {
     }
 
     #[test]
+    fn details_are_read_for_an_image_first_start_only() {
+        let mut stacker = Stacker::new(Config::default());
+        let mut reads = 0;
+        for offset in 0..5 {
+            stacker.observe(&start(COMMON, "ws01", offset), || {
+                reads += 1;
+                details()
+            });
+        }
+        stacker.observe(&start(DROPPED, "ws02", 9), || {
+            reads += 1;
+            details()
+        });
+        assert_eq!(reads, 2);
+    }
+
+    #[test]
     fn small_tasks_and_disabled_findings_report_only_the_stack() {
         let mut stacker = Stacker::new(Config::default());
-        stacker.observe(&start(DROPPED, "ws01", 0));
-        stacker.observe(&start(COMMON, "ws02", 1));
+        stacker.observe(&start(DROPPED, "ws01", 0), details);
+        stacker.observe(&start(COMMON, "ws02", 1), details);
         let report = stacker.finish();
         assert!(report.findings.is_empty(), "two hosts are too few");
         assert_eq!(report.stack.len(), 2);
@@ -459,9 +492,9 @@ mod tests {
             ..Config::default()
         });
         for (i, host) in ["a", "b", "c"].iter().enumerate() {
-            stacker.observe(&start(COMMON, host, i as u64));
+            stacker.observe(&start(COMMON, host, i as u64), details);
         }
-        stacker.observe(&start(DROPPED, "a", 9));
+        stacker.observe(&start(DROPPED, "a", 9), details);
         assert!(stacker.finish().findings.is_empty());
     }
 
@@ -475,14 +508,17 @@ mod tests {
             let mut stacker = Stacker::new(Config::default());
             for h in 0..3 {
                 let host = format!("s{shard}-h{h}");
-                stacker.observe(&start(COMMON, &host, 0));
-                stacker.observe(&start("c:\\windows\\explorer.exe", &host, 1));
+                stacker.observe(&start(COMMON, &host, 0), details);
+                stacker.observe(&start("c:\\windows\\explorer.exe", &host, 1), details);
             }
             if shard < 2 {
-                stacker.observe(&start("c:\\tools\\tool.exe", &format!("s{shard}-h0"), 2));
+                stacker.observe(
+                    &start("c:\\tools\\tool.exe", &format!("s{shard}-h0"), 2),
+                    details,
+                );
             }
             if shard == 1 {
-                stacker.observe(&start(DROPPED, "s1-h2", 3));
+                stacker.observe(&start(DROPPED, "s1-h2", 3), details);
             }
             partials.push(stacker.finish().stack.into());
         }
@@ -503,7 +539,10 @@ mod tests {
     fn image_tracking_is_bounded() {
         let mut stacker = Stacker::new(Config::default());
         for i in 0..(MAX_TRACKED_IMAGES + 10) {
-            stacker.observe(&start(&format!("c:\\temp\\{i}.exe"), "h", i as u64));
+            stacker.observe(
+                &start(&format!("c:\\temp\\{i}.exe"), "h", i as u64),
+                details,
+            );
         }
         assert_eq!(stacker.tracked, MAX_TRACKED_IMAGES);
         let report = stacker.finish();
