@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::hash::{BuildHasher, Hasher, RandomState};
 
 use quarry_contract::AggregateValue;
 use quarry_contract::aggregate::{DistinctValues, RangeStats};
@@ -571,11 +570,7 @@ impl<'p> GroupSpec<'p> {
 
     /// Adds one event or row to `groups`.
     fn observe<S: GroupScope>(&self, groups: &mut Groups, scope: &S, time: Option<i64>) {
-        let Groups { map, key, seeds } = groups;
-        // The key's hash is taken from its parts as they are read (equal
-        // keys have equal parts), not from the key text just written.
-        let mut hash = seeds.hasher();
-        let text = &mut key.text;
+        let Groups { map, key: text } = groups;
         text.clear();
         text.push('[');
         for part in &self.keys {
@@ -584,17 +579,13 @@ impl<'p> GroupSpec<'p> {
             }
             match part {
                 KeyPart::Field(f) => match scope.text(f) {
-                    Some(value) => {
-                        hash.write(value.as_bytes());
-                        push_json_str(text, &value);
-                    }
+                    Some(value) => push_json_str(text, &value),
                     // Like SPL: an event without a `by` field is in no group.
                     None => return,
                 },
                 KeyPart::Bucket(span) => match time {
                     Some(t) => {
                         let bucket = t.div_euclid(*span) * span;
-                        hash.write_i64(bucket);
                         // Digits and `-` need no escaping; writing to a
                         // String cannot fail.
                         let _ = write!(text, "\"{bucket}\"");
@@ -604,14 +595,13 @@ impl<'p> GroupSpec<'p> {
             }
         }
         text.push(']');
-        key.hash = hash.finish();
         // One lookup finds the whole group; its key is copied only when new.
-        match map.get_mut(key) {
+        match map.get_mut(text.as_str()) {
             Some(group) => self.add(group, scope, time),
             None => {
                 let mut group = self.new_group();
                 self.add(&mut group, scope, time);
-                map.insert(key.clone(), group);
+                map.insert(text.clone(), group);
             }
         }
     }
@@ -627,7 +617,7 @@ impl<'p> GroupSpec<'p> {
     fn partial(&self, groups: Groups) -> GroupsPartial {
         let mut partial = self.empty();
         let mut events = BTreeMap::new();
-        for (GroupKey { text: key, .. }, group) in groups.map {
+        for (key, group) in groups.map {
             for (state, into) in group.aggs.into_iter().zip(&mut partial.aggs) {
                 match (state, into) {
                     (AggState::Count(Some(n)), AggPartial::Count(AggregateValue::Counts(m))) => {
@@ -660,135 +650,15 @@ impl<'p> GroupSpec<'p> {
 }
 
 /// The groups of a stage while events or rows are observed: each group's
-/// whole state under one key, turned into a [`GroupsPartial`] at the end.
+/// whole state under its key ([`group_key`]), turned into a
+/// [`GroupsPartial`] at the end. The map hashes with foldhash (seeded per
+/// process: keys come from the logs), several times cheaper than SipHash
+/// on short keys.
 #[derive(Default)]
 struct Groups {
-    map: HashMap<GroupKey, GroupState, BuildPassHasher>,
+    map: hashbrown::HashMap<String, GroupState>,
     /// Scratch space for the key of the event being observed.
-    key: GroupKey,
-    seeds: KeyHashing,
-}
-
-/// A group key ([`group_key`]) and its hash under the map's [`KeyHashing`].
-#[derive(Clone, Default, PartialEq, Eq)]
-struct GroupKey {
-    hash: u64,
-    text: String,
-}
-
-impl std::hash::Hash for GroupKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-/// The map's hasher: passes on [`GroupKey::hash`], taken beforehand.
-#[derive(Clone, Copy, Default)]
-struct BuildPassHasher;
-
-impl BuildHasher for BuildPassHasher {
-    type Hasher = PassHasher;
-
-    fn build_hasher(&self) -> PassHasher {
-        PassHasher(0)
-    }
-}
-
-struct PassHasher(u64);
-
-impl Hasher for PassHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used; any other input still hashes.
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// Hashes group key parts: a folded multiply per 8 bytes (the construction of
-/// foldhash and of ahash's fallback), several times cheaper than std's
-/// SipHash on short keys. Keyed per map from std's random keys, as the
-/// keys come from the logs and must not be aimable at one bucket.
-#[derive(Clone, Copy)]
-struct KeyHashing {
-    k0: u64,
-    k1: u64,
-}
-
-impl Default for KeyHashing {
-    fn default() -> Self {
-        let random = RandomState::new();
-        KeyHashing {
-            k0: random.hash_one(0u64),
-            k1: random.hash_one(1u64),
-        }
-    }
-}
-
-impl KeyHashing {
-    fn hasher(&self) -> KeyHasher {
-        KeyHasher {
-            acc: self.k0,
-            k: self.k1,
-        }
-    }
-}
-
-struct KeyHasher {
-    acc: u64,
-    k: u64,
-}
-
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let product = u128::from(a) * u128::from(b);
-    (product as u64) ^ ((product >> 64) as u64)
-}
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // With the length known, the words below (the last overlapping
-        // the one before) determine the bytes.
-        self.acc = self.acc.wrapping_add(bytes.len() as u64);
-        let mut rest = bytes;
-        while rest.len() > 8
-            && let Some((word, tail)) = rest.split_first_chunk::<8>()
-        {
-            self.acc = folded_multiply(self.acc ^ u64::from_le_bytes(*word), self.k);
-            rest = tail;
-        }
-        // The last bytes, read in place rather than copied into a word
-        // first (which stalls the read on the copy).
-        let last = if let Some(word) = bytes.last_chunk::<8>() {
-            u64::from_le_bytes(*word)
-        } else if let (Some(low), Some(high)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>())
-        {
-            u64::from(u32::from_le_bytes(*low)) | (u64::from(u32::from_le_bytes(*high)) << 32)
-        } else {
-            match *bytes {
-                [a] => u64::from(a),
-                [a, b] => u64::from(a) | (u64::from(b) << 8),
-                [a, b, c] => u64::from(a) | (u64::from(b) << 8) | (u64::from(c) << 16),
-                _ => 0,
-            }
-        };
-        self.acc = folded_multiply(self.acc ^ last, self.k);
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.acc = folded_multiply(self.acc ^ n, self.k);
-    }
-
-    fn finish(&self) -> u64 {
-        folded_multiply(self.acc, self.k)
-    }
+    key: String,
 }
 
 /// One group: its events, and one state per aggregate (`None` until a
