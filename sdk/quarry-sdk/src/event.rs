@@ -77,36 +77,46 @@ impl EventColumns {
                 values: Vec::new(),
             });
         }
+        let poolable = |s: &String| s.capacity() <= MAX_SPARE_CAPACITY;
         for ((event, &timestamp_ms), &offset) in
             events.iter_mut().zip(&self.timestamps).zip(&self.offsets)
         {
             event.timestamp_ms = timestamp_ms;
             event.offset = offset;
-            spare.extend(
-                event
-                    .values
-                    .drain(..)
-                    .flatten()
-                    .filter(|s| s.capacity() <= MAX_SPARE_CAPACITY),
-            );
-            event.values.reserve(fields);
+            if event.values.len() > fields {
+                spare.extend(event.values.drain(fields..).flatten().filter(poolable));
+            }
+            event.values.resize(fields, None);
         }
         let mut at = 0usize;
-        for (i, &len) in self.lengths.iter().enumerate() {
-            let value = if len == ABSENT {
-                None
-            } else {
+        // Field by field, as the lengths come: each value overwrites the
+        // string its slot held in the previous batch, in place.
+        for (field, lengths) in self.lengths.chunks(rows.max(1)).enumerate() {
+            for (event, &len) in events.iter_mut().zip(lengths) {
+                let slot = &mut event.values[field];
+                if len == ABSENT {
+                    spare.extend(slot.take().filter(poolable));
+                    continue;
+                }
                 let end = at.saturating_add(len as usize);
                 let text = self.text.get(at..end).ok_or_else(|| {
                     format!("a batch by column cuts its text at byte {at}..{end}")
                 })?;
                 at = end;
-                let mut value = spare.pop().unwrap_or_default();
-                value.clear();
-                value.push_str(text);
-                Some(value)
-            };
-            events[i % rows].values.push(value);
+                match slot {
+                    // A long string is kept only for a long value.
+                    Some(value) if poolable(value) || text.len() > MAX_SPARE_CAPACITY => {
+                        value.clear();
+                        value.push_str(text);
+                    }
+                    _ => {
+                        let mut value = spare.pop().unwrap_or_default();
+                        value.clear();
+                        value.push_str(text);
+                        *slot = Some(value);
+                    }
+                }
+            }
         }
         if at != self.text.len() {
             return Err(format!(
