@@ -137,10 +137,18 @@ pub fn known_images() -> Option<KnownImages> {
 
 /// `field` unless absent, blank or `-`.
 fn meaningful(event: &Event, field: Field) -> Option<&str> {
-    event.get_nonempty(field).filter(|v| {
-        let v = v.trim();
-        !v.is_empty() && v != "-"
-    })
+    event.get_nonempty(field).filter(|v| is_meaningful(v))
+}
+
+fn is_meaningful(value: &str) -> bool {
+    let value = value.trim();
+    !value.is_empty() && value != "-"
+}
+
+/// The normalised image of a logged image value, unless it is blank or
+/// `-` ([`meaningful`]).
+fn logged_image(raw: &str) -> Option<String> {
+    is_meaningful(raw).then(|| normalise_image(raw)).flatten()
 }
 
 /// What an event says about process starts.
@@ -162,7 +170,7 @@ pub struct Normalisers {
 impl Default for Normalisers {
     fn default() -> Self {
         Normalisers {
-            images: Memo::new(normalise_image),
+            images: Memo::new(logged_image),
             hosts: Memo::new(normalise_host),
         }
     }
@@ -179,11 +187,12 @@ pub fn process_start<'a>(
         EVENT_SECURITY_PROCESS => field::NEW_PROCESS_NAME,
         _ => return None,
     };
-    let raw_image = meaningful(event, image_field)?;
+    // The checks of `meaningful` are cached with the normalisation.
+    let raw_image = event.get_nonempty(image_field)?;
     let image = normalisers.images.get(raw_image)?;
     let raw_host = [field::COMPUTER, field::HOSTNAME, field::HOST]
         .into_iter()
-        .find_map(|f| meaningful(event, f).filter(|raw| names_a_host(raw)));
+        .find_map(|f| event.get_nonempty(f).filter(|raw| names_a_host(raw)));
     let Some(host) = raw_host.and_then(|raw| normalisers.hosts.get(raw)) else {
         return Some(Reading::WithoutHost);
     };
@@ -421,6 +430,16 @@ mod tests {
                 &event(5, &[(field::EVENT_ID, "1"), (field::IMAGE, "x.exe")]),
                 &mut normalisers
             ),
+            Some(Reading::WithoutHost)
+        );
+        // A blank or `-` image is none; a host of dots is none.
+        for image in [" - ", "  "] {
+            let logged = sysmon(6, "WS01", image);
+            assert_eq!(process_start(&logged, &mut normalisers), None, "{image:?}");
+        }
+        let dots = sysmon(7, "..", "C:\\x.exe");
+        assert_eq!(
+            process_start(&dots, &mut normalisers),
             Some(Reading::WithoutHost)
         );
     }
