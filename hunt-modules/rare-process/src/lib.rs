@@ -35,9 +35,11 @@
 pub mod paths;
 pub mod stacker;
 
-use paths::{Memo, names_a_host, normalise_host, normalise_image};
+use paths::{Memo, normalise_host, normalise_image};
 use quarry_sdk::{Descriptor, Emitter, Event, Field, Hunt, Output, Params, Predicate};
-use stacker::{Config, Details, KnownImages, ProcessStart, Stacker, TECHNIQUES, User};
+use stacker::{
+    Config, Details, HostId, ImageId, KnownImages, ProcessStart, Stacker, TECHNIQUES, User,
+};
 
 /// The module's name in the registry.
 pub const NAME: &str = "rare-process";
@@ -160,27 +162,20 @@ pub enum Reading<'a> {
     WithoutHost,
 }
 
-/// The task's image and host normalisations, cached by what was logged.
-#[derive(Debug)]
+/// The task's images and hosts by what was logged: the [`Stacker`] id of
+/// their normalised form, or `None` for a value that names none.
+#[derive(Debug, Default)]
 pub struct Normalisers {
-    images: Memo,
-    hosts: Memo,
+    images: Memo<Option<ImageId>>,
+    hosts: Memo<Option<HostId>>,
 }
 
-impl Default for Normalisers {
-    fn default() -> Self {
-        Normalisers {
-            images: Memo::new(logged_image),
-            hosts: Memo::new(normalise_host),
-        }
-    }
-}
-
-/// The process start an event describes; `None` for other events and for
-/// starts without an image.
+/// The process start an event describes, by `stacker`'s ids; `None` for
+/// other events and for starts without an image.
 pub fn process_start<'a>(
     event: &'a Event,
-    normalisers: &'a mut Normalisers,
+    normalisers: &mut Normalisers,
+    stacker: &mut Stacker,
 ) -> Option<Reading<'a>> {
     let image_field = match event.get_u64(field::EVENT_ID)? {
         EVENT_SYSMON_PROCESS => field::IMAGE,
@@ -189,11 +184,18 @@ pub fn process_start<'a>(
     };
     // The checks of `meaningful` are cached with the normalisation.
     let raw_image = event.get_nonempty(image_field)?;
-    let image = normalisers.images.get(raw_image)?;
-    let raw_host = [field::COMPUTER, field::HOSTNAME, field::HOST]
+    let image = normalisers
+        .images
+        .get(raw_image, |raw| Some(stacker.image_id(&logged_image(raw)?)))?;
+    let host = [field::COMPUTER, field::HOSTNAME, field::HOST]
         .into_iter()
-        .find_map(|f| event.get_nonempty(f).filter(|raw| names_a_host(raw)));
-    let Some(host) = raw_host.and_then(|raw| normalisers.hosts.get(raw)) else {
+        .find_map(|f| {
+            let raw = event.get_nonempty(f)?;
+            normalisers
+                .hosts
+                .get(raw, |raw| Some(stacker.host_id(&normalise_host(raw)?)))
+        });
+    let Some(host) = host else {
         return Some(Reading::WithoutHost);
     };
     Some(Reading::Start(ProcessStart {
@@ -256,7 +258,7 @@ impl Hunt for RareProcess {
 
     fn scan(&mut self, batch: &[Event], _out: &mut Emitter) -> Result<(), String> {
         for event in batch {
-            match process_start(event, &mut self.normalisers) {
+            match process_start(event, &mut self.normalisers, &mut self.stacker) {
                 Some(Reading::Start(start)) => self.stacker.observe(&start, || details(event)),
                 Some(Reading::WithoutHost) => self.skipped_without_host += 1,
                 None => {}
@@ -394,54 +396,56 @@ mod tests {
 
     #[test]
     fn reads_sysmon_and_security_process_starts() {
-        let first = sysmon(1, "WS01.corp.example", "%windir%\\System32\\cmd.exe");
         let mut normalisers = Normalisers::default();
-        let Some(Reading::Start(start)) = process_start(&first, &mut normalisers) else {
-            panic!("a process start with a host")
+        let mut stacker = Stacker::new(Config::default());
+        let mut read = |event: &Event| {
+            process_start(event, &mut normalisers, &mut stacker).map(|r| match r {
+                Reading::Start(s) => Some((s.image, s.host, s.offset)),
+                Reading::WithoutHost => None,
+            })
         };
-        assert_eq!(start.image, "c:\\windows\\system32\\cmd.exe");
-        assert_eq!(start.host, "ws01");
+        let first = sysmon(1, "WS01.corp.example", "%windir%\\System32\\cmd.exe");
+        let second = security(2, "WS02", "C:\\Windows\\System32\\cmd.exe");
+        let third = sysmon(3, "ws01", "C:\\Windows\\explorer.exe");
+        // One image in two spellings, two hosts, then a new image on the
+        // first host again: ids in order of first sight.
+        assert_eq!(read(&first), Some(Some((0, 0, 1))));
+        assert_eq!(read(&second), Some(Some((0, 1, 2))));
+        assert_eq!(read(&third), Some(Some((1, 0, 3))));
+        // Another event id, or no image: not a start. No host: skipped.
+        let other = event(4, &[(field::EVENT_ID, "3"), (field::IMAGE, "x.exe")]);
+        assert_eq!(read(&other), None);
+        assert_eq!(read(&event(5, &[(field::EVENT_ID, "1")])), None);
+        let no_host = event(6, &[(field::EVENT_ID, "1"), (field::IMAGE, "x.exe")]);
+        assert_eq!(read(&no_host), Some(None));
+        // A blank or `-` image is none; a host of dots or `-` is none, and
+        // the next host field is read.
+        for image in [" - ", "  "] {
+            assert_eq!(read(&sysmon(7, "WS01", image)), None, "{image:?}");
+        }
+        assert_eq!(read(&sysmon(8, "..", "C:\\x.exe")), Some(None));
+        let fallback = event(
+            9,
+            &[
+                (field::EVENT_ID, "1"),
+                (field::IMAGE, "C:\\x.exe"),
+                (field::COMPUTER, "-"),
+                (field::HOSTNAME, ".."),
+                (field::HOST, "WS02.corp"),
+            ],
+        );
+        // (`x.exe` of the start without a host has id 2.)
+        assert_eq!(read(&fallback), Some(Some((3, 1, 9))));
+        assert_eq!(stacker.image_id("c:\\windows\\system32\\cmd.exe"), 0);
+        assert_eq!(stacker.image_id("c:\\x.exe"), 3);
+        assert_eq!(stacker.host_id("ws02"), 1);
+
         let user = details(&first).user.map(|u| u.to_string());
         assert_eq!(user.as_deref(), Some("CORP\\alice"));
-        let second = security(2, "WS02", "C:\\Windows\\System32\\cmd.exe");
-        let Some(Reading::Start(start)) = process_start(&second, &mut normalisers) else {
-            panic!("a process start with a host")
-        };
-        assert_eq!(start.image, "c:\\windows\\system32\\cmd.exe");
-        assert_eq!(start.host, "ws02");
         let user = details(&second).user.map(|u| u.to_string());
         assert_eq!(user.as_deref(), Some("CORP\\bob"));
         let parent = details(&second).parent_image;
         assert_eq!(parent, Some("C:\\Windows\\explorer.exe"));
-        // Another event id, or no image: not a start. No host: skipped.
-        assert_eq!(
-            process_start(
-                &event(3, &[(field::EVENT_ID, "3"), (field::IMAGE, "x.exe")]),
-                &mut normalisers
-            ),
-            None
-        );
-        assert_eq!(
-            process_start(&event(4, &[(field::EVENT_ID, "1")]), &mut normalisers),
-            None
-        );
-        assert_eq!(
-            process_start(
-                &event(5, &[(field::EVENT_ID, "1"), (field::IMAGE, "x.exe")]),
-                &mut normalisers
-            ),
-            Some(Reading::WithoutHost)
-        );
-        // A blank or `-` image is none; a host of dots is none.
-        for image in [" - ", "  "] {
-            let logged = sysmon(6, "WS01", image);
-            assert_eq!(process_start(&logged, &mut normalisers), None, "{image:?}");
-        }
-        let dots = sysmon(7, "..", "C:\\x.exe");
-        assert_eq!(
-            process_start(&dots, &mut normalisers),
-            Some(Reading::WithoutHost)
-        );
     }
 
     #[test]

@@ -7,8 +7,6 @@
 //! names), and per-user installs differ only in the user name.
 //! [`normalise_image`] removes those differences and nothing else.
 
-use std::borrow::Cow;
-
 use hashbrown::HashMap;
 
 /// The system directories assumed on the system drive `c:`. Environment
@@ -229,12 +227,13 @@ pub fn file_name(image: &str) -> &str {
 /// A host name in the form hosts are compared in: lowercase, the DNS
 /// domain removed (`WS01.corp.example` and `ws01` are one host; Sysmon and
 /// Security logs do not agree on which they write). Addresses are kept
-/// whole. `None` for a name that [`names_a_host`] refuses.
+/// whole. `None` for an empty or `-` name.
 pub fn normalise_host(raw: &str) -> Option<String> {
-    if !names_a_host(raw) {
+    let host = raw.trim().trim_end_matches('.');
+    if host.is_empty() || host == "-" {
         return None;
     }
-    let host = raw.trim().trim_end_matches('.').to_lowercase();
+    let host = host.to_lowercase();
     if host.parse::<std::net::IpAddr>().is_ok() {
         return Some(host);
     }
@@ -244,45 +243,38 @@ pub fn normalise_host(raw: &str) -> Option<String> {
     })
 }
 
-/// Whether `raw` names a host at all: not empty, `-` or only dots once
-/// trimmed. [`normalise_host`] gives a name exactly for these.
-pub fn names_a_host(raw: &str) -> bool {
-    let host = raw.trim().trim_end_matches('.');
-    !host.is_empty() && host != "-"
-}
-
-/// Most entries a [`Memo`] keeps; later inputs are normalised every time.
+/// Most entries a [`Memo`] keeps; later inputs are computed every time.
 pub const MAX_MEMO_ENTRIES: usize = 50_000;
 
-/// A normalisation cached by its input. Logs repeat a few thousand image
-/// and host spellings millions of times, and normalising (lowercasing,
-/// prefix rewrites) costs far more than a hash lookup; the bound keeps a
+/// What was computed from a logged value, cached by that value. Logs
+/// repeat a few thousand image and host spellings millions of times, and
+/// normalising them (lowercasing, prefix rewrites) and finding their
+/// stack entry costs far more than one hash lookup; the bound keeps a
 /// shard of unique spellings from growing the cache without limit.
-pub struct Memo {
-    normalise: fn(&str) -> Option<String>,
-    cache: HashMap<String, Option<Box<str>>>,
+#[derive(Debug)]
+pub struct Memo<V> {
+    cache: HashMap<String, V>,
 }
 
-impl Memo {
-    /// A memo of `normalise`, empty.
-    pub fn new(normalise: fn(&str) -> Option<String>) -> Self {
+impl<V> Default for Memo<V> {
+    fn default() -> Self {
         Memo {
-            normalise,
             cache: HashMap::new(),
         }
     }
+}
 
-    /// `normalise(raw)`, from the cache when it was seen before.
-    pub fn get(&mut self, raw: &str) -> Option<Cow<'_, str>> {
-        let normalise = self.normalise;
-        if self.cache.len() >= MAX_MEMO_ENTRIES && !self.cache.contains_key(raw) {
-            return normalise(raw).map(Cow::Owned);
+impl<V: Copy> Memo<V> {
+    /// `compute(raw)`, from the cache when `raw` was seen before.
+    pub fn get(&mut self, raw: &str, compute: impl FnOnce(&str) -> V) -> V {
+        if let Some(&value) = self.cache.get(raw) {
+            return value;
         }
-        self.cache
-            .entry_ref(raw)
-            .or_insert_with(|| normalise(raw).map(String::into_boxed_str))
-            .as_deref()
-            .map(Cow::Borrowed)
+        let value = compute(raw);
+        if self.cache.len() < MAX_MEMO_ENTRIES {
+            self.cache.insert(raw.to_owned(), value);
+        }
+        value
     }
 
     /// Inputs cached.
@@ -293,14 +285,6 @@ impl Memo {
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.cache.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Memo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Memo")
-            .field("entries", &self.cache.len())
-            .finish_non_exhaustive()
     }
 }
 
@@ -447,36 +431,36 @@ mod tests {
         assert_eq!(normalise_host(" - "), None);
         assert_eq!(normalise_host(""), None);
         assert_eq!(normalise_host(" .. "), None);
-        for raw in ["ws01", " - ", "", "..", "-.", "WS01.corp."] {
-            assert_eq!(names_a_host(raw), normalise_host(raw).is_some(), "{raw:?}");
-        }
     }
 
     #[test]
-    fn a_memo_gives_what_normalising_gives_and_stays_bounded() {
-        let mut memo = Memo::new(normalise_image);
-        for raw in [
-            "%windir%\\System32\\cmd.exe",
-            "  ",
-            "C:/Tools/x.exe",
-            "%windir%\\System32\\cmd.exe",
-        ] {
-            assert_eq!(
-                memo.get(raw).map(Cow::into_owned),
-                normalise_image(raw),
-                "{raw:?}"
-            );
-        }
-        assert_eq!(memo.len(), 3, "one entry per input, misses included");
+    fn a_memo_computes_each_input_once_and_stays_bounded() {
+        let mut memo = Memo::default();
+        let computed = std::cell::Cell::new(0);
+        let get = |memo: &mut Memo<Option<usize>>, raw: &str| {
+            memo.get(raw, |raw| {
+                computed.set(computed.get() + 1);
+                normalise_image(raw).map(|image| image.len())
+            })
+        };
+        assert_eq!(get(&mut memo, "C:/Tools/x.exe"), Some(14));
+        assert_eq!(get(&mut memo, "  "), None);
+        assert_eq!(get(&mut memo, "C:/Tools/x.exe"), Some(14));
+        assert_eq!(get(&mut memo, "  "), None);
+        assert_eq!(
+            (memo.len(), computed.get()),
+            (2, 2),
+            "misses are cached too"
+        );
         for i in 0..MAX_MEMO_ENTRIES + 10 {
-            let raw = format!("C:\\Temp\\{i}.exe");
-            assert_eq!(memo.get(&raw).map(Cow::into_owned), normalise_image(&raw));
+            get(&mut memo, &format!("C:\\Temp\\{i}.exe"));
         }
         assert_eq!(memo.len(), MAX_MEMO_ENTRIES);
-        // Cached inputs are still answered from the full cache.
-        assert!(matches!(
-            memo.get("C:/Tools/x.exe"),
-            Some(Cow::Borrowed("c:\\tools\\x.exe"))
-        ));
+        assert_eq!(computed.get(), MAX_MEMO_ENTRIES + 12);
+        // Inputs beyond the bound are computed every time, and right.
+        assert_eq!(get(&mut memo, "C:\\Temp\\x\\y.exe"), Some(15));
+        assert_eq!(get(&mut memo, "C:\\Temp\\x\\y.exe"), Some(15));
+        assert_eq!(computed.get(), MAX_MEMO_ENTRIES + 14);
+        assert_eq!(get(&mut memo, "C:/Tools/x.exe"), Some(14));
     }
 }

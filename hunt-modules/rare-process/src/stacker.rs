@@ -10,7 +10,6 @@
 //! location, when the task saw enough hosts for "one host" to mean
 //! something.
 
-use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use hashbrown::HashMap;
@@ -74,15 +73,18 @@ pub struct KnownImages {
     pub images: BTreeSet<String>,
 }
 
-/// One process start, as read from an event, already normalised.
+/// One process start, as read from an event: its image and host by the
+/// ids the task's [`Stacker`] gave their normalised forms.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessStart<'a> {
-    /// Normalised image path ([`crate::paths::normalise_image`]).
-    pub image: Cow<'a, str>,
+    /// Normalised image path ([`crate::paths::normalise_image`]), by
+    /// [`Stacker::image_id`].
+    pub image: ImageId,
     /// The image as logged.
     pub raw_image: &'a str,
-    /// Normalised host ([`crate::paths::normalise_host`]).
-    pub host: Cow<'a, str>,
+    /// Normalised host ([`crate::paths::normalise_host`]), by
+    /// [`Stacker::host_id`].
+    pub host: HostId,
     /// Event time, ms since the epoch.
     pub timestamp_ms: i64,
     /// Shard offset.
@@ -125,8 +127,10 @@ impl std::fmt::Display for User<'_> {
     }
 }
 
-/// A host of the task, by its index in [`Stacker::host_names`].
-type HostId = usize;
+/// A normalised image of the task ([`Stacker::image_id`]).
+pub type ImageId = usize;
+/// A normalised host of the task ([`Stacker::host_id`]).
+pub type HostId = usize;
 
 /// What the task knows of one image: its stack entry, counted here and
 /// stacked in [`Stacker::finish`] (one map lookup per start instead of
@@ -179,10 +183,11 @@ pub struct Report {
 pub struct Stacker {
     config: Config,
     known: Option<KnownImages>,
-    images: HashMap<String, Image>,
+    image_ids: HashMap<String, ImageId>,
+    images: Vec<Image>,
     /// Images with details ([`Image::seen`]).
     tracked: usize,
-    hosts: HashMap<String, HostId>,
+    host_ids: HashMap<String, HostId>,
     host_names: Vec<Box<str>>,
     starts: u64,
     images_truncated: bool,
@@ -198,9 +203,10 @@ impl Stacker {
         Stacker {
             config,
             known: None,
-            images: HashMap::new(),
+            image_ids: HashMap::new(),
+            images: Vec::new(),
             tracked: 0,
-            hosts: HashMap::new(),
+            host_ids: HashMap::new(),
             host_names: Vec::new(),
             starts: 0,
             images_truncated: false,
@@ -214,20 +220,37 @@ impl Stacker {
         self
     }
 
-    /// Adds one process start; `details` is called for an image's first
-    /// start only.
+    /// The id of a normalised image, new or seen before.
+    pub fn image_id(&mut self, image: &str) -> ImageId {
+        if let Some(&id) = self.image_ids.get(image) {
+            return id;
+        }
+        let id = self.images.len();
+        self.images.push(Image::default());
+        self.image_ids.insert(image.to_owned(), id);
+        id
+    }
+
+    /// The id of a normalised host, new or seen before.
+    pub fn host_id(&mut self, host: &str) -> HostId {
+        if let Some(&id) = self.host_ids.get(host) {
+            return id;
+        }
+        let id = self.host_names.len();
+        self.host_names.push(host.into());
+        self.host_ids.insert(host.to_owned(), id);
+        id
+    }
+
+    /// Adds one process start, whose ids this stacker gave; `details` is
+    /// called for an image's first start only.
+    ///
+    /// # Panics
+    /// On an image id this stacker did not give.
     pub fn observe<'d>(&mut self, start: &ProcessStart<'_>, details: impl FnOnce() -> Details<'d>) {
         self.starts += 1;
-        let host = match self.hosts.get(&*start.host) {
-            Some(&id) => id,
-            None => {
-                let id = self.host_names.len();
-                self.host_names.push(start.host.as_ref().into());
-                self.hosts.insert(start.host.as_ref().into(), id);
-                id
-            }
-        };
-        let image = self.images.entry_ref(&*start.image).or_default();
+        let host = start.host;
+        let image = &mut self.images[start.image];
         image.events += 1;
         if image.hosts.len() <= self.config.max_hosts as usize
             && let Err(at) = image.hosts.binary_search(&host)
@@ -273,7 +296,15 @@ impl Stacker {
     pub fn finish(self) -> Report {
         let task_hosts = self.host_names.len();
         let host_names = &self.host_names;
-        let mut images: Vec<(String, Image)> = self.images.into_iter().collect();
+        let mut by_id = self.images;
+        let mut images: Vec<(String, Image)> = self
+            .image_ids
+            .into_iter()
+            .map(|(name, id)| (name, std::mem::take(&mut by_id[id])))
+            // An image read from a start that had no host was never
+            // observed: it is in no stack.
+            .filter(|(_, image)| image.events > 0)
+            .collect();
         images.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut stack = Stack::new(AGGREGATE_IMAGES, self.config.max_hosts);
         for (name, image) in &images {
@@ -405,14 +436,26 @@ mod tests {
     use quarry_sdk::contract::AggregateValue;
     use quarry_sdk::{Aggregate, merge};
 
-    fn start(image: &str, host: &str, offset: u64) -> ProcessStart<'static> {
-        ProcessStart {
-            image: image.to_owned().into(),
+    /// Observes a start of `image` on `host`.
+    fn observe(stacker: &mut Stacker, image: &str, host: &str, offset: u64) {
+        observe_with(stacker, image, host, offset, details);
+    }
+
+    fn observe_with(
+        stacker: &mut Stacker,
+        image: &str,
+        host: &str,
+        offset: u64,
+        details: impl FnOnce() -> Details<'static>,
+    ) {
+        let start = ProcessStart {
+            image: stacker.image_id(image),
             raw_image: "logged",
-            host: host.to_owned().into(),
+            host: stacker.host_id(host),
             timestamp_ms: 1_700_000_000_000 + offset as i64,
             offset,
-        }
+        };
+        stacker.observe(&start, details);
     }
 
     fn details() -> Details<'static> {
@@ -432,20 +475,17 @@ mod tests {
         let mut offset = 0;
         for host in ["ws01", "ws02", "ws03"] {
             for _ in 0..3 {
-                stacker.observe(&start(COMMON, host, offset), details);
+                observe(&mut stacker, COMMON, host, offset);
                 offset += 1;
             }
         }
-        stacker.observe(&start(DROPPED, "ws02", 100), details);
-        stacker.observe(&start(DROPPED, "ws02", 101), details);
+        observe(&mut stacker, DROPPED, "ws02", 100);
+        observe(&mut stacker, DROPPED, "ws02", 101);
         // On one host, but not user-writable: the stack shows it, no finding.
-        stacker.observe(
-            &start("c:\\program files\\odd\\odd.exe", "ws03", 102),
-            details,
-        );
+        observe(&mut stacker, "c:\\program files\\odd\\odd.exe", "ws03", 102);
         // User-writable, but on two hosts of the task.
-        stacker.observe(&start("c:\\users\\public\\a.exe", "ws01", 103), details);
-        stacker.observe(&start("c:\\users\\public\\a.exe", "ws02", 104), details);
+        observe(&mut stacker, "c:\\users\\public\\a.exe", "ws01", 103);
+        observe(&mut stacker, "c:\\users\\public\\a.exe", "ws02", 104);
         let report = stacker.finish();
         assert_eq!(report.hosts, 3);
         assert_eq!(report.starts, 14);
@@ -466,12 +506,12 @@ mod tests {
         let mut stacker = Stacker::new(Config::default());
         let mut reads = 0;
         for offset in 0..5 {
-            stacker.observe(&start(COMMON, "ws01", offset), || {
+            observe_with(&mut stacker, COMMON, "ws01", offset, || {
                 reads += 1;
                 details()
             });
         }
-        stacker.observe(&start(DROPPED, "ws02", 9), || {
+        observe_with(&mut stacker, DROPPED, "ws02", 9, || {
             reads += 1;
             details()
         });
@@ -481,8 +521,9 @@ mod tests {
     #[test]
     fn small_tasks_and_disabled_findings_report_only_the_stack() {
         let mut stacker = Stacker::new(Config::default());
-        stacker.observe(&start(DROPPED, "ws01", 0), details);
-        stacker.observe(&start(COMMON, "ws02", 1), details);
+        observe(&mut stacker, DROPPED, "ws01", 0);
+        observe(&mut stacker, COMMON, "ws02", 1);
+        stacker.image_id("c:\\never\\observed.exe");
         let report = stacker.finish();
         assert!(report.findings.is_empty(), "two hosts are too few");
         assert_eq!(report.stack.len(), 2);
@@ -492,9 +533,9 @@ mod tests {
             ..Config::default()
         });
         for (i, host) in ["a", "b", "c"].iter().enumerate() {
-            stacker.observe(&start(COMMON, host, i as u64), details);
+            observe(&mut stacker, COMMON, host, i as u64);
         }
-        stacker.observe(&start(DROPPED, "a", 9), details);
+        observe(&mut stacker, DROPPED, "a", 9);
         assert!(stacker.finish().findings.is_empty());
     }
 
@@ -508,17 +549,19 @@ mod tests {
             let mut stacker = Stacker::new(Config::default());
             for h in 0..3 {
                 let host = format!("s{shard}-h{h}");
-                stacker.observe(&start(COMMON, &host, 0), details);
-                stacker.observe(&start("c:\\windows\\explorer.exe", &host, 1), details);
+                observe(&mut stacker, COMMON, &host, 0);
+                observe(&mut stacker, "c:\\windows\\explorer.exe", &host, 1);
             }
             if shard < 2 {
-                stacker.observe(
-                    &start("c:\\tools\\tool.exe", &format!("s{shard}-h0"), 2),
-                    details,
+                observe(
+                    &mut stacker,
+                    "c:\\tools\\tool.exe",
+                    &format!("s{shard}-h0"),
+                    2,
                 );
             }
             if shard == 1 {
-                stacker.observe(&start(DROPPED, "s1-h2", 3), details);
+                observe(&mut stacker, DROPPED, "s1-h2", 3);
             }
             partials.push(stacker.finish().stack.into());
         }
@@ -539,10 +582,7 @@ mod tests {
     fn image_tracking_is_bounded() {
         let mut stacker = Stacker::new(Config::default());
         for i in 0..(MAX_TRACKED_IMAGES + 10) {
-            stacker.observe(
-                &start(&format!("c:\\temp\\{i}.exe"), "h", i as u64),
-                details,
-            );
+            observe(&mut stacker, &format!("c:\\temp\\{i}.exe"), "h", i as u64);
         }
         assert_eq!(stacker.tracked, MAX_TRACKED_IMAGES);
         let report = stacker.finish();
