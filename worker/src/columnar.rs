@@ -454,6 +454,16 @@ impl Cell<'_> {
     }
 
     /// As [`value_text`] on the value.
+    /// Appends the cell's text ([`Cell::into_text`]) to `out`, borrowing
+    /// strings rather than copying them into one of their own.
+    fn push_text(self, column: &str, out: &mut FieldTexts) -> Result<(), BlockError> {
+        match self {
+            Cell::Str(s) | Cell::Json(s) => out.push(Some(&s)),
+            other => out.push(other.into_text(column)?.as_deref()),
+        }
+        Ok(())
+    }
+
     fn into_text(self, column: &str) -> Result<Option<String>, BlockError> {
         Ok(match self {
             Cell::Null => None,
@@ -836,14 +846,33 @@ impl<'a> ColumnBlock<'a> {
         rows: Option<&[bool]>,
         mut convert: impl FnMut(Cell<'_>) -> Result<Option<T>, BlockError>,
     ) -> Result<Vec<Option<T>>, BlockError> {
+        let mut out = Vec::with_capacity(self.selected(rows));
+        self.for_each_cell(name, rows, |cell| {
+            out.push(match cell {
+                Some(cell) => convert(cell)?,
+                None => None,
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with one column's cell for each event that `rows` selects
+    /// (every event without `rows`), `None` where the event has no such
+    /// member.
+    fn for_each_cell(
+        &self,
+        name: &str,
+        rows: Option<&[bool]>,
+        mut f: impl FnMut(Option<Cell<'_>>) -> Result<(), BlockError>,
+    ) -> Result<(), BlockError> {
         let selected = |row: usize| rows.is_none_or(|rows| rows.get(row) == Some(&true));
         let Some(&index) = self.by_name.get(name) else {
-            return Ok(vec![None; self.selected(rows)]);
+            return (0..self.selected(rows)).try_for_each(|_| f(None));
         };
         let data = self.column(index)?;
         let DecodedColumn { present, cells, .. } = data.decode(name)?;
         let mut cells = cells.into_iter();
-        let mut out = Vec::with_capacity(self.event_count);
         for row in 0..self.event_count {
             let cell =
                 if has(present, row) {
@@ -854,13 +883,10 @@ impl<'a> ColumnBlock<'a> {
                     None
                 };
             if selected(row) {
-                out.push(match cell {
-                    Some(cell) => convert(cell)?,
-                    None => None,
-                });
+                f(cell)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The top-level members [`crate::event::lookup`] can touch resolving
@@ -1090,6 +1116,141 @@ impl<'a> ColumnBlock<'a> {
             });
         }
         Ok(out)
+    }
+
+    /// The texts of `fields` (distinct) for the events `rows` selects,
+    /// field by field, as [`ColumnBlock::project_rows`] gives them but
+    /// without a string per value: a batch by column copies them once more
+    /// and not again.
+    ///
+    /// # Errors
+    /// [`BlockError::Invalid`] when a column is damaged.
+    pub fn project_texts(
+        &self,
+        fields: &[String],
+        rows: &[bool],
+    ) -> Result<Vec<FieldTexts>, BlockError> {
+        let mut whole: Option<Vec<(i64, Value)>> = None;
+        let mut out = Vec::with_capacity(fields.len());
+        for field in fields {
+            let mut texts = FieldTexts::default();
+            if field == ALL_VALUES_FIELD {
+                if whole.is_none() {
+                    whole = Some(self.decode_all()?);
+                }
+                for (_, (_, doc)) in whole
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .filter(|(row, _)| rows.get(*row) == Some(&true))
+                {
+                    texts.push(crate::event::all_values_text(doc).as_deref());
+                }
+            } else {
+                match self.reach(field) {
+                    Reach::Nothing => texts.lengths = vec![ABSENT; self.selected(Some(rows))],
+                    Reach::Column(name) => self.for_each_cell(name, Some(rows), |cell| {
+                        match cell {
+                            Some(cell) => cell.push_text(name, &mut texts)?,
+                            None => texts.push(None),
+                        }
+                        Ok(())
+                    })?,
+                    Reach::Members(members) => {
+                        self.with_members(&members, Some(rows), |_, doc| {
+                            texts.push(lookup(doc, field).and_then(value_text).as_deref());
+                        })?;
+                    }
+                }
+            }
+            out.push(texts);
+        }
+        Ok(out)
+    }
+}
+
+/// The length of an absent value in [`FieldTexts`], as in a batch by
+/// column (contract 0.2.4's `event-columns`).
+pub const ABSENT: u32 = u32::MAX;
+
+/// One field's values for a run of events, as a batch by column carries
+/// them: a length per event ([`ABSENT`] for none) and the texts end to end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldTexts {
+    /// Per event, its value's length in bytes, or [`ABSENT`].
+    pub lengths: Vec<u32>,
+    /// The values, end to end.
+    pub text: String,
+}
+
+impl FieldTexts {
+    /// Appends one event's value.
+    pub fn push(&mut self, value: Option<&str>) {
+        match value {
+            Some(value) => {
+                // A value is far below 4 GiB: a block's size bounds it.
+                self.lengths
+                    .push(u32::try_from(value.len()).unwrap_or(ABSENT - 1));
+                self.text.push_str(value);
+            }
+            None => self.lengths.push(ABSENT),
+        }
+    }
+
+    /// Events.
+    pub fn len(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Whether there are no events.
+    pub fn is_empty(&self) -> bool {
+        self.lengths.is_empty()
+    }
+
+    /// Each event's value, in order.
+    pub fn values(&self) -> impl Iterator<Item = Option<&str>> {
+        let mut at = 0usize;
+        self.lengths.iter().map(move |&len| {
+            if len == ABSENT {
+                return None;
+            }
+            let end = at + len as usize;
+            let value = self.text.get(at..end);
+            at = end;
+            value
+        })
+    }
+
+    /// Appends `count` events of `from`, starting at the one whose text
+    /// begins at byte `from_text` of `from.text` and event `from_event`;
+    /// returns the byte after them.
+    pub fn extend_from(
+        &mut self,
+        from: &FieldTexts,
+        from_event: usize,
+        count: usize,
+        from_text: usize,
+    ) -> usize {
+        let lengths = from
+            .lengths
+            .get(from_event..from_event + count)
+            .unwrap_or(&[]);
+        let bytes: usize = lengths
+            .iter()
+            .filter(|&&len| len != ABSENT)
+            .map(|&len| len as usize)
+            .sum();
+        self.lengths.extend_from_slice(lengths);
+        let end = from_text + bytes;
+        self.text
+            .push_str(from.text.get(from_text..end).unwrap_or(""));
+        end
+    }
+
+    /// Empties it, keeping its memory.
+    pub fn clear(&mut self) {
+        self.lengths.clear();
+        self.text.clear();
     }
 }
 

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use crate::columnar::{ColumnBlock, Found};
+use crate::columnar::{ColumnBlock, FieldTexts, Found};
 use crate::event::{ALL_VALUES_FIELD, all_values_text, lookup, value_text};
 use crate::shard::segment::BlockError;
 
@@ -433,6 +433,36 @@ impl Projection {
             .into_iter()
             .map(|values| self.to_declared(values))
             .collect())
+    }
+
+    /// As [`Projection::project_columns`], by column: one
+    /// [`FieldTexts`] per declared field.
+    ///
+    /// # Errors
+    /// [`BlockError::Invalid`] when a column is damaged.
+    pub fn project_texts(
+        &self,
+        block: &ColumnBlock<'_>,
+        rows: &[bool],
+    ) -> Result<Vec<FieldTexts>, BlockError> {
+        let unique = block.project_texts(&self.unique, rows)?;
+        Ok(match &self.slots {
+            None => unique,
+            Some(slots) => slots
+                .iter()
+                .map(|&slot| unique.get(slot).cloned().unwrap_or_default())
+                .collect(),
+        })
+    }
+
+    /// Declared fields.
+    pub fn len(&self) -> usize {
+        self.slots.as_ref().map_or(self.unique.len(), Vec::len)
+    }
+
+    /// Whether no field is declared.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// One value per distinct field to one per declared field.

@@ -25,7 +25,7 @@ use crate::error::WorkerError;
 pub use crate::module_cache::ModuleCacheConfig;
 use crate::module_cache::{DiskCache, MemoryCache};
 use crate::prefilter::{Clause, MatchOp, Prefilter, Projection};
-use crate::shard::ShardStore;
+use crate::shard::{ColumnBatcher, ProjectedColumns, ShardStore};
 use quarry_contract::intel::IntelSets;
 use quarry_proto::{HuntId, ModuleDigest};
 use sha2::{Digest, Sha256};
@@ -130,8 +130,7 @@ type ScanColumnsFn =
 /// functions, so `perf record` / `perf report` show where a module spends
 /// its time (docs/module-contract.md).
 pub const PERFMAP_ENV: &str = "QUARRY_WASM_PERFMAP";
-/// Marks an absent value in [`wit::EventColumns::lengths`].
-const ABSENT_VALUE: u32 = u32::MAX;
+
 /// How long an instance kept for its hunt's next task waits for it before
 /// it is dropped. A hunt's tasks on one worker follow each other within
 /// milliseconds while it has shards left there.
@@ -1438,7 +1437,6 @@ impl Runtime {
             fields_projected: description.fields.len(),
             ..TaskOutput::default()
         };
-        let mut batch: Vec<wit::Event> = Vec::with_capacity(BATCH_SIZE);
         let mut kept = Kept {
             limits,
             findings: Vec::new(),
@@ -1458,57 +1456,107 @@ impl Runtime {
         // the guest: their time (from the end of one block's guest work to
         // the next block's delivery) counts against the task's CPU budget.
         let mut host_work = Instant::now();
-        let stats = shards.scan_projected(
-            shard,
-            &filter,
-            &description.prefilter,
-            projection,
-            |in_range, events| -> Result<(), TaskFailure> {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(TaskFailure::Cancelled);
+        let stats = match guest_scan.columns {
+            // Batches by column, straight from the column blocks.
+            Some(columns_fn) => {
+                let mut batcher = ColumnBatcher::new(projection.len(), BATCH_SIZE);
+                let stats = shards.scan_projected_columns(
+                    shard,
+                    &filter,
+                    &description.prefilter,
+                    projection,
+                    |in_range, columns| -> Result<(), TaskFailure> {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(TaskFailure::Cancelled);
+                        }
+                        budget.charge(host_work.elapsed(), Call::Scan)?;
+                        output.events_scanned += in_range;
+                        batcher.add(&columns, |batch| {
+                            output.events_matched += batch.len() as u64;
+                            let found = scan(
+                                &guest_scan,
+                                &mut *store,
+                                Batch::Columns(columns_fn, batch),
+                                &mut budget,
+                                &limits,
+                                kept.result_bound(),
+                            )?;
+                            kept.add(found, Call::Scan)
+                        })?;
+                        host_work = Instant::now();
+                        Ok(())
+                    },
+                )?;
+                if !batcher.batch.is_empty() {
+                    output.events_matched += batcher.batch.len() as u64;
+                    let found = scan(
+                        &guest_scan,
+                        &mut *store,
+                        Batch::Columns(columns_fn, &batcher.batch),
+                        &mut budget,
+                        &limits,
+                        kept.result_bound(),
+                    )?;
+                    kept.add(found, Call::Scan)?;
                 }
-                budget.charge(host_work.elapsed(), Call::Scan)?;
-                output.events_scanned += in_range;
-                for event in events {
-                    batch.push(wit::Event {
-                        timestamp_ms: event.timestamp_ms,
-                        offset: event.offset,
-                        values: event.values,
-                    });
-                    if batch.len() >= BATCH_SIZE {
-                        output.events_matched += batch.len() as u64;
-                        let found = scan(
-                            &guest_scan,
-                            &mut *store,
-                            &batch,
-                            &mut budget,
-                            &limits,
-                            kept.result_bound(),
-                        )?;
-                        kept.add(found, Call::Scan)?;
-                        batch.clear();
-                    }
+                stats
+            }
+            None => {
+                let mut batch: Vec<wit::Event> = Vec::with_capacity(BATCH_SIZE);
+                let stats = shards.scan_projected(
+                    shard,
+                    &filter,
+                    &description.prefilter,
+                    projection,
+                    |in_range, events| -> Result<(), TaskFailure> {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(TaskFailure::Cancelled);
+                        }
+                        budget.charge(host_work.elapsed(), Call::Scan)?;
+                        output.events_scanned += in_range;
+                        for event in events {
+                            batch.push(wit::Event {
+                                timestamp_ms: event.timestamp_ms,
+                                offset: event.offset,
+                                values: event.values,
+                            });
+                            if batch.len() >= BATCH_SIZE {
+                                output.events_matched += batch.len() as u64;
+                                let found = scan(
+                                    &guest_scan,
+                                    &mut *store,
+                                    Batch::Events(&batch),
+                                    &mut budget,
+                                    &limits,
+                                    kept.result_bound(),
+                                )?;
+                                kept.add(found, Call::Scan)?;
+                                batch.clear();
+                            }
+                        }
+                        host_work = Instant::now();
+                        Ok(())
+                    },
+                )?;
+                if !batch.is_empty() {
+                    output.events_matched += batch.len() as u64;
+                    let found = scan(
+                        &guest_scan,
+                        &mut *store,
+                        Batch::Events(&batch),
+                        &mut budget,
+                        &limits,
+                        kept.result_bound(),
+                    )?;
+                    kept.add(found, Call::Scan)?;
                 }
-                host_work = Instant::now();
-                Ok(())
-            },
-        )?;
+                stats
+            }
+        };
         output.blocks_read = stats.blocks_read;
         output.blocks_skipped = stats.blocks_skipped;
         output.bytes_read = stats.bytes_read;
         output.end_offset = stats.end_offset;
-        if !batch.is_empty() {
-            output.events_matched += batch.len() as u64;
-            let found = scan(
-                &guest_scan,
-                &mut *store,
-                &batch,
-                &mut budget,
-                &limits,
-                kept.result_bound(),
-            )?;
-            kept.add(found, Call::Scan)?;
-        }
         budget.arm(&mut *store, Call::Finish)?;
         store.data_mut().result_bound = kept.result_bound();
         let finished = exports.call_finish(&mut *store);
@@ -1748,32 +1796,26 @@ struct GuestScan<'a> {
     columns: Option<&'a ScanColumnsFn>,
 }
 
-/// `batch` by column (contract 0.2.4's `event-columns`): field by field,
-/// event by event, each value's length and its text.
-fn to_columns(batch: &[wit::Event]) -> wit::EventColumns {
-    let fields = batch.first().map_or(0, |e| e.values.len());
-    let bytes: usize = batch
-        .iter()
-        .flat_map(|e| e.values.iter().flatten())
-        .map(String::len)
-        .sum();
-    let mut lengths = Vec::with_capacity(batch.len() * fields);
+/// A batch for the guest: events for `module.scan`, or by column for
+/// `columnar.scan-columns`.
+enum Batch<'a> {
+    Events(&'a [wit::Event]),
+    Columns(&'a ScanColumnsFn, &'a ProjectedColumns),
+}
+
+/// `batch` as contract 0.2.4's `event-columns`: the lengths field by field,
+/// each field's texts end to end.
+fn to_wit_columns(batch: &ProjectedColumns) -> wit::EventColumns {
+    let bytes = batch.fields.iter().map(|f| f.text.len()).sum();
+    let mut lengths = Vec::with_capacity(batch.len() * batch.fields.len());
     let mut text = String::with_capacity(bytes);
-    for field in 0..fields {
-        for event in batch {
-            match event.values.get(field).and_then(Option::as_deref) {
-                Some(value) => {
-                    // Values are far below 4 GiB (a task's memory bounds them).
-                    lengths.push(u32::try_from(value.len()).unwrap_or(ABSENT_VALUE - 1));
-                    text.push_str(value);
-                }
-                None => lengths.push(ABSENT_VALUE),
-            }
-        }
+    for field in &batch.fields {
+        lengths.extend_from_slice(&field.lengths);
+        text.push_str(&field.text);
     }
     wit::EventColumns {
-        timestamps: batch.iter().map(|e| e.timestamp_ms).collect(),
-        offsets: batch.iter().map(|e| e.offset).collect(),
+        timestamps: batch.timestamps.clone(),
+        offsets: batch.offsets.clone(),
         lengths,
         text,
     }
@@ -1782,17 +1824,18 @@ fn to_columns(batch: &[wit::Event]) -> wit::EventColumns {
 fn scan(
     guest_scan: &GuestScan<'_>,
     store: &mut Store<TaskData>,
-    batch: &[wit::Event],
+    batch: Batch<'_>,
     budget: &mut Guest,
     limits: &TaskLimits,
     result_bound: usize,
 ) -> Result<Vec<wit::Finding>, TaskFailure> {
-    let columns = guest_scan.columns.map(|_| to_columns(batch));
     budget.arm(store, Call::Scan)?;
     store.data_mut().result_bound = result_bound;
-    let result = match (guest_scan.columns, columns) {
-        (Some(func), Some(columns)) => func.call(&mut *store, (columns,)).map(|(r,)| r),
-        _ => guest_scan.exports.call_scan(&mut *store, batch),
+    let result = match batch {
+        Batch::Columns(func, columns) => func
+            .call(&mut *store, (to_wit_columns(columns),))
+            .map(|(r,)| r),
+        Batch::Events(events) => guest_scan.exports.call_scan(&mut *store, events),
     };
     budget.spent();
     match result {

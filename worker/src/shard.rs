@@ -65,7 +65,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::columnar::ColumnBlock;
+use crate::columnar::{ColumnBlock, FieldTexts};
 use crate::event::{StoredEvent, event_timestamp_ms, format_rfc3339_ms, normalize};
 use crate::ingest::{Malformed, Position, RecordResult};
 use crate::prefilter::{Prefilter, Projection};
@@ -588,6 +588,137 @@ pub struct MigrateReport {
     pub bytes_before: u64,
     /// Segment bytes after.
     pub bytes_after: u64,
+}
+
+/// The events of one block that a scan's range and prefilter keep, not
+/// yet projected ([`ShardStore::scan_projected`]).
+enum Kept<'b> {
+    /// From a rows block: offset, timestamp and the whole event.
+    Rows(Vec<(u64, i64, Value)>),
+    /// From a column block: the events `rows` marks, with their offsets
+    /// and timestamps.
+    Columns {
+        block: ColumnBlock<'b>,
+        rows: Vec<bool>,
+        offsets: Vec<u64>,
+        timestamps: Vec<i64>,
+    },
+}
+
+/// Events as a module's scan reads them by column
+/// ([`ShardStore::scan_projected_columns`]): offsets, timestamps and one
+/// [`FieldTexts`] per declared field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectedColumns {
+    /// Shard offsets.
+    pub offsets: Vec<u64>,
+    /// Timestamps (ms; 0 when untimed).
+    pub timestamps: Vec<i64>,
+    /// The values, field by field.
+    pub fields: Vec<FieldTexts>,
+}
+
+impl ProjectedColumns {
+    /// No events, `fields` fields.
+    pub fn new(fields: usize) -> Self {
+        ProjectedColumns {
+            offsets: Vec::new(),
+            timestamps: Vec::new(),
+            fields: vec![FieldTexts::default(); fields],
+        }
+    }
+
+    /// Events.
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Whether there are no events.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// The events one by one, as [`ShardStore::scan_projected`] gives them.
+    pub fn to_events(&self) -> Vec<ProjectedEvent> {
+        let mut values: Vec<_> = self.fields.iter().map(FieldTexts::values).collect();
+        self.offsets
+            .iter()
+            .zip(&self.timestamps)
+            .map(|(&offset, &timestamp_ms)| ProjectedEvent {
+                offset,
+                timestamp_ms,
+                values: values
+                    .iter_mut()
+                    .map(|v| v.next().flatten().map(str::to_owned))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Empties it, keeping its memory.
+    pub fn clear(&mut self) {
+        self.offsets.clear();
+        self.timestamps.clear();
+        self.fields.iter_mut().for_each(FieldTexts::clear);
+    }
+}
+
+/// Moves events from blocks' [`ProjectedColumns`] into batches of at most
+/// a given size, for a module that takes batches by column.
+#[derive(Debug)]
+pub struct ColumnBatcher {
+    /// The batch being filled.
+    pub batch: ProjectedColumns,
+    limit: usize,
+}
+
+impl ColumnBatcher {
+    /// Batches of at most `limit` events (at least one) of `fields` fields.
+    pub fn new(fields: usize, limit: usize) -> Self {
+        ColumnBatcher {
+            batch: ProjectedColumns::new(fields),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Adds `block`'s events, calling `full` with each batch that reaches
+    /// the limit (then emptied).
+    ///
+    /// # Errors
+    /// `full`'s.
+    pub fn add<E>(
+        &mut self,
+        block: &ProjectedColumns,
+        mut full: impl FnMut(&ProjectedColumns) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut next = 0;
+        let mut text_at = vec![0usize; block.fields.len()];
+        while next < block.len() {
+            let count = (self.limit - self.batch.len()).min(block.len() - next);
+            let range = next..next + count;
+            self.batch
+                .offsets
+                .extend_from_slice(&block.offsets[range.clone()]);
+            self.batch
+                .timestamps
+                .extend_from_slice(&block.timestamps[range]);
+            for ((into, from), at) in self
+                .batch
+                .fields
+                .iter_mut()
+                .zip(&block.fields)
+                .zip(&mut text_at)
+            {
+                *at = into.extend_from(from, next, count, *at);
+            }
+            next += count;
+            if self.batch.len() >= self.limit {
+                full(&self.batch)?;
+                self.batch.clear();
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One event as a module's scan reads it ([`ShardStore::scan_projected`]).
@@ -1400,17 +1531,116 @@ impl ShardStore {
         E: From<ShardError>,
         F: FnMut(u64, Vec<ProjectedEvent>) -> Result<(), E>,
     {
+        self.scan_kept(name, filter, prefilter, |in_range, kept, damaged| {
+            let events: Vec<ProjectedEvent> = match kept {
+                Kept::Rows(events) => events
+                    .into_iter()
+                    .map(|(offset, timestamp_ms, doc)| ProjectedEvent {
+                        offset,
+                        timestamp_ms,
+                        values: projection.project(&doc),
+                    })
+                    .collect(),
+                Kept::Columns {
+                    block,
+                    rows,
+                    offsets,
+                    timestamps,
+                } => {
+                    let values = projection.project_columns(&block, &rows).map_err(damaged)?;
+                    offsets
+                        .into_iter()
+                        .zip(timestamps)
+                        .zip(values)
+                        .map(|((offset, timestamp_ms), values)| ProjectedEvent {
+                            offset,
+                            timestamp_ms,
+                            values,
+                        })
+                        .collect()
+                }
+            };
+            let emitted = events.len();
+            f(in_range, events)?;
+            Ok(emitted)
+        })
+    }
+
+    /// As [`ShardStore::scan_projected`], the events of each block by
+    /// column ([`ProjectedColumns`]): what a module that takes batches by
+    /// column reads. No value gets a string of its own on the way.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShardStore::scan_with`].
+    pub fn scan_projected_columns<E, F>(
+        &self,
+        name: &str,
+        filter: &ScanFilter<'_>,
+        prefilter: &Prefilter,
+        projection: &Projection,
+        mut f: F,
+    ) -> Result<ScanStats, E>
+    where
+        E: From<ShardError>,
+        F: FnMut(u64, ProjectedColumns) -> Result<(), E>,
+    {
+        self.scan_kept(name, filter, prefilter, |in_range, kept, damaged| {
+            let columns = match kept {
+                Kept::Rows(events) => {
+                    let mut columns = ProjectedColumns::new(projection.len());
+                    for (offset, timestamp_ms, doc) in events {
+                        columns.offsets.push(offset);
+                        columns.timestamps.push(timestamp_ms);
+                        let values = projection.project(&doc);
+                        for (field, value) in columns.fields.iter_mut().zip(&values) {
+                            field.push(value.as_deref());
+                        }
+                    }
+                    columns
+                }
+                Kept::Columns {
+                    block,
+                    rows,
+                    offsets,
+                    timestamps,
+                } => ProjectedColumns {
+                    fields: projection.project_texts(&block, &rows).map_err(damaged)?,
+                    offsets,
+                    timestamps,
+                },
+            };
+            let emitted = columns.len();
+            f(in_range, columns)?;
+            Ok(emitted)
+        })
+    }
+
+    /// Hands `on_block`, per block read, the number of its events in the
+    /// range and the events that pass `prefilter` ([`Kept`]); `on_block`
+    /// returns how many it emitted.
+    fn scan_kept<E>(
+        &self,
+        name: &str,
+        filter: &ScanFilter<'_>,
+        prefilter: &Prefilter,
+        mut on_block: impl FnMut(u64, Kept<'_>, &dyn Fn(BlockError) -> ShardError) -> Result<usize, E>,
+    ) -> Result<ScanStats, E>
+    where
+        E: From<ShardError>,
+    {
         self.scan_blocks(
             name,
             filter,
             |block, payload, stats, corrupt| -> Result<(), E> {
+                let damaged = |e: BlockError| corrupt(e.to_string());
                 let mut in_range = 0u64;
                 let mut decoded = u64::from(block.event_count);
-                let events = match payload {
+                let kept = match &payload {
                     Payload::Rows(_) => {
                         let events = payload.decode_all().map_err(|e| corrupt(e.to_string()))?;
                         decoded = events.len() as u64;
-                        let mut out = Vec::new();
+                        let mut kept = Vec::new();
                         for (i, (timestamp_ms, doc)) in events.into_iter().enumerate() {
                             let offset = block.first_offset + i as u64;
                             if !filter.wants(offset, timestamp_ms) {
@@ -1418,18 +1648,13 @@ impl ShardStore {
                             }
                             in_range += 1;
                             if prefilter.matches(&doc) {
-                                out.push(ProjectedEvent {
-                                    offset,
-                                    timestamp_ms,
-                                    values: projection.project(&doc),
-                                });
+                                kept.push((offset, timestamp_ms, doc));
                             }
                         }
-                        out
+                        Kept::Rows(kept)
                     }
                     Payload::Columns(bytes) => {
-                        let damaged = |e: BlockError| corrupt(e.to_string());
-                        let columns = ColumnBlock::parse(&bytes).map_err(damaged)?;
+                        let columns = ColumnBlock::parse(bytes).map_err(damaged)?;
                         if columns.len() != block.event_count as usize {
                             return Err(corrupt(format!(
                                 "holds {} events, its header says {}",
@@ -1448,26 +1673,27 @@ impl ShardStore {
                         prefilter
                             .retain_columns(&columns, &mut rows)
                             .map_err(damaged)?;
-                        let values = projection
-                            .project_columns(&columns, &rows)
-                            .map_err(damaged)?;
-                        rows.iter()
+                        let (offsets, timestamps) = rows
+                            .iter()
+                            .zip(timestamps)
                             .enumerate()
-                            .filter(|(_, keep)| **keep)
-                            .zip(values)
-                            .map(|((i, _), values)| ProjectedEvent {
-                                offset: block.first_offset + i as u64,
-                                timestamp_ms: timestamps[i],
-                                values,
-                            })
-                            .collect()
+                            .filter(|(_, (keep, _))| **keep)
+                            .map(|(i, (_, ts))| (block.first_offset + i as u64, ts))
+                            .unzip();
+                        Kept::Columns {
+                            block: columns,
+                            rows,
+                            offsets,
+                            timestamps,
+                        }
                     }
                 };
+                let emitted = on_block(in_range, kept, &damaged)?;
                 stats.events_read += decoded;
                 stats.events_skipped += decoded - in_range;
-                stats.events_emitted += events.len() as u64;
+                stats.events_emitted += emitted as u64;
                 stats.batches += 1;
-                f(in_range, events)
+                Ok(())
             },
         )
     }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use quarry_worker::prefilter::{Clause, MatchOp, Prefilter, Projection};
 use quarry_worker::shard::{
-    BlockFormat, MigrateReport, ProjectedEvent, ScanFilter, ShardError, ShardStore,
+    BlockFormat, ColumnBatcher, MigrateReport, ProjectedEvent, ScanFilter, ShardError, ShardStore,
 };
 use serde_json::{Value, json};
 
@@ -281,6 +281,32 @@ fn projected(
         })
         .expect("scan_projected");
     assert_eq!(stats.events_emitted, out.len() as u64);
+
+    // By column, in batches of an odd size across blocks: the same events.
+    let mut batcher = ColumnBatcher::new(projection.len(), 777);
+    let mut by_column = Vec::new();
+    let mut columns_in_range = 0;
+    let column_stats = store
+        .scan_projected_columns(SHARD, filter, prefilter, projection, |n, columns| {
+            columns_in_range += n;
+            assert_eq!(columns.fields.len(), projection.len());
+            batcher.add(&columns, |batch| {
+                assert_eq!(batch.len(), 777, "full batches only");
+                by_column.extend(batch.to_events());
+                Ok::<_, ShardError>(())
+            })
+        })
+        .expect("scan_projected_columns");
+    by_column.extend(batcher.batch.to_events());
+    assert!(
+        by_column == out,
+        "by column: {} events, {} by event; first difference {:?}",
+        by_column.len(),
+        out.len(),
+        by_column.iter().zip(&out).find(|(a, b)| a != b)
+    );
+    assert_eq!(columns_in_range, in_range);
+    assert_eq!(column_stats, stats);
     (out, in_range)
 }
 
