@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
 
 use quarry_contract::AggregateValue;
 use quarry_contract::aggregate::{DistinctValues, RangeStats};
@@ -492,6 +491,8 @@ struct GroupSpec<'p> {
     aggs: &'p [Agg],
     /// The field each of `aggs` reads.
     agg_fields: Vec<Option<FieldRef<'p>>>,
+    /// Whether a key or an aggregate reads the event's time.
+    needs_time: bool,
 }
 
 enum KeyPart<'p> {
@@ -522,10 +523,15 @@ impl<'p> GroupSpec<'p> {
             .iter()
             .map(|agg| agg.field.as_deref().map(|f| FieldRef::resolve(f, slots)))
             .collect();
+        let needs_time = keys.iter().any(|k| matches!(k, KeyPart::Bucket(_)))
+            || aggs
+                .iter()
+                .any(|a| matches!(a.func, AggFunc::Earliest | AggFunc::Latest));
         Some(GroupSpec {
             keys,
             aggs,
             agg_fields,
+            needs_time,
         })
     }
 
@@ -551,8 +557,8 @@ impl<'p> GroupSpec<'p> {
         }
     }
 
-    /// The state of a group not seen before.
-    fn new_group(&self) -> GroupState {
+    /// The state of a group not seen before, whose key is `key`.
+    fn new_group(&self, key: String) -> GroupState {
         let aggs = self
             .aggs
             .iter()
@@ -565,45 +571,62 @@ impl<'p> GroupSpec<'p> {
                 AggFunc::Earliest | AggFunc::Latest => AggState::Timed(None),
             })
             .collect();
-        GroupState { events: 0, aggs }
+        GroupState {
+            key,
+            events: 0,
+            aggs,
+        }
     }
 
     /// Adds one event or row to `groups`.
     fn observe<S: GroupScope>(&self, groups: &mut Groups, scope: &S, time: Option<i64>) {
-        let Groups { map, key: text } = groups;
-        text.clear();
-        text.push('[');
-        for part in &self.keys {
-            if text.len() > 1 {
-                text.push(',');
+        // Groups are found by their key values as read, end to end (each
+        // with its length when there are several); the group key's JSON
+        // text is written once per group, not per event.
+        let Groups { map, key } = groups;
+        key.clear();
+        let several = self.keys.len() > 1;
+        let mut push = |bytes: &[u8]| {
+            if several {
+                key.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
             }
+            key.extend_from_slice(bytes);
+        };
+        for part in &self.keys {
             match part {
                 KeyPart::Field(f) => match scope.text(f) {
-                    Some(value) => push_json_str(text, &value),
+                    Some(value) => push(value.as_bytes()),
                     // Like SPL: an event without a `by` field is in no group.
                     None => return,
                 },
                 KeyPart::Bucket(span) => match time {
-                    Some(t) => {
-                        let bucket = t.div_euclid(*span) * span;
-                        // Digits and `-` need no escaping; writing to a
-                        // String cannot fail.
-                        let _ = write!(text, "\"{bucket}\"");
-                    }
+                    Some(t) => push(&(t.div_euclid(*span) * span).to_le_bytes()),
                     None => return,
                 },
             }
         }
-        text.push(']');
-        // One lookup finds the whole group; its key is copied only when new.
-        match map.get_mut(text.as_str()) {
+        match map.get_mut(key.as_slice()) {
             Some(group) => self.add(group, scope, time),
             None => {
-                let mut group = self.new_group();
+                let Some(parts) = self.key_parts(scope, time) else {
+                    return;
+                };
+                let mut group = self.new_group(group_key(&parts));
                 self.add(&mut group, scope, time);
-                map.insert(text.clone(), group);
+                map.insert(key.clone(), group);
             }
         }
+    }
+
+    /// The texts of the key values, as the group key holds them.
+    fn key_parts<S: GroupScope>(&self, scope: &S, time: Option<i64>) -> Option<Vec<String>> {
+        self.keys
+            .iter()
+            .map(|part| match part {
+                KeyPart::Field(f) => scope.text(f).map(Cow::into_owned),
+                KeyPart::Bucket(span) => time.map(|t| (t.div_euclid(*span) * span).to_string()),
+            })
+            .collect()
     }
 
     fn add<S: GroupScope>(&self, group: &mut GroupState, scope: &S, time: Option<i64>) {
@@ -617,7 +640,8 @@ impl<'p> GroupSpec<'p> {
     fn partial(&self, groups: Groups) -> GroupsPartial {
         let mut partial = self.empty();
         let mut events = BTreeMap::new();
-        for (key, group) in groups.map {
+        for group in groups.map.into_values() {
+            let key = group.key;
             for (state, into) in group.aggs.into_iter().zip(&mut partial.aggs) {
                 match (state, into) {
                     (AggState::Count(Some(n)), AggPartial::Count(AggregateValue::Counts(m))) => {
@@ -650,20 +674,22 @@ impl<'p> GroupSpec<'p> {
 }
 
 /// The groups of a stage while events or rows are observed: each group's
-/// whole state under its key ([`group_key`]), turned into a
+/// whole state under its key values ([`GroupSpec::observe`]), turned into a
 /// [`GroupsPartial`] at the end. The map hashes with foldhash (seeded per
 /// process: keys come from the logs), several times cheaper than SipHash
 /// on short keys.
 #[derive(Default)]
 struct Groups {
-    map: hashbrown::HashMap<String, GroupState>,
-    /// Scratch space for the key of the event being observed.
-    key: String,
+    map: hashbrown::HashMap<Vec<u8>, GroupState>,
+    /// Scratch space for the key values of the event being observed.
+    key: Vec<u8>,
 }
 
 /// One group: its events, and one state per aggregate (`None` until a
 /// value counts, as the group then has no entry in that aggregate).
 struct GroupState {
+    /// The group key ([`group_key`]).
+    key: String,
     events: u64,
     aggs: Vec<AggState>,
 }
@@ -1005,10 +1031,17 @@ impl<'p> Runner<'p> {
             row = Some(self.materialize(event));
         }
         match (&mut self.state, &self.spec) {
-            (PartialData::Groups(_), Some(spec)) => match &row {
-                Some(row) => spec.observe(&mut self.groups, row, event.time_ms()),
-                None => spec.observe(&mut self.groups, &scope, event.time_ms()),
-            },
+            (PartialData::Groups(_), Some(spec)) => {
+                let time = if spec.needs_time {
+                    event.time_ms()
+                } else {
+                    None
+                };
+                match &row {
+                    Some(row) => spec.observe(&mut self.groups, row, time),
+                    None => spec.observe(&mut self.groups, &scope, time),
+                }
+            }
             (PartialData::Rows { rows, .. }, _) => {
                 rows.extend(row);
                 if rows.len() >= self.compact_at {
@@ -1507,6 +1540,36 @@ mod tests {
     /// The keys a shard's partial holds are the `serde_json` encoding of
     /// the key values' texts, whichever path read them, and equal keys
     /// make one group.
+    #[test]
+    fn groups_are_told_apart_by_each_key_value() {
+        let plan = crate::compile("stats count() by A, B").expect("compiles");
+        let mut runner = Runner::new(&plan);
+        for (a, b) in [
+            ("a", "bc"),
+            ("ab", "c"),
+            ("ab", "c"),
+            // One list in two spellings is one value.
+            ("[1, 2]", "x"),
+            ("[1,2]", "x"),
+        ] {
+            runner.observe(&TextEvent {
+                time_ms: None,
+                values: &[Some(a.to_owned()), Some(b.to_owned())],
+            });
+        }
+        let PartialData::Groups(groups) = runner.finish().data else {
+            panic!("a stats plan has groups");
+        };
+        let expected: BTreeMap<String, u64> = [
+            (r#"["a","bc"]"#, 1),
+            (r#"["ab","c"]"#, 2),
+            (r#"["[\"1\",\"2\"]","x"]"#, 2),
+        ]
+        .map(|(k, n)| (k.to_owned(), n))
+        .into();
+        assert_eq!(groups.events, AggregateValue::Counts(expected));
+    }
+
     #[test]
     fn partial_keys_of_awkward_events_are_unchanged() {
         let texts = awkward();
