@@ -206,12 +206,12 @@ impl Scope for Row {
     }
 }
 
-struct EventScope<'a> {
-    event: &'a dyn Event,
+struct EventScope<'a, E: ?Sized> {
+    event: &'a E,
     slots: &'a HashMap<String, usize>,
 }
 
-impl Scope for EventScope<'_> {
+impl<E: Event + ?Sized> Scope for EventScope<'_, E> {
     fn get(&self, name: &str) -> Value {
         if name == TIME_FIELD {
             return self
@@ -293,7 +293,7 @@ impl GroupScope for Row {
     }
 }
 
-impl GroupScope for EventScope<'_> {
+impl<E: Event + ?Sized> GroupScope for EventScope<'_, E> {
     fn text(&self, field: &FieldRef) -> Option<Cow<'_, str>> {
         match field.at {
             Slot::Time => self
@@ -996,7 +996,10 @@ impl<'p> Runner<'p> {
     }
 
     /// Runs the per-event stages on `event` and adds what survives.
-    pub fn observe(&mut self, event: &dyn Event) {
+    ///
+    /// Generic over the event type, so that reading a field compiles to
+    /// the event's own code rather than a call through a vtable per field.
+    pub fn observe<E: Event + ?Sized>(&mut self, event: &E) {
         let scope = EventScope {
             event,
             slots: &self.slots,
@@ -1053,7 +1056,7 @@ impl<'p> Runner<'p> {
     }
 
     /// The row of an event: `_time`, then every field read.
-    fn materialize(&self, event: &dyn Event) -> Row {
+    fn materialize<E: Event + ?Sized>(&self, event: &E) -> Row {
         let time = event.time_ms();
         let mut cols = Vec::with_capacity(self.plan.fields.len() + 1);
         cols.push((
