@@ -133,6 +133,8 @@ pub struct TextEvent<'a> {
 }
 
 impl Event for TextEvent<'_> {
+    // Inlined into the runner a module monomorphises: called per event.
+    #[inline]
     fn time_ms(&self) -> Option<i64> {
         self.time_ms
     }
@@ -144,6 +146,7 @@ impl Event for TextEvent<'_> {
         }
     }
 
+    #[inline]
     fn field_text(&self, slot: usize, _name: &str) -> Option<Cow<'_, str>> {
         match self.values.get(slot) {
             // Only text starting with `[` can read as a list (whose text is
@@ -156,6 +159,7 @@ impl Event for TextEvent<'_> {
         }
     }
 
+    #[inline]
     fn field_number(&self, slot: usize, _name: &str) -> Option<f64> {
         match self.values.get(slot) {
             // A list is no number, and neither is any text starting with
@@ -580,32 +584,31 @@ impl<'p> GroupSpec<'p> {
 
     /// Adds one event or row to `groups`.
     fn observe<S: GroupScope>(&self, groups: &mut Groups, scope: &S, time: Option<i64>) {
-        // Groups are found by their key values as read, end to end (each
-        // with its length when there are several); the group key's JSON
+        // Groups are found by their key values as read: one value as it
+        // is, several end to end with their lengths. The group key's JSON
         // text is written once per group, not per event.
         let Groups { map, key } = groups;
-        key.clear();
-        let several = self.keys.len() > 1;
-        let mut push = |bytes: &[u8]| {
-            if several {
+        let one;
+        let lookup: &[u8] = if let [part] = self.keys.as_slice() {
+            match key_value(part, scope, time) {
+                Some(value) => one = value,
+                // Like SPL: an event without a `by` field is in no group.
+                None => return,
+            }
+            one.as_bytes()
+        } else {
+            key.clear();
+            for part in &self.keys {
+                let Some(value) = key_value(part, scope, time) else {
+                    return;
+                };
+                let bytes = value.as_bytes();
                 key.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                key.extend_from_slice(bytes);
             }
-            key.extend_from_slice(bytes);
+            key.as_slice()
         };
-        for part in &self.keys {
-            match part {
-                KeyPart::Field(f) => match scope.text(f) {
-                    Some(value) => push(value.as_bytes()),
-                    // Like SPL: an event without a `by` field is in no group.
-                    None => return,
-                },
-                KeyPart::Bucket(span) => match time {
-                    Some(t) => push(&(t.div_euclid(*span) * span).to_le_bytes()),
-                    None => return,
-                },
-            }
-        }
-        match map.get_mut(key.as_slice()) {
+        match map.get_mut(lookup) {
             Some(group) => self.add(group, scope, time),
             None => {
                 let Some(parts) = self.key_parts(scope, time) else {
@@ -613,7 +616,7 @@ impl<'p> GroupSpec<'p> {
                 };
                 let mut group = self.new_group(group_key(&parts));
                 self.add(&mut group, scope, time);
-                map.insert(key.clone(), group);
+                map.insert(lookup.to_vec(), group);
             }
         }
     }
@@ -670,6 +673,35 @@ impl<'p> GroupSpec<'p> {
         }
         partial.events = AggregateValue::Counts(events);
         partial
+    }
+}
+
+/// One key value of an event, as [`GroupSpec::observe`] looks groups up.
+enum KeyValue<'a> {
+    Text(Cow<'a, str>),
+    Bucket([u8; 8]),
+}
+
+impl KeyValue<'_> {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            KeyValue::Text(text) => text.as_bytes(),
+            KeyValue::Bucket(bytes) => bytes,
+        }
+    }
+}
+
+/// The value of `part` in `scope`; `None` when the event has none.
+fn key_value<'s, S: GroupScope>(
+    part: &KeyPart<'_>,
+    scope: &'s S,
+    time: Option<i64>,
+) -> Option<KeyValue<'s>> {
+    match part {
+        KeyPart::Field(f) => scope.text(f).map(KeyValue::Text),
+        KeyPart::Bucket(span) => {
+            time.map(|t| KeyValue::Bucket((t.div_euclid(*span) * span).to_le_bytes()))
+        }
     }
 }
 
