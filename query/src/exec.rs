@@ -298,6 +298,7 @@ impl GroupScope for Row {
 }
 
 impl<E: Event + ?Sized> GroupScope for EventScope<'_, E> {
+    #[inline]
     fn text(&self, field: &FieldRef) -> Option<Cow<'_, str>> {
         match field.at {
             Slot::Time => self
@@ -692,6 +693,7 @@ impl KeyValue<'_> {
 }
 
 /// The value of `part` in `scope`; `None` when the event has none.
+#[inline]
 fn key_value<'s, S: GroupScope>(
     part: &KeyPart<'_>,
     scope: &'s S,
