@@ -30,7 +30,7 @@ pub enum BenchCommand {
     /// a module whose prefilter selects ~1% of the events, the `query`
     /// module, and `rare-process` as wasm against compiled natively.
     #[command(
-        after_help = "Examples:\n  quarry bench scan\n  quarry bench scan --events 500000 --dir /var/tmp/quarry-bench --output json\n  # a shard of ~5 GB on disk, to check the scan's peak RSS:\n  quarry bench scan --events 4000000 --pad-bytes 1200 --dir /var/tmp/quarry-bench"
+        after_help = "Examples:\n  quarry bench scan\n  quarry bench scan --events 500000 --dir /var/tmp/quarry-bench --output json\n  # a shard of ~5 GB on disk, to check the scan's peak RSS:\n  quarry bench scan --events 5300000 --pad-bytes 1200 --dir /var/tmp/quarry-bench"
     )]
     Scan {
         /// Events in the generated shard.

@@ -48,6 +48,16 @@ pub trait Event {
     }
 }
 
+/// Prefixes under which EVTX exports nest a field: `EventData.Image` is
+/// found as `Image` in a flat event, as the worker finds it.
+pub(crate) const EVTX_PREFIXES: [&str; 5] = [
+    "Event.EventData.",
+    "Event.System.",
+    "Event.UserData.",
+    "EventData.",
+    "System.",
+];
+
 /// An event as a JSON object. Fields are found by exact name, then as a
 /// dotted path into nested objects (`id.orig_h`), then without an EVTX
 /// prefix (`Event.EventData.Image` is `Image`), as the worker finds them.
@@ -86,14 +96,8 @@ impl Event for JsonEvent<'_> {
 impl<'a> JsonEvent<'a> {
     fn find(&self, name: &str) -> Option<&'a serde_json::Value> {
         lookup(self.map, name).or_else(|| {
-            const EVTX: [&str; 5] = [
-                "Event.EventData.",
-                "Event.System.",
-                "Event.UserData.",
-                "EventData.",
-                "System.",
-            ];
-            EVTX.iter()
+            EVTX_PREFIXES
+                .iter()
                 .find_map(|p| name.strip_prefix(p))
                 .filter(|r| !r.is_empty())
                 .and_then(|r| lookup(self.map, r))

@@ -211,15 +211,8 @@ impl Plan {
     ) -> Vec<UnknownField> {
         let known: BTreeSet<&str> = known.into_iter().collect();
         let is_known = |field: &str| {
-            const EVTX: [&str; 5] = [
-                "Event.EventData.",
-                "Event.System.",
-                "Event.UserData.",
-                "EventData.",
-                "System.",
-            ];
             known.contains(field)
-                || EVTX.iter().any(|p| {
+                || crate::exec::EVTX_PREFIXES.iter().any(|p| {
                     field
                         .strip_prefix(p)
                         .is_some_and(|rest| known.contains(rest))
