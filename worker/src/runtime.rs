@@ -1452,10 +1452,16 @@ impl Runtime {
             block_filter: (!description.prefilter.is_empty()).then_some(&block_filter as _),
             min_offset: incremental.from_offset,
         };
-        // Decoding, the prefilter and the projection run on the host for
-        // the guest: their time (from the end of one block's guest work to
-        // the next block's delivery) counts against the task's CPU budget.
-        let mut host_work = Instant::now();
+        let mut delivery = Delivery {
+            guest_scan: &guest_scan,
+            store: &mut *store,
+            budget: &mut budget,
+            kept: &mut kept,
+            output: &mut output,
+            limits: &limits,
+            cancel,
+            host_work: Instant::now(),
+        };
         let stats = match guest_scan.columns {
             // Batches by column, straight from the column blocks.
             Some(columns_fn) => {
@@ -1466,38 +1472,16 @@ impl Runtime {
                     &description.prefilter,
                     projection,
                     |in_range, columns| -> Result<(), TaskFailure> {
-                        if cancel.load(Ordering::Relaxed) {
-                            return Err(TaskFailure::Cancelled);
-                        }
-                        budget.charge(host_work.elapsed(), Call::Scan)?;
-                        output.events_scanned += in_range;
+                        delivery.block_read(in_range)?;
                         batcher.add(&columns, |batch| {
-                            output.events_matched += batch.len() as u64;
-                            let found = scan(
-                                &guest_scan,
-                                &mut *store,
-                                Batch::Columns(columns_fn, batch),
-                                &mut budget,
-                                &limits,
-                                kept.result_bound(),
-                            )?;
-                            kept.add(found, Call::Scan)
+                            delivery.batch(Batch::Columns(columns_fn, batch))
                         })?;
-                        host_work = Instant::now();
+                        delivery.block_done();
                         Ok(())
                     },
                 )?;
                 if !batcher.batch.is_empty() {
-                    output.events_matched += batcher.batch.len() as u64;
-                    let found = scan(
-                        &guest_scan,
-                        &mut *store,
-                        Batch::Columns(columns_fn, &batcher.batch),
-                        &mut budget,
-                        &limits,
-                        kept.result_bound(),
-                    )?;
-                    kept.add(found, Call::Scan)?;
+                    delivery.batch(Batch::Columns(columns_fn, &batcher.batch))?;
                 }
                 stats
             }
@@ -1509,11 +1493,7 @@ impl Runtime {
                     &description.prefilter,
                     projection,
                     |in_range, events| -> Result<(), TaskFailure> {
-                        if cancel.load(Ordering::Relaxed) {
-                            return Err(TaskFailure::Cancelled);
-                        }
-                        budget.charge(host_work.elapsed(), Call::Scan)?;
-                        output.events_scanned += in_range;
+                        delivery.block_read(in_range)?;
                         for event in events {
                             batch.push(wit::Event {
                                 timestamp_ms: event.timestamp_ms,
@@ -1521,34 +1501,16 @@ impl Runtime {
                                 values: event.values,
                             });
                             if batch.len() >= BATCH_SIZE {
-                                output.events_matched += batch.len() as u64;
-                                let found = scan(
-                                    &guest_scan,
-                                    &mut *store,
-                                    Batch::Events(&batch),
-                                    &mut budget,
-                                    &limits,
-                                    kept.result_bound(),
-                                )?;
-                                kept.add(found, Call::Scan)?;
+                                delivery.batch(Batch::Events(&batch))?;
                                 batch.clear();
                             }
                         }
-                        host_work = Instant::now();
+                        delivery.block_done();
                         Ok(())
                     },
                 )?;
                 if !batch.is_empty() {
-                    output.events_matched += batch.len() as u64;
-                    let found = scan(
-                        &guest_scan,
-                        &mut *store,
-                        Batch::Events(&batch),
-                        &mut budget,
-                        &limits,
-                        kept.result_bound(),
-                    )?;
-                    kept.add(found, Call::Scan)?;
+                    delivery.batch(Batch::Events(&batch))?;
                 }
                 stats
             }
@@ -1796,11 +1758,68 @@ struct GuestScan<'a> {
     columns: Option<&'a ScanColumnsFn>,
 }
 
+/// Hands a task's events to its module: each block read is checked for
+/// cancellation and its host work charged to the CPU budget, each batch is
+/// a guest call whose findings are kept.
+struct Delivery<'a, 'g> {
+    guest_scan: &'a GuestScan<'g>,
+    store: &'a mut Store<TaskData>,
+    budget: &'a mut Guest,
+    kept: &'a mut Kept,
+    output: &'a mut TaskOutput,
+    limits: &'a TaskLimits,
+    cancel: &'a AtomicBool,
+    /// Decoding, the prefilter and the projection run on the host for the
+    /// guest: their time, from the end of one block's guest work to the
+    /// next block's delivery, counts against the task's CPU budget.
+    host_work: Instant,
+}
+
+impl Delivery<'_, '_> {
+    /// A block was read, `in_range` of its events in the task's range.
+    fn block_read(&mut self, in_range: u64) -> Result<(), TaskFailure> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(TaskFailure::Cancelled);
+        }
+        self.budget.charge(self.host_work.elapsed(), Call::Scan)?;
+        self.output.events_scanned += in_range;
+        Ok(())
+    }
+
+    /// The block's events are handed on: host work starts again.
+    fn block_done(&mut self) {
+        self.host_work = Instant::now();
+    }
+
+    /// One guest call with `batch`.
+    fn batch(&mut self, batch: Batch<'_>) -> Result<(), TaskFailure> {
+        self.output.events_matched += batch.len() as u64;
+        let found = scan(
+            self.guest_scan,
+            self.store,
+            batch,
+            self.budget,
+            self.limits,
+            self.kept.result_bound(),
+        )?;
+        self.kept.add(found, Call::Scan)
+    }
+}
+
 /// A batch for the guest: events for `module.scan`, or by column for
 /// `columnar.scan-columns`.
 enum Batch<'a> {
     Events(&'a [wit::Event]),
     Columns(&'a ScanColumnsFn, &'a ProjectedColumns),
+}
+
+impl Batch<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Batch::Events(events) => events.len(),
+            Batch::Columns(_, columns) => columns.len(),
+        }
+    }
 }
 
 /// `batch` as contract 0.2.4's `event-columns`: the lengths field by field,
