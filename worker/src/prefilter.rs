@@ -445,14 +445,7 @@ impl Projection {
         block: &ColumnBlock<'_>,
         rows: &[bool],
     ) -> Result<Vec<FieldTexts>, BlockError> {
-        let unique = block.project_texts(&self.unique, rows)?;
-        Ok(match &self.slots {
-            None => unique,
-            Some(slots) => slots
-                .iter()
-                .map(|&slot| unique.get(slot).cloned().unwrap_or_default())
-                .collect(),
-        })
+        Ok(self.to_declared(block.project_texts(&self.unique, rows)?))
     }
 
     /// Declared fields.
@@ -466,12 +459,13 @@ impl Projection {
     }
 
     /// One value per distinct field to one per declared field.
-    fn to_declared(&self, values: Vec<Option<String>>) -> Vec<Option<String>> {
+    /// (`T::default()`, none, for a slot out of range).
+    fn to_declared<T: Clone + Default>(&self, values: Vec<T>) -> Vec<T> {
         match &self.slots {
             None => values,
             Some(slots) => slots
                 .iter()
-                .map(|&slot| values.get(slot).cloned().flatten())
+                .map(|&slot| values.get(slot).cloned().unwrap_or_default())
                 .collect(),
         }
     }
